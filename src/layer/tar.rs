@@ -1,0 +1,177 @@
+//! The one place that decides tar metadata: uid/gid 0, no user or group
+//! names, a fixed mtime, normalised modes, entries in path order.
+
+use super::compress::gzip_writer;
+use super::plan::{Content, EntryKind, LayerPlan};
+use super::{Layer, MEDIA_TYPE_OCI_LAYER_GZIP};
+use crate::digest::HashingWriter;
+use std::fs::File;
+use std::io::{self, Read, Write};
+
+/// Streams the `Content::External` entries of a plan (e.g. the files of a wheel).
+pub trait ExternalContent {
+    fn open(&mut self, index: usize) -> io::Result<Box<dyn Read + '_>>;
+}
+
+/// For plans with no external entries.
+pub struct NoExternal;
+
+impl ExternalContent for NoExternal {
+    fn open(&mut self, index: usize) -> io::Result<Box<dyn Read + '_>> {
+        Err(io::Error::other(format!("no external content source for entry {index}")))
+    }
+}
+
+/// 0755 where any exec bit is set, otherwise 0644; directories 0755.
+pub fn normalise_mode(kind: &EntryKind, mode: u32) -> u32 {
+    match kind {
+        EntryKind::Dir => 0o755,
+        EntryKind::Symlink { .. } => 0o777,
+        EntryKind::File { .. } if mode & 0o111 != 0 => 0o755,
+        EntryKind::File { .. } => 0o644,
+    }
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    h.set_size(size);
+    h
+}
+
+/// Writes the plan as an uncompressed tar into `out`.
+pub fn write_tar<W: Write>(plan: &LayerPlan, mtime: u64, external: &mut dyn ExternalContent, out: W) -> io::Result<W> {
+    let mut builder = tar::Builder::new(out);
+    builder.mode(tar::HeaderMode::Deterministic);
+    for (path, entry) in plan.entries() {
+        let mode = normalise_mode(&entry.kind, entry.mode);
+        match &entry.kind {
+            EntryKind::Dir => {
+                let mut h = header(tar::EntryType::Directory, mode, 0, mtime);
+                builder.append_data(&mut h, format!("{}/", path.as_str()), io::empty())?;
+            }
+            EntryKind::Symlink { target } => {
+                let mut h = header(tar::EntryType::Symlink, mode, 0, mtime);
+                builder.append_link(&mut h, path.as_str(), target)?;
+            }
+            EntryKind::File { size, content } => {
+                let mut h = header(tar::EntryType::Regular, mode, *size, mtime);
+                let reader: Box<dyn Read + '_> = match content {
+                    Content::Bytes(b) => Box::new(&b[..]),
+                    Content::HostFile(p) => Box::new(File::open(p).map_err(|e| {
+                        io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+                    })?),
+                    Content::External(i) => external.open(*i)?,
+                };
+                // A file that changed size since it was planned would corrupt the
+                // archive; refuse rather than pad or truncate.
+                let mut exact = ExactSize { inner: reader, left: *size, path: path.as_str() };
+                builder.append_data(&mut h, path.as_str(), &mut exact)?;
+                exact.check_end()?;
+            }
+        }
+    }
+    builder.into_inner()
+}
+
+struct ExactSize<'a, R> {
+    inner: R,
+    left: u64,
+    path: &'a str,
+}
+
+impl<R: Read> ExactSize<'_, R> {
+    fn check_end(&mut self) -> io::Result<()> {
+        let mut b = [0u8; 1];
+        if self.inner.read(&mut b)? != 0 {
+            return Err(io::Error::other(format!("/{} grew while the layer was written", self.path)));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for ExactSize<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let max = buf.len().min(self.left as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(io::Error::other(format!("/{} shrank while the layer was written", self.path)));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Writes the plan as a gzip layer blob into `out`, hashing both the tar
+/// (diff_id) and the compressed bytes (digest) as they stream.
+pub fn write_layer<W: Write>(plan: &LayerPlan, mtime: u64, external: &mut dyn ExternalContent, out: W) -> io::Result<(Layer, W)> {
+    let compressed = HashingWriter::new(out);
+    let gz = gzip_writer(compressed);
+    let uncompressed = HashingWriter::new(gz);
+    let uncompressed = write_tar(plan, mtime, external, uncompressed)?;
+    let (diff_id, _, gz) = uncompressed.finish();
+    let compressed = gz.finish()?;
+    let (digest, size, out) = compressed.finish();
+    Ok((Layer { digest, diff_id, size, media_type: MEDIA_TYPE_OCI_LAYER_GZIP.to_string() }, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::ImagePath;
+
+    fn sample() -> LayerPlan {
+        let mut plan = LayerPlan::new();
+        plan.bytes(ImagePath::new("app/run.sh").unwrap(), 0o700, b"#!/bin/sh\n".to_vec()).unwrap();
+        plan.bytes(ImagePath::new("app/main.py").unwrap(), 0o600, b"print(1)\n".to_vec()).unwrap();
+        plan.symlink(ImagePath::new("app/link").unwrap(), "main.py").unwrap();
+        plan
+    }
+
+    #[test]
+    fn metadata_is_normalised() {
+        let tar = write_tar(&sample(), 42, &mut NoExternal, Vec::new()).unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let mut seen = Vec::new();
+        for e in archive.entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            assert_eq!((h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()), (0, 0, 42));
+            assert_eq!(h.username().unwrap(), Some(""));
+            seen.push((e.path().unwrap().to_string_lossy().into_owned(), h.mode().unwrap()));
+        }
+        assert_eq!(
+            seen,
+            [("app/".into(), 0o755), ("app/link".into(), 0o777), ("app/main.py".into(), 0o644), ("app/run.sh".into(), 0o755)]
+        );
+    }
+
+    #[test]
+    fn same_plan_same_digest() {
+        let (a, _) = write_layer(&sample(), 0, &mut NoExternal, Vec::new()).unwrap();
+        let (b, bytes) = write_layer(&sample(), 0, &mut NoExternal, Vec::new()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.size, bytes.len() as u64);
+        let (c, _) = write_layer(&sample(), 1, &mut NoExternal, Vec::new()).unwrap();
+        assert_ne!(a.digest, c.digest);
+    }
+
+    #[test]
+    fn long_paths_survive() {
+        let long = format!("app/{}/f.py", "d".repeat(150));
+        let mut plan = LayerPlan::new();
+        plan.bytes(ImagePath::new(&long).unwrap(), 0o644, b"x".to_vec()).unwrap();
+        let tar = write_tar(&plan, 0, &mut NoExternal, Vec::new()).unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let paths: Vec<String> =
+            archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
+        assert!(paths.contains(&long));
+    }
+}
