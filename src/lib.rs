@@ -2,10 +2,19 @@
 //! daemon and without running Python. See docs/architecture.md for the pipeline.
 
 pub mod app;
+pub mod base;
+pub mod build;
+pub mod cli;
 pub mod digest;
+pub mod dockerignore;
+pub mod fetch;
+pub mod image;
 pub mod layer;
 pub mod lock;
+pub mod output;
+pub mod platform;
 pub mod python;
 pub mod reference;
 pub mod registry;
 pub mod spec;
+pub mod store;

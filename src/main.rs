@@ -1,1 +1,9 @@
-fn main() {}
+use clap::Parser;
+
+fn main() {
+    let cli = imgbuild::cli::Cli::parse();
+    if let Err(e) = imgbuild::cli::run(cli) {
+        eprintln!("error: {}", imgbuild::cli::one_line(&e));
+        std::process::exit(1);
+    }
+}

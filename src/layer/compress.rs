@@ -10,7 +10,10 @@ use std::io::Write;
 pub const GZIP_LEVEL: u32 = 6;
 
 pub fn gzip_writer<W: Write>(inner: W) -> GzEncoder<W> {
-    GzBuilder::new().mtime(0).operating_system(255).write(inner, Compression::new(GZIP_LEVEL))
+    GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(inner, Compression::new(GZIP_LEVEL))
 }
 
 #[cfg(test)]
@@ -25,5 +28,25 @@ mod tests {
         // magic, CM=8, FLG=0, MTIME=0, XFL, OS=255
         assert_eq!(&out[..8], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0]);
         assert_eq!(out[9], 255);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("layer media type {0} is not supported (only gzip and uncompressed tar layers are)")]
+pub struct UnsupportedCompression(pub String);
+
+/// The uncompressed tar stream of a layer blob, by its media type.
+pub fn decompressed<'a>(
+    media_type: &str,
+    r: impl std::io::Read + 'a,
+) -> Result<Box<dyn std::io::Read + 'a>, UnsupportedCompression> {
+    if media_type.ends_with("gzip") {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(r)))
+    } else if media_type.ends_with(".tar")
+        || media_type == "application/vnd.docker.image.rootfs.diff.tar"
+    {
+        Ok(Box::new(r))
+    } else {
+        Err(UnsupportedCompression(media_type.to_string()))
     }
 }

@@ -1,1 +1,764 @@
-//! (in progress)
+//! requirements.txt with hashes (`uv pip compile --generate-hashes`, `uv
+//! export`, pip-compile): every requirement pinned with `==` and at least one
+//! `--hash=sha256:`. The file names no files, so each pin is looked up on a
+//! PEP 691 simple index and only the files whose sha256 the file lists are kept.
+
+use super::{
+    file_name_version, filename_from_url, normalise_name, IndexFile, LockError, LockOptions,
+    LockedFile, LockedPackage, SimpleIndex,
+};
+use crate::python::markers::MarkerEnv;
+use pep508_rs::pep440_rs::{Operator, Version};
+use pep508_rs::{Requirement, VersionOrUrl};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// One pinned requirement that applies to the target.
+#[derive(Debug)]
+struct Pin {
+    name: String,
+    version: String,
+    hashes: BTreeSet<String>,
+    /// Set for `name @ url` requirements.
+    url: Option<String>,
+    file: String,
+    line: usize,
+}
+
+#[derive(Default)]
+struct Parsed {
+    pins: Vec<Pin>,
+    /// The file's `--index-url`, with where it was set.
+    index_url: Option<(String, String, usize)>,
+    extra_index_urls: Vec<String>,
+}
+
+/// `getenv` reads PIP_INDEX_URL / UV_INDEX_URL (a parameter so tests need not
+/// touch the process environment).
+pub fn load(
+    path: &Path,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+    index: &dyn SimpleIndex,
+    getenv: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<LockedPackage>, LockError> {
+    let mut parsed = Parsed::default();
+    let mut stack = Vec::new();
+    parse_file(path, env, &mut parsed, &mut stack, true)?;
+    let pins = merge(parsed.pins)?;
+
+    let index_url = opts
+        .index_url
+        .clone()
+        .or_else(|| parsed.index_url.as_ref().map(|(u, _, _)| u.clone()))
+        .or_else(|| getenv("PIP_INDEX_URL").filter(|s| !s.is_empty()))
+        .or_else(|| getenv("UV_INDEX_URL").filter(|s| !s.is_empty()));
+    let mut indexes: Vec<String> = index_url.into_iter().collect();
+    indexes.extend(parsed.extra_index_urls);
+
+    let mut out = Vec::new();
+    for pin in pins {
+        out.push(match &pin.url {
+            Some(url) => direct_url_package(&pin, url)?,
+            None => index_package(&pin, &indexes, index)?,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_file(
+    path: &Path,
+    env: &MarkerEnv,
+    parsed: &mut Parsed,
+    stack: &mut Vec<PathBuf>,
+    install: bool,
+) -> Result<(), LockError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| LockError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    if stack.contains(&canonical) || stack.len() >= MAX_INCLUDE_DEPTH {
+        return Err(LockError::Invalid {
+            path: shown,
+            message: "is included recursively (-r/-c loop); remove the loop".into(),
+        });
+    }
+    stack.push(canonical);
+    let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+    for (line_no, line) in logical_lines(&text) {
+        let err = |message: String| LockError::Line {
+            path: shown.clone(),
+            line: line_no,
+            message,
+        };
+        if line.starts_with('-') {
+            let (option, value) = split_option(&line);
+            let need = || {
+                value
+                    .clone()
+                    .ok_or_else(|| err(format!("`{option}` needs a value")))
+            };
+            match option.as_str() {
+                "-i" | "--index-url" => {
+                    let url = need()?;
+                    match &parsed.index_url {
+                        Some((other, f, l)) if *other != url => {
+                            return Err(err(format!(
+                                "a second --index-url `{url}` (the first, `{other}`, is at {f}:{l}); keep one"
+                            )))
+                        }
+                        _ => parsed.index_url = Some((url, shown.clone(), line_no)),
+                    }
+                }
+                "--extra-index-url" => parsed.extra_index_urls.push(need()?),
+                "-r" | "--requirement" => parse_file(&dir.join(need()?), env, parsed, stack, install)?,
+                // Everything is pinned, so constraints add nothing; the file must still exist.
+                "-c" | "--constraint" => parse_file(&dir.join(need()?), env, parsed, stack, false)?,
+                "-e" | "--editable" => {
+                    return Err(err(
+                        "editable requirements (-e) cannot go into an image; the app layer carries your project, list its dependencies pinned with hashes instead".into(),
+                    ))
+                }
+                "-f" | "--find-links" | "--no-index" => {
+                    return Err(err(format!(
+                        "`{option}` is not supported: imgbuild finds files on a simple index (--index-url)"
+                    )))
+                }
+                "--trusted-host" | "--only-binary" | "--no-binary" | "--use-feature" => {
+                    need()?;
+                }
+                "--pre" | "--prefer-binary" | "--require-hashes" | "--no-deps" => {}
+                _ => return Err(err(format!("unknown option `{option}`"))),
+            }
+            continue;
+        }
+        if let Some(pin) = parse_requirement(&line, env).map_err(err)? {
+            if install {
+                parsed.pins.push(Pin {
+                    file: shown.clone(),
+                    line: line_no,
+                    ..pin
+                });
+            }
+        }
+    }
+    stack.pop();
+    Ok(())
+}
+
+/// Physical lines joined at trailing backslashes, comments removed, blank
+/// lines dropped, each with the number of its first physical line.
+fn logical_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut start = 0;
+    for (i, raw) in text.lines().enumerate() {
+        if current.is_empty() {
+            start = i + 1;
+        }
+        let line = strip_comment(raw);
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                let done = current.trim().to_owned();
+                current.clear();
+                if !done.is_empty() {
+                    out.push((start, done));
+                }
+            }
+        }
+    }
+    let done = current.trim().to_owned();
+    if !done.is_empty() {
+        out.push((start, done));
+    }
+    out
+}
+
+/// pip's rule: `#` starts a comment at the line start or after whitespace.
+fn strip_comment(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'#' && (i == 0 || bytes[i - 1].is_ascii_whitespace()) {
+            return line[..i].trim_end();
+        }
+    }
+    line.trim_end()
+}
+
+/// `--index-url=X`, `--index-url X`, `-i X`, `-iX` → (option, value).
+fn split_option(line: &str) -> (String, Option<String>) {
+    let mut parts = line.splitn(2, char::is_whitespace);
+    let head = parts.next().unwrap_or("");
+    let tail = parts
+        .next()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    if let Some((opt, value)) = head.split_once('=').filter(|_| head.starts_with("--")) {
+        return (opt.to_owned(), Some(value.to_owned()));
+    }
+    if !head.starts_with("--") && head.len() > 2 {
+        return (head[..2].to_owned(), Some(head[2..].to_owned()));
+    }
+    (head.to_owned(), tail)
+}
+
+/// A pinned requirement, or None when its marker excludes the target.
+fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, String> {
+    // Per-requirement options start at the first ` --`.
+    let (req_text, options) = match line.find(" --") {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, ""),
+    };
+    let mut hashes = BTreeSet::new();
+    let mut tokens = options.split_whitespace().peekable();
+    while let Some(tok) = tokens.next() {
+        let value = if let Some(v) = tok.strip_prefix("--hash=") {
+            v.to_owned()
+        } else if tok == "--hash" {
+            tokens
+                .next()
+                .map(str::to_owned)
+                .ok_or("`--hash` needs a value")?
+        } else {
+            return Err(format!("unsupported option `{tok}` on a requirement"));
+        };
+        let (algo, hex) = value
+            .split_once(':')
+            .ok_or_else(|| format!("`--hash={value}` should be ALGORITHM:HEX"))?;
+        if algo == "sha256" {
+            if !super::is_sha256_hex(hex) {
+                return Err(format!("`--hash={value}` is not a sha256 hex digest"));
+            }
+            hashes.insert(hex.to_ascii_lowercase());
+        }
+    }
+    let req = Requirement::<pep508_rs::VerbatimUrl>::from_str(req_text.trim())
+        .map_err(|e| format!("invalid requirement `{}`: {e}", req_text.trim()))?;
+    if !req.evaluate_markers(env.environment(), &[]) {
+        return Ok(None);
+    }
+    let name = normalise_name(req.name.as_ref());
+    if hashes.is_empty() {
+        return Err(format!(
+            "`{name}` has no --hash=sha256:…; generate the file with hashes (uv pip compile --generate-hashes, or uv export)"
+        ));
+    }
+    let (version, url) = match &req.version_or_url {
+        Some(VersionOrUrl::VersionSpecifier(specs)) => {
+            let pinned = match specs.iter().collect::<Vec<_>>().as_slice() {
+                [one] if matches!(one.operator(), Operator::Equal | Operator::ExactEqual) => {
+                    Some(one.version().to_string())
+                }
+                _ => None,
+            };
+            match pinned {
+                Some(v) => (v, None),
+                None => {
+                    return Err(format!(
+                        "`{name}{specs}` is not pinned; pin every requirement with `==`"
+                    ))
+                }
+            }
+        }
+        Some(VersionOrUrl::Url(url)) => {
+            let url = url.to_string();
+            let filename = filename_from_url(&url).unwrap_or_default();
+            let version = file_name_version(&filename)
+                .map(|(_, v)| v)
+                .ok_or_else(|| {
+                    format!("`{name} @ {url}` does not end in a wheel or sdist file name")
+                })?;
+            (version, Some(url))
+        }
+        None => {
+            return Err(format!(
+                "`{name}` is not pinned; pin every requirement with `==`"
+            ))
+        }
+    };
+    Ok(Some(Pin {
+        name,
+        version,
+        hashes,
+        url,
+        file: String::new(),
+        line: 0,
+    }))
+}
+
+/// One pin per package: repeated identical pins merge their hashes.
+fn merge(pins: Vec<Pin>) -> Result<Vec<Pin>, LockError> {
+    let mut by_name: BTreeMap<String, Pin> = BTreeMap::new();
+    for pin in pins {
+        match by_name.get_mut(&pin.name) {
+            Some(existing)
+                if same_version(&existing.version, &pin.version) && existing.url == pin.url =>
+            {
+                existing.hashes.extend(pin.hashes);
+            }
+            Some(existing) => {
+                return Err(LockError::Line {
+                    path: pin.file.clone(),
+                    line: pin.line,
+                    message: format!(
+                        "`{}` is pinned to {} here and to {} at {}:{}; keep one",
+                        pin.name, pin.version, existing.version, existing.file, existing.line
+                    ),
+                })
+            }
+            None => {
+                by_name.insert(pin.name.clone(), pin);
+            }
+        }
+    }
+    Ok(by_name.into_values().collect())
+}
+
+fn same_version(a: &str, b: &str) -> bool {
+    match (Version::from_str(a), Version::from_str(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+fn direct_url_package(pin: &Pin, url: &str) -> Result<LockedPackage, LockError> {
+    let filename = filename_from_url(url).unwrap_or_default();
+    let mut files = Vec::new();
+    let has_sdist = !filename.ends_with(".whl");
+    if !has_sdist {
+        let [sha256] = pin.hashes.iter().collect::<Vec<_>>()[..] else {
+            return Err(LockError::Line {
+                path: pin.file.clone(),
+                line: pin.line,
+                message: format!(
+                    "`{} @ {url}` names one file, so give exactly one --hash=sha256:",
+                    pin.name
+                ),
+            });
+        };
+        files.push(LockedFile {
+            filename,
+            url: Some(url.to_owned()),
+            sha256: sha256.clone(),
+            size: None,
+        });
+    }
+    Ok(LockedPackage {
+        name: pin.name.clone(),
+        version: pin.version.clone(),
+        files,
+        has_sdist,
+    })
+}
+
+fn index_package(
+    pin: &Pin,
+    indexes: &[String],
+    index: &dyn SimpleIndex,
+) -> Result<LockedPackage, LockError> {
+    let line_err = |message: String| LockError::Line {
+        path: pin.file.clone(),
+        line: pin.line,
+        message,
+    };
+    if indexes.is_empty() {
+        return Err(line_err(format!(
+            "`{}` needs a package index to find its files: add `--index-url URL` to the file, pass an index URL, or set PIP_INDEX_URL or UV_INDEX_URL",
+            pin.name
+        )));
+    }
+    // With extra indexes, a project missing from one index is normal: try the next.
+    let mut first_error = None;
+    for index_url in indexes {
+        let listed = match index.project_files(index_url, &pin.name) {
+            Ok(listed) => listed,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        let mut files = Vec::new();
+        let mut has_sdist = false;
+        for f in listed.iter().filter(|f| matches_pin(f, pin)) {
+            let Some(sha256) = &f.sha256 else { continue };
+            if f.filename.ends_with(".whl") {
+                files.push(LockedFile {
+                    filename: f.filename.clone(),
+                    url: Some(f.url.clone()),
+                    sha256: sha256.clone(),
+                    size: f.size,
+                });
+            } else {
+                has_sdist = true;
+            }
+        }
+        if !files.is_empty() || has_sdist {
+            files.sort_by(|a, b| a.filename.cmp(&b.filename));
+            return Ok(LockedPackage {
+                name: pin.name.clone(),
+                version: pin.version.clone(),
+                files,
+                has_sdist,
+            });
+        }
+    }
+    if let (Some(e), 1) = (first_error, indexes.len()) {
+        return Err(e);
+    }
+    Err(line_err(format!(
+        "no file of {}=={} on {} has one of the listed hashes; check the index URL, or regenerate the hashes",
+        pin.name,
+        pin.version,
+        indexes.join(", ")
+    )))
+}
+
+fn matches_pin(file: &IndexFile, pin: &Pin) -> bool {
+    let hash_ok = file.sha256.as_ref().is_some_and(|h| pin.hashes.contains(h));
+    hash_ok
+        && file_name_version(&file.filename)
+            .is_some_and(|(name, version)| name == pin.name && same_version(&version, &pin.version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::test_support::{env, hash, FakeIndex};
+
+    fn index() -> FakeIndex {
+        let file = |name: &str, h: char| IndexFile {
+            filename: name.into(),
+            url: format!("https://files.example/{name}"),
+            sha256: Some(hash(h)),
+            size: Some(42),
+        };
+        FakeIndex(vec![
+            (
+                "uvloop".into(),
+                vec![
+                    file("uvloop-0.23.0-cp311-cp311-manylinux_2_17_x86_64.whl", 'a'),
+                    file("uvloop-0.23.0-cp311-cp311-musllinux_1_2_x86_64.whl", 'b'),
+                    file("uvloop-0.23.0.tar.gz", 'c'),
+                    // Same version, hash not in the file: must not be offered.
+                    file("uvloop-0.23.0-cp312-cp312-manylinux_2_17_x86_64.whl", 'd'),
+                    // Listed hash, other version: must not be offered either.
+                    file("uvloop-0.22.0-cp311-cp311-manylinux_2_17_x86_64.whl", 'a'),
+                ],
+            ),
+            ("h11".into(), vec![file("h11-0.16.0-py3-none-any.whl", 'e')]),
+            (
+                "typing-extensions".into(),
+                vec![file("typing_extensions-4.16.0-py3-none-any.whl", 'f')],
+            ),
+        ])
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn run(text: &str, opts: &LockOptions) -> Result<Vec<LockedPackage>, LockError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "requirements.txt", text);
+        load(&p, opts, &env("x86_64"), &index(), &|_| None)
+    }
+
+    fn exported() -> String {
+        format!(
+            "# This file was autogenerated by uv via the following command:\n--index-url https://index.example/simple\n\nuvloop==0.23.0 ; platform_python_implementation != 'PyPy' and sys_platform != 'win32' \\\n    --hash=sha256:{a} \\\n    --hash=sha256:{b} \\\n    --hash=sha256:{c}\n    # via uvicorn\nh11==0.16.0 --hash=sha256:{e}  # comment\ncolorama==0.4.6 ; sys_platform == 'win32' \\\n    --hash=sha256:{e}\n",
+            a = hash('a'),
+            b = hash('b'),
+            c = hash('c'),
+            e = hash('e'),
+        )
+    }
+
+    #[test]
+    fn pins_with_continuations_markers_and_hashes_find_their_files() {
+        let got = run(&exported(), &LockOptions::default()).unwrap();
+        let names: Vec<&str> = got.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["h11", "uvloop"]);
+        let uvloop = &got[1];
+        assert!(uvloop.has_sdist);
+        let files: Vec<&str> = uvloop.files.iter().map(|f| f.filename.as_str()).collect();
+        assert_eq!(
+            files,
+            [
+                "uvloop-0.23.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+                "uvloop-0.23.0-cp311-cp311-musllinux_1_2_x86_64.whl"
+            ]
+        );
+        assert_eq!(
+            uvloop.files[0].url.as_deref(),
+            Some("https://files.example/uvloop-0.23.0-cp311-cp311-manylinux_2_17_x86_64.whl")
+        );
+    }
+
+    #[test]
+    fn an_unpinned_line_is_an_error_naming_file_and_line() {
+        let text = format!(
+            "h11==0.16.0 --hash=sha256:{}\n\nfastapi>=0.100 --hash=sha256:{}\n",
+            hash('e'),
+            hash('e')
+        );
+        let err = run(&text, &LockOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("requirements.txt:3:") && err.contains("not pinned"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn editable_lines_and_missing_hashes_are_errors() {
+        let err = run("-e ./libs/x\n", &LockOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("requirements.txt:1:") && err.contains("-e"),
+            "{err}"
+        );
+        let err = run("h11==0.16.0\n", &LockOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--hash=sha256"), "{err}");
+    }
+
+    #[test]
+    fn index_url_precedence_is_flag_then_file_then_environment() {
+        struct Recording(std::cell::RefCell<Vec<String>>, FakeIndex);
+        impl SimpleIndex for Recording {
+            fn project_files(&self, url: &str, p: &str) -> Result<Vec<IndexFile>, LockError> {
+                self.0.borrow_mut().push(url.to_owned());
+                self.1.project_files(url, p)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let with_file_index = write(
+            dir.path(),
+            "a.txt",
+            &format!(
+                "-i https://file.example/simple\nh11==0.16.0 --hash=sha256:{}\n",
+                hash('e')
+            ),
+        );
+        let without = write(
+            dir.path(),
+            "b.txt",
+            &format!("h11==0.16.0 --hash=sha256:{}\n", hash('e')),
+        );
+        let used = |path: &Path, flag: Option<&str>| {
+            let rec = Recording(Default::default(), index());
+            let opts = LockOptions {
+                index_url: flag.map(str::to_owned),
+                ..Default::default()
+            };
+            let getenv = |k: &str| match k {
+                "PIP_INDEX_URL" => Some("https://pip-env.example/simple".to_owned()),
+                _ => Some("https://uv-env.example/simple".to_owned()),
+            };
+            load(path, &opts, &env("x86_64"), &rec, &getenv).unwrap();
+            rec.0.into_inner()
+        };
+        assert_eq!(
+            used(&with_file_index, Some("https://flag.example/simple")),
+            ["https://flag.example/simple"]
+        );
+        assert_eq!(
+            used(&with_file_index, None),
+            ["https://file.example/simple"]
+        );
+        assert_eq!(used(&without, None), ["https://pip-env.example/simple"]);
+
+        let err = load(
+            &without,
+            &LockOptions::default(),
+            &env("x86_64"),
+            &index(),
+            &|_| None,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("b.txt:1:") && err.contains("PIP_INDEX_URL"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn includes_are_relative_and_constraints_are_not_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        write(
+            dir.path(),
+            "sub/base.txt",
+            &format!("typing-extensions==4.16.0 --hash=sha256:{}\n", hash('f')),
+        );
+        write(
+            dir.path(),
+            "sub/constraints.txt",
+            &format!("h11==0.16.0 --hash=sha256:{}\n", hash('e')),
+        );
+        let top = write(
+            dir.path(),
+            "requirements.txt",
+            "--index-url https://index.example/simple\n-r sub/base.txt\n--constraint=sub/constraints.txt\n",
+        );
+        let got = load(
+            &top,
+            &LockOptions::default(),
+            &env("x86_64"),
+            &index(),
+            &|_| None,
+        )
+        .unwrap();
+        let names: Vec<&str> = got.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["typing-extensions"]);
+
+        let missing = write(dir.path(), "m.txt", "-r nowhere.txt\n");
+        let err = load(
+            &missing,
+            &LockOptions::default(),
+            &env("x86_64"),
+            &index(),
+            &|_| None,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("nowhere.txt"), "{err}");
+    }
+
+    #[test]
+    fn a_pin_whose_hashes_match_no_file_is_an_error() {
+        let text = format!(
+            "-i https://index.example/simple\nh11==0.16.0 --hash=sha256:{}\n",
+            hash('9')
+        );
+        let err = run(&text, &LockOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(":2:") && err.contains("h11==0.16.0"), "{err}");
+    }
+
+    #[test]
+    fn extra_indexes_are_tried_after_the_main_one() {
+        let text = format!(
+            "-i https://main.example/simple\n--extra-index-url https://extra.example/simple\nh11==0.16.0 --hash=sha256:{}\n",
+            hash('e')
+        );
+        struct Split(FakeIndex);
+        impl SimpleIndex for Split {
+            fn project_files(&self, url: &str, p: &str) -> Result<Vec<IndexFile>, LockError> {
+                if url.contains("main") {
+                    FakeIndex(vec![]).project_files(url, p)
+                } else {
+                    self.0.project_files(url, p)
+                }
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "requirements.txt", &text);
+        let got = load(
+            &p,
+            &LockOptions::default(),
+            &env("x86_64"),
+            &Split(index()),
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(got[0].files[0].filename, "h11-0.16.0-py3-none-any.whl");
+    }
+
+    #[test]
+    fn direct_url_wheels_need_one_hash() {
+        let text = format!(
+            "h11 @ https://files.example/h11-0.16.0-py3-none-any.whl --hash=sha256:{}\n",
+            hash('e')
+        );
+        let got = run(&text, &LockOptions::default()).unwrap();
+        assert_eq!(got[0].version, "0.16.0");
+        assert_eq!(got[0].files[0].sha256, hash('e'));
+    }
+
+    #[test]
+    fn comments_follow_pips_rule() {
+        assert_eq!(
+            strip_comment("x @ https://h/x.whl#sha256=1 # c"),
+            "x @ https://h/x.whl#sha256=1"
+        );
+        assert_eq!(strip_comment("# all"), "");
+        let lines = logical_lines("a \\\n  b \\\n  c\n\n# x\nd\n");
+        assert_eq!(
+            lines,
+            vec![(1, "a    b    c".to_string()), (6, "d".to_string())]
+        );
+    }
+
+    /// A real `uv pip compile --generate-hashes` file, resolved through the real
+    /// index with `HttpSimpleIndex` (needs network).
+    #[test]
+    #[ignore]
+    fn real_compiled_requirements_resolve_through_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "req.in", "fastapi\nuvicorn[standard]\n");
+        let status = std::process::Command::new("uv")
+            .args([
+                "pip",
+                "compile",
+                "req.in",
+                "--generate-hashes",
+                "--emit-index-url",
+                "--universal",
+            ])
+            .args([
+                "--exclude-newer",
+                "2026-11-01",
+                "-o",
+                "requirements.txt",
+                "-q",
+            ])
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let index = crate::lock::index::HttpSimpleIndex::new().unwrap();
+        let got = load(
+            &dir.path().join("requirements.txt"),
+            &LockOptions::default(),
+            &env("x86_64"),
+            &index,
+            &|_| None,
+        )
+        .unwrap();
+        let tags =
+            crate::python::tags::Tags::for_target(&crate::python::markers::test_python("x86_64"));
+        let wheels = crate::lock::select::select_wheels(&got, &tags, "linux/amd64").unwrap();
+        let uvloop = wheels.iter().find(|w| w.name == "uvloop").unwrap();
+        assert!(
+            uvloop.filename.contains("cp311-cp311-manylinux"),
+            "{}",
+            uvloop.filename
+        );
+        assert!(!wheels.iter().any(|w| w.name == "colorama"));
+    }
+}

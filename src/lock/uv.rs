@@ -1,1 +1,724 @@
-//! (in progress)
+//! `uv.lock` (version 1): a universal lock, so installing is a walk of its
+//! dependency graph from the project, following only the edges whose markers
+//! hold for the target.
+//!
+//! The project itself and every other local package (`virtual`, `editable`,
+//! `directory` sources) are not returned: they are not downloaded, and their
+//! dependencies are still followed.
+
+use super::{
+    filename_from_url, normalise_name, sha256_from_hash, LockError, LockOptions, LockedFile,
+    LockedPackage,
+};
+use crate::python::markers::MarkerEnv;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct UvLock {
+    version: toml::Value,
+    requires_python: Option<String>,
+    #[serde(default)]
+    package: Vec<Package>,
+    manifest: Option<Manifest>,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Package {
+    name: String,
+    version: Option<String>,
+    source: Option<toml::Table>,
+    #[serde(default)]
+    dependencies: Vec<Dependency>,
+    #[serde(default)]
+    optional_dependencies: BTreeMap<String, Vec<Dependency>>,
+    #[serde(default)]
+    dev_dependencies: BTreeMap<String, Vec<Dependency>>,
+    sdist: Option<toml::Table>,
+    #[serde(default)]
+    wheels: Vec<Wheel>,
+}
+
+#[derive(Deserialize)]
+struct Dependency {
+    name: String,
+    version: Option<String>,
+    source: Option<toml::Table>,
+    marker: Option<String>,
+    #[serde(default)]
+    extra: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Wheel {
+    url: Option<String>,
+    path: Option<String>,
+    filename: Option<String>,
+    hash: Option<String>,
+    size: Option<u64>,
+}
+
+impl Package {
+    fn source_kind(&self) -> Option<&str> {
+        let source = self.source.as_ref()?;
+        [
+            "registry",
+            "virtual",
+            "editable",
+            "directory",
+            "path",
+            "git",
+            "url",
+        ]
+        .into_iter()
+        .find(|k| source.contains_key(*k))
+    }
+
+    fn is_local(&self) -> bool {
+        matches!(
+            self.source_kind(),
+            Some("virtual" | "editable" | "directory")
+        )
+    }
+
+    fn is_project_root(&self) -> bool {
+        let Some(source) = &self.source else {
+            return false;
+        };
+        ["virtual", "editable", "directory"]
+            .iter()
+            .any(|k| source.get(*k).and_then(|v| v.as_str()) == Some("."))
+    }
+}
+
+pub fn load(
+    path: &Path,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<Vec<LockedPackage>, LockError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LockError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string(), opts, env)
+}
+
+pub fn parse(
+    text: &str,
+    path: &str,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<Vec<LockedPackage>, LockError> {
+    let invalid = |message: String| LockError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    // Read the version alone first, so a future format fails on the version and
+    // not on some field it renamed.
+    let header: toml::Table = toml::from_str(text).map_err(|e| LockError::Toml {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    match header.get("version").and_then(toml::Value::as_integer) {
+        Some(1) => {}
+        Some(n) => {
+            return Err(invalid(format!(
+                "uv.lock version {n} is not supported by this imgbuild; it reads version 1 (written by uv 0.5 and later). Regenerate the lock with a uv release that writes version 1, or upgrade imgbuild"
+            )))
+        }
+        None => return Err(invalid("missing or non-integer `version`; is this a uv.lock?".into())),
+    }
+    let lock: UvLock = toml::from_str(text).map_err(|e| LockError::Toml {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let _ = &lock.version;
+    if let Some(rp) = &lock.requires_python {
+        let ok = env
+            .satisfies_requires_python(rp)
+            .map_err(|source| LockError::Marker {
+                path: path.to_owned(),
+                source,
+            })?;
+        if !ok {
+            return Err(invalid(format!(
+                "requires-python `{rp}` excludes the base image's Python {}; use a base image whose Python matches, or relax requires-python and lock again",
+                env.python_full_version()
+            )));
+        }
+    }
+    Walker {
+        lock: &lock,
+        path,
+        env,
+        conflict_items: Vec::new(),
+    }
+    .run(opts)
+}
+
+struct Walker<'a> {
+    lock: &'a UvLock,
+    path: &'a str,
+    env: &'a MarkerEnv,
+    /// uv's encoding of the selected extras and groups, which edge markers of
+    /// conflicting forks test: `extra-{len}-{project}-{extra}`, `group-{len}-{project}-{group}`.
+    conflict_items: Vec<String>,
+}
+
+impl Walker<'_> {
+    fn run(mut self, opts: &LockOptions) -> Result<Vec<LockedPackage>, LockError> {
+        let roots = self.roots()?;
+        let mut queue: Vec<(usize, Option<String>)> = Vec::new();
+        let mut seen_extras: BTreeSet<String> = BTreeSet::new();
+        let mut seen_groups: BTreeSet<String> = BTreeSet::new();
+        let mut groups: Vec<String> = opts.groups.clone();
+        if opts.include_dev && !groups.iter().any(|g| g == "dev") {
+            groups.push("dev".into());
+        }
+        for &r in &roots {
+            let project = normalise_name(&self.lock.package[r].name);
+            let encode = |kind: &str, item: &str| {
+                format!(
+                    "{kind}-{}-{project}-{}",
+                    project.len(),
+                    normalise_name(item)
+                )
+            };
+            let extras = opts.extras.iter().map(|e| encode("extra", e));
+            let groups = groups.iter().map(|g| encode("group", g));
+            self.conflict_items
+                .extend(extras.chain(groups).collect::<Vec<_>>());
+        }
+        for &r in &roots {
+            let pkg = &self.lock.package[r];
+            queue.push((r, None));
+            for extra in &opts.extras {
+                if pkg.optional_dependencies.contains_key(extra) {
+                    seen_extras.insert(extra.clone());
+                    queue.push((r, Some(extra.clone())));
+                }
+            }
+            for group in &groups {
+                if let Some(deps) = pkg.dev_dependencies.get(group) {
+                    seen_groups.insert(group.clone());
+                    for dep in deps {
+                        self.follow(r, dep, &mut queue)?;
+                    }
+                }
+            }
+        }
+        if let Some(missing) = opts.extras.iter().find(|e| !seen_extras.contains(*e)) {
+            return Err(self.invalid(format!(
+                "the project has no extra `{missing}` (known: {}); fix the extras setting or lock again",
+                known(roots.iter().flat_map(|&r| self.lock.package[r].optional_dependencies.keys()))
+            )));
+        }
+        // `dev` is uv's default group: asking for it when it is absent is harmless.
+        if let Some(missing) = opts
+            .groups
+            .iter()
+            .find(|g| !seen_groups.contains(*g) && g.as_str() != "dev")
+        {
+            return Err(self.invalid(format!(
+                "the project has no dependency group `{missing}` (known: {}); fix the groups setting or lock again",
+                known(roots.iter().flat_map(|&r| self.lock.package[r].dev_dependencies.keys()))
+            )));
+        }
+
+        let mut visited: HashSet<(usize, Option<String>)> = HashSet::new();
+        while let Some((idx, extra)) = queue.pop() {
+            if !visited.insert((idx, extra.clone())) {
+                continue;
+            }
+            let pkg = &self.lock.package[idx];
+            let deps = match &extra {
+                None => &pkg.dependencies,
+                Some(e) => match pkg.optional_dependencies.get(e) {
+                    Some(deps) => deps,
+                    None => continue,
+                },
+            };
+            for dep in deps {
+                self.follow(idx, dep, &mut queue)?;
+            }
+        }
+
+        let reached: BTreeSet<usize> = visited.into_iter().map(|(i, _)| i).collect();
+        let mut out: Vec<LockedPackage> = Vec::new();
+        let mut by_name: BTreeMap<String, &str> = BTreeMap::new();
+        for idx in reached {
+            let pkg = &self.lock.package[idx];
+            if pkg.is_local() {
+                continue;
+            }
+            let name = normalise_name(&pkg.name);
+            let version = pkg
+                .version
+                .clone()
+                .ok_or_else(|| self.package_error(pkg, "has no `version`".into()))?;
+            if let Some(other) = by_name.insert(name.clone(), pkg.version.as_deref().unwrap_or(""))
+            {
+                return Err(self.package_error(
+                    pkg,
+                    format!("versions {other} and {version} both apply to this target; the lock looks inconsistent, run `uv lock` again"),
+                ));
+            }
+            out.push(LockedPackage {
+                files: self.files(pkg)?,
+                has_sdist: pkg.sdist.is_some() || matches!(pkg.source_kind(), Some("git")),
+                name,
+                version,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The project: the package whose source is `.`; in a workspace, every
+    /// member that is a virtual or editable package.
+    fn roots(&self) -> Result<Vec<usize>, LockError> {
+        let packages = &self.lock.package;
+        let members: BTreeSet<String> = self
+            .lock
+            .manifest
+            .iter()
+            .flat_map(|m| m.members.iter().map(|n| normalise_name(n)))
+            .collect();
+        let roots: Vec<usize> = if members.len() > 1 {
+            (0..packages.len())
+                .filter(|&i| {
+                    members.contains(&normalise_name(&packages[i].name))
+                        && matches!(packages[i].source_kind(), Some("virtual" | "editable"))
+                })
+                .collect()
+        } else {
+            (0..packages.len())
+                .filter(|&i| packages[i].is_project_root())
+                .collect()
+        };
+        if roots.is_empty() {
+            return Err(self.invalid(
+                "no project package (a package with source `virtual`, `editable` or `directory` = \".\"); run `uv lock` in the project directory".into(),
+            ));
+        }
+        Ok(roots)
+    }
+
+    fn follow(
+        &self,
+        from: usize,
+        dep: &Dependency,
+        queue: &mut Vec<(usize, Option<String>)>,
+    ) -> Result<(), LockError> {
+        if let Some(marker) = &dep.marker {
+            let holds = self
+                .env
+                .evaluate(marker, &self.conflict_items)
+                .map_err(|source| LockError::Marker {
+                    path: self.path.to_owned(),
+                    source,
+                })?;
+            if !holds {
+                return Ok(());
+            }
+        }
+        let target = self.resolve_edge(from, dep)?;
+        queue.push((target, None));
+        for extra in &dep.extra {
+            queue.push((target, Some(extra.clone())));
+        }
+        Ok(())
+    }
+
+    /// The package an edge points at; `version` and `source` on the edge pick
+    /// between several locked versions of one name.
+    fn resolve_edge(&self, from: usize, dep: &Dependency) -> Result<usize, LockError> {
+        let wanted = normalise_name(&dep.name);
+        let candidates: Vec<usize> = (0..self.lock.package.len())
+            .filter(|&i| normalise_name(&self.lock.package[i].name) == wanted)
+            .filter(|&i| dep.version.is_none() || self.lock.package[i].version == dep.version)
+            .filter(|&i| dep.source.is_none() || self.lock.package[i].source == dep.source)
+            .collect();
+        match candidates.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(self.package_error(
+                &self.lock.package[from],
+                format!(
+                    "depends on `{}`{} which is not in the lock; run `uv lock` again",
+                    dep.name,
+                    dep.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default()
+                ),
+            )),
+            _ => Err(self.package_error(
+                &self.lock.package[from],
+                format!("its dependency `{}` matches several locked versions and the edge names none; run `uv lock` again", dep.name),
+            )),
+        }
+    }
+
+    fn files(&self, pkg: &Package) -> Result<Vec<LockedFile>, LockError> {
+        pkg.wheels
+            .iter()
+            .map(|w| {
+                let location = w.url.as_deref().or(w.path.as_deref()).unwrap_or("");
+                let filename = w
+                    .filename
+                    .clone()
+                    .or_else(|| filename_from_url(location))
+                    .ok_or_else(|| self.package_error(pkg, "has a wheel without `url`, `path` or `filename`".into()))?;
+                let sha256 = w
+                    .hash
+                    .as_deref()
+                    .and_then(sha256_from_hash)
+                    .ok_or_else(|| {
+                        self.package_error(
+                            pkg,
+                            format!("wheel {filename} has no sha256 `hash`; imgbuild verifies every download, lock again with hashes"),
+                        )
+                    })?;
+                Ok(LockedFile {
+                    filename,
+                    url: w.url.clone(),
+                    sha256,
+                    size: w.size,
+                })
+            })
+            .collect()
+    }
+
+    fn invalid(&self, message: String) -> LockError {
+        LockError::Invalid {
+            path: self.path.to_owned(),
+            message,
+        }
+    }
+
+    fn package_error(&self, pkg: &Package, message: String) -> LockError {
+        LockError::Package {
+            path: self.path.to_owned(),
+            package: match &pkg.version {
+                Some(v) => format!("{} {v}", pkg.name),
+                None => pkg.name.clone(),
+            },
+            message,
+        }
+    }
+}
+
+fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: BTreeSet<&String> = names.collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names
+            .into_iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::test_support::{env, hash};
+
+    fn wheel(name: &str, version: &str, tag: &str, h: char) -> String {
+        format!(
+            "{{ url = \"https://files.example/{name}-{version}-{tag}.whl\", hash = \"sha256:{}\", size = 100 }}",
+            hash(h)
+        )
+    }
+
+    fn pkg(name: &str, version: &str, deps: &str, extra_tables: &str) -> String {
+        format!(
+            "[[package]]\nname = \"{name}\"\nversion = \"{version}\"\nsource = {{ registry = \"https://index.example/simple\" }}\ndependencies = [{deps}]\nsdist = {{ url = \"https://files.example/{name}-{version}.tar.gz\", hash = \"sha256:{}\", size = 10 }}\nwheels = [{}]\n{extra_tables}\n",
+            hash('0'),
+            wheel(name, version, "py3-none-any", 'a')
+        )
+    }
+
+    fn lock() -> String {
+        let mut s = String::from("version = 1\nrevision = 3\nrequires-python = \">=3.10\"\nresolution-markers = [\"python_full_version >= '3.12'\", \"python_full_version < '3.12'\"]\n\n");
+        s += r#"[[package]]
+name = "app"
+version = "0.1.0"
+source = { virtual = "." }
+dependencies = [
+    { name = "fastapi" },
+    { name = "uvicorn", extra = ["standard"] },
+    { name = "numpy", version = "2.0.0", source = { registry = "https://index.example/simple" }, marker = "python_full_version < '3.12'" },
+    { name = "numpy", version = "2.3.0", source = { registry = "https://index.example/simple" }, marker = "python_full_version >= '3.12'" },
+    { name = "pywin", marker = "sys_platform == 'win32'" },
+    { name = "lib" },
+]
+
+[package.optional-dependencies]
+yaml = [{ name = "pyyaml" }]
+
+[package.dev-dependencies]
+dev = [{ name = "pytest" }]
+lint = [{ name = "ruff" }]
+
+"#;
+        s += "[[package]]\nname = \"lib\"\nversion = \"0.2.0\"\nsource = { editable = \"libs/lib\" }\ndependencies = [{ name = \"idna\" }]\n\n";
+        s += &pkg("fastapi", "0.165.0", "{ name = \"starlette\" }", "");
+        s += &pkg("starlette", "1.10.0", "", "");
+        s += &pkg(
+            "uvicorn",
+            "0.54.0",
+            "{ name = \"h11\" }",
+            "[package.optional-dependencies]\nstandard = [{ name = \"uvloop\", marker = \"sys_platform != 'win32'\" }, { name = \"colorama\", marker = \"sys_platform == 'win32'\" }]\n",
+        );
+        s += &pkg("h11", "0.16.0", "", "");
+        s += &pkg("uvloop", "0.23.0", "", "");
+        s += &pkg("colorama", "0.4.6", "", "");
+        s += &pkg("numpy", "2.0.0", "", "");
+        s += &pkg("numpy", "2.3.0", "", "");
+        s += &pkg("pywin", "1.0", "", "");
+        s += &pkg("idna", "3.20", "", "");
+        s += &pkg("pyyaml", "6.0.4", "", "");
+        s += &pkg("pytest", "9.2.0", "{ name = \"Iniconfig\" }", "");
+        s += &pkg("iniconfig", "2.3.1", "", "");
+        s += &pkg("ruff", "0.17.3", "", "");
+        s
+    }
+
+    fn names(opts: &LockOptions) -> Vec<String> {
+        let mut out: Vec<String> = parse(&lock(), "uv.lock", opts, &env("x86_64"))
+            .unwrap()
+            .into_iter()
+            .map(|p| format!("{}=={}", p.name, p.version))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn walks_dependencies_edge_extras_and_markers_for_the_target() {
+        assert_eq!(
+            names(&LockOptions::default()),
+            [
+                "fastapi==0.165.0",
+                "h11==0.16.0",
+                "idna==3.20",
+                "numpy==2.0.0",
+                "starlette==1.10.0",
+                "uvicorn==0.54.0",
+                "uvloop==0.23.0",
+            ]
+        );
+    }
+
+    #[test]
+    fn project_extras_and_groups_are_opt_in() {
+        let opts = LockOptions {
+            extras: vec!["yaml".into()],
+            groups: vec!["lint".into()],
+            ..Default::default()
+        };
+        let got = names(&opts);
+        assert!(got.contains(&"pyyaml==6.0.4".to_string()));
+        assert!(got.contains(&"ruff==0.17.3".to_string()));
+        assert!(!got.iter().any(|n| n.starts_with("pytest")));
+
+        let dev = names(&LockOptions {
+            include_dev: true,
+            ..Default::default()
+        });
+        assert!(dev.contains(&"pytest==9.2.0".to_string()));
+        assert!(dev.contains(&"iniconfig==2.3.1".to_string()));
+    }
+
+    #[test]
+    fn unknown_extras_and_groups_are_errors() {
+        let opts = LockOptions {
+            extras: vec!["gpu".into()],
+            ..Default::default()
+        };
+        let err = parse(&lock(), "uv.lock", &opts, &env("x86_64"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no extra `gpu`") && err.contains("yaml"),
+            "{err}"
+        );
+        let opts = LockOptions {
+            groups: vec!["docs".into()],
+            ..Default::default()
+        };
+        let err = parse(&lock(), "uv.lock", &opts, &env("x86_64"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("group `docs`") && err.contains("lint"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn files_carry_url_hash_and_size_and_local_packages_are_left_out() {
+        let got = parse(&lock(), "uv.lock", &LockOptions::default(), &env("x86_64")).unwrap();
+        assert!(!got.iter().any(|p| p.name == "app" || p.name == "lib"));
+        let h11 = got.iter().find(|p| p.name == "h11").unwrap();
+        assert!(h11.has_sdist);
+        assert_eq!(
+            h11.files,
+            vec![LockedFile {
+                filename: "h11-0.16.0-py3-none-any.whl".into(),
+                url: Some("https://files.example/h11-0.16.0-py3-none-any.whl".into()),
+                sha256: hash('a'),
+                size: Some(100),
+            }]
+        );
+    }
+
+    #[test]
+    fn an_unknown_lock_version_is_refused_by_number() {
+        let text = lock().replacen("version = 1", "version = 2", 1);
+        let err = parse(
+            &text,
+            "proj/uv.lock",
+            &LockOptions::default(),
+            &env("x86_64"),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("proj/uv.lock") && err.contains("uv.lock version 2 is not supported"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn requires_python_must_admit_the_target() {
+        let text = lock().replace(
+            "requires-python = \">=3.10\"",
+            "requires-python = \">=3.12\"",
+        );
+        let err = parse(&text, "uv.lock", &LockOptions::default(), &env("x86_64"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(">=3.12") && err.contains("3.11.2"), "{err}");
+    }
+
+    #[test]
+    fn a_dangling_edge_names_the_package() {
+        let text = lock().replace(
+            "{ name = \"starlette\" }",
+            "{ name = \"starlette\" }, { name = \"ghost\" }",
+        );
+        let err = parse(&text, "uv.lock", &LockOptions::default(), &env("x86_64"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("fastapi 0.165.0") && err.contains("`ghost`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn workspace_members_are_all_roots() {
+        let text = format!(
+            "version = 1\n[manifest]\nmembers = [\"api\", \"worker\"]\n\n[[package]]\nname = \"api\"\nversion = \"1.0\"\nsource = {{ editable = \"api\" }}\ndependencies = [{{ name = \"h11\" }}]\n\n[[package]]\nname = \"worker\"\nversion = \"1.0\"\nsource = {{ virtual = \"worker\" }}\ndependencies = [{{ name = \"idna\" }}]\n\n{}{}",
+            pkg("h11", "0.16.0", "", ""),
+            pkg("idna", "3.20", "", "")
+        );
+        let got = parse(&text, "uv.lock", &LockOptions::default(), &env("x86_64")).unwrap();
+        let names: Vec<&str> = got.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["h11", "idna"]);
+    }
+
+    #[test]
+    fn conflicting_extras_pick_their_fork_through_uvs_encoded_markers() {
+        let text = format!(
+            r#"version = 1
+[[package]]
+name = "app"
+version = "0.1.0"
+source = {{ editable = "." }}
+[package.optional-dependencies]
+cpu = [{{ name = "torch", version = "2.0.0", source = {{ registry = "https://cpu.example/simple" }} }}]
+gpu = [{{ name = "torch", version = "2.0.1", source = {{ registry = "https://gpu.example/simple" }} }}]
+
+[[package]]
+name = "torch"
+version = "2.0.0"
+source = {{ registry = "https://cpu.example/simple" }}
+dependencies = [{{ name = "idna", marker = "extra == 'extra-3-app-cpu'" }}, {{ name = "h11", marker = "extra == 'extra-3-app-gpu'" }}]
+wheels = [{}]
+
+[[package]]
+name = "torch"
+version = "2.0.1"
+source = {{ registry = "https://gpu.example/simple" }}
+wheels = [{}]
+
+{}{}"#,
+            wheel("torch", "2.0.0", "py3-none-any", 'c'),
+            wheel("torch", "2.0.1", "py3-none-any", 'd'),
+            pkg("idna", "3.20", "", ""),
+            pkg("h11", "0.16.0", "", "")
+        );
+        let opts = LockOptions {
+            extras: vec!["cpu".into()],
+            ..Default::default()
+        };
+        let got = parse(&text, "uv.lock", &opts, &env("x86_64")).unwrap();
+        let names: Vec<String> = got
+            .iter()
+            .map(|p| format!("{}=={}", p.name, p.version))
+            .collect();
+        assert_eq!(names, ["torch==2.0.0", "idna==3.20"]);
+    }
+
+    /// Checks the parser against a lock written by the real uv (needs network).
+    #[test]
+    #[ignore]
+    fn parses_a_real_uv_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[project]\nname = \"demo\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\ndependencies = [\"fastapi\", \"uvicorn[standard]\"]\n[dependency-groups]\ndev = [\"pytest\"]\n[tool.uv]\npackage = false\n",
+        )
+        .unwrap();
+        let status = std::process::Command::new("uv")
+            .args(["lock", "--exclude-newer", "2026-11-01"])
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let got = load(
+            &dir.path().join("uv.lock"),
+            &LockOptions::default(),
+            &env("x86_64"),
+        )
+        .unwrap();
+        let names: Vec<&str> = got.iter().map(|p| p.name.as_str()).collect();
+        for n in [
+            "fastapi",
+            "uvicorn",
+            "uvloop",
+            "httptools",
+            "pydantic-core",
+            "starlette",
+        ] {
+            assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+        assert!(
+            !names.contains(&"demo") && !names.contains(&"pytest") && !names.contains(&"colorama")
+        );
+        assert!(got.iter().all(|p| !p.files.is_empty()));
+    }
+}

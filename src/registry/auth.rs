@@ -1,1 +1,560 @@
-//! (in progress)
+//! Registry authentication: `WWW-Authenticate` challenges, Basic, and Bearer
+//! tokens from the registry's token service (GET with Basic credentials, or the
+//! OAuth2 POST form for identity tokens), cached per registry and scope set and
+//! refreshed before they expire. The caller (`client`) replays a request once
+//! after a 401 with a fresh token.
+
+use super::credentials::{Credential, CredentialSource, Secret};
+use super::error::RegistryError;
+use super::transport::{status_error, Transport};
+use base64::Engine as _;
+use reqwest::Url;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// One challenge from a `WWW-Authenticate` header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// Lowercased: `bearer` or `basic`.
+    pub scheme: String,
+    /// Parameter names lowercased, values unquoted.
+    pub params: BTreeMap<String, String>,
+}
+
+impl Challenge {
+    pub fn param(&self, k: &str) -> Option<&str> {
+        self.params.get(k).map(String::as_str)
+    }
+}
+
+/// Parses a `WWW-Authenticate` value into its challenges (RFC 7235): quoted
+/// values may hold commas and escaped quotes, and one header may carry several
+/// challenges (`Basic realm="x", Bearer realm="y",service="z"`).
+pub fn parse_www_authenticate(value: &str) -> Vec<Challenge> {
+    let s = value.as_bytes();
+    let mut i = 0;
+    let mut out = Vec::new();
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/:".contains(&b);
+    let skip = |i: &mut usize, also_commas: bool| {
+        while *i < s.len() && (s[*i] == b' ' || s[*i] == b'\t' || (also_commas && s[*i] == b',')) {
+            *i += 1;
+        }
+    };
+    let token = |i: &mut usize| {
+        let start = *i;
+        while *i < s.len() && is_tchar(s[*i]) {
+            *i += 1;
+        }
+        value[start..*i].to_string()
+    };
+    loop {
+        skip(&mut i, true);
+        if i >= s.len() {
+            break;
+        }
+        let scheme = token(&mut i);
+        if scheme.is_empty() {
+            break; // not a challenge we understand; stop rather than loop
+        }
+        let mut params = BTreeMap::new();
+        loop {
+            skip(&mut i, false);
+            let save = i;
+            let key = token(&mut i);
+            skip(&mut i, false);
+            if key.is_empty() || i >= s.len() || s[i] != b'=' {
+                i = save;
+                break; // the next challenge's scheme (or the end)
+            }
+            i += 1;
+            skip(&mut i, false);
+            let v = if i < s.len() && s[i] == b'"' {
+                i += 1;
+                let mut v = Vec::new();
+                while i < s.len() && s[i] != b'"' {
+                    if s[i] == b'\\' && i + 1 < s.len() {
+                        i += 1;
+                    }
+                    v.push(s[i]);
+                    i += 1;
+                }
+                i += 1; // closing quote
+                String::from_utf8_lossy(&v).into_owned()
+            } else {
+                let start = i;
+                while i < s.len() && s[i] != b',' && s[i] != b' ' && s[i] != b'\t' {
+                    i += 1;
+                }
+                value[start..i].to_string()
+            };
+            params.insert(key.to_ascii_lowercase(), v);
+            skip(&mut i, false);
+            if i < s.len() && s[i] == b',' {
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        out.push(Challenge {
+            scheme: scheme.to_ascii_lowercase(),
+            params,
+        });
+    }
+    out
+}
+
+/// The challenge we act on: Bearer over Basic over anything else.
+pub fn preferred_challenge(challenges: Vec<Challenge>) -> Option<Challenge> {
+    let rank = |c: &Challenge| match c.scheme.as_str() {
+        "bearer" => 0,
+        "basic" => 1,
+        _ => 2,
+    };
+    challenges
+        .into_iter()
+        .filter(|c| rank(c) < 2)
+        .min_by_key(rank)
+}
+
+/// `repository:<name>:pull` or `…:pull,push`.
+pub fn repository_scope(repository: &str, push: bool) -> String {
+    format!(
+        "repository:{repository}:{}",
+        if push { "pull,push" } else { "pull" }
+    )
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Token {
+    pub value: Secret,
+    /// When we stop using it: a little before the server's expiry.
+    pub refresh_at: Instant,
+}
+
+/// The parts of a token response we use. `token` and `access_token` are both
+/// seen in the wild; treat the value as opaque (it is not always a JWT).
+#[derive(serde::Deserialize)]
+struct TokenReply {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    issued_at: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+const DEFAULT_TOKEN_LIFETIME: u64 = 60;
+const CLIENT_ID: &str = "imgbuild";
+/// A token service that does not answer within this is treated as down (and retried).
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Per-registry credentials and a token cache keyed by (registry, scopes).
+pub(crate) struct Authenticator {
+    source: Box<dyn CredentialSource>,
+    credentials: Mutex<HashMap<String, Credential>>,
+    tokens: Mutex<HashMap<(String, Vec<String>), Token>>,
+}
+
+impl Authenticator {
+    pub fn new(source: Box<dyn CredentialSource>) -> Self {
+        Authenticator {
+            source,
+            credentials: Mutex::default(),
+            tokens: Mutex::default(),
+        }
+    }
+
+    /// The credential for a registry, resolved once.
+    pub fn credential(&self, registry: &str) -> Result<Credential, RegistryError> {
+        if let Some(c) = self
+            .credentials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(registry)
+        {
+            return Ok(c.clone());
+        }
+        let c = self.source.resolve(registry)?.credential;
+        self.credentials
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(registry.to_string(), c.clone());
+        Ok(c)
+    }
+
+    pub fn forget_token(&self, registry: &str, scopes: &[String]) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(registry.to_string(), scopes.to_vec()));
+    }
+
+    /// The `Authorization` value for a request under `challenge`, or `None` to
+    /// send the request anonymously.
+    pub fn authorization(
+        &self,
+        transport: &Transport,
+        registry: &str,
+        challenge: Option<&Challenge>,
+        scopes: &[String],
+    ) -> Result<Option<String>, RegistryError> {
+        let Some(challenge) = challenge else {
+            return Ok(None);
+        };
+        let credential = self.credential(registry)?;
+        if challenge.scheme == "basic" {
+            return Ok(match &credential {
+                Credential::Basic { username, password } => Some(basic_header(username, password)),
+                Credential::IdentityToken { username, token } => Some(basic_header(
+                    username.as_deref().unwrap_or("<token>"),
+                    token,
+                )),
+                Credential::RegistryToken(t) => Some(format!("Bearer {}", t.expose())),
+                Credential::Anonymous => None,
+            });
+        }
+        if let Credential::RegistryToken(t) = &credential {
+            return Ok(Some(format!("Bearer {}", t.expose())));
+        }
+        let key = (registry.to_string(), scopes.to_vec());
+        if let Some(t) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            if Instant::now() < t.refresh_at {
+                return Ok(Some(format!("Bearer {}", t.value.expose())));
+            }
+        }
+        let (token, refresh) = fetch_token(transport, registry, challenge, scopes, &credential)?;
+        let header = format!("Bearer {}", token.value.expose());
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, token);
+        if let Some(refresh) = refresh {
+            // The service handed us a refresh token: later token requests use it (as ggcr does).
+            let username = match credential {
+                Credential::Basic { username, .. } => Some(username),
+                Credential::IdentityToken { username, .. } => username,
+                _ => None,
+            };
+            self.credentials
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    registry.to_string(),
+                    Credential::IdentityToken {
+                        username,
+                        token: refresh,
+                    },
+                );
+        }
+        Ok(Some(header))
+    }
+}
+
+fn basic_header(username: &str, password: &Secret) -> String {
+    let raw = format!("{username}:{}", password.expose());
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+/// Asks the token service for a token covering `scopes` (push scope first:
+/// some registries read only the first).
+fn fetch_token(
+    transport: &Transport,
+    registry: &str,
+    challenge: &Challenge,
+    scopes: &[String],
+    credential: &Credential,
+) -> Result<(Token, Option<Secret>), RegistryError> {
+    let what = format!("authenticating to {registry}");
+    let auth_err = |detail: String| RegistryError::Auth {
+        what: what.clone(),
+        detail,
+    };
+    let realm = challenge
+        .param("realm")
+        .ok_or_else(|| auth_err("the Bearer challenge has no realm".into()))?;
+    let realm_url = Url::parse(realm)
+        .map_err(|_| auth_err(format!("the token realm {realm:?} is not a URL")))?;
+    let realm_host = match (realm_url.host_str(), realm_url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        (None, _) => return Err(auth_err(format!("the token realm {realm:?} has no host"))),
+    };
+    match realm_url.scheme() {
+        "https" => {}
+        // Credentials may travel in clear only where plain http is allowed at all.
+        "http" if transport.allows_http(&realm_host) => {}
+        other => {
+            return Err(auth_err(format!(
+                "refusing to send credentials to the token realm {realm} over {other}; it must be https"
+            )))
+        }
+    }
+    let service = challenge.param("service");
+    let sent = Instant::now();
+
+    let get = |client: &reqwest::blocking::Client| {
+        let mut url = realm_url.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            for s in scopes {
+                q.append_pair("scope", s);
+            }
+        }
+        let req = client.get(url).timeout(TOKEN_TIMEOUT);
+        match credential {
+            Credential::Basic { username, password } => {
+                req.basic_auth(username, Some(password.expose()))
+            }
+            Credential::IdentityToken { username, token } => req.basic_auth(
+                username.as_deref().unwrap_or("<token>"),
+                Some(token.expose()),
+            ),
+            _ => req,
+        }
+    };
+    let resp = if let Credential::IdentityToken { token, .. } = credential {
+        let post = |client: &reqwest::blocking::Client| {
+            let mut form = vec![
+                ("grant_type", "refresh_token".to_string()),
+                ("refresh_token", token.expose().to_string()),
+                ("client_id", CLIENT_ID.to_string()),
+            ];
+            if let Some(s) = service {
+                form.push(("service", s.to_string()));
+            }
+            if !scopes.is_empty() {
+                form.push(("scope", scopes.join(" ")));
+            }
+            client
+                .post(realm_url.clone())
+                .timeout(TOKEN_TIMEOUT)
+                .form(&form)
+        };
+        let resp = transport.send_retrying(&what, &realm_host, &post)?;
+        // Token services without the OAuth2 endpoint answer 404 (or 405): use GET.
+        if matches!(resp.status().as_u16(), 404 | 405) {
+            transport.send_retrying(&what, &realm_host, &get)?
+        } else {
+            resp
+        }
+    } else {
+        transport.send_retrying(&what, &realm_host, &get)?
+    };
+    let status = resp.status().as_u16();
+    if status == 401 || status == 403 {
+        let who = match credential {
+            Credential::Basic { username, .. } => format!("user {username:?}"),
+            Credential::IdentityToken { .. } => "the identity token".to_string(),
+            _ => "anonymous access".to_string(),
+        };
+        let base = status_error(&what, registry, resp);
+        if *credential == Credential::Anonymous {
+            return Err(RegistryError::NoCredentials {
+                what,
+                registry: registry.to_string(),
+                detail: format!(
+                    "the token service at {realm} refused anonymous access: {}",
+                    inner_detail(&base)
+                ),
+            });
+        }
+        return Err(RegistryError::Unauthorized {
+            what,
+            registry: registry.to_string(),
+            detail: format!(
+                "the token service at {realm} rejected {who}: {}",
+                inner_detail(&base)
+            ),
+        });
+    }
+    if !resp.status().is_success() {
+        return Err(status_error(
+            &format!("{what} (token service {realm})"),
+            registry,
+            resp,
+        ));
+    }
+    let reply: TokenReply = resp
+        .json()
+        .map_err(|_| auth_err(format!("the token service at {realm} sent no JSON")))?;
+    let value = reply
+        .token
+        .filter(|t| !t.is_empty())
+        .or(reply.access_token.filter(|t| !t.is_empty()))
+        .ok_or_else(|| auth_err(format!("the token service at {realm} sent no token")))?;
+    let lifetime = token_lifetime(
+        reply.expires_in,
+        reply.issued_at.as_deref(),
+        SystemTime::now(),
+    );
+    // Renew a little early so a request is never sent with a token about to lapse.
+    let margin = (lifetime / 5).min(Duration::from_secs(30));
+    let token = Token {
+        value: Secret::new(value),
+        refresh_at: sent + lifetime - margin,
+    };
+    Ok((
+        token,
+        reply
+            .refresh_token
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
+    ))
+}
+
+fn inner_detail(e: &RegistryError) -> String {
+    match e {
+        RegistryError::Status { detail, .. }
+        | RegistryError::Unauthorized { detail, .. }
+        | RegistryError::Denied { detail, .. } => detail.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// How long a token stays valid from now: `expires_in` (default 60 s), less
+/// the time since `issued_at` when that is plausible (clocks can disagree).
+fn token_lifetime(expires_in: Option<u64>, issued_at: Option<&str>, now: SystemTime) -> Duration {
+    let total = Duration::from_secs(
+        expires_in
+            .filter(|&s| s > 0)
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME),
+    );
+    let age = issued_at
+        .and_then(parse_rfc3339)
+        .and_then(|t| now.duration_since(t).ok());
+    match age {
+        Some(age) if age < total => total - age,
+        _ => total,
+    }
+}
+
+/// `2024-05-01T12:00:00Z`, with optional fraction and `±hh:mm` offset.
+fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    if let Some(r) = rest.strip_prefix('.') {
+        rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
+            let m = o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60;
+            if o.starts_with('-') {
+                -m
+            } else {
+                m
+            }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + h * 3600 + mi * 60 + sec - offset;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenge_with_commas_inside_quotes() {
+        let c = parse_www_authenticate(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:samalba/my-app:pull,push""#,
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].scheme, "bearer");
+        assert_eq!(c[0].param("realm"), Some("https://auth.docker.io/token"));
+        assert_eq!(c[0].param("service"), Some("registry.docker.io"));
+        assert_eq!(
+            c[0].param("scope"),
+            Some("repository:samalba/my-app:pull,push")
+        );
+    }
+
+    #[test]
+    fn several_challenges_in_one_header() {
+        let c = parse_www_authenticate(
+            r#"Basic realm="Registry Realm", Bearer realm="https://t.example/token", service=reg, error="invalid_token""#,
+        );
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].scheme, "basic");
+        assert_eq!(c[0].param("realm"), Some("Registry Realm"));
+        assert_eq!(c[1].param("service"), Some("reg"));
+        assert_eq!(c[1].param("error"), Some("invalid_token"));
+        assert_eq!(preferred_challenge(c).unwrap().scheme, "bearer");
+    }
+
+    #[test]
+    fn escaped_quotes_and_odd_spacing() {
+        let c = parse_www_authenticate(r#"bearer  Realm = "a\"b" ,scope="x""#);
+        assert_eq!(c[0].param("realm"), Some("a\"b"));
+        assert_eq!(c[0].param("scope"), Some("x"));
+        assert!(parse_www_authenticate("").is_empty());
+        assert!(preferred_challenge(parse_www_authenticate("Negotiate abc")).is_none());
+    }
+
+    #[test]
+    fn token_lifetime_defaults_and_counts_from_issued_at() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        assert_eq!(token_lifetime(None, None, now), Duration::from_secs(60));
+        assert_eq!(token_lifetime(Some(0), None, now), Duration::from_secs(60));
+        // 1_700_000_000 = 2023-11-14T22:13:20Z
+        assert_eq!(
+            token_lifetime(Some(300), Some("2023-11-14T22:13:20Z"), now),
+            Duration::from_secs(200)
+        );
+        assert_eq!(
+            token_lifetime(Some(300), Some("2023-11-14T23:13:20.5+01:00"), now),
+            Duration::from_secs(200)
+        );
+        // A token "issued" long ago by a skewed clock is not treated as already expired.
+        assert_eq!(
+            token_lifetime(Some(300), Some("2000-01-01T00:00:00Z"), now),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            token_lifetime(Some(300), Some("garbage"), now),
+            Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn scopes_keep_host_port_repositories_whole() {
+        assert_eq!(
+            repository_scope("team/app", true),
+            "repository:team/app:pull,push"
+        );
+        assert_eq!(repository_scope("a", false), "repository:a:pull");
+    }
+}

@@ -1,6 +1,15 @@
 //! The OCI distribution client: pull, push, auth, credentials.
+//!
+//! `RegistryClient` (in `client`) is the entry point; `credentials::Keychain`
+//! says who we are; `transport::TransportOptions` says how we connect.
 
 pub mod auth;
 pub mod client;
 pub mod credentials;
+pub mod error;
 pub mod transport;
+
+pub use client::{BlobUpload, PushOutcome, RegistryClient};
+pub use credentials::{login, Credential, CredentialSource, Keychain, Secret};
+pub use error::RegistryError;
+pub use transport::{TransferStats, TransportOptions};

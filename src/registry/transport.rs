@@ -1,1 +1,544 @@
-//! (in progress)
+//! HTTP plumbing shared by the registry client: TLS trust, which hosts may use
+//! plain http, retries with backoff, and turning registry replies into one-line
+//! errors. Auth lives in `auth`, the protocol in `client`.
+
+use super::error::{chain_message, RegistryError};
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::StatusCode;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Environment variable holding the base retry backoff in milliseconds
+/// (default 1000); tests set it low so fault scenarios run fast.
+pub const RETRY_BASE_ENV: &str = "IMGBUILD_RETRY_BASE_MS";
+
+/// How the client talks to registries.
+#[derive(Clone, Debug)]
+pub struct TransportOptions {
+    /// Extra PEM CA bundles trusted on top of the system store and SSL_CERT_FILE.
+    pub ca_files: Vec<PathBuf>,
+    /// Registries (`host` or `host:port`) that may use plain http or an
+    /// unverifiable certificate, like Docker's `insecure-registries`.
+    pub insecure_registries: Vec<String>,
+    /// Upload blobs in PATCH chunks of this size instead of one streamed PUT
+    /// (for proxies that cap request bodies).
+    pub chunk_size: Option<u64>,
+    /// Parallel blob transfers.
+    pub jobs: usize,
+    /// Never negotiate HTTP/2 (some proxies reset long HTTP/2 uploads).
+    pub http1_only: bool,
+    /// Extra attempts after the first on connection errors, 408, 429 and 5xx.
+    pub max_retries: u32,
+    /// First backoff; doubles per attempt. Defaults from IMGBUILD_RETRY_BASE_MS.
+    pub retry_base: Duration,
+    /// The longest wait honoured from a Retry-After header or the backoff.
+    pub max_retry_wait: Duration,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        let base_ms = std::env::var(RETRY_BASE_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        TransportOptions {
+            ca_files: Vec::new(),
+            insecure_registries: Vec::new(),
+            chunk_size: None,
+            jobs: 4,
+            http1_only: false,
+            max_retries: 3,
+            retry_base: Duration::from_millis(base_ms),
+            max_retry_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Counters for tests and `--json` output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TransferStats {
+    /// Every HTTP request sent, including pings, token requests and retries.
+    pub requests: u64,
+    /// Blob bytes handed to the network (counted again when a retry resends).
+    pub blob_bytes_uploaded: u64,
+    pub blob_bytes_downloaded: u64,
+    pub retries: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub requests: AtomicU64,
+    pub blob_bytes_uploaded: AtomicU64,
+    pub blob_bytes_downloaded: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> TransferStats {
+        TransferStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            blob_bytes_uploaded: self.blob_bytes_uploaded.load(Ordering::Relaxed),
+            blob_bytes_downloaded: self.blob_bytes_downloaded.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub(crate) struct Transport {
+    pub opts: TransportOptions,
+    verified: Client,
+    /// Accepts any certificate; used only for `insecure_registries`.
+    unverified: Client,
+    pub counters: Arc<Counters>,
+}
+
+impl Transport {
+    pub fn new(opts: TransportOptions) -> Result<Self, RegistryError> {
+        let mut certs = Vec::new();
+        for path in &opts.ca_files {
+            let pem = std::fs::read(path).map_err(|e| {
+                RegistryError::Setup(format!("cannot read CA file {}: {e}", path.display()))
+            })?;
+            let bundle = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                RegistryError::Setup(format!(
+                    "CA file {} is not a PEM certificate bundle: {e}",
+                    path.display()
+                ))
+            })?;
+            if bundle.is_empty() {
+                return Err(RegistryError::Setup(format!(
+                    "CA file {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            certs.extend(bundle);
+        }
+        let builder = |accept_invalid: bool| {
+            let mut b = Client::builder()
+                .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
+                // Uploads of large layers take as long as they take; only connecting is bounded.
+                .timeout(None)
+                .connect_timeout(Duration::from_secs(30))
+                .tcp_keepalive(Duration::from_secs(30));
+            if !certs.is_empty() {
+                b = b.tls_certs_merge(certs.clone());
+            }
+            if opts.http1_only {
+                b = b.http1_only();
+            }
+            if accept_invalid {
+                b = b.tls_danger_accept_invalid_certs(true);
+            }
+            b.build()
+                .map_err(|e| RegistryError::Setup(chain_message(&e)))
+        };
+        Ok(Transport {
+            verified: builder(false)?,
+            unverified: builder(true)?,
+            opts,
+            counters: Arc::default(),
+        })
+    }
+
+    /// Listed in `insecure_registries` (by `host:port` or bare host).
+    pub fn is_listed_insecure(&self, host: &str) -> bool {
+        let bare = strip_port(host);
+        self.opts
+            .insecure_registries
+            .iter()
+            .any(|h| h == host || h == bare)
+    }
+
+    /// Plain http is allowed only on loopback or for listed insecure registries.
+    pub fn allows_http(&self, host: &str) -> bool {
+        is_loopback(host) || self.is_listed_insecure(host)
+    }
+
+    pub fn client_for(&self, host: &str) -> &Client {
+        if self.is_listed_insecure(host) {
+            &self.unverified
+        } else {
+            &self.verified
+        }
+    }
+
+    /// Sends one request, counting it.
+    pub fn send(&self, req: RequestBuilder) -> Result<Response, reqwest::Error> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        req.send()
+    }
+
+    pub fn send_request(
+        &self,
+        host: &str,
+        req: reqwest::blocking::Request,
+    ) -> Result<Response, reqwest::Error> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.client_for(host).execute(req)
+    }
+
+    /// The wait before attempt `attempt + 1` (attempt counts from 0):
+    /// Retry-After when the server gave one, else exponential backoff; capped.
+    pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self.opts.retry_base.saturating_mul(1u32 << attempt.min(16));
+        retry_after.unwrap_or(exp).min(self.opts.max_retry_wait)
+    }
+
+    pub fn note_retry(&self, attempt: u32, retry_after: Option<Duration>) {
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(self.backoff(attempt, retry_after));
+    }
+
+    /// Sends a request that needs no registry auth (pings, token requests),
+    /// retrying connection errors and retryable statuses.
+    pub fn send_retrying(
+        &self,
+        what: &str,
+        host: &str,
+        build: &dyn Fn(&Client) -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let mut attempt = 0;
+        loop {
+            match self.send(build(self.client_for(host))) {
+                Ok(resp)
+                    if is_retryable_status(resp.status()) && attempt < self.opts.max_retries =>
+                {
+                    let wait = retry_after(&resp);
+                    drop(resp);
+                    self.note_retry(attempt, wait);
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) => {
+                    let err = connection_error(what, host, &e);
+                    if !err.is_retryable() || attempt >= self.opts.max_retries {
+                        return Err(err);
+                    }
+                    self.note_retry(attempt, None);
+                }
+            }
+            attempt += 1;
+        }
+    }
+}
+
+pub(crate) fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// 127.0.0.0/8, ::1, `localhost` and `*.localhost`, with or without a port.
+pub fn is_loopback(host: &str) -> bool {
+    let h = strip_port(host);
+    h == "localhost"
+        || h.ends_with(".localhost")
+        || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+pub(crate) fn is_retryable_status(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// Only the delta-seconds form; an HTTP-date falls back to our own backoff.
+pub(crate) fn retry_after(resp: &Response) -> Option<Duration> {
+    let v = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+pub(crate) fn connection_error(what: &str, registry: &str, e: &reqwest::Error) -> RegistryError {
+    let detail = chain_message(&WithoutUrl(e));
+    // A certificate problem will not fix itself; everything else on the wire may.
+    let lower = detail.to_ascii_lowercase();
+    let retryable = !e.is_builder() && !lower.contains("certificate") && !e.is_redirect();
+    let hint = if lower.contains("certificate") {
+        " (is the registry's CA in the system store, SSL_CERT_FILE or --ca-file?)"
+    } else {
+        ""
+    };
+    RegistryError::Connection {
+        what: what.to_string(),
+        registry: registry.to_string(),
+        detail: format!("{detail}{hint}"),
+        retryable,
+    }
+}
+
+/// reqwest's Display prints the URL, which for upload sessions is a long opaque
+/// state blob; the operation name already says what was requested.
+struct WithoutUrl<'a>(&'a reqwest::Error);
+
+impl std::fmt::Debug for WithoutUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::fmt::Display for WithoutUrl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = self.0;
+        let kind = if e.is_connect() {
+            "connection failed"
+        } else if e.is_timeout() {
+            "timed out"
+        } else if e.is_redirect() {
+            "too many redirects"
+        } else if e.is_body() || e.is_request() {
+            "transfer interrupted"
+        } else if e.is_decode() {
+            "unreadable response"
+        } else {
+            "request failed"
+        };
+        f.write_str(kind)
+    }
+}
+
+impl std::error::Error for WithoutUrl<'_> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(self.0)
+    }
+}
+
+const BODY_LIMIT: usize = 64 * 1024;
+const DETAIL_MAX: usize = 300;
+
+/// Turns a non-success reply into an error, reading at most 64 KiB of body.
+/// Registry error bodies are parsed leniently: `{"errors":[{code,message,detail}]}`,
+/// anything else is shown as text, on one line, truncated.
+pub(crate) fn status_error(what: &str, registry: &str, resp: Response) -> RegistryError {
+    use std::io::Read;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    let _ = resp.take(BODY_LIMIT as u64).read_to_end(&mut body);
+    let (codes, detail) = describe_error_body(&body);
+    let detail = if detail.is_empty() {
+        StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("no details")
+            .to_string()
+    } else {
+        detail
+    };
+    let has = |c: &str| codes.iter().any(|x| x == c);
+    let (what, registry) = (what.to_string(), registry.to_string());
+    if status == 429 || has("TOOMANYREQUESTS") {
+        let mut detail = detail;
+        let limits: Vec<String> = [
+            "ratelimit-limit",
+            "ratelimit-remaining",
+            "docker-ratelimit-source",
+        ]
+        .iter()
+        .filter_map(|h| {
+            headers
+                .get(*h)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| format!("{h}: {}", one_line(v)))
+        })
+        .collect();
+        if !limits.is_empty() {
+            detail = format!("{detail}; {}", limits.join(", "));
+        }
+        return RegistryError::RateLimited {
+            what,
+            registry,
+            detail,
+        };
+    }
+    if has("DENIED") || status == 403 {
+        return RegistryError::Denied {
+            what,
+            registry,
+            detail,
+        };
+    }
+    if has("NAME_UNKNOWN") {
+        return RegistryError::NameUnknown {
+            what,
+            registry,
+            detail,
+        };
+    }
+    if status == 401 || has("UNAUTHORIZED") {
+        return RegistryError::Unauthorized {
+            what,
+            registry,
+            detail,
+        };
+    }
+    let retryable = StatusCode::from_u16(status).is_ok_and(is_retryable_status);
+    RegistryError::Status {
+        what,
+        registry,
+        status,
+        detail,
+        retryable,
+    }
+}
+
+/// (error codes, human text) from a registry error body.
+pub(crate) fn describe_error_body(body: &[u8]) -> (Vec<String>, String) {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        code: Option<String>,
+        #[serde(default)]
+        message: Option<String>,
+        #[serde(default)]
+        detail: Option<serde_json::Value>,
+    }
+    if let Ok(parsed) = serde_json::from_slice::<Body>(body) {
+        if !parsed.errors.is_empty() {
+            let codes = parsed
+                .errors
+                .iter()
+                .filter_map(|e| e.code.clone())
+                .collect();
+            let text = parsed
+                .errors
+                .iter()
+                .map(|e| {
+                    let mut s = e.code.clone().unwrap_or_default();
+                    if let Some(m) = e.message.as_deref().filter(|m| !m.is_empty()) {
+                        if !s.is_empty() {
+                            s.push_str(": ");
+                        }
+                        s.push_str(m);
+                    }
+                    match &e.detail {
+                        Some(serde_json::Value::Null) | None => {}
+                        Some(serde_json::Value::String(d)) if !d.is_empty() => {
+                            s.push_str(&format!(" ({d})"))
+                        }
+                        Some(serde_json::Value::String(_)) => {}
+                        Some(other) => s.push_str(&format!(" ({other})")),
+                    }
+                    s
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return (codes, truncate(&one_line(&text)));
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    (Vec::new(), truncate(&one_line(text.trim())))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn truncate(s: &str) -> String {
+    if s.chars().count() <= DETAIL_MAX {
+        return s.to_string();
+    }
+    let cut: String = s.chars().take(DETAIL_MAX).collect();
+    format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts_may_use_http_others_need_listing() {
+        for h in [
+            "127.0.0.1:5000",
+            "127.8.9.1",
+            "localhost",
+            "localhost:5000",
+            "[::1]:5000",
+            "app.localhost:80",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "10.0.0.1:5000",
+            "registry.example.com",
+            "[2001:db8::1]:5000",
+            "localhost.example.com",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+        let t = Transport::new(TransportOptions {
+            insecure_registries: vec!["reg.lan:5000".into(), "other.lan".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(t.allows_http("reg.lan:5000"));
+        assert!(!t.allows_http("reg.lan:5001"));
+        assert!(t.allows_http("other.lan:443"));
+        assert!(!t.allows_http("ghcr.io"));
+    }
+
+    #[test]
+    fn backoff_doubles_honours_retry_after_and_is_capped() {
+        let t = Transport::new(TransportOptions {
+            retry_base: Duration::from_millis(100),
+            max_retry_wait: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(t.backoff(0, None), Duration::from_millis(100));
+        assert_eq!(t.backoff(2, None), Duration::from_millis(400));
+        assert_eq!(
+            t.backoff(0, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            t.backoff(0, Some(Duration::from_secs(3600))),
+            Duration::from_secs(5)
+        );
+        assert_eq!(t.backoff(30, None), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn registry_error_bodies_are_read_leniently() {
+        let (codes, text) = describe_error_body(
+            br#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{"name":"x"}}]}"#,
+        );
+        assert_eq!(codes, vec!["NAME_UNKNOWN"]);
+        assert_eq!(
+            text,
+            r#"NAME_UNKNOWN: repository name not known to registry ({"name":"x"})"#
+        );
+        let (codes, text) = describe_error_body(br#"{"details":"invalid repository name"}"#);
+        assert!(codes.is_empty());
+        assert_eq!(text, r#"{"details":"invalid repository name"}"#);
+        let (_, text) = describe_error_body(&b"<html>\n  bad gateway\n</html>".repeat(50));
+        assert!(
+            text.chars().count() <= DETAIL_MAX + 1 && !text.contains('\n'),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_ca_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ca.pem");
+        std::fs::write(&f, "not a cert").unwrap();
+        let e = Transport::new(TransportOptions {
+            ca_files: vec![f.clone()],
+            ..Default::default()
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("ca.pem"), "{e}");
+    }
+}

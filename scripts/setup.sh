@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine to build imgbuild, run its tests and try the example.
+# Safe to run again: every step checks before it changes anything. Runs as root (or
+# through sudo when it is there).
+#
+#   scripts/setup.sh              everything: packages, podman, binfmt, uv, base image,
+#                                 example lock, release build
+#   scripts/setup.sh --deps-only  packages, podman, binfmt and uv only (what CI needs)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DEPS_ONLY=false
+[ "${1:-}" = "--deps-only" ] && DEPS_ONLY=true
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "error: run as root (or install sudo)" >&2; exit 1; }
+  SUDO=sudo
+fi
+step() { echo "==> $*"; }
+
+# --- Debian packages -------------------------------------------------------------------
+# podman + runc run the built images in tests; docker-registry, htpasswd (apache2-utils)
+# and openssl make the local test registries; skopeo and umoci inspect images
+# independently; mmdebstrap, qemu-user-static and binfmt-support build the Debian base
+# images (arm64 emulated); uidmap, fuse-overlayfs, slirp4netns and catatonit are what
+# podman needs on a minimal system; util-linux gives flock for the test cache lock.
+PACKAGES=(
+  podman runc uidmap fuse-overlayfs slirp4netns catatonit
+  docker-registry apache2-utils openssl ca-certificates
+  skopeo umoci
+  mmdebstrap qemu-user-static binfmt-support
+  util-linux gzip python3 python3-pip git
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+else
+  step "Debian packages already installed"
+fi
+
+# --- podman ----------------------------------------------------------------------------
+# Inside containers and sandboxes the default rlimits podman asks for (nofile 1048576)
+# are refused, and crun may be missing or unusable; runc with modest limits works
+# everywhere we run. The test helpers pass the same flags explicitly.
+CONF=/etc/containers/containers.conf.d/imgbuild.conf
+WANT_CONF='[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+[engine]
+runtime = "runc"'
+if [ "$(cat "$CONF" 2>/dev/null)" != "$WANT_CONF" ]; then
+  step "configuring podman ($CONF)"
+  $SUDO mkdir -p "$(dirname "$CONF")"
+  printf '%s\n' "$WANT_CONF" | $SUDO tee "$CONF" >/dev/null
+fi
+# overlay storage fails on some filesystems (e.g. overlay-on-overlay); fall back to vfs.
+if ! $SUDO podman --runtime runc info >/dev/null 2>&1; then
+  step "podman storage does not work with its default driver; switching to vfs"
+  printf '[storage]\ndriver = "vfs"\nrunroot = "/run/containers/storage"\ngraphroot = "/var/lib/containers/storage"\n' |
+    $SUDO tee /etc/containers/storage.conf >/dev/null
+  $SUDO podman --runtime runc system reset -f >/dev/null 2>&1 || true
+  $SUDO podman --runtime runc info >/dev/null
+fi
+step "podman storage driver: $($SUDO podman --runtime runc info --format '{{.Store.GraphDriverName}}')"
+
+# --- arm64 emulation -------------------------------------------------------------------
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+  step "mounting binfmt_misc"
+  $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
+    echo "warning: cannot mount binfmt_misc; arm64 images will not run here" >&2
+fi
+if [ -e /proc/sys/fs/binfmt_misc/register ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  step "registering qemu-aarch64 with binfmt_misc"
+  $SUDO update-binfmts --enable qemu-aarch64 ||
+    echo "warning: cannot register qemu-aarch64; arm64 images will not run here" >&2
+fi
+
+# --- uv (makes lockfiles for the tests and the example) --------------------------------
+if ! command -v uv >/dev/null; then
+  step "installing uv with pip"
+  # Debian's Python is externally managed (PEP 668); uv is a standalone binary.
+  python3 -m pip install --quiet uv 2>/dev/null ||
+    $SUDO python3 -m pip install --quiet --break-system-packages uv
+fi
+step "$(uv --version)"
+
+command -v cargo >/dev/null || {
+  echo "error: cargo not found; install Rust 1.85 or newer (rustup) and run again" >&2
+  exit 1
+}
+
+$DEPS_ONLY && exit 0
+
+# --- the example: base image, lockfile, release binary ---------------------------------
+BASE="$ROOT/.imgbuild/base-amd64"
+STAMP="$BASE.script-sha256"
+HASH=$(sha256sum "$ROOT/scripts/build-base-image.sh" | cut -d' ' -f1)
+if [ -f "$BASE/index.json" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$HASH" ]; then
+  step "base image up to date: $BASE"
+else
+  step "building the amd64 base image into $BASE (about a minute)"
+  $SUDO bash "$ROOT/scripts/build-base-image.sh" amd64 "$BASE"
+  printf '%s' "$HASH" >"$STAMP"
+fi
+
+LOCKDIR="$ROOT/.imgbuild/hello-api"
+mkdir -p "$LOCKDIR"
+cp "$ROOT/fixtures/hello-api/pyproject.toml" "$LOCKDIR/pyproject.toml"
+step "locking fixtures/hello-api into $LOCKDIR/uv.lock"
+(cd "$LOCKDIR" && UV_PYTHON_DOWNLOADS=never uv lock --quiet --exclude-newer 2026-11-01T00:00:00Z)
+
+step "cargo build --release"
+(cd "$ROOT" && cargo build --release --quiet)
+step "done: target/release/imgbuild build -f images/hello-api.toml --output docker-archive:hello.tar:hello-api:latest"

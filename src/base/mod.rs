@@ -1,0 +1,237 @@
+//! The base image: where it comes from (a local OCI layout, an OCI archive, a
+//! registry), the manifest chosen for the target platform, its config, and a
+//! way to stream its blobs. Base layers are only ever copied byte for byte.
+
+pub mod archive;
+pub mod layout;
+pub mod python;
+
+use crate::digest::{Digest, VerifyingReader};
+use crate::image::manifest::{sniff_media_type, Descriptor, Index, Manifest};
+use crate::image::{is_index_media_type, is_manifest_media_type, ANNOTATION_REF_NAME};
+use crate::platform::Platform;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BaseError {
+    #[error("base {base}: {message}")]
+    Invalid { base: String, message: String },
+    #[error("base {base}: {path}: {source}")]
+    Io { base: String, path: PathBuf, source: io::Error },
+    #[error("base {base}: blob {digest} is missing")]
+    MissingBlob { base: String, digest: Digest },
+    #[error("base {0}: registry bases are not available in this build; use oci:DIR[:TAG] or oci-archive:FILE")]
+    Unsupported(String),
+    #[error("base {base}: {source}")]
+    Registry { base: String, source: Box<dyn std::error::Error + Send + Sync> },
+}
+
+/// Streams raw (unverified) blob bytes; `BaseImage::open_blob` adds verification.
+pub trait BlobSource: Send + Sync {
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, BaseError>;
+    /// How the base is named in messages and in the base.name annotation.
+    fn name(&self) -> &str;
+}
+
+pub struct BaseImage {
+    /// As the user wrote it, for messages and the base.name annotation.
+    pub name: String,
+    /// The digest of the platform manifest.
+    pub manifest_digest: Digest,
+    pub manifest: Manifest,
+    pub config: serde_json::Value,
+    pub platform: Platform,
+    pub blobs: Arc<dyn BlobSource>,
+}
+
+impl BaseImage {
+    pub fn open_blob(&self, desc: &Descriptor) -> Result<VerifyingReader<Box<dyn Read + Send + '_>>, BaseError> {
+        let r = self.blobs.open(&desc.digest)?;
+        Ok(VerifyingReader::new(r, desc.digest.clone(), Some(desc.size), format!("base {} blob {}", self.name, desc.digest)))
+    }
+
+    /// Env from the base config, for finding its Python on PATH.
+    pub fn env_path(&self) -> Option<String> {
+        self.config
+            .pointer("/config/Env")?
+            .as_array()?
+            .iter()
+            .filter_map(|v| v.as_str())
+            .find_map(|kv| kv.strip_prefix("PATH=").map(str::to_string))
+    }
+}
+
+/// Reads a whole small blob (manifest, index, config), verified.
+pub(crate) fn read_small(src: &dyn BlobSource, desc: &Descriptor) -> Result<Vec<u8>, BaseError> {
+    const LIMIT: u64 = 8 << 20;
+    if desc.size > LIMIT {
+        return Err(BaseError::Invalid {
+            base: src.name().to_string(),
+            message: format!("{} is {} bytes, too large for a manifest or config", desc.digest, desc.size),
+        });
+    }
+    let r = src.open(&desc.digest)?;
+    let mut v = VerifyingReader::new(r, desc.digest.clone(), Some(desc.size), format!("blob {}", desc.digest));
+    let mut out = Vec::new();
+    v.read_to_end(&mut out).map_err(|e| BaseError::Invalid { base: src.name().to_string(), message: e.to_string() })?;
+    Ok(out)
+}
+
+fn invalid(src: &dyn BlobSource, message: impl Into<String>) -> BaseError {
+    BaseError::Invalid { base: src.name().to_string(), message: message.into() }
+}
+
+/// Picks the image for `platform` starting from the descriptors of a layout's
+/// index.json, honouring a tag (`org.opencontainers.image.ref.name`).
+pub(crate) fn choose_from_layout(
+    src: Arc<dyn BlobSource>,
+    top: Index,
+    tag: Option<&str>,
+    platform: &Platform,
+) -> Result<BaseImage, BaseError> {
+    let candidates: Vec<Descriptor> = match tag {
+        Some(t) => top.manifests.iter().filter(|d| d.annotation(ANNOTATION_REF_NAME) == Some(t)).cloned().collect(),
+        None => top.manifests.clone(),
+    };
+    if candidates.is_empty() {
+        let tags: Vec<&str> = top.manifests.iter().filter_map(|d| d.annotation(ANNOTATION_REF_NAME)).collect();
+        return Err(invalid(
+            &*src,
+            format!("no image tagged {:?}; the layout has tags: {}", tag.unwrap_or(""), tags.join(", ")),
+        ));
+    }
+    let desc = if candidates.len() == 1 {
+        candidates[0].clone()
+    } else {
+        pick_platform(&*src, &candidates, platform)?
+    };
+    resolve_descriptor(src, desc, platform)
+}
+
+fn pick_platform(src: &dyn BlobSource, candidates: &[Descriptor], platform: &Platform) -> Result<Descriptor, BaseError> {
+    if let Some(d) = candidates.iter().find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p))) {
+        return Ok(d.clone());
+    }
+    let available: Vec<String> = candidates.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
+    Err(invalid(
+        src,
+        format!(
+            "has no image for {platform} (it has: {}); choose one of those platforms or another base",
+            if available.is_empty() { "untagged images without platforms".to_string() } else { available.join(", ") }
+        ),
+    ))
+}
+
+/// Follows a descriptor (an index or a manifest) down to the platform's manifest.
+pub(crate) fn resolve_descriptor(
+    src: Arc<dyn BlobSource>,
+    desc: Descriptor,
+    platform: &Platform,
+) -> Result<BaseImage, BaseError> {
+    let bytes = read_small(&*src, &desc)?;
+    let media_type = sniff_media_type(&bytes).unwrap_or_else(|| desc.media_type.clone());
+    if is_index_media_type(&media_type) {
+        let index: Index = serde_json::from_slice(&bytes).map_err(|e| invalid(&*src, format!("index {}: {e}", desc.digest)))?;
+        let chosen = pick_platform(&*src, &index.manifests, platform)?;
+        return resolve_descriptor(src, chosen, platform);
+    }
+    if !is_manifest_media_type(&media_type) {
+        return Err(invalid(&*src, format!("{} has media type {media_type}, not an image manifest", desc.digest)));
+    }
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(&*src, format!("manifest {}: {e}", desc.digest)))?;
+    let config_bytes = read_small(&*src, &manifest.config)?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&config_bytes).map_err(|e| invalid(&*src, format!("config {}: {e}", manifest.config.digest)))?;
+    let image_platform = Platform {
+        os: config.get("os").and_then(|v| v.as_str()).unwrap_or("linux").to_string(),
+        architecture: config.get("architecture").and_then(|v| v.as_str()).unwrap_or("").to_string(),
+        variant: config.get("variant").and_then(|v| v.as_str()).map(str::to_string),
+    };
+    if !platform.matches(&image_platform) {
+        return Err(invalid(
+            &*src,
+            format!("is a {image_platform} image, but the build targets {platform}; use a base built for {platform} or a multi-platform base"),
+        ));
+    }
+    let diff_ids = config.pointer("/rootfs/diff_ids").and_then(|v| v.as_array()).map(|a| a.len()).unwrap_or(0);
+    if diff_ids != manifest.layers.len() {
+        return Err(invalid(
+            &*src,
+            format!("config lists {diff_ids} diff_ids but the manifest has {} layers", manifest.layers.len()),
+        ));
+    }
+    Ok(BaseImage {
+        name: src.name().to_string(),
+        manifest_digest: desc.digest,
+        manifest,
+        config,
+        platform: image_platform,
+        blobs: src,
+    })
+}
+
+/// A base written as `oci:DIR[:TAG]` or `oci-archive:FILE[:TAG]`, or a registry reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BaseLocation {
+    Layout { dir: PathBuf, tag: Option<String> },
+    Archive { file: PathBuf, tag: Option<String> },
+    Registry(String),
+}
+
+impl BaseLocation {
+    /// Relative paths are taken from `relative_to` (the spec file's directory).
+    pub fn parse(text: &str, relative_to: &Path) -> BaseLocation {
+        fn split_tag(rest: &str) -> (&str, Option<String>) {
+            match rest.rsplit_once(':') {
+                Some((path, tag)) if !tag.is_empty() && !tag.contains('/') => (path, Some(tag.to_string())),
+                _ => (rest, None),
+            }
+        }
+        if let Some(rest) = text.strip_prefix("oci:") {
+            let (p, tag) = split_tag(rest);
+            BaseLocation::Layout { dir: relative_to.join(p), tag }
+        } else if let Some(rest) = text.strip_prefix("oci-archive:") {
+            let (p, tag) = split_tag(rest);
+            BaseLocation::Archive { file: relative_to.join(p), tag }
+        } else {
+            BaseLocation::Registry(text.strip_prefix("docker://").unwrap_or(text).to_string())
+        }
+    }
+}
+
+/// Opens a local base (layout or archive) for `platform`.
+pub fn open_local(location: &BaseLocation, name: &str, platform: &Platform) -> Result<BaseImage, BaseError> {
+    match location {
+        BaseLocation::Layout { dir, tag } => {
+            let (src, index) = layout::LayoutSource::open(dir, name)?;
+            choose_from_layout(Arc::new(src), index, tag.as_deref(), platform)
+        }
+        BaseLocation::Archive { file, tag } => {
+            let (src, index) = archive::ArchiveSource::open(file, name)?;
+            choose_from_layout(Arc::new(src), index, tag.as_deref(), platform)
+        }
+        BaseLocation::Registry(_) => Err(BaseError::Unsupported(name.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_locations_relative_to_the_spec() {
+        let here = Path::new("/specs");
+        assert_eq!(
+            BaseLocation::parse("oci:../base:latest", here),
+            BaseLocation::Layout { dir: PathBuf::from("/specs/../base"), tag: Some("latest".into()) }
+        );
+        assert_eq!(
+            BaseLocation::parse("oci-archive:/x/base.tar", here),
+            BaseLocation::Archive { file: PathBuf::from("/x/base.tar"), tag: None }
+        );
+        assert_eq!(BaseLocation::parse("python:3.12-slim", here), BaseLocation::Registry("python:3.12-slim".into()));
+    }
+}

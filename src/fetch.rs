@@ -1,0 +1,116 @@
+//! Downloads locked wheels into the store, each checked against the lock's
+//! sha256 before it is kept. Bounded parallelism; results in a fixed order.
+
+use crate::digest::Digest;
+use crate::lock::select::SelectedWheel;
+use crate::store::{Store, StoreError};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{filename}: the lock's sha256 {sha256:?} is not a valid sha256")]
+    BadHash { filename: String, sha256: String },
+    #[error("{filename}: not in the cache and --offline is set; run once without --offline to fill the cache")]
+    Offline { filename: String },
+    #[error("{filename}: the lock gives no URL or path to download it from")]
+    NoUrl { filename: String },
+    #[error("{filename}: download from {url} failed: {message}")]
+    Download { filename: String, url: String, message: String },
+    #[error("{filename}: downloaded bytes do not match the lock's sha256 (expected {expected}, got {actual}); the file was not cached. Re-lock if the index really changed, otherwise check for a proxy rewriting downloads")]
+    HashMismatch { filename: String, expected: Digest, actual: Digest },
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+pub struct Fetcher<'a> {
+    pub store: &'a Store,
+    pub client: &'a reqwest::blocking::Client,
+    pub offline: bool,
+    pub jobs: usize,
+    /// Relative wheel paths (pylock.toml `path`) resolve against the lockfile's directory.
+    pub lock_dir: PathBuf,
+}
+
+/// What happened to one wheel; `downloaded` is 0 when the cache had it.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub path: PathBuf,
+    pub downloaded: u64,
+}
+
+impl Fetcher<'_> {
+    pub fn wheel_digest(w: &SelectedWheel) -> Result<Digest, FetchError> {
+        Digest::from_hex(&w.sha256.to_ascii_lowercase())
+            .map_err(|_| FetchError::BadHash { filename: w.filename.clone(), sha256: w.sha256.clone() })
+    }
+
+    pub fn fetch_all(&self, wheels: &[SelectedWheel], on_done: &(dyn Fn(&SelectedWheel, &Fetched) + Sync)) -> Result<Vec<Fetched>, FetchError> {
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Result<Fetched, FetchError>>>> = Mutex::new((0..wheels.len()).map(|_| None).collect());
+        std::thread::scope(|s| {
+            for _ in 0..self.jobs.max(1).min(wheels.len().max(1)) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(w) = wheels.get(i) else { break };
+                    let r = self.fetch_one(w);
+                    if let Ok(f) = &r {
+                        on_done(w, f);
+                    }
+                    results.lock().expect("no panics while holding the lock")[i] = Some(r);
+                });
+            }
+        });
+        let results = results.into_inner().expect("threads joined");
+        let mut out = Vec::with_capacity(wheels.len());
+        for r in results {
+            out.push(r.expect("every index was fetched")?);
+        }
+        Ok(out)
+    }
+
+    fn fetch_one(&self, w: &SelectedWheel) -> Result<Fetched, FetchError> {
+        let digest = Self::wheel_digest(w)?;
+        let path = self.store.blob_path(&digest);
+        if self.store.has_blob(&digest) {
+            return Ok(Fetched { path, downloaded: 0 });
+        }
+        if self.offline {
+            return Err(FetchError::Offline { filename: w.filename.clone() });
+        }
+        let url = w.url.clone().ok_or_else(|| FetchError::NoUrl { filename: w.filename.clone() })?;
+        let dl_err = |message: String| FetchError::Download { filename: w.filename.clone(), url: url.clone(), message };
+        let map_store = |e: StoreError| match e {
+            StoreError::Mismatch { expected, actual, .. } => {
+                FetchError::HashMismatch { filename: w.filename.clone(), expected, actual }
+            }
+            e => FetchError::Store(e),
+        };
+        let size = if let Some(local) = url.strip_prefix("file://").map(PathBuf::from).or_else(|| {
+            (!url.contains("://")).then(|| self.lock_dir.join(&url))
+        }) {
+            let f = std::fs::File::open(&local).map_err(|e| dl_err(e.to_string()))?;
+            self.store.put_verified(&digest, &w.filename, f).map_err(map_store)?
+        } else {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let resp = self.client.get(&url).send().and_then(|r| r.error_for_status());
+                match resp {
+                    Ok(r) => match self.store.put_verified(&digest, &w.filename, r) {
+                        Ok(n) => break n,
+                        Err(StoreError::Io { .. }) if attempt < 3 => continue,
+                        Err(e) => return Err(map_store(e)),
+                    },
+                    Err(e) if attempt < 3 && (e.is_connect() || e.is_timeout() || e.status().is_some_and(|s| s.is_server_error())) => {
+                        std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
+                        continue;
+                    }
+                    Err(e) => return Err(dl_err(e.without_url().to_string())),
+                }
+            }
+        };
+        Ok(Fetched { path, downloaded: size })
+    }
+}

@@ -1,0 +1,177 @@
+//! A PEP 691 (JSON) simple index client: the file list of one project, for
+//! requirements.txt pins that carry hashes but no URLs.
+
+use super::{normalise_name, IndexFile, LockError, SimpleIndex};
+use reqwest::Url;
+use serde::Deserialize;
+
+const ACCEPT: &str = "application/vnd.pypi.simple.v1+json";
+
+pub struct HttpSimpleIndex {
+    client: reqwest::blocking::Client,
+}
+
+impl HttpSimpleIndex {
+    pub fn new() -> Result<Self, LockError> {
+        let client = reqwest::blocking::Client::builder()
+            .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| LockError::Index {
+                url: String::new(),
+                message: format!("cannot start an HTTP client: {e}"),
+            })?;
+        Ok(Self { client })
+    }
+
+    pub fn with_client(client: reqwest::blocking::Client) -> Self {
+        Self { client }
+    }
+}
+
+#[derive(Deserialize)]
+struct ProjectPage {
+    #[serde(default)]
+    files: Vec<PageFile>,
+}
+
+#[derive(Deserialize)]
+struct PageFile {
+    filename: String,
+    url: String,
+    #[serde(default)]
+    hashes: std::collections::BTreeMap<String, String>,
+    size: Option<u64>,
+}
+
+/// `{index}/{normalised-name}/`.
+pub fn project_url(index_url: &str, project: &str) -> String {
+    format!(
+        "{}/{}/",
+        index_url.trim_end_matches('/'),
+        normalise_name(project)
+    )
+}
+
+/// The files of a PEP 691 page, with URLs made absolute against the page URL.
+pub fn parse_project_page(page_url: &str, body: &[u8]) -> Result<Vec<IndexFile>, LockError> {
+    let err = |message: String| LockError::Index {
+        url: page_url.to_owned(),
+        message,
+    };
+    let base = Url::parse(page_url).map_err(|e| err(format!("invalid URL: {e}")))?;
+    let page: ProjectPage = serde_json::from_slice(body).map_err(|e| {
+        err(format!(
+            "not a PEP 691 JSON project page ({e}); is this a simple index URL?"
+        ))
+    })?;
+    page.files
+        .into_iter()
+        .map(|f| {
+            let url = base.join(&f.url).map_err(|e| {
+                err(format!(
+                    "file {} has an invalid URL `{}`: {e}",
+                    f.filename, f.url
+                ))
+            })?;
+            Ok(IndexFile {
+                sha256: f
+                    .hashes
+                    .get("sha256")
+                    .filter(|h| super::is_sha256_hex(h))
+                    .map(|h| h.to_ascii_lowercase()),
+                filename: f.filename,
+                url: url.to_string(),
+                size: f.size,
+            })
+        })
+        .collect()
+}
+
+impl SimpleIndex for HttpSimpleIndex {
+    fn project_files(&self, index_url: &str, project: &str) -> Result<Vec<IndexFile>, LockError> {
+        let url = project_url(index_url, project);
+        let err = |message: String| LockError::Index {
+            url: redact(&url),
+            message,
+        };
+        let response = self
+            .client
+            .get(&url)
+            .header(reqwest::header::ACCEPT, ACCEPT)
+            .send()
+            .map_err(|e| err(format!("request failed: {e}")))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(err(format!(
+                "has no project `{project}`; check the index URL and the package name"
+            )));
+        }
+        if !status.is_success() {
+            return Err(err(format!("answered HTTP {status}")));
+        }
+        // Redirects move the page; relative file URLs are relative to where it ended up.
+        let final_url = response.url().to_string();
+        let body = response
+            .bytes()
+            .map_err(|e| err(format!("reading the response failed: {e}")))?;
+        parse_project_page(&final_url, &body).map_err(|e| match e {
+            LockError::Index { message, .. } => err(message),
+            other => other,
+        })
+    }
+}
+
+/// An index URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_pages_resolve_relative_urls_and_keep_sha256() {
+        let body = br#"{"meta": {"api-version": "1.1"}, "name": "h11", "files": [
+            {"filename": "h11-0.16.0-py3-none-any.whl", "url": "../../packages/ab/h11-0.16.0-py3-none-any.whl",
+             "hashes": {"sha256": "ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB"}, "size": 37515},
+            {"filename": "h11-0.16.0.tar.gz", "url": "https://files.example/h11-0.16.0.tar.gz", "hashes": {}}
+        ]}"#;
+        let files = parse_project_page("https://index.example/simple/h11/", body).unwrap();
+        assert_eq!(
+            files[0].url,
+            "https://index.example/packages/ab/h11-0.16.0-py3-none-any.whl"
+        );
+        assert_eq!(files[0].sha256.as_deref(), Some("ab".repeat(32).as_str()));
+        assert_eq!(files[0].size, Some(37515));
+        assert_eq!(files[1].sha256, None);
+    }
+
+    #[test]
+    fn project_urls_use_the_normalised_name() {
+        assert_eq!(
+            project_url("https://index.example/simple/", "Typing_Extensions"),
+            "https://index.example/simple/typing-extensions/"
+        );
+    }
+
+    #[test]
+    fn an_html_page_is_a_clear_error() {
+        let err = parse_project_page("https://index.example/simple/x/", b"<html>").unwrap_err();
+        assert!(err.to_string().contains("PEP 691"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("https://u:secret@index.example/simple/x/"),
+            "https://u:***@index.example/simple/x/"
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! One wheel per locked package: the file whose tags rank best for the target.
+//! imgbuild never builds source distributions, so a package without a usable
+//! wheel stops the build; all such packages are reported together.
+
+use super::{normalise_name, LockedPackage};
+use crate::python::tags::{Tags, WheelFilename};
+use thiserror::Error;
+
+/// Higher build tags sort first.
+type BuildRank = std::cmp::Reverse<(u64, String)>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelectedWheel {
+    pub name: String,
+    pub version: String,
+    pub filename: String,
+    pub url: Option<String>,
+    pub sha256: String,
+    pub size: Option<u64>,
+}
+
+#[derive(Debug, Error)]
+pub enum SelectError {
+    #[error("no usable wheel for {platform}:\n{}\nimgbuild installs wheels only and never builds source distributions. Pick versions that publish wheels for this platform (or add the platform to uv's required-environments and lock again), or use a base image whose Python and libc match the wheels", .problems.join("\n"))]
+    NoWheel {
+        platform: String,
+        /// One line per package, e.g. `  - foo 1.0: only an sdist`.
+        problems: Vec<String>,
+    },
+}
+
+/// `platform_label` names the target in the message, e.g.
+/// `linux/arm64 (CPython 3.11, glibc 2.36)`.
+pub fn select_wheels(
+    packages: &[LockedPackage],
+    tags: &Tags,
+    platform_label: &str,
+) -> Result<Vec<SelectedWheel>, SelectError> {
+    let mut selected = Vec::new();
+    let mut problems = Vec::new();
+    for pkg in packages {
+        let mut best: Option<(usize, BuildRank, &super::LockedFile)> = None;
+        let mut offered: Vec<String> = Vec::new();
+        for file in &pkg.files {
+            let Ok(wheel) = WheelFilename::parse(&file.filename) else {
+                continue;
+            };
+            if normalise_name(&wheel.name) != pkg.name {
+                continue;
+            }
+            offered.push(wheel.tag_string());
+            let Some(priority) = tags.priority(&wheel) else {
+                continue;
+            };
+            // Lower priority wins; among equals, the higher build tag, then the file name.
+            let build = std::cmp::Reverse(wheel.build.clone().unwrap_or_default());
+            let better = match &best {
+                None => true,
+                Some((p, b, f)) => (priority, &build, &file.filename) < (*p, b, &f.filename),
+            };
+            if better {
+                best = Some((priority, build, file));
+            }
+        }
+        match best {
+            Some((_, _, file)) => selected.push(SelectedWheel {
+                name: pkg.name.clone(),
+                version: pkg.version.clone(),
+                filename: file.filename.clone(),
+                url: file.url.clone(),
+                sha256: file.sha256.clone(),
+                size: file.size,
+            }),
+            None if offered.is_empty() && pkg.has_sdist => {
+                problems.push(format!("  - {} {}: only an sdist", pkg.name, pkg.version));
+            }
+            None if offered.is_empty() => {
+                problems.push(format!(
+                    "  - {} {}: the lock lists no files",
+                    pkg.name, pkg.version
+                ));
+            }
+            None => {
+                offered.sort();
+                offered.dedup();
+                problems.push(format!(
+                    "  - {} {}: no wheel for {platform_label}: has {}",
+                    pkg.name,
+                    pkg.version,
+                    offered.join(", ")
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(selected)
+    } else {
+        Err(SelectError::NoWheel {
+            platform: platform_label.to_owned(),
+            problems,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::test_support::hash;
+    use crate::lock::LockedFile;
+    use crate::python::markers::test_python;
+
+    fn package(name: &str, files: &[&str], has_sdist: bool) -> LockedPackage {
+        LockedPackage {
+            name: name.into(),
+            version: "1.0".into(),
+            files: files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| LockedFile {
+                    filename: f.to_string(),
+                    url: Some(format!("https://files.example/{f}")),
+                    sha256: hash(char::from(b'a' + i as u8)),
+                    size: Some(10),
+                })
+                .collect(),
+            has_sdist,
+        }
+    }
+
+    fn tags() -> Tags {
+        Tags::for_target(&test_python("x86_64"))
+    }
+
+    #[test]
+    fn the_best_ranked_wheel_wins() {
+        let pkgs = [package(
+            "uvloop",
+            &[
+                "uvloop-1.0-py3-none-any.whl",
+                "uvloop-1.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+                "uvloop-1.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+                "uvloop-1.0-cp311-cp311-musllinux_1_2_x86_64.whl",
+                "uvloop-1.0-cp311-cp311-manylinux_2_28_aarch64.whl",
+            ],
+            true,
+        )];
+        let got = select_wheels(&pkgs, &tags(), "linux/amd64").unwrap();
+        assert_eq!(
+            got[0].filename,
+            "uvloop-1.0-cp311-cp311-manylinux_2_28_x86_64.whl"
+        );
+        assert_eq!(got[0].sha256, hash('c'));
+    }
+
+    #[test]
+    fn a_higher_build_tag_breaks_ties() {
+        let pkgs = [package(
+            "x",
+            &["x-1.0-1-py3-none-any.whl", "x-1.0-2-py3-none-any.whl"],
+            false,
+        )];
+        let got = select_wheels(&pkgs, &tags(), "linux/amd64").unwrap();
+        assert_eq!(got[0].filename, "x-1.0-2-py3-none-any.whl");
+    }
+
+    #[test]
+    fn every_package_without_a_wheel_is_listed_in_one_error() {
+        let pkgs = [
+            package("fine", &["fine-1.0-py3-none-any.whl"], false),
+            package("srconly", &[], true),
+            package(
+                "winonly",
+                &[
+                    "winonly-1.0-cp311-cp311-win_amd64.whl",
+                    "winonly-1.0-cp311-cp311-linux_x86_64.whl",
+                ],
+                true,
+            ),
+        ];
+        let err = select_wheels(&pkgs, &tags(), "linux/amd64 (CPython 3.11)")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("srconly 1.0: only an sdist"), "{err}");
+        assert!(
+            err.contains("winonly 1.0: no wheel for linux/amd64 (CPython 3.11): has cp311-cp311-linux_x86_64, cp311-cp311-win_amd64"),
+            "{err}"
+        );
+        assert!(!err.contains("fine"), "{err}");
+        assert!(err.contains("Pick versions that publish wheels"), "{err}");
+    }
+}

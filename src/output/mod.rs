@@ -1,0 +1,117 @@
+//! The places a built image can go: an OCI layout, an OCI archive, a
+//! docker-archive, or a registry. Files are written beside their destination
+//! and renamed into place, so a failed build leaves nothing half-written.
+
+pub mod archive;
+pub mod layout;
+
+use crate::base::BlobSource;
+use crate::digest::{Digest, VerifyingReader};
+use crate::layer::Layer;
+use crate::platform::Platform;
+use crate::store::Store;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where a layer's bytes can be read from.
+#[derive(Clone)]
+pub enum BlobOrigin {
+    Store,
+    Base(Arc<dyn BlobSource>),
+}
+
+#[derive(Clone)]
+pub struct ImageLayer {
+    pub layer: Layer,
+    pub origin: BlobOrigin,
+    /// What the layer holds, for progress and --json: "base", "venv", a package name, "app".
+    pub label: String,
+}
+
+#[derive(Clone)]
+pub struct BuiltImage {
+    pub platform: Platform,
+    pub config: Vec<u8>,
+    pub config_digest: Digest,
+    pub manifest: Vec<u8>,
+    pub manifest_digest: Digest,
+    pub layers: Vec<ImageLayer>,
+    /// Repository of the base on a registry, for cross-repository mounts.
+    pub base_repository: Option<String>,
+}
+
+/// One image per platform, and an index when there are several.
+#[derive(Clone)]
+pub struct BuildResult {
+    pub images: Vec<BuiltImage>,
+    pub index: Option<Vec<u8>>,
+}
+
+impl BuildResult {
+    /// The digest users pin: the index's when there is one, else the manifest's.
+    pub fn digest(&self) -> Digest {
+        match &self.index {
+            Some(i) => Digest::of_bytes(i),
+            None => self.images[0].manifest_digest.clone(),
+        }
+    }
+
+    pub fn media_type(&self) -> &'static str {
+        if self.index.is_some() {
+            crate::image::MEDIA_TYPE_OCI_INDEX
+        } else {
+            crate::image::MEDIA_TYPE_OCI_MANIFEST
+        }
+    }
+
+    pub fn top_bytes(&self) -> &[u8] {
+        self.index.as_deref().unwrap_or(&self.images[0].manifest)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Opens a layer's compressed bytes, verified against its digest as they stream.
+pub fn open_layer<'a>(store: &'a Store, l: &'a ImageLayer) -> io::Result<Box<dyn Read + Send + 'a>> {
+    let raw: Box<dyn Read + Send + 'a> = match &l.origin {
+        BlobOrigin::Store => Box::new(std::fs::File::open(store.blob_path(&l.layer.digest))?),
+        BlobOrigin::Base(src) => src.open(&l.layer.digest).map_err(io::Error::other)?,
+    };
+    Ok(Box::new(VerifyingReader::new(raw, l.layer.digest.clone(), Some(l.layer.size), format!("layer {} ({})", l.layer.digest, l.label))))
+}
+
+/// Every blob of the result, deduplicated, in a fixed order: per image its
+/// layers, config and manifest, then the index.
+pub enum BlobRef<'a> {
+    Bytes(&'a [u8]),
+    Layer(&'a ImageLayer),
+}
+
+pub fn all_blobs(result: &BuildResult) -> Vec<(Digest, u64, BlobRef<'_>)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for img in &result.images {
+        for l in &img.layers {
+            if seen.insert(l.layer.digest.clone()) {
+                out.push((l.layer.digest.clone(), l.layer.size, BlobRef::Layer(l)));
+            }
+        }
+        if seen.insert(img.config_digest.clone()) {
+            out.push((img.config_digest.clone(), img.config.len() as u64, BlobRef::Bytes(&img.config)));
+        }
+        if seen.insert(img.manifest_digest.clone()) {
+            out.push((img.manifest_digest.clone(), img.manifest.len() as u64, BlobRef::Bytes(&img.manifest)));
+        }
+    }
+    if let Some(index) = &result.index {
+        out.push((Digest::of_bytes(index), index.len() as u64, BlobRef::Bytes(index)));
+    }
+    out
+}

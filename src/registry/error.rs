@@ -1,0 +1,137 @@
+//! The one error type of the registry client. Every message is one line that
+//! names the operation and the registry and says what to do; none ever holds a
+//! password or token (credentials are only ever carried as `Secret`).
+
+use super::credentials::CredentialError;
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{what}: cannot reach {registry}: {detail}")]
+    Connection {
+        what: String,
+        registry: String,
+        detail: String,
+        retryable: bool,
+    },
+
+    #[error("{what}: {registry} answered HTTP {status}: {detail}")]
+    Status {
+        what: String,
+        registry: String,
+        status: u16,
+        detail: String,
+        retryable: bool,
+    },
+
+    #[error(
+        "{what}: {registry} refused the credentials ({detail}); check them with `imgbuild login {registry}`, \
+         --username/--password-stdin, IMGBUILD_USERNAME/IMGBUILD_PASSWORD or ~/.docker/config.json"
+    )]
+    Unauthorized {
+        what: String,
+        registry: String,
+        detail: String,
+    },
+
+    #[error(
+        "{what}: {registry} requires credentials and none were found for it ({detail}); log in with \
+         `imgbuild login {registry}`, pass --username/--password-stdin, or set IMGBUILD_USERNAME/IMGBUILD_PASSWORD"
+    )]
+    NoCredentials {
+        what: String,
+        registry: String,
+        detail: String,
+    },
+
+    #[error("{what}: {registry} has no such manifest ({detail}); check the repository name and the tag or digest")]
+    ManifestUnknown {
+        what: String,
+        registry: String,
+        detail: String,
+    },
+
+    #[error("{what}: {registry} denied access ({detail}); the account lacks permission for this repository")]
+    Denied {
+        what: String,
+        registry: String,
+        detail: String,
+    },
+
+    #[error(
+        "{what}: {registry} does not know this repository ({detail}); check the name, or create the \
+         repository first (some registries, e.g. ECR, do not create repositories on push)"
+    )]
+    NameUnknown {
+        what: String,
+        registry: String,
+        detail: String,
+    },
+
+    #[error("{what}: {registry} is rate limiting requests ({detail}); wait and retry, or log in for a higher limit")]
+    RateLimited {
+        what: String,
+        registry: String,
+        detail: String,
+    },
+
+    #[error("{what}: {registry} returned content with digest {got}, expected {expected}; refusing to use it")]
+    DigestMismatch {
+        what: String,
+        registry: String,
+        expected: String,
+        got: String,
+    },
+
+    #[error("{what}: {registry} {detail}")]
+    Protocol {
+        what: String,
+        registry: String,
+        detail: String,
+    },
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{what}: {detail}")]
+    Auth { what: String, detail: String },
+
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+
+    #[error("registry client setup: {0}")]
+    Setup(String),
+}
+
+impl RegistryError {
+    /// Whether trying the same step again may succeed: connection failures,
+    /// 408, 429 and 5xx. Never DENIED, NAME_UNKNOWN or UNAUTHORIZED.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RegistryError::Connection { retryable, .. }
+            | RegistryError::Status { retryable, .. } => *retryable,
+            RegistryError::RateLimited { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// One line for any error with sources: `a: b: c`, without repeating a
+/// source that the outer message already quotes.
+pub(crate) fn chain_message(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}

@@ -1,0 +1,224 @@
+//! The local content-addressed cache. Blobs live at `blobs/sha256/<hex>`,
+//! small JSON records at `meta/<kind>/<sha256 of key>.json`. Every write goes
+//! to a temp file in the store and is renamed into place, so a kill -9 or a
+//! concurrent build can leave only stray temp files, never a wrong entry.
+
+use crate::digest::{Digest, HashingWriter, VerifyingReader};
+use serde::{de::DeserializeOwned, Serialize};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cache {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{what}: expected {expected}, got {actual}; nothing was stored")]
+    Mismatch {
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// `--cache-dir`, else IMGBUILD_CACHE_DIR, else $XDG_CACHE_HOME/imgbuild, else ~/.cache/imgbuild.
+    pub fn default_root() -> PathBuf {
+        if let Some(d) = std::env::var_os("IMGBUILD_CACHE_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d);
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d).join("imgbuild");
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        home.join(".cache").join("imgbuild")
+    }
+
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        for sub in ["blobs/sha256", "meta", "tmp"] {
+            let p = root.join(sub);
+            fs::create_dir_all(&p).map_err(io_err(&p))?;
+        }
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Opens a blob, checking its bytes against its name as they are read.
+    pub fn open_blob(&self, d: &Digest) -> Result<VerifyingReader<File>, StoreError> {
+        let p = self.blob_path(d);
+        let f = File::open(&p).map_err(io_err(&p))?;
+        Ok(VerifyingReader::new(
+            f,
+            d.clone(),
+            None,
+            format!("cached blob {d}"),
+        ))
+    }
+
+    /// Checks a cached blob in full; a corrupt one is removed so it is fetched again.
+    pub fn verify_blob(&self, d: &Digest) -> bool {
+        let ok = match self.open_blob(d) {
+            Ok(mut r) => io::copy(&mut r, &mut io::sink()).is_ok(),
+            Err(_) => false,
+        };
+        if !ok {
+            let _ = fs::remove_file(self.blob_path(d));
+        }
+        ok
+    }
+
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+        let dir = self.root.join("tmp");
+        tempfile::NamedTempFile::new_in(&dir).map_err(io_err(&dir))
+    }
+
+    /// Streams whatever `write` produces into the store, named by its digest.
+    pub fn write_blob<T>(
+        &self,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+    ) -> Result<(Digest, u64, T), StoreError> {
+        let tmp = self.temp_file()?;
+        let tmp_path = tmp.path().to_path_buf();
+        let mut w = HashingWriter::new(BufWriter::new(tmp));
+        let out = write(&mut w).map_err(io_err(&tmp_path))?;
+        let (digest, size, buf) = w.finish();
+        let tmp = buf.into_inner().map_err(|e| StoreError::Io {
+            path: tmp_path.clone(),
+            source: e.into_error(),
+        })?;
+        self.commit(tmp, &digest)?;
+        Ok((digest, size, out))
+    }
+
+    /// Copies a stream into the store only if it matches `expected`. The bytes
+    /// stay in a temp file until the digest is known, so a mismatching download
+    /// never appears under any blob name.
+    pub fn put_verified(
+        &self,
+        expected: &Digest,
+        what: &str,
+        mut r: impl Read,
+    ) -> Result<u64, StoreError> {
+        let tmp = self.temp_file()?;
+        let tmp_path = tmp.path().to_path_buf();
+        let mut w = HashingWriter::new(BufWriter::new(tmp));
+        io::copy(&mut r, &mut w).map_err(io_err(&tmp_path))?;
+        let (actual, size, buf) = w.finish();
+        let tmp = buf.into_inner().map_err(|e| StoreError::Io {
+            path: tmp_path.clone(),
+            source: e.into_error(),
+        })?;
+        if &actual != expected {
+            return Err(StoreError::Mismatch {
+                what: what.to_string(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        self.commit(tmp, &actual)?;
+        Ok(size)
+    }
+
+    fn commit(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<(), StoreError> {
+        let dest = self.blob_path(digest);
+        if dest.is_file() {
+            return Ok(());
+        }
+        tmp.persist(&dest).map_err(|e| StoreError::Io {
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+
+    fn meta_path(&self, kind: &str, key: &str) -> PathBuf {
+        self.root
+            .join("meta")
+            .join(kind)
+            .join(format!("{}.json", Digest::of_bytes(key.as_bytes()).hex()))
+    }
+
+    /// A small record stored under a key; a record that cannot be read is treated as absent.
+    pub fn get_meta<T: DeserializeOwned>(&self, kind: &str, key: &str) -> Option<T> {
+        let bytes = fs::read(self.meta_path(kind, key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn put_meta<T: Serialize>(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let path = self.meta_path(kind, key);
+        let dir = path.parent().expect("meta path has a parent");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut tmp = self.temp_file()?;
+        tmp.write_all(&serde_json::to_vec(value).expect("serialisable"))
+            .map_err(io_err(&path))?;
+        tmp.persist(&path).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mismatching_bytes_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let want = Digest::of_bytes(b"good");
+        let err = store
+            .put_verified(&want, "wheel x.whl", &b"evil"[..])
+            .unwrap_err();
+        assert!(err.to_string().contains("wheel x.whl"));
+        assert!(!store.has_blob(&want));
+        assert!(!store.has_blob(&Digest::of_bytes(b"evil")));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        store
+            .put_verified(&want, "wheel x.whl", &b"good"[..])
+            .unwrap();
+        assert!(store.verify_blob(&want));
+    }
+
+    #[test]
+    fn corrupt_entries_are_detected_and_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (d, _, ()) = store.write_blob(|w| w.write_all(b"layer")).unwrap();
+        fs::write(store.blob_path(&d), b"tampered").unwrap();
+        assert!(!store.verify_blob(&d));
+        assert!(!store.has_blob(&d));
+    }
+}

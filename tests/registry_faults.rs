@@ -1,0 +1,572 @@
+//! The registry client against a scripted fake registry that misbehaves on
+//! purpose. Every scenario ends in a correct push or a clear error, and never
+//! in a manifest PUT whose blobs the registry had not confirmed.
+
+mod support;
+
+use imgbuild::digest::Digest;
+use imgbuild::reference::Reference;
+use imgbuild::registry::client::MEDIA_TYPE_OCI_MANIFEST;
+use imgbuild::registry::credentials::Anonymous;
+use imgbuild::registry::{
+    BlobUpload, PushOutcome, RegistryClient, RegistryError, TransportOptions,
+};
+use std::io::{Cursor, Read};
+use std::time::{Duration, Instant};
+use support::fake_registry::{FakeRegistry, Fault};
+
+fn options() -> TransportOptions {
+    TransportOptions {
+        retry_base: Duration::from_millis(10),
+        max_retry_wait: Duration::from_secs(5),
+        max_retries: 3,
+        jobs: 2,
+        ..Default::default()
+    }
+}
+
+fn client() -> RegistryClient {
+    RegistryClient::new(options(), Anonymous).unwrap()
+}
+
+/// Two layers and a config, and a manifest naming them.
+struct Image {
+    blobs: Vec<Vec<u8>>,
+    manifest: Vec<u8>,
+}
+
+fn image(seed: u8, layer_size: usize) -> Image {
+    let layer = |n: u8| {
+        (0..layer_size)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(n))
+            .collect::<Vec<u8>>()
+    };
+    let blobs = vec![
+        layer(seed),
+        layer(seed.wrapping_add(1)),
+        format!("{{\"seed\":{seed}}}").into_bytes(),
+    ];
+    let desc = |b: &[u8], mt: &str| serde_json::json!({"mediaType": mt, "digest": Digest::of_bytes(b).to_string(), "size": b.len()});
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+        "config": desc(&blobs[2], "application/vnd.oci.image.config.v1+json"),
+        "layers": [desc(&blobs[0], "application/vnd.oci.image.layer.v1.tar+gzip"), desc(&blobs[1], "application/vnd.oci.image.layer.v1.tar+gzip")],
+    })
+    .to_string()
+    .into_bytes();
+    Image { blobs, manifest }
+}
+
+fn repo(fake: &FakeRegistry, name: &str) -> Reference {
+    Reference::parse(&format!("{}/{name}:v1", fake.host())).unwrap()
+}
+
+/// What the lead's push does: all blobs, and the manifest only if every blob was confirmed.
+fn push(
+    client: &RegistryClient,
+    r: &Reference,
+    img: &Image,
+) -> Result<(Vec<PushOutcome>, Digest), RegistryError> {
+    type Open = Box<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Sync>;
+    let opens: Vec<Open> = img
+        .blobs
+        .iter()
+        .map(|b| {
+            let b = b.clone();
+            Box::new(move || Ok(Box::new(Cursor::new(b.clone())) as Box<dyn Read + Send>)) as Open
+        })
+        .collect();
+    let uploads: Vec<BlobUpload> = img
+        .blobs
+        .iter()
+        .zip(&opens)
+        .map(|(b, open)| BlobUpload {
+            digest: Digest::of_bytes(b),
+            size: b.len() as u64,
+            open: &**open,
+            mount_from: None,
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for r in client.push_blobs_parallel(r, &uploads) {
+        outcomes.push(r?);
+    }
+    let d = client.put_manifest(
+        r,
+        r.tag.as_deref().unwrap(),
+        &img.manifest,
+        MEDIA_TYPE_OCI_MANIFEST,
+    )?;
+    Ok((outcomes, d))
+}
+
+fn assert_pushed(fake: &FakeRegistry, name: &str, img: &Image) {
+    for b in &img.blobs {
+        assert!(fake.has_blob(name, &Digest::of_bytes(b).to_string()));
+    }
+    assert_eq!(
+        fake.manifest(name, "v1").map(|m| m.1),
+        Some(img.manifest.clone())
+    );
+    fake.assert_manifests_complete();
+}
+
+fn assert_one_line(e: &RegistryError) -> String {
+    let s = e.to_string();
+    assert!(!s.contains('\n'), "error spans lines: {s}");
+    s
+}
+
+#[test]
+fn a_429_with_retry_after_is_waited_out_then_the_push_completes() {
+    let fake = FakeRegistry::start();
+    fake.fault(
+        "HEAD",
+        "/blobs/",
+        "",
+        1,
+        Fault::Respond {
+            status: 429,
+            headers: vec![("Retry-After".into(), "1".into())],
+            body: String::new(),
+        },
+    );
+    let c = client();
+    let img = image(1, 2000);
+    let started = Instant::now();
+    push(&c, &repo(&fake, "app"), &img).unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was not honoured"
+    );
+    assert!(c.stats().retries >= 1);
+    assert_pushed(&fake, "app", &img);
+}
+
+#[test]
+fn two_500s_then_success_is_retried_transparently() {
+    let fake = FakeRegistry::start();
+    fake.fault(
+        "POST",
+        "/blobs/uploads/",
+        "",
+        2,
+        Fault::Respond {
+            status: 500,
+            headers: vec![],
+            body: "oops".into(),
+        },
+    );
+    let c = client();
+    let img = image(2, 1000);
+    let (outcomes, _) = push(&c, &repo(&fake, "app"), &img).unwrap();
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, PushOutcome::Uploaded { .. })));
+    assert_eq!(fake.count("POST", "/blobs/uploads/"), img.blobs.len() + 2);
+    assert_eq!(c.stats().retries, 2);
+    assert_pushed(&fake, "app", &img);
+}
+
+#[test]
+fn a_connection_reset_mid_upload_restarts_the_blob_from_a_reopened_source() {
+    let fake = FakeRegistry::start();
+    fake.fault("PUT", "/blobs/uploads/", "", 1, Fault::DropMidBody(1000));
+    let c = client();
+    let img = image(3, 256 * 1024);
+    let (outcomes, _) = push(&c, &repo(&fake, "app"), &img).unwrap();
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, PushOutcome::Uploaded { .. })));
+    // The broken session was abandoned: a new POST, and a complete PUT.
+    assert_eq!(fake.count("POST", "/blobs/uploads/"), img.blobs.len() + 1);
+    let total: u64 = img.blobs.iter().map(|b| b.len() as u64).sum();
+    assert!(
+        c.stats().blob_bytes_uploaded > total,
+        "the failed attempt's bytes are counted too"
+    );
+    assert_pushed(&fake, "app", &img);
+}
+
+#[test]
+fn a_token_expiring_mid_push_is_renewed_once_and_the_request_replayed() {
+    let fake = FakeRegistry::start_with_tokens();
+    let c = client();
+    let img = image(4, 1000);
+    let r = repo(&fake, "app");
+    // Blobs first, under the first token.
+    let opens: Vec<Vec<u8>> = img.blobs.clone();
+    for b in &opens {
+        let bytes = b.clone();
+        let open = move || Ok(Box::new(Cursor::new(bytes.clone())) as Box<dyn Read + Send>);
+        c.push_blob(&r, &Digest::of_bytes(b), b.len() as u64, &open, None)
+            .unwrap();
+    }
+    let tokens_before = fake.count("GET", "/token");
+    fake.fault("PUT", "/manifests/", "", 1, Fault::ExpireTokens);
+    let d = c
+        .put_manifest(&r, "v1", &img.manifest, MEDIA_TYPE_OCI_MANIFEST)
+        .unwrap();
+    assert_eq!(d, Digest::of_bytes(&img.manifest));
+    assert_eq!(
+        fake.count("GET", "/token"),
+        tokens_before + 1,
+        "exactly one re-authentication"
+    );
+    assert_eq!(
+        fake.count("PUT", "/manifests/"),
+        2,
+        "the rejected PUT is replayed once"
+    );
+    assert_pushed(&fake, "app", &img);
+}
+
+#[test]
+fn a_mount_answered_with_202_uploads_into_the_returned_session() {
+    let fake = FakeRegistry::start_with_tokens();
+    let c = client();
+    let blob = b"layer-not-in-source-repo".to_vec();
+    let d = Digest::of_bytes(&blob);
+    let open = || Ok(Box::new(Cursor::new(blob.clone())) as Box<dyn Read + Send>);
+    let out = c
+        .push_blob(
+            &repo(&fake, "app"),
+            &d,
+            blob.len() as u64,
+            &open,
+            Some("base"),
+        )
+        .unwrap();
+    assert_eq!(
+        out,
+        PushOutcome::Uploaded {
+            bytes: blob.len() as u64
+        }
+    );
+    let posts: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1, "the 202 session is used, not a second POST");
+    assert!(posts[0].query.contains("mount=") && posts[0].query.contains("from=base"));
+    // The mount asked for both scopes, push first.
+    let token_req = fake
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == "/token")
+        .unwrap();
+    let push_at = token_req
+        .query
+        .find("scope=repository%3Aapp%3Apull%2Cpush")
+        .expect("push scope");
+    let pull_at = token_req
+        .query
+        .find("scope=repository%3Abase%3Apull")
+        .expect("source pull scope");
+    assert!(push_at < pull_at, "push scope first: {}", token_req.query);
+    assert!(fake.has_blob("app", &d.to_string()));
+
+    // When the source holds it, the mount succeeds and no bytes move.
+    let other = b"layer-in-source".to_vec();
+    fake.put_blob("base", &other);
+    let open = || Ok(Box::new(Cursor::new(other.clone())) as Box<dyn Read + Send>);
+    let before = c.stats().blob_bytes_uploaded;
+    let out = c
+        .push_blob(
+            &repo(&fake, "app"),
+            &Digest::of_bytes(&other),
+            other.len() as u64,
+            &open,
+            Some("base"),
+        )
+        .unwrap();
+    assert_eq!(out, PushOutcome::Mounted);
+    assert_eq!(c.stats().blob_bytes_uploaded, before);
+}
+
+#[test]
+fn a_cross_host_redirect_on_a_blob_get_carries_no_authorization() {
+    let fake = FakeRegistry::start_with_tokens();
+    let blob = b"redirected blob content".to_vec();
+    let d = Digest::of_bytes(&blob);
+    fake.put_blob("app", &blob);
+    fake.fault(
+        "GET",
+        "/v2/app/blobs/",
+        "",
+        1,
+        Fault::Respond {
+            status: 307,
+            headers: vec![(
+                "Location".into(),
+                format!("http://localhost:{{port}}/redirected/{d}"),
+            )],
+            body: String::new(),
+        },
+    );
+    let c = client();
+    let mut got = Vec::new();
+    c.get_blob(&repo(&fake, "app"), &d, Some(blob.len() as u64))
+        .unwrap()
+        .read_to_end(&mut got)
+        .unwrap();
+    assert_eq!(got, blob);
+    let reqs = fake.requests();
+    let first = reqs
+        .iter()
+        .find(|r| r.method == "GET" && r.path.starts_with("/v2/app/blobs/"))
+        .unwrap();
+    assert!(first
+        .header("authorization")
+        .is_some_and(|a| a.starts_with("Bearer ")));
+    let second = reqs
+        .iter()
+        .find(|r| r.path.starts_with("/redirected/"))
+        .expect("redirect followed");
+    assert!(second.header("host").unwrap().starts_with("localhost:"));
+    assert_eq!(
+        second.header("authorization"),
+        None,
+        "Authorization leaked to another host"
+    );
+}
+
+#[test]
+fn an_ecr_like_manifest_put_without_location_succeeds() {
+    let fake = FakeRegistry::start();
+    let img = image(5, 500);
+    fake.fault(
+        "PUT",
+        "/manifests/",
+        "",
+        1,
+        Fault::Respond {
+            status: 201,
+            headers: vec![],
+            body: String::new(),
+        },
+    );
+    let c = client();
+    let (_, d) = push(&c, &repo(&fake, "app"), &img).unwrap();
+    assert_eq!(d, Digest::of_bytes(&img.manifest));
+}
+
+#[test]
+fn an_upload_without_location_is_a_clear_error_and_no_manifest_is_put() {
+    let fake = FakeRegistry::start();
+    fake.fault(
+        "POST",
+        "/blobs/uploads/",
+        "",
+        99,
+        Fault::Respond {
+            status: 202,
+            headers: vec![],
+            body: String::new(),
+        },
+    );
+    let c = client();
+    let e = push(&c, &repo(&fake, "app"), &image(6, 500)).unwrap_err();
+    let msg = assert_one_line(&e);
+    assert!(
+        msg.contains("Location") && msg.contains(&fake.host()),
+        "{msg}"
+    );
+    assert_eq!(fake.count("PUT", "/manifests/"), 0);
+}
+
+#[test]
+fn persistent_503s_end_in_a_clear_error_after_bounded_retries() {
+    let fake = FakeRegistry::start();
+    fake.fault(
+        "POST",
+        "/blobs/uploads/",
+        "",
+        99,
+        Fault::Respond {
+            status: 503,
+            headers: vec![],
+            body: "<html>\n<b>down</b>\n</html>".into(),
+        },
+    );
+    let c = client();
+    let img = image(7, 500);
+    let e = push(&c, &repo(&fake, "app"), &img).unwrap_err();
+    let msg = assert_one_line(&e);
+    assert!(msg.contains("503") && msg.contains("down"), "{msg}");
+    assert_eq!(
+        fake.count("POST", "/blobs/uploads/"),
+        img.blobs.len() * 4,
+        "1 try + 3 retries per blob, no nesting"
+    );
+    assert_eq!(fake.count("PUT", "/manifests/"), 0);
+}
+
+#[test]
+fn denied_is_not_retried() {
+    let fake = FakeRegistry::start();
+    let body =
+        r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
+    fake.fault(
+        "POST",
+        "/blobs/uploads/",
+        "",
+        99,
+        Fault::Respond {
+            status: 403,
+            headers: vec![],
+            body: body.into(),
+        },
+    );
+    let c = client();
+    let img = image(8, 500);
+    let e = push(&c, &repo(&fake, "app"), &img).unwrap_err();
+    assert!(matches!(e, RegistryError::Denied { .. }), "{e}");
+    assert!(assert_one_line(&e).contains("requested access to the resource is denied"));
+    assert_eq!(fake.count("POST", "/blobs/uploads/"), img.blobs.len());
+    assert_eq!(c.stats().retries, 0);
+}
+
+#[test]
+fn hub_style_rate_limits_show_the_message_and_limit_headers() {
+    let fake = FakeRegistry::start();
+    let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#;
+    fake.fault(
+        "GET",
+        "/manifests/",
+        "",
+        99,
+        Fault::Respond {
+            status: 429,
+            headers: vec![
+                ("Retry-After".into(), "0".into()),
+                ("ratelimit-limit".into(), "100;w=21600".into()),
+                ("ratelimit-remaining".into(), "0;w=21600".into()),
+            ],
+            body: body.into(),
+        },
+    );
+    let e = client().get_manifest(&repo(&fake, "app")).unwrap_err();
+    let msg = assert_one_line(&e);
+    assert!(matches!(e, RegistryError::RateLimited { .. }));
+    assert!(
+        msg.contains("pull rate limit") && msg.contains("ratelimit-remaining: 0;w=21600"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_blob_whose_bytes_do_not_match_its_digest_is_refused() {
+    let fake = FakeRegistry::start();
+    let d = Digest::of_bytes(b"the real bytes");
+    fake.fault(
+        "GET",
+        "/blobs/",
+        "",
+        1,
+        Fault::Respond {
+            status: 200,
+            headers: vec![],
+            body: "tampered bytes".into(),
+        },
+    );
+    let mut out = Vec::new();
+    let err = client()
+        .get_blob(&repo(&fake, "app"), &d, None)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("does not match its digest"),
+        "{err}"
+    );
+}
+
+#[test]
+fn chunked_uploads_send_ranges_and_close_with_the_digest() {
+    let fake = FakeRegistry::start();
+    let c = RegistryClient::new(
+        TransportOptions {
+            chunk_size: Some(1000),
+            ..options()
+        },
+        Anonymous,
+    )
+    .unwrap();
+    let blob: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
+    let d = Digest::of_bytes(&blob);
+    let open = || Ok(Box::new(Cursor::new(blob.clone())) as Box<dyn Read + Send>);
+    assert_eq!(
+        c.push_blob(&repo(&fake, "app"), &d, 2500, &open, None)
+            .unwrap(),
+        PushOutcome::Uploaded { bytes: 2500 }
+    );
+    let ranges: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.header("content-range").unwrap().to_string())
+        .collect();
+    assert_eq!(ranges, ["0-999", "1000-1999", "2000-2499"]);
+    assert!(fake.has_blob("app", &d.to_string()));
+}
+
+#[test]
+fn a_manifest_fetched_by_digest_is_verified_and_typed() {
+    let fake = FakeRegistry::start();
+    let c = client();
+    let img = image(9, 100);
+    let r = repo(&fake, "app");
+    let (_, d) = push(&c, &r, &img).unwrap();
+    let (bytes, mt, got) = c.get_manifest(&r.with_digest(d.clone())).unwrap();
+    assert_eq!(
+        (bytes, mt.as_str(), got),
+        (img.manifest.clone(), MEDIA_TYPE_OCI_MANIFEST, d)
+    );
+    // A second push finds everything in place and moves no blob bytes.
+    let before = c.stats();
+    let (outcomes, _) = push(&c, &r, &img).unwrap();
+    assert!(outcomes.iter().all(|o| *o == PushOutcome::Existed));
+    assert_eq!(c.stats().blob_bytes_uploaded, before.blob_bytes_uploaded);
+}
+
+#[test]
+fn tokens_are_renewed_before_they_expire_and_reused_until_then() {
+    let fake = FakeRegistry::start_with_tokens();
+    let c = client();
+    let img = image(10, 100);
+    let r = repo(&fake, "app");
+    push(&c, &r, &img).unwrap();
+    fake.set_token_lifetime(1);
+    let tokens = fake.count("GET", "/token");
+    // A new scope (pull only) needs its own token; asking twice reuses it.
+    c.get_manifest(&r).unwrap();
+    c.get_manifest(&r).unwrap();
+    assert_eq!(fake.count("GET", "/token"), tokens + 1);
+    let first = last_manifest_auth(&fake);
+    std::thread::sleep(Duration::from_millis(1100));
+    c.get_manifest(&r).unwrap();
+    assert_eq!(
+        fake.count("GET", "/token"),
+        tokens + 2,
+        "an expired token is renewed up front"
+    );
+    assert_ne!(
+        last_manifest_auth(&fake),
+        first,
+        "the renewed token is the one sent"
+    );
+}
+
+fn last_manifest_auth(fake: &FakeRegistry) -> String {
+    let reqs = fake.requests();
+    let last = reqs
+        .iter()
+        .rev()
+        .find(|r| r.method == "GET" && r.path.contains("/manifests/"))
+        .unwrap();
+    last.header("authorization").unwrap().to_string()
+}

@@ -1,0 +1,88 @@
+//! Debian bookworm Python base images, built once by `scripts/build-base-image.sh` and
+//! cached across test runs.
+//!
+//! The cache lives at `${IMGBUILD_TEST_CACHE:-$HOME/.cache/imgbuild-tests}`. A stamp
+//! beside each layout records the hash of the script that built it, so editing the
+//! script rebuilds. Test processes run in parallel, so building happens under `flock`:
+//! the first one builds, the others wait and then find the stamp up to date.
+
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The directory holding the cached base images.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("IMGBUILD_TEST_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").expect("HOME is not set; set IMGBUILD_TEST_CACHE");
+    PathBuf::from(home).join(".cache").join("imgbuild-tests")
+}
+
+/// The OCI layout directory (tag `latest`) of the bookworm Python 3.11 base image for
+/// `arch` (`amd64` or `arm64`), building it first if the cache has none from the
+/// current script. The first build takes about a minute for amd64 and several for
+/// arm64 (emulated).
+pub fn base_image(arch: &str) -> PathBuf {
+    assert!(
+        arch == "amd64" || arch == "arm64",
+        "base_image: unsupported arch {arch:?}; use amd64 or arm64"
+    );
+    let script = super::repo_root()
+        .join("scripts")
+        .join("build-base-image.sh");
+    let script_bytes =
+        std::fs::read(&script).unwrap_or_else(|e| panic!("cannot read {}: {e}", script.display()));
+    let hash = hex::encode(Sha256::digest(&script_bytes));
+
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", cache.display()));
+    let layout = cache.join(format!("base-bookworm-{arch}"));
+    let stamp = cache.join(format!("base-bookworm-{arch}.script-sha256"));
+    let lock = cache.join(format!("base-bookworm-{arch}.lock"));
+
+    // Checking and building inside one flock makes concurrent callers wait for a
+    // single build instead of racing. The script replaces the layout by rename, and the
+    // stamp is written only after it succeeded.
+    let output = Command::new("flock")
+        .arg(&lock)
+        .args(["bash", "-c", CHECK_AND_BUILD, "build-base"])
+        .arg(&script)
+        .arg(arch)
+        .arg(&layout)
+        .arg(&stamp)
+        .arg(&hash)
+        .output()
+        .expect("cannot run flock (util-linux); run scripts/setup.sh");
+    assert!(
+        output.status.success(),
+        "building the {arch} base image with {} failed ({}):\n{}\n{}",
+        script.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        layout.join("index.json").is_file(),
+        "{} has no index.json after building",
+        layout.display()
+    );
+    layout
+}
+
+/// `oci:DIR:latest`, the reference podman and skopeo take for [`base_image`].
+pub fn base_image_ref(arch: &str) -> String {
+    format!("oci:{}:latest", base_image(arch).display())
+}
+
+const CHECK_AND_BUILD: &str = r#"
+script=$1 arch=$2 layout=$3 stamp=$4 hash=$5
+if [ -f "$layout/index.json" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ]; then
+  exit 0
+fi
+rm -f "$stamp"
+bash "$script" "$arch" "$layout"
+printf '%s' "$hash" > "$stamp.tmp"
+mv "$stamp.tmp" "$stamp"
+"#;

@@ -1,0 +1,625 @@
+//! A scripted registry for fault tests: a small HTTP/1.1 server on 127.0.0.1
+//! (std::net, one thread per connection) that implements enough of the
+//! distribution API to push and pull, records every request, and can be told
+//! to misbehave for the first N matching requests (status codes, Retry-After,
+//! dropped connections mid-body, expired tokens, redirects, missing Location).
+//!
+//! `HttpServer` is also used by `registry.rs` for the token service.
+
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One request as the server saw it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    pub query: String,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == name).then(|| percent_decode(v))
+        })
+    }
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A reply, or a connection dropped after reading part of the request body.
+pub enum Reply {
+    Full {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// Read this many body bytes, then reset the connection without answering.
+    DropAfter(usize),
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply::Full {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+    pub fn json(status: u16, body: serde_json::Value) -> Reply {
+        Reply::Full {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Reply {
+        if let Reply::Full { headers, .. } = &mut self {
+            headers.push((k.to_string(), v.to_string()));
+        }
+        self
+    }
+    pub fn body(mut self, b: Vec<u8>) -> Reply {
+        if let Reply::Full { body, .. } = &mut self {
+            *body = b;
+        }
+        self
+    }
+}
+
+type Handler = dyn Fn(&Request, &[u8]) -> Reply + Send + Sync;
+type Peek = dyn Fn(&Request) -> Option<usize> + Send + Sync;
+
+/// A minimal HTTP/1.1 server with keep-alive. The handler sees the request
+/// headers and the body; `Reply::DropAfter` is handled before the body is read.
+pub struct HttpServer {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl HttpServer {
+    /// `peek` decides before the body is read whether to drop the connection.
+    pub fn start(
+        peek: impl Fn(&Request) -> Option<usize> + Send + Sync + 'static,
+        handler: impl Fn(&Request, &[u8]) -> Reply + Send + Sync + 'static,
+    ) -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let peek: Arc<Peek> = Arc::new(peek);
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (h, p) = (handler.clone(), peek.clone());
+                std::thread::spawn(move || serve_connection(conn, &*p, &*h));
+            }
+        });
+        HttpServer { port, stop }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve_connection(conn: TcpStream, peek: &Peek, handler: &Handler) {
+    let mut reader = BufReader::new(conn.try_clone().expect("clone socket"));
+    let mut writer = conn;
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(method), Some(target), Some(version)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return; // not HTTP (e.g. a TLS ClientHello probing for https)
+        };
+        if !version.starts_with("HTTP/1") {
+            return;
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p.to_string(), q.to_string()),
+            None => (target.to_string(), String::new()),
+        };
+        let mut req = Request {
+            method: method.to_string(),
+            path,
+            query,
+            headers,
+            body: Vec::new(),
+        };
+        let len: usize = req
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if let Some(n) = peek(&req) {
+            let mut part = vec![0u8; n.min(len)];
+            let _ = reader.read_exact(&mut part);
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        req.body = body;
+        let reply = handler(&req, &req.body);
+        let Reply::Full {
+            status,
+            headers,
+            body,
+        } = reply
+        else {
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        };
+        let mut out = format!("HTTP/1.1 {status} X\r\n");
+        let mut has_len = false;
+        for (k, v) in &headers {
+            has_len |= k.eq_ignore_ascii_case("content-length");
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !has_len {
+            out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        out.push_str("\r\n");
+        let mut bytes = out.into_bytes();
+        if req.method != "HEAD" {
+            bytes.extend_from_slice(&body);
+        }
+        if writer.write_all(&bytes).is_err() {
+            return;
+        }
+    }
+}
+
+/// What a rule does to the requests it matches.
+#[derive(Clone)]
+pub enum Fault {
+    /// Answer with this status, headers and body instead.
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    /// Reset the connection after reading this many body bytes.
+    DropMidBody(usize),
+    /// Invalidate every issued token, then handle the request normally (so it gets a 401).
+    ExpireTokens,
+}
+
+struct Rule {
+    method: String,
+    path_contains: String,
+    query_contains: String,
+    left: usize,
+    fault: Fault,
+}
+
+#[derive(Default)]
+struct State {
+    log: Vec<Request>,
+    rules: Vec<Rule>,
+    /// repository → digest → bytes
+    blobs: HashMap<String, HashMap<String, Vec<u8>>>,
+    /// repository → reference (tag or digest) → (media type, bytes)
+    manifests: HashMap<String, HashMap<String, (String, Vec<u8>)>>,
+    uploads: HashMap<String, (String, Vec<u8>)>,
+    tokens: Vec<String>,
+    /// `expires_in` of issued tokens (300 when unset).
+    token_lifetime: Option<u64>,
+}
+
+/// The scripted fake registry.
+pub struct FakeRegistry {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+    _server: HttpServer,
+}
+
+pub fn sha256_digest(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+impl FakeRegistry {
+    /// A registry that needs no auth.
+    pub fn start() -> FakeRegistry {
+        Self::start_with(false)
+    }
+
+    /// A registry that answers 401 with a Bearer challenge whose realm is its
+    /// own `/token` endpoint; tokens are opaque and valid until `ExpireTokens`.
+    pub fn start_with_tokens() -> FakeRegistry {
+        Self::start_with(true)
+    }
+
+    fn start_with(bearer: bool) -> FakeRegistry {
+        let state: Arc<Mutex<State>> = Arc::default();
+        let counter = Arc::new(AtomicU64::new(0));
+        let (s1, s2) = (state.clone(), state.clone());
+        let port_cell = Arc::new(Mutex::new(0u16));
+        let port_for_handler = port_cell.clone();
+        let server = HttpServer::start(
+            move |req| {
+                let mut st = s1.lock().unwrap();
+                let rule = take_rule(&mut st, req)?;
+                match rule {
+                    Fault::DropMidBody(n) => {
+                        st.log.push(req.clone());
+                        Some(n)
+                    }
+                    other => {
+                        // Put it back for the handler to apply.
+                        st.rules.insert(
+                            0,
+                            Rule {
+                                method: req.method.clone(),
+                                path_contains: req.path.clone(),
+                                query_contains: String::new(),
+                                left: 1,
+                                fault: other,
+                            },
+                        );
+                        None
+                    }
+                }
+            },
+            move |req, body| {
+                let port = *port_for_handler.lock().unwrap();
+                let mut st = s2.lock().unwrap();
+                st.log.push(req.clone());
+                if let Some(fault) = take_rule(&mut st, req) {
+                    match fault {
+                        Fault::Respond {
+                            status,
+                            headers,
+                            body,
+                        } => {
+                            let mut r = Reply::status(status).body(body.into_bytes());
+                            for (k, v) in headers {
+                                r = r.header(&k, &v.replace("{port}", &port.to_string()));
+                            }
+                            return r;
+                        }
+                        Fault::ExpireTokens => st.tokens.clear(),
+                        Fault::DropMidBody(_) => unreachable!("handled before the body"),
+                    }
+                }
+                handle(&mut st, req, body, bearer, port, &counter)
+            },
+        );
+        *port_cell.lock().unwrap() = server.port;
+        FakeRegistry {
+            port: server.port,
+            state,
+            _server: server,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Applies `fault` to the first `times` requests with this method whose
+    /// path contains `path_contains` (and query contains `query_contains`).
+    pub fn fault(
+        &self,
+        method: &str,
+        path_contains: &str,
+        query_contains: &str,
+        times: usize,
+        fault: Fault,
+    ) {
+        self.state.lock().unwrap().rules.push(Rule {
+            method: method.to_string(),
+            path_contains: path_contains.to_string(),
+            query_contains: query_contains.to_string(),
+            left: times,
+            fault,
+        });
+    }
+
+    /// Tokens issued from now on say they expire after `secs` (the fake itself never expires them).
+    pub fn set_token_lifetime(&self, secs: u64) {
+        self.state.lock().unwrap().token_lifetime = Some(secs);
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    pub fn count(&self, method: &str, path_contains: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.method == method && r.path.contains(path_contains))
+            .count()
+    }
+
+    pub fn has_blob(&self, repo: &str, digest: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .blobs
+            .get(repo)
+            .is_some_and(|m| m.contains_key(digest))
+    }
+
+    pub fn put_blob(&self, repo: &str, bytes: &[u8]) {
+        let d = sha256_digest(bytes);
+        self.state
+            .lock()
+            .unwrap()
+            .blobs
+            .entry(repo.to_string())
+            .or_default()
+            .insert(d, bytes.to_vec());
+    }
+
+    pub fn manifest(&self, repo: &str, reference: &str) -> Option<(String, Vec<u8>)> {
+        self.state
+            .lock()
+            .unwrap()
+            .manifests
+            .get(repo)
+            .and_then(|m| m.get(reference))
+            .cloned()
+    }
+
+    /// Every stored manifest's config and layers are blobs of its repository:
+    /// no manifest was accepted before its blobs were confirmed.
+    pub fn assert_manifests_complete(&self) {
+        let st = self.state.lock().unwrap();
+        for (repo, ms) in &st.manifests {
+            for (reference, (_, bytes)) in ms {
+                let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+                let mut digests = vec![v["config"]["digest"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()];
+                for l in v["layers"].as_array().into_iter().flatten() {
+                    digests.push(l["digest"].as_str().unwrap().to_string());
+                }
+                for d in digests.iter().filter(|d| !d.is_empty()) {
+                    assert!(
+                        st.blobs.get(repo).is_some_and(|b| b.contains_key(d)),
+                        "manifest {repo}:{reference} names blob {d} that the registry does not hold"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn take_rule(st: &mut State, req: &Request) -> Option<Fault> {
+    let i = st.rules.iter().position(|r| {
+        r.left > 0
+            && r.method == req.method
+            && req.path.contains(&r.path_contains)
+            && req.query.contains(&r.query_contains)
+    })?;
+    st.rules[i].left -= 1;
+    let fault = st.rules[i].fault.clone();
+    if st.rules[i].left == 0 {
+        st.rules.remove(i);
+    }
+    Some(fault)
+}
+
+fn error(status: u16, code: &str, msg: &str) -> Reply {
+    Reply::json(
+        status,
+        serde_json::json!({"errors":[{"code":code,"message":msg,"detail":null}]}),
+    )
+}
+
+fn handle(
+    st: &mut State,
+    req: &Request,
+    body: &[u8],
+    bearer: bool,
+    port: u16,
+    counter: &AtomicU64,
+) -> Reply {
+    let challenge = format!("Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\"");
+    if req.path == "/token" {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let tok = format!("tok-{n}");
+        st.tokens.push(tok.clone());
+        let lifetime = st.token_lifetime.unwrap_or(300);
+        return Reply::json(
+            200,
+            serde_json::json!({"token": tok, "expires_in": lifetime}),
+        );
+    }
+    if let Some(digest) = req.path.strip_prefix("/redirected/") {
+        for repo in st.blobs.values() {
+            if let Some(b) = repo.get(digest) {
+                return Reply::status(200).body(b.clone());
+            }
+        }
+        return Reply::status(404);
+    }
+    if bearer && req.path.starts_with("/v2/") {
+        let ok = req
+            .header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|t| st.tokens.iter().any(|x| x == t));
+        if !ok {
+            return error(401, "UNAUTHORIZED", "authentication required")
+                .header("WWW-Authenticate", &challenge);
+        }
+    }
+    if req.path == "/v2/" {
+        return Reply::json(200, serde_json::json!({}));
+    }
+    let Some(rest) = req.path.strip_prefix("/v2/") else {
+        return Reply::status(404);
+    };
+    if let Some(i) = rest.rfind("/blobs/uploads/") {
+        let repo = &rest[..i];
+        let id = &rest[i + "/blobs/uploads/".len()..];
+        return upload(st, req, body, repo, id, counter);
+    }
+    if let Some(i) = rest.rfind("/blobs/") {
+        let repo = &rest[..i];
+        let digest = &rest[i + "/blobs/".len()..];
+        return match st.blobs.get(repo).and_then(|m| m.get(digest)) {
+            Some(b) => Reply::status(200)
+                .header("Docker-Content-Digest", digest)
+                .header("Content-Length", &b.len().to_string())
+                .body(if req.method == "HEAD" {
+                    Vec::new()
+                } else {
+                    b.clone()
+                }),
+            None => error(404, "BLOB_UNKNOWN", "blob unknown to registry"),
+        };
+    }
+    if let Some(i) = rest.rfind("/manifests/") {
+        let repo = rest[..i].to_string();
+        let reference = rest[i + "/manifests/".len()..].to_string();
+        if req.method == "PUT" {
+            let d = sha256_digest(body);
+            let mt = req.header("content-type").unwrap_or_default().to_string();
+            let m = st.manifests.entry(repo.clone()).or_default();
+            m.insert(reference.clone(), (mt.clone(), body.to_vec()));
+            m.insert(d.clone(), (mt, body.to_vec()));
+            return Reply::status(201)
+                .header("Docker-Content-Digest", &d)
+                .header("Location", &format!("/v2/{repo}/manifests/{d}"));
+        }
+        return match st.manifests.get(&repo).and_then(|m| m.get(&reference)) {
+            Some((mt, b)) => Reply::status(200)
+                .header("Content-Type", mt)
+                .header("Docker-Content-Digest", &sha256_digest(b))
+                .body(b.clone()),
+            None => error(404, "MANIFEST_UNKNOWN", "manifest unknown"),
+        };
+    }
+    Reply::status(404)
+}
+
+fn upload(
+    st: &mut State,
+    req: &Request,
+    body: &[u8],
+    repo: &str,
+    id: &str,
+    counter: &AtomicU64,
+) -> Reply {
+    let session_location = |id: &str| format!("/v2/{repo}/blobs/uploads/{id}?_state=opaque");
+    match req.method.as_str() {
+        "POST" => {
+            if let (Some(d), Some(from)) = (req.query_param("mount"), req.query_param("from")) {
+                if let Some(b) = st.blobs.get(&from).and_then(|m| m.get(&d)).cloned() {
+                    st.blobs
+                        .entry(repo.to_string())
+                        .or_default()
+                        .insert(d.clone(), b);
+                    return Reply::status(201)
+                        .header("Docker-Content-Digest", &d)
+                        .header("Location", &format!("/v2/{repo}/blobs/{d}"));
+                }
+            }
+            let id = format!("u{}", counter.fetch_add(1, Ordering::Relaxed));
+            st.uploads
+                .insert(id.clone(), (repo.to_string(), Vec::new()));
+            Reply::status(202)
+                .header("Location", &session_location(&id))
+                .header("Range", "0-0")
+        }
+        "PATCH" => match st.uploads.get_mut(id) {
+            Some((_, data)) => {
+                data.extend_from_slice(body);
+                let end = data.len().saturating_sub(1);
+                Reply::status(202)
+                    .header("Location", &session_location(id))
+                    .header("Range", &format!("0-{end}"))
+            }
+            None => error(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown"),
+        },
+        "PUT" => {
+            let Some((_, mut data)) = st.uploads.remove(id) else {
+                return error(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown");
+            };
+            data.extend_from_slice(body);
+            let want = req.query_param("digest").unwrap_or_default();
+            let got = sha256_digest(&data);
+            if want != got {
+                return error(
+                    400,
+                    "DIGEST_INVALID",
+                    "provided digest did not match uploaded content",
+                );
+            }
+            st.blobs
+                .entry(repo.to_string())
+                .or_default()
+                .insert(got.clone(), data);
+            Reply::status(201)
+                .header("Docker-Content-Digest", &got)
+                .header("Location", &format!("/v2/{repo}/blobs/{got}"))
+        }
+        "DELETE" => {
+            st.uploads.remove(id);
+            Reply::status(204)
+        }
+        _ => Reply::status(405),
+    }
+}
