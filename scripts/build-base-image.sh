@@ -101,7 +101,8 @@ trap 'rm -rf "$WORK"' EXIT
 # essential + python3 is the smallest set that runs python3; netbase gives
 # /etc/services and /etc/protocols, which socket name look-ups read. Compiled wheels
 # (uvloop, httptools, pydantic-core, watchfiles) need only libc6 and libgcc-s1, both
-# already essential.
+# already essential. The stdlib's __pycache__ is dropped to keep the layer small.
+# shellcheck disable=SC2016 # the hooks' "$1" is expanded by mmdebstrap, not here
 mmdebstrap \
   --quiet \
   --mode=root \

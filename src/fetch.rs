@@ -70,11 +70,36 @@ impl Fetcher<'_> {
         Ok(out)
     }
 
+    /// The installer reads a wheel's tags from its file name, so each cached
+    /// wheel is also linked under `wheels/<sha256>/<filename>`.
+    fn named_path(&self, w: &SelectedWheel, digest: &Digest) -> Result<PathBuf, FetchError> {
+        if w.filename.contains('/') || w.filename.starts_with('.') {
+            return Err(FetchError::Download {
+                filename: w.filename.clone(),
+                url: w.url.clone().unwrap_or_default(),
+                message: "the lock names a file with a path in it".into(),
+            });
+        }
+        let dir = self.store.root().join("wheels").join(digest.hex());
+        let path = dir.join(&w.filename);
+        if !path.is_file() {
+            let io = |e: std::io::Error| FetchError::Store(StoreError::Io { path: path.clone(), source: e });
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            // Linked through a temp name and renamed, so concurrent builds never see a half-made link.
+            let tmp = dir.join(format!(".{}.tmp{}", w.filename, std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            if std::fs::hard_link(self.store.blob_path(digest), &tmp).is_err() {
+                std::fs::copy(self.store.blob_path(digest), &tmp).map_err(io)?;
+            }
+            std::fs::rename(&tmp, &path).map_err(io)?;
+        }
+        Ok(path)
+    }
+
     fn fetch_one(&self, w: &SelectedWheel) -> Result<Fetched, FetchError> {
         let digest = Self::wheel_digest(w)?;
-        let path = self.store.blob_path(&digest);
         if self.store.has_blob(&digest) {
-            return Ok(Fetched { path, downloaded: 0 });
+            return Ok(Fetched { path: self.named_path(w, &digest)?, downloaded: 0 });
         }
         if self.offline {
             return Err(FetchError::Offline { filename: w.filename.clone() });
@@ -111,6 +136,6 @@ impl Fetcher<'_> {
                 }
             }
         };
-        Ok(Fetched { path, downloaded: size })
+        Ok(Fetched { path: self.named_path(w, &digest)?, downloaded: size })
     }
 }

@@ -237,14 +237,33 @@ fn synthetic_wheels_install_like_uv() {
     let tmp = tempfile::tempdir().unwrap();
     let wheels = tmp.path().join("wheels");
     fs::create_dir_all(&wheels).unwrap();
-    for (wheel, requirement) in synthetic_wheels(&wheels) {
-        let case = tmp.path().join(requirement);
-        let uv = UvVenv::create(&case.join("uv"));
-        uv.install(&wheels, &[requirement]);
-        let ours = case.join("ours");
-        unpack_layers(&ours, &uv.target(), &[wheel]);
-        compare(&uv, &ours);
+    let built = synthetic_wheels(&wheels);
+    for (wheel, requirement) in &built {
+        install_both_ways_and_compare(&tmp.path().join(requirement), &wheels, wheel, requirement);
     }
+    // Shebangs longer than 127 bytes, or with a space, go through /bin/sh.
+    let (demo, requirement) = &built[0];
+    let long = tmp.path().join("long").join("d".repeat(100));
+    let spaced = tmp.path().join("with space");
+    for root in [long, spaced] {
+        let uv = install_both_ways_and_compare(&root, &wheels, demo, requirement);
+        let launcher = fs::read_to_string(uv.venv.join("bin/democli")).unwrap();
+        assert!(launcher.starts_with("#!/bin/sh\n'''exec' '"), "{launcher}");
+    }
+}
+
+fn install_both_ways_and_compare(
+    case: &Path,
+    wheels: &Path,
+    wheel: &Path,
+    requirement: &str,
+) -> UvVenv {
+    let uv = UvVenv::create(&case.join("uv"));
+    uv.install(wheels, &[requirement]);
+    let ours = case.join("ours");
+    unpack_layers(&ours, &uv.target(), &[wheel.to_path_buf()]);
+    compare(&uv, &ours);
+    uv
 }
 
 #[test]
