@@ -56,17 +56,40 @@ pub enum BuildError {
 /// What the pipeline tells its caller as it goes; the CLI decides how to show it.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Base { platform: String, name: String, digest: Digest },
-    Python { platform: String, info: String },
-    Wheels { platform: String, count: usize },
-    Fetched { filename: String, bytes: u64 },
-    Layer { platform: String, label: String, digest: Digest, size: u64, cached: bool },
+    Base {
+        platform: String,
+        name: String,
+        digest: Digest,
+    },
+    Python {
+        platform: String,
+        info: String,
+    },
+    Wheels {
+        platform: String,
+        count: usize,
+    },
+    Fetched {
+        filename: String,
+        bytes: u64,
+    },
+    Layer {
+        platform: String,
+        label: String,
+        digest: Digest,
+        size: u64,
+        cached: bool,
+    },
     Warning(String),
 }
 
 /// Opens a base that is not a local layout or archive (a registry reference).
 pub trait RemoteBases: Sync {
-    fn open(&self, reference: &str, platform: &Platform) -> Result<(BaseImage, Option<String>), BuildError>;
+    fn open(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<(BaseImage, Option<String>), BuildError>;
 }
 
 pub struct BuildOptions<'a> {
@@ -81,7 +104,11 @@ pub struct BuildOptions<'a> {
 }
 
 pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError> {
-    let platforms = if opts.platforms.is_empty() { spec.platforms.clone() } else { opts.platforms.clone() };
+    let platforms = if opts.platforms.is_empty() {
+        spec.platforms.clone()
+    } else {
+        opts.platforms.clone()
+    };
     let mut images = Vec::new();
     for platform in &platforms {
         images.push(build_platform(spec, platform, opts)?);
@@ -90,7 +117,11 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
         let manifests = images
             .iter()
             .map(|i| {
-                let mut d = Descriptor::new(img::MEDIA_TYPE_OCI_MANIFEST, i.manifest_digest.clone(), i.manifest.len() as u64);
+                let mut d = Descriptor::new(
+                    img::MEDIA_TYPE_OCI_MANIFEST,
+                    i.manifest_digest.clone(),
+                    i.manifest.len() as u64,
+                );
                 d.platform = Some(i.platform.clone());
                 d
             })
@@ -106,7 +137,10 @@ fn image_annotations(spec: &Spec, base: Option<&BaseImage>) -> BTreeMap<String, 
     let mut a = spec.annotations.clone();
     if let Some(b) = base {
         a.insert(img::ANNOTATION_BASE_NAME.into(), b.name.clone());
-        a.insert(img::ANNOTATION_BASE_DIGEST.into(), b.manifest_digest.to_string());
+        a.insert(
+            img::ANNOTATION_BASE_DIGEST.into(),
+            b.manifest_digest.to_string(),
+        );
     }
     if let Some(s) = &spec.source_url {
         a.insert(img::ANNOTATION_SOURCE.into(), s.clone());
@@ -117,7 +151,11 @@ fn image_annotations(spec: &Spec, base: Option<&BaseImage>) -> BTreeMap<String, 
     a
 }
 
-pub fn open_base(spec: &Spec, platform: &Platform, opts: &BuildOptions) -> Result<(BaseImage, Option<String>), BuildError> {
+pub fn open_base(
+    spec: &Spec,
+    platform: &Platform,
+    opts: &BuildOptions,
+) -> Result<(BaseImage, Option<String>), BuildError> {
     let spec_dir = spec.file.parent().map(PathBuf::from).unwrap_or_default();
     match BaseLocation::parse(&spec.base, &spec_dir) {
         BaseLocation::Registry(r) => match opts.remote {
@@ -128,17 +166,30 @@ pub fn open_base(spec: &Spec, platform: &Platform, opts: &BuildOptions) -> Resul
     }
 }
 
-fn build_platform(spec: &Spec, platform: &Platform, opts: &BuildOptions) -> Result<BuiltImage, BuildError> {
+fn build_platform(
+    spec: &Spec,
+    platform: &Platform,
+    opts: &BuildOptions,
+) -> Result<BuiltImage, BuildError> {
     let label = platform.to_string();
     let (base, base_repository) = open_base(spec, platform, opts)?;
-    (opts.on_event)(Event::Base { platform: label.clone(), name: base.name.clone(), digest: base.manifest_digest.clone() });
+    (opts.on_event)(Event::Base {
+        platform: label.clone(),
+        name: base.name.clone(),
+        digest: base.manifest_digest.clone(),
+    });
 
     let mut layers: Vec<ImageLayer> = base
         .manifest
         .layers
         .iter()
         .map(|d| ImageLayer {
-            layer: Layer { digest: d.digest.clone(), diff_id: Digest::of_bytes(b""), size: d.size, media_type: d.media_type.clone() },
+            layer: Layer {
+                digest: d.digest.clone(),
+                diff_id: Digest::of_bytes(b""),
+                size: d.size,
+                media_type: d.media_type.clone(),
+            },
             origin: BlobOrigin::Base(base.blobs.clone()),
             label: "base".into(),
         })
@@ -149,10 +200,20 @@ fn build_platform(spec: &Spec, platform: &Platform, opts: &BuildOptions) -> Resu
     let mut packages: Vec<(String, Layer, bool)> = Vec::new();
     if let Some(lockfile) = &spec.lockfile {
         let python = base::python::detect(&base, Some(opts.store))?;
-        (opts.on_event)(Event::Python { platform: label.clone(), info: describe_python(&python) });
-        target = VenvTarget { venv: spec.venv.clone(), interpreter: python.interpreter.clone(), version: python.version };
+        (opts.on_event)(Event::Python {
+            platform: label.clone(),
+            info: describe_python(&python),
+        });
+        target = VenvTarget {
+            venv: spec.venv.clone(),
+            interpreter: python.interpreter.clone(),
+            version: python.version,
+        };
         let wheels = select_wheels(spec, lockfile, &python, platform, opts)?;
-        (opts.on_event)(Event::Wheels { platform: label.clone(), count: wheels.len() });
+        (opts.on_event)(Event::Wheels {
+            platform: label.clone(),
+            count: wheels.len(),
+        });
         let fetcher = Fetcher {
             store: opts.store,
             client: opts.http,
@@ -162,22 +223,45 @@ fn build_platform(spec: &Spec, platform: &Platform, opts: &BuildOptions) -> Resu
         };
         let on_fetched = |w: &SelectedWheel, f: &crate::fetch::Fetched| {
             if f.downloaded > 0 {
-                (opts.on_event)(Event::Fetched { filename: w.filename.clone(), bytes: f.downloaded });
+                (opts.on_event)(Event::Fetched {
+                    filename: w.filename.clone(),
+                    bytes: f.downloaded,
+                });
             }
         };
         let fetched = fetcher.fetch_all(&wheels, &on_fetched)?;
-        packages = wheel_layers(&wheels, &fetched, &target, opts, spec.layer_budget.saturating_sub(layers.len() + 2))?;
+        packages = wheel_layers(
+            &wheels,
+            &fetched,
+            &target,
+            opts,
+            spec.layer_budget.saturating_sub(layers.len() + 2),
+        )?;
     } else {
         // Without a lockfile there are no packages, but the venv's python still
         // needs the base's interpreter; detect it only when it is cheap to need.
         let python = base::python::detect(&base, Some(opts.store))?;
-        target = VenvTarget { venv: spec.venv.clone(), interpreter: python.interpreter.clone(), version: python.version };
+        target = VenvTarget {
+            venv: spec.venv.clone(),
+            interpreter: python.interpreter.clone(),
+            version: python.version,
+        };
     }
 
     let skeleton = venv::skeleton(&target);
-    let (skeleton_layer, cached) = cached_layer(opts, &format!("venv:{}:{}:{:?}", target.venv, target.interpreter, target.version), || {
-        Ok((skeleton.clone(), Box::new(NoExternal) as Box<dyn ExternalContent>))
-    })?;
+    let (skeleton_layer, cached) = cached_layer(
+        opts,
+        &format!(
+            "venv:{}:{}:{:?}",
+            target.venv, target.interpreter, target.version
+        ),
+        || {
+            Ok((
+                skeleton.clone(),
+                Box::new(NoExternal) as Box<dyn ExternalContent>,
+            ))
+        },
+    )?;
     let mut ours = vec![("venv".to_string(), skeleton_layer, cached)];
     ours.extend(packages);
 
@@ -198,13 +282,20 @@ fn build_platform(spec: &Spec, platform: &Platform, opts: &BuildOptions) -> Resu
             created_by: format!("imgbuild: {name}"),
             comment: format!("imgbuild {}", env!("CARGO_PKG_VERSION")),
         });
-        layers.push(ImageLayer { layer, origin: BlobOrigin::Store, label: name });
+        layers.push(ImageLayer {
+            layer,
+            origin: BlobOrigin::Store,
+            label: name,
+        });
     }
 
     let created = rfc3339(opts.epoch);
     let mut labels = spec.labels.clone();
     labels.insert(img::ANNOTATION_BASE_NAME.into(), base.name.clone());
-    labels.insert(img::ANNOTATION_BASE_DIGEST.into(), base.manifest_digest.to_string());
+    labels.insert(
+        img::ANNOTATION_BASE_DIGEST.into(),
+        base.manifest_digest.to_string(),
+    );
     if let Some(s) = &spec.source_url {
         labels.insert(img::ANNOTATION_SOURCE.into(), s.clone());
     }
@@ -229,14 +320,22 @@ fn build_platform(spec: &Spec, platform: &Platform, opts: &BuildOptions) -> Resu
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(img::MEDIA_TYPE_OCI_MANIFEST.into()),
-        config: Descriptor::new(img::MEDIA_TYPE_OCI_CONFIG, config_digest.clone(), config.len() as u64),
-        layers: layers.iter().map(|l| Descriptor::new(&l.layer.media_type, l.layer.digest.clone(), l.layer.size)).collect(),
+        config: Descriptor::new(
+            img::MEDIA_TYPE_OCI_CONFIG,
+            config_digest.clone(),
+            config.len() as u64,
+        ),
+        layers: layers
+            .iter()
+            .map(|l| Descriptor::new(&l.layer.media_type, l.layer.digest.clone(), l.layer.size))
+            .collect(),
         annotations: Some(image_annotations(spec, Some(&base))),
         extra: BTreeMap::new(),
     };
     let manifest = canonical(&manifest);
     Ok(BuiltImage {
-        platform: platform.clone(),
+        // The base's own platform: it carries the variant (arm64/v8) the user may leave out.
+        platform: base.platform.clone(),
         manifest_digest: Digest::of_bytes(&manifest),
         manifest,
         config,
@@ -247,7 +346,10 @@ fn build_platform(spec: &Spec, platform: &Platform, opts: &BuildOptions) -> Resu
 }
 
 fn describe_python(p: &PythonInfo) -> String {
-    format!("{} (CPython {}.{}.{}, {}, {:?})", p.interpreter, p.version.0, p.version.1, p.version.2, p.arch, p.libc)
+    format!(
+        "{} (CPython {}.{}.{}, {}, {:?})",
+        p.interpreter, p.version.0, p.version.1, p.version.2, p.arch, p.libc
+    )
 }
 
 fn select_wheels(
@@ -269,12 +371,22 @@ fn select_wheels(
     let index = HttpSimpleIndex::with_client(opts.http.clone());
     let packages = crate::lock::load(lockfile, &lock_opts, &env, &index)?;
     let tags = Tags::for_target(python);
-    Ok(crate::lock::select::select_wheels(&packages, &tags, &platform.to_string())?)
+    Ok(crate::lock::select::select_wheels(
+        &packages,
+        &tags,
+        &platform.to_string(),
+    )?)
 }
 
 /// Writes a plan as a layer blob into the store.
-fn store_layer(opts: &BuildOptions, plan: &LayerPlan, external: &mut dyn ExternalContent) -> Result<(Layer, ()), BuildError> {
-    let (digest, size, layer) = opts.store.write_blob(|w| write_layer(plan, opts.epoch, external, w).map(|(l, _)| l))?;
+fn store_layer(
+    opts: &BuildOptions,
+    plan: &LayerPlan,
+    external: &mut dyn ExternalContent,
+) -> Result<(Layer, ()), BuildError> {
+    let (digest, size, layer) = opts
+        .store
+        .write_blob(|w| write_layer(plan, opts.epoch, external, w).map(|(l, _)| l))?;
     debug_assert_eq!((digest.clone(), size), (layer.digest.clone(), layer.size));
     Ok((layer, ()))
 }
@@ -310,7 +422,16 @@ fn wheel_layers(
     let merged: Vec<usize> = if wheels.len() > budget.max(1) {
         // Keep the largest budget-1 wheels on their own; merge the rest.
         let mut by_size: Vec<usize> = (0..wheels.len()).collect();
-        by_size.sort_by_key(|&i| (std::cmp::Reverse(std::fs::metadata(&fetched[i].path).map(|m| m.len()).unwrap_or(0)), i));
+        by_size.sort_by_key(|&i| {
+            (
+                std::cmp::Reverse(
+                    std::fs::metadata(&fetched[i].path)
+                        .map(|m| m.len())
+                        .unwrap_or(0),
+                ),
+                i,
+            )
+        });
         by_size.split_off(budget.max(1) - 1)
     } else {
         Vec::new()
@@ -327,7 +448,10 @@ fn wheel_layers(
                 let Some(&i) = own.get(k) else { break };
                 let w = &wheels[i];
                 let path = &fetched[i].path;
-                let key = format!("wheel:{}:{}:{}:{:?}", w.sha256, target.venv, target.interpreter, target.version);
+                let key = format!(
+                    "wheel:{}:{}:{}:{:?}",
+                    w.sha256, target.venv, target.interpreter, target.version
+                );
                 let r = cached_layer(opts, &key, || {
                     let install = wheel::plan_install(path, target)?;
                     let content = WheelContent::open(path)?;
@@ -346,10 +470,17 @@ fn wheel_layers(
     if !merged.is_empty() {
         let mut merged = merged;
         merged.sort();
-        let names: Vec<String> = merged.iter().map(|&i| format!("{} {}", wheels[i].name, wheels[i].version)).collect();
+        let names: Vec<String> = merged
+            .iter()
+            .map(|&i| format!("{} {}", wheels[i].name, wheels[i].version))
+            .collect();
         let key = format!(
             "merged:{}:{}:{}:{:?}",
-            merged.iter().map(|&i| wheels[i].sha256.as_str()).collect::<Vec<_>>().join(","),
+            merged
+                .iter()
+                .map(|&i| wheels[i].sha256.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             target.venv,
             target.interpreter,
             target.version
@@ -360,7 +491,9 @@ fn wheel_layers(
             for (k, &i) in merged.iter().enumerate() {
                 let install = wheel::plan_install(&fetched[i].path, target)?;
                 plan.merge(offset_externals(install.plan, k * MERGE_STRIDE))
-                    .map_err(|e| BuildError::Other(format!("merging {}: {e}", wheels[i].filename)))?;
+                    .map_err(|e| {
+                        BuildError::Other(format!("merging {}: {e}", wheels[i].filename))
+                    })?;
                 sources.push(WheelContent::open(&fetched[i].path)?);
             }
             Ok((plan, Box::new(Merged(sources)) as Box<dyn ExternalContent>))
@@ -398,6 +531,9 @@ struct Merged(Vec<WheelContent>);
 impl ExternalContent for Merged {
     fn open(&mut self, index: usize) -> io::Result<Box<dyn Read + '_>> {
         let (k, i) = (index / MERGE_STRIDE, index % MERGE_STRIDE);
-        self.0.get_mut(k).ok_or_else(|| io::Error::other("merged wheel index out of range"))?.open(i)
+        self.0
+            .get_mut(k)
+            .ok_or_else(|| io::Error::other("merged wheel index out of range"))?
+            .open(i)
     }
 }

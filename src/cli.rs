@@ -12,7 +12,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
-#[command(name = "imgbuild", version, about = "Build reproducible container images for Python web services, without Docker or Python")]
+#[command(
+    name = "imgbuild",
+    version,
+    about = "Build reproducible container images for Python web services, without Docker or Python"
+)]
 pub struct Cli {
     /// Detailed logs on stderr.
     #[arg(short, long, global = true)]
@@ -67,29 +71,52 @@ pub struct BuildArgs {
 /// Where `build` writes the image.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Destination {
-    Layout { dir: PathBuf, tag: String },
-    OciArchive { file: PathBuf, tag: String },
-    DockerArchive { file: PathBuf, reference: Option<String> },
+    Layout {
+        dir: PathBuf,
+        tag: String,
+    },
+    OciArchive {
+        file: PathBuf,
+        tag: String,
+    },
+    DockerArchive {
+        file: PathBuf,
+        reference: Option<String>,
+    },
 }
 
 impl Destination {
     pub fn parse(s: &str) -> Result<Destination> {
         fn split_tag(rest: &str) -> (&str, String) {
             match rest.rsplit_once(':') {
-                Some((p, t)) if !t.is_empty() && !t.contains('/') && !p.is_empty() => (p, t.to_string()),
+                Some((p, t)) if !t.is_empty() && !t.contains('/') && !p.is_empty() => {
+                    (p, t.to_string())
+                }
                 _ => (rest, "latest".to_string()),
             }
         }
         if let Some(rest) = s.strip_prefix("oci:") {
             let (p, tag) = split_tag(rest);
-            Ok(Destination::Layout { dir: PathBuf::from(p), tag })
+            Ok(Destination::Layout {
+                dir: PathBuf::from(p),
+                tag,
+            })
         } else if let Some(rest) = s.strip_prefix("oci-archive:") {
             let (p, tag) = split_tag(rest);
-            Ok(Destination::OciArchive { file: PathBuf::from(p), tag })
+            Ok(Destination::OciArchive {
+                file: PathBuf::from(p),
+                tag,
+            })
         } else if let Some(rest) = s.strip_prefix("docker-archive:") {
             match rest.split_once(':') {
-                Some((p, r)) if !r.is_empty() => Ok(Destination::DockerArchive { file: p.into(), reference: Some(r.into()) }),
-                _ => Ok(Destination::DockerArchive { file: rest.into(), reference: None }),
+                Some((p, r)) if !r.is_empty() => Ok(Destination::DockerArchive {
+                    file: p.into(),
+                    reference: Some(r.into()),
+                }),
+                _ => Ok(Destination::DockerArchive {
+                    file: rest.into(),
+                    reference: None,
+                }),
             }
         } else {
             bail!("--output {s:?}: expected oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME:TAG]")
@@ -122,16 +149,25 @@ pub fn prepare(common: &CommonArgs) -> Result<Context_> {
     let store = Store::open(common.cache_dir.clone().unwrap_or_else(Store::default_root))?;
     let http = http_client(&common.ca_files)?;
     let epoch = crate::image::time::source_date_epoch()?;
-    Ok(Context_ { spec, store, http, platforms, epoch })
+    Ok(Context_ {
+        spec,
+        store,
+        http,
+        platforms,
+        epoch,
+    })
 }
 
 /// The client for package indexes: the system trust store (and SSL_CERT_FILE)
 /// through reqwest's default TLS, plus any --ca-file.
 pub fn http_client(ca_files: &[PathBuf]) -> Result<reqwest::blocking::Client> {
-    let mut b = reqwest::blocking::Client::builder().user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")));
+    let mut b = reqwest::blocking::Client::builder()
+        .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")));
     for f in ca_files {
         let pem = std::fs::read(f).with_context(|| format!("--ca-file {}", f.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("--ca-file {}: not a PEM certificate bundle", f.display()))? {
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--ca-file {}: not a PEM certificate bundle", f.display()))?
+        {
             b = b.add_root_certificate(cert);
         }
     }
@@ -141,7 +177,11 @@ pub fn http_client(ca_files: &[PathBuf]) -> Result<reqwest::blocking::Client> {
 pub fn event_printer(verbose: bool) -> impl Fn(Event) + Sync {
     let tty = std::io::stderr().is_terminal();
     move |e: Event| match e {
-        Event::Base { platform, name, digest } => eprintln!("[{platform}] base {name} @ {digest}"),
+        Event::Base {
+            platform,
+            name,
+            digest,
+        } => eprintln!("[{platform}] base {name} @ {digest}"),
         Event::Python { platform, info } => eprintln!("[{platform}] python {info}"),
         Event::Wheels { platform, count } => eprintln!("[{platform}] {count} packages to install"),
         Event::Fetched { filename, bytes } => {
@@ -149,9 +189,20 @@ pub fn event_printer(verbose: bool) -> impl Fn(Event) + Sync {
                 eprintln!("downloaded {filename} ({})", human(bytes))
             }
         }
-        Event::Layer { platform, label, digest, size, cached } => {
+        Event::Layer {
+            platform,
+            label,
+            digest,
+            size,
+            cached,
+        } => {
             if verbose || tty || !cached {
-                eprintln!("[{platform}] layer {} {} {label}{}", digest.short(), human(size), if cached { " (cached)" } else { "" })
+                eprintln!(
+                    "[{platform}] layer {} {} {label}{}",
+                    digest.short(),
+                    human(size),
+                    if cached { " (cached)" } else { "" }
+                )
             }
         }
         Event::Warning(w) => eprintln!("warning: {w}"),
@@ -171,7 +222,18 @@ fn default_repo_tag(spec: &Spec) -> String {
         .source
         .file_name()
         .and_then(|n| n.to_str())
-        .map(|n| n.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' }).collect::<String>())
+        .map(|n| {
+            n.to_ascii_lowercase()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect::<String>()
+        })
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "app".into());
     format!("localhost/{name}:latest")
@@ -193,10 +255,16 @@ fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
     };
     let result = build::build(&ctx.spec, &opts)?;
     match &dest {
-        Destination::Layout { dir, tag } => layout::write_oci_layout(&result, dir, tag, &ctx.store)?,
-        Destination::OciArchive { file, tag } => layout::write_oci_archive(&result, file, tag, &ctx.store, ctx.epoch)?,
+        Destination::Layout { dir, tag } => {
+            layout::write_oci_layout(&result, dir, tag, &ctx.store)?
+        }
+        Destination::OciArchive { file, tag } => {
+            layout::write_oci_archive(&result, file, tag, &ctx.store, ctx.epoch)?
+        }
         Destination::DockerArchive { file, reference } => {
-            let r = reference.clone().unwrap_or_else(|| default_repo_tag(&ctx.spec));
+            let r = reference
+                .clone()
+                .unwrap_or_else(|| default_repo_tag(&ctx.spec));
             archive::write_docker_archive(&result, file, &r, &ctx.store, ctx.epoch)?
         }
     }
@@ -238,9 +306,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing {}", path.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing {}", path.display()))?;
     std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -250,11 +320,26 @@ mod tests {
 
     #[test]
     fn parses_destinations() {
-        assert_eq!(Destination::parse("oci:out").unwrap(), Destination::Layout { dir: "out".into(), tag: "latest".into() });
-        assert_eq!(Destination::parse("oci:out/x:v1").unwrap(), Destination::Layout { dir: "out/x".into(), tag: "v1".into() });
+        assert_eq!(
+            Destination::parse("oci:out").unwrap(),
+            Destination::Layout {
+                dir: "out".into(),
+                tag: "latest".into()
+            }
+        );
+        assert_eq!(
+            Destination::parse("oci:out/x:v1").unwrap(),
+            Destination::Layout {
+                dir: "out/x".into(),
+                tag: "v1".into()
+            }
+        );
         assert_eq!(
             Destination::parse("docker-archive:a.tar:localhost/x:1").unwrap(),
-            Destination::DockerArchive { file: "a.tar".into(), reference: Some("localhost/x:1".into()) }
+            Destination::DockerArchive {
+                file: "a.tar".into(),
+                reference: Some("localhost/x:1".into())
+            }
         );
         assert!(Destination::parse("tarball:x").is_err());
     }

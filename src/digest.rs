@@ -18,15 +18,23 @@ pub struct InvalidDigest(pub String);
 
 impl Digest {
     pub fn from_hex(hex: &str) -> Result<Self, InvalidDigest> {
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            Ok(Digest { hex: hex.to_string() })
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(Digest {
+                hex: hex.to_string(),
+            })
         } else {
             Err(InvalidDigest(hex.to_string()))
         }
     }
 
     pub fn of_bytes(bytes: &[u8]) -> Self {
-        Digest { hex: hex::encode(Sha256::digest(bytes)) }
+        Digest {
+            hex: hex::encode(Sha256::digest(bytes)),
+        }
     }
 
     /// Hashes a whole stream without holding it.
@@ -95,7 +103,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     pub fn finish(self) -> (Digest, u64, W) {
         let hex = hex::encode(self.hasher.finalize());
@@ -131,8 +143,20 @@ pub struct VerifyingReader<R> {
 }
 
 impl<R: Read> VerifyingReader<R> {
-    pub fn new(inner: R, expected: Digest, expected_size: Option<u64>, what: impl Into<String>) -> Self {
-        VerifyingReader { inner, hasher: Sha256::new(), count: 0, expected, expected_size, what: what.into() }
+    pub fn new(
+        inner: R,
+        expected: Digest,
+        expected_size: Option<u64>,
+        what: impl Into<String>,
+    ) -> Self {
+        VerifyingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+            expected,
+            expected_size,
+            what: what.into(),
+        }
     }
 }
 
@@ -140,7 +164,9 @@ impl<R: Read> Read for VerifyingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n == 0 && !buf.is_empty() {
-            let got = Digest { hex: hex::encode(self.hasher.clone().finalize()) };
+            let got = Digest {
+                hex: hex::encode(self.hasher.clone().finalize()),
+            };
             if let Some(size) = self.expected_size {
                 if size != self.count {
                     return Err(io::Error::new(
@@ -152,7 +178,10 @@ impl<R: Read> Read for VerifyingReader<R> {
             if got != self.expected {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{}: content does not match its digest (expected {}, got {got})", self.what, self.expected),
+                    format!(
+                        "{}: content does not match its digest (expected {}, got {got})",
+                        self.what, self.expected
+                    ),
                 ));
             }
             return Ok(0);
@@ -180,7 +209,11 @@ mod tests {
         let ok = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert_eq!(ok.parse::<Digest>().unwrap().to_string(), ok);
         assert!("sha256:E3B0".parse::<Digest>().is_err());
-        assert!("sha512:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse::<Digest>().is_err());
+        assert!(
+            "sha512:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse::<Digest>()
+                .is_err()
+        );
         assert_eq!(Digest::of_bytes(b"").to_string(), ok);
     }
 
@@ -188,8 +221,12 @@ mod tests {
     fn verifying_reader_rejects_tampered_bytes() {
         let d = Digest::of_bytes(b"hello");
         let mut out = Vec::new();
-        assert!(VerifyingReader::new(&b"hello"[..], d.clone(), Some(5), "x").read_to_end(&mut out).is_ok());
-        let err = VerifyingReader::new(&b"hellO"[..], d, Some(5), "blob x").read_to_end(&mut out).unwrap_err();
+        assert!(VerifyingReader::new(&b"hello"[..], d.clone(), Some(5), "x")
+            .read_to_end(&mut out)
+            .is_ok());
+        let err = VerifyingReader::new(&b"hellO"[..], d, Some(5), "blob x")
+            .read_to_end(&mut out)
+            .unwrap_err();
         assert!(err.to_string().contains("blob x"));
     }
 }

@@ -17,9 +17,17 @@ pub enum FetchError {
     #[error("{filename}: the lock gives no URL or path to download it from")]
     NoUrl { filename: String },
     #[error("{filename}: download from {url} failed: {message}")]
-    Download { filename: String, url: String, message: String },
+    Download {
+        filename: String,
+        url: String,
+        message: String,
+    },
     #[error("{filename}: downloaded bytes do not match the lock's sha256 (expected {expected}, got {actual}); the file was not cached. Re-lock if the index really changed, otherwise check for a proxy rewriting downloads")]
-    HashMismatch { filename: String, expected: Digest, actual: Digest },
+    HashMismatch {
+        filename: String,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error(transparent)]
     Store(StoreError),
 }
@@ -42,13 +50,20 @@ pub struct Fetched {
 
 impl Fetcher<'_> {
     pub fn wheel_digest(w: &SelectedWheel) -> Result<Digest, FetchError> {
-        Digest::from_hex(&w.sha256.to_ascii_lowercase())
-            .map_err(|_| FetchError::BadHash { filename: w.filename.clone(), sha256: w.sha256.clone() })
+        Digest::from_hex(&w.sha256.to_ascii_lowercase()).map_err(|_| FetchError::BadHash {
+            filename: w.filename.clone(),
+            sha256: w.sha256.clone(),
+        })
     }
 
-    pub fn fetch_all(&self, wheels: &[SelectedWheel], on_done: &(dyn Fn(&SelectedWheel, &Fetched) + Sync)) -> Result<Vec<Fetched>, FetchError> {
+    pub fn fetch_all(
+        &self,
+        wheels: &[SelectedWheel],
+        on_done: &(dyn Fn(&SelectedWheel, &Fetched) + Sync),
+    ) -> Result<Vec<Fetched>, FetchError> {
         let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Option<Result<Fetched, FetchError>>>> = Mutex::new((0..wheels.len()).map(|_| None).collect());
+        let results: Mutex<Vec<Option<Result<Fetched, FetchError>>>> =
+            Mutex::new((0..wheels.len()).map(|_| None).collect());
         std::thread::scope(|s| {
             for _ in 0..self.jobs.max(1).min(wheels.len().max(1)) {
                 s.spawn(|| loop {
@@ -83,7 +98,12 @@ impl Fetcher<'_> {
         let dir = self.store.root().join("wheels").join(digest.hex());
         let path = dir.join(&w.filename);
         if !path.is_file() {
-            let io = |e: std::io::Error| FetchError::Store(StoreError::Io { path: path.clone(), source: e });
+            let io = |e: std::io::Error| {
+                FetchError::Store(StoreError::Io {
+                    path: path.clone(),
+                    source: e,
+                })
+            };
             std::fs::create_dir_all(&dir).map_err(io)?;
             // Linked through a temp name and renamed, so concurrent builds never see a half-made link.
             let tmp = dir.join(format!(".{}.tmp{}", w.filename, std::process::id()));
@@ -99,36 +119,64 @@ impl Fetcher<'_> {
     fn fetch_one(&self, w: &SelectedWheel) -> Result<Fetched, FetchError> {
         let digest = Self::wheel_digest(w)?;
         if self.store.has_blob(&digest) {
-            return Ok(Fetched { path: self.named_path(w, &digest)?, downloaded: 0 });
+            return Ok(Fetched {
+                path: self.named_path(w, &digest)?,
+                downloaded: 0,
+            });
         }
         if self.offline {
-            return Err(FetchError::Offline { filename: w.filename.clone() });
+            return Err(FetchError::Offline {
+                filename: w.filename.clone(),
+            });
         }
-        let url = w.url.clone().ok_or_else(|| FetchError::NoUrl { filename: w.filename.clone() })?;
-        let dl_err = |message: String| FetchError::Download { filename: w.filename.clone(), url: url.clone(), message };
+        let url = w.url.clone().ok_or_else(|| FetchError::NoUrl {
+            filename: w.filename.clone(),
+        })?;
+        let dl_err = |message: String| FetchError::Download {
+            filename: w.filename.clone(),
+            url: url.clone(),
+            message,
+        };
         let map_store = |e: StoreError| match e {
-            StoreError::Mismatch { expected, actual, .. } => {
-                FetchError::HashMismatch { filename: w.filename.clone(), expected, actual }
-            }
+            StoreError::Mismatch {
+                expected, actual, ..
+            } => FetchError::HashMismatch {
+                filename: w.filename.clone(),
+                expected,
+                actual,
+            },
             e => FetchError::Store(e),
         };
-        let size = if let Some(local) = url.strip_prefix("file://").map(PathBuf::from).or_else(|| {
-            (!url.contains("://")).then(|| self.lock_dir.join(&url))
-        }) {
+        let size = if let Some(local) = url
+            .strip_prefix("file://")
+            .map(PathBuf::from)
+            .or_else(|| (!url.contains("://")).then(|| self.lock_dir.join(&url)))
+        {
             let f = std::fs::File::open(&local).map_err(|e| dl_err(e.to_string()))?;
-            self.store.put_verified(&digest, &w.filename, f).map_err(map_store)?
+            self.store
+                .put_verified(&digest, &w.filename, f)
+                .map_err(map_store)?
         } else {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let resp = self.client.get(&url).send().and_then(|r| r.error_for_status());
+                let resp = self
+                    .client
+                    .get(&url)
+                    .send()
+                    .and_then(|r| r.error_for_status());
                 match resp {
                     Ok(r) => match self.store.put_verified(&digest, &w.filename, r) {
                         Ok(n) => break n,
                         Err(StoreError::Io { .. }) if attempt < 3 => continue,
                         Err(e) => return Err(map_store(e)),
                     },
-                    Err(e) if attempt < 3 && (e.is_connect() || e.is_timeout() || e.status().is_some_and(|s| s.is_server_error())) => {
+                    Err(e)
+                        if attempt < 3
+                            && (e.is_connect()
+                                || e.is_timeout()
+                                || e.status().is_some_and(|s| s.is_server_error())) =>
+                    {
                         std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
                         continue;
                     }
@@ -136,6 +184,9 @@ impl Fetcher<'_> {
                 }
             }
         };
-        Ok(Fetched { path: self.named_path(w, &digest)?, downloaded: size })
+        Ok(Fetched {
+            path: self.named_path(w, &digest)?,
+            downloaded: size,
+        })
     }
 }

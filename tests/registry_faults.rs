@@ -570,3 +570,31 @@ fn last_manifest_auth(fake: &FakeRegistry) -> String {
         .unwrap();
     last.header("authorization").unwrap().to_string()
 }
+
+#[test]
+fn an_unknown_repository_on_push_is_named_and_not_retried() {
+    let fake = FakeRegistry::start();
+    let body = r#"{"errors":[{"code":"NAME_UNKNOWN","message":"The repository with name 'app' does not exist"}]}"#;
+    fake.fault(
+        "POST",
+        "/blobs/uploads/",
+        "",
+        99,
+        Fault::Respond {
+            status: 404,
+            headers: vec![],
+            body: body.into(),
+        },
+    );
+    let c = client();
+    let img = image(11, 100);
+    let e = push(&c, &repo(&fake, "app"), &img).unwrap_err();
+    assert!(matches!(e, RegistryError::NameUnknown { .. }), "{e}");
+    let msg = assert_one_line(&e);
+    assert!(
+        msg.contains("does not exist") && msg.contains("create the repository"),
+        "{msg}"
+    );
+    assert_eq!(fake.count("POST", "/blobs/uploads/"), img.blobs.len());
+    assert_eq!(fake.count("PUT", "/manifests/"), 0);
+}

@@ -17,20 +17,31 @@ pub struct ArchiveSource {
 
 impl ArchiveSource {
     pub fn open(file: &Path, name: &str) -> Result<(Self, Index), BaseError> {
-        let io_err = |e| BaseError::Io { base: name.to_string(), path: file.to_path_buf(), source: e };
+        let io_err = |e| BaseError::Io {
+            base: name.to_string(),
+            path: file.to_path_buf(),
+            source: e,
+        };
         let f = File::open(file).map_err(io_err)?;
         let mut archive = tar::Archive::new(f);
         let mut blobs = HashMap::new();
         let mut index = None;
         for entry in archive.entries().map_err(io_err)? {
             let mut entry = entry.map_err(io_err)?;
-            let path = entry.path().map_err(io_err)?.to_string_lossy().trim_start_matches("./").to_string();
+            let path = entry
+                .path()
+                .map_err(io_err)?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string();
             if path == "index.json" {
                 let mut bytes = Vec::new();
                 entry.read_to_end(&mut bytes).map_err(io_err)?;
-                index = Some(serde_json::from_slice::<Index>(&bytes).map_err(|e| BaseError::Invalid {
-                    base: name.to_string(),
-                    message: format!("index.json in {}: {e}", file.display()),
+                index = Some(serde_json::from_slice::<Index>(&bytes).map_err(|e| {
+                    BaseError::Invalid {
+                        base: name.to_string(),
+                        message: format!("index.json in {}: {e}", file.display()),
+                    }
                 })?);
             } else if let Some(hex) = path.strip_prefix("blobs/sha256/") {
                 if let Ok(d) = Digest::from_hex(hex) {
@@ -40,17 +51,36 @@ impl ArchiveSource {
         }
         let index = index.ok_or_else(|| BaseError::Invalid {
             base: name.to_string(),
-            message: format!("{} is not an OCI archive (no index.json inside)", file.display()),
+            message: format!(
+                "{} is not an OCI archive (no index.json inside)",
+                file.display()
+            ),
         })?;
-        Ok((ArchiveSource { file: file.to_path_buf(), name: name.to_string(), blobs }, index))
+        Ok((
+            ArchiveSource {
+                file: file.to_path_buf(),
+                name: name.to_string(),
+                blobs,
+            },
+            index,
+        ))
     }
 }
 
 impl BlobSource for ArchiveSource {
     fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, BaseError> {
-        let &(offset, size) =
-            self.blobs.get(digest).ok_or_else(|| BaseError::MissingBlob { base: self.name.clone(), digest: digest.clone() })?;
-        let io_err = |e| BaseError::Io { base: self.name.clone(), path: self.file.clone(), source: e };
+        let &(offset, size) = self
+            .blobs
+            .get(digest)
+            .ok_or_else(|| BaseError::MissingBlob {
+                base: self.name.clone(),
+                digest: digest.clone(),
+            })?;
+        let io_err = |e| BaseError::Io {
+            base: self.name.clone(),
+            path: self.file.clone(),
+            source: e,
+        };
         let mut f = File::open(&self.file).map_err(io_err)?;
         f.seek(SeekFrom::Start(offset)).map_err(io_err)?;
         Ok(Box::new(f.take(size)))

@@ -19,15 +19,30 @@ impl LayoutSource {
             if e.kind() == std::io::ErrorKind::NotFound {
                 BaseError::Invalid {
                     base: name.to_string(),
-                    message: format!("{} is not an OCI image layout (no index.json); check the path", dir.display()),
+                    message: format!(
+                        "{} is not an OCI image layout (no index.json); check the path",
+                        dir.display()
+                    ),
                 }
             } else {
-                BaseError::Io { base: name.to_string(), path: index_path.clone(), source: e }
+                BaseError::Io {
+                    base: name.to_string(),
+                    path: index_path.clone(),
+                    source: e,
+                }
             }
         })?;
-        let index: Index = serde_json::from_slice(&bytes)
-            .map_err(|e| BaseError::Invalid { base: name.to_string(), message: format!("{}: {e}", index_path.display()) })?;
-        Ok((LayoutSource { dir: dir.to_path_buf(), name: name.to_string() }, index))
+        let index: Index = serde_json::from_slice(&bytes).map_err(|e| BaseError::Invalid {
+            base: name.to_string(),
+            message: format!("{}: {e}", index_path.display()),
+        })?;
+        Ok((
+            LayoutSource {
+                dir: dir.to_path_buf(),
+                name: name.to_string(),
+            },
+            index,
+        ))
     }
 }
 
@@ -36,10 +51,15 @@ impl BlobSource for LayoutSource {
         let path = self.dir.join("blobs/sha256").join(digest.hex());
         match File::open(&path) {
             Ok(f) => Ok(Box::new(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(BaseError::MissingBlob { base: self.name.clone(), digest: digest.clone() })
-            }
-            Err(e) => Err(BaseError::Io { base: self.name.clone(), path, source: e }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BaseError::MissingBlob {
+                base: self.name.clone(),
+                digest: digest.clone(),
+            }),
+            Err(e) => Err(BaseError::Io {
+                base: self.name.clone(),
+                path,
+                source: e,
+            }),
         }
     }
 

@@ -19,13 +19,20 @@ pub enum BaseError {
     #[error("base {base}: {message}")]
     Invalid { base: String, message: String },
     #[error("base {base}: {path}: {source}")]
-    Io { base: String, path: PathBuf, source: io::Error },
+    Io {
+        base: String,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("base {base}: blob {digest} is missing")]
     MissingBlob { base: String, digest: Digest },
     #[error("base {0}: registry bases are not available in this build; use oci:DIR[:TAG] or oci-archive:FILE")]
     Unsupported(String),
     #[error("base {base}: {source}")]
-    Registry { base: String, source: Box<dyn std::error::Error + Send + Sync> },
+    Registry {
+        base: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Streams raw (unverified) blob bytes; `BaseImage::open_blob` adds verification.
@@ -47,9 +54,17 @@ pub struct BaseImage {
 }
 
 impl BaseImage {
-    pub fn open_blob(&self, desc: &Descriptor) -> Result<VerifyingReader<Box<dyn Read + Send + '_>>, BaseError> {
+    pub fn open_blob(
+        &self,
+        desc: &Descriptor,
+    ) -> Result<VerifyingReader<Box<dyn Read + Send + '_>>, BaseError> {
         let r = self.blobs.open(&desc.digest)?;
-        Ok(VerifyingReader::new(r, desc.digest.clone(), Some(desc.size), format!("base {} blob {}", self.name, desc.digest)))
+        Ok(VerifyingReader::new(
+            r,
+            desc.digest.clone(),
+            Some(desc.size),
+            format!("base {} blob {}", self.name, desc.digest),
+        ))
     }
 
     /// Env from the base config, for finding its Python on PATH.
@@ -69,18 +84,32 @@ pub(crate) fn read_small(src: &dyn BlobSource, desc: &Descriptor) -> Result<Vec<
     if desc.size > LIMIT {
         return Err(BaseError::Invalid {
             base: src.name().to_string(),
-            message: format!("{} is {} bytes, too large for a manifest or config", desc.digest, desc.size),
+            message: format!(
+                "{} is {} bytes, too large for a manifest or config",
+                desc.digest, desc.size
+            ),
         });
     }
     let r = src.open(&desc.digest)?;
-    let mut v = VerifyingReader::new(r, desc.digest.clone(), Some(desc.size), format!("blob {}", desc.digest));
+    let mut v = VerifyingReader::new(
+        r,
+        desc.digest.clone(),
+        Some(desc.size),
+        format!("blob {}", desc.digest),
+    );
     let mut out = Vec::new();
-    v.read_to_end(&mut out).map_err(|e| BaseError::Invalid { base: src.name().to_string(), message: e.to_string() })?;
+    v.read_to_end(&mut out).map_err(|e| BaseError::Invalid {
+        base: src.name().to_string(),
+        message: e.to_string(),
+    })?;
     Ok(out)
 }
 
 fn invalid(src: &dyn BlobSource, message: impl Into<String>) -> BaseError {
-    BaseError::Invalid { base: src.name().to_string(), message: message.into() }
+    BaseError::Invalid {
+        base: src.name().to_string(),
+        message: message.into(),
+    }
 }
 
 /// Picks the image for `platform` starting from the descriptors of a layout's
@@ -92,14 +121,27 @@ pub(crate) fn choose_from_layout(
     platform: &Platform,
 ) -> Result<BaseImage, BaseError> {
     let candidates: Vec<Descriptor> = match tag {
-        Some(t) => top.manifests.iter().filter(|d| d.annotation(ANNOTATION_REF_NAME) == Some(t)).cloned().collect(),
+        Some(t) => top
+            .manifests
+            .iter()
+            .filter(|d| d.annotation(ANNOTATION_REF_NAME) == Some(t))
+            .cloned()
+            .collect(),
         None => top.manifests.clone(),
     };
     if candidates.is_empty() {
-        let tags: Vec<&str> = top.manifests.iter().filter_map(|d| d.annotation(ANNOTATION_REF_NAME)).collect();
+        let tags: Vec<&str> = top
+            .manifests
+            .iter()
+            .filter_map(|d| d.annotation(ANNOTATION_REF_NAME))
+            .collect();
         return Err(invalid(
             &*src,
-            format!("no image tagged {:?}; the layout has tags: {}", tag.unwrap_or(""), tags.join(", ")),
+            format!(
+                "no image tagged {:?}; the layout has tags: {}",
+                tag.unwrap_or(""),
+                tags.join(", ")
+            ),
         ));
     }
     let desc = if candidates.len() == 1 {
@@ -110,11 +152,21 @@ pub(crate) fn choose_from_layout(
     resolve_descriptor(src, desc, platform)
 }
 
-fn pick_platform(src: &dyn BlobSource, candidates: &[Descriptor], platform: &Platform) -> Result<Descriptor, BaseError> {
-    if let Some(d) = candidates.iter().find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p))) {
+fn pick_platform(
+    src: &dyn BlobSource,
+    candidates: &[Descriptor],
+    platform: &Platform,
+) -> Result<Descriptor, BaseError> {
+    if let Some(d) = candidates
+        .iter()
+        .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
+    {
         return Ok(d.clone());
     }
-    let available: Vec<String> = candidates.iter().filter_map(|d| d.platform.as_ref().map(|p| p.to_string())).collect();
+    let available: Vec<String> = candidates
+        .iter()
+        .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+        .collect();
     Err(invalid(
         src,
         format!(
@@ -133,22 +185,40 @@ pub(crate) fn resolve_descriptor(
     let bytes = read_small(&*src, &desc)?;
     let media_type = sniff_media_type(&bytes).unwrap_or_else(|| desc.media_type.clone());
     if is_index_media_type(&media_type) {
-        let index: Index = serde_json::from_slice(&bytes).map_err(|e| invalid(&*src, format!("index {}: {e}", desc.digest)))?;
+        let index: Index = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(&*src, format!("index {}: {e}", desc.digest)))?;
         let chosen = pick_platform(&*src, &index.manifests, platform)?;
         return resolve_descriptor(src, chosen, platform);
     }
     if !is_manifest_media_type(&media_type) {
-        return Err(invalid(&*src, format!("{} has media type {media_type}, not an image manifest", desc.digest)));
+        return Err(invalid(
+            &*src,
+            format!(
+                "{} has media type {media_type}, not an image manifest",
+                desc.digest
+            ),
+        ));
     }
-    let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(&*src, format!("manifest {}: {e}", desc.digest)))?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(&*src, format!("manifest {}: {e}", desc.digest)))?;
     let config_bytes = read_small(&*src, &manifest.config)?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&config_bytes).map_err(|e| invalid(&*src, format!("config {}: {e}", manifest.config.digest)))?;
+    let config: serde_json::Value = serde_json::from_slice(&config_bytes)
+        .map_err(|e| invalid(&*src, format!("config {}: {e}", manifest.config.digest)))?;
     let image_platform = Platform {
-        os: config.get("os").and_then(|v| v.as_str()).unwrap_or("linux").to_string(),
-        architecture: config.get("architecture").and_then(|v| v.as_str()).unwrap_or("").to_string(),
-        variant: config.get("variant").and_then(|v| v.as_str()).map(str::to_string),
+        os: config
+            .get("os")
+            .and_then(|v| v.as_str())
+            .unwrap_or("linux")
+            .to_string(),
+        architecture: config
+            .get("architecture")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string(),
+        variant: config
+            .get("variant")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
     };
     if !platform.matches(&image_platform) {
         return Err(invalid(
@@ -156,11 +226,18 @@ pub(crate) fn resolve_descriptor(
             format!("is a {image_platform} image, but the build targets {platform}; use a base built for {platform} or a multi-platform base"),
         ));
     }
-    let diff_ids = config.pointer("/rootfs/diff_ids").and_then(|v| v.as_array()).map(|a| a.len()).unwrap_or(0);
+    let diff_ids = config
+        .pointer("/rootfs/diff_ids")
+        .and_then(|v| v.as_array())
+        .map(|a| a.len())
+        .unwrap_or(0);
     if diff_ids != manifest.layers.len() {
         return Err(invalid(
             &*src,
-            format!("config lists {diff_ids} diff_ids but the manifest has {} layers", manifest.layers.len()),
+            format!(
+                "config lists {diff_ids} diff_ids but the manifest has {} layers",
+                manifest.layers.len()
+            ),
         ));
     }
     Ok(BaseImage {
@@ -186,16 +263,24 @@ impl BaseLocation {
     pub fn parse(text: &str, relative_to: &Path) -> BaseLocation {
         fn split_tag(rest: &str) -> (&str, Option<String>) {
             match rest.rsplit_once(':') {
-                Some((path, tag)) if !tag.is_empty() && !tag.contains('/') => (path, Some(tag.to_string())),
+                Some((path, tag)) if !tag.is_empty() && !tag.contains('/') => {
+                    (path, Some(tag.to_string()))
+                }
                 _ => (rest, None),
             }
         }
         if let Some(rest) = text.strip_prefix("oci:") {
             let (p, tag) = split_tag(rest);
-            BaseLocation::Layout { dir: relative_to.join(p), tag }
+            BaseLocation::Layout {
+                dir: relative_to.join(p),
+                tag,
+            }
         } else if let Some(rest) = text.strip_prefix("oci-archive:") {
             let (p, tag) = split_tag(rest);
-            BaseLocation::Archive { file: relative_to.join(p), tag }
+            BaseLocation::Archive {
+                file: relative_to.join(p),
+                tag,
+            }
         } else {
             BaseLocation::Registry(text.strip_prefix("docker://").unwrap_or(text).to_string())
         }
@@ -203,7 +288,11 @@ impl BaseLocation {
 }
 
 /// Opens a local base (layout or archive) for `platform`.
-pub fn open_local(location: &BaseLocation, name: &str, platform: &Platform) -> Result<BaseImage, BaseError> {
+pub fn open_local(
+    location: &BaseLocation,
+    name: &str,
+    platform: &Platform,
+) -> Result<BaseImage, BaseError> {
     match location {
         BaseLocation::Layout { dir, tag } => {
             let (src, index) = layout::LayoutSource::open(dir, name)?;
@@ -226,12 +315,21 @@ mod tests {
         let here = Path::new("/specs");
         assert_eq!(
             BaseLocation::parse("oci:../base:latest", here),
-            BaseLocation::Layout { dir: PathBuf::from("/specs/../base"), tag: Some("latest".into()) }
+            BaseLocation::Layout {
+                dir: PathBuf::from("/specs/../base"),
+                tag: Some("latest".into())
+            }
         );
         assert_eq!(
             BaseLocation::parse("oci-archive:/x/base.tar", here),
-            BaseLocation::Archive { file: PathBuf::from("/x/base.tar"), tag: None }
+            BaseLocation::Archive {
+                file: PathBuf::from("/x/base.tar"),
+                tag: None
+            }
         );
-        assert_eq!(BaseLocation::parse("python:3.12-slim", here), BaseLocation::Registry("python:3.12-slim".into()));
+        assert_eq!(
+            BaseLocation::parse("python:3.12-slim", here),
+            BaseLocation::Registry("python:3.12-slim".into())
+        );
     }
 }

@@ -12,9 +12,16 @@ pub enum BasePythonError {
     #[error(transparent)]
     Base(#[from] BaseError),
     #[error("base {base}: layer {layer}: {message}")]
-    Layer { base: String, layer: String, message: String },
+    Layer {
+        base: String,
+        layer: String,
+        message: String,
+    },
     #[error("base {base}: {source}")]
-    Interpreter { base: String, source: interpreter::InterpreterError },
+    Interpreter {
+        base: String,
+        source: interpreter::InterpreterError,
+    },
 }
 
 /// Bumped when detection changes, so stale cached answers are not reused.
@@ -26,8 +33,12 @@ pub fn detect(base: &BaseImage, store: Option<&Store>) -> Result<PythonInfo, Bas
         return Ok(info);
     }
     let rootfs = read_rootfs(base)?;
-    let info = interpreter::detect(&rootfs, base.env_path().as_deref())
-        .map_err(|source| BasePythonError::Interpreter { base: base.name.clone(), source })?;
+    let info = interpreter::detect(&rootfs, base.env_path().as_deref()).map_err(|source| {
+        BasePythonError::Interpreter {
+            base: base.name.clone(),
+            source,
+        }
+    })?;
     if let Some(s) = store {
         // A failed cache write only costs the next build a rescan.
         let _ = s.put_meta("python", &key, &info);
@@ -49,7 +60,11 @@ pub fn read_rootfs(base: &BaseImage) -> Result<RootFs, BasePythonError> {
             Ok(mut tar) => rootfs
                 .apply_layer(&mut tar, &RootFs::python_relevant)
                 .map_err(|e| e.to_string())
-                .and_then(|()| io::copy(&mut tar, &mut io::sink()).map(drop).map_err(|e| e.to_string())),
+                .and_then(|()| {
+                    io::copy(&mut tar, &mut io::sink())
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }),
             Err(e) => Err(e.to_string()),
         };
         // Drain to EOF so the digest check always runs: a corrupt blob is

@@ -45,7 +45,9 @@ impl ImagePath {
     }
 
     pub fn parent(&self) -> Option<ImagePath> {
-        self.0.rfind('/').map(|i| ImagePath(self.0[..i].to_string()))
+        self.0
+            .rfind('/')
+            .map(|i| ImagePath(self.0[..i].to_string()))
     }
 
     pub fn file_name(&self) -> &str {
@@ -91,8 +93,13 @@ mod tests {
         assert!(ImagePath::new("/app/../etc").is_err());
         assert!(ImagePath::new("/").is_err());
         let p = ImagePath::new("a/b/c").unwrap();
-        assert_eq!(p.ancestors(), vec![ImagePath::new("a").unwrap(), ImagePath::new("a/b").unwrap()]);
+        assert_eq!(
+            p.ancestors(),
+            vec![ImagePath::new("a").unwrap(), ImagePath::new("a/b").unwrap()]
+        );
         assert!(p.starts_with(&ImagePath::new("a/b").unwrap()));
-        assert!(!ImagePath::new("a/bc").unwrap().starts_with(&ImagePath::new("a/b").unwrap()));
+        assert!(!ImagePath::new("a/bc")
+            .unwrap()
+            .starts_with(&ImagePath::new("a/b").unwrap()));
     }
 }

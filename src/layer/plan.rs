@@ -53,9 +53,18 @@ impl LayerPlan {
         for dir in path.ancestors() {
             match self.entries.get(&dir) {
                 None => {
-                    self.entries.insert(dir, Entry { kind: EntryKind::Dir, mode: 0o755 });
+                    self.entries.insert(
+                        dir,
+                        Entry {
+                            kind: EntryKind::Dir,
+                            mode: 0o755,
+                        },
+                    );
                 }
-                Some(Entry { kind: EntryKind::Dir, .. }) => {}
+                Some(Entry {
+                    kind: EntryKind::Dir,
+                    ..
+                }) => {}
                 Some(_) => return Err(PlanError::NotADirectory(dir)),
             }
         }
@@ -66,7 +75,10 @@ impl LayerPlan {
         self.add_parents(&path)?;
         match self.entries.get(&path) {
             // An implied directory may later be given explicitly (to set its mode).
-            Some(Entry { kind: EntryKind::Dir, .. }) if entry.kind == EntryKind::Dir => {}
+            Some(Entry {
+                kind: EntryKind::Dir,
+                ..
+            }) if entry.kind == EntryKind::Dir => {}
             Some(_) => return Err(PlanError::Duplicate(path)),
             None => {}
         }
@@ -75,11 +87,29 @@ impl LayerPlan {
     }
 
     pub fn dir(&mut self, path: ImagePath, mode: u32) -> Result<(), PlanError> {
-        self.insert(path, Entry { kind: EntryKind::Dir, mode })
+        self.insert(
+            path,
+            Entry {
+                kind: EntryKind::Dir,
+                mode,
+            },
+        )
     }
 
-    pub fn file(&mut self, path: ImagePath, mode: u32, size: u64, content: Content) -> Result<(), PlanError> {
-        self.insert(path, Entry { kind: EntryKind::File { size, content }, mode })
+    pub fn file(
+        &mut self,
+        path: ImagePath,
+        mode: u32,
+        size: u64,
+        content: Content,
+    ) -> Result<(), PlanError> {
+        self.insert(
+            path,
+            Entry {
+                kind: EntryKind::File { size, content },
+                mode,
+            },
+        )
     }
 
     pub fn bytes(&mut self, path: ImagePath, mode: u32, bytes: Vec<u8>) -> Result<(), PlanError> {
@@ -88,7 +118,15 @@ impl LayerPlan {
     }
 
     pub fn symlink(&mut self, path: ImagePath, target: &str) -> Result<(), PlanError> {
-        self.insert(path, Entry { kind: EntryKind::Symlink { target: target.to_string() }, mode: 0o777 })
+        self.insert(
+            path,
+            Entry {
+                kind: EntryKind::Symlink {
+                    target: target.to_string(),
+                },
+                mode: 0o777,
+            },
+        )
     }
 
     /// Takes every entry of `other`; used when the layer budget merges packages.
@@ -140,7 +178,10 @@ mod tests {
         let mut plan = LayerPlan::new();
         plan.bytes(p("app/b.py"), 0o644, b"b".to_vec()).unwrap();
         plan.bytes(p("app/a/x.py"), 0o644, b"x".to_vec()).unwrap();
-        let paths: Vec<_> = plan.entries().map(|(p, _)| p.as_str().to_string()).collect();
+        let paths: Vec<_> = plan
+            .entries()
+            .map(|(p, _)| p.as_str().to_string())
+            .collect();
         assert_eq!(paths, ["app", "app/a", "app/a/x.py", "app/b.py"]);
     }
 
@@ -148,7 +189,13 @@ mod tests {
     fn refuses_duplicates_and_files_used_as_dirs() {
         let mut plan = LayerPlan::new();
         plan.bytes(p("a"), 0o644, vec![]).unwrap();
-        assert!(matches!(plan.bytes(p("a"), 0o644, vec![]), Err(PlanError::Duplicate(_))));
-        assert!(matches!(plan.bytes(p("a/b"), 0o644, vec![]), Err(PlanError::NotADirectory(_))));
+        assert!(matches!(
+            plan.bytes(p("a"), 0o644, vec![]),
+            Err(PlanError::Duplicate(_))
+        ));
+        assert!(matches!(
+            plan.bytes(p("a/b"), 0o644, vec![]),
+            Err(PlanError::NotADirectory(_))
+        ));
     }
 }

@@ -18,7 +18,9 @@ pub struct NoExternal;
 
 impl ExternalContent for NoExternal {
     fn open(&mut self, index: usize) -> io::Result<Box<dyn Read + '_>> {
-        Err(io::Error::other(format!("no external content source for entry {index}")))
+        Err(io::Error::other(format!(
+            "no external content source for entry {index}"
+        )))
     }
 }
 
@@ -44,7 +46,12 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header
 }
 
 /// Writes the plan as an uncompressed tar into `out`.
-pub fn write_tar<W: Write>(plan: &LayerPlan, mtime: u64, external: &mut dyn ExternalContent, out: W) -> io::Result<W> {
+pub fn write_tar<W: Write>(
+    plan: &LayerPlan,
+    mtime: u64,
+    external: &mut dyn ExternalContent,
+    out: W,
+) -> io::Result<W> {
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Deterministic);
     for (path, entry) in plan.entries() {
@@ -60,16 +67,21 @@ pub fn write_tar<W: Write>(plan: &LayerPlan, mtime: u64, external: &mut dyn Exte
             }
             EntryKind::File { size, content } => {
                 let mut h = header(tar::EntryType::Regular, mode, *size, mtime);
-                let reader: Box<dyn Read + '_> = match content {
-                    Content::Bytes(b) => Box::new(&b[..]),
-                    Content::HostFile(p) => Box::new(File::open(p).map_err(|e| {
-                        io::Error::new(e.kind(), format!("{}: {e}", p.display()))
-                    })?),
-                    Content::External(i) => external.open(*i)?,
-                };
+                let reader: Box<dyn Read + '_> =
+                    match content {
+                        Content::Bytes(b) => Box::new(&b[..]),
+                        Content::HostFile(p) => Box::new(File::open(p).map_err(|e| {
+                            io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+                        })?),
+                        Content::External(i) => external.open(*i)?,
+                    };
                 // A file that changed size since it was planned would corrupt the
                 // archive; refuse rather than pad or truncate.
-                let mut exact = ExactSize { inner: reader, left: *size, path: path.as_str() };
+                let mut exact = ExactSize {
+                    inner: reader,
+                    left: *size,
+                    path: path.as_str(),
+                };
                 builder.append_data(&mut h, path.as_str(), &mut exact)?;
                 exact.check_end()?;
             }
@@ -88,7 +100,10 @@ impl<R: Read> ExactSize<'_, R> {
     fn check_end(&mut self) -> io::Result<()> {
         let mut b = [0u8; 1];
         if self.inner.read(&mut b)? != 0 {
-            return Err(io::Error::other(format!("/{} grew while the layer was written", self.path)));
+            return Err(io::Error::other(format!(
+                "/{} grew while the layer was written",
+                self.path
+            )));
         }
         Ok(())
     }
@@ -102,7 +117,10 @@ impl<R: Read> Read for ExactSize<'_, R> {
         let max = buf.len().min(self.left as usize);
         let n = self.inner.read(&mut buf[..max])?;
         if n == 0 {
-            return Err(io::Error::other(format!("/{} shrank while the layer was written", self.path)));
+            return Err(io::Error::other(format!(
+                "/{} shrank while the layer was written",
+                self.path
+            )));
         }
         self.left -= n as u64;
         Ok(n)
@@ -111,7 +129,12 @@ impl<R: Read> Read for ExactSize<'_, R> {
 
 /// Writes the plan as a gzip layer blob into `out`, hashing both the tar
 /// (diff_id) and the compressed bytes (digest) as they stream.
-pub fn write_layer<W: Write>(plan: &LayerPlan, mtime: u64, external: &mut dyn ExternalContent, out: W) -> io::Result<(Layer, W)> {
+pub fn write_layer<W: Write>(
+    plan: &LayerPlan,
+    mtime: u64,
+    external: &mut dyn ExternalContent,
+    out: W,
+) -> io::Result<(Layer, W)> {
     let compressed = HashingWriter::new(out);
     let gz = gzip_writer(compressed);
     let uncompressed = HashingWriter::new(gz);
@@ -119,7 +142,15 @@ pub fn write_layer<W: Write>(plan: &LayerPlan, mtime: u64, external: &mut dyn Ex
     let (diff_id, _, gz) = uncompressed.finish();
     let compressed = gz.finish()?;
     let (digest, size, out) = compressed.finish();
-    Ok((Layer { digest, diff_id, size, media_type: MEDIA_TYPE_OCI_LAYER_GZIP.to_string() }, out))
+    Ok((
+        Layer {
+            digest,
+            diff_id,
+            size,
+            media_type: MEDIA_TYPE_OCI_LAYER_GZIP.to_string(),
+        },
+        out,
+    ))
 }
 
 #[cfg(test)]
@@ -129,9 +160,20 @@ mod tests {
 
     fn sample() -> LayerPlan {
         let mut plan = LayerPlan::new();
-        plan.bytes(ImagePath::new("app/run.sh").unwrap(), 0o700, b"#!/bin/sh\n".to_vec()).unwrap();
-        plan.bytes(ImagePath::new("app/main.py").unwrap(), 0o600, b"print(1)\n".to_vec()).unwrap();
-        plan.symlink(ImagePath::new("app/link").unwrap(), "main.py").unwrap();
+        plan.bytes(
+            ImagePath::new("app/run.sh").unwrap(),
+            0o700,
+            b"#!/bin/sh\n".to_vec(),
+        )
+        .unwrap();
+        plan.bytes(
+            ImagePath::new("app/main.py").unwrap(),
+            0o600,
+            b"print(1)\n".to_vec(),
+        )
+        .unwrap();
+        plan.symlink(ImagePath::new("app/link").unwrap(), "main.py")
+            .unwrap();
         plan
     }
 
@@ -143,13 +185,24 @@ mod tests {
         for e in archive.entries().unwrap() {
             let e = e.unwrap();
             let h = e.header();
-            assert_eq!((h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()), (0, 0, 42));
+            assert_eq!(
+                (h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()),
+                (0, 0, 42)
+            );
             assert_eq!(h.username().unwrap(), Some(""));
-            seen.push((e.path().unwrap().to_string_lossy().into_owned(), h.mode().unwrap()));
+            seen.push((
+                e.path().unwrap().to_string_lossy().into_owned(),
+                h.mode().unwrap(),
+            ));
         }
         assert_eq!(
             seen,
-            [("app/".into(), 0o755), ("app/link".into(), 0o777), ("app/main.py".into(), 0o644), ("app/run.sh".into(), 0o755)]
+            [
+                ("app/".into(), 0o755),
+                ("app/link".into(), 0o777),
+                ("app/main.py".into(), 0o644),
+                ("app/run.sh".into(), 0o755)
+            ]
         );
     }
 
@@ -167,11 +220,15 @@ mod tests {
     fn long_paths_survive() {
         let long = format!("app/{}/f.py", "d".repeat(150));
         let mut plan = LayerPlan::new();
-        plan.bytes(ImagePath::new(&long).unwrap(), 0o644, b"x".to_vec()).unwrap();
+        plan.bytes(ImagePath::new(&long).unwrap(), 0o644, b"x".to_vec())
+            .unwrap();
         let tar = write_tar(&plan, 0, &mut NoExternal, Vec::new()).unwrap();
         let mut archive = tar::Archive::new(&tar[..]);
-        let paths: Vec<String> =
-            archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
+        let paths: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
         assert!(paths.contains(&long));
     }
 }

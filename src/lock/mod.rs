@@ -29,7 +29,8 @@ pub struct LockedPackage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockedFile {
     pub filename: String,
-    /// None for a file the lock names by a local path only.
+    /// Where to get the file: a URL, or a path relative to the lockfile's
+    /// directory (pylock `path`, uv `path`); None when the lock gives neither.
     pub url: Option<String>,
     /// Lower-case hex.
     pub sha256: String,

@@ -207,7 +207,7 @@ fn file(entry: &FileEntry) -> Result<LockedFile, String> {
         })?;
     Ok(LockedFile {
         filename,
-        url: entry.url.clone(),
+        url: entry.url.clone().or_else(|| entry.path.clone()),
         sha256,
         size: entry.size,
     })

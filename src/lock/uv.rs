@@ -386,7 +386,7 @@ impl Walker<'_> {
                     })?;
                 Ok(LockedFile {
                     filename,
-                    url: w.url.clone(),
+                    url: w.url.clone().or_else(|| w.path.clone()),
                     sha256,
                     size: w.size,
                 })

@@ -42,21 +42,35 @@ pub fn write_docker_archive(
     for (i, l) in image.layers.iter().enumerate() {
         let name = format!("blobs/sha256/{}", l.layer.digest.hex());
         if plan.get(&path(&name)).is_none() {
-            plan.file(path(&name), 0o644, l.layer.size, Content::External(i)).expect("checked above");
+            plan.file(path(&name), 0o644, l.layer.size, Content::External(i))
+                .expect("checked above");
         }
         layer_names.push(name);
     }
-    plan.bytes(path(&config_name), 0o644, image.config.clone()).expect("config is not a layer");
-    let manifest = json!([{ "Config": config_name, "RepoTags": [repo_tag], "Layers": layer_names }]);
-    plan.bytes(path("manifest.json"), 0o644, serde_json::to_vec(&manifest).expect("json")).expect("fresh name");
+    plan.bytes(path(&config_name), 0o644, image.config.clone())
+        .expect("config is not a layer");
+    let manifest =
+        json!([{ "Config": config_name, "RepoTags": [repo_tag], "Layers": layer_names }]);
+    plan.bytes(
+        path("manifest.json"),
+        0o644,
+        serde_json::to_vec(&manifest).expect("json"),
+    )
+    .expect("fresh name");
 
     let dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let io_err = |source| OutputError::Io { path: file.to_path_buf(), source };
+    let io_err = |source| OutputError::Io {
+        path: file.to_path_buf(),
+        source,
+    };
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err)?;
-    let mut layers = Layers { store, layers: &image.layers };
+    let mut layers = Layers {
+        store,
+        layers: &image.layers,
+    };
     let w = write_tar(&plan, mtime, &mut layers, io::BufWriter::new(tmp)).map_err(io_err)?;
     let tmp = w.into_inner().map_err(|e| io_err(e.into_error()))?;
     tmp.persist(file).map_err(|e| io_err(e.error))?;

@@ -16,8 +16,15 @@ use std::path::Path;
 
 /// The layout's index.json: one descriptor for the image, tagged.
 fn layout_index(result: &BuildResult, tag: &str) -> Vec<u8> {
-    let mut desc = Descriptor::new(result.media_type(), result.digest(), result.top_bytes().len() as u64);
-    desc.annotations = Some(BTreeMap::from([(ANNOTATION_REF_NAME.to_string(), tag.to_string())]));
+    let mut desc = Descriptor::new(
+        result.media_type(),
+        result.digest(),
+        result.top_bytes().len() as u64,
+    );
+    desc.annotations = Some(BTreeMap::from([(
+        ANNOTATION_REF_NAME.to_string(),
+        tag.to_string(),
+    )]));
     if result.index.is_none() {
         desc.platform = Some(result.images[0].platform.clone());
     }
@@ -41,10 +48,15 @@ impl ExternalContent for Blobs<'_> {
 /// The files of a layout as a plan: small documents inline, layers streamed.
 fn layout_plan<'a>(result: &'a BuildResult, tag: &str, store: &'a Store) -> (LayerPlan, Blobs<'a>) {
     let mut plan = LayerPlan::new();
-    let mut blobs = Blobs { store, layers: Vec::new() };
+    let mut blobs = Blobs {
+        store,
+        layers: Vec::new(),
+    };
     let path = |p: &str| ImagePath::new(p).expect("layout paths are valid");
-    plan.bytes(path("oci-layout"), 0o644, OCI_LAYOUT.to_vec()).expect("fresh plan");
-    plan.bytes(path("index.json"), 0o644, layout_index(result, tag)).expect("fresh plan");
+    plan.bytes(path("oci-layout"), 0o644, OCI_LAYOUT.to_vec())
+        .expect("fresh plan");
+    plan.bytes(path("index.json"), 0o644, layout_index(result, tag))
+        .expect("fresh plan");
     for (digest, size, blob) in all_blobs(result) {
         let p = path(&format!("blobs/sha256/{}", digest.hex()));
         let content = match blob {
@@ -54,13 +66,17 @@ fn layout_plan<'a>(result: &'a BuildResult, tag: &str, store: &'a Store) -> (Lay
                 Content::External(blobs.layers.len() - 1)
             }
         };
-        plan.file(p, 0o644, size, content).expect("blobs are deduplicated");
+        plan.file(p, 0o644, size, content)
+            .expect("blobs are deduplicated");
     }
     (plan, blobs)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutputError + '_ {
-    move |source| OutputError::Io { path: path.to_path_buf(), source }
+    move |source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn parent_of(path: &Path) -> &Path {
@@ -71,19 +87,36 @@ fn parent_of(path: &Path) -> &Path {
 }
 
 /// Writes an OCI archive to `file` (temp file + rename).
-pub fn write_oci_archive(result: &BuildResult, file: &Path, tag: &str, store: &Store, mtime: u64) -> Result<(), OutputError> {
+pub fn write_oci_archive(
+    result: &BuildResult,
+    file: &Path,
+    tag: &str,
+    store: &Store,
+    mtime: u64,
+) -> Result<(), OutputError> {
     let (plan, mut blobs) = layout_plan(result, tag, store);
     let dir = parent_of(file);
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
     let w = write_tar(&plan, mtime, &mut blobs, io::BufWriter::new(tmp)).map_err(io_err(file))?;
-    let tmp = w.into_inner().map_err(|e| OutputError::Io { path: file.to_path_buf(), source: e.into_error() })?;
-    tmp.persist(file).map_err(|e| OutputError::Io { path: file.to_path_buf(), source: e.error })?;
+    let tmp = w.into_inner().map_err(|e| OutputError::Io {
+        path: file.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    tmp.persist(file).map_err(|e| OutputError::Io {
+        path: file.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
 /// Writes an OCI layout directory at `dir`. An existing layout there is
 /// replaced whole; any other existing directory is refused.
-pub fn write_oci_layout(result: &BuildResult, dir: &Path, tag: &str, store: &Store) -> Result<(), OutputError> {
+pub fn write_oci_layout(
+    result: &BuildResult,
+    dir: &Path,
+    tag: &str,
+    store: &Store,
+) -> Result<(), OutputError> {
     if dir.exists() && !(dir.join("oci-layout").is_file() || is_empty_dir(dir)) {
         return Err(OutputError::Invalid(format!(
             "{} exists and is not an OCI layout; choose a new directory for --output oci:",
@@ -92,7 +125,10 @@ pub fn write_oci_layout(result: &BuildResult, dir: &Path, tag: &str, store: &Sto
     }
     let parent = parent_of(dir);
     fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let tmp = tempfile::Builder::new().prefix(".imgbuild-").tempdir_in(parent).map_err(io_err(parent))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".imgbuild-")
+        .tempdir_in(parent)
+        .map_err(io_err(parent))?;
     let (plan, mut blobs) = layout_plan(result, tag, store);
     for (path, entry) in plan.entries() {
         let dest = tmp.path().join(path.as_str());
@@ -114,7 +150,11 @@ pub fn write_oci_layout(result: &BuildResult, dir: &Path, tag: &str, store: &Sto
     }
     let staged = tmp.keep();
     if dir.exists() {
-        let old = tempfile::Builder::new().prefix(".imgbuild-old-").tempdir_in(parent).map_err(io_err(parent))?.keep();
+        let old = tempfile::Builder::new()
+            .prefix(".imgbuild-old-")
+            .tempdir_in(parent)
+            .map_err(io_err(parent))?
+            .keep();
         fs::rename(dir, old.join("layout")).map_err(io_err(dir))?;
         fs::rename(&staged, dir).map_err(io_err(dir))?;
         let _ = fs::remove_dir_all(old);
@@ -125,5 +165,7 @@ pub fn write_oci_layout(result: &BuildResult, dir: &Path, tag: &str, store: &Sto
 }
 
 fn is_empty_dir(dir: &Path) -> bool {
-    fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false)
+    fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false)
 }

@@ -79,12 +79,20 @@ pub enum OutputError {
 }
 
 /// Opens a layer's compressed bytes, verified against its digest as they stream.
-pub fn open_layer<'a>(store: &'a Store, l: &'a ImageLayer) -> io::Result<Box<dyn Read + Send + 'a>> {
+pub fn open_layer<'a>(
+    store: &'a Store,
+    l: &'a ImageLayer,
+) -> io::Result<Box<dyn Read + Send + 'a>> {
     let raw: Box<dyn Read + Send + 'a> = match &l.origin {
         BlobOrigin::Store => Box::new(std::fs::File::open(store.blob_path(&l.layer.digest))?),
         BlobOrigin::Base(src) => src.open(&l.layer.digest).map_err(io::Error::other)?,
     };
-    Ok(Box::new(VerifyingReader::new(raw, l.layer.digest.clone(), Some(l.layer.size), format!("layer {} ({})", l.layer.digest, l.label))))
+    Ok(Box::new(VerifyingReader::new(
+        raw,
+        l.layer.digest.clone(),
+        Some(l.layer.size),
+        format!("layer {} ({})", l.layer.digest, l.label),
+    )))
 }
 
 /// Every blob of the result, deduplicated, in a fixed order: per image its
@@ -104,14 +112,26 @@ pub fn all_blobs(result: &BuildResult) -> Vec<(Digest, u64, BlobRef<'_>)> {
             }
         }
         if seen.insert(img.config_digest.clone()) {
-            out.push((img.config_digest.clone(), img.config.len() as u64, BlobRef::Bytes(&img.config)));
+            out.push((
+                img.config_digest.clone(),
+                img.config.len() as u64,
+                BlobRef::Bytes(&img.config),
+            ));
         }
         if seen.insert(img.manifest_digest.clone()) {
-            out.push((img.manifest_digest.clone(), img.manifest.len() as u64, BlobRef::Bytes(&img.manifest)));
+            out.push((
+                img.manifest_digest.clone(),
+                img.manifest.len() as u64,
+                BlobRef::Bytes(&img.manifest),
+            ));
         }
     }
     if let Some(index) = &result.index {
-        out.push((Digest::of_bytes(index), index.len() as u64, BlobRef::Bytes(index)));
+        out.push((
+            Digest::of_bytes(index),
+            index.len() as u64,
+            BlobRef::Bytes(index),
+        ));
     }
     out
 }

@@ -57,27 +57,16 @@ Version: 3.11.2-6
 
 /// Writes the synthetic amd64 base as an OCI layout at `dir`, tag `latest`.
 pub fn write_base(dir: &Path) {
+    write_base_with(dir, true)
+}
+
+/// The same base, or one that has everything but Python (`with_python = false`).
+pub fn write_base_with(dir: &Path, with_python: bool) {
     let p = |s: &str| ImagePath::new(s).unwrap();
     let mut plan = LayerPlan::new();
-    plan.bytes(
-        p("usr/bin/python3.11"),
-        0o755,
-        elf_with_interp("/lib64/ld-linux-x86-64.so.2", 62),
-    )
-    .unwrap();
-    plan.symlink(p("usr/bin/python3"), "python3.11").unwrap();
-    plan.bytes(
-        p("usr/lib/python3.11/_sysconfigdata__x86_64-linux-gnu.py"),
-        0o644,
-        SYSCONFIG.into(),
-    )
-    .unwrap();
-    plan.bytes(
-        p("usr/lib/python3.11/EXTERNALLY-MANAGED"),
-        0o644,
-        b"[externally-managed]\n".to_vec(),
-    )
-    .unwrap();
+    if with_python {
+        add_python(&mut plan);
+    }
     plan.bytes(
         p("usr/lib/x86_64-linux-gnu/libc.so.6"),
         0o755,
@@ -100,8 +89,34 @@ pub fn write_base(dir: &Path) {
         b"ID=debian\nVERSION_ID=\"12\"\n".to_vec(),
     )
     .unwrap();
+    write_layout(dir, &plan);
+}
 
-    let (layer, blob) = write_layer(&plan, 0, &mut NoExternal, Vec::new()).unwrap();
+fn add_python(plan: &mut LayerPlan) {
+    let p = |s: &str| ImagePath::new(s).unwrap();
+    plan.bytes(
+        p("usr/bin/python3.11"),
+        0o755,
+        elf_with_interp("/lib64/ld-linux-x86-64.so.2", 62),
+    )
+    .unwrap();
+    plan.symlink(p("usr/bin/python3"), "python3.11").unwrap();
+    plan.bytes(
+        p("usr/lib/python3.11/_sysconfigdata__x86_64-linux-gnu.py"),
+        0o644,
+        SYSCONFIG.into(),
+    )
+    .unwrap();
+    plan.bytes(
+        p("usr/lib/python3.11/EXTERNALLY-MANAGED"),
+        0o644,
+        b"[externally-managed]\n".to_vec(),
+    )
+    .unwrap();
+}
+
+fn write_layout(dir: &Path, plan: &LayerPlan) {
+    let (layer, blob) = write_layer(plan, 0, &mut NoExternal, Vec::new()).unwrap();
     let config = serde_json::to_vec(&json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"], "Cmd": ["python3"]},

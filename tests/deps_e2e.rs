@@ -1,0 +1,380 @@
+//! Locked Python dependencies, chosen for the image's platform and installed
+//! without Python: the image runs them, arm64 builds on amd64, layers are
+//! shared between apps, and bad locks fail cleanly without corrupting the cache.
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+use support::podman;
+
+fn imgbuild(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("run imgbuild")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs a build that must succeed and returns its --json summary.
+fn build_json(cwd: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let o = imgbuild(cwd, &all);
+    assert!(
+        o.status.success(),
+        "imgbuild {args:?} failed:\n{}",
+        stderr(&o)
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    let json_end = text.rfind('}').expect("a JSON summary");
+    serde_json::from_str(&text[..=json_end]).expect("valid JSON summary")
+}
+
+/// The digest of the layer labelled `label` ("fastapi 0.1.0"-style labels start with the name).
+fn layer_digest(summary: &Value, image: usize, package: &str) -> String {
+    summary["images"][image]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["label"].as_str().unwrap().split(' ').next() == Some(package))
+        .unwrap_or_else(|| panic!("no layer for {package} in {summary:#}"))["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn write_spec(dir: &Path, base: &str, app: &str) {
+    std::fs::write(
+        dir.join("imgbuild.toml"),
+        format!("base = \"{base}\"\napp = \"{app}\"\n"),
+    )
+    .unwrap();
+}
+
+/// An OCI layout whose index offers both Debian bases, like a multi-platform base on a registry.
+fn multiarch_base() -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix("multiarch-base-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+        .keep();
+    let mut manifests = Vec::new();
+    for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
+        let layout = support::base::base_image(arch);
+        let src_blobs = layout.join("blobs/sha256");
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        for e in std::fs::read_dir(&src_blobs).unwrap() {
+            let e = e.unwrap();
+            let dest = dir.join("blobs/sha256").join(e.file_name());
+            if !dest.exists() {
+                std::fs::hard_link(e.path(), &dest)
+                    .or_else(|_| std::fs::copy(e.path(), &dest).map(drop))
+                    .unwrap();
+            }
+        }
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let mut m = index["manifests"][0].clone();
+        m.as_object_mut().unwrap().remove("annotations");
+        let mut platform = serde_json::json!({"os": "linux", "architecture": arch});
+        if let Some(v) = variant {
+            platform["variant"] = v.into();
+        }
+        m["platform"] = platform;
+        manifests.push(m);
+    }
+    let inner = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests
+    }))
+    .unwrap();
+    let inner_digest = imgbuild::digest::Digest::of_bytes(&inner);
+    std::fs::write(dir.join("blobs/sha256").join(inner_digest.hex()), &inner).unwrap();
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": inner_digest.to_string(), "size": inner.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    dir
+}
+
+#[test]
+fn the_locked_fastapi_app_runs_as_non_root_and_serves() {
+    let project = support::uv::uv_lock(&support::fixture("hello-api"));
+    write_spec(
+        &project,
+        &support::base::base_image_ref("amd64"),
+        "hello_api.main:app",
+    );
+    build_json(
+        &project,
+        &[
+            "build",
+            "--output",
+            "oci-archive:image.tar",
+            "--cache-dir",
+            "cache",
+        ],
+    );
+    let image = format!("oci-archive:{}", project.join("image.tar").display());
+
+    let run = podman::run_to_completion(
+        &image,
+        &[
+            "python",
+            "-c",
+            "import fastapi, uvicorn, pydantic, os; print(os.getuid())",
+        ],
+    );
+    assert_eq!(run.status, 0, "imports failed: {}", run.stderr);
+    assert_eq!(run.stdout.trim(), "65532");
+
+    // The image's own command: the venv's uvicorn serving the app.
+    let c = podman::run_detached(&image, &[], 8000);
+    let health = c.wait_ready("/health", Duration::from_secs(60));
+    assert!(health.contains("ok"), "GET /health: {health}\n{}", c.logs());
+    let item = podman::http("GET", &c.url("/items/42?q=x"), None).unwrap();
+    assert_eq!(item.status, 200);
+    let body: Value = serde_json::from_str(&item.body).unwrap();
+    assert_eq!(body["item_id"], 42);
+    assert_eq!(body["q"], "x");
+}
+
+#[test]
+fn one_lock_builds_amd64_and_arm64_each_with_its_own_wheels() {
+    let project = support::uv::uv_lock(&support::fixture("hello-api"));
+    write_spec(
+        &project,
+        &format!("oci:{}:latest", multiarch_base().display()),
+        "hello_api.main:app",
+    );
+    let summary = build_json(
+        &project,
+        &[
+            "build",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--output",
+            "oci-archive:image.tar",
+            "--cache-dir",
+            "cache",
+        ],
+    );
+    assert_eq!(
+        summary["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(summary["images"][0]["platform"], "linux/amd64");
+    assert_eq!(summary["images"][1]["platform"], "linux/arm64/v8");
+    // Binary wheels differ per platform; pure-Python ones are the same layer.
+    assert_ne!(
+        layer_digest(&summary, 0, "pydantic-core"),
+        layer_digest(&summary, 1, "pydantic-core")
+    );
+    assert_eq!(
+        layer_digest(&summary, 0, "fastapi"),
+        layer_digest(&summary, 1, "fastapi")
+    );
+
+    let image = format!("oci-archive:{}", project.join("image.tar").display());
+    let run = podman::run_to_completion_with(
+        &["--platform", "linux/arm64"],
+        &image,
+        &[
+            "python",
+            "-c",
+            "import platform, pydantic_core; print(platform.machine(), pydantic_core.__version__)",
+        ],
+    );
+    assert_eq!(run.status, 0, "arm64 import failed: {}", run.stderr);
+    assert!(run.stdout.starts_with("aarch64 "), "{}", run.stdout);
+}
+
+#[test]
+fn apps_that_share_a_dependency_share_its_layer() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache = cache.path().to_str().unwrap();
+    let hello = support::uv::uv_lock(&support::fixture("hello-api"));
+    let other = support::uv::uv_lock(&support::fixture("other-api"));
+    let base = support::base::base_image_ref("amd64");
+    write_spec(&hello, &base, "hello_api.main:app");
+    write_spec(&other, &base, "other_api.app:app");
+    let a = build_json(
+        &hello,
+        &["build", "--output", "oci:out", "--cache-dir", cache],
+    );
+    let b = build_json(
+        &other,
+        &["build", "--output", "oci:out", "--cache-dir", cache],
+    );
+    for package in ["fastapi", "pydantic", "pydantic-core", "starlette"] {
+        assert_eq!(
+            layer_digest(&a, 0, package),
+            layer_digest(&b, 0, package),
+            "{package} layer differs between apps"
+        );
+    }
+    assert_ne!(a["digest"], b["digest"]);
+}
+
+/// Every cached blob still matches its name, and no temp file is left over.
+fn assert_cache_intact(cache: &Path) {
+    for e in walkdir::WalkDir::new(cache.join("blobs/sha256")).min_depth(1) {
+        let e = e.unwrap();
+        let (d, _) =
+            imgbuild::digest::Digest::of_reader(std::fs::File::open(e.path()).unwrap()).unwrap();
+        assert_eq!(
+            d.hex(),
+            e.file_name().to_str().unwrap(),
+            "corrupt cache entry {}",
+            e.path().display()
+        );
+    }
+    let leftovers = std::fs::read_dir(cache.join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "temp files left in the cache");
+}
+
+fn assert_fails(dir: &Path, cache: &Path, expect: &[&str]) {
+    let o = imgbuild(
+        dir,
+        &[
+            "build",
+            "--output",
+            "oci:out",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success(), "expected a failure");
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "no one-line error: {err}");
+    for e in expect {
+        assert!(last.contains(e), "error {last:?} should mention {e:?}");
+    }
+    assert!(
+        !dir.join("out").exists(),
+        "output written despite the error"
+    );
+    assert_cache_intact(cache);
+}
+
+/// A wheel with one file, whose name may try to leave the install root.
+fn wheel_with_entry(path: &Path, entry: &str) -> String {
+    use std::io::Write;
+    let f = std::fs::File::create(path).unwrap();
+    let mut z = zip::ZipWriter::new(f);
+    let o: zip::write::SimpleFileOptions = Default::default();
+    for (name, body) in [
+        (entry, "x = 1\n"),
+        (
+            "evil-1.0.dist-info/METADATA",
+            "Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n",
+        ),
+        (
+            "evil-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        ),
+        ("evil-1.0.dist-info/RECORD", ""),
+    ] {
+        z.start_file(name, o).unwrap();
+        z.write_all(body.as_bytes()).unwrap();
+    }
+    z.finish().unwrap();
+    let (d, _) = imgbuild::digest::Digest::of_reader(std::fs::File::open(path).unwrap()).unwrap();
+    d.hex().to_string()
+}
+
+#[test]
+fn bad_locks_and_bases_fail_clearly_and_leave_the_cache_intact() {
+    let project = support::uv::uv_lock(&support::fixture("hello-api"));
+    support::synthetic::write_base(&project.join("base"));
+    write_spec(&project, "oci:base:latest", "hello_api.main:app");
+    let cache = project.join("cache");
+    let lock = std::fs::read_to_string(project.join("uv.lock")).unwrap();
+
+    // A hash that does not match the downloaded wheel.
+    let idna_wheel = lock
+        .lines()
+        .find(|l| l.contains("/idna-") && l.contains(".whl"))
+        .expect("idna wheel in lock");
+    let hash = idna_wheel.split("sha256:").nth(1).unwrap()[..64].to_string();
+    let tampered = lock.replace(&hash, &"0".repeat(64));
+    std::fs::write(project.join("uv.lock"), &tampered).unwrap();
+    assert_fails(&project, &cache, &["idna", "sha256"]);
+
+    // A package with only an sdist.
+    let mut no_wheel = String::new();
+    let (mut in_idna, mut skipping) = (false, false);
+    for line in lock.lines() {
+        if line.starts_with("name = ") {
+            in_idna = line == "name = \"idna\"";
+        }
+        if in_idna && line.starts_with("wheels = ") {
+            skipping = !line.ends_with(']');
+            continue;
+        }
+        if skipping {
+            skipping = line != "]";
+            continue;
+        }
+        no_wheel.push_str(line);
+        no_wheel.push('\n');
+    }
+    std::fs::write(project.join("uv.lock"), &no_wheel).unwrap();
+    assert_fails(&project, &cache, &["idna", "sdist", "linux/amd64"]);
+
+    // A lockfile version this imgbuild does not know.
+    std::fs::write(
+        project.join("uv.lock"),
+        lock.replacen("version = 1", "version = 9", 1),
+    )
+    .unwrap();
+    assert_fails(&project, &cache, &["uv.lock", "version"]);
+    std::fs::write(project.join("uv.lock"), &lock).unwrap();
+
+    // A wheel whose entry climbs out of site-packages.
+    std::fs::remove_file(project.join("uv.lock")).unwrap();
+    let sha = wheel_with_entry(
+        &project.join("evil-1.0-py3-none-any.whl"),
+        "../../../../etc/evil.py",
+    );
+    std::fs::write(
+        project.join("pylock.toml"),
+        format!(
+            "lock-version = \"1.0\"\ncreated-by = \"test\"\n\n[[packages]]\nname = \"evil\"\nversion = \"1.0\"\nwheels = [{{ path = \"evil-1.0-py3-none-any.whl\", hashes = {{ sha256 = \"{sha}\" }} }}]\n"
+        ),
+    )
+    .unwrap();
+    assert_fails(&project, &cache, &["evil-1.0-py3-none-any.whl", ".."]);
+    std::fs::remove_file(project.join("pylock.toml")).unwrap();
+    std::fs::write(project.join("uv.lock"), &lock).unwrap();
+
+    // A base without Python.
+    support::synthetic::write_base_with(&project.join("nopython"), false);
+    write_spec(&project, "oci:nopython:latest", "hello_api.main:app");
+    assert_fails(&project, &cache, &["Python"]);
+
+    // And with the real lock and base, the same cache still builds.
+    write_spec(&project, "oci:base:latest", "hello_api.main:app");
+    build_json(
+        &project,
+        &[
+            "build",
+            "--output",
+            "oci:out",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+    );
+    assert_cache_intact(&cache);
+}
