@@ -30,7 +30,7 @@ PACKAGES=(
   docker-registry apache2-utils openssl ca-certificates
   skopeo umoci
   mmdebstrap qemu-user-static binfmt-support
-  util-linux gzip python3 python3-pip git
+  util-linux gzip python3 python3-pip git hyperfine time
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -95,7 +95,7 @@ pub trait RemoteBases: Sync {
 pub struct BuildOptions<'a> {
     pub platforms: Vec<Platform>,
     pub store: &'a Store,
-    pub http: &'a reqwest::blocking::Client,
+    pub http: &'a crate::fetch::LazyHttp,
     pub offline: bool,
     pub jobs: usize,
     pub epoch: u64,
@@ -359,7 +359,7 @@ fn select_wheels(
     platform: &Platform,
     opts: &BuildOptions,
 ) -> Result<Vec<SelectedWheel>, BuildError> {
-    use crate::lock::{index::HttpSimpleIndex, LockOptions};
+    use crate::lock::LockOptions;
     use crate::python::{markers::MarkerEnv, tags::Tags};
     let lock_opts = LockOptions {
         groups: spec.groups.clone(),
@@ -368,8 +368,7 @@ fn select_wheels(
         index_url: spec.index_url.clone(),
     };
     let env = MarkerEnv::for_target(python).map_err(|e| BuildError::Other(e.to_string()))?;
-    let index = HttpSimpleIndex::with_client(opts.http.clone());
-    let packages = crate::lock::load(lockfile, &lock_opts, &env, &index)?;
+    let packages = crate::lock::load(lockfile, &lock_opts, &env, opts.http)?;
     let tags = Tags::for_target(python);
     Ok(crate::lock::select::select_wheels(
         &packages,

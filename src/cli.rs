@@ -1,15 +1,19 @@
 //! Command-line interface: the only place that prints. Progress and logs go
 //! to stderr; stdout carries results (the digest is always its last line).
 
+use crate::base::remote::RegistryBases;
 use crate::build::{self, BuildOptions, Event};
 use crate::output::{archive, layout, BuildResult};
 use crate::platform::Platform;
+use crate::reference::Reference;
+use crate::registry::{Keychain, RegistryClient, Secret, TransportOptions};
 use crate::spec::{self, Spec};
 use crate::store::Store;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,6 +33,59 @@ pub struct Cli {
 pub enum Command {
     /// Build the image and write it to an OCI layout or archive.
     Build(BuildArgs),
+    /// Build the image and push it to a registry.
+    Push(PushArgs),
+    /// Save registry credentials in Docker's config.json, as `docker login` does.
+    Login(LoginArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct RegistryArgs {
+    /// Registries (HOST or HOST:PORT) that may use plain http or an unverified certificate.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// Upload blobs in PATCH chunks of this many bytes instead of one streamed PUT
+    /// (for registries and proxies that cap request bodies).
+    #[arg(long)]
+    pub chunk_size: Option<u64>,
+    /// Never use HTTP/2 with registries.
+    #[arg(long)]
+    pub http1: bool,
+    /// Registry user for the push target; the password comes from --password-stdin or IMGBUILD_PASSWORD.
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Read the registry password (or token) from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Where to push, e.g. registry.example.com/team/api:1.2 (repeatable).
+    #[arg(short, long = "tag", required = true)]
+    pub tags: Vec<String>,
+    /// Write the pushed references, one `REF@sha256:…` per line, to this file.
+    #[arg(long)]
+    pub image_refs: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// The registry host, e.g. ghcr.io or docker.io.
+    pub registry: String,
+    #[arg(short = 'u', long)]
+    pub username: String,
+    /// Read the password (or token) from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[arg(long = "ca-file")]
+    pub ca_files: Vec<PathBuf>,
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -127,13 +184,15 @@ impl Destination {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build(args) => cmd_build(args, cli.verbose),
+        Command::Push(args) => cmd_push(args, cli.verbose),
+        Command::Login(args) => cmd_login(args),
     }
 }
 
 pub struct Context_ {
     pub spec: Spec,
     pub store: Store,
-    pub http: reqwest::blocking::Client,
+    pub http: crate::fetch::LazyHttp,
     pub platforms: Vec<Platform>,
     pub epoch: u64,
 }
@@ -147,7 +206,7 @@ pub fn prepare(common: &CommonArgs) -> Result<Context_> {
         .map(|p| Platform::parse(p).map_err(|e| anyhow!("--platform: {e}")))
         .collect::<Result<Vec<_>>>()?;
     let store = Store::open(common.cache_dir.clone().unwrap_or_else(Store::default_root))?;
-    let http = http_client(&common.ca_files)?;
+    let http = crate::fetch::LazyHttp::new(common.ca_files.clone());
     let epoch = crate::image::time::source_date_epoch()?;
     Ok(Context_ {
         spec,
@@ -156,22 +215,6 @@ pub fn prepare(common: &CommonArgs) -> Result<Context_> {
         platforms,
         epoch,
     })
-}
-
-/// The client for package indexes: the system trust store (and SSL_CERT_FILE)
-/// through reqwest's default TLS, plus any --ca-file.
-pub fn http_client(ca_files: &[PathBuf]) -> Result<reqwest::blocking::Client> {
-    let mut b = reqwest::blocking::Client::builder()
-        .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")));
-    for f in ca_files {
-        let pem = std::fs::read(f).with_context(|| format!("--ca-file {}", f.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("--ca-file {}: not a PEM certificate bundle", f.display()))?
-        {
-            b = b.add_root_certificate(cert);
-        }
-    }
-    b.build().context("setting up the HTTP client")
 }
 
 pub fn event_printer(verbose: bool) -> impl Fn(Event) + Sync {
@@ -253,6 +296,17 @@ fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
         remote: None,
         on_event: &printer,
     };
+    let client = registry_client(&args.common, &RegistryArgs::default(), None)?;
+    let bases = RegistryBases {
+        client,
+        store: &ctx.store,
+        offline: args.common.offline,
+        on_event: &printer,
+    };
+    let opts = BuildOptions {
+        remote: Some(&bases),
+        ..opts
+    };
     let result = build::build(&ctx.spec, &opts)?;
     match &dest {
         Destination::Layout { dir, tag } => {
@@ -269,6 +323,159 @@ fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
         }
     }
     finish(&args.common, &result, &[])
+}
+
+fn read_password_stdin() -> Result<Secret> {
+    let mut p = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut p)
+        .context("reading the password from standard input")?;
+    let p = p.trim_end_matches(['\n', '\r']).to_string();
+    if p.is_empty() {
+        bail!("--password-stdin: standard input was empty; pipe the password in, e.g. `echo \"$TOKEN\" | imgbuild … --password-stdin`");
+    }
+    Ok(Secret::new(p))
+}
+
+/// The registry client, with explicit credentials (if any) used only for `target`.
+fn registry_client(
+    common: &CommonArgs,
+    reg: &RegistryArgs,
+    target: Option<&str>,
+) -> Result<Arc<RegistryClient>> {
+    let mut keychain = Keychain::from_env();
+    if reg.password_stdin && reg.username.is_none() {
+        bail!("--password-stdin needs --username");
+    }
+    if let Some(user) = &reg.username {
+        let password = if reg.password_stdin {
+            read_password_stdin()?
+        } else if let Some(p) = std::env::var("IMGBUILD_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+        {
+            Secret::new(p)
+        } else {
+            bail!(
+                "--username {user} needs a password: use --password-stdin or set IMGBUILD_PASSWORD"
+            );
+        };
+        keychain = keychain.with_explicit(user, password);
+    }
+    if let Some(t) = target {
+        keychain = keychain.explicit_only_for(t);
+    }
+    let options = TransportOptions {
+        ca_files: common.ca_files.clone(),
+        insecure_registries: reg.insecure_registries.clone(),
+        chunk_size: reg.chunk_size,
+        jobs: common.jobs.max(1),
+        http1_only: reg.http1,
+        ..TransportOptions::default()
+    };
+    Ok(Arc::new(RegistryClient::new(options, keychain)?))
+}
+
+fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t).map_err(|e| anyhow!("--tag {t}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let ctx = prepare(&args.common)?;
+    let client = registry_client(&args.common, &args.registry, Some(&tags[0].registry))?;
+    let printer = event_printer(verbose);
+    let bases = RegistryBases {
+        client: client.clone(),
+        store: &ctx.store,
+        offline: args.common.offline,
+        on_event: &printer,
+    };
+    let opts = BuildOptions {
+        platforms: ctx.platforms.clone(),
+        store: &ctx.store,
+        http: &ctx.http,
+        offline: args.common.offline,
+        jobs: args.common.jobs,
+        epoch: ctx.epoch,
+        remote: Some(&bases),
+        on_event: &printer,
+    };
+    let t0 = std::time::Instant::now();
+    let result = build::build(&ctx.spec, &opts)?;
+    let t1 = std::time::Instant::now();
+    let report = crate::output::push::push(&client, &result, &tags, &ctx.store)?;
+    if verbose {
+        eprintln!("timing: build {:?}, push {:?}", t1 - t0, t1.elapsed());
+    }
+    let stats = client.stats();
+    for (i, img) in result.images.iter().enumerate() {
+        for (j, l) in img.layers.iter().enumerate() {
+            let outcome = report.outcome(i, j);
+            if verbose || outcome == "uploaded" {
+                eprintln!(
+                    "[{}] {outcome} {} {} {}",
+                    img.platform,
+                    l.layer.digest.short(),
+                    human(l.layer.size),
+                    l.label
+                );
+            }
+        }
+    }
+    eprintln!(
+        "pushed {} ({} uploaded, {} requests)",
+        result.digest(),
+        human(stats.blob_bytes_uploaded),
+        stats.requests
+    );
+    if args.common.json {
+        let mut s = summary(&result, &args.tags);
+        for (i, img) in s["images"].as_array_mut().into_iter().flatten().enumerate() {
+            for (j, l) in img["layers"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                l["outcome"] = report.outcome(i, j).into();
+            }
+        }
+        s["bytes_uploaded"] = stats.blob_bytes_uploaded.into();
+        s["requests"] = stats.requests.into();
+        s["pushed"] = report.pinned.clone().into();
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    }
+    if let Some(f) = &args.common.digest_file {
+        write_atomic(f, format!("{}\n", result.digest()).as_bytes())?;
+    }
+    if let Some(f) = &args.image_refs {
+        write_atomic(f, (report.pinned.join("\n") + "\n").as_bytes())?;
+    }
+    for p in &report.pinned {
+        println!("{p}");
+    }
+    Ok(())
+}
+
+fn cmd_login(args: LoginArgs) -> Result<()> {
+    if !args.password_stdin {
+        bail!("imgbuild login reads the password from standard input only: pass --password-stdin (a password on the command line would end up in shell history)");
+    }
+    let password = read_password_stdin()?;
+    let registry = crate::reference::normalise_registry(&args.registry);
+    let keychain = Keychain::from_env()
+        .with_explicit(&args.username, password.clone())
+        .explicit_only_for(&registry);
+    let options = TransportOptions {
+        ca_files: args.ca_files.clone(),
+        insecure_registries: args.insecure_registries.clone(),
+        ..TransportOptions::default()
+    };
+    let client = RegistryClient::new(options, keychain)?;
+    client.check_login(&registry)?;
+    let file = crate::registry::login(&registry, &args.username, &password, None)?;
+    eprintln!("Login Succeeded (credentials saved in {})", file.display());
+    Ok(())
 }
 
 /// Prints the summary and the digest (last line of stdout), and writes --digest-file.

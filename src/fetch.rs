@@ -32,9 +32,69 @@ pub enum FetchError {
     Store(StoreError),
 }
 
+/// The HTTP client for package indexes, made on first use: loading the
+/// system trust store costs tens of milliseconds that a warm build never needs.
+pub struct LazyHttp {
+    ca_files: Vec<PathBuf>,
+    client: std::sync::OnceLock<Result<reqwest::blocking::Client, String>>,
+}
+
+impl LazyHttp {
+    pub fn new(ca_files: Vec<PathBuf>) -> Self {
+        LazyHttp {
+            ca_files,
+            client: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The client: the system trust store (and SSL_CERT_FILE) through reqwest's
+    /// default TLS, plus every --ca-file.
+    pub fn get(&self) -> Result<&reqwest::blocking::Client, String> {
+        self.client
+            .get_or_init(|| {
+                let mut b = reqwest::blocking::Client::builder()
+                    .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")));
+                for f in &self.ca_files {
+                    let pem =
+                        std::fs::read(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))?;
+                    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                        format!(
+                            "--ca-file {}: not a PEM certificate bundle: {e}",
+                            f.display()
+                        )
+                    })?;
+                    for cert in certs {
+                        b = b.add_root_certificate(cert);
+                    }
+                }
+                b.build()
+                    .map_err(|e| format!("setting up the HTTP client: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl crate::lock::SimpleIndex for LazyHttp {
+    fn project_files(
+        &self,
+        index_url: &str,
+        project: &str,
+    ) -> Result<Vec<crate::lock::IndexFile>, crate::lock::LockError> {
+        let client = self
+            .get()
+            .map_err(|message| crate::lock::LockError::Index {
+                url: index_url.to_string(),
+                message,
+            })?;
+        crate::lock::index::HttpSimpleIndex::with_client(client.clone())
+            .project_files(index_url, project)
+    }
+}
+
 pub struct Fetcher<'a> {
     pub store: &'a Store,
-    pub client: &'a reqwest::blocking::Client,
+    pub client: &'a LazyHttp,
     pub offline: bool,
     pub jobs: usize,
     /// Relative wheel paths (pylock.toml `path`) resolve against the lockfile's directory.
@@ -160,11 +220,8 @@ impl Fetcher<'_> {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let resp = self
-                    .client
-                    .get(&url)
-                    .send()
-                    .and_then(|r| r.error_for_status());
+                let client = self.client.get().map_err(&dl_err)?;
+                let resp = client.get(&url).send().and_then(|r| r.error_for_status());
                 match resp {
                     Ok(r) => match self.store.put_verified(&digest, &w.filename, r) {
                         Ok(n) => break n,

@@ -447,3 +447,34 @@ mod tests {
         assert!(e.contains("org/App") && e.contains("lowercase"), "{e}");
     }
 }
+
+/// A registry as users type it for `login` (`https://index.docker.io/v1/`,
+/// `ghcr.io`, `localhost:5000/`), as the host we key credentials by.
+pub fn normalise_registry(s: &str) -> String {
+    let s = s.trim();
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
+    let host = s.split('/').next().unwrap_or(s);
+    match host {
+        "" | "index.docker.io" | "registry-1.docker.io" | "docker.io" => DOCKER_HUB.to_string(),
+        h => h.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod normalise_tests {
+    #[test]
+    fn login_hosts_are_normalised() {
+        assert_eq!(
+            super::normalise_registry("https://index.docker.io/v1/"),
+            "docker.io"
+        );
+        assert_eq!(
+            super::normalise_registry("localhost:5000/"),
+            "localhost:5000"
+        );
+        assert_eq!(super::normalise_registry("ghcr.io"), "ghcr.io");
+    }
+}

@@ -68,7 +68,7 @@ impl ArchiveSource {
 }
 
 impl BlobSource for ArchiveSource {
-    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, BaseError> {
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
         let &(offset, size) = self
             .blobs
             .get(digest)

@@ -47,7 +47,7 @@ impl LayoutSource {
 }
 
 impl BlobSource for LayoutSource {
-    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, BaseError> {
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
         let path = self.dir.join("blobs/sha256").join(digest.hex());
         match File::open(&path) {
             Ok(f) => Ok(Box::new(f)),

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod layout;
 pub mod python;
+pub mod remote;
 
 use crate::digest::{Digest, VerifyingReader};
 use crate::image::manifest::{sniff_media_type, Descriptor, Index, Manifest};
@@ -37,7 +38,11 @@ pub enum BaseError {
 
 /// Streams raw (unverified) blob bytes; `BaseImage::open_blob` adds verification.
 pub trait BlobSource: Send + Sync {
-    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send + '_>, BaseError>;
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError>;
+    /// Manifests and indexes; registries serve them apart from blobs.
+    fn open_manifest(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
+        self.open(digest)
+    }
     /// How the base is named in messages and in the base.name annotation.
     fn name(&self) -> &str;
 }
@@ -57,7 +62,7 @@ impl BaseImage {
     pub fn open_blob(
         &self,
         desc: &Descriptor,
-    ) -> Result<VerifyingReader<Box<dyn Read + Send + '_>>, BaseError> {
+    ) -> Result<VerifyingReader<Box<dyn Read + Send>>, BaseError> {
         let r = self.blobs.open(&desc.digest)?;
         Ok(VerifyingReader::new(
             r,
@@ -79,7 +84,11 @@ impl BaseImage {
 }
 
 /// Reads a whole small blob (manifest, index, config), verified.
-pub(crate) fn read_small(src: &dyn BlobSource, desc: &Descriptor) -> Result<Vec<u8>, BaseError> {
+pub(crate) fn read_small(
+    src: &dyn BlobSource,
+    desc: &Descriptor,
+    manifest: bool,
+) -> Result<Vec<u8>, BaseError> {
     const LIMIT: u64 = 8 << 20;
     if desc.size > LIMIT {
         return Err(BaseError::Invalid {
@@ -90,7 +99,11 @@ pub(crate) fn read_small(src: &dyn BlobSource, desc: &Descriptor) -> Result<Vec<
             ),
         });
     }
-    let r = src.open(&desc.digest)?;
+    let r = if manifest {
+        src.open_manifest(&desc.digest)?
+    } else {
+        src.open(&desc.digest)?
+    };
     let mut v = VerifyingReader::new(
         r,
         desc.digest.clone(),
@@ -182,7 +195,7 @@ pub(crate) fn resolve_descriptor(
     desc: Descriptor,
     platform: &Platform,
 ) -> Result<BaseImage, BaseError> {
-    let bytes = read_small(&*src, &desc)?;
+    let bytes = read_small(&*src, &desc, true)?;
     let media_type = sniff_media_type(&bytes).unwrap_or_else(|| desc.media_type.clone());
     if is_index_media_type(&media_type) {
         let index: Index = serde_json::from_slice(&bytes)
@@ -201,7 +214,7 @@ pub(crate) fn resolve_descriptor(
     }
     let manifest: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| invalid(&*src, format!("manifest {}: {e}", desc.digest)))?;
-    let config_bytes = read_small(&*src, &manifest.config)?;
+    let config_bytes = read_small(&*src, &manifest.config, false)?;
     let config: serde_json::Value = serde_json::from_slice(&config_bytes)
         .map_err(|e| invalid(&*src, format!("config {}: {e}", manifest.config.digest)))?;
     let image_platform = Platform {

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod layout;
+pub mod push;
 
 use crate::base::BlobSource;
 use crate::digest::{Digest, VerifyingReader};
@@ -79,11 +80,8 @@ pub enum OutputError {
 }
 
 /// Opens a layer's compressed bytes, verified against its digest as they stream.
-pub fn open_layer<'a>(
-    store: &'a Store,
-    l: &'a ImageLayer,
-) -> io::Result<Box<dyn Read + Send + 'a>> {
-    let raw: Box<dyn Read + Send + 'a> = match &l.origin {
+pub fn open_layer(store: &Store, l: &ImageLayer) -> io::Result<Box<dyn Read + Send>> {
+    let raw: Box<dyn Read + Send> = match &l.origin {
         BlobOrigin::Store => Box::new(std::fs::File::open(store.blob_path(&l.layer.digest))?),
         BlobOrigin::Base(src) => src.open(&l.layer.digest).map_err(io::Error::other)?,
     };

@@ -717,11 +717,17 @@ impl RegistryClient {
         }
         let host = api_host(registry);
         let what = format!("contacting {registry}");
-        let schemes: &[&str] = if self.transport.allows_http(host) {
-            &["https", "http"]
-        } else {
-            &["https"]
-        };
+        // Loopback registries are almost always plain http, and a TLS hello to a
+        // plain server costs a slow 400; a plain request to a TLS server is
+        // refused at once. Listed insecure hosts try TLS first, as Docker does.
+        let schemes: &[&str] =
+            if super::transport::is_loopback(host) && !self.transport.is_listed_insecure(host) {
+                &["http", "https"]
+            } else if self.transport.allows_http(host) {
+                &["https", "http"]
+            } else {
+                &["https"]
+            };
         let mut last_err = None;
         for (i, scheme) in schemes.iter().enumerate() {
             let base = Url::parse(&format!("{scheme}://{host}/")).map_err(|_| {

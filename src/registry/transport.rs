@@ -91,7 +91,7 @@ pub(crate) struct Transport {
     pub opts: TransportOptions,
     verified: Client,
     /// Accepts any certificate; used only for `insecure_registries`.
-    unverified: Client,
+    unverified: Option<Client>,
     pub counters: Arc<Counters>,
 }
 
@@ -135,9 +135,16 @@ impl Transport {
             b.build()
                 .map_err(|e| RegistryError::Setup(chain_message(&e)))
         };
+        // Each client loads the system trust store (tens of ms), so the one that
+        // skips verification is made only if an insecure registry is named.
+        let unverified = if opts.insecure_registries.is_empty() {
+            None
+        } else {
+            Some(builder(true)?)
+        };
         Ok(Transport {
             verified: builder(false)?,
-            unverified: builder(true)?,
+            unverified,
             opts,
             counters: Arc::default(),
         })
@@ -158,8 +165,8 @@ impl Transport {
     }
 
     pub fn client_for(&self, host: &str) -> &Client {
-        if self.is_listed_insecure(host) {
-            &self.unverified
+        if let (true, Some(c)) = (self.is_listed_insecure(host), &self.unverified) {
+            c
         } else {
             &self.verified
         }

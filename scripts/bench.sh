@@ -1,0 +1,459 @@
+#!/usr/bin/env bash
+# Benchmarks imgbuild against the route people use today for the same job, and prints
+# each figure with its ratio to that peer route and the goal it is held to. Nothing here
+# is a test: figures depend on the machine, its load and the network to the index.
+#
+#   scripts/bench.sh [deps] [push-memory] [push]      default: all three sections
+#
+#   deps         hello-api's locked dependencies: `imgbuild build` with an empty cache
+#                against `uv sync --no-cache` into a fresh venv; then imgbuild warm.
+#   push-memory  peak RSS of building and pushing an image with a 1 GiB incompressible
+#                layer to a local registry.
+#   push         hello-api built and pushed to a local registry: imgbuild against a
+#                Dockerfile built by `podman build` and pushed by `podman push`, cold and
+#                after a one-line change; imgbuild's no-op push and bytes uploaded.
+#
+# Run scripts/setup.sh first (it builds the Debian base image into .imgbuild/base-amd64).
+# Settings from the environment:
+#   BENCH_COLD_RUNS  runs of each cold measurement (default 3); the median is printed
+#   BENCH_WARM_RUNS  runs of each warm measurement (default 10)
+#   BENCH_BASE       the base OCI layout (default .imgbuild/base-amd64)
+#   BENCH_NO_BUILD=1 skip `cargo build --release`
+#   BENCH_KEEP=1     keep the work directory (its path is printed)
+# Timing uses hyperfine when it is installed, else a loop around `date +%s%N`.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+HERE="$ROOT/scripts/bench"
+IMGBUILD="$ROOT/target/release/imgbuild"
+BASE_LAYOUT=${BENCH_BASE:-$ROOT/.imgbuild/base-amd64}
+COLD_RUNS=${BENCH_COLD_RUNS:-3}
+WARM_RUNS=${BENCH_WARM_RUNS:-10}
+EXCLUDE_NEWER=2026-11-01T00:00:00Z
+# Podman works here only with runc and modest limits (see scripts/setup.sh).
+PODMAN=(podman --runtime runc)
+PODMAN_BUILD_LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
+# Every podman image this script makes is named under this prefix, and only those are removed.
+IMAGE_PREFIX=localhost/imgbuild-bench
+
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+SECTIONS=()
+for arg in "$@"; do
+  case "$arg" in
+    deps | push-memory | push) SECTIONS+=("$arg") ;;
+    -h | --help) usage ;;
+    *) echo "error: unknown section '$arg'" >&2; usage ;;
+  esac
+done
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(deps push-memory push)
+wants() { local s; for s in "${SECTIONS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+
+say() { echo "==> $*" >&2; }
+die() { echo "error: $*" >&2; exit 1; }
+
+# --- preconditions -----------------------------------------------------------------------
+[ -f "$BASE_LAYOUT/index.json" ] ||
+  die "no base image at $BASE_LAYOUT; run scripts/setup.sh (or set BENCH_BASE to an OCI layout)"
+command -v uv >/dev/null || die "uv not found; run scripts/setup.sh"
+command -v python3 >/dev/null || die "python3 not found; run scripts/setup.sh"
+if wants push-memory; then
+  [ -x /usr/bin/time ] || die "/usr/bin/time not found; install Debian's 'time' package (scripts/setup.sh does)"
+fi
+if wants push-memory || wants push; then
+  [ -x /usr/bin/docker-registry ] || die "/usr/bin/docker-registry not found; run scripts/setup.sh"
+fi
+if wants push; then
+  command -v podman >/dev/null || die "podman not found; run scripts/setup.sh"
+  command -v skopeo >/dev/null || die "skopeo not found; run scripts/setup.sh"
+fi
+if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
+  say "cargo build --release"
+  (cd "$ROOT" && cargo build --release --quiet)
+fi
+[ -x "$IMGBUILD" ] || die "$IMGBUILD is missing; run cargo build --release"
+if wants push-memory || wants push; then
+  "$IMGBUILD" push --help >/dev/null 2>&1 ||
+    die "this imgbuild has no 'push' command; the push sections need it (run: scripts/bench.sh deps)"
+fi
+HAVE_HYPERFINE=false
+command -v hyperfine >/dev/null && HAVE_HYPERFINE=true
+
+# A directory without dots in its path: podman refuses some paths with dot-directories.
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/imgbuild-bench.XXXXXX")
+LOG="$WORK/bench.log"
+REG_PID=""
+REG_PORT=""
+REG_DIR="$WORK/registry"
+
+cleanup() {
+  local status=$?
+  registry_stop
+  if wants push; then remove_bench_images; fi
+  if [ "${BENCH_KEEP:-}" = 1 ] || [ $status -ne 0 ]; then
+    echo "work directory kept: $WORK (log: $LOG)" >&2
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- timing ------------------------------------------------------------------------------
+now_ns() { date +%s%N; }
+
+# Runs CMD with its output appended to the log (its stdout to the file $TIMED_STDOUT
+# instead, when that is set); fails the script with the log's tail if CMD fails. Sets
+# ELAPSED_MS.
+timed() {
+  local t0 t1 stdout=${TIMED_STDOUT:-$LOG}
+  echo "+ $*" >>"$LOG"
+  t0=$(now_ns)
+  if ! "$@" >>"$stdout" 2>>"$LOG"; then
+    tail -n 30 "$LOG" >&2
+    die "failed: $*"
+  fi
+  t1=$(now_ns)
+  ELAPSED_MS=$(((t1 - t0) / 1000000))
+}
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {
+  if (NR % 2) print a[(NR + 1) / 2]; else printf "%d\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# timed_runs N PREPARE CMD... : median ms of N runs of CMD, each after the shell
+# function PREPARE (untimed; ":" for none). Sets MEDIAN_MS and ALL_MS.
+timed_runs() {
+  local n=$1 prepare=$2 i
+  shift 2
+  local times=()
+  for ((i = 1; i <= n; i++)); do
+    "$prepare"
+    timed "$@"
+    times+=("$ELAPSED_MS")
+  done
+  ALL_MS="${times[*]}"
+  MEDIAN_MS=$(median "${times[@]}")
+}
+
+# fast_runs N PREPARE_CMD CMD... : like timed_runs, for commands of a few milliseconds,
+# where hyperfine's lower overhead matters. PREPARE_CMD is a plain command line ("" for
+# none), run untimed before each run. Sets MEDIAN_MS and ALL_MS.
+fast_runs() {
+  local n=$1 prepare=$2
+  shift 2
+  if $HAVE_HYPERFINE; then
+    local json="$WORK/hyperfine.json" args=(--shell=none --warmup 2 --runs "$n" --export-json "$WORK/hyperfine.json")
+    [ -n "$prepare" ] && args+=(--prepare "$prepare")
+    echo "+ hyperfine ${args[*]} '$*'" >>"$LOG"
+    hyperfine "${args[@]}" --style basic "$*" >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "failed: $*"; }
+    MEDIAN_MS=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print(round(r["median"]*1000))' "$json")
+    ALL_MS=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print(" ".join(str(round(t*1000)) for t in r["times"]))' "$json")
+  else
+    local i times=()
+    for ((i = 0; i < n + 2; i++)); do
+      [ -z "$prepare" ] || $prepare >>"$LOG" 2>&1
+      timed "$@"
+      [ $i -lt 2 ] || times+=("$ELAPSED_MS") # the first two warm up
+    done
+    ALL_MS="${times[*]}"
+    MEDIAN_MS=$(median "${times[@]}")
+  fi
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
+# verdict VALUE OP LIMIT -> "met" or "NOT MET"
+verdict() { awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
+  ok = (op == "<=") ? (v <= l) : (v < l); print (ok ? "met" : "NOT MET") }'; }
+
+SUMMARY=()
+result() { # result LINE : printed now and again in the summary at the end
+  echo "    $*"
+  SUMMARY+=("$*")
+}
+
+# --- the example project, locked at bench time -------------------------------------------
+APP="$WORK/hello-api"
+SPEC="$WORK/hello-api.toml"
+prepare_app() {
+  say "copying fixtures/hello-api and locking it (uv lock --exclude-newer $EXCLUDE_NEWER)"
+  mkdir -p "$APP"
+  (cd "$ROOT/fixtures/hello-api" && tar --exclude=.venv --exclude=__pycache__ --exclude=uv.lock -cf - .) |
+    tar -xf - -C "$APP"
+  (cd "$APP" && UV_PYTHON_DOWNLOADS=never uv lock --quiet --exclude-newer "$EXCLUDE_NEWER")
+  # The Dockerfile route installs from this; it sits in the source tree for both routes, so
+  # both images carry the same files.
+  (cd "$APP" && UV_PYTHON_DOWNLOADS=never uv export --quiet --format requirements-txt --frozen \
+    --no-emit-project --output-file requirements.txt)
+  write_spec "$SPEC" "$APP"
+}
+
+# write_spec FILE SOURCE_DIR : an imgbuild spec like images/hello-api.toml, on the bench's
+# copies of the base, source tree and lock.
+write_spec() {
+  cat >"$1" <<EOF
+base = "oci:$BASE_LAYOUT:latest"
+source = "$2"
+lockfile = "$APP/uv.lock"
+app = "hello_api.main:app"
+port = 8000
+workers = 1
+platforms = ["linux/amd64"]
+EOF
+}
+
+# --- a local plain-http registry ---------------------------------------------------------
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Starts /usr/bin/docker-registry with empty storage (stopping the one before, if any).
+registry_start() {
+  registry_stop
+  rm -rf "$REG_DIR"
+  mkdir -p "$REG_DIR"
+  [ -n "$REG_PORT" ] || REG_PORT=$(free_port)
+  cat >"$REG_DIR/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $REG_DIR/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$REG_PORT
+  secret: imgbuild-bench
+EOF
+  env -u REGISTRY_HTTP_ADDR /usr/bin/docker-registry serve "$REG_DIR/config.yml" \
+    >"$REG_DIR/registry.log" 2>&1 </dev/null &
+  REG_PID=$!
+  local i
+  for ((i = 0; i < 200; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$REG_PORT") 2>/dev/null; then return 0; fi
+    kill -0 "$REG_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  cat "$REG_DIR/registry.log" >&2
+  die "docker-registry did not start on 127.0.0.1:$REG_PORT"
+}
+
+registry_stop() {
+  [ -n "$REG_PID" ] || return 0
+  kill "$REG_PID" 2>/dev/null || true
+  wait "$REG_PID" 2>/dev/null || true
+  REG_PID=""
+}
+
+# The "bytes_uploaded" of the --json summary that `imgbuild push --json` printed into FILE
+# (every stdout line but the last, which is REF@DIGEST), and its per-layer outcomes.
+push_summary() {
+  python3 - "$1" <<'EOF'
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+doc = json.loads("\n".join(lines[:-1]))
+outcomes = {}
+def walk(v):
+    if isinstance(v, dict):
+        if "outcome" in v:
+            outcomes[v["outcome"]] = outcomes.get(v["outcome"], 0) + 1
+        for x in v.values():
+            walk(x)
+    elif isinstance(v, list):
+        for x in v:
+            walk(x)
+walk(doc)
+print(doc["bytes_uploaded"], " ".join(f"{k}={n}" for k, n in sorted(outcomes.items())) or "-")
+EOF
+}
+
+# --- section 1: dependencies -------------------------------------------------------------
+section_deps() {
+  say "deps: cold imgbuild build vs uv sync --no-cache ($COLD_RUNS runs each)"
+  local cache="$WORK/deps-cache" out="$WORK/deps-out" venv="$WORK/deps-venv"
+  fresh_imgbuild() { rm -rf "$cache" "$out"; }
+  fresh_venv() { rm -rf "$venv"; }
+  timed_runs "$COLD_RUNS" fresh_imgbuild \
+    "$IMGBUILD" build -f "$SPEC" --output "oci:$out" --cache-dir "$cache"
+  local img_ms=$MEDIAN_MS img_all=$ALL_MS
+  # The venv lives outside the source tree so the push section's Dockerfile context
+  # (which is the source tree) never sees it.
+  timed_runs "$COLD_RUNS" fresh_venv env -C "$APP" UV_PROJECT_ENVIRONMENT="$venv" UV_PYTHON_DOWNLOADS=never \
+    UV_NO_PROGRESS=1 uv sync --frozen --no-cache --no-install-project --python 3.11
+  local uv_ms=$MEDIAN_MS uv_all=$ALL_MS
+  local r
+  r=$(ratio "$img_ms" "$uv_ms")
+  result "deps cold: imgbuild build ${img_ms} ms [${img_all}], uv sync --no-cache ${uv_ms} ms [${uv_all}]," \
+    "ratio imgbuild/uv ${r} (goal <= 1.5: $(verdict "$r" "<=" 1.5))"
+
+  say "deps: warm imgbuild build, same lock ($WARM_RUNS runs each)"
+  # The cache is warm from the last cold run. First into a new output directory each time...
+  fast_runs "$WARM_RUNS" "rm -rf $out" "$IMGBUILD" build -f "$SPEC" --output "oci:$out" --cache-dir "$cache"
+  result "deps warm, output to a new layout: ${MEDIAN_MS} ms [${ALL_MS}] (goal < 100 ms: $(verdict "$MEDIAN_MS" "<" 100))"
+  # ...then into the layout the last run wrote, which already holds every blob.
+  fast_runs "$WARM_RUNS" "" "$IMGBUILD" build -f "$SPEC" --output "oci:$out" --cache-dir "$cache"
+  result "deps warm, output to the existing layout: ${MEDIAN_MS} ms [${ALL_MS}] (goal < 100 ms: $(verdict "$MEDIAN_MS" "<" 100))"
+  rm -rf "$cache" "$out" "$venv"
+}
+
+# --- section 2: peak memory of a 1 GiB layer ---------------------------------------------
+max_rss_kib() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
+section_push_memory() {
+  local big="$WORK/big-app" spec="$WORK/big.toml" out="$WORK/big-out" timelog="$WORK/time.log"
+  say "push-memory: a source tree with a 1 GiB file of random data"
+  mkdir -p "$big"
+  cp -r "$APP/." "$big/"
+  head -c 1G /dev/urandom >"$big/blob.bin"
+  write_spec "$spec" "$big"
+  registry_start
+
+  say "push-memory: imgbuild build --output oci: (empty cache) under /usr/bin/time -v"
+  timed /usr/bin/time -v -o "$timelog" "$IMGBUILD" build -f "$spec" --output "oci:$out" --cache-dir "$WORK/big-cache1"
+  local build_rss build_ms=$ELAPSED_MS
+  build_rss=$(max_rss_kib "$timelog")
+  rm -rf "$out" "$WORK/big-cache1"
+
+  say "push-memory: imgbuild push (build + push, empty cache) under /usr/bin/time -v"
+  TIMED_STDOUT="$WORK/push.json" timed /usr/bin/time -v -o "$timelog" "$IMGBUILD" push -f "$spec" \
+    --tag "127.0.0.1:$REG_PORT/big:1" --cache-dir "$WORK/big-cache2" --json
+  local push_rss push_ms=$ELAPSED_MS sent
+  push_rss=$(max_rss_kib "$timelog")
+  cat "$WORK/push.json" >>"$LOG"
+  sent=$(push_summary "$WORK/push.json")
+  sent=${sent%% *}
+  local limit=$((64 * 1024))
+  result "push-memory: build of a 1 GiB layer: peak RSS $((build_rss / 1024)) MiB (${build_rss} KiB, ${build_ms} ms)" \
+    "(goal < 64 MiB: $(verdict "$build_rss" "<" "$limit"))"
+  result "push-memory: build + push of a 1 GiB layer: peak RSS $((push_rss / 1024)) MiB (${push_rss} KiB, ${push_ms} ms," \
+    "$((sent / 1048576)) MiB uploaded)" \
+    "(goal < 64 MiB: $(verdict "$push_rss" "<" "$limit"))"
+  registry_stop
+  rm -rf "$big" "$spec" "$WORK/big-cache2" "$REG_DIR"
+}
+
+# --- section 3: build and push, imgbuild vs a Dockerfile ---------------------------------
+remove_bench_images() {
+  local names
+  mapfile -t names < <("${PODMAN[@]}" images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null |
+    grep "^$IMAGE_PREFIX/" || true)
+  # rmi also removes the untagged parents a --layers build cached for these images.
+  [ ${#names[@]} -eq 0 ] || "${PODMAN[@]}" rmi -f "${names[@]}" >>"$LOG" 2>&1 || true
+}
+
+# podman build arguments that let pip inside the build reach the host's index through the
+# host's CA bundle (an intercepting proxy's CA may be in it). The index URL is read at run
+# time: PIP_INDEX_URL, else `pip config`, else pip's own default.
+pip_build_args() {
+  PIP_ARGS=()
+  local index=${PIP_INDEX_URL:-}
+  [ -n "$index" ] || index=$(python3 -m pip config get global.index-url 2>/dev/null || true)
+  [ -z "$index" ] || PIP_ARGS+=(--build-arg "PIP_INDEX_URL=$index")
+  local ca=/etc/ssl/certs/ca-certificates.crt
+  if [ -f "$ca" ]; then
+    PIP_ARGS+=(--volume /etc/ssl/certs:/etc/ssl/certs:ro --build-arg "PIP_CERT=$ca")
+  fi
+}
+
+# The base layout in podman's storage, plus pip: what the Dockerfile starts FROM. Untimed,
+# like pulling a base image.
+prepare_dockerfile_base() {
+  say "push: importing the base into podman and adding pip (untimed)"
+  skopeo copy --quiet "oci:$BASE_LAYOUT:latest" "containers-storage:$IMAGE_PREFIX/base:latest" >>"$LOG" 2>&1 ||
+    die "skopeo copy of $BASE_LAYOUT into podman failed; see $LOG"
+  local ctx="$WORK/pip-base"
+  mkdir -p "$ctx"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$ctx" pip >>"$LOG" 2>&1 ||
+    die "pip download pip failed; see $LOG"
+  timed "${PODMAN[@]}" build "${PODMAN_BUILD_LIMITS[@]}" --layers -t "$IMAGE_PREFIX/pip-base:latest" \
+    --build-arg "BASE=$IMAGE_PREFIX/base:latest" -f "$HERE/Dockerfile.pip-base" "$ctx"
+}
+
+DOCKER_IMAGE="$IMAGE_PREFIX/hello-api:latest"
+# dockerfile_build_push [--no-cache] : podman build of the example, then podman push.
+dockerfile_build_push() {
+  "${PODMAN[@]}" build "${PODMAN_BUILD_LIMITS[@]}" --layers "$@" --network host "${PIP_ARGS[@]}" \
+    --build-arg "BASE=$IMAGE_PREFIX/pip-base:latest" -t "$DOCKER_IMAGE" \
+    -f "$HERE/Dockerfile.hello-api" "$APP" &&
+    "${PODMAN[@]}" push --tls-verify=false "$DOCKER_IMAGE" "docker://127.0.0.1:$REG_PORT/hello-api-dockerfile:latest"
+}
+
+section_push() {
+  local cache="$WORK/push-cache" tag
+  pip_build_args
+  prepare_dockerfile_base
+  registry_start
+  tag="127.0.0.1:$REG_PORT/hello-api-imgbuild:latest"
+  local push=("$IMGBUILD" push -f "$SPEC" --tag "$tag" --cache-dir "$cache")
+
+  say "push: cold build + push, imgbuild vs Dockerfile ($COLD_RUNS runs each)"
+  local img=() dock=() i
+  for ((i = 1; i <= COLD_RUNS; i++)); do
+    registry_start # empty storage
+    rm -rf "$cache"
+    timed "${push[@]}"
+    img+=("$ELAPSED_MS")
+    remove_bench_images_app
+    timed dockerfile_build_push --no-cache
+    dock+=("$ELAPSED_MS")
+  done
+  local img_ms dock_ms r
+  img_ms=$(median "${img[@]}")
+  dock_ms=$(median "${dock[@]}")
+  r=$(ratio "$img_ms" "$dock_ms")
+  result "push cold: imgbuild ${img_ms} ms [${img[*]}], Dockerfile (podman build + push) ${dock_ms} ms [${dock[*]}]," \
+    "ratio ${r} (goal <= 0.2: $(verdict "$r" "<=" 0.2))"
+
+  say "push: warm build + push after a one-line change to hello_api/main.py ($WARM_RUNS runs each)"
+  img=() dock=()
+  local bytes=() outcomes=""
+  for ((i = 1; i <= WARM_RUNS; i++)); do
+    echo "# bench change $i" >>"$APP/hello_api/main.py"
+    : >"$WORK/push.json"
+    TIMED_STDOUT="$WORK/push.json" timed "${push[@]}" --json
+    img+=("$ELAPSED_MS")
+    cat "$WORK/push.json" >>"$LOG"
+    local summary
+    summary=$(push_summary "$WORK/push.json")
+    bytes+=("${summary%% *}")
+    outcomes=${summary#* }
+    timed dockerfile_build_push
+    dock+=("$ELAPSED_MS")
+  done
+  img_ms=$(median "${img[@]}")
+  dock_ms=$(median "${dock[@]}")
+  r=$(ratio "$img_ms" "$dock_ms")
+  result "push warm (one-line change): imgbuild ${img_ms} ms [${img[*]}], Dockerfile ${dock_ms} ms [${dock[*]}]," \
+    "ratio ${r} (goal <= 0.15: $(verdict "$r" "<=" 0.15))"
+  result "push warm (one-line change): imgbuild ${img_ms} ms (goal <= 150 ms: $(verdict "$img_ms" "<=" 150))"
+  local b
+  b=$(median "${bytes[@]}")
+  result "push warm (one-line change): imgbuild uploaded ${b} bytes [${bytes[*]}], layers: ${outcomes}" \
+    "(goal <= 65536: $(verdict "$b" "<=" 65536))"
+
+  say "push: no-op imgbuild push ($WARM_RUNS runs)"
+  fast_runs "$WARM_RUNS" "" "${push[@]}"
+  result "push no-op: imgbuild ${MEDIAN_MS} ms [${ALL_MS}] (goal <= 50 ms: $(verdict "$MEDIAN_MS" "<=" 50))"
+  registry_stop
+  remove_bench_images
+}
+
+# Removes the example image (and its cached build layers) but keeps the bases.
+remove_bench_images_app() {
+  "${PODMAN[@]}" rmi -f "$DOCKER_IMAGE" >>"$LOG" 2>&1 || true
+}
+
+# --- main --------------------------------------------------------------------------------
+say "work directory $WORK; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
+say "$("$IMGBUILD" --version); $(uv --version)$($HAVE_HYPERFINE && echo "; $(hyperfine --version)")"
+prepare_app
+for s in deps push-memory push; do
+  wants "$s" || continue
+  case "$s" in
+    deps) section_deps ;;
+    push-memory) section_push_memory ;;
+    push) section_push ;;
+  esac
+done
+
+echo
+echo "summary ($(date -u +%Y-%m-%dT%H:%MZ); load average now: $(cut -d' ' -f1-3 /proc/loadavg)):"
+for line in "${SUMMARY[@]}"; do echo "  $line"; done

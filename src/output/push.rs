@@ -1,0 +1,239 @@
+//! Pushing a build to a registry: every blob confirmed present first (HEAD,
+//! mount from the base's repository, or upload), then the manifests, then the
+//! index, then the tags. A manifest is never pushed before its blobs.
+
+use super::{open_layer, BuildResult};
+use crate::reference::Reference;
+use crate::registry::{BlobUpload, PushOutcome, RegistryClient, RegistryError};
+use crate::store::Store;
+use std::collections::HashSet;
+use std::io::{self, Read};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
+    #[error("{tag}: {message}")]
+    Tag { tag: String, message: String },
+}
+
+/// What happened to each layer of each image, in build order.
+#[derive(Clone, Debug, Default)]
+pub struct PushReport {
+    pub layers: Vec<Vec<PushOutcome>>,
+    /// Tags as pushed, each with the digest: `REF@sha256:…`.
+    pub pinned: Vec<String>,
+}
+
+fn outcome_name(o: &PushOutcome) -> &'static str {
+    match o {
+        PushOutcome::Existed => "existed",
+        PushOutcome::Mounted => "mounted",
+        PushOutcome::Uploaded { .. } => "uploaded",
+    }
+}
+
+impl PushReport {
+    pub fn outcome(&self, image: usize, layer: usize) -> &'static str {
+        self.layers
+            .get(image)
+            .and_then(|l| l.get(layer))
+            .map(outcome_name)
+            .unwrap_or("existed")
+    }
+}
+
+/// Pushes `result` under each of `tags`. Tags in one repository share the
+/// blob and manifest uploads.
+pub fn push(
+    client: &RegistryClient,
+    result: &BuildResult,
+    tags: &[Reference],
+    store: &Store,
+) -> Result<PushReport, PushError> {
+    let mut report = PushReport::default();
+    let top_digest = result.digest();
+    let mut done_repos: Vec<(String, String)> = Vec::new();
+    for tag in tags {
+        let repo_key = (tag.registry.clone(), tag.repository.clone());
+        if !done_repos.contains(&repo_key) {
+            let layers = push_content(client, result, tag, store)?;
+            if report.layers.is_empty() {
+                report.layers = layers;
+            }
+            done_repos.push(repo_key);
+        }
+        let reference = tag.tag.clone().unwrap_or_else(|| top_digest.to_string());
+        // A tag that already names this digest is left alone (a HEAD is far
+        // cheaper than a manifest PUT, and does not count as a Hub pull).
+        let current = client.head_manifest(tag).ok().flatten().map(|(d, _)| d);
+        if current.as_ref() != Some(&top_digest) {
+            client.put_manifest(tag, &reference, result.top_bytes(), result.media_type())?;
+        }
+        report
+            .pinned
+            .push(format!("{}@{top_digest}", tag_name(tag)));
+    }
+    Ok(report)
+}
+
+/// `registry/repo:tag` as the user would write it back (without the digest).
+fn tag_name(r: &Reference) -> String {
+    match &r.tag {
+        Some(t) => format!("{}:{t}", r.name()),
+        None => r.name(),
+    }
+}
+
+/// Which repository of a registry we last pushed a blob to, so pushing the
+/// same layers to another repository mounts them instead of uploading.
+fn last_pushed_to(
+    store: &Store,
+    repo: &Reference,
+    digest: &crate::digest::Digest,
+) -> Option<String> {
+    let from: String = store.get_meta("pushed", &format!("{}/{digest}", repo.registry))?;
+    (from != repo.repository).then_some(from)
+}
+
+fn remember_pushed(store: &Store, repo: &Reference, digest: &crate::digest::Digest) {
+    // Only a hint for later mounts: a failed write costs an upload, nothing more.
+    let _ = store.put_meta(
+        "pushed",
+        &format!("{}/{digest}", repo.registry),
+        &repo.repository,
+    );
+}
+
+type Opener<'a> = Box<dyn Fn() -> io::Result<Box<dyn Read + Send>> + Sync + 'a>;
+
+/// The blobs named by what `tag` points to now (a manifest, or an index and
+/// its manifests). The registry holds a manifest only with all its blobs, so
+/// these need no HEAD: after a one-line change, only new blobs are checked.
+fn blobs_under_tag(client: &RegistryClient, tag: &Reference) -> HashSet<crate::digest::Digest> {
+    let mut known = HashSet::new();
+    let Some((digest, _)) = client.head_manifest(tag).ok().flatten() else {
+        return known;
+    };
+    let mut pending = vec![digest];
+    // An index of a few platforms; never wander through an unbounded graph.
+    let mut budget = 16;
+    while let Some(d) = pending.pop() {
+        budget -= 1;
+        if budget == 0 {
+            break;
+        }
+        let Ok((bytes, _, _)) = client.get_manifest(&tag.with_digest(d)) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        let digests = |key: &str| -> Vec<crate::digest::Digest> {
+            v.get(key)
+                .and_then(|a| a.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.get("digest")?.as_str()?.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        pending.extend(digests("manifests"));
+        known.extend(digests("layers"));
+        if let Some(c) = v
+            .pointer("/config/digest")
+            .and_then(|c| c.as_str())
+            .and_then(|c| c.parse().ok())
+        {
+            known.insert(c);
+        }
+    }
+    known
+}
+
+/// Blobs, then per-image manifests, then the index; returns per-layer outcomes.
+fn push_content<'a>(
+    client: &RegistryClient,
+    result: &'a BuildResult,
+    repo: &Reference,
+    store: &'a Store,
+) -> Result<Vec<Vec<PushOutcome>>, PushError> {
+    // The registry keeps a manifest only when it has all its blobs, so when
+    // the top manifest is already there, everything it names is too.
+    if let Ok(Some((d, _))) = client.head_manifest(&repo.with_digest(result.digest())) {
+        if d == result.digest() {
+            return Ok(result
+                .images
+                .iter()
+                .map(|i| vec![PushOutcome::Existed; i.layers.len()])
+                .collect());
+        }
+    }
+    let known = blobs_under_tag(client, repo);
+    let mut outcomes = Vec::new();
+    for image in &result.images {
+        let mount_from = image.base_repository.as_deref().and_then(|base| {
+            let (registry, repository) = base.split_once('/')?;
+            (registry == repo.registry && repository != repo.repository)
+                .then(|| repository.to_string())
+        });
+        let openers: Vec<Opener<'a>> = image
+            .layers
+            .iter()
+            .map(|l| Box::new(move || open_layer(store, l)) as Opener<'a>)
+            .collect();
+        let config = image.config.clone();
+        let open_config: Opener<'_> =
+            Box::new(move || Ok(Box::new(io::Cursor::new(config.clone())) as Box<dyn Read + Send>));
+        // Blobs the tag's current manifest already names are known present: no HEAD needed.
+        let mut wanted = Vec::new();
+        let mut uploads: Vec<BlobUpload<'_>> = Vec::new();
+        for (k, (l, open)) in image.layers.iter().zip(&openers).enumerate() {
+            if !known.contains(&l.layer.digest) {
+                wanted.push(k);
+                uploads.push(BlobUpload {
+                    digest: l.layer.digest.clone(),
+                    size: l.layer.size,
+                    open: open.as_ref(),
+                    mount_from: (l.label == "base")
+                        .then(|| mount_from.clone())
+                        .flatten()
+                        .or_else(|| last_pushed_to(store, repo, &l.layer.digest)),
+                });
+            }
+        }
+        if !known.contains(&image.config_digest) {
+            uploads.push(BlobUpload {
+                digest: image.config_digest.clone(),
+                size: image.config.len() as u64,
+                open: open_config.as_ref(),
+                mount_from: None,
+            });
+        }
+        let mut layer_outcomes = vec![PushOutcome::Existed; image.layers.len()];
+        for (n, r) in client
+            .push_blobs_parallel(repo, &uploads)
+            .into_iter()
+            .enumerate()
+        {
+            let outcome = r?;
+            if let Some(&k) = wanted.get(n) {
+                layer_outcomes[k] = outcome;
+                remember_pushed(store, repo, &image.layers[k].layer.digest);
+            }
+        }
+        outcomes.push(layer_outcomes);
+        // The top document is pushed under each tag by the caller; only the
+        // per-platform manifests an index names go up by digest here.
+        if result.index.is_some() {
+            client.put_manifest(
+                repo,
+                &image.manifest_digest.to_string(),
+                &image.manifest,
+                crate::image::MEDIA_TYPE_OCI_MANIFEST,
+            )?;
+        }
+    }
+    Ok(outcomes)
+}
