@@ -22,8 +22,6 @@ use crate::store::{Store, StoreError};
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 /// Bumped whenever the bytes of a generated layer change for the same inputs,
 /// so cached layers from older versions are never reused. See docs/reproducibility.md.
@@ -437,34 +435,21 @@ fn wheel_layers(
     };
     let own: Vec<usize> = (0..wheels.len()).filter(|i| !merged.contains(i)).collect();
 
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<(String, Layer, bool), BuildError>>>> =
-        Mutex::new((0..own.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.max(1).min(own.len().max(1)) {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::SeqCst);
-                let Some(&i) = own.get(k) else { break };
-                let w = &wheels[i];
-                let path = &fetched[i].path;
-                let key = format!(
-                    "wheel:{}:{}:{}:{:?}",
-                    w.sha256, target.venv, target.interpreter, target.version
-                );
-                let r = cached_layer(opts, &key, || {
-                    let install = wheel::plan_install(path, target)?;
-                    let content = WheelContent::open(path)?;
-                    Ok((install.plan, Box::new(content) as Box<dyn ExternalContent>))
-                })
-                .map(|(l, cached)| (format!("{} {}", w.name, w.version), l, cached));
-                results.lock().expect("no panic while locked")[k] = Some(r);
-            });
-        }
+    let built = crate::parallel::map_ordered(&own, opts.jobs, |&i| {
+        let w = &wheels[i];
+        let path = &fetched[i].path;
+        let key = format!(
+            "wheel:{}:{}:{}:{:?}",
+            w.sha256, target.venv, target.interpreter, target.version
+        );
+        cached_layer(opts, &key, || {
+            let install = wheel::plan_install(path, target)?;
+            let content = WheelContent::open(path)?;
+            Ok((install.plan, Box::new(content) as Box<dyn ExternalContent>))
+        })
+        .map(|(l, cached)| (format!("{} {}", w.name, w.version), l, cached))
     });
-    let mut out = Vec::new();
-    for r in results.into_inner().expect("threads joined") {
-        out.push(r.expect("every wheel was built")?);
-    }
+    let mut out = built.into_iter().collect::<Result<Vec<_>, _>>()?;
 
     if !merged.is_empty() {
         let mut merged = merged;

@@ -5,8 +5,6 @@ use crate::digest::Digest;
 use crate::lock::select::SelectedWheel;
 use crate::store::{Store, StoreError};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -121,28 +119,15 @@ impl Fetcher<'_> {
         wheels: &[SelectedWheel],
         on_done: &(dyn Fn(&SelectedWheel, &Fetched) + Sync),
     ) -> Result<Vec<Fetched>, FetchError> {
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Option<Result<Fetched, FetchError>>>> =
-            Mutex::new((0..wheels.len()).map(|_| None).collect());
-        std::thread::scope(|s| {
-            for _ in 0..self.jobs.max(1).min(wheels.len().max(1)) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(w) = wheels.get(i) else { break };
-                    let r = self.fetch_one(w);
-                    if let Ok(f) = &r {
-                        on_done(w, f);
-                    }
-                    results.lock().expect("no panics while holding the lock")[i] = Some(r);
-                });
+        crate::parallel::map_ordered(wheels, self.jobs, |w| {
+            let r = self.fetch_one(w);
+            if let Ok(f) = &r {
+                on_done(w, f);
             }
-        });
-        let results = results.into_inner().expect("threads joined");
-        let mut out = Vec::with_capacity(wheels.len());
-        for r in results {
-            out.push(r.expect("every index was fetched")?);
-        }
-        Ok(out)
+            r
+        })
+        .into_iter()
+        .collect()
     }
 
     /// The installer reads a wheel's tags from its file name, so each cached

@@ -12,6 +12,7 @@ pub mod image;
 pub mod layer;
 pub mod lock;
 pub mod output;
+pub mod parallel;
 pub mod platform;
 pub mod python;
 pub mod reference;

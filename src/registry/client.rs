@@ -24,7 +24,7 @@ use reqwest::header::{
 use reqwest::{StatusCode, Url};
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -381,27 +381,9 @@ impl RegistryClient {
         repo: &Reference,
         blobs: &[BlobUpload<'_>],
     ) -> Vec<Result<PushOutcome, RegistryError>> {
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Option<Result<PushOutcome, RegistryError>>>> =
-            Mutex::new((0..blobs.len()).map(|_| None).collect());
-        let workers = self.transport.opts.jobs.clamp(1, blobs.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(b) = blobs.get(i) else { break };
-                    let r =
-                        self.push_blob(repo, &b.digest, b.size, b.open, b.mount_from.as_deref());
-                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
-                });
-            }
-        });
-        results
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .into_iter()
-            .map(|r| r.expect("every index is claimed by exactly one worker"))
-            .collect()
+        crate::parallel::map_ordered(blobs, self.transport.opts.jobs, |b| {
+            self.push_blob(repo, &b.digest, b.size, b.open, b.mount_from.as_deref())
+        })
     }
 
     /// Uploads a manifest or index under `reference` (a tag, or our digest)
