@@ -331,7 +331,10 @@ section_push_memory() {
 }
 
 # --- section 3: build and push, imgbuild vs a Dockerfile ---------------------------------
+DOCKER_IDS=() # every image the example's builds made; a rebuild leaves the previous one untagged
 remove_bench_images() {
+  [ ${#DOCKER_IDS[@]} -eq 0 ] || "${PODMAN[@]}" rmi -f "${DOCKER_IDS[@]}" >>"$LOG" 2>&1 || true
+  DOCKER_IDS=()
   local names
   mapfile -t names < <("${PODMAN[@]}" images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null |
     grep "^$IMAGE_PREFIX/" || true)
@@ -394,6 +397,7 @@ section_push() {
     remove_bench_images_app
     timed dockerfile_build_push --no-cache
     dock+=("$ELAPSED_MS")
+    note_docker_image
   done
   local img_ms dock_ms r
   img_ms=$(median "${img[@]}")
@@ -417,6 +421,7 @@ section_push() {
     outcomes=${summary#* }
     timed dockerfile_build_push
     dock+=("$ELAPSED_MS")
+    note_docker_image
   done
   img_ms=$(median "${img[@]}")
   dock_ms=$(median "${dock[@]}")
@@ -435,6 +440,8 @@ section_push() {
   registry_stop
   remove_bench_images
 }
+
+note_docker_image() { DOCKER_IDS+=("$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$DOCKER_IMAGE")"); }
 
 # Removes the example image (and its cached build layers) but keeps the bases.
 remove_bench_images_app() {

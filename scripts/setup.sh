@@ -117,4 +117,4 @@ step "locking fixtures/hello-api into $LOCKDIR/uv.lock"
 
 step "cargo build --release"
 (cd "$ROOT" && cargo build --release --quiet)
-step "done: target/release/imgbuild build -f images/hello-api.toml --output docker-archive:hello.tar:hello-api:latest"
+step "done: now run scripts/example.sh (push the example, run it, GET /health)"
