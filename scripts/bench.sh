@@ -20,7 +20,8 @@
 #   BENCH_BASE       the base OCI layout (default .imgbuild/base-amd64)
 #   BENCH_NO_BUILD=1 skip `cargo build --release`
 #   BENCH_KEEP=1     keep the work directory (its path is printed)
-# Timing uses hyperfine when it is installed, else a loop around `date +%s%N`.
+# Short commands are timed by hyperfine when it is installed (unless BENCH_NO_HYPERFINE=1),
+# everything else by a loop around `date +%s%N`.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -76,7 +77,7 @@ if wants push-memory || wants push; then
     die "this imgbuild has no 'push' command; the push sections need it (run: scripts/bench.sh deps)"
 fi
 HAVE_HYPERFINE=false
-command -v hyperfine >/dev/null && HAVE_HYPERFINE=true
+command -v hyperfine >/dev/null && [ "${BENCH_NO_HYPERFINE:-}" != 1 ] && HAVE_HYPERFINE=true
 
 # A directory without dots in its path: podman refuses some paths with dot-directories.
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/imgbuild-bench.XXXXXX")

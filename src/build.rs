@@ -78,6 +78,13 @@ pub enum Event {
         size: u64,
         cached: bool,
     },
+    /// One unit of work done (a wheel fetched or found, a layer built or found);
+    /// emitted as work completes, for progress bars only.
+    Progress {
+        label: String,
+    },
+    /// The build is complete: progress bars can go.
+    Done,
     Warning(String),
 }
 
@@ -128,6 +135,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
         index.annotations = Some(image_annotations(spec, None));
         canonical(&index)
     });
+    (opts.on_event)(Event::Done);
     Ok(BuildResult { images, index })
 }
 
@@ -226,6 +234,9 @@ fn build_platform(
                     bytes: f.downloaded,
                 });
             }
+            (opts.on_event)(Event::Progress {
+                label: w.filename.clone(),
+            });
         };
         let fetched = fetcher.fetch_all(&wheels, &on_fetched)?;
         packages = wheel_layers(
@@ -447,7 +458,13 @@ fn wheel_layers(
             let content = WheelContent::open(path)?;
             Ok((install.plan, Box::new(content) as Box<dyn ExternalContent>))
         })
-        .map(|(l, cached)| (format!("{} {}", w.name, w.version), l, cached))
+        .map(|(l, cached)| {
+            let label = format!("{} {}", w.name, w.version);
+            (opts.on_event)(Event::Progress {
+                label: label.clone(),
+            });
+            (label, l, cached)
+        })
     });
     let mut out = built.into_iter().collect::<Result<Vec<_>, _>>()?;
 

@@ -217,19 +217,52 @@ pub fn prepare(common: &CommonArgs) -> Result<Context_> {
     })
 }
 
+/// Progress on a terminal (one bar over fetching and layer building), plain
+/// lines in CI; `-v` prints every step.
 pub fn event_printer(verbose: bool) -> impl Fn(Event) + Sync {
-    let tty = std::io::stderr().is_terminal();
+    let bar = (std::io::stderr().is_terminal() && !verbose).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed}] {bar:30} {pos}/{len} {wide_msg}",
+            )
+            .expect("a valid template"),
+        );
+        bar
+    });
+    let say = {
+        let bar = bar.clone();
+        move |line: String| match &bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    };
     move |e: Event| match e {
         Event::Base {
             platform,
             name,
             digest,
-        } => eprintln!("[{platform}] base {name} @ {digest}"),
-        Event::Python { platform, info } => eprintln!("[{platform}] python {info}"),
-        Event::Wheels { platform, count } => eprintln!("[{platform}] {count} packages to install"),
+        } => say(format!("[{platform}] base {name} @ {digest}")),
+        Event::Python { platform, info } => say(format!("[{platform}] python {info}")),
+        Event::Wheels { platform, count } => {
+            if let Some(b) = &bar {
+                // Each wheel is fetched once and becomes one layer.
+                b.inc_length(2 * count as u64);
+            }
+            say(format!("[{platform}] {count} packages to install"))
+        }
         Event::Fetched { filename, bytes } => {
-            if verbose || tty {
-                eprintln!("downloaded {filename} ({})", human(bytes))
+            say(format!("downloaded {filename} ({})", human(bytes)))
+        }
+        Event::Progress { label } => {
+            if let Some(b) = &bar {
+                b.inc(1);
+                b.set_message(label);
+            }
+        }
+        Event::Done => {
+            if let Some(b) = &bar {
+                b.finish_and_clear();
             }
         }
         Event::Layer {
@@ -239,16 +272,16 @@ pub fn event_printer(verbose: bool) -> impl Fn(Event) + Sync {
             size,
             cached,
         } => {
-            if verbose || tty || !cached {
-                eprintln!(
+            if verbose || !cached {
+                say(format!(
                     "[{platform}] layer {} {} {label}{}",
                     digest.short(),
                     human(size),
                     if cached { " (cached)" } else { "" }
-                )
+                ))
             }
         }
-        Event::Warning(w) => eprintln!("warning: {w}"),
+        Event::Warning(w) => say(format!("warning: {w}")),
     }
 }
 

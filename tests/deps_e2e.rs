@@ -378,3 +378,74 @@ fn bad_locks_and_bases_fail_clearly_and_leave_the_cache_intact() {
     );
     assert_cache_intact(&cache);
 }
+
+#[test]
+fn a_warm_cache_builds_offline_and_a_layer_budget_merges_the_smallest_packages() {
+    let project = support::uv::uv_lock(&support::fixture("hello-api"));
+    support::synthetic::write_base(&project.join("base"));
+    write_spec(&project, "oci:base:latest", "hello_api.main:app");
+    let cache = project.join("cache");
+    let cache = cache.to_str().unwrap();
+    let online = build_json(
+        &project,
+        &["build", "--output", "oci:out", "--cache-dir", cache],
+    );
+    let offline = build_json(
+        &project,
+        &[
+            "build",
+            "--offline",
+            "--output",
+            "oci:out",
+            "--cache-dir",
+            cache,
+        ],
+    );
+    assert_eq!(
+        online["digest"], offline["digest"],
+        "--offline from a warm cache gives the same image"
+    );
+    let cold_offline = imgbuild(
+        &project,
+        &[
+            "build",
+            "--offline",
+            "--output",
+            "oci:out2",
+            "--cache-dir",
+            "empty-cache",
+        ],
+    );
+    assert!(!cold_offline.status.success());
+    assert!(
+        stderr(&cold_offline).contains("--offline"),
+        "{}",
+        stderr(&cold_offline)
+    );
+
+    // 1 base layer + venv + 20 packages + app is 23; a budget of 12 leaves 9
+    // package layers: the 8 largest packages on their own, the other 12 merged.
+    std::fs::write(
+        project.join("imgbuild.toml"),
+        "base = \"oci:base:latest\"\napp = \"hello_api.main:app\"\nlayer-budget = 12\n",
+    )
+    .unwrap();
+    let merged = build_json(
+        &project,
+        &["build", "--output", "oci:out", "--cache-dir", cache],
+    );
+    let layers = merged["images"][0]["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 12, "{merged:#}");
+    let labels: Vec<&str> = layers
+        .iter()
+        .map(|l| l["label"].as_str().unwrap())
+        .collect();
+    assert!(
+        labels.iter().any(|l| l.starts_with("merged: ")),
+        "{labels:?}"
+    );
+    assert!(
+        labels.iter().any(|l| l.starts_with("uvloop ")),
+        "the largest package keeps its own layer: {labels:?}"
+    );
+}
