@@ -106,6 +106,9 @@ pub struct BuildOptions<'a> {
     pub epoch: u64,
     pub remote: Option<&'a dyn RemoteBases>,
     pub on_event: &'a (dyn Fn(Event) + Sync),
+    /// Where this run writes (the output, the cache): kept out of the app layer
+    /// when they lie inside the source tree, so a rebuild sees the same tree.
+    pub own_paths: Vec<PathBuf>,
 }
 
 pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError> {
@@ -274,7 +277,11 @@ fn build_platform(
     let mut ours = vec![("venv".to_string(), skeleton_layer, cached)];
     ours.extend(packages);
 
-    let app_plan = app::plan_app_layer(&spec.source, &spec.workdir, &spec.app_excludes())?;
+    let app_plan = app::plan_app_layer(
+        &spec.source,
+        &spec.workdir,
+        &app_excludes(spec, &opts.own_paths),
+    )?;
     let (app_layer, _) = store_layer(opts, &app_plan, &mut NoExternal)?;
     ours.push(("app".to_string(), app_layer, false));
 
@@ -352,6 +359,22 @@ fn build_platform(
         layers,
         base_repository,
     })
+}
+
+fn app_excludes(spec: &Spec, own_paths: &[PathBuf]) -> Vec<String> {
+    let mut out = spec.app_excludes();
+    let source = spec
+        .source
+        .canonicalize()
+        .unwrap_or_else(|_| spec.source.clone());
+    for p in own_paths {
+        if let Ok(rel) = p.strip_prefix(&source) {
+            if let Some(rel) = rel.to_str().filter(|r| !r.is_empty()) {
+                out.push(crate::dockerignore::literal_pattern(rel));
+            }
+        }
+    }
+    out
 }
 
 fn describe_python(p: &PythonInfo) -> String {

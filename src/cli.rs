@@ -315,20 +315,24 @@ fn default_repo_tag(spec: &Spec) -> String {
     format!("localhost/{name}:latest")
 }
 
+/// Absolute, symlink-free forms of paths this run writes to (they may not exist yet).
+fn own_paths(paths: &[&Path]) -> Vec<PathBuf> {
+    paths
+        .iter()
+        .filter_map(|p| {
+            let abs = std::path::absolute(p).ok()?;
+            match (abs.parent(), abs.file_name()) {
+                (Some(parent), Some(name)) => Some(parent.canonicalize().ok()?.join(name)),
+                _ => abs.canonicalize().ok(),
+            }
+        })
+        .collect()
+}
+
 fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
     let dest = Destination::parse(&args.output)?;
     let ctx = prepare(&args.common)?;
     let printer = event_printer(verbose);
-    let opts = BuildOptions {
-        platforms: ctx.platforms.clone(),
-        store: &ctx.store,
-        http: &ctx.http,
-        offline: args.common.offline,
-        jobs: args.common.jobs,
-        epoch: ctx.epoch,
-        remote: None,
-        on_event: &printer,
-    };
     let client = registry_client(&args.common, &RegistryArgs::default(), None)?;
     let bases = RegistryBases {
         client,
@@ -336,9 +340,20 @@ fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
         offline: args.common.offline,
         on_event: &printer,
     };
+    let output_path = match &dest {
+        Destination::Layout { dir, .. } => dir,
+        Destination::OciArchive { file, .. } | Destination::DockerArchive { file, .. } => file,
+    };
     let opts = BuildOptions {
+        platforms: ctx.platforms.clone(),
+        store: &ctx.store,
+        http: &ctx.http,
+        offline: args.common.offline,
+        jobs: args.common.jobs,
+        epoch: ctx.epoch,
         remote: Some(&bases),
-        ..opts
+        on_event: &printer,
+        own_paths: own_paths(&[output_path, ctx.store.root()]),
     };
     let result = build::build(&ctx.spec, &opts)?;
     match &dest {
@@ -432,6 +447,7 @@ fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
         epoch: ctx.epoch,
         remote: Some(&bases),
         on_event: &printer,
+        own_paths: own_paths(&[ctx.store.root()]),
     };
     let t0 = std::time::Instant::now();
     let result = build::build(&ctx.spec, &opts)?;

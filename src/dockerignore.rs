@@ -101,6 +101,19 @@ pub struct Matcher {
     patterns: Vec<Pattern>,
 }
 
+/// A pattern that matches exactly `rel_path` (relative, `/`-separated): glob
+/// characters and a leading `!` or `#` are escaped.
+pub fn literal_pattern(rel_path: &str) -> String {
+    let mut escaped = String::new();
+    for c in rel_path.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '!' | '#') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 impl Matcher {
     /// Reads `.dockerignore` text: comments, blank lines and a UTF-8 BOM are
     /// skipped; errors give the 1-based line.

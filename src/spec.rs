@@ -804,14 +804,7 @@ impl Spec {
         let mut out = self.exclude.clone();
         if self.venv.starts_with(&self.workdir) {
             let rel = &self.venv.as_str()[self.workdir.as_str().len() + 1..];
-            let mut escaped = String::new();
-            for c in rel.chars() {
-                if matches!(c, '*' | '?' | '[' | ']' | '\\' | '!' | '#') {
-                    escaped.push('\\');
-                }
-                escaped.push(c);
-            }
-            out.push(escaped);
+            out.push(crate::dockerignore::literal_pattern(rel));
         }
         out
     }
