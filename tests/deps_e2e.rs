@@ -449,3 +449,64 @@ fn a_warm_cache_builds_offline_and_a_layer_budget_merges_the_smallest_packages()
         "the largest package keeps its own layer: {labels:?}"
     );
 }
+
+#[test]
+fn uv_lock_pylock_and_hashed_requirements_give_the_same_image() {
+    let project = support::uv::uv_lock(&support::fixture("hello-api"));
+    support::synthetic::write_base(&project.join("base"));
+    let lock = std::fs::read_to_string(project.join("uv.lock")).unwrap();
+    // The index the lock was made against, read at test time so no index host is committed.
+    let index_url = lock
+        .lines()
+        .find_map(|l| {
+            l.split("registry = \"")
+                .nth(1)
+                .map(|r| r.split('"').next().unwrap().to_string())
+        })
+        .expect("a registry source in uv.lock");
+    support::uv::uv_export_pylock(&project);
+    support::uv::uv_export_requirements(&project);
+    let cache = project.join("cache");
+    let cache = cache.to_str().unwrap();
+    let mut digests = Vec::new();
+    for lockfile in ["uv.lock", "pylock.toml", "requirements.txt"] {
+        std::fs::write(
+            project.join("imgbuild.toml"),
+            format!(
+                "base = \"oci:base:latest\"\napp = \"hello_api.main:app\"\nlockfile = \"{lockfile}\"\nindex-url = \"{index_url}\"\n"
+            ),
+        )
+        .unwrap();
+        let summary = build_json(
+            &project,
+            &["build", "--output", "oci:out", "--cache-dir", cache],
+        );
+        let layers: Vec<(String, String)> = summary["images"][0]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["label"].as_str().unwrap().to_string(),
+                    l["digest"].as_str().unwrap().to_string(),
+                )
+            })
+            .filter(|(label, _)| label != "app")
+            .collect();
+        digests.push((lockfile, layers));
+    }
+    assert_eq!(
+        digests[0].1.len(),
+        22,
+        "base, venv and 20 packages: {:?}",
+        digests[0].1
+    );
+    assert_eq!(
+        digests[0].1, digests[1].1,
+        "pylock.toml installs other wheels than uv.lock"
+    );
+    assert_eq!(
+        digests[0].1, digests[2].1,
+        "requirements.txt installs other wheels than uv.lock"
+    );
+}
