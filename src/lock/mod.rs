@@ -102,6 +102,14 @@ pub enum LockError {
 
 /// Reads the lockfile at `path` and returns the packages to install for the
 /// target described by `env`, sorted by name.
+/// A lockfile's text, with an error that names it.
+pub(crate) fn read_text(path: &Path) -> Result<String, LockError> {
+    std::fs::read_to_string(path).map_err(|source| LockError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 pub fn load(
     path: &Path,
     opts: &LockOptions,

@@ -56,10 +56,7 @@ pub fn load(
     opts: &LockOptions,
     env: &MarkerEnv,
 ) -> Result<Vec<LockedPackage>, LockError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LockError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text = super::read_text(path)?;
     parse(&text, &path.display().to_string(), opts, env)
 }
 

@@ -77,10 +77,7 @@ fn parse_file(
     install: bool,
 ) -> Result<(), LockError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| LockError::Read {
-        path: shown.clone(),
-        source,
-    })?;
+    let text = super::read_text(path)?;
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_owned());
     if stack.contains(&canonical) || stack.len() >= MAX_INCLUDE_DEPTH {
         return Err(LockError::Invalid {

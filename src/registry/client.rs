@@ -150,6 +150,31 @@ impl RegistryClient {
         }
     }
 
+    /// GET or HEAD on a manifest, accepting every manifest and index type.
+    fn manifest_request(
+        &self,
+        reference: &Reference,
+        what: &str,
+        method: reqwest::Method,
+    ) -> Result<reqwest::blocking::Response, RegistryError> {
+        let scopes = [repository_scope(&reference.repository, false)];
+        let path = format!(
+            "/v2/{}/manifests/{}",
+            reference.repository,
+            reference.manifest_reference()
+        );
+        self.execute(Call {
+            registry: reference.registry.as_str(),
+            what,
+            scopes: &scopes,
+            retry: true,
+            build: &|c, base| {
+                Ok(c.request(method.clone(), join(base, &path))
+                    .header(ACCEPT, MANIFEST_MEDIA_TYPES.join(", ")))
+            },
+        })
+    }
+
     /// Fetches a manifest or index: its exact bytes, media type and digest.
     /// When the reference has a digest, the bytes are checked against it.
     pub fn get_manifest(
@@ -158,22 +183,7 @@ impl RegistryClient {
     ) -> Result<(Vec<u8>, String, Digest), RegistryError> {
         let what = format!("fetching manifest {reference}");
         let registry = reference.registry.as_str();
-        let scopes = [repository_scope(&reference.repository, false)];
-        let path = format!(
-            "/v2/{}/manifests/{}",
-            reference.repository,
-            reference.manifest_reference()
-        );
-        let resp = self.execute(Call {
-            registry,
-            what: &what,
-            scopes: &scopes,
-            retry: true,
-            build: &|c, base| {
-                Ok(c.get(join(base, &path))
-                    .header(ACCEPT, MANIFEST_MEDIA_TYPES.join(", ")))
-            },
-        })?;
+        let resp = self.manifest_request(reference, &what, reqwest::Method::GET)?;
         if !resp.status().is_success() {
             return Err(self.fail(&what, registry, resp));
         }
@@ -238,22 +248,7 @@ impl RegistryClient {
     ) -> Result<Option<(Digest, String)>, RegistryError> {
         let what = format!("checking manifest {reference}");
         let registry = reference.registry.as_str();
-        let scopes = [repository_scope(&reference.repository, false)];
-        let path = format!(
-            "/v2/{}/manifests/{}",
-            reference.repository,
-            reference.manifest_reference()
-        );
-        let resp = self.execute(Call {
-            registry,
-            what: &what,
-            scopes: &scopes,
-            retry: true,
-            build: &|c, base| {
-                Ok(c.head(join(base, &path))
-                    .header(ACCEPT, MANIFEST_MEDIA_TYPES.join(", ")))
-            },
-        })?;
+        let resp = self.manifest_request(reference, &what, reqwest::Method::HEAD)?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
