@@ -15,7 +15,7 @@
 #
 # Run scripts/setup.sh first (it builds the Debian base image into .imgbuild/base-amd64).
 # Settings from the environment:
-#   BENCH_COLD_RUNS  runs of each cold measurement (default 3); the median is printed
+#   BENCH_COLD_RUNS  runs of each cold measurement (default 5); the median is printed
 #   BENCH_WARM_RUNS  runs of each warm measurement (default 10)
 #   BENCH_BASE       the base OCI layout (default .imgbuild/base-amd64)
 #   BENCH_NO_BUILD=1 skip `cargo build --release`
@@ -28,7 +28,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 HERE="$ROOT/scripts/bench"
 IMGBUILD="$ROOT/target/release/imgbuild"
 BASE_LAYOUT=${BENCH_BASE:-$ROOT/.imgbuild/base-amd64}
-COLD_RUNS=${BENCH_COLD_RUNS:-3}
+COLD_RUNS=${BENCH_COLD_RUNS:-5}
 WARM_RUNS=${BENCH_WARM_RUNS:-10}
 EXCLUDE_NEWER=2026-11-01T00:00:00Z
 # Podman works here only with runc and modest limits (see scripts/setup.sh).
@@ -104,39 +104,28 @@ now_ns() { date +%s%N; }
 
 # Runs CMD with its output appended to the log (its stdout to the file $TIMED_STDOUT
 # instead, when that is set); fails the script with the log's tail if CMD fails. Sets
-# ELAPSED_MS.
+# ELAPSED_MS, and CPU_MS (user + system time of CMD and its children) when /usr/bin/time
+# is there to measure it and TIMED_CPU is not 0.
 timed() {
-  local t0 t1 stdout=${TIMED_STDOUT:-$LOG}
+  local t0 t1 stdout=${TIMED_STDOUT:-$LOG} wrap=()
+  [ -x /usr/bin/time ] && [ "${TIMED_CPU:-1}" = 1 ] && wrap=(/usr/bin/time -f '%U %S' -o "$WORK/cpu")
   echo "+ $*" >>"$LOG"
   t0=$(now_ns)
-  if ! "$@" >>"$stdout" 2>>"$LOG"; then
+  if ! "${wrap[@]}" "$@" >>"$stdout" 2>>"$LOG"; then
     tail -n 30 "$LOG" >&2
     die "failed: $*"
   fi
   t1=$(now_ns)
   ELAPSED_MS=$(((t1 - t0) / 1000000))
+  CPU_MS="n/a"
+  [ ${#wrap[@]} -eq 0 ] || CPU_MS=$(awk '{ printf "%d\n", ($1 + $2) * 1000 }' "$WORK/cpu")
 }
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {
   if (NR % 2) print a[(NR + 1) / 2]; else printf "%d\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-# timed_runs N PREPARE CMD... : median ms of N runs of CMD, each after the shell
-# function PREPARE (untimed; ":" for none). Sets MEDIAN_MS and ALL_MS.
-timed_runs() {
-  local n=$1 prepare=$2 i
-  shift 2
-  local times=()
-  for ((i = 1; i <= n; i++)); do
-    "$prepare"
-    timed "$@"
-    times+=("$ELAPSED_MS")
-  done
-  ALL_MS="${times[*]}"
-  MEDIAN_MS=$(median "${times[@]}")
-}
-
-# fast_runs N PREPARE_CMD CMD... : like timed_runs, for commands of a few milliseconds,
-# where hyperfine's lower overhead matters. PREPARE_CMD is a plain command line ("" for
+# fast_runs N PREPARE_CMD CMD... : the median ms of N runs of CMD, a command of a few
+# milliseconds, where hyperfine's lower overhead matters. PREPARE_CMD is a plain command line ("" for
 # none), run untimed before each run. Sets MEDIAN_MS and ALL_MS.
 fast_runs() {
   local n=$1 prepare=$2
@@ -152,7 +141,7 @@ fast_runs() {
     local i times=()
     for ((i = 0; i < n + 2; i++)); do
       [ -z "$prepare" ] || $prepare >>"$LOG" 2>&1
-      timed "$@"
+      TIMED_CPU=0 timed "$@"
       [ $i -lt 2 ] || times+=("$ELAPSED_MS") # the first two warm up
     done
     ALL_MS="${times[*]}"
@@ -271,20 +260,33 @@ EOF
 section_deps() {
   say "deps: cold imgbuild build vs uv sync --no-cache ($COLD_RUNS runs each)"
   local cache="$WORK/deps-cache" out="$WORK/deps-out" venv="$WORK/deps-venv"
-  fresh_imgbuild() { rm -rf "$cache" "$out"; }
-  fresh_venv() { rm -rf "$venv"; }
-  timed_runs "$COLD_RUNS" fresh_imgbuild \
-    "$IMGBUILD" build -f "$SPEC" --output "oci:$out" --cache-dir "$cache"
-  local img_ms=$MEDIAN_MS img_all=$ALL_MS
   # The venv lives outside the source tree so the push section's Dockerfile context
-  # (which is the source tree) never sees it.
-  timed_runs "$COLD_RUNS" fresh_venv env -C "$APP" UV_PROJECT_ENVIRONMENT="$venv" UV_PYTHON_DOWNLOADS=never \
-    UV_NO_PROGRESS=1 uv sync --frozen --no-cache --no-install-project --python 3.11
-  local uv_ms=$MEDIAN_MS uv_all=$ALL_MS
+  # (which is the source tree) never sees it. The two routes take turns, so both meet the
+  # same network and load; the index is reached over the network by both.
+  local img=() uv=() img_cpu=() uv_cpu=() i
+  for ((i = 1; i <= COLD_RUNS; i++)); do
+    rm -rf "$cache" "$out"
+    timed "$IMGBUILD" build -f "$SPEC" --output "oci:$out" --cache-dir "$cache"
+    img+=("$ELAPSED_MS") img_cpu+=("$CPU_MS")
+    rm -rf "$venv"
+    timed env -C "$APP" UV_PROJECT_ENVIRONMENT="$venv" UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 \
+      uv sync --frozen --no-cache --no-install-project --python 3.11
+    uv+=("$ELAPSED_MS") uv_cpu+=("$CPU_MS")
+  done
+  local img_ms uv_ms img_all=${img[*]} uv_all=${uv[*]}
+  img_ms=$(median "${img[@]}")
+  uv_ms=$(median "${uv[@]}")
   local r
   r=$(ratio "$img_ms" "$uv_ms")
   result "deps cold: imgbuild build ${img_ms} ms [${img_all}], uv sync --no-cache ${uv_ms} ms [${uv_all}]," \
     "ratio imgbuild/uv ${r} (goal <= 1.5: $(verdict "$r" "<=" 1.5))"
+  if [ "${img_cpu[0]}" != n/a ]; then
+    # Wall time here swings with the index's latency; CPU time shows the work each does.
+    img_ms=$(median "${img_cpu[@]}")
+    uv_ms=$(median "${uv_cpu[@]}")
+    result "deps cold, CPU time (user + sys): imgbuild ${img_ms} ms [${img_cpu[*]}]," \
+      "uv ${uv_ms} ms [${uv_cpu[*]}], ratio $(ratio "$img_ms" "$uv_ms") (for information; no goal)"
+  fi
 
   say "deps: warm imgbuild build, same lock ($WARM_RUNS runs each)"
   # The cache is warm from the last cold run. First into a new output directory each time...

@@ -189,7 +189,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-pub struct Context_ {
+pub struct Prepared {
     pub spec: Spec,
     pub store: Store,
     pub http: crate::fetch::LazyHttp,
@@ -197,7 +197,7 @@ pub struct Context_ {
     pub epoch: u64,
 }
 
-pub fn prepare(common: &CommonArgs) -> Result<Context_> {
+pub fn prepare(common: &CommonArgs) -> Result<Prepared> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let spec = spec::load(common.spec.as_deref(), &cwd)?;
     let platforms = common
@@ -208,7 +208,7 @@ pub fn prepare(common: &CommonArgs) -> Result<Context_> {
     let store = Store::open(common.cache_dir.clone().unwrap_or_else(Store::default_root))?;
     let http = crate::fetch::LazyHttp::new(common.ca_files.clone());
     let epoch = crate::image::time::source_date_epoch()?;
-    Ok(Context_ {
+    Ok(Prepared {
         spec,
         store,
         http,

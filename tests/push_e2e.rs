@@ -936,3 +936,86 @@ fn failures_are_one_line_name_the_culprit_and_push_nothing() {
     );
     assert!(raw_manifest(&reg, "hello-api:2").is_err());
 }
+
+#[test]
+fn login_saves_credentials_that_a_later_push_uses() {
+    let reg = Registry::start(Setup::Htpasswd);
+    let ca = reg.ca_file.as_ref().unwrap().display().to_string();
+    let base = format!(
+        "oci:{}:latest",
+        support::base::base_image("amd64").display()
+    );
+    let project = hello_api(&base, "");
+    let config = project.join(".no-credentials/config.json");
+
+    // A wrong password is refused at login, and nothing is saved.
+    let run = imgbuild(
+        &project,
+        &[
+            "login",
+            &reg.host,
+            "-u",
+            USERNAME,
+            "--password-stdin",
+            "--ca-file",
+            &ca,
+        ],
+        Some(&format!("{WRONG_PASSWORD}\n")),
+        &[],
+    );
+    assert!(!run.success, "login with a wrong password succeeded");
+    assert!(run.stderr.contains(&reg.host), "{}", run.stderr);
+    assert!(!config.exists(), "credentials saved despite a failed login");
+
+    let run = imgbuild(
+        &project,
+        &[
+            "login",
+            &reg.host,
+            "-u",
+            USERNAME,
+            "--password-stdin",
+            "--ca-file",
+            &ca,
+        ],
+        Some(&format!("{PASSWORD}\n")),
+        &[],
+    );
+    assert!(run.success, "login failed: {}", run.stderr);
+    let saved: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert!(saved["auths"][&reg.host]["auth"].is_string(), "{saved:#}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "config.json must be private");
+
+    // The push names no credentials: it finds the saved ones.
+    let tag = format!("{}/login-test:1", reg.host);
+    let run = imgbuild(
+        &project,
+        &[
+            "push",
+            "--tag",
+            &tag,
+            "--ca-file",
+            &ca,
+            "--cache-dir",
+            &cache_dir(),
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        run.success,
+        "push with saved credentials failed: {}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with(&format!("{tag}@sha256:")),
+        "{}",
+        run.stdout
+    );
+}
