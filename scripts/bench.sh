@@ -108,7 +108,10 @@ now_ns() { date +%s%N; }
 # is there to measure it and TIMED_CPU is not 0.
 timed() {
   local t0 t1 stdout=${TIMED_STDOUT:-$LOG} wrap=()
-  [ -x /usr/bin/time ] && [ "${TIMED_CPU:-1}" = 1 ] && wrap=(/usr/bin/time -f '%U %S' -o "$WORK/cpu")
+  # /usr/bin/time runs programs only, not this script's functions.
+  if [ -x /usr/bin/time ] && [ "${TIMED_CPU:-1}" = 1 ] && [ "$(type -t "$1")" = file ]; then
+    wrap=(/usr/bin/time -f '%U %S' -o "$WORK/cpu")
+  fi
   echo "+ $*" >>"$LOG"
   t0=$(now_ns)
   if ! "${wrap[@]}" "$@" >>"$stdout" 2>>"$LOG"; then

@@ -253,6 +253,20 @@ fn skopeo_and_umoci_accept_layout_and_archive() {
         &[],
     ));
     assert_eq!(digest, archive_digest);
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(
+        mode(&tmp.path().join("image.tar")),
+        0o644,
+        "the archive is readable by others"
+    );
+    assert_eq!(
+        mode(&tmp.path().join("layout")),
+        0o755,
+        "the layout is readable by others"
+    );
 
     for reference in [
         format!("oci:{}:v1", tmp.path().join("layout").display()),

@@ -39,6 +39,11 @@ pub enum BaseError {
 /// Streams raw (unverified) blob bytes; `BaseImage::open_blob` adds verification.
 pub trait BlobSource: Send + Sync {
     fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError>;
+    /// A blob read once and not kept (reading the base's Python): a registry
+    /// streams it rather than filling the cache with layers a push may never need.
+    fn open_stream(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
+        self.open(digest)
+    }
     /// Manifests and indexes; registries serve them apart from blobs.
     fn open_manifest(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
         self.open(digest)
@@ -63,7 +68,7 @@ impl BaseImage {
         &self,
         desc: &Descriptor,
     ) -> Result<VerifyingReader<Box<dyn Read + Send>>, BaseError> {
-        let r = self.blobs.open(&desc.digest)?;
+        let r = self.blobs.open_stream(&desc.digest)?;
         Ok(VerifyingReader::new(
             r,
             desc.digest.clone(),

@@ -74,6 +74,17 @@ impl BlobSource for RegistryBlobs {
         Ok(Box::new(f))
     }
 
+    fn open_stream(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
+        if self.store.has_blob(digest) || self.offline || digest == &self.top.0 {
+            return self.open(digest);
+        }
+        let reg = |e: crate::registry::RegistryError| BaseError::Registry {
+            base: self.name.clone(),
+            source: Box::new(e),
+        };
+        self.client.get_blob(&self.repo, digest, None).map_err(reg)
+    }
+
     fn open_manifest(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
         if digest == &self.top.0 || self.store.has_blob(digest) {
             return self.open(digest);

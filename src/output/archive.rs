@@ -73,6 +73,7 @@ pub fn write_docker_archive(
     };
     let w = write_tar(&plan, mtime, &mut layers, io::BufWriter::new(tmp)).map_err(io_err)?;
     let tmp = w.into_inner().map_err(|e| io_err(e.into_error()))?;
+    super::make_readable(tmp.path(), 0o644).map_err(io_err)?;
     tmp.persist(file).map_err(|e| io_err(e.error))?;
     Ok(())
 }

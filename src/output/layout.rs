@@ -102,6 +102,7 @@ pub fn write_oci_archive(
         path: file.to_path_buf(),
         source: e.into_error(),
     })?;
+    super::make_readable(tmp.path(), 0o644).map_err(io_err(file))?;
     tmp.persist(file).map_err(|e| OutputError::Io {
         path: file.to_path_buf(),
         source: e.error,
@@ -148,6 +149,7 @@ pub fn write_oci_layout(
             crate::layer::EntryKind::Symlink { .. } => unreachable!("layouts hold no symlinks"),
         }
     }
+    super::make_readable(tmp.path(), 0o755).map_err(io_err(dir))?;
     let staged = tmp.keep();
     if dir.exists() {
         let old = tempfile::Builder::new()

@@ -79,6 +79,13 @@ pub enum OutputError {
     Invalid(String),
 }
 
+/// Temp files and directories are private (0600/0700) while they are written;
+/// what we publish is readable by others, as `cp` or `docker save` would leave it.
+pub(crate) fn make_readable(path: &std::path::Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
 /// Opens a layer's compressed bytes, verified against its digest as they stream.
 pub fn open_layer(store: &Store, l: &ImageLayer) -> io::Result<Box<dyn Read + Send>> {
     let raw: Box<dyn Read + Send> = match &l.origin {
