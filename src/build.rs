@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 /// Bumped whenever the bytes of a generated layer change for the same inputs,
 /// so cached layers from older versions are never reused. See docs/reproducibility.md.
-pub const LAYER_FORMAT: u32 = 1;
+pub const LAYER_FORMAT: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {

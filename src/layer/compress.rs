@@ -7,7 +7,11 @@ use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
 use std::io::Write;
 
-pub const GZIP_LEVEL: u32 = 6;
+/// Level 1: on the FastAPI closure (32 MB of installed files) it compresses about
+/// 2.7 times faster than level 6 for layers 13 % larger (10.4 MB against 9.2 MB).
+/// A package's layer is compressed once and then shared by every app and
+/// build, but a cold build pays for every layer, and that is where it counts.
+pub const GZIP_LEVEL: u32 = 1;
 
 pub fn gzip_writer<W: Write>(inner: W) -> GzEncoder<W> {
     GzBuilder::new()

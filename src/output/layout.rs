@@ -14,8 +14,8 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-/// The layout's index.json: one descriptor for the image, tagged.
-fn layout_index(result: &BuildResult, tag: &str) -> Vec<u8> {
+/// The descriptor of the image in a layout's index.json, tagged.
+fn tagged_descriptor(result: &BuildResult, tag: &str) -> Descriptor {
     let mut desc = Descriptor::new(
         result.media_type(),
         result.digest(),
@@ -28,7 +28,12 @@ fn layout_index(result: &BuildResult, tag: &str) -> Vec<u8> {
     if result.index.is_none() {
         desc.platform = Some(result.images[0].platform.clone());
     }
-    canonical(&Index::new(vec![desc]))
+    desc
+}
+
+/// The index.json of a new layout: one descriptor for the image, tagged.
+fn layout_index(result: &BuildResult, tag: &str) -> Vec<u8> {
+    canonical(&Index::new(vec![tagged_descriptor(result, tag)]))
 }
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -110,15 +115,19 @@ pub fn write_oci_archive(
     Ok(())
 }
 
-/// Writes an OCI layout directory at `dir`. An existing layout there is
-/// replaced whole; any other existing directory is refused.
+/// Writes an OCI layout directory at `dir`: a new one is staged beside it and
+/// renamed into place; an existing layout gets the image added under `tag`
+/// (as skopeo does); any other existing directory is refused.
 pub fn write_oci_layout(
     result: &BuildResult,
     dir: &Path,
     tag: &str,
     store: &Store,
 ) -> Result<(), OutputError> {
-    if dir.exists() && !(dir.join("oci-layout").is_file() || is_empty_dir(dir)) {
+    if dir.join("oci-layout").is_file() {
+        return update_layout(result, dir, tag, store);
+    }
+    if dir.exists() && !is_empty_dir(dir) {
         return Err(OutputError::Invalid(format!(
             "{} exists and is not an OCI layout; choose a new directory for --output oci:",
             dir.display()
@@ -151,18 +160,8 @@ pub fn write_oci_layout(
     }
     super::make_readable(tmp.path(), 0o755).map_err(io_err(dir))?;
     let staged = tmp.keep();
-    if dir.exists() {
-        let old = tempfile::Builder::new()
-            .prefix(".imgbuild-old-")
-            .tempdir_in(parent)
-            .map_err(io_err(parent))?
-            .keep();
-        fs::rename(dir, old.join("layout")).map_err(io_err(dir))?;
-        fs::rename(&staged, dir).map_err(io_err(dir))?;
-        let _ = fs::remove_dir_all(old);
-    } else {
-        fs::rename(&staged, dir).map_err(io_err(dir))?;
-    }
+    // Only an empty directory can be here; rename(2) replaces it.
+    fs::rename(&staged, dir).map_err(io_err(dir))?;
     Ok(())
 }
 
@@ -170,4 +169,55 @@ fn is_empty_dir(dir: &Path) -> bool {
     fs::read_dir(dir)
         .map(|mut d| d.next().is_none())
         .unwrap_or(false)
+}
+
+/// Adds to an existing layout what it lacks, each blob through a temp file and
+/// a rename, then swaps index.json last: a reader sees the old image or the
+/// new one, never a mix. Blobs already there (content-addressed, of the right
+/// size) are kept, so rebuilding into the same layout copies only what changed.
+fn update_layout(
+    result: &BuildResult,
+    dir: &Path,
+    tag: &str,
+    store: &Store,
+) -> Result<(), OutputError> {
+    let blobs_dir = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs_dir).map_err(io_err(&blobs_dir))?;
+    for (digest, size, blob) in all_blobs(result) {
+        let dest = blobs_dir.join(digest.hex());
+        if fs::metadata(&dest).is_ok_and(|m| m.len() == size) {
+            continue;
+        }
+        let mut tmp = tempfile::NamedTempFile::new_in(&blobs_dir).map_err(io_err(&blobs_dir))?;
+        match blob {
+            BlobRef::Bytes(b) => tmp.write_all(b).map_err(io_err(&dest))?,
+            BlobRef::Layer(l) => {
+                let mut r = open_layer(store, l).map_err(io_err(&dest))?;
+                io::copy(&mut r, &mut tmp).map_err(io_err(&dest))?;
+            }
+        }
+        super::make_readable(tmp.path(), 0o644).map_err(io_err(&dest))?;
+        tmp.persist(&dest).map_err(|e| OutputError::Io {
+            path: dest.clone(),
+            source: e.error,
+        })?;
+    }
+    let index_path = dir.join("index.json");
+    let mut index = fs::read(&index_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Index>(&b).ok())
+        .unwrap_or_else(|| Index::new(Vec::new()));
+    index
+        .manifests
+        .retain(|d| d.annotation(ANNOTATION_REF_NAME) != Some(tag));
+    index.manifests.push(tagged_descriptor(result, tag));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
+    tmp.write_all(&canonical(&index))
+        .map_err(io_err(&index_path))?;
+    super::make_readable(tmp.path(), 0o644).map_err(io_err(&index_path))?;
+    tmp.persist(&index_path).map_err(|e| OutputError::Io {
+        path: index_path.clone(),
+        source: e.error,
+    })?;
+    Ok(())
 }
