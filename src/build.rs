@@ -450,26 +450,22 @@ fn wheel_layers(
     opts: &BuildOptions,
     budget: usize,
 ) -> Result<Vec<(String, Layer, bool)>, BuildError> {
+    // Largest first: the budget keeps them on their own layers, and building
+    // them first keeps the biggest wheel from starting last on a busy pool.
+    let mut by_size: Vec<usize> = (0..wheels.len()).collect();
+    by_size.sort_by_key(|&i| {
+        let size = std::fs::metadata(&fetched[i].path)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        (std::cmp::Reverse(size), i)
+    });
     let merged: Vec<usize> = if wheels.len() > budget.max(1) {
-        // Keep the largest budget-1 wheels on their own; merge the rest.
-        let mut by_size: Vec<usize> = (0..wheels.len()).collect();
-        by_size.sort_by_key(|&i| {
-            (
-                std::cmp::Reverse(
-                    std::fs::metadata(&fetched[i].path)
-                        .map(|m| m.len())
-                        .unwrap_or(0),
-                ),
-                i,
-            )
-        });
         by_size.split_off(budget.max(1) - 1)
     } else {
         Vec::new()
     };
-    let own: Vec<usize> = (0..wheels.len()).filter(|i| !merged.contains(i)).collect();
 
-    let built = crate::parallel::map_ordered(&own, opts.jobs, |&i| {
+    let built = crate::parallel::map_ordered(&by_size, opts.jobs, |&i| {
         let w = &wheels[i];
         let path = &fetched[i].path;
         let key = format!(
@@ -489,7 +485,13 @@ fn wheel_layers(
             (label, l, cached)
         })
     });
-    let mut out = built.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // Back to lock order, so the image never depends on sizes or scheduling.
+    let mut built: Vec<(usize, _)> = by_size.iter().copied().zip(built).collect();
+    built.sort_by_key(|(i, _)| *i);
+    let mut out = built
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect::<Result<Vec<_>, _>>()?;
 
     if !merged.is_empty() {
         let mut merged = merged;
