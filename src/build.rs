@@ -378,10 +378,7 @@ fn app_excludes(spec: &Spec, own_paths: &[PathBuf]) -> Vec<String> {
 }
 
 fn describe_python(p: &PythonInfo) -> String {
-    format!(
-        "{} (CPython {}.{}.{}, {}, {:?})",
-        p.interpreter, p.version.0, p.version.1, p.version.2, p.arch, p.libc
-    )
+    format!("{}: {}", p.interpreter, p.describe())
 }
 
 fn select_wheels(
@@ -405,7 +402,7 @@ fn select_wheels(
     Ok(crate::lock::select::select_wheels(
         &packages,
         &tags,
-        &platform.to_string(),
+        &format!("{platform} ({})", python.describe()),
     )?)
 }
 
