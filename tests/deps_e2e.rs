@@ -510,3 +510,67 @@ fn uv_lock_pylock_and_hashed_requirements_give_the_same_image() {
         "requirements.txt installs other wheels than uv.lock"
     );
 }
+
+/// Every cached blob matches its name (temp files of a killed build may remain).
+fn assert_blobs_intact(cache: &Path) {
+    for e in walkdir::WalkDir::new(cache.join("blobs/sha256")).min_depth(1) {
+        let e = e.unwrap();
+        let (d, _) =
+            imgbuild::digest::Digest::of_reader(std::fs::File::open(e.path()).unwrap()).unwrap();
+        assert_eq!(
+            d.hex(),
+            e.file_name().to_str().unwrap(),
+            "corrupt cache entry {}",
+            e.path().display()
+        );
+    }
+}
+
+#[test]
+fn concurrent_builds_and_a_killed_build_leave_a_usable_cache() {
+    let project = support::uv::uv_lock(&support::fixture("hello-api"));
+    support::synthetic::write_base(&project.join("base"));
+    write_spec(&project, "oci:base:latest", "hello_api.main:app");
+    let spawn = |out: &str, cache: &str| {
+        Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+            .current_dir(&project)
+            .args(["build", "--output", out, "--cache-dir", cache])
+            .env_remove("SOURCE_DATE_EPOCH")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let digest = |child: std::process::Child| {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .to_string()
+    };
+
+    // Caches outside the project, so the app layer sees the same tree every time.
+    let caches = tempfile::tempdir().unwrap();
+    // Two builds race on one cold cache: both download, both write the same entries.
+    let cache = caches.path().join("shared");
+    let (a, b) = (
+        spawn("oci:../out-a", cache.to_str().unwrap()),
+        spawn("oci:../out-b", cache.to_str().unwrap()),
+    );
+    let (a, b) = (digest(a), digest(b));
+    assert_eq!(a, b);
+    assert_blobs_intact(&cache);
+
+    // A build killed with SIGKILL part way through leaves nothing that a later build trips on.
+    let cache = caches.path().join("killed");
+    let mut victim = spawn("oci:../out-c", cache.to_str().unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    assert_blobs_intact(&cache);
+    let again = digest(spawn("oci:../out-c", cache.to_str().unwrap()));
+    assert_eq!(again, a, "the rebuild after a kill gives the same image");
+    assert_blobs_intact(&cache);
+}
