@@ -54,7 +54,28 @@ impl Store {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        Ok(Store { root })
+        let store = Store { root };
+        store.sweep_stale_temp_files();
+        Ok(store)
+    }
+
+    /// A build killed mid-write leaves its temp file behind (never a blob:
+    /// blobs appear only by rename). Files untouched for a day are such leftovers.
+    fn sweep_stale_temp_files(&self) {
+        const STALE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            if old.is_some_and(|age| age > STALE) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
 
     pub fn root(&self) -> &Path {
