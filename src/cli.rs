@@ -452,7 +452,40 @@ fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
     let t0 = std::time::Instant::now();
     let result = build::build(&ctx.spec, &opts)?;
     let t1 = std::time::Instant::now();
-    let report = crate::output::push::push(&client, &result, &tags, &ctx.store)?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let n: usize = result.images.iter().map(|i| i.layers.len() + 1).sum();
+        let bar = indicatif::ProgressBar::new(n as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} pushing {bar:30} {pos}/{len} {wide_msg}",
+            )
+            .expect("a valid template"),
+        );
+        bar
+    });
+    let labels: std::collections::HashMap<_, _> = result
+        .images
+        .iter()
+        .flat_map(|i| {
+            i.layers
+                .iter()
+                .map(|l| (l.layer.digest.clone(), l.label.clone()))
+        })
+        .collect();
+    let on_blob = |d: &crate::digest::Digest, o: &crate::registry::PushOutcome| {
+        if let Some(b) = &bar {
+            b.inc(1);
+            b.set_message(format!(
+                "{o:?} {}",
+                labels.get(d).map(String::as_str).unwrap_or("config")
+            ));
+        }
+    };
+    let report = crate::output::push::push(&client, &result, &tags, &ctx.store, &on_blob);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let report = report?;
     if verbose {
         eprintln!("timing: build {:?}, push {:?}", t1 - t0, t1.elapsed());
     }

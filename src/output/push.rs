@@ -45,11 +45,14 @@ impl PushReport {
 
 /// Pushes `result` under each of `tags`. Tags in one repository share the
 /// blob and manifest uploads.
+/// `on_blob` hears of each blob checked, mounted or uploaded, as it happens
+/// (for progress bars; the report gives the outcomes in order).
 pub fn push(
     client: &RegistryClient,
     result: &BuildResult,
     tags: &[Reference],
     store: &Store,
+    on_blob: &(dyn Fn(&crate::digest::Digest, &PushOutcome) + Sync),
 ) -> Result<PushReport, PushError> {
     let mut report = PushReport::default();
     let top_digest = result.digest();
@@ -57,7 +60,7 @@ pub fn push(
     for tag in tags {
         let repo_key = (tag.registry.clone(), tag.repository.clone());
         if !done_repos.contains(&repo_key) {
-            let layers = push_content(client, result, tag, store)?;
+            let layers = push_content(client, result, tag, store, on_blob)?;
             if report.layers.is_empty() {
                 report.layers = layers;
             }
@@ -158,6 +161,7 @@ fn push_content<'a>(
     result: &'a BuildResult,
     repo: &Reference,
     store: &'a Store,
+    on_blob: &(dyn Fn(&crate::digest::Digest, &PushOutcome) + Sync),
 ) -> Result<Vec<Vec<PushOutcome>>, PushError> {
     // The registry keeps a manifest only when it has all its blobs, so when
     // the top manifest is already there, everything it names is too.
@@ -212,11 +216,14 @@ fn push_content<'a>(
             });
         }
         let mut layer_outcomes = vec![PushOutcome::Existed; image.layers.len()];
-        for (n, r) in client
-            .push_blobs_parallel(repo, &uploads)
-            .into_iter()
-            .enumerate()
-        {
+        let pushed = crate::parallel::map_ordered(&uploads, client.options().jobs, |b| {
+            let r = client.push_blob(repo, &b.digest, b.size, b.open, b.mount_from.as_deref());
+            if let Ok(outcome) = &r {
+                on_blob(&b.digest, outcome);
+            }
+            r
+        });
+        for (n, r) in pushed.into_iter().enumerate() {
             let outcome = r?;
             if let Some(&k) = wanted.get(n) {
                 layer_outcomes[k] = outcome;
