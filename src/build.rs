@@ -282,7 +282,7 @@ fn build_platform(
         &spec.workdir,
         &app_excludes(spec, &opts.own_paths),
     )?;
-    let (app_layer, _) = store_layer(opts, &app_plan, &mut NoExternal)?;
+    let app_layer = store_layer(opts, &app_plan, &mut NoExternal)?;
     ours.push(("app".to_string(), app_layer, false));
 
     for (name, layer, cached) in ours {
@@ -296,7 +296,9 @@ fn build_platform(
         history.push(HistoryEntry {
             diff_id: layer.diff_id.clone(),
             created_by: format!("imgbuild: {name}"),
-            comment: format!("imgbuild {}", env!("CARGO_PKG_VERSION")),
+            // The layer format, not the imgbuild version: a release that keeps
+            // the format keeps every digest (docs/reproducibility.md).
+            comment: format!("imgbuild layer format {LAYER_FORMAT}"),
         });
         layers.push(ImageLayer {
             layer,
@@ -411,12 +413,11 @@ fn store_layer(
     opts: &BuildOptions,
     plan: &LayerPlan,
     external: &mut dyn ExternalContent,
-) -> Result<(Layer, ()), BuildError> {
-    let (digest, size, layer) = opts
+) -> Result<Layer, BuildError> {
+    let (_, _, layer) = opts
         .store
         .write_blob(|w| write_layer(plan, opts.epoch, external, w).map(|(l, _)| l))?;
-    debug_assert_eq!((digest.clone(), size), (layer.digest.clone(), layer.size));
-    Ok((layer, ()))
+    Ok(layer)
 }
 
 /// A layer looked up by what went into it, so unchanged inputs are never
@@ -433,7 +434,7 @@ fn cached_layer(
         }
     }
     let (plan, mut external) = make()?;
-    let (layer, ()) = store_layer(opts, &plan, external.as_mut())?;
+    let layer = store_layer(opts, &plan, external.as_mut())?;
     opts.store.put_meta("layers", &key, &layer)?;
     Ok((layer, false))
 }
