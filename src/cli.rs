@@ -97,7 +97,7 @@ pub struct CommonArgs {
     #[arg(long = "platform", value_delimiter = ',')]
     pub platforms: Vec<String>,
     /// Where downloaded wheels and built layers are kept. Default: IMGBUILD_CACHE_DIR, else the XDG cache.
-    #[arg(long, env = "IMGBUILD_CACHE_DIR")]
+    #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Build from the cache only; fail if a wheel or base blob is missing.
     #[arg(long)]
