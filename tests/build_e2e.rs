@@ -448,3 +448,35 @@ fn bad_input_fails_with_one_line_and_writes_nothing() {
     ];
     assert_fails_cleanly(&dir, &args, &out, &["does not match", "sha256:"]);
 }
+
+#[test]
+fn a_base_blob_changed_after_a_build_is_caught_on_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = golden_copy(tmp.path());
+    let build = |out: &str| {
+        imgbuild(
+            &dir,
+            &["build", "--output", out, "--cache-dir", "../cache"],
+            &[],
+        )
+    };
+    digest_of(&build("oci:first"));
+    digest_of(&build("oci:second")); // copied by the kernel: checked before, unchanged since
+
+    let blobs = dir.join("base/blobs/sha256");
+    let layer = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&layer).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&layer, bytes).unwrap();
+    assert_fails_cleanly(
+        &dir,
+        &["build", "--output", "oci:third", "--cache-dir", "../cache"],
+        &dir.join("third"),
+        &["does not match"],
+    );
+}

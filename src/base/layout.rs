@@ -63,6 +63,10 @@ impl BlobSource for LayoutSource {
         }
     }
 
+    fn local_file(&self, digest: &Digest) -> Option<PathBuf> {
+        Some(self.dir.join("blobs/sha256").join(digest.hex())).filter(|p| p.is_file())
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

@@ -44,6 +44,11 @@ pub trait BlobSource: Send + Sync {
     fn open_stream(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
         self.open(digest)
     }
+    /// The blob as a plain local file, when it is one (a layout's blob, a cached
+    /// registry blob), so outputs can copy it in the kernel.
+    fn local_file(&self, _digest: &Digest) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Manifests and indexes; registries serve them apart from blobs.
     fn open_manifest(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
         self.open(digest)

@@ -85,6 +85,12 @@ impl BlobSource for RegistryBlobs {
         self.client.get_blob(&self.repo, digest, None).map_err(reg)
     }
 
+    fn local_file(&self, digest: &Digest) -> Option<std::path::PathBuf> {
+        self.store
+            .has_blob(digest)
+            .then(|| self.store.blob_path(digest))
+    }
+
     fn open_manifest(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
         if digest == &self.top.0 || self.store.has_blob(digest) {
             return self.open(digest);

@@ -139,22 +139,18 @@ pub fn write_oci_layout(
         .prefix(".imgbuild-")
         .tempdir_in(parent)
         .map_err(io_err(parent))?;
-    let (plan, mut blobs) = layout_plan(result, tag, store);
+    let (plan, blobs) = layout_plan(result, tag, store);
     for (path, entry) in plan.entries() {
         let dest = tmp.path().join(path.as_str());
         match &entry.kind {
             crate::layer::EntryKind::Dir => fs::create_dir_all(&dest).map_err(io_err(&dest))?,
-            crate::layer::EntryKind::File { content, .. } => {
-                let mut f = fs::File::create(&dest).map_err(io_err(&dest))?;
-                match content {
-                    Content::Bytes(b) => f.write_all(b).map_err(io_err(&dest))?,
-                    Content::External(i) => {
-                        let mut r = blobs.open(*i).map_err(io_err(&dest))?;
-                        io::copy(&mut r, &mut f).map_err(io_err(&dest))?;
-                    }
-                    Content::HostFile(_) => unreachable!("layouts hold no host files"),
+            crate::layer::EntryKind::File { content, .. } => match content {
+                Content::Bytes(b) => fs::write(&dest, b).map_err(io_err(&dest))?,
+                Content::External(i) => {
+                    super::copy_layer(store, blobs.layers[*i], &dest).map_err(io_err(&dest))?
                 }
-            }
+                Content::HostFile(_) => unreachable!("layouts hold no host files"),
+            },
             crate::layer::EntryKind::Symlink { .. } => unreachable!("layouts hold no symlinks"),
         }
     }
@@ -191,10 +187,7 @@ fn update_layout(
         let mut tmp = tempfile::NamedTempFile::new_in(&blobs_dir).map_err(io_err(&blobs_dir))?;
         match blob {
             BlobRef::Bytes(b) => tmp.write_all(b).map_err(io_err(&dest))?,
-            BlobRef::Layer(l) => {
-                let mut r = open_layer(store, l).map_err(io_err(&dest))?;
-                io::copy(&mut r, &mut tmp).map_err(io_err(&dest))?;
-            }
+            BlobRef::Layer(l) => super::copy_layer(store, l, tmp.path()).map_err(io_err(&dest))?,
         }
         super::make_readable(tmp.path(), 0o644).map_err(io_err(&dest))?;
         tmp.persist(&dest).map_err(|e| OutputError::Io {
