@@ -315,6 +315,36 @@ fn default_repo_tag(spec: &Spec) -> String {
     format!("localhost/{name}:latest")
 }
 
+/// The pipeline with registry bases, keeping `writes` and the cache out of the app layer.
+fn run_build(
+    ctx: &Prepared,
+    common: &CommonArgs,
+    client: Arc<RegistryClient>,
+    printer: &(dyn Fn(Event) + Sync),
+    writes: &[&Path],
+) -> Result<BuildResult> {
+    let bases = RegistryBases {
+        client,
+        store: &ctx.store,
+        offline: common.offline,
+        on_event: printer,
+    };
+    let mut paths = writes.to_vec();
+    paths.push(ctx.store.root());
+    let opts = BuildOptions {
+        platforms: ctx.platforms.clone(),
+        store: &ctx.store,
+        http: &ctx.http,
+        offline: common.offline,
+        jobs: common.jobs,
+        epoch: ctx.epoch,
+        remote: Some(&bases),
+        on_event: printer,
+        own_paths: own_paths(&paths),
+    };
+    Ok(build::build(&ctx.spec, &opts)?)
+}
+
 /// Absolute, symlink-free forms of paths this run writes to (they may not exist yet).
 fn own_paths(paths: &[&Path]) -> Vec<PathBuf> {
     paths
@@ -334,28 +364,11 @@ fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
     let ctx = prepare(&args.common)?;
     let printer = event_printer(verbose);
     let client = registry_client(&args.common, &RegistryArgs::default(), None)?;
-    let bases = RegistryBases {
-        client,
-        store: &ctx.store,
-        offline: args.common.offline,
-        on_event: &printer,
-    };
     let output_path = match &dest {
         Destination::Layout { dir, .. } => dir,
         Destination::OciArchive { file, .. } | Destination::DockerArchive { file, .. } => file,
     };
-    let opts = BuildOptions {
-        platforms: ctx.platforms.clone(),
-        store: &ctx.store,
-        http: &ctx.http,
-        offline: args.common.offline,
-        jobs: args.common.jobs,
-        epoch: ctx.epoch,
-        remote: Some(&bases),
-        on_event: &printer,
-        own_paths: own_paths(&[output_path, ctx.store.root()]),
-    };
-    let result = build::build(&ctx.spec, &opts)?;
+    let result = run_build(&ctx, &args.common, client, &printer, &[output_path])?;
     match &dest {
         Destination::Layout { dir, tag } => {
             layout::write_oci_layout(&result, dir, tag, &ctx.store)?
@@ -432,25 +445,8 @@ fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
     let ctx = prepare(&args.common)?;
     let client = registry_client(&args.common, &args.registry, Some(&tags[0].registry))?;
     let printer = event_printer(verbose);
-    let bases = RegistryBases {
-        client: client.clone(),
-        store: &ctx.store,
-        offline: args.common.offline,
-        on_event: &printer,
-    };
-    let opts = BuildOptions {
-        platforms: ctx.platforms.clone(),
-        store: &ctx.store,
-        http: &ctx.http,
-        offline: args.common.offline,
-        jobs: args.common.jobs,
-        epoch: ctx.epoch,
-        remote: Some(&bases),
-        on_event: &printer,
-        own_paths: own_paths(&[ctx.store.root()]),
-    };
     let t0 = std::time::Instant::now();
-    let result = build::build(&ctx.spec, &opts)?;
+    let result = run_build(&ctx, &args.common, client.clone(), &printer, &[])?;
     let t1 = std::time::Instant::now();
     let bar = std::io::stderr().is_terminal().then(|| {
         let n: usize = result.images.iter().map(|i| i.layers.len() + 1).sum();

@@ -226,17 +226,7 @@ fn apps_that_share_a_dependency_share_its_layer() {
 
 /// Every cached blob still matches its name, and no temp file is left over.
 fn assert_cache_intact(cache: &Path) {
-    for e in walkdir::WalkDir::new(cache.join("blobs/sha256")).min_depth(1) {
-        let e = e.unwrap();
-        let (d, _) =
-            imgbuild::digest::Digest::of_reader(std::fs::File::open(e.path()).unwrap()).unwrap();
-        assert_eq!(
-            d.hex(),
-            e.file_name().to_str().unwrap(),
-            "corrupt cache entry {}",
-            e.path().display()
-        );
-    }
+    assert_blobs_intact(cache);
     let leftovers = std::fs::read_dir(cache.join("tmp"))
         .map(|d| d.count())
         .unwrap_or(0);

@@ -7,10 +7,10 @@ use flate2::write::GzEncoder;
 use flate2::{Compression, GzBuilder};
 use std::io::Write;
 
-/// Level 1: on the FastAPI closure (32 MB of installed files) it compresses about
-/// 2.7 times faster than level 6 for layers 13 % larger (10.4 MB against 9.2 MB).
-/// A package's layer is compressed once and then shared by every app and
-/// build, but a cold build pays for every layer, and that is where it counts.
+/// Level 1: a package's layer is compressed once and then shared by every app
+/// and build, but a cold build pays for every layer. Level 1 made the cold
+/// build about a fifth faster than level 6 (`scripts/bench.sh deps`, see
+/// docs/benchmarks.md) for somewhat larger layers.
 pub const GZIP_LEVEL: u32 = 1;
 
 pub fn gzip_writer<W: Write>(inner: W) -> GzEncoder<W> {
