@@ -22,12 +22,20 @@ pub const DOCKERIGNORE: &str = ".dockerignore";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("{}: {source}", .file.display())]
-    Dockerignore { file: PathBuf, source: PatternError },
+    #[error("{}", .file.display())]
+    Dockerignore {
+        file: PathBuf,
+        #[source]
+        source: PatternError,
+    },
     #[error("exclude: item {}: invalid pattern {:?}: {}", .0.line, .0.pattern, .0.reason)]
     Exclude(PatternError),
-    #[error("cannot read {}: {source}; fix its permissions or exclude it in .dockerignore", .path.display())]
-    Unreadable { path: PathBuf, source: io::Error },
+    #[error("cannot read {}; fix its permissions or exclude it in .dockerignore", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{} is a {kind}; an image layer holds only files, directories and symlinks, so exclude it in .dockerignore", .path.display())]
     Special { path: PathBuf, kind: &'static str },
     #[error("symlink {link} -> {target} points outside the source tree; replace it with a copy")]
@@ -38,8 +46,12 @@ pub enum AppError {
     NonUtf8 { path: PathBuf },
     #[error("{path}: cannot be placed in the image ({reason}); rename it or exclude it in .dockerignore")]
     BadName { path: String, reason: &'static str },
-    #[error("{path}: {source}")]
-    Plan { path: String, source: PlanError },
+    #[error("{path}")]
+    Plan {
+        path: String,
+        #[source]
+        source: PlanError,
+    },
 }
 
 /// Plans the layer holding `source` at `workdir`. `extra_excludes` are
@@ -259,6 +271,7 @@ mod tests {
     use super::*;
     use crate::layer::tar::{write_layer, NoExternal};
     use crate::layer::EntryKind;
+    use crate::text::error_chain;
     use std::os::unix::fs::symlink;
 
     fn app() -> ImagePath {
@@ -402,7 +415,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         write(root, ".dockerignore", "ok\n[\n", 0o644);
-        let e = plan_app_layer(root, &app(), &[]).unwrap_err().to_string();
+        let e = error_chain(&plan_app_layer(root, &app(), &[]).unwrap_err());
         assert!(
             e.starts_with(&format!(
                 "{}: line 2: invalid pattern \"[\"",
@@ -508,10 +521,10 @@ mod tests {
             // Running as root: permissions do not stop reads, nothing to test.
             return;
         }
-        let e = plan_app_layer(root, &app(), &[]).unwrap_err().to_string();
+        let e = error_chain(&plan_app_layer(root, &app(), &[]).unwrap_err());
         assert!(
             e.starts_with(&format!(
-                "cannot read {}: ",
+                "cannot read {}; fix its permissions",
                 root.join("secret.key").display()
             )),
             "{e}"

@@ -5,6 +5,7 @@ use crate::app;
 use crate::base::{self, BaseImage, BaseLocation};
 use crate::digest::Digest;
 use crate::fetch::{FetchError, Fetcher};
+use crate::image::command::{EntrypointCmd, Uvicorn};
 use crate::image::config::{derive_config, HistoryEntry, RuntimeSettings};
 use crate::image::json::canonical;
 use crate::image::manifest::{Descriptor, Index, Manifest};
@@ -47,8 +48,15 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] img::config::ConfigError),
-    #[error("{0}")]
-    Other(String),
+    #[error(transparent)]
+    Markers(#[from] crate::python::markers::MarkerError),
+    /// Two wheels put in one shared layer clash on a path.
+    #[error("merging {wheel} into the shared layer")]
+    Merge {
+        wheel: String,
+        #[source]
+        source: crate::layer::plan::PlanError,
+    },
 }
 
 /// What the pipeline tells its caller as it goes; the CLI decides how to show it.
@@ -320,7 +328,7 @@ fn build_platform(
     if let Some(r) = &spec.revision {
         labels.insert(img::ANNOTATION_REVISION.into(), r.clone());
     }
-    let crate::spec::EntrypointCmd { entrypoint, cmd } = spec.effective_entrypoint_cmd();
+    let EntrypointCmd { entrypoint, cmd } = entrypoint_cmd(spec);
     let settings = RuntimeSettings {
         user: format!("{}:{}", spec.user.0, spec.user.1),
         working_dir: spec.workdir.absolute(),
@@ -379,6 +387,20 @@ fn app_excludes(spec: &Spec, own_paths: &[PathBuf]) -> Vec<String> {
     out
 }
 
+/// What the image runs: the spec's `entrypoint`/`cmd`, else uvicorn from the venv.
+fn entrypoint_cmd(spec: &Spec) -> EntrypointCmd {
+    let venv = spec.venv.absolute();
+    let uvicorn = Uvicorn {
+        venv: &venv,
+        app: &spec.app,
+        app_dir: spec.app_dir.as_deref(),
+        port: spec.port,
+        workers: spec.workers,
+        proxy_headers: spec.proxy_headers,
+    };
+    EntrypointCmd::new(spec.entrypoint.clone(), spec.cmd.clone(), &uvicorn)
+}
+
 fn describe_python(p: &PythonInfo) -> String {
     format!("{}: {}", p.interpreter, p.describe())
 }
@@ -398,7 +420,7 @@ fn select_wheels(
         include_dev: spec.include_dev,
         index_url: spec.index_url.clone(),
     };
-    let env = MarkerEnv::for_target(python).map_err(|e| BuildError::Other(e.to_string()))?;
+    let env = MarkerEnv::for_target(python)?;
     let packages = crate::lock::load(lockfile, &lock_opts, &env, opts.http)?;
     let tags = Tags::for_target(python);
     Ok(crate::lock::select::select_wheels(
@@ -448,20 +470,11 @@ fn wheel_layers(
     opts: &BuildOptions,
     budget: usize,
 ) -> Result<Vec<(String, Layer, bool)>, BuildError> {
-    // Largest first: the budget keeps them on their own layers, and building
-    // them first keeps the biggest wheel from starting last on a busy pool.
-    let mut by_size: Vec<usize> = (0..wheels.len()).collect();
-    by_size.sort_by_key(|&i| {
-        let size = std::fs::metadata(&fetched[i].path)
-            .map(|m| m.len())
-            .unwrap_or(0);
-        (std::cmp::Reverse(size), i)
-    });
-    let merged: Vec<usize> = if wheels.len() > budget.max(1) {
-        by_size.split_off(budget.max(1) - 1)
-    } else {
-        Vec::new()
-    };
+    let sizes: Vec<u64> = fetched
+        .iter()
+        .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
+        .collect();
+    let (by_size, merged) = split_by_budget(&sizes, budget);
 
     let built = crate::parallel::map_ordered(&by_size, opts.jobs, |&i| {
         let w = &wheels[i];
@@ -515,8 +528,9 @@ fn wheel_layers(
             for (k, &i) in merged.iter().enumerate() {
                 let install = wheel::plan_install(&fetched[i].path, target)?;
                 plan.merge(offset_externals(install.plan, k * MERGE_STRIDE))
-                    .map_err(|e| {
-                        BuildError::Other(format!("merging {}: {e}", wheels[i].filename))
+                    .map_err(|source| BuildError::Merge {
+                        wheel: wheels[i].filename.clone(),
+                        source,
                     })?;
                 sources.push(WheelContent::open(&fetched[i].path)?);
             }
@@ -525,6 +539,22 @@ fn wheel_layers(
         out.push((format!("merged: {}", names.join(", ")), layer, cached));
     }
     Ok(out)
+}
+
+/// Which wheels (by index into `sizes`) get a layer of their own, largest
+/// first, and which share the one merged layer: with more wheels than
+/// `budget`, all but the `budget - 1` largest are merged. Largest first: the
+/// budget keeps them on their own layers, and building them first keeps the
+/// biggest wheel from starting last on a busy pool. Ties keep lock order.
+fn split_by_budget(sizes: &[u64], budget: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut by_size: Vec<usize> = (0..sizes.len()).collect();
+    by_size.sort_by_key(|&i| (std::cmp::Reverse(sizes[i]), i));
+    let merged = if sizes.len() > budget.max(1) {
+        by_size.split_off(budget.max(1) - 1)
+    } else {
+        Vec::new()
+    };
+    (by_size, merged)
 }
 
 /// Entry indexes of the k-th merged wheel live at k * MERGE_STRIDE + i.
@@ -559,5 +589,171 @@ impl ExternalContent for Merged {
             .get_mut(k)
             .ok_or_else(|| io::Error::other("merged wheel index out of range"))?
             .open(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::{EntryKind, ImagePath};
+
+    /// A spec read from an imgbuild.toml holding `extra` after base and app.
+    fn spec(extra: &str) -> (tempfile::TempDir, Spec) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("base = \"oci:./base\"\napp = \"main:app\"\n{extra}");
+        let file = dir.path().join("imgbuild.toml");
+        let spec = crate::spec::parse(&text, &file, false, dir.path()).unwrap();
+        (dir, spec)
+    }
+
+    fn path(p: &str) -> ImagePath {
+        ImagePath::new(p).unwrap()
+    }
+
+    #[test]
+    fn within_budget_every_wheel_has_its_own_layer_largest_first() {
+        let (own, merged) = split_by_budget(&[10, 30, 20], 3);
+        assert_eq!(own, [1, 2, 0]);
+        assert!(merged.is_empty());
+        let (own, merged) = split_by_budget(&[], 0);
+        assert!(own.is_empty() && merged.is_empty());
+    }
+
+    #[test]
+    fn over_budget_the_smallest_share_one_layer() {
+        // Budget 3: the two largest keep their layers, the merged layer is the third.
+        let (own, merged) = split_by_budget(&[5, 50, 1, 40, 7], 3);
+        assert_eq!(own, [1, 3]);
+        assert_eq!(merged, [4, 0, 2]);
+        // Equal sizes keep lock order; a budget of 0 or 1 merges everything.
+        let (own, merged) = split_by_budget(&[1, 1, 1], 2);
+        assert_eq!((own, merged), (vec![0], vec![1, 2]));
+        let (own, merged) = split_by_budget(&[3, 2], 0);
+        assert_eq!((own, merged), (vec![], vec![0, 1]));
+    }
+
+    #[test]
+    fn merged_plans_move_external_content_and_keep_the_rest() {
+        let mut plan = LayerPlan::new();
+        plan.dir(path("venv/lib"), 0o755).unwrap();
+        plan.file(path("venv/lib/a.py"), 0o644, 3, Content::External(7))
+            .unwrap();
+        plan.bytes(path("venv/lib/b.txt"), 0o644, b"hi".to_vec())
+            .unwrap();
+        plan.symlink(path("venv/lib/c"), "a.py").unwrap();
+        let moved = offset_externals(plan.clone(), 2 * MERGE_STRIDE);
+        let kinds: BTreeMap<String, EntryKind> = moved
+            .entries()
+            .map(|(p, e)| (p.as_str().to_string(), e.kind.clone()))
+            .collect();
+        assert_eq!(
+            kinds["venv/lib/a.py"],
+            EntryKind::File {
+                size: 3,
+                content: Content::External(2 * MERGE_STRIDE + 7)
+            }
+        );
+        let original: BTreeMap<String, EntryKind> = plan
+            .entries()
+            .map(|(p, e)| (p.as_str().to_string(), e.kind.clone()))
+            .collect();
+        for p in ["venv/lib", "venv/lib/b.txt", "venv/lib/c"] {
+            assert_eq!(kinds[p], original[p], "{p}");
+        }
+        assert_eq!(kinds.len(), original.len());
+        assert!(Merged(Vec::new()).open(MERGE_STRIDE + 1).is_err());
+    }
+
+    #[test]
+    fn outputs_and_cache_inside_the_source_stay_out_of_the_app_layer() {
+        let (dir, spec) = spec("exclude = [\"tests/\"]\n");
+        let source = spec.source.canonicalize().unwrap();
+        let own = [
+            source.join("out[1]"),
+            source.join("cache/imgbuild"),
+            source.clone(),
+            std::env::temp_dir().join("elsewhere"),
+        ];
+        assert_eq!(
+            app_excludes(&spec, &own),
+            ["tests/", ".venv", "out\\[1\\]", "cache/imgbuild"]
+        );
+        drop(dir);
+    }
+
+    #[test]
+    fn the_image_runs_uvicorn_with_the_spec_settings_unless_overridden() {
+        let (_dir, s) = spec("venv = \"/opt/venv\"\nport = 9000\nworkers = 3\nproxy-headers = true\napp-dir = \"src\"\n");
+        let run = entrypoint_cmd(&s);
+        assert_eq!(run.entrypoint, None);
+        assert_eq!(
+            run.cmd.unwrap(),
+            [
+                "/opt/venv/bin/uvicorn",
+                "main:app",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "9000",
+                "--workers",
+                "3",
+                "--proxy-headers",
+                "--app-dir",
+                "src"
+            ]
+        );
+        let (_dir, s) = spec("entrypoint = [\"/bin/run\"]\n");
+        let run = entrypoint_cmd(&s);
+        assert_eq!(
+            (run.entrypoint, run.cmd),
+            (Some(vec!["/bin/run".into()]), None)
+        );
+    }
+
+    struct NoBlobs;
+    impl base::BlobSource for NoBlobs {
+        fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, base::BaseError> {
+            Err(base::BaseError::MissingBlob {
+                base: "test".into(),
+                digest: digest.clone(),
+            })
+        }
+        fn name(&self) -> &str {
+            "test"
+        }
+    }
+
+    #[test]
+    fn annotations_name_the_base_source_and_revision_over_the_users() {
+        let (_dir, s) = spec(
+            "annotations = { team = \"payments\", \"org.opencontainers.image.source\" = \"mine\" }\nsource-url = \"https://example.com/acme/api\"\nrevision = \"4f2c1e9\"\n",
+        );
+        let manifest: Manifest = serde_json::from_str(
+            r#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":2},"layers":[]}"#,
+        )
+        .unwrap();
+        let base = BaseImage {
+            name: "python:3.12-slim".into(),
+            manifest_digest: Digest::of_bytes(b"base"),
+            manifest,
+            config: serde_json::json!({}),
+            platform: Platform::parse("linux/amd64").unwrap(),
+            blobs: std::sync::Arc::new(NoBlobs),
+        };
+        let index = image_annotations(&s, None);
+        assert_eq!(index["team"], "payments");
+        assert_eq!(
+            index[img::ANNOTATION_SOURCE],
+            "https://example.com/acme/api"
+        );
+        assert_eq!(index[img::ANNOTATION_REVISION], "4f2c1e9");
+        assert!(!index.contains_key(img::ANNOTATION_BASE_NAME));
+        let image = image_annotations(&s, Some(&base));
+        assert_eq!(image[img::ANNOTATION_BASE_NAME], "python:3.12-slim");
+        assert_eq!(
+            image[img::ANNOTATION_BASE_DIGEST],
+            Digest::of_bytes(b"base").to_string()
+        );
+        assert_eq!(image.len(), index.len() + 2);
     }
 }

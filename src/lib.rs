@@ -19,3 +19,4 @@ pub mod reference;
 pub mod registry;
 pub mod spec;
 pub mod store;
+pub mod text;

@@ -122,8 +122,10 @@ impl RemoteBases for RegistryBases<'_> {
         text: &str,
         platform: &Platform,
     ) -> Result<(BaseImage, Option<String>), BuildError> {
-        let reference =
-            Reference::parse(text).map_err(|e| BuildError::Other(format!("base {text:?}: {e}")))?;
+        let reference = Reference::parse(text).map_err(|e| BaseError::Invalid {
+            base: format!("{text:?}"),
+            message: e.to_string(),
+        })?;
         let reg = |e: crate::registry::RegistryError| BaseError::Registry {
             base: text.to_string(),
             source: Box::new(e),
@@ -133,16 +135,20 @@ impl RemoteBases for RegistryBases<'_> {
             Some(d) if self.store.has_blob(d) => {
                 let mut bytes = Vec::new();
                 self.store
-                    .open_blob(d)
-                    .map_err(|e| BuildError::Other(e.to_string()))?
+                    .open_blob(d)?
                     .read_to_end(&mut bytes)
-                    .map_err(|e| BuildError::Other(format!("base {text}: {e}")))?;
+                    .map_err(|e| BaseError::Invalid {
+                        base: text.to_string(),
+                        message: e.to_string(),
+                    })?;
                 (bytes, d.clone())
             }
             _ if self.offline => {
-                return Err(BuildError::Other(format!(
-                    "base {text}: not in the cache and --offline is set; pin it by digest and run once without --offline"
-                )))
+                return Err(BaseError::Invalid {
+                    base: text.to_string(),
+                    message: "not in the cache and --offline is set; pin it by digest and run once without --offline".into(),
+                }
+                .into())
             }
             _ => {
                 let (bytes, _media_type, digest) = self.client.get_manifest(&reference).map_err(reg)?;

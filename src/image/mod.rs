@@ -1,6 +1,7 @@
 //! Image metadata: descriptors, manifests, indexes and configs, written as
 //! canonical JSON so that the same image always has the same digest.
 
+pub mod command;
 pub mod config;
 pub mod json;
 pub mod manifest;

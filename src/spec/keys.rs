@@ -1,0 +1,184 @@
+//! The first pass over the settings table: every key known, of the right
+//! TOML type, and the required ones present. Values are checked in
+//! [`super::values`].
+
+use super::{Origin, SpecError};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Type {
+    Str,
+    Int,
+    Bool,
+    StrList,
+    StrMap,
+}
+
+impl Type {
+    fn expected(self) -> &'static str {
+        match self {
+            Type::Str => "a string",
+            Type::Int => "an integer",
+            Type::Bool => "a boolean (true or false)",
+            Type::StrList => "an array of strings",
+            Type::StrMap => "a table of strings",
+        }
+    }
+}
+
+/// Every key, its TOML type, and an example line (used in docs and in the
+/// message for a missing required key). Kept in step with `Raw` by a test.
+pub(super) const KEYS: &[(&str, Type, &str)] = &[
+    ("base", Type::Str, "base = \"python:3.12-slim\""),
+    ("source", Type::Str, "source = \".\""),
+    ("workdir", Type::Str, "workdir = \"/app\""),
+    ("venv", Type::Str, "venv = \"/app/.venv\""),
+    ("lockfile", Type::Str, "lockfile = \"uv.lock\""),
+    ("app", Type::Str, "app = \"main:app\""),
+    ("app-dir", Type::Str, "app-dir = \"src\""),
+    ("port", Type::Int, "port = 8000"),
+    ("workers", Type::Int, "workers = 1"),
+    ("proxy-headers", Type::Bool, "proxy-headers = false"),
+    ("user", Type::Str, "user = \"65532:65532\""),
+    ("env", Type::StrMap, "env = { LOG_LEVEL = \"info\" }"),
+    ("labels", Type::StrMap, "labels = { team = \"payments\" }"),
+    (
+        "annotations",
+        Type::StrMap,
+        "annotations = { \"org.opencontainers.image.title\" = \"api\" }",
+    ),
+    (
+        "platforms",
+        Type::StrList,
+        "platforms = [\"linux/amd64\", \"linux/arm64\"]",
+    ),
+    (
+        "entrypoint",
+        Type::StrList,
+        "entrypoint = [\"/app/.venv/bin/python\", \"-m\", \"myapi\"]",
+    ),
+    ("cmd", Type::StrList, "cmd = [\"--log-level\", \"info\"]"),
+    ("groups", Type::StrList, "groups = [\"prod\"]"),
+    ("extras", Type::StrList, "extras = [\"postgres\"]"),
+    ("include-dev", Type::Bool, "include-dev = false"),
+    (
+        "index-url",
+        Type::Str,
+        "index-url = \"https://pypi.example.com/simple\"",
+    ),
+    ("layer-budget", Type::Int, "layer-budget = 100"),
+    (
+        "source-url",
+        Type::Str,
+        "source-url = \"https://github.com/acme/api\"",
+    ),
+    ("revision", Type::Str, "revision = \"4f2c1e9\""),
+    ("exclude", Type::StrList, "exclude = [\"tests/\", \"*.md\"]"),
+];
+
+const REQUIRED: &[&str] = &["base", "app"];
+
+/// The table as written, after the key and type checks; `deny_unknown_fields`
+/// backs up the key check.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct Raw {
+    pub(super) base: Option<String>,
+    pub(super) source: Option<String>,
+    pub(super) workdir: Option<String>,
+    pub(super) venv: Option<String>,
+    pub(super) lockfile: Option<String>,
+    pub(super) app: Option<String>,
+    pub(super) app_dir: Option<String>,
+    pub(super) port: Option<i64>,
+    pub(super) workers: Option<i64>,
+    pub(super) proxy_headers: Option<bool>,
+    pub(super) user: Option<String>,
+    pub(super) env: Option<BTreeMap<String, String>>,
+    pub(super) labels: Option<BTreeMap<String, String>>,
+    pub(super) annotations: Option<BTreeMap<String, String>>,
+    pub(super) platforms: Option<Vec<String>>,
+    pub(super) entrypoint: Option<Vec<String>>,
+    pub(super) cmd: Option<Vec<String>>,
+    pub(super) groups: Option<Vec<String>>,
+    pub(super) extras: Option<Vec<String>>,
+    pub(super) include_dev: Option<bool>,
+    pub(super) index_url: Option<String>,
+    pub(super) layer_budget: Option<i64>,
+    pub(super) source_url: Option<String>,
+    pub(super) revision: Option<String>,
+    pub(super) exclude: Option<Vec<String>>,
+}
+
+/// The first pass: unknown keys, missing required keys and TOML types.
+pub(super) fn check_table(table: &toml::Table, origin: &Origin) -> Result<(), SpecError> {
+    for (key, value) in table {
+        let Some((_, ty, _)) = KEYS.iter().find(|(k, _, _)| k == key) else {
+            return Err(SpecError::UnknownKey {
+                file: origin.shown.clone(),
+                key: key.clone(),
+                section: origin.section.clone(),
+                hint: suggestion(key)
+                    .map(|s| format!(" (did you mean {s:?}?)"))
+                    .unwrap_or_default(),
+            });
+        };
+        check_type(key, value, *ty, origin)?;
+    }
+    for key in REQUIRED {
+        if !table.contains_key(*key) {
+            let example = KEYS
+                .iter()
+                .find(|(k, _, _)| k == key)
+                .map_or("", |(_, _, e)| e);
+            return Err(SpecError::Missing {
+                file: origin.shown.clone(),
+                key: key.to_string(),
+                section: origin.section.clone(),
+                example,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_type(key: &str, value: &toml::Value, ty: Type, origin: &Origin) -> Result<(), SpecError> {
+    use toml::Value as V;
+    match (ty, value) {
+        (Type::Str, V::String(_)) | (Type::Int, V::Integer(_)) | (Type::Bool, V::Boolean(_)) => {
+            Ok(())
+        }
+        (Type::StrList, V::Array(items)) => {
+            match items.iter().enumerate().find(|(_, v)| !v.is_str()) {
+                Some((i, v)) => Err(origin.wrong_type(
+                    key,
+                    ty.expected(),
+                    format!("{} at position {}", v.type_str(), i + 1),
+                )),
+                None => Ok(()),
+            }
+        }
+        (Type::StrMap, V::Table(entries)) => match entries.iter().find(|(_, v)| !v.is_str()) {
+            Some((k, v)) => Err(origin.wrong_type(
+                &format!("{key}.{k}"),
+                "a string",
+                format!("{} (quote it)", v.type_str()),
+            )),
+            None => Ok(()),
+        },
+        (_, other) => Err(origin.wrong_type(key, ty.expected(), other.type_str())),
+    }
+}
+
+/// The known key closest to a mistyped one, if it is close enough to be a
+/// typo. Optimal string alignment counts a swap of neighbours ("prot" for
+/// "port") as one edit.
+pub(super) fn suggestion(key: &str) -> Option<&'static str> {
+    let dashed = key.replace('_', "-").to_ascii_lowercase();
+    KEYS.iter()
+        .map(|(k, _, _)| (*k, strsim::osa_distance(&dashed, k)))
+        .filter(|(k, d)| *d <= 2.max(k.len() / 4) && *d < k.len())
+        .min_by_key(|(_, d)| *d)
+        .map(|(k, _)| k)
+}

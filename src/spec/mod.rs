@@ -1,0 +1,299 @@
+//! The settings file: `imgbuild.toml`, or the `[tool.imgbuild]` table of a
+//! `pyproject.toml`. Every key is documented in docs/configuration.md.
+//!
+//! Reading happens in two passes. The first ([`keys`]) walks the TOML table
+//! itself so that an unknown key, a wrong type or a missing key gets a
+//! one-line message naming the file and the key; the second ([`values`])
+//! deserialises the checked table into a strict raw struct and validates
+//! values (ports, paths, platforms, ...). This module finds and reads the file
+//! and holds the result, [`Spec`]. What the image runs (the uvicorn command
+//! line) is decided later, in [`crate::image::command`].
+
+mod keys;
+mod values;
+
+use crate::layer::ImagePath;
+use crate::platform::Platform;
+use crate::text::one_line;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+pub const SPEC_FILE: &str = "imgbuild.toml";
+pub const PYPROJECT_FILE: &str = "pyproject.toml";
+/// Looked for in `source`, in this order, when `lockfile` is not set.
+pub const DEFAULT_LOCKFILES: &[&str] = &["uv.lock", "pylock.toml", "requirements.txt"];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spec {
+    /// Where the settings came from (absolute).
+    pub file: PathBuf,
+    /// `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` or a registry reference; parsed later.
+    pub base: String,
+    /// Absolute; an existing directory.
+    pub source: PathBuf,
+    pub workdir: ImagePath,
+    pub venv: ImagePath,
+    /// Absolute; `None` when none was set and none of [`DEFAULT_LOCKFILES`] exists in `source`.
+    pub lockfile: Option<PathBuf>,
+    /// `module.path:attr`.
+    pub app: String,
+    /// uvicorn `--app-dir`, relative to `workdir` (src layouts).
+    pub app_dir: Option<String>,
+    pub port: u16,
+    pub workers: u32,
+    pub proxy_headers: bool,
+    /// Numeric `(uid, gid)`; uid 0 is refused.
+    pub user: (u32, u32),
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub platforms: Vec<Platform>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub groups: Vec<String>,
+    pub extras: Vec<String>,
+    pub include_dev: bool,
+    pub index_url: Option<String>,
+    /// Total layers, the base image's included.
+    pub layer_budget: usize,
+    pub source_url: Option<String>,
+    pub revision: Option<String>,
+    /// Extra `.dockerignore`-style patterns for the app layer.
+    pub exclude: Vec<String>,
+}
+
+/// What the image runs: `Entrypoint` and `Cmd` of the image config; `None`
+/// leaves the field out.
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("no {SPEC_FILE} in {dir}, and no [tool.imgbuild] table in a {PYPROJECT_FILE} there; create {SPEC_FILE} with at least `base = \"python:3.12-slim\"` and `app = \"main:app\"` (see docs/configuration.md), or pass -f FILE")]
+    NotFound { dir: String },
+    #[error("{file}: cannot read it")]
+    Read {
+        file: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{file}: invalid TOML at line {line}, column {column}: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{file}: no [tool.imgbuild] table; add one with at least `base` and `app`, or put the settings in {SPEC_FILE}")]
+    NoToolTable { file: String },
+    #[error("{file}: unknown key {key:?}{section}{hint}")]
+    UnknownKey {
+        file: String,
+        key: String,
+        section: String,
+        hint: String,
+    },
+    #[error("{file}: key {key:?}{section} must be {expected}, found {found}")]
+    WrongType {
+        file: String,
+        key: String,
+        section: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("{file}: missing required key {key:?}{section}; for example {example}")]
+    Missing {
+        file: String,
+        key: String,
+        section: String,
+        example: &'static str,
+    },
+    /// The strict deserialisation disagreed with the key and type checks; a bug, but still reported.
+    #[error("{file}: {message}")]
+    Unreadable { file: String, message: String },
+    #[error("{file}: key {key:?}{section}: {reason}")]
+    Invalid {
+        file: String,
+        key: String,
+        section: String,
+        reason: String,
+    },
+}
+
+/// Where the settings live, so every message can say it the same way.
+struct Origin {
+    /// The file as shown in messages: relative to the working directory when inside it.
+    shown: String,
+    /// `" in [tool.imgbuild]"` for pyproject.toml, empty for imgbuild.toml.
+    section: String,
+}
+
+impl Origin {
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> SpecError {
+        SpecError::Invalid {
+            file: self.shown.clone(),
+            key: key.to_string(),
+            section: self.section.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn wrong_type(&self, key: &str, expected: &'static str, found: impl Into<String>) -> SpecError {
+        SpecError::WrongType {
+            file: self.shown.clone(),
+            key: key.to_string(),
+            section: self.section.clone(),
+            expected,
+            found: found.into(),
+        }
+    }
+}
+
+/// Finds and reads the settings. With `explicit` (`-f PATH`, relative to
+/// `cwd`): a file named `pyproject.toml` is read from `[tool.imgbuild]`, any
+/// other as an imgbuild.toml. Without: `imgbuild.toml` in `cwd`, else
+/// `pyproject.toml` there if it has a `[tool.imgbuild]` table.
+pub fn load(explicit: Option<&Path>, cwd: &Path) -> Result<Spec, SpecError> {
+    let cwd = absolute(cwd);
+    if let Some(path) = explicit {
+        let file = normalise(&cwd.join(path));
+        let is_pyproject = file.file_name().is_some_and(|n| n == PYPROJECT_FILE);
+        let text = read(&file, &cwd)?;
+        return parse(&text, &file, is_pyproject, &cwd);
+    }
+    let spec_file = cwd.join(SPEC_FILE);
+    if spec_file.is_file() {
+        let text = read(&spec_file, &cwd)?;
+        return parse(&text, &spec_file, false, &cwd);
+    }
+    let pyproject = cwd.join(PYPROJECT_FILE);
+    if pyproject.is_file() {
+        let text = read(&pyproject, &cwd)?;
+        let shown = shown(&pyproject, &cwd);
+        let doc = parse_toml(&text, &shown)?;
+        if tool_table(&doc).is_some() {
+            return parse(&text, &pyproject, true, &cwd);
+        }
+    }
+    Err(SpecError::NotFound {
+        dir: cwd.display().to_string(),
+    })
+}
+
+/// Reads settings from `text` as if it were the file `file` (absolute), with
+/// messages showing paths relative to `cwd`.
+pub fn parse(text: &str, file: &Path, is_pyproject: bool, cwd: &Path) -> Result<Spec, SpecError> {
+    let origin = Origin {
+        shown: shown(file, cwd),
+        section: if is_pyproject {
+            " in [tool.imgbuild]".to_string()
+        } else {
+            String::new()
+        },
+    };
+    let doc = parse_toml(text, &origin.shown)?;
+    let table = if is_pyproject {
+        match tool_table(&doc) {
+            Some(toml::Value::Table(t)) => t.clone(),
+            Some(other) => {
+                return Err(SpecError::WrongType {
+                    file: origin.shown,
+                    key: "tool.imgbuild".into(),
+                    section: String::new(),
+                    expected: "a table",
+                    found: other.type_str().into(),
+                })
+            }
+            None => return Err(SpecError::NoToolTable { file: origin.shown }),
+        }
+    } else {
+        doc
+    };
+    keys::check_table(&table, &origin)?;
+    let raw: keys::Raw = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| SpecError::Unreadable {
+            file: origin.shown.clone(),
+            message: one_line(e.message()),
+        })?;
+    let dir = file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| cwd.to_path_buf());
+    values::check(raw, file, &dir, &origin)
+}
+
+fn read(file: &Path, cwd: &Path) -> Result<String, SpecError> {
+    std::fs::read_to_string(file).map_err(|source| SpecError::Read {
+        file: shown(file, cwd),
+        source,
+    })
+}
+
+fn parse_toml(text: &str, shown: &str) -> Result<toml::Table, SpecError> {
+    text.parse::<toml::Table>().map_err(|e| {
+        let (line, column) = match e.span() {
+            Some(span) => line_column(text, span.start),
+            None => (1, 1),
+        };
+        SpecError::Syntax {
+            file: shown.to_string(),
+            line,
+            column,
+            message: one_line(e.message()),
+        }
+    })
+}
+
+fn tool_table(doc: &toml::Table) -> Option<&toml::Value> {
+    doc.get("tool")?.as_table()?.get("imgbuild")
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn shown(file: &Path, cwd: &Path) -> String {
+    file.strip_prefix(cwd).unwrap_or(file).display().to_string()
+}
+
+/// `cwd` made absolute without touching the file system beyond the current directory.
+fn absolute(path: &Path) -> PathBuf {
+    normalise(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
+}
+
+/// Removes `.` and resolves `..` lexically, so `source = "../svc"` reads well in messages.
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+impl Spec {
+    /// The patterns to leave out of the app layer beyond `.dockerignore`: the
+    /// `exclude` key, plus the venv's path when it lies inside the workdir, so
+    /// a host venv copied with the source can never shadow the image's venv.
+    pub fn app_excludes(&self) -> Vec<String> {
+        let mut out = self.exclude.clone();
+        if self.venv.starts_with(&self.workdir) {
+            let rel = &self.venv.as_str()[self.workdir.as_str().len() + 1..];
+            out.push(crate::dockerignore::literal_pattern(rel));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

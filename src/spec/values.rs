@@ -1,0 +1,280 @@
+//! The second pass over the settings: values, defaults and paths, after
+//! [`super::keys`] has checked every key and its type.
+
+use super::keys::Raw;
+use super::{normalise, Origin, Spec, SpecError, DEFAULT_LOCKFILES};
+use crate::dockerignore::Matcher;
+use crate::layer::ImagePath;
+use crate::platform::Platform;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The second pass: values, defaults and paths.
+pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Result<Spec, SpecError> {
+    let base = raw.base.unwrap_or_default();
+    if base.trim().is_empty() {
+        return Err(origin.invalid(
+            "base",
+            "is empty; name the base image, such as \"python:3.12-slim\" or \"oci:./base\"",
+        ));
+    }
+
+    let source = normalise(&dir.join(raw.source.as_deref().unwrap_or(".")));
+    if !source.is_dir() {
+        let what = if source.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
+        return Err(origin.invalid(
+            "source",
+            format!(
+                "{} {what}; point it at the project directory",
+                source.display()
+            ),
+        ));
+    }
+
+    let workdir = image_path(origin, "workdir", raw.workdir.as_deref().unwrap_or("/app"))?;
+    let venv = image_path(origin, "venv", raw.venv.as_deref().unwrap_or("/app/.venv"))?;
+    if venv == workdir || workdir.starts_with(&venv) {
+        return Err(origin.invalid("venv", format!("{venv} would hold the workdir {workdir}; put the venv inside it (such as {workdir}/.venv) or elsewhere")));
+    }
+
+    let lockfile = match raw.lockfile.as_deref() {
+        Some(p) => {
+            let path = normalise(&dir.join(p));
+            if !path.is_file() {
+                return Err(origin.invalid(
+                    "lockfile",
+                    format!("{} does not exist or is not a file", path.display()),
+                ));
+            }
+            Some(path)
+        }
+        None => DEFAULT_LOCKFILES
+            .iter()
+            .map(|name| source.join(name))
+            .find(|p| p.is_file()),
+    };
+
+    let app = raw.app.unwrap_or_default();
+    if !is_app_reference(&app) {
+        return Err(origin.invalid(
+            "app",
+            format!("{app:?} is not \"module.path:attribute\"; write it as uvicorn takes it, such as \"main:app\" or \"myapi.server:app\""),
+        ));
+    }
+    let app_dir = match raw.app_dir {
+        Some(d) if d.trim().is_empty() || d.starts_with('/') || d.contains('\0') => {
+            return Err(origin.invalid(
+                "app-dir",
+                format!("{d:?} must be a directory relative to the workdir, such as \"src\""),
+            ));
+        }
+        other => other,
+    };
+
+    let port = int_in_range(origin, "port", raw.port, 8000, 1, u16::MAX as i64)? as u16;
+    let workers = int_in_range(origin, "workers", raw.workers, 1, 1, u32::MAX as i64)? as u32;
+    let layer_budget =
+        int_in_range(origin, "layer-budget", raw.layer_budget, 100, 2, 127)? as usize;
+    let user = parse_user(origin, raw.user.as_deref().unwrap_or("65532:65532"))?;
+
+    let env = raw.env.unwrap_or_default();
+    for (k, v) in &env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(origin.invalid(
+                "env",
+                format!("{k:?} is not a valid variable name (no `=`, not empty)"),
+            ));
+        }
+    }
+    let labels = non_empty_keys(origin, "labels", raw.labels.unwrap_or_default())?;
+    let annotations = non_empty_keys(origin, "annotations", raw.annotations.unwrap_or_default())?;
+
+    let platforms = parse_platforms(origin, raw.platforms)?;
+
+    let entrypoint = raw.entrypoint;
+    if entrypoint.as_ref().is_some_and(|e| e.is_empty()) {
+        return Err(origin.invalid("entrypoint", "is empty; give the program and its arguments, or leave the key out for the uvicorn default"));
+    }
+    let cmd = raw.cmd;
+
+    let groups = names(origin, "groups", raw.groups.unwrap_or_default())?;
+    let extras = names(origin, "extras", raw.extras.unwrap_or_default())?;
+
+    let index_url = raw.index_url;
+    if let Some(url) = &index_url {
+        if !(url.starts_with("https://")
+            || url.starts_with("http://")
+            || url.starts_with("file://"))
+        {
+            return Err(origin.invalid(
+                "index-url",
+                format!("{url:?} must start with https://, http:// or file://"),
+            ));
+        }
+    }
+
+    let exclude = raw.exclude.unwrap_or_default();
+    if let Err(e) = Matcher::from_lines(&exclude) {
+        return Err(origin.invalid(
+            "exclude",
+            format!(
+                "item {}: invalid pattern {:?}: {}",
+                e.line, e.pattern, e.reason
+            ),
+        ));
+    }
+
+    Ok(Spec {
+        file: file.to_path_buf(),
+        base,
+        source,
+        workdir,
+        venv,
+        lockfile,
+        app,
+        app_dir,
+        port,
+        workers,
+        proxy_headers: raw.proxy_headers.unwrap_or(false),
+        user,
+        env,
+        labels,
+        annotations,
+        platforms,
+        entrypoint,
+        cmd,
+        groups,
+        extras,
+        include_dev: raw.include_dev.unwrap_or(false),
+        index_url,
+        layer_budget,
+        source_url: raw.source_url,
+        revision: raw.revision,
+        exclude,
+    })
+}
+
+fn image_path(origin: &Origin, key: &str, value: &str) -> Result<ImagePath, SpecError> {
+    if !value.starts_with('/') {
+        return Err(origin.invalid(
+            key,
+            format!("{value:?} must be an absolute path in the image, such as \"/app\""),
+        ));
+    }
+    ImagePath::new(value).map_err(|e| origin.invalid(key, format!("{value:?}: {}", e.1)))
+}
+
+fn int_in_range(
+    origin: &Origin,
+    key: &str,
+    value: Option<i64>,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, SpecError> {
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        return Err(origin.invalid(key, format!("{v} is out of range; use {min} to {max}")));
+    }
+    Ok(v)
+}
+
+fn parse_user(origin: &Origin, value: &str) -> Result<(u32, u32), SpecError> {
+    let shape = || {
+        origin.invalid("user", format!("{value:?} must be a numeric \"uid:gid\", such as \"65532:65532\" (names cannot be resolved without the base's /etc/passwd)"))
+    };
+    let (uid, gid) = value.split_once(':').ok_or_else(shape)?;
+    let uid: u32 = uid.parse().map_err(|_| shape())?;
+    let gid: u32 = gid.parse().map_err(|_| shape())?;
+    if uid == 0 {
+        return Err(origin.invalid(
+            "user",
+            format!(
+                "{value:?} runs the service as root; use a non-root uid such as \"65532:65532\""
+            ),
+        ));
+    }
+    Ok((uid, gid))
+}
+
+fn non_empty_keys(
+    origin: &Origin,
+    key: &str,
+    map: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, SpecError> {
+    if map.keys().any(|k| k.trim().is_empty()) {
+        return Err(origin.invalid(key, "has an empty name; every entry needs a name"));
+    }
+    Ok(map)
+}
+
+fn names(origin: &Origin, key: &str, list: Vec<String>) -> Result<Vec<String>, SpecError> {
+    for name in &list {
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !ok {
+            return Err(origin.invalid(
+                key,
+                format!("{name:?} is not a valid name (letters, digits, - _ . inside)"),
+            ));
+        }
+    }
+    Ok(list)
+}
+
+fn parse_platforms(origin: &Origin, list: Option<Vec<String>>) -> Result<Vec<Platform>, SpecError> {
+    let Some(list) = list else {
+        return Ok(vec![Platform::new("linux", "amd64", None)]);
+    };
+    if list.is_empty() {
+        return Err(origin.invalid(
+            "platforms",
+            "is empty; list at least one, such as \"linux/amd64\"",
+        ));
+    }
+    let mut out: Vec<Platform> = Vec::new();
+    for text in &list {
+        let p = Platform::parse(text).map_err(|e| origin.invalid("platforms", e.to_string()))?;
+        if p.os != "linux" {
+            return Err(origin.invalid(
+                "platforms",
+                format!("{text:?}: imgbuild builds Linux images only"),
+            ));
+        }
+        p.python_arch()
+            .map_err(|e| origin.invalid("platforms", e.to_string()))?;
+        if let Some(first) = out.iter().find(|q| q.matches(&p)) {
+            return Err(origin.invalid(
+                "platforms",
+                format!("{text:?} repeats {first}; list each platform once"),
+            ));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// `module.path:attr` as uvicorn's `import_from_string` takes it: dotted
+/// identifiers on both sides of one colon.
+pub(super) fn is_app_reference(app: &str) -> bool {
+    fn dotted_identifiers(s: &str) -> bool {
+        !s.is_empty()
+            && s.split('.').all(|part| {
+                let mut chars = part.chars();
+                chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+                    && chars.all(|c| c == '_' || c.is_alphanumeric())
+            })
+    }
+    match app.split_once(':') {
+        Some((module, attr)) => dotted_identifiers(module) && dotted_identifiers(attr),
+        None => false,
+    }
+}

@@ -1,0 +1,47 @@
+//! Text for one-line messages.
+
+/// `s` on one line: each line trimmed, blank lines dropped, the rest joined
+/// with "; " (parser messages often put their hint on a second line).
+pub fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// An error and its causes on one line, outermost first, joined with ": ".
+/// Each error's message says its own thing only, so nothing repeats.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![one_line(&e.to_string())];
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        parts.push(one_line(&c.to_string()));
+        cause = c.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading settings")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn one_line_joins_lines_with_semicolons() {
+        assert_eq!(
+            one_line("  invalid string\n  expected `\"`\n\n"),
+            "invalid string; expected `\"`"
+        );
+        assert_eq!(one_line("plain"), "plain");
+    }
+
+    #[test]
+    fn error_chain_prints_each_cause_once_outermost_first() {
+        let e = Outer(std::io::Error::other("disk on fire\nreally"));
+        assert_eq!(error_chain(&e), "reading settings: disk on fire; really");
+    }
+}
