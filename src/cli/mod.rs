@@ -1,0 +1,40 @@
+//! Command-line interface: the only place that prints. Progress and logs go
+//! to stderr; stdout carries results (the digest is always its last line).
+//!
+//! - [`args`]: the flags, as clap reads them;
+//! - [`prepare`]: settings, cache, registry client and the build, shared by
+//!   `build` and `push`;
+//! - [`progress`]: progress bars and step lines;
+//! - [`output`]: the `--json` summary, the digest, files written whole;
+//! - one file per command: [`build`], [`push`], [`login`].
+
+pub mod args;
+mod build;
+mod login;
+pub mod output;
+pub mod prepare;
+pub mod progress;
+mod push;
+
+pub use args::{
+    BuildArgs, Cli, Command, CommonArgs, Destination, LoginArgs, PushArgs, RegistryArgs,
+};
+pub use output::{finish, summary, write_atomic};
+pub use prepare::{prepare, Prepared};
+pub use progress::{event_printer, human};
+
+use anyhow::Result;
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Build(args) => build::cmd_build(args, cli.verbose),
+        Command::Push(args) => push::cmd_push(args, cli.verbose),
+        Command::Login(args) => login::cmd_login(args),
+    }
+}
+
+/// The error as the CLI prints it: the message and each cause once, on one
+/// line, joined with ": ".
+pub fn error_line(e: &anyhow::Error) -> String {
+    crate::text::error_chain(e.as_ref())
+}

@@ -1,0 +1,136 @@
+//! What `build` and `push` share before the build: the settings, the cache,
+//! the registry client with its credentials, and the pipeline run itself.
+
+use super::args::{CommonArgs, RegistryArgs};
+use crate::base::remote::RegistryBases;
+use crate::build::{self, BuildOptions, Event};
+use crate::output::BuildResult;
+use crate::platform::Platform;
+use crate::registry::{Keychain, RegistryClient, Secret, TransportOptions};
+use crate::spec::{self, Spec};
+use crate::store::Store;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct Prepared {
+    pub spec: Spec,
+    pub store: Store,
+    pub http: crate::fetch::LazyHttp,
+    pub platforms: Vec<Platform>,
+    pub epoch: u64,
+}
+
+pub fn prepare(common: &CommonArgs) -> Result<Prepared> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let spec = spec::load(common.spec.as_deref(), &cwd)?;
+    let platforms = common
+        .platforms
+        .iter()
+        .map(|p| Platform::parse(p).context("--platform"))
+        .collect::<Result<Vec<_>>>()?;
+    let store = Store::open(common.cache_dir.clone().unwrap_or_else(Store::default_root))?;
+    let http = crate::fetch::LazyHttp::new(common.ca_files.clone());
+    let epoch = crate::image::time::source_date_epoch()?;
+    Ok(Prepared {
+        spec,
+        store,
+        http,
+        platforms,
+        epoch,
+    })
+}
+
+/// The pipeline with registry bases, keeping `writes` and the cache out of the app layer.
+pub(super) fn run_build(
+    ctx: &Prepared,
+    common: &CommonArgs,
+    client: Arc<RegistryClient>,
+    printer: &(dyn Fn(Event) + Sync),
+    writes: &[&Path],
+) -> Result<BuildResult> {
+    let bases = RegistryBases {
+        client,
+        store: &ctx.store,
+        offline: common.offline,
+        on_event: printer,
+    };
+    let mut paths = writes.to_vec();
+    paths.push(ctx.store.root());
+    let opts = BuildOptions {
+        platforms: ctx.platforms.clone(),
+        store: &ctx.store,
+        http: &ctx.http,
+        offline: common.offline,
+        jobs: common.jobs,
+        epoch: ctx.epoch,
+        remote: Some(&bases),
+        on_event: printer,
+        own_paths: own_paths(&paths),
+    };
+    Ok(build::build(&ctx.spec, &opts)?)
+}
+
+/// Absolute, symlink-free forms of paths this run writes to (they may not exist yet).
+fn own_paths(paths: &[&Path]) -> Vec<PathBuf> {
+    paths
+        .iter()
+        .filter_map(|p| {
+            let abs = std::path::absolute(p).ok()?;
+            match (abs.parent(), abs.file_name()) {
+                (Some(parent), Some(name)) => Some(parent.canonicalize().ok()?.join(name)),
+                _ => abs.canonicalize().ok(),
+            }
+        })
+        .collect()
+}
+
+pub(super) fn read_password_stdin() -> Result<Secret> {
+    let mut p = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut p)
+        .context("reading the password from standard input")?;
+    let p = p.trim_end_matches(['\n', '\r']).to_string();
+    if p.is_empty() {
+        bail!("--password-stdin: standard input was empty; pipe the password in, e.g. `echo \"$TOKEN\" | imgbuild … --password-stdin`");
+    }
+    Ok(Secret::new(p))
+}
+
+/// The registry client, with explicit credentials (if any) used only for `target`.
+pub(super) fn registry_client(
+    common: &CommonArgs,
+    reg: &RegistryArgs,
+    target: Option<&str>,
+) -> Result<Arc<RegistryClient>> {
+    let mut keychain = Keychain::from_env();
+    if reg.password_stdin && reg.username.is_none() {
+        bail!("--password-stdin needs --username");
+    }
+    if let Some(user) = &reg.username {
+        let password = if reg.password_stdin {
+            read_password_stdin()?
+        } else if let Some(p) = std::env::var("IMGBUILD_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+        {
+            Secret::new(p)
+        } else {
+            bail!(
+                "--username {user} needs a password: use --password-stdin or set IMGBUILD_PASSWORD"
+            );
+        };
+        keychain = keychain.with_explicit(user, password);
+    }
+    if let Some(t) = target {
+        keychain = keychain.explicit_only_for(t);
+    }
+    let options = TransportOptions {
+        ca_files: common.ca_files.clone(),
+        insecure_registries: reg.insecure_registries.clone(),
+        chunk_size: reg.chunk_size,
+        jobs: common.jobs.max(1),
+        http1_only: reg.http1,
+        ..TransportOptions::default()
+    };
+    Ok(Arc::new(RegistryClient::new(options, keychain)?))
+}
