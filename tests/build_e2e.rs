@@ -5,6 +5,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::layout::{blob_json, json_file, largest_blob};
 
 /// The digest of fixtures/golden-app on the synthetic base with SOURCE_DATE_EPOCH unset.
 /// A change here changes the bytes we produce: see docs/reproducibility.md before updating it.
@@ -146,26 +147,10 @@ fn source_date_epoch_sets_created_and_changes_the_digest() {
         &[("SOURCE_DATE_EPOCH", "1700000000")],
     );
     assert_ne!(zero, digest_of(&later));
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("out1/index.json")).unwrap()).unwrap();
-    let manifest_digest = index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join("out1/blobs/sha256").join(manifest_digest)).unwrap(),
-    )
-    .unwrap();
-    let config_digest = manifest["config"]["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    let config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join("out1/blobs/sha256").join(config_digest)).unwrap(),
-    )
-    .unwrap();
+    let layout = dir.join("out1");
+    let index = json_file(&layout.join("index.json"));
+    let manifest = blob_json(&layout, &index["manifests"][0]["digest"]);
+    let config = blob_json(&layout, &manifest["config"]["digest"]);
     assert_eq!(config["created"], "2023-11-14T22:13:20Z");
 }
 
@@ -272,31 +257,27 @@ fn skopeo_and_umoci_accept_layout_and_archive() {
         format!("oci:{}:v1", tmp.path().join("layout").display()),
         format!("oci-archive:{}", tmp.path().join("image.tar").display()),
     ] {
-        let o = Command::new("skopeo")
-            .args(["inspect", "--raw"])
-            .arg(&reference)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "skopeo inspect {reference}: {}",
-            stderr(&o)
-        );
+        let inspect = |flags: &[&str]| {
+            let o = Command::new("skopeo")
+                .arg("inspect")
+                .args(flags)
+                .arg(&reference)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "skopeo inspect {reference}: {}",
+                stderr(&o)
+            );
+            o
+        };
+        let o = inspect(&["--raw"]);
         let raw_digest = imgbuild::digest::Digest::of_bytes(&o.stdout).to_string();
         assert_eq!(
             raw_digest, digest,
             "skopeo sees another manifest in {reference}"
         );
-        let o = Command::new("skopeo")
-            .args(["inspect"])
-            .arg(&reference)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "skopeo inspect {reference}: {}",
-            stderr(&o)
-        );
+        let o = inspect(&[]);
         let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(info["Architecture"], "amd64");
     }
@@ -428,12 +409,7 @@ fn bad_input_fails_with_one_line_and_writes_nothing() {
     std::fs::remove_file(dir.join("leak")).unwrap();
 
     // A base layout whose layer does not match its digest.
-    let blobs = dir.join("base/blobs/sha256");
-    let biggest = std::fs::read_dir(&blobs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let biggest = largest_blob(&dir.join("base"));
     let mut bytes = std::fs::read(&biggest).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -463,12 +439,7 @@ fn a_base_blob_changed_after_a_build_is_caught_on_the_next() {
     digest_of(&build("oci:first"));
     digest_of(&build("oci:second")); // copied by the kernel: checked before, unchanged since
 
-    let blobs = dir.join("base/blobs/sha256");
-    let layer = std::fs::read_dir(&blobs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let layer = largest_blob(&dir.join("base"));
     let mut bytes = std::fs::read(&layer).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;

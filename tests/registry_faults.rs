@@ -8,12 +8,11 @@ use imgbuild::digest::Digest;
 use imgbuild::reference::Reference;
 use imgbuild::registry::client::MEDIA_TYPE_OCI_MANIFEST;
 use imgbuild::registry::credentials::Anonymous;
-use imgbuild::registry::{
-    BlobUpload, PushOutcome, RegistryClient, RegistryError, TransportOptions,
-};
+use imgbuild::registry::{PushOutcome, RegistryClient, RegistryError, TransportOptions};
 use std::io::{Cursor, Read};
 use std::time::{Duration, Instant};
 use support::fake_registry::{FakeRegistry, Fault};
+use support::push::{push_image, Image};
 
 fn options() -> TransportOptions {
     TransportOptions {
@@ -30,11 +29,6 @@ fn client() -> RegistryClient {
 }
 
 /// Two layers and a config, and a manifest naming them.
-struct Image {
-    blobs: Vec<Vec<u8>>,
-    manifest: Vec<u8>,
-}
-
 fn image(seed: u8, layer_size: usize) -> Image {
     let layer = |n: u8| {
         (0..layer_size)
@@ -62,43 +56,12 @@ fn repo(fake: &FakeRegistry, name: &str) -> Reference {
     Reference::parse(&format!("{}/{name}:v1", fake.host())).unwrap()
 }
 
-/// What the lead's push does: all blobs, and the manifest only if every blob was confirmed.
 fn push(
     client: &RegistryClient,
     r: &Reference,
     img: &Image,
 ) -> Result<(Vec<PushOutcome>, Digest), RegistryError> {
-    type Open = Box<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Sync>;
-    let opens: Vec<Open> = img
-        .blobs
-        .iter()
-        .map(|b| {
-            let b = b.clone();
-            Box::new(move || Ok(Box::new(Cursor::new(b.clone())) as Box<dyn Read + Send>)) as Open
-        })
-        .collect();
-    let uploads: Vec<BlobUpload> = img
-        .blobs
-        .iter()
-        .zip(&opens)
-        .map(|(b, open)| BlobUpload {
-            digest: Digest::of_bytes(b),
-            size: b.len() as u64,
-            open: &**open,
-            mount_from: None,
-        })
-        .collect();
-    let mut outcomes = Vec::new();
-    for r in client.push_blobs_parallel(r, &uploads) {
-        outcomes.push(r?);
-    }
-    let d = client.put_manifest(
-        r,
-        r.tag.as_deref().unwrap(),
-        &img.manifest,
-        MEDIA_TYPE_OCI_MANIFEST,
-    )?;
-    Ok((outcomes, d))
+    push_image(client, r, img, None)
 }
 
 fn assert_pushed(fake: &FakeRegistry, name: &str, img: &Image) {
@@ -147,17 +110,7 @@ fn a_429_with_retry_after_is_waited_out_then_the_push_completes() {
 #[test]
 fn two_500s_then_success_is_retried_transparently() {
     let fake = FakeRegistry::start();
-    fake.fault(
-        "POST",
-        "/blobs/uploads/",
-        "",
-        2,
-        Fault::Respond {
-            status: 500,
-            headers: vec![],
-            body: "oops".into(),
-        },
-    );
+    fake.fault("POST", "/blobs/uploads/", "", 2, Fault::status(500, "oops"));
     let c = client();
     let img = image(2, 1000);
     let (outcomes, _) = push(&c, &repo(&fake, "app"), &img).unwrap();
@@ -338,17 +291,7 @@ fn a_cross_host_redirect_on_a_blob_get_carries_no_authorization() {
 fn an_ecr_like_manifest_put_without_location_succeeds() {
     let fake = FakeRegistry::start();
     let img = image(5, 500);
-    fake.fault(
-        "PUT",
-        "/manifests/",
-        "",
-        1,
-        Fault::Respond {
-            status: 201,
-            headers: vec![],
-            body: String::new(),
-        },
-    );
+    fake.fault("PUT", "/manifests/", "", 1, Fault::status(201, ""));
     let c = client();
     let (_, d) = push(&c, &repo(&fake, "app"), &img).unwrap();
     assert_eq!(d, Digest::of_bytes(&img.manifest));
@@ -357,17 +300,7 @@ fn an_ecr_like_manifest_put_without_location_succeeds() {
 #[test]
 fn an_upload_without_location_is_a_clear_error_and_no_manifest_is_put() {
     let fake = FakeRegistry::start();
-    fake.fault(
-        "POST",
-        "/blobs/uploads/",
-        "",
-        99,
-        Fault::Respond {
-            status: 202,
-            headers: vec![],
-            body: String::new(),
-        },
-    );
+    fake.fault("POST", "/blobs/uploads/", "", 99, Fault::status(202, ""));
     let c = client();
     let e = push(&c, &repo(&fake, "app"), &image(6, 500)).unwrap_err();
     let msg = assert_one_line(&e);
@@ -386,11 +319,7 @@ fn persistent_503s_end_in_a_clear_error_after_bounded_retries() {
         "/blobs/uploads/",
         "",
         99,
-        Fault::Respond {
-            status: 503,
-            headers: vec![],
-            body: "<html>\n<b>down</b>\n</html>".into(),
-        },
+        Fault::status(503, "<html>\n<b>down</b>\n</html>"),
     );
     let c = client();
     let img = image(7, 500);
@@ -410,17 +339,7 @@ fn denied_is_not_retried() {
     let fake = FakeRegistry::start();
     let body =
         r#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
-    fake.fault(
-        "POST",
-        "/blobs/uploads/",
-        "",
-        99,
-        Fault::Respond {
-            status: 403,
-            headers: vec![],
-            body: body.into(),
-        },
-    );
+    fake.fault("POST", "/blobs/uploads/", "", 99, Fault::status(403, body));
     let c = client();
     let img = image(8, 500);
     let e = push(&c, &repo(&fake, "app"), &img).unwrap_err();
@@ -467,11 +386,7 @@ fn a_blob_whose_bytes_do_not_match_its_digest_is_refused() {
         "/blobs/",
         "",
         1,
-        Fault::Respond {
-            status: 200,
-            headers: vec![],
-            body: "tampered bytes".into(),
-        },
+        Fault::status(200, "tampered bytes"),
     );
     let mut out = Vec::new();
     let err = client()
@@ -575,17 +490,7 @@ fn last_manifest_auth(fake: &FakeRegistry) -> String {
 fn an_unknown_repository_on_push_is_named_and_not_retried() {
     let fake = FakeRegistry::start();
     let body = r#"{"errors":[{"code":"NAME_UNKNOWN","message":"The repository with name 'app' does not exist"}]}"#;
-    fake.fault(
-        "POST",
-        "/blobs/uploads/",
-        "",
-        99,
-        Fault::Respond {
-            status: 404,
-            headers: vec![],
-            body: body.into(),
-        },
-    );
+    fake.fault("POST", "/blobs/uploads/", "", 99, Fault::status(404, body));
     let c = client();
     let img = image(11, 100);
     let e = push(&c, &repo(&fake, "app"), &img).unwrap_err();

@@ -12,21 +12,15 @@ use imgbuild::reference::Reference;
 use imgbuild::registry::client::MEDIA_TYPE_OCI_MANIFEST;
 use imgbuild::registry::credentials::{Anonymous, CredentialSource};
 use imgbuild::registry::{
-    login, BlobUpload, Keychain, PushOutcome, RegistryClient, RegistryError, Secret,
-    TransportOptions,
+    login, Keychain, PushOutcome, RegistryClient, RegistryError, Secret, TransportOptions,
 };
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
+use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+use support::push::{push_image as push, Image};
 use support::registry::{Registry, Setup, PASSWORD, REFRESH_TOKEN, USERNAME};
-
-struct Image {
-    /// Layers then config, as pushed.
-    blobs: Vec<Vec<u8>>,
-    manifest: Vec<u8>,
-}
 
 /// Two deterministic tar+gzip layers and a minimal OCI config and manifest.
 fn image(seed: &str) -> Image {
@@ -92,45 +86,6 @@ fn client(reg: &Registry, creds: impl CredentialSource + 'static) -> RegistryCli
 
 fn reference(reg: &Registry, name: &str) -> Reference {
     Reference::parse(&format!("{}/{name}", reg.host)).unwrap()
-}
-
-fn push(
-    c: &RegistryClient,
-    r: &Reference,
-    img: &Image,
-    mount_from: Option<&str>,
-) -> Result<(Vec<PushOutcome>, Digest), RegistryError> {
-    type Open = Box<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Sync>;
-    let opens: Vec<Open> = img
-        .blobs
-        .iter()
-        .map(|b| {
-            let b = b.clone();
-            Box::new(move || Ok(Box::new(Cursor::new(b.clone())) as Box<dyn Read + Send>)) as Open
-        })
-        .collect();
-    let uploads: Vec<BlobUpload> = img
-        .blobs
-        .iter()
-        .zip(&opens)
-        .map(|(b, open)| BlobUpload {
-            digest: Digest::of_bytes(b),
-            size: b.len() as u64,
-            open: &**open,
-            mount_from: mount_from.map(str::to_string),
-        })
-        .collect();
-    let outcomes = c
-        .push_blobs_parallel(r, &uploads)
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    let d = c.put_manifest(
-        r,
-        r.tag.as_deref().unwrap(),
-        &img.manifest,
-        MEDIA_TYPE_OCI_MANIFEST,
-    )?;
-    Ok((outcomes, d))
 }
 
 fn skopeo(args: &[String]) -> std::process::Output {

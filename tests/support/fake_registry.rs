@@ -244,6 +244,17 @@ pub enum Fault {
     ExpireTokens,
 }
 
+impl Fault {
+    /// A plain answer: this status and body, no extra headers.
+    pub fn status(status: u16, body: &str) -> Fault {
+        Fault::Respond {
+            status,
+            headers: vec![],
+            body: body.to_string(),
+        }
+    }
+}
+
 struct Rule {
     method: String,
     path_contains: String,

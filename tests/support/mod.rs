@@ -6,7 +6,9 @@
 
 pub mod base;
 pub mod fake_registry;
+pub mod layout;
 pub mod podman;
+pub mod push;
 pub mod registry;
 pub mod synthetic;
 pub mod uv;

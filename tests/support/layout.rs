@@ -1,0 +1,24 @@
+//! Reading an OCI layout that a test wrote: its documents and its blobs.
+
+use std::path::{Path, PathBuf};
+
+/// A JSON file, parsed.
+pub fn json_file(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// The blob `digest` (a JSON string `sha256:…`) of `layout`, parsed as JSON.
+pub fn blob_json(layout: &Path, digest: &serde_json::Value) -> serde_json::Value {
+    let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
+    json_file(&layout.join("blobs/sha256").join(hex))
+}
+
+/// The largest blob of `layout`: a base's biggest layer.
+pub fn largest_blob(layout: &Path) -> PathBuf {
+    std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+}
