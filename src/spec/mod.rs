@@ -110,6 +110,14 @@ pub enum SpecError {
     /// The strict deserialisation disagreed with the key and type checks; a bug, but still reported.
     #[error("{file}: {message}")]
     Unreadable { file: String, message: String },
+    /// A platform the platform parser refused, or one without Python wheels.
+    #[error("{file}: key \"platforms\"{section}")]
+    Platform {
+        file: String,
+        section: String,
+        #[source]
+        source: Box<crate::platform::PlatformError>,
+    },
     #[error("{file}: key {key:?}{section}: {reason}")]
     Invalid {
         file: String,
@@ -134,6 +142,14 @@ impl Origin {
             key: key.to_string(),
             section: self.section.clone(),
             reason: reason.into(),
+        }
+    }
+
+    fn platform(&self, source: crate::platform::PlatformError) -> SpecError {
+        SpecError::Platform {
+            file: self.shown.clone(),
+            section: self.section.clone(),
+            source: Box::new(source),
         }
     }
 

@@ -30,7 +30,7 @@ impl Project {
     }
     fn err(&self, toml: &str) -> String {
         self.write(SPEC_FILE, toml);
-        let e = self.load().unwrap_err().to_string();
+        let e = error_chain(&self.load().unwrap_err());
         assert!(!e.contains('\n'), "one line: {e}");
         e
     }

@@ -242,15 +242,14 @@ fn parse_platforms(origin: &Origin, list: Option<Vec<String>>) -> Result<Vec<Pla
     }
     let mut out: Vec<Platform> = Vec::new();
     for text in &list {
-        let p = Platform::parse(text).map_err(|e| origin.invalid("platforms", e.to_string()))?;
+        let p = Platform::parse(text).map_err(|e| origin.platform(e))?;
         if p.os != "linux" {
             return Err(origin.invalid(
                 "platforms",
                 format!("{text:?}: imgbuild builds Linux images only"),
             ));
         }
-        p.python_arch()
-            .map_err(|e| origin.invalid("platforms", e.to_string()))?;
+        p.python_arch().map_err(|e| origin.platform(e))?;
         if let Some(first) = out.iter().find(|q| q.matches(&p)) {
             return Err(origin.invalid(
                 "platforms",
