@@ -151,21 +151,30 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
 }
 
 fn image_annotations(spec: &Spec, base: Option<&BaseImage>) -> BTreeMap<String, String> {
-    let mut a = spec.annotations.clone();
+    with_provenance(spec.annotations.clone(), spec, base)
+}
+
+/// `map` with the base's name and digest, the source URL and the revision
+/// set over the user's entries: the same keys serve as annotations and labels.
+fn with_provenance(
+    mut map: BTreeMap<String, String>,
+    spec: &Spec,
+    base: Option<&BaseImage>,
+) -> BTreeMap<String, String> {
     if let Some(b) = base {
-        a.insert(img::ANNOTATION_BASE_NAME.into(), b.name.clone());
-        a.insert(
+        map.insert(img::ANNOTATION_BASE_NAME.into(), b.name.clone());
+        map.insert(
             img::ANNOTATION_BASE_DIGEST.into(),
             b.manifest_digest.to_string(),
         );
     }
     if let Some(s) = &spec.source_url {
-        a.insert(img::ANNOTATION_SOURCE.into(), s.clone());
+        map.insert(img::ANNOTATION_SOURCE.into(), s.clone());
     }
     if let Some(r) = &spec.revision {
-        a.insert(img::ANNOTATION_REVISION.into(), r.clone());
+        map.insert(img::ANNOTATION_REVISION.into(), r.clone());
     }
-    a
+    map
 }
 
 pub fn open_base(
@@ -316,18 +325,7 @@ fn build_platform(
     }
 
     let created = rfc3339(opts.epoch);
-    let mut labels = spec.labels.clone();
-    labels.insert(img::ANNOTATION_BASE_NAME.into(), base.name.clone());
-    labels.insert(
-        img::ANNOTATION_BASE_DIGEST.into(),
-        base.manifest_digest.to_string(),
-    );
-    if let Some(s) = &spec.source_url {
-        labels.insert(img::ANNOTATION_SOURCE.into(), s.clone());
-    }
-    if let Some(r) = &spec.revision {
-        labels.insert(img::ANNOTATION_REVISION.into(), r.clone());
-    }
+    let labels = with_provenance(spec.labels.clone(), spec, Some(&base));
     let EntrypointCmd { entrypoint, cmd } = entrypoint_cmd(spec);
     let settings = RuntimeSettings {
         user: format!("{}:{}", spec.user.0, spec.user.1),
@@ -685,23 +683,15 @@ mod tests {
     fn the_image_runs_uvicorn_with_the_spec_settings_unless_overridden() {
         let (_dir, s) = spec("venv = \"/opt/venv\"\nport = 9000\nworkers = 3\nproxy-headers = true\napp-dir = \"src\"\n");
         let run = entrypoint_cmd(&s);
-        assert_eq!(run.entrypoint, None);
-        assert_eq!(
-            run.cmd.unwrap(),
-            [
-                "/opt/venv/bin/uvicorn",
-                "main:app",
-                "--host",
-                "0.0.0.0",
-                "--port",
-                "9000",
-                "--workers",
-                "3",
-                "--proxy-headers",
-                "--app-dir",
-                "src"
-            ]
-        );
+        let uvicorn = Uvicorn {
+            venv: "/opt/venv",
+            app: "main:app",
+            app_dir: Some("src"),
+            port: 9000,
+            workers: 3,
+            proxy_headers: true,
+        };
+        assert_eq!((run.entrypoint, run.cmd), (None, Some(uvicorn.command())));
         let (_dir, s) = spec("entrypoint = [\"/bin/run\"]\n");
         let run = entrypoint_cmd(&s);
         assert_eq!(

@@ -6,8 +6,8 @@ use super::output::finish;
 use super::prepare::{prepare, registry_client, run_build};
 use super::progress::event_printer;
 use crate::output::{archive, layout};
-use crate::spec::Spec;
 use anyhow::Result;
+use std::path::Path;
 
 pub(super) fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
     let dest = Destination::parse(&args.output)?;
@@ -29,7 +29,7 @@ pub(super) fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
         Destination::DockerArchive { file, reference } => {
             let r = reference
                 .clone()
-                .unwrap_or_else(|| default_repo_tag(&ctx.spec));
+                .unwrap_or_else(|| default_repo_tag(&ctx.spec.source));
             archive::write_docker_archive(&result, file, &r, &ctx.store, ctx.epoch)?
         }
     }
@@ -37,9 +37,8 @@ pub(super) fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
 }
 
 /// The docker-archive reference when none is given: `localhost/<source dir>:latest`.
-fn default_repo_tag(spec: &Spec) -> String {
-    let name = spec
-        .source
+fn default_repo_tag(source: &Path) -> String {
+    let name = source
         .file_name()
         .and_then(|n| n.to_str())
         .map(|n| {
@@ -65,15 +64,10 @@ mod tests {
 
     #[test]
     fn default_docker_archive_name_comes_from_the_source_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("My API!");
-        std::fs::create_dir(&source).unwrap();
-        std::fs::write(
-            source.join("imgbuild.toml"),
-            "base = \"b\"\napp = \"main:app\"\n",
-        )
-        .unwrap();
-        let spec = crate::spec::load(None, &source).unwrap();
-        assert_eq!(default_repo_tag(&spec), "localhost/my-api-:latest");
+        assert_eq!(
+            default_repo_tag(Path::new("/src/My API!")),
+            "localhost/my-api-:latest"
+        );
+        assert_eq!(default_repo_tag(Path::new("/")), "localhost/app:latest");
     }
 }
