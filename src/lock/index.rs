@@ -48,7 +48,8 @@ pub fn project_url(index_url: &str, project: &str) -> String {
     format!(
         "{}/{}/",
         index_url.trim_end_matches('/'),
-        normalise_name(project)
+        // A name PEP 508 refuses goes in as written; the index answers 404.
+        normalise_name(project).as_deref().unwrap_or(project)
     )
 }
 

@@ -12,7 +12,9 @@ pub mod select;
 pub mod uv;
 
 use crate::python::markers::{MarkerEnv, MarkerError};
+use pep508_rs::PackageName;
 use std::path::Path;
+use std::str::FromStr;
 use thiserror::Error;
 
 /// One package to install, with every file the lock allows for it.
@@ -146,22 +148,19 @@ fn is_pylock_name(name: &str) -> bool {
     }
 }
 
-/// PEP 503: lower case, runs of `-`, `_` and `.` become one `-`.
-pub fn normalise_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut sep = false;
-    for c in name.trim().chars() {
-        if matches!(c, '-' | '_' | '.') {
-            sep = true;
-        } else {
-            if sep && !out.is_empty() {
-                out.push('-');
-            }
-            sep = false;
-            out.extend(c.to_lowercase());
-        }
-    }
-    out
+/// `name` as PEP 503 normalises it (lower case, runs of `-`, `_` and `.` become
+/// one `-`), by `pep508_rs::PackageName`, the one normaliser imgbuild uses; None
+/// for what PEP 508 does not allow as a name (empty, a leading or trailing
+/// separator, other characters). Extra and group names normalise the same way.
+pub fn normalise_name(name: &str) -> Option<String> {
+    PackageName::from_str(name.trim())
+        .ok()
+        .map(|n| n.to_string())
+}
+
+/// Whether two names are the same project, extra or group once normalised.
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
+    matches!((normalise_name(a), normalise_name(b)), (Some(a), Some(b)) if a == b)
 }
 
 /// The last path segment of a URL, percent-decoded, without query or fragment.
@@ -208,11 +207,11 @@ pub(crate) fn is_sha256_hex(hex: &str) -> bool {
 pub(crate) fn file_name_version(filename: &str) -> Option<(String, String)> {
     if filename.ends_with(".whl") {
         let w = crate::python::tags::WheelFilename::parse(filename).ok()?;
-        return Some((normalise_name(&w.name), w.version));
+        return Some((w.name.to_string(), w.version));
     }
     let stem = sdist_stem(filename)?;
     let (name, version) = stem.rsplit_once('-')?;
-    Some((normalise_name(name), version.to_owned()))
+    Some((normalise_name(name)?, version.to_owned()))
 }
 
 pub(crate) fn sdist_stem(filename: &str) -> Option<&str> {
@@ -307,9 +306,16 @@ mod tests {
 
     #[test]
     fn names_are_normalised_per_pep_503() {
-        assert_eq!(normalise_name("Typing_Extensions"), "typing-extensions");
-        assert_eq!(normalise_name("zope.interface"), "zope-interface");
-        assert_eq!(normalise_name("a-_.b"), "a-b");
+        let n = |s: &str| normalise_name(s);
+        assert_eq!(n("Typing_Extensions").as_deref(), Some("typing-extensions"));
+        assert_eq!(n("zope.interface").as_deref(), Some("zope-interface"));
+        assert_eq!(n("a-_.b").as_deref(), Some("a-b"));
+        assert_eq!(n(" padded ").as_deref(), Some("padded"));
+        // PEP 508 names start and end with a letter or digit.
+        assert_eq!(n("_private"), None);
+        assert_eq!(n("trailing-"), None);
+        assert!(same_name("Foo.Bar", "foo_bar"));
+        assert!(!same_name("-", "_"));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! `directory` packages are local (the project itself) and are not returned.
 
-use super::{filename_from_url, normalise_name, LockError, LockOptions, LockedFile, LockedPackage};
+use super::{
+    filename_from_url, normalise_name, same_name, LockError, LockOptions, LockedFile, LockedPackage,
+};
 use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -169,7 +171,8 @@ pub fn parse(
                 has_sdist = true;
             }
         }
-        let name = normalise_name(&pkg.name);
+        let name = normalise_name(&pkg.name)
+            .ok_or_else(|| package_err("is not a valid package name (PEP 508)".into()))?;
         if out.iter().any(|p| p.name == name) {
             return Err(package_err(
                 "appears more than once for this target (markers overlap); lock again".into(),
@@ -260,10 +263,7 @@ fn substitute_set_membership(
         match set {
             Some((name, tail)) => {
                 let members = if name == "extras" { extras } else { groups };
-                let holds = members
-                    .iter()
-                    .any(|m| normalise_name(m) == normalise_name(value))
-                    != negated;
+                let holds = members.iter().any(|m| same_name(m, value)) != negated;
                 out.push_str(&rest[..q]);
                 out.push_str(if holds { TRUE } else { FALSE });
                 rest = tail;

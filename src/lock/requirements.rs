@@ -4,8 +4,8 @@
 //! PEP 691 simple index and only the files whose sha256 the file lists are kept.
 
 use super::{
-    file_name_version, filename_from_url, normalise_name, IndexFile, LockError, LockOptions,
-    LockedFile, LockedPackage, SimpleIndex,
+    file_name_version, filename_from_url, IndexFile, LockError, LockOptions, LockedFile,
+    LockedPackage, SimpleIndex,
 };
 use crate::python::markers::MarkerEnv;
 use pep508_rs::pep440_rs::{Operator, Version};
@@ -245,7 +245,7 @@ fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, String>
     if !req.evaluate_markers(env.environment(), &[]) {
         return Ok(None);
     }
-    let name = normalise_name(req.name.as_ref());
+    let name = req.name.to_string();
     if hashes.is_empty() {
         return Err(format!(
             "`{name}` has no --hash=sha256:…; generate the file with hashes (uv pip compile --generate-hashes, or uv export)"

@@ -7,8 +7,8 @@
 //! dependencies are still followed.
 
 use super::{
-    filename_from_url, normalise_name, sha256_from_hash, LockError, LockOptions, LockedFile,
-    LockedPackage,
+    filename_from_url, normalise_name, same_name, sha256_from_hash, LockError, LockOptions,
+    LockedFile, LockedPackage,
 };
 use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
@@ -182,12 +182,16 @@ impl Walker<'_> {
             groups.push("dev".into());
         }
         for &r in &roots {
-            let project = normalise_name(&self.lock.package[r].name);
+            let pkg = &self.lock.package[r];
+            let project = normalise_name(&pkg.name).ok_or_else(|| {
+                self.package_error(pkg, "is not a valid package name (PEP 508)".into())
+            })?;
             let encode = |kind: &str, item: &str| {
                 format!(
                     "{kind}-{}-{project}-{}",
                     project.len(),
-                    normalise_name(item)
+                    // An invalid extra or group name matches nothing, as an unknown one does.
+                    normalise_name(item).unwrap_or_else(|| item.to_owned())
                 )
             };
             let extras = opts.extras.iter().map(|e| encode("extra", e));
@@ -257,7 +261,9 @@ impl Walker<'_> {
             if pkg.is_local() {
                 continue;
             }
-            let name = normalise_name(&pkg.name);
+            let name = normalise_name(&pkg.name).ok_or_else(|| {
+                self.package_error(pkg, "is not a valid package name (PEP 508)".into())
+            })?;
             let version = pkg
                 .version
                 .clone()
@@ -287,12 +293,12 @@ impl Walker<'_> {
             .lock
             .manifest
             .iter()
-            .flat_map(|m| m.members.iter().map(|n| normalise_name(n)))
+            .flat_map(|m| m.members.iter().filter_map(|n| normalise_name(n)))
             .collect();
         let roots: Vec<usize> = if members.len() > 1 {
             (0..packages.len())
                 .filter(|&i| {
-                    members.contains(&normalise_name(&packages[i].name))
+                    normalise_name(&packages[i].name).is_some_and(|n| members.contains(&n))
                         && matches!(packages[i].source_kind(), Some("virtual" | "editable"))
                 })
                 .collect()
@@ -338,9 +344,8 @@ impl Walker<'_> {
     /// The package an edge points at; `version` and `source` on the edge pick
     /// between several locked versions of one name.
     fn resolve_edge(&self, from: usize, dep: &Dependency) -> Result<usize, LockError> {
-        let wanted = normalise_name(&dep.name);
         let candidates: Vec<usize> = (0..self.lock.package.len())
-            .filter(|&i| normalise_name(&self.lock.package[i].name) == wanted)
+            .filter(|&i| same_name(&self.lock.package[i].name, &dep.name))
             .filter(|&i| dep.version.is_none() || self.lock.package[i].version == dep.version)
             .filter(|&i| dep.source.is_none() || self.lock.package[i].source == dep.source)
             .collect();
