@@ -68,14 +68,18 @@ pub trait SimpleIndex {
 
 #[derive(Debug, Error)]
 pub enum LockError {
-    #[error("cannot read lockfile {path}: {source}")]
+    #[error("cannot read lockfile {path}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not valid TOML: {reason}")]
-    Toml { path: String, reason: String },
+    #[error("{path} is not valid TOML")]
+    Toml {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
     #[error("{path}: package `{package}`: {message}")]
@@ -90,7 +94,15 @@ pub enum LockError {
         line: usize,
         message: String,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}:{line}: invalid requirement `{requirement}`")]
+    Requirement {
+        path: String,
+        line: usize,
+        requirement: String,
+        #[source]
+        source: Box<pep508_rs::Pep508Error<pep508_rs::VerbatimUrl>>,
+    },
+    #[error("{path}: a marker or requires-python cannot be evaluated")]
     Marker {
         path: String,
         #[source]
@@ -100,6 +112,31 @@ pub enum LockError {
     UnknownFormat { path: String },
     #[error("package index {url}: {message}")]
     Index { url: String, message: String },
+    #[error("cannot start an HTTP client for the package index")]
+    IndexClient {
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("package index {url}: {what}")]
+    IndexHttp {
+        url: String,
+        what: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("package index {url}: not a PEP 691 JSON project page; is this a simple index URL?")]
+    IndexPage {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("package index {url}: {what} is not a valid URL")]
+    IndexUrl {
+        url: String,
+        what: String,
+        #[source]
+        source: index::UrlError,
+    },
 }
 
 /// Reads the lockfile at `path` and returns the packages to install for the
@@ -120,9 +157,9 @@ pub fn load(
 ) -> Result<Vec<LockedPackage>, LockError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let mut packages = if name == "uv.lock" {
-        uv::load(path, opts, env)?
+        uv::parse(&read_text(path)?, &path.display().to_string(), opts, env)?
     } else if is_pylock_name(name) {
-        pylock::load(path, opts, env)?
+        pylock::parse(&read_text(path)?, &path.display().to_string(), opts, env)?
     } else if name.ends_with(".txt") {
         requirements::load(path, opts, env, index, &|k| std::env::var(k).ok())?
     } else {

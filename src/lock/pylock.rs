@@ -9,7 +9,6 @@ use super::{
 use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -53,15 +52,6 @@ struct FileEntry {
     hashes: BTreeMap<String, String>,
 }
 
-pub fn load(
-    path: &Path,
-    opts: &LockOptions,
-    env: &MarkerEnv,
-) -> Result<Vec<LockedPackage>, LockError> {
-    let text = super::read_text(path)?;
-    parse(&text, &path.display().to_string(), opts, env)
-}
-
 pub fn parse(
     text: &str,
     path: &str,
@@ -76,9 +66,9 @@ pub fn parse(
         path: path.to_owned(),
         source,
     };
-    let lock: PyLock = toml::from_str(text).map_err(|e| LockError::Toml {
+    let lock: PyLock = toml::from_str(text).map_err(|source| LockError::Toml {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source,
     })?;
     if lock.lock_version.split('.').next() != Some("1") {
         return Err(invalid(format!(

@@ -13,7 +13,6 @@ use super::{
 use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::Path;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -100,15 +99,6 @@ impl Package {
     }
 }
 
-pub fn load(
-    path: &Path,
-    opts: &LockOptions,
-    env: &MarkerEnv,
-) -> Result<Vec<LockedPackage>, LockError> {
-    let text = super::read_text(path)?;
-    parse(&text, &path.display().to_string(), opts, env)
-}
-
 pub fn parse(
     text: &str,
     path: &str,
@@ -121,9 +111,9 @@ pub fn parse(
     };
     // Read the version alone first, so a future format fails on the version and
     // not on some field it renamed.
-    let header: toml::Table = toml::from_str(text).map_err(|e| LockError::Toml {
+    let header: toml::Table = toml::from_str(text).map_err(|source| LockError::Toml {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source,
     })?;
     match header.get("version").and_then(toml::Value::as_integer) {
         Some(1) => {}
@@ -134,9 +124,9 @@ pub fn parse(
         }
         None => return Err(invalid("missing or non-integer `version`; is this a uv.lock?".into())),
     }
-    let lock: UvLock = toml::from_str(text).map_err(|e| LockError::Toml {
+    let lock: UvLock = toml::from_str(text).map_err(|source| LockError::Toml {
         path: path.to_owned(),
-        reason: e.to_string(),
+        source,
     })?;
     let _ = &lock.version;
     if let Some(rp) = &lock.requires_python {
@@ -701,12 +691,9 @@ wheels = [{}]
             .status()
             .unwrap();
         assert!(status.success());
-        let got = load(
-            &dir.path().join("uv.lock"),
-            &LockOptions::default(),
-            &env("x86_64"),
-        )
-        .unwrap();
+        let lock = dir.path().join("uv.lock");
+        let text = std::fs::read_to_string(&lock).unwrap();
+        let got = parse(&text, "uv.lock", &LockOptions::default(), &env("x86_64")).unwrap();
         let names: Vec<&str> = got.iter().map(|p| p.name.as_str()).collect();
         for n in [
             "fastapi",

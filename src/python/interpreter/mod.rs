@@ -11,7 +11,7 @@ mod elf;
 mod packages;
 mod sysconfig;
 
-use super::rootfs::RootFs;
+use super::rootfs::{join, RootFs};
 use elf::Elf;
 use packages::{apk_version, dpkg_version, major_minor, patch_of};
 use serde::{Deserialize, Serialize};
@@ -430,14 +430,6 @@ fn arch_from_multiarch(multiarch: &str) -> Option<String> {
         }
         .to_owned(),
     )
-}
-
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{dir}/{name}")
-    }
 }
 
 #[cfg(test)]
