@@ -200,6 +200,17 @@ pub(crate) fn same_name(a: &str, b: &str) -> bool {
     matches!((normalise_name(a), normalise_name(b)), (Some(a), Some(b)) if a == b)
 }
 
+/// A lockfile's TOML as `T`, with an error that names the file.
+pub(crate) fn from_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &str,
+) -> Result<T, LockError> {
+    toml::from_str(text).map_err(|source| LockError::Toml {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// The last path segment of a URL, percent-decoded, without query or fragment.
 pub(crate) fn filename_from_url(url: &str) -> Option<String> {
     let path = url.split(['?', '#']).next().unwrap_or(url);

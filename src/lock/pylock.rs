@@ -66,10 +66,7 @@ pub fn parse(
         path: path.to_owned(),
         source,
     };
-    let lock: PyLock = toml::from_str(text).map_err(|source| LockError::Toml {
-        path: path.to_owned(),
-        source,
-    })?;
+    let lock: PyLock = super::from_toml(text, path)?;
     if lock.lock_version.split('.').next() != Some("1") {
         return Err(invalid(format!(
             "lock-version {} is not supported by this imgbuild; it reads lock-version 1.x",

@@ -111,10 +111,7 @@ pub fn parse(
     };
     // Read the version alone first, so a future format fails on the version and
     // not on some field it renamed.
-    let header: toml::Table = toml::from_str(text).map_err(|source| LockError::Toml {
-        path: path.to_owned(),
-        source,
-    })?;
+    let header: toml::Table = super::from_toml(text, path)?;
     match header.get("version").and_then(toml::Value::as_integer) {
         Some(1) => {}
         Some(n) => {
@@ -124,10 +121,7 @@ pub fn parse(
         }
         None => return Err(invalid("missing or non-integer `version`; is this a uv.lock?".into())),
     }
-    let lock: UvLock = toml::from_str(text).map_err(|source| LockError::Toml {
-        path: path.to_owned(),
-        source,
-    })?;
+    let lock: UvLock = super::from_toml(text, path)?;
     let _ = &lock.version;
     if let Some(rp) = &lock.requires_python {
         let ok = env

@@ -134,10 +134,6 @@ mod tests {
     use super::super::test_ctx as ctx;
     use super::*;
 
-    fn name(s: &str) -> PackageName {
-        PackageName::from_str(s).unwrap()
-    }
-
     #[test]
     fn wheel_version_must_be_major_one() {
         assert!(check_wheel_file(b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\n", &ctx()).is_ok());
@@ -148,6 +144,7 @@ mod tests {
 
     #[test]
     fn metadata_must_match_the_file_name() {
+        let name = |s: &str| PackageName::from_str(s).unwrap();
         let m = b"Metadata-Version: 2.1\nName: Demo_Pkg\nVersion: 1.0\n\nName: body\n";
         assert_eq!(
             check_metadata(m, &name("demo-pkg"), "1.0", &ctx()).unwrap(),
@@ -161,6 +158,7 @@ mod tests {
     #[test]
     fn a_bad_version_or_name_keeps_its_parse_error_as_the_source() {
         use std::error::Error as _;
+        let name = |s: &str| PackageName::from_str(s).unwrap();
         let err =
             check_metadata(b"Name: demo\nVersion: one\n", &name("demo"), "1", &ctx()).unwrap_err();
         assert!(matches!(err, WheelError::Version { ref version, .. } if version == "one"));
