@@ -16,8 +16,8 @@
 
 use imgbuild::layer::tar::{write_tar, NoExternal};
 use imgbuild::layer::{ImagePath, LayerPlan};
+use imgbuild::python::install::{plan_install, WheelContent};
 use imgbuild::python::venv::{skeleton, VenvTarget};
-use imgbuild::python::wheel::{plan_install, WheelContent};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;

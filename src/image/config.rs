@@ -3,10 +3,9 @@
 //! are kept as the base had them.
 
 use crate::digest::Digest;
+use crate::python::interpreter::DEFAULT_PATH;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Clone, Debug)]
 pub struct RuntimeSettings {

@@ -5,6 +5,9 @@ use super::{normalise_name, IndexFile, LockError, SimpleIndex};
 use reqwest::Url;
 use serde::Deserialize;
 
+/// Why a URL did not parse.
+pub type UrlError = <Url as std::str::FromStr>::Err;
+
 const ACCEPT: &str = "application/vnd.pypi.simple.v1+json";
 
 pub struct HttpSimpleIndex {
@@ -16,10 +19,7 @@ impl HttpSimpleIndex {
         let client = reqwest::blocking::Client::builder()
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| LockError::Index {
-                url: String::new(),
-                message: format!("cannot start an HTTP client: {e}"),
-            })?;
+            .map_err(|source| LockError::IndexClient { source })?;
         Ok(Self { client })
     }
 
@@ -48,31 +48,30 @@ pub fn project_url(index_url: &str, project: &str) -> String {
     format!(
         "{}/{}/",
         index_url.trim_end_matches('/'),
-        normalise_name(project)
+        // A name PEP 508 refuses goes in as written; the index answers 404.
+        normalise_name(project).as_deref().unwrap_or(project)
     )
 }
 
 /// The files of a PEP 691 page, with URLs made absolute against the page URL.
 pub fn parse_project_page(page_url: &str, body: &[u8]) -> Result<Vec<IndexFile>, LockError> {
-    let err = |message: String| LockError::Index {
-        url: page_url.to_owned(),
-        message,
+    let url_err = |what: String, source| LockError::IndexUrl {
+        url: redact(page_url),
+        what,
+        source,
     };
-    let base = Url::parse(page_url).map_err(|e| err(format!("invalid URL: {e}")))?;
-    let page: ProjectPage = serde_json::from_slice(body).map_err(|e| {
-        err(format!(
-            "not a PEP 691 JSON project page ({e}); is this a simple index URL?"
-        ))
-    })?;
+    let base = Url::parse(page_url).map_err(|e| url_err("the page URL".into(), e))?;
+    let page: ProjectPage =
+        serde_json::from_slice(body).map_err(|source| LockError::IndexPage {
+            url: redact(page_url),
+            source,
+        })?;
     page.files
         .into_iter()
         .map(|f| {
-            let url = base.join(&f.url).map_err(|e| {
-                err(format!(
-                    "file {} has an invalid URL `{}`: {e}",
-                    f.filename, f.url
-                ))
-            })?;
+            let url = base
+                .join(&f.url)
+                .map_err(|e| url_err(format!("file {}'s URL `{}`", f.filename, f.url), e))?;
             Ok(IndexFile {
                 sha256: f
                     .hashes
@@ -99,7 +98,11 @@ impl SimpleIndex for HttpSimpleIndex {
             .get(&url)
             .header(reqwest::header::ACCEPT, ACCEPT)
             .send()
-            .map_err(|e| err(format!("request failed: {e}")))?;
+            .map_err(|e| LockError::IndexHttp {
+                url: redact(&url),
+                what: "the request failed",
+                source: e.without_url(),
+            })?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(err(format!(
@@ -111,13 +114,12 @@ impl SimpleIndex for HttpSimpleIndex {
         }
         // Redirects move the page; relative file URLs are relative to where it ended up.
         let final_url = response.url().to_string();
-        let body = response
-            .bytes()
-            .map_err(|e| err(format!("reading the response failed: {e}")))?;
-        parse_project_page(&final_url, &body).map_err(|e| match e {
-            LockError::Index { message, .. } => err(message),
-            other => other,
-        })
+        let body = response.bytes().map_err(|e| LockError::IndexHttp {
+            url: redact(&url),
+            what: "reading the response failed",
+            source: e.without_url(),
+        })?;
+        parse_project_page(&final_url, &body)
     }
 }
 

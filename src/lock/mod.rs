@@ -12,7 +12,9 @@ pub mod select;
 pub mod uv;
 
 use crate::python::markers::{MarkerEnv, MarkerError};
+use pep508_rs::PackageName;
 use std::path::Path;
+use std::str::FromStr;
 use thiserror::Error;
 
 /// One package to install, with every file the lock allows for it.
@@ -66,14 +68,18 @@ pub trait SimpleIndex {
 
 #[derive(Debug, Error)]
 pub enum LockError {
-    #[error("cannot read lockfile {path}: {source}")]
+    #[error("cannot read lockfile {path}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not valid TOML: {reason}")]
-    Toml { path: String, reason: String },
+    #[error("{path} is not valid TOML")]
+    Toml {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
     #[error("{path}: package `{package}`: {message}")]
@@ -88,7 +94,15 @@ pub enum LockError {
         line: usize,
         message: String,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}:{line}: invalid requirement `{requirement}`")]
+    Requirement {
+        path: String,
+        line: usize,
+        requirement: String,
+        #[source]
+        source: Box<pep508_rs::Pep508Error<pep508_rs::VerbatimUrl>>,
+    },
+    #[error("{path}: a marker or requires-python cannot be evaluated")]
     Marker {
         path: String,
         #[source]
@@ -98,6 +112,31 @@ pub enum LockError {
     UnknownFormat { path: String },
     #[error("package index {url}: {message}")]
     Index { url: String, message: String },
+    #[error("cannot start an HTTP client for the package index")]
+    IndexClient {
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("package index {url}: {what}")]
+    IndexHttp {
+        url: String,
+        what: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("package index {url}: not a PEP 691 JSON project page; is this a simple index URL?")]
+    IndexPage {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("package index {url}: {what} is not a valid URL")]
+    IndexUrl {
+        url: String,
+        what: String,
+        #[source]
+        source: index::UrlError,
+    },
 }
 
 /// Reads the lockfile at `path` and returns the packages to install for the
@@ -118,9 +157,9 @@ pub fn load(
 ) -> Result<Vec<LockedPackage>, LockError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let mut packages = if name == "uv.lock" {
-        uv::load(path, opts, env)?
+        uv::parse(&read_text(path)?, &path.display().to_string(), opts, env)?
     } else if is_pylock_name(name) {
-        pylock::load(path, opts, env)?
+        pylock::parse(&read_text(path)?, &path.display().to_string(), opts, env)?
     } else if name.ends_with(".txt") {
         requirements::load(path, opts, env, index, &|k| std::env::var(k).ok())?
     } else {
@@ -146,22 +185,30 @@ fn is_pylock_name(name: &str) -> bool {
     }
 }
 
-/// PEP 503: lower case, runs of `-`, `_` and `.` become one `-`.
-pub fn normalise_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut sep = false;
-    for c in name.trim().chars() {
-        if matches!(c, '-' | '_' | '.') {
-            sep = true;
-        } else {
-            if sep && !out.is_empty() {
-                out.push('-');
-            }
-            sep = false;
-            out.extend(c.to_lowercase());
-        }
-    }
-    out
+/// `name` as PEP 503 normalises it (lower case, runs of `-`, `_` and `.` become
+/// one `-`), by `pep508_rs::PackageName`, the one normaliser imgbuild uses; None
+/// for what PEP 508 does not allow as a name (empty, a leading or trailing
+/// separator, other characters). Extra and group names normalise the same way.
+pub fn normalise_name(name: &str) -> Option<String> {
+    PackageName::from_str(name.trim())
+        .ok()
+        .map(|n| n.to_string())
+}
+
+/// Whether two names are the same project, extra or group once normalised.
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
+    matches!((normalise_name(a), normalise_name(b)), (Some(a), Some(b)) if a == b)
+}
+
+/// A lockfile's TOML as `T`, with an error that names the file.
+pub(crate) fn from_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &str,
+) -> Result<T, LockError> {
+    toml::from_str(text).map_err(|source| LockError::Toml {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The last path segment of a URL, percent-decoded, without query or fragment.
@@ -208,11 +255,11 @@ pub(crate) fn is_sha256_hex(hex: &str) -> bool {
 pub(crate) fn file_name_version(filename: &str) -> Option<(String, String)> {
     if filename.ends_with(".whl") {
         let w = crate::python::tags::WheelFilename::parse(filename).ok()?;
-        return Some((normalise_name(&w.name), w.version));
+        return Some((w.name.to_string(), w.version));
     }
     let stem = sdist_stem(filename)?;
     let (name, version) = stem.rsplit_once('-')?;
-    Some((normalise_name(name), version.to_owned()))
+    Some((normalise_name(name)?, version.to_owned()))
 }
 
 pub(crate) fn sdist_stem(filename: &str) -> Option<&str> {
@@ -307,9 +354,16 @@ mod tests {
 
     #[test]
     fn names_are_normalised_per_pep_503() {
-        assert_eq!(normalise_name("Typing_Extensions"), "typing-extensions");
-        assert_eq!(normalise_name("zope.interface"), "zope-interface");
-        assert_eq!(normalise_name("a-_.b"), "a-b");
+        let n = |s: &str| normalise_name(s);
+        assert_eq!(n("Typing_Extensions").as_deref(), Some("typing-extensions"));
+        assert_eq!(n("zope.interface").as_deref(), Some("zope-interface"));
+        assert_eq!(n("a-_.b").as_deref(), Some("a-b"));
+        assert_eq!(n(" padded ").as_deref(), Some("padded"));
+        // PEP 508 names start and end with a letter or digit.
+        assert_eq!(n("_private"), None);
+        assert_eq!(n("trailing-"), None);
+        assert!(same_name("Foo.Bar", "foo_bar"));
+        assert!(!same_name("-", "_"));
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //!
 //! `directory` packages are local (the project itself) and are not returned.
 
-use super::{filename_from_url, normalise_name, LockError, LockOptions, LockedFile, LockedPackage};
+use super::{
+    filename_from_url, normalise_name, same_name, LockError, LockOptions, LockedFile, LockedPackage,
+};
 use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -51,15 +52,6 @@ struct FileEntry {
     hashes: BTreeMap<String, String>,
 }
 
-pub fn load(
-    path: &Path,
-    opts: &LockOptions,
-    env: &MarkerEnv,
-) -> Result<Vec<LockedPackage>, LockError> {
-    let text = super::read_text(path)?;
-    parse(&text, &path.display().to_string(), opts, env)
-}
-
 pub fn parse(
     text: &str,
     path: &str,
@@ -74,10 +66,7 @@ pub fn parse(
         path: path.to_owned(),
         source,
     };
-    let lock: PyLock = toml::from_str(text).map_err(|e| LockError::Toml {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let lock: PyLock = super::from_toml(text, path)?;
     if lock.lock_version.split('.').next() != Some("1") {
         return Err(invalid(format!(
             "lock-version {} is not supported by this imgbuild; it reads lock-version 1.x",
@@ -169,7 +158,8 @@ pub fn parse(
                 has_sdist = true;
             }
         }
-        let name = normalise_name(&pkg.name);
+        let name = normalise_name(&pkg.name)
+            .ok_or_else(|| package_err("is not a valid package name (PEP 508)".into()))?;
         if out.iter().any(|p| p.name == name) {
             return Err(package_err(
                 "appears more than once for this target (markers overlap); lock again".into(),
@@ -260,10 +250,7 @@ fn substitute_set_membership(
         match set {
             Some((name, tail)) => {
                 let members = if name == "extras" { extras } else { groups };
-                let holds = members
-                    .iter()
-                    .any(|m| normalise_name(m) == normalise_name(value))
-                    != negated;
+                let holds = members.iter().any(|m| same_name(m, value)) != negated;
                 out.push_str(&rest[..q]);
                 out.push_str(if holds { TRUE } else { FALSE });
                 rest = tail;

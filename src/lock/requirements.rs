@@ -4,8 +4,8 @@
 //! PEP 691 simple index and only the files whose sha256 the file lists are kept.
 
 use super::{
-    file_name_version, filename_from_url, normalise_name, IndexFile, LockError, LockOptions,
-    LockedFile, LockedPackage, SimpleIndex,
+    file_name_version, filename_from_url, IndexFile, LockError, LockOptions, LockedFile,
+    LockedPackage, SimpleIndex,
 };
 use crate::python::markers::MarkerEnv;
 use pep508_rs::pep440_rs::{Operator, Version};
@@ -134,7 +134,16 @@ fn parse_file(
             }
             continue;
         }
-        if let Some(pin) = parse_requirement(&line, env).map_err(err)? {
+        let parsed_pin = parse_requirement(&line, env).map_err(|e| match e {
+            BadRequirement::Message(message) => err(message),
+            BadRequirement::Syntax(requirement, source) => LockError::Requirement {
+                path: shown.clone(),
+                line: line_no,
+                requirement,
+                source,
+            },
+        })?;
+        if let Some(pin) = parsed_pin {
             if install {
                 parsed.pins.push(Pin {
                     file: shown.clone(),
@@ -210,8 +219,32 @@ fn split_option(line: &str) -> (String, Option<String>) {
     (head.to_owned(), tail)
 }
 
+/// Why a requirement line was refused.
+enum BadRequirement {
+    /// What is wrong, said in full.
+    Message(String),
+    /// The requirement text and PEP 508's complaint about it.
+    Syntax(String, Box<pep508_rs::Pep508Error<pep508_rs::VerbatimUrl>>),
+}
+
+impl From<String> for BadRequirement {
+    fn from(message: String) -> Self {
+        BadRequirement::Message(message)
+    }
+}
+
+impl From<&str> for BadRequirement {
+    fn from(message: &str) -> Self {
+        BadRequirement::Message(message.to_owned())
+    }
+}
+
+fn refuse<T>(message: String) -> Result<T, BadRequirement> {
+    Err(BadRequirement::Message(message))
+}
+
 /// A pinned requirement, or None when its marker excludes the target.
-fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, String> {
+fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, BadRequirement> {
     // Per-requirement options start at the first ` --`.
     let (req_text, options) = match line.find(" --") {
         Some(i) => (&line[..i], &line[i + 1..]),
@@ -228,26 +261,26 @@ fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, String>
                 .map(str::to_owned)
                 .ok_or("`--hash` needs a value")?
         } else {
-            return Err(format!("unsupported option `{tok}` on a requirement"));
+            return refuse(format!("unsupported option `{tok}` on a requirement"));
         };
         let (algo, hex) = value
             .split_once(':')
             .ok_or_else(|| format!("`--hash={value}` should be ALGORITHM:HEX"))?;
         if algo == "sha256" {
             if !super::is_sha256_hex(hex) {
-                return Err(format!("`--hash={value}` is not a sha256 hex digest"));
+                return refuse(format!("`--hash={value}` is not a sha256 hex digest"));
             }
             hashes.insert(hex.to_ascii_lowercase());
         }
     }
     let req = Requirement::<pep508_rs::VerbatimUrl>::from_str(req_text.trim())
-        .map_err(|e| format!("invalid requirement `{}`: {e}", req_text.trim()))?;
+        .map_err(|e| BadRequirement::Syntax(req_text.trim().to_owned(), Box::new(e)))?;
     if !req.evaluate_markers(env.environment(), &[]) {
         return Ok(None);
     }
-    let name = normalise_name(req.name.as_ref());
+    let name = req.name.to_string();
     if hashes.is_empty() {
-        return Err(format!(
+        return refuse(format!(
             "`{name}` has no --hash=sha256:…; generate the file with hashes (uv pip compile --generate-hashes, or uv export)"
         ));
     }
@@ -262,7 +295,7 @@ fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, String>
             match pinned {
                 Some(v) => (v, None),
                 None => {
-                    return Err(format!(
+                    return refuse(format!(
                         "`{name}{specs}` is not pinned; pin every requirement with `==`"
                     ))
                 }
@@ -279,7 +312,7 @@ fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, String>
             (version, Some(url))
         }
         None => {
-            return Err(format!(
+            return refuse(format!(
                 "`{name}` is not pinned; pin every requirement with `==`"
             ))
         }

@@ -2,7 +2,7 @@
 //! imgbuild never builds source distributions, so a package without a usable
 //! wheel stops the build; all such packages are reported together.
 
-use super::{normalise_name, LockedPackage};
+use super::LockedPackage;
 use crate::python::tags::{Tags, WheelFilename};
 use thiserror::Error;
 
@@ -45,7 +45,7 @@ pub fn select_wheels(
             let Ok(wheel) = WheelFilename::parse(&file.filename) else {
                 continue;
             };
-            if normalise_name(&wheel.name) != pkg.name {
+            if wheel.name.as_ref() != pkg.name {
                 continue;
             }
             offered.push(wheel.tag_string());

@@ -7,13 +7,12 @@
 //! dependencies are still followed.
 
 use super::{
-    filename_from_url, normalise_name, sha256_from_hash, LockError, LockOptions, LockedFile,
-    LockedPackage,
+    filename_from_url, normalise_name, same_name, sha256_from_hash, LockError, LockOptions,
+    LockedFile, LockedPackage,
 };
 use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::Path;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -100,15 +99,6 @@ impl Package {
     }
 }
 
-pub fn load(
-    path: &Path,
-    opts: &LockOptions,
-    env: &MarkerEnv,
-) -> Result<Vec<LockedPackage>, LockError> {
-    let text = super::read_text(path)?;
-    parse(&text, &path.display().to_string(), opts, env)
-}
-
 pub fn parse(
     text: &str,
     path: &str,
@@ -121,10 +111,7 @@ pub fn parse(
     };
     // Read the version alone first, so a future format fails on the version and
     // not on some field it renamed.
-    let header: toml::Table = toml::from_str(text).map_err(|e| LockError::Toml {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let header: toml::Table = super::from_toml(text, path)?;
     match header.get("version").and_then(toml::Value::as_integer) {
         Some(1) => {}
         Some(n) => {
@@ -134,10 +121,7 @@ pub fn parse(
         }
         None => return Err(invalid("missing or non-integer `version`; is this a uv.lock?".into())),
     }
-    let lock: UvLock = toml::from_str(text).map_err(|e| LockError::Toml {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let lock: UvLock = super::from_toml(text, path)?;
     let _ = &lock.version;
     if let Some(rp) = &lock.requires_python {
         let ok = env
@@ -182,12 +166,16 @@ impl Walker<'_> {
             groups.push("dev".into());
         }
         for &r in &roots {
-            let project = normalise_name(&self.lock.package[r].name);
+            let pkg = &self.lock.package[r];
+            let project = normalise_name(&pkg.name).ok_or_else(|| {
+                self.package_error(pkg, "is not a valid package name (PEP 508)".into())
+            })?;
             let encode = |kind: &str, item: &str| {
                 format!(
                     "{kind}-{}-{project}-{}",
                     project.len(),
-                    normalise_name(item)
+                    // An invalid extra or group name matches nothing, as an unknown one does.
+                    normalise_name(item).unwrap_or_else(|| item.to_owned())
                 )
             };
             let extras = opts.extras.iter().map(|e| encode("extra", e));
@@ -257,7 +245,9 @@ impl Walker<'_> {
             if pkg.is_local() {
                 continue;
             }
-            let name = normalise_name(&pkg.name);
+            let name = normalise_name(&pkg.name).ok_or_else(|| {
+                self.package_error(pkg, "is not a valid package name (PEP 508)".into())
+            })?;
             let version = pkg
                 .version
                 .clone()
@@ -287,12 +277,12 @@ impl Walker<'_> {
             .lock
             .manifest
             .iter()
-            .flat_map(|m| m.members.iter().map(|n| normalise_name(n)))
+            .flat_map(|m| m.members.iter().filter_map(|n| normalise_name(n)))
             .collect();
         let roots: Vec<usize> = if members.len() > 1 {
             (0..packages.len())
                 .filter(|&i| {
-                    members.contains(&normalise_name(&packages[i].name))
+                    normalise_name(&packages[i].name).is_some_and(|n| members.contains(&n))
                         && matches!(packages[i].source_kind(), Some("virtual" | "editable"))
                 })
                 .collect()
@@ -338,9 +328,8 @@ impl Walker<'_> {
     /// The package an edge points at; `version` and `source` on the edge pick
     /// between several locked versions of one name.
     fn resolve_edge(&self, from: usize, dep: &Dependency) -> Result<usize, LockError> {
-        let wanted = normalise_name(&dep.name);
         let candidates: Vec<usize> = (0..self.lock.package.len())
-            .filter(|&i| normalise_name(&self.lock.package[i].name) == wanted)
+            .filter(|&i| same_name(&self.lock.package[i].name, &dep.name))
             .filter(|&i| dep.version.is_none() || self.lock.package[i].version == dep.version)
             .filter(|&i| dep.source.is_none() || self.lock.package[i].source == dep.source)
             .collect();
@@ -696,12 +685,9 @@ wheels = [{}]
             .status()
             .unwrap();
         assert!(status.success());
-        let got = load(
-            &dir.path().join("uv.lock"),
-            &LockOptions::default(),
-            &env("x86_64"),
-        )
-        .unwrap();
+        let lock = dir.path().join("uv.lock");
+        let text = std::fs::read_to_string(&lock).unwrap();
+        let got = parse(&text, "uv.lock", &LockOptions::default(), &env("x86_64")).unwrap();
         let names: Vec<&str> = got.iter().map(|p| p.name.as_str()).collect();
         for n in [
             "fastapi",

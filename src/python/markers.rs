@@ -1,21 +1,42 @@
 //! PEP 508 markers evaluated for the image's Python, never the host's.
 
 use super::interpreter::PythonInfo;
-use pep508_rs::pep440_rs::{Version, VersionSpecifiers};
-use pep508_rs::{ExtraName, MarkerEnvironment, MarkerEnvironmentBuilder, MarkerTree};
+use pep508_rs::pep440_rs::{
+    Version, VersionParseError, VersionSpecifiers, VersionSpecifiersParseError,
+};
+use pep508_rs::{
+    ExtraName, InvalidNameError, MarkerEnvironment, MarkerEnvironmentBuilder, MarkerTree,
+    Pep508Error,
+};
 use std::str::FromStr;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum MarkerError {
-    #[error("invalid environment marker `{marker}`: {reason}")]
-    Invalid { marker: String, reason: String },
-    #[error("invalid extra name `{0}`: use letters, digits, `-`, `_` and `.`")]
-    Extra(String),
-    #[error("invalid requires-python `{spec}`: {reason}")]
-    RequiresPython { spec: String, reason: String },
-    #[error("the target Python version {0} cannot be used in markers: {1}")]
-    Version(String, String),
+    #[error("invalid environment marker `{marker}`")]
+    Invalid {
+        marker: String,
+        #[source]
+        source: Pep508Error,
+    },
+    #[error("invalid extra name `{name}`: use letters, digits, `-`, `_` and `.`")]
+    Extra {
+        name: String,
+        #[source]
+        source: InvalidNameError,
+    },
+    #[error("invalid requires-python `{spec}`")]
+    RequiresPython {
+        spec: String,
+        #[source]
+        source: VersionSpecifiersParseError,
+    },
+    #[error("the target Python version {version} cannot be used in markers")]
+    Version {
+        version: String,
+        #[source]
+        source: VersionParseError,
+    },
 }
 
 /// The marker environment of the target image.
@@ -44,9 +65,14 @@ impl MarkerEnv {
             python_version: &minor,
             sys_platform: "linux",
         })
-        .map_err(|e| MarkerError::Version(full.clone(), e.to_string()))?;
-        let full_version = Version::from_str(&full)
-            .map_err(|e| MarkerError::Version(full.clone(), e.to_string()))?;
+        .map_err(|source| MarkerError::Version {
+            version: full.clone(),
+            source,
+        })?;
+        let full_version = Version::from_str(&full).map_err(|source| MarkerError::Version {
+            version: full.clone(),
+            source,
+        })?;
         Ok(MarkerEnv { env, full_version })
     }
 
@@ -64,13 +90,18 @@ impl MarkerEnv {
         if marker_text.trim().is_empty() {
             return Ok(true);
         }
-        let tree = MarkerTree::from_str(marker_text).map_err(|e| MarkerError::Invalid {
+        let tree = MarkerTree::from_str(marker_text).map_err(|source| MarkerError::Invalid {
             marker: marker_text.to_owned(),
-            reason: e.to_string(),
+            source,
         })?;
         let extras = extras
             .iter()
-            .map(|e| ExtraName::from_str(e).map_err(|_| MarkerError::Extra(e.clone())))
+            .map(|e| {
+                ExtraName::from_str(e).map_err(|source| MarkerError::Extra {
+                    name: e.clone(),
+                    source,
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(tree.evaluate(&self.env, &extras))
     }
@@ -81,9 +112,9 @@ impl MarkerEnv {
             return Ok(true);
         }
         let specifiers =
-            VersionSpecifiers::from_str(spec).map_err(|e| MarkerError::RequiresPython {
+            VersionSpecifiers::from_str(spec).map_err(|source| MarkerError::RequiresPython {
                 spec: spec.to_owned(),
-                reason: e.to_string(),
+                source,
             })?;
         Ok(specifiers.contains(&self.full_version))
     }

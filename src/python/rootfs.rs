@@ -19,9 +19,11 @@ const MAX_SYMLINKS: usize = 40;
 
 #[derive(Debug, Error)]
 pub enum RootFsError {
-    #[error("reading a base image layer failed: {0}; the layer blob may be corrupt, pull the base again")]
+    #[error(
+        "reading a base image layer failed; the layer blob may be corrupt, pull the base again"
+    )]
     Tar(#[source] std::io::Error),
-    #[error("reading `{path}` from a base image layer failed: {source}")]
+    #[error("reading `{path}` from a base image layer failed")]
     Entry {
         path: String,
         #[source]
@@ -346,7 +348,8 @@ fn split_parent(path: &str) -> (&str, &str) {
     }
 }
 
-fn join(dir: &str, name: &str) -> String {
+/// `dir/name`, or `name` when `dir` is the root (`""`).
+pub(crate) fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_owned()
     } else {

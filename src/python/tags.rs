@@ -5,7 +5,9 @@
 //! and carry no promise about the image's libraries.
 
 use super::interpreter::{Libc, PythonInfo};
+use pep508_rs::{InvalidNameError, PackageName};
 use std::collections::HashMap;
+use std::str::FromStr;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -14,6 +16,14 @@ pub enum TagError {
     InvalidWheelFilename {
         filename: String,
         reason: &'static str,
+    },
+    #[error(
+        "`{filename}` is not a valid wheel file name: its name part is not a valid package name"
+    )]
+    InvalidWheelName {
+        filename: String,
+        #[source]
+        source: InvalidNameError,
     },
 }
 
@@ -177,8 +187,8 @@ fn platforms(arch: &str, libc: Libc) -> Vec<String> {
 /// A parsed wheel file name with its compressed tag sets expanded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WheelFilename {
-    /// As written in the file name (underscores for dashes); compare normalised.
-    pub name: String,
+    /// The distribution name, normalised (PEP 503): `Foo_Bar` becomes `foo-bar`.
+    pub name: PackageName,
     pub version: String,
     /// `(number, rest)` of the optional build tag, which breaks ties (higher wins).
     pub build: Option<(u64, String)>,
@@ -216,8 +226,12 @@ impl WheelFilename {
             }
         };
         let split = |s: &str| s.split('.').map(str::to_owned).collect::<Vec<_>>();
+        let name = PackageName::from_str(name).map_err(|source| TagError::InvalidWheelName {
+            filename: filename.to_owned(),
+            source,
+        })?;
         Ok(WheelFilename {
-            name: name.to_owned(),
+            name,
             version: version.to_owned(),
             build,
             python_tags: split(py),
@@ -380,7 +394,10 @@ mod tests {
     #[test]
     fn wheel_filenames_parse_build_tags_and_compressed_sets() {
         let w = WheelFilename::parse("six-1.17.0-1b-py2.py3-none-any.whl").unwrap();
-        assert_eq!(w.name, "six");
+        assert_eq!(w.name.as_ref(), "six");
+        let foo = WheelFilename::parse("Foo_Bar-1.0-py3-none-any.whl").unwrap();
+        assert_eq!(foo.name.as_ref(), "foo-bar");
+        assert!(WheelFilename::parse("_foo-1.0-py3-none-any.whl").is_err());
         assert_eq!(w.version, "1.17.0");
         assert_eq!(w.build, Some((1, "b".into())));
         assert_eq!(w.python_tags, vec!["py2", "py3"]);

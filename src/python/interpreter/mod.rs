@@ -7,10 +7,19 @@
 //! interpreter's ELF `PT_INTERP`, and the libc version from libc.so.6's banner or
 //! the package database.
 
-use super::rootfs::RootFs;
+mod elf;
+mod packages;
+mod sysconfig;
+
+use super::rootfs::{join, RootFs};
+use elf::Elf;
+use packages::{apk_version, dpkg_version, major_minor, patch_of};
 use serde::{Deserialize, Serialize};
+use sysconfig::{find_sysconfigdata, SysconfigVars};
 use thiserror::Error;
 
+/// The PATH a base image gets when its config sets none (Docker's default);
+/// the image stage writes the same value.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,123 +238,6 @@ fn parse_minor(name: &str) -> Option<(u32, u32)> {
     Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
-fn find_sysconfigdata(rootfs: &RootFs, lib_dir: &str) -> Option<(String, String)> {
-    let mut names: Vec<String> = rootfs
-        .list_dir(lib_dir)
-        .into_iter()
-        .filter(|n| n.starts_with("_sysconfigdata_") && n.ends_with(".py"))
-        .collect();
-    // Debug builds (`_sysconfigdata_d_…`) describe another ABI.
-    names.sort_by_key(|n| (n.starts_with("_sysconfigdata_d"), n.clone()));
-    names.into_iter().find_map(|name| {
-        let file = format!("{lib_dir}/{name}");
-        let text = String::from_utf8_lossy(rootfs.read(&file)?).into_owned();
-        Some((format!("/{file}"), text))
-    })
-}
-
-/// The few `build_time_vars` we need from `_sysconfigdata_*.py`.
-#[derive(Debug, Default, PartialEq)]
-struct SysconfigVars {
-    version: Option<(u32, u32)>,
-    soabi: Option<String>,
-    multiarch: Option<String>,
-    gil_disabled: bool,
-}
-
-impl SysconfigVars {
-    fn parse(file: &str, text: &str) -> Result<Self, InterpreterError> {
-        let version = match dict_value(text, "VERSION") {
-            Some(PyValue::Str(v)) => Some(parse_minor(&format!("python{v}")).ok_or_else(|| {
-                InterpreterError::Malformed {
-                    file: file.to_owned(),
-                    reason: format!("VERSION is {v:?}, expected 3.X"),
-                }
-            })?),
-            _ => None,
-        };
-        let string = |key| match dict_value(text, key) {
-            Some(PyValue::Str(s)) if !s.is_empty() => Some(s),
-            _ => None,
-        };
-        Ok(Self {
-            version,
-            soabi: string("SOABI"),
-            multiarch: string("MULTIARCH"),
-            gil_disabled: matches!(dict_value(text, "Py_GIL_DISABLED"), Some(PyValue::Int(n)) if n != 0),
-        })
-    }
-}
-
-#[derive(Debug, PartialEq)]
-enum PyValue {
-    Str(String),
-    Int(i64),
-}
-
-/// Reads `'KEY': value` from a Python dict literal: a string (implicitly
-/// concatenated, possibly in parentheses) or an integer. Anything else is None.
-fn dict_value(text: &str, key: &str) -> Option<PyValue> {
-    for quote in ['\'', '"'] {
-        let needle = format!("{quote}{key}{quote}");
-        let mut from = 0;
-        while let Some(pos) = text[from..].find(&needle) {
-            let after = from + pos + needle.len();
-            from = after;
-            let rest = text[after..].trim_start();
-            if let Some(value) = rest.strip_prefix(':') {
-                return parse_py_value(value);
-            }
-        }
-    }
-    None
-}
-
-fn parse_py_value(text: &str) -> Option<PyValue> {
-    let mut rest = text.trim_start();
-    let parenthesised = rest.starts_with('(');
-    if parenthesised {
-        rest = rest[1..].trim_start();
-    }
-    if rest.starts_with(['\'', '"']) {
-        let mut out = String::new();
-        while let Some(q) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') {
-            let (s, after) = parse_py_string(&rest[1..], q)?;
-            out.push_str(&s);
-            rest = after.trim_start();
-            if !parenthesised && !rest.starts_with(['\'', '"']) {
-                break;
-            }
-        }
-        return Some(PyValue::Str(out));
-    }
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok().map(PyValue::Int)
-}
-
-/// A string body after its opening quote: the decoded text and what follows the closing quote.
-fn parse_py_string(text: &str, quote: char) -> Option<(String, &str)> {
-    let mut out = String::new();
-    let mut chars = text.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\\' => {
-                let (_, e) = chars.next()?;
-                out.push(match e {
-                    'n' => '\n',
-                    't' => '\t',
-                    other => other,
-                });
-            }
-            c if c == quote => return Some((out, &text[i + 1..])),
-            c => out.push(c),
-        }
-    }
-    None
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LibcFamily {
     Glibc,
@@ -466,84 +358,6 @@ fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// "2.36-9+deb12u4" → (2, 36); "1.2.5-r0" → (1, 2); "3.11.2-6" → (3, 11).
-fn major_minor(version: &str) -> Option<(u32, u32)> {
-    let (a, b, _) = version_triplet(version)?;
-    Some((a, b))
-}
-
-fn version_triplet(version: &str) -> Option<(u32, u32, Option<u32>)> {
-    let version = version.split_once(':').map_or(version, |(_, v)| v);
-    let mut parts = version.split('.').map(|p| {
-        let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
-        (digits.parse::<u32>().ok(), digits.len() == p.len())
-    });
-    let (major, full) = parts.next()?;
-    let major = major.filter(|_| full)?;
-    let (minor, full_minor) = parts.next()?;
-    let minor = minor?;
-    let patch = if full_minor {
-        parts.next().and_then(|(p, _)| p)
-    } else {
-        None
-    };
-    Some((major, minor, patch))
-}
-
-/// The `Version:` of a dpkg package, from var/lib/dpkg/status or a distroless
-/// status.d file.
-fn dpkg_version(rootfs: &RootFs, package: &str) -> Option<String> {
-    let mut files = vec!["var/lib/dpkg/status".to_owned()];
-    files.extend(
-        rootfs
-            .list_dir("var/lib/dpkg/status.d")
-            .into_iter()
-            .map(|n| format!("var/lib/dpkg/status.d/{n}")),
-    );
-    files.iter().find_map(|f| {
-        let text = String::from_utf8_lossy(rootfs.read(f)?).into_owned();
-        text.split("\n\n").find_map(|stanza| {
-            let mut name = None;
-            let mut version = None;
-            for line in stanza.lines() {
-                if let Some(v) = line.strip_prefix("Package:") {
-                    name = Some(v.trim());
-                } else if let Some(v) = line.strip_prefix("Version:") {
-                    version = Some(v.trim());
-                }
-            }
-            (name == Some(package))
-                .then(|| version.map(str::to_owned))
-                .flatten()
-        })
-    })
-}
-
-/// The `V:` of the first apk package among `packages`.
-fn apk_version(rootfs: &RootFs, packages: &[&str]) -> Option<String> {
-    ["lib/apk/db/installed", "usr/lib/apk/db/installed"]
-        .iter()
-        .find_map(|f| {
-            let text = String::from_utf8_lossy(rootfs.read(f)?).into_owned();
-            packages.iter().find_map(|wanted| {
-                text.split("\n\n").find_map(|stanza| {
-                    let mut name = None;
-                    let mut version = None;
-                    for line in stanza.lines() {
-                        if let Some(v) = line.strip_prefix("P:") {
-                            name = Some(v.trim());
-                        } else if let Some(v) = line.strip_prefix("V:") {
-                            version = Some(v.trim());
-                        }
-                    }
-                    (name == Some(wanted))
-                        .then(|| version.map(str::to_owned))
-                        .flatten()
-                })
-            })
-        })
-}
-
 fn patch_version(
     rootfs: &RootFs,
     prefix_rel: &str,
@@ -596,12 +410,6 @@ fn patch_version(
     })
 }
 
-/// The patch number of `version` if it is a release of `minor` (3.11.2 for 3.11).
-fn patch_of(version: &str, minor: &str) -> Option<u32> {
-    let (a, b, patch) = version_triplet(version)?;
-    (format!("{a}.{b}") == minor).then_some(patch).flatten()
-}
-
 fn arch_from_libc(rootfs: &RootFs, libc_path: Option<&str>) -> Option<String> {
     Elf::parse(rootfs.read(libc_path?)?)?.arch()
 }
@@ -622,124 +430,6 @@ fn arch_from_multiarch(multiarch: &str) -> Option<String> {
         }
         .to_owned(),
     )
-}
-
-fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{dir}/{name}")
-    }
-}
-
-/// Just enough of an ELF file: its machine and its program interpreter.
-#[derive(Debug, PartialEq)]
-struct Elf {
-    machine: u16,
-    little_endian: bool,
-    interp: Option<String>,
-}
-
-impl Elf {
-    fn parse(data: &[u8]) -> Option<Elf> {
-        if !data.starts_with(b"\x7fELF") || data.len() < 52 {
-            return None;
-        }
-        let class64 = match data[4] {
-            1 => false,
-            2 => true,
-            _ => return None,
-        };
-        let little_endian = match data[5] {
-            1 => true,
-            2 => false,
-            _ => return None,
-        };
-        let u16_at = |off: usize| -> Option<u16> {
-            let b: [u8; 2] = data.get(off..off + 2)?.try_into().ok()?;
-            Some(if little_endian {
-                u16::from_le_bytes(b)
-            } else {
-                u16::from_be_bytes(b)
-            })
-        };
-        let u32_at = |off: usize| -> Option<u32> {
-            let b: [u8; 4] = data.get(off..off + 4)?.try_into().ok()?;
-            Some(if little_endian {
-                u32::from_le_bytes(b)
-            } else {
-                u32::from_be_bytes(b)
-            })
-        };
-        let u64_at = |off: usize| -> Option<u64> {
-            let b: [u8; 8] = data.get(off..off + 8)?.try_into().ok()?;
-            Some(if little_endian {
-                u64::from_le_bytes(b)
-            } else {
-                u64::from_be_bytes(b)
-            })
-        };
-        let machine = u16_at(18)?;
-        let (phoff, phentsize, phnum) = if class64 {
-            (u64_at(32)?, u16_at(54)?, u16_at(56)?)
-        } else {
-            (u64::from(u32_at(28)?), u16_at(42)?, u16_at(44)?)
-        };
-        let mut interp = None;
-        for i in 0..u64::from(phnum) {
-            let Some(base) = phoff
-                .checked_add(i * u64::from(phentsize))
-                .and_then(|b| usize::try_from(b).ok())
-            else {
-                break;
-            };
-            const PT_INTERP: u32 = 3;
-            if u32_at(base) != Some(PT_INTERP) {
-                continue;
-            }
-            let (offset, size) = if class64 {
-                (u64_at(base + 8), u64_at(base + 32))
-            } else {
-                (
-                    u32_at(base + 4).map(u64::from),
-                    u32_at(base + 16).map(u64::from),
-                )
-            };
-            let (Some(offset), Some(size)) = (offset, size) else {
-                break;
-            };
-            let start = usize::try_from(offset).ok()?;
-            let end = start.checked_add(usize::try_from(size).ok()?)?;
-            if let Some(bytes) = data.get(start..end) {
-                let bytes = bytes.split(|b| *b == 0).next().unwrap_or(bytes);
-                interp = Some(String::from_utf8_lossy(bytes).into_owned());
-            }
-            break;
-        }
-        Some(Elf {
-            machine,
-            little_endian,
-            interp,
-        })
-    }
-
-    fn arch(&self) -> Option<String> {
-        Some(
-            match self.machine {
-                0x3e => "x86_64",
-                0xb7 => "aarch64",
-                0x28 => "armv7l",
-                0x03 => "i686",
-                0x15 if self.little_endian => "ppc64le",
-                0x15 => "ppc64",
-                0x16 => "s390x",
-                0xf3 => "riscv64",
-                0x102 => "loongarch64",
-                _ => return None,
-            }
-            .to_owned(),
-        )
-    }
 }
 
 #[cfg(test)]
@@ -995,65 +685,6 @@ mod tests {
         assert!(info.free_threaded);
         assert_eq!(info.abi_tag, "cp313t");
         assert_eq!(info.version, (3, 13, 1));
-    }
-
-    #[test]
-    fn elf_reader_handles_big_endian_and_32_bit() {
-        let be = Elf::parse(&fake_elf64(0x16, false, "/lib/ld64.so.1")).unwrap();
-        assert_eq!(be.arch().as_deref(), Some("s390x"));
-        assert_eq!(be.interp.as_deref(), Some("/lib/ld64.so.1"));
-
-        // 32-bit little-endian ARM: header 52 bytes, program header 32 bytes.
-        let mut d = vec![0u8; 52 + 32];
-        d[..4].copy_from_slice(b"\x7fELF");
-        d[4] = 1;
-        d[5] = 1;
-        d[18..20].copy_from_slice(&0x28u16.to_le_bytes());
-        d[28..32].copy_from_slice(&52u32.to_le_bytes());
-        d[42..44].copy_from_slice(&32u16.to_le_bytes());
-        d[44..46].copy_from_slice(&1u16.to_le_bytes());
-        d[52..56].copy_from_slice(&3u32.to_le_bytes());
-        d[56..60].copy_from_slice(&84u32.to_le_bytes());
-        let interp = b"/lib/ld-linux-armhf.so.3\0";
-        d[68..72].copy_from_slice(&(interp.len() as u32).to_le_bytes());
-        d.extend_from_slice(interp);
-        let arm = Elf::parse(&d).unwrap();
-        assert_eq!(arm.arch().as_deref(), Some("armv7l"));
-        assert_eq!(arm.interp.as_deref(), Some("/lib/ld-linux-armhf.so.3"));
-        assert_eq!(Elf::parse(b"#!/bin/sh\n"), None);
-    }
-
-    #[test]
-    fn sysconfig_scanner_reads_strings_ints_and_concatenations() {
-        let text = sysconfigdata("3.12", "cpython-312-x86_64-linux-gnu", "x86_64-linux-gnu");
-        assert_eq!(
-            dict_value(&text, "SOABI"),
-            Some(PyValue::Str("cpython-312-x86_64-linux-gnu".into()))
-        );
-        assert_eq!(dict_value(&text, "Py_GIL_DISABLED"), Some(PyValue::Int(0)));
-        assert_eq!(
-            dict_value(&text, "CONFIG_ARGS"),
-            Some(PyValue::Str("'--enable-shared' '--with-lto'".into()))
-        );
-        assert_eq!(
-            dict_value(&text, "ABIFLAGS"),
-            Some(PyValue::Str(String::new()))
-        );
-        assert_eq!(dict_value(&text, "MISSING"), None);
-        let paren = "{'LDFLAGS': ('-L/usr/lib '\n '-Wl,-z'),\n 'X': 1}";
-        assert_eq!(
-            dict_value(paren, "LDFLAGS"),
-            Some(PyValue::Str("-L/usr/lib -Wl,-z".into()))
-        );
-    }
-
-    #[test]
-    fn version_strings_from_package_databases() {
-        assert_eq!(major_minor("2.36-9+deb12u4"), Some((2, 36)));
-        assert_eq!(major_minor("1.2.5-r0"), Some((1, 2)));
-        assert_eq!(patch_of("3.11.2-6+deb12u5", "3.11"), Some(2));
-        assert_eq!(patch_of("3.12.0~rc1-1", "3.12"), Some(0));
-        assert_eq!(patch_of("3.11.2", "3.12"), None);
     }
 
     /// Reads a real root filesystem tar named by IMGBUILD_ROOTFS_TAR, e.g. from

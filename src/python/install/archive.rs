@@ -1,0 +1,239 @@
+//! The wheel as a zip archive: every entry listed and checked before anything
+//! is planned (no escapes, symlinks, encryption or duplicates), small metadata
+//! files read whole with a size cap, and [`WheelContent`], which streams an
+//! entry to the layer writer and checks it against RECORD's sha256.
+
+use super::record::{normalise_record_path, parse_record};
+use super::{Ctx, WheelError};
+use crate::layer::tar::ExternalContent;
+use base64::Engine as _;
+use sha2::{Digest as _, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use zip::ZipArchive;
+
+/// METADATA, WHEEL, RECORD and entry_points.txt are read whole; anything
+/// bigger than this is not a real wheel's metadata.
+pub(super) const MAX_METADATA_FILE: u64 = 64 << 20;
+
+pub(super) type Archive = ZipArchive<BufReader<File>>;
+
+/// A zip entry as we install it: checked name, size, exec bit.
+#[derive(Debug)]
+pub(super) struct ZipEntry {
+    pub index: usize,
+    /// `/`-separated, no `.`, `..` or empty components, no trailing `/`.
+    pub name: String,
+    pub is_dir: bool,
+    pub size: u64,
+    pub executable: bool,
+}
+
+/// Opens `ctx.wheel` and lists its checked entries.
+pub(super) fn open(ctx: &Ctx) -> Result<(Archive, Vec<ZipEntry>), WheelError> {
+    let file = File::open(ctx.wheel).map_err(|source| ctx.io(source))?;
+    let mut archive = ZipArchive::new(BufReader::new(file)).map_err(|source| ctx.zip(source))?;
+    let entries = list_entries(&mut archive, ctx)?;
+    Ok((archive, entries))
+}
+
+/// Lists and checks every entry: no escapes, no symlinks, no duplicates.
+fn list_entries(archive: &mut Archive, ctx: &Ctx) -> Result<Vec<ZipEntry>, WheelError> {
+    let mut out = Vec::with_capacity(archive.len());
+    let mut seen_files = HashSet::new();
+    let mut seen_dirs = HashSet::new();
+    for index in 0..archive.len() {
+        let file = archive.by_index_raw(index).map_err(|e| ctx.zip(e))?;
+        let raw = String::from_utf8_lossy(file.name_raw()).into_owned();
+        let is_dir = file.is_dir();
+        if file.is_symlink() {
+            return Err(ctx.unsafe_entry(&raw, "symlinks are not allowed in wheels"));
+        }
+        if file.encrypted() {
+            return Err(ctx.unsafe_entry(&raw, "the entry is encrypted"));
+        }
+        let name = check_entry_name(&raw).map_err(|why| ctx.unsafe_entry(&raw, why))?;
+        // A directory listed twice is harmless; a file listed twice, or a name
+        // that is both, would make the install depend on entry order.
+        let clash = if is_dir {
+            seen_dirs.insert(name.clone());
+            seen_files.contains(&name)
+        } else {
+            !seen_files.insert(name.clone()) || seen_dirs.contains(&name)
+        };
+        if clash {
+            return Err(ctx.unsafe_entry(&raw, "the name appears twice in the archive"));
+        }
+        let executable = file.unix_mode().is_some_and(|m| m & 0o111 != 0);
+        out.push(ZipEntry {
+            index,
+            name,
+            is_dir,
+            size: file.size(),
+            executable,
+        });
+    }
+    Ok(out)
+}
+
+/// The entry name with `.` and empty components removed; refuses anything
+/// that could land outside the install directories.
+pub(super) fn check_entry_name(raw: &str) -> Result<String, &'static str> {
+    if raw.contains('\0') {
+        return Err("the name contains NUL");
+    }
+    if raw.starts_with('/') || raw.starts_with('\\') {
+        return Err("absolute paths are not allowed");
+    }
+    if raw.len() >= 2 && raw.as_bytes()[1] == b':' {
+        return Err("drive-letter paths are not allowed");
+    }
+    // Windows tools write `\` as a separator: `a\..\..\x` must not slip through.
+    if raw.split(['/', '\\']).any(|c| c == "..") {
+        return Err("`..` components are not allowed");
+    }
+    let parts: Vec<&str> = raw
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if parts.is_empty() {
+        return Err("the name is empty");
+    }
+    Ok(parts.join("/"))
+}
+
+/// A metadata file's bytes, refusing sizes no real metadata file has.
+pub(super) fn read_small(
+    archive: &mut Archive,
+    e: &ZipEntry,
+    ctx: &Ctx,
+) -> Result<Vec<u8>, WheelError> {
+    if e.size > MAX_METADATA_FILE {
+        return Err(ctx.invalid(format!(
+            "{} is {} bytes; metadata files are never that big",
+            e.name, e.size
+        )));
+    }
+    let mut file = archive.by_index(e.index).map_err(|err| ctx.zip(err))?;
+    let mut buf = Vec::with_capacity(e.size as usize);
+    file.read_to_end(&mut buf).map_err(|err| ctx.io(err))?;
+    Ok(buf)
+}
+
+/// Streams entry `i` of a wheel for the layer writer, checking it against the
+/// sha256 the wheel's RECORD lists for it when the stream ends.
+pub struct WheelContent {
+    wheel: PathBuf,
+    archive: Archive,
+    expected: HashMap<usize, Vec<u8>>,
+}
+
+impl WheelContent {
+    pub fn open(wheel: &Path) -> Result<Self, WheelError> {
+        let ctx = Ctx { wheel };
+        let (mut archive, entries) = open(&ctx)?;
+        let record = entries.iter().find(|e| {
+            !e.is_dir && e.name.ends_with(".dist-info/RECORD") && e.name.matches('/').count() == 1
+        });
+        let mut expected = HashMap::new();
+        if let Some(record) = record {
+            let text = read_small(&mut archive, record, &ctx)?;
+            let index: HashMap<&str, usize> =
+                entries.iter().map(|e| (e.name.as_str(), e.index)).collect();
+            for row in parse_record(&text, &ctx)? {
+                let digest = row
+                    .hash
+                    .as_deref()
+                    .and_then(|h| h.strip_prefix("sha256="))
+                    .and_then(|b64| {
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD
+                            .decode(b64.trim_end_matches('='))
+                            .ok()
+                    });
+                if let (Some(digest), Some(&i)) =
+                    (digest, index.get(normalise_record_path(&row.path).as_str()))
+                {
+                    expected.insert(i, digest);
+                }
+            }
+        }
+        Ok(WheelContent {
+            wheel: wheel.into(),
+            archive,
+            expected,
+        })
+    }
+}
+
+impl ExternalContent for WheelContent {
+    fn open(&mut self, index: usize) -> io::Result<Box<dyn Read + '_>> {
+        let file = self.archive.by_index(index).map_err(|source| {
+            io::Error::other(WheelError::Entry {
+                wheel: self.wheel.clone(),
+                index,
+                source,
+            })
+        })?;
+        let name = file.name().map(|n| n.into_owned()).unwrap_or_default();
+        Ok(Box::new(Verifying {
+            inner: file,
+            hasher: Sha256::new(),
+            expected: self.expected.get(&index).cloned(),
+            wheel: &self.wheel,
+            name,
+        }))
+    }
+}
+
+struct Verifying<'a, R> {
+    inner: R,
+    hasher: Sha256,
+    expected: Option<Vec<u8>>,
+    wheel: &'a Path,
+    name: String,
+}
+
+impl<R: Read> Read for Verifying<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.hasher.update(&buf[..n]);
+        } else if let Some(expected) = self.expected.take() {
+            let actual = std::mem::take(&mut self.hasher).finalize();
+            if actual.as_slice() != expected.as_slice() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    WheelError::Corrupt {
+                        wheel: self.wheel.into(),
+                        entry: std::mem::take(&mut self.name),
+                    },
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names_that_escape_are_refused() {
+        assert_eq!(check_entry_name("./pkg//mod.py").unwrap(), "pkg/mod.py");
+        assert_eq!(check_entry_name("pkg/").unwrap(), "pkg");
+        for bad in [
+            "/etc/passwd",
+            "../x",
+            "pkg/../../x",
+            "a\\..\\..\\x",
+            "\\x",
+            "C:/x",
+            "a\0b",
+        ] {
+            assert!(check_entry_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
