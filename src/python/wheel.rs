@@ -17,6 +17,7 @@
 //! We never write uv's `direct_url.json` or `uv_cache.json`: an image installs
 //! from a lockfile, not from a URL, and the cache file holds a timestamp.
 
+use crate::digest::{Digest, VerifyingReader};
 use crate::layer::plan::PlanError;
 use crate::layer::tar::ExternalContent;
 use crate::layer::{Content, ImagePath, LayerPlan};
@@ -982,7 +983,8 @@ fn parse_script(name: &str, value: &str) -> Option<Script> {
 pub struct WheelContent {
     wheel: PathBuf,
     archive: ZipArchive<BufReader<File>>,
-    expected: HashMap<usize, Vec<u8>>,
+    /// Each entry's sha256 from RECORD; `None` where RECORD's hash is malformed.
+    expected: HashMap<usize, Option<Digest>>,
 }
 
 impl WheelContent {
@@ -1013,6 +1015,9 @@ impl WheelContent {
                 if let (Some(digest), Some(&i)) =
                     (digest, index.get(normalise_record_path(&row.path).as_str()))
                 {
+                    let digest = (digest.len() == 32)
+                        .then(|| Digest::from_hex(&hex::encode(&digest)).ok())
+                        .flatten();
                     expected.insert(i, digest);
                 }
             }
@@ -1033,39 +1038,22 @@ impl ExternalContent for WheelContent {
             .by_index(index)
             .map_err(|e| io::Error::other(format!("{wheel}: entry {index}: {e}")))?;
         let name = file.name().map(|n| n.into_owned()).unwrap_or_default();
-        Ok(Box::new(Verifying {
-            inner: file,
-            hasher: Sha256::new(),
-            expected: self.expected.get(&index).cloned(),
-            wheel,
-            name,
-        }))
-    }
-}
-
-struct Verifying<R> {
-    inner: R,
-    hasher: Sha256,
-    expected: Option<Vec<u8>>,
-    wheel: String,
-    name: String,
-}
-
-impl<R: Read> Read for Verifying<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            self.hasher.update(&buf[..n]);
-        } else if let Some(expected) = self.expected.take() {
-            let actual = std::mem::take(&mut self.hasher).finalize();
-            if actual.as_slice() != expected.as_slice() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {} does not match the sha256 in the wheel's RECORD; the wheel is corrupt, download it again", self.wheel, self.name),
-                ));
-            }
+        match self.expected.get(&index) {
+            None => Ok(Box::new(file)),
+            Some(Some(digest)) => Ok(Box::new(
+                VerifyingReader::new(
+                    file,
+                    digest.clone(),
+                    None,
+                    format!("{wheel}: {name} (sha256 from the wheel's RECORD)"),
+                )
+                .with_hint("the wheel is corrupt, download it again"),
+            )),
+            Some(None) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{wheel}: {name}: the wheel's RECORD gives a malformed sha256; the wheel is corrupt, download it again"),
+            )),
         }
-        Ok(n)
     }
 }
 
