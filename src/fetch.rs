@@ -5,6 +5,7 @@ use crate::digest::Digest;
 use crate::lock::select::SelectedWheel;
 use crate::store::{Store, StoreError};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -14,11 +15,27 @@ pub enum FetchError {
     Offline { filename: String },
     #[error("{filename}: the lock gives no URL or path to download it from")]
     NoUrl { filename: String },
-    #[error("{filename}: download from {url} failed: {message}")]
+    #[error("{filename}: the lock names a file with a path in it")]
+    BadFilename { filename: String },
+    #[error("{filename}: cannot read {path}")]
+    ReadLocal {
+        filename: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{filename}: download from {url} failed")]
     Download {
         filename: String,
         url: String,
-        message: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{filename}: cannot download it")]
+    Http {
+        filename: String,
+        #[source]
+        source: Arc<HttpSetupError>,
     },
     #[error("{filename}: downloaded bytes do not match the lock's sha256 (expected {expected}, got {actual}); the file was not cached. Re-lock if the index really changed, otherwise check for a proxy rewriting downloads")]
     HashMismatch {
@@ -30,11 +47,30 @@ pub enum FetchError {
     Store(StoreError),
 }
 
+/// Why the HTTP client for package indexes could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSetupError {
+    #[error("--ca-file {path}: cannot read it")]
+    ReadCa {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--ca-file {path}: not a PEM certificate bundle")]
+    BadCa {
+        path: PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("setting up the HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
 /// The HTTP client for package indexes, made on first use: loading the
 /// system trust store costs tens of milliseconds that a warm build never needs.
 pub struct LazyHttp {
     ca_files: Vec<PathBuf>,
-    client: std::sync::OnceLock<Result<reqwest::blocking::Client, String>>,
+    client: std::sync::OnceLock<Result<reqwest::blocking::Client, Arc<HttpSetupError>>>,
 }
 
 impl LazyHttp {
@@ -47,29 +83,32 @@ impl LazyHttp {
 
     /// The client: the system trust store (and SSL_CERT_FILE) through reqwest's
     /// default TLS, plus every --ca-file.
-    pub fn get(&self) -> Result<&reqwest::blocking::Client, String> {
+    pub fn get(&self) -> Result<&reqwest::blocking::Client, Arc<HttpSetupError>> {
         self.client
-            .get_or_init(|| {
-                let mut b = reqwest::blocking::Client::builder()
-                    .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")));
-                for f in &self.ca_files {
-                    let pem =
-                        std::fs::read(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))?;
-                    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                        format!(
-                            "--ca-file {}: not a PEM certificate bundle: {e}",
-                            f.display()
-                        )
-                    })?;
-                    for cert in certs {
-                        b = b.add_root_certificate(cert);
-                    }
-                }
-                b.build()
-                    .map_err(|e| format!("setting up the HTTP client: {e}"))
-            })
+            .get_or_init(|| self.make().map_err(Arc::new))
             .as_ref()
-            .map_err(Clone::clone)
+            .map_err(Arc::clone)
+    }
+
+    fn make(&self) -> Result<reqwest::blocking::Client, HttpSetupError> {
+        let mut b = reqwest::blocking::Client::builder()
+            .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")));
+        for f in &self.ca_files {
+            let pem = std::fs::read(f).map_err(|source| HttpSetupError::ReadCa {
+                path: f.clone(),
+                source,
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                HttpSetupError::BadCa {
+                    path: f.clone(),
+                    source,
+                }
+            })?;
+            for cert in certs {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        b.build().map_err(HttpSetupError::Client)
     }
 }
 
@@ -79,12 +118,11 @@ impl crate::lock::SimpleIndex for LazyHttp {
         index_url: &str,
         project: &str,
     ) -> Result<Vec<crate::lock::IndexFile>, crate::lock::LockError> {
-        let client = self
-            .get()
-            .map_err(|message| crate::lock::LockError::Index {
-                url: index_url.to_string(),
-                message,
-            })?;
+        let client = self.get().map_err(|e| crate::lock::LockError::Index {
+            url: index_url.to_string(),
+            // LockError carries text; the whole chain, once.
+            message: crate::registry::error::chain_message(&*e),
+        })?;
         crate::lock::index::HttpSimpleIndex::with_client(client.clone())
             .project_files(index_url, project)
     }
@@ -134,10 +172,8 @@ impl Fetcher<'_> {
     /// wheel is also linked under `wheels/<sha256>/<filename>`.
     fn named_path(&self, w: &SelectedWheel, digest: &Digest) -> Result<PathBuf, FetchError> {
         if w.filename.contains('/') || w.filename.starts_with('.') {
-            return Err(FetchError::Download {
+            return Err(FetchError::BadFilename {
                 filename: w.filename.clone(),
-                url: w.url.clone().unwrap_or_default(),
-                message: "the lock names a file with a path in it".into(),
             });
         }
         let dir = self.store.root().join("wheels").join(digest.hex());
@@ -177,10 +213,9 @@ impl Fetcher<'_> {
         let url = w.url.clone().ok_or_else(|| FetchError::NoUrl {
             filename: w.filename.clone(),
         })?;
-        let dl_err = |message: String| FetchError::Download {
+        let http_err = |source| FetchError::Http {
             filename: w.filename.clone(),
-            url: url.clone(),
-            message,
+            source,
         };
         let map_store = |e: StoreError| match e {
             StoreError::Mismatch {
@@ -197,7 +232,11 @@ impl Fetcher<'_> {
             .map(PathBuf::from)
             .or_else(|| (!url.contains("://")).then(|| self.lock_dir.join(&url)))
         {
-            let f = std::fs::File::open(&local).map_err(|e| dl_err(e.to_string()))?;
+            let f = std::fs::File::open(&local).map_err(|source| FetchError::ReadLocal {
+                filename: w.filename.clone(),
+                path: local.clone(),
+                source,
+            })?;
             self.store
                 .put_verified(&digest, &w.filename, f)
                 .map_err(map_store)?
@@ -205,7 +244,7 @@ impl Fetcher<'_> {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let client = self.client.get().map_err(&dl_err)?;
+                let client = self.client.get().map_err(http_err)?;
                 let resp = client.get(&url).send().and_then(|r| r.error_for_status());
                 match resp {
                     Ok(r) => match self.store.put_verified(&digest, &w.filename, r) {
@@ -222,7 +261,13 @@ impl Fetcher<'_> {
                         std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
                         continue;
                     }
-                    Err(e) => return Err(dl_err(e.without_url().to_string())),
+                    Err(e) => {
+                        return Err(FetchError::Download {
+                            filename: w.filename.clone(),
+                            url: url.clone(),
+                            source: e.without_url(),
+                        })
+                    }
                 }
             }
         };

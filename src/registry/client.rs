@@ -122,9 +122,10 @@ impl RegistryClient {
             };
         let mut last_err = None;
         for (i, scheme) in schemes.iter().enumerate() {
-            let base = Url::parse(&format!("{scheme}://{host}/")).map_err(|_| {
-                RegistryError::Setup(format!("{registry:?} is not a usable registry host"))
-            })?;
+            let base =
+                Url::parse(&format!("{scheme}://{host}/")).map_err(|_| RegistryError::BadHost {
+                    registry: registry.to_string(),
+                })?;
             let ping = join(&base, "/v2/");
             let last = i + 1 == schemes.len();
             let resp = if last {
@@ -202,7 +203,10 @@ impl RegistryClient {
             let client = self.transport.client_for(host);
             let mut request = (call.build)(client, &endpoint.base)?
                 .build()
-                .map_err(|e| RegistryError::Setup(format!("{}: {e}", call.what)))?;
+                .map_err(|source| RegistryError::Request {
+                    what: call.what.to_string(),
+                    source,
+                })?;
             if let Some(auth) = auth {
                 // Upload Locations may point elsewhere; our credentials stay with the registry.
                 if same_origin(request.url(), &endpoint.base) {

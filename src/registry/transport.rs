@@ -99,20 +99,18 @@ impl Transport {
     pub fn new(opts: TransportOptions) -> Result<Self, RegistryError> {
         let mut certs = Vec::new();
         for path in &opts.ca_files {
-            let pem = std::fs::read(path).map_err(|e| {
-                RegistryError::Setup(format!("cannot read CA file {}: {e}", path.display()))
+            let pem = std::fs::read(path).map_err(|source| RegistryError::CaFile {
+                path: path.clone(),
+                source,
             })?;
-            let bundle = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                RegistryError::Setup(format!(
-                    "CA file {} is not a PEM certificate bundle: {e}",
-                    path.display()
-                ))
+            let bundle = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                RegistryError::CaBundle {
+                    path: path.clone(),
+                    source,
+                }
             })?;
             if bundle.is_empty() {
-                return Err(RegistryError::Setup(format!(
-                    "CA file {} holds no PEM certificate",
-                    path.display()
-                )));
+                return Err(RegistryError::CaEmpty { path: path.clone() });
             }
             certs.extend(bundle);
         }
@@ -132,8 +130,7 @@ impl Transport {
             if accept_invalid {
                 b = b.tls_danger_accept_invalid_certs(true);
             }
-            b.build()
-                .map_err(|e| RegistryError::Setup(chain_message(&e)))
+            b.build().map_err(RegistryError::Client)
         };
         // Each client loads the system trust store (tens of ms), so the one that
         // skips verification is made only if an insecure registry is named.
