@@ -19,3 +19,5 @@ pub mod reference;
 pub mod registry;
 pub mod spec;
 pub mod store;
+#[cfg(test)]
+mod test_http;

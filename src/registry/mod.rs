@@ -9,6 +9,8 @@ pub mod client;
 pub mod credentials;
 pub mod error;
 mod manifest;
+#[cfg(test)]
+mod tests;
 pub mod transport;
 mod upload;
 
