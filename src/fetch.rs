@@ -277,3 +277,143 @@ impl Fetcher<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_http::{Reply, Request, Server};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const WHEEL: &[u8] = b"PK fake wheel bytes";
+
+    fn wheel(filename: &str, url: Option<String>, bytes: &[u8]) -> SelectedWheel {
+        SelectedWheel {
+            name: "demo".into(),
+            version: "1.0".into(),
+            filename: filename.into(),
+            url,
+            sha256: Digest::of_bytes(bytes).hex().to_uppercase(),
+            size: Some(bytes.len() as u64),
+        }
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        store: Store,
+        http: LazyHttp,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        std::fs::write(dir.path().join("demo-1.0-py3-none-any.whl"), WHEEL).unwrap();
+        Fixture {
+            dir,
+            store,
+            http: LazyHttp::new(Vec::new()),
+        }
+    }
+
+    impl Fixture {
+        fn fetcher(&self, offline: bool) -> Fetcher<'_> {
+            Fetcher {
+                store: &self.store,
+                client: &self.http,
+                offline,
+                jobs: 2,
+                lock_dir: self.dir.path().to_path_buf(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_relative_path_is_read_beside_the_lock_then_served_from_the_cache_by_name() {
+        let f = fixture();
+        let w = wheel(
+            "demo-1.0-py3-none-any.whl",
+            Some("demo-1.0-py3-none-any.whl".into()),
+            WHEEL,
+        );
+        let done = AtomicUsize::new(0);
+        let on_done = |_: &SelectedWheel, _: &Fetched| {
+            done.fetch_add(1, Ordering::SeqCst);
+        };
+        let first = f.fetcher(false).fetch_all(std::slice::from_ref(&w), &on_done).unwrap();
+        assert_eq!(first[0].downloaded, WHEEL.len() as u64);
+        assert!(first[0].path.ends_with("demo-1.0-py3-none-any.whl"));
+        assert_eq!(std::fs::read(&first[0].path).unwrap(), WHEEL);
+        // Offline now works: the cache has it, and says nothing was downloaded.
+        let again = f.fetcher(true).fetch_all(&[w], &on_done).unwrap();
+        assert_eq!(again[0].downloaded, 0);
+        assert_eq!(again[0].path, first[0].path);
+        assert_eq!(done.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn bytes_that_do_not_match_the_lock_are_refused_and_not_cached() {
+        let f = fixture();
+        let mut w = wheel(
+            "demo-1.0-py3-none-any.whl",
+            Some("demo-1.0-py3-none-any.whl".into()),
+            b"what the lock promised",
+        );
+        w.sha256 = w.sha256.to_lowercase();
+        let err = f
+            .fetcher(false)
+            .fetch_all(std::slice::from_ref(&w), &|_, _| {})
+            .unwrap_err();
+        assert!(matches!(err, FetchError::HashMismatch { .. }), "{err}");
+        assert!(!f.store.has_blob(&Fetcher::wheel_digest(&w).unwrap()));
+        assert!(!f.store.has_blob(&Digest::of_bytes(WHEEL)));
+    }
+
+    #[test]
+    fn offline_without_the_wheel_and_names_with_paths_are_errors_of_their_own() {
+        let f = fixture();
+        let w = wheel(
+            "demo-1.0-py3-none-any.whl",
+            Some("http://127.0.0.1:9/x".into()),
+            b"x",
+        );
+        let err = f.fetcher(true).fetch_all(&[w], &|_, _| {}).unwrap_err();
+        assert!(matches!(err, FetchError::Offline { .. }), "{err}");
+
+        let w = wheel(
+            "../demo-1.0-py3-none-any.whl",
+            Some("demo-1.0-py3-none-any.whl".into()),
+            WHEEL,
+        );
+        let err = f.fetcher(false).fetch_all(&[w], &|_, _| {}).unwrap_err();
+        assert!(matches!(err, FetchError::BadFilename { .. }), "{err}");
+
+        let mut w = wheel("demo-1.0-py3-none-any.whl", None, WHEEL);
+        w.sha256 = "not-hex".into();
+        let err = f.fetcher(false).fetch_all(&[w], &|_, _| {}).unwrap_err();
+        assert!(matches!(err, FetchError::BadHash { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_download_is_retried_after_a_server_error_and_a_404_is_reported_with_its_cause() {
+        let tries = AtomicUsize::new(0);
+        let server = Server::start(move |r: &Request| match r.path() {
+            "/demo-1.0-py3-none-any.whl" if tries.fetch_add(1, Ordering::SeqCst) == 0 => {
+                Reply::status(503)
+            }
+            "/demo-1.0-py3-none-any.whl" => Reply::status(200).body(WHEEL),
+            _ => Reply::status(404),
+        });
+        let f = fixture();
+        let url = format!("http://{}/demo-1.0-py3-none-any.whl", server.addr);
+        let w = wheel("demo-1.0-py3-none-any.whl", Some(url), WHEEL);
+        let got = f.fetcher(false).fetch_all(&[w], &|_, _| {}).unwrap();
+        assert_eq!(got[0].downloaded, WHEEL.len() as u64);
+        assert_eq!(server.requests().len(), 2);
+
+        let url = format!("http://{}/gone.whl", server.addr);
+        let w = wheel("gone-1.0-py3-none-any.whl", Some(url.clone()), b"gone");
+        let err = f.fetcher(false).fetch_all(&[w], &|_, _| {}).unwrap_err();
+        assert!(matches!(err, FetchError::Download { .. }), "{err}");
+        let chain = crate::registry::error::chain_message(&err);
+        assert!(chain.contains(&url) && chain.contains("404"), "{chain}");
+    }
+}

@@ -2,7 +2,7 @@
 //! recorded, and the script answers it. Enough of HTTP for reqwest's blocking
 //! client (keep-alive, Content-Length and chunked bodies); nothing more.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 

@@ -432,4 +432,73 @@ mod tests {
             BaseLocation::Registry("python:3.12-slim".into())
         );
     }
+
+    /// A base held in memory: a manifest with one layer and a config.
+    struct Bytes(std::collections::HashMap<Digest, Vec<u8>>);
+
+    impl BlobSource for Bytes {
+        fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
+            let b = self.0.get(digest).cloned().ok_or(BaseError::MissingBlob {
+                base: "mem".into(),
+                digest: digest.clone(),
+            })?;
+            Ok(Box::new(io::Cursor::new(b)))
+        }
+        fn name(&self) -> &str {
+            "mem"
+        }
+    }
+
+    fn open_with_diff_ids(diff_ids: serde_json::Value) -> Result<BaseImage, BaseError> {
+        let layer = Digest::of_bytes(b"layer");
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        })
+        .to_string()
+        .into_bytes();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::image::MEDIA_TYPE_OCI_MANIFEST,
+            "config": {"mediaType": crate::image::MEDIA_TYPE_OCI_CONFIG, "digest": Digest::of_bytes(&config), "size": config.len()},
+            "layers": [{"mediaType": crate::layer::MEDIA_TYPE_OCI_LAYER_GZIP, "digest": layer, "size": 5}],
+        })
+        .to_string()
+        .into_bytes();
+        let top = Descriptor::new(
+            crate::image::MEDIA_TYPE_OCI_MANIFEST,
+            Digest::of_bytes(&manifest),
+            manifest.len() as u64,
+        );
+        let src = Bytes(
+            [
+                (Digest::of_bytes(&config), config),
+                (Digest::of_bytes(&manifest), manifest),
+            ]
+            .into(),
+        );
+        resolve_descriptor(Arc::new(src), top, &"linux/amd64".parse().unwrap())
+    }
+
+    #[test]
+    fn base_layers_keep_the_diff_ids_their_config_gives() {
+        let diff_id = Digest::of_bytes(b"uncompressed layer");
+        let base = open_with_diff_ids(serde_json::json!([diff_id])).unwrap();
+        assert_eq!(base.diff_ids, [diff_id]);
+        assert_ne!(base.diff_ids[0], Digest::of_bytes(b""));
+
+        let err = open_with_diff_ids(serde_json::json!(["md5:abc"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("not a sha256 digest"), "{err}");
+        let err = open_with_diff_ids(serde_json::json!([]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("0 diff_ids but the manifest has 1 layers"),
+            "{err}"
+        );
+    }
 }

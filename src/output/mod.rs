@@ -184,3 +184,6 @@ pub fn all_blobs(result: &BuildResult) -> Vec<(Digest, u64, BlobRef<'_>)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
