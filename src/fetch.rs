@@ -338,7 +338,10 @@ mod tests {
         let on_done = |_: &SelectedWheel, _: &Fetched| {
             done.fetch_add(1, Ordering::SeqCst);
         };
-        let first = f.fetcher(false).fetch_all(std::slice::from_ref(&w), &on_done).unwrap();
+        let first = f
+            .fetcher(false)
+            .fetch_all(std::slice::from_ref(&w), &on_done)
+            .unwrap();
         assert_eq!(first[0].downloaded, WHEEL.len() as u64);
         assert!(first[0].path.ends_with("demo-1.0-py3-none-any.whl"));
         assert_eq!(std::fs::read(&first[0].path).unwrap(), WHEEL);
