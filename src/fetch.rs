@@ -50,18 +50,8 @@ pub enum FetchError {
 /// Why the HTTP client for package indexes could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpSetupError {
-    #[error("--ca-file {path}: cannot read it")]
-    ReadCa {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("--ca-file {path}: not a PEM certificate bundle")]
-    BadCa {
-        path: PathBuf,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error(transparent)]
+    CaFile(crate::registry::RegistryError),
     #[error("setting up the HTTP client")]
     Client(#[source] reqwest::Error),
 }
@@ -93,20 +83,10 @@ impl LazyHttp {
     fn make(&self) -> Result<reqwest::blocking::Client, HttpSetupError> {
         let mut b = reqwest::blocking::Client::builder()
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")));
-        for f in &self.ca_files {
-            let pem = std::fs::read(f).map_err(|source| HttpSetupError::ReadCa {
-                path: f.clone(),
-                source,
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
-                HttpSetupError::BadCa {
-                    path: f.clone(),
-                    source,
-                }
-            })?;
-            for cert in certs {
-                b = b.add_root_certificate(cert);
-            }
+        let certs = crate::registry::transport::read_ca_files(&self.ca_files)
+            .map_err(HttpSetupError::CaFile)?;
+        for cert in certs {
+            b = b.add_root_certificate(cert);
         }
         b.build().map_err(HttpSetupError::Client)
     }
@@ -285,6 +265,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     const WHEEL: &[u8] = b"PK fake wheel bytes";
+    const NAME: &str = "demo-1.0-py3-none-any.whl";
 
     fn wheel(filename: &str, url: Option<String>, bytes: &[u8]) -> SelectedWheel {
         SelectedWheel {
@@ -306,7 +287,7 @@ mod tests {
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("store")).unwrap();
-        std::fs::write(dir.path().join("demo-1.0-py3-none-any.whl"), WHEEL).unwrap();
+        std::fs::write(dir.path().join(NAME), WHEEL).unwrap();
         Fixture {
             dir,
             store,
@@ -329,11 +310,7 @@ mod tests {
     #[test]
     fn a_relative_path_is_read_beside_the_lock_then_served_from_the_cache_by_name() {
         let f = fixture();
-        let w = wheel(
-            "demo-1.0-py3-none-any.whl",
-            Some("demo-1.0-py3-none-any.whl".into()),
-            WHEEL,
-        );
+        let w = wheel(NAME, Some(NAME.into()), WHEEL);
         let done = AtomicUsize::new(0);
         let on_done = |_: &SelectedWheel, _: &Fetched| {
             done.fetch_add(1, Ordering::SeqCst);
@@ -343,7 +320,7 @@ mod tests {
             .fetch_all(std::slice::from_ref(&w), &on_done)
             .unwrap();
         assert_eq!(first[0].downloaded, WHEEL.len() as u64);
-        assert!(first[0].path.ends_with("demo-1.0-py3-none-any.whl"));
+        assert!(first[0].path.ends_with(NAME));
         assert_eq!(std::fs::read(&first[0].path).unwrap(), WHEEL);
         // Offline now works: the cache has it, and says nothing was downloaded.
         let again = f.fetcher(true).fetch_all(&[w], &on_done).unwrap();
@@ -355,11 +332,7 @@ mod tests {
     #[test]
     fn bytes_that_do_not_match_the_lock_are_refused_and_not_cached() {
         let f = fixture();
-        let mut w = wheel(
-            "demo-1.0-py3-none-any.whl",
-            Some("demo-1.0-py3-none-any.whl".into()),
-            b"what the lock promised",
-        );
+        let mut w = wheel(NAME, Some(NAME.into()), b"what the lock promised");
         w.sha256 = w.sha256.to_lowercase();
         let err = f
             .fetcher(false)
@@ -373,23 +346,15 @@ mod tests {
     #[test]
     fn offline_without_the_wheel_and_names_with_paths_are_errors_of_their_own() {
         let f = fixture();
-        let w = wheel(
-            "demo-1.0-py3-none-any.whl",
-            Some("http://127.0.0.1:9/x".into()),
-            b"x",
-        );
+        let w = wheel(NAME, Some("http://127.0.0.1:9/x".into()), b"x");
         let err = f.fetcher(true).fetch_all(&[w], &|_, _| {}).unwrap_err();
         assert!(matches!(err, FetchError::Offline { .. }), "{err}");
 
-        let w = wheel(
-            "../demo-1.0-py3-none-any.whl",
-            Some("demo-1.0-py3-none-any.whl".into()),
-            WHEEL,
-        );
+        let w = wheel(&format!("../{NAME}"), Some(NAME.into()), WHEEL);
         let err = f.fetcher(false).fetch_all(&[w], &|_, _| {}).unwrap_err();
         assert!(matches!(err, FetchError::BadFilename { .. }), "{err}");
 
-        let mut w = wheel("demo-1.0-py3-none-any.whl", None, WHEEL);
+        let mut w = wheel(NAME, None, WHEEL);
         w.sha256 = "not-hex".into();
         let err = f.fetcher(false).fetch_all(&[w], &|_, _| {}).unwrap_err();
         assert!(matches!(err, FetchError::BadHash { .. }), "{err}");
@@ -407,7 +372,7 @@ mod tests {
         });
         let f = fixture();
         let url = format!("http://{}/demo-1.0-py3-none-any.whl", server.addr);
-        let w = wheel("demo-1.0-py3-none-any.whl", Some(url), WHEEL);
+        let w = wheel(NAME, Some(url), WHEEL);
         let got = f.fetcher(false).fetch_all(&[w], &|_, _| {}).unwrap();
         assert_eq!(got[0].downloaded, WHEEL.len() as u64);
         assert_eq!(server.requests().len(), 2);

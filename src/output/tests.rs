@@ -72,6 +72,13 @@ fn image(store: &Store, app: &[u8], base_served: &[u8]) -> BuildResult {
     }
 }
 
+/// A temporary directory with a store in it.
+fn scratch() -> (tempfile::TempDir, Store) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    (tmp, store)
+}
+
 fn read_index(dir: &Path) -> Index {
     serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap()
 }
@@ -91,8 +98,7 @@ fn tags(index: &Index) -> Vec<(String, Digest)> {
 
 #[test]
 fn a_new_layout_holds_every_blob_under_its_digest_and_the_tag_in_index_json() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path().join("store")).unwrap();
+    let (tmp, store) = scratch();
     let result = image(&store, b"app layer", b"base layer");
     let dir = tmp.path().join("out");
     write_oci_layout(&result, &dir, "v1", &store).unwrap();
@@ -121,8 +127,7 @@ fn a_new_layout_holds_every_blob_under_its_digest_and_the_tag_in_index_json() {
 
 #[test]
 fn an_existing_layout_gains_the_tag_and_keeps_the_rest_of_its_index() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path().join("store")).unwrap();
+    let (tmp, store) = scratch();
     let dir = tmp.path().join("out");
     let first = image(&store, b"app one", b"base layer");
     write_oci_layout(&first, &dir, "v1", &store).unwrap();
@@ -154,8 +159,7 @@ fn an_existing_layout_gains_the_tag_and_keeps_the_rest_of_its_index() {
 
 #[test]
 fn a_directory_that_is_not_a_layout_is_refused_and_left_alone() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path().join("store")).unwrap();
+    let (tmp, store) = scratch();
     let dir = tmp.path().join("out");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(dir.join("notes.txt"), "mine").unwrap();
@@ -167,8 +171,7 @@ fn a_directory_that_is_not_a_layout_is_refused_and_left_alone() {
 
 #[test]
 fn a_corrupt_base_blob_fails_the_layout_and_leaves_nothing_behind() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path().join("store")).unwrap();
+    let (tmp, store) = scratch();
     let dir = tmp.path().join("out");
     let result = image(&store, b"app", b"base layeR");
     let err = write_oci_layout(&result, &dir, "v1", &store).unwrap_err();
@@ -181,8 +184,7 @@ fn a_corrupt_base_blob_fails_the_layout_and_leaves_nothing_behind() {
 
 #[test]
 fn an_oci_archive_is_the_same_file_every_time_and_holds_the_layout() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path().join("store")).unwrap();
+    let (tmp, store) = scratch();
     let result = image(&store, b"app", b"base layer");
     let (a, b) = (tmp.path().join("a.tar"), tmp.path().join("b.tar"));
     write_oci_archive(&result, &a, "v1", &store, 0).unwrap();
@@ -201,8 +203,7 @@ fn an_oci_archive_is_the_same_file_every_time_and_holds_the_layout() {
 
 #[test]
 fn a_docker_archive_names_config_layers_and_tag_and_takes_one_platform_only() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path().join("store")).unwrap();
+    let (tmp, store) = scratch();
     let result = image(&store, b"app", b"base layer");
     let file = tmp.path().join("d.tar");
     write_docker_archive(&result, &file, "localhost/app:1", &store, 0).unwrap();

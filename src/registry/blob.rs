@@ -22,13 +22,9 @@ impl RegistryClient {
         let registry = repo.registry.as_str();
         let scopes = [repository_scope(&repo.repository, false)];
         let path = format!("/v2/{}/blobs/{digest}", repo.repository);
-        let resp = self.execute(Call {
-            registry,
-            what: &what,
-            scopes: &scopes,
-            retry: true,
-            build: &|c, base| Ok(c.get(join(base, &path))),
-        })?;
+        let resp = self.execute(Call::retrying(registry, &what, &scopes, &|c, base| {
+            Ok(c.get(join(base, &path)))
+        }))?;
         if !resp.status().is_success() {
             return Err(self.fail(&what, registry, resp));
         }
@@ -68,13 +64,9 @@ impl RegistryClient {
     ) -> Result<bool, RegistryError> {
         let what = format!("checking blob {digest} in {}", repo.name());
         let path = format!("/v2/{}/blobs/{digest}", repo.repository);
-        let resp = self.execute(Call {
-            registry: &repo.registry,
-            what: &what,
-            scopes,
-            retry: true,
-            build: &|c, base| Ok(c.head(join(base, &path))),
-        })?;
+        let resp = self.execute(Call::retrying(&repo.registry, &what, scopes, &|c, base| {
+            Ok(c.head(join(base, &path)))
+        }))?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),

@@ -53,7 +53,44 @@ pub(super) struct Call<'a> {
     /// Retry connection errors and 408/429/5xx here; false where a failure
     /// leaves server state behind (upload session bodies).
     pub(super) retry: bool,
-    pub(super) build: &'a dyn Fn(&Client, &Url) -> Result<RequestBuilder, RegistryError>,
+    pub(super) build: Build<'a>,
+}
+
+type Build<'a> = &'a dyn Fn(&Client, &Url) -> Result<RequestBuilder, RegistryError>;
+
+impl<'a> Call<'a> {
+    /// A request that is safe to repeat: retried on connection errors and 408/429/5xx.
+    pub(super) fn retrying(
+        registry: &'a str,
+        what: &'a str,
+        scopes: &'a [String],
+        build: Build<'a>,
+    ) -> Self {
+        Call {
+            registry,
+            what,
+            scopes,
+            retry: true,
+            build,
+        }
+    }
+
+    /// A request sent once (but for a 401 replay): a failure may leave server
+    /// state behind, so the caller restarts its whole step instead.
+    pub(super) fn once(
+        registry: &'a str,
+        what: &'a str,
+        scopes: &'a [String],
+        build: Build<'a>,
+    ) -> Self {
+        Call {
+            registry,
+            what,
+            scopes,
+            retry: false,
+            build,
+        }
+    }
 }
 
 impl RegistryClient {
@@ -82,13 +119,9 @@ impl RegistryClient {
     /// registry must answer `/v2/` with them, a token service must issue a token.
     pub fn check_login(&self, registry: &str) -> Result<(), RegistryError> {
         let what = format!("logging in to {registry}");
-        let resp = self.execute(Call {
-            registry,
-            what: &what,
-            scopes: &[],
-            retry: true,
-            build: &|c, base| Ok(c.get(join(base, "/v2/"))),
-        })?;
+        let resp = self.execute(Call::retrying(registry, &what, &[], &|c, base| {
+            Ok(c.get(join(base, "/v2/")))
+        }))?;
         if resp.status().is_success() {
             Ok(())
         } else {

@@ -28,16 +28,15 @@ impl RegistryClient {
             reference.repository,
             reference.manifest_reference()
         );
-        self.execute(Call {
-            registry: reference.registry.as_str(),
+        self.execute(Call::retrying(
+            reference.registry.as_str(),
             what,
-            scopes: &scopes,
-            retry: true,
-            build: &|c, base| {
+            &scopes,
+            &|c, base| {
                 Ok(c.request(method.clone(), join(base, &path))
                     .header(ACCEPT, MANIFEST_MEDIA_TYPES.join(", ")))
             },
-        })
+        ))
     }
 
     /// Fetches a manifest or index: its exact bytes, media type and digest.
@@ -158,17 +157,11 @@ impl RegistryClient {
         }
         let scopes = [repository_scope(&repo.repository, true)];
         let path = format!("/v2/{}/manifests/{reference}", repo.repository);
-        let resp = self.execute(Call {
-            registry,
-            what: &what,
-            scopes: &scopes,
-            retry: true,
-            build: &|c, base| {
-                Ok(c.put(join(base, &path))
-                    .header(CONTENT_TYPE, media_type)
-                    .body(bytes.to_vec()))
-            },
-        })?;
+        let resp = self.execute(Call::retrying(registry, &what, &scopes, &|c, base| {
+            Ok(c.put(join(base, &path))
+                .header(CONTENT_TYPE, media_type)
+                .body(bytes.to_vec()))
+        }))?;
         if !resp.status().is_success() {
             return Err(self.fail(&what, registry, resp));
         }

@@ -2,14 +2,13 @@
 //! in which order, and what it makes of the answers.
 
 use super::credentials::Anonymous;
-use super::{PushOutcome, RegistryClient, RegistryError, TransportOptions};
+use super::{PushOutcome, RegistryClient, RegistryError, TransferStats, TransportOptions};
 use crate::digest::Digest;
 use crate::image::MEDIA_TYPE_OCI_MANIFEST;
 use crate::reference::Reference;
 use crate::test_http::{Reply, Request, Server};
 use std::io::{Cursor, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 fn client(chunk_size: Option<u64>) -> RegistryClient {
@@ -48,14 +47,25 @@ fn uploads_registry(put_status: Vec<u16>) -> Server {
     })
 }
 
-fn opener(
-    bytes: &'static [u8],
-    opened: Arc<AtomicUsize>,
-) -> impl Fn() -> std::io::Result<Box<dyn Read + Send>> {
-    move || {
+/// Pushes `data` to `team/app`: the outcome, how often the blob was opened,
+/// and the client's counters.
+fn push(
+    server: &Server,
+    chunk_size: Option<u64>,
+    data: &'static [u8],
+    mount_from: Option<&str>,
+) -> (PushOutcome, usize, TransferStats) {
+    let c = client(chunk_size);
+    let opened = AtomicUsize::new(0);
+    let open = || {
         opened.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(Cursor::new(bytes)) as Box<dyn Read + Send>)
-    }
+        Ok(Box::new(Cursor::new(data)) as Box<dyn Read + Send>)
+    };
+    let digest = Digest::of_bytes(data);
+    let outcome = c
+        .push_blob(&repo(server), &digest, data.len() as u64, &open, mount_from)
+        .unwrap();
+    (outcome, opened.load(Ordering::SeqCst), c.stats())
 }
 
 #[test]
@@ -63,17 +73,7 @@ fn a_missing_blob_is_uploaded_in_one_put_to_the_session_with_its_digest() {
     let server = uploads_registry(vec![]);
     let data: &[u8] = b"layer bytes";
     let digest = Digest::of_bytes(data);
-    let c = client(None);
-    let opened = Arc::new(AtomicUsize::new(0));
-    let outcome = c
-        .push_blob(
-            &repo(&server),
-            &digest,
-            data.len() as u64,
-            &opener(data, opened.clone()),
-            None,
-        )
-        .unwrap();
+    let (outcome, opened, stats) = push(&server, None, data, None);
     assert_eq!(outcome, PushOutcome::Uploaded { bytes: 11 });
     assert_eq!(
         server.lines(),
@@ -90,19 +90,14 @@ fn a_missing_blob_is_uploaded_in_one_put_to_the_session_with_its_digest() {
         format!("state=a&digest=sha256%3A{}", digest.hex())
     );
     assert_eq!(put.body, data);
-    assert_eq!(opened.load(Ordering::SeqCst), 1);
-    assert_eq!(c.stats().blob_bytes_uploaded, 11);
+    assert_eq!(opened, 1);
+    assert_eq!(stats.blob_bytes_uploaded, 11);
 }
 
 #[test]
 fn chunked_uploads_patch_each_range_then_close_the_session_with_an_empty_put() {
     let server = uploads_registry(vec![]);
-    let data: &[u8] = b"0123456789";
-    let digest = Digest::of_bytes(data);
-    let c = client(Some(4));
-    let opened = Arc::new(AtomicUsize::new(0));
-    c.push_blob(&repo(&server), &digest, 10, &opener(data, opened), None)
-        .unwrap();
+    push(&server, Some(4), b"0123456789", None);
     let patches: Vec<(String, Vec<u8>)> = server
         .requests()
         .into_iter()
@@ -131,23 +126,12 @@ fn chunked_uploads_patch_each_range_then_close_the_session_with_an_empty_put() {
 #[test]
 fn a_failed_put_cancels_the_session_and_restarts_the_step_with_the_blob_reopened() {
     let server = uploads_registry(vec![503]);
-    let data: &[u8] = b"layer";
-    let digest = Digest::of_bytes(data);
-    let opened = Arc::new(AtomicUsize::new(0));
-    let outcome = client(None)
-        .push_blob(
-            &repo(&server),
-            &digest,
-            5,
-            &opener(data, opened.clone()),
-            None,
-        )
-        .unwrap();
+    let (outcome, opened, _) = push(&server, None, b"layer", None);
     assert_eq!(outcome, PushOutcome::Uploaded { bytes: 5 });
     let lines = server.lines();
     assert_eq!(lines.iter().filter(|l| l.starts_with("PUT")).count(), 2);
     assert!(lines.contains(&"DELETE /v2/team/app/blobs/uploads/s1".to_string()));
-    assert_eq!(opened.load(Ordering::SeqCst), 2);
+    assert_eq!(opened, 2);
 }
 
 #[test]
@@ -159,24 +143,17 @@ fn a_mount_from_the_bases_repository_sends_no_bytes() {
         _ => Reply::status(400),
     });
     let data: &[u8] = b"base layer";
-    let digest = Digest::of_bytes(data);
-    let opened = Arc::new(AtomicUsize::new(0));
-    let outcome = client(None)
-        .push_blob(
-            &repo(&server),
-            &digest,
-            10,
-            &opener(data, opened.clone()),
-            Some("library/python"),
-        )
-        .unwrap();
+    let (outcome, opened, _) = push(&server, None, data, Some("library/python"));
     assert_eq!(outcome, PushOutcome::Mounted);
     let post = server.requests().pop().unwrap();
     assert_eq!(
         post.query(),
-        format!("mount=sha256%3A{}&from=library%2Fpython", digest.hex())
+        format!(
+            "mount=sha256%3A{}&from=library%2Fpython",
+            Digest::of_bytes(data).hex()
+        )
     );
-    assert_eq!(opened.load(Ordering::SeqCst), 0);
+    assert_eq!(opened, 0);
 }
 
 #[test]

@@ -97,23 +97,7 @@ pub(crate) struct Transport {
 
 impl Transport {
     pub fn new(opts: TransportOptions) -> Result<Self, RegistryError> {
-        let mut certs = Vec::new();
-        for path in &opts.ca_files {
-            let pem = std::fs::read(path).map_err(|source| RegistryError::CaFile {
-                path: path.clone(),
-                source,
-            })?;
-            let bundle = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
-                RegistryError::CaBundle {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-            if bundle.is_empty() {
-                return Err(RegistryError::CaEmpty { path: path.clone() });
-            }
-            certs.extend(bundle);
-        }
+        let certs = read_ca_files(&opts.ca_files)?;
         let builder = |accept_invalid: bool| {
             let mut b = Client::builder()
                 .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
@@ -226,6 +210,29 @@ impl Transport {
             attempt += 1;
         }
     }
+}
+
+/// The certificates of every `--ca-file`, each file a PEM bundle holding at
+/// least one. Registries and package indexes trust the same extra CAs.
+pub fn read_ca_files(paths: &[PathBuf]) -> Result<Vec<reqwest::Certificate>, RegistryError> {
+    let mut certs = Vec::new();
+    for path in paths {
+        let pem = std::fs::read(path).map_err(|source| RegistryError::CaFile {
+            path: path.clone(),
+            source,
+        })?;
+        let bundle = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+            RegistryError::CaBundle {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        if bundle.is_empty() {
+            return Err(RegistryError::CaEmpty { path: path.clone() });
+        }
+        certs.extend(bundle);
+    }
+    Ok(certs)
 }
 
 pub(crate) fn strip_port(host: &str) -> &str {

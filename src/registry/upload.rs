@@ -110,19 +110,13 @@ impl RegistryClient {
         if let Some(from) = mount_from.filter(|f| *f != repo.repository) {
             // Both scopes in one token, push first: some registries read only the first.
             let scopes = [push_scope.clone(), repository_scope(from, false)];
-            let mounted = self.execute(Call {
-                registry,
-                what: &what,
-                scopes: &scopes,
-                retry: true,
-                build: &|c, base| {
-                    let mut url = join(base, &uploads);
-                    url.query_pairs_mut()
-                        .append_pair("mount", &digest.to_string())
-                        .append_pair("from", from);
-                    Ok(c.post(url).header(CONTENT_LENGTH, 0))
-                },
-            });
+            let mounted = self.execute(Call::retrying(registry, &what, &scopes, &|c, base| {
+                let mut url = join(base, &uploads);
+                url.query_pairs_mut()
+                    .append_pair("mount", &digest.to_string())
+                    .append_pair("from", from);
+                Ok(c.post(url).header(CONTENT_LENGTH, 0))
+            }));
             // Any mount failure (no access to `from`, unsupported) falls back to uploading.
             if let Ok(resp) = mounted {
                 match resp.status() {
@@ -139,13 +133,9 @@ impl RegistryClient {
         let session = match session {
             Some(s) => s,
             None => {
-                let resp = self.execute(Call {
-                    registry,
-                    what: &what,
-                    scopes: &scopes,
-                    retry: true,
-                    build: &|c, base| Ok(c.post(join(base, &uploads)).header(CONTENT_LENGTH, 0)),
-                })?;
+                let resp = self.execute(Call::retrying(registry, &what, &scopes, &|c, base| {
+                    Ok(c.post(join(base, &uploads)).header(CONTENT_LENGTH, 0))
+                }))?;
                 if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
                     return Err(self.fail(&what, registry, resp).into());
                 }
@@ -203,30 +193,24 @@ impl RegistryClient {
             .append_pair("digest", &digest.to_string());
         let counters = self.transport.counters.clone();
         let resp = self
-            .execute(Call {
-                registry,
-                what,
-                scopes,
-                retry: false,
-                build: &|c, _| {
-                    let reader = open().map_err(|e| RegistryError::Io {
-                        what: format!("{what}: reading the blob"),
-                        source: e,
-                    })?;
-                    let body = Body::sized(
-                        CountingReader {
-                            inner: reader,
-                            counters: counters.clone(),
-                            upload: true,
-                        },
-                        size,
-                    );
-                    Ok(c.put(url.clone())
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_LENGTH, size)
-                        .body(body))
-                },
-            })
+            .execute(Call::once(registry, what, scopes, &|c, _| {
+                let reader = open().map_err(|e| RegistryError::Io {
+                    what: format!("{what}: reading the blob"),
+                    source: e,
+                })?;
+                let body = Body::sized(
+                    CountingReader {
+                        inner: reader,
+                        counters: counters.clone(),
+                        upload: true,
+                    },
+                    size,
+                );
+                Ok(c.put(url.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, size)
+                    .body(body))
+            }))
             .map_err(restartable)?;
         self.finish_upload(resp, registry, what, digest, size)
     }
@@ -271,20 +255,14 @@ impl RegistryClient {
             let range = format!("{offset}-{}", offset + n - 1);
             let counters = self.transport.counters.clone();
             let resp = self
-                .execute(Call {
-                    registry,
-                    what,
-                    scopes,
-                    retry: false,
-                    build: &|c, _| {
-                        counters.blob_bytes_uploaded.fetch_add(n, Ordering::Relaxed);
-                        Ok(c.patch(url.clone())
-                            .header(CONTENT_TYPE, "application/octet-stream")
-                            .header("Content-Range", range.as_str())
-                            .header(CONTENT_LENGTH, n)
-                            .body(buf.clone()))
-                    },
-                })
+                .execute(Call::once(registry, what, scopes, &|c, _| {
+                    counters.blob_bytes_uploaded.fetch_add(n, Ordering::Relaxed);
+                    Ok(c.patch(url.clone())
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header("Content-Range", range.as_str())
+                        .header(CONTENT_LENGTH, n)
+                        .body(buf.clone()))
+                }))
                 .map_err(restartable)?;
             if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
                 let e = self.fail(what, registry, resp);
@@ -301,17 +279,11 @@ impl RegistryClient {
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
         let resp = self
-            .execute(Call {
-                registry,
-                what,
-                scopes,
-                retry: false,
-                build: &|c, _| {
-                    Ok(c.put(url.clone())
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_LENGTH, 0))
-                },
-            })
+            .execute(Call::once(registry, what, scopes, &|c, _| {
+                Ok(c.put(url.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, 0))
+            }))
             .map_err(restartable)?;
         self.finish_upload(resp, registry, what, digest, size)
     }
@@ -336,13 +308,9 @@ impl RegistryClient {
     /// Best effort: the spec asks clients to cancel sessions they abandon.
     fn cancel_session(&self, registry: &str, what: &str, scopes: &[String], session: &str) {
         if let Ok(url) = self.session_url(registry, session) {
-            let _ = self.execute(Call {
-                registry,
-                what,
-                scopes,
-                retry: false,
-                build: &|c, _| Ok(c.delete(url.clone())),
-            });
+            let _ = self.execute(Call::once(registry, what, scopes, &|c, _| {
+                Ok(c.delete(url.clone()))
+            }));
         }
     }
 }
