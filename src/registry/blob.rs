@@ -22,7 +22,7 @@ impl RegistryClient {
         let registry = repo.registry.as_str();
         let scopes = [repository_scope(&repo.repository, false)];
         let path = format!("/v2/{}/blobs/{digest}", repo.repository);
-        let resp = self.execute(Call::retrying(registry, &what, &scopes, &|c, base| {
+        let resp = self.execute(Call::new(registry, &what, &scopes, &|c, base| {
             Ok(c.get(join(base, &path)))
         }))?;
         if !resp.status().is_success() {
@@ -64,7 +64,7 @@ impl RegistryClient {
     ) -> Result<bool, RegistryError> {
         let what = format!("checking blob {digest} in {}", repo.name());
         let path = format!("/v2/{}/blobs/{digest}", repo.repository);
-        let resp = self.execute(Call::retrying(&repo.registry, &what, scopes, &|c, base| {
+        let resp = self.execute(Call::new(&repo.registry, &what, scopes, &|c, base| {
             Ok(c.head(join(base, &path)))
         }))?;
         match resp.status() {

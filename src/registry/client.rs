@@ -60,7 +60,7 @@ type Build<'a> = &'a dyn Fn(&Client, &Url) -> Result<RequestBuilder, RegistryErr
 
 impl<'a> Call<'a> {
     /// A request that is safe to repeat: retried on connection errors and 408/429/5xx.
-    pub(super) fn retrying(
+    pub(super) fn new(
         registry: &'a str,
         what: &'a str,
         scopes: &'a [String],
@@ -75,20 +75,12 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// A request sent once (but for a 401 replay): a failure may leave server
-    /// state behind, so the caller restarts its whole step instead.
-    pub(super) fn once(
-        registry: &'a str,
-        what: &'a str,
-        scopes: &'a [String],
-        build: Build<'a>,
-    ) -> Self {
+    /// Sent once (but for a 401 replay): a failure may leave server state
+    /// behind, so the caller restarts its whole step instead.
+    pub(super) fn once(self) -> Self {
         Call {
-            registry,
-            what,
-            scopes,
             retry: false,
-            build,
+            ..self
         }
     }
 }
@@ -119,7 +111,7 @@ impl RegistryClient {
     /// registry must answer `/v2/` with them, a token service must issue a token.
     pub fn check_login(&self, registry: &str) -> Result<(), RegistryError> {
         let what = format!("logging in to {registry}");
-        let resp = self.execute(Call::retrying(registry, &what, &[], &|c, base| {
+        let resp = self.execute(Call::new(registry, &what, &[], &|c, base| {
             Ok(c.get(join(base, "/v2/")))
         }))?;
         if resp.status().is_success() {

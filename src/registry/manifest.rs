@@ -28,7 +28,7 @@ impl RegistryClient {
             reference.repository,
             reference.manifest_reference()
         );
-        self.execute(Call::retrying(
+        self.execute(Call::new(
             reference.registry.as_str(),
             what,
             &scopes,
@@ -157,7 +157,7 @@ impl RegistryClient {
         }
         let scopes = [repository_scope(&repo.repository, true)];
         let path = format!("/v2/{}/manifests/{reference}", repo.repository);
-        let resp = self.execute(Call::retrying(registry, &what, &scopes, &|c, base| {
+        let resp = self.execute(Call::new(registry, &what, &scopes, &|c, base| {
             Ok(c.put(join(base, &path))
                 .header(CONTENT_TYPE, media_type)
                 .body(bytes.to_vec()))

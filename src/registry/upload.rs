@@ -35,6 +35,15 @@ pub struct BlobUpload<'a> {
     /// A repository on the same registry that may already hold the blob.
     pub mount_from: Option<String>,
 }
+
+/// The blob one upload step sends; `open` is called again for every attempt.
+#[derive(Clone, Copy)]
+struct Blob<'a> {
+    digest: &'a Digest,
+    size: u64,
+    open: &'a dyn Fn() -> io::Result<Box<dyn Read + Send>>,
+}
+
 /// A step failure, and whether restarting the whole blob step may help.
 struct StepError {
     error: RegistryError,
@@ -62,9 +71,10 @@ impl RegistryClient {
         open: &dyn Fn() -> io::Result<Box<dyn Read + Send>>,
         mount_from: Option<&str>,
     ) -> Result<PushOutcome, RegistryError> {
+        let blob = Blob { digest, size, open };
         let mut attempt = 0;
         loop {
-            match self.push_blob_once(repo, digest, size, open, mount_from) {
+            match self.push_blob_once(repo, blob, mount_from) {
                 Ok(outcome) => return Ok(outcome),
                 Err(StepError { error, restart })
                     if restart
@@ -93,11 +103,10 @@ impl RegistryClient {
     fn push_blob_once(
         &self,
         repo: &Reference,
-        digest: &Digest,
-        size: u64,
-        open: &dyn Fn() -> io::Result<Box<dyn Read + Send>>,
+        blob: Blob<'_>,
         mount_from: Option<&str>,
     ) -> Result<PushOutcome, StepError> {
+        let digest = blob.digest;
         let registry = repo.registry.as_str();
         let push_scope = repository_scope(&repo.repository, true);
         if self.blob_exists_scoped(repo, digest, std::slice::from_ref(&push_scope))? {
@@ -110,7 +119,7 @@ impl RegistryClient {
         if let Some(from) = mount_from.filter(|f| *f != repo.repository) {
             // Both scopes in one token, push first: some registries read only the first.
             let scopes = [push_scope.clone(), repository_scope(from, false)];
-            let mounted = self.execute(Call::retrying(registry, &what, &scopes, &|c, base| {
+            let mounted = self.execute(Call::new(registry, &what, &scopes, &|c, base| {
                 let mut url = join(base, &uploads);
                 url.query_pairs_mut()
                     .append_pair("mount", &digest.to_string())
@@ -133,7 +142,7 @@ impl RegistryClient {
         let session = match session {
             Some(s) => s,
             None => {
-                let resp = self.execute(Call::retrying(registry, &what, &scopes, &|c, base| {
+                let resp = self.execute(Call::new(registry, &what, &scopes, &|c, base| {
                     Ok(c.post(join(base, &uploads)).header(CONTENT_LENGTH, 0))
                 }))?;
                 if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
@@ -149,17 +158,10 @@ impl RegistryClient {
             }
         };
         let result = match self.transport.opts.chunk_size {
-            Some(chunk) if chunk > 0 => self.upload_chunked(
-                registry,
-                &what,
-                &scopes,
-                session.clone(),
-                digest,
-                size,
-                chunk,
-                open,
-            ),
-            _ => self.upload_monolithic(registry, &what, &scopes, &session, digest, size, open),
+            Some(chunk) if chunk > 0 => {
+                self.upload_chunked(registry, &what, &scopes, session.clone(), blob, chunk)
+            }
+            _ => self.upload_monolithic(registry, &what, &scopes, &session, blob),
         };
         if result.is_err() {
             self.cancel_session(registry, &what, &scopes, &session);
@@ -177,56 +179,55 @@ impl RegistryClient {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn upload_monolithic(
         &self,
         registry: &str,
         what: &str,
         scopes: &[String],
         session: &str,
-        digest: &Digest,
-        size: u64,
-        open: &dyn Fn() -> io::Result<Box<dyn Read + Send>>,
+        blob: Blob<'_>,
     ) -> Result<PushOutcome, StepError> {
+        let Blob { digest, size, open } = blob;
         let mut url = self.session_url(registry, session)?;
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
         let counters = self.transport.counters.clone();
         let resp = self
-            .execute(Call::once(registry, what, scopes, &|c, _| {
-                let reader = open().map_err(|e| RegistryError::Io {
-                    what: format!("{what}: reading the blob"),
-                    source: e,
-                })?;
-                let body = Body::sized(
-                    CountingReader {
-                        inner: reader,
-                        counters: counters.clone(),
-                        upload: true,
-                    },
-                    size,
-                );
-                Ok(c.put(url.clone())
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, size)
-                    .body(body))
-            }))
+            .execute(
+                Call::new(registry, what, scopes, &|c, _| {
+                    let reader = open().map_err(|e| RegistryError::Io {
+                        what: format!("{what}: reading the blob"),
+                        source: e,
+                    })?;
+                    let body = Body::sized(
+                        CountingReader {
+                            inner: reader,
+                            counters: counters.clone(),
+                            upload: true,
+                        },
+                        size,
+                    );
+                    Ok(c.put(url.clone())
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, size)
+                        .body(body))
+                })
+                .once(),
+            )
             .map_err(restartable)?;
         self.finish_upload(resp, registry, what, digest, size)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn upload_chunked(
         &self,
         registry: &str,
         what: &str,
         scopes: &[String],
         mut session: String,
-        digest: &Digest,
-        size: u64,
+        blob: Blob<'_>,
         chunk: u64,
-        open: &dyn Fn() -> io::Result<Box<dyn Read + Send>>,
     ) -> Result<PushOutcome, StepError> {
+        let Blob { digest, size, open } = blob;
         let io_err = |e| RegistryError::Io {
             what: format!("{what}: reading the blob"),
             source: e,
@@ -255,14 +256,17 @@ impl RegistryClient {
             let range = format!("{offset}-{}", offset + n - 1);
             let counters = self.transport.counters.clone();
             let resp = self
-                .execute(Call::once(registry, what, scopes, &|c, _| {
-                    counters.blob_bytes_uploaded.fetch_add(n, Ordering::Relaxed);
-                    Ok(c.patch(url.clone())
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .header("Content-Range", range.as_str())
-                        .header(CONTENT_LENGTH, n)
-                        .body(buf.clone()))
-                }))
+                .execute(
+                    Call::new(registry, what, scopes, &|c, _| {
+                        counters.blob_bytes_uploaded.fetch_add(n, Ordering::Relaxed);
+                        Ok(c.patch(url.clone())
+                            .header(CONTENT_TYPE, "application/octet-stream")
+                            .header("Content-Range", range.as_str())
+                            .header(CONTENT_LENGTH, n)
+                            .body(buf.clone()))
+                    })
+                    .once(),
+                )
                 .map_err(restartable)?;
             if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
                 let e = self.fail(what, registry, resp);
@@ -279,11 +283,14 @@ impl RegistryClient {
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
         let resp = self
-            .execute(Call::once(registry, what, scopes, &|c, _| {
-                Ok(c.put(url.clone())
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, 0))
-            }))
+            .execute(
+                Call::new(registry, what, scopes, &|c, _| {
+                    Ok(c.put(url.clone())
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, 0))
+                })
+                .once(),
+            )
             .map_err(restartable)?;
         self.finish_upload(resp, registry, what, digest, size)
     }
@@ -308,9 +315,9 @@ impl RegistryClient {
     /// Best effort: the spec asks clients to cancel sessions they abandon.
     fn cancel_session(&self, registry: &str, what: &str, scopes: &[String], session: &str) {
         if let Ok(url) = self.session_url(registry, session) {
-            let _ = self.execute(Call::once(registry, what, scopes, &|c, _| {
-                Ok(c.delete(url.clone()))
-            }));
+            let _ = self.execute(
+                Call::new(registry, what, scopes, &|c, _| Ok(c.delete(url.clone()))).once(),
+            );
         }
     }
 }
