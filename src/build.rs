@@ -2,7 +2,7 @@
 //! fetch, layers, config, manifest) → an index when there are several.
 
 use crate::app;
-use crate::base::{self, BaseImage, BaseLocation};
+use crate::base::{self, BaseImage, BaseLocation, RemoteBases};
 use crate::digest::Digest;
 use crate::fetch::{FetchError, Fetcher};
 use crate::image::command::{EntrypointCmd, Uvicorn};
@@ -96,15 +96,6 @@ pub enum Event {
     Warning(String),
 }
 
-/// Opens a base that is not a local layout or archive (a registry reference).
-pub trait RemoteBases: Sync {
-    fn open(
-        &self,
-        reference: &str,
-        platform: &Platform,
-    ) -> Result<(BaseImage, Option<String>), BuildError>;
-}
-
 pub struct BuildOptions<'a> {
     pub platforms: Vec<Platform>,
     pub store: &'a Store,
@@ -185,7 +176,7 @@ pub fn open_base(
     let spec_dir = spec.file.parent().map(PathBuf::from).unwrap_or_default();
     match BaseLocation::parse(&spec.base, &spec_dir) {
         BaseLocation::Registry(r) => match opts.remote {
-            Some(remote) => remote.open(&r, platform),
+            Some(remote) => Ok(remote.open(&r, platform)?),
             None => Err(base::BaseError::Unsupported(spec.base.clone()).into()),
         },
         loc => Ok((base::open_local(&loc, &spec.base, platform)?, None)),
@@ -209,10 +200,11 @@ fn build_platform(
         .manifest
         .layers
         .iter()
-        .map(|d| ImageLayer {
+        .zip(&base.diff_ids)
+        .map(|(d, diff_id)| ImageLayer {
             layer: Layer {
                 digest: d.digest.clone(),
-                diff_id: Digest::of_bytes(b""),
+                diff_id: diff_id.clone(),
                 size: d.size,
                 media_type: d.media_type.clone(),
             },
@@ -728,6 +720,7 @@ mod tests {
             manifest,
             config: serde_json::json!({}),
             platform: Platform::parse("linux/amd64").unwrap(),
+            diff_ids: Vec::new(),
             blobs: std::sync::Arc::new(NoBlobs),
         };
         let index = image_annotations(&s, None);

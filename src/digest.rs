@@ -130,9 +130,32 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Why a `VerifyingReader` refused to end; carried inside the `io::Error`
+/// (kind `InvalidData`) it returns, so callers can tell it from a read failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Mismatch {
+    #[error("{what}: expected {expected} bytes, got {got}")]
+    Short {
+        what: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("{what}: more than the expected {expected} bytes")]
+    Long { what: String, expected: u64 },
+    #[error("{what}: content does not match its digest (expected {expected}, got {got}){hint}")]
+    Digest {
+        what: String,
+        expected: Digest,
+        got: Digest,
+        /// `; what to do`, or empty.
+        hint: String,
+    },
+}
+
 /// A reader that hashes what it yields and, at EOF, refuses to end unless the
 /// bytes match the expected digest and size. Use it wherever fetched bytes are
-/// consumed, so nothing unverified is ever acted on silently.
+/// consumed, so nothing unverified is ever acted on silently. It is the one
+/// hashing reader: blobs, cached wheels and the files inside a wheel all use it.
 pub struct VerifyingReader<R> {
     inner: R,
     hasher: Sha256,
@@ -140,6 +163,7 @@ pub struct VerifyingReader<R> {
     expected: Digest,
     expected_size: Option<u64>,
     what: String,
+    hint: Option<&'static str>,
 }
 
 impl<R: Read> VerifyingReader<R> {
@@ -156,7 +180,18 @@ impl<R: Read> VerifyingReader<R> {
             expected,
             expected_size,
             what: what.into(),
+            hint: None,
         }
+    }
+
+    /// What to do when the digest does not match, appended to the error.
+    pub fn with_hint(mut self, hint: &'static str) -> Self {
+        self.hint = Some(hint);
+        self
+    }
+
+    fn fail(&self, m: Mismatch) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, m)
     }
 }
 
@@ -169,20 +204,20 @@ impl<R: Read> Read for VerifyingReader<R> {
             };
             if let Some(size) = self.expected_size {
                 if size != self.count {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{}: expected {size} bytes, got {}", self.what, self.count),
-                    ));
+                    return Err(self.fail(Mismatch::Short {
+                        what: self.what.clone(),
+                        expected: size,
+                        got: self.count,
+                    }));
                 }
             }
             if got != self.expected {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: content does not match its digest (expected {}, got {got})",
-                        self.what, self.expected
-                    ),
-                ));
+                return Err(self.fail(Mismatch::Digest {
+                    what: self.what.clone(),
+                    expected: self.expected.clone(),
+                    got,
+                    hint: self.hint.map(|h| format!("; {h}")).unwrap_or_default(),
+                }));
             }
             return Ok(0);
         }
@@ -190,10 +225,10 @@ impl<R: Read> Read for VerifyingReader<R> {
         self.count += n as u64;
         if let Some(size) = self.expected_size {
             if self.count > size {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: more than the expected {size} bytes", self.what),
-                ));
+                return Err(self.fail(Mismatch::Long {
+                    what: self.what.clone(),
+                    expected: size,
+                }));
             }
         }
         Ok(n)
@@ -228,5 +263,31 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap_err();
         assert!(err.to_string().contains("blob x"));
+        assert!(matches!(
+            err.get_ref().and_then(|e| e.downcast_ref::<Mismatch>()),
+            Some(Mismatch::Digest { .. })
+        ));
+    }
+
+    #[test]
+    fn verifying_reader_checks_the_size_both_ways_and_adds_its_hint() {
+        let d = Digest::of_bytes(b"hello");
+        let mut out = Vec::new();
+        let short = VerifyingReader::new(&b"hell"[..], d.clone(), Some(5), "x")
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert_eq!(short.to_string(), "x: expected 5 bytes, got 4");
+        let long = VerifyingReader::new(&b"hello!"[..], d.clone(), Some(5), "x")
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert_eq!(long.to_string(), "x: more than the expected 5 bytes");
+        let hinted = VerifyingReader::new(&b"jello"[..], d, None, "x")
+            .with_hint("download it again")
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert!(
+            hinted.to_string().ends_with("; download it again"),
+            "{hinted}"
+        );
     }
 }

@@ -5,6 +5,7 @@ use crate::digest::Digest;
 use crate::lock::select::SelectedWheel;
 use crate::store::{Store, StoreError};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -14,11 +15,27 @@ pub enum FetchError {
     Offline { filename: String },
     #[error("{filename}: the lock gives no URL or path to download it from")]
     NoUrl { filename: String },
-    #[error("{filename}: download from {url} failed: {message}")]
+    #[error("{filename}: the lock names a file with a path in it")]
+    BadFilename { filename: String },
+    #[error("{filename}: cannot read {path}")]
+    ReadLocal {
+        filename: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{filename}: download from {url} failed")]
     Download {
         filename: String,
         url: String,
-        message: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{filename}: cannot download it")]
+    Http {
+        filename: String,
+        #[source]
+        source: Arc<HttpSetupError>,
     },
     #[error("{filename}: downloaded bytes do not match the lock's sha256 (expected {expected}, got {actual}); the file was not cached. Re-lock if the index really changed, otherwise check for a proxy rewriting downloads")]
     HashMismatch {
@@ -30,11 +47,20 @@ pub enum FetchError {
     Store(StoreError),
 }
 
+/// Why the HTTP client for package indexes could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSetupError {
+    #[error(transparent)]
+    CaFile(crate::registry::RegistryError),
+    #[error("setting up the HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
 /// The HTTP client for package indexes, made on first use: loading the
 /// system trust store costs tens of milliseconds that a warm build never needs.
 pub struct LazyHttp {
     ca_files: Vec<PathBuf>,
-    client: std::sync::OnceLock<Result<reqwest::blocking::Client, String>>,
+    client: std::sync::OnceLock<Result<reqwest::blocking::Client, Arc<HttpSetupError>>>,
 }
 
 impl LazyHttp {
@@ -47,29 +73,22 @@ impl LazyHttp {
 
     /// The client: the system trust store (and SSL_CERT_FILE) through reqwest's
     /// default TLS, plus every --ca-file.
-    pub fn get(&self) -> Result<&reqwest::blocking::Client, String> {
+    pub fn get(&self) -> Result<&reqwest::blocking::Client, Arc<HttpSetupError>> {
         self.client
-            .get_or_init(|| {
-                let mut b = reqwest::blocking::Client::builder()
-                    .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")));
-                for f in &self.ca_files {
-                    let pem =
-                        std::fs::read(f).map_err(|e| format!("--ca-file {}: {e}", f.display()))?;
-                    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                        format!(
-                            "--ca-file {}: not a PEM certificate bundle: {e}",
-                            f.display()
-                        )
-                    })?;
-                    for cert in certs {
-                        b = b.add_root_certificate(cert);
-                    }
-                }
-                b.build()
-                    .map_err(|e| format!("setting up the HTTP client: {e}"))
-            })
+            .get_or_init(|| self.make().map_err(Arc::new))
             .as_ref()
-            .map_err(Clone::clone)
+            .map_err(Arc::clone)
+    }
+
+    fn make(&self) -> Result<reqwest::blocking::Client, HttpSetupError> {
+        let mut b = reqwest::blocking::Client::builder()
+            .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")));
+        let certs = crate::registry::transport::read_ca_files(&self.ca_files)
+            .map_err(HttpSetupError::CaFile)?;
+        for cert in certs {
+            b = b.add_root_certificate(cert);
+        }
+        b.build().map_err(HttpSetupError::Client)
     }
 }
 
@@ -79,12 +98,11 @@ impl crate::lock::SimpleIndex for LazyHttp {
         index_url: &str,
         project: &str,
     ) -> Result<Vec<crate::lock::IndexFile>, crate::lock::LockError> {
-        let client = self
-            .get()
-            .map_err(|message| crate::lock::LockError::Index {
-                url: index_url.to_string(),
-                message,
-            })?;
+        let client = self.get().map_err(|e| crate::lock::LockError::Index {
+            url: index_url.to_string(),
+            // LockError carries text; the whole chain, once.
+            message: crate::registry::error::chain_message(&*e),
+        })?;
         crate::lock::index::HttpSimpleIndex::with_client(client.clone())
             .project_files(index_url, project)
     }
@@ -134,10 +152,8 @@ impl Fetcher<'_> {
     /// wheel is also linked under `wheels/<sha256>/<filename>`.
     fn named_path(&self, w: &SelectedWheel, digest: &Digest) -> Result<PathBuf, FetchError> {
         if w.filename.contains('/') || w.filename.starts_with('.') {
-            return Err(FetchError::Download {
+            return Err(FetchError::BadFilename {
                 filename: w.filename.clone(),
-                url: w.url.clone().unwrap_or_default(),
-                message: "the lock names a file with a path in it".into(),
             });
         }
         let dir = self.store.root().join("wheels").join(digest.hex());
@@ -177,10 +193,9 @@ impl Fetcher<'_> {
         let url = w.url.clone().ok_or_else(|| FetchError::NoUrl {
             filename: w.filename.clone(),
         })?;
-        let dl_err = |message: String| FetchError::Download {
+        let http_err = |source| FetchError::Http {
             filename: w.filename.clone(),
-            url: url.clone(),
-            message,
+            source,
         };
         let map_store = |e: StoreError| match e {
             StoreError::Mismatch {
@@ -197,7 +212,11 @@ impl Fetcher<'_> {
             .map(PathBuf::from)
             .or_else(|| (!url.contains("://")).then(|| self.lock_dir.join(&url)))
         {
-            let f = std::fs::File::open(&local).map_err(|e| dl_err(e.to_string()))?;
+            let f = std::fs::File::open(&local).map_err(|source| FetchError::ReadLocal {
+                filename: w.filename.clone(),
+                path: local.clone(),
+                source,
+            })?;
             self.store
                 .put_verified(&digest, &w.filename, f)
                 .map_err(map_store)?
@@ -205,7 +224,7 @@ impl Fetcher<'_> {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let client = self.client.get().map_err(&dl_err)?;
+                let client = self.client.get().map_err(http_err)?;
                 let resp = client.get(&url).send().and_then(|r| r.error_for_status());
                 match resp {
                     Ok(r) => match self.store.put_verified(&digest, &w.filename, r) {
@@ -222,7 +241,13 @@ impl Fetcher<'_> {
                         std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
                         continue;
                     }
-                    Err(e) => return Err(dl_err(e.without_url().to_string())),
+                    Err(e) => {
+                        return Err(FetchError::Download {
+                            filename: w.filename.clone(),
+                            url: url.clone(),
+                            source: e.without_url(),
+                        })
+                    }
                 }
             }
         };
@@ -230,5 +255,133 @@ impl Fetcher<'_> {
             path: self.named_path(w, &digest)?,
             downloaded: size,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_http::{Reply, Request, Server};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const WHEEL: &[u8] = b"PK fake wheel bytes";
+    const NAME: &str = "demo-1.0-py3-none-any.whl";
+
+    fn wheel(filename: &str, url: Option<String>, bytes: &[u8]) -> SelectedWheel {
+        SelectedWheel {
+            name: "demo".into(),
+            version: "1.0".into(),
+            filename: filename.into(),
+            url,
+            sha256: Digest::of_bytes(bytes).hex().to_uppercase(),
+            size: Some(bytes.len() as u64),
+        }
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        store: Store,
+        http: LazyHttp,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        std::fs::write(dir.path().join(NAME), WHEEL).unwrap();
+        Fixture {
+            dir,
+            store,
+            http: LazyHttp::new(Vec::new()),
+        }
+    }
+
+    impl Fixture {
+        fn fetcher(&self, offline: bool) -> Fetcher<'_> {
+            Fetcher {
+                store: &self.store,
+                client: &self.http,
+                offline,
+                jobs: 2,
+                lock_dir: self.dir.path().to_path_buf(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_relative_path_is_read_beside_the_lock_then_served_from_the_cache_by_name() {
+        let f = fixture();
+        let w = wheel(NAME, Some(NAME.into()), WHEEL);
+        let done = AtomicUsize::new(0);
+        let on_done = |_: &SelectedWheel, _: &Fetched| {
+            done.fetch_add(1, Ordering::SeqCst);
+        };
+        let first = f
+            .fetcher(false)
+            .fetch_all(std::slice::from_ref(&w), &on_done)
+            .unwrap();
+        assert_eq!(first[0].downloaded, WHEEL.len() as u64);
+        assert!(first[0].path.ends_with(NAME));
+        assert_eq!(std::fs::read(&first[0].path).unwrap(), WHEEL);
+        // Offline now works: the cache has it, and says nothing was downloaded.
+        let again = f.fetcher(true).fetch_all(&[w], &on_done).unwrap();
+        assert_eq!(again[0].downloaded, 0);
+        assert_eq!(again[0].path, first[0].path);
+        assert_eq!(done.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn bytes_that_do_not_match_the_lock_are_refused_and_not_cached() {
+        let f = fixture();
+        let mut w = wheel(NAME, Some(NAME.into()), b"what the lock promised");
+        w.sha256 = w.sha256.to_lowercase();
+        let err = f
+            .fetcher(false)
+            .fetch_all(std::slice::from_ref(&w), &|_, _| {})
+            .unwrap_err();
+        assert!(matches!(err, FetchError::HashMismatch { .. }), "{err}");
+        assert!(!f.store.has_blob(&Fetcher::wheel_digest(&w).unwrap()));
+        assert!(!f.store.has_blob(&Digest::of_bytes(WHEEL)));
+    }
+
+    #[test]
+    fn offline_without_the_wheel_and_names_with_paths_are_errors_of_their_own() {
+        let f = fixture();
+        let w = wheel(NAME, Some("http://127.0.0.1:9/x".into()), b"x");
+        let err = f.fetcher(true).fetch_all(&[w], &|_, _| {}).unwrap_err();
+        assert!(matches!(err, FetchError::Offline { .. }), "{err}");
+
+        let w = wheel(&format!("../{NAME}"), Some(NAME.into()), WHEEL);
+        let err = f.fetcher(false).fetch_all(&[w], &|_, _| {}).unwrap_err();
+        assert!(matches!(err, FetchError::BadFilename { .. }), "{err}");
+
+        let mut w = wheel(NAME, None, WHEEL);
+        w.sha256 = "not-hex".into();
+        let err = f.fetcher(false).fetch_all(&[w], &|_, _| {}).unwrap_err();
+        assert!(matches!(err, FetchError::BadHash { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_download_is_retried_after_a_server_error_and_a_404_is_reported_with_its_cause() {
+        let tries = AtomicUsize::new(0);
+        let server = Server::start(move |r: &Request| match r.path() {
+            "/demo-1.0-py3-none-any.whl" if tries.fetch_add(1, Ordering::SeqCst) == 0 => {
+                Reply::status(503)
+            }
+            "/demo-1.0-py3-none-any.whl" => Reply::status(200).body(WHEEL),
+            _ => Reply::status(404),
+        });
+        let f = fixture();
+        let url = format!("http://{}/demo-1.0-py3-none-any.whl", server.addr);
+        let w = wheel(NAME, Some(url), WHEEL);
+        let got = f.fetcher(false).fetch_all(&[w], &|_, _| {}).unwrap();
+        assert_eq!(got[0].downloaded, WHEEL.len() as u64);
+        assert_eq!(server.requests().len(), 2);
+
+        let url = format!("http://{}/gone.whl", server.addr);
+        let w = wheel("gone-1.0-py3-none-any.whl", Some(url.clone()), b"gone");
+        let err = f.fetcher(false).fetch_all(&[w], &|_, _| {}).unwrap_err();
+        assert!(matches!(err, FetchError::Download { .. }), "{err}");
+        let chain = crate::registry::error::chain_message(&err);
+        assert!(chain.contains(&url) && chain.contains("404"), "{chain}");
     }
 }

@@ -19,4 +19,6 @@ pub mod reference;
 pub mod registry;
 pub mod spec;
 pub mod store;
+#[cfg(test)]
+mod test_http;
 pub mod text;

@@ -11,8 +11,12 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cache {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("cache {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{what}: expected {expected}, got {actual}; nothing was stored")]
     Mismatch {
         what: String,

@@ -37,10 +37,11 @@ impl ArchiveSource {
             if path == "index.json" {
                 let mut bytes = Vec::new();
                 entry.read_to_end(&mut bytes).map_err(io_err)?;
-                index = Some(serde_json::from_slice::<Index>(&bytes).map_err(|e| {
-                    BaseError::Invalid {
+                index = Some(serde_json::from_slice::<Index>(&bytes).map_err(|source| {
+                    BaseError::Json {
                         base: name.to_string(),
-                        message: format!("index.json in {}: {e}", file.display()),
+                        what: format!("index.json in {}", file.display()),
+                        source,
                     }
                 })?);
             } else if let Some(hex) = path.strip_prefix("blobs/sha256/") {

@@ -32,9 +32,10 @@ impl LayoutSource {
                 }
             }
         })?;
-        let index: Index = serde_json::from_slice(&bytes).map_err(|e| BaseError::Invalid {
+        let index: Index = serde_json::from_slice(&bytes).map_err(|source| BaseError::Json {
             base: name.to_string(),
-            message: format!("{}: {e}", index_path.display()),
+            what: index_path.display().to_string(),
+            source,
         })?;
         Ok((
             LayoutSource {

@@ -19,21 +19,64 @@ use std::sync::Arc;
 pub enum BaseError {
     #[error("base {base}: {message}")]
     Invalid { base: String, message: String },
-    #[error("base {base}: {path}: {source}")]
+    #[error("base {base}: {path}")]
     Io {
         base: String,
         path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("base {base}: {what} is not valid JSON")]
+    Json {
+        base: String,
+        /// The document, e.g. `index.json in base.tar` or `manifest sha256:…`.
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("base {base}: reading {digest}")]
+    Read {
+        base: String,
+        digest: Digest,
+        #[source]
         source: io::Error,
     },
     #[error("base {base}: blob {digest} is missing")]
     MissingBlob { base: String, digest: Digest },
     #[error("base {0}: registry bases are not available in this build; use oci:DIR[:TAG] or oci-archive:FILE")]
     Unsupported(String),
-    #[error("base {base}: {source}")]
+    #[error("base {base:?} is not a valid image reference")]
+    Reference {
+        base: String,
+        #[source]
+        source: crate::reference::ReferenceError,
+    },
+    #[error("base {base}: not in the cache and --offline is set; pin it by digest and run once without --offline")]
+    OfflineManifest { base: String },
+    #[error("base {base}: blob {digest} is not in the cache and --offline is set; run once without --offline")]
+    OfflineBlob { base: String, digest: Digest },
+    #[error("base {base}")]
+    Cache {
+        base: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
+    #[error("base {base}")]
     Registry {
         base: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
+        #[source]
+        source: Box<crate::registry::RegistryError>,
     },
+}
+
+/// Opens a base that is not a local layout or archive (a registry reference).
+/// Returns the image and, for cross-repository mounts, its `registry/repository`.
+pub trait RemoteBases: Sync {
+    fn open(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<(BaseImage, Option<String>), BaseError>;
 }
 
 /// Streams raw (unverified) blob bytes; `BaseImage::open_blob` adds verification.
@@ -64,6 +107,8 @@ pub struct BaseImage {
     pub manifest_digest: Digest,
     pub manifest: Manifest,
     pub config: serde_json::Value,
+    /// The config's `rootfs.diff_ids`, one per manifest layer, checked when opened.
+    pub diff_ids: Vec<Digest>,
     pub platform: Platform,
     pub blobs: Arc<dyn BlobSource>,
 }
@@ -121,9 +166,10 @@ pub(crate) fn read_small(
         format!("blob {}", desc.digest),
     );
     let mut out = Vec::new();
-    v.read_to_end(&mut out).map_err(|e| BaseError::Invalid {
+    v.read_to_end(&mut out).map_err(|source| BaseError::Read {
         base: src.name().to_string(),
-        message: e.to_string(),
+        digest: desc.digest.clone(),
+        source,
     })?;
     Ok(out)
 }
@@ -132,6 +178,19 @@ fn invalid(src: &dyn BlobSource, message: impl Into<String>) -> BaseError {
     BaseError::Invalid {
         base: src.name().to_string(),
         message: message.into(),
+    }
+}
+
+fn bad_json(
+    src: &dyn BlobSource,
+    kind: &str,
+    desc: &Descriptor,
+    source: serde_json::Error,
+) -> BaseError {
+    BaseError::Json {
+        base: src.name().to_string(),
+        what: format!("{kind} {}", desc.digest),
+        source,
     }
 }
 
@@ -208,8 +267,8 @@ pub(crate) fn resolve_descriptor(
     let bytes = read_small(&*src, &desc, true)?;
     let media_type = sniff_media_type(&bytes).unwrap_or_else(|| desc.media_type.clone());
     if is_index_media_type(&media_type) {
-        let index: Index = serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(&*src, format!("index {}: {e}", desc.digest)))?;
+        let index: Index =
+            serde_json::from_slice(&bytes).map_err(|e| bad_json(&*src, "index", &desc, e))?;
         let chosen = pick_platform(&*src, &index.manifests, platform)?;
         return resolve_descriptor(src, chosen, platform);
     }
@@ -222,11 +281,11 @@ pub(crate) fn resolve_descriptor(
             ),
         ));
     }
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| invalid(&*src, format!("manifest {}: {e}", desc.digest)))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| bad_json(&*src, "manifest", &desc, e))?;
     let config_bytes = read_small(&*src, &manifest.config, false)?;
     let config: serde_json::Value = serde_json::from_slice(&config_bytes)
-        .map_err(|e| invalid(&*src, format!("config {}: {e}", manifest.config.digest)))?;
+        .map_err(|e| bad_json(&*src, "config", &manifest.config, e))?;
     let image_platform = Platform {
         os: config
             .get("os")
@@ -249,16 +308,33 @@ pub(crate) fn resolve_descriptor(
             format!("is a {image_platform} image, but the build targets {platform}; use a base built for {platform} or a multi-platform base"),
         ));
     }
-    let diff_ids = config
+    // The base's diff_ids are the digests of its uncompressed layers: we copy
+    // its layers byte for byte, so these stay theirs.
+    let diff_ids: Vec<Digest> = config
         .pointer("/rootfs/diff_ids")
         .and_then(|v| v.as_array())
-        .map(|a| a.len())
-        .unwrap_or(0);
-    if diff_ids != manifest.layers.len() {
+        .map(|a| {
+            a.iter()
+                .map(|d| d.as_str().and_then(|d| d.parse().ok()))
+                .collect::<Option<Vec<Digest>>>()
+                .ok_or_else(|| {
+                    invalid(
+                        &*src,
+                        format!(
+                            "config {} has a rootfs.diff_ids entry that is not a sha256 digest",
+                            manifest.config.digest
+                        ),
+                    )
+                })
+        })
+        .transpose()?
+        .unwrap_or_default();
+    if diff_ids.len() != manifest.layers.len() {
         return Err(invalid(
             &*src,
             format!(
-                "config lists {diff_ids} diff_ids but the manifest has {} layers",
+                "config lists {} diff_ids but the manifest has {} layers",
+                diff_ids.len(),
                 manifest.layers.len()
             ),
         ));
@@ -268,6 +344,7 @@ pub(crate) fn resolve_descriptor(
         manifest_digest: desc.digest,
         manifest,
         config,
+        diff_ids,
         platform: image_platform,
         blobs: src,
     })
@@ -353,6 +430,75 @@ mod tests {
         assert_eq!(
             BaseLocation::parse("python:3.12-slim", here),
             BaseLocation::Registry("python:3.12-slim".into())
+        );
+    }
+
+    /// A base held in memory: a manifest with one layer and a config.
+    struct Bytes(std::collections::HashMap<Digest, Vec<u8>>);
+
+    impl BlobSource for Bytes {
+        fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
+            let b = self.0.get(digest).cloned().ok_or(BaseError::MissingBlob {
+                base: "mem".into(),
+                digest: digest.clone(),
+            })?;
+            Ok(Box::new(io::Cursor::new(b)))
+        }
+        fn name(&self) -> &str {
+            "mem"
+        }
+    }
+
+    fn open_with_diff_ids(diff_ids: serde_json::Value) -> Result<BaseImage, BaseError> {
+        let layer = Digest::of_bytes(b"layer");
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        })
+        .to_string()
+        .into_bytes();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::image::MEDIA_TYPE_OCI_MANIFEST,
+            "config": {"mediaType": crate::image::MEDIA_TYPE_OCI_CONFIG, "digest": Digest::of_bytes(&config), "size": config.len()},
+            "layers": [{"mediaType": crate::layer::MEDIA_TYPE_OCI_LAYER_GZIP, "digest": layer, "size": 5}],
+        })
+        .to_string()
+        .into_bytes();
+        let top = Descriptor::new(
+            crate::image::MEDIA_TYPE_OCI_MANIFEST,
+            Digest::of_bytes(&manifest),
+            manifest.len() as u64,
+        );
+        let src = Bytes(
+            [
+                (Digest::of_bytes(&config), config),
+                (Digest::of_bytes(&manifest), manifest),
+            ]
+            .into(),
+        );
+        resolve_descriptor(Arc::new(src), top, &"linux/amd64".parse().unwrap())
+    }
+
+    #[test]
+    fn base_layers_keep_the_diff_ids_their_config_gives() {
+        let diff_id = Digest::of_bytes(b"uncompressed layer");
+        let base = open_with_diff_ids(serde_json::json!([diff_id])).unwrap();
+        assert_eq!(base.diff_ids, [diff_id]);
+        assert_ne!(base.diff_ids[0], Digest::of_bytes(b""));
+
+        let err = open_with_diff_ids(serde_json::json!(["md5:abc"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("not a sha256 digest"), "{err}");
+        let err = open_with_diff_ids(serde_json::json!([]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("0 diff_ids but the manifest has 1 layers"),
+            "{err}"
         );
     }
 }

@@ -11,15 +11,18 @@ use std::io;
 pub enum BasePythonError {
     #[error(transparent)]
     Base(#[from] BaseError),
-    #[error("base {base}: layer {layer}: {message}")]
+    #[error("base {base}: layer {layer}")]
     Layer {
         base: String,
         layer: String,
-        message: String,
+        /// A digest mismatch, a compression we do not read, or a tar we cannot apply.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("base {base}: {source}")]
+    #[error("base {base}")]
     Interpreter {
         base: String,
+        #[source]
         source: interpreter::InterpreterError,
     },
 }
@@ -50,26 +53,27 @@ pub fn detect(base: &BaseImage, store: Option<&Store>) -> Result<PythonInfo, Bas
 pub fn read_rootfs(base: &BaseImage) -> Result<RootFs, BasePythonError> {
     let mut rootfs = RootFs::new();
     for desc in &base.manifest.layers {
-        let layer_err = |message: String| BasePythonError::Layer {
+        let layer_err = |source: Box<dyn std::error::Error + Send + Sync>| BasePythonError::Layer {
             base: base.name.clone(),
             layer: desc.digest.to_string(),
-            message,
+            source,
         };
         let mut blob = base.open_blob(desc)?;
-        let applied = match decompressed(&desc.media_type, &mut blob) {
-            Ok(mut tar) => rootfs
-                .apply_layer(&mut tar, &RootFs::python_relevant)
-                .map_err(|e| e.to_string())
-                .and_then(|()| {
-                    io::copy(&mut tar, &mut io::sink())
-                        .map(drop)
-                        .map_err(|e| e.to_string())
-                }),
-            Err(e) => Err(e.to_string()),
-        };
+        let applied: Result<(), Box<dyn std::error::Error + Send + Sync>> =
+            match decompressed(&desc.media_type, &mut blob) {
+                Ok(mut tar) => rootfs
+                    .apply_layer(&mut tar, &RootFs::python_relevant)
+                    .map_err(Into::into)
+                    .and_then(|()| {
+                        io::copy(&mut tar, &mut io::sink())
+                            .map(drop)
+                            .map_err(Into::into)
+                    }),
+                Err(e) => Err(e.into()),
+            };
         // Drain to EOF so the digest check always runs: a corrupt blob is
         // reported as a digest mismatch, not as whatever decoding error it caused.
-        io::copy(&mut blob, &mut io::sink()).map_err(|e| layer_err(e.to_string()))?;
+        io::copy(&mut blob, &mut io::sink()).map_err(|e| layer_err(e.into()))?;
         applied.map_err(layer_err)?;
     }
     Ok(rootfs)

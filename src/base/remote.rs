@@ -2,8 +2,7 @@
 //! and checked; layers are downloaded into the store only when something reads
 //! them (reading the base's Python once, or uploading to another registry).
 
-use super::{resolve_descriptor, BaseError, BaseImage, BlobSource};
-use crate::build::{BuildError, Event, RemoteBases};
+use super::{resolve_descriptor, BaseError, BaseImage, BlobSource, RemoteBases};
 use crate::digest::Digest;
 use crate::image::manifest::{sniff_media_type, Descriptor};
 use crate::platform::Platform;
@@ -17,7 +16,9 @@ pub struct RegistryBases<'a> {
     pub client: Arc<RegistryClient>,
     pub store: &'a Store,
     pub offline: bool,
-    pub on_event: &'a (dyn Fn(Event) + Sync),
+    /// Told about what deserves a warning (a base not pinned by digest); the
+    /// caller decides how to show it.
+    pub on_warning: &'a (dyn Fn(String) + Sync),
 }
 
 struct RegistryBlobs {
@@ -36,24 +37,20 @@ impl RegistryBlobs {
             return Ok(());
         }
         if self.offline {
-            return Err(BaseError::Invalid {
+            return Err(BaseError::OfflineBlob {
                 base: self.name.clone(),
-                message: format!("blob {digest} is not in the cache and --offline is set; run once without --offline"),
+                digest: digest.clone(),
             });
         }
-        let reg = |e: crate::registry::RegistryError| BaseError::Registry {
-            base: self.name.clone(),
-            source: Box::new(e),
-        };
         let r = self
             .client
             .get_blob(&self.repo, digest, None)
-            .map_err(reg)?;
+            .map_err(|e| registry_error(&self.name, e))?;
         self.store
             .put_verified(digest, &format!("base {} blob {digest}", self.name), r)
-            .map_err(|e| BaseError::Invalid {
+            .map_err(|source| BaseError::Cache {
                 base: self.name.clone(),
-                message: e.to_string(),
+                source,
             })?;
         Ok(())
     }
@@ -78,11 +75,9 @@ impl BlobSource for RegistryBlobs {
         if self.store.has_blob(digest) || self.offline || digest == &self.top.0 {
             return self.open(digest);
         }
-        let reg = |e: crate::registry::RegistryError| BaseError::Registry {
-            base: self.name.clone(),
-            source: Box::new(e),
-        };
-        self.client.get_blob(&self.repo, digest, None).map_err(reg)
+        self.client
+            .get_blob(&self.repo, digest, None)
+            .map_err(|e| registry_error(&self.name, e))
     }
 
     fn local_file(&self, digest: &Digest) -> Option<std::path::PathBuf> {
@@ -98,14 +93,10 @@ impl BlobSource for RegistryBlobs {
         if self.offline {
             return self.open(digest);
         }
-        let reg = |e: crate::registry::RegistryError| BaseError::Registry {
-            base: self.name.clone(),
-            source: Box::new(e),
-        };
         let (bytes, _, _) = self
             .client
             .get_manifest(&self.repo.with_digest(digest.clone()))
-            .map_err(reg)?;
+            .map_err(|e| registry_error(&self.name, e))?;
         // get_manifest checked the bytes against the digest we asked for.
         let _ = self.store.put_verified(digest, "base manifest", &bytes[..]);
         Ok(Box::new(std::io::Cursor::new(bytes)))
@@ -121,49 +112,54 @@ impl RemoteBases for RegistryBases<'_> {
         &self,
         text: &str,
         platform: &Platform,
-    ) -> Result<(BaseImage, Option<String>), BuildError> {
-        let reference = Reference::parse(text).map_err(|e| BaseError::Invalid {
-            base: format!("{text:?}"),
-            message: e.to_string(),
-        })?;
-        let reg = |e: crate::registry::RegistryError| BaseError::Registry {
+    ) -> Result<(BaseImage, Option<String>), BaseError> {
+        let reference = Reference::parse(text).map_err(|source| BaseError::Reference {
             base: text.to_string(),
-            source: Box::new(e),
-        };
+            source,
+        })?;
         // A pinned base is read from the cache when we have it: no network at all.
         let (bytes, digest) = match &reference.digest {
             Some(d) if self.store.has_blob(d) => {
                 let mut bytes = Vec::new();
+                let cache_err = |source| BaseError::Cache {
+                    base: text.to_string(),
+                    source,
+                };
                 self.store
-                    .open_blob(d)?
+                    .open_blob(d)
+                    .map_err(cache_err)?
                     .read_to_end(&mut bytes)
-                    .map_err(|e| BaseError::Invalid {
+                    .map_err(|source| BaseError::Read {
                         base: text.to_string(),
-                        message: e.to_string(),
+                        digest: d.clone(),
+                        source,
                     })?;
                 (bytes, d.clone())
             }
             _ if self.offline => {
-                return Err(BaseError::Invalid {
+                return Err(BaseError::OfflineManifest {
                     base: text.to_string(),
-                    message: "not in the cache and --offline is set; pin it by digest and run once without --offline".into(),
-                }
-                .into())
+                })
             }
             _ => {
-                let (bytes, _media_type, digest) = self.client.get_manifest(&reference).map_err(reg)?;
+                let (bytes, _media_type, digest) = self
+                    .client
+                    .get_manifest(&reference)
+                    .map_err(|e| registry_error(text, e))?;
                 if reference.digest.is_some() {
                     // Verified by get_manifest; keep it so later pinned builds need no network.
-                    let _ = self.store.put_verified(&digest, "base manifest", &bytes[..]);
+                    let _ = self
+                        .store
+                        .put_verified(&digest, "base manifest", &bytes[..]);
                 }
                 (bytes, digest)
             }
         };
         if reference.digest.is_none() {
-            (self.on_event)(Event::Warning(format!(
+            (self.on_warning)(format!(
                 "base {text} is not pinned by digest; for reproducible builds use {}@{digest}",
                 reference.name()
-            )));
+            ));
         }
         let media_type = sniff_media_type(&bytes)
             .unwrap_or_else(|| crate::image::MEDIA_TYPE_OCI_MANIFEST.into());
@@ -181,5 +177,12 @@ impl RemoteBases for RegistryBases<'_> {
             base,
             Some(format!("{}/{}", reference.registry, reference.repository)),
         ))
+    }
+}
+
+fn registry_error(base: &str, e: crate::registry::RegistryError) -> BaseError {
+    BaseError::Registry {
+        base: base.to_string(),
+        source: Box::new(e),
     }
 }

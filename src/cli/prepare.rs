@@ -53,7 +53,7 @@ pub(super) fn run_build(
         client,
         store: &ctx.store,
         offline: common.offline,
-        on_event: printer,
+        on_warning: &|w| printer(Event::Warning(w)),
     };
     let mut paths = writes.to_vec();
     paths.push(ctx.store.root());

@@ -17,6 +17,14 @@ pub const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
+/// The manifest kinds we read from registries; Docker schema 1 is not among them.
+pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
+    MEDIA_TYPE_OCI_MANIFEST,
+    MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+];
+
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const ANNOTATION_BASE_NAME: &str = "org.opencontainers.image.base.name";
 pub const ANNOTATION_BASE_DIGEST: &str = "org.opencontainers.image.base.digest";

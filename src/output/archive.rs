@@ -29,10 +29,9 @@ pub fn write_docker_archive(
     mtime: u64,
 ) -> Result<(), OutputError> {
     let [image] = &result.images[..] else {
-        return Err(OutputError::Invalid(format!(
-            "a docker-archive holds one platform, but this build has {}; pass one --platform, or use --output oci-archive:FILE",
-            result.images.len()
-        )));
+        return Err(OutputError::OnePlatformOnly {
+            count: result.images.len(),
+        });
     };
     let path = |p: &str| ImagePath::new(p).expect("archive paths are valid");
     let mut plan = LayerPlan::new();

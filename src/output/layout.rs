@@ -128,10 +128,9 @@ pub fn write_oci_layout(
         return update_layout(result, dir, tag, store);
     }
     if dir.exists() && !is_empty_dir(dir) {
-        return Err(OutputError::Invalid(format!(
-            "{} exists and is not an OCI layout; choose a new directory for --output oci:",
-            dir.display()
-        )));
+        return Err(OutputError::NotALayout {
+            path: dir.to_path_buf(),
+        });
     }
     let parent = parent_of(dir);
     fs::create_dir_all(parent).map_err(io_err(parent))?;

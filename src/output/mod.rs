@@ -73,10 +73,16 @@ impl BuildResult {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("{0}")]
-    Invalid(String),
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("a docker-archive holds one platform, but this build has {count}; pass one --platform, or use --output oci-archive:FILE")]
+    OnePlatformOnly { count: usize },
+    #[error("{path} exists and is not an OCI layout; choose a new directory for --output oci:")]
+    NotALayout { path: PathBuf },
 }
 
 /// Temp files and directories are private (0600/0700) while they are written;
@@ -178,3 +184,6 @@ pub fn all_blobs(result: &BuildResult) -> Vec<(Digest, u64, BlobRef<'_>)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,10 +11,8 @@ use std::io::{self, Read};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    #[error("{0}")]
+    #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("{tag}: {message}")]
-    Tag { tag: String, message: String },
 }
 
 /// What happened to each layer of each image, in build order.

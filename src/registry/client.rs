@@ -1,111 +1,86 @@
-//! The OCI distribution client: manifests and blobs, pulled and pushed.
+//! The core of the OCI distribution client: the endpoint and `execute`.
 //!
 //! Every request goes through `execute`, which finds the registry's endpoint
 //! (https, or http where allowed), adds auth, replays once after a 401 with a
-//! fresh token, and retries what is safe to retry. A blob upload is one step
-//! (HEAD → mount or POST → PUT/PATCH); when its body fails mid-way the whole
-//! step restarts with the source reopened, never a resumed session.
+//! fresh token, and retries what is safe to retry. The operations themselves
+//! live beside it, as go-containerregistry's `remote` package splits them:
+//! `manifest` (get, head, put), `blob` (get, exists) and `upload` (push).
 
-use super::auth::{
-    parse_www_authenticate, preferred_challenge, repository_scope, Authenticator, Challenge,
-};
+use super::auth::{parse_www_authenticate, preferred_challenge, Authenticator, Challenge};
 use super::credentials::{Credential, CredentialSource};
 use super::error::RegistryError;
 use super::transport::{
     connection_error, is_retryable_status, retry_after, status_error, Counters, TransferStats,
     Transport, TransportOptions,
 };
-use crate::digest::{Digest, VerifyingReader};
-use crate::reference::{api_host, Reference};
-use reqwest::blocking::{Body, Client, RequestBuilder, Response};
-use reqwest::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
-};
+use crate::digest::Digest;
+use crate::reference::api_host;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{StatusCode, Url};
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const MEDIA_TYPE_DOCKER_LIST: &str =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// The manifest kinds we read; Docker schema 1 is not among them.
-pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
-    MEDIA_TYPE_OCI_MANIFEST,
-    MEDIA_TYPE_OCI_INDEX,
-    MEDIA_TYPE_DOCKER_MANIFEST,
-    MEDIA_TYPE_DOCKER_LIST,
-];
+pub use super::upload::{BlobUpload, OpenBlob, PushOutcome};
+pub use crate::image::{
+    MANIFEST_MEDIA_TYPES, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST,
+};
 
 /// Bounds the `/v2/` probe: a plain-http server may never answer a TLS hello.
 const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Registries must accept 4 MiB manifests; anything far larger is not a manifest.
-const MANIFEST_MAX: u64 = 16 * 1024 * 1024;
-
-/// What happened to one blob during a push.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum PushOutcome {
-    /// The registry already had it (HEAD answered 200).
-    Existed,
-    /// Mounted from another repository of the same registry; no bytes sent.
-    Mounted,
-    /// Uploaded; `bytes` is the blob size.
-    Uploaded { bytes: u64 },
-}
-
-/// Reopens a blob's bytes from the start; called again for every retry.
-pub type OpenBlob<'a> = &'a (dyn Fn() -> io::Result<Box<dyn Read + Send>> + Sync);
-
-/// One blob for `push_blobs_parallel`.
-pub struct BlobUpload<'a> {
-    pub digest: Digest,
-    pub size: u64,
-    pub open: OpenBlob<'a>,
-    /// A repository on the same registry that may already hold the blob.
-    pub mount_from: Option<String>,
-}
-
 #[derive(Clone)]
-struct Endpoint {
+pub(super) struct Endpoint {
     /// `https://host[:port]` or `http://…`
-    base: Url,
+    pub(super) base: Url,
     challenge: Option<Challenge>,
 }
 
 pub struct RegistryClient {
-    transport: Transport,
+    pub(super) transport: Transport,
     auth: Authenticator,
     endpoints: Mutex<HashMap<String, Endpoint>>,
 }
 
 /// One request as `execute` sees it. `build` is called once per attempt, so a
 /// body is recreated (and a file reopened) for every replay.
-struct Call<'a> {
-    registry: &'a str,
-    what: &'a str,
-    scopes: &'a [String],
+pub(super) struct Call<'a> {
+    pub(super) registry: &'a str,
+    pub(super) what: &'a str,
+    pub(super) scopes: &'a [String],
     /// Retry connection errors and 408/429/5xx here; false where a failure
     /// leaves server state behind (upload session bodies).
-    retry: bool,
-    build: &'a dyn Fn(&Client, &Url) -> Result<RequestBuilder, RegistryError>,
+    pub(super) retry: bool,
+    pub(super) build: Build<'a>,
 }
 
-/// A step failure, and whether restarting the whole blob step may help.
-struct StepError {
-    error: RegistryError,
-    restart: bool,
-}
+type Build<'a> = &'a dyn Fn(&Client, &Url) -> Result<RequestBuilder, RegistryError>;
 
-impl From<RegistryError> for StepError {
-    fn from(error: RegistryError) -> Self {
-        StepError {
-            error,
-            restart: false,
+impl<'a> Call<'a> {
+    /// A request that is safe to repeat: retried on connection errors and 408/429/5xx.
+    pub(super) fn new(
+        registry: &'a str,
+        what: &'a str,
+        scopes: &'a [String],
+        build: Build<'a>,
+    ) -> Self {
+        Call {
+            registry,
+            what,
+            scopes,
+            retry: true,
+            build,
+        }
+    }
+
+    /// Sent once (but for a 401 replay): a failure may leave server state
+    /// behind, so the caller restarts its whole step instead.
+    pub(super) fn once(self) -> Self {
+        Call {
+            retry: false,
+            ..self
         }
     }
 }
@@ -136,13 +111,9 @@ impl RegistryClient {
     /// registry must answer `/v2/` with them, a token service must issue a token.
     pub fn check_login(&self, registry: &str) -> Result<(), RegistryError> {
         let what = format!("logging in to {registry}");
-        let resp = self.execute(Call {
-            registry,
-            what: &what,
-            scopes: &[],
-            retry: true,
-            build: &|c, base| Ok(c.get(join(base, "/v2/"))),
-        })?;
+        let resp = self.execute(Call::new(registry, &what, &[], &|c, base| {
+            Ok(c.get(join(base, "/v2/")))
+        }))?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -150,540 +121,9 @@ impl RegistryClient {
         }
     }
 
-    /// GET or HEAD on a manifest, accepting every manifest and index type.
-    fn manifest_request(
-        &self,
-        reference: &Reference,
-        what: &str,
-        method: reqwest::Method,
-    ) -> Result<reqwest::blocking::Response, RegistryError> {
-        let scopes = [repository_scope(&reference.repository, false)];
-        let path = format!(
-            "/v2/{}/manifests/{}",
-            reference.repository,
-            reference.manifest_reference()
-        );
-        self.execute(Call {
-            registry: reference.registry.as_str(),
-            what,
-            scopes: &scopes,
-            retry: true,
-            build: &|c, base| {
-                Ok(c.request(method.clone(), join(base, &path))
-                    .header(ACCEPT, MANIFEST_MEDIA_TYPES.join(", ")))
-            },
-        })
-    }
-
-    /// Fetches a manifest or index: its exact bytes, media type and digest.
-    /// When the reference has a digest, the bytes are checked against it.
-    pub fn get_manifest(
-        &self,
-        reference: &Reference,
-    ) -> Result<(Vec<u8>, String, Digest), RegistryError> {
-        let what = format!("fetching manifest {reference}");
-        let registry = reference.registry.as_str();
-        let resp = self.manifest_request(reference, &what, reqwest::Method::GET)?;
-        if !resp.status().is_success() {
-            return Err(self.fail(&what, registry, resp));
-        }
-        let header_type = content_type(&resp);
-        let mut bytes = Vec::new();
-        resp.take(MANIFEST_MAX + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| RegistryError::Io {
-                what: what.clone(),
-                source: e,
-            })?;
-        if bytes.len() as u64 > MANIFEST_MAX {
-            return Err(RegistryError::Protocol {
-                what,
-                registry: registry.to_string(),
-                detail: format!("sent a manifest over {MANIFEST_MAX} bytes; refusing it"),
-            });
-        }
-        let media_type = match header_type {
-            Some(t) if MANIFEST_MEDIA_TYPES.contains(&t.as_str()) => t,
-            // Some registries label manifests application/json; the body says what it is.
-            other => serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| {
-                    v.get("mediaType")
-                        .and_then(|m| m.as_str())
-                        .map(str::to_string)
-                })
-                .or(other)
-                .unwrap_or_default(),
-        };
-        if !MANIFEST_MEDIA_TYPES.contains(&media_type.as_str()) {
-            return Err(RegistryError::Protocol {
-                what,
-                registry: registry.to_string(),
-                detail: format!(
-                    "sent a manifest of type {media_type:?}; imgbuild reads only OCI and Docker v2 manifests and indexes"
-                ),
-            });
-        }
-        let digest = Digest::of_bytes(&bytes);
-        if let Some(expected) = &reference.digest {
-            if *expected != digest {
-                return Err(RegistryError::DigestMismatch {
-                    what,
-                    registry: registry.to_string(),
-                    expected: expected.to_string(),
-                    got: digest.to_string(),
-                });
-            }
-        }
-        Ok((bytes, media_type, digest))
-    }
-
-    /// The digest and media type a tag (or digest) points to, by HEAD, without
-    /// downloading the manifest (a HEAD does not count against Docker Hub's
-    /// pull limit). `None` when the registry has no such manifest. Trust the
-    /// digest only as a hint: fetch by digest to get verified bytes.
-    pub fn head_manifest(
-        &self,
-        reference: &Reference,
-    ) -> Result<Option<(Digest, String)>, RegistryError> {
-        let what = format!("checking manifest {reference}");
-        let registry = reference.registry.as_str();
-        let resp = self.manifest_request(reference, &what, reqwest::Method::HEAD)?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !resp.status().is_success() {
-            return Err(self.fail(&what, registry, resp));
-        }
-        let digest = resp
-            .headers()
-            .get("Docker-Content-Digest")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<Digest>().ok())
-            .ok_or_else(|| RegistryError::Protocol {
-                what: what.clone(),
-                registry: registry.to_string(),
-                detail: "answered HEAD without a sha256 Docker-Content-Digest header".to_string(),
-            })?;
-        Ok(Some((digest, content_type(&resp).unwrap_or_default())))
-    }
-
-    /// Streams a blob of `repo`'s repository. The reader fails at EOF unless
-    /// the bytes match `digest` (and `expected_size`, when given). Redirects
-    /// (e.g. to S3 or a CDN) are followed without our Authorization header.
-    pub fn get_blob(
-        &self,
-        repo: &Reference,
-        digest: &Digest,
-        expected_size: Option<u64>,
-    ) -> Result<Box<dyn Read + Send>, RegistryError> {
-        let what = format!("fetching blob {digest} from {}", repo.name());
-        let registry = repo.registry.as_str();
-        let scopes = [repository_scope(&repo.repository, false)];
-        let path = format!("/v2/{}/blobs/{digest}", repo.repository);
-        let resp = self.execute(Call {
-            registry,
-            what: &what,
-            scopes: &scopes,
-            retry: true,
-            build: &|c, base| Ok(c.get(join(base, &path))),
-        })?;
-        if !resp.status().is_success() {
-            return Err(self.fail(&what, registry, resp));
-        }
-        if let (Some(want), Some(got)) = (expected_size, resp.content_length()) {
-            if want != got {
-                return Err(RegistryError::Protocol {
-                    what,
-                    registry: registry.to_string(),
-                    detail: format!("announced {got} bytes for a blob of {want} bytes"),
-                });
-            }
-        }
-        let counted = CountingReader {
-            inner: resp,
-            counters: self.transport.counters.clone(),
-            upload: false,
-        };
-        Ok(Box::new(VerifyingReader::new(
-            counted,
-            digest.clone(),
-            expected_size,
-            what,
-        )))
-    }
-
-    /// Whether `repo`'s repository already holds the blob (HEAD).
-    pub fn blob_exists(&self, repo: &Reference, digest: &Digest) -> Result<bool, RegistryError> {
-        let scopes = [repository_scope(&repo.repository, false)];
-        self.blob_exists_scoped(repo, digest, &scopes)
-    }
-
-    fn blob_exists_scoped(
-        &self,
-        repo: &Reference,
-        digest: &Digest,
-        scopes: &[String],
-    ) -> Result<bool, RegistryError> {
-        let what = format!("checking blob {digest} in {}", repo.name());
-        let path = format!("/v2/{}/blobs/{digest}", repo.repository);
-        let resp = self.execute(Call {
-            registry: &repo.registry,
-            what: &what,
-            scopes,
-            retry: true,
-            build: &|c, base| Ok(c.head(join(base, &path))),
-        })?;
-        match resp.status() {
-            s if s.is_success() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(self.fail(&what, &repo.registry, resp)),
-        }
-    }
-
-    /// Makes sure `repo`'s repository holds the blob: HEAD first; then a
-    /// mount from `mount_from` (a repository on the same registry) when given;
-    /// else an upload, one streamed PUT or `chunk_size` PATCHes. `open` is
-    /// called for every attempt. Returns only once the registry confirmed the blob.
-    pub fn push_blob(
-        &self,
-        repo: &Reference,
-        digest: &Digest,
-        size: u64,
-        open: &dyn Fn() -> io::Result<Box<dyn Read + Send>>,
-        mount_from: Option<&str>,
-    ) -> Result<PushOutcome, RegistryError> {
-        let mut attempt = 0;
-        loop {
-            match self.push_blob_once(repo, digest, size, open, mount_from) {
-                Ok(outcome) => return Ok(outcome),
-                Err(StepError { error, restart })
-                    if restart
-                        && error.is_retryable()
-                        && attempt < self.transport.opts.max_retries =>
-                {
-                    self.transport.note_retry(attempt, None);
-                    attempt += 1;
-                }
-                Err(StepError { error, .. }) => return Err(error),
-            }
-        }
-    }
-
-    /// Pushes blobs with `jobs` threads; results come back in input order.
-    pub fn push_blobs_parallel(
-        &self,
-        repo: &Reference,
-        blobs: &[BlobUpload<'_>],
-    ) -> Vec<Result<PushOutcome, RegistryError>> {
-        crate::parallel::map_ordered(blobs, self.transport.opts.jobs, |b| {
-            self.push_blob(repo, &b.digest, b.size, b.open, b.mount_from.as_deref())
-        })
-    }
-
-    /// Uploads a manifest or index under `reference` (a tag, or our digest)
-    /// with `media_type` as Content-Type, and returns its digest once the
-    /// registry confirmed the same digest. Push every blob it names first.
-    pub fn put_manifest(
-        &self,
-        repo: &Reference,
-        reference: &str,
-        bytes: &[u8],
-        media_type: &str,
-    ) -> Result<Digest, RegistryError> {
-        let registry = repo.registry.as_str();
-        let what = format!("pushing manifest {}:{reference}", repo.name());
-        let ours = Digest::of_bytes(bytes);
-        if let Ok(named) = reference.parse::<Digest>() {
-            if named != ours {
-                return Err(RegistryError::DigestMismatch {
-                    what,
-                    registry: registry.to_string(),
-                    expected: named.to_string(),
-                    got: ours.to_string(),
-                });
-            }
-        }
-        let scopes = [repository_scope(&repo.repository, true)];
-        let path = format!("/v2/{}/manifests/{reference}", repo.repository);
-        let resp = self.execute(Call {
-            registry,
-            what: &what,
-            scopes: &scopes,
-            retry: true,
-            build: &|c, base| {
-                Ok(c.put(join(base, &path))
-                    .header(CONTENT_TYPE, media_type)
-                    .body(bytes.to_vec()))
-            },
-        })?;
-        if !resp.status().is_success() {
-            return Err(self.fail(&what, registry, resp));
-        }
-        // No Location is needed (ECR sends none); the digest header is optional too.
-        check_digest_header(&resp, &ours, &what, registry)?;
-        Ok(ours)
-    }
-
-    fn push_blob_once(
-        &self,
-        repo: &Reference,
-        digest: &Digest,
-        size: u64,
-        open: &dyn Fn() -> io::Result<Box<dyn Read + Send>>,
-        mount_from: Option<&str>,
-    ) -> Result<PushOutcome, StepError> {
-        let registry = repo.registry.as_str();
-        let push_scope = repository_scope(&repo.repository, true);
-        if self.blob_exists_scoped(repo, digest, std::slice::from_ref(&push_scope))? {
-            return Ok(PushOutcome::Existed);
-        }
-        let what = format!("uploading blob {digest} to {}", repo.name());
-        let uploads = format!("/v2/{}/blobs/uploads/", repo.repository);
-
-        let mut session = None;
-        if let Some(from) = mount_from.filter(|f| *f != repo.repository) {
-            // Both scopes in one token, push first: some registries read only the first.
-            let scopes = [push_scope.clone(), repository_scope(from, false)];
-            let mounted = self.execute(Call {
-                registry,
-                what: &what,
-                scopes: &scopes,
-                retry: true,
-                build: &|c, base| {
-                    let mut url = join(base, &uploads);
-                    url.query_pairs_mut()
-                        .append_pair("mount", &digest.to_string())
-                        .append_pair("from", from);
-                    Ok(c.post(url).header(CONTENT_LENGTH, 0))
-                },
-            });
-            // Any mount failure (no access to `from`, unsupported) falls back to uploading.
-            if let Ok(resp) = mounted {
-                match resp.status() {
-                    StatusCode::CREATED => {
-                        check_digest_header(&resp, digest, &what, registry)?;
-                        return Ok(PushOutcome::Mounted);
-                    }
-                    StatusCode::ACCEPTED => session = location(&resp),
-                    _ => {}
-                }
-            }
-        }
-        let scopes = [push_scope];
-        let session = match session {
-            Some(s) => s,
-            None => {
-                let resp = self.execute(Call {
-                    registry,
-                    what: &what,
-                    scopes: &scopes,
-                    retry: true,
-                    build: &|c, base| Ok(c.post(join(base, &uploads)).header(CONTENT_LENGTH, 0)),
-                })?;
-                if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
-                    return Err(self.fail(&what, registry, resp).into());
-                }
-                location(&resp).ok_or_else(|| RegistryError::Protocol {
-                    what: what.clone(),
-                    registry: registry.to_string(),
-                    detail:
-                        "started an upload without saying where to send it (no Location header)"
-                            .to_string(),
-                })?
-            }
-        };
-        let result = match self.transport.opts.chunk_size {
-            Some(chunk) if chunk > 0 => self.upload_chunked(
-                registry,
-                &what,
-                &scopes,
-                session.clone(),
-                digest,
-                size,
-                chunk,
-                open,
-            ),
-            _ => self.upload_monolithic(registry, &what, &scopes, &session, digest, size, open),
-        };
-        if result.is_err() {
-            self.cancel_session(registry, &what, &scopes, &session);
-        }
-        result
-    }
-
-    /// The upload session URL, relative Locations resolved against the registry.
-    fn session_url(&self, registry: &str, location: &str) -> Result<Url, RegistryError> {
-        let base = self.endpoint(registry)?.base;
-        base.join(location).map_err(|_| RegistryError::Protocol {
-            what: "uploading a blob".to_string(),
-            registry: registry.to_string(),
-            detail: format!("sent an upload Location that is not a URL: {location:?}"),
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn upload_monolithic(
-        &self,
-        registry: &str,
-        what: &str,
-        scopes: &[String],
-        session: &str,
-        digest: &Digest,
-        size: u64,
-        open: &dyn Fn() -> io::Result<Box<dyn Read + Send>>,
-    ) -> Result<PushOutcome, StepError> {
-        let mut url = self.session_url(registry, session)?;
-        url.query_pairs_mut()
-            .append_pair("digest", &digest.to_string());
-        let counters = self.transport.counters.clone();
-        let resp = self
-            .execute(Call {
-                registry,
-                what,
-                scopes,
-                retry: false,
-                build: &|c, _| {
-                    let reader = open().map_err(|e| RegistryError::Io {
-                        what: format!("{what}: reading the blob"),
-                        source: e,
-                    })?;
-                    let body = Body::sized(
-                        CountingReader {
-                            inner: reader,
-                            counters: counters.clone(),
-                            upload: true,
-                        },
-                        size,
-                    );
-                    Ok(c.put(url.clone())
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_LENGTH, size)
-                        .body(body))
-                },
-            })
-            .map_err(restartable)?;
-        self.finish_upload(resp, registry, what, digest, size)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn upload_chunked(
-        &self,
-        registry: &str,
-        what: &str,
-        scopes: &[String],
-        mut session: String,
-        digest: &Digest,
-        size: u64,
-        chunk: u64,
-        open: &dyn Fn() -> io::Result<Box<dyn Read + Send>>,
-    ) -> Result<PushOutcome, StepError> {
-        let io_err = |e| RegistryError::Io {
-            what: format!("{what}: reading the blob"),
-            source: e,
-        };
-        let mut reader = open().map_err(io_err)?;
-        let mut offset = 0u64;
-        while offset < size {
-            let n = chunk.min(size - offset);
-            // One chunk in memory, so a 401 replay resends exactly these bytes.
-            let mut buf = Vec::with_capacity(n as usize);
-            (&mut reader)
-                .take(n)
-                .read_to_end(&mut buf)
-                .map_err(io_err)?;
-            if buf.len() as u64 != n {
-                return Err(io_err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "the blob ended after {} of {size} bytes",
-                        offset + buf.len() as u64
-                    ),
-                ))
-                .into());
-            }
-            let url = self.session_url(registry, &session)?;
-            let range = format!("{offset}-{}", offset + n - 1);
-            let counters = self.transport.counters.clone();
-            let resp = self
-                .execute(Call {
-                    registry,
-                    what,
-                    scopes,
-                    retry: false,
-                    build: &|c, _| {
-                        counters.blob_bytes_uploaded.fetch_add(n, Ordering::Relaxed);
-                        Ok(c.patch(url.clone())
-                            .header(CONTENT_TYPE, "application/octet-stream")
-                            .header("Content-Range", range.as_str())
-                            .header(CONTENT_LENGTH, n)
-                            .body(buf.clone()))
-                    },
-                })
-                .map_err(restartable)?;
-            if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
-                let e = self.fail(what, registry, resp);
-                let restart = e.is_retryable();
-                return Err(StepError { error: e, restart });
-            }
-            // Some registries (ECR) omit Location on PATCH: keep the session we have.
-            if let Some(next) = location(&resp) {
-                session = next;
-            }
-            offset += n;
-        }
-        let mut url = self.session_url(registry, &session)?;
-        url.query_pairs_mut()
-            .append_pair("digest", &digest.to_string());
-        let resp = self
-            .execute(Call {
-                registry,
-                what,
-                scopes,
-                retry: false,
-                build: &|c, _| {
-                    Ok(c.put(url.clone())
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_LENGTH, 0))
-                },
-            })
-            .map_err(restartable)?;
-        self.finish_upload(resp, registry, what, digest, size)
-    }
-
-    fn finish_upload(
-        &self,
-        resp: Response,
-        registry: &str,
-        what: &str,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<PushOutcome, StepError> {
-        if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
-            let e = self.fail(what, registry, resp);
-            let restart = e.is_retryable();
-            return Err(StepError { error: e, restart });
-        }
-        check_digest_header(&resp, digest, what, registry)?;
-        Ok(PushOutcome::Uploaded { bytes: size })
-    }
-
-    /// Best effort: the spec asks clients to cancel sessions they abandon.
-    fn cancel_session(&self, registry: &str, what: &str, scopes: &[String], session: &str) {
-        if let Ok(url) = self.session_url(registry, session) {
-            let _ = self.execute(Call {
-                registry,
-                what,
-                scopes,
-                retry: false,
-                build: &|c, _| Ok(c.delete(url.clone())),
-            });
-        }
-    }
-
     /// The registry's base URL and auth challenge, found by pinging `/v2/`
     /// once: https first; plain http only where allowed (loopback, insecure list).
-    fn endpoint(&self, registry: &str) -> Result<Endpoint, RegistryError> {
+    pub(super) fn endpoint(&self, registry: &str) -> Result<Endpoint, RegistryError> {
         if let Some(e) = self
             .endpoints
             .lock()
@@ -707,9 +147,10 @@ impl RegistryClient {
             };
         let mut last_err = None;
         for (i, scheme) in schemes.iter().enumerate() {
-            let base = Url::parse(&format!("{scheme}://{host}/")).map_err(|_| {
-                RegistryError::Setup(format!("{registry:?} is not a usable registry host"))
-            })?;
+            let base =
+                Url::parse(&format!("{scheme}://{host}/")).map_err(|_| RegistryError::BadHost {
+                    registry: registry.to_string(),
+                })?;
             let ping = join(&base, "/v2/");
             let last = i + 1 == schemes.len();
             let resp = if last {
@@ -770,7 +211,7 @@ impl RegistryClient {
         }
     }
 
-    fn execute(&self, call: Call<'_>) -> Result<Response, RegistryError> {
+    pub(super) fn execute(&self, call: Call<'_>) -> Result<Response, RegistryError> {
         let endpoint = self.endpoint(call.registry)?;
         let host = api_host(call.registry);
         let mut challenge = endpoint.challenge.clone();
@@ -787,7 +228,10 @@ impl RegistryClient {
             let client = self.transport.client_for(host);
             let mut request = (call.build)(client, &endpoint.base)?
                 .build()
-                .map_err(|e| RegistryError::Setup(format!("{}: {e}", call.what)))?;
+                .map_err(|source| RegistryError::Request {
+                    what: call.what.to_string(),
+                    source,
+                })?;
             if let Some(auth) = auth {
                 // Upload Locations may point elsewhere; our credentials stay with the registry.
                 if same_origin(request.url(), &endpoint.base) {
@@ -849,7 +293,7 @@ impl RegistryClient {
 
     /// The error for a reply we cannot use. A 401 says whose credentials were
     /// refused, or that none were found; a 404 on a manifest says so plainly.
-    fn fail(&self, what: &str, registry: &str, resp: Response) -> RegistryError {
+    pub(super) fn fail(&self, what: &str, registry: &str, resp: Response) -> RegistryError {
         let is_manifest = resp.url().path().contains("/manifests/");
         match status_error(what, registry, resp) {
             RegistryError::Unauthorized {
@@ -889,12 +333,7 @@ impl RegistryClient {
     }
 }
 
-fn restartable(error: RegistryError) -> StepError {
-    let restart = error.is_retryable();
-    StepError { error, restart }
-}
-
-fn join(base: &Url, path: &str) -> Url {
+pub(super) fn join(base: &Url, path: &str) -> Url {
     base.join(path)
         .expect("registry paths are valid relative URLs")
 }
@@ -916,7 +355,7 @@ fn challenge_of(resp: &Response) -> Option<Challenge> {
     preferred_challenge(all)
 }
 
-fn location(resp: &Response) -> Option<String> {
+pub(super) fn location(resp: &Response) -> Option<String> {
     resp.headers()
         .get(LOCATION)
         .and_then(|v| v.to_str().ok())
@@ -924,12 +363,12 @@ fn location(resp: &Response) -> Option<String> {
         .map(str::to_string)
 }
 
-fn content_type(resp: &Response) -> Option<String> {
+pub(super) fn content_type(resp: &Response) -> Option<String> {
     let v = resp.headers().get(CONTENT_TYPE)?.to_str().ok()?;
     Some(v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase()).filter(|s| !s.is_empty())
 }
 
-fn check_digest_header(
+pub(super) fn check_digest_header(
     resp: &Response,
     ours: &Digest,
     what: &str,
@@ -954,10 +393,11 @@ fn check_digest_header(
     }
 }
 
-struct CountingReader<R> {
-    inner: R,
-    counters: Arc<Counters>,
-    upload: bool,
+/// Counts blob bytes as they pass, for `TransferStats`.
+pub(super) struct CountingReader<R> {
+    pub(super) inner: R,
+    pub(super) counters: Arc<Counters>,
+    pub(super) upload: bool,
 }
 
 impl<R: Read> Read for CountingReader<R> {

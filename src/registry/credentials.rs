@@ -95,11 +95,30 @@ pub enum CredentialError {
         server: String,
         detail: String,
     },
+    #[error("credential helper docker-credential-{helper} failed for {server}")]
+    HelperIo {
+        helper: String,
+        server: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot read this credentials file")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid credentials file (not JSON); fix or remove it")]
+    BadJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("{0} is set but {1} is not; set both, or neither")]
     HalfEnv(&'static str, &'static str),
     #[error("cannot find the Docker config directory: set DOCKER_CONFIG or HOME")]
     NoConfigDir,
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         #[source]
@@ -247,14 +266,22 @@ impl Keychain {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| failed(format!("cannot run {}: {e}", exe.display())))?;
+            .map_err(|source| CredentialError::HelperIo {
+                helper: helper.to_string(),
+                server: server.to_string(),
+                source,
+            })?;
         if let Some(mut stdin) = child.stdin.take() {
             // A helper that exits without reading stdin is not an error by itself.
             let _ = stdin.write_all(server.as_bytes());
         }
         let out = child
             .wait_with_output()
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|source| CredentialError::HelperIo {
+                helper: helper.to_string(),
+                server: server.to_string(),
+                source,
+            })?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             let text = format!("{} {}", stdout, String::from_utf8_lossy(&out.stderr));
@@ -402,10 +429,10 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>, CredentialError> 
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(CredentialError::BadFile {
+        Err(source) => {
+            return Err(CredentialError::ReadFile {
                 path: path.to_path_buf(),
-                detail: e.to_string(),
+                source,
             })
         }
     };
@@ -413,9 +440,9 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>, CredentialError> 
         return Ok(None);
     }
     let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| CredentialError::BadFile {
+        serde_json::from_str(&text).map_err(|source| CredentialError::BadJson {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            source,
         })?;
     if !v.is_object() {
         return Err(CredentialError::BadFile {
@@ -563,6 +590,11 @@ fn store_with_helper(
         server: server.to_string(),
         detail,
     };
+    let helper_io = |source| CredentialError::HelperIo {
+        helper: helper.to_string(),
+        server: server.to_string(),
+        source,
+    };
     let program = format!("docker-credential-{helper}");
     let mut child = Command::new(&program)
         .arg("store")
@@ -575,17 +607,15 @@ fn store_with_helper(
                 helper: helper.to_string(),
                 config: config.to_path_buf(),
             },
-            _ => failed(e.to_string()),
+            _ => helper_io(e),
         })?;
     let body = serde_json::json!({ "ServerURL": server, "Username": username, "Secret": password.expose() });
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(body.to_string().as_bytes())
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(helper_io)?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| failed(e.to_string()))?;
+    let out = child.wait_with_output().map_err(helper_io)?;
     if !out.status.success() {
         return Err(failed(format!("`store` exited with {}", out.status)));
     }

@@ -90,7 +90,7 @@ pub enum RegistryError {
         detail: String,
     },
 
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
@@ -103,8 +103,30 @@ pub enum RegistryError {
     #[error(transparent)]
     Credential(#[from] CredentialError),
 
-    #[error("registry client setup: {0}")]
-    Setup(String),
+    #[error("cannot read CA file {path}")]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("CA file {path} is not a PEM certificate bundle")]
+    CaBundle {
+        path: std::path::PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("CA file {path} holds no PEM certificate")]
+    CaEmpty { path: std::path::PathBuf },
+    #[error("registry client setup")]
+    Client(#[source] reqwest::Error),
+    #[error("{registry:?} is not a usable registry host")]
+    BadHost { registry: String },
+    #[error("{what}: the request cannot be made")]
+    Request {
+        what: String,
+        #[source]
+        source: reqwest::Error,
+    },
 }
 
 impl RegistryError {

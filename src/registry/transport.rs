@@ -97,25 +97,7 @@ pub(crate) struct Transport {
 
 impl Transport {
     pub fn new(opts: TransportOptions) -> Result<Self, RegistryError> {
-        let mut certs = Vec::new();
-        for path in &opts.ca_files {
-            let pem = std::fs::read(path).map_err(|e| {
-                RegistryError::Setup(format!("cannot read CA file {}: {e}", path.display()))
-            })?;
-            let bundle = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                RegistryError::Setup(format!(
-                    "CA file {} is not a PEM certificate bundle: {e}",
-                    path.display()
-                ))
-            })?;
-            if bundle.is_empty() {
-                return Err(RegistryError::Setup(format!(
-                    "CA file {} holds no PEM certificate",
-                    path.display()
-                )));
-            }
-            certs.extend(bundle);
-        }
+        let certs = read_ca_files(&opts.ca_files)?;
         let builder = |accept_invalid: bool| {
             let mut b = Client::builder()
                 .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
@@ -132,8 +114,7 @@ impl Transport {
             if accept_invalid {
                 b = b.tls_danger_accept_invalid_certs(true);
             }
-            b.build()
-                .map_err(|e| RegistryError::Setup(chain_message(&e)))
+            b.build().map_err(RegistryError::Client)
         };
         // Each client loads the system trust store (tens of ms), so the one that
         // skips verification is made only if an insecure registry is named.
@@ -229,6 +210,29 @@ impl Transport {
             attempt += 1;
         }
     }
+}
+
+/// The certificates of every `--ca-file`, each file a PEM bundle holding at
+/// least one. Registries and package indexes trust the same extra CAs.
+pub fn read_ca_files(paths: &[PathBuf]) -> Result<Vec<reqwest::Certificate>, RegistryError> {
+    let mut certs = Vec::new();
+    for path in paths {
+        let pem = std::fs::read(path).map_err(|source| RegistryError::CaFile {
+            path: path.clone(),
+            source,
+        })?;
+        let bundle = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+            RegistryError::CaBundle {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        if bundle.is_empty() {
+            return Err(RegistryError::CaEmpty { path: path.clone() });
+        }
+        certs.extend(bundle);
+    }
+    Ok(certs)
 }
 
 pub(crate) fn strip_port(host: &str) -> &str {

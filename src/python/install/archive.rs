@@ -5,9 +5,9 @@
 
 use super::record::{normalise_record_path, parse_record};
 use super::{Ctx, WheelError};
+use crate::digest::{Digest, VerifyingReader};
 use crate::layer::tar::ExternalContent;
 use base64::Engine as _;
-use sha2::{Digest as _, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -127,7 +127,8 @@ pub(super) fn read_small(
 pub struct WheelContent {
     wheel: PathBuf,
     archive: Archive,
-    expected: HashMap<usize, Vec<u8>>,
+    /// Each entry's sha256 from RECORD; `None` where RECORD's hash is malformed.
+    expected: HashMap<usize, Option<Digest>>,
 }
 
 impl WheelContent {
@@ -155,6 +156,9 @@ impl WheelContent {
                 if let (Some(digest), Some(&i)) =
                     (digest, index.get(normalise_record_path(&row.path).as_str()))
                 {
+                    let digest = (digest.len() == 32)
+                        .then(|| Digest::from_hex(&hex::encode(&digest)).ok())
+                        .flatten();
                     expected.insert(i, digest);
                 }
             }
@@ -177,42 +181,28 @@ impl ExternalContent for WheelContent {
             })
         })?;
         let name = file.name().map(|n| n.into_owned()).unwrap_or_default();
-        Ok(Box::new(Verifying {
-            inner: file,
-            hasher: Sha256::new(),
-            expected: self.expected.get(&index).cloned(),
-            wheel: &self.wheel,
-            name,
-        }))
-    }
-}
-
-struct Verifying<'a, R> {
-    inner: R,
-    hasher: Sha256,
-    expected: Option<Vec<u8>>,
-    wheel: &'a Path,
-    name: String,
-}
-
-impl<R: Read> Read for Verifying<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            self.hasher.update(&buf[..n]);
-        } else if let Some(expected) = self.expected.take() {
-            let actual = std::mem::take(&mut self.hasher).finalize();
-            if actual.as_slice() != expected.as_slice() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    WheelError::Corrupt {
-                        wheel: self.wheel.into(),
-                        entry: std::mem::take(&mut self.name),
-                    },
-                ));
-            }
+        match self.expected.get(&index) {
+            None => Ok(Box::new(file)),
+            Some(Some(digest)) => Ok(Box::new(
+                VerifyingReader::new(
+                    file,
+                    digest.clone(),
+                    None,
+                    format!(
+                        "{}: {name} (sha256 from the wheel's RECORD)",
+                        self.wheel.display()
+                    ),
+                )
+                .with_hint("the wheel is corrupt, download it again"),
+            )),
+            Some(None) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                WheelError::Corrupt {
+                    wheel: self.wheel.clone(),
+                    entry: name,
+                },
+            )),
         }
-        Ok(n)
     }
 }
 

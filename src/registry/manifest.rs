@@ -1,0 +1,172 @@
+//! Manifests and indexes: fetched with their exact bytes (checked against a
+//! pinned digest), looked up by HEAD, and pushed under a tag or digest.
+
+use super::auth::repository_scope;
+use super::client::{check_digest_header, content_type, join, Call, RegistryClient};
+use super::error::RegistryError;
+use crate::digest::Digest;
+use crate::image::MANIFEST_MEDIA_TYPES;
+use crate::reference::Reference;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::StatusCode;
+use std::io::Read;
+
+/// Registries must accept 4 MiB manifests; anything far larger is not a manifest.
+const MANIFEST_MAX: u64 = 16 * 1024 * 1024;
+
+impl RegistryClient {
+    /// GET or HEAD on a manifest, accepting every manifest and index type.
+    fn manifest_request(
+        &self,
+        reference: &Reference,
+        what: &str,
+        method: reqwest::Method,
+    ) -> Result<reqwest::blocking::Response, RegistryError> {
+        let scopes = [repository_scope(&reference.repository, false)];
+        let path = format!(
+            "/v2/{}/manifests/{}",
+            reference.repository,
+            reference.manifest_reference()
+        );
+        self.execute(Call::new(
+            reference.registry.as_str(),
+            what,
+            &scopes,
+            &|c, base| {
+                Ok(c.request(method.clone(), join(base, &path))
+                    .header(ACCEPT, MANIFEST_MEDIA_TYPES.join(", ")))
+            },
+        ))
+    }
+
+    /// Fetches a manifest or index: its exact bytes, media type and digest.
+    /// When the reference has a digest, the bytes are checked against it.
+    pub fn get_manifest(
+        &self,
+        reference: &Reference,
+    ) -> Result<(Vec<u8>, String, Digest), RegistryError> {
+        let what = format!("fetching manifest {reference}");
+        let registry = reference.registry.as_str();
+        let resp = self.manifest_request(reference, &what, reqwest::Method::GET)?;
+        if !resp.status().is_success() {
+            return Err(self.fail(&what, registry, resp));
+        }
+        let header_type = content_type(&resp);
+        let mut bytes = Vec::new();
+        resp.take(MANIFEST_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| RegistryError::Io {
+                what: what.clone(),
+                source: e,
+            })?;
+        if bytes.len() as u64 > MANIFEST_MAX {
+            return Err(RegistryError::Protocol {
+                what,
+                registry: registry.to_string(),
+                detail: format!("sent a manifest over {MANIFEST_MAX} bytes; refusing it"),
+            });
+        }
+        let media_type = match header_type {
+            Some(t) if MANIFEST_MEDIA_TYPES.contains(&t.as_str()) => t,
+            // Some registries label manifests application/json; the body says what it is.
+            other => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| {
+                    v.get("mediaType")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_string)
+                })
+                .or(other)
+                .unwrap_or_default(),
+        };
+        if !MANIFEST_MEDIA_TYPES.contains(&media_type.as_str()) {
+            return Err(RegistryError::Protocol {
+                what,
+                registry: registry.to_string(),
+                detail: format!(
+                    "sent a manifest of type {media_type:?}; imgbuild reads only OCI and Docker v2 manifests and indexes"
+                ),
+            });
+        }
+        let digest = Digest::of_bytes(&bytes);
+        if let Some(expected) = &reference.digest {
+            if *expected != digest {
+                return Err(RegistryError::DigestMismatch {
+                    what,
+                    registry: registry.to_string(),
+                    expected: expected.to_string(),
+                    got: digest.to_string(),
+                });
+            }
+        }
+        Ok((bytes, media_type, digest))
+    }
+
+    /// The digest and media type a tag (or digest) points to, by HEAD, without
+    /// downloading the manifest (a HEAD does not count against Docker Hub's
+    /// pull limit). `None` when the registry has no such manifest. Trust the
+    /// digest only as a hint: fetch by digest to get verified bytes.
+    pub fn head_manifest(
+        &self,
+        reference: &Reference,
+    ) -> Result<Option<(Digest, String)>, RegistryError> {
+        let what = format!("checking manifest {reference}");
+        let registry = reference.registry.as_str();
+        let resp = self.manifest_request(reference, &what, reqwest::Method::HEAD)?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(self.fail(&what, registry, resp));
+        }
+        let digest = resp
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<Digest>().ok())
+            .ok_or_else(|| RegistryError::Protocol {
+                what: what.clone(),
+                registry: registry.to_string(),
+                detail: "answered HEAD without a sha256 Docker-Content-Digest header".to_string(),
+            })?;
+        Ok(Some((digest, content_type(&resp).unwrap_or_default())))
+    }
+
+    /// Uploads a manifest or index under `reference` (a tag, or our digest)
+    /// with `media_type` as Content-Type, and returns its digest once the
+    /// registry confirmed the same digest. Push every blob it names first.
+    pub fn put_manifest(
+        &self,
+        repo: &Reference,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Digest, RegistryError> {
+        let registry = repo.registry.as_str();
+        let what = format!("pushing manifest {}:{reference}", repo.name());
+        let ours = Digest::of_bytes(bytes);
+        if let Ok(named) = reference.parse::<Digest>() {
+            if named != ours {
+                return Err(RegistryError::DigestMismatch {
+                    what,
+                    registry: registry.to_string(),
+                    expected: named.to_string(),
+                    got: ours.to_string(),
+                });
+            }
+        }
+        let scopes = [repository_scope(&repo.repository, true)];
+        let path = format!("/v2/{}/manifests/{reference}", repo.repository);
+        let resp = self.execute(Call::new(registry, &what, &scopes, &|c, base| {
+            Ok(c.put(join(base, &path))
+                .header(CONTENT_TYPE, media_type)
+                .body(bytes.to_vec()))
+        }))?;
+        if !resp.status().is_success() {
+            return Err(self.fail(&what, registry, resp));
+        }
+        // No Location is needed (ECR sends none); the digest header is optional too.
+        check_digest_header(&resp, &ours, &what, registry)?;
+        Ok(ours)
+    }
+}

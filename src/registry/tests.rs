@@ -1,0 +1,251 @@
+//! The client over a scripted registry on 127.0.0.1: which requests it sends,
+//! in which order, and what it makes of the answers.
+
+use super::credentials::Anonymous;
+use super::{PushOutcome, RegistryClient, RegistryError, TransferStats, TransportOptions};
+use crate::digest::Digest;
+use crate::image::MEDIA_TYPE_OCI_MANIFEST;
+use crate::reference::Reference;
+use crate::test_http::{Reply, Request, Server};
+use std::io::{Cursor, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+fn client(chunk_size: Option<u64>) -> RegistryClient {
+    let options = TransportOptions {
+        retry_base: Duration::from_millis(1),
+        max_retries: 2,
+        chunk_size,
+        ..Default::default()
+    };
+    RegistryClient::new(options, Anonymous).unwrap()
+}
+
+fn repo(server: &Server) -> Reference {
+    Reference::parse(&format!("{}/team/app:1", server.addr)).unwrap()
+}
+
+/// A registry that has no blobs, hands out upload sessions and accepts them;
+/// `put_status` answers each PUT in turn (then 201).
+fn uploads_registry(put_status: Vec<u16>) -> Server {
+    let puts = AtomicUsize::new(0);
+    Server::start(move |r: &Request| match (r.method.as_str(), r.path()) {
+        ("GET", "/v2/") => Reply::status(200),
+        ("HEAD", _) => Reply::status(404),
+        ("POST", "/v2/team/app/blobs/uploads/") => {
+            Reply::status(202).header("Location", "/v2/team/app/blobs/uploads/s1?state=a")
+        }
+        ("PATCH", _) => {
+            Reply::status(202).header("Location", "/v2/team/app/blobs/uploads/s1?state=b")
+        }
+        ("PUT", _) => {
+            let n = puts.fetch_add(1, Ordering::SeqCst);
+            Reply::status(put_status.get(n).copied().unwrap_or(201))
+        }
+        ("DELETE", _) => Reply::status(204),
+        _ => Reply::status(400),
+    })
+}
+
+/// Pushes `data` to `team/app`: the outcome, how often the blob was opened,
+/// and the client's counters.
+fn push(
+    server: &Server,
+    chunk_size: Option<u64>,
+    data: &'static [u8],
+    mount_from: Option<&str>,
+) -> (PushOutcome, usize, TransferStats) {
+    let c = client(chunk_size);
+    let opened = AtomicUsize::new(0);
+    let open = || {
+        opened.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(Cursor::new(data)) as Box<dyn Read + Send>)
+    };
+    let digest = Digest::of_bytes(data);
+    let outcome = c
+        .push_blob(&repo(server), &digest, data.len() as u64, &open, mount_from)
+        .unwrap();
+    (outcome, opened.load(Ordering::SeqCst), c.stats())
+}
+
+#[test]
+fn a_missing_blob_is_uploaded_in_one_put_to_the_session_with_its_digest() {
+    let server = uploads_registry(vec![]);
+    let data: &[u8] = b"layer bytes";
+    let digest = Digest::of_bytes(data);
+    let (outcome, opened, stats) = push(&server, None, data, None);
+    assert_eq!(outcome, PushOutcome::Uploaded { bytes: 11 });
+    assert_eq!(
+        server.lines(),
+        [
+            format!("HEAD /v2/team/app/blobs/{digest}"),
+            "POST /v2/team/app/blobs/uploads/".to_string(),
+            "PUT /v2/team/app/blobs/uploads/s1".to_string(),
+        ]
+    );
+    let put = server.requests().pop().unwrap();
+    // The session's own query is kept and the digest added to it.
+    assert_eq!(
+        put.query(),
+        format!("state=a&digest=sha256%3A{}", digest.hex())
+    );
+    assert_eq!(put.body, data);
+    assert_eq!(opened, 1);
+    assert_eq!(stats.blob_bytes_uploaded, 11);
+}
+
+#[test]
+fn chunked_uploads_patch_each_range_then_close_the_session_with_an_empty_put() {
+    let server = uploads_registry(vec![]);
+    push(&server, Some(4), b"0123456789", None);
+    let patches: Vec<(String, Vec<u8>)> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| (r.header("content-range").unwrap().to_string(), r.body))
+        .collect();
+    assert_eq!(
+        patches,
+        [
+            ("0-3".to_string(), b"0123".to_vec()),
+            ("4-7".to_string(), b"4567".to_vec()),
+            ("8-9".to_string(), b"89".to_vec()),
+        ]
+    );
+    let put = server.requests().pop().unwrap();
+    assert_eq!(put.method, "PUT");
+    // Later chunks go to the Location the last PATCH answered with.
+    assert!(
+        put.query().starts_with("state=b&digest=sha256"),
+        "{}",
+        put.query()
+    );
+    assert!(put.body.is_empty());
+}
+
+#[test]
+fn a_failed_put_cancels_the_session_and_restarts_the_step_with_the_blob_reopened() {
+    let server = uploads_registry(vec![503]);
+    let (outcome, opened, _) = push(&server, None, b"layer", None);
+    assert_eq!(outcome, PushOutcome::Uploaded { bytes: 5 });
+    let lines = server.lines();
+    assert_eq!(lines.iter().filter(|l| l.starts_with("PUT")).count(), 2);
+    assert!(lines.contains(&"DELETE /v2/team/app/blobs/uploads/s1".to_string()));
+    assert_eq!(opened, 2);
+}
+
+#[test]
+fn a_mount_from_the_bases_repository_sends_no_bytes() {
+    let server = Server::start(|r: &Request| match (r.method.as_str(), r.path()) {
+        ("GET", "/v2/") => Reply::status(200),
+        ("HEAD", _) => Reply::status(404),
+        ("POST", _) if r.query().contains("mount=") => Reply::status(201),
+        _ => Reply::status(400),
+    });
+    let data: &[u8] = b"base layer";
+    let (outcome, opened, _) = push(&server, None, data, Some("library/python"));
+    assert_eq!(outcome, PushOutcome::Mounted);
+    let post = server.requests().pop().unwrap();
+    assert_eq!(
+        post.query(),
+        format!(
+            "mount=sha256%3A{}&from=library%2Fpython",
+            Digest::of_bytes(data).hex()
+        )
+    );
+    assert_eq!(opened, 0);
+}
+
+#[test]
+fn manifests_labelled_json_are_typed_by_their_body_and_pinned_ones_are_checked() {
+    let body = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_OCI_MANIFEST}","config":{{}},"layers":[]}}"#
+    );
+    let served = body.clone();
+    let server = Server::start(move |r: &Request| {
+        match r.path() {
+        "/v2/" => Reply::status(200),
+        "/v2/team/app/manifests/1" | "/v2/team/app/manifests/sha256:0000000000000000000000000000000000000000000000000000000000000000" => {
+            Reply::status(200)
+                .header("Content-Type", "application/json")
+                .body(served.clone())
+        }
+        _ => Reply::status(404).body(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#),
+    }
+    });
+    let c = client(None);
+    let (bytes, media_type, digest) = c.get_manifest(&repo(&server)).unwrap();
+    assert_eq!(bytes, body.as_bytes());
+    assert_eq!(media_type, MEDIA_TYPE_OCI_MANIFEST);
+    assert_eq!(digest, Digest::of_bytes(body.as_bytes()));
+    // The accept header names every manifest type we read.
+    let get = server.requests().pop().unwrap();
+    assert!(get
+        .header("accept")
+        .unwrap()
+        .contains("manifest.list.v2+json"));
+
+    let pinned = repo(&server).with_digest(Digest::from_hex(&"0".repeat(64)).unwrap());
+    let err = c.get_manifest(&pinned).unwrap_err();
+    assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
+
+    let missing = Reference::parse(&format!("{}/team/app:2", server.addr)).unwrap();
+    let err = c.get_manifest(&missing).unwrap_err();
+    assert!(
+        matches!(err, RegistryError::ManifestUnknown { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_manifest_is_refused_before_any_request_when_its_digest_is_not_the_one_named() {
+    let server = Server::start(|_: &Request| Reply::status(200));
+    let other = Digest::of_bytes(b"something else");
+    let err = client(None)
+        .put_manifest(
+            &repo(&server),
+            &other.to_string(),
+            b"{}",
+            MEDIA_TYPE_OCI_MANIFEST,
+        )
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
+    assert!(server.requests().is_empty());
+}
+
+#[test]
+fn a_registry_confirming_another_digest_for_our_manifest_is_an_error() {
+    let server = Server::start(|r: &Request| match r.method.as_str() {
+        "PUT" => Reply::status(201).header(
+            "Docker-Content-Digest",
+            Digest::of_bytes(b"not ours").to_string(),
+        ),
+        _ => Reply::status(200),
+    });
+    let err = client(None)
+        .put_manifest(&repo(&server), "1", b"{}", MEDIA_TYPE_OCI_MANIFEST)
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
+    let put = server.requests().pop().unwrap();
+    assert_eq!(put.header("content-type"), Some(MEDIA_TYPE_OCI_MANIFEST));
+    assert_eq!(put.body, b"{}");
+}
+
+#[test]
+fn a_blob_is_verified_as_it_streams_and_retried_on_503() {
+    let tries = AtomicUsize::new(0);
+    let server = Server::start(move |r: &Request| match r.path() {
+        "/v2/" => Reply::status(200),
+        _ if tries.fetch_add(1, Ordering::SeqCst) == 0 => Reply::status(503),
+        _ => Reply::status(200).body("tampered"),
+    });
+    let c = client(None);
+    let digest = Digest::of_bytes(b"original");
+    let mut r = c.get_blob(&repo(&server), &digest, None).unwrap();
+    let err = std::io::copy(&mut r, &mut std::io::sink()).unwrap_err();
+    assert!(
+        err.to_string().contains("does not match its digest"),
+        "{err}"
+    );
+    assert_eq!(c.stats().retries, 1);
+}
