@@ -35,6 +35,8 @@ pub enum FetchError {
 pub struct LazyHttp {
     ca_files: Vec<PathBuf>,
     client: std::sync::OnceLock<Result<reqwest::blocking::Client, String>>,
+    /// For the configured package indexes (never logged).
+    credentials: std::sync::RwLock<crate::lock::index_config::Credentials>,
 }
 
 impl LazyHttp {
@@ -42,7 +44,20 @@ impl LazyHttp {
         LazyHttp {
             ca_files,
             client: std::sync::OnceLock::new(),
+            credentials: Default::default(),
         }
+    }
+
+    /// Credentials for the package indexes, sent with index pages and downloads from their hosts.
+    pub fn set_credentials(&self, credentials: crate::lock::index_config::Credentials) {
+        *self.credentials.write().unwrap_or_else(|e| e.into_inner()) = credentials;
+    }
+
+    fn credentials(&self) -> crate::lock::index_config::Credentials {
+        self.credentials
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The client: the system trust store (and SSL_CERT_FILE) through reqwest's
@@ -82,10 +97,11 @@ impl crate::lock::SimpleIndex for LazyHttp {
         let client = self
             .get()
             .map_err(|message| crate::lock::LockError::Index {
-                url: index_url.to_string(),
+                url: crate::lock::index_config::redact(index_url),
                 message,
             })?;
         crate::lock::index::HttpSimpleIndex::with_client(client.clone())
+            .with_credentials(self.credentials())
             .project_files(index_url, project)
     }
 }
@@ -179,7 +195,7 @@ impl Fetcher<'_> {
         })?;
         let dl_err = |message: String| FetchError::Download {
             filename: w.filename.clone(),
-            url: url.clone(),
+            url: crate::lock::index_config::redact(&url),
             message,
         };
         let map_store = |e: StoreError| match e {
@@ -206,7 +222,12 @@ impl Fetcher<'_> {
             loop {
                 attempt += 1;
                 let client = self.client.get().map_err(&dl_err)?;
-                let resp = client.get(&url).send().and_then(|r| r.error_for_status());
+                let resp = self
+                    .client
+                    .credentials()
+                    .apply(&url, client.get(&url))
+                    .send()
+                    .and_then(|r| r.error_for_status());
                 match resp {
                     Ok(r) => match self.store.put_verified(&digest, &w.filename, r) {
                         Ok(n) => break n,

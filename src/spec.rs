@@ -17,7 +17,21 @@ use std::path::{Component, Path, PathBuf};
 pub const SPEC_FILE: &str = "imgbuild.toml";
 pub const PYPROJECT_FILE: &str = "pyproject.toml";
 /// Looked for in `source`, in this order, when `lockfile` is not set.
-pub const DEFAULT_LOCKFILES: &[&str] = &["uv.lock", "pylock.toml", "requirements.txt"];
+pub const DEFAULT_LOCKFILES: &[&str] = &[
+    "uv.lock",
+    "pylock.toml",
+    "poetry.lock",
+    "pdm.lock",
+    "requirements.txt",
+];
+/// Locks imgbuild cannot read: when one is all `source` has, the build stops
+/// rather than make an image without the project's packages.
+pub const UNREADABLE_LOCKFILES: &[&str] = &[
+    "Pipfile.lock",
+    "pixi.lock",
+    "conda-lock.yml",
+    "requirements.lock",
+];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {
@@ -507,10 +521,20 @@ fn build(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Result<Spec, Spe
             }
             Some(path)
         }
-        None => DEFAULT_LOCKFILES
+        None => match DEFAULT_LOCKFILES
             .iter()
             .map(|name| source.join(name))
-            .find(|p| p.is_file()),
+            .find(|p| p.is_file())
+        {
+            Some(found) => Some(found),
+            None => match UNREADABLE_LOCKFILES.iter().find(|n| source.join(n).is_file()) {
+                Some(other) => return Err(origin.invalid(
+                    "lockfile",
+                    format!("is not set and {} has only {other}, which imgbuild cannot read; lock with uv, Poetry or PDM, or export a requirements.txt with hashes, and set `lockfile` if it is not one of {}", source.display(), DEFAULT_LOCKFILES.join(", ")),
+                )),
+                None => None,
+            },
+        },
     };
 
     let app = raw.app.unwrap_or_default();
@@ -984,6 +1008,41 @@ exclude = ["tests/", "*.md"]
         );
         p.write("uv.lock", "");
         assert_eq!(p.load().unwrap().lockfile, Some(p.path().join("uv.lock")));
+    }
+
+    #[test]
+    fn poetry_lock_comes_before_pdm_lock_and_after_pylock() {
+        let p = Project::new();
+        p.write(SPEC_FILE, MINIMAL)
+            .write("requirements.txt", "")
+            .write("pdm.lock", "");
+        assert_eq!(p.load().unwrap().lockfile, Some(p.path().join("pdm.lock")));
+        p.write("poetry.lock", "");
+        assert_eq!(
+            p.load().unwrap().lockfile,
+            Some(p.path().join("poetry.lock"))
+        );
+        p.write("pylock.toml", "");
+        assert_eq!(
+            p.load().unwrap().lockfile,
+            Some(p.path().join("pylock.toml"))
+        );
+    }
+
+    #[test]
+    fn a_lock_imgbuild_cannot_read_stops_the_build_instead_of_an_image_without_packages() {
+        let p = Project::new();
+        p.write(SPEC_FILE, MINIMAL).write("Pipfile.lock", "{}");
+        let err = p.load().unwrap_err().to_string();
+        assert!(
+            err.contains("lockfile") && err.contains("has only Pipfile.lock"),
+            "{err}"
+        );
+        p.write("requirements.txt", "");
+        assert_eq!(
+            p.load().unwrap().lockfile,
+            Some(p.path().join("requirements.txt"))
+        );
     }
 
     #[test]

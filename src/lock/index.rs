@@ -9,6 +9,7 @@ const ACCEPT: &str = "application/vnd.pypi.simple.v1+json";
 
 pub struct HttpSimpleIndex {
     client: reqwest::blocking::Client,
+    credentials: super::index_config::Credentials,
 }
 
 impl HttpSimpleIndex {
@@ -20,11 +21,20 @@ impl HttpSimpleIndex {
                 url: String::new(),
                 message: format!("cannot start an HTTP client: {e}"),
             })?;
-        Ok(Self { client })
+        Ok(Self::with_client(client))
     }
 
     pub fn with_client(client: reqwest::blocking::Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            credentials: Default::default(),
+        }
+    }
+
+    /// Sends basic auth to the indexes these credentials are for.
+    pub fn with_credentials(mut self, credentials: super::index_config::Credentials) -> Self {
+        self.credentials = credentials;
+        self
     }
 }
 
@@ -95,8 +105,8 @@ impl SimpleIndex for HttpSimpleIndex {
             message,
         };
         let response = self
-            .client
-            .get(&url)
+            .credentials
+            .apply(&url, self.client.get(&url))
             .header(reqwest::header::ACCEPT, ACCEPT)
             .send()
             .map_err(|e| err(format!("request failed: {e}")))?;

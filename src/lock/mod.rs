@@ -6,6 +6,10 @@
 //! not downloaded, and the app layer carries the project's source.
 
 pub mod index;
+pub mod index_config;
+pub mod locate;
+pub mod pdm;
+pub mod poetry;
 pub mod pylock;
 pub mod requirements;
 pub mod select;
@@ -24,6 +28,9 @@ pub struct LockedPackage {
     pub files: Vec<LockedFile>,
     /// The lock also has a source distribution (which imgbuild cannot build).
     pub has_sdist: bool,
+    /// The index that serves the files the lock lists without a URL (Poetry's
+    /// `[package.source]`); None means the configured index.
+    pub index: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +54,9 @@ pub struct LockOptions {
     pub include_dev: bool,
     /// Index for requirements.txt files; beats `--index-url` in the file.
     pub index_url: Option<String>,
+    /// The indexes configured where Python tools keep them, for files a lock
+    /// lists without a URL; after `index_url` and a requirements file's own.
+    pub indexes: index_config::IndexSettings,
 }
 
 /// A file on a PEP 691 simple index.
@@ -94,7 +104,7 @@ pub enum LockError {
         #[source]
         source: MarkerError,
     },
-    #[error("`{path}` is not a lockfile imgbuild reads: use uv.lock, pylock.toml (or pylock.NAME.toml), or a requirements .txt file with hashes")]
+    #[error("`{path}` is not a lockfile imgbuild reads: use uv.lock, pylock.toml (or pylock.NAME.toml), poetry.lock, pdm.lock, or a requirements .txt file with hashes")]
     UnknownFormat { path: String },
     #[error("package index {url}: {message}")]
     Index { url: String, message: String },
@@ -121,8 +131,12 @@ pub fn load(
         uv::load(path, opts, env)?
     } else if is_pylock_name(name) {
         pylock::load(path, opts, env)?
+    } else if name == "poetry.lock" {
+        poetry::load(path, opts, env)?
+    } else if name == "pdm.lock" {
+        pdm::load(path, opts, env)?
     } else if name.ends_with(".txt") {
-        requirements::load(path, opts, env, index, &|k| std::env::var(k).ok())?
+        requirements::load(path, opts, env, index)?
     } else {
         return Err(LockError::UnknownFormat {
             path: path.display().to_string(),
@@ -171,7 +185,7 @@ pub(crate) fn filename_from_url(url: &str) -> Option<String> {
     Some(percent_decode(last))
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -289,10 +303,10 @@ mod tests {
         let names: Vec<&str> = got.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["alpha", "zeta"]);
 
-        let poetry = dir.path().join("poetry.lock");
-        std::fs::write(&poetry, "").unwrap();
+        let pipfile = dir.path().join("Pipfile.lock");
+        std::fs::write(&pipfile, "").unwrap();
         let err = load(
-            &poetry,
+            &pipfile,
             &LockOptions::default(),
             &env("x86_64"),
             &FakeIndex(vec![]),
@@ -300,7 +314,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("poetry.lock") && err.contains("uv.lock"),
+            err.contains("Pipfile.lock") && err.contains("poetry.lock") && err.contains("pdm.lock"),
             "{err}"
         );
     }
