@@ -399,18 +399,16 @@ fn select_wheels(
     let mut indexes =
         index_config::resolve(&index_config::Inputs::from_process(&getenv, lock_dir))?;
     // imgbuild's own `index-url` beats every other setting.
-    if let Some(url) = &spec.index_url {
-        indexes.default = Some(index_config::ConfiguredIndex {
-            url: url.clone(),
-            origin: "index-url".into(),
-        });
-    }
+    let index_url = match &spec.index_url {
+        Some(url) => Some(indexes.set_default(url, "index-url")?),
+        None => None,
+    };
     opts.http.set_credentials(indexes.credentials.clone());
     let lock_opts = LockOptions {
         groups: spec.groups.clone(),
         extras: spec.extras.clone(),
         include_dev: spec.include_dev,
-        index_url: spec.index_url.clone(),
+        index_url,
         indexes,
     };
     let env = MarkerEnv::for_target(python).map_err(|e| BuildError::Other(e.to_string()))?;

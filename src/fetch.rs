@@ -152,7 +152,7 @@ impl Fetcher<'_> {
         if w.filename.contains('/') || w.filename.starts_with('.') {
             return Err(FetchError::Download {
                 filename: w.filename.clone(),
-                url: w.url.clone().unwrap_or_default(),
+                url: crate::lock::index_config::redact(w.url.as_deref().unwrap_or_default()),
                 message: "the lock names a file with a path in it".into(),
             });
         }

@@ -121,6 +121,24 @@ impl IndexSettings {
     pub fn describe_read(&self) -> String {
         format!("read {}", self.read.join(", "))
     }
+
+    /// Puts `url` (from `origin`) ahead of every other setting; its credentials
+    /// move into `credentials`. Returns the URL without them.
+    pub fn set_default(&mut self, url: &str, origin: &str) -> Result<String, IndexConfigError> {
+        let (bare, creds) = split_credentials(url).ok_or_else(|| IndexConfigError::BadUrl {
+            origin: origin.to_owned(),
+            url: redact(url),
+        })?;
+        if let Some((o, c)) = creds {
+            self.credentials.index_origins.push(o.clone());
+            self.credentials.by_origin.insert(o, c);
+        }
+        self.default = Some(ConfiguredIndex {
+            url: bare.clone(),
+            origin: origin.to_owned(),
+        });
+        Ok(bare)
+    }
 }
 
 /// Credentials per origin (`scheme://host[:port]`). Debug never shows passwords.
@@ -978,6 +996,24 @@ mod tests {
                 .for_url("https://files.example/a.whl"),
             None
         );
+    }
+
+    #[test]
+    fn an_explicit_default_beats_the_settings_and_keeps_its_credentials_apart() {
+        let mut w = World::new();
+        w.set("PIP_INDEX_URL", "https://env.example/simple");
+        let mut s = w.resolve();
+        let bare = s
+            .set_default("https://me:tok@explicit.example/simple", "index-url")
+            .unwrap();
+        assert_eq!(bare, "https://explicit.example/simple");
+        assert_eq!(s.urls(), ["https://explicit.example/simple"]);
+        assert_eq!(
+            s.credentials
+                .for_url("https://explicit.example/files/a.whl"),
+            Some(("me".into(), Some("tok".into())))
+        );
+        assert!(s.set_default("ftp://x.example", "index-url").is_err());
     }
 
     #[test]
