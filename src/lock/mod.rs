@@ -320,6 +320,37 @@ mod tests {
     }
 
     #[test]
+    fn poetry_lock_and_pdm_lock_are_read_by_their_names() {
+        use test_support::{env, hash, FakeIndex};
+        let dir = tempfile::tempdir().unwrap();
+        let file = format!(
+            "{{file = \"h11-0.16.0-py3-none-any.whl\", hash = \"sha256:{}\"}}",
+            hash('a')
+        );
+        std::fs::write(
+            dir.path().join("poetry.lock"),
+            format!("[[package]]\nname = \"h11\"\nversion = \"0.16.0\"\ngroups = [\"main\"]\nfiles = [{file}]\n\n[metadata]\nlock-version = \"2.1\"\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("pdm.lock"),
+            format!("[metadata]\nlock_version = \"4.5.0\"\nstrategy = [\"inherit_metadata\"]\ngroups = [\"default\"]\n\n[[package]]\nname = \"h11\"\nversion = \"0.16.0\"\ngroups = [\"default\"]\nfiles = [{file}]\n"),
+        )
+        .unwrap();
+        for name in ["poetry.lock", "pdm.lock"] {
+            let got = load(
+                &dir.path().join(name),
+                &LockOptions::default(),
+                &env("x86_64"),
+                &FakeIndex(vec![]),
+            )
+            .unwrap();
+            assert_eq!(got.len(), 1, "{name}");
+            assert_eq!(got[0].files[0].url, None, "{name}");
+        }
+    }
+
+    #[test]
     fn names_are_normalised_per_pep_503() {
         assert_eq!(normalise_name("Typing_Extensions"), "typing-extensions");
         assert_eq!(normalise_name("zope.interface"), "zope-interface");
