@@ -90,6 +90,22 @@ if ! command -v uv >/dev/null; then
 fi
 step "$(uv --version)"
 
+# --- Poetry and PDM (tests/locks_e2e.rs locks a fixture with each at test time) --------
+# Pinned, so the locks they write keep one format. PDM 2.29.4 breaks with hishel 2, which
+# came out after it: hishel is held at the version PDM's own `locked` extra names.
+POETRY_VERSION=2.5.1
+PDM_VERSION=2.29.4
+TOOL_BIN=$(uv tool dir --bin)
+if ! "$TOOL_BIN/poetry" --version 2>/dev/null | grep -q "version $POETRY_VERSION)"; then
+  step "installing poetry $POETRY_VERSION with uv"
+  uv tool install --quiet --force "poetry==$POETRY_VERSION"
+fi
+if ! "$TOOL_BIN/pdm" --version 2>/dev/null | grep -q "version $PDM_VERSION\$"; then
+  step "installing pdm $PDM_VERSION with uv"
+  uv tool install --quiet --force "pdm==$PDM_VERSION" --with "hishel==1.4.0"
+fi
+step "$("$TOOL_BIN/poetry" --version), $("$TOOL_BIN/pdm" --version)"
+
 command -v cargo >/dev/null || {
   echo "error: cargo not found; install Rust 1.85 or newer (rustup) and run again" >&2
   exit 1

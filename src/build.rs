@@ -39,6 +39,8 @@ pub enum BuildError {
     #[error(transparent)]
     Select(#[from] crate::lock::select::SelectError),
     #[error(transparent)]
+    IndexConfig(#[from] crate::lock::index_config::IndexConfigError),
+    #[error(transparent)]
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Wheel(#[from] wheel::WheelError),
@@ -402,22 +404,49 @@ fn select_wheels(
     platform: &Platform,
     opts: &BuildOptions,
 ) -> Result<Vec<SelectedWheel>, BuildError> {
-    use crate::lock::LockOptions;
+    use crate::lock::{index_config, LockOptions};
     use crate::python::{markers::MarkerEnv, tags::Tags};
+    let getenv = |k: &str| std::env::var(k).ok();
+    let lock_dir = lockfile.parent().unwrap_or(std::path::Path::new("."));
+    let mut indexes =
+        index_config::resolve(&index_config::Inputs::from_process(&getenv, lock_dir))?;
+    // imgbuild's own `index-url` beats every other setting.
+    let index_url = match &spec.index_url {
+        Some(url) => Some(indexes.set_default(url, "index-url")?),
+        None => None,
+    };
+    opts.http.set_credentials(indexes.credentials.clone());
     let lock_opts = LockOptions {
         groups: spec.groups.clone(),
         extras: spec.extras.clone(),
         include_dev: spec.include_dev,
-        index_url: spec.index_url.clone(),
+        index_url,
+        indexes,
     };
     let env = MarkerEnv::for_target(python)?;
     let packages = crate::lock::load(lockfile, &lock_opts, &env, opts.http)?;
     let tags = Tags::for_target(python);
-    Ok(crate::lock::select::select_wheels(
+    let mut wheels = crate::lock::select::select_wheels(
         &packages,
         &tags,
         &format!("{platform} ({})", python.describe()),
-    )?)
+    )?;
+    // Files the lock names without a URL (poetry.lock, pdm.lock) are looked up
+    // on the index, unless they are cached already.
+    let cached = |w: &SelectedWheel| {
+        crate::fetch::Fetcher::wheel_digest(w).is_ok_and(|d| opts.store.has_blob(&d))
+    };
+    if !opts.offline {
+        crate::lock::locate::locate_files(
+            &mut wheels,
+            lockfile,
+            &lock_opts.indexes,
+            opts.http,
+            &cached,
+            opts.jobs,
+        )?;
+    }
+    Ok(wheels)
 }
 
 /// Writes a plan as a layer blob into the store.

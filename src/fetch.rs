@@ -61,6 +61,8 @@ pub enum HttpSetupError {
 pub struct LazyHttp {
     ca_files: Vec<PathBuf>,
     client: std::sync::OnceLock<Result<reqwest::blocking::Client, Arc<HttpSetupError>>>,
+    /// For the configured package indexes (never logged).
+    credentials: std::sync::RwLock<crate::lock::index_config::Credentials>,
 }
 
 impl LazyHttp {
@@ -68,7 +70,20 @@ impl LazyHttp {
         LazyHttp {
             ca_files,
             client: std::sync::OnceLock::new(),
+            credentials: Default::default(),
         }
+    }
+
+    /// Credentials for the package indexes, sent with index pages and downloads from their hosts.
+    pub fn set_credentials(&self, credentials: crate::lock::index_config::Credentials) {
+        *self.credentials.write().unwrap_or_else(|e| e.into_inner()) = credentials;
+    }
+
+    fn credentials(&self) -> crate::lock::index_config::Credentials {
+        self.credentials
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The client: the system trust store (and SSL_CERT_FILE) through reqwest's
@@ -99,11 +114,12 @@ impl crate::lock::SimpleIndex for LazyHttp {
         project: &str,
     ) -> Result<Vec<crate::lock::IndexFile>, crate::lock::LockError> {
         let client = self.get().map_err(|e| crate::lock::LockError::Index {
-            url: index_url.to_string(),
+            url: crate::lock::index_config::redact(index_url),
             // LockError carries text; the whole chain, once.
             message: crate::registry::error::chain_message(&*e),
         })?;
         crate::lock::index::HttpSimpleIndex::with_client(client.clone())
+            .with_credentials(self.credentials())
             .project_files(index_url, project)
     }
 }
@@ -225,7 +241,12 @@ impl Fetcher<'_> {
             loop {
                 attempt += 1;
                 let client = self.client.get().map_err(http_err)?;
-                let resp = client.get(&url).send().and_then(|r| r.error_for_status());
+                let resp = self
+                    .client
+                    .credentials()
+                    .apply(&url, client.get(&url))
+                    .send()
+                    .and_then(|r| r.error_for_status());
                 match resp {
                     Ok(r) => match self.store.put_verified(&digest, &w.filename, r) {
                         Ok(n) => break n,
@@ -244,7 +265,7 @@ impl Fetcher<'_> {
                     Err(e) => {
                         return Err(FetchError::Download {
                             filename: w.filename.clone(),
-                            url: url.clone(),
+                            url: crate::lock::index_config::redact(&url),
                             source: e.without_url(),
                         })
                     }
@@ -275,6 +296,7 @@ mod tests {
             url,
             sha256: Digest::of_bytes(bytes).hex().to_uppercase(),
             size: Some(bytes.len() as u64),
+            index: None,
         }
     }
 

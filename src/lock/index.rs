@@ -12,6 +12,7 @@ const ACCEPT: &str = "application/vnd.pypi.simple.v1+json";
 
 pub struct HttpSimpleIndex {
     client: reqwest::blocking::Client,
+    credentials: super::index_config::Credentials,
 }
 
 impl HttpSimpleIndex {
@@ -20,11 +21,20 @@ impl HttpSimpleIndex {
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|source| LockError::IndexClient { source })?;
-        Ok(Self { client })
+        Ok(Self::with_client(client))
     }
 
     pub fn with_client(client: reqwest::blocking::Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            credentials: Default::default(),
+        }
+    }
+
+    /// Sends basic auth to the indexes these credentials are for.
+    pub fn with_credentials(mut self, credentials: super::index_config::Credentials) -> Self {
+        self.credentials = credentials;
+        self
     }
 }
 
@@ -94,8 +104,8 @@ impl SimpleIndex for HttpSimpleIndex {
             message,
         };
         let response = self
-            .client
-            .get(&url)
+            .credentials
+            .apply(&url, self.client.get(&url))
             .header(reqwest::header::ACCEPT, ACCEPT)
             .send()
             .map_err(|e| LockError::IndexHttp {

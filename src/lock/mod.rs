@@ -6,6 +6,10 @@
 //! not downloaded, and the app layer carries the project's source.
 
 pub mod index;
+pub mod index_config;
+pub mod locate;
+pub mod pdm;
+pub mod poetry;
 pub mod pylock;
 pub mod requirements;
 pub mod select;
@@ -26,6 +30,9 @@ pub struct LockedPackage {
     pub files: Vec<LockedFile>,
     /// The lock also has a source distribution (which imgbuild cannot build).
     pub has_sdist: bool,
+    /// The index that serves the files the lock lists without a URL (Poetry's
+    /// `[package.source]`); None means the configured index.
+    pub index: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +56,9 @@ pub struct LockOptions {
     pub include_dev: bool,
     /// Index for requirements.txt files; beats `--index-url` in the file.
     pub index_url: Option<String>,
+    /// The indexes configured where Python tools keep them, for files a lock
+    /// lists without a URL; after `index_url` and a requirements file's own.
+    pub indexes: index_config::IndexSettings,
 }
 
 /// A file on a PEP 691 simple index.
@@ -108,7 +118,7 @@ pub enum LockError {
         #[source]
         source: MarkerError,
     },
-    #[error("`{path}` is not a lockfile imgbuild reads: use uv.lock, pylock.toml (or pylock.NAME.toml), or a requirements .txt file with hashes")]
+    #[error("`{path}` is not a lockfile imgbuild reads: use uv.lock, pylock.toml (or pylock.NAME.toml), poetry.lock, pdm.lock, or a requirements .txt file with hashes")]
     UnknownFormat { path: String },
     #[error("package index {url}: {message}")]
     Index { url: String, message: String },
@@ -160,8 +170,12 @@ pub fn load(
         uv::parse(&read_text(path)?, &path.display().to_string(), opts, env)?
     } else if is_pylock_name(name) {
         pylock::parse(&read_text(path)?, &path.display().to_string(), opts, env)?
+    } else if name == "poetry.lock" {
+        poetry::load(path, opts, env)?
+    } else if name == "pdm.lock" {
+        pdm::load(path, opts, env)?
     } else if name.ends_with(".txt") {
-        requirements::load(path, opts, env, index, &|k| std::env::var(k).ok())?
+        requirements::load(path, opts, env, index)?
     } else {
         return Err(LockError::UnknownFormat {
             path: path.display().to_string(),
@@ -196,6 +210,12 @@ pub fn normalise_name(name: &str) -> Option<String> {
 }
 
 /// Whether two names are the same project, extra or group once normalised.
+/// Group and extra names compare as PEP 503 names do; one that is not a valid
+/// name is kept as written (lowercased), so it still matches itself.
+pub(crate) fn group_key(name: &str) -> String {
+    normalise_name(name).unwrap_or_else(|| name.to_ascii_lowercase())
+}
+
 pub(crate) fn same_name(a: &str, b: &str) -> bool {
     matches!((normalise_name(a), normalise_name(b)), (Some(a), Some(b)) if a == b)
 }
@@ -218,7 +238,7 @@ pub(crate) fn filename_from_url(url: &str) -> Option<String> {
     Some(percent_decode(last))
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -336,10 +356,10 @@ mod tests {
         let names: Vec<&str> = got.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["alpha", "zeta"]);
 
-        let poetry = dir.path().join("poetry.lock");
-        std::fs::write(&poetry, "").unwrap();
+        let pipfile = dir.path().join("Pipfile.lock");
+        std::fs::write(&pipfile, "").unwrap();
         let err = load(
-            &poetry,
+            &pipfile,
             &LockOptions::default(),
             &env("x86_64"),
             &FakeIndex(vec![]),
@@ -347,9 +367,40 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("poetry.lock") && err.contains("uv.lock"),
+            err.contains("Pipfile.lock") && err.contains("poetry.lock") && err.contains("pdm.lock"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn poetry_lock_and_pdm_lock_are_read_by_their_names() {
+        use test_support::{env, hash, FakeIndex};
+        let dir = tempfile::tempdir().unwrap();
+        let file = format!(
+            "{{file = \"h11-0.16.0-py3-none-any.whl\", hash = \"sha256:{}\"}}",
+            hash('a')
+        );
+        std::fs::write(
+            dir.path().join("poetry.lock"),
+            format!("[[package]]\nname = \"h11\"\nversion = \"0.16.0\"\ngroups = [\"main\"]\nfiles = [{file}]\n\n[metadata]\nlock-version = \"2.1\"\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("pdm.lock"),
+            format!("[metadata]\nlock_version = \"4.5.0\"\nstrategy = [\"inherit_metadata\"]\ngroups = [\"default\"]\n\n[[package]]\nname = \"h11\"\nversion = \"0.16.0\"\ngroups = [\"default\"]\nfiles = [{file}]\n"),
+        )
+        .unwrap();
+        for name in ["poetry.lock", "pdm.lock"] {
+            let got = load(
+                &dir.path().join(name),
+                &LockOptions::default(),
+                &env("x86_64"),
+                &FakeIndex(vec![]),
+            )
+            .unwrap();
+            assert_eq!(got.len(), 1, "{name}");
+            assert_eq!(got[0].files[0].url, None, "{name}");
+        }
     }
 
     #[test]

@@ -170,6 +170,7 @@ pub fn parse(
             version,
             files,
             has_sdist,
+            index: None,
         });
     }
     Ok(out)

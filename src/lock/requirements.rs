@@ -36,14 +36,13 @@ struct Parsed {
     extra_index_urls: Vec<String>,
 }
 
-/// `getenv` reads PIP_INDEX_URL / UV_INDEX_URL (a parameter so tests need not
-/// touch the process environment).
+/// The index: `opts.index_url`, else the file's `--index-url`, else the
+/// configured one (`opts.indexes`); extra indexes from the file, then configured.
 pub fn load(
     path: &Path,
     opts: &LockOptions,
     env: &MarkerEnv,
     index: &dyn SimpleIndex,
-    getenv: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<LockedPackage>, LockError> {
     let mut parsed = Parsed::default();
     let mut stack = Vec::new();
@@ -54,16 +53,23 @@ pub fn load(
         .index_url
         .clone()
         .or_else(|| parsed.index_url.as_ref().map(|(u, _, _)| u.clone()))
-        .or_else(|| getenv("PIP_INDEX_URL").filter(|s| !s.is_empty()))
-        .or_else(|| getenv("UV_INDEX_URL").filter(|s| !s.is_empty()));
+        .or_else(|| opts.indexes.default.as_ref().map(|i| i.url.clone()));
     let mut indexes: Vec<String> = index_url.into_iter().collect();
-    indexes.extend(parsed.extra_index_urls);
+    for url in parsed
+        .extra_index_urls
+        .into_iter()
+        .chain(opts.indexes.extra.iter().map(|i| i.url.clone()))
+    {
+        if !indexes.contains(&url) {
+            indexes.push(url);
+        }
+    }
 
     let mut out = Vec::new();
     for pin in pins {
         out.push(match &pin.url {
             Some(url) => direct_url_package(&pin, url)?,
-            None => index_package(&pin, &indexes, index)?,
+            None => index_package(&pin, &indexes, index, &opts.indexes)?,
         });
     }
     Ok(out)
@@ -389,6 +395,7 @@ fn direct_url_package(pin: &Pin, url: &str) -> Result<LockedPackage, LockError> 
         version: pin.version.clone(),
         files,
         has_sdist,
+        index: None,
     })
 }
 
@@ -396,6 +403,7 @@ fn index_package(
     pin: &Pin,
     indexes: &[String],
     index: &dyn SimpleIndex,
+    settings: &super::index_config::IndexSettings,
 ) -> Result<LockedPackage, LockError> {
     let line_err = |message: String| LockError::Line {
         path: pin.file.clone(),
@@ -404,8 +412,9 @@ fn index_package(
     };
     if indexes.is_empty() {
         return Err(line_err(format!(
-            "`{}` needs a package index to find its files: add `--index-url URL` to the file, pass an index URL, or set PIP_INDEX_URL or UV_INDEX_URL",
-            pin.name
+            "`{}` needs a package index to find its files and none is configured ({}): add `--index-url URL` to the file, set `index-url` in imgbuild's settings, pip.conf or uv.toml, or set UV_DEFAULT_INDEX or PIP_INDEX_URL",
+            pin.name,
+            settings.describe_read()
         )));
     }
     // With extra indexes, a project missing from one index is normal: try the next.
@@ -440,6 +449,7 @@ fn index_package(
                 version: pin.version.clone(),
                 files,
                 has_sdist,
+                index: None,
             });
         }
     }
@@ -450,7 +460,11 @@ fn index_package(
         "no file of {}=={} on {} has one of the listed hashes; check the index URL, or regenerate the hashes",
         pin.name,
         pin.version,
-        indexes.join(", ")
+        indexes
+            .iter()
+            .map(|u| super::index_config::redact(u))
+            .collect::<Vec<_>>()
+            .join(", ")
     )))
 }
 
@@ -503,7 +517,7 @@ mod tests {
     fn run(text: &str, opts: &LockOptions) -> Result<Vec<LockedPackage>, LockError> {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "requirements.txt", text);
-        load(&p, opts, &env("x86_64"), &index(), &|_| None)
+        load(&p, opts, &env("x86_64"), &index())
     }
 
     fn exported() -> String {
@@ -572,7 +586,7 @@ mod tests {
     }
 
     #[test]
-    fn index_url_precedence_is_flag_then_file_then_environment() {
+    fn index_url_precedence_is_flag_then_file_then_configured() {
         struct Recording(std::cell::RefCell<Vec<String>>, FakeIndex);
         impl SimpleIndex for Recording {
             fn project_files(&self, url: &str, p: &str) -> Result<Vec<IndexFile>, LockError> {
@@ -598,13 +612,16 @@ mod tests {
             let rec = Recording(Default::default(), index());
             let opts = LockOptions {
                 index_url: flag.map(str::to_owned),
+                indexes: crate::lock::index_config::IndexSettings {
+                    default: Some(crate::lock::index_config::ConfiguredIndex {
+                        url: "https://configured.example/simple".into(),
+                        origin: "PIP_INDEX_URL".into(),
+                    }),
+                    ..Default::default()
+                },
                 ..Default::default()
             };
-            let getenv = |k: &str| match k {
-                "PIP_INDEX_URL" => Some("https://pip-env.example/simple".to_owned()),
-                _ => Some("https://uv-env.example/simple".to_owned()),
-            };
-            load(path, &opts, &env("x86_64"), &rec, &getenv).unwrap();
+            load(path, &opts, &env("x86_64"), &rec).unwrap();
             rec.0.into_inner()
         };
         assert_eq!(
@@ -615,20 +632,24 @@ mod tests {
             used(&with_file_index, None),
             ["https://file.example/simple"]
         );
-        assert_eq!(used(&without, None), ["https://pip-env.example/simple"]);
+        assert_eq!(used(&without, None), ["https://configured.example/simple"]);
 
-        let err = load(
-            &without,
-            &LockOptions::default(),
-            &env("x86_64"),
-            &index(),
-            &|_| None,
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let opts = LockOptions {
+            indexes: crate::lock::index_config::IndexSettings {
+                read: vec!["UV_DEFAULT_INDEX, UV_INDEX_URL, PIP_INDEX_URL".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = load(&without, &opts, &env("x86_64"), &index())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
-            err.contains("b.txt:1:") && err.contains("PIP_INDEX_URL"),
+            err.contains("b.txt:1:")
+                && err.contains(
+                    "none is configured (read UV_DEFAULT_INDEX, UV_INDEX_URL, PIP_INDEX_URL)"
+                ),
             "{err}"
         );
     }
@@ -652,28 +673,15 @@ mod tests {
             "requirements.txt",
             "--index-url https://index.example/simple\n-r sub/base.txt\n--constraint=sub/constraints.txt\n",
         );
-        let got = load(
-            &top,
-            &LockOptions::default(),
-            &env("x86_64"),
-            &index(),
-            &|_| None,
-        )
-        .unwrap();
+        let got = load(&top, &LockOptions::default(), &env("x86_64"), &index()).unwrap();
         let names: Vec<&str> = got.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["typing-extensions"]);
 
         let missing = write(dir.path(), "m.txt", "-r nowhere.txt\n");
-        let err = load(
-            &missing,
-            &LockOptions::default(),
-            &env("x86_64"),
-            &index(),
-            &|_| None,
-        )
-        .err()
-        .unwrap()
-        .to_string();
+        let err = load(&missing, &LockOptions::default(), &env("x86_64"), &index())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("nowhere.txt"), "{err}");
     }
 
@@ -708,14 +716,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "requirements.txt", &text);
-        let got = load(
-            &p,
-            &LockOptions::default(),
-            &env("x86_64"),
-            &Split(index()),
-            &|_| None,
-        )
-        .unwrap();
+        let got = load(&p, &LockOptions::default(), &env("x86_64"), &Split(index())).unwrap();
         assert_eq!(got[0].files[0].filename, "h11-0.16.0-py3-none-any.whl");
     }
 
@@ -777,7 +778,6 @@ mod tests {
             &LockOptions::default(),
             &env("x86_64"),
             &index,
-            &|_| None,
         )
         .unwrap();
         let tags =

@@ -17,6 +17,8 @@ pub struct SelectedWheel {
     pub url: Option<String>,
     pub sha256: String,
     pub size: Option<u64>,
+    /// Where to look the file up when `url` is None (see `LockedPackage::index`).
+    pub index: Option<String>,
 }
 
 #[derive(Debug, Error)]
@@ -70,6 +72,7 @@ pub fn select_wheels(
                 url: file.url.clone(),
                 sha256: file.sha256.clone(),
                 size: file.size,
+                index: pkg.index.clone(),
             }),
             None if offered.is_empty() && pkg.has_sdist => {
                 problems.push(format!("  - {} {}: only an sdist", pkg.name, pkg.version));
@@ -124,6 +127,7 @@ mod tests {
                 })
                 .collect(),
             has_sdist,
+            index: None,
         }
     }
 

@@ -262,6 +262,7 @@ impl Walker<'_> {
             out.push(LockedPackage {
                 files: self.files(pkg)?,
                 has_sdist: pkg.sdist.is_some() || matches!(pkg.source_kind(), Some("git")),
+                index: None,
                 name,
                 version,
             });

@@ -22,7 +22,21 @@ use std::path::{Component, Path, PathBuf};
 pub const SPEC_FILE: &str = "imgbuild.toml";
 pub const PYPROJECT_FILE: &str = "pyproject.toml";
 /// Looked for in `source`, in this order, when `lockfile` is not set.
-pub const DEFAULT_LOCKFILES: &[&str] = &["uv.lock", "pylock.toml", "requirements.txt"];
+pub const DEFAULT_LOCKFILES: &[&str] = &[
+    "uv.lock",
+    "pylock.toml",
+    "poetry.lock",
+    "pdm.lock",
+    "requirements.txt",
+];
+/// Locks imgbuild cannot read: when one is all `source` has, the build stops
+/// rather than make an image without the project's packages.
+pub const UNREADABLE_LOCKFILES: &[&str] = &[
+    "Pipfile.lock",
+    "pixi.lock",
+    "conda-lock.yml",
+    "requirements.lock",
+];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Spec {

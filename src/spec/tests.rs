@@ -178,6 +178,41 @@ fn default_lockfile_is_the_first_found_in_source() {
 }
 
 #[test]
+fn poetry_lock_comes_before_pdm_lock_and_after_pylock() {
+    let p = Project::new();
+    p.write(SPEC_FILE, MINIMAL)
+        .write("requirements.txt", "")
+        .write("pdm.lock", "");
+    assert_eq!(p.load().unwrap().lockfile, Some(p.path().join("pdm.lock")));
+    p.write("poetry.lock", "");
+    assert_eq!(
+        p.load().unwrap().lockfile,
+        Some(p.path().join("poetry.lock"))
+    );
+    p.write("pylock.toml", "");
+    assert_eq!(
+        p.load().unwrap().lockfile,
+        Some(p.path().join("pylock.toml"))
+    );
+}
+
+#[test]
+fn a_lock_imgbuild_cannot_read_stops_the_build_instead_of_an_image_without_packages() {
+    let p = Project::new();
+    p.write(SPEC_FILE, MINIMAL).write("Pipfile.lock", "{}");
+    let err = p.load().unwrap_err().to_string();
+    assert!(
+        err.contains("lockfile") && err.contains("has only Pipfile.lock"),
+        "{err}"
+    );
+    p.write("requirements.txt", "");
+    assert_eq!(
+        p.load().unwrap().lockfile,
+        Some(p.path().join("requirements.txt"))
+    );
+}
+
+#[test]
 fn relative_paths_resolve_against_the_spec_files_directory() {
     let p = Project::new();
     p.write(

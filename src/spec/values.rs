@@ -2,7 +2,7 @@
 //! [`super::keys`] has checked every key and its type.
 
 use super::keys::Raw;
-use super::{normalise, Origin, Spec, SpecError, DEFAULT_LOCKFILES};
+use super::{normalise, Origin, Spec, SpecError, DEFAULT_LOCKFILES, UNREADABLE_LOCKFILES};
 use crate::dockerignore::Matcher;
 use crate::layer::ImagePath;
 use crate::platform::Platform;
@@ -52,10 +52,20 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
             }
             Some(path)
         }
-        None => DEFAULT_LOCKFILES
+        None => match DEFAULT_LOCKFILES
             .iter()
             .map(|name| source.join(name))
-            .find(|p| p.is_file()),
+            .find(|p| p.is_file())
+        {
+            Some(found) => Some(found),
+            None => match UNREADABLE_LOCKFILES.iter().find(|n| source.join(n).is_file()) {
+                Some(other) => return Err(origin.invalid(
+                    "lockfile",
+                    format!("is not set and {} has only {other}, which imgbuild cannot read; lock with uv, Poetry or PDM, or export a requirements.txt with hashes, and set `lockfile` if it is not one of {}", source.display(), DEFAULT_LOCKFILES.join(", ")),
+                )),
+                None => None,
+            },
+        },
     };
 
     let app = raw.app.unwrap_or_default();

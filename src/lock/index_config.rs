@@ -1,0 +1,1073 @@
+//! Where the package index comes from when a lock names files but no URLs
+//! (poetry.lock, pdm.lock, requirements.txt): the settings Python tools
+//! already keep, read in the order uv and pip read them.
+//!
+//! 1. `UV_DEFAULT_INDEX`, `UV_INDEX_URL`, `PIP_INDEX_URL`;
+//! 2. uv's settings: `UV_CONFIG_FILE` alone when set; otherwise the project's
+//!    `uv.toml`, or its `pyproject.toml` `[tool.uv]` (the first directory from
+//!    the lockfile's upward that has either), then the user's `uv.toml`, then
+//!    the system's. In each, `[[index]]` with `default = true`, else `index-url`;
+//! 3. pip's settings: `PIP_CONFIG_FILE`, the site file (`$VIRTUAL_ENV/pip.conf`),
+//!    the user files, the global files; `[install]` beats `[global]`.
+//!
+//! Extra indexes (`UV_INDEX`, `UV_EXTRA_INDEX_URL`, `PIP_EXTRA_INDEX_URL`,
+//! `[[index]]` entries without `default`, `extra-index-url`) are tried after
+//! the default one. Credentials come from the index URL, from
+//! `UV_INDEX_<NAME>_USERNAME`/`_PASSWORD` for named indexes, or from netrc.
+//! They are taken out of the URLs here, so no URL that is shown or stored
+//! carries them.
+//!
+//! Everything is read through [`Inputs`], so tests inject the environment and
+//! the file system roots instead of touching the process's.
+
+use reqwest::Url;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum IndexConfigError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid TOML: {reason}")]
+    Toml { path: String, reason: String },
+    #[error("{origin}: `{url}` is not an index URL; write it as https://HOST/PATH (or http:// or file://)")]
+    BadUrl { origin: String, url: String },
+}
+
+/// What the resolver may read: the environment and where files live.
+pub struct Inputs<'a> {
+    pub getenv: &'a dyn Fn(&str) -> Option<String>,
+    /// The lockfile's directory: the project settings are looked for here and above.
+    pub project_dir: &'a Path,
+    /// The user's home directory (`HOME`), for `~/.config`, `~/.pip` and `~/.netrc`.
+    pub home: Option<PathBuf>,
+    /// Prefix of the system paths (`/etc/...`): `/`, or a temp dir in tests.
+    pub system_root: PathBuf,
+}
+
+impl<'a> Inputs<'a> {
+    /// The real environment and file system.
+    pub fn from_process(getenv: &'a dyn Fn(&str) -> Option<String>, project_dir: &'a Path) -> Self {
+        Inputs {
+            getenv,
+            project_dir,
+            home: getenv("HOME").filter(|h| !h.is_empty()).map(PathBuf::from),
+            system_root: PathBuf::from("/"),
+        }
+    }
+
+    fn var(&self, key: &str) -> Option<String> {
+        (self.getenv)(key).filter(|v| !v.trim().is_empty())
+    }
+
+    fn system(&self, path: &str) -> PathBuf {
+        self.system_root.join(path.trim_start_matches('/'))
+    }
+
+    /// `$XDG_CONFIG_HOME`, else `~/.config`.
+    fn user_config_dir(&self) -> Option<PathBuf> {
+        self.var("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| self.home.as_ref().map(|h| h.join(".config")))
+    }
+
+    /// `$XDG_CONFIG_DIRS` (colon-separated), else `/etc/xdg`.
+    fn system_config_dirs(&self) -> Vec<PathBuf> {
+        match self.var("XDG_CONFIG_DIRS") {
+            Some(dirs) => dirs
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| self.system(d))
+                .collect(),
+            None => vec![self.system("/etc/xdg")],
+        }
+    }
+}
+
+/// An index URL (without credentials) and the setting it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfiguredIndex {
+    pub url: String,
+    pub origin: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexSettings {
+    pub default: Option<ConfiguredIndex>,
+    pub extra: Vec<ConfiguredIndex>,
+    /// Every setting that was looked at, in order, for the message when none is set.
+    pub read: Vec<String>,
+    pub credentials: Credentials,
+}
+
+impl IndexSettings {
+    /// The default index, then the extra ones, without repeats.
+    pub fn urls(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for i in self.default.iter().chain(&self.extra) {
+            if !out.contains(&i.url) {
+                out.push(i.url.clone());
+            }
+        }
+        out
+    }
+
+    /// For errors: "read A, B, C".
+    pub fn describe_read(&self) -> String {
+        format!("read {}", self.read.join(", "))
+    }
+
+    /// Puts `url` (from `origin`) ahead of every other setting; its credentials
+    /// move into `credentials`. Returns the URL without them.
+    pub fn set_default(&mut self, url: &str, origin: &str) -> Result<String, IndexConfigError> {
+        let (bare, creds) = split_credentials(url).ok_or_else(|| IndexConfigError::BadUrl {
+            origin: origin.to_owned(),
+            url: redact(url),
+        })?;
+        if let Some((o, c)) = creds {
+            self.credentials.index_origins.push(o.clone());
+            self.credentials.by_origin.insert(o, c);
+        }
+        self.default = Some(ConfiguredIndex {
+            url: bare.clone(),
+            origin: origin.to_owned(),
+        });
+        Ok(bare)
+    }
+}
+
+/// Credentials per origin (`scheme://host[:port]`). Debug never shows passwords.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    by_origin: BTreeMap<String, (String, Option<String>)>,
+    netrc: Vec<NetrcEntry>,
+    /// Origins of the configured indexes: netrc's `default` entry applies only to them.
+    index_origins: Vec<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("origins", &self.by_origin.keys().collect::<Vec<_>>())
+            .field("netrc_entries", &self.netrc.len())
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The username and password to send with a request to `url`, if any.
+    pub fn for_url(&self, url: &str) -> Option<(String, Option<String>)> {
+        let parsed = Url::parse(url).ok()?;
+        let origin = parsed.origin().ascii_serialization();
+        if let Some(c) = self.by_origin.get(&origin) {
+            return Some(c.clone());
+        }
+        let host = parsed.host_str()?;
+        let entry = self
+            .netrc
+            .iter()
+            .find(|e| e.machine.as_deref() == Some(host))
+            .or_else(|| {
+                self.index_origins
+                    .contains(&origin)
+                    .then(|| self.netrc.iter().find(|e| e.machine.is_none()))
+                    .flatten()
+            })?;
+        Some((entry.login.clone()?, entry.password.clone()))
+    }
+
+    /// Adds basic auth to a request for `url` when credentials are known for it.
+    pub fn apply(
+        &self,
+        url: &str,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> reqwest::blocking::RequestBuilder {
+        match self.for_url(url) {
+            Some((user, password)) => request.basic_auth(user, password),
+            None => request,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct NetrcEntry {
+    /// None for the `default` entry.
+    machine: Option<String>,
+    login: Option<String>,
+    password: Option<String>,
+}
+
+/// Reads every setting and returns the indexes to use.
+pub fn resolve(inputs: &Inputs) -> Result<IndexSettings, IndexConfigError> {
+    let mut s = IndexSettings::default();
+    let mut named: Vec<(String, String)> = Vec::new();
+    let mut url_credentials: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+    let mut take = |url: &str, origin: String| -> Result<ConfiguredIndex, IndexConfigError> {
+        let (url, creds) = split_credentials(url).ok_or_else(|| IndexConfigError::BadUrl {
+            origin: origin.clone(),
+            url: redact(url),
+        })?;
+        if let Some((o, c)) = creds {
+            url_credentials.entry(o).or_insert(c);
+        }
+        Ok(ConfiguredIndex { url, origin })
+    };
+
+    // 1. The environment.
+    s.read
+        .push("UV_DEFAULT_INDEX, UV_INDEX_URL, PIP_INDEX_URL".into());
+    for key in ["UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL"] {
+        if let Some(v) = inputs.var(key) {
+            s.default = Some(take(v.trim(), key.into())?);
+            break;
+        }
+    }
+    if let Some(v) = inputs.var("UV_INDEX") {
+        for item in v.split_whitespace() {
+            let (name, url) = split_named(item);
+            let index = take(url, "UV_INDEX".into())?;
+            if let Some(name) = name {
+                named.push((name.to_owned(), index.url.clone()));
+            }
+            s.extra.push(index);
+        }
+    }
+    for key in ["UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL"] {
+        for url in inputs.var(key).iter().flat_map(|v| v.split_whitespace()) {
+            s.extra.push(take(url, key.into())?);
+        }
+    }
+
+    // 2. uv's settings files.
+    let mut uv_default: Option<ConfiguredIndex> = None;
+    for file in uv_files(inputs, &mut s.read)? {
+        let shown = file.path.display().to_string();
+        let table = if file.pyproject {
+            match file.table.get("tool").and_then(|t| t.get("uv")) {
+                Some(toml::Value::Table(t)) => t.clone(),
+                _ => continue,
+            }
+        } else {
+            file.table.clone()
+        };
+        let key_origin = |key: &str| {
+            if file.pyproject {
+                format!("{shown} [tool.uv] {key}")
+            } else {
+                format!("{shown} {key}")
+            }
+        };
+        for entry in table
+            .get("index")
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(url) = entry.get("url").and_then(toml::Value::as_str) else {
+                continue;
+            };
+            let name = entry.get("name").and_then(toml::Value::as_str);
+            let is = |k: &str| entry.get(k).and_then(toml::Value::as_bool) == Some(true);
+            let origin = match name {
+                Some(n) => key_origin(&format!("index `{n}`")),
+                None => key_origin("index"),
+            };
+            let index = take(url, origin)?;
+            if let Some(n) = name {
+                named.push((n.to_owned(), index.url.clone()));
+            }
+            if is("default") {
+                uv_default.get_or_insert(index);
+            } else if !is("explicit") {
+                s.extra.push(index);
+            }
+        }
+        if let Some(url) = table.get("index-url").and_then(toml::Value::as_str) {
+            let index = take(url, key_origin("index-url"))?;
+            uv_default.get_or_insert(index);
+        }
+        for url in table
+            .get("extra-index-url")
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(toml::Value::as_str)
+        {
+            s.extra.push(take(url, key_origin("extra-index-url"))?);
+        }
+    }
+
+    // 3. pip's configuration files.
+    let mut pip_default: Option<ConfiguredIndex> = None;
+    let mut pip_extra: Option<Vec<ConfiguredIndex>> = None;
+    // pip merges its files key by key, and a command's section beats `[global]`
+    // whichever file each comes from.
+    let mut pip_inis = Vec::new();
+    for path in pip_files(inputs, &mut s.read) {
+        if let Some(text) = read_optional(&path)? {
+            pip_inis.push((path.display().to_string(), parse_ini(&text)));
+        }
+    }
+    for section in ["install", "global"] {
+        for (shown, ini) in &pip_inis {
+            let get = |key: &str| {
+                ini.get(&(section.to_owned(), key.to_owned()))
+                    .or_else(|| ini.get(&(section.to_owned(), key.replace('-', "_"))))
+            };
+            if pip_default.is_none() {
+                if let Some(url) = get("index-url").filter(|u| !u.trim().is_empty()) {
+                    pip_default = Some(take(url.trim(), format!("{shown} [{section}] index-url"))?);
+                }
+            }
+            if pip_extra.is_none() {
+                if let Some(urls) = get("extra-index-url") {
+                    let mut list = Vec::new();
+                    for url in urls.split_whitespace() {
+                        list.push(take(url, format!("{shown} [{section}] extra-index-url"))?);
+                    }
+                    pip_extra = Some(list);
+                }
+            }
+        }
+    }
+    s.default = s.default.or(uv_default).or(pip_default);
+    s.extra.extend(pip_extra.unwrap_or_default());
+
+    // Credentials: from the URLs, then UV_INDEX_<NAME>_USERNAME/PASSWORD, then netrc.
+    let mut by_origin = url_credentials;
+    for (name, url) in &named {
+        let key = env_name(name);
+        let user = inputs.var(&format!("UV_INDEX_{key}_USERNAME"));
+        let password = inputs.var(&format!("UV_INDEX_{key}_PASSWORD"));
+        if user.is_some() || password.is_some() {
+            if let Some(o) = origin_of(url) {
+                by_origin
+                    .entry(o)
+                    .or_insert((user.unwrap_or_default(), password));
+            }
+        }
+    }
+    let netrc_path = inputs
+        .var("NETRC")
+        .map(PathBuf::from)
+        .or_else(|| inputs.home.as_ref().map(|h| h.join(".netrc")));
+    let netrc = match &netrc_path {
+        Some(p) => read_optional(p)?
+            .map(|t| parse_netrc(&t))
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let index_origins = s
+        .default
+        .iter()
+        .chain(&s.extra)
+        .filter_map(|i| origin_of(&i.url))
+        .collect();
+    s.credentials = Credentials {
+        by_origin,
+        netrc,
+        index_origins,
+    };
+    Ok(s)
+}
+
+struct UvFile {
+    path: PathBuf,
+    pyproject: bool,
+    table: toml::Table,
+}
+
+/// uv's settings files, most important first.
+fn uv_files(inputs: &Inputs, read: &mut Vec<String>) -> Result<Vec<UvFile>, IndexConfigError> {
+    let load = |path: PathBuf, pyproject: bool| -> Result<Option<UvFile>, IndexConfigError> {
+        let Some(text) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        let table = toml::from_str(&text).map_err(|e| IndexConfigError::Toml {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(UvFile {
+            path,
+            pyproject,
+            table,
+        }))
+    };
+    if inputs
+        .var("UV_NO_CONFIG")
+        .is_some_and(|v| v != "0" && v != "false")
+    {
+        read.push("no uv settings files (UV_NO_CONFIG is set)".into());
+        return Ok(Vec::new());
+    }
+    if let Some(file) = inputs.var("UV_CONFIG_FILE") {
+        read.push(format!("{file} (UV_CONFIG_FILE)"));
+        let path = PathBuf::from(&file);
+        return match load(path, false)? {
+            Some(f) => Ok(vec![f]),
+            None => Err(IndexConfigError::Read {
+                path: file,
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            }),
+        };
+    }
+    let mut out = Vec::new();
+    // The project: the first directory upward with a uv.toml, or a pyproject.toml with [tool.uv].
+    let mut searched = Vec::new();
+    for dir in inputs.project_dir.ancestors() {
+        if let Some(f) = load(dir.join("uv.toml"), false)? {
+            out.push(f);
+            break;
+        }
+        if let Some(f) = load(dir.join("pyproject.toml"), true)? {
+            if f.table.get("tool").and_then(|t| t.get("uv")).is_some() {
+                out.push(f);
+                break;
+            }
+            searched.push(f.path.display().to_string());
+        }
+    }
+    match out.first() {
+        Some(f) if f.pyproject => read.push(format!("{} [tool.uv]", f.path.display())),
+        Some(f) => read.push(f.path.display().to_string()),
+        None => read.push(format!(
+            "no uv.toml or pyproject.toml [tool.uv] in {} or above",
+            inputs.project_dir.display()
+        )),
+    }
+    let user = inputs.user_config_dir().map(|d| d.join("uv/uv.toml"));
+    let mut system: Vec<PathBuf> = inputs
+        .system_config_dirs()
+        .into_iter()
+        .map(|d| d.join("uv/uv.toml"))
+        .collect();
+    system.push(inputs.system("/etc/uv/uv.toml"));
+    for path in user.into_iter() {
+        read.push(path.display().to_string());
+        if let Some(f) = load(path, false)? {
+            out.push(f);
+        }
+    }
+    // uv reads the first system file that exists.
+    for path in system {
+        read.push(path.display().to_string());
+        if let Some(f) = load(path, false)? {
+            out.push(f);
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// pip's configuration files, most important first (pip's own order, inverted).
+fn pip_files(inputs: &Inputs, read: &mut Vec<String>) -> Vec<PathBuf> {
+    let env_file = inputs.var("PIP_CONFIG_FILE").map(PathBuf::from);
+    if env_file.as_deref() == Some(Path::new("/dev/null")) {
+        read.push("no pip configuration files (PIP_CONFIG_FILE is /dev/null)".into());
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if let Some(f) = &env_file {
+        out.push(f.clone());
+    }
+    if let Some(venv) = inputs.var("VIRTUAL_ENV") {
+        out.push(PathBuf::from(venv).join("pip.conf"));
+    }
+    // pip skips the user files when PIP_CONFIG_FILE names a file that exists.
+    if !env_file.as_ref().is_some_and(|f| f.is_file()) {
+        if let Some(dir) = inputs.user_config_dir() {
+            out.push(dir.join("pip/pip.conf"));
+        }
+        if let Some(home) = &inputs.home {
+            out.push(home.join(".pip/pip.conf"));
+        }
+    }
+    out.push(inputs.system("/etc/pip.conf"));
+    let mut xdg: Vec<PathBuf> = inputs
+        .system_config_dirs()
+        .into_iter()
+        .map(|d| d.join("pip/pip.conf"))
+        .collect();
+    xdg.reverse();
+    out.extend(xdg);
+    read.extend(out.iter().map(|p| p.display().to_string()));
+    out
+}
+
+/// A file's text, or None when it does not exist.
+fn read_optional(path: &Path) -> Result<Option<String>, IndexConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.kind() == std::io::ErrorKind::NotADirectory =>
+        {
+            Ok(None)
+        }
+        Err(source) => Err(IndexConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// `(section, key)` → value, as pip's configparser reads it: keys lower case,
+/// indented lines continue the previous value, `#` and `;` start comment lines.
+fn parse_ini(text: &str) -> BTreeMap<(String, String), String> {
+    let mut out: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut section = String::new();
+    let mut last: Option<(String, String)> = None;
+    for raw in text.lines() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if raw.starts_with(char::is_whitespace) {
+            if let Some(v) = last.as_ref().and_then(|k| out.get_mut(k)) {
+                v.push('\n');
+                v.push_str(line);
+            }
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_owned();
+            last = None;
+            continue;
+        }
+        let Some(i) = line.find(['=', ':']) else {
+            continue;
+        };
+        let key = (section.clone(), line[..i].trim().to_ascii_lowercase());
+        out.insert(key.clone(), line[i + 1..].trim().to_owned());
+        last = Some(key);
+    }
+    out
+}
+
+fn parse_netrc(text: &str) -> Vec<NetrcEntry> {
+    let mut out: Vec<NetrcEntry> = Vec::new();
+    let mut tokens = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(str::split_whitespace);
+    while let Some(tok) = tokens.next() {
+        match tok {
+            "machine" => out.push(NetrcEntry {
+                machine: tokens.next().map(str::to_owned),
+                ..Default::default()
+            }),
+            "default" => out.push(NetrcEntry::default()),
+            "login" | "password" | "account" => {
+                let value = tokens.next().map(str::to_owned);
+                if let Some(e) = out.last_mut() {
+                    match tok {
+                        "login" => e.login = value,
+                        "password" => e.password = value,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `name=url` (uv's `UV_INDEX` form) or a bare URL.
+fn split_named(item: &str) -> (Option<&str>, &str) {
+    match item.split_once('=') {
+        Some((name, url)) if !name.contains(':') && !name.contains('/') => (Some(name), url),
+        _ => (None, item),
+    }
+}
+
+/// uv's rule for `UV_INDEX_<NAME>_…`: upper case, non-alphanumerics become `_`.
+fn env_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn origin_of(url: &str) -> Option<String> {
+    let u = Url::parse(url).ok()?;
+    u.host_str()?;
+    Some(u.origin().ascii_serialization())
+}
+
+type UrlCredentials = (String, (String, Option<String>));
+
+/// The URL without user and password, and those (decoded) with the URL's origin.
+fn split_credentials(url: &str) -> Option<(String, Option<UrlCredentials>)> {
+    if !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with("file://")) {
+        return None;
+    }
+    let mut u = Url::parse(url).ok()?;
+    if u.username().is_empty() && u.password().is_none() {
+        return Some((url.to_owned(), None));
+    }
+    let user = super::percent_decode(u.username());
+    let password = u.password().map(super::percent_decode);
+    let origin = u.origin().ascii_serialization();
+    u.set_username("").ok()?;
+    u.set_password(None).ok()?;
+    Some((u.to_string(), Some((origin, (user, password)))))
+}
+
+/// A URL with any password replaced, for messages.
+pub fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A home, a project and a system root in one temp dir, with an injected environment.
+    struct World {
+        dir: tempfile::TempDir,
+        env: HashMap<String, String>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let w = World {
+                dir: tempfile::tempdir().unwrap(),
+                env: HashMap::new(),
+            };
+            std::fs::create_dir_all(w.path("project/sub")).unwrap();
+            w
+        }
+        fn path(&self, rel: &str) -> PathBuf {
+            self.dir.path().join(rel)
+        }
+        fn write(&self, rel: &str, text: &str) {
+            let p = self.path(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        fn set(&mut self, k: &str, v: &str) {
+            self.env.insert(k.into(), v.into());
+        }
+        fn resolve_from(&self, project: &str) -> Result<IndexSettings, IndexConfigError> {
+            let getenv = |k: &str| self.env.get(k).cloned();
+            let project_dir = self.path(project);
+            resolve(&Inputs {
+                getenv: &getenv,
+                project_dir: &project_dir,
+                home: Some(self.path("home")),
+                system_root: self.path("root"),
+            })
+        }
+        fn resolve(&self) -> IndexSettings {
+            self.resolve_from("project/sub").unwrap()
+        }
+        fn default(&self) -> Option<(String, String)> {
+            self.resolve().default.map(|i| {
+                let origin = i.origin.replace(&self.dir.path().display().to_string(), "");
+                (i.url, origin)
+            })
+        }
+    }
+
+    fn some(url: &str, origin: &str) -> Option<(String, String)> {
+        Some((url.into(), origin.into()))
+    }
+
+    /// Every source at once; each removed in turn shows the next one wins.
+    #[test]
+    fn sources_rank_environment_then_uv_project_user_system_then_pip() {
+        let mut w = World::new();
+        w.write(
+            "root/etc/pip.conf",
+            "[global]\nindex-url = https://pip-global.example/simple\n",
+        );
+        w.write(
+            "home/.config/pip/pip.conf",
+            "[global]\nindex-url = https://pip-user.example/simple\n",
+        );
+        w.write(
+            "venv/pip.conf",
+            "[global]\nindex-url = https://pip-site.example/simple\n",
+        );
+        w.set("VIRTUAL_ENV", w.path("venv").to_str().unwrap());
+        w.write(
+            "pip-env.conf",
+            "[global]\nindex-url = https://pip-global-section.example/simple\n[install]\nindex-url = https://pip-env.example/simple\n",
+        );
+        w.set("PIP_CONFIG_FILE", w.path("pip-env.conf").to_str().unwrap());
+        w.write(
+            "root/etc/uv/uv.toml",
+            "index-url = \"https://uv-system.example/simple\"\n",
+        );
+        w.write(
+            "home/.config/uv/uv.toml",
+            "index-url = \"https://uv-user.example/simple\"\n",
+        );
+        w.write(
+            "project/pyproject.toml",
+            "[project]\nname = \"x\"\n[tool.uv]\nindex-url = \"https://uv-index-url.example/simple\"\n[[tool.uv.index]]\nname = \"corp\"\nurl = \"https://uv-project.example/simple\"\ndefault = true\n",
+        );
+        w.set("PIP_INDEX_URL", "https://pip-env-var.example/simple");
+        w.set("UV_INDEX_URL", "https://uv-index-url-var.example/simple");
+        w.set("UV_DEFAULT_INDEX", "https://uv-default-var.example/simple");
+
+        let steps: Vec<(&str, Option<(String, String)>)> = vec![
+            (
+                "UV_DEFAULT_INDEX",
+                some("https://uv-default-var.example/simple", "UV_DEFAULT_INDEX"),
+            ),
+            (
+                "UV_INDEX_URL",
+                some("https://uv-index-url-var.example/simple", "UV_INDEX_URL"),
+            ),
+            (
+                "PIP_INDEX_URL",
+                some("https://pip-env-var.example/simple", "PIP_INDEX_URL"),
+            ),
+            (
+                "[[tool.uv.index]]",
+                some(
+                    "https://uv-project.example/simple",
+                    "/project/pyproject.toml [tool.uv] index `corp`",
+                ),
+            ),
+            (
+                "[tool.uv] index-url",
+                some(
+                    "https://uv-index-url.example/simple",
+                    "/project/pyproject.toml [tool.uv] index-url",
+                ),
+            ),
+            (
+                "project",
+                some(
+                    "https://uv-user.example/simple",
+                    "/home/.config/uv/uv.toml index-url",
+                ),
+            ),
+            (
+                "user uv.toml",
+                some(
+                    "https://uv-user.example/simple",
+                    "/home/.config/uv/uv.toml index-url",
+                ),
+            ),
+            (
+                "system uv.toml",
+                some(
+                    "https://uv-system.example/simple",
+                    "/root/etc/uv/uv.toml index-url",
+                ),
+            ),
+            (
+                "[install]",
+                some(
+                    "https://pip-env.example/simple",
+                    "/pip-env.conf [install] index-url",
+                ),
+            ),
+            (
+                "PIP_CONFIG_FILE",
+                some(
+                    "https://pip-global-section.example/simple",
+                    "/pip-env.conf [global] index-url",
+                ),
+            ),
+            (
+                "site",
+                some(
+                    "https://pip-site.example/simple",
+                    "/venv/pip.conf [global] index-url",
+                ),
+            ),
+            (
+                "user pip.conf",
+                some(
+                    "https://pip-user.example/simple",
+                    "/home/.config/pip/pip.conf [global] index-url",
+                ),
+            ),
+            (
+                "global pip.conf",
+                some(
+                    "https://pip-global.example/simple",
+                    "/root/etc/pip.conf [global] index-url",
+                ),
+            ),
+            ("nothing", None),
+        ];
+        for (remove, want) in steps {
+            assert_eq!(w.default(), want, "before removing {remove}");
+            match remove {
+                "UV_DEFAULT_INDEX" | "UV_INDEX_URL" | "PIP_INDEX_URL" => {
+                    w.env.remove(remove);
+                }
+                "[[tool.uv.index]]" => w.write(
+                    "project/pyproject.toml",
+                    "[tool.uv]\nindex-url = \"https://uv-index-url.example/simple\"\n",
+                ),
+                "[tool.uv] index-url" => w.write("project/pyproject.toml", "[tool.uv]\n"),
+                "project" => std::fs::remove_file(w.path("project/pyproject.toml")).unwrap(),
+                "user uv.toml" => std::fs::remove_file(w.path("home/.config/uv/uv.toml")).unwrap(),
+                "system uv.toml" => std::fs::remove_file(w.path("root/etc/uv/uv.toml")).unwrap(),
+                "[install]" => w.write(
+                    "pip-env.conf",
+                    "[global]\nindex-url = https://pip-global-section.example/simple\n",
+                ),
+                "PIP_CONFIG_FILE" => {
+                    std::fs::remove_file(w.path("pip-env.conf")).unwrap();
+                }
+                "site" => std::fs::remove_file(w.path("venv/pip.conf")).unwrap(),
+                "user pip.conf" => {
+                    std::fs::remove_file(w.path("home/.config/pip/pip.conf")).unwrap()
+                }
+                "global pip.conf" => std::fs::remove_file(w.path("root/etc/pip.conf")).unwrap(),
+                "nothing" => {}
+                other => unreachable!("{other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_project_uv_toml_beats_the_pyproject_beside_it_and_the_search_stops_there() {
+        let mut w = World::new();
+        w.write(
+            "project/uv.toml",
+            "index-url = \"https://uv-toml.example/simple\"\n",
+        );
+        w.write(
+            "project/pyproject.toml",
+            "[tool.uv]\nindex-url = \"https://pyproject.example/simple\"\n",
+        );
+        w.write(
+            "pyproject.toml",
+            "[tool.uv]\nindex-url = \"https://above.example/simple\"\n",
+        );
+        assert_eq!(w.default().unwrap().0, "https://uv-toml.example/simple");
+        // A pyproject without [tool.uv] does not stop the search.
+        std::fs::remove_file(w.path("project/uv.toml")).unwrap();
+        w.write("project/pyproject.toml", "[project]\nname = \"x\"\n");
+        assert_eq!(w.default().unwrap().0, "https://above.example/simple");
+        // UV_CONFIG_FILE replaces every discovered file; UV_NO_CONFIG drops them all.
+        w.write(
+            "custom.toml",
+            "index-url = \"https://custom.example/simple\"\n",
+        );
+        w.set("UV_CONFIG_FILE", w.path("custom.toml").to_str().unwrap());
+        assert_eq!(w.default().unwrap().0, "https://custom.example/simple");
+        w.set("UV_NO_CONFIG", "1");
+        assert_eq!(w.default(), None);
+    }
+
+    #[test]
+    fn xdg_directories_move_the_user_and_system_files() {
+        let mut w = World::new();
+        w.write(
+            "xdg-home/uv/uv.toml",
+            "index-url = \"https://xdg-user.example/simple\"\n",
+        );
+        w.write(
+            "root/xdg-sys/pip/pip.conf",
+            "[global]\nindex-url = https://xdg-sys.example/simple\n",
+        );
+        assert_eq!(w.default(), None);
+        w.set("XDG_CONFIG_DIRS", "/xdg-sys");
+        assert_eq!(w.default().unwrap().0, "https://xdg-sys.example/simple");
+        w.set("XDG_CONFIG_HOME", w.path("xdg-home").to_str().unwrap());
+        assert_eq!(w.default().unwrap().0, "https://xdg-user.example/simple");
+    }
+
+    #[test]
+    fn pip_skips_user_files_when_pip_config_file_exists_and_all_files_for_dev_null() {
+        let mut w = World::new();
+        w.write(
+            "home/.pip/pip.conf",
+            "[global]\nindex-url = https://legacy-user.example/simple\n",
+        );
+        w.write(
+            "root/etc/pip.conf",
+            "[global]\nindex-url = https://global.example/simple\n",
+        );
+        assert_eq!(w.default().unwrap().0, "https://legacy-user.example/simple");
+        w.write("empty.conf", "[global]\ntimeout = 60\n");
+        w.set("PIP_CONFIG_FILE", w.path("empty.conf").to_str().unwrap());
+        assert_eq!(w.default().unwrap().0, "https://global.example/simple");
+        w.set("PIP_CONFIG_FILE", "/dev/null");
+        assert_eq!(w.default(), None);
+    }
+
+    #[test]
+    fn extra_indexes_come_from_every_source_after_the_default() {
+        let mut w = World::new();
+        w.set(
+            "UV_INDEX",
+            "internal=https://internal.example/simple https://anon.example/simple",
+        );
+        w.set(
+            "PIP_EXTRA_INDEX_URL",
+            "https://pip-extra-env.example/simple",
+        );
+        w.write(
+            "project/pyproject.toml",
+            "[tool.uv]\nextra-index-url = [\"https://uv-extra.example/simple\"]\n[[tool.uv.index]]\nname = \"torch\"\nurl = \"https://torch.example/whl\"\nexplicit = true\n[[tool.uv.index]]\nname = \"mirror\"\nurl = \"https://mirror.example/simple\"\n[[tool.uv.index]]\nname = \"main\"\nurl = \"https://main.example/simple\"\ndefault = true\n",
+        );
+        w.write(
+            "root/etc/pip.conf",
+            "[global]\nextra-index-url =\n    https://pip-a.example/simple\n    https://pip-b.example/simple\n",
+        );
+        let s = w.resolve();
+        assert_eq!(
+            s.urls(),
+            [
+                "https://main.example/simple",
+                "https://internal.example/simple",
+                "https://anon.example/simple",
+                "https://pip-extra-env.example/simple",
+                "https://mirror.example/simple",
+                "https://uv-extra.example/simple",
+                "https://pip-a.example/simple",
+                "https://pip-b.example/simple",
+            ]
+        );
+    }
+
+    #[test]
+    fn credentials_leave_the_url_and_come_from_url_env_or_netrc() {
+        let mut w = World::new();
+        w.set(
+            "UV_DEFAULT_INDEX",
+            "https://al%40ice:s3cr%2Ft@private.example/simple",
+        );
+        w.set("UV_INDEX", "corp=https://corp.example/simple");
+        w.set("UV_INDEX_CORP_USERNAME", "bob");
+        w.set("UV_INDEX_CORP_PASSWORD", "hunter2");
+        w.write(
+            "home/.netrc",
+            "# tokens\nmachine files.example login carol password pw3\ndefault login dave password pw4\n",
+        );
+        let s = w.resolve();
+        assert_eq!(
+            s.default.as_ref().unwrap().url,
+            "https://private.example/simple"
+        );
+        let c = &s.credentials;
+        assert_eq!(
+            c.for_url("https://private.example/packages/a.whl"),
+            Some(("al@ice".into(), Some("s3cr/t".into())))
+        );
+        assert_eq!(
+            c.for_url("https://corp.example/simple/x/"),
+            Some(("bob".into(), Some("hunter2".into())))
+        );
+        assert_eq!(
+            c.for_url("https://files.example/a.whl"),
+            Some(("carol".into(), Some("pw3".into())))
+        );
+        // netrc's default entry is for the configured indexes only.
+        assert_eq!(c.for_url("https://elsewhere.example/a.whl"), None);
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("s3cr") && !debug.contains("hunter2") && !debug.contains("pw3"),
+            "{debug}"
+        );
+
+        w.set("NETRC", w.path("nope").to_str().unwrap());
+        assert_eq!(
+            w.resolve()
+                .credentials
+                .for_url("https://files.example/a.whl"),
+            None
+        );
+    }
+
+    #[test]
+    fn an_explicit_default_beats_the_settings_and_keeps_its_credentials_apart() {
+        let mut w = World::new();
+        w.set("PIP_INDEX_URL", "https://env.example/simple");
+        let mut s = w.resolve();
+        let bare = s
+            .set_default("https://me:tok@explicit.example/simple", "index-url")
+            .unwrap();
+        assert_eq!(bare, "https://explicit.example/simple");
+        assert_eq!(s.urls(), ["https://explicit.example/simple"]);
+        assert_eq!(
+            s.credentials
+                .for_url("https://explicit.example/files/a.whl"),
+            Some(("me".into(), Some("tok".into())))
+        );
+        assert!(s.set_default("ftp://x.example", "index-url").is_err());
+    }
+
+    #[test]
+    fn with_nothing_configured_the_settings_read_are_listed() {
+        let w = World::new();
+        let s = w.resolve();
+        assert_eq!(s.default, None);
+        let read = s.describe_read();
+        for part in [
+            "UV_DEFAULT_INDEX, UV_INDEX_URL, PIP_INDEX_URL",
+            "no uv.toml or pyproject.toml [tool.uv]",
+            "home/.config/uv/uv.toml",
+            "root/etc/uv/uv.toml",
+            "home/.config/pip/pip.conf",
+            "root/etc/pip.conf",
+        ] {
+            assert!(read.contains(part), "{part} missing from {read}");
+        }
+    }
+
+    #[test]
+    fn bad_urls_and_bad_toml_name_their_setting() {
+        let mut w = World::new();
+        w.set("PIP_INDEX_URL", "pypi.example/simple");
+        let err = w.resolve_from("project").unwrap_err().to_string();
+        assert!(
+            err.starts_with("PIP_INDEX_URL: `pypi.example/simple`"),
+            "{err}"
+        );
+        w.env.clear();
+        w.write("project/uv.toml", "index-url = [");
+        let err = w.resolve_from("project").unwrap_err().to_string();
+        assert!(err.contains("project/uv.toml is not valid TOML"), "{err}");
+        w.write("project/uv.toml", "index-url = \"https://u:pw@ok.example/simple\"\nextra-index-url = [\"ftp://u:pw@bad.example\"]\n");
+        let err = w.resolve_from("project").unwrap_err().to_string();
+        assert!(!err.contains("pw@"), "{err}");
+    }
+
+    #[test]
+    fn ini_values_continue_on_indented_lines_and_keys_accept_underscores() {
+        let ini = parse_ini(
+            "; c\n[global]\nIndex_Url : https://a.example/simple\nextra-index-url = x\n  y\n# z\n",
+        );
+        assert_eq!(
+            ini[&("global".into(), "index_url".into())],
+            "https://a.example/simple"
+        );
+        assert_eq!(ini[&("global".into(), "extra-index-url".into())], "x\ny");
+        let mut w = World::new();
+        w.write(
+            "pip.conf",
+            "[global]\nindex_url = https://underscore.example/simple\n",
+        );
+        w.set("PIP_CONFIG_FILE", w.path("pip.conf").to_str().unwrap());
+        assert_eq!(w.default().unwrap().0, "https://underscore.example/simple");
+    }
+}

@@ -1,0 +1,497 @@
+//! `pdm.lock` (lock_version 4.x, written with PDM's default `inherit_metadata`
+//! strategy): every package lists the groups that need it and one `marker`
+//! for when it does, so installing is a filter. In PDM, optional-dependency
+//! extras of the project are groups too; `default` is the main one.
+//!
+//! Files carry a URL only when locked with the `static_urls` strategy;
+//! otherwise they are looked up on the configured index (see `lock::locate`).
+//! `[[metadata.targets]]` says which Pythons and platforms the lock is for:
+//! the target image must be one of them. Local packages (`path`,
+//! `editable`) are not returned.
+
+use super::{
+    filename_from_url, group_key, normalise_name, sha256_from_hash, LockError, LockOptions,
+    LockedFile, LockedPackage,
+};
+use crate::python::markers::MarkerEnv;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+#[derive(Deserialize)]
+struct PdmLock {
+    metadata: Metadata,
+    #[serde(default)]
+    package: Vec<Package>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    lock_version: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    strategy: Vec<String>,
+    #[serde(default)]
+    targets: Vec<Target>,
+}
+
+#[derive(Deserialize)]
+struct Target {
+    requires_python: Option<String>,
+    platform: Option<String>,
+    implementation: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Package {
+    name: String,
+    version: Option<String>,
+    groups: Option<Vec<String>>,
+    marker: Option<String>,
+    #[serde(default)]
+    files: Vec<File>,
+    path: Option<String>,
+    editable: Option<bool>,
+    git: Option<String>,
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct File {
+    file: Option<String>,
+    url: Option<String>,
+    hash: String,
+}
+
+pub fn load(
+    path: &Path,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<Vec<LockedPackage>, LockError> {
+    let text = super::read_text(path)?;
+    parse(&text, &path.display().to_string(), opts, env)
+}
+
+pub fn parse(
+    text: &str,
+    path: &str,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<Vec<LockedPackage>, LockError> {
+    let invalid = |message: String| LockError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    let marker_err = |source| LockError::Marker {
+        path: path.to_owned(),
+        source,
+    };
+    let lock: PdmLock = super::from_toml(text, path)?;
+    let meta = &lock.metadata;
+    let version = meta.lock_version.as_deref().unwrap_or("");
+    if version.split('.').next() != Some("4") {
+        return Err(invalid(format!(
+            "lock_version `{version}` is not supported; imgbuild reads lock_version 4.x. Run `pdm lock` with PDM 2.11 or later"
+        )));
+    }
+    if !meta.strategy.iter().any(|s| s == "inherit_metadata") {
+        return Err(invalid(
+            "was locked without the `inherit_metadata` strategy, so it does not say which packages each group needs; run `pdm lock --strategy inherit_metadata`".into(),
+        ));
+    }
+    if !meta.targets.is_empty() {
+        let mut any = false;
+        for t in &meta.targets {
+            any |= target_matches(t, env).map_err(marker_err)?;
+        }
+        if !any {
+            return Err(invalid(format!(
+                "none of its targets ({}) is the base image's Python {} on linux/{}; lock for it with `pdm lock --append --python … --platform …`",
+                meta.targets.iter().map(describe).collect::<Vec<_>>().join("; "),
+                env.python_full_version(),
+                env.environment().platform_machine()
+            )));
+        }
+    }
+
+    let known: BTreeSet<String> = meta.groups.iter().map(|g| group_key(g)).collect();
+    for (kind, wanted) in [("extra", &opts.extras), ("dependency group", &opts.groups)] {
+        if let Some(g) = wanted
+            .iter()
+            .find(|g| !known.contains(&group_key(g)) && g.as_str() != "dev")
+        {
+            return Err(invalid(format!(
+                "the lock has no {kind} `{g}` (its groups: {}); fix the {}s setting or lock again with `pdm lock -G :all`",
+                known.iter().cloned().collect::<Vec<_>>().join(", "),
+                if kind == "extra" { "extra" } else { "group" }
+            )));
+        }
+    }
+    let mut active: BTreeSet<String> = opts
+        .groups
+        .iter()
+        .chain(&opts.extras)
+        .map(|g| group_key(g))
+        .collect();
+    active.insert("default".into());
+    if opts.include_dev {
+        active.insert("dev".into());
+    }
+
+    let mut out: Vec<LockedPackage> = Vec::new();
+    for pkg in &lock.package {
+        let package_err = |message: String| LockError::Package {
+            path: path.to_owned(),
+            package: match &pkg.version {
+                Some(v) => format!("{} {v}", pkg.name),
+                None => pkg.name.clone(),
+            },
+            message,
+        };
+        let groups = pkg.groups.as_ref().ok_or_else(|| {
+            package_err("has no `groups`; run `pdm lock --strategy inherit_metadata` again".into())
+        })?;
+        if !groups.iter().any(|g| active.contains(&group_key(g))) {
+            continue;
+        }
+        if let Some(marker) = &pkg.marker {
+            if !env.evaluate(marker, &opts.extras).map_err(marker_err)? {
+                continue;
+            }
+        }
+        if pkg.path.is_some() || pkg.editable == Some(true) {
+            continue;
+        }
+        let version = pkg
+            .version
+            .clone()
+            .ok_or_else(|| package_err("has no `version`".into()))?;
+        let mut files = Vec::new();
+        let mut has_sdist = pkg.git.is_some();
+        for f in &pkg.files {
+            let url = f.url.clone().or_else(|| pkg.url.clone());
+            let filename = f
+                .file
+                .clone()
+                .or_else(|| url.as_deref().and_then(filename_from_url))
+                .ok_or_else(|| package_err("has a file without `file` or `url`".into()))?;
+            let sha256 = sha256_from_hash(&f.hash).ok_or_else(|| {
+                package_err(format!(
+                    "file {filename} has no sha256 hash; imgbuild verifies every download, lock again"
+                ))
+            })?;
+            if !filename.ends_with(".whl") {
+                has_sdist = true;
+                continue;
+            }
+            files.push(LockedFile {
+                filename,
+                url,
+                sha256,
+                size: None,
+            });
+        }
+        let name = normalise_name(&pkg.name)
+            .ok_or_else(|| package_err("is not a valid package name (PEP 508)".into()))?;
+        // `uvicorn[standard]` is a second entry for uvicorn with the same files.
+        match out.iter_mut().find(|p| p.name == name) {
+            Some(p) if p.version == version => {
+                for f in files {
+                    if !p.files.contains(&f) {
+                        p.files.push(f);
+                    }
+                }
+                p.has_sdist |= has_sdist;
+            }
+            Some(p) => {
+                return Err(package_err(format!(
+                    "versions {} and {version} both apply to this target; the lock looks inconsistent, run `pdm lock` again",
+                    p.version
+                )))
+            }
+            None => out.push(LockedPackage {
+                name,
+                version,
+                files,
+                has_sdist,
+                index: None,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// A PDM target: `requires_python`, `implementation` and a platform such as
+/// `linux`, `manylinux_2_17_x86_64`, `musllinux_1_2_aarch64` or `windows_amd64`.
+fn target_matches(
+    t: &Target,
+    env: &MarkerEnv,
+) -> Result<bool, crate::python::markers::MarkerError> {
+    if let Some(rp) = &t.requires_python {
+        if !env.satisfies_requires_python(rp)? {
+            return Ok(false);
+        }
+    }
+    if let Some(i) = &t.implementation {
+        if !i.eq_ignore_ascii_case("cpython") {
+            return Ok(false);
+        }
+    }
+    let Some(platform) = &t.platform else {
+        return Ok(true);
+    };
+    let p = platform.to_ascii_lowercase();
+    let linux = ["linux", "manylinux", "musllinux", "alpine"]
+        .iter()
+        .any(|l| p.starts_with(l));
+    if !linux {
+        return Ok(false);
+    }
+    let arch = env.environment().platform_machine().to_string();
+    let arches = ["x86_64", "aarch64", "i686", "armv7l", "ppc64le", "s390x"];
+    Ok(match arches.iter().find(|a| p.ends_with(*a)) {
+        Some(a) => *a == arch,
+        None => true,
+    })
+}
+
+fn describe(t: &Target) -> String {
+    [
+        t.requires_python.as_deref().map(|r| format!("Python {r}")),
+        t.implementation.clone(),
+        t.platform.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::test_support::{env, hash};
+
+    fn pkg(name: &str, version: &str, groups: &str, extra: &str, files: &str) -> String {
+        format!(
+            "[[package]]\nname = \"{name}\"\nversion = \"{version}\"\nrequires_python = \">=3.8\"\nsummary = \"\"\ngroups = [{groups}]\n{extra}dependencies = [\n    \"idna>=2.8\",\n]\nfiles = [\n{files}]\n\n"
+        )
+    }
+
+    fn file(name: &str, h: char) -> String {
+        format!(
+            "    {{file = \"{name}\", hash = \"sha256:{}\"}},\n",
+            hash(h)
+        )
+    }
+
+    fn lock(targets: &str) -> String {
+        let mut s = format!("# This file is @generated by PDM.\n# It is not intended for manual editing.\n\n[metadata]\ngroups = [\"default\", \"dev\", \"json\", \"ops\"]\nstrategy = [\"inherit_metadata\"]\nlock_version = \"4.5.1\"\ncontent_hash = \"sha256:00\"\n\n{targets}\n");
+        s += &pkg(
+            "uvicorn",
+            "0.55.0",
+            "\"default\"",
+            "",
+            &(file("uvicorn-0.55.0-py3-none-any.whl", 'a') + &file("uvicorn-0.55.0.tar.gz", 'b')),
+        );
+        s += &pkg(
+            "uvicorn",
+            "0.55.0",
+            "\"default\"",
+            "extras = [\"standard\"]\n",
+            &(file("uvicorn-0.55.0-py3-none-any.whl", 'a') + &file("uvicorn-0.55.0.tar.gz", 'b')),
+        );
+        s += &pkg(
+            "uvloop",
+            "0.23.0",
+            "\"default\"",
+            "marker = \"sys_platform != \\\"win32\\\"\"\n",
+            &(file("uvloop-0.23.0-cp311-cp311-manylinux_2_17_x86_64.whl", 'c')
+                + &file("uvloop-0.23.0-cp311-cp311-manylinux_2_17_aarch64.whl", 'd')),
+        );
+        s += &pkg(
+            "colorama",
+            "0.4.6",
+            "\"default\", \"dev\"",
+            "marker = \"sys_platform == \\\"win32\\\"\"\n",
+            &file("colorama-0.4.6-py2.py3-none-any.whl", 'e'),
+        );
+        s += &pkg(
+            "orjson",
+            "3.11.0",
+            "\"json\"",
+            "",
+            &file("orjson-3.11.0-cp311-cp311-manylinux_2_17_x86_64.whl", 'f'),
+        );
+        s += &pkg(
+            "humanize",
+            "4.14.0",
+            "\"ops\"",
+            "",
+            &format!(
+                "    {{url = \"https://files.example/humanize-4.14.0-py3-none-any.whl\", hash = \"sha256:{}\"}},\n",
+                hash('1')
+            ),
+        );
+        s += &pkg(
+            "iniconfig",
+            "2.3.1",
+            "\"dev\"",
+            "",
+            &file("iniconfig-2.3.1-py3-none-any.whl", '2'),
+        );
+        s += &pkg(
+            "shared",
+            "0.1.0",
+            "\"default\"",
+            "path = \"./libs/shared\"\n",
+            "",
+        );
+        s
+    }
+
+    fn names(text: &str, opts: &LockOptions, arch: &str) -> Vec<String> {
+        let mut out: Vec<String> = parse(text, "pdm.lock", opts, &env(arch))
+            .unwrap()
+            .into_iter()
+            .map(|p| format!("{}=={}", p.name, p.version))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_default_group_is_installed_where_markers_hold_and_extras_entries_merge() {
+        assert_eq!(
+            names(&lock(""), &LockOptions::default(), "x86_64"),
+            ["uvicorn==0.55.0", "uvloop==0.23.0"]
+        );
+        let got = parse(
+            &lock(""),
+            "pdm.lock",
+            &LockOptions::default(),
+            &env("x86_64"),
+        )
+        .unwrap();
+        let uvicorn = got.iter().find(|p| p.name == "uvicorn").unwrap();
+        assert_eq!(uvicorn.files.len(), 1);
+        assert_eq!(uvicorn.files[0].url, None);
+        assert_eq!(uvicorn.files[0].sha256, hash('a'));
+        assert!(uvicorn.has_sdist);
+    }
+
+    #[test]
+    fn extras_and_groups_both_select_pdm_groups() {
+        let opts = LockOptions {
+            extras: vec!["json".into()],
+            groups: vec!["ops".into()],
+            ..Default::default()
+        };
+        let got = names(&lock(""), &opts, "x86_64");
+        assert!(got.contains(&"orjson==3.11.0".to_string()), "{got:?}");
+        assert!(got.contains(&"humanize==4.14.0".to_string()), "{got:?}");
+        assert!(!got.iter().any(|n| n.starts_with("iniconfig")), "{got:?}");
+        let dev = names(
+            &lock(""),
+            &LockOptions {
+                include_dev: true,
+                ..Default::default()
+            },
+            "x86_64",
+        );
+        assert!(dev.contains(&"iniconfig==2.3.1".to_string()), "{dev:?}");
+        assert!(!dev.iter().any(|n| n.starts_with("colorama")), "{dev:?}");
+    }
+
+    #[test]
+    fn static_urls_are_kept() {
+        let opts = LockOptions {
+            groups: vec!["ops".into()],
+            ..Default::default()
+        };
+        let got = parse(&lock(""), "pdm.lock", &opts, &env("x86_64")).unwrap();
+        let h = got.iter().find(|p| p.name == "humanize").unwrap();
+        assert_eq!(h.files[0].filename, "humanize-4.14.0-py3-none-any.whl");
+        assert_eq!(
+            h.files[0].url.as_deref(),
+            Some("https://files.example/humanize-4.14.0-py3-none-any.whl")
+        );
+    }
+
+    #[test]
+    fn the_target_image_must_be_one_of_the_lock_targets() {
+        let t = |rp: &str, platform: &str| {
+            format!("[[metadata.targets]]\nrequires_python = \"{rp}\"\nplatform = \"{platform}\"\n")
+        };
+        let ok = lock(&(t(">=3.11", "windows_amd64") + &t(">=3.11", "manylinux_2_17_x86_64")));
+        assert!(parse(&ok, "pdm.lock", &LockOptions::default(), &env("x86_64")).is_ok());
+        let err = parse(
+            &ok,
+            "app/pdm.lock",
+            &LockOptions::default(),
+            &env("aarch64"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("app/pdm.lock: none of its targets")
+                && err.contains("manylinux_2_17_x86_64")
+                && err.contains("linux/aarch64"),
+            "{err}"
+        );
+        let py = lock(&t(">=3.12", "linux"));
+        assert!(parse(&py, "pdm.lock", &LockOptions::default(), &env("x86_64")).is_err());
+        let any_linux = lock(&t(">=3.11", "linux"));
+        assert!(parse(
+            &any_linux,
+            "pdm.lock",
+            &LockOptions::default(),
+            &env("aarch64")
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn old_locks_and_unknown_groups_are_refused_with_what_to_do() {
+        let err = parse(
+            &lock("").replace("lock_version = \"4.5.1\"", "lock_version = \"3.0\""),
+            "pdm.lock",
+            &LockOptions::default(),
+            &env("x86_64"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("lock_version `3.0` is not supported"), "{err}");
+        let err = parse(
+            &lock("").replace(
+                "strategy = [\"inherit_metadata\"]",
+                "strategy = [\"cross_platform\"]",
+            ),
+            "pdm.lock",
+            &LockOptions::default(),
+            &env("x86_64"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("pdm lock --strategy inherit_metadata"),
+            "{err}"
+        );
+        let err = parse(
+            &lock(""),
+            "pdm.lock",
+            &LockOptions {
+                extras: vec!["yaml".into()],
+                ..Default::default()
+            },
+            &env("x86_64"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("no extra `yaml` (its groups: default, dev, json, ops)"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! `poetry.lock` (lock-version 2.1 and later 2.x, written by Poetry 2): every
+//! package carries the dependency groups that need it and the markers under
+//! which they do, relative to the project, so installing is a filter and not
+//! a graph walk. Extras show up in those markers as `extra == "NAME"`.
+//!
+//! Files carry a name and a hash but no URL: they are looked up on the
+//! package's `[package.source]` index, or on the configured index
+//! (see `lock::locate`). `directory` packages are local and not returned.
+
+use super::{
+    group_key, normalise_name, sha256_from_hash, LockError, LockOptions, LockedFile, LockedPackage,
+};
+use crate::python::markers::MarkerEnv;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+#[derive(Deserialize)]
+struct PoetryLock {
+    #[serde(default)]
+    package: Vec<Package>,
+    #[serde(default)]
+    extras: BTreeMap<String, Vec<String>>,
+    metadata: Option<Metadata>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Metadata {
+    lock_version: Option<String>,
+    python_versions: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Package {
+    name: String,
+    version: Option<String>,
+    groups: Option<Vec<String>>,
+    markers: Option<Markers>,
+    #[serde(default)]
+    files: Vec<File>,
+    source: Option<Source>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Markers {
+    All(String),
+    PerGroup(BTreeMap<String, String>),
+}
+
+#[derive(Deserialize)]
+struct File {
+    file: String,
+    hash: String,
+}
+
+#[derive(Deserialize)]
+struct Source {
+    #[serde(rename = "type")]
+    kind: String,
+    url: Option<String>,
+}
+
+pub fn load(
+    path: &Path,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<Vec<LockedPackage>, LockError> {
+    let text = super::read_text(path)?;
+    parse(&text, &path.display().to_string(), opts, env)
+}
+
+pub fn parse(
+    text: &str,
+    path: &str,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<Vec<LockedPackage>, LockError> {
+    let invalid = |message: String| LockError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    let marker_err = |source| LockError::Marker {
+        path: path.to_owned(),
+        source,
+    };
+    let lock: PoetryLock = super::from_toml(text, path)?;
+    let metadata = lock
+        .metadata
+        .as_ref()
+        .ok_or_else(|| invalid("has no [metadata] table; is this a poetry.lock?".into()))?;
+    let version = metadata.lock_version.as_deref().unwrap_or("");
+    let mut parts = version.split('.').map(str::parse::<u32>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(2)), Some(Ok(minor))) if minor >= 1 => {}
+        _ => {
+            return Err(invalid(format!(
+                "lock-version `{version}` is not supported; imgbuild reads lock-version 2.1 and later 2.x, which Poetry 2 writes with each package's groups and markers. Run `poetry lock` with Poetry 2"
+            )))
+        }
+    }
+    // Poetry's constraint syntax (`^3.11`) is not PEP 440; check only what parses.
+    if let Some(pv) = &metadata.python_versions {
+        if matches!(env.satisfies_requires_python(pv), Ok(false)) {
+            return Err(invalid(format!(
+                "python-versions `{pv}` excludes the base image's Python {}; use a base image whose Python matches, or change the project's Python requirement and lock again",
+                env.python_full_version()
+            )));
+        }
+    }
+
+    let known_extras: BTreeSet<String> = lock.extras.keys().map(|e| group_key(e)).collect();
+    if let Some(e) = opts
+        .extras
+        .iter()
+        .find(|e| !known_extras.contains(&group_key(e)))
+    {
+        return Err(invalid(format!(
+            "the project has no extra `{e}` (known: {}); fix the extras setting or lock again",
+            list(&known_extras)
+        )));
+    }
+    let known_groups: BTreeSet<String> = lock
+        .package
+        .iter()
+        .flat_map(|p| p.groups.iter().flatten())
+        .map(|g| group_key(g))
+        .collect();
+    // `dev` is the conventional default: asking for it when it is absent is harmless.
+    if let Some(g) = opts
+        .groups
+        .iter()
+        .find(|g| !known_groups.contains(&group_key(g)) && g.as_str() != "dev")
+    {
+        return Err(invalid(format!(
+            "the project has no dependency group `{g}` (known: {}); fix the groups setting or lock again",
+            list(&known_groups)
+        )));
+    }
+    let mut active: BTreeSet<String> = opts.groups.iter().map(|g| group_key(g)).collect();
+    active.insert("main".into());
+    if opts.include_dev {
+        active.insert("dev".into());
+    }
+
+    let mut out: Vec<LockedPackage> = Vec::new();
+    for pkg in &lock.package {
+        let package_err = |message: String| LockError::Package {
+            path: path.to_owned(),
+            package: match &pkg.version {
+                Some(v) => format!("{} {v}", pkg.name),
+                None => pkg.name.clone(),
+            },
+            message,
+        };
+        let groups = pkg.groups.as_ref().ok_or_else(|| {
+            package_err("has no `groups`; run `poetry lock` with Poetry 2 again".into())
+        })?;
+        let mut needed = false;
+        for group in groups.iter().filter(|g| active.contains(&group_key(g))) {
+            let marker = match &pkg.markers {
+                None => None,
+                Some(Markers::All(m)) => Some(m.as_str()),
+                Some(Markers::PerGroup(m)) => m
+                    .iter()
+                    .find(|(g, _)| group_key(g) == group_key(group))
+                    .map(|(_, m)| m.as_str()),
+            };
+            if match marker {
+                None => true,
+                Some(m) => env.evaluate(m, &opts.extras).map_err(marker_err)?,
+            } {
+                needed = true;
+                break;
+            }
+        }
+        if !needed {
+            continue;
+        }
+        let kind = pkg.source.as_ref().map(|s| s.kind.as_str());
+        if kind == Some("directory") {
+            continue;
+        }
+        let version = pkg
+            .version
+            .clone()
+            .ok_or_else(|| package_err("has no `version`".into()))?;
+        let source_url = pkg.source.as_ref().and_then(|s| s.url.clone());
+        let (index, direct) = match kind {
+            None => (None, None),
+            Some("legacy") => (source_url, None),
+            // A wheel or sdist named by URL or by path (relative to the lockfile).
+            Some("url" | "file") => (None, source_url),
+            _ => (None, None),
+        };
+        let mut files = Vec::new();
+        let mut has_sdist = kind == Some("git");
+        for f in &pkg.files {
+            let sha256 = sha256_from_hash(&f.hash).ok_or_else(|| {
+                package_err(format!(
+                    "file {} has no sha256 hash; imgbuild verifies every download, lock again",
+                    f.file
+                ))
+            })?;
+            if !f.file.ends_with(".whl") {
+                has_sdist = true;
+                continue;
+            }
+            files.push(LockedFile {
+                filename: f.file.clone(),
+                url: direct.clone(),
+                sha256,
+                size: None,
+            });
+        }
+        let name = normalise_name(&pkg.name)
+            .ok_or_else(|| package_err("is not a valid package name (PEP 508)".into()))?;
+        if let Some(other) = out.iter().find(|p| p.name == name) {
+            return Err(package_err(format!(
+                "versions {} and {version} both apply to this target; the lock looks inconsistent, run `poetry lock` again",
+                other.version
+            )));
+        }
+        out.push(LockedPackage {
+            name,
+            version,
+            files,
+            has_sdist,
+            index,
+        });
+    }
+    Ok(out)
+}
+
+fn list(names: &BTreeSet<String>) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lock::test_support::{env, hash};
+
+    fn pkg(name: &str, version: &str, groups: &str, markers: &str, files: &str) -> String {
+        format!(
+            "[[package]]\nname = \"{name}\"\nversion = \"{version}\"\ndescription = \"\"\noptional = false\npython-versions = \">=3.8\"\ngroups = [{groups}]\n{markers}files = [{files}]\n\n[package.dependencies]\nidna = \">=2.8\"\n\n"
+        )
+    }
+
+    fn file(name: &str, h: char) -> String {
+        format!("{{file = \"{name}\", hash = \"sha256:{}\"}},", hash(h))
+    }
+
+    fn lock() -> String {
+        let mut s = String::from("# This file is automatically @generated by Poetry 2.5.1 and should not be changed by hand.\n\n");
+        s += &pkg(
+            "FastAPI",
+            "0.165.0",
+            "\"main\"",
+            "",
+            &(file("fastapi-0.165.0-py3-none-any.whl", 'a') + &file("fastapi-0.165.0.tar.gz", 'b')),
+        );
+        s += &pkg(
+            "uvloop",
+            "0.23.0",
+            "\"main\"",
+            "markers = \"sys_platform != \\\"win32\\\"\"\n",
+            &(file(
+                "uvloop-0.23.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+                'c',
+            ) + &file(
+                "uvloop-0.23.0-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl",
+                'd',
+            )),
+        );
+        s += &pkg(
+            "colorama",
+            "0.4.6",
+            "\"main\", \"dev\"",
+            "markers = \"sys_platform == \\\"win32\\\"\"\n",
+            &file("colorama-0.4.6-py2.py3-none-any.whl", 'e'),
+        );
+        s += &pkg(
+            "orjson",
+            "3.11.0",
+            "\"main\"",
+            "markers = \"extra == \\\"json\\\"\"\n",
+            &file("orjson-3.11.0-cp311-cp311-manylinux_2_17_x86_64.whl", 'f'),
+        );
+        s += &pkg(
+            "iniconfig",
+            "2.3.1",
+            "\"dev\"",
+            "",
+            &file("iniconfig-2.3.1-py3-none-any.whl", '1'),
+        );
+        s += &pkg(
+            "humanize",
+            "4.14.0",
+            "\"ops\", \"main\"",
+            "markers = {main = \"sys_platform == \\\"win32\\\"\", ops = \"platform_machine == \\\"x86_64\\\"\"}\n",
+            &file("humanize-4.14.0-py3-none-any.whl", '2'),
+        );
+        s += &pkg(
+            "private-lib",
+            "1.0",
+            "\"main\"",
+            "",
+            &file("private_lib-1.0-py3-none-any.whl", '3'),
+        );
+        s += "[package.source]\ntype = \"legacy\"\nurl = \"https://private.example/simple\"\nreference = \"private\"\n\n";
+        s += &pkg("shared", "0.1.0", "\"main\"", "", "");
+        s += "[package.source]\ntype = \"directory\"\nurl = \"libs/shared\"\n\n";
+        s += "[extras]\njson = [\"orjson\"]\n\n[metadata]\nlock-version = \"2.1\"\npython-versions = \">=3.11\"\ncontent-hash = \"00\"\n";
+        s
+    }
+
+    fn names(opts: &LockOptions, arch: &str) -> Vec<String> {
+        let mut out: Vec<String> = parse(&lock(), "poetry.lock", opts, &env(arch))
+            .unwrap()
+            .into_iter()
+            .map(|p| format!("{}=={}", p.name, p.version))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn main_group_packages_whose_markers_hold_are_installed() {
+        assert_eq!(
+            names(&LockOptions::default(), "x86_64"),
+            ["fastapi==0.165.0", "private-lib==1.0", "uvloop==0.23.0"]
+        );
+    }
+
+    #[test]
+    fn groups_and_extras_are_opt_in_and_per_group_markers_apply() {
+        let opts = LockOptions {
+            extras: vec!["json".into()],
+            groups: vec!["ops".into()],
+            ..Default::default()
+        };
+        let got = names(&opts, "x86_64");
+        assert!(got.contains(&"orjson==3.11.0".to_string()), "{got:?}");
+        assert!(got.contains(&"humanize==4.14.0".to_string()), "{got:?}");
+        assert!(!got.iter().any(|n| n.starts_with("iniconfig")), "{got:?}");
+        // The `ops` marker is for x86_64 only, and `main` wants it on Windows only.
+        assert!(!names(&opts, "aarch64")
+            .iter()
+            .any(|n| n.starts_with("humanize")));
+
+        let dev = names(
+            &LockOptions {
+                include_dev: true,
+                ..Default::default()
+            },
+            "x86_64",
+        );
+        assert!(dev.contains(&"iniconfig==2.3.1".to_string()), "{dev:?}");
+        assert!(!dev.iter().any(|n| n.starts_with("colorama")), "{dev:?}");
+    }
+
+    #[test]
+    fn files_have_no_url_and_keep_their_hash_and_source_index() {
+        let got = parse(
+            &lock(),
+            "poetry.lock",
+            &LockOptions::default(),
+            &env("x86_64"),
+        )
+        .unwrap();
+        let fastapi = got.iter().find(|p| p.name == "fastapi").unwrap();
+        assert!(fastapi.has_sdist);
+        assert_eq!(fastapi.index, None);
+        assert_eq!(
+            fastapi.files,
+            vec![LockedFile {
+                filename: "fastapi-0.165.0-py3-none-any.whl".into(),
+                url: None,
+                sha256: hash('a'),
+                size: None,
+            }]
+        );
+        let private = got.iter().find(|p| p.name == "private-lib").unwrap();
+        assert_eq!(
+            private.index.as_deref(),
+            Some("https://private.example/simple")
+        );
+        assert!(!got.iter().any(|p| p.name == "shared"));
+    }
+
+    #[test]
+    fn unknown_extras_and_groups_are_errors_that_list_the_known_ones() {
+        let err = parse(
+            &lock(),
+            "poetry.lock",
+            &LockOptions {
+                extras: vec!["yaml".into()],
+                ..Default::default()
+            },
+            &env("x86_64"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no extra `yaml` (known: json)"), "{err}");
+        let err = parse(
+            &lock(),
+            "poetry.lock",
+            &LockOptions {
+                groups: vec!["docs".into()],
+                ..Default::default()
+            },
+            &env("x86_64"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("group `docs` (known: dev, main, ops)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lock_version_2_0_and_other_pythons_are_refused() {
+        let old = lock().replace("lock-version = \"2.1\"", "lock-version = \"2.0\"");
+        let err = parse(
+            &old,
+            "app/poetry.lock",
+            &LockOptions::default(),
+            &env("x86_64"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("app/poetry.lock: lock-version `2.0` is not supported")
+                && err.contains("Poetry 2"),
+            "{err}"
+        );
+        let py = lock().replace(
+            "python-versions = \">=3.11\"\ncontent",
+            "python-versions = \">=3.12\"\ncontent",
+        );
+        let err = parse(&py, "poetry.lock", &LockOptions::default(), &env("x86_64"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(">=3.12") && err.contains("3.11.2"), "{err}");
+        // Poetry's caret syntax is not PEP 440 and is not checked.
+        let caret = lock().replace(
+            "python-versions = \">=3.11\"\ncontent",
+            "python-versions = \"^3.11\"\ncontent",
+        );
+        assert!(parse(
+            &caret,
+            "poetry.lock",
+            &LockOptions::default(),
+            &env("x86_64")
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn a_file_without_sha256_names_the_package() {
+        let text = lock().replace(&format!("sha256:{}", hash('a')), "md5:0123");
+        let err = parse(
+            &text,
+            "poetry.lock",
+            &LockOptions::default(),
+            &env("x86_64"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("package `FastAPI 0.165.0`") && err.contains("no sha256"),
+            "{err}"
+        );
+    }
+}
