@@ -47,6 +47,8 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Config(#[from] img::config::ConfigError),
+    #[error(transparent)]
+    Attest(#[from] crate::attest::AttestError),
     #[error("{0}")]
     Other(String),
 }
@@ -207,6 +209,7 @@ fn build_platform(
 
     let target;
     let mut packages: Vec<(String, Layer, bool)> = Vec::new();
+    let mut installed: Vec<SelectedWheel> = Vec::new();
     if let Some(lockfile) = &spec.lockfile {
         let python = base::python::detect(&base, Some(opts.store))?;
         (opts.on_event)(Event::Python {
@@ -249,6 +252,7 @@ fn build_platform(
             opts,
             spec.layer_budget.saturating_sub(layers.len() + 2),
         )?;
+        installed = wheels;
     } else {
         // Without a lockfile there are no packages, but the venv's python still
         // needs the base's interpreter; detect it only when it is cheap to need.
@@ -283,6 +287,7 @@ fn build_platform(
         &app_excludes(spec, &opts.own_paths),
     )?;
     let app_layer = store_layer(opts, &app_plan, &mut NoExternal)?;
+    let source_tree = crate::attest::tree::source_tree_digest(&app_plan, &spec.workdir)?;
     ours.push(("app".to_string(), app_layer, false));
 
     for (name, layer, cached) in ours {
@@ -360,6 +365,8 @@ fn build_platform(
         config_digest,
         layers,
         base_repository,
+        packages: installed,
+        source_tree: Some(source_tree),
     })
 }
 

@@ -15,6 +15,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod release;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "imgbuild",
@@ -37,6 +39,8 @@ pub enum Command {
     Push(PushArgs),
     /// Save registry credentials in Docker's config.json, as `docker login` does.
     Login(LoginArgs),
+    /// Build and write the image's SBOM (SPDX 2.3, or CycloneDX 1.6).
+    Sbom(release::SbomArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -123,6 +127,12 @@ pub struct BuildArgs {
     /// oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME[:TAG]].
     #[arg(short, long)]
     pub output: String,
+    /// Also write the image's SBOM to this file.
+    #[arg(long)]
+    pub sbom: Option<PathBuf>,
+    /// spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.6 JSON).
+    #[arg(long, value_enum, default_value_t = crate::attest::SbomFormat::Spdx)]
+    pub sbom_format: crate::attest::SbomFormat,
 }
 
 /// Where `build` writes the image.
@@ -186,6 +196,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(args) => cmd_build(args, cli.verbose),
         Command::Push(args) => cmd_push(args, cli.verbose),
         Command::Login(args) => cmd_login(args),
+        Command::Sbom(args) => release::cmd_sbom(args, cli.verbose),
     }
 }
 
@@ -368,7 +379,15 @@ fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
         Destination::Layout { dir, .. } => dir,
         Destination::OciArchive { file, .. } | Destination::DockerArchive { file, .. } => file,
     };
-    let result = run_build(&ctx, &args.common, client, &printer, &[output_path])?;
+    let mut writes = vec![output_path.as_path()];
+    writes.extend(args.sbom.as_deref());
+    let result = run_build(&ctx, &args.common, client, &printer, &writes)?;
+    if args.sbom.is_some() && result.images.len() != 1 {
+        return Err(crate::attest::AttestError::SeveralPlatforms {
+            count: result.images.len(),
+        }
+        .into());
+    }
     match &dest {
         Destination::Layout { dir, tag } => {
             layout::write_oci_layout(&result, dir, tag, &ctx.store)?
@@ -382,6 +401,9 @@ fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
                 .unwrap_or_else(|| default_repo_tag(&ctx.spec));
             archive::write_docker_archive(&result, file, &r, &ctx.store, ctx.epoch)?
         }
+    }
+    if let Some(file) = &args.sbom {
+        release::write_sbom(&ctx, &result, file, args.sbom_format)?;
     }
     finish(&args.common, &result, &[])
 }

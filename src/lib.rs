@@ -2,6 +2,7 @@
 //! daemon and without running Python. See docs/architecture.md for the pipeline.
 
 pub mod app;
+pub mod attest;
 pub mod base;
 pub mod build;
 pub mod cli;
