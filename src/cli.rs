@@ -75,6 +75,8 @@ pub struct PushArgs {
     /// Write the pushed references, one `REF@sha256:…` per line, to this file.
     #[arg(long)]
     pub image_refs: Option<PathBuf>,
+    #[command(flatten)]
+    pub attach: release::AttachArgs,
 }
 
 #[derive(Args, Debug)]
@@ -504,6 +506,7 @@ fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
         b.finish_and_clear();
     }
     let report = report?;
+    release::attach_on_push(&ctx, &result, &tags, &client, &args.attach)?;
     if verbose {
         eprintln!("timing: build {:?}, push {:?}", t1 - t0, t1.elapsed());
     }

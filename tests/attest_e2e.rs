@@ -204,3 +204,214 @@ if err:
         .count();
     assert_eq!(libs, exported.len());
 }
+
+fn client_for(host: &str) -> imgbuild::registry::RegistryClient {
+    imgbuild::registry::RegistryClient::new(
+        imgbuild::registry::TransportOptions {
+            insecure_registries: vec![host.to_string()],
+            ..Default::default()
+        },
+        imgbuild::registry::credentials::Anonymous,
+    )
+    .unwrap()
+}
+
+/// Pushes the project and returns the digest (the last stdout line) and stderr.
+fn push(project: &Path, tag: &str, host: &str, cache: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec![
+        "push",
+        "--tag",
+        tag,
+        "--insecure-registry",
+        host,
+        "--cache-dir",
+        cache,
+    ];
+    args.extend(extra);
+    let o = imgbuild(project, &args);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let out = ok(o, "push");
+    let pinned = out.lines().last().expect("a pushed reference").to_string();
+    let digest = pinned.rsplit_once('@').expect("REF@digest").1.to_string();
+    (digest, stderr)
+}
+
+/// Another tool's referrer (a cosign-style signature), and the fallback index
+/// at `sha256-<hex>` listing it, as that tool would leave them.
+fn seed_other_referrer(host: &str, repo: &str, subject: &str, subject_size: u64) -> String {
+    use imgbuild::digest::Digest;
+    let client = client_for(host);
+    let r = imgbuild::reference::Reference::parse(&format!("{host}/{repo}")).unwrap();
+    for blob in [&b"{}"[..], b"signature"] {
+        client
+            .push_blob(
+                &r,
+                &Digest::of_bytes(blob),
+                blob.len() as u64,
+                &|| Ok(Box::new(std::io::Cursor::new(blob.to_vec()))),
+                None,
+            )
+            .unwrap();
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": Digest::of_bytes(b"{}").to_string(), "size": 2},
+        "layers": [{"mediaType": "application/vnd.example.signature", "digest": Digest::of_bytes(b"signature").to_string(), "size": 9}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": subject_size},
+    }))
+    .unwrap();
+    let md = Digest::of_bytes(&manifest);
+    client
+        .put_manifest(
+            &r,
+            &md.to_string(),
+            &manifest,
+            "application/vnd.oci.image.manifest.v1+json",
+        )
+        .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md.to_string(), "size": manifest.len(),
+            "artifactType": "application/vnd.example.signature",
+            "annotations": {"example.com/tool": "other"},
+        }],
+    }))
+    .unwrap();
+    let tag = format!("sha256-{}", subject.trim_start_matches("sha256:"));
+    client
+        .put_manifest(&r, &tag, &index, "application/vnd.oci.image.index.v1+json")
+        .unwrap();
+    md.to_string()
+}
+
+fn skopeo_raw(reference: &str) -> Vec<u8> {
+    let o = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("run skopeo");
+    let _ = ok(o.clone(), &format!("skopeo inspect --raw {reference}"));
+    o.stdout
+}
+
+#[test]
+fn push_attaches_sbom_and_provenance_through_the_referrers_tag() {
+    let reg = support::registry::Registry::start(support::registry::Setup::Plain);
+    let project = hello_project();
+    let out = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache = out.path().join("cache").to_str().unwrap().to_string();
+    let tag = format!("{}/hello:1", reg.host);
+
+    let (digest, stderr) = push(
+        &project,
+        &tag,
+        &reg.host,
+        &cache,
+        &["--sbom=false", "--provenance=false"],
+    );
+    assert!(!stderr.contains("attached"), "{stderr}");
+    let manifest_size = skopeo_raw(&format!("{}/hello@{digest}", reg.host)).len() as u64;
+    let other = seed_other_referrer(&reg.host, "hello", &digest, manifest_size);
+
+    let (again, stderr) = push(&project, &tag, &reg.host, &cache, &[]);
+    assert_eq!(again, digest);
+    let fallback = format!(
+        "{}/hello:sha256-{}",
+        reg.host,
+        digest.trim_start_matches("sha256:")
+    );
+    assert!(stderr.contains("attached SBOM and provenance"), "{stderr}");
+    let index_bytes = skopeo_raw(&fallback);
+    let index: serde_json::Value = serde_json::from_slice(&index_bytes).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    let types: Vec<&str> = entries
+        .iter()
+        .map(|e| e["artifactType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "application/vnd.example.signature",
+            "application/spdx+json",
+            "application/vnd.in-toto+json"
+        ],
+        "{index:#}"
+    );
+    assert_eq!(
+        entries[0]["digest"],
+        other.as_str(),
+        "the other tool's entry is kept"
+    );
+    assert_eq!(entries[0]["annotations"]["example.com/tool"], "other");
+    assert_eq!(
+        entries[2]["annotations"]["in-toto.io/predicate-type"],
+        "https://slsa.dev/provenance/v1"
+    );
+
+    // A second push of the same image leaves the index as it was.
+    let (_, stderr) = push(&project, &tag, &reg.host, &cache, &[]);
+    assert!(stderr.contains("unchanged"), "{stderr}");
+    assert!(
+        skopeo_raw(&fallback) == index_bytes,
+        "the referrers index changed on a re-push"
+    );
+
+    // skopeo reads the artifacts: the manifest names the image as subject, and
+    // copying it out gives the SBOM that describes that image.
+    let sbom_ref = format!(
+        "{}/hello@{}",
+        reg.host,
+        entries[1]["digest"].as_str().unwrap()
+    );
+    let m: serde_json::Value = serde_json::from_slice(&skopeo_raw(&sbom_ref)).unwrap();
+    assert_eq!(m["subject"]["digest"], digest.as_str());
+    assert_eq!(m["artifactType"], "application/spdx+json");
+    let copy = out.path().join("sbom-artifact");
+    let o = Command::new("skopeo")
+        .args(["copy", "--insecure-policy", "--src-tls-verify=false"])
+        .arg(format!("docker://{sbom_ref}"))
+        .arg(format!("oci:{}", copy.display()))
+        .output()
+        .unwrap();
+    ok(o, "skopeo copy of the SBOM artifact");
+    let layer = m["layers"][0]["digest"].as_str().unwrap().replace(':', "/");
+    let spdx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(copy.join("blobs").join(layer)).unwrap()).unwrap();
+    assert_eq!(spdx["spdxVersion"], "SPDX-2.3");
+    assert!(spdx["name"].as_str().unwrap().ends_with(&digest));
+}
+
+#[test]
+fn with_a_referrers_api_no_fallback_tag_is_written() {
+    let fake = support::fake_registry::FakeRegistry::start();
+    fake.enable_referrers_api();
+    let project = hello_project();
+    let out = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache = out.path().join("cache").to_str().unwrap().to_string();
+    let host = fake.host();
+    let (digest, stderr) = push(&project, &format!("{host}/hello:1"), &host, &cache, &[]);
+    assert!(stderr.contains("(referrers API)"), "{stderr}");
+    let fallback = format!("sha256-{}", digest.trim_start_matches("sha256:"));
+    assert!(
+        fake.manifest("hello", &fallback).is_none(),
+        "the fallback tag was written although the registry has the referrers API"
+    );
+    assert_eq!(fake.count("GET", "/referrers/"), 1);
+    let referrers: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/manifests/"))
+        .filter_map(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+        .filter(|m| m["subject"]["digest"] == digest.as_str())
+        .map(|m| m["artifactType"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        referrers,
+        ["application/spdx+json", "application/vnd.in-toto+json"]
+    );
+}

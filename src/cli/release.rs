@@ -3,7 +3,11 @@
 
 use super::{prepare, run_build, write_atomic, CommonArgs, Prepared};
 use crate::attest::{self, AttestInput, SbomFormat};
+use crate::image::ANNOTATION_CREATED;
+use crate::output::referrers::{self, Artifact, Attached, Subject};
 use crate::output::BuildResult;
+use crate::reference::Reference;
+use crate::registry::RegistryClient;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -67,5 +71,98 @@ pub fn cmd_sbom(args: SbomArgs, verbose: bool) -> Result<()> {
     let result = run_build(&ctx, &args.common, client, &printer, &[&args.output])?;
     write_sbom(&ctx, &result, &args.output, args.sbom_format)?;
     eprintln!("wrote {}", args.output.display());
+    Ok(())
+}
+
+/// What `push` attaches, from its flags.
+#[derive(Args, Debug, Clone)]
+pub struct AttachArgs {
+    /// Attach the SBOM to each pushed platform image (--sbom=false to skip).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub sbom: bool,
+    /// Attach SLSA provenance to each pushed platform image (--provenance=false to skip).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub provenance: bool,
+    /// spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.6 JSON).
+    #[arg(long, value_enum, default_value_t = SbomFormat::Spdx)]
+    pub sbom_format: SbomFormat,
+}
+
+/// The SBOM and provenance artifacts for one platform image.
+pub(super) fn artifacts(input: &AttestInput, args: &AttachArgs) -> Vec<Artifact> {
+    let mut out = Vec::new();
+    if args.sbom {
+        out.push(Artifact {
+            artifact_type: args.sbom_format.media_type().to_string(),
+            bytes: attest::sbom::generate(input, args.sbom_format),
+            annotations: [(ANNOTATION_CREATED.to_string(), input.created.clone())].into(),
+        });
+    }
+    if args.provenance {
+        out.push(Artifact {
+            artifact_type: attest::MEDIA_TYPE_IN_TOTO.to_string(),
+            bytes: attest::provenance::generate(input),
+            annotations: [
+                (ANNOTATION_CREATED.to_string(), input.created.clone()),
+                (
+                    attest::ANNOTATION_PREDICATE_TYPE.to_string(),
+                    attest::PREDICATE_TYPE_SLSA1.to_string(),
+                ),
+            ]
+            .into(),
+        });
+    }
+    out
+}
+
+/// After a push: the SBOM and provenance of each platform image, attached
+/// as referrers in each pushed repository. Says where on stderr.
+pub(super) fn attach_on_push(
+    ctx: &Prepared,
+    result: &BuildResult,
+    tags: &[Reference],
+    client: &RegistryClient,
+    args: &AttachArgs,
+) -> Result<()> {
+    if !args.sbom && !args.provenance {
+        return Ok(());
+    }
+    let mut repos: Vec<&Reference> = Vec::new();
+    for t in tags {
+        if !repos
+            .iter()
+            .any(|r| r.registry == t.registry && r.repository == t.repository)
+        {
+            repos.push(t);
+        }
+    }
+    for repo in repos {
+        let name = repo.name();
+        for (img, input) in result.images.iter().zip(attest_inputs(ctx, result, &name)?) {
+            let subject = Subject {
+                media_type: crate::image::MEDIA_TYPE_OCI_MANIFEST.to_string(),
+                digest: img.manifest_digest.clone(),
+                size: img.manifest.len() as u64,
+            };
+            let how = referrers::attach(client, repo, &subject, &artifacts(&input, args))?;
+            let what = match (args.sbom, args.provenance) {
+                (true, true) => "SBOM and provenance",
+                (true, false) => "SBOM",
+                _ => "provenance",
+            };
+            match how {
+                Attached::Api => eprintln!(
+                    "[{}] attached {what} to {name}@{} (referrers API)",
+                    img.platform, img.manifest_digest
+                ),
+                Attached::Tag { tag, changed } => eprintln!(
+                    "[{}] attached {what} to {name}@{} (referrers tag {tag}{})",
+                    img.platform,
+                    img.manifest_digest,
+                    if changed { "" } else { ", unchanged" }
+                ),
+            }
+        }
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod layout;
 pub mod push;
+pub mod referrers;
 
 use crate::base::BlobSource;
 use crate::digest::{Digest, VerifyingReader};
