@@ -41,6 +41,10 @@ pub enum Command {
     Login(LoginArgs),
     /// Build and write the image's SBOM (SPDX 2.3, or CycloneDX 1.6).
     Sbom(release::SbomArgs),
+    /// Explain how two images differ: platforms, config, packages, files.
+    Diff(release::DiffArgs),
+    /// Rebuild this checkout and check that each platform's manifest matches REF.
+    Verify(release::VerifyArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -199,6 +203,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Push(args) => cmd_push(args, cli.verbose),
         Command::Login(args) => cmd_login(args),
         Command::Sbom(args) => release::cmd_sbom(args, cli.verbose),
+        Command::Diff(args) => release::cmd_diff(args, cli.verbose),
+        Command::Verify(args) => release::cmd_verify(args, cli.verbose),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod digest;
 pub mod dockerignore;
 pub mod fetch;
 pub mod image;
+pub mod inspect;
 pub mod layer;
 pub mod lock;
 pub mod output;

@@ -415,3 +415,310 @@ fn with_a_referrers_api_no_fallback_tag_is_written() {
         ["application/spdx+json", "application/vnd.in-toto+json"]
     );
 }
+
+/// An OCI layout whose index offers both Debian bases (as in deps_e2e.rs).
+fn multiarch_base() -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix("multiarch-base-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+        .keep();
+    let mut manifests = Vec::new();
+    for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
+        let layout = support::base::base_image(arch);
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        for e in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+            let e = e.unwrap();
+            let dest = dir.join("blobs/sha256").join(e.file_name());
+            if !dest.exists() {
+                std::fs::hard_link(e.path(), &dest)
+                    .or_else(|_| std::fs::copy(e.path(), &dest).map(drop))
+                    .unwrap();
+            }
+        }
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let mut m = index["manifests"][0].clone();
+        m.as_object_mut().unwrap().remove("annotations");
+        let mut platform = serde_json::json!({"os": "linux", "architecture": arch});
+        if let Some(v) = variant {
+            platform["variant"] = v.into();
+        }
+        m["platform"] = platform;
+        manifests.push(m);
+    }
+    let inner = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests
+    }))
+    .unwrap();
+    let inner_digest = imgbuild::digest::Digest::of_bytes(&inner);
+    std::fs::write(dir.join("blobs/sha256").join(inner_digest.hex()), &inner).unwrap();
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": inner_digest.to_string(), "size": inner.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    dir
+}
+
+/// Locks the project again with an earlier cut-off, so some packages go back a version.
+fn relock_older(project: &Path) {
+    support::uv::uv(
+        project,
+        &["lock", "--exclude-newer", "2025-01-15T00:00:00Z"],
+    );
+}
+
+/// `name version` pairs of each package the two locks pin differently.
+fn changed_versions(old: &Path, new: &Path) -> Vec<(String, String, String)> {
+    let (a, b) = (uv_export(old), uv_export(new));
+    a.iter()
+        .filter_map(|(n, (va, _))| {
+            let (vb, _) = b.get(n)?;
+            (va != vb).then(|| (n.clone(), va.clone(), vb.clone()))
+        })
+        .collect()
+}
+
+#[test]
+fn verify_passes_untouched_and_names_an_edited_file_or_a_changed_package() {
+    let reg = support::registry::Registry::start(support::registry::Setup::Plain);
+    let project = hello_project();
+    let out = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache = out.path().join("cache").to_str().unwrap().to_string();
+    let tag = format!("{}/hello:verify", reg.host);
+    push(&project, &tag, &reg.host, &cache, &[]);
+    let verify = |project: &Path| {
+        imgbuild(
+            project,
+            &[
+                "verify",
+                &tag,
+                "--insecure-registry",
+                &reg.host,
+                "--cache-dir",
+                &cache,
+            ],
+        )
+    };
+
+    let o = verify(&project);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        o.status.success(),
+        "verify of an untouched checkout failed:\n{stderr}"
+    );
+    assert!(stderr.contains("verified"), "{stderr}");
+
+    // A one-line edit: exit 1, and the report names the file.
+    let main = project.join("hello_api/main.py");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, format!("{text}# one more line\n")).unwrap();
+    let o = verify(&project);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("app/hello_api/main.py"),
+        "the edited file is not named:\n{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("error: "),
+        "{stderr}"
+    );
+    std::fs::write(&main, text).unwrap();
+
+    // A lock change: the report names each package with both versions.
+    let before = project.with_extension("before");
+    std::fs::create_dir_all(&before).unwrap();
+    std::fs::copy(project.join("uv.lock"), before.join("uv.lock")).unwrap();
+    std::fs::copy(
+        project.join("pyproject.toml"),
+        before.join("pyproject.toml"),
+    )
+    .unwrap();
+    relock_older(&project);
+    let changed = changed_versions(&before, &project);
+    assert!(!changed.is_empty(), "the older lock changed no version");
+    let o = verify(&project);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{stdout}");
+    for (name, old, new) in &changed {
+        assert!(
+            stdout.contains(&format!("~ {name} {old} -> {new}")),
+            "{name} {old} -> {new} is not named:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn verify_checks_each_platform_of_a_multi_platform_index() {
+    let reg = support::registry::Registry::start(support::registry::Setup::Plain);
+    let project = hello_project();
+    std::fs::write(
+        project.join("imgbuild.toml"),
+        format!(
+            "base = \"oci:{}:latest\"\napp = \"hello_api.main:app\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n",
+            multiarch_base().display()
+        ),
+    )
+    .unwrap();
+    let out = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache = out.path().join("cache").to_str().unwrap().to_string();
+    let tag = format!("{}/hello:multi", reg.host);
+    let (digest, _) = push(&project, &tag, &reg.host, &cache, &[]);
+    let o = imgbuild(
+        &project,
+        &[
+            "verify",
+            &tag,
+            "--insecure-registry",
+            &reg.host,
+            "--cache-dir",
+            &cache,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let stdout = ok(o, "verify of a multi-platform index");
+    assert_eq!(stdout.trim_end().lines().last(), Some(digest.as_str()));
+    assert_eq!(stderr.matches("verified").count(), 2, "{stderr}");
+}
+
+#[test]
+fn diff_of_two_locks_names_changed_packages_and_config_fields() {
+    let new = hello_project();
+    let old = hello_project();
+    relock_older(&old);
+    let changed = changed_versions(&old, &new);
+    assert!(!changed.is_empty(), "the older lock changed no version");
+    let spec = std::fs::read_to_string(new.join("imgbuild.toml")).unwrap();
+    std::fs::write(
+        new.join("imgbuild.toml"),
+        format!("{spec}[env]\nLOG_LEVEL = \"debug\"\n"),
+    )
+    .unwrap();
+
+    let out = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache = out.path().join("cache").to_str().unwrap().to_string();
+    let layout = |name: &str| format!("oci:{}:latest", out.path().join(name).display());
+    ok(
+        imgbuild(
+            &old,
+            &["build", "-o", &layout("old"), "--cache-dir", &cache],
+        ),
+        "build old",
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .current_dir(&new)
+        .args(["build", "-o", &layout("new"), "--cache-dir", &cache])
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    ok(o, "build new");
+
+    let text = ok(
+        imgbuild(&new, &["diff", &layout("old"), &layout("new")]),
+        "diff",
+    );
+    for (name, a, b) in &changed {
+        assert!(
+            text.contains(&format!("~ {name} {a} -> {b}")),
+            "{name}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("created: \"1970-01-01T00:00:00Z\" -> \"2023-11-14T22:13:20Z\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("env.LOG_LEVEL: (unset) -> \"debug\""),
+        "{text}"
+    );
+
+    let json = ok(
+        imgbuild(&new, &["diff", &layout("old"), &layout("new"), "--json"]),
+        "diff --json",
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("diff --json parses");
+    let pkgs = v["platforms"][0]["packages"].as_array().unwrap();
+    for (name, a, b) in &changed {
+        assert!(
+            pkgs.iter().any(|p| p["name"] == name.as_str()
+                && p["a"] == a.as_str()
+                && p["b"] == b.as_str()),
+            "{name} missing from {pkgs:?}"
+        );
+    }
+    let fields: Vec<&str> = v["platforms"][0]["config"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"created") && fields.contains(&"env.LOG_LEVEL"),
+        "{fields:?}"
+    );
+}
+
+#[test]
+fn bad_references_fail_with_one_line() {
+    let reg = support::registry::Registry::start(support::registry::Setup::Plain);
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let unreadable = dir.path().join("layout");
+    std::fs::create_dir(&unreadable).unwrap();
+    std::fs::write(unreadable.join("index.json"), "not json").unwrap();
+    let missing_tag = format!("{}/nothing:here", reg.host);
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "diff".into(),
+                "does-not-exist.tar".into(),
+                "oci:also-missing".into(),
+            ],
+            "does-not-exist.tar",
+        ),
+        (
+            vec![
+                "diff".into(),
+                format!("oci:{}", unreadable.display()),
+                ".".into(),
+            ],
+            "index.json",
+        ),
+        (
+            vec![
+                "verify".into(),
+                missing_tag.clone(),
+                "--insecure-registry".into(),
+                reg.host.clone(),
+            ],
+            "nothing:here",
+        ),
+    ];
+    for (args, names) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = imgbuild(dir.path(), &args);
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line:\n{stderr}"
+        );
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(names),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            o.stdout.is_empty(),
+            "{args:?} printed {:?}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+}

@@ -4,6 +4,7 @@
 use super::{prepare, run_build, write_atomic, CommonArgs, Prepared};
 use crate::attest::{self, AttestInput, SbomFormat};
 use crate::image::ANNOTATION_CREATED;
+use crate::inspect::{self, ImageRef, Loaded};
 use crate::output::referrers::{self, Artifact, Attached, Subject};
 use crate::output::BuildResult;
 use crate::reference::Reference;
@@ -11,6 +12,7 @@ use crate::registry::RegistryClient;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct SbomArgs {
@@ -165,4 +167,133 @@ pub(super) fn attach_on_push(
         }
     }
     Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// An image: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:TAG], oci-archive:FILE[:TAG], FILE.tar, or `.` (what this checkout builds).
+    pub a: String,
+    /// The image to compare it with (same forms).
+    pub b: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub registry: super::RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The image to verify: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:TAG], oci-archive:FILE[:TAG] or FILE.tar.
+    pub reference: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub registry: super::RegistryArgs,
+}
+
+fn registry_of(r: &ImageRef) -> Option<&str> {
+    match r {
+        ImageRef::Registry(reference) => Some(&reference.registry),
+        _ => None,
+    }
+}
+
+/// Builds this checkout for `platforms` (unless --platform says otherwise)
+/// and reads the result back.
+fn build_checkout(
+    common: &CommonArgs,
+    client: Arc<RegistryClient>,
+    platforms: Vec<crate::platform::Platform>,
+    verbose: bool,
+) -> Result<Loaded> {
+    let mut ctx = prepare(common)?;
+    if ctx.platforms.is_empty() {
+        ctx.platforms = platforms;
+    }
+    let printer = super::event_printer(verbose);
+    let result = run_build(&ctx, common, client, &printer, &[])?;
+    Ok(inspect::from_build(&result, &ctx.store)?)
+}
+
+fn print_report(report: &inspect::diff::Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", inspect::diff::render(report));
+    }
+    Ok(())
+}
+
+pub fn cmd_diff(args: DiffArgs, verbose: bool) -> Result<()> {
+    let refs = [ImageRef::parse(&args.a)?, ImageRef::parse(&args.b)?];
+    let target = refs.iter().find_map(registry_of);
+    let client = super::registry_client(&args.common, &args.registry, target)?;
+    let names = [&args.a, &args.b];
+    let mut loaded: [Option<Loaded>; 2] = [None, None];
+    for (k, r) in refs.iter().enumerate() {
+        if *r != ImageRef::Checkout {
+            loaded[k] = Some(inspect::load(r, names[k], &client)?);
+        }
+    }
+    for k in 0..2 {
+        if loaded[k].is_none() {
+            let platforms = loaded[1 - k]
+                .as_ref()
+                .map(|l| l.platforms())
+                .unwrap_or_default();
+            loaded[k] = Some(build_checkout(
+                &args.common,
+                client.clone(),
+                platforms,
+                verbose,
+            )?);
+        }
+    }
+    let [Some(a), Some(b)] = loaded else {
+        unreachable!("both sides are loaded above")
+    };
+    print_report(&inspect::compare(&a, &b), args.common.json)
+}
+
+pub fn cmd_verify(args: VerifyArgs, verbose: bool) -> Result<()> {
+    let r = ImageRef::parse(&args.reference)?;
+    if r == ImageRef::Checkout {
+        anyhow::bail!("verify compares a built image with this checkout: name the image (a registry reference, oci:DIR[:TAG] or an archive), not `.`");
+    }
+    let client = super::registry_client(&args.common, &args.registry, registry_of(&r))?;
+    let pinned = inspect::load(&r, &args.reference, &client)?;
+    let rebuilt = build_checkout(&args.common, client, pinned.platforms(), verbose)?;
+    let differing: Vec<String> = pinned
+        .images
+        .iter()
+        .filter(|i| {
+            rebuilt
+                .find(&i.platform)
+                .is_none_or(|b| b.manifest_digest != i.manifest_digest)
+        })
+        .map(|i| i.platform.to_string())
+        .collect();
+    if differing.is_empty() {
+        for i in &pinned.images {
+            eprintln!("[{}] verified {}", i.platform, i.manifest_digest);
+        }
+        if args.common.json {
+            print_report(&inspect::compare(&pinned, &rebuilt), true)?;
+        }
+        println!("{}", pinned.digest);
+        return Ok(());
+    }
+    print_report(&inspect::compare(&pinned, &rebuilt), args.common.json)?;
+    Err(VerifyFailed {
+        reference: args.reference.clone(),
+        platforms: differing,
+    }
+    .into())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{reference} is not what this checkout builds: {} differ{} (explained above)", .platforms.join(", "), if .platforms.len() == 1 { "s" } else { "" })]
+pub struct VerifyFailed {
+    pub reference: String,
+    pub platforms: Vec<String>,
 }
