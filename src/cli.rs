@@ -139,6 +139,9 @@ pub struct BuildArgs {
     /// spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.6 JSON).
     #[arg(long, value_enum, default_value_t = crate::attest::SbomFormat::Spdx)]
     pub sbom_format: crate::attest::SbomFormat,
+    /// Also write the image's provenance (in-toto statement, SLSA provenance v1) to this file.
+    #[arg(long)]
+    pub provenance: Option<PathBuf>,
 }
 
 /// Where `build` writes the image.
@@ -389,8 +392,9 @@ fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
     };
     let mut writes = vec![output_path.as_path()];
     writes.extend(args.sbom.as_deref());
+    writes.extend(args.provenance.as_deref());
     let result = run_build(&ctx, &args.common, client, &printer, &writes)?;
-    if args.sbom.is_some() && result.images.len() != 1 {
+    if (args.sbom.is_some() || args.provenance.is_some()) && result.images.len() != 1 {
         return Err(crate::attest::AttestError::SeveralPlatforms {
             count: result.images.len(),
         }
@@ -412,6 +416,9 @@ fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
     }
     if let Some(file) = &args.sbom {
         release::write_sbom(&ctx, &result, file, args.sbom_format)?;
+    }
+    if let Some(file) = &args.provenance {
+        release::write_provenance(&ctx, &result, file)?;
     }
     finish(&args.common, &result, &[])
 }

@@ -58,7 +58,7 @@ pub fn collect(
             name: w.name.clone(),
             version: w.version.clone(),
             filename: w.filename.clone(),
-            url: w.url.clone(),
+            url: w.url.as_deref().map(without_userinfo),
             sha256: w.sha256.to_ascii_lowercase(),
             licence,
         });
@@ -167,6 +167,20 @@ pub fn app_identity(source: &Path) -> (String, Option<String>) {
     (name, version)
 }
 
+/// A URL without `user:password@`: credentials never go into documents.
+pub fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 /// `path` relative to `base` (both absolute), with `..` where needed.
 pub fn relative(path: &Path, base: &Path) -> String {
     let p: Vec<Component> = path.components().collect();
@@ -204,6 +218,18 @@ mod tests {
         assert_eq!(
             relative(Path::new("/r/images/uv.lock"), Path::new("/r/images")),
             "uv.lock"
+        );
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            without_userinfo("https://user:secret@index.example.invalid/p/a.whl"),
+            "https://index.example.invalid/p/a.whl"
+        );
+        assert_eq!(
+            without_userinfo("https://index.example.invalid/p/a@1.whl"),
+            "https://index.example.invalid/p/a@1.whl"
         );
     }
 

@@ -66,6 +66,23 @@ pub(super) fn write_sbom(
     write_atomic(file, &attest::sbom::generate(&input, format))
 }
 
+/// The provenance statement of a one-platform build, written to `file`.
+pub(super) fn write_provenance(
+    ctx: &Prepared,
+    result: &BuildResult,
+    file: &std::path::Path,
+) -> Result<()> {
+    if result.images.len() != 1 {
+        return Err(attest::AttestError::SeveralPlatforms {
+            count: result.images.len(),
+        }
+        .into());
+    }
+    let (name, _) = attest::collect::app_identity(&ctx.spec.source);
+    let input = attest_inputs(ctx, result, &name)?.remove(0);
+    write_atomic(file, &attest::provenance::generate(&input))
+}
+
 pub fn cmd_sbom(args: SbomArgs, verbose: bool) -> Result<()> {
     let ctx = prepare(&args.common)?;
     let printer = super::event_printer(verbose);
