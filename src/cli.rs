@@ -15,7 +15,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-mod release;
+pub mod release;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -519,11 +519,12 @@ fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
         b.finish_and_clear();
     }
     let report = report?;
-    release::attach_on_push(&ctx, &result, &tags, &client, &args.attach)?;
     if verbose {
         eprintln!("timing: build {:?}, push {:?}", t1 - t0, t1.elapsed());
     }
+    // The figures describe the image; the attestations attached next are reported apart.
     let stats = client.stats();
+    release::attach_on_push(&ctx, &result, &tags, &client, &args.attach)?;
     for (i, img) in result.images.iter().enumerate() {
         for (j, l) in img.layers.iter().enumerate() {
             let outcome = report.outcome(i, j);
