@@ -105,6 +105,16 @@ if ! "$TOOL_BIN/pdm" --version 2>/dev/null | grep -q "version $PDM_VERSION\$"; t
   uv tool install --quiet --force "pdm==$PDM_VERSION" --with "hishel==1.4.0"
 fi
 step "$("$TOOL_BIN/poetry" --version), $("$TOOL_BIN/pdm" --version)"
+# --- SBOM validators for the tests: pyspdxtools (spdx-tools), cyclonedx-python-lib -----
+SBOM_TOOLS=${IMGBUILD_SBOM_TOOLS:-/opt/imgbuild-sbom-tools}
+if ! [ -x "$SBOM_TOOLS/bin/pyspdxtools" ] ||
+  ! "$SBOM_TOOLS/bin/python" -c 'import cyclonedx.validation.json' 2>/dev/null; then
+  step "installing spdx-tools and cyclonedx-python-lib into $SBOM_TOOLS"
+  $SUDO mkdir -p "$SBOM_TOOLS"
+  $SUDO env UV_PYTHON_DOWNLOADS=never uv venv --quiet --allow-existing "$SBOM_TOOLS"
+  $SUDO env VIRTUAL_ENV="$SBOM_TOOLS" uv pip install --quiet --python "$SBOM_TOOLS/bin/python" \
+    'spdx-tools>=0.8' 'cyclonedx-python-lib[json-validation]>=8'
+fi
 
 command -v cargo >/dev/null || {
   echo "error: cargo not found; install Rust 1.85 or newer (rustup) and run again" >&2

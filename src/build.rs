@@ -59,6 +59,8 @@ pub enum BuildError {
         #[source]
         source: crate::layer::plan::PlanError,
     },
+    #[error(transparent)]
+    Attest(#[from] crate::attest::AttestError),
 }
 
 /// What the pipeline tells its caller as it goes; the CLI decides how to show it.
@@ -218,6 +220,7 @@ fn build_platform(
 
     let target;
     let mut packages: Vec<(String, Layer, bool)> = Vec::new();
+    let mut installed: Vec<SelectedWheel> = Vec::new();
     if let Some(lockfile) = &spec.lockfile {
         let python = base::python::detect(&base, Some(opts.store))?;
         (opts.on_event)(Event::Python {
@@ -260,6 +263,7 @@ fn build_platform(
             opts,
             spec.layer_budget.saturating_sub(layers.len() + 2),
         )?;
+        installed = wheels;
     } else {
         // Without a lockfile there are no packages, but the venv's python still
         // needs the base's interpreter; detect it only when it is cheap to need.
@@ -294,6 +298,7 @@ fn build_platform(
         &app_excludes(spec, &opts.own_paths),
     )?;
     let app_layer = store_layer(opts, &app_plan, &mut NoExternal)?;
+    let source_tree = crate::attest::tree::source_tree_digest(&app_plan, &spec.workdir)?;
     ours.push(("app".to_string(), app_layer, false));
 
     for (name, layer, cached) in ours {
@@ -360,6 +365,8 @@ fn build_platform(
         config_digest,
         layers,
         base_repository,
+        packages: installed,
+        source_tree: Some(source_tree),
     })
 }
 

@@ -2,6 +2,7 @@
 //! daemon and without running Python. See docs/architecture.md for the pipeline.
 
 pub mod app;
+pub mod attest;
 pub mod base;
 pub mod build;
 pub mod cli;
@@ -9,6 +10,7 @@ pub mod digest;
 pub mod dockerignore;
 pub mod fetch;
 pub mod image;
+pub mod inspect;
 pub mod layer;
 pub mod lock;
 pub mod output;

@@ -27,6 +27,12 @@ pub enum Command {
     Push(PushArgs),
     /// Save registry credentials in Docker's config.json, as `docker login` does.
     Login(LoginArgs),
+    /// Build and write the image's SBOM (SPDX 2.3, or CycloneDX 1.6).
+    Sbom(super::release::SbomArgs),
+    /// Explain how two images differ: platforms, config, packages, files.
+    Diff(super::release::DiffArgs),
+    /// Rebuild this checkout and check that each platform's manifest matches REF.
+    Verify(super::release::VerifyArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -61,6 +67,8 @@ pub struct PushArgs {
     /// Write the pushed references, one `REF@sha256:…` per line, to this file.
     #[arg(long)]
     pub image_refs: Option<PathBuf>,
+    #[command(flatten)]
+    pub attach: super::release::AttachArgs,
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +121,15 @@ pub struct BuildArgs {
     /// oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:NAME[:TAG]].
     #[arg(short, long)]
     pub output: String,
+    /// Also write the image's SBOM to this file.
+    #[arg(long)]
+    pub sbom: Option<PathBuf>,
+    /// spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.6 JSON).
+    #[arg(long, value_enum, default_value_t = crate::attest::SbomFormat::Spdx)]
+    pub sbom_format: crate::attest::SbomFormat,
+    /// Also write the image's provenance (in-toto statement, SLSA provenance v1) to this file.
+    #[arg(long)]
+    pub provenance: Option<PathBuf>,
 }
 
 /// Where `build` writes the image.

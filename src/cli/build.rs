@@ -18,7 +18,16 @@ pub(super) fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
         Destination::Layout { dir, .. } => dir,
         Destination::OciArchive { file, .. } | Destination::DockerArchive { file, .. } => file,
     };
-    let result = run_build(&ctx, &args.common, client, &printer, &[output_path])?;
+    let mut writes = vec![output_path.as_path()];
+    writes.extend(args.sbom.as_deref());
+    writes.extend(args.provenance.as_deref());
+    let result = run_build(&ctx, &args.common, client, &printer, &writes)?;
+    if (args.sbom.is_some() || args.provenance.is_some()) && result.images.len() != 1 {
+        return Err(crate::attest::AttestError::SeveralPlatforms {
+            count: result.images.len(),
+        }
+        .into());
+    }
     match &dest {
         Destination::Layout { dir, tag } => {
             layout::write_oci_layout(&result, dir, tag, &ctx.store)?
@@ -32,6 +41,12 @@ pub(super) fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
                 .unwrap_or_else(|| default_repo_tag(&ctx.spec.source));
             archive::write_docker_archive(&result, file, &r, &ctx.store, ctx.epoch)?
         }
+    }
+    if let Some(file) = &args.sbom {
+        super::release::write_sbom(&ctx, &result, file, args.sbom_format)?;
+    }
+    if let Some(file) = &args.provenance {
+        super::release::write_provenance(&ctx, &result, file)?;
     }
     finish(&args.common, &result, &[])
 }

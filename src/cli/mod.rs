@@ -6,7 +6,8 @@
 //!   `build` and `push`;
 //! - [`progress`]: progress bars and step lines;
 //! - [`output`]: the `--json` summary, the digest, files written whole;
-//! - one file per command: [`build`], [`push`], [`login`].
+//! - one file per command: [`build`], [`push`], [`login`]; [`release`] holds
+//!   `sbom`, `diff` and `verify`, and what `build --sbom` and `push` attach.
 
 pub mod args;
 mod build;
@@ -15,6 +16,7 @@ pub mod output;
 pub mod prepare;
 pub mod progress;
 mod push;
+pub mod release;
 
 pub use args::{
     BuildArgs, Cli, Command, CommonArgs, Destination, LoginArgs, PushArgs, RegistryArgs,
@@ -30,6 +32,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(args) => build::cmd_build(args, cli.verbose),
         Command::Push(args) => push::cmd_push(args, cli.verbose),
         Command::Login(args) => login::cmd_login(args),
+        Command::Sbom(args) => release::cmd_sbom(args, cli.verbose),
+        Command::Diff(args) => release::cmd_diff(args, cli.verbose),
+        Command::Verify(args) => release::cmd_verify(args, cli.verbose),
     }
 }
 

@@ -113,6 +113,8 @@ mod tests {
                 manifest_digest: Digest::of_bytes(b"manifest"),
                 layers: vec![layer("base", 100), layer("app", 7)],
                 base_repository: None,
+                packages: Vec::new(),
+                source_tree: None,
             }],
             index: None,
         }

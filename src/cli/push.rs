@@ -33,7 +33,9 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
     if verbose {
         eprintln!("timing: build {:?}, push {:?}", t1 - t0, t1.elapsed());
     }
+    // The figures describe the image; the attestations attached next are reported apart.
     let stats = client.stats();
+    super::release::attach_on_push(&ctx, &result, &tags, &client, &args.attach)?;
     print_report(&result, &report, &stats, verbose);
     if args.common.json {
         let summary = push_summary(&result, &args.tags, &report, &stats);

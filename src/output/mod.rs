@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod layout;
 pub mod push;
+pub mod referrers;
 
 use crate::base::BlobSource;
 use crate::digest::{Digest, VerifyingReader};
@@ -40,6 +41,10 @@ pub struct BuiltImage {
     pub layers: Vec<ImageLayer>,
     /// Repository of the base on a registry, for cross-repository mounts.
     pub base_repository: Option<String>,
+    /// The wheels installed, in lock order (for SBOM and provenance).
+    pub packages: Vec<crate::lock::select::SelectedWheel>,
+    /// The source tree digest (docs/reproducibility.md), for provenance.
+    pub source_tree: Option<Digest>,
 }
 
 /// One image per platform, and an index when there are several.

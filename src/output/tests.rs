@@ -67,6 +67,8 @@ fn image(store: &Store, app: &[u8], base_served: &[u8]) -> BuildResult {
                 },
             ],
             base_repository: None,
+            packages: Vec::new(),
+            source_tree: None,
         }],
         index: None,
     }

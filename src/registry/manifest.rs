@@ -5,7 +5,7 @@ use super::auth::repository_scope;
 use super::client::{check_digest_header, content_type, join, Call, RegistryClient};
 use super::error::RegistryError;
 use crate::digest::Digest;
-use crate::image::MANIFEST_MEDIA_TYPES;
+use crate::image::{MANIFEST_MEDIA_TYPES, MEDIA_TYPE_OCI_INDEX};
 use crate::reference::Reference;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::StatusCode;
@@ -168,5 +168,80 @@ impl RegistryClient {
         // No Location is needed (ECR sends none); the digest header is optional too.
         check_digest_header(&resp, &ours, &what, registry)?;
         Ok(ours)
+    }
+
+    /// Pushes a manifest that names a `subject` (an OCI 1.1 artifact) by its
+    /// digest, and says whether the registry answered with `OCI-Subject`, its
+    /// sign that it indexed the referrer itself.
+    pub fn put_referrer_manifest(
+        &self,
+        repo: &Reference,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(Digest, bool), RegistryError> {
+        let registry = repo.registry.as_str();
+        let ours = Digest::of_bytes(bytes);
+        let what = format!("pushing artifact manifest {}@{ours}", repo.name());
+        let scopes = [repository_scope(&repo.repository, true)];
+        let path = format!("/v2/{}/manifests/{ours}", repo.repository);
+        let resp = self.execute(Call {
+            registry,
+            what: &what,
+            scopes: &scopes,
+            retry: true,
+            build: &|c, base| {
+                Ok(c.put(join(base, &path))
+                    .header(CONTENT_TYPE, media_type)
+                    .body(bytes.to_vec()))
+            },
+        })?;
+        if !resp.status().is_success() {
+            return Err(self.fail(&what, registry, resp));
+        }
+        check_digest_header(&resp, &ours, &what, registry)?;
+        Ok((ours, resp.headers().contains_key("OCI-Subject")))
+    }
+
+    /// The referrers API (`GET /v2/<name>/referrers/<digest>`): the index it
+    /// answers with, or `None` when the registry has no such API (404, or an
+    /// answer that is not an image index).
+    pub fn get_referrers(
+        &self,
+        repo: &Reference,
+        subject: &Digest,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let registry = repo.registry.as_str();
+        let what = format!("listing referrers of {}@{subject}", repo.name());
+        let scopes = [repository_scope(&repo.repository, false)];
+        let path = format!("/v2/{}/referrers/{subject}", repo.repository);
+        let resp = self.execute(Call {
+            registry,
+            what: &what,
+            scopes: &scopes,
+            retry: true,
+            build: &|c, base| {
+                Ok(c.get(join(base, &path))
+                    .header(ACCEPT, MEDIA_TYPE_OCI_INDEX))
+            },
+        })?;
+        match resp.status() {
+            s if s.is_success() => {}
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::BAD_REQUEST => {
+                return Ok(None)
+            }
+            _ => return Err(self.fail(&what, registry, resp)),
+        }
+        let is_index = content_type(&resp).as_deref() == Some(MEDIA_TYPE_OCI_INDEX);
+        let mut bytes = Vec::new();
+        resp.take(MANIFEST_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| RegistryError::Io {
+                what: what.clone(),
+                source: e,
+            })?;
+        let parses = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .is_some_and(|v| v.get("manifests").is_some_and(|m| m.is_array()));
+        Ok((is_index && parses).then_some(bytes))
     }
 }

@@ -275,6 +275,8 @@ struct State {
     tokens: Vec<String>,
     /// `expires_in` of issued tokens (300 when unset).
     token_lifetime: Option<u64>,
+    /// Serve the OCI 1.1 referrers API (and answer pushes with `OCI-Subject`).
+    referrers_api: bool,
 }
 
 /// The scripted fake registry.
@@ -387,6 +389,12 @@ impl FakeRegistry {
     }
 
     /// Tokens issued from now on say they expire after `secs` (the fake itself never expires them).
+    /// Serves `GET /v2/<name>/referrers/<digest>` and answers manifest pushes
+    /// that have a `subject` with `OCI-Subject`, as OCI 1.1 registries do.
+    pub fn enable_referrers_api(&self) {
+        self.state.lock().unwrap().referrers_api = true;
+    }
+
     pub fn set_token_lifetime(&self, secs: u64) {
         self.state.lock().unwrap().token_lifetime = Some(secs);
     }
@@ -542,6 +550,34 @@ fn handle(
             None => error(404, "BLOB_UNKNOWN", "blob unknown to registry"),
         };
     }
+    if let Some(i) = rest.rfind("/referrers/") {
+        if !st.referrers_api {
+            return Reply::status(404);
+        }
+        let repo = &rest[..i];
+        let subject = &rest[i + "/referrers/".len()..];
+        let mut manifests: Vec<serde_json::Value> = Vec::new();
+        for (reference, (mt, b)) in st.manifests.get(repo).into_iter().flatten() {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(b) else {
+                continue;
+            };
+            if reference.starts_with("sha256:") && v["subject"]["digest"] == subject {
+                manifests.push(serde_json::json!({
+                    "mediaType": mt, "digest": reference, "size": b.len(),
+                    "artifactType": v["artifactType"], "annotations": v["annotations"],
+                }));
+            }
+        }
+        manifests.sort_by_key(|m| m["digest"].as_str().unwrap_or_default().to_string());
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        return Reply::status(200)
+            .header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            .body(index.to_string().into_bytes());
+    }
     if let Some(i) = rest.rfind("/manifests/") {
         let repo = rest[..i].to_string();
         let reference = rest[i + "/manifests/".len()..].to_string();
@@ -551,9 +587,16 @@ fn handle(
             let m = st.manifests.entry(repo.clone()).or_default();
             m.insert(reference.clone(), (mt.clone(), body.to_vec()));
             m.insert(d.clone(), (mt, body.to_vec()));
-            return Reply::status(201)
+            let has_subject = serde_json::from_slice::<serde_json::Value>(body)
+                .is_ok_and(|v| v.get("subject").is_some());
+            let reply = Reply::status(201)
                 .header("Docker-Content-Digest", &d)
                 .header("Location", &format!("/v2/{repo}/manifests/{d}"));
+            return if st.referrers_api && has_subject {
+                reply.header("OCI-Subject", &d)
+            } else {
+                reply
+            };
         }
         return match st.manifests.get(&repo).and_then(|m| m.get(&reference)) {
             Some((mt, b)) => Reply::status(200)

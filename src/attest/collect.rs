@@ -1,0 +1,252 @@
+//! Gathers an [`AttestInput`] from a finished build: the spec, one platform's
+//! image, and the wheels in the cache (for their licences).
+
+use super::{licence, AttestError, AttestInput, Material, PackageInfo};
+use crate::digest::Digest;
+use crate::image::{ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME};
+use crate::output::BuiltImage;
+use crate::platform::Platform;
+use crate::spec::Spec;
+use crate::store::Store;
+use serde_json::json;
+use std::path::{Component, Path, PathBuf};
+
+/// `image_name` names the image in the documents (a repository, or the app).
+pub fn collect(
+    spec: &Spec,
+    image: &BuiltImage,
+    platforms: &[Platform],
+    store: &Store,
+    epoch: u64,
+    image_name: &str,
+) -> Result<AttestInput, AttestError> {
+    let manifest: crate::image::Manifest =
+        serde_json::from_slice(&image.manifest).map_err(|source| AttestError::Json {
+            what: "manifest",
+            source,
+        })?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&image.config).map_err(|source| AttestError::Json {
+            what: "config",
+            source,
+        })?;
+    let annotation = |k: &str| {
+        manifest
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .cloned()
+    };
+    let base_digest = annotation(ANNOTATION_BASE_DIGEST)
+        .and_then(|d| d.parse::<Digest>().ok())
+        .unwrap_or_else(|| Digest::of_bytes(b""));
+    let mut packages = Vec::new();
+    for w in &image.packages {
+        let wheel = Digest::from_hex(&w.sha256.to_ascii_lowercase())
+            .ok()
+            .map(|d| store.blob_path(&d));
+        // A wheel no longer in the cache still has a name, version and hash;
+        // only its licence is unknown.
+        let licence = match wheel.filter(|p| p.exists()) {
+            Some(p) => licence::from_wheel(&p).map_err(|source| AttestError::Read {
+                path: PathBuf::from(&w.filename),
+                source,
+            })?,
+            None => None,
+        };
+        packages.push(PackageInfo {
+            name: w.name.clone(),
+            version: w.version.clone(),
+            filename: w.filename.clone(),
+            url: w.url.as_deref().map(without_userinfo),
+            sha256: w.sha256.to_ascii_lowercase(),
+            licence,
+        });
+    }
+    let spec_dir = spec.file.parent().unwrap_or(Path::new("."));
+    let lockfile = match &spec.lockfile {
+        Some(l) => {
+            let read = |source| AttestError::Read {
+                path: l.clone(),
+                source,
+            };
+            let (digest, _) =
+                Digest::of_reader(std::fs::File::open(l).map_err(read)?).map_err(read)?;
+            Some(Material {
+                name: "lockfile".into(),
+                uri: relative(l, spec_dir),
+                digest,
+            })
+        }
+        None => None,
+    };
+    let source_tree = image.source_tree.clone().map(|digest| Material {
+        name: "source".into(),
+        uri: spec
+            .source_url
+            .clone()
+            .unwrap_or_else(|| relative(&spec.source, spec_dir)),
+        digest,
+    });
+    let (app_name, app_version) = app_identity(&spec.source);
+    Ok(AttestInput {
+        image_name: image_name.to_string(),
+        digest: image.manifest_digest.clone(),
+        platform: image.platform.clone(),
+        created: config["created"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| crate::image::time::rfc3339(epoch)),
+        base_name: annotation(ANNOTATION_BASE_NAME).unwrap_or_else(|| spec.base.clone()),
+        base_digest,
+        app_name,
+        app_version,
+        packages,
+        parameters: parameters(spec, platforms),
+        lockfile,
+        source_tree,
+        source_url: spec.source_url.clone(),
+        revision: spec.revision.clone(),
+        epoch,
+    })
+}
+
+/// The spec's settings as the user wrote them, and the platforms; no host
+/// paths (paths are relative to the spec), no index URL (it may hold a token).
+pub fn parameters(spec: &Spec, platforms: &[Platform]) -> serde_json::Value {
+    let spec_dir = spec.file.parent().unwrap_or(Path::new("."));
+    let platforms: Vec<String> = if platforms.is_empty() {
+        spec.platforms.iter().map(|p| p.to_string()).collect()
+    } else {
+        platforms.iter().map(|p| p.to_string()).collect()
+    };
+    json!({
+        "spec": {
+            "file": spec.file.file_name().and_then(|n| n.to_str()).unwrap_or(""),
+            "base": spec.base,
+            "source": relative(&spec.source, spec_dir),
+            "lockfile": spec.lockfile.as_ref().map(|l| relative(l, spec_dir)),
+            "workdir": spec.workdir.absolute(),
+            "venv": spec.venv.absolute(),
+            "app": spec.app,
+            "app_dir": spec.app_dir,
+            "port": spec.port,
+            "workers": spec.workers,
+            "proxy_headers": spec.proxy_headers,
+            "user": format!("{}:{}", spec.user.0, spec.user.1),
+            "env": spec.env,
+            "labels": spec.labels,
+            "annotations": spec.annotations,
+            "entrypoint": spec.entrypoint,
+            "cmd": spec.cmd,
+            "groups": spec.groups,
+            "extras": spec.extras,
+            "include_dev": spec.include_dev,
+            "layer_budget": spec.layer_budget,
+            "exclude": spec.exclude,
+            "source_url": spec.source_url,
+            "revision": spec.revision,
+        },
+        "platforms": platforms,
+    })
+}
+
+/// `[project] name` and `version` from the source's pyproject.toml, else the
+/// directory's name.
+pub fn app_identity(source: &Path) -> (String, Option<String>) {
+    let project = std::fs::read_to_string(source.join("pyproject.toml"))
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("project")?.as_table().cloned());
+    let name = project
+        .as_ref()
+        .and_then(|p| p.get("name")?.as_str().map(str::to_string))
+        .or_else(|| source.file_name()?.to_str().map(str::to_string))
+        .unwrap_or_else(|| "app".into());
+    let version = project.and_then(|p| p.get("version")?.as_str().map(str::to_string));
+    (name, version)
+}
+
+/// A URL without `user:password@`: credentials never go into documents.
+pub fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            match rest[..end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// `path` relative to `base` (both absolute), with `..` where needed.
+pub fn relative(path: &Path, base: &Path) -> String {
+    let p: Vec<Component> = path.components().collect();
+    let b: Vec<Component> = base.components().collect();
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &p[common..] {
+        out.push(c);
+    }
+    let s = out.to_string_lossy().into_owned();
+    if s.is_empty() {
+        ".".into()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_climb_out_of_the_spec_directory() {
+        assert_eq!(
+            relative(Path::new("/r/fixtures/app"), Path::new("/r/images")),
+            "../fixtures/app"
+        );
+        assert_eq!(
+            relative(Path::new("/r/images"), Path::new("/r/images")),
+            "."
+        );
+        assert_eq!(
+            relative(Path::new("/r/images/uv.lock"), Path::new("/r/images")),
+            "uv.lock"
+        );
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            without_userinfo("https://user:secret@index.example.invalid/p/a.whl"),
+            "https://index.example.invalid/p/a.whl"
+        );
+        assert_eq!(
+            without_userinfo("https://index.example.invalid/p/a@1.whl"),
+            "https://index.example.invalid/p/a@1.whl"
+        );
+    }
+
+    #[test]
+    fn app_identity_reads_pyproject_else_the_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let app = d.path().join("svc");
+        std::fs::create_dir(&app).unwrap();
+        assert_eq!(app_identity(&app), ("svc".to_string(), None));
+        std::fs::write(
+            app.join("pyproject.toml"),
+            "[project]\nname = \"hello-api\"\nversion = \"0.1.0\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            app_identity(&app),
+            ("hello-api".to_string(), Some("0.1.0".to_string()))
+        );
+    }
+}

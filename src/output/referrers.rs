@@ -1,0 +1,287 @@
+//! Artifacts that refer to an image (its SBOM, its provenance), pushed as OCI
+//! 1.1 artifact manifests whose `subject` is the image's manifest.
+//!
+//! Where the registry indexes referrers itself (it answers the push with
+//! `OCI-Subject` and `GET /v2/<name>/referrers/<digest>` answers), nothing
+//! else is written. Otherwise the distribution spec's fallback applies: an
+//! index under the tag `sha256-<hex of the subject>`, updated by
+//! read-modify-write, that keeps every entry already there (other tools'
+//! signatures and attestations) and adds ours once.
+
+use crate::digest::Digest;
+use crate::image::json::canonical;
+use crate::image::{MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
+use crate::reference::Reference;
+use crate::registry::{RegistryClient, RegistryError};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+pub const MEDIA_TYPE_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+const EMPTY: &[u8] = b"{}";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReferrersError {
+    #[error("attaching {what} to {subject}")]
+    Registry {
+        what: String,
+        subject: Digest,
+        #[source]
+        source: Box<RegistryError>,
+    },
+    #[error("the referrers index at {tag} is not an image index; remove or fix that tag")]
+    BadIndex { tag: String },
+}
+
+/// One document to attach.
+#[derive(Clone, Debug)]
+pub struct Artifact {
+    /// What it is (`application/spdx+json`, `application/vnd.in-toto+json`);
+    /// also its one layer's media type.
+    pub artifact_type: String,
+    pub bytes: Vec<u8>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The image an artifact refers to.
+#[derive(Clone, Debug)]
+pub struct Subject {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// How the artifacts were made findable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// The registry's referrers API lists them.
+    Api,
+    /// The fallback tag, and whether this push changed its index.
+    Tag { tag: String, changed: bool },
+}
+
+/// An artifact's manifest: empty config, the document as its one layer.
+pub fn artifact_manifest(a: &Artifact, subject: &Subject) -> Vec<u8> {
+    let mut m = json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+        "artifactType": a.artifact_type,
+        "config": {
+            "mediaType": MEDIA_TYPE_EMPTY,
+            "digest": Digest::of_bytes(EMPTY).to_string(),
+            "size": EMPTY.len(),
+            "data": "e30=",
+        },
+        "layers": [{
+            "mediaType": a.artifact_type,
+            "digest": Digest::of_bytes(&a.bytes).to_string(),
+            "size": a.bytes.len(),
+        }],
+        "subject": {
+            "mediaType": subject.media_type,
+            "digest": subject.digest.to_string(),
+            "size": subject.size,
+        },
+    });
+    if !a.annotations.is_empty() {
+        m["annotations"] = json!(a.annotations);
+    }
+    canonical(&m)
+}
+
+/// `sha256-<hex>`: the fallback tag for referrers of `subject`.
+pub fn fallback_tag(subject: &Digest) -> String {
+    format!("{}-{}", subject.algorithm(), subject.hex())
+}
+
+/// The index descriptor for an artifact manifest, as the fallback index lists it.
+pub fn index_entry(a: &Artifact, manifest: &[u8]) -> Value {
+    let mut d = json!({
+        "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+        "digest": Digest::of_bytes(manifest).to_string(),
+        "size": manifest.len(),
+        "artifactType": a.artifact_type,
+    });
+    if !a.annotations.is_empty() {
+        d["annotations"] = json!(a.annotations);
+    }
+    d
+}
+
+/// Adds `entries` to the fallback index `current` (or a new one) at `tag`,
+/// keeping every entry already there; `None` when all were listed already.
+pub fn merge_index(
+    tag: &str,
+    current: Option<&[u8]>,
+    entries: &[Value],
+) -> Result<Option<Vec<u8>>, ReferrersError> {
+    let bad = || ReferrersError::BadIndex {
+        tag: tag.to_string(),
+    };
+    let mut index = match current {
+        Some(bytes) => serde_json::from_slice::<Value>(bytes).map_err(|_| bad())?,
+        None => json!({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_TYPE_OCI_INDEX,
+            "manifests": [],
+        }),
+    };
+    let manifests = index
+        .get_mut("manifests")
+        .and_then(Value::as_array_mut)
+        .ok_or_else(bad)?;
+    let mut changed = false;
+    for e in entries {
+        if !manifests.iter().any(|m| m["digest"] == e["digest"]) {
+            manifests.push(e.clone());
+            changed = true;
+        }
+    }
+    Ok(changed.then(|| canonical(&index)))
+}
+
+fn cursor(bytes: &[u8]) -> io::Result<Box<dyn Read + Send>> {
+    Ok(Box::new(io::Cursor::new(bytes.to_vec())))
+}
+
+/// Pushes `artifacts` as referrers of `subject` in `repo`'s repository.
+pub fn attach(
+    client: &RegistryClient,
+    repo: &Reference,
+    subject: &Subject,
+    artifacts: &[Artifact],
+) -> Result<Attached, ReferrersError> {
+    let fail = |what: &str| {
+        let what = what.to_string();
+        let subject = subject.digest.clone();
+        move |source| ReferrersError::Registry {
+            what,
+            subject,
+            source: Box::new(source),
+        }
+    };
+    let empty = Digest::of_bytes(EMPTY);
+    client
+        .push_blob(repo, &empty, EMPTY.len() as u64, &|| cursor(EMPTY), None)
+        .map_err(fail("the empty config"))?;
+    let mut all_indexed = true;
+    let mut entries = Vec::new();
+    for a in artifacts {
+        let what = a.artifact_type.as_str();
+        client
+            .push_blob(
+                repo,
+                &Digest::of_bytes(&a.bytes),
+                a.bytes.len() as u64,
+                &|| cursor(&a.bytes),
+                None,
+            )
+            .map_err(fail(what))?;
+        let manifest = artifact_manifest(a, subject);
+        let (_, indexed) = client
+            .put_referrer_manifest(repo, &manifest, MEDIA_TYPE_OCI_MANIFEST)
+            .map_err(fail(what))?;
+        all_indexed &= indexed;
+        entries.push(index_entry(a, &manifest));
+    }
+    // Some registries send OCI-Subject without the API (research notes: ECR),
+    // so the API itself must answer too.
+    if all_indexed
+        && client
+            .get_referrers(repo, &subject.digest)
+            .map_err(fail("the referrers list"))?
+            .is_some()
+    {
+        return Ok(Attached::Api);
+    }
+    let tag = fallback_tag(&subject.digest);
+    let tag_ref = repo.with_tag(&tag).expect("sha256-<hex> is a valid tag");
+    let current = match client.head_manifest(&tag_ref).map_err(fail(&tag))? {
+        Some((digest, _)) => Some(
+            client
+                .get_manifest(&tag_ref.with_digest(digest))
+                .map_err(fail(&tag))?
+                .0,
+        ),
+        None => None,
+    };
+    let merged = merge_index(&tag, current.as_deref(), &entries)?;
+    let changed = merged.is_some();
+    if let Some(bytes) = merged {
+        client
+            .put_manifest(repo, &tag, &bytes, MEDIA_TYPE_OCI_INDEX)
+            .map_err(fail(&tag))?;
+    }
+    Ok(Attached::Tag { tag, changed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sbom() -> Artifact {
+        Artifact {
+            artifact_type: "application/spdx+json".into(),
+            bytes: b"{\"spdxVersion\":\"SPDX-2.3\"}".to_vec(),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    fn subject() -> Subject {
+        Subject {
+            media_type: MEDIA_TYPE_OCI_MANIFEST.into(),
+            digest: Digest::of_bytes(b"image"),
+            size: 5,
+        }
+    }
+
+    #[test]
+    fn artifact_manifest_has_empty_config_one_layer_and_the_subject() {
+        let m: Value = serde_json::from_slice(&artifact_manifest(&sbom(), &subject())).unwrap();
+        assert_eq!(m["artifactType"], "application/spdx+json");
+        assert_eq!(m["config"]["mediaType"], MEDIA_TYPE_EMPTY);
+        assert_eq!(
+            m["config"]["digest"],
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+        assert_eq!(m["layers"][0]["mediaType"], "application/spdx+json");
+        assert_eq!(m["subject"]["digest"], subject().digest.to_string());
+    }
+
+    #[test]
+    fn merge_keeps_others_entries_and_adds_ours_once() {
+        let other = json!({"mediaType": MEDIA_TYPE_OCI_MANIFEST, "digest": Digest::of_bytes(b"sig").to_string(), "size": 3, "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json"});
+        let current = canonical(
+            &json!({"schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": [other]}),
+        );
+        let ours = index_entry(&sbom(), &artifact_manifest(&sbom(), &subject()));
+        let merged = merge_index("t", Some(&current), std::slice::from_ref(&ours))
+            .unwrap()
+            .expect("ours is new");
+        let v: Value = serde_json::from_slice(&merged).unwrap();
+        assert_eq!(v["manifests"].as_array().unwrap().len(), 2);
+        assert_eq!(v["manifests"][0], other);
+        assert_eq!(v["manifests"][1]["artifactType"], "application/spdx+json");
+        // A second push changes nothing.
+        assert_eq!(merge_index("t", Some(&merged), &[ours]).unwrap(), None);
+    }
+
+    #[test]
+    fn merge_starts_an_index_and_refuses_what_is_not_one() {
+        let ours = index_entry(&sbom(), b"m");
+        let v: Value = serde_json::from_slice(
+            &merge_index("t", None, std::slice::from_ref(&ours))
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["mediaType"], MEDIA_TYPE_OCI_INDEX);
+        assert!(merge_index("t", Some(b"{\"layers\":[]}"), &[ours]).is_err());
+    }
+
+    #[test]
+    fn fallback_tag_is_algorithm_dash_hex() {
+        let d = Digest::of_bytes(b"x");
+        assert_eq!(fallback_tag(&d), format!("sha256-{}", d.hex()));
+    }
+}
