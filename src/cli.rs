@@ -37,6 +37,12 @@ pub enum Command {
     Push(PushArgs),
     /// Save registry credentials in Docker's config.json, as `docker login` does.
     Login(LoginArgs),
+    // --- deploy commands (issue 10): logic in src/deploy/ ---
+    /// Write Kubernetes manifests (Deployment, Service, HPA) for the spec, the image as imgbuild://PATH.
+    Manifests(crate::deploy::ManifestsArgs),
+    /// Build and push every imgbuild://PATH in YAML files and print them with REPO@sha256:… in its place.
+    Resolve(crate::deploy::resolve::ResolveArgs),
+    // --- end deploy commands ---
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -186,6 +192,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(args) => cmd_build(args, cli.verbose),
         Command::Push(args) => cmd_push(args, cli.verbose),
         Command::Login(args) => cmd_login(args),
+        Command::Manifests(args) => crate::deploy::cmd_manifests(args),
+        Command::Resolve(args) => crate::deploy::resolve::cmd_resolve(args, cli.verbose),
     }
 }
 
@@ -316,7 +324,7 @@ fn default_repo_tag(spec: &Spec) -> String {
 }
 
 /// The pipeline with registry bases, keeping `writes` and the cache out of the app layer.
-fn run_build(
+pub(crate) fn run_build(
     ctx: &Prepared,
     common: &CommonArgs,
     client: Arc<RegistryClient>,
@@ -398,7 +406,7 @@ fn read_password_stdin() -> Result<Secret> {
 }
 
 /// The registry client, with explicit credentials (if any) used only for `target`.
-fn registry_client(
+pub(crate) fn registry_client(
     common: &CommonArgs,
     reg: &RegistryArgs,
     target: Option<&str>,

@@ -5,6 +5,7 @@ pub mod app;
 pub mod base;
 pub mod build;
 pub mod cli;
+pub mod deploy;
 pub mod digest;
 pub mod dockerignore;
 pub mod fetch;

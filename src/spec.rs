@@ -14,6 +14,11 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+// --- deploy keys (issue 10): image, init, health, [deploy]; checked in spec/deploy.rs ---
+pub mod deploy;
+pub use deploy::{Autoscale, Deploy, Resources};
+// --- end deploy keys ---
+
 pub const SPEC_FILE: &str = "imgbuild.toml";
 pub const PYPROJECT_FILE: &str = "pyproject.toml";
 /// Looked for in `source`, in this order, when `lockfile` is not set.
@@ -56,6 +61,15 @@ pub struct Spec {
     pub revision: Option<String>,
     /// Extra `.dockerignore`-style patterns for the app layer.
     pub exclude: Vec<String>,
+    // --- deploy keys (issue 10) ---
+    /// The repository `imgbuild resolve` pushes to, without tag.
+    pub image: Option<String>,
+    /// The command run from the image before the app starts (an initContainer).
+    pub init: Option<Vec<String>>,
+    /// HTTP path for the probes; a TCP probe when unset.
+    pub health: Option<String>,
+    pub deploy: Deploy,
+    // --- end deploy keys ---
 }
 
 /// What the image runs: `Entrypoint` and `Cmd` of the image config; `None`
@@ -122,6 +136,8 @@ enum Type {
     Bool,
     StrList,
     StrMap,
+    /// A table checked key by key by its own parser (`deploy`).
+    Table,
 }
 
 impl Type {
@@ -132,6 +148,7 @@ impl Type {
             Type::Bool => "a boolean (true or false)",
             Type::StrList => "an array of strings",
             Type::StrMap => "a table of strings",
+            Type::Table => "a table",
         }
     }
 }
@@ -184,6 +201,16 @@ const KEYS: &[(&str, Type, &str)] = &[
     ),
     ("revision", Type::Str, "revision = \"4f2c1e9\""),
     ("exclude", Type::StrList, "exclude = [\"tests/\", \"*.md\"]"),
+    // --- deploy keys (issue 10) ---
+    ("image", Type::Str, "image = \"ghcr.io/acme/orders\""),
+    (
+        "init",
+        Type::StrList,
+        "init = [\"python\", \"-m\", \"app.migrate\"]",
+    ),
+    ("health", Type::Str, "health = \"/health\""),
+    ("deploy", Type::Table, "deploy = { replicas = 2 }"),
+    // --- end deploy keys ---
 ];
 
 const REQUIRED: &[&str] = &["base", "app"];
@@ -218,6 +245,12 @@ struct Raw {
     source_url: Option<String>,
     revision: Option<String>,
     exclude: Option<Vec<String>>,
+    // --- deploy keys (issue 10) ---
+    image: Option<String>,
+    init: Option<Vec<String>>,
+    health: Option<String>,
+    deploy: Option<toml::Table>,
+    // --- end deploy keys ---
 }
 
 /// Where the settings live, so every message can say it the same way.
@@ -406,6 +439,7 @@ fn check_type(key: &str, value: &toml::Value, ty: Type, origin: &Origin) -> Resu
         (Type::Str, V::String(_)) | (Type::Int, V::Integer(_)) | (Type::Bool, V::Boolean(_)) => {
             Ok(())
         }
+        (Type::Table, V::Table(_)) => Ok(()),
         (Type::StrList, V::Array(items)) => {
             match items.iter().enumerate().find(|(_, v)| !v.is_str()) {
                 Some((i, v)) => Err(origin.wrong_type(
@@ -583,6 +617,13 @@ fn build(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Result<Spec, Spe
         ));
     }
 
+    // --- deploy keys (issue 10) ---
+    let image = deploy::image(origin, raw.image)?;
+    let init = deploy::init(origin, raw.init)?;
+    let health = deploy::health(origin, raw.health)?;
+    let deploy = deploy::deploy(origin, raw.deploy)?;
+    // --- end deploy keys ---
+
     Ok(Spec {
         file: file.to_path_buf(),
         base,
@@ -610,6 +651,10 @@ fn build(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Result<Spec, Spe
         source_url: raw.source_url,
         revision: raw.revision,
         exclude,
+        image,
+        init,
+        health,
+        deploy,
     })
 }
 
@@ -954,7 +999,7 @@ exclude = ["tests/", "*.md"]
                 Type::Int => toml::Value::Integer(1),
                 Type::Bool => toml::Value::Boolean(true),
                 Type::StrList => toml::Value::Array(vec![]),
-                Type::StrMap => toml::Value::Table(toml::Table::new()),
+                Type::StrMap | Type::Table => toml::Value::Table(toml::Table::new()),
             };
             table.insert(key.to_string(), v);
         }
