@@ -27,23 +27,22 @@ pub struct Manifest {
     pub text: String,
 }
 
+/// In file-name order, so `-o -` and `resolve -f DIR` of the files give one stream.
 pub fn generate(input: &Input) -> Vec<Manifest> {
-    let mut out = vec![
-        Manifest {
-            file_name: "deployment.yaml",
-            text: deployment(input),
-        },
-        Manifest {
-            file_name: "service.yaml",
-            text: service(input),
-        },
-    ];
+    let mut out = vec![Manifest {
+        file_name: "deployment.yaml",
+        text: deployment(input),
+    }];
     if input.spec.deploy.autoscale.is_some() {
         out.push(Manifest {
             file_name: "hpa.yaml",
             text: hpa(input),
         });
     }
+    out.push(Manifest {
+        file_name: "service.yaml",
+        text: service(input),
+    });
     out
 }
 
@@ -346,7 +345,7 @@ mod tests {
         let s = spec("");
         let m = generate(&input(&s));
         let names: Vec<_> = m.iter().map(|m| m.file_name).collect();
-        assert_eq!(names, ["deployment.yaml", "service.yaml", "hpa.yaml"]);
+        assert_eq!(names, ["deployment.yaml", "hpa.yaml", "service.yaml"]);
         for m in &m {
             assert!(
                 m.text.contains("app.kubernetes.io/name: orders\n"),

@@ -93,7 +93,7 @@ pub struct ManifestsArgs {
     /// The spec: imgbuild.toml, or a pyproject.toml with [tool.imgbuild]. Default: ./imgbuild.toml, then ./pyproject.toml.
     #[arg(short = 'f', long = "file")]
     pub spec: Option<PathBuf>,
-    /// A directory to write deployment.yaml, service.yaml and hpa.yaml into, or - for
+    /// A directory to write deployment.yaml, hpa.yaml and service.yaml into, or - for
     /// all of them on standard output as one stream.
     #[arg(short, long, default_value = "-")]
     pub output: String,
