@@ -469,6 +469,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn references_name_a_spec_directory_or_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cwd = tmp.path();
+        let spec = "base = \"python:3.12-slim\"\napp = \"main:app\"\n";
+        std::fs::create_dir_all(cwd.join("svc")).unwrap();
+        std::fs::create_dir_all(cwd.join("empty")).unwrap();
+        std::fs::write(cwd.join("svc/imgbuild.toml"), spec).unwrap();
+        std::fs::write(cwd.join("api.toml"), spec).unwrap();
+        std::fs::write(
+            cwd.join("pyproject.toml"),
+            format!("[tool.imgbuild]\n{spec}"),
+        )
+        .unwrap();
+        assert_eq!(
+            load_spec("svc", cwd).unwrap().file,
+            cwd.join("svc/imgbuild.toml")
+        );
+        assert_eq!(
+            load_spec("api.toml", cwd).unwrap().file,
+            cwd.join("api.toml")
+        );
+        assert_eq!(
+            load_spec(".", cwd).unwrap().file,
+            cwd.join("pyproject.toml")
+        );
+        assert!(matches!(
+            load_spec("empty", cwd),
+            Err(RefError::NoSpec { .. })
+        ));
+        assert!(matches!(
+            load_spec("nowhere", cwd),
+            Err(RefError::NoSuchPath { .. })
+        ));
+        std::fs::write(cwd.join("empty/imgbuild.toml"), "app = 1\n").unwrap();
+        let err = load_spec("empty", cwd).unwrap_err().to_string();
+        assert!(err.starts_with("empty/imgbuild.toml: "), "{err}");
+    }
+
+    #[test]
     fn image_files_follow_directory_links() {
         let files = Files {
             entries: ["/usr/bin/python3", "/bin", "/app/.venv/bin/migrate"]
