@@ -3,7 +3,7 @@
 # each figure with its ratio to that peer route and the goal it is held to. Nothing here
 # is a test: figures depend on the machine, its load and the network to the index.
 #
-#   scripts/bench.sh [deps] [push-memory] [push]      default: all three sections
+#   scripts/bench.sh [deps] [push-memory] [push] [deploy]   default: the first three
 #
 #   deps         hello-api's locked dependencies: `imgbuild build` with an empty cache
 #                against `uv sync --no-cache` into a fresh venv; then imgbuild warm.
@@ -12,6 +12,9 @@
 #   push         hello-api built and pushed to a local registry: imgbuild against a
 #                Dockerfile built by `podman build` and pushed by `podman push`, cold and
 #                after a one-line change; imgbuild's no-op push and bytes uploaded.
+#   deploy       fixtures/orders-api through `imgbuild manifests | imgbuild resolve` and
+#                `podman kube play`, then Locust headless against the pod with uvicorn
+#                workers = 1 and 2: requests per second, p50/p95 and failures.
 #
 # Run scripts/setup.sh first (it builds the Debian base image into .imgbuild/base-amd64).
 # Settings from the environment:
@@ -20,6 +23,7 @@
 #   BENCH_BASE       the base OCI layout (default .imgbuild/base-amd64)
 #   BENCH_NO_BUILD=1 skip `cargo build --release`
 #   BENCH_KEEP=1     keep the work directory (its path is printed)
+#   BENCH_DEPLOY_USERS, BENCH_DEPLOY_TIME  Locust users and run time (default 20, 30s)
 # Short commands are timed by hyperfine when it is installed (unless BENCH_NO_HYPERFINE=1),
 # everything else by a loop around `date +%s%N`.
 set -euo pipefail
@@ -37,11 +41,11 @@ PODMAN_BUILD_LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 # Every podman image this script makes is named under this prefix, and only those are removed.
 IMAGE_PREFIX=localhost/imgbuild-bench
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 SECTIONS=()
 for arg in "$@"; do
   case "$arg" in
-    deps | push-memory | push) SECTIONS+=("$arg") ;;
+    deps | push-memory | push | deploy) SECTIONS+=("$arg") ;;
     -h | --help) usage ;;
     *) echo "error: unknown section '$arg'" >&2; usage ;;
   esac
@@ -67,6 +71,11 @@ if wants push; then
   command -v podman >/dev/null || die "podman not found; run scripts/setup.sh"
   command -v skopeo >/dev/null || die "skopeo not found; run scripts/setup.sh"
 fi
+if wants deploy; then
+  command -v podman >/dev/null || die "podman not found; run scripts/setup.sh"
+  command -v locust >/dev/null || die "locust not found; run scripts/setup.sh --deps-only"
+  [ -x /usr/bin/docker-registry ] || die "/usr/bin/docker-registry not found; run scripts/setup.sh"
+fi
 if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
   say "cargo build --release"
   (cd "$ROOT" && cargo build --release --quiet)
@@ -90,6 +99,7 @@ cleanup() {
   local status=$?
   registry_stop
   if wants push; then remove_bench_images; fi
+  if wants deploy; then deploy_down; fi
   if [ "${BENCH_KEEP:-}" = 1 ] || [ $status -ne 0 ]; then
     echo "work directory kept: $WORK (log: $LOG)" >&2
   else
@@ -454,16 +464,104 @@ remove_bench_images_app() {
   "${PODMAN[@]}" rmi -f "$DOCKER_IMAGE" >>"$LOG" 2>&1 || true
 }
 
+# --- section 4: deploy -------------------------------------------------------------------
+# fixtures/orders-api through `imgbuild manifests -o - | imgbuild resolve -f -` to the local
+# registry, played with `podman kube play`, and loaded with Locust. The played copy of the
+# Deployment differs as in tests/deploy_e2e.rs: hostPort on 127.0.0.1, and restartPolicy
+# OnFailure for podman 4.3's init-container bug. The CPU limit is raised to 2 so that two
+# workers are not capped at one core.
+DEPLOY_NAME=imgbuild-bench-orders
+DEPLOY_PLAYED=""
+deploy_down() {
+  [ -n "$DEPLOY_PLAYED" ] || return 0
+  "${PODMAN[@]}" kube down "$DEPLOY_PLAYED" >>"$LOG" 2>&1 || true
+  DEPLOY_PLAYED=""
+}
+
+# deploy_play_copy RESOLVED OUT PORT : the Deployment document of RESOLVED, made playable.
+deploy_play_copy() {
+  python3 - "$@" <<'EOF'
+import sys
+doc = open(sys.argv[1]).read().split("\n---\n")[0]
+doc = doc.replace("containerPort: 8000\n", "containerPort: 8000\n              hostPort: %s\n"
+                  "              hostIP: 127.0.0.1\n" % sys.argv[3], 1)
+doc = doc.replace("      automountServiceAccountToken: false\n",
+                  "      automountServiceAccountToken: false\n      restartPolicy: OnFailure\n", 1)
+open(sys.argv[2], "w").write(doc)
+EOF
+}
+
+# locust_summary STATS_CSV : one line from Locust's aggregated row.
+locust_summary() {
+  python3 - "$1" <<'EOF'
+import csv, sys
+row = next(r for r in csv.DictReader(open(sys.argv[1])) if r["Name"] == "Aggregated")
+failures = row["Failure Count"]
+print(f'{float(row["Requests/s"]):.0f} req/s, p50 {row["50%"]} ms, p95 {row["95%"]} ms, '
+      f'{row["Request Count"]} requests, {failures} failures '
+      f'(goal 0 failures: {"met" if failures == "0" else "NOT MET"})')
+EOF
+}
+
+section_deploy() {
+  local users=${BENCH_DEPLOY_USERS:-20} duration=${BENCH_DEPLOY_TIME:-30s}
+  local app="$WORK/orders-api" workers port image i
+  say "deploy: copying fixtures/orders-api and locking it"
+  mkdir -p "$app"
+  (cd "$ROOT/fixtures/orders-api" && tar --exclude=.venv --exclude=__pycache__ --exclude=uv.lock -cf - .) |
+    tar -xf - -C "$app"
+  (cd "$app" && UV_PYTHON_DOWNLOADS=never uv lock --quiet --exclude-newer "$EXCLUDE_NEWER")
+  registry_start
+  for workers in 1 2; do
+    cat >"$app/imgbuild.toml" <<EOF
+base = "oci:$BASE_LAYOUT:latest"
+app = "orders_api.main:app"
+image = "127.0.0.1:$REG_PORT/orders-api"
+init = ["python", "-m", "orders_api.migrate"]
+health = "/health"
+[deploy]
+name = "$DEPLOY_NAME"
+workers = $workers
+resources = { limits = { cpu = "2" } }
+EOF
+    say "deploy: manifests -o - | resolve -f -, workers = $workers"
+    if ! (cd "$app" && "$IMGBUILD" manifests -o - 2>>"$LOG" |
+      "$IMGBUILD" resolve -f - --insecure-registry "127.0.0.1:$REG_PORT" >"$WORK/resolved-$workers.yaml" 2>>"$LOG"); then
+      tail -n 20 "$LOG" >&2
+      die "manifests | resolve failed"
+    fi
+    port=$(free_port)
+    DEPLOY_PLAYED="$WORK/play-$workers.yaml"
+    deploy_play_copy "$WORK/resolved-$workers.yaml" "$DEPLOY_PLAYED" "$port"
+    "${PODMAN[@]}" kube play --tls-verify=false "$DEPLOY_PLAYED" >>"$LOG" 2>&1 || die "podman kube play failed (log: $LOG)"
+    for ((i = 0; i < 240; i++)); do
+      python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+        "http://127.0.0.1:$port/health" 2>/dev/null && break
+      sleep 0.25
+    done
+    say "deploy: locust --headless -u $users -t $duration against the pod, workers = $workers"
+    # Locust exits 1 when a request failed; the summary reports the failures.
+    locust -f "$HERE/locustfile.py" --headless -u "$users" -r "$users" -t "$duration" \
+      --host "http://127.0.0.1:$port" --csv "$WORK/locust-$workers" --only-summary >>"$LOG" 2>&1 || true
+    result "deploy workers=$workers ($users users, $duration): $(locust_summary "$WORK/locust-${workers}_stats.csv")"
+    image=$(awk '/image:/ { gsub(/"/, "", $2); print $2; exit }' "$DEPLOY_PLAYED")
+    deploy_down
+    "${PODMAN[@]}" rmi -f "$image" >>"$LOG" 2>&1 || true
+  done
+  registry_stop
+}
+
 # --- main --------------------------------------------------------------------------------
 say "work directory $WORK; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 say "$("$IMGBUILD" --version); $(uv --version)$($HAVE_HYPERFINE && echo "; $(hyperfine --version)")"
 prepare_app
-for s in deps push-memory push; do
+for s in deps push-memory push deploy; do
   wants "$s" || continue
   case "$s" in
     deps) section_deps ;;
     push-memory) section_push_memory ;;
     push) section_push ;;
+    deploy) section_deploy ;;
   esac
 done
 

@@ -24,13 +24,16 @@ step() { echo "==> $*"; }
 # and openssl make the local test registries; skopeo and umoci inspect images
 # independently; mmdebstrap, qemu-user-static and binfmt-support build the Debian base
 # images (arm64 emulated); uidmap, fuse-overlayfs, slirp4netns and catatonit are what
-# podman needs on a minimal system; util-linux gives flock for the test cache lock.
+# podman needs on a minimal system; util-linux gives flock for the test cache lock;
+# containerd (with its ctr) is the runtime of Kubernetes nodes, which the deploy tests
+# pull and run the pushed image with.
 PACKAGES=(
   podman runc uidmap fuse-overlayfs slirp4netns catatonit
   docker-registry apache2-utils openssl ca-certificates
   skopeo umoci
   mmdebstrap qemu-user-static binfmt-support
   util-linux gzip python3 python3-pip git hyperfine time
+  containerd
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -115,6 +118,17 @@ if ! [ -x "$SBOM_TOOLS/bin/pyspdxtools" ] ||
   $SUDO env VIRTUAL_ENV="$SBOM_TOOLS" uv pip install --quiet --python "$SBOM_TOOLS/bin/python" \
     'spdx-tools>=0.8' 'cyclonedx-python-lib[json-validation]>=8'
 fi
+# --- Python tools the deploy tests and benchmarks run ----------------------------------
+# kubernetes-validate checks generated manifests offline against bundled schemas; locust
+# drives `scripts/bench.sh deploy`. Each lives in its own uv-managed venv under /opt, with
+# its command in /usr/local/bin; the index comes from the user's uv/pip configuration.
+for tool in kubernetes-validate locust; do
+  if ! command -v "$tool" >/dev/null; then
+    step "installing $tool (uv tool, /opt/imgbuild-tools)"
+    $SUDO env UV_TOOL_DIR=/opt/imgbuild-tools UV_TOOL_BIN_DIR=/usr/local/bin \
+      UV_PYTHON_DOWNLOADS=never uv tool install --quiet "$tool"
+  fi
+done
 
 command -v cargo >/dev/null || {
   echo "error: cargo not found; install Rust 1.85 or newer (rustup) and run again" >&2

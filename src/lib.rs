@@ -6,6 +6,7 @@ pub mod attest;
 pub mod base;
 pub mod build;
 pub mod cli;
+pub mod deploy;
 pub mod digest;
 pub mod dockerignore;
 pub mod fetch;

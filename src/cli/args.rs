@@ -33,6 +33,10 @@ pub enum Command {
     Diff(super::release::DiffArgs),
     /// Rebuild this checkout and check that each platform's manifest matches REF.
     Verify(super::release::VerifyArgs),
+    /// Write Kubernetes manifests (Deployment, Service, HPA) for the spec, the image as imgbuild://PATH.
+    Manifests(crate::deploy::ManifestsArgs),
+    /// Build and push every imgbuild://PATH in YAML files and print them with REPO@sha256:… in its place.
+    Resolve(crate::deploy::resolve::ResolveArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]

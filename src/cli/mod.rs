@@ -22,7 +22,7 @@ pub use args::{
     BuildArgs, Cli, Command, CommonArgs, Destination, LoginArgs, PushArgs, RegistryArgs,
 };
 pub use output::{finish, summary, write_atomic};
-pub use prepare::{prepare, Prepared};
+pub use prepare::{prepare, registry_client, run_build, Prepared};
 pub use progress::{event_printer, human};
 
 use anyhow::Result;
@@ -35,6 +35,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sbom(args) => release::cmd_sbom(args, cli.verbose),
         Command::Diff(args) => release::cmd_diff(args, cli.verbose),
         Command::Verify(args) => release::cmd_verify(args, cli.verbose),
+        Command::Manifests(args) => crate::deploy::cmd_manifests(args),
+        Command::Resolve(args) => crate::deploy::resolve::cmd_resolve(args, cli.verbose),
     }
 }
 

@@ -42,7 +42,7 @@ pub fn prepare(common: &CommonArgs) -> Result<Prepared> {
 }
 
 /// The pipeline with registry bases, keeping `writes` and the cache out of the app layer.
-pub(super) fn run_build(
+pub fn run_build(
     ctx: &Prepared,
     common: &CommonArgs,
     client: Arc<RegistryClient>,
@@ -97,7 +97,7 @@ pub(super) fn read_password_stdin() -> Result<Secret> {
 }
 
 /// The registry client, with explicit credentials (if any) used only for `target`.
-pub(super) fn registry_client(
+pub fn registry_client(
     common: &CommonArgs,
     reg: &RegistryArgs,
     target: Option<&str>,

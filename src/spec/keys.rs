@@ -13,6 +13,8 @@ pub(super) enum Type {
     Bool,
     StrList,
     StrMap,
+    /// A table checked key by key by its own parser (`deploy`).
+    Table,
 }
 
 impl Type {
@@ -23,6 +25,7 @@ impl Type {
             Type::Bool => "a boolean (true or false)",
             Type::StrList => "an array of strings",
             Type::StrMap => "a table of strings",
+            Type::Table => "a table",
         }
     }
 }
@@ -75,6 +78,14 @@ pub(super) const KEYS: &[(&str, Type, &str)] = &[
     ),
     ("revision", Type::Str, r#"revision = "4f2c1e9""#),
     ("exclude", Type::StrList, r#"exclude = ["tests/", "*.md"]"#),
+    ("image", Type::Str, r#"image = "ghcr.io/acme/orders""#),
+    (
+        "init",
+        Type::StrList,
+        r#"init = ["python", "-m", "app.migrate"]"#,
+    ),
+    ("health", Type::Str, r#"health = "/health""#),
+    ("deploy", Type::Table, "deploy = { replicas = 2 }"),
 ];
 
 const REQUIRED: &[&str] = &["base", "app"];
@@ -109,6 +120,10 @@ pub(super) struct Raw {
     pub(super) source_url: Option<String>,
     pub(super) revision: Option<String>,
     pub(super) exclude: Option<Vec<String>>,
+    pub(super) image: Option<String>,
+    pub(super) init: Option<Vec<String>>,
+    pub(super) health: Option<String>,
+    pub(super) deploy: Option<toml::Table>,
 }
 
 /// The first pass: unknown keys, missing required keys and TOML types.
@@ -149,6 +164,7 @@ fn check_type(key: &str, value: &toml::Value, ty: Type, origin: &Origin) -> Resu
         (Type::Str, V::String(_)) | (Type::Int, V::Integer(_)) | (Type::Bool, V::Boolean(_)) => {
             Ok(())
         }
+        (Type::Table, V::Table(_)) => Ok(()),
         (Type::StrList, V::Array(items)) => {
             match items.iter().enumerate().find(|(_, v)| !v.is_str()) {
                 Some((i, v)) => Err(origin.wrong_type(

@@ -9,8 +9,11 @@
 //! and holds the result, [`Spec`]. What the image runs (the uvicorn command
 //! line) is decided later, in [`crate::image::command`].
 
+pub mod deploy;
 mod keys;
 mod values;
+
+pub use deploy::{Autoscale, Deploy, Resources};
 
 use crate::layer::ImagePath;
 use crate::platform::Platform;
@@ -75,6 +78,14 @@ pub struct Spec {
     pub revision: Option<String>,
     /// Extra `.dockerignore`-style patterns for the app layer.
     pub exclude: Vec<String>,
+    /// The repository `imgbuild resolve` pushes to, without tag.
+    pub image: Option<String>,
+    /// The command run from the image before the app starts (an initContainer).
+    pub init: Option<Vec<String>>,
+    /// HTTP path for the probes; a TCP probe when unset.
+    pub health: Option<String>,
+    /// The Kubernetes objects `imgbuild manifests` writes.
+    pub deploy: Deploy,
 }
 
 /// What the image runs: `Entrypoint` and `Cmd` of the image config; `None`

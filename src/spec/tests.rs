@@ -145,7 +145,7 @@ fn keys_table_and_raw_struct_agree() {
             Type::Int => toml::Value::Integer(1),
             Type::Bool => toml::Value::Boolean(true),
             Type::StrList => toml::Value::Array(vec![]),
-            Type::StrMap => toml::Value::Table(toml::Table::new()),
+            Type::StrMap | Type::Table => toml::Value::Table(toml::Table::new()),
         };
         table.insert(key.to_string(), v);
     }

@@ -138,6 +138,11 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         ));
     }
 
+    let image = super::deploy::image(origin, raw.image)?;
+    let init = super::deploy::init(origin, raw.init)?;
+    let health = super::deploy::health(origin, raw.health)?;
+    let deploy = super::deploy::deploy(origin, raw.deploy)?;
+
     Ok(Spec {
         file: file.to_path_buf(),
         base,
@@ -165,6 +170,10 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         source_url: raw.source_url,
         revision: raw.revision,
         exclude,
+        image,
+        init,
+        health,
+        deploy,
     })
 }
 

@@ -1,0 +1,288 @@
+//! From a pushed image to a running service on Kubernetes.
+//!
+//! * `imgbuild manifests` writes a Deployment, a Service and a
+//!   HorizontalPodAutoscaler for a spec ([`manifests`]), with the image written
+//!   `imgbuild://PATH`;
+//! * `imgbuild resolve` ([`resolve`]) finds every `imgbuild://PATH` string in
+//!   YAML documents ([`yaml`]), builds and pushes each project once, and prints
+//!   the documents with `REPO@sha256:…` in their place, as `ko resolve` does.
+//!
+//! This sits beside `cli`, above the pipeline: it drives builds and pushes
+//! through the same functions `imgbuild push` uses.
+
+pub mod manifests;
+pub mod resolve;
+pub mod yaml;
+
+use crate::spec::{self, Spec, SpecError};
+use clap::Args;
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{file}: cannot read it")]
+    Read {
+        file: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{file}")]
+    Yaml {
+        file: String,
+        #[source]
+        source: yaml::YamlError,
+    },
+    #[error("{file}: document {document}: {SCHEME}{path}", SCHEME = yaml::SCHEME)]
+    Reference {
+        file: String,
+        document: usize,
+        path: String,
+        #[source]
+        source: Box<RefError>,
+    },
+    #[error("{path}: cannot write it")]
+    Write {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{dir}: no YAML files (*.yaml, *.yml) in it")]
+    NoYamlFiles { dir: String },
+    #[error("-f - and --password-stdin both read standard input; set IMGBUILD_PASSWORD instead, or log in first with `imgbuild login`")]
+    StdinTwice,
+    #[error("--username is for one registry, but the images go to {registries}; log in to each with `imgbuild login` instead")]
+    ManyRegistries { registries: String },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+}
+
+/// What is wrong with one `imgbuild://PATH` reference.
+#[derive(Debug, thiserror::Error)]
+pub enum RefError {
+    #[error("{dir} does not exist; PATH is a directory holding a spec (or the spec file), relative to the current directory, e.g. imgbuild://. for the project you stand in")]
+    NoSuchPath { dir: String },
+    #[error("no {} or {} in {dir}; point the reference at a directory holding a spec, or at the spec file", spec::SPEC_FILE, spec::PYPROJECT_FILE)]
+    NoSpec { dir: String },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("{spec} has no `image`; add the repository to push to, such as image = \"ghcr.io/acme/orders\"")]
+    NoImage { spec: String },
+    #[error("no --tag, and no [project] version in a pyproject.toml beside {spec}; pass --tag or set the version")]
+    NoTag { spec: String },
+    #[error("{image}:{tag} is not a valid reference")]
+    Tag {
+        image: String,
+        tag: String,
+        #[source]
+        source: crate::reference::ReferenceError,
+    },
+    #[error("init program {program:?} is not in the {platform} image (looked for {looked}); install the package that provides it, or fix `init` in {spec}")]
+    InitMissing {
+        program: String,
+        platform: String,
+        looked: String,
+        spec: String,
+    },
+    #[error("building and pushing it")]
+    Build(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[derive(Args, Debug)]
+pub struct ManifestsArgs {
+    /// The spec: imgbuild.toml, or a pyproject.toml with [tool.imgbuild]. Default: ./imgbuild.toml, then ./pyproject.toml.
+    #[arg(short = 'f', long = "file")]
+    pub spec: Option<PathBuf>,
+    /// A directory to write deployment.yaml, hpa.yaml and service.yaml into, or - for
+    /// all of them on standard output as one stream.
+    #[arg(short, long, default_value = "-")]
+    pub output: String,
+}
+
+/// The `[project]` name and version of the pyproject.toml beside the spec
+/// (or in its source directory), when there is one.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Project {
+    pub name: Option<String>,
+    pub version: Option<String>,
+}
+
+pub fn project(spec: &Spec) -> Project {
+    let dirs = [spec.file.parent(), Some(spec.source.as_path())];
+    for dir in dirs.into_iter().flatten() {
+        let Ok(text) = std::fs::read_to_string(dir.join(spec::PYPROJECT_FILE)) else {
+            continue;
+        };
+        let Ok(doc) = text.parse::<toml::Table>() else {
+            continue;
+        };
+        let p = doc.get("project").and_then(|p| p.as_table());
+        let get = |k: &str| {
+            p.and_then(|p| p.get(k))
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        };
+        return Project {
+            name: get("name"),
+            version: get("version"),
+        };
+    }
+    Project::default()
+}
+
+/// `deploy.name`, else the project's name (or its directory's) made a valid
+/// Kubernetes name: lowercase, `-` for anything else, starting with a letter.
+pub fn kube_name(spec: &Spec, project: &Project) -> String {
+    if let Some(n) = &spec.deploy.name {
+        return n.clone();
+    }
+    let raw = project
+        .name
+        .clone()
+        .or_else(|| {
+            spec.source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    let mut name: String = raw
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    while name.contains("--") {
+        name = name.replace("--", "-");
+    }
+    let mut name = name.trim_matches('-').to_string();
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        name = format!("app-{name}");
+    }
+    name.truncate(63);
+    name.trim_end_matches('-').to_string()
+}
+
+/// `imgbuild://PATH` for a spec, PATH relative to `cwd`: the directory when
+/// `imgbuild resolve` would find this spec there, else the file itself.
+pub fn reference_for(spec: &Spec, cwd: &Path) -> String {
+    let dir = spec.file.parent().unwrap_or(Path::new("/"));
+    let name = spec.file.file_name().and_then(|n| n.to_str());
+    let found_by_lookup = name == Some(spec::SPEC_FILE)
+        || (name == Some(spec::PYPROJECT_FILE) && !dir.join(spec::SPEC_FILE).exists());
+    let target = if found_by_lookup { dir } else { &spec.file };
+    let shown = match target.strip_prefix(cwd) {
+        Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => target.display().to_string(),
+    };
+    format!("{}{shown}", yaml::SCHEME)
+}
+
+/// `imgbuild manifests`: the objects on stdout, or one file each in a directory.
+pub fn cmd_manifests(args: ManifestsArgs) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir()?;
+    let spec = spec::load(args.spec.as_deref(), &cwd).map_err(DeployError::from)?;
+    let project = project(&spec);
+    let spec_shown = spec
+        .file
+        .strip_prefix(&cwd)
+        .unwrap_or(&spec.file)
+        .display()
+        .to_string();
+    let input = manifests::Input {
+        spec: &spec,
+        name: kube_name(&spec, &project),
+        version: project.version.clone(),
+        image: reference_for(&spec, &cwd),
+        spec_shown: spec_shown.clone(),
+    };
+    let objects = manifests::generate(&input);
+    if spec.image.is_none() {
+        eprintln!(
+            "note: {spec_shown} has no `image`; `imgbuild resolve` needs it to know where to push"
+        );
+    }
+    if args.output == "-" {
+        let texts: Vec<&str> = objects.iter().map(|m| m.text.as_str()).collect();
+        print!("{}", texts.join("---\n"));
+        return Ok(());
+    }
+    let dir = PathBuf::from(&args.output);
+    std::fs::create_dir_all(&dir).map_err(|e| DeployError::Write {
+        path: dir.display().to_string(),
+        source: e.into(),
+    })?;
+    for m in &objects {
+        let path = dir.join(m.file_name);
+        crate::cli::write_atomic(&path, m.text.as_bytes()).map_err(|e| DeployError::Write {
+            path: path.display().to_string(),
+            source: e.into(),
+        })?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_in(dir: &Path, file: &str, extra: &str) -> Spec {
+        let text = format!("base = \"python:3.12-slim\"\napp = \"main:app\"\n{extra}");
+        let path = dir.join(file);
+        std::fs::write(&path, &text).unwrap();
+        crate::spec::parse(&text, &path, false, dir).unwrap()
+    }
+
+    #[test]
+    fn names_come_from_deploy_then_project_then_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("My_Service.v2");
+        std::fs::create_dir(&dir).unwrap();
+        let s = spec_in(&dir, "imgbuild.toml", "");
+        assert_eq!(kube_name(&s, &Project::default()), "my-service-v2");
+        let p = Project {
+            name: Some("9lives_API".into()),
+            version: None,
+        };
+        assert_eq!(kube_name(&s, &p), "app-9lives-api");
+        let s = spec_in(&dir, "imgbuild.toml", "[deploy]\nname = \"orders\"\n");
+        assert_eq!(kube_name(&s, &p), "orders");
+    }
+
+    #[test]
+    fn project_name_and_version_come_from_pyproject() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("pyproject.toml"),
+            "[project]\nname = \"orders\"\nversion = \"1.4.2\"\n",
+        )
+        .unwrap();
+        let s = spec_in(tmp.path(), "imgbuild.toml", "");
+        assert_eq!(
+            project(&s),
+            Project {
+                name: Some("orders".into()),
+                version: Some("1.4.2".into())
+            }
+        );
+    }
+
+    #[test]
+    fn references_are_relative_to_the_current_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cwd = tmp.path();
+        std::fs::create_dir_all(cwd.join("svc/a")).unwrap();
+        let here = spec_in(cwd, "imgbuild.toml", "");
+        assert_eq!(reference_for(&here, cwd), "imgbuild://.");
+        let sub = spec_in(&cwd.join("svc/a"), "imgbuild.toml", "");
+        assert_eq!(reference_for(&sub, cwd), "imgbuild://svc/a");
+        let named = spec_in(&cwd.join("svc"), "api.toml", "");
+        assert_eq!(reference_for(&named, cwd), "imgbuild://svc/api.toml");
+        let elsewhere = tempfile::tempdir().unwrap();
+        let out = spec_in(elsewhere.path(), "imgbuild.toml", "");
+        assert_eq!(
+            reference_for(&out, cwd),
+            format!("imgbuild://{}", elsewhere.path().display())
+        );
+    }
+}

@@ -1,0 +1,524 @@
+//! `imgbuild resolve`: YAML in, YAML out, with every `imgbuild://PATH` string
+//! replaced by the digest of the image built from PATH's spec and pushed to
+//! its `image` repository. Every reference is checked before anything is
+//! built, each project is built and pushed once (all of them in parallel),
+//! and nothing is printed until all of them are pushed.
+
+use super::yaml::{self, Found};
+use super::{DeployError, RefError};
+use crate::cli::{CommonArgs, RegistryArgs};
+use crate::output::BuildResult;
+use crate::reference::Reference;
+use crate::spec::{self, Spec};
+use crate::store::Store;
+use clap::Args;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct ResolveArgs {
+    /// YAML to resolve: a file, a directory (its *.yaml and *.yml files, sorted), or - for
+    /// standard input (repeatable).
+    #[arg(
+        short = 'f',
+        long = "filename",
+        visible_alias = "file",
+        required = true
+    )]
+    pub files: Vec<PathBuf>,
+    /// The tag to push every image under. Default: each project's version (pyproject.toml).
+    #[arg(short, long)]
+    pub tag: Option<String>,
+    /// Target platforms, e.g. linux/amd64,linux/arm64. Overrides `platforms` in the specs.
+    #[arg(long = "platform", value_delimiter = ',')]
+    pub platforms: Vec<String>,
+    /// Where downloaded wheels and built layers are kept.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Build from the cache only.
+    #[arg(long)]
+    pub offline: bool,
+    /// Parallel downloads, layer builds and uploads, per image.
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
+    /// Extra CA certificates (PEM) to trust (repeatable).
+    #[arg(long = "ca-file")]
+    pub ca_files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// One input stream and the references in it.
+struct Input {
+    shown: String,
+    text: String,
+    found: Vec<Found>,
+}
+
+/// One project to build and push, and where it was first referenced (for messages).
+struct Target {
+    spec: Spec,
+    repo: String,
+    tag: Reference,
+    first: (String, usize, String),
+}
+
+fn at(file: &str, f: &Found, source: RefError) -> DeployError {
+    DeployError::Reference {
+        file: file.to_string(),
+        document: f.document,
+        path: f.path.clone(),
+        source: Box::new(source),
+    }
+}
+
+pub fn cmd_resolve(args: ResolveArgs, verbose: bool) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir()?;
+    if args.registry.password_stdin && args.files.iter().any(|f| f.as_os_str() == "-") {
+        return Err(DeployError::StdinTwice.into());
+    }
+    let inputs = read_inputs(&args.files)?;
+
+    // Every reference names a spec with an image and a tag, before any build.
+    let mut specs: HashMap<String, PathBuf> = HashMap::new();
+    let mut targets: BTreeMap<PathBuf, Target> = BTreeMap::new();
+    for input in &inputs {
+        for f in &input.found {
+            if specs.contains_key(&f.path) {
+                continue;
+            }
+            let spec = load_spec(&f.path, &cwd).map_err(|e| at(&input.shown, f, e))?;
+            specs.insert(f.path.clone(), spec.file.clone());
+            if targets.contains_key(&spec.file) {
+                continue;
+            }
+            let shown = spec
+                .file
+                .strip_prefix(&cwd)
+                .unwrap_or(&spec.file)
+                .display()
+                .to_string();
+            let repo = spec.image.clone().ok_or_else(|| {
+                at(
+                    &input.shown,
+                    f,
+                    RefError::NoImage {
+                        spec: shown.clone(),
+                    },
+                )
+            })?;
+            let tag = match &args.tag {
+                Some(t) => t.clone(),
+                None => super::project(&spec).version.ok_or_else(|| {
+                    at(
+                        &input.shown,
+                        f,
+                        RefError::NoTag {
+                            spec: shown.clone(),
+                        },
+                    )
+                })?,
+            };
+            let reference = Reference::parse(&format!("{repo}:{tag}")).map_err(|source| {
+                at(
+                    &input.shown,
+                    f,
+                    RefError::Tag {
+                        image: repo.clone(),
+                        tag: tag.clone(),
+                        source,
+                    },
+                )
+            })?;
+            targets.insert(
+                spec.file.clone(),
+                Target {
+                    spec,
+                    repo,
+                    tag: reference,
+                    first: (input.shown.clone(), f.document, f.path.clone()),
+                },
+            );
+        }
+    }
+
+    let pinned = build_and_push_all(&args, &targets, verbose)?;
+
+    let mut out = String::new();
+    for input in &inputs {
+        if !out.is_empty() && !input.text.starts_with("---") {
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str("---\n");
+        }
+        out.push_str(&yaml::replace(&input.text, &input.found, |f| {
+            pinned[&specs[&f.path]].clone()
+        }));
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn read_inputs(files: &[PathBuf]) -> Result<Vec<Input>, DeployError> {
+    let mut paths: Vec<(String, Option<PathBuf>)> = Vec::new();
+    for f in files {
+        if f.as_os_str() == "-" {
+            paths.push(("standard input".into(), None));
+        } else if f.is_dir() {
+            let read = |e| DeployError::Read {
+                file: f.display().to_string(),
+                source: e,
+            };
+            let mut found: Vec<PathBuf> = std::fs::read_dir(f)
+                .map_err(read)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(DeployError::NoYamlFiles {
+                    dir: f.display().to_string(),
+                });
+            }
+            paths.extend(
+                found
+                    .into_iter()
+                    .map(|p| (p.display().to_string(), Some(p))),
+            );
+        } else {
+            paths.push((f.display().to_string(), Some(f.clone())));
+        }
+    }
+    let mut out = Vec::new();
+    for (shown, path) in paths {
+        let text = match &path {
+            None => {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s).map(|_| s)
+            }
+            Some(p) => std::fs::read_to_string(p),
+        }
+        .map_err(|source| DeployError::Read {
+            file: shown.clone(),
+            source,
+        })?;
+        let found = yaml::find_refs(&text).map_err(|source| DeployError::Yaml {
+            file: shown.clone(),
+            source,
+        })?;
+        out.push(Input { shown, text, found });
+    }
+    Ok(out)
+}
+
+/// The spec a reference names: a spec file, or a directory holding
+/// imgbuild.toml or a pyproject.toml, relative to `cwd`.
+fn load_spec(path: &str, cwd: &Path) -> Result<Spec, RefError> {
+    let p = cwd.join(path);
+    if p.is_file() {
+        return Ok(spec::load(Some(&p), cwd)?);
+    }
+    if !p.is_dir() {
+        return Err(RefError::NoSuchPath {
+            dir: path.to_string(),
+        });
+    }
+    for name in [spec::SPEC_FILE, spec::PYPROJECT_FILE] {
+        if p.join(name).is_file() {
+            return Ok(spec::load(Some(&p.join(name)), cwd)?);
+        }
+    }
+    Err(RefError::NoSpec {
+        dir: path.to_string(),
+    })
+}
+
+/// Builds and pushes every target in parallel; `REPO@sha256:…` per spec file.
+fn build_and_push_all(
+    args: &ResolveArgs,
+    targets: &BTreeMap<PathBuf, Target>,
+    verbose: bool,
+) -> anyhow::Result<HashMap<PathBuf, String>> {
+    if targets.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let registries: HashSet<&str> = targets.values().map(|t| t.tag.registry.as_str()).collect();
+    if args.registry.username.is_some() && registries.len() > 1 {
+        let mut r: Vec<_> = registries.into_iter().collect();
+        r.sort();
+        return Err(DeployError::ManyRegistries {
+            registries: r.join(", "),
+        }
+        .into());
+    }
+    let common = |spec: &Spec| CommonArgs {
+        spec: Some(spec.file.clone()),
+        platforms: args.platforms.clone(),
+        cache_dir: args.cache_dir.clone(),
+        offline: args.offline,
+        jobs: args.jobs,
+        ca_files: args.ca_files.clone(),
+        digest_file: None,
+        json: false,
+    };
+    let first = targets.values().next().expect("not empty");
+    let client = crate::cli::registry_client(
+        &common(&first.spec),
+        &args.registry,
+        Some(&first.tag.registry),
+    )?;
+    let results: Vec<(PathBuf, Result<String, DeployError>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = targets
+            .iter()
+            .map(|(file, t)| {
+                let client = client.clone();
+                let common = common(&t.spec);
+                let h = scope.spawn(move || -> Result<String, anyhow::Error> {
+                    let ctx = crate::cli::prepare(&common)?;
+                    let printer = crate::cli::event_printer(verbose);
+                    let result =
+                        crate::cli::run_build(&ctx, &common, client.clone(), &printer, &[])?;
+                    check_init(&ctx.spec, &result, &ctx.store)?;
+                    crate::output::push::push(
+                        &client,
+                        &result,
+                        std::slice::from_ref(&t.tag),
+                        &ctx.store,
+                        &|_, _| {},
+                    )?;
+                    let pinned = format!("{}@{}", t.repo, result.digest());
+                    eprintln!("{}{} -> {pinned}", yaml::SCHEME, t.first.2);
+                    Ok(pinned)
+                });
+                (file.clone(), t, h)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(file, t, h)| {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the build thread panicked")))
+                    .map_err(|e| {
+                        let source = match e.downcast::<RefError>() {
+                            Ok(r) => r,
+                            Err(e) => RefError::Build(e.into()),
+                        };
+                        DeployError::Reference {
+                            file: t.first.0.clone(),
+                            document: t.first.1,
+                            path: t.first.2.clone(),
+                            source: Box::new(source),
+                        }
+                    });
+                (file, r)
+            })
+            .collect()
+    });
+    let mut out = HashMap::new();
+    for (file, r) in results {
+        out.insert(file, r?);
+    }
+    Ok(out)
+}
+
+/// Fails when the spec's `init` program is in none of the places the runtime
+/// would look for it in an image of `result`: its path as given, else each
+/// directory of the image's PATH.
+fn check_init(spec: &Spec, result: &BuildResult, store: &Store) -> Result<(), RefError> {
+    let Some(program) = spec.init.as_ref().and_then(|i| i.first()) else {
+        return Ok(());
+    };
+    for img in &result.images {
+        let config: serde_json::Value = serde_json::from_slice(&img.config).unwrap_or_default();
+        let env = config["config"]["Env"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let path_var = env
+            .iter()
+            .filter_map(|e| e.as_str()?.strip_prefix("PATH="))
+            .next()
+            .unwrap_or(crate::python::interpreter::DEFAULT_PATH)
+            .to_string();
+        let candidates: Vec<String> = if program.contains('/') {
+            let p = if program.starts_with('/') {
+                program.clone()
+            } else {
+                format!("{}/{program}", spec.workdir.absolute())
+            };
+            vec![p]
+        } else {
+            path_var
+                .split(':')
+                .filter(|d| d.starts_with('/'))
+                .map(|d| format!("{}/{program}", d.trim_end_matches('/')))
+                .collect()
+        };
+        let Some(files) = image_files(store, &img.layers) else {
+            continue; // A layer we cannot list (zstd): the runtime will say.
+        };
+        if !candidates.iter().any(|c| files.contains(c)) {
+            return Err(RefError::InitMissing {
+                program: program.clone(),
+                platform: img.platform.to_string(),
+                looked: candidates.join(", "),
+                spec: spec.file.display().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The paths in the image's merged filesystem, with symbolic links to
+/// directories followed; `None` when a layer cannot be read.
+struct Files {
+    entries: HashSet<String>,
+    links: HashMap<String, String>,
+}
+
+impl Files {
+    fn contains(&self, path: &str) -> bool {
+        let mut path = path.to_string();
+        'resolve: for _ in 0..40 {
+            let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+            for i in 1..parts.len() {
+                let prefix = format!("/{}", parts[..i].join("/"));
+                if let Some(target) = self.links.get(&prefix) {
+                    let base = if target.starts_with('/') {
+                        target.clone()
+                    } else {
+                        format!("/{}/{target}", parts[..i - 1].join("/"))
+                    };
+                    path = format!("{base}/{}", parts[i..].join("/"));
+                    path = normalise(&path);
+                    continue 'resolve;
+                }
+            }
+            return self.entries.contains(&normalise(&path));
+        }
+        false
+    }
+}
+
+fn normalise(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            p => out.push(p),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+fn image_files(store: &Store, layers: &[crate::output::ImageLayer]) -> Option<Files> {
+    let mut files = Files {
+        entries: HashSet::new(),
+        links: HashMap::new(),
+    };
+    for l in layers {
+        let raw = crate::output::open_layer(store, l).ok()?;
+        let mt = l.layer.media_type.as_str();
+        let reader: Box<dyn Read> = if mt.contains("gzip") {
+            Box::new(flate2::read::MultiGzDecoder::new(raw))
+        } else if mt.ends_with(".tar") || mt.ends_with("tar") {
+            raw
+        } else {
+            return None;
+        };
+        let mut archive = tar::Archive::new(reader);
+        for entry in archive.entries().ok()? {
+            let entry = entry.ok()?;
+            let path = normalise(&entry.path().ok()?.to_string_lossy());
+            let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
+            if name == ".wh..wh..opq" {
+                let under = format!("{dir}/");
+                files.entries.retain(|e| !e.starts_with(&under));
+                files.links.retain(|e, _| !e.starts_with(&under));
+                continue;
+            }
+            if let Some(hidden) = name.strip_prefix(".wh.") {
+                let gone = format!("{dir}/{hidden}");
+                files.entries.remove(&gone);
+                files.links.remove(&gone);
+                continue;
+            }
+            if entry.header().entry_type().is_symlink() {
+                if let Ok(Some(target)) = entry.link_name() {
+                    files
+                        .links
+                        .insert(path.clone(), target.to_string_lossy().into_owned());
+                }
+            } else {
+                files.links.remove(&path);
+            }
+            files.entries.insert(path);
+        }
+    }
+    Some(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_name_a_spec_directory_or_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cwd = tmp.path();
+        let spec = "base = \"python:3.12-slim\"\napp = \"main:app\"\n";
+        std::fs::create_dir_all(cwd.join("svc")).unwrap();
+        std::fs::create_dir_all(cwd.join("empty")).unwrap();
+        std::fs::write(cwd.join("svc/imgbuild.toml"), spec).unwrap();
+        std::fs::write(cwd.join("api.toml"), spec).unwrap();
+        std::fs::write(
+            cwd.join("pyproject.toml"),
+            format!("[tool.imgbuild]\n{spec}"),
+        )
+        .unwrap();
+        assert_eq!(
+            load_spec("svc", cwd).unwrap().file,
+            cwd.join("svc/imgbuild.toml")
+        );
+        assert_eq!(
+            load_spec("api.toml", cwd).unwrap().file,
+            cwd.join("api.toml")
+        );
+        assert_eq!(
+            load_spec(".", cwd).unwrap().file,
+            cwd.join("pyproject.toml")
+        );
+        assert!(matches!(
+            load_spec("empty", cwd),
+            Err(RefError::NoSpec { .. })
+        ));
+        assert!(matches!(
+            load_spec("nowhere", cwd),
+            Err(RefError::NoSuchPath { .. })
+        ));
+        std::fs::write(cwd.join("empty/imgbuild.toml"), "app = 1\n").unwrap();
+        let err = load_spec("empty", cwd).unwrap_err().to_string();
+        assert!(err.starts_with("empty/imgbuild.toml: "), "{err}");
+    }
+
+    #[test]
+    fn image_files_follow_directory_links() {
+        let files = Files {
+            entries: ["/usr/bin/python3", "/bin", "/app/.venv/bin/migrate"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            links: [("/bin".to_string(), "usr/bin".to_string())].into(),
+        };
+        assert!(files.contains("/bin/python3"));
+        assert!(files.contains("/usr/bin/python3"));
+        assert!(files.contains("/app/.venv/bin/../bin/migrate"));
+        assert!(!files.contains("/bin/orders-migrate"));
+    }
+}
