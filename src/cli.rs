@@ -15,6 +15,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod init;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "imgbuild",
@@ -37,6 +39,8 @@ pub enum Command {
     Push(PushArgs),
     /// Save registry credentials in Docker's config.json, as `docker login` does.
     Login(LoginArgs),
+    /// Write an imgbuild.toml for the project in the current directory, from its sources.
+    Init(init::InitArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -186,6 +190,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Build(args) => cmd_build(args, cli.verbose),
         Command::Push(args) => cmd_push(args, cli.verbose),
         Command::Login(args) => cmd_login(args),
+        Command::Init(args) => init::cmd_init(args),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod digest;
 pub mod dockerignore;
 pub mod fetch;
 pub mod image;
+pub mod init;
 pub mod layer;
 pub mod lock;
 pub mod output;
