@@ -15,7 +15,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod completions;
 pub mod init;
+pub mod man;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,6 +43,10 @@ pub enum Command {
     Login(LoginArgs),
     /// Write an imgbuild.toml for the project in the current directory, from its sources.
     Init(init::InitArgs),
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff) to standard output, or write one page per command with --dir.
+    Man(man::ManArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -191,6 +197,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Push(args) => cmd_push(args, cli.verbose),
         Command::Login(args) => cmd_login(args),
         Command::Init(args) => init::cmd_init(args),
+        Command::Completions(args) => completions::cmd_completions(args),
+        Command::Man(args) => man::cmd_man(args),
     }
 }
 
