@@ -24,13 +24,14 @@ step() { echo "==> $*"; }
 # and openssl make the local test registries; skopeo and umoci inspect images
 # independently; mmdebstrap, qemu-user-static and binfmt-support build the Debian base
 # images (arm64 emulated); uidmap, fuse-overlayfs, slirp4netns and catatonit are what
-# podman needs on a minimal system; util-linux gives flock for the test cache lock.
+# podman needs on a minimal system; util-linux gives flock for the test cache lock; curl
+# asks the example and the wheel check (scripts/wheel.sh) for /health.
 PACKAGES=(
   podman runc uidmap fuse-overlayfs slirp4netns catatonit
   docker-registry apache2-utils openssl ca-certificates
   skopeo umoci
   mmdebstrap qemu-user-static binfmt-support
-  util-linux gzip python3 python3-pip git hyperfine time
+  util-linux gzip python3 python3-pip git hyperfine time curl
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -89,6 +90,8 @@ if ! command -v uv >/dev/null; then
     $SUDO python3 -m pip install --quiet --break-system-packages uv
 fi
 step "$(uv --version)"
+# maturin builds the imgbuild wheel (scripts/wheel.sh); uvx keeps it in uv's cache.
+step "$(uvx --from 'maturin>=1.9,<2' maturin --version)"
 
 command -v cargo >/dev/null || {
   echo "error: cargo not found; install Rust 1.85 or newer (rustup) and run again" >&2
