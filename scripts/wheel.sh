@@ -7,6 +7,9 @@
 #
 #   scripts/wheel.sh          a release wheel, as published (compiles everything in release)
 #   scripts/wheel.sh --dev    the dev profile: reuses what `cargo test` compiled (CI uses this)
+#   scripts/wheel.sh --musl   a static x86_64 binary (needs `rustup target add
+#                             x86_64-unknown-linux-musl` and musl-gcc from musl-tools), tagged
+#                             for both manylinux and musllinux: it runs on any x86_64 Linux
 #
 # The wheel is left in target/wheels/. The base image comes from the tests' cache
 # (~/.cache/imgbuild-tests, or IMGBUILD_TEST_CACHE), built there first if missing.
@@ -17,7 +20,14 @@ cd "$ROOT"
 MATURIN='maturin>=1.9,<2'
 EXCLUDE_NEWER=2026-11-01T00:00:00Z # as tests/support/uv.rs: the same versions every run
 PROFILE=(--release)
-[ "${1:-}" = "--dev" ] && PROFILE=()
+TARGET=()
+for arg in "$@"; do
+  case "$arg" in
+    --dev) PROFILE=() ;;
+    --musl) TARGET=(--target x86_64-unknown-linux-musl --compatibility manylinux_2_5 musllinux_1_2) ;;
+    *) echo "usage: scripts/wheel.sh [--dev] [--musl]" >&2 && exit 2 ;;
+  esac
+done
 export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1
 
 WORK=$(mktemp -d)
@@ -35,14 +45,16 @@ fail() {
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
-step "uvx maturin build ${PROFILE[*]}"
+MATURIN_ARGS=("${PROFILE[@]}" "${TARGET[@]}")
+step "uvx maturin build ${MATURIN_ARGS[*]}"
 START=$(date +%s)
 rm -f "$TARGET_DIR"/wheels/imgbuild-"$VERSION"-*.whl
-uvx --from "$MATURIN" maturin build "${PROFILE[@]}" --quiet
+uvx --from "$MATURIN" maturin build "${MATURIN_ARGS[@]}" --quiet
 WHEEL=$(ls "$TARGET_DIR"/wheels/imgbuild-"$VERSION"-py3-none-*.whl)
 NAME=$(basename "$WHEEL")
 case "$NAME" in
-  imgbuild-"$VERSION"-py3-none-manylinux_*_x86_64.whl | imgbuild-"$VERSION"-py3-none-manylinux_*_aarch64.whl) ;;
+  imgbuild-"$VERSION"-py3-none-manylinux_*_x86_64.whl) ;;
+  imgbuild-"$VERSION"-py3-none-manylinux1_x86_64.manylinux_2_5_x86_64.musllinux_1_2_x86_64.whl) ;;
   *) fail "unexpected wheel name $NAME" ;;
 esac
 step "built $NAME ($(du -k "$WHEEL" | cut -f1) KiB) in $(($(date +%s) - START)) s"
