@@ -26,13 +26,14 @@ step() { echo "==> $*"; }
 # images (arm64 emulated); uidmap, fuse-overlayfs, slirp4netns and catatonit are what
 # podman needs on a minimal system; util-linux gives flock for the test cache lock;
 # containerd (with its ctr) is the runtime of Kubernetes nodes, which the deploy tests
-# pull and run the pushed image with.
+# pull and run the pushed image with; curl asks the example and the wheel check
+# (scripts/wheel.sh) for /health.
 PACKAGES=(
   podman runc uidmap fuse-overlayfs slirp4netns catatonit
   docker-registry apache2-utils openssl ca-certificates
   skopeo umoci
   mmdebstrap qemu-user-static binfmt-support
-  util-linux gzip python3 python3-pip git hyperfine time
+  util-linux gzip python3 python3-pip git hyperfine time curl
   containerd
 )
 missing=()
@@ -92,6 +93,8 @@ if ! command -v uv >/dev/null; then
     $SUDO python3 -m pip install --quiet --break-system-packages uv
 fi
 step "$(uv --version)"
+# maturin builds the imgbuild wheel (scripts/wheel.sh); uvx keeps it in uv's cache.
+step "$(uvx --from 'maturin>=1.9,<2' maturin --version)"
 
 # --- Poetry and PDM (tests/locks_e2e.rs locks a fixture with each at test time) --------
 # Pinned, so the locks they write keep one format. PDM 2.29.4 breaks with hishel 2, which

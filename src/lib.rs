@@ -11,6 +11,7 @@ pub mod digest;
 pub mod dockerignore;
 pub mod fetch;
 pub mod image;
+pub mod init;
 pub mod inspect;
 pub mod layer;
 pub mod lock;

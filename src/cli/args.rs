@@ -27,6 +27,8 @@ pub enum Command {
     Push(PushArgs),
     /// Save registry credentials in Docker's config.json, as `docker login` does.
     Login(LoginArgs),
+    /// Write an imgbuild.toml for the project in the current directory, from its sources.
+    Init(super::init::InitArgs),
     /// Build and write the image's SBOM (SPDX 2.3, or CycloneDX 1.6).
     Sbom(super::release::SbomArgs),
     /// Explain how two images differ: platforms, config, packages, files.
@@ -37,6 +39,10 @@ pub enum Command {
     Manifests(crate::deploy::ManifestsArgs),
     /// Build and push every imgbuild://PATH in YAML files and print them with REPO@sha256:… in its place.
     Resolve(crate::deploy::resolve::ResolveArgs),
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    Completions(super::completions::CompletionsArgs),
+    /// Print the man page (roff) to standard output, or write one page per command with --dir.
+    Man(super::man::ManArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -11,7 +11,10 @@
 
 pub mod args;
 mod build;
+pub mod completions;
+pub mod init;
 mod login;
+pub mod man;
 pub mod output;
 pub mod prepare;
 pub mod progress;
@@ -35,6 +38,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sbom(args) => release::cmd_sbom(args, cli.verbose),
         Command::Diff(args) => release::cmd_diff(args, cli.verbose),
         Command::Verify(args) => release::cmd_verify(args, cli.verbose),
+        Command::Init(args) => init::cmd_init(args),
+        Command::Completions(args) => completions::cmd_completions(args),
+        Command::Man(args) => man::cmd_man(args),
         Command::Manifests(args) => crate::deploy::cmd_manifests(args),
         Command::Resolve(args) => crate::deploy::resolve::cmd_resolve(args, cli.verbose),
     }

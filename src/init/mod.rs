@@ -1,0 +1,805 @@
+//! `imgbuild init`: writes the settings for the project in a directory, from
+//! what its files say (see [`detect`]). The result always loads with
+//! [`crate::spec::parse`] once `base` and `app` are set; nothing is written
+//! when it would not, and an existing file is replaced only when asked.
+
+pub mod detect;
+
+use crate::spec::{self, SpecError, DEFAULT_LOCKFILES, PYPROJECT_FILE, SPEC_FILE};
+use detect::{AppCandidate, HealthRoute, ProjectInfo};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Lockfiles other tools write that this imgbuild may not read; named in the
+/// report when found and not in [`DEFAULT_LOCKFILES`].
+const OTHER_LOCKFILES: &[&str] = &["poetry.lock", "pdm.lock", "Pipfile.lock"];
+
+/// Directories never read for sources: environments, caches, tests, VCS.
+const SKIPPED_DIRS: &[&str] = &[
+    "node_modules",
+    "__pycache__",
+    "site-packages",
+    "venv",
+    "env",
+    "build",
+    "dist",
+    "tests",
+    "test",
+    "docs",
+];
+/// Bounds on what is read, so a huge tree costs little.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+const MAX_FILES: usize = 5000;
+const MAX_DEPTH: usize = 8;
+
+#[derive(Clone, Debug, Default)]
+pub struct InitOptions {
+    /// The base image, written as given.
+    pub base: Option<String>,
+    /// Write `[tool.imgbuild]` into pyproject.toml instead of imgbuild.toml.
+    pub pyproject: bool,
+    /// Replace an existing imgbuild.toml or `[tool.imgbuild]` table.
+    pub force: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoteKind {
+    /// Read from the project's files.
+    Found,
+    /// Chosen by imgbuild; worth a look.
+    Guessed,
+    /// Not found; the user has to add it.
+    Missing,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub kind: NoteKind,
+    pub text: String,
+}
+
+/// What `init` wrote and why.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub file: PathBuf,
+    pub notes: Vec<Note>,
+    /// The settings load as they are (`base` and `app` both set).
+    pub complete: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{file} exists; pass --force to replace it")]
+    Exists { file: String },
+    #[error("{file} already has a [tool.imgbuild] table; pass --force to replace it")]
+    ToolTableExists { file: String },
+    #[error("{PYPROJECT_FILE} has a [tool.imgbuild] table, which a new {SPEC_FILE} would override; pass --pyproject --force to replace that table, or --force to write {SPEC_FILE} anyway")]
+    Shadowed,
+    #[error(
+        "--pyproject: no {PYPROJECT_FILE} in {dir}; leave out --pyproject to write {SPEC_FILE}"
+    )]
+    NoPyproject { dir: String },
+    #[error("{file}: cannot replace its [tool.imgbuild] settings (they are not one `[tool.imgbuild]` table); remove them by hand and run `imgbuild init --pyproject` again")]
+    CannotReplace { file: String },
+    #[error("{file}: invalid TOML; fix it and run `imgbuild init` again")]
+    Pyproject {
+        file: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("cannot read {file}")]
+    Read {
+        file: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read the sources under {dir}")]
+    Walk {
+        dir: String,
+        #[source]
+        source: walkdir::Error,
+    },
+    #[error("cannot write {file}")]
+    Write {
+        file: String,
+        #[source]
+        source: io::Error,
+    },
+    /// What would be written does not load (a bad `--base`, say); nothing is written.
+    #[error("the settings for {file} would not load; nothing was written")]
+    Invalid {
+        file: String,
+        #[source]
+        source: Box<SpecError>,
+    },
+}
+
+/// What goes into the settings, before rendering.
+#[derive(Clone, Debug, Default)]
+struct Draft {
+    base: Option<String>,
+    /// Written commented when `base` is None.
+    base_suggestion: String,
+    requires_python: Option<String>,
+    app: Option<AppCandidate>,
+    lockfile: Option<String>,
+    health: Option<HealthRoute>,
+    /// Write `health` as a key (this imgbuild knows it) or as a comment.
+    health_live: bool,
+    scripts: Vec<(String, String)>,
+}
+
+/// Reads the project in `dir`, writes its settings, and says what it found.
+pub fn init(dir: &Path, opts: &InitOptions) -> Result<Report, InitError> {
+    let spec_file = dir.join(SPEC_FILE);
+    let pyproject_file = dir.join(PYPROJECT_FILE);
+    let pyproject_text = match std::fs::read_to_string(&pyproject_file) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(InitError::Read {
+                file: PYPROJECT_FILE.into(),
+                source,
+            })
+        }
+    };
+    let info = match &pyproject_text {
+        Some(t) => detect::project_info(t).map_err(|source| InitError::Pyproject {
+            file: PYPROJECT_FILE.into(),
+            source,
+        })?,
+        None => ProjectInfo::default(),
+    };
+
+    // Refuse before reading anything else.
+    if opts.pyproject {
+        if pyproject_text.is_none() {
+            return Err(InitError::NoPyproject {
+                dir: dir.display().to_string(),
+            });
+        }
+        if info.has_tool_table && !opts.force {
+            return Err(InitError::ToolTableExists {
+                file: PYPROJECT_FILE.into(),
+            });
+        }
+    } else if !opts.force {
+        if spec_file.exists() {
+            return Err(InitError::Exists {
+                file: SPEC_FILE.into(),
+            });
+        }
+        if info.has_tool_table {
+            return Err(InitError::Shadowed);
+        }
+    }
+
+    let mut notes = Vec::new();
+    let sources = read_sources(dir)?;
+    let mut draft = Draft {
+        base: opts.base.clone(),
+        base_suggestion: detect::suggested_base(info.requires_python.as_deref()),
+        requires_python: info.requires_python.clone(),
+        health_live: true,
+        scripts: info.scripts.clone(),
+        ..Draft::default()
+    };
+    draft.app = pick_app(&sources, info.name.as_deref(), &mut notes);
+    if draft.app.is_none() {
+        notes.push(note(
+            NoteKind::Missing,
+            format!(
+                "app: no top-level `NAME = {}(` in the project's Python files; set `app = \"module:attribute\"`",
+                detect::APP_CLASSES.join("(` / `")
+            ),
+        ));
+    }
+    draft.lockfile = pick_lockfile(dir, &mut notes);
+    draft.health = pick_health(&sources, draft.app.as_ref(), &mut notes);
+    match &draft.base {
+        Some(b) => notes.push(note(NoteKind::Found, format!("base {b} (from --base)"))),
+        None => notes.push(note(
+            NoteKind::Guessed,
+            format!(
+                "base {} {}, written as a comment: uncomment it (pinned by digest) or run again with --base REF",
+                draft.base_suggestion,
+                match &draft.requires_python {
+                    Some(r) => format!("from requires-python {r:?}"),
+                    None => "(no requires-python to go by)".to_string(),
+                }
+            ),
+        )),
+    }
+    if !draft.scripts.is_empty() {
+        let names: Vec<_> = draft.scripts.iter().map(|(n, _)| n.as_str()).collect();
+        notes.push(note(
+            NoteKind::Found,
+            format!(
+                "[project.scripts] {}, written as comments for an `init` step",
+                names.join(", ")
+            ),
+        ));
+    }
+
+    // Check what would be written: with placeholders where the user still has
+    // to decide, the settings must load; `health` stays a comment unless this
+    // imgbuild knows the key.
+    let target = if opts.pyproject {
+        &pyproject_file
+    } else {
+        &spec_file
+    };
+    let shown = if opts.pyproject {
+        PYPROJECT_FILE
+    } else {
+        SPEC_FILE
+    };
+    let existing = match (&pyproject_text, opts.pyproject) {
+        (Some(text), true) => Some(without_tool_table(text).ok_or(InitError::CannotReplace {
+            file: PYPROJECT_FILE.into(),
+        })?),
+        _ => None,
+    };
+    let compose = |d: &Draft| match &existing {
+        Some(rest) => format!("{}\n[tool.imgbuild]\n{}", ensure_newline(rest), render(d)),
+        None => render(d),
+    };
+    let mut check = draft.clone();
+    check
+        .base
+        .get_or_insert_with(|| draft.base_suggestion.clone());
+    if check.app.is_none() {
+        check.app = Some(placeholder_app());
+    }
+    let loads = |d: &Draft| spec::parse(&compose(d), target, opts.pyproject, dir);
+    if check.health.is_some() {
+        if let Err(SpecError::UnknownKey { key, .. }) = loads(&check) {
+            if key == "health" {
+                check.health_live = false;
+                draft.health_live = false;
+            }
+        }
+    }
+    loads(&check).map_err(|source| InitError::Invalid {
+        file: shown.into(),
+        source: Box::new(source),
+    })?;
+
+    let text = compose(&draft);
+    write(target, shown, text.as_bytes(), opts.force || opts.pyproject)?;
+    Ok(Report {
+        file: target.clone(),
+        complete: draft.base.is_some() && draft.app.is_some(),
+        notes,
+    })
+}
+
+fn note(kind: NoteKind, text: String) -> Note {
+    Note { kind, text }
+}
+
+fn placeholder_app() -> AppCandidate {
+    AppCandidate {
+        app: "main:app".into(),
+        app_dir: None,
+        file: String::new(),
+        line: 0,
+        class: "FastAPI",
+    }
+}
+
+/// Python files under `dir` as (relative path with `/`, contents), sorted.
+fn read_sources(dir: &Path) -> Result<Vec<(String, String)>, InitError> {
+    let walker = walkdir::WalkDir::new(dir)
+        .max_depth(MAX_DEPTH)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            e.depth() == 0
+                || !(e.file_type().is_dir() && {
+                    let name = e.file_name().to_string_lossy();
+                    name.starts_with('.') || SKIPPED_DIRS.contains(&name.as_ref())
+                })
+        });
+    let mut out = Vec::new();
+    for entry in walker {
+        let entry = entry.map_err(|source| InitError::Walk {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        let path = entry.path();
+        if !entry.file_type().is_file() || path.extension().is_none_or(|e| e != "py") {
+            continue;
+        }
+        if entry.metadata().map(|m| m.len()).unwrap_or(u64::MAX) > MAX_FILE_BYTES {
+            continue;
+        }
+        let Ok(rel) = path.strip_prefix(dir) else {
+            continue;
+        };
+        let Some(rel) = rel.to_str().map(|r| r.replace('\\', "/")) else {
+            continue;
+        };
+        let text = match std::fs::read(path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(source) => return Err(InitError::Read { file: rel, source }),
+        };
+        out.push((rel, text));
+        if out.len() >= MAX_FILES {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn pick_app(
+    sources: &[(String, String)],
+    project: Option<&str>,
+    notes: &mut Vec<Note>,
+) -> Option<AppCandidate> {
+    let mut candidates: Vec<AppCandidate> = sources
+        .iter()
+        .flat_map(|(rel, text)| detect::find_apps(rel, text))
+        .collect();
+    detect::rank(&mut candidates, project);
+    let best = candidates.first()?.clone();
+    let place = format!("{} in {}:{}", best.class, best.file, best.line);
+    if candidates.len() == 1 {
+        notes.push(note(NoteKind::Found, format!("app {} ({place})", best.app)));
+    } else {
+        let others: Vec<_> = candidates[1..].iter().map(|c| c.app.as_str()).collect();
+        notes.push(note(
+            NoteKind::Guessed,
+            format!(
+                "app {} ({place}); also found {}: change `app` if another is the service",
+                best.app,
+                others.join(", ")
+            ),
+        ));
+    }
+    if let Some(d) = &best.app_dir {
+        notes.push(note(
+            NoteKind::Found,
+            format!("a {d}/ layout: app-dir = {d:?}, so uvicorn imports the app from {d}/"),
+        ));
+    }
+    Some(best)
+}
+
+fn pick_lockfile(dir: &Path, notes: &mut Vec<Note>) -> Option<String> {
+    if let Some(name) = DEFAULT_LOCKFILES.iter().find(|n| dir.join(n).is_file()) {
+        notes.push(note(NoteKind::Found, format!("lockfile {name}")));
+        return Some(name.to_string());
+    }
+    let readable = DEFAULT_LOCKFILES.join(", ");
+    match OTHER_LOCKFILES.iter().find(|n| dir.join(n).is_file()) {
+        Some(other) => notes.push(note(
+            NoteKind::Missing,
+            format!("lockfile: found {other}, which this imgbuild does not read ({readable}); run `uv lock`, or the image gets no packages"),
+        )),
+        None => notes.push(note(
+            NoteKind::Missing,
+            format!("lockfile: none of {readable}; run `uv lock`, or the image gets no packages"),
+        )),
+    }
+    None
+}
+
+fn pick_health(
+    sources: &[(String, String)],
+    app: Option<&AppCandidate>,
+    notes: &mut Vec<Note>,
+) -> Option<HealthRoute> {
+    let mut routes: Vec<HealthRoute> = sources
+        .iter()
+        .flat_map(|(rel, text)| detect::find_health_routes(rel, text))
+        .collect();
+    // The app's own file first, then /health before /healthz, then by path.
+    routes.sort_by_key(|r| {
+        (
+            app.is_none_or(|a| a.file != r.file),
+            detect::HEALTH_PATHS.iter().position(|p| *p == r.path),
+            r.file.clone(),
+            r.line,
+        )
+    });
+    let route = routes.into_iter().next()?;
+    notes.push(note(
+        NoteKind::Found,
+        format!(
+            "health route GET {} ({}:{})",
+            route.path, route.file, route.line
+        ),
+    ));
+    Some(route)
+}
+
+fn ensure_newline(text: &str) -> String {
+    if text.is_empty() || text.ends_with('\n') {
+        text.to_string()
+    } else {
+        format!("{text}\n")
+    }
+}
+
+/// A TOML basic string.
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The settings as TOML lines (no table header).
+fn render(d: &Draft) -> String {
+    let mut out = String::from(
+        "# Written by `imgbuild init`; every key is described in docs/configuration.md.\n",
+    );
+    match &d.base {
+        Some(b) => out += &format!("base = {}\n", quote(b)),
+        None => {
+            out += "# The base image: uncomment and pin it by digest (`name:tag@sha256:...`), or run\n";
+            out += "# `imgbuild init --base REF --force`.";
+            if let Some(r) = &d.requires_python {
+                out += &format!(" Suggested by requires-python {}.", quote(r));
+            }
+            out += &format!("\n# base = {}\n", quote(&d.base_suggestion));
+        }
+    }
+    match &d.app {
+        Some(a) => {
+            out += &format!("app = {}\n", quote(&a.app));
+            if let Some(dir) = &a.app_dir {
+                out += &format!(
+                    "# A {dir}/ layout: uvicorn imports the app from {dir}/ inside the workdir.\n"
+                );
+                out += &format!("app-dir = {}\n", quote(dir));
+            }
+        }
+        None => {
+            out += "# No ASGI app found: set it as uvicorn takes it, module:attribute.\n";
+            out += "# app = \"main:app\"\n";
+        }
+    }
+    if let Some(l) = &d.lockfile {
+        out += &format!("lockfile = {}\n", quote(l));
+    }
+    out += "port = 8000\n";
+    out += "# workers = 1\n";
+    out += "# platforms = [\"linux/amd64\", \"linux/arm64\"]\n";
+    if let Some(h) = &d.health {
+        out += &format!(
+            "\n# Health route, from {}:{}, for readiness and liveness probes.\n",
+            h.file, h.line
+        );
+        if d.health_live {
+            out += &format!("health = {}\n", quote(h.path));
+        } else {
+            out += "# (A comment: this version of imgbuild has no `health` key.)\n";
+            out += &format!("# health = {}\n", quote(h.path));
+        }
+    }
+    if !d.scripts.is_empty() {
+        out += "\n# [project.scripts], for a step run before the app starts (migrations, say):\n";
+        for (name, target) in &d.scripts {
+            out += &format!("# init = [{}]   # {target}\n", quote(name));
+        }
+    }
+    out
+}
+
+/// `text` without its `[tool.imgbuild]` table (and that table's sub-tables);
+/// None when settings remain under `tool.imgbuild` some other way.
+fn without_tool_table(text: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.split_inclusive('\n') {
+        let head = line.trim_start();
+        if head.starts_with('[') {
+            let name: String = head
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            inside = name == "tool.imgbuild" || name.starts_with("tool.imgbuild.");
+        }
+        if !inside {
+            out.push_str(line);
+        }
+    }
+    let still = detect::project_info(&out).ok()?.has_tool_table;
+    (!still).then(|| out.trim_end().to_string() + "\n")
+}
+
+/// Writes atomically: a temp file beside `file`, renamed over it. Without
+/// `replace`, an existing file (even one made since the checks) is kept.
+fn write(file: &Path, shown: &str, bytes: &[u8], replace: bool) -> Result<(), InitError> {
+    let err = |source: io::Error| InitError::Write {
+        file: shown.into(),
+        source,
+    };
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    io::Write::write_all(&mut tmp, bytes).map_err(err)?;
+    let mode = std::fs::metadata(file)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or(0o644);
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(mode),
+    )
+    .map_err(err)?;
+    if replace {
+        tmp.persist(file).map_err(|e| err(e.error))?;
+    } else {
+        tmp.persist_noclobber(file).map_err(|e| {
+            if e.error.kind() == io::ErrorKind::AlreadyExists {
+                InitError::Exists { file: shown.into() }
+            } else {
+                err(e.error)
+            }
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Project(tempfile::TempDir);
+
+    impl Project {
+        fn new() -> Project {
+            Project(tempfile::tempdir().unwrap())
+        }
+        fn path(&self) -> &Path {
+            self.0.path()
+        }
+        fn write(&self, rel: &str, text: &str) -> &Project {
+            let p = self.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+            self
+        }
+        fn read(&self, rel: &str) -> String {
+            std::fs::read_to_string(self.path().join(rel)).unwrap()
+        }
+        fn init(&self, opts: &InitOptions) -> Result<Report, InitError> {
+            init(self.path(), opts)
+        }
+    }
+
+    fn with_base(base: &str) -> InitOptions {
+        InitOptions {
+            base: Some(base.into()),
+            ..InitOptions::default()
+        }
+    }
+
+    fn texts(r: &Report, kind: NoteKind) -> Vec<String> {
+        r.notes
+            .iter()
+            .filter(|n| n.kind == kind)
+            .map(|n| n.text.clone())
+            .collect()
+    }
+
+    const FLAT_PYPROJECT: &str = "[project]\nname = \"hello-api\"\nrequires-python = \">=3.11\"\ndependencies = [\"fastapi\"]\n";
+
+    #[test]
+    fn flat_layout_writes_a_spec_that_loads() {
+        let p = Project::new();
+        p.write("pyproject.toml", FLAT_PYPROJECT)
+            .write("uv.lock", "version = 1\n")
+            .write(
+                "hello_api/main.py",
+                "from fastapi import FastAPI\n\napp = FastAPI()\n\n@app.get(\"/health\")\ndef health():\n    return {}\n",
+            )
+            .write("tests/test_main.py", "app = FastAPI()\n")
+            .write(".venv/lib/x.py", "app = FastAPI()\n");
+        let r = p.init(&with_base("oci:./base:latest")).unwrap();
+        assert!(r.complete);
+        assert_eq!(r.file, p.path().join("imgbuild.toml"));
+        assert_eq!(
+            texts(&r, NoteKind::Found),
+            [
+                "app hello_api.main:app (FastAPI in hello_api/main.py:3)",
+                "lockfile uv.lock",
+                "health route GET /health (hello_api/main.py:5)",
+                "base oci:./base:latest (from --base)",
+            ]
+        );
+        assert!(texts(&r, NoteKind::Missing).is_empty());
+        let spec = crate::spec::load(None, p.path()).unwrap();
+        assert_eq!(spec.base, "oci:./base:latest");
+        assert_eq!(spec.app, "hello_api.main:app");
+        assert_eq!(spec.app_dir, None);
+        assert_eq!(spec.lockfile, Some(p.path().join("uv.lock")));
+        assert!(p.read("imgbuild.toml").contains("health = \"/health\""));
+    }
+
+    #[test]
+    fn src_layout_sets_app_dir_and_lists_scripts_as_comments() {
+        let p = Project::new();
+        p.write(
+            "pyproject.toml",
+            "[project]\nname = \"orders-svc\"\nrequires-python = \">=3.12\"\n\n[project.scripts]\norders-migrate = \"orders_svc.migrate:main\"\n",
+        )
+        .write(
+            "src/orders_svc/app.py",
+            "from starlette.applications import Starlette\nfrom starlette.routing import Route\n\napp = Starlette(routes=[Route(\"/healthz\", ok)])\n",
+        )
+        .write("src/orders_svc/admin.py", "admin = FastAPI()\n");
+        let r = p.init(&InitOptions::default()).unwrap();
+        assert!(!r.complete, "no base was given");
+        let text = p.read("imgbuild.toml");
+        assert!(text.contains("\napp = \"orders_svc.app:app\"\n"), "{text}");
+        assert!(text.contains("\napp-dir = \"src\"\n"), "{text}");
+        assert!(
+            text.contains("\n# base = \"python:3.12-slim-bookworm\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n# init = [\"orders-migrate\"]   # orders_svc.migrate:main\n"),
+            "{text}"
+        );
+        assert!(text.contains("health = \"/healthz\""), "{text}");
+        let guessed = texts(&r, NoteKind::Guessed);
+        assert!(
+            guessed[0].starts_with("app orders_svc.app:app (Starlette in src/orders_svc/app.py:4); also found orders_svc.admin:admin"),
+            "{guessed:?}"
+        );
+        assert!(
+            guessed[1]
+                .starts_with("base python:3.12-slim-bookworm from requires-python \">=3.12\""),
+            "{guessed:?}"
+        );
+        assert_eq!(
+            texts(&r, NoteKind::Missing),
+            ["lockfile: none of uv.lock, pylock.toml, poetry.lock, pdm.lock, requirements.txt; run `uv lock`, or the image gets no packages"]
+        );
+        // With the base uncommented, the settings load as written.
+        std::fs::write(
+            p.path().join("imgbuild.toml"),
+            text.replace("# base = ", "base = "),
+        )
+        .unwrap();
+        let spec = crate::spec::load(None, p.path()).unwrap();
+        assert_eq!(spec.app_dir.as_deref(), Some("src"));
+    }
+
+    #[test]
+    fn never_overwrites_without_force() {
+        let p = Project::new();
+        p.write("main.py", "app = FastAPI()\n")
+            .write("imgbuild.toml", "# mine\n");
+        let e = p.init(&with_base("b")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "imgbuild.toml exists; pass --force to replace it"
+        );
+        assert_eq!(p.read("imgbuild.toml"), "# mine\n");
+        let forced = InitOptions {
+            force: true,
+            ..with_base("b")
+        };
+        p.init(&forced).unwrap();
+        assert!(p.read("imgbuild.toml").contains("app = \"main:app\""));
+    }
+
+    #[test]
+    fn pyproject_mode_appends_or_replaces_the_tool_table() {
+        let p = Project::new();
+        let original =
+            "[project]\nname = \"svc\"  # keep this comment\n\n[tool.ruff]\nline-length = 100\n";
+        p.write("pyproject.toml", original)
+            .write("svc/main.py", "app = FastAPI()\n");
+        let opts = InitOptions {
+            pyproject: true,
+            ..with_base("b")
+        };
+        p.init(&opts).unwrap();
+        let text = p.read("pyproject.toml");
+        assert!(
+            text.starts_with(original),
+            "the rest is kept as written:\n{text}"
+        );
+        assert!(text.contains("\n[tool.imgbuild]\n# Written by"), "{text}");
+        assert!(!p.path().join("imgbuild.toml").exists());
+        let spec = crate::spec::load(None, p.path()).unwrap();
+        assert_eq!(spec.app, "svc.main:app");
+
+        let e = p.init(&opts).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pyproject.toml already has a [tool.imgbuild] table; pass --force to replace it"
+        );
+        // Writing imgbuild.toml would override it silently: refused too.
+        let e = p.init(&with_base("b")).unwrap_err();
+        assert!(matches!(e, InitError::Shadowed), "{e}");
+
+        p.write(
+            "pyproject.toml",
+            &format!("{original}\n[tool.imgbuild]\nbase = \"old\"\napp = \"x:y\"\n[tool.imgbuild.env]\nA = \"1\"\n\n[tool.black]\nx = 1\n"),
+        );
+        let forced = InitOptions {
+            force: true,
+            ..opts
+        };
+        p.init(&forced).unwrap();
+        let text = p.read("pyproject.toml");
+        assert!(
+            !text.contains("old") && !text.contains("A = \"1\""),
+            "{text}"
+        );
+        assert!(text.contains("[tool.black]\nx = 1\n"), "{text}");
+        assert_eq!(text.matches("[tool.imgbuild]").count(), 1, "{text}");
+        assert_eq!(crate::spec::load(None, p.path()).unwrap().base, "b");
+    }
+
+    #[test]
+    fn bad_input_writes_nothing() {
+        let p = Project::new();
+        p.write("main.py", "app = FastAPI()\n");
+        let e = p.init(&with_base("  ")).unwrap_err();
+        assert!(matches!(e, InitError::Invalid { .. }), "{e}");
+        assert!(!p.path().join("imgbuild.toml").exists());
+
+        let e = p
+            .init(&InitOptions {
+                pyproject: true,
+                ..with_base("b")
+            })
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--pyproject: no pyproject.toml in "),
+            "{e}"
+        );
+
+        p.write("pyproject.toml", "[project\n");
+        let e = p.init(&with_base("b")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pyproject.toml: invalid TOML; fix it and run `imgbuild init` again"
+        );
+        assert!(!p.path().join("imgbuild.toml").exists());
+    }
+
+    #[test]
+    fn without_an_app_or_a_readable_lock_it_says_what_is_missing() {
+        let p = Project::new();
+        p.write("poetry.lock", "").write("lib.py", "x = 1\n");
+        let r = p.init(&with_base("b")).unwrap();
+        assert!(!r.complete);
+        let missing = texts(&r, NoteKind::Missing);
+        assert!(
+            missing[0]
+                .starts_with("app: no top-level `NAME = FastAPI(` / `Starlette(` / `Litestar(`"),
+            "{missing:?}"
+        );
+        if !DEFAULT_LOCKFILES.contains(&"poetry.lock") {
+            assert!(
+                missing[1]
+                    .starts_with("lockfile: found poetry.lock, which this imgbuild does not read"),
+                "{missing:?}"
+            );
+        }
+        assert!(p.read("imgbuild.toml").contains("\n# app = \"main:app\"\n"));
+    }
+
+    #[test]
+    fn removing_the_tool_table_keeps_everything_else() {
+        let text = "[project]\nname = \"x\"\n\n[tool.imgbuild]\nbase = \"b\"\n\n[ tool.imgbuild.labels ]\na = \"b\"\n[tool.uv]\npackage = false\n";
+        assert_eq!(
+            without_tool_table(text).unwrap(),
+            "[project]\nname = \"x\"\n\n[tool.uv]\npackage = false\n"
+        );
+        assert_eq!(
+            without_tool_table("[tool]\nimgbuild = { base = \"b\" }\n"),
+            None,
+            "an inline table cannot be cut out line by line"
+        );
+    }
+}
