@@ -4,12 +4,14 @@
 pub mod app;
 pub mod base;
 pub mod build;
+pub mod check;
 pub mod cli;
 pub mod digest;
 pub mod dockerignore;
 pub mod fetch;
 pub mod image;
 pub mod layer;
+pub mod local;
 pub mod lock;
 pub mod output;
 pub mod parallel;

@@ -56,6 +56,12 @@ pub struct Spec {
     pub revision: Option<String>,
     /// Extra `.dockerignore`-style patterns for the app layer.
     pub exclude: Vec<String>,
+    // issue 8:
+    /// A wheel of the project built beforehand (absolute), installed instead
+    /// of the project's own dist-info; for compiled projects.
+    pub project_wheel: Option<PathBuf>,
+    /// Libraries native code may need that the runtime provides (`libcuda.so.1`).
+    pub allow_missing_libraries: Vec<String>,
 }
 
 /// What the image runs: `Entrypoint` and `Cmd` of the image config; `None`
@@ -184,6 +190,17 @@ const KEYS: &[(&str, Type, &str)] = &[
     ),
     ("revision", Type::Str, "revision = \"4f2c1e9\""),
     ("exclude", Type::StrList, "exclude = [\"tests/\", \"*.md\"]"),
+    // issue 8:
+    (
+        "project-wheel",
+        Type::Str,
+        "project-wheel = \"dist/myapi-1.0-cp311-cp311-manylinux_2_28_x86_64.whl\"",
+    ),
+    (
+        "allow-missing-libraries",
+        Type::StrList,
+        "allow-missing-libraries = [\"libcuda.so.1\"]",
+    ),
 ];
 
 const REQUIRED: &[&str] = &["base", "app"];
@@ -218,6 +235,8 @@ struct Raw {
     source_url: Option<String>,
     revision: Option<String>,
     exclude: Option<Vec<String>>,
+    project_wheel: Option<String>,
+    allow_missing_libraries: Option<Vec<String>>,
 }
 
 /// Where the settings live, so every message can say it the same way.
@@ -583,6 +602,20 @@ fn build(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Result<Spec, Spe
         ));
     }
 
+    // issue 8:
+    let project_wheel = match raw.project_wheel.as_deref() {
+        Some(p) => {
+            let path = normalise(&dir.join(p));
+            if !p.ends_with(".whl") || !path.is_file() {
+                return Err(origin.invalid(
+                    "project-wheel",
+                    format!("{} is not a wheel file; build it first (`uv build --wheel`) and name the .whl", path.display()),
+                ));
+            }
+            Some(path)
+        }
+        None => None,
+    };
     Ok(Spec {
         file: file.to_path_buf(),
         base,
@@ -610,6 +643,8 @@ fn build(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Result<Spec, Spe
         source_url: raw.source_url,
         revision: raw.revision,
         exclude,
+        project_wheel,
+        allow_missing_libraries: raw.allow_missing_libraries.unwrap_or_default(),
     })
 }
 

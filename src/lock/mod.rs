@@ -26,6 +26,35 @@ pub struct LockedPackage {
     pub has_sdist: bool,
 }
 
+/// A package the lock installs from the local file system: the project, a
+/// workspace member, a path dependency (issue 8). Built by
+/// [`crate::python::project`], never downloaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalPackage {
+    /// PEP 503 normalised.
+    pub name: String,
+    /// As the lock records it (a dynamic version is only known there).
+    pub version: Option<String>,
+    /// The project directory, relative to the lockfile's directory.
+    pub path: std::path::PathBuf,
+    pub editable: bool,
+}
+
+/// The local packages the target installs, for the lock formats that record
+/// them (uv.lock); empty for the others.
+pub fn load_local(
+    path: &Path,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<Vec<LocalPackage>, LockError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name == "uv.lock" {
+        uv::local_packages(path, opts, env)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockedFile {
     pub filename: String,

@@ -109,6 +109,52 @@ pub fn load(
     parse(&text, &path.display().to_string(), opts, env)
 }
 
+// --- issue 8: local packages (the project, workspace members, path dependencies) ---
+
+/// The local packages (`editable`, `virtual`, `directory` sources) the target
+/// installs, with their paths relative to the lockfile's directory.
+pub fn local_packages(
+    path: &Path,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<Vec<super::LocalPackage>, LockError> {
+    let text = super::read_text(path)?;
+    let shown = path.display().to_string();
+    let lock: UvLock = toml::from_str(&text).map_err(|e| LockError::Toml {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut walker = Walker {
+        lock: &lock,
+        path: &shown,
+        env,
+        conflict_items: Vec::new(),
+    };
+    let reached = walker.reach(opts)?;
+    let mut out = Vec::new();
+    for idx in reached {
+        let pkg = &lock.package[idx];
+        let Some(kind) = pkg.source_kind().filter(|_| pkg.is_local()) else {
+            continue;
+        };
+        let dir = pkg
+            .source
+            .as_ref()
+            .and_then(|s| s.get(kind))
+            .and_then(toml::Value::as_str)
+            .unwrap_or(".");
+        out.push(super::LocalPackage {
+            name: normalise_name(&pkg.name),
+            version: pkg.version.clone(),
+            path: dir.into(),
+            editable: kind == "editable",
+        });
+    }
+    Ok(out)
+}
+
+// --- end issue 8 ---
+
 pub fn parse(
     text: &str,
     path: &str,
@@ -173,6 +219,12 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     fn run(mut self, opts: &LockOptions) -> Result<Vec<LockedPackage>, LockError> {
+        let reached = self.reach(opts)?;
+        self.collect(reached)
+    }
+
+    /// Every package the target installs, local ones included.
+    fn reach(&mut self, opts: &LockOptions) -> Result<BTreeSet<usize>, LockError> {
         let roots = self.roots()?;
         let mut queue: Vec<(usize, Option<String>)> = Vec::new();
         let mut seen_extras: BTreeSet<String> = BTreeSet::new();
@@ -249,13 +301,23 @@ impl Walker<'_> {
             }
         }
 
-        let reached: BTreeSet<usize> = visited.into_iter().map(|(i, _)| i).collect();
+        Ok(visited.into_iter().map(|(i, _)| i).collect())
+    }
+
+    fn collect(&self, reached: BTreeSet<usize>) -> Result<Vec<LockedPackage>, LockError> {
         let mut out: Vec<LockedPackage> = Vec::new();
         let mut by_name: BTreeMap<String, &str> = BTreeMap::new();
         for idx in reached {
             let pkg = &self.lock.package[idx];
             if pkg.is_local() {
                 continue;
+            }
+            if pkg.source_kind() == Some("git") {
+                // issue 8: a git source has no wheel to install; say what to do.
+                return Err(self.package_error(
+                    pkg,
+                    "comes from a git repository, and imgbuild installs wheels only: build a wheel from it (`uv build --wheel`), point a path source at it (`[tool.uv.sources] NAME = { path = \"wheels/NAME-VERSION-py3-none-any.whl\" }`) and lock again".into(),
+                ));
             }
             let name = normalise_name(&pkg.name);
             let version = pkg
@@ -381,9 +443,17 @@ impl Walker<'_> {
                             format!("wheel {filename} has no sha256 `hash`; imgbuild verifies every download, lock again with hashes"),
                         )
                     })?;
+                // issue 8: `source = { path = "x.whl" }` names the wheel itself.
+                let source_path = pkg
+                    .source
+                    .as_ref()
+                    .and_then(|s| s.get("path"))
+                    .and_then(toml::Value::as_str)
+                    .filter(|p| p.ends_with(".whl"))
+                    .map(str::to_owned);
                 Ok(LockedFile {
                     filename,
-                    url: w.url.clone().or_else(|| w.path.clone()),
+                    url: w.url.clone().or_else(|| w.path.clone()).or(source_path),
                     sha256,
                     size: w.size,
                 })

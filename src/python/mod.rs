@@ -2,6 +2,7 @@
 
 pub mod interpreter;
 pub mod markers;
+pub mod project;
 pub mod rootfs;
 pub mod tags;
 pub mod venv;
