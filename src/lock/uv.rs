@@ -750,6 +750,43 @@ wheels = [{}]
         assert_eq!(names, ["torch==2.0.0", "idna==3.20"]);
     }
 
+    #[test]
+    fn local_packages_are_listed_with_their_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uv.lock");
+        std::fs::write(&path, lock()).unwrap();
+        let local = local_packages(&path, &LockOptions::default(), &env("x86_64")).unwrap();
+        let got: Vec<(&str, &str, bool)> = local
+            .iter()
+            .map(|l| (l.name.as_str(), l.path.to_str().unwrap(), l.editable))
+            .collect();
+        assert_eq!(got, [("app", ".", false), ("lib", "libs/lib", true)]);
+    }
+
+    #[test]
+    fn a_path_wheel_installs_from_its_path_and_a_git_source_says_what_to_do() {
+        let text = format!(
+            "version = 1\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\nsource = {{ virtual = \".\" }}\ndependencies = [{{ name = \"local-whl\" }}]\n\n[[package]]\nname = \"local-whl\"\nversion = \"1.0\"\nsource = {{ path = \"wheels/local_whl-1.0-py3-none-any.whl\" }}\nwheels = [{{ filename = \"local_whl-1.0-py3-none-any.whl\", hash = \"sha256:{}\" }}]\n",
+            hash('a')
+        );
+        let got = parse(&text, "uv.lock", &LockOptions::default(), &env("x86_64")).unwrap();
+        assert_eq!(
+            got[0].files[0].url.as_deref(),
+            Some("wheels/local_whl-1.0-py3-none-any.whl")
+        );
+        let git = text.replace(
+            "source = { path = \"wheels/local_whl-1.0-py3-none-any.whl\" }",
+            "source = { git = \"https://example.invalid/x.git?rev=main#abc\" }",
+        );
+        let err = parse(&git, "uv.lock", &LockOptions::default(), &env("x86_64"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("local-whl 1.0") && err.contains("git") && err.contains("path source"),
+            "{err}"
+        );
+    }
+
     /// Checks the parser against a lock written by the real uv (needs network).
     #[test]
     #[ignore]
