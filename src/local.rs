@@ -173,3 +173,133 @@ fn project_wheel(
 fn canonical(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::python::markers::test_python;
+
+    fn write(dir: &Path, files: &[(&str, &str)]) {
+        for (name, text) in files {
+            let p = dir.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+    }
+
+    const HATCH: &str = "[build-system]\nbuild-backend = \"hatchling.build\"\n";
+
+    #[test]
+    fn projects_in_the_tree_point_at_the_app_layer_and_others_are_copied() {
+        let root = tempfile::tempdir().unwrap();
+        let app = root.path().join("app");
+        write(
+            &app,
+            &[
+                (
+                    "imgbuild.toml",
+                    "base = \"oci:./base\"\napp = \"svc.main:app\"\n",
+                ),
+                (
+                    "pyproject.toml",
+                    &format!("[project]\nname = \"svc\"\nversion = \"1.0\"\n{HATCH}"),
+                ),
+                ("src/svc/__init__.py", ""),
+                (
+                    "libs/member/pyproject.toml",
+                    &format!("[project]\nname = \"member\"\nversion = \"0.1\"\n{HATCH}"),
+                ),
+                ("libs/member/member.py", ""),
+            ],
+        );
+        write(
+            &root.path().join("outside"),
+            &[
+                (
+                    "pyproject.toml",
+                    &format!("[project]\nname = \"outside\"\n{HATCH}"),
+                ),
+                ("src/outside/__init__.py", "X = 1\n"),
+            ],
+        );
+        let spec = crate::spec::load(None, &app).unwrap();
+        let store = Store::open(root.path().join("store")).unwrap();
+        let locals = [
+            LocalPackage {
+                name: "member".into(),
+                version: None,
+                path: "libs/member".into(),
+                editable: true,
+            },
+            LocalPackage {
+                name: "outside".into(),
+                version: Some("0.2".into()),
+                path: "../outside".into(),
+                editable: false,
+            },
+        ];
+        let tags = Tags::for_target(&test_python("x86_64"));
+        let got = local_wheels(&spec, &locals, &app, &store, &tags).unwrap();
+        let summary: Vec<(String, String, Vec<String>)> = got
+            .iter()
+            .map(|l| {
+                (
+                    l.wheel.name.clone(),
+                    l.wheel.filename.clone(),
+                    l.import_roots.iter().map(ImagePath::absolute).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "svc".into(),
+                    "svc-1.0-py3-none-any.whl".into(),
+                    vec!["/app/src".into()]
+                ),
+                (
+                    "member".into(),
+                    "member-0.1-py3-none-any.whl".into(),
+                    vec!["/app/libs/member".into()]
+                ),
+                (
+                    "outside".into(),
+                    "outside-0.2-py3-none-any.whl".into(),
+                    vec![]
+                ),
+            ]
+        );
+        // Each wheel is in the store under its digest, and the same inputs give the same wheel.
+        for l in &got {
+            assert!(store.has_blob(&Digest::from_hex(&l.wheel.sha256).unwrap()));
+        }
+        let again = local_wheels(&spec, &locals, &app, &store, &tags).unwrap();
+        assert_eq!(again[2].wheel.sha256, got[2].wheel.sha256);
+    }
+
+    #[test]
+    fn a_project_wheel_must_fit_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[
+                ("dist/fast-1.0-cp311-cp311-win_amd64.whl", "not checked"),
+                (
+                    "imgbuild.toml",
+                    "base = \"oci:./base\"\napp = \"fast:app\"\nproject-wheel = \"dist/fast-1.0-cp311-cp311-win_amd64.whl\"\n",
+                ),
+            ],
+        );
+        let spec = crate::spec::load(None, dir.path()).unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let tags = Tags::for_target(&test_python("x86_64"));
+        let e = local_wheels(&spec, &[], dir.path(), &store, &tags)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("project-wheel") && e.contains("win_amd64") && e.contains("imgbuild.toml"),
+            "{e}"
+        );
+    }
+}
