@@ -41,8 +41,7 @@ pub struct LocalPackage {
 }
 
 /// The local packages the target installs, for the lock formats that record
-/// them (uv.lock, requirements `-e` lines); empty for pylock.toml, whose
-/// root project is read from the source tree.
+/// them: uv.lock, pylock.toml `directory` packages, requirements `-e` lines.
 pub fn load_local(
     path: &Path,
     opts: &LockOptions,
@@ -51,6 +50,8 @@ pub fn load_local(
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name == "uv.lock" {
         uv::local_packages(path, opts, env)
+    } else if is_pylock_name(name) {
+        pylock::local_packages(path, opts, env)
     } else if name.ends_with(".txt") {
         requirements::local_packages(path, env)
     } else {
