@@ -93,6 +93,19 @@ impl BaseLibs {
                 }
             }
         }
+        // musl's loader reads its path file instead of ld.so.conf.
+        for name in rootfs.list_dir("etc") {
+            if name.starts_with("ld-musl-") && name.ends_with(".path") {
+                if let Some(text) = rootfs.read(&format!("etc/{name}")) {
+                    for d in String::from_utf8_lossy(text).split(['\n', ':']) {
+                        let d = d.trim().trim_matches('/').to_owned();
+                        if !d.is_empty() && !dirs.contains(&d) {
+                            dirs.push(d);
+                        }
+                    }
+                }
+            }
+        }
         for d in DEFAULT_DIRS {
             if !dirs.iter().any(|x| x == d) {
                 dirs.push((*d).to_owned());
@@ -116,7 +129,9 @@ impl BaseLibs {
 
 /// Whether the rootfs reader must keep a file's contents for [`BaseLibs`].
 pub fn keep_for_libs(path: &str) -> bool {
-    path == "etc/ld.so.conf" || path.starts_with("etc/ld.so.conf.d/")
+    path == "etc/ld.so.conf"
+        || path.starts_with("etc/ld.so.conf.d/")
+        || (path.starts_with("etc/ld-musl-") && path.ends_with(".path"))
 }
 
 /// Matches every wheel's needs against the base and the other wheels.
@@ -450,6 +465,11 @@ pub(crate) mod tests {
                 ),
             ],
         );
+        let musl = base(
+            &["opt/musl/libbar.so"],
+            &[("etc/ld-musl-x86_64.path", "/lib:/usr/local/lib:/opt/musl\n")],
+        );
+        assert!(musl.has("opt/musl", "libbar.so"));
         assert_eq!(b.dirs[0], "opt/vendor/lib");
         assert!(b.has("opt/vendor/lib", "libfoo.so.1"));
         assert!(b.has("usr/lib/x86_64-linux-gnu", "libc.so.6"));
