@@ -218,15 +218,16 @@ fn build_platform(
         version: python.version,
     };
     let mut wheels = Vec::new();
+    let mut locals = Vec::new();
     if let Some(lockfile) = &spec.lockfile {
         (opts.on_event)(Event::Python {
             platform: label.clone(),
             info: describe_python(&python),
         });
-        wheels = select_wheels(spec, lockfile, &python, platform, opts)?;
+        (wheels, locals) = select_wheels(spec, lockfile, &python, platform, opts)?;
     }
     // issue 8: the project and the local packages the lock installs, as wheels of our own.
-    let import_roots = add_local_wheels(spec, &python, opts, &mut wheels)?;
+    let import_roots = add_local_wheels(spec, &python, &locals, opts, &mut wheels)?;
     if spec.lockfile.is_some() {
         (opts.on_event)(Event::Wheels {
             platform: label.clone(),
@@ -408,7 +409,7 @@ fn select_wheels(
     python: &PythonInfo,
     platform: &Platform,
     opts: &BuildOptions,
-) -> Result<Vec<SelectedWheel>, BuildError> {
+) -> Result<(Vec<SelectedWheel>, Vec<crate::lock::LocalPackage>), BuildError> {
     use crate::lock::LockOptions;
     use crate::python::{markers::MarkerEnv, tags::Tags};
     let lock_opts = LockOptions {
@@ -418,13 +419,15 @@ fn select_wheels(
         index_url: spec.index_url.clone(),
     };
     let env = MarkerEnv::for_target(python).map_err(|e| BuildError::Other(e.to_string()))?;
-    let packages = crate::lock::load(lockfile, &lock_opts, &env, opts.http)?;
+    // issue 8: the lock's local packages come from the same read.
+    let (packages, locals) = crate::lock::load_with_local(lockfile, &lock_opts, &env, opts.http)?;
     let tags = Tags::for_target(python);
-    Ok(crate::lock::select::select_wheels(
+    let wheels = crate::lock::select::select_wheels(
         &packages,
         &tags,
         &format!("{platform} ({})", python.describe()),
-    )?)
+    )?;
+    Ok((wheels, locals))
 }
 
 /// Writes a plan as a layer blob into the store.
@@ -588,30 +591,18 @@ impl ExternalContent for Merged {
 fn add_local_wheels(
     spec: &Spec,
     python: &PythonInfo,
+    locals: &[crate::lock::LocalPackage],
     opts: &BuildOptions,
     wheels: &mut Vec<SelectedWheel>,
 ) -> Result<Vec<crate::layer::ImagePath>, BuildError> {
-    use crate::python::{markers::MarkerEnv, tags::Tags};
-    let (locals, lock_dir) = match &spec.lockfile {
-        Some(lockfile) => {
-            let env =
-                MarkerEnv::for_target(python).map_err(|e| BuildError::Other(e.to_string()))?;
-            let lock_opts = crate::lock::LockOptions {
-                groups: spec.groups.clone(),
-                extras: spec.extras.clone(),
-                include_dev: spec.include_dev,
-                index_url: spec.index_url.clone(),
-            };
-            (
-                crate::lock::load_local(lockfile, &lock_opts, &env)?,
-                lockfile.parent().map(PathBuf::from).unwrap_or_default(),
-            )
-        }
-        None => (Vec::new(), spec.source.clone()),
+    use crate::python::tags::Tags;
+    let lock_dir = match &spec.lockfile {
+        Some(lockfile) => lockfile.parent().map(PathBuf::from).unwrap_or_default(),
+        None => spec.source.clone(),
     };
     let local = crate::local::local_wheels(
         spec,
-        &locals,
+        locals,
         &lock_dir,
         opts.store,
         &Tags::for_target(python),

@@ -59,6 +59,22 @@ pub fn load_local(
     }
 }
 
+/// [`load`] and [`load_local`] together; uv.lock is read and walked once.
+pub fn load_with_local(
+    path: &Path,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+    index: &dyn SimpleIndex,
+) -> Result<(Vec<LockedPackage>, Vec<LocalPackage>), LockError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name != "uv.lock" {
+        return Ok((load(path, opts, env, index)?, load_local(path, opts, env)?));
+    }
+    let (mut packages, locals) = uv::load_with_local(path, opts, env)?;
+    packages.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    Ok((packages, locals))
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockedFile {
     pub filename: String,

@@ -119,38 +119,42 @@ pub fn local_packages(
     env: &MarkerEnv,
 ) -> Result<Vec<super::LocalPackage>, LockError> {
     let text = super::read_text(path)?;
-    let shown = path.display().to_string();
-    let lock: UvLock = toml::from_str(&text).map_err(|e| LockError::Toml {
-        path: shown.clone(),
-        reason: e.to_string(),
-    })?;
-    let mut walker = Walker {
-        lock: &lock,
-        path: &shown,
-        env,
-        conflict_items: Vec::new(),
-    };
-    let reached = walker.reach(opts)?;
-    let mut out = Vec::new();
-    for idx in reached {
-        let pkg = &lock.package[idx];
-        let Some(kind) = pkg.source_kind().filter(|_| pkg.is_local()) else {
-            continue;
-        };
-        let dir = pkg
-            .source
-            .as_ref()
-            .and_then(|s| s.get(kind))
-            .and_then(toml::Value::as_str)
-            .unwrap_or(".");
-        out.push(super::LocalPackage {
-            name: normalise_name(&pkg.name),
-            version: pkg.version.clone(),
-            path: dir.into(),
-            editable: kind == "editable",
-        });
+    Ok(parse_with_local(&text, &path.display().to_string(), opts, env)?.1)
+}
+
+/// [`load`] and [`local_packages`] from one read and one walk of the lock.
+pub fn load_with_local(
+    path: &Path,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<(Vec<LockedPackage>, Vec<super::LocalPackage>), LockError> {
+    let text = super::read_text(path)?;
+    parse_with_local(&text, &path.display().to_string(), opts, env)
+}
+
+impl Walker<'_> {
+    fn locals(&self, reached: &BTreeSet<usize>) -> Vec<super::LocalPackage> {
+        let mut out = Vec::new();
+        for &idx in reached {
+            let pkg = &self.lock.package[idx];
+            let Some(kind) = pkg.source_kind().filter(|_| pkg.is_local()) else {
+                continue;
+            };
+            let dir = pkg
+                .source
+                .as_ref()
+                .and_then(|s| s.get(kind))
+                .and_then(toml::Value::as_str)
+                .unwrap_or(".");
+            out.push(super::LocalPackage {
+                name: normalise_name(&pkg.name),
+                version: pkg.version.clone(),
+                path: dir.into(),
+                editable: kind == "editable",
+            });
+        }
+        out
     }
-    Ok(out)
 }
 
 // --- end issue 8 ---
@@ -161,6 +165,15 @@ pub fn parse(
     opts: &LockOptions,
     env: &MarkerEnv,
 ) -> Result<Vec<LockedPackage>, LockError> {
+    Ok(parse_with_local(text, path, opts, env)?.0)
+}
+
+fn parse_with_local(
+    text: &str,
+    path: &str,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<(Vec<LockedPackage>, Vec<super::LocalPackage>), LockError> {
     let invalid = |message: String| LockError::Invalid {
         path: path.to_owned(),
         message,
@@ -199,13 +212,15 @@ pub fn parse(
             )));
         }
     }
-    Walker {
+    let mut walker = Walker {
         lock: &lock,
         path,
         env,
         conflict_items: Vec::new(),
-    }
-    .run(opts)
+    };
+    let reached = walker.reach(opts)?;
+    let locals = walker.locals(&reached);
+    Ok((walker.collect(reached)?, locals))
 }
 
 struct Walker<'a> {
@@ -218,11 +233,6 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn run(mut self, opts: &LockOptions) -> Result<Vec<LockedPackage>, LockError> {
-        let reached = self.reach(opts)?;
-        self.collect(reached)
-    }
-
     /// Every package the target installs, local ones included.
     fn reach(&mut self, opts: &LockOptions) -> Result<BTreeSet<usize>, LockError> {
         let roots = self.roots()?;
