@@ -631,12 +631,22 @@ fn run_checks(
     opts: &BuildOptions,
 ) -> Result<(), BuildError> {
     use crate::check::{self, facts};
-    let items: Vec<usize> = (0..wheels.len()).collect();
-    let facts = crate::parallel::map_ordered(&items, opts.jobs, |&i| {
-        facts::wheel_facts(opts.store, &fetched[i].path, &wheels[i].sha256, target)
-    })
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()?;
+    // A warm build finds every wheel's facts in the cache; only misses read wheels.
+    let cached: Option<Vec<facts::WheelFacts>> = wheels
+        .iter()
+        .map(|w| facts::cached_wheel_facts(opts.store, &w.sha256, target))
+        .collect();
+    let facts = match cached {
+        Some(f) => f,
+        None => {
+            let items: Vec<usize> = (0..wheels.len()).collect();
+            crate::parallel::map_ordered(&items, opts.jobs, |&i| {
+                facts::wheel_facts(opts.store, &fetched[i].path, &wheels[i].sha256, target)
+            })
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+        }
+    };
     let files: Vec<check::PackageFiles> = facts.iter().map(|f| f.files.clone()).collect();
     let base_view = facts::BaseView::new(base, opts.store);
     let (site_packages, bin) = (target.site_packages(), target.bin());

@@ -38,10 +38,7 @@ pub fn wheel_facts(
     sha256: &str,
     target: &VenvTarget,
 ) -> Result<WheelFacts, WheelError> {
-    let key = format!(
-        "facts-v{FACTS_VERSION}:{sha256}:{}:{}:{:?}",
-        target.venv, target.interpreter, target.version
-    );
+    let key = facts_key(sha256, target);
     if let Some(f) = store.get_meta::<WheelFacts>("check", &key) {
         return Ok(f);
     }
@@ -103,6 +100,18 @@ pub fn wheel_facts(
     // A failed cache write only costs the next build a re-read.
     let _ = store.put_meta("check", &key, &facts);
     Ok(facts)
+}
+
+/// The cached facts of a wheel, if a build recorded them.
+pub fn cached_wheel_facts(store: &Store, sha256: &str, target: &VenvTarget) -> Option<WheelFacts> {
+    store.get_meta::<WheelFacts>("check", &facts_key(sha256, target))
+}
+
+fn facts_key(sha256: &str, target: &VenvTarget) -> String {
+    format!(
+        "facts-v{FACTS_VERSION}:{sha256}:{}:{}:{:?}",
+        target.venv, target.interpreter, target.version
+    )
 }
 
 /// The base's files, read from its layers only when a check needs them, and
