@@ -56,6 +56,22 @@ const DEFAULT_DIRS: &[&str] = &[
     "usr/lib/aarch64-linux-gnu",
 ];
 
+/// Libraries glibc ships beside `libc.so.6`, in the same package: where the C
+/// library is, they are (since glibc 2.34 most are stubs).
+const GLIBC_PARTS: &[&str] = &[
+    "libm.so.6",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libutil.so.1",
+    "libresolv.so.2",
+    "libanl.so.1",
+    "libmvec.so.1",
+    "libnss_files.so.2",
+    "libnss_dns.so.2",
+    "libthread_db.so.1",
+];
+
 impl BaseLibs {
     /// Reads the loader's directories and their contents from a base's files.
     /// `rootfs` must have kept the contents of `etc/ld.so.conf*`.
@@ -124,6 +140,7 @@ impl BaseLibs {
 
     fn has(&self, dir: &str, name: &str) -> bool {
         self.files.contains(&format!("{dir}/{name}"))
+            || (GLIBC_PARTS.contains(&name) && self.files.contains(&format!("{dir}/libc.so.6")))
     }
 }
 
@@ -533,6 +550,16 @@ pub(crate) mod tests {
             &[],
         );
         check(&wheels, &with, &[]).unwrap();
+        // glibc's parts come with libc.so.6.
+        let threads = WheelNative {
+            provides: vec![],
+            needs: vec![Need {
+                file: "/x.so".into(),
+                library: "libpthread.so.0".into(),
+                search: vec![],
+            }],
+        };
+        check(&[("t 1".into(), &threads)], &without, &[]).unwrap();
         // Another package shipping the library meets the need too.
         let other = WheelNative {
             provides: vec!["libstdc++.so.6".into()],
