@@ -3,7 +3,8 @@
 //!
 //! Local packages (the project itself, workspace members, `directory`,
 //! `editable` and `virtual` sources) are never part of the result: they are
-//! not downloaded, and the app layer carries the project's source.
+//! not downloaded. [`load_local`] lists them for the local-project stage
+//! (src/local.rs), which installs them from their `pyproject.toml`.
 
 pub mod index;
 pub mod pylock;

@@ -4,7 +4,7 @@
 //!
 //! The project itself and every other local package (`virtual`, `editable`,
 //! `directory` sources) are not returned: they are not downloaded, and their
-//! dependencies are still followed.
+//! dependencies are still followed. [`local_packages`] lists them.
 
 use super::{
     filename_from_url, normalise_name, sha256_from_hash, LockError, LockOptions, LockedFile,
