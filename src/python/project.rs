@@ -428,10 +428,18 @@ fn import_roots(
             None => {
                 let src = dir.join("src");
                 let packages = packages_in(&src);
-                if packages.is_empty() {
+                if !packages.is_empty() {
+                    roots.insert(src, packages);
+                } else if top == "setuptools" {
+                    // setuptools' flat-layout discovery: the packages beside pyproject.toml.
+                    let flat = packages_in(dir);
+                    if flat.is_empty() {
+                        return None;
+                    }
+                    roots.insert(dir.to_path_buf(), flat);
+                } else {
                     return None;
                 }
-                roots.insert(src, packages);
             }
         }
     }
@@ -806,6 +814,12 @@ mod tests {
                 &["eps.py"],
             ),
             ("", &["my_app/__init__.py"], "", &["my_app"]),
+            (
+                "[build-system]\nbuild-backend = \"setuptools.build_meta\"\n",
+                &["api/__init__.py", "worker/__init__.py", "tests/__init__.py"],
+                "",
+                &["api", "worker"],
+            ),
         ];
         for (extra, files, root, names) in cases {
             let mut text = "[project]\nname = \"my-app\"\nversion = \"1.0\"\n".to_string();
