@@ -2,7 +2,10 @@
 # Build a small Debian bookworm Python 3.11 base image from Debian packages and write it
 # as an OCI image layout tagged `latest`.
 #
-#   scripts/build-base-image.sh ARCH OUTDIR      ARCH: amd64 | arm64
+#   scripts/build-base-image.sh ARCH OUTDIR [PACKAGE,...]      ARCH: amd64 | arm64
+#
+# Extra Debian packages (comma-separated, e.g. `libstdc++6`) are added to the image;
+# the tests use that for a base whose native libraries differ.
 #
 # The Debian mirror is read from this machine's apt sources at run time (one-line
 # *.list and deb822 *.sources), so no mirror host is written here. arm64 is built under
@@ -10,10 +13,12 @@
 # config, manifest, index) so its bytes depend only on the rootfs tar.
 set -euo pipefail
 
-usage() { echo "usage: $0 amd64|arm64 OUTDIR" >&2; exit 2; }
-[ $# -eq 2 ] || usage
+usage() { echo "usage: $0 amd64|arm64 OUTDIR [PACKAGE,...]" >&2; exit 2; }
+[ $# -eq 2 ] || [ $# -eq 3 ] || usage
 ARCH=$1
 OUTDIR=$2
+EXTRA=${3:-}
+INCLUDE=python3,netbase${EXTRA:+,$EXTRA}
 case "$ARCH" in
   amd64) OCI_ARCH=amd64; VARIANT="" ;;
   arm64) OCI_ARCH=arm64; VARIANT=v8 ;;
@@ -108,7 +113,7 @@ mmdebstrap \
   --mode=root \
   --variant=essential \
   --arch="$ARCH" \
-  --include=python3,netbase \
+  --include="$INCLUDE" \
   --format=tar \
   --aptopt='Acquire::Languages "none"' \
   --dpkgopt='path-exclude=/usr/share/doc/*' \
@@ -137,7 +142,7 @@ VARIANT_JSON=""
 mkdir -p "$WORK/layout/blobs/sha256"
 mv "$WORK/layer.tar.gz" "$WORK/layout/blobs/sha256/$LAYER_DIGEST"
 
-printf '%s' "{\"architecture\":\"$OCI_ARCH\",\"config\":{\"Cmd\":[\"python3\"],\"Env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\",\"LANG=C.UTF-8\"]},\"created\":\"$CREATED\",\"history\":[{\"created\":\"$CREATED\",\"created_by\":\"mmdebstrap --variant=essential --include=python3,netbase $SUITE\"}],\"os\":\"linux\",\"rootfs\":{\"diff_ids\":[\"sha256:$DIFF_ID\"],\"type\":\"layers\"}$VARIANT_JSON}" \
+printf '%s' "{\"architecture\":\"$OCI_ARCH\",\"config\":{\"Cmd\":[\"python3\"],\"Env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\",\"LANG=C.UTF-8\"]},\"created\":\"$CREATED\",\"history\":[{\"created\":\"$CREATED\",\"created_by\":\"mmdebstrap --variant=essential --include=$INCLUDE $SUITE\"}],\"os\":\"linux\",\"rootfs\":{\"diff_ids\":[\"sha256:$DIFF_ID\"],\"type\":\"layers\"}$VARIANT_JSON}" \
   >"$WORK/config.json"
 CONFIG_DIGEST=$(sha256 "$WORK/config.json")
 CONFIG_SIZE=$(size "$WORK/config.json")

@@ -61,6 +61,10 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Attest(#[from] crate::attest::AttestError),
+    #[error(transparent)]
+    Check(#[from] crate::check::CheckError),
+    #[error(transparent)]
+    Local(#[from] crate::local::LocalError),
 }
 
 /// What the pipeline tells its caller as it goes; the CLI decides how to show it.
@@ -120,6 +124,8 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
     } else {
         opts.platforms.clone()
     };
+    // issue 8: a project with dependencies and no lockfile would ship without them.
+    crate::check::check_lockfile(spec)?;
     let mut images = Vec::new();
     for platform in &platforms {
         images.push(build_platform(spec, platform, opts)?);
@@ -218,31 +224,44 @@ fn build_platform(
         .collect();
     let mut history = Vec::new();
 
-    let target;
-    let mut packages: Vec<(String, Layer, bool)> = Vec::new();
-    let mut installed: Vec<SelectedWheel> = Vec::new();
+    let python = base::python::detect(&base, Some(opts.store))?;
+    let target = VenvTarget {
+        venv: spec.venv.clone(),
+        interpreter: python.interpreter.clone(),
+        version: python.version,
+    };
+    let mut wheels = Vec::new();
+    let mut locals = Vec::new();
     if let Some(lockfile) = &spec.lockfile {
-        let python = base::python::detect(&base, Some(opts.store))?;
         (opts.on_event)(Event::Python {
             platform: label.clone(),
             info: describe_python(&python),
         });
-        target = VenvTarget {
-            venv: spec.venv.clone(),
-            interpreter: python.interpreter.clone(),
-            version: python.version,
-        };
-        let wheels = select_wheels(spec, lockfile, &python, platform, opts)?;
+        (wheels, locals) = select_wheels(spec, lockfile, &python, platform, opts)?;
+    }
+    // The SBOM's packages are the lock's; the project's own wheels are not from an index.
+    let installed = wheels.clone();
+    // issue 8: the project and the local packages the lock installs, as wheels of our own.
+    let import_roots = add_local_wheels(spec, &python, &locals, opts, &mut wheels)?;
+    if spec.lockfile.is_some() {
         (opts.on_event)(Event::Wheels {
             platform: label.clone(),
             count: wheels.len(),
         });
+    }
+    let mut packages: Vec<(String, Layer, bool)> = Vec::new();
+    let mut fetched = Vec::new();
+    if !wheels.is_empty() {
+        let lock_dir = match &spec.lockfile {
+            Some(l) => l.parent().map(PathBuf::from).unwrap_or_default(),
+            None => spec.source.clone(),
+        };
         let fetcher = Fetcher {
             store: opts.store,
             client: opts.http,
             offline: opts.offline,
             jobs: opts.jobs,
-            lock_dir: lockfile.parent().map(PathBuf::from).unwrap_or_default(),
+            lock_dir,
         };
         let on_fetched = |w: &SelectedWheel, f: &crate::fetch::Fetched| {
             if f.downloaded > 0 {
@@ -255,7 +274,7 @@ fn build_platform(
                 label: w.filename.clone(),
             });
         };
-        let fetched = fetcher.fetch_all(&wheels, &on_fetched)?;
+        fetched = fetcher.fetch_all(&wheels, &on_fetched)?;
         packages = wheel_layers(
             &wheels,
             &fetched,
@@ -263,16 +282,6 @@ fn build_platform(
             opts,
             spec.layer_budget.saturating_sub(layers.len() + 2),
         )?;
-        installed = wheels;
-    } else {
-        // Without a lockfile there are no packages, but the venv's python still
-        // needs the base's interpreter; detect it only when it is cheap to need.
-        let python = base::python::detect(&base, Some(opts.store))?;
-        target = VenvTarget {
-            venv: spec.venv.clone(),
-            interpreter: python.interpreter.clone(),
-            version: python.version,
-        };
     }
 
     let skeleton = venv::skeleton(&target);
@@ -296,6 +305,17 @@ fn build_platform(
         &spec.source,
         &spec.workdir,
         &app_excludes(spec, &opts.own_paths),
+    )?;
+    // issue 8: refuse an image that cannot start, before the app layer and any output.
+    run_checks(
+        spec,
+        &base,
+        &target,
+        &wheels,
+        &fetched,
+        &import_roots,
+        &app_plan,
+        opts,
     )?;
     let app_layer = store_layer(opts, &app_plan, &mut NoExternal)?;
     let source_tree = crate::attest::tree::source_tree_digest(&app_plan, &spec.workdir)?;
@@ -410,7 +430,7 @@ fn select_wheels(
     python: &PythonInfo,
     platform: &Platform,
     opts: &BuildOptions,
-) -> Result<Vec<SelectedWheel>, BuildError> {
+) -> Result<(Vec<SelectedWheel>, Vec<crate::lock::LocalPackage>), BuildError> {
     use crate::lock::{index_config, LockOptions};
     use crate::python::{markers::MarkerEnv, tags::Tags};
     let getenv = |k: &str| std::env::var(k).ok();
@@ -431,7 +451,8 @@ fn select_wheels(
         indexes,
     };
     let env = MarkerEnv::for_target(python)?;
-    let packages = crate::lock::load(lockfile, &lock_opts, &env, opts.http)?;
+    // issue 8: the lock's local packages come from the same read.
+    let (packages, locals) = crate::lock::load_with_local(lockfile, &lock_opts, &env, opts.http)?;
     let tags = Tags::for_target(python);
     let mut wheels = crate::lock::select::select_wheels(
         &packages,
@@ -453,7 +474,7 @@ fn select_wheels(
             opts.jobs,
         )?;
     }
-    Ok(wheels)
+    Ok((wheels, locals))
 }
 
 /// Writes a plan as a layer blob into the store.
@@ -616,6 +637,114 @@ impl ExternalContent for Merged {
             .ok_or_else(|| io::Error::other("merged wheel index out of range"))?
             .open(i)
     }
+}
+
+// --- issue 8: local projects and the pre-ship checks ---
+
+/// Adds the root project and the lock's local packages to `wheels`; returns
+/// the image directories their `.pth` files put on `sys.path`.
+fn add_local_wheels(
+    spec: &Spec,
+    python: &PythonInfo,
+    locals: &[crate::lock::LocalPackage],
+    opts: &BuildOptions,
+    wheels: &mut Vec<SelectedWheel>,
+) -> Result<Vec<crate::layer::ImagePath>, BuildError> {
+    use crate::python::tags::Tags;
+    let lock_dir = match &spec.lockfile {
+        Some(lockfile) => lockfile.parent().map(PathBuf::from).unwrap_or_default(),
+        None => spec.source.clone(),
+    };
+    let local = crate::local::local_wheels(
+        spec,
+        locals,
+        &lock_dir,
+        opts.store,
+        &Tags::for_target(python),
+    )?;
+    let mut roots = Vec::new();
+    for l in local {
+        // A locked wheel of the same name (a path source) stays as the lock has it.
+        if !wheels.iter().any(|w| w.name == l.wheel.name) {
+            roots.extend(l.import_roots);
+            wheels.push(l.wheel);
+        }
+    }
+    Ok(roots)
+}
+
+/// The app, command and native-library checks over what the layers hold.
+#[allow(clippy::too_many_arguments)]
+fn run_checks(
+    spec: &Spec,
+    base: &BaseImage,
+    target: &VenvTarget,
+    wheels: &[SelectedWheel],
+    fetched: &[crate::fetch::Fetched],
+    import_roots: &[crate::layer::ImagePath],
+    app_plan: &LayerPlan,
+    opts: &BuildOptions,
+) -> Result<(), BuildError> {
+    use crate::check::{self, facts};
+    // A warm build finds every wheel's facts in the cache; only misses read wheels.
+    let cached: Option<Vec<facts::WheelFacts>> = wheels
+        .iter()
+        .map(|w| facts::cached_wheel_facts(opts.store, &w.sha256, target))
+        .collect();
+    let facts = match cached {
+        Some(f) => f,
+        None => {
+            let items: Vec<usize> = (0..wheels.len()).collect();
+            crate::parallel::map_ordered(&items, opts.jobs, |&i| {
+                facts::wheel_facts(opts.store, &fetched[i].path, &wheels[i].sha256, target)
+            })
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    let files: Vec<check::PackageFiles> = facts.iter().map(|f| f.files.clone()).collect();
+    let base_view = facts::BaseView::new(base, opts.store);
+    let (site_packages, bin) = (target.site_packages(), target.bin());
+    let base_path = base.env_path();
+    let path = format!(
+        "{}:{}",
+        bin.absolute(),
+        base_path
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or(crate::python::interpreter::DEFAULT_PATH)
+    );
+    let view = check::ImageView {
+        workdir: &spec.workdir,
+        app: app_plan,
+        venv: &target.venv,
+        site_packages: &site_packages,
+        bin: &bin,
+        packages: &files,
+        import_roots,
+        base: &base_view,
+        path: path.split(':').map(str::to_owned).collect(),
+        locked: spec.lockfile.is_some(),
+    };
+    for warning in check::check_image(spec, &view)? {
+        (opts.on_event)(Event::Warning(warning));
+    }
+    if facts.iter().any(|f| !f.native.needs.is_empty()) {
+        let Some(libs) = base_view.libs() else {
+            (opts.on_event)(Event::Warning(format!(
+                "base {}: its files could not be read, so native libraries were not checked",
+                base.name
+            )));
+            return Ok(());
+        };
+        let labelled: Vec<(String, &check::native::WheelNative)> = wheels
+            .iter()
+            .zip(&facts)
+            .map(|(w, f)| (format!("{} {}", w.name, w.version), &f.native))
+            .collect();
+        check::native::check(&labelled, &libs, &spec.allow_missing_libraries)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

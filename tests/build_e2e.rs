@@ -201,16 +201,27 @@ fn dockerignore_and_default_skips_shape_the_app_layer() {
     }
 }
 
-/// A spec for fixtures/hello-api (no lockfile: just the app layer) on the Debian base.
+/// A spec for a copy of fixtures/hello-api (no lockfile: just the app layer) on the
+/// Debian base. The copy declares no dependencies: a project that declares some and
+/// has no lockfile is refused (an image without them would not start).
 fn hello_spec(dir: &Path) -> PathBuf {
     let base = support::base::base_image("amd64");
+    let source = dir.join("hello-api");
+    copy_tree(&support::fixture("hello-api"), &source);
+    let pyproject = std::fs::read_to_string(source.join("pyproject.toml")).unwrap();
+    let start = pyproject.find("dependencies = [").unwrap();
+    let end = start + pyproject[start..].find("\n]").unwrap() + 2;
+    std::fs::write(
+        source.join("pyproject.toml"),
+        format!("{}{}", &pyproject[..start], &pyproject[end..]),
+    )
+    .unwrap();
     let spec = dir.join("imgbuild.toml");
     std::fs::write(
         &spec,
         format!(
-            "base = \"oci:{}:latest\"\nsource = \"{}\"\napp = \"hello_api.main:app\"\n",
+            "base = \"oci:{}:latest\"\nsource = \"hello-api\"\napp = \"hello_api.main:app\"\n",
             base.display(),
-            support::fixture("hello-api").display()
         ),
     )
     .unwrap();

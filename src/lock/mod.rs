@@ -3,7 +3,8 @@
 //!
 //! Local packages (the project itself, workspace members, `directory`,
 //! `editable` and `virtual` sources) are never part of the result: they are
-//! not downloaded, and the app layer carries the project's source.
+//! not downloaded. [`load_local`] lists them for the local-project stage
+//! (src/local.rs), which installs them from their `pyproject.toml`.
 
 pub mod index;
 pub mod index_config;
@@ -33,6 +34,55 @@ pub struct LockedPackage {
     /// The index that serves the files the lock lists without a URL (Poetry's
     /// `[package.source]`); None means the configured index.
     pub index: Option<String>,
+}
+
+/// A package the lock installs from the local file system: the project, a
+/// workspace member, a path dependency (issue 8). Built by
+/// [`crate::python::project`], never downloaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalPackage {
+    /// PEP 503 normalised.
+    pub name: String,
+    /// As the lock records it (a dynamic version is only known there).
+    pub version: Option<String>,
+    /// The project directory, relative to the lockfile's directory.
+    pub path: std::path::PathBuf,
+    pub editable: bool,
+}
+
+/// The local packages the target installs, for the lock formats that record
+/// them: uv.lock, pylock.toml `directory` packages, requirements `-e` lines.
+pub fn load_local(
+    path: &Path,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<Vec<LocalPackage>, LockError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name == "uv.lock" {
+        uv::local_packages(path, opts, env)
+    } else if is_pylock_name(name) {
+        pylock::local_packages(path, opts, env)
+    } else if name.ends_with(".txt") {
+        requirements::local_packages(path, env)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// [`load`] and [`load_local`] together; uv.lock is read and walked once.
+pub fn load_with_local(
+    path: &Path,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+    index: &dyn SimpleIndex,
+) -> Result<(Vec<LockedPackage>, Vec<LocalPackage>), LockError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name != "uv.lock" {
+        return Ok((load(path, opts, env, index)?, load_local(path, opts, env)?));
+    }
+    let (mut packages, locals) = uv::load_with_local(path, opts, env)?;
+    packages.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    Ok((packages, locals))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

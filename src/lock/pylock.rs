@@ -58,6 +58,29 @@ pub fn parse(
     opts: &LockOptions,
     env: &MarkerEnv,
 ) -> Result<Vec<LockedPackage>, LockError> {
+    parse_into(text, path, opts, env, &mut Vec::new())
+}
+
+/// issue 8: the `directory` packages the target installs (workspace members,
+/// path dependencies), with paths relative to the lockfile's directory.
+pub fn local_packages(
+    path: &std::path::Path,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<Vec<super::LocalPackage>, LockError> {
+    let text = super::read_text(path)?;
+    let mut locals = Vec::new();
+    parse_into(&text, &path.display().to_string(), opts, env, &mut locals)?;
+    Ok(locals)
+}
+
+fn parse_into(
+    text: &str,
+    path: &str,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+    locals: &mut Vec<super::LocalPackage>,
+) -> Result<Vec<LockedPackage>, LockError> {
     let invalid = |message: String| LockError::Invalid {
         path: path.to_owned(),
         message,
@@ -139,7 +162,23 @@ pub fn parse(
                 continue;
             }
         }
-        if pkg.directory.is_some() {
+        if let Some(dir) = &pkg.directory {
+            // issue 8: recorded for the local-project stage, never downloaded.
+            let table = dir.as_table();
+            if let Some(p) = table
+                .and_then(|t| t.get("path"))
+                .and_then(toml::Value::as_str)
+            {
+                locals.push(super::LocalPackage {
+                    name: super::normalise_name(&pkg.name).unwrap_or_else(|| pkg.name.clone()),
+                    version: pkg.version.clone(),
+                    path: p.into(),
+                    editable: table
+                        .and_then(|t| t.get("editable"))
+                        .and_then(toml::Value::as_bool)
+                        .unwrap_or(false),
+                });
+            }
             continue;
         }
         let version = pkg.version.clone().ok_or_else(|| {
@@ -336,6 +375,26 @@ sha256 = "{c}"
     #[test]
     fn packages_are_filtered_by_marker_and_requires_python() {
         assert_eq!(names(&LockOptions::default()), ["typing-extensions"]);
+    }
+
+    #[test]
+    fn directory_packages_are_local_packages() {
+        let text = lock().replace(
+            "[[packages]]\nname = \"tomli\"",
+            "[[packages]]\nname = \"Member_Lib\"\nversion = \"0.2\"\nmarker = \"sys_platform == 'win32'\"\ndirectory = { path = \"libs/win\" }\n\n[[packages]]\nname = \"Shared\"\nversion = \"0.3\"\ndirectory = { path = \"../shared\" }\n\n[[packages]]\nname = \"tomli\"",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pylock.toml");
+        std::fs::write(&path, text).unwrap();
+        let got = local_packages(&path, &LockOptions::default(), &env("x86_64")).unwrap();
+        let summary: Vec<(&str, &str, bool)> = got
+            .iter()
+            .map(|l| (l.name.as_str(), l.path.to_str().unwrap(), l.editable))
+            .collect();
+        assert_eq!(
+            summary,
+            [("app", ".", true), ("shared", "../shared", false)]
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ struct Parsed {
     /// The file's `--index-url`, with where it was set.
     index_url: Option<(String, String, usize)>,
     extra_index_urls: Vec<String>,
+    /// `-e ./lib` lines: local projects, relative to the top file's directory (issue 8).
+    editables: Vec<PathBuf>,
 }
 
 /// The index: `opts.index_url`, else the file's `--index-url`, else the
@@ -73,6 +75,24 @@ pub fn load(
         });
     }
     Ok(out)
+}
+
+/// The `-e DIR` lines of a requirements file (and of the files it includes),
+/// as local packages relative to the file's directory (issue 8).
+pub fn local_packages(path: &Path, env: &MarkerEnv) -> Result<Vec<super::LocalPackage>, LockError> {
+    let mut parsed = Parsed::default();
+    parse_file(path, env, &mut parsed, &mut Vec::new(), true)?;
+    let top = path.parent().unwrap_or(Path::new("."));
+    Ok(parsed
+        .editables
+        .into_iter()
+        .map(|dir| super::LocalPackage {
+            name: String::new(),
+            version: None,
+            path: dir.strip_prefix(top).map(Path::to_path_buf).unwrap_or(dir),
+            editable: true,
+        })
+        .collect())
 }
 
 fn parse_file(
@@ -123,9 +143,16 @@ fn parse_file(
                 // Everything is pinned, so constraints add nothing; the file must still exist.
                 "-c" | "--constraint" => parse_file(&dir.join(need()?), env, parsed, stack, false)?,
                 "-e" | "--editable" => {
-                    return Err(err(
-                        "editable requirements (-e) cannot go into an image; the app layer carries your project, list its dependencies pinned with hashes instead".into(),
-                    ))
+                    // issue 8: a local project, installed like the lock's editable members.
+                    let value = need()?;
+                    if value.contains("://") || value.starts_with("git+") {
+                        return Err(err(format!(
+                            "`-e {value}` is not a local directory; imgbuild installs local projects and wheels only: build a wheel and list it pinned with its hash"
+                        )));
+                    }
+                    if install {
+                        parsed.editables.push(dir.join(value));
+                    }
                 }
                 "-f" | "--find-links" | "--no-index" => {
                     return Err(err(format!(
@@ -569,13 +596,28 @@ mod tests {
     }
 
     #[test]
-    fn editable_lines_and_missing_hashes_are_errors() {
-        let err = run("-e ./libs/x\n", &LockOptions::default())
-            .err()
+    fn editable_lines_are_local_packages_and_missing_hashes_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "requirements.txt",
+            "-e ./libs/x\n--editable=libs/y\n",
+        );
+        assert!(load(&p, &LockOptions::default(), &env("x86_64"), &index())
             .unwrap()
-            .to_string();
+            .is_empty());
+        let local = local_packages(&p, &env("x86_64")).unwrap();
+        let paths: Vec<&Path> = local.iter().map(|l| l.path.as_path()).collect();
+        assert_eq!(paths, [Path::new("libs/x"), Path::new("libs/y")]);
+        let err = run(
+            "-e git+https://example.invalid/x.git#egg=x\n",
+            &LockOptions::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(
-            err.contains("requirements.txt:1:") && err.contains("-e"),
+            err.contains("requirements.txt:1:") && err.contains("build a wheel"),
             "{err}"
         );
         let err = run("h11==0.16.0\n", &LockOptions::default())

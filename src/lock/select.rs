@@ -75,7 +75,11 @@ pub fn select_wheels(
                 index: pkg.index.clone(),
             }),
             None if offered.is_empty() && pkg.has_sdist => {
-                problems.push(format!("  - {} {}: only an sdist", pkg.name, pkg.version));
+                // issue 8: each line says what to do about its package.
+                problems.push(format!(
+                    "  - {} {}: only an sdist; pick a version with a wheel for this platform, or build one (`uv build --wheel`) and point a path source at it (uv: `[tool.uv.sources] {} = {{ path = \"wheels/….whl\" }}`)",
+                    pkg.name, pkg.version, pkg.name
+                ));
             }
             None if offered.is_empty() => {
                 problems.push(format!(

@@ -4,7 +4,7 @@
 //!
 //! The project itself and every other local package (`virtual`, `editable`,
 //! `directory` sources) are not returned: they are not downloaded, and their
-//! dependencies are still followed.
+//! dependencies are still followed. [`local_packages`] lists them.
 
 use super::{
     filename_from_url, normalise_name, same_name, sha256_from_hash, LockError, LockOptions,
@@ -99,12 +99,71 @@ impl Package {
     }
 }
 
+// --- issue 8: local packages (the project, workspace members, path dependencies) ---
+
+/// The local packages (`editable`, `virtual`, `directory` sources) the target
+/// installs, with their paths relative to the lockfile's directory.
+pub fn local_packages(
+    path: &std::path::Path,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<Vec<super::LocalPackage>, LockError> {
+    let text = super::read_text(path)?;
+    Ok(parse_with_local(&text, &path.display().to_string(), opts, env)?.1)
+}
+
+/// [`load`] and [`local_packages`] from one read and one walk of the lock.
+pub fn load_with_local(
+    path: &std::path::Path,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<(Vec<LockedPackage>, Vec<super::LocalPackage>), LockError> {
+    let text = super::read_text(path)?;
+    parse_with_local(&text, &path.display().to_string(), opts, env)
+}
+
+impl Walker<'_> {
+    fn locals(&self, reached: &BTreeSet<usize>) -> Vec<super::LocalPackage> {
+        let mut out = Vec::new();
+        for &idx in reached {
+            let pkg = &self.lock.package[idx];
+            let Some(kind) = pkg.source_kind().filter(|_| pkg.is_local()) else {
+                continue;
+            };
+            let dir = pkg
+                .source
+                .as_ref()
+                .and_then(|s| s.get(kind))
+                .and_then(toml::Value::as_str)
+                .unwrap_or(".");
+            out.push(super::LocalPackage {
+                name: normalise_name(&pkg.name).unwrap_or_else(|| pkg.name.clone()),
+                version: pkg.version.clone(),
+                path: dir.into(),
+                editable: kind == "editable",
+            });
+        }
+        out
+    }
+}
+
+// --- end issue 8 ---
+
 pub fn parse(
     text: &str,
     path: &str,
     opts: &LockOptions,
     env: &MarkerEnv,
 ) -> Result<Vec<LockedPackage>, LockError> {
+    Ok(parse_with_local(text, path, opts, env)?.0)
+}
+
+fn parse_with_local(
+    text: &str,
+    path: &str,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<(Vec<LockedPackage>, Vec<super::LocalPackage>), LockError> {
     let invalid = |message: String| LockError::Invalid {
         path: path.to_owned(),
         message,
@@ -137,13 +196,15 @@ pub fn parse(
             )));
         }
     }
-    Walker {
+    let mut walker = Walker {
         lock: &lock,
         path,
         env,
         conflict_items: Vec::new(),
-    }
-    .run(opts)
+    };
+    let reached = walker.reach(opts)?;
+    let locals = walker.locals(&reached);
+    Ok((walker.collect(reached)?, locals))
 }
 
 struct Walker<'a> {
@@ -156,7 +217,8 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn run(mut self, opts: &LockOptions) -> Result<Vec<LockedPackage>, LockError> {
+    /// Every package the target installs, local ones included.
+    fn reach(&mut self, opts: &LockOptions) -> Result<BTreeSet<usize>, LockError> {
         let roots = self.roots()?;
         let mut queue: Vec<(usize, Option<String>)> = Vec::new();
         let mut seen_extras: BTreeSet<String> = BTreeSet::new();
@@ -237,13 +299,23 @@ impl Walker<'_> {
             }
         }
 
-        let reached: BTreeSet<usize> = visited.into_iter().map(|(i, _)| i).collect();
+        Ok(visited.into_iter().map(|(i, _)| i).collect())
+    }
+
+    fn collect(&self, reached: BTreeSet<usize>) -> Result<Vec<LockedPackage>, LockError> {
         let mut out: Vec<LockedPackage> = Vec::new();
         let mut by_name: BTreeMap<String, &str> = BTreeMap::new();
         for idx in reached {
             let pkg = &self.lock.package[idx];
             if pkg.is_local() {
                 continue;
+            }
+            if pkg.source_kind() == Some("git") {
+                // issue 8: a git source has no wheel to install; say what to do.
+                return Err(self.package_error(
+                    pkg,
+                    "comes from a git repository, and imgbuild installs wheels only: build a wheel from it (`uv build --wheel`), point a path source at it (`[tool.uv.sources] NAME = { path = \"wheels/NAME-VERSION-py3-none-any.whl\" }`) and lock again".into(),
+                ));
             }
             let name = normalise_name(&pkg.name).ok_or_else(|| {
                 self.package_error(pkg, "is not a valid package name (PEP 508)".into())
@@ -371,9 +443,17 @@ impl Walker<'_> {
                             format!("wheel {filename} has no sha256 `hash`; imgbuild verifies every download, lock again with hashes"),
                         )
                     })?;
+                // issue 8: `source = { path = "x.whl" }` names the wheel itself.
+                let source_path = pkg
+                    .source
+                    .as_ref()
+                    .and_then(|s| s.get("path"))
+                    .and_then(toml::Value::as_str)
+                    .filter(|p| p.ends_with(".whl"))
+                    .map(str::to_owned);
                 Ok(LockedFile {
                     filename,
-                    url: w.url.clone().or_else(|| w.path.clone()),
+                    url: w.url.clone().or_else(|| w.path.clone()).or(source_path),
                     sha256,
                     size: w.size,
                 })
@@ -668,6 +748,43 @@ wheels = [{}]
             .map(|p| format!("{}=={}", p.name, p.version))
             .collect();
         assert_eq!(names, ["torch==2.0.0", "idna==3.20"]);
+    }
+
+    #[test]
+    fn local_packages_are_listed_with_their_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uv.lock");
+        std::fs::write(&path, lock()).unwrap();
+        let local = local_packages(&path, &LockOptions::default(), &env("x86_64")).unwrap();
+        let got: Vec<(&str, &str, bool)> = local
+            .iter()
+            .map(|l| (l.name.as_str(), l.path.to_str().unwrap(), l.editable))
+            .collect();
+        assert_eq!(got, [("app", ".", false), ("lib", "libs/lib", true)]);
+    }
+
+    #[test]
+    fn a_path_wheel_installs_from_its_path_and_a_git_source_says_what_to_do() {
+        let text = format!(
+            "version = 1\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\nsource = {{ virtual = \".\" }}\ndependencies = [{{ name = \"local-whl\" }}]\n\n[[package]]\nname = \"local-whl\"\nversion = \"1.0\"\nsource = {{ path = \"wheels/local_whl-1.0-py3-none-any.whl\" }}\nwheels = [{{ filename = \"local_whl-1.0-py3-none-any.whl\", hash = \"sha256:{}\" }}]\n",
+            hash('a')
+        );
+        let got = parse(&text, "uv.lock", &LockOptions::default(), &env("x86_64")).unwrap();
+        assert_eq!(
+            got[0].files[0].url.as_deref(),
+            Some("wheels/local_whl-1.0-py3-none-any.whl")
+        );
+        let git = text.replace(
+            "source = { path = \"wheels/local_whl-1.0-py3-none-any.whl\" }",
+            "source = { git = \"https://example.invalid/x.git?rev=main#abc\" }",
+        );
+        let err = parse(&git, "uv.lock", &LockOptions::default(), &env("x86_64"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("local-whl 1.0") && err.contains("git") && err.contains("path source"),
+            "{err}"
+        );
     }
 
     /// Checks the parser against a lock written by the real uv (needs network).

@@ -3,6 +3,7 @@
 pub mod install;
 pub mod interpreter;
 pub mod markers;
+pub mod project;
 pub mod rootfs;
 pub mod tags;
 pub mod venv;

@@ -86,6 +86,16 @@ pub(super) const KEYS: &[(&str, Type, &str)] = &[
     ),
     ("health", Type::Str, r#"health = "/health""#),
     ("deploy", Type::Table, "deploy = { replicas = 2 }"),
+    (
+        "project-wheel",
+        Type::Str,
+        r#"project-wheel = "dist/myapi-1.0-cp311-cp311-manylinux_2_28_x86_64.whl""#,
+    ),
+    (
+        "allow-missing-libraries",
+        Type::StrList,
+        r#"allow-missing-libraries = ["libcuda.so.1"]"#,
+    ),
 ];
 
 const REQUIRED: &[&str] = &["base", "app"];
@@ -124,6 +134,8 @@ pub(super) struct Raw {
     pub(super) init: Option<Vec<String>>,
     pub(super) health: Option<String>,
     pub(super) deploy: Option<toml::Table>,
+    pub(super) project_wheel: Option<String>,
+    pub(super) allow_missing_libraries: Option<Vec<String>>,
 }
 
 /// The first pass: unknown keys, missing required keys and TOML types.

@@ -86,6 +86,11 @@ pub struct Spec {
     pub health: Option<String>,
     /// The Kubernetes objects `imgbuild manifests` writes.
     pub deploy: Deploy,
+    /// A wheel of the project built beforehand (absolute), installed instead
+    /// of the project's own dist-info; for compiled projects.
+    pub project_wheel: Option<PathBuf>,
+    /// Libraries native code may need that the runtime provides (`libcuda.so.1`).
+    pub allow_missing_libraries: Vec<String>,
 }
 
 /// What the image runs: `Entrypoint` and `Cmd` of the image config; `None`

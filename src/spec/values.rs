@@ -142,6 +142,19 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
     let init = super::deploy::init(origin, raw.init)?;
     let health = super::deploy::health(origin, raw.health)?;
     let deploy = super::deploy::deploy(origin, raw.deploy)?;
+    let project_wheel = match raw.project_wheel.as_deref() {
+        Some(p) => {
+            let path = normalise(&dir.join(p));
+            if !p.ends_with(".whl") || !path.is_file() {
+                return Err(origin.invalid(
+                    "project-wheel",
+                    format!("{} is not a wheel file; build it first (`uv build --wheel`) and name the .whl", path.display()),
+                ));
+            }
+            Some(path)
+        }
+        None => None,
+    };
 
     Ok(Spec {
         file: file.to_path_buf(),
@@ -174,6 +187,8 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         init,
         health,
         deploy,
+        project_wheel,
+        allow_missing_libraries: raw.allow_missing_libraries.unwrap_or_default(),
     })
 }
 

@@ -24,6 +24,13 @@ pub fn cache_dir() -> PathBuf {
 /// current script. The first build takes about a minute for amd64 and several for
 /// arm64 (emulated).
 pub fn base_image(arch: &str) -> PathBuf {
+    base_image_with(arch, &[])
+}
+
+/// Like [`base_image`], with extra Debian packages in it (e.g. `["libstdc++6"]`),
+/// cached under its own name. The bookworm base has no libstdc++: wheels with C++
+/// code (numpy, pandas) need this one.
+pub fn base_image_with(arch: &str, packages: &[&str]) -> PathBuf {
     assert!(
         arch == "amd64" || arch == "arm64",
         "base_image: unsupported arch {arch:?}; use amd64 or arm64"
@@ -33,14 +40,25 @@ pub fn base_image(arch: &str) -> PathBuf {
         .join("build-base-image.sh");
     let script_bytes =
         std::fs::read(&script).unwrap_or_else(|e| panic!("cannot read {}: {e}", script.display()));
-    let hash = hex::encode(Sha256::digest(&script_bytes));
+    let extra = packages.join(",");
+    let mut hasher = Sha256::new();
+    hasher.update(&script_bytes);
+    if !extra.is_empty() {
+        hasher.update(format!("\0{extra}").as_bytes());
+    }
+    let hash = hex::encode(hasher.finalize());
+    let suffix = if packages.is_empty() {
+        String::new()
+    } else {
+        format!("-{}", packages.join("-").replace('+', "p"))
+    };
 
     let cache = cache_dir();
     std::fs::create_dir_all(&cache)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", cache.display()));
-    let layout = cache.join(format!("base-bookworm-{arch}"));
-    let stamp = cache.join(format!("base-bookworm-{arch}.script-sha256"));
-    let lock = cache.join(format!("base-bookworm-{arch}.lock"));
+    let layout = cache.join(format!("base-bookworm-{arch}{suffix}"));
+    let stamp = cache.join(format!("base-bookworm-{arch}{suffix}.script-sha256"));
+    let lock = cache.join(format!("base-bookworm-{arch}{suffix}.lock"));
 
     // Checking and building inside one flock makes concurrent callers wait for a
     // single build instead of racing. The script replaces the layout by rename, and the
@@ -53,6 +71,7 @@ pub fn base_image(arch: &str) -> PathBuf {
         .arg(&layout)
         .arg(&stamp)
         .arg(&hash)
+        .arg(&extra)
         .output()
         .expect("cannot run flock (util-linux); run scripts/setup.sh");
     assert!(
@@ -77,12 +96,12 @@ pub fn base_image_ref(arch: &str) -> String {
 }
 
 const CHECK_AND_BUILD: &str = r#"
-script=$1 arch=$2 layout=$3 stamp=$4 hash=$5
+script=$1 arch=$2 layout=$3 stamp=$4 hash=$5 extra=$6
 if [ -f "$layout/index.json" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ]; then
   exit 0
 fi
 rm -f "$stamp"
-bash "$script" "$arch" "$layout"
+bash "$script" "$arch" "$layout" $extra
 printf '%s' "$hash" > "$stamp.tmp"
 mv "$stamp.tmp" "$stamp"
 "#;

@@ -1,0 +1,321 @@
+//! Checks that refuse an image that cannot start, before anything is written
+//! or pushed: the `app` module and attribute, the programs `cmd` and
+//! `entrypoint` name, `app-dir`, a project whose dependencies would be missing,
+//! and the native libraries of every installed ELF file.
+//!
+//! The checks are pure: they look at an [`ImageView`], made from the plans of
+//! the layers (the app layer's plan, what each wheel puts in site-packages and
+//! `bin`) and a lazy view of the base's files; nothing here reads a layer blob.
+
+pub mod app;
+pub mod facts;
+pub mod native;
+pub mod scripts;
+
+use crate::layer::{ImagePath, LayerPlan};
+use crate::spec::Spec;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(
+        "{file}: app = {app:?}: module `{module}` is not in the image (looked in {looked}); {hint}"
+    )]
+    AppModule {
+        file: String,
+        app: String,
+        module: String,
+        looked: String,
+        hint: String,
+    },
+    #[error("{file}: app = {app:?}: {path} has no top-level `{attr}` (no def, class, assignment or import of it); define it there or fix `app`")]
+    AppAttribute {
+        file: String,
+        app: String,
+        path: String,
+        attr: String,
+    },
+    #[error("{file}: app-dir = {dir:?}: /{path} is not a directory in the image; point it at the directory (relative to the workdir) that holds the app's package")]
+    AppDir {
+        file: String,
+        dir: String,
+        path: String,
+    },
+    #[error("{file}: {key} runs {program:?}, which is not in the image; {hint}")]
+    Program {
+        file: String,
+        key: String,
+        program: String,
+        hint: String,
+    },
+    #[error("{file} declares {count} dependencies but {dir} has no lockfile imgbuild reads{found}; run `uv lock` there (or export a pylock.toml or a requirements.txt with hashes), or set `lockfile`")]
+    NoLockfile {
+        file: String,
+        count: usize,
+        dir: String,
+        found: String,
+    },
+    #[error("package {package}: {file} needs {library}, which is not in the image; {hint}")]
+    MissingLibrary {
+        package: String,
+        file: String,
+        library: String,
+        hint: String,
+    },
+}
+
+/// What one installed package puts where the checks look.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PackageFiles {
+    pub name: String,
+    pub version: String,
+    /// Names directly in site-packages (`pkg`, `mod.py`, `_x.cpython-311-x86_64-linux-gnu.so`).
+    pub top_level: Vec<String>,
+    /// Names in the venv's `bin`.
+    pub bin: Vec<String>,
+}
+
+impl PackageFiles {
+    /// Reads a package's install plan for the checks.
+    pub fn from_plan(
+        name: &str,
+        version: &str,
+        plan: &LayerPlan,
+        site_packages: &ImagePath,
+        bin: &ImagePath,
+    ) -> PackageFiles {
+        let mut top_level = Vec::new();
+        let mut scripts = Vec::new();
+        for (path, _) in plan.entries() {
+            if path.parent().as_ref() == Some(site_packages) {
+                top_level.push(path.file_name().to_owned());
+            } else if path.parent().as_ref() == Some(bin) {
+                scripts.push(path.file_name().to_owned());
+            }
+        }
+        PackageFiles {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            top_level,
+            bin: scripts,
+        }
+    }
+}
+
+/// The base image's files, as far as a check asks (absolute paths).
+pub trait BaseFiles {
+    fn exists(&self, path: &str) -> bool;
+}
+
+/// What the image will hold, from the plans.
+pub struct ImageView<'a> {
+    pub workdir: &'a ImagePath,
+    /// The app layer.
+    pub app: &'a LayerPlan,
+    pub venv: &'a ImagePath,
+    pub site_packages: &'a ImagePath,
+    pub bin: &'a ImagePath,
+    pub packages: &'a [PackageFiles],
+    /// Directories the projects' `.pth` files put on `sys.path`.
+    pub import_roots: &'a [ImagePath],
+    pub base: &'a dyn BaseFiles,
+    /// `PATH` in the image, venv `bin` first.
+    pub path: Vec<String>,
+    /// A lockfile was read (so a missing `uvicorn` is an error, not a warning).
+    pub locked: bool,
+}
+
+impl ImageView<'_> {
+    /// Whether the absolute path `p` is a file, directory or link in the image.
+    pub fn exists(&self, p: &str) -> bool {
+        let Ok(path) = ImagePath::new(p) else {
+            return false;
+        };
+        if self.app.get(&path).is_some() {
+            return true;
+        }
+        if path.parent().as_ref() == Some(self.bin) {
+            let name = path.file_name();
+            if self
+                .packages
+                .iter()
+                .any(|pkg| pkg.bin.iter().any(|b| b == name))
+                || name == "python"
+                || name == "python3"
+                || name.starts_with("python3.")
+            {
+                return true;
+            }
+        }
+        if path.starts_with(self.venv) {
+            return false;
+        }
+        self.base.exists(p)
+    }
+}
+
+/// Runs the spec checks (app, app-dir, cmd/entrypoint); returns the warnings.
+pub fn check_image(spec: &Spec, view: &ImageView) -> Result<Vec<String>, CheckError> {
+    let file = shown(&spec.file);
+    let mut warnings = Vec::new();
+    scripts::check_app_dir(spec, &file, view)?;
+    if let Some(w) = app::check_app(spec, &file, view)? {
+        warnings.push(w);
+    }
+    warnings.extend(scripts::check_command(spec, &file, view)?);
+    Ok(warnings)
+}
+
+/// A project (pyproject.toml in `source`) that declares dependencies needs a
+/// lockfile imgbuild reads; without one the image would hold none of them.
+pub fn check_lockfile(spec: &Spec) -> Result<(), CheckError> {
+    if spec.lockfile.is_some() {
+        return Ok(());
+    }
+    let pyproject = spec.source.join(crate::spec::PYPROJECT_FILE);
+    let Ok(text) = std::fs::read_to_string(&pyproject) else {
+        return Ok(());
+    };
+    let Ok(doc) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let count = declared_dependencies(&doc);
+    if count == 0 {
+        return Ok(());
+    }
+    let others: Vec<&str> = ["requirements.in", "Pipfile"]
+        .into_iter()
+        .filter(|f| spec.source.join(f).is_file())
+        .collect();
+    Err(CheckError::NoLockfile {
+        file: shown(&pyproject),
+        count,
+        dir: shown(&spec.source),
+        found: if others.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (it has {}, which imgbuild does not read)",
+                others.join(", ")
+            )
+        },
+    })
+}
+
+/// `[project] dependencies`, or Poetry's `[tool.poetry.dependencies]` minus `python`.
+fn declared_dependencies(doc: &toml::Table) -> usize {
+    let project = doc
+        .get("project")
+        .and_then(|p| p.get("dependencies"))
+        .and_then(toml::Value::as_array)
+        .map_or(0, Vec::len);
+    let poetry = doc
+        .get("tool")
+        .and_then(|t| t.get("poetry"))
+        .and_then(|t| t.get("dependencies"))
+        .and_then(toml::Value::as_table)
+        .map_or(0, |t| t.keys().filter(|k| *k != "python").count());
+    project + poetry
+}
+
+/// A path as messages show it: relative to the working directory when inside it.
+pub(crate) fn shown(p: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    p.strip_prefix(&cwd).unwrap_or(p).display().to_string()
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    pub struct NoBase(pub Vec<&'static str>);
+    impl BaseFiles for NoBase {
+        fn exists(&self, path: &str) -> bool {
+            self.0.contains(&path)
+        }
+    }
+
+    /// A spec for `app` with the defaults, read from a temp dir.
+    pub fn spec(dir: &Path, extra: &str) -> Spec {
+        let text = format!("base = \"oci:./base\"\n{extra}");
+        crate::spec::parse(&text, &dir.join("imgbuild.toml"), false, dir).unwrap()
+    }
+
+    pub fn path(p: &str) -> ImagePath {
+        ImagePath::new(p).unwrap()
+    }
+
+    /// An app plan of host files written to `dir` and placed under /app.
+    pub fn app_plan(dir: &Path, files: &[(&str, &str)]) -> LayerPlan {
+        let mut plan = LayerPlan::new();
+        for (name, text) in files {
+            let host = dir.join(name);
+            std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+            std::fs::write(&host, text).unwrap();
+            plan.file(
+                path(&format!("/app/{name}")),
+                0o644,
+                text.len() as u64,
+                crate::layer::Content::HostFile(host),
+            )
+            .unwrap();
+        }
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn dependencies_without_a_lockfile_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[project]\nname = \"x\"\nversion = \"1\"\ndependencies = [\"fastapi\", \"uvicorn\"]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("requirements.in"), "fastapi\n").unwrap();
+        let s = spec(dir.path(), "app = \"main:app\"\n");
+        let e = check_lockfile(&s).unwrap_err().to_string();
+        assert!(
+            e.contains("pyproject.toml declares 2 dependencies")
+                && e.contains("requirements.in")
+                && e.contains("uv lock"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+        std::fs::write(dir.path().join("uv.lock"), "").unwrap();
+        check_lockfile(&spec(dir.path(), "app = \"main:app\"\n")).unwrap();
+    }
+
+    #[test]
+    fn a_project_without_dependencies_needs_no_lockfile() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pyproject.toml"),
+            "[project]\nname = \"x\"\nversion = \"1\"\n",
+        )
+        .unwrap();
+        check_lockfile(&spec(dir.path(), "app = \"main:app\"\n")).unwrap();
+    }
+
+    #[test]
+    fn package_files_come_from_the_install_plan() {
+        let mut plan = LayerPlan::new();
+        let sp = path("/app/.venv/lib/python3.11/site-packages");
+        let bin = path("/app/.venv/bin");
+        for p in [
+            "/app/.venv/lib/python3.11/site-packages/uvicorn/__init__.py",
+            "/app/.venv/lib/python3.11/site-packages/uvicorn-0.30.dist-info/RECORD",
+            "/app/.venv/bin/uvicorn",
+        ] {
+            plan.bytes(path(p), 0o644, vec![]).unwrap();
+        }
+        let f = PackageFiles::from_plan("uvicorn", "0.30", &plan, &sp, &bin);
+        assert_eq!(f.top_level, ["uvicorn", "uvicorn-0.30.dist-info"]);
+        assert_eq!(f.bin, ["uvicorn"]);
+    }
+}

@@ -1,0 +1,194 @@
+//! `cmd`, `entrypoint` (and the default uvicorn command): the program they
+//! run must exist in the image; `app-dir` must be a directory there.
+
+use super::{CheckError, ImageView};
+use crate::layer::EntryKind;
+use crate::spec::Spec;
+
+pub fn check_app_dir(spec: &Spec, file: &str, view: &ImageView) -> Result<(), CheckError> {
+    let Some(dir) = &spec.app_dir else {
+        return Ok(());
+    };
+    let path = view.workdir.join(dir.trim_end_matches('/')).ok();
+    let is_dir = path
+        .as_ref()
+        .is_some_and(|p| matches!(view.app.get(p).map(|e| &e.kind), Some(EntryKind::Dir)));
+    if is_dir {
+        return Ok(());
+    }
+    Err(CheckError::AppDir {
+        file: file.to_owned(),
+        dir: dir.clone(),
+        path: path.map_or_else(|| dir.clone(), |p| p.to_string()),
+    })
+}
+
+/// The program the image runs must be there. For the default command (uvicorn
+/// from the venv) without a lockfile it is a warning: such an image serves
+/// nothing, but a bare app layer is a legitimate build.
+pub fn check_command(spec: &Spec, file: &str, view: &ImageView) -> Result<Vec<String>, CheckError> {
+    let (key, program) = match (&spec.entrypoint, &spec.cmd) {
+        (Some(e), _) if !e.is_empty() => ("entrypoint", e[0].clone()),
+        (None, Some(c)) if !c.is_empty() => ("cmd", c[0].clone()),
+        (None, None) => (
+            "the default command",
+            format!("{}/bin/uvicorn", spec.venv.absolute()),
+        ),
+        _ => return Ok(Vec::new()),
+    };
+    if program_exists(&program, view) {
+        return Ok(Vec::new());
+    }
+    let default = key == "the default command";
+    let hint = if default {
+        "add uvicorn to the project's dependencies and lock again, or set `cmd`".to_owned()
+    } else if program.starts_with(&view.bin.absolute()) {
+        format!(
+            "no installed package provides the script `{}`; add the package that does and lock again, or fix `{key}`",
+            program.rsplit('/').next().unwrap_or(&program)
+        )
+    } else {
+        format!("install it in the base image, or fix `{key}`")
+    };
+    let err = CheckError::Program {
+        file: file.to_owned(),
+        key: key.to_owned(),
+        program,
+        hint,
+    };
+    if default && !view.locked {
+        return Ok(vec![format!(
+            "{err} (there is no lockfile, so no package is installed)"
+        )]);
+    }
+    Err(err)
+}
+
+fn program_exists(program: &str, view: &ImageView) -> bool {
+    if program.starts_with('/') {
+        return view.exists(program);
+    }
+    if program.contains('/') {
+        // Relative to the workdir.
+        return view
+            .workdir
+            .join(program.trim_start_matches("./"))
+            .is_ok_and(|p| view.exists(&p.absolute()));
+    }
+    view.path
+        .iter()
+        .any(|dir| view.exists(&format!("{}/{program}", dir.trim_end_matches('/'))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::PackageFiles;
+    use super::*;
+    use crate::layer::{ImagePath, LayerPlan};
+
+    fn run(
+        extra: &str,
+        packages: &[PackageFiles],
+        base: &[&'static str],
+        locked: bool,
+    ) -> Result<Vec<String>, CheckError> {
+        let dir = tempfile::tempdir().unwrap();
+        let plan: LayerPlan = app_plan(dir.path(), &[("bin/run.sh", "#!/bin/sh\n")]);
+        let s = spec(dir.path(), &format!("app = \"main:app\"\n{extra}"));
+        let (w, v, sp, b) = (
+            path("/app"),
+            path("/app/.venv"),
+            path("/app/.venv/lib/python3.11/site-packages"),
+            path("/app/.venv/bin"),
+        );
+        let base = NoBase(base.to_vec());
+        let view = ImageView {
+            workdir: &w,
+            app: &plan,
+            venv: &v,
+            site_packages: &sp,
+            bin: &b,
+            packages,
+            import_roots: &[] as &[ImagePath],
+            base: &base,
+            path: vec!["/app/.venv/bin".into(), "/usr/bin".into()],
+            locked,
+        };
+        check_app_dir(&s, "imgbuild.toml", &view)?;
+        check_command(&s, "imgbuild.toml", &view)
+    }
+
+    fn uvicorn() -> Vec<PackageFiles> {
+        vec![PackageFiles {
+            name: "uvicorn".into(),
+            version: "0.30".into(),
+            top_level: vec!["uvicorn".into()],
+            bin: vec!["uvicorn".into()],
+        }]
+    }
+
+    #[test]
+    fn the_default_command_needs_uvicorn_in_the_venv() {
+        assert!(run("", &uvicorn(), &[], true).unwrap().is_empty());
+        let e = run("", &[], &[], true).unwrap_err().to_string();
+        assert!(
+            e.contains("/app/.venv/bin/uvicorn") && e.contains("lock again"),
+            "{e}"
+        );
+        // Without a lockfile, a warning only.
+        assert_eq!(run("", &[], &[], false).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn cmd_and_entrypoint_programs_must_exist() {
+        run(
+            "cmd = [\"/usr/bin/python3\", \"-V\"]\n",
+            &[],
+            &["/usr/bin/python3"],
+            true,
+        )
+        .unwrap();
+        run("cmd = [\"python3\"]\n", &[], &["/usr/bin/python3"], true).unwrap();
+        run("entrypoint = [\"/app/bin/run.sh\"]\n", &[], &[], true).unwrap();
+        run("entrypoint = [\"./bin/run.sh\"]\n", &[], &[], true).unwrap();
+        run(
+            "cmd = [\"/app/.venv/bin/python\", \"-m\", \"x\"]\n",
+            &[],
+            &[],
+            true,
+        )
+        .unwrap();
+        let e = run(
+            "entrypoint = [\"/app/.venv/bin/gunicorn\"]\n",
+            &uvicorn(),
+            &[],
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("entrypoint runs") && e.contains("gunicorn"),
+            "{e}"
+        );
+        let e = run("cmd = [\"/usr/bin/tini\"]\n", &[], &[], true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cmd runs \"/usr/bin/tini\"") && e.contains("base image"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn app_dir_must_be_a_directory() {
+        run("app-dir = \"bin\"\n", &uvicorn(), &[], true).unwrap();
+        let e = run("app-dir = \"src\"\n", &uvicorn(), &[], true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("app-dir = \"src\"") && e.contains("/app/src"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,928 @@
+//! A local project (the root project, a uv workspace member, a path
+//! dependency) installed as `uv sync --no-editable` leaves it, without running
+//! its build backend: what pure-Python backends do is done from its
+//! `pyproject.toml`.
+//!
+//! The result is a small wheel of our own (a `.dist-info` with METADATA,
+//! WHEEL, entry_points.txt and RECORD, plus a `.pth`), which then goes through
+//! the same installer as every locked wheel ([`crate::python::wheel`]), so the
+//! console-script launchers, RECORD and INSTALLER are the same bytes as for any
+//! wheel. A project inside the source tree keeps its sources in the app layer
+//! and the `.pth` points at its import roots there, as an editable install
+//! does; a project outside the tree gets its sources copied into its wheel,
+//! and so into a layer of its own.
+//!
+//! Backends that compile code cannot be imitated: they are refused, and the
+//! user builds a wheel beforehand (`project-wheel`).
+
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::io::{self, Cursor, Write};
+use std::path::{Path, PathBuf};
+
+pub const PYPROJECT: &str = "pyproject.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error("cannot read {}", .file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: invalid TOML: {message}", .file.display())]
+    Toml { file: PathBuf, message: String },
+    #[error("{}: {message}", .file.display())]
+    Invalid { file: PathBuf, message: String },
+    #[error("{}: project `{name}` is built by {backend}, which compiles code; imgbuild does not run build backends. Build a wheel first (`uv build --wheel`) and set `project-wheel = \"dist/<the wheel>.whl\"`, see docs/projects.md", .file.display())]
+    Compiled {
+        file: PathBuf,
+        name: String,
+        backend: String,
+    },
+    #[error("{}: project `{name}`: no importable package found ({looked}); set the backend's package setting (e.g. [tool.hatch.build.targets.wheel] packages) or use a src/{module} or {module} layout", .file.display())]
+    NoImportRoot {
+        file: PathBuf,
+        name: String,
+        module: String,
+        looked: String,
+    },
+    #[error("writing the project wheel for `{name}`")]
+    Write {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The project as its `pyproject.toml` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Project {
+    /// The project directory on the host (absolute).
+    pub dir: PathBuf,
+    /// `[project] name` as written.
+    pub name: String,
+    pub version: String,
+    pub requires_python: Option<String>,
+    pub summary: Option<String>,
+    /// Requires-Dist lines, in METADATA order.
+    pub requires_dist: Vec<String>,
+    pub provides_extra: Vec<String>,
+    /// `[project.scripts]`, `[project.gui-scripts]`, `[project.entry-points.*]` by group.
+    pub entry_points: BTreeMap<String, BTreeMap<String, String>>,
+    /// The build backend module, e.g. `hatchling.build`.
+    pub backend: String,
+    /// Where the top-level packages live, as the backend finds them.
+    pub roots: Vec<ImportRoot>,
+}
+
+/// A directory that goes on `sys.path`, and what the project imports from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportRoot {
+    /// Absolute host path.
+    pub dir: PathBuf,
+    /// Top-level packages (directories) and modules (`name.py`) in it.
+    pub names: Vec<String>,
+}
+
+/// How the project's sources reach the image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The sources are in the app layer; the `.pth` lists these absolute image directories.
+    Pth(Vec<String>),
+    /// The sources are copied into the wheel (a project outside the source tree).
+    Copy,
+}
+
+/// What makes a project compile code, if anything.
+fn compiled_backend(backend: &str, doc: &toml::Table, dir: &Path) -> Option<String> {
+    let top = backend.split(['.', ':']).next().unwrap_or(backend);
+    match top {
+        "maturin" | "scikit_build_core" | "mesonpy" | "enscons" | "py_build_cmake" => {
+            return Some(top.replace('_', "-"))
+        }
+        _ => {}
+    }
+    if top == "setuptools" {
+        if let Ok(setup) = std::fs::read_to_string(dir.join("setup.py")) {
+            if setup.contains("ext_modules") || setup.contains("Extension(") {
+                return Some("setuptools with ext_modules".into());
+            }
+        }
+        if table(doc, &["tool", "setuptools"]).is_some_and(|t| t.contains_key("ext-modules")) {
+            return Some("setuptools with ext-modules".into());
+        }
+    }
+    None
+}
+
+fn table<'a>(doc: &'a toml::Table, path: &[&str]) -> Option<&'a toml::Table> {
+    let mut t = doc;
+    for key in path {
+        t = t.get(*key)?.as_table()?;
+    }
+    Some(t)
+}
+
+fn string_list(v: Option<&toml::Value>) -> Vec<String> {
+    v.and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `Hello-World.x` → `hello_world_x`, the name wheels use in file and directory names.
+pub fn wheel_name(name: &str) -> String {
+    name.parse::<pep508_rs::PackageName>()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| name.to_ascii_lowercase())
+        .replace('-', "_")
+}
+
+/// Reads the project at `dir`. `Ok(None)` for a project that is not a package:
+/// no `[build-system]` (a virtual project) or `tool.uv.package = false`.
+/// `locked_version` stands in for a dynamic version.
+pub fn read(dir: &Path, locked_version: Option<&str>) -> Result<Option<Project>, ProjectError> {
+    let file = dir.join(PYPROJECT);
+    let text = std::fs::read_to_string(&file).map_err(|source| ProjectError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ProjectError::Toml {
+            file: file.clone(),
+            message: e.message().trim().replace('\n', "; "),
+        })?;
+    let invalid = |message: String| ProjectError::Invalid {
+        file: file.clone(),
+        message,
+    };
+    let Some(project) = table(&doc, &["project"]) else {
+        return Ok(None);
+    };
+    let package_flag = table(&doc, &["tool", "uv"])
+        .and_then(|t| t.get("package"))
+        .and_then(toml::Value::as_bool);
+    let build_system = table(&doc, &["build-system"]);
+    if package_flag == Some(false) || (build_system.is_none() && package_flag != Some(true)) {
+        return Ok(None);
+    }
+    // PEP 517's fallback when a build-system table names no backend.
+    let backend = build_system
+        .and_then(|b| b.get("build-backend"))
+        .and_then(toml::Value::as_str)
+        .unwrap_or("setuptools.build_meta:__legacy__")
+        .to_owned();
+    let name = project
+        .get("name")
+        .and_then(toml::Value::as_str)
+        .ok_or_else(|| invalid("[project] has no `name`; add one".into()))?
+        .to_owned();
+    if let Some(what) = compiled_backend(&backend, &doc, dir) {
+        return Err(ProjectError::Compiled {
+            file,
+            name,
+            backend: what,
+        });
+    }
+    let dynamic = string_list(project.get("dynamic"));
+    let version = match project.get("version").and_then(toml::Value::as_str) {
+        Some(v) => v.to_owned(),
+        None => match locked_version {
+            Some(v) => v.to_owned(),
+            None => {
+                return Err(invalid(format!(
+                    "project `{name}` has no static version{}; set [project] version, or lock it with uv so the lock carries it",
+                    if dynamic.iter().any(|d| d == "version") { " (it is dynamic)" } else { "" }
+                )))
+            }
+        },
+    };
+    let mut requires_dist = string_list(project.get("dependencies"))
+        .iter()
+        .map(|r| format_requirement(r, None))
+        .collect::<Vec<_>>();
+    let mut provides_extra = Vec::new();
+    if let Some(optional) = project
+        .get("optional-dependencies")
+        .and_then(toml::Value::as_table)
+    {
+        for (extra, deps) in optional {
+            provides_extra.push(extra.clone());
+            for r in string_list(Some(deps)) {
+                requires_dist.push(format_requirement(&r, Some(extra)));
+            }
+        }
+    }
+    let mut entry_points: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut group = |group: &str, t: Option<&toml::Value>| {
+        if let Some(t) = t.and_then(toml::Value::as_table) {
+            let entries: BTreeMap<String, String> = t
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect();
+            if !entries.is_empty() {
+                entry_points
+                    .entry(group.to_owned())
+                    .or_default()
+                    .extend(entries);
+            }
+        }
+    };
+    group("console_scripts", project.get("scripts"));
+    group("gui_scripts", project.get("gui-scripts"));
+    if let Some(groups) = project.get("entry-points").and_then(toml::Value::as_table) {
+        for (g, t) in groups {
+            group(g, Some(t));
+        }
+    }
+    let roots = import_roots(dir, &doc, &backend, &name).ok_or_else(|| {
+        let module = wheel_name(&name);
+        ProjectError::NoImportRoot {
+            file: file.clone(),
+            name: name.clone(),
+            module: module.clone(),
+            looked: format!("src/{module}, {module}, {module}.py"),
+        }
+    })?;
+    Ok(Some(Project {
+        dir: dir.to_path_buf(),
+        requires_python: project
+            .get("requires-python")
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned),
+        summary: project
+            .get("description")
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned),
+        name,
+        version,
+        requires_dist,
+        provides_extra,
+        entry_points,
+        backend,
+        roots,
+    }))
+}
+
+/// A requirement as `packaging` prints it (what hatchling and uv_build write),
+/// with `extra == '…'` added for optional dependencies.
+fn format_requirement(req: &str, extra: Option<&str>) -> String {
+    let (spec, marker) = match req.split_once(';') {
+        Some((s, m)) => (s.trim(), Some(m.trim())),
+        None => (req.trim(), None),
+    };
+    // `name [x] >= 1, <2` → `name[x]<2,>=1`: packaging sorts the specifiers by their text.
+    let name_end = spec
+        .find(|c: char| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .unwrap_or(spec.len());
+    let (name, rest) = spec.split_at(name_end);
+    let rest = rest.trim();
+    let (extras, rest) = match rest.strip_prefix('[') {
+        Some(r) => match r.split_once(']') {
+            Some((e, tail)) => {
+                let mut e: Vec<&str> = e
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .collect();
+                e.sort_unstable();
+                (format!("[{}]", e.join(",")), tail.trim())
+            }
+            None => (String::new(), rest),
+        },
+        None => (String::new(), rest),
+    };
+    let version = if rest.starts_with('@') {
+        format!(" {rest}")
+    } else {
+        let mut specs: Vec<String> = rest
+            .split(',')
+            .map(|s| s.chars().filter(|c| !c.is_whitespace()).collect::<String>())
+            .filter(|s| !s.is_empty())
+            .collect();
+        specs.sort();
+        specs.join(",")
+    };
+    let mut out = format!("{name}{extras}{version}");
+    let marker = marker.map(|m| m.replace('\'', "\""));
+    match (marker, extra) {
+        (Some(m), Some(e)) => out += &format!("; ({m}) and extra == \"{e}\""),
+        (Some(m), None) => out += &format!("; {m}"),
+        (None, Some(e)) => out += &format!("; extra == \"{e}\""),
+        (None, None) => {}
+    }
+    out
+}
+
+/// The import roots as the common backends find them; None when nothing is found.
+fn import_roots(
+    dir: &Path,
+    doc: &toml::Table,
+    backend: &str,
+    name: &str,
+) -> Option<Vec<ImportRoot>> {
+    let module = wheel_name(name);
+    let top = backend.split(['.', ':']).next().unwrap_or(backend);
+    let explicit: Vec<String> = match top {
+        "hatchling" => string_list(
+            table(doc, &["tool", "hatch", "build", "targets", "wheel"])
+                .and_then(|t| t.get("packages")),
+        ),
+        "setuptools" => setuptools_packages(dir, doc),
+        "flit_core" => table(doc, &["tool", "flit", "module"])
+            .and_then(|t| t.get("name"))
+            .and_then(toml::Value::as_str)
+            .map(|m| {
+                let m = m.replace('.', "/");
+                [
+                    format!("src/{m}"),
+                    format!("src/{m}.py"),
+                    m.clone(),
+                    format!("{m}.py"),
+                ]
+                .into_iter()
+                .filter(|c| dir.join(c).exists())
+                .take(1)
+                .collect()
+            })
+            .unwrap_or_default(),
+        "pdm" => table(doc, &["tool", "pdm", "build"])
+            .and_then(|t| t.get("package-dir"))
+            .and_then(toml::Value::as_str)
+            .map(|d| vec![format!("{d}/{module}")])
+            .unwrap_or_default(),
+        "uv_build" => {
+            let t = table(doc, &["tool", "uv", "build-backend"]);
+            let root = t
+                .and_then(|t| t.get("module-root"))
+                .and_then(toml::Value::as_str)
+                .unwrap_or("src");
+            let names: Vec<String> = match t.and_then(|t| t.get("module-name")) {
+                Some(toml::Value::String(s)) => vec![s.clone()],
+                Some(v) => string_list(Some(v)),
+                None => vec![module.clone()],
+            };
+            names
+                .iter()
+                .map(|n| {
+                    let n = n.replace('.', "/");
+                    if root.is_empty() || root == "." {
+                        n
+                    } else {
+                        format!("{root}/{n}")
+                    }
+                })
+                .collect()
+        }
+        "poetry" => table(doc, &["tool", "poetry"])
+            .and_then(|t| t.get("packages"))
+            .and_then(toml::Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| {
+                        let p = p.as_table()?;
+                        let include = p.get("include")?.as_str()?;
+                        Some(match p.get("from").and_then(toml::Value::as_str) {
+                            Some(from) => format!("{from}/{include}"),
+                            None => include.to_owned(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let mut roots: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    for c in &explicit {
+        let c = c.trim_matches('/');
+        let path = dir.join(c);
+        if path.is_dir() || path.is_file() {
+            let (parent, leaf) = match c.rsplit_once('/') {
+                Some((p, l)) => (dir.join(p), l.to_owned()),
+                None => (dir.to_path_buf(), c.to_owned()),
+            };
+            roots.entry(parent).or_default().push(leaf);
+        }
+    }
+    if roots.is_empty() {
+        // The default discovery: src layout, then flat layout, then a src/ directory
+        // holding some other package (setuptools' and pdm's auto-discovery).
+        let first = [
+            format!("src/{module}"),
+            format!("src/{module}.py"),
+            module.clone(),
+            format!("{module}.py"),
+        ]
+        .into_iter()
+        .find(|c| dir.join(c).exists());
+        match first {
+            Some(c) => {
+                let (parent, leaf) = match c.rsplit_once('/') {
+                    Some((p, l)) => (dir.join(p), l.to_owned()),
+                    None => (dir.to_path_buf(), c.clone()),
+                };
+                roots.entry(parent).or_default().push(leaf);
+            }
+            None => {
+                let src = dir.join("src");
+                let packages = packages_in(&src);
+                if !packages.is_empty() {
+                    roots.insert(src, packages);
+                } else if top == "setuptools" {
+                    // setuptools' flat-layout discovery: the packages beside pyproject.toml.
+                    let flat = packages_in(dir);
+                    if flat.is_empty() {
+                        return None;
+                    }
+                    roots.insert(dir.to_path_buf(), flat);
+                } else {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(
+        roots
+            .into_iter()
+            .map(|(dir, mut names)| {
+                names.sort();
+                names.dedup();
+                ImportRoot { dir, names }
+            })
+            .collect(),
+    )
+}
+
+/// Directories with an `__init__.py` directly inside `dir`, sorted.
+fn packages_in(dir: &Path) -> Vec<String> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = read
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("__init__.py").is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| !matches!(n.as_str(), "tests" | "test" | "docs" | "examples"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// setuptools: `package-dir = {"" = "src"}`, `packages.find.where`, or an explicit `packages` list.
+fn setuptools_packages(dir: &Path, doc: &toml::Table) -> Vec<String> {
+    let Some(st) = table(doc, &["tool", "setuptools"]) else {
+        return Vec::new();
+    };
+    let root = st
+        .get("package-dir")
+        .and_then(toml::Value::as_table)
+        .and_then(|t| t.get(""))
+        .and_then(toml::Value::as_str)
+        .map(str::to_owned);
+    let prefix = |root: &Option<String>, p: &str| match root {
+        Some(r) if !r.is_empty() && r != "." => format!("{r}/{p}"),
+        _ => p.to_owned(),
+    };
+    match st.get("packages") {
+        Some(toml::Value::Array(list)) => list
+            .iter()
+            .filter_map(|p| p.as_str())
+            .filter(|p| !p.contains('.'))
+            .map(|p| prefix(&root, p))
+            .collect(),
+        Some(toml::Value::Table(find)) => {
+            let find = find.get("find").and_then(toml::Value::as_table);
+            let wheres = string_list(find.and_then(|f| f.get("where")));
+            let wheres = if wheres.is_empty() {
+                vec![root.clone().unwrap_or_else(|| ".".into())]
+            } else {
+                wheres
+            };
+            let include = string_list(find.and_then(|f| f.get("include")));
+            wheres
+                .iter()
+                .flat_map(|w| {
+                    packages_in(&dir.join(w))
+                        .into_iter()
+                        .filter(|p| {
+                            include.is_empty()
+                                || include.iter().any(|i| {
+                                    i == p || i.strip_suffix('*').is_some_and(|s| p.starts_with(s))
+                                })
+                        })
+                        .map(move |p| {
+                            if w == "." {
+                                p
+                            } else {
+                                format!("{}/{p}", w.trim_end_matches('/'))
+                            }
+                        })
+                })
+                .collect()
+        }
+        _ => match root {
+            Some(r) => packages_in(&dir.join(&r))
+                .into_iter()
+                .map(|p| format!("{r}/{p}"))
+                .collect(),
+            None => Vec::new(),
+        },
+    }
+}
+
+impl Project {
+    /// The wheel's file name: `name-version-py3-none-any.whl`.
+    pub fn wheel_filename(&self) -> String {
+        format!(
+            "{}-{}-py3-none-any.whl",
+            wheel_name(&self.name),
+            self.version
+        )
+    }
+
+    fn dist_info(&self) -> String {
+        format!("{}-{}.dist-info", wheel_name(&self.name), self.version)
+    }
+
+    /// METADATA as hatchling writes it (Metadata-Version 2.4).
+    pub fn metadata(&self) -> String {
+        let mut m = format!(
+            "Metadata-Version: 2.4\nName: {}\nVersion: {}\n",
+            self.name, self.version
+        );
+        if let Some(s) = &self.summary {
+            m += &format!("Summary: {}\n", s.replace('\n', " "));
+        }
+        if let Some(rp) = &self.requires_python {
+            m += &format!("Requires-Python: {rp}\n");
+        }
+        for r in self
+            .requires_dist
+            .iter()
+            .filter(|r| !r.contains("extra == "))
+        {
+            m += &format!("Requires-Dist: {r}\n");
+        }
+        for e in &self.provides_extra {
+            m += &format!("Provides-Extra: {e}\n");
+        }
+        for r in self
+            .requires_dist
+            .iter()
+            .filter(|r| r.contains("extra == "))
+        {
+            m += &format!("Requires-Dist: {r}\n");
+        }
+        m
+    }
+
+    /// entry_points.txt as hatchling writes it; None when there are none.
+    pub fn entry_points_txt(&self) -> Option<String> {
+        if self.entry_points.is_empty() {
+            return None;
+        }
+        let order = |g: &str| match g {
+            "console_scripts" => 0,
+            "gui_scripts" => 1,
+            _ => 2,
+        };
+        let mut groups: Vec<(&String, &BTreeMap<String, String>)> =
+            self.entry_points.iter().collect();
+        groups.sort_by_key(|(g, _)| (order(g), g.to_string()));
+        let mut out = String::new();
+        for (g, entries) in groups {
+            out += &format!("\n[{g}]\n");
+            for (k, v) in entries {
+                out += &format!("{k} = {v}\n");
+            }
+        }
+        Some(out.trim_start().to_owned())
+    }
+
+    /// The top-level names the project makes importable.
+    pub fn top_level_names(&self) -> Vec<String> {
+        self.roots
+            .iter()
+            .flat_map(|r| r.names.iter().map(|n| n.trim_end_matches(".py").to_owned()))
+            .collect()
+    }
+
+    /// Writes the project's wheel: deterministic (sorted entries, fixed times).
+    pub fn write_wheel(&self, placement: &Placement) -> Result<Vec<u8>, ProjectError> {
+        let mut files: Vec<(String, Vec<u8>, bool)> = Vec::new();
+        let dist_info = self.dist_info();
+        match placement {
+            Placement::Pth(dirs) => {
+                let text: String = dirs.iter().map(|d| format!("{d}\n")).collect();
+                files.push((
+                    format!("_{}.pth", wheel_name(&self.name)),
+                    text.into_bytes(),
+                    false,
+                ));
+            }
+            Placement::Copy => {
+                for root in &self.roots {
+                    for name in &root.names {
+                        self.copy_tree(&root.dir, name, &mut files)?;
+                    }
+                }
+            }
+        }
+        files.push((
+            format!("{dist_info}/METADATA"),
+            self.metadata().into_bytes(),
+            false,
+        ));
+        files.push((
+            format!("{dist_info}/WHEEL"),
+            b"Wheel-Version: 1.0\nGenerator: imgbuild\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+                .to_vec(),
+            false,
+        ));
+        if let Some(ep) = self.entry_points_txt() {
+            files.push((
+                format!("{dist_info}/entry_points.txt"),
+                ep.into_bytes(),
+                false,
+            ));
+        }
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut record = String::new();
+        for (path, bytes, _) in &files {
+            record += &format!(
+                "{},sha256={},{}\n",
+                csv_field(path),
+                base64_urlsafe(&Sha256::digest(bytes)),
+                bytes.len()
+            );
+        }
+        record += &format!("{dist_info}/RECORD,,\n");
+        files.push((format!("{dist_info}/RECORD"), record.into_bytes(), false));
+
+        let write_err = |source: io::Error| ProjectError::Write {
+            name: self.name.clone(),
+            source,
+        };
+        let zip_err = |e: zip::result::ZipError| write_err(io::Error::other(e));
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (path, bytes, exec) in &files {
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored)
+                .last_modified_time(zip::DateTime::DEFAULT)
+                .unix_permissions(if *exec { 0o755 } else { 0o644 });
+            zip.start_file(path.as_str(), options).map_err(zip_err)?;
+            zip.write_all(bytes).map_err(write_err)?;
+        }
+        Ok(zip.finish().map_err(zip_err)?.into_inner())
+    }
+
+    /// Adds `root/name` (a package directory or a module file) to `files`,
+    /// leaving out bytecode; sorted walk, so the wheel is the same every time.
+    fn copy_tree(
+        &self,
+        root: &Path,
+        name: &str,
+        files: &mut Vec<(String, Vec<u8>, bool)>,
+    ) -> Result<(), ProjectError> {
+        use std::os::unix::fs::PermissionsExt;
+        let start = root.join(name);
+        for entry in walkdir::WalkDir::new(&start).sort_by_file_name() {
+            let entry = entry.map_err(|e| ProjectError::Read {
+                file: start.clone(),
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("file system loop")),
+            })?;
+            let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+            let rel = rel.to_string_lossy().into_owned();
+            if rel.split('/').any(|c| c == "__pycache__") || rel.ends_with(".pyc") {
+                continue;
+            }
+            if entry.file_type().is_file() {
+                let bytes = std::fs::read(entry.path()).map_err(|source| ProjectError::Read {
+                    file: entry.path().to_path_buf(),
+                    source,
+                })?;
+                let exec = entry
+                    .metadata()
+                    .is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+                files.push((rel, bytes, exec));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn base64_urlsafe(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let p = dir.path().join(name);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, text).unwrap();
+        }
+        dir
+    }
+
+    const HATCH: &str = "[project]\nname = \"Hello-World\"\nversion = \"0.3.0\"\nrequires-python = \">=3.11\"\ndependencies = [\"fastapi >= 0.110\", \"uvicorn[standard]>=0.27,<1\"]\n[project.optional-dependencies]\nyaml = [\"pyyaml; python_version < '3.13'\"]\n[project.scripts]\nhello = \"hello_world.cli:main\"\n[project.entry-points.\"demo.plugins\"]\nx = \"hello_world:x\"\n[build-system]\nrequires = [\"hatchling\"]\nbuild-backend = \"hatchling.build\"\n";
+
+    #[test]
+    fn a_hatchling_src_layout_is_read_from_pyproject() {
+        let dir = project(&[(PYPROJECT, HATCH), ("src/hello_world/__init__.py", "")]);
+        let p = read(dir.path(), None).unwrap().unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.version.as_str()),
+            ("Hello-World", "0.3.0")
+        );
+        assert_eq!(
+            p.roots,
+            vec![ImportRoot {
+                dir: dir.path().join("src"),
+                names: vec!["hello_world".into()]
+            }]
+        );
+        assert_eq!(
+            p.metadata(),
+            "Metadata-Version: 2.4\nName: Hello-World\nVersion: 0.3.0\nRequires-Python: >=3.11\nRequires-Dist: fastapi>=0.110\nRequires-Dist: uvicorn[standard]<1,>=0.27\nProvides-Extra: yaml\nRequires-Dist: pyyaml; (python_version < \"3.13\") and extra == \"yaml\"\n"
+        );
+        assert_eq!(
+            p.entry_points_txt().unwrap(),
+            "[console_scripts]\nhello = hello_world.cli:main\n\n[demo.plugins]\nx = hello_world:x\n"
+        );
+        assert_eq!(p.wheel_filename(), "hello_world-0.3.0-py3-none-any.whl");
+    }
+
+    #[test]
+    fn virtual_projects_are_not_packages() {
+        let dir = project(&[(PYPROJECT, "[project]\nname = \"a\"\nversion = \"1\"\n")]);
+        assert_eq!(read(dir.path(), None).unwrap(), None);
+        let text = format!("{HATCH}[tool.uv]\npackage = false\n");
+        let dir = project(&[(PYPROJECT, &text), ("src/hello_world/__init__.py", "")]);
+        assert_eq!(read(dir.path(), None).unwrap(), None);
+    }
+
+    #[test]
+    fn each_backend_finds_its_packages() {
+        let cases: &[(&str, &[&str], &str, &[&str])] = &[
+            (
+                "[tool.hatch.build.targets.wheel]\npackages = [\"lib/pkg\"]\n",
+                &["lib/pkg/__init__.py"],
+                "lib",
+                &["pkg"],
+            ),
+            (
+                "[build-system]\nbuild-backend = \"setuptools.build_meta\"\n[tool.setuptools.packages.find]\nwhere = [\"src\"]\n",
+                &["src/alpha/__init__.py", "src/beta/__init__.py", "src/tests/__init__.py"],
+                "src",
+                &["alpha", "beta"],
+            ),
+            (
+                "[build-system]\nbuild-backend = \"setuptools.build_meta\"\n[tool.setuptools]\npackage-dir = {\"\" = \"code\"}\n",
+                &["code/gamma/__init__.py"],
+                "code",
+                &["gamma"],
+            ),
+            (
+                "[build-system]\nbuild-backend = \"uv_build\"\n[tool.uv.build-backend]\nmodule-root = \"\"\nmodule-name = \"delta\"\n",
+                &["delta/__init__.py"],
+                "",
+                &["delta"],
+            ),
+            (
+                "[build-system]\nbuild-backend = \"flit_core.buildapi\"\n[tool.flit.module]\nname = \"eps\"\n",
+                &["eps.py"],
+                "",
+                &["eps.py"],
+            ),
+            ("", &["my_app/__init__.py"], "", &["my_app"]),
+            (
+                "[build-system]\nbuild-backend = \"setuptools.build_meta\"\n",
+                &["api/__init__.py", "worker/__init__.py", "tests/__init__.py"],
+                "",
+                &["api", "worker"],
+            ),
+        ];
+        for (extra, files, root, names) in cases {
+            let mut text = "[project]\nname = \"my-app\"\nversion = \"1.0\"\n".to_string();
+            if !extra.contains("[build-system]") {
+                text += "[build-system]\nbuild-backend = \"hatchling.build\"\n";
+            }
+            text += extra;
+            let mut all: Vec<(&str, &str)> = vec![(PYPROJECT, &text)];
+            all.extend(files.iter().map(|f| (*f, "")));
+            let dir = project(&all);
+            let p = read(dir.path(), None)
+                .unwrap_or_else(|e| panic!("{extra}: {e}"))
+                .unwrap();
+            let want = if root.is_empty() {
+                dir.path().to_path_buf()
+            } else {
+                dir.path().join(root)
+            };
+            assert_eq!(p.roots.len(), 1, "{extra}");
+            assert_eq!(p.roots[0].dir, want, "{extra}");
+            assert_eq!(
+                p.roots[0].names,
+                names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                "{extra}"
+            );
+        }
+    }
+
+    #[test]
+    fn compiled_backends_are_refused_with_the_way_out() {
+        let dir = project(&[(
+            PYPROJECT,
+            "[project]\nname = \"fast\"\nversion = \"1\"\n[build-system]\nbuild-backend = \"maturin\"\n",
+        )]);
+        let e = read(dir.path(), None).unwrap_err().to_string();
+        assert!(
+            e.contains("maturin") && e.contains("project-wheel") && e.contains("pyproject.toml"),
+            "{e}"
+        );
+        let dir = project(&[
+            (PYPROJECT, "[project]\nname = \"ext\"\nversion = \"1\"\n[build-system]\nbuild-backend = \"setuptools.build_meta\"\n"),
+            ("setup.py", "from setuptools import setup, Extension\nsetup(ext_modules=[Extension('x', ['x.c'])])\n"),
+        ]);
+        let e = read(dir.path(), None).unwrap_err().to_string();
+        assert!(e.contains("ext_modules"), "{e}");
+    }
+
+    #[test]
+    fn a_dynamic_version_comes_from_the_lock() {
+        let text = HATCH.replace("version = \"0.3.0\"\n", "dynamic = [\"version\"]\n");
+        let dir = project(&[(PYPROJECT, &text), ("src/hello_world/__init__.py", "")]);
+        let e = read(dir.path(), None).unwrap_err().to_string();
+        assert!(e.contains("dynamic"), "{e}");
+        assert_eq!(
+            read(dir.path(), Some("0.9")).unwrap().unwrap().version,
+            "0.9"
+        );
+    }
+
+    #[test]
+    fn the_wheel_is_deterministic_and_installs_like_any_wheel() {
+        let dir = project(&[
+            (PYPROJECT, HATCH),
+            ("src/hello_world/__init__.py", "X = 1\n"),
+        ]);
+        let p = read(dir.path(), None).unwrap().unwrap();
+        let pth = Placement::Pth(vec!["/app/src".into()]);
+        let a = p.write_wheel(&pth).unwrap();
+        assert_eq!(a, p.write_wheel(&pth).unwrap());
+        let out = tempfile::tempdir().unwrap();
+        let path = out.path().join(p.wheel_filename());
+        fs::write(&path, &a).unwrap();
+        let target = crate::python::venv::VenvTarget::new(
+            crate::layer::ImagePath::new("/app/.venv").unwrap(),
+            "/usr/bin/python3.11",
+            (3, 11, 2),
+        )
+        .unwrap();
+        let install = crate::python::install::plan_install(&path, &target).unwrap();
+        let paths: Vec<String> = install.plan.entries().map(|(p, _)| p.to_string()).collect();
+        let sp = "app/.venv/lib/python3.11/site-packages";
+        for want in [
+            format!("{sp}/_hello_world.pth"),
+            format!("{sp}/hello_world-0.3.0.dist-info/METADATA"),
+            format!("{sp}/hello_world-0.3.0.dist-info/RECORD"),
+            format!("{sp}/hello_world-0.3.0.dist-info/INSTALLER"),
+            format!("{sp}/hello_world-0.3.0.dist-info/entry_points.txt"),
+            "app/.venv/bin/hello".into(),
+        ] {
+            assert!(
+                paths.iter().any(|p| p.trim_start_matches('/') == want),
+                "{want} not in {paths:?}"
+            );
+        }
+        // Copied sources for a project outside the tree.
+        let copy = p.write_wheel(&Placement::Copy).unwrap();
+        fs::write(&path, &copy).unwrap();
+        let install = crate::python::install::plan_install(&path, &target).unwrap();
+        assert!(install.plan.entries().any(|(p, _)| p
+            .as_str()
+            .ends_with("site-packages/hello_world/__init__.py")));
+    }
+}
