@@ -52,9 +52,15 @@ fn layer_digest(summary: &Value, image: usize, package: &str) -> String {
 }
 
 fn write_spec(dir: &Path, base: &str, app: &str) {
+    // The synthetic base (`oci:base:latest`) has no Python that runs: no bytecode.
+    let bytecode = if base == "oci:base:latest" {
+        "bytecode = false\n"
+    } else {
+        ""
+    };
     std::fs::write(
         dir.join("imgbuild.toml"),
-        format!("base = \"{base}\"\napp = \"{app}\"\n"),
+        format!("base = \"{base}\"\napp = \"{app}\"\n{bytecode}"),
     )
     .unwrap();
 }

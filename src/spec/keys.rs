@@ -13,6 +13,8 @@ pub(super) enum Type {
     Bool,
     StrList,
     StrMap,
+    /// `bytecode`: a boolean or one of a few strings (checked in values).
+    BoolOrStr,
 }
 
 impl Type {
@@ -23,6 +25,7 @@ impl Type {
             Type::Bool => "a boolean (true or false)",
             Type::StrList => "an array of strings",
             Type::StrMap => "a table of strings",
+            Type::BoolOrStr => "true, false or \"unchecked-hash\"",
         }
     }
 }
@@ -75,6 +78,9 @@ pub(super) const KEYS: &[(&str, Type, &str)] = &[
     ),
     ("revision", Type::Str, r#"revision = "4f2c1e9""#),
     ("exclude", Type::StrList, r#"exclude = ["tests/", "*.md"]"#),
+    // Bytecode (issue 9): see src/python/bytecode/.
+    ("bytecode", Type::BoolOrStr, "bytecode = true"),
+    ("bytecode-stdlib", Type::Bool, "bytecode-stdlib = true"),
 ];
 
 const REQUIRED: &[&str] = &["base", "app"];
@@ -109,6 +115,8 @@ pub(super) struct Raw {
     pub(super) source_url: Option<String>,
     pub(super) revision: Option<String>,
     pub(super) exclude: Option<Vec<String>>,
+    pub(super) bytecode: Option<toml::Value>,
+    pub(super) bytecode_stdlib: Option<bool>,
 }
 
 /// The first pass: unknown keys, missing required keys and TOML types.
@@ -146,9 +154,10 @@ pub(super) fn check_table(table: &toml::Table, origin: &Origin) -> Result<(), Sp
 fn check_type(key: &str, value: &toml::Value, ty: Type, origin: &Origin) -> Result<(), SpecError> {
     use toml::Value as V;
     match (ty, value) {
-        (Type::Str, V::String(_)) | (Type::Int, V::Integer(_)) | (Type::Bool, V::Boolean(_)) => {
-            Ok(())
-        }
+        (Type::Str, V::String(_))
+        | (Type::Int, V::Integer(_))
+        | (Type::Bool | Type::BoolOrStr, V::Boolean(_))
+        | (Type::BoolOrStr, V::String(_)) => Ok(()),
         (Type::StrList, V::Array(items)) => {
             match items.iter().enumerate().find(|(_, v)| !v.is_str()) {
                 Some((i, v)) => Err(origin.wrong_type(

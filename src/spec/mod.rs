@@ -61,6 +61,10 @@ pub struct Spec {
     pub revision: Option<String>,
     /// Extra `.dockerignore`-style patterns for the app layer.
     pub exclude: Vec<String>,
+    /// `bytecode`: pycs for every package and the app (default: checked-hash).
+    pub bytecode: crate::python::bytecode::Mode,
+    /// `bytecode-stdlib`: a layer of pycs for a standard library that has none.
+    pub bytecode_stdlib: bool,
 }
 
 /// What the image runs: `Entrypoint` and `Cmd` of the image config; `None`

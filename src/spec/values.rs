@@ -128,6 +128,16 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         ));
     }
 
+    let bytecode = match &raw.bytecode {
+        None => crate::python::bytecode::Mode::default(),
+        Some(v) => crate::python::bytecode::Mode::from_setting(v).ok_or_else(|| {
+            origin.invalid(
+                "bytecode",
+                format!("{v} is not true, false or \"unchecked-hash\""),
+            )
+        })?,
+    };
+
     Ok(Spec {
         file: file.to_path_buf(),
         base,
@@ -155,6 +165,8 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         source_url: raw.source_url,
         revision: raw.revision,
         exclude,
+        bytecode,
+        bytecode_stdlib: raw.bytecode_stdlib.unwrap_or(true),
     })
 }
 
