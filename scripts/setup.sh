@@ -24,13 +24,14 @@ step() { echo "==> $*"; }
 # and openssl make the local test registries; skopeo and umoci inspect images
 # independently; mmdebstrap, qemu-user-static and binfmt-support build the Debian base
 # images (arm64 emulated); uidmap, fuse-overlayfs, slirp4netns and catatonit are what
-# podman needs on a minimal system; util-linux gives flock for the test cache lock.
+# podman needs on a minimal system; util-linux gives flock for the test cache lock; curl
+# polls /health in scripts/bench.sh.
 PACKAGES=(
   podman runc uidmap fuse-overlayfs slirp4netns catatonit
   docker-registry apache2-utils openssl ca-certificates
   skopeo umoci
   mmdebstrap qemu-user-static binfmt-support
-  util-linux gzip python3 python3-pip git hyperfine time
+  util-linux gzip python3 python3-pip git hyperfine time curl
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -71,7 +71,7 @@ pub enum BytecodeError {
         #[source]
         source: io::Error,
     },
-    #[error("base {base}: no dynamic loader (ld-linux-*.so or ld-musl-*.so) to start its Python with; set `bytecode = false` for this base")]
+    #[error("base {base}: its Python cannot run here: no dynamic loader (ld-linux-*.so or ld-musl-*.so) in the base to start it with; set `bytecode = false` for this base")]
     NoLoader { base: String },
     #[error("base {base} is for {arch}: starting its Python here needs {qemu}; install it (Debian: apt-get install qemu-user-static) or set `bytecode = false`")]
     NoQemu {
@@ -161,7 +161,8 @@ impl Compiler {
         if mode == Mode::Off {
             return Ok(None);
         }
-        let interp = prepare(base, python, cache)?;
+        let cache = std::path::absolute(cache).unwrap_or_else(|_| cache.to_path_buf());
+        let interp = prepare(base, python, &cache)?;
         let scratch = cache.join("scratch");
         std::fs::create_dir_all(&scratch).map_err(|source| BytecodeError::Stage {
             label: base.name.clone(),
@@ -384,7 +385,13 @@ fn collect_stdlib(
         let Some(stem) = name.strip_suffix(".py") else {
             continue;
         };
-        if !ft.is_file()
+        // A symlinked module (Debian's sitecustomize.py) is imported by its link's path.
+        let is_file = ft.is_file()
+            || (ft.is_symlink()
+                && e.path().canonicalize().is_ok_and(|real| {
+                    real.is_file() && root.canonicalize().is_ok_and(|r| real.starts_with(r))
+                }));
+        if !is_file
             || root
                 .join(rel)
                 .join(format!("__pycache__/{stem}.{cache_tag}.pyc"))

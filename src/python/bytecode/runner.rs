@@ -86,6 +86,8 @@ impl Interpreter {
             }
             hex::encode(&h.finalize()[..16])
         };
+        // Absolute: the interpreter runs in other directories.
+        let cache = std::path::absolute(cache).unwrap_or_else(|_| cache.to_path_buf());
         let roots = cache.join("roots");
         let root = roots.join(&key);
         let stamp_path = roots.join(format!("{key}.json"));
