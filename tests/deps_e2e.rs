@@ -423,7 +423,7 @@ fn a_warm_cache_builds_offline_and_a_layer_budget_merges_the_smallest_packages()
     // package layers: the 8 largest packages on their own, the other 12 merged.
     std::fs::write(
         project.join("imgbuild.toml"),
-        "base = \"oci:base:latest\"\napp = \"hello_api.main:app\"\nlayer-budget = 12\n",
+        "base = \"oci:base:latest\"\napp = \"hello_api.main:app\"\nlayer-budget = 12\nbytecode = false\n",
     )
     .unwrap();
     let merged = build_json(
@@ -469,7 +469,7 @@ fn uv_lock_pylock_and_hashed_requirements_give_the_same_image() {
         std::fs::write(
             project.join("imgbuild.toml"),
             format!(
-                "base = \"oci:base:latest\"\napp = \"hello_api.main:app\"\nlockfile = \"{lockfile}\"\nindex-url = \"{index_url}\"\n"
+                "base = \"oci:base:latest\"\napp = \"hello_api.main:app\"\nlockfile = \"{lockfile}\"\nindex-url = \"{index_url}\"\nbytecode = false\n"
             ),
         )
         .unwrap();
