@@ -252,6 +252,13 @@ pub fn add_pycs(
         source,
     };
     let mut sources = Vec::new();
+    // pyc per source, from the cache of earlier builds (by interpreter, mode, path and source).
+    let mut reused: Vec<(ImagePath, Vec<u8>)> = Vec::new();
+    let mut keys: Vec<(ImagePath, String)> = Vec::new();
+    let cache_dir = scratch_parent
+        .parent()
+        .unwrap_or(scratch_parent)
+        .join("pycs");
     for (path, entry) in plan.entries() {
         let EntryKind::File { content, .. } = &entry.kind else {
             continue;
@@ -274,12 +281,52 @@ pub fn add_pycs(
                 p
             }
         };
+        let key = std::fs::read(&host).ok().map(|src| {
+            use sha2::{Digest as _, Sha256};
+            let mut h = Sha256::new();
+            for part in [
+                interp.identity.as_bytes(),
+                interp.cache_tag.as_bytes(),
+                mode.invalidation().as_bytes(),
+                path.as_str().as_bytes(),
+            ] {
+                h.update(part);
+                h.update([0]);
+            }
+            h.update(&src);
+            hex::encode(h.finalize())
+        });
+        if let Some(key) = key {
+            let pyc = compile::pyc_path(path, &interp.cache_tag);
+            if let (Some(pyc), Ok(bytes)) = (pyc, std::fs::read(cache_dir.join(&key))) {
+                reused.push((pyc, bytes));
+                continue;
+            }
+            keys.push((path.clone(), key));
+        }
         sources.push(Source {
             path: path.clone(),
             host,
         });
     }
-    let compiled = compile::compile(interp, mode, label, sources, scratch.path())?;
+    let mut compiled = compile::compile(interp, mode, label, sources, scratch.path())?;
+    // Remember the new pycs; a failed write only costs a later build a compile.
+    if !keys.is_empty() && std::fs::create_dir_all(&cache_dir).is_ok() {
+        let by_source: std::collections::HashMap<&ImagePath, &String> =
+            keys.iter().map(|(p, k)| (p, k)).collect();
+        for (pyc, bytes) in &compiled.pycs {
+            let Some(source) = source_of(pyc) else {
+                continue;
+            };
+            if let Some(key) = by_source.get(&source) {
+                let tmp = cache_dir.join(format!(".{key}.{}", std::process::id()));
+                if std::fs::write(&tmp, bytes).is_ok() {
+                    let _ = std::fs::rename(&tmp, cache_dir.join(key));
+                }
+            }
+        }
+    }
+    compiled.pycs.extend(reused);
     if on_failure == OnFailure::Fail {
         if let Some(failure) = compiled.failed.first() {
             return Err(BytecodeError::AppSyntax {
@@ -298,6 +345,18 @@ pub fn add_pycs(
         }
     }
     Ok(compiled.failed)
+}
+
+/// `dir/name.py` for `dir/__pycache__/name.TAG.pyc`.
+fn source_of(pyc: &ImagePath) -> Option<ImagePath> {
+    let name = pyc.file_name();
+    let stem = name.strip_suffix(".pyc")?.rsplit_once('.')?.0;
+    let cache = pyc.parent()?;
+    (cache.file_name() == "__pycache__").then_some(())?;
+    match cache.parent() {
+        Some(dir) => dir.join(&format!("{stem}.py")).ok(),
+        None => ImagePath::new(&format!("{stem}.py")).ok(),
+    }
 }
 
 /// Whether the base's standard library has sources without pycs.
@@ -412,6 +471,16 @@ fn collect_stdlib(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pyc_path_leads_back_to_its_source() {
+        let p = |s: &str| ImagePath::new(s).unwrap();
+        for py in ["app/pkg/main.py", "main.py", "app/a.b/c.py"] {
+            let pyc = compile::pyc_path(&p(py), "cpython-311").unwrap();
+            assert_eq!(source_of(&pyc), Some(p(py)));
+        }
+        assert_eq!(source_of(&p("app/pkg/main.pyc")), None);
+    }
 
     #[test]
     fn the_setting_takes_booleans_and_the_two_hash_modes() {
