@@ -3,7 +3,7 @@
 # each figure with its ratio to that peer route and the goal it is held to. Nothing here
 # is a test: figures depend on the machine, its load and the network to the index.
 #
-#   scripts/bench.sh [deps] [push-memory] [push] [deploy]   default: the first three
+#   scripts/bench.sh [deps] [push-memory] [push] [startup] [deploy]   default: the first four
 #
 #   deps         hello-api's locked dependencies: `imgbuild build` with an empty cache
 #                against `uv sync --no-cache` into a fresh venv; then imgbuild warm.
@@ -15,6 +15,10 @@
 #   deploy       fixtures/orders-api through `imgbuild manifests | imgbuild resolve` and
 #                `podman kube play`, then Locust headless against the pod with uvicorn
 #                workers = 1 and 2: requests per second, p50/p95 and failures.
+#   startup      bytecode: time from `podman run` to the first 200 on /health for
+#                imgbuild without bytecode, with it, and the Dockerfile route; the
+#                import time of the app's packages (also after compileall in the same
+#                container); the time bytecode adds to a cold and a warm build.
 #
 # Run scripts/setup.sh first (it builds the Debian base image into .imgbuild/base-amd64).
 # Settings from the environment:
@@ -45,12 +49,12 @@ usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 SECTIONS=()
 for arg in "$@"; do
   case "$arg" in
-    deps | push-memory | push | deploy) SECTIONS+=("$arg") ;;
+    deps | push-memory | push | startup | deploy) SECTIONS+=("$arg") ;;
     -h | --help) usage ;;
     *) echo "error: unknown section '$arg'" >&2; usage ;;
   esac
 done
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(deps push-memory push)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(deps push-memory push startup)
 wants() { local s; for s in "${SECTIONS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
 say() { echo "==> $*" >&2; }
@@ -67,8 +71,9 @@ fi
 if wants push-memory || wants push; then
   [ -x /usr/bin/docker-registry ] || die "/usr/bin/docker-registry not found; run scripts/setup.sh"
 fi
-if wants push; then
+if wants push || wants startup; then
   command -v podman >/dev/null || die "podman not found; run scripts/setup.sh"
+  command -v curl >/dev/null || die "curl not found; run scripts/setup.sh"
   command -v skopeo >/dev/null || die "skopeo not found; run scripts/setup.sh"
 fi
 if wants deploy; then
@@ -98,7 +103,7 @@ REG_DIR="$WORK/registry"
 cleanup() {
   local status=$?
   registry_stop
-  if wants push; then remove_bench_images; fi
+  if wants push || wants startup; then remove_bench_images; fi
   if wants deploy; then deploy_down; fi
   if [ "${BENCH_KEEP:-}" = 1 ] || [ $status -ne 0 ]; then
     echo "work directory kept: $WORK (log: $LOG)" >&2
@@ -464,7 +469,112 @@ remove_bench_images_app() {
   "${PODMAN[@]}" rmi -f "$DOCKER_IMAGE" >>"$LOG" 2>&1 || true
 }
 
-# --- section 4: deploy -------------------------------------------------------------------
+# --- section 4: start-up time with and without bytecode ----------------------------------
+# write_spec_bytecode FILE SETTING : the bench spec with `bytecode` (and bytecode-stdlib) set.
+write_spec_bytecode() {
+  write_spec "$1" "$APP"
+  case "$2" in
+    off) echo "bytecode = false" >>"$1" ;;
+    nostdlib) echo "bytecode-stdlib = false" >>"$1" ;;
+    on) ;;
+  esac
+}
+
+# startup_ms IMAGE : ms from `podman run -d` to the first 200 on /health (polled every 10 ms).
+startup_ms() {
+  local port t0 t1 id
+  port=$(free_port)
+  t0=$(now_ns)
+  id=$("${PODMAN[@]}" run -d --read-only "${PODMAN_BUILD_LIMITS[@]}" -p "127.0.0.1:$port:8000" "$1")
+  until curl -fsS -o /dev/null "http://127.0.0.1:$port/health" 2>/dev/null; do
+    sleep 0.01
+    [ $((($(now_ns) - t0) / 1000000)) -lt 60000 ] || { "${PODMAN[@]}" logs "$id" >&2; die "$1 did not answer /health within 60 s"; }
+  done
+  t1=$(now_ns)
+  "${PODMAN[@]}" rm -f -t 0 "$id" >>"$LOG" 2>&1
+  echo $(((t1 - t0) / 1000000))
+}
+
+# The process that imports the app's packages: interpreter start-up included.
+IMPORT_SNIPPET='s=$(date +%s%N); "$PY" -c "import uvicorn.main, hello_api.main"; e=$(date +%s%N); echo $(((e - s) / 1000000))'
+
+# import_ms IMAGE PYTHON : median ms of 5 fresh read-only containers importing the app as the image's user.
+import_ms() {
+  local i times=()
+  for ((i = 0; i < 5; i++)); do
+    times+=("$("${PODMAN[@]}" run --rm --read-only "${PODMAN_BUILD_LIMITS[@]}" -e PY="$2" --entrypoint sh "$1" -c "$IMPORT_SNIPPET")")
+  done
+  echo "$(median "${times[@]}") [${times[*]}]"
+}
+
+# compiled_import_ms IMAGE PYTHON : the same, 5 times in one container after `compileall` of everything.
+compiled_import_ms() {
+  "${PODMAN[@]}" run --rm --user 0 "${PODMAN_BUILD_LIMITS[@]}" -e PY="$2" --entrypoint sh "$1" -c \
+    "\"\$PY\" -m compileall -q -j 0 / >/dev/null 2>&1; for i in 1 2 3 4 5; do $IMPORT_SNIPPET; done" |
+    tr '\n' ' ' | { read -r -a t; echo "$(median "${t[@]}") [${t[*]}]"; }
+}
+
+section_startup() {
+  local v spec cache="$WORK/startup-cache" out="$WORK/startup-out"
+  say "startup: cold and warm imgbuild builds without and with bytecode"
+  for v in off on; do
+    spec="$WORK/startup-$v.toml"
+    write_spec_bytecode "$spec" "$v"
+    local cold=() i
+    for ((i = 1; i <= COLD_RUNS; i++)); do
+      rm -rf "$cache" "$out"
+      timed "$IMGBUILD" build -f "$spec" --output "oci:$out" --cache-dir "$cache"
+      cold+=("$ELAPSED_MS")
+    done
+    fast_runs "$WARM_RUNS" "rm -rf $out" "$IMGBUILD" build -f "$spec" --output "oci:$out" --cache-dir "$cache"
+    result "startup build, bytecode $v: cold $(median "${cold[@]}") ms [${cold[*]}], warm ${MEDIAN_MS} ms [${ALL_MS}]"
+  done
+
+  say "startup: images into podman (untimed)"
+  for v in off on nostdlib; do
+    spec="$WORK/startup-$v.toml"
+    write_spec_bytecode "$spec" "$v"
+    "$IMGBUILD" build -f "$spec" --output "docker-archive:$WORK/startup-$v.tar:$IMAGE_PREFIX/startup-$v:latest" \
+      --cache-dir "$cache" >>"$LOG" 2>&1 || die "building the $v image failed; see $LOG"
+    "${PODMAN[@]}" load -q -i "$WORK/startup-$v.tar" >>"$LOG" 2>&1 || die "podman load failed; see $LOG"
+    rm -f "$WORK/startup-$v.tar"
+  done
+  pip_build_args
+  prepare_dockerfile_base
+  "${PODMAN[@]}" build "${PODMAN_BUILD_LIMITS[@]}" --layers --network host "${PIP_ARGS[@]}" \
+    --build-arg "BASE=$IMAGE_PREFIX/pip-base:latest" -t "$DOCKER_IMAGE" \
+    -f "$HERE/Dockerfile.hello-api" "$APP" >>"$LOG" 2>&1 || die "podman build failed; see $LOG"
+
+  say "startup: podman run -> first 200 on /health ($COLD_RUNS runs each, taking turns)"
+  local off=() on=() dock=() i
+  for ((i = 1; i <= COLD_RUNS; i++)); do
+    off+=("$(startup_ms "$IMAGE_PREFIX/startup-off:latest")")
+    on+=("$(startup_ms "$IMAGE_PREFIX/startup-on:latest")")
+    dock+=("$(startup_ms "$DOCKER_IMAGE")")
+  done
+  local off_ms on_ms dock_ms r
+  off_ms=$(median "${off[@]}") on_ms=$(median "${on[@]}") dock_ms=$(median "${dock[@]}")
+  r=$(ratio "$on_ms" "$dock_ms")
+  result "startup to first 200: imgbuild without bytecode ${off_ms} ms [${off[*]}], with bytecode ${on_ms} ms [${on[*]}]," \
+    "Dockerfile ${dock_ms} ms [${dock[*]}]; with bytecode / Dockerfile ${r} (goal <= 1.1: $(verdict "$r" "<=" 1.1))"
+
+  say "startup: importing uvicorn and the app, as the image's user, --read-only (median of 5)"
+  local venv_py=/app/.venv/bin/python imp_off imp_on imp_nostd imp_compiled imp_dock
+  imp_off=$(import_ms "$IMAGE_PREFIX/startup-off:latest" "$venv_py")
+  imp_on=$(import_ms "$IMAGE_PREFIX/startup-on:latest" "$venv_py")
+  imp_nostd=$(import_ms "$IMAGE_PREFIX/startup-nostdlib:latest" "$venv_py")
+  imp_compiled=$(compiled_import_ms "$IMAGE_PREFIX/startup-on:latest" "$venv_py")
+  imp_dock=$(import_ms "$DOCKER_IMAGE" python3)
+  r=$(ratio "${imp_off%% *}" "${imp_on%% *}")
+  result "startup imports: without bytecode ${imp_off} ms, with bytecode ${imp_on} ms:" \
+    "${r}x faster (goal >= 1.8: $(verdict 1.8 "<=" "$r"))"
+  r=$(ratio "${imp_on%% *}" "${imp_compiled%% *}")
+  result "startup imports: with bytecode / after compileall in the container (${imp_compiled} ms) ${r}" \
+    "(goal <= 1.3: $(verdict "$r" "<=" 1.3))"
+  result "startup imports: bytecode without the stdlib layer ${imp_nostd} ms; Dockerfile route ${imp_dock} ms (for information)"
+  rm -rf "$cache" "$out"
+  remove_bench_images
+# --- section 5: deploy -------------------------------------------------------------------
 # fixtures/orders-api through `imgbuild manifests -o - | imgbuild resolve -f -` to the local
 # registry, played with `podman kube play`, and loaded with Locust. The played copy of the
 # Deployment differs as in tests/deploy_e2e.rs: hostPort on 127.0.0.1, and restartPolicy
@@ -555,12 +665,13 @@ EOF
 say "work directory $WORK; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 say "$("$IMGBUILD" --version); $(uv --version)$($HAVE_HYPERFINE && echo "; $(hyperfine --version)")"
 prepare_app
-for s in deps push-memory push deploy; do
+for s in deps push-memory push startup deploy; do
   wants "$s" || continue
   case "$s" in
     deps) section_deps ;;
     push-memory) section_push_memory ;;
     push) section_push ;;
+    startup) section_startup ;;
     deploy) section_deploy ;;
   esac
 done

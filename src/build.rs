@@ -15,6 +15,7 @@ use crate::layer::{Content, Layer, LayerPlan};
 use crate::lock::select::SelectedWheel;
 use crate::output::{BlobOrigin, BuildResult, BuiltImage, ImageLayer};
 use crate::platform::Platform;
+use crate::python::bytecode::{self, Compiler, OnFailure};
 use crate::python::install::{self as wheel, WheelContent};
 use crate::python::interpreter::PythonInfo;
 use crate::python::venv::{self, VenvTarget};
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 
 /// Bumped whenever the bytes of a generated layer change for the same inputs,
 /// so cached layers from older versions are never reused. See docs/reproducibility.md.
-pub const LAYER_FORMAT: u32 = 2;
+pub const LAYER_FORMAT: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -52,6 +53,8 @@ pub enum BuildError {
     Config(#[from] img::config::ConfigError),
     #[error(transparent)]
     Markers(#[from] crate::python::markers::MarkerError),
+    #[error(transparent)]
+    Bytecode(#[from] bytecode::BytecodeError),
     /// Two wheels put in one shared layer clash on a path.
     #[error("merging {wheel} into the shared layer")]
     Merge {
@@ -102,6 +105,8 @@ pub enum Event {
     /// The build is complete: progress bars can go.
     Done,
     Warning(String),
+    /// Shown under -v only (e.g. a package's .py skipped by the compiler).
+    Detail(String),
 }
 
 pub struct BuildOptions<'a> {
@@ -230,6 +235,11 @@ fn build_platform(
         interpreter: python.interpreter.clone(),
         version: python.version,
     };
+    // --- bytecode (issue 9): the base's own interpreter, and pycs for a bare stdlib ---
+    let compiler = Compiler::for_base(&base, &python, spec.bytecode, &bytecode_cache(opts))?;
+    let mut stdlib: Vec<(String, Layer, bool)> = Vec::new();
+    stdlib_layer(spec, &python, compiler.as_ref(), opts, &mut stdlib)?;
+    // --- end bytecode ---
     let mut wheels = Vec::new();
     let mut locals = Vec::new();
     if let Some(lockfile) = &spec.lockfile {
@@ -280,7 +290,9 @@ fn build_platform(
             &fetched,
             &target,
             opts,
-            spec.layer_budget.saturating_sub(layers.len() + 2),
+            spec.layer_budget
+                .saturating_sub(layers.len() + 2 + stdlib.len()),
+            compiler.as_ref(),
         )?;
     }
 
@@ -298,10 +310,11 @@ fn build_platform(
             ))
         },
     )?;
-    let mut ours = vec![("venv".to_string(), skeleton_layer, cached)];
+    let mut ours = stdlib;
+    ours.push(("venv".to_string(), skeleton_layer, cached));
     ours.extend(packages);
 
-    let app_plan = app::plan_app_layer(
+    let mut app_plan = app::plan_app_layer(
         &spec.source,
         &spec.workdir,
         &app_excludes(spec, &opts.own_paths),
@@ -317,8 +330,20 @@ fn build_platform(
         &app_plan,
         opts,
     )?;
-    let app_layer = store_layer(opts, &app_plan, &mut NoExternal)?;
+    // The source tree digest covers the sources, not the pycs compiled from them.
     let source_tree = crate::attest::tree::source_tree_digest(&app_plan, &spec.workdir)?;
+    // --- bytecode (issue 9): the app's own source must compile ---
+    if let Some(c) = &compiler {
+        c.add(
+            &mut app_plan,
+            &mut NoExternal,
+            "the app",
+            &spec.workdir,
+            OnFailure::Fail,
+        )?;
+    }
+    // --- end bytecode ---
+    let app_layer = store_layer(opts, &app_plan, &mut NoExternal)?;
     ours.push(("app".to_string(), app_layer, false));
 
     for (name, layer, cached) in ours {
@@ -516,7 +541,9 @@ fn wheel_layers(
     target: &VenvTarget,
     opts: &BuildOptions,
     budget: usize,
+    compiler: Option<&Compiler>,
 ) -> Result<Vec<(String, Layer, bool)>, BuildError> {
+    let bytecode_key = Compiler::key(compiler);
     let sizes: Vec<u64> = fetched
         .iter()
         .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
@@ -527,13 +554,15 @@ fn wheel_layers(
         let w = &wheels[i];
         let path = &fetched[i].path;
         let key = format!(
-            "wheel:{}:{}:{}:{:?}",
+            "wheel:{}:{}:{}:{:?}:{bytecode_key}",
             w.sha256, target.venv, target.interpreter, target.version
         );
         cached_layer(opts, &key, || {
             let install = wheel::plan_install(path, target)?;
-            let content = WheelContent::open(path)?;
-            Ok((install.plan, Box::new(content) as Box<dyn ExternalContent>))
+            let mut content = WheelContent::open(path)?;
+            let mut plan = install.plan;
+            package_pycs(opts, compiler, &mut plan, &mut content, w, target)?;
+            Ok((plan, Box::new(content) as Box<dyn ExternalContent>))
         })
         .map(|(l, cached)| {
             let label = format!("{} {}", w.name, w.version);
@@ -559,7 +588,7 @@ fn wheel_layers(
             .map(|&i| format!("{} {}", wheels[i].name, wheels[i].version))
             .collect();
         let key = format!(
-            "merged:{}:{}:{}:{:?}",
+            "merged:{}:{}:{}:{:?}:{bytecode_key}",
             merged
                 .iter()
                 .map(|&i| wheels[i].sha256.as_str())
@@ -574,12 +603,15 @@ fn wheel_layers(
             let mut sources = Vec::new();
             for (k, &i) in merged.iter().enumerate() {
                 let install = wheel::plan_install(&fetched[i].path, target)?;
-                plan.merge(offset_externals(install.plan, k * MERGE_STRIDE))
+                let mut content = WheelContent::open(&fetched[i].path)?;
+                let mut own = install.plan;
+                package_pycs(opts, compiler, &mut own, &mut content, &wheels[i], target)?;
+                plan.merge(offset_externals(own, k * MERGE_STRIDE))
                     .map_err(|source| BuildError::Merge {
                         wheel: wheels[i].filename.clone(),
                         source,
                     })?;
-                sources.push(WheelContent::open(&fetched[i].path)?);
+                sources.push(content);
             }
             Ok((plan, Box::new(Merged(sources)) as Box<dyn ExternalContent>))
         })?;
@@ -587,6 +619,60 @@ fn wheel_layers(
     }
     Ok(out)
 }
+
+// --- bytecode (issue 9) ---
+
+/// Where the base's unpacked Python and the compile scratch space live.
+fn bytecode_cache(opts: &BuildOptions) -> PathBuf {
+    opts.store.root().join("bytecode")
+}
+
+/// One package's pycs, compiled in a fresh interpreter; sources that do not
+/// compile are skipped as pip does, and listed under -v.
+fn package_pycs(
+    opts: &BuildOptions,
+    compiler: Option<&Compiler>,
+    plan: &mut LayerPlan,
+    content: &mut WheelContent,
+    w: &SelectedWheel,
+    target: &VenvTarget,
+) -> Result<(), BuildError> {
+    let Some(c) = compiler else {
+        return Ok(());
+    };
+    let label = format!("{} {}", w.name, w.version);
+    let skipped = c.add(plan, content, &label, &target.venv, OnFailure::Skip)?;
+    for f in skipped {
+        (opts.on_event)(Event::Detail(format!("{label}: no bytecode for {f}")));
+    }
+    Ok(())
+}
+
+/// The standard library's pycs in a layer of their own, when the base has
+/// none and `bytecode-stdlib` is on; cached per interpreter and mode.
+fn stdlib_layer(
+    spec: &Spec,
+    python: &PythonInfo,
+    compiler: Option<&Compiler>,
+    opts: &BuildOptions,
+    out: &mut Vec<(String, Layer, bool)>,
+) -> Result<(), BuildError> {
+    let Some(c) = compiler.filter(|_| spec.bytecode_stdlib) else {
+        return Ok(());
+    };
+    if !bytecode::stdlib_lacks_pycs(&c.interp, python) {
+        return Ok(());
+    }
+    let key = format!("stdlib-pycs:{}:{}", python.prefix, Compiler::key(Some(c)));
+    let (layer, cached) = cached_layer(opts, &key, || {
+        let plan = bytecode::stdlib_plan(&c.interp, python, c.mode, &c.scratch)?;
+        Ok((plan, Box::new(NoExternal) as Box<dyn ExternalContent>))
+    })?;
+    out.push(("stdlib bytecode".to_string(), layer, cached));
+    Ok(())
+}
+
+// --- end bytecode ---
 
 /// Which wheels (by index into `sizes`) get a layer of their own, largest
 /// first, and which share the one merged layer: with more wheels than

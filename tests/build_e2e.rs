@@ -10,7 +10,7 @@ use support::layout::{blob_json, json_file, largest_blob};
 /// The digest of fixtures/golden-app on the synthetic base with SOURCE_DATE_EPOCH unset.
 /// A change here changes the bytes we produce: see docs/reproducibility.md before updating it.
 const GOLDEN_DIGEST: &str =
-    "sha256:90e0b6fe7db07f7817a1c51e2d8aebc33588c46bfd426e4715a96c3e3c1629d1";
+    "sha256:1a43e2d7d09a60b309cc3545196c40d1e465522b296e10a93ef73c696456a7fc";
 
 fn imgbuild(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));

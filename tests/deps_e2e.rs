@@ -66,8 +66,8 @@ fn write_spec(dir: &Path, base: &str, app: &str) {
 
 /// The synthetic base (tests/support/synthetic.rs) has glibc's files but no
 /// libgcc_s, which pydantic-core and watchfiles link; it never runs, so the
-/// native check is told to let it pass.
-const SYNTHETIC: &str = "allow-missing-libraries = [\"libgcc_s.so.1\"]\n";
+/// native check is told to let it pass; its Python cannot run, so no bytecode.
+const SYNTHETIC: &str = "allow-missing-libraries = [\"libgcc_s.so.1\"]\nbytecode = false\n";
 
 /// An OCI layout whose index offers both Debian bases, like a multi-platform base on a registry.
 fn multiarch_base() -> PathBuf {

@@ -72,6 +72,11 @@ pub fn event_printer(verbose: bool) -> impl Fn(Event) + Sync {
             }
         }
         Event::Warning(w) => say(format!("warning: {w}")),
+        Event::Detail(d) => {
+            if verbose {
+                say(d)
+            }
+        }
     }
 }
 

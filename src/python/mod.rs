@@ -1,5 +1,6 @@
 //! The target's Python, known from the base image's files: never by running it.
 
+pub mod bytecode;
 pub mod install;
 pub mod interpreter;
 pub mod markers;

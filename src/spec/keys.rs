@@ -15,6 +15,8 @@ pub(super) enum Type {
     StrMap,
     /// A table checked key by key by its own parser (`deploy`).
     Table,
+    /// `bytecode`: a boolean or one of a few strings (checked in values).
+    BoolOrStr,
 }
 
 impl Type {
@@ -26,6 +28,7 @@ impl Type {
             Type::StrList => "an array of strings",
             Type::StrMap => "a table of strings",
             Type::Table => "a table",
+            Type::BoolOrStr => "true, false or \"unchecked-hash\"",
         }
     }
 }
@@ -96,6 +99,9 @@ pub(super) const KEYS: &[(&str, Type, &str)] = &[
         Type::StrList,
         r#"allow-missing-libraries = ["libcuda.so.1"]"#,
     ),
+    // Bytecode (issue 9): see src/python/bytecode/.
+    ("bytecode", Type::BoolOrStr, "bytecode = true"),
+    ("bytecode-stdlib", Type::Bool, "bytecode-stdlib = true"),
 ];
 
 const REQUIRED: &[&str] = &["base", "app"];
@@ -136,6 +142,8 @@ pub(super) struct Raw {
     pub(super) deploy: Option<toml::Table>,
     pub(super) project_wheel: Option<String>,
     pub(super) allow_missing_libraries: Option<Vec<String>>,
+    pub(super) bytecode: Option<toml::Value>,
+    pub(super) bytecode_stdlib: Option<bool>,
 }
 
 /// The first pass: unknown keys, missing required keys and TOML types.
@@ -173,9 +181,10 @@ pub(super) fn check_table(table: &toml::Table, origin: &Origin) -> Result<(), Sp
 fn check_type(key: &str, value: &toml::Value, ty: Type, origin: &Origin) -> Result<(), SpecError> {
     use toml::Value as V;
     match (ty, value) {
-        (Type::Str, V::String(_)) | (Type::Int, V::Integer(_)) | (Type::Bool, V::Boolean(_)) => {
-            Ok(())
-        }
+        (Type::Str, V::String(_))
+        | (Type::Int, V::Integer(_))
+        | (Type::Bool | Type::BoolOrStr, V::Boolean(_))
+        | (Type::BoolOrStr, V::String(_)) => Ok(()),
         (Type::Table, V::Table(_)) => Ok(()),
         (Type::StrList, V::Array(items)) => {
             match items.iter().enumerate().find(|(_, v)| !v.is_str()) {

@@ -91,6 +91,10 @@ pub struct Spec {
     pub project_wheel: Option<PathBuf>,
     /// Libraries native code may need that the runtime provides (`libcuda.so.1`).
     pub allow_missing_libraries: Vec<String>,
+    /// `bytecode`: pycs for every package and the app (default: checked-hash).
+    pub bytecode: crate::python::bytecode::Mode,
+    /// `bytecode-stdlib`: a layer of pycs for a standard library that has none.
+    pub bytecode_stdlib: bool,
 }
 
 /// What the image runs: `Entrypoint` and `Cmd` of the image config; `None`

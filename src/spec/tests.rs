@@ -146,6 +146,7 @@ fn keys_table_and_raw_struct_agree() {
             Type::Bool => toml::Value::Boolean(true),
             Type::StrList => toml::Value::Array(vec![]),
             Type::StrMap | Type::Table => toml::Value::Table(toml::Table::new()),
+            Type::BoolOrStr => toml::Value::Boolean(true),
         };
         table.insert(key.to_string(), v);
     }
@@ -537,4 +538,33 @@ fn suggestions_count_a_swap_of_neighbours_as_one_edit() {
     assert_eq!(keys::suggestion("wrkers"), Some("workers"));
     assert_eq!(keys::suggestion("PORT"), Some("port"));
     assert_eq!(keys::suggestion("xyz"), None);
+}
+
+#[test]
+fn bytecode_is_on_by_default_and_takes_false_or_unchecked_hash() {
+    use crate::python::bytecode::Mode;
+    let p = Project::new();
+    p.write(SPEC_FILE, MINIMAL);
+    let s = p.load().unwrap();
+    assert_eq!((s.bytecode, s.bytecode_stdlib), (Mode::CheckedHash, true));
+    for (line, mode) in [
+        ("bytecode = false", Mode::Off),
+        ("bytecode = \"unchecked-hash\"", Mode::UncheckedHash),
+    ] {
+        p.write(
+            SPEC_FILE,
+            &format!("{MINIMAL}{line}\nbytecode-stdlib = false\n"),
+        );
+        let s = p.load().unwrap();
+        assert_eq!((s.bytecode, s.bytecode_stdlib), (mode, false), "{line}");
+    }
+    p.write(SPEC_FILE, &format!("{MINIMAL}bytecode = \"timestamp\"\n"));
+    let e = error_chain(&p.load().unwrap_err());
+    assert!(
+        e.contains("key \"bytecode\"") && e.contains("unchecked-hash"),
+        "{e}"
+    );
+    p.write(SPEC_FILE, &format!("{MINIMAL}bytecode = 1\n"));
+    let e = error_chain(&p.load().unwrap_err());
+    assert!(e.contains("bytecode") && e.contains("true, false"), "{e}");
 }

@@ -155,6 +155,15 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         }
         None => None,
     };
+    let bytecode = match &raw.bytecode {
+        None => crate::python::bytecode::Mode::default(),
+        Some(v) => crate::python::bytecode::Mode::from_setting(v).ok_or_else(|| {
+            origin.invalid(
+                "bytecode",
+                format!("{v} is not true, false or \"unchecked-hash\""),
+            )
+        })?,
+    };
 
     Ok(Spec {
         file: file.to_path_buf(),
@@ -189,6 +198,8 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         deploy,
         project_wheel,
         allow_missing_libraries: raw.allow_missing_libraries.unwrap_or_default(),
+        bytecode,
+        bytecode_stdlib: raw.bytecode_stdlib.unwrap_or(true),
     })
 }
 

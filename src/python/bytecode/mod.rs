@@ -1,0 +1,504 @@
+//! Deterministic bytecode: PEP 552 hash-based pycs compiled by the base
+//! image's own interpreter (never the host's), added to the layer of the
+//! package or app they belong to. The recipe and the measurements behind it
+//! are in docs/reproducibility.md.
+//!
+//! - [`runner`]: unpack the base and start its interpreter here.
+//! - [`compile`]: one fresh interpreter per package, sorted files, final paths.
+//! - this module: which files of a layer plan get pycs, and the glue to a base.
+
+pub mod compile;
+pub mod runner;
+
+use crate::base::{BaseError, BaseImage};
+use crate::layer::tar::ExternalContent;
+use crate::layer::{Content, EntryKind, ImagePath, LayerPlan};
+use crate::python::interpreter::PythonInfo;
+use compile::{Failure, Source};
+use runner::{Interpreter, Target};
+use std::io;
+use std::path::Path;
+
+/// The `bytecode` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// No pycs: every process compiles what it imports.
+    Off,
+    /// Hash-based pycs whose source hash Python checks at import (the default).
+    #[default]
+    CheckedHash,
+    /// Hash-based pycs Python trusts without reading the source.
+    UncheckedHash,
+}
+
+impl Mode {
+    /// From the spec's value: `true`, `false`, `"checked-hash"` or `"unchecked-hash"`.
+    pub fn from_setting(value: &toml::Value) -> Option<Mode> {
+        match value {
+            toml::Value::Boolean(true) => Some(Mode::CheckedHash),
+            toml::Value::Boolean(false) => Some(Mode::Off),
+            toml::Value::String(s) if s == "checked-hash" => Some(Mode::CheckedHash),
+            toml::Value::String(s) if s == "unchecked-hash" => Some(Mode::UncheckedHash),
+            _ => None,
+        }
+    }
+
+    /// `py_compile`'s invalidation mode, and the part of a layer's cache key.
+    pub fn invalidation(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::CheckedHash => "checked-hash",
+            Mode::UncheckedHash => "unchecked-hash",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BytecodeError {
+    #[error(transparent)]
+    Base(#[from] BaseError),
+    #[error("base {base}: reading layer {layer} to unpack its Python for bytecode")]
+    Layer {
+        base: String,
+        layer: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("base {base}: unpacking its Python into {dir} for bytecode failed; check the cache directory's space and permissions")]
+    Unpack {
+        base: String,
+        dir: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("base {base}: its Python cannot run here: no dynamic loader (ld-linux-*.so or ld-musl-*.so) in the base to start it with; set `bytecode = false` for this base")]
+    NoLoader { base: String },
+    #[error("base {base} is for {arch}: starting its Python here needs {qemu}; install it (Debian: apt-get install qemu-user-static) or set `bytecode = false`")]
+    NoQemu {
+        base: String,
+        arch: String,
+        qemu: String,
+    },
+    #[error("base {base}: its Python {interpreter} cannot run here ({reason}); install qemu-user-static if the base is for another architecture, or set `bytecode = false`")]
+    CannotRun {
+        base: String,
+        interpreter: String,
+        reason: String,
+    },
+    #[error("compiling bytecode for {label}: the base's Python failed ({reason})")]
+    Driver { label: String, reason: String },
+    #[error("compiling bytecode for {label}: staging its sources in {dir}")]
+    Stage {
+        label: String,
+        dir: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{failure}: the app's own source does not compile, so the app would fail there; fix it, or set `bytecode = false`")]
+    AppSyntax { failure: Failure },
+    #[error("adding bytecode for {label}")]
+    Plan {
+        label: String,
+        #[source]
+        source: crate::layer::plan::PlanError,
+    },
+}
+
+/// Unpacks `base` into `cache` (once per set of layers) and starts its Python.
+pub fn prepare(
+    base: &BaseImage,
+    python: &PythonInfo,
+    cache: &Path,
+) -> Result<Interpreter, BytecodeError> {
+    let target = Target {
+        base: &base.name,
+        layer_digests: base
+            .manifest
+            .layers
+            .iter()
+            .map(|d| d.digest.to_string())
+            .collect(),
+        interpreter: &python.interpreter,
+        prefix: &python.prefix,
+        minor_version: python.minor_version(),
+        arch: &python.arch,
+    };
+    let layer_err = |desc: &crate::image::manifest::Descriptor, source| BytecodeError::Layer {
+        base: base.name.clone(),
+        layer: desc.digest.to_string(),
+        source,
+    };
+    let mut layers = |i: usize, f: &mut dyn FnMut(&mut dyn io::Read) -> io::Result<()>| {
+        let desc = &base.manifest.layers[i];
+        let mut blob = base.open_blob(desc)?;
+        let applied = match crate::layer::compress::decompressed(&desc.media_type, &mut blob) {
+            Ok(mut tar) => f(&mut tar).and_then(|()| io::copy(&mut tar, &mut io::sink()).map(drop)),
+            Err(e) => Err(io::Error::other(e.to_string())),
+        };
+        // Drain to EOF so the digest check always runs.
+        io::copy(&mut blob, &mut io::sink()).map_err(|e| layer_err(desc, e))?;
+        applied.map_err(|e| layer_err(desc, e))
+    };
+    Interpreter::prepare(&target, cache, &mut layers)
+}
+
+/// A prepared interpreter and the mode: what a build compiles with.
+pub struct Compiler {
+    pub interp: Interpreter,
+    pub mode: Mode,
+    /// Where sources are staged (a directory on the same disk as the cache).
+    pub scratch: std::path::PathBuf,
+}
+
+impl Compiler {
+    /// Unpacks the base and starts its Python; None when `mode` is off.
+    pub fn for_base(
+        base: &BaseImage,
+        python: &PythonInfo,
+        mode: Mode,
+        cache: &Path,
+    ) -> Result<Option<Compiler>, BytecodeError> {
+        if mode == Mode::Off {
+            return Ok(None);
+        }
+        let cache = std::path::absolute(cache).unwrap_or_else(|_| cache.to_path_buf());
+        let interp = prepare(base, python, &cache)?;
+        let scratch = cache.join("scratch");
+        std::fs::create_dir_all(&scratch).map_err(|source| BytecodeError::Stage {
+            label: base.name.clone(),
+            dir: scratch.display().to_string(),
+            source,
+        })?;
+        Ok(Some(Compiler {
+            interp,
+            mode,
+            scratch,
+        }))
+    }
+
+    /// The part of a layer's cache key that pycs depend on: the mode and the
+    /// interpreter's identity (its binary and its stdlib), so layers stay
+    /// shared across apps on the same base.
+    pub fn key(compiler: Option<&Compiler>) -> String {
+        match compiler {
+            None => "bytecode=off".into(),
+            Some(c) => format!(
+                "bytecode={}:{}:{}",
+                c.mode.invalidation(),
+                c.interp.cache_tag,
+                c.interp.identity
+            ),
+        }
+    }
+
+    /// [`add_pycs`] with this compiler's interpreter and mode.
+    pub fn add(
+        &self,
+        plan: &mut LayerPlan,
+        external: &mut dyn ExternalContent,
+        label: &str,
+        within: &ImagePath,
+        on_failure: OnFailure,
+    ) -> Result<Vec<Failure>, BytecodeError> {
+        add_pycs(
+            plan,
+            external,
+            &self.interp,
+            self.mode,
+            label,
+            within,
+            on_failure,
+            &self.scratch,
+        )
+    }
+}
+
+/// Whether a failing source fails the build (the app's own) or is skipped (a
+/// package's template or Python 2 leftover, as pip does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFailure {
+    Fail,
+    Skip,
+}
+
+/// Compiles every `.py` file of `plan` below `within` in one fresh
+/// interpreter and adds its pyc next to it (in `__pycache__`). Returns the
+/// sources skipped because they do not compile.
+#[allow(clippy::too_many_arguments)]
+pub fn add_pycs(
+    plan: &mut LayerPlan,
+    external: &mut dyn ExternalContent,
+    interp: &Interpreter,
+    mode: Mode,
+    label: &str,
+    within: &ImagePath,
+    on_failure: OnFailure,
+    scratch_parent: &Path,
+) -> Result<Vec<Failure>, BytecodeError> {
+    if mode == Mode::Off {
+        return Ok(Vec::new());
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("bytecode-")
+        .tempdir_in(scratch_parent)
+        .map_err(|source| BytecodeError::Stage {
+            label: label.to_owned(),
+            dir: scratch_parent.display().to_string(),
+            source,
+        })?;
+    let stage_err = |source| BytecodeError::Stage {
+        label: label.to_owned(),
+        dir: scratch.path().display().to_string(),
+        source,
+    };
+    let mut sources = Vec::new();
+    // pyc per source, from the cache of earlier builds (by interpreter, mode, path and source).
+    let mut reused: Vec<(ImagePath, Vec<u8>)> = Vec::new();
+    let mut keys: Vec<(ImagePath, String)> = Vec::new();
+    let cache_dir = scratch_parent
+        .parent()
+        .unwrap_or(scratch_parent)
+        .join("pycs");
+    for (path, entry) in plan.entries() {
+        let EntryKind::File { content, .. } = &entry.kind else {
+            continue;
+        };
+        if !path.as_str().ends_with(".py") || !path.starts_with(within) {
+            continue;
+        }
+        let host = match content {
+            Content::HostFile(p) => p.clone(),
+            Content::Bytes(b) => {
+                let p = scratch.path().join(format!("{}.py", sources.len()));
+                std::fs::write(&p, b).map_err(stage_err)?;
+                p
+            }
+            Content::External(i) => {
+                let p = scratch.path().join(format!("{}.py", sources.len()));
+                let mut r = external.open(*i).map_err(stage_err)?;
+                let mut f = std::fs::File::create(&p).map_err(stage_err)?;
+                io::copy(&mut r, &mut f).map_err(stage_err)?;
+                p
+            }
+        };
+        let key = std::fs::read(&host).ok().map(|src| {
+            use sha2::{Digest as _, Sha256};
+            let mut h = Sha256::new();
+            for part in [
+                interp.identity.as_bytes(),
+                interp.cache_tag.as_bytes(),
+                mode.invalidation().as_bytes(),
+                path.as_str().as_bytes(),
+            ] {
+                h.update(part);
+                h.update([0]);
+            }
+            h.update(&src);
+            hex::encode(h.finalize())
+        });
+        if let Some(key) = key {
+            let pyc = compile::pyc_path(path, &interp.cache_tag);
+            if let (Some(pyc), Ok(bytes)) = (pyc, std::fs::read(cache_dir.join(&key))) {
+                reused.push((pyc, bytes));
+                continue;
+            }
+            keys.push((path.clone(), key));
+        }
+        sources.push(Source {
+            path: path.clone(),
+            host,
+        });
+    }
+    let mut compiled = compile::compile(interp, mode, label, sources, scratch.path())?;
+    // Remember the new pycs; a failed write only costs a later build a compile.
+    if !keys.is_empty() && std::fs::create_dir_all(&cache_dir).is_ok() {
+        let by_source: std::collections::HashMap<&ImagePath, &String> =
+            keys.iter().map(|(p, k)| (p, k)).collect();
+        for (pyc, bytes) in &compiled.pycs {
+            let Some(source) = source_of(pyc) else {
+                continue;
+            };
+            if let Some(key) = by_source.get(&source) {
+                let tmp = cache_dir.join(format!(".{key}.{}", std::process::id()));
+                if std::fs::write(&tmp, bytes).is_ok() {
+                    let _ = std::fs::rename(&tmp, cache_dir.join(key));
+                }
+            }
+        }
+    }
+    compiled.pycs.extend(reused);
+    if on_failure == OnFailure::Fail {
+        if let Some(failure) = compiled.failed.first() {
+            return Err(BytecodeError::AppSyntax {
+                failure: failure.clone(),
+            });
+        }
+    }
+    for (pyc, bytes) in compiled.pycs {
+        // A wheel that ships its own pyc keeps it.
+        if plan.get(&pyc).is_none() {
+            plan.bytes(pyc, 0o644, bytes)
+                .map_err(|source| BytecodeError::Plan {
+                    label: label.to_owned(),
+                    source,
+                })?;
+        }
+    }
+    Ok(compiled.failed)
+}
+
+/// `dir/name.py` for `dir/__pycache__/name.TAG.pyc`.
+fn source_of(pyc: &ImagePath) -> Option<ImagePath> {
+    let name = pyc.file_name();
+    let stem = name.strip_suffix(".pyc")?.rsplit_once('.')?.0;
+    let cache = pyc.parent()?;
+    (cache.file_name() == "__pycache__").then_some(())?;
+    match cache.parent() {
+        Some(dir) => dir.join(&format!("{stem}.py")).ok(),
+        None => ImagePath::new(&format!("{stem}.py")).ok(),
+    }
+}
+
+/// Whether the base's standard library has sources without pycs.
+pub fn stdlib_lacks_pycs(interp: &Interpreter, python: &PythonInfo) -> bool {
+    let mut sources = Vec::new();
+    let stdlib = format!(
+        "{}/lib/python{}",
+        python.prefix.trim_matches('/'),
+        python.minor_version()
+    );
+    collect_stdlib(&interp.root, &stdlib, &interp.cache_tag, &mut sources).is_ok()
+        && !sources.is_empty()
+}
+
+/// A layer of pycs for the base's standard library sources that have none
+/// (python:* images strip them). Empty when the stdlib has them all.
+pub fn stdlib_plan(
+    interp: &Interpreter,
+    python: &PythonInfo,
+    mode: Mode,
+    scratch_parent: &Path,
+) -> Result<LayerPlan, BytecodeError> {
+    let label = "the standard library";
+    let stdlib = format!(
+        "{}/lib/python{}",
+        python.prefix.trim_matches('/'),
+        python.minor_version()
+    );
+    let mut sources = Vec::new();
+    collect_stdlib(&interp.root, &stdlib, &interp.cache_tag, &mut sources).map_err(|source| {
+        BytecodeError::Stage {
+            label: label.to_owned(),
+            dir: interp.root.join(&stdlib).display().to_string(),
+            source,
+        }
+    })?;
+    let mut plan = LayerPlan::new();
+    if mode == Mode::Off || sources.is_empty() {
+        return Ok(plan);
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("bytecode-")
+        .tempdir_in(scratch_parent)
+        .map_err(|source| BytecodeError::Stage {
+            label: label.to_owned(),
+            dir: scratch_parent.display().to_string(),
+            source,
+        })?;
+    let compiled = compile::compile(interp, mode, label, sources, scratch.path())?;
+    for (pyc, bytes) in compiled.pycs {
+        plan.bytes(pyc, 0o644, bytes)
+            .map_err(|source| BytecodeError::Plan {
+                label: label.to_owned(),
+                source,
+            })?;
+    }
+    Ok(plan)
+}
+
+/// Stdlib `.py` files without a pyc of this interpreter, the test suite and
+/// installed packages left out.
+fn collect_stdlib(
+    root: &Path,
+    rel: &str,
+    cache_tag: &str,
+    out: &mut Vec<Source>,
+) -> io::Result<()> {
+    let Ok(entries) = std::fs::read_dir(root.join(rel)) else {
+        return Ok(());
+    };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let child = format!("{rel}/{name}");
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            if !matches!(
+                name.as_str(),
+                "__pycache__" | "site-packages" | "dist-packages" | "test" | "tests" | "idlelib"
+            ) {
+                collect_stdlib(root, &child, cache_tag, out)?;
+            }
+            continue;
+        }
+        let Some(stem) = name.strip_suffix(".py") else {
+            continue;
+        };
+        // A symlinked module (Debian's sitecustomize.py) is imported by its link's path.
+        let is_file = ft.is_file()
+            || (ft.is_symlink()
+                && e.path().canonicalize().is_ok_and(|real| {
+                    real.is_file() && root.canonicalize().is_ok_and(|r| real.starts_with(r))
+                }));
+        if !is_file
+            || root
+                .join(rel)
+                .join(format!("__pycache__/{stem}.{cache_tag}.pyc"))
+                .exists()
+        {
+            continue;
+        }
+        if let Ok(path) = ImagePath::new(&child) {
+            out.push(Source {
+                path,
+                host: e.path(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pyc_path_leads_back_to_its_source() {
+        let p = |s: &str| ImagePath::new(s).unwrap();
+        for py in ["app/pkg/main.py", "main.py", "app/a.b/c.py"] {
+            let pyc = compile::pyc_path(&p(py), "cpython-311").unwrap();
+            assert_eq!(source_of(&pyc), Some(p(py)));
+        }
+        assert_eq!(source_of(&p("app/pkg/main.pyc")), None);
+    }
+
+    #[test]
+    fn the_setting_takes_booleans_and_the_two_hash_modes() {
+        let v = |s: &str| -> toml::Value {
+            toml::from_str::<toml::Table>(&format!("v = {s}")).unwrap()["v"].clone()
+        };
+        assert_eq!(Mode::from_setting(&v("true")), Some(Mode::CheckedHash));
+        assert_eq!(Mode::from_setting(&v("false")), Some(Mode::Off));
+        assert_eq!(
+            Mode::from_setting(&v("\"unchecked-hash\"")),
+            Some(Mode::UncheckedHash)
+        );
+        assert_eq!(
+            Mode::from_setting(&v("\"checked-hash\"")),
+            Some(Mode::CheckedHash)
+        );
+        assert_eq!(Mode::from_setting(&v("\"timestamp\"")), None);
+        assert_eq!(Mode::from_setting(&v("1")), None);
+        assert_eq!(Mode::default(), Mode::CheckedHash);
+    }
+}
