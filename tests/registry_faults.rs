@@ -895,3 +895,36 @@ fn ecr_profile_no_locations_and_a_refused_mount_still_push() {
     assert_pushed(&fake, "app", &img);
     assert!(fake.count("PATCH", "/blobs/uploads/") >= 3);
 }
+
+#[test]
+fn a_namespaced_auth_json_key_serves_its_repositories_over_the_registry_key() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let fake = FakeRegistry::start_with_basic("team-bot", "team-pw");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("auth.json");
+    let host = fake.host();
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"auths":{{"{host}":{{"auth":"{}"}},"{host}/team":{{"auth":"{}"}}}}}}"#,
+            b64("someone:else"),
+            b64("team-bot:team-pw")
+        ),
+    )
+    .unwrap();
+    let env: HashMap<String, String> = [
+        ("HOME".to_string(), "/nonexistent".to_string()),
+        ("REGISTRY_AUTH_FILE".to_string(), file.display().to_string()),
+    ]
+    .into();
+    let img = image(70, 100);
+    push(
+        &client_as(Keychain::with_env(env)),
+        &repo(&fake, "team/app"),
+        &img,
+    )
+    .unwrap();
+    assert_pushed(&fake, "team/app", &img);
+    assert_eq!(fake.basic_refusals(), 0);
+}

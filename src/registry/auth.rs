@@ -220,21 +220,19 @@ impl Authenticator {
         lock(&self.accepted).insert(registry.to_string());
     }
 
-    /// The credential for a registry, resolved once.
-    pub fn credential(&self, registry: &str) -> Result<Credential, RegistryError> {
-        if let Some(c) = self
-            .credentials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(registry)
-        {
+    /// The credential for a registry (and repository, for namespaced
+    /// auth.json keys), resolved once per pair.
+    pub fn credential(
+        &self,
+        registry: &str,
+        repository: Option<&str>,
+    ) -> Result<Credential, RegistryError> {
+        let key = credential_key(registry, repository);
+        if let Some(c) = lock(&self.credentials).get(&key) {
             return Ok(c.clone());
         }
-        let c = self.source.resolve(registry)?.credential;
-        self.credentials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(registry.to_string(), c.clone());
+        let c = self.source.resolve_for(registry, repository)?.credential;
+        lock(&self.credentials).insert(key, c.clone());
         Ok(c)
     }
 
@@ -259,7 +257,8 @@ impl Authenticator {
         let Some(challenge) = challenge else {
             return Ok(None);
         };
-        let credential = self.credential(registry)?;
+        let repository = scopes.first().and_then(|s| scope_repository(s));
+        let credential = self.credential(registry, repository)?;
         if credential != Credential::Anonymous {
             self.refusal(&format!("authenticating to {registry}"), registry)?;
         }
@@ -290,7 +289,7 @@ impl Authenticator {
         // One token request at a time: a refusal seen by one thread stops the others.
         let _gate = lock(&self.gate);
         // Another thread may have been refused, or fetched this token, meanwhile.
-        let credential = self.credential(registry)?;
+        let credential = self.credential(registry, repository)?;
         if credential != Credential::Anonymous {
             self.refusal(&format!("authenticating to {registry}"), registry)?;
         }
@@ -330,7 +329,7 @@ impl Authenticator {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(
-                    registry.to_string(),
+                    credential_key(registry, repository),
                     Credential::IdentityToken {
                         username,
                         token: refresh,
@@ -339,6 +338,19 @@ impl Authenticator {
         }
         Ok(Some(header))
     }
+}
+
+fn credential_key(registry: &str, repository: Option<&str>) -> String {
+    match repository {
+        Some(r) => format!("{registry}/{r}"),
+        None => registry.to_string(),
+    }
+}
+
+/// `team/app` from `repository:team/app:pull,push` (names may hold `host:port`).
+fn scope_repository(scope: &str) -> Option<&str> {
+    let rest = scope.strip_prefix("repository:")?;
+    rest.rsplit_once(':').map(|(name, _)| name)
 }
 
 fn basic_header(username: &str, password: &Secret) -> String {

@@ -350,7 +350,7 @@ impl RegistryClient {
                 what,
                 registry,
                 detail,
-            } => match self.auth.credential(&registry) {
+            } => match self.auth.credential(&registry, None) {
                 Ok(Credential::Anonymous) => RegistryError::NoCredentials {
                     what,
                     registry,
