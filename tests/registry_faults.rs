@@ -8,10 +8,17 @@ use imgbuild::digest::Digest;
 use imgbuild::reference::Reference;
 use imgbuild::registry::client::MEDIA_TYPE_OCI_MANIFEST;
 use imgbuild::registry::credentials::Anonymous;
-use imgbuild::registry::{PushOutcome, RegistryClient, RegistryError, TransportOptions};
+use imgbuild::registry::{
+    CredentialSource, Keychain, PushOutcome, RegistryClient, RegistryError, Secret,
+    TransportOptions,
+};
+use std::collections::HashMap;
 use std::io::{Cursor, Read};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::fake_registry::{FakeRegistry, Fault};
+use support::fake_registry::{
+    FakeRegistry, Fault, SilentServer, TokenService, TokenServiceOptions,
+};
 use support::push::{push_image, Image};
 
 fn options() -> TransportOptions {
@@ -502,4 +509,422 @@ fn an_unknown_repository_on_push_is_named_and_not_retried() {
     );
     assert_eq!(fake.count("POST", "/blobs/uploads/"), img.blobs.len());
     assert_eq!(fake.count("PUT", "/manifests/"), 0);
+}
+
+// ---- Bounded time (issue 13) ----
+
+/// Runs `f` on a thread and fails the test if it has not returned within `limit`
+/// (a hang must show as a failure, not as a test that never ends).
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("still running after {limit:?}: the client hangs"))
+}
+
+#[test]
+fn a_registry_that_never_answers_fails_within_a_minute_with_default_settings() {
+    let silent = SilentServer::start();
+    let host = silent.host();
+    let started = Instant::now();
+    let e = within(Duration::from_secs(120), move || {
+        let c = RegistryClient::new(TransportOptions::default(), Anonymous).unwrap();
+        let r = Reference::parse(&format!("{host}/app:v1")).unwrap();
+        push(&c, &r, &image(40, 100)).unwrap_err()
+    });
+    let took = started.elapsed();
+    let msg = assert_one_line(&e);
+    assert!(msg.contains(&silent.host()), "{msg}");
+    assert!(took < Duration::from_secs(60), "took {took:?}: {msg}");
+    assert!(silent.accepted.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+}
+
+#[test]
+fn a_registry_that_stops_answering_mid_push_fails_at_the_stall_timeout() {
+    let fake = FakeRegistry::start();
+    fake.fault("HEAD", "/blobs/", "", 99, Fault::Silent);
+    let r = repo(&fake, "app");
+    let started = Instant::now();
+    let e = within(Duration::from_secs(60), move || {
+        let c = RegistryClient::new(
+            TransportOptions {
+                stall_timeout: Duration::from_secs(2),
+                ..options()
+            },
+            Anonymous,
+        )
+        .unwrap();
+        push(&c, &r, &image(41, 100)).unwrap_err()
+    });
+    let msg = assert_one_line(&e);
+    assert!(msg.contains(&fake.host()), "{msg}");
+    // Two timed-out requests (2 s each, in parallel), then the registry counts as silent.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        fake.count("HEAD", "/blobs/") <= 3,
+        "{}",
+        fake.count("HEAD", "/blobs/")
+    );
+    assert_eq!(fake.count("PUT", "/manifests/"), 0);
+}
+
+#[test]
+fn the_overall_timeout_ends_a_push_that_keeps_being_told_to_wait() {
+    let fake = FakeRegistry::start();
+    fake.fault(
+        "HEAD",
+        "/blobs/",
+        "",
+        99,
+        Fault::Respond {
+            status: 503,
+            headers: vec![("Retry-After".into(), "30".into())],
+            body: String::new(),
+        },
+    );
+    let r = repo(&fake, "app");
+    let started = Instant::now();
+    let e = within(Duration::from_secs(30), move || {
+        let c = RegistryClient::new(
+            TransportOptions {
+                timeout: Some(Duration::from_secs(2)),
+                max_retry_wait: Duration::from_secs(60),
+                ..options()
+            },
+            Anonymous,
+        )
+        .unwrap();
+        push(&c, &r, &image(42, 100)).unwrap_err()
+    });
+    let msg = assert_one_line(&e);
+    assert!(msg.contains(&fake.host()), "{msg}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_retry_budget_bounds_retries_across_the_whole_push() {
+    let fake = FakeRegistry::start();
+    fake.fault(
+        "POST",
+        "/blobs/uploads/",
+        "",
+        99,
+        Fault::status(503, "down"),
+    );
+    let c = RegistryClient::new(
+        TransportOptions {
+            retry_budget: 2,
+            ..options()
+        },
+        Anonymous,
+    )
+    .unwrap();
+    let img = image(43, 100);
+    push(&c, &repo(&fake, "app"), &img).unwrap_err();
+    assert_eq!(c.stats().retries, 2);
+    // One POST per blob at most, plus the two budgeted retries.
+    assert!(fake.count("POST", "/blobs/uploads/") <= img.blobs.len() + 2);
+}
+
+#[test]
+fn each_retry_is_reported_with_its_reason() {
+    let fake = FakeRegistry::start();
+    fake.fault("POST", "/blobs/uploads/", "", 2, Fault::status(500, "oops"));
+    let c = client();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    c.on_retry(move |n| s2.lock().unwrap().push(n.to_string()));
+    push(&c, &repo(&fake, "app"), &image(44, 100)).unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for line in seen.iter() {
+        assert!(
+            line.contains("HTTP 500") && line.contains(&fake.host()) && line.contains("attempt 2"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn an_insecure_registry_is_tried_over_plain_http_first() {
+    // The fake, like many plain servers, never answers a TLS hello: trying
+    // TLS first would wait out a timeout.
+    let fake = FakeRegistry::start();
+    let c = RegistryClient::new(
+        TransportOptions {
+            insecure_registries: vec![fake.host()],
+            ..options()
+        },
+        Anonymous,
+    )
+    .unwrap();
+    let img = image(45, 100);
+    let started = Instant::now();
+    push(&c, &repo(&fake, "app"), &img).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_pushed(&fake, "app", &img);
+}
+
+#[test]
+fn a_restarted_blob_step_waits_for_retry_after() {
+    let fake = FakeRegistry::start();
+    fake.fault(
+        "PUT",
+        "/blobs/uploads/",
+        "",
+        1,
+        Fault::Respond {
+            status: 503,
+            headers: vec![("Retry-After".into(), "2".into())],
+            body: String::new(),
+        },
+    );
+    let c = client();
+    let img = image(46, 100);
+    let started = Instant::now();
+    push(&c, &repo(&fake, "app"), &img).unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After: 2 on the upload PUT was not honoured ({:?})",
+        started.elapsed()
+    );
+    assert_pushed(&fake, "app", &img);
+}
+
+// ---- Credentials (issue 13) ----
+
+fn keychain(user: &str, password: &str) -> Keychain {
+    Keychain::with_env(HashMap::new()).with_explicit(user, Secret::new(password))
+}
+
+fn client_as(creds: impl CredentialSource + 'static) -> RegistryClient {
+    RegistryClient::new(options(), creds).unwrap()
+}
+
+#[test]
+fn a_refused_basic_password_is_sent_once_and_the_push_fails_at_once() {
+    let fake = FakeRegistry::start_with_basic("ci", "right");
+    let c = client_as(keychain("ci", "wrong-pw-1"));
+    let e = push(&c, &repo(&fake, "app"), &image(50, 100)).unwrap_err();
+    let msg = assert_one_line(&e);
+    assert!(matches!(e, RegistryError::Unauthorized { .. }), "{msg}");
+    assert!(!msg.contains("wrong-pw-1"), "{msg}");
+    assert!(
+        fake.basic_refusals() <= 2,
+        "{} refusals",
+        fake.basic_refusals()
+    );
+    // The same client never tries them again.
+    let before = fake.basic_refusals();
+    c.check_login(&fake.host()).unwrap_err();
+    assert_eq!(fake.basic_refusals(), before);
+}
+
+#[test]
+fn the_right_basic_password_pushes() {
+    let fake = FakeRegistry::start_with_basic("ci", "right");
+    let img = image(51, 100);
+    push(
+        &client_as(keychain("ci", "right")),
+        &repo(&fake, "app"),
+        &img,
+    )
+    .unwrap();
+    assert_pushed(&fake, "app", &img);
+}
+
+#[test]
+fn a_refused_password_at_the_token_service_is_sent_at_most_twice_in_a_push() {
+    let fake = FakeRegistry::start();
+    let svc = TokenService::start(
+        &fake,
+        TokenServiceOptions {
+            credentials: "ci:right".into(),
+            service: "fake".into(),
+            ..Default::default()
+        },
+    );
+    let c = client_as(keychain("ci", "wrong-pw-2"));
+    let e = push(&c, &repo(&fake, "app"), &image(52, 100)).unwrap_err();
+    let msg = assert_one_line(&e);
+    assert!(matches!(e, RegistryError::Unauthorized { .. }), "{msg}");
+    assert!(msg.contains(&svc.realm), "{msg}");
+    assert!(
+        svc.credentialed() <= 2,
+        "{} credentialed token requests",
+        svc.credentialed()
+    );
+    assert!(svc.refusals() <= 2);
+}
+
+#[test]
+fn a_token_service_that_refuses_get_is_asked_with_the_oauth2_password_grant() {
+    let fake = FakeRegistry::start();
+    let svc = TokenService::start(
+        &fake,
+        TokenServiceOptions {
+            credentials: "ci:right".into(),
+            service: "fake".into(),
+            refuse_get: true,
+            ..Default::default()
+        },
+    );
+    let img = image(53, 100);
+    push(
+        &client_as(keychain("ci", "right")),
+        &repo(&fake, "app"),
+        &img,
+    )
+    .unwrap();
+    assert_pushed(&fake, "app", &img);
+    let posts: Vec<String> = svc
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert!(!posts.is_empty());
+    assert!(
+        posts.iter().all(|b| b.contains("grant_type=password")
+            && b.contains("username=ci")
+            && b.contains("service=fake")
+            && b.contains("scope=repository%3Aapp%3Apull%2Cpush")),
+        "{posts:?}"
+    );
+}
+
+// ---- Registry profiles (issue 13): Hub, GHCR, ECR, as the fake plays them ----
+
+#[test]
+fn hub_profile_tokens_come_from_a_separate_auth_host_and_credentials_go_only_there() {
+    // registry-1 and auth are different hosts on the Hub: here 127.0.0.1 and 127.0.0.2.
+    let fake = FakeRegistry::start();
+    let auth = TokenService::start(
+        &fake,
+        TokenServiceOptions {
+            ip: "127.0.0.2".into(),
+            credentials: "hubuser:hubpass".into(),
+            service: "registry.docker.io".into(),
+            ..Default::default()
+        },
+    );
+    let img = image(60, 100);
+    let c = client_as(keychain("hubuser", "hubpass"));
+    push(&c, &repo(&fake, "library/app"), &img).unwrap();
+    assert_pushed(&fake, "library/app", &img);
+    assert!(auth.realm.starts_with("http://127.0.0.2:"));
+    let token_gets = auth.requests();
+    assert!(token_gets
+        .iter()
+        .any(
+            |r| r.query_param("service").as_deref() == Some("registry.docker.io")
+                && r.query_param("scope").as_deref() == Some("repository:library/app:pull,push")
+        ));
+    // The registry host saw only Bearer tokens, never the password.
+    for r in fake.requests() {
+        if let Some(a) = r.header("authorization") {
+            assert!(a.starts_with("Bearer "), "{} {} sent {a}", r.method, r.path);
+        }
+    }
+    // One token per scope set, reused across blobs.
+    assert!(token_gets.len() <= 3, "{} token requests", token_gets.len());
+}
+
+#[test]
+fn ghcr_profile_token_endpoint_and_a_404_referrers_api() {
+    let fake = FakeRegistry::start();
+    let _svc = TokenService::start(
+        &fake,
+        TokenServiceOptions {
+            credentials: "ghuser:ghp_token".into(),
+            service: "ghcr.io".into(),
+            ..Default::default()
+        },
+    );
+    let img = image(61, 100);
+    let c = client_as(keychain("ghuser", "ghp_token"));
+    let r = repo(&fake, "org/app");
+    let (_, d) = push(&c, &r, &img).unwrap();
+    assert_pushed(&fake, "org/app", &img);
+    // GHCR answers the referrers API with 404: the client says "no such API",
+    // so attachments fall back to the referrers tag schema.
+    assert_eq!(c.get_referrers(&r, &d).unwrap(), None);
+    assert!(fake.count("GET", "/referrers/") >= 1);
+}
+
+#[test]
+fn ecr_profile_no_locations_and_a_refused_mount_still_push() {
+    let fake = FakeRegistry::start_with_basic("AWS", "ecr-token");
+    fake.ecr_quirks();
+    let img = image(62, 3000);
+    let c = RegistryClient::new(
+        TransportOptions {
+            chunk_size: Some(1024),
+            ..options()
+        },
+        keychain("AWS", "ecr-token"),
+    )
+    .unwrap();
+    // The blobs exist in another repository, but ECR refuses to mount them.
+    for b in &img.blobs {
+        fake.put_blob("other", b);
+    }
+    let (outcomes, d) =
+        support::push::push_image(&c, &repo(&fake, "app"), &img, Some("other")).unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, PushOutcome::Uploaded { .. })),
+        "{outcomes:?}"
+    );
+    assert_eq!(d, Digest::of_bytes(&img.manifest));
+    assert_pushed(&fake, "app", &img);
+    assert!(fake.count("PATCH", "/blobs/uploads/") >= 3);
+}
+
+#[test]
+fn a_namespaced_auth_json_key_serves_its_repositories_over_the_registry_key() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let fake = FakeRegistry::start_with_basic("team-bot", "team-pw");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("auth.json");
+    let host = fake.host();
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"auths":{{"{host}":{{"auth":"{}"}},"{host}/team":{{"auth":"{}"}}}}}}"#,
+            b64("someone:else"),
+            b64("team-bot:team-pw")
+        ),
+    )
+    .unwrap();
+    let env: HashMap<String, String> = [
+        ("HOME".to_string(), "/nonexistent".to_string()),
+        ("REGISTRY_AUTH_FILE".to_string(), file.display().to_string()),
+    ]
+    .into();
+    let img = image(70, 100);
+    push(
+        &client_as(Keychain::with_env(env)),
+        &repo(&fake, "team/app"),
+        &img,
+    )
+    .unwrap();
+    assert_pushed(&fake, "team/app", &img);
+    assert_eq!(fake.basic_refusals(), 0);
 }

@@ -463,3 +463,61 @@ fn an_identity_token_is_exchanged_through_the_oauth2_form() {
     .into();
     works_with(&reg, Keychain::with_env(env), "config.json", "team/oauth");
 }
+
+// ---- Credentials only where safe (issue 13) ----
+
+/// Token requests that carried credentials (Basic, or a grant in a form).
+fn credentialed(reg: &Registry) -> usize {
+    reg.token_requests()
+        .iter()
+        .filter(|r| {
+            r.header("authorization").is_some()
+                || String::from_utf8_lossy(&r.body).contains("password")
+        })
+        .count()
+}
+
+#[test]
+fn an_https_registry_whose_token_realm_is_plain_http_gets_no_password() {
+    let reg = Registry::start(Setup::TokenTls);
+    let c = client(&reg, explicit());
+    let e = push(
+        &c,
+        &reference(&reg, "team/app:v1"),
+        &image("downgrade"),
+        None,
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(!msg.contains('\n') && !msg.contains(PASSWORD), "{msg}");
+    assert!(
+        msg.contains("http://127.0.0.1:") && msg.contains("/token") && msg.contains("downgrade"),
+        "the error must name the realm: {msg}"
+    );
+    assert_eq!(credentialed(&reg), 0, "credentials went over plain http");
+}
+
+#[test]
+fn a_wrong_password_reaches_the_token_service_at_most_twice_in_a_push() {
+    let reg = Registry::start(Setup::Token);
+    let bad = client(
+        &reg,
+        Keychain::with_env(HashMap::new()).with_explicit(USERNAME, Secret::new("wrong-Pa55-8812")),
+    );
+    let e = push(
+        &bad,
+        &reference(&reg, "team/app:v1"),
+        &image("lockout"),
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(e, RegistryError::Unauthorized { .. }), "{e}");
+    let n = credentialed(&reg);
+    assert!(
+        (1..=2).contains(&n),
+        "{n} credentialed token requests in one push"
+    );
+    // Later requests of the same run fail at once, without asking again.
+    bad.check_login(&reg.host).unwrap_err();
+    assert_eq!(credentialed(&reg), n);
+}

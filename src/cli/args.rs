@@ -63,6 +63,10 @@ pub struct RegistryArgs {
     /// Read the registry password (or token) from standard input.
     #[arg(long)]
     pub password_stdin: bool,
+    /// Give up on registries after this many seconds from the start (default:
+    /// none; a registry silent for 30 s fails a request regardless).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -320,6 +324,8 @@ mod tests {
             "--password-stdin",
             "--image-refs",
             "refs.txt",
+            "--timeout",
+            "90",
             "--json",
         ])
         .unwrap();
@@ -329,6 +335,7 @@ mod tests {
         assert_eq!(p.tags, ["127.0.0.1:5000/a:1", "127.0.0.1:5000/a:latest"]);
         assert_eq!(p.registry.insecure_registries, ["127.0.0.1:5000"]);
         assert_eq!(p.registry.chunk_size, Some(1 << 20));
+        assert_eq!(p.registry.timeout, Some(90));
         assert!(p.registry.http1 && p.registry.password_stdin && p.common.json);
         assert_eq!(p.registry.username.as_deref(), Some("ci"));
         assert_eq!(p.image_refs, Some(PathBuf::from("refs.txt")));

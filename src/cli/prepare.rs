@@ -130,6 +130,7 @@ pub fn registry_client(
         chunk_size: reg.chunk_size,
         jobs: common.jobs.max(1),
         http1_only: reg.http1,
+        timeout: reg.timeout.map(std::time::Duration::from_secs),
         ..TransportOptions::default()
     };
     Ok(Arc::new(RegistryClient::new(options, keychain)?))

@@ -21,6 +21,9 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let ctx = prepare(&args.common)?;
     let client = registry_client(&args.common, &args.registry, Some(&tags[0].registry))?;
+    if verbose {
+        client.on_retry(|n| eprintln!("retry: {n}"));
+    }
     let printer = event_printer(verbose);
     let t0 = Instant::now();
     let result = run_build(&ctx, &args.common, client.clone(), &printer, &[])?;

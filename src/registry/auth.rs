@@ -3,14 +3,19 @@
 //! OAuth2 POST form for identity tokens), cached per registry and scope set and
 //! refreshed before they expire. The caller (`client`) replays a request once
 //! after a 401 with a fresh token.
+//!
+//! Credentials a registry refused are not sent again in the same run: the
+//! refusal is remembered per registry, and the first credentialed exchange
+//! with a registry is made by one thread at a time, so parallel blob uploads
+//! cannot each try a wrong password (which locks accounts).
 
 use super::credentials::{Credential, CredentialSource, Secret};
 use super::error::RegistryError;
 use super::transport::{status_error, Transport};
 use base64::Engine as _;
 use reqwest::Url;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// One challenge from a `WWW-Authenticate` header.
@@ -150,14 +155,23 @@ struct TokenReply {
 
 const DEFAULT_TOKEN_LIFETIME: u64 = 60;
 const CLIENT_ID: &str = "imgbuild";
-/// A token service that does not answer within this is treated as down (and retried).
-const TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Per-registry credentials and a token cache keyed by (registry, scopes).
 pub(crate) struct Authenticator {
     source: Box<dyn CredentialSource>,
     credentials: Mutex<HashMap<String, Credential>>,
     tokens: Mutex<HashMap<(String, Vec<String>), Token>>,
+    /// registry → why its credentials were refused (never the secret).
+    refused: Mutex<HashMap<String, String>>,
+    /// Registries that accepted our Basic credentials once.
+    accepted: Mutex<HashSet<String>>,
+    /// Held across token requests, and across a Basic request until the
+    /// registry has accepted the credentials once.
+    gate: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Authenticator {
@@ -166,24 +180,59 @@ impl Authenticator {
             source,
             credentials: Mutex::default(),
             tokens: Mutex::default(),
+            refused: Mutex::default(),
+            accepted: Mutex::default(),
+            gate: Mutex::default(),
         }
     }
 
-    /// The credential for a registry, resolved once.
-    pub fn credential(&self, registry: &str) -> Result<Credential, RegistryError> {
-        if let Some(c) = self
-            .credentials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(registry)
-        {
+    /// The refusal of `registry`'s credentials earlier in this run, as the error.
+    pub fn refusal(&self, what: &str, registry: &str) -> Result<(), RegistryError> {
+        match lock(&self.refused).get(registry) {
+            Some(detail) => Err(RegistryError::Unauthorized {
+                what: what.to_string(),
+                registry: registry.to_string(),
+                detail: format!("{detail}; not sent again in this run"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Remembers that `registry` refused our credentials (`error` says how).
+    pub fn record_refusal(&self, registry: &str, error: &RegistryError) {
+        if let RegistryError::Unauthorized { detail, .. } = error {
+            lock(&self.refused)
+                .entry(registry.to_string())
+                .or_insert_with(|| detail.clone());
+        }
+    }
+
+    /// For a Basic request to `registry`: the gate to hold while it is sent,
+    /// until the registry has accepted the credentials once.
+    pub fn basic_gate(&self, registry: &str) -> Option<MutexGuard<'_, ()>> {
+        if lock(&self.accepted).contains(registry) {
+            return None;
+        }
+        Some(lock(&self.gate))
+    }
+
+    pub fn record_accepted(&self, registry: &str) {
+        lock(&self.accepted).insert(registry.to_string());
+    }
+
+    /// The credential for a registry (and repository, for namespaced
+    /// auth.json keys), resolved once per pair.
+    pub fn credential(
+        &self,
+        registry: &str,
+        repository: Option<&str>,
+    ) -> Result<Credential, RegistryError> {
+        let key = credential_key(registry, repository);
+        if let Some(c) = lock(&self.credentials).get(&key) {
             return Ok(c.clone());
         }
-        let c = self.source.resolve(registry)?.credential;
-        self.credentials
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(registry.to_string(), c.clone());
+        let c = self.source.resolve_for(registry, repository)?.credential;
+        lock(&self.credentials).insert(key, c.clone());
         Ok(c)
     }
 
@@ -196,17 +245,23 @@ impl Authenticator {
 
     /// The `Authorization` value for a request under `challenge`, or `None` to
     /// send the request anonymously.
+    /// `registry_https` says whether the registry itself is reached over https.
     pub fn authorization(
         &self,
         transport: &Transport,
         registry: &str,
+        registry_https: bool,
         challenge: Option<&Challenge>,
         scopes: &[String],
     ) -> Result<Option<String>, RegistryError> {
         let Some(challenge) = challenge else {
             return Ok(None);
         };
-        let credential = self.credential(registry)?;
+        let repository = scopes.first().and_then(|s| scope_repository(s));
+        let credential = self.credential(registry, repository)?;
+        if credential != Credential::Anonymous {
+            self.refusal(&format!("authenticating to {registry}"), registry)?;
+        }
         if challenge.scheme == "basic" {
             return Ok(match &credential {
                 Credential::Basic { username, password } => Some(basic_header(username, password)),
@@ -222,17 +277,42 @@ impl Authenticator {
             return Ok(Some(format!("Bearer {}", t.expose())));
         }
         let key = (registry.to_string(), scopes.to_vec());
-        if let Some(t) = self
-            .tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            if Instant::now() < t.refresh_at {
-                return Ok(Some(format!("Bearer {}", t.value.expose())));
-            }
+        let cached = || {
+            lock(&self.tokens)
+                .get(&key)
+                .filter(|t| Instant::now() < t.refresh_at)
+                .map(|t| format!("Bearer {}", t.value.expose()))
+        };
+        if let Some(header) = cached() {
+            return Ok(Some(header));
         }
-        let (token, refresh) = fetch_token(transport, registry, challenge, scopes, &credential)?;
+        // One token request at a time: a refusal seen by one thread stops the others.
+        let _gate = lock(&self.gate);
+        // Another thread may have been refused, or fetched this token, meanwhile.
+        let credential = self.credential(registry, repository)?;
+        if credential != Credential::Anonymous {
+            self.refusal(&format!("authenticating to {registry}"), registry)?;
+        }
+        if let Some(header) = cached() {
+            return Ok(Some(header));
+        }
+        let fetched = fetch_token(
+            transport,
+            registry,
+            registry_https,
+            challenge,
+            scopes,
+            &credential,
+        );
+        let (token, refresh) = match fetched {
+            Ok(t) => t,
+            Err(e) => {
+                if credential != Credential::Anonymous {
+                    self.record_refusal(registry, &e);
+                }
+                return Err(e);
+            }
+        };
         let header = format!("Bearer {}", token.value.expose());
         self.tokens
             .lock()
@@ -249,7 +329,7 @@ impl Authenticator {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(
-                    registry.to_string(),
+                    credential_key(registry, repository),
                     Credential::IdentityToken {
                         username,
                         token: refresh,
@@ -258,6 +338,19 @@ impl Authenticator {
         }
         Ok(Some(header))
     }
+}
+
+fn credential_key(registry: &str, repository: Option<&str>) -> String {
+    match repository {
+        Some(r) => format!("{registry}/{r}"),
+        None => registry.to_string(),
+    }
+}
+
+/// `team/app` from `repository:team/app:pull,push` (names may hold `host:port`).
+fn scope_repository(scope: &str) -> Option<&str> {
+    let rest = scope.strip_prefix("repository:")?;
+    rest.rsplit_once(':').map(|(name, _)| name)
 }
 
 fn basic_header(username: &str, password: &Secret) -> String {
@@ -273,6 +366,7 @@ fn basic_header(username: &str, password: &Secret) -> String {
 fn fetch_token(
     transport: &Transport,
     registry: &str,
+    registry_https: bool,
     challenge: &Challenge,
     scopes: &[String],
     credential: &Credential,
@@ -294,6 +388,13 @@ fn fetch_token(
     };
     match realm_url.scheme() {
         "https" => {}
+        // A registry reached over TLS must not have its credentials sent in clear.
+        "http" if registry_https => {
+            return Err(auth_err(format!(
+                "the token realm {realm} would downgrade {registry} from https to plain http; \
+                 refusing to send credentials there (the registry's auth settings need an https realm)"
+            )))
+        }
         // Credentials may travel in clear only where plain http is allowed at all.
         "http" if transport.allows_http(&realm_host) => {}
         other => {
@@ -316,7 +417,7 @@ fn fetch_token(
                 q.append_pair("scope", s);
             }
         }
-        let req = client.get(url).timeout(TOKEN_TIMEOUT);
+        let req = client.get(url);
         match credential {
             Credential::Basic { username, password } => {
                 req.basic_auth(username, Some(password.expose()))
@@ -341,15 +442,36 @@ fn fetch_token(
             if !scopes.is_empty() {
                 form.push(("scope", scopes.join(" ")));
             }
-            client
-                .post(realm_url.clone())
-                .timeout(TOKEN_TIMEOUT)
-                .form(&form)
+            client.post(realm_url.clone()).form(&form)
         };
         let resp = transport.send_retrying(&what, &realm_host, &post)?;
         // Token services without the OAuth2 endpoint answer 404 (or 405): use GET.
         if matches!(resp.status().as_u16(), 404 | 405) {
             transport.send_retrying(&what, &realm_host, &get)?
+        } else {
+            resp
+        }
+    } else if let Credential::Basic { username, password } = credential {
+        let resp = transport.send_retrying(&what, &realm_host, &get)?;
+        // Token services that refuse GET (405, or 404 where only the OAuth2
+        // endpoint exists) take the OAuth2 password grant, as Docker sends it.
+        if matches!(resp.status().as_u16(), 404 | 405) {
+            let post = |client: &reqwest::blocking::Client| {
+                let mut form = vec![
+                    ("grant_type", "password".to_string()),
+                    ("username", username.clone()),
+                    ("password", password.expose().to_string()),
+                    ("client_id", CLIENT_ID.to_string()),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s.to_string()));
+                }
+                if !scopes.is_empty() {
+                    form.push(("scope", scopes.join(" ")));
+                }
+                client.post(realm_url.clone()).form(&form)
+            };
+            transport.send_retrying(&what, &realm_host, &post)?
         } else {
             resp
         }

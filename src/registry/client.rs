@@ -10,8 +10,8 @@ use super::auth::{parse_www_authenticate, preferred_challenge, Authenticator, Ch
 use super::credentials::{Credential, CredentialSource};
 use super::error::RegistryError;
 use super::transport::{
-    connection_error, is_retryable_status, retry_after, status_error, Counters, TransferStats,
-    Transport, TransportOptions,
+    connection_error, is_retryable_status, retry_after, status_error, Counters, Failure,
+    RetryNotice, TransferStats, Transport, TransportOptions,
 };
 use crate::digest::Digest;
 use crate::reference::api_host;
@@ -53,6 +53,9 @@ pub(super) struct Call<'a> {
     /// Retry connection errors and 408/429/5xx here; false where a failure
     /// leaves server state behind (upload session bodies).
     pub(super) retry: bool,
+    /// The body is an upload of this many bytes: no stall rule while it is
+    /// sent, a bound by its size instead.
+    pub(super) upload: Option<u64>,
     pub(super) build: Build<'a>,
 }
 
@@ -71,7 +74,17 @@ impl<'a> Call<'a> {
             what,
             scopes,
             retry: true,
+            upload: None,
             build,
+        }
+    }
+
+    /// Sent once, like `once`, with an upload body of `size` bytes.
+    pub(super) fn upload(self, size: u64) -> Self {
+        Call {
+            retry: false,
+            upload: Some(size),
+            ..self
         }
     }
 
@@ -100,6 +113,12 @@ impl RegistryClient {
 
     pub fn options(&self) -> &TransportOptions {
         &self.transport.opts
+    }
+
+    /// Called for every retry with its reason (the CLI prints them with `-v`).
+    /// Only the first hook set is kept.
+    pub fn on_retry(&self, hook: impl Fn(&RetryNotice) + Send + Sync + 'static) {
+        let _ = self.transport.hook.set(Box::new(hook));
     }
 
     /// Requests made and bytes moved so far.
@@ -134,17 +153,15 @@ impl RegistryClient {
         }
         let host = api_host(registry);
         let what = format!("contacting {registry}");
-        // Loopback registries are almost always plain http, and a TLS hello to a
-        // plain server costs a slow 400; a plain request to a TLS server is
-        // refused at once. Listed insecure hosts try TLS first, as Docker does.
-        let schemes: &[&str] =
-            if super::transport::is_loopback(host) && !self.transport.is_listed_insecure(host) {
-                &["http", "https"]
-            } else if self.transport.allows_http(host) {
-                &["https", "http"]
-            } else {
-                &["https"]
-            };
+        // Where plain http is allowed (loopback, listed insecure) it is tried
+        // first: a plain server may never answer a TLS hello (a silent wait),
+        // while a plain request to a TLS server is refused at once.
+        let schemes: &[&str] = if self.transport.allows_http(host) {
+            &["http", "https"]
+        } else {
+            &["https"]
+        };
+        let ping_timeout = PING_TIMEOUT.min(self.transport.opts.stall_timeout);
         let mut last_err = None;
         for (i, scheme) in schemes.iter().enumerate() {
             let base =
@@ -155,7 +172,7 @@ impl RegistryClient {
             let last = i + 1 == schemes.len();
             let resp = if last {
                 self.transport.send_retrying(&what, registry, &|c| {
-                    c.get(ping.clone()).timeout(PING_TIMEOUT)
+                    c.get(ping.clone()).timeout(ping_timeout)
                 })
             } else {
                 self.transport
@@ -163,7 +180,7 @@ impl RegistryClient {
                         self.transport
                             .client_for(host)
                             .get(ping.clone())
-                            .timeout(PING_TIMEOUT),
+                            .timeout(ping_timeout),
                     )
                     .map_err(|e| connection_error(&what, registry, &e))
             };
@@ -171,7 +188,9 @@ impl RegistryClient {
                 Ok(r) => r,
                 Err(e) => {
                     // A certificate problem is the answer; falling back to http would hide it.
-                    if e.to_string().contains("certificate") {
+                    // A host that accepted but stayed silent will not answer TLS either.
+                    if e.to_string().contains("certificate") || e.to_string().contains("timed out")
+                    {
                         return Err(e);
                     }
                     last_err = Some(e);
@@ -219,9 +238,11 @@ impl RegistryClient {
         let mut reauthed = false;
         let mut attempt = 0;
         loop {
+            self.transport.check_alive(call.what, call.registry)?;
             let auth = self.auth.authorization(
                 &self.transport,
                 call.registry,
+                endpoint.base.scheme() == "https",
                 challenge.as_ref(),
                 &scopes,
             )?;
@@ -232,21 +253,43 @@ impl RegistryClient {
                     what: call.what.to_string(),
                     source,
                 })?;
-            if let Some(auth) = auth {
-                // Upload Locations may point elsewhere; our credentials stay with the registry.
-                if same_origin(request.url(), &endpoint.base) {
-                    let value = reqwest::header::HeaderValue::from_str(&auth).map_err(|_| {
-                        RegistryError::Auth {
-                            what: call.what.to_string(),
-                            detail:
-                                "the credential holds characters that cannot go in an HTTP header"
-                                    .to_string(),
-                        }
-                    })?;
-                    request.headers_mut().insert(AUTHORIZATION, value);
-                }
+            // Upload Locations may point elsewhere; our credentials stay with the registry.
+            let auth = auth.filter(|_| same_origin(request.url(), &endpoint.base));
+            let basic = auth.as_deref().is_some_and(|a| a.starts_with("Basic "));
+            // The first Basic request goes alone; the others wait for its answer.
+            let _gate = if basic {
+                self.auth.basic_gate(call.registry)
+            } else {
+                None
+            };
+            if basic {
+                self.auth.refusal(call.what, call.registry)?;
             }
-            match self.transport.send_request(host, request) {
+            if let Some(auth) = auth {
+                let value = reqwest::header::HeaderValue::from_str(&auth).map_err(|_| {
+                    RegistryError::Auth {
+                        what: call.what.to_string(),
+                        detail: "the credential holds characters that cannot go in an HTTP header"
+                            .to_string(),
+                    }
+                })?;
+                request.headers_mut().insert(AUTHORIZATION, value);
+            }
+            let sent = match self.transport.send_request(host, request, call.upload) {
+                // Refused: fail now, and never send these credentials again.
+                Ok(resp) if basic && resp.status() == StatusCode::UNAUTHORIZED => {
+                    let e = self.fail(call.what, call.registry, resp);
+                    self.auth.record_refusal(call.registry, &e);
+                    return Err(e);
+                }
+                Ok(resp) if basic => {
+                    self.auth.record_accepted(call.registry);
+                    Ok(resp)
+                }
+                other => other,
+            };
+            drop(_gate);
+            match sent {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !reauthed => {
                     reauthed = true;
                     self.auth.forget_token(call.registry, &scopes);
@@ -265,26 +308,33 @@ impl RegistryClient {
                         return Ok(resp);
                     }
                 }
-                Ok(resp)
-                    if call.retry
-                        && is_retryable_status(resp.status())
-                        && attempt < self.transport.opts.max_retries =>
-                {
+                Ok(resp) if call.retry && is_retryable_status(resp.status()) => {
                     let wait = retry_after(&resp);
-                    drop(resp);
-                    self.transport.note_retry(attempt, wait);
+                    let failure = Failure::Status(resp.status());
+                    if !self
+                        .transport
+                        .retry(call.what, call.registry, attempt, failure, wait)
+                    {
+                        return Ok(resp);
+                    }
                     attempt += 1;
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
+                    self.transport.note_wire_error(call.registry, &e);
                     let err = connection_error(call.what, call.registry, &e);
                     if !(call.retry
                         && err.is_retryable()
-                        && attempt < self.transport.opts.max_retries)
+                        && self.transport.retry(
+                            call.what,
+                            call.registry,
+                            attempt,
+                            Failure::Wire(&e),
+                            None,
+                        ))
                     {
                         return Err(err);
                     }
-                    self.transport.note_retry(attempt, None);
                     attempt += 1;
                 }
             }
@@ -300,7 +350,7 @@ impl RegistryClient {
                 what,
                 registry,
                 detail,
-            } => match self.auth.credential(&registry) {
+            } => match self.auth.credential(&registry, None) {
                 Ok(Credential::Anonymous) => RegistryError::NoCredentials {
                     what,
                     registry,

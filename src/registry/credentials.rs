@@ -130,6 +130,18 @@ pub enum CredentialError {
 pub trait CredentialSource: Send + Sync {
     /// `registry` is the normalised registry of a reference (`docker.io`, `ghcr.io`, `127.0.0.1:5000`).
     fn resolve(&self, registry: &str) -> Result<Resolved, CredentialError>;
+
+    /// The credential for one repository of `registry`: sources that know
+    /// namespaced keys (`registry/namespace`, containers-auth.json(5)) use
+    /// the most specific; by default the registry's.
+    fn resolve_for(
+        &self,
+        registry: &str,
+        repository: Option<&str>,
+    ) -> Result<Resolved, CredentialError> {
+        let _ = repository;
+        self.resolve(registry)
+    }
 }
 
 /// Always anonymous.
@@ -320,7 +332,11 @@ impl Keychain {
         }))
     }
 
-    fn lookup_docker_config(&self, registry: &str) -> Result<Option<Resolved>, CredentialError> {
+    fn lookup_docker_config(
+        &self,
+        registry: &str,
+        repository: Option<&str>,
+    ) -> Result<Option<Resolved>, CredentialError> {
         let Some(dir) = self.docker_config_dir() else {
             return Ok(None);
         };
@@ -355,16 +371,17 @@ impl Keychain {
                 }));
             }
         }
-        auths_entry(&config, &path, registry)
+        auths_entry(&config, &path, registry, repository)
     }
 
     fn lookup_auth_file(
         &self,
         path: &Path,
         registry: &str,
+        repository: Option<&str>,
     ) -> Result<Option<Resolved>, CredentialError> {
         match read_json(path)? {
-            Some(config) => auths_entry(&config, path, registry),
+            Some(config) => auths_entry(&config, path, registry, repository),
             None => Ok(None),
         }
     }
@@ -372,20 +389,28 @@ impl Keychain {
 
 impl CredentialSource for Keychain {
     fn resolve(&self, registry: &str) -> Result<Resolved, CredentialError> {
+        self.resolve_for(registry, None)
+    }
+
+    fn resolve_for(
+        &self,
+        registry: &str,
+        repository: Option<&str>,
+    ) -> Result<Resolved, CredentialError> {
         if let Some(r) = self.explicit(registry)? {
             return Ok(r);
         }
-        if let Some(r) = self.lookup_docker_config(registry)? {
+        if let Some(r) = self.lookup_docker_config(registry, repository)? {
             return Ok(r);
         }
         if let Some(p) = self.var("REGISTRY_AUTH_FILE") {
-            if let Some(r) = self.lookup_auth_file(Path::new(p), registry)? {
+            if let Some(r) = self.lookup_auth_file(Path::new(p), registry, repository)? {
                 return Ok(r);
             }
         }
         if let Some(dir) = self.var("XDG_RUNTIME_DIR") {
             let p = Path::new(dir).join("containers/auth.json");
-            if let Some(r) = self.lookup_auth_file(&p, registry)? {
+            if let Some(r) = self.lookup_auth_file(&p, registry, repository)? {
                 return Ok(r);
             }
         }
@@ -453,23 +478,44 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>, CredentialError> 
     Ok(Some(v))
 }
 
+/// A key `registry/namespace[/…]` (no scheme): containers-auth.json(5).
+fn is_namespaced_key(key: &str) -> bool {
+    !key.contains("://") && key.trim_end_matches('/').contains('/')
+}
+
 fn auths_entry(
     config: &serde_json::Value,
     path: &Path,
     registry: &str,
+    repository: Option<&str>,
 ) -> Result<Option<Resolved>, CredentialError> {
     let Some(auths) = config.get("auths").and_then(|a| a.as_object()) else {
         return Ok(None);
     };
     let matches = |key: &str| {
         let h = key_hostname(key);
-        h == registry || (is_hub(registry) && is_hub(h))
+        !is_namespaced_key(key) && (h == registry || (is_hub(registry) && is_hub(h)))
     };
+    // The longest `registry/namespace` key that is a prefix of the
+    // repository (at a `/`) wins; then the registry's own key.
+    let full = repository.map(|r| format!("{registry}/{r}"));
+    let namespaced = full.as_deref().and_then(|full| {
+        auths
+            .iter()
+            .filter(|(k, _)| is_namespaced_key(k))
+            .filter(|(k, _)| {
+                let k = k.trim_end_matches('/');
+                full == k
+                    || full
+                        .strip_prefix(k)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .max_by_key(|(k, _)| k.trim_end_matches('/').len())
+    });
     // An exact key beats one that only matches after reducing a URL.
     let exact = [registry.to_string(), helper_server_url(registry)];
-    let found = exact
-        .iter()
-        .find_map(|k| auths.get_key_value(k.as_str()))
+    let found = namespaced
+        .or_else(|| exact.iter().find_map(|k| auths.get_key_value(k.as_str())))
         .or_else(|| auths.iter().find(|(k, _)| matches(k)));
     let Some((key, entry)) = found else {
         return Ok(None);
@@ -698,6 +744,50 @@ mod tests {
         assert_eq!(
             k.resolve("other.example.com").unwrap().credential,
             Credential::Anonymous
+        );
+    }
+
+    #[test]
+    fn namespaced_auth_json_keys_longest_prefix_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("auth.json");
+        std::fs::write(
+            &file,
+            format!(
+                r#"{{"auths":{{"r.io":{{"auth":"{}"}},"r.io/team":{{"auth":"{}"}},"r.io/team/app":{{"auth":"{}"}},"r.io/te":{{"auth":"{}"}}}}}}"#,
+                b64("host:h"),
+                b64("team:t"),
+                b64("app:a"),
+                b64("te:x")
+            ),
+        )
+        .unwrap();
+        let k = Keychain::with_env(env(&[
+            ("HOME", "/nonexistent"),
+            ("REGISTRY_AUTH_FILE", file.to_str().unwrap()),
+        ]));
+        let for_repo = |r: &str| k.resolve_for("r.io", Some(r)).unwrap().credential;
+        assert_eq!(for_repo("team/app"), basic("app", "a"));
+        assert_eq!(for_repo("team/app/sub"), basic("app", "a"));
+        assert_eq!(for_repo("team/other"), basic("team", "t"));
+        // Prefixes match whole path components only.
+        assert_eq!(for_repo("teams/x"), basic("host", "h"));
+        assert_eq!(for_repo("other"), basic("host", "h"));
+        // Without a repository, and for the registry as a whole, the host key.
+        assert_eq!(k.resolve("r.io").unwrap().credential, basic("host", "h"));
+        // A namespaced key alone never serves the rest of its registry.
+        std::fs::write(
+            &file,
+            format!(r#"{{"auths":{{"s.io/team":{{"auth":"{}"}}}}}}"#, b64("t:t")),
+        )
+        .unwrap();
+        assert_eq!(
+            k.resolve_for("s.io", Some("other/x")).unwrap().credential,
+            Credential::Anonymous
+        );
+        assert_eq!(
+            k.resolve_for("s.io", Some("team/x")).unwrap().credential,
+            basic("t", "t")
         );
     }
 

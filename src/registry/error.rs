@@ -100,6 +100,24 @@ pub enum RegistryError {
     #[error("{what}: {detail}")]
     Auth { what: String, detail: String },
 
+    #[error(
+        "{what}: {registry} stopped answering ({strikes} requests moved no byte for {seconds} s); \
+         giving up (check that the registry is up and the address is right)"
+    )]
+    Silent {
+        what: String,
+        registry: String,
+        strikes: u32,
+        seconds: f64,
+    },
+
+    #[error("{what}: gave up on {registry} when the --timeout of {seconds} s ran out")]
+    Deadline {
+        what: String,
+        registry: String,
+        seconds: f64,
+    },
+
     #[error(transparent)]
     Credential(#[from] CredentialError),
 

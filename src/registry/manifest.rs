@@ -189,6 +189,7 @@ impl RegistryClient {
             what: &what,
             scopes: &scopes,
             retry: true,
+            upload: None,
             build: &|c, base| {
                 Ok(c.put(join(base, &path))
                     .header(CONTENT_TYPE, media_type)
@@ -219,6 +220,7 @@ impl RegistryClient {
             what: &what,
             scopes: &scopes,
             retry: true,
+            upload: None,
             build: &|c, base| {
                 Ok(c.get(join(base, &path))
                     .header(ACCEPT, MEDIA_TYPE_OCI_INDEX))

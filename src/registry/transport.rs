@@ -7,9 +7,9 @@ use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Environment variable holding the base retry backoff in milliseconds
 /// (default 1000); tests set it low so fault scenarios run fast.
@@ -36,6 +36,17 @@ pub struct TransportOptions {
     pub retry_base: Duration,
     /// The longest wait honoured from a Retry-After header or the backoff.
     pub max_retry_wait: Duration,
+    /// Connecting (TCP and TLS) must finish within this.
+    pub connect_timeout: Duration,
+    /// The stall rule: a request whose reply moves no byte for this long fails
+    /// (and an upload must average at least `MIN_UPLOAD_RATE` after it).
+    pub stall_timeout: Duration,
+    /// Retries this client may spend in all (one push); per request and per
+    /// blob step `max_retries` still applies.
+    pub retry_budget: u32,
+    /// `--timeout`: nothing is sent, and no retry waited for, after this much
+    /// time from the client's creation.
+    pub timeout: Option<Duration>,
 }
 
 impl Default for TransportOptions {
@@ -53,9 +64,51 @@ impl Default for TransportOptions {
             max_retries: 3,
             retry_base: Duration::from_millis(base_ms),
             max_retry_wait: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(30),
+            retry_budget: 12,
+            timeout: None,
         }
     }
 }
+
+/// Uploads may take as long as their size needs at this rate, plus the stall
+/// window; slower than this, a registry that stopped reading counts as stalled.
+pub const MIN_UPLOAD_RATE: u64 = 32 * 1024;
+
+/// After this many timed-out requests a registry counts as silent: its
+/// timeouts are not retried, and no further request is sent to it.
+pub const SILENT_STRIKES: u32 = 2;
+
+/// Why a request is being tried again, for `-v`.
+#[derive(Clone, Debug)]
+pub struct RetryNotice {
+    /// The operation, e.g. `uploading blob sha256:… to host/repo`.
+    pub what: String,
+    pub registry: String,
+    /// The attempt about to be made, counting from 2.
+    pub attempt: u32,
+    pub wait: Duration,
+    /// What went wrong, e.g. `HTTP 503` or `timed out`.
+    pub reason: String,
+}
+
+impl std::fmt::Display for RetryNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: retrying {} (attempt {}) in {:.1} s: {}",
+            self.registry,
+            self.what,
+            self.attempt,
+            self.wait.as_secs_f64(),
+            self.reason
+        )
+    }
+}
+
+/// Called for every retry (the CLI prints these with `-v`).
+pub type RetryHook = Box<dyn Fn(&RetryNotice) + Send + Sync>;
 
 /// Counters for tests and `--json` output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -93,17 +146,46 @@ pub(crate) struct Transport {
     /// Accepts any certificate; used only for `insecure_registries`.
     unverified: Option<Client>,
     pub counters: Arc<Counters>,
+    deadline: Option<Instant>,
+    budget_spent: AtomicU32,
+    /// registry → requests that timed out (moved no byte in time).
+    strikes: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    pub hook: OnceLock<RetryHook>,
+}
+
+/// What a failed attempt was, for the retry decision and `-v`.
+pub(crate) enum Failure<'a> {
+    Status(StatusCode),
+    Wire(&'a reqwest::Error),
+    /// A restarted upload step, with its error's text.
+    Step(String),
+}
+
+impl Failure<'_> {
+    fn timed_out(&self) -> bool {
+        matches!(self, Failure::Wire(e) if e.is_timeout())
+    }
+    fn reason(&self) -> String {
+        match self {
+            Failure::Status(s) => format!("HTTP {}", s.as_u16()),
+            Failure::Wire(e) => chain_message(&WithoutUrl(e)),
+            Failure::Step(s) => s.clone(),
+        }
+    }
 }
 
 impl Transport {
     pub fn new(opts: TransportOptions) -> Result<Self, RegistryError> {
         let certs = read_ca_files(&opts.ca_files)?;
         let builder = |accept_invalid: bool| {
+            // The stall rule: reqwest's blocking timeout bounds the wait for
+            // the reply's headers and then each read of its body, so a reply
+            // that moves no byte for `stall_timeout` fails. Uploads override
+            // it per request with a bound by their size (`bound`).
             let mut b = Client::builder()
                 .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
-                // Uploads of large layers take as long as they take; only connecting is bounded.
-                .timeout(None)
-                .connect_timeout(Duration::from_secs(30))
+                .timeout(opts.stall_timeout)
+                .connect_timeout(opts.connect_timeout)
                 .tcp_keepalive(Duration::from_secs(30));
             if !certs.is_empty() {
                 b = b.tls_certs_merge(certs.clone());
@@ -126,8 +208,12 @@ impl Transport {
         Ok(Transport {
             verified: builder(false)?,
             unverified,
+            deadline: opts.timeout.map(|t| Instant::now() + t),
             opts,
             counters: Arc::default(),
+            budget_spent: AtomicU32::new(0),
+            strikes: Default::default(),
+            hook: OnceLock::new(),
         })
     }
 
@@ -146,26 +232,138 @@ impl Transport {
     }
 
     pub fn client_for(&self, host: &str) -> &Client {
-        if let (true, Some(c)) = (self.is_listed_insecure(host), &self.unverified) {
-            c
-        } else {
-            &self.verified
+        match (self.is_listed_insecure(host), &self.unverified) {
+            (true, Some(c)) => c,
+            _ => &self.verified,
         }
     }
 
-    /// Sends one request, counting it.
+    /// Time left before `--timeout`; `None` without one.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// The error once `--timeout` has passed, or once `registry` has let
+    /// `SILENT_STRIKES` requests time out (it is not answering; stop asking).
+    pub fn check_alive(&self, what: &str, registry: &str) -> Result<(), RegistryError> {
+        if let (Some(left), Some(total)) = (self.remaining(), self.opts.timeout) {
+            if left.is_zero() {
+                return Err(RegistryError::Deadline {
+                    what: what.to_string(),
+                    registry: registry.to_string(),
+                    seconds: total.as_secs_f64(),
+                });
+            }
+        }
+        if self.is_silent(registry) {
+            return Err(RegistryError::Silent {
+                what: what.to_string(),
+                registry: registry.to_string(),
+                strikes: SILENT_STRIKES,
+                seconds: self.opts.stall_timeout.as_secs_f64(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a request to `registry` that failed on the wire.
+    pub fn note_wire_error(&self, registry: &str, e: &reqwest::Error) {
+        if e.is_timeout() {
+            *self
+                .strikes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(registry.to_string())
+                .or_default() += 1;
+        }
+    }
+
+    fn is_silent(&self, registry: &str) -> bool {
+        self.strikes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(registry)
+            .is_some_and(|&n| n >= SILENT_STRIKES)
+    }
+
+    /// Bounds one request: by `--timeout`, and an upload of `upload` bytes by
+    /// the stall window plus its size at `MIN_UPLOAD_RATE` (the client's stall
+    /// rule would count the whole upload as one wait for the reply).
+    pub fn bound(&self, req: &mut reqwest::blocking::Request, upload: Option<u64>) {
+        let mut limit = upload
+            .map(|size| self.opts.stall_timeout + Duration::from_secs(size / MIN_UPLOAD_RATE));
+        if let Some(left) = self.remaining() {
+            limit = Some(limit.map_or(left, |l| l.min(left)));
+        }
+        let t = req.timeout_mut();
+        *t = match (*t, limit) {
+            (Some(x), Some(l)) => Some(x.min(l)),
+            // A request's own timeout bounds it in total (a download too): so
+            // others keep the client's stall rule unless the deadline is nearer.
+            (None, Some(l)) if upload.is_some() || l < self.opts.stall_timeout => Some(l),
+            (t, _) => t,
+        };
+    }
+
+    /// Sends one request, counting it and bounding it by `--timeout`.
     pub fn send(&self, req: RequestBuilder) -> Result<Response, reqwest::Error> {
+        let (client, req) = req.build_split();
+        let mut req = req?;
+        self.bound(&mut req, None);
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        req.send()
+        client.execute(req)
     }
 
     pub fn send_request(
         &self,
         host: &str,
-        req: reqwest::blocking::Request,
+        mut req: reqwest::blocking::Request,
+        upload: Option<u64>,
     ) -> Result<Response, reqwest::Error> {
+        self.bound(&mut req, upload);
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         self.client_for(host).execute(req)
+    }
+
+    /// Whether to try again after `failure` on attempt `attempt` (from 0),
+    /// and if so waits first (and tells `-v`). No when the request's own
+    /// retries, the client's budget or `--timeout` are spent, or when the
+    /// registry has timed out `SILENT_STRIKES` times (a silent registry stays silent).
+    pub fn retry(
+        &self,
+        what: &str,
+        registry: &str,
+        attempt: u32,
+        failure: Failure<'_>,
+        retry_after: Option<Duration>,
+    ) -> bool {
+        if attempt >= self.opts.max_retries || (failure.timed_out() && self.is_silent(registry)) {
+            return false;
+        }
+        let spent = self.budget_spent.fetch_add(1, Ordering::Relaxed);
+        if spent >= self.opts.retry_budget {
+            return false;
+        }
+        let mut wait = self.backoff(attempt, retry_after);
+        if let Some(left) = self.remaining() {
+            if left <= wait {
+                return false;
+            }
+            wait = wait.min(left);
+        }
+        if let Some(hook) = self.hook.get() {
+            hook(&RetryNotice {
+                what: what.to_string(),
+                registry: registry.to_string(),
+                attempt: attempt + 2,
+                wait,
+                reason: failure.reason(),
+            });
+        }
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(wait);
+        true
     }
 
     /// The wait before attempt `attempt + 1` (attempt counts from 0):
@@ -173,11 +371,6 @@ impl Transport {
     pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let exp = self.opts.retry_base.saturating_mul(1u32 << attempt.min(16));
         retry_after.unwrap_or(exp).min(self.opts.max_retry_wait)
-    }
-
-    pub fn note_retry(&self, attempt: u32, retry_after: Option<Duration>) {
-        self.counters.retries.fetch_add(1, Ordering::Relaxed);
-        std::thread::sleep(self.backoff(attempt, retry_after));
     }
 
     /// Sends a request that needs no registry auth (pings, token requests),
@@ -190,21 +383,23 @@ impl Transport {
     ) -> Result<Response, RegistryError> {
         let mut attempt = 0;
         loop {
+            self.check_alive(what, host)?;
             match self.send(build(self.client_for(host))) {
-                Ok(resp)
-                    if is_retryable_status(resp.status()) && attempt < self.opts.max_retries =>
-                {
+                Ok(resp) if is_retryable_status(resp.status()) => {
                     let wait = retry_after(&resp);
-                    drop(resp);
-                    self.note_retry(attempt, wait);
+                    if !self.retry(what, host, attempt, Failure::Status(resp.status()), wait) {
+                        return Ok(resp);
+                    }
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
+                    self.note_wire_error(host, &e);
                     let err = connection_error(what, host, &e);
-                    if !err.is_retryable() || attempt >= self.opts.max_retries {
+                    if !err.is_retryable()
+                        || !self.retry(what, host, attempt, Failure::Wire(&e), None)
+                    {
                         return Err(err);
                     }
-                    self.note_retry(attempt, None);
                 }
             }
             attempt += 1;

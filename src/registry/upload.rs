@@ -5,6 +5,7 @@
 use super::auth::repository_scope;
 use super::client::{check_digest_header, join, location, Call, CountingReader, RegistryClient};
 use super::error::RegistryError;
+use super::transport::Failure;
 use crate::digest::Digest;
 use crate::reference::Reference;
 use reqwest::blocking::{Body, Response};
@@ -48,6 +49,8 @@ struct Blob<'a> {
 struct StepError {
     error: RegistryError,
     restart: bool,
+    /// The registry's Retry-After, honoured before the restart.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl From<RegistryError> for StepError {
@@ -55,6 +58,20 @@ impl From<RegistryError> for StepError {
         StepError {
             error,
             restart: false,
+            retry_after: None,
+        }
+    }
+}
+
+impl StepError {
+    /// The failure of a reply, restartable when retrying may help.
+    fn of_reply(client: &RegistryClient, what: &str, registry: &str, resp: Response) -> Self {
+        let retry_after = super::transport::retry_after(&resp);
+        let error = client.fail(what, registry, resp);
+        StepError {
+            restart: error.is_retryable(),
+            error,
+            retry_after,
         }
     }
 }
@@ -76,12 +93,19 @@ impl RegistryClient {
         loop {
             match self.push_blob_once(repo, blob, mount_from) {
                 Ok(outcome) => return Ok(outcome),
-                Err(StepError { error, restart })
-                    if restart
-                        && error.is_retryable()
-                        && attempt < self.transport.opts.max_retries =>
-                {
-                    self.transport.note_retry(attempt, None);
+                Err(StepError {
+                    error,
+                    restart: true,
+                    retry_after,
+                }) if error.is_retryable() => {
+                    let failure = Failure::Step(error.to_string());
+                    let what = format!("uploading blob {digest}");
+                    if !self
+                        .transport
+                        .retry(&what, &repo.registry, attempt, failure, retry_after)
+                    {
+                        return Err(error);
+                    }
                     attempt += 1;
                 }
                 Err(StepError { error, .. }) => return Err(error),
@@ -212,7 +236,7 @@ impl RegistryClient {
                         .header(CONTENT_LENGTH, size)
                         .body(body))
                 })
-                .once(),
+                .upload(size),
             )
             .map_err(restartable)?;
         self.finish_upload(resp, registry, what, digest, size)
@@ -265,13 +289,11 @@ impl RegistryClient {
                             .header(CONTENT_LENGTH, n)
                             .body(buf.clone()))
                     })
-                    .once(),
+                    .upload(n),
                 )
                 .map_err(restartable)?;
             if resp.status() != StatusCode::ACCEPTED && !resp.status().is_success() {
-                let e = self.fail(what, registry, resp);
-                let restart = e.is_retryable();
-                return Err(StepError { error: e, restart });
+                return Err(StepError::of_reply(self, what, registry, resp));
             }
             // Some registries (ECR) omit Location on PATCH: keep the session we have.
             if let Some(next) = location(&resp) {
@@ -304,9 +326,7 @@ impl RegistryClient {
         size: u64,
     ) -> Result<PushOutcome, StepError> {
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
-            let e = self.fail(what, registry, resp);
-            let restart = e.is_retryable();
-            return Err(StepError { error: e, restart });
+            return Err(StepError::of_reply(self, what, registry, resp));
         }
         check_digest_header(&resp, digest, what, registry)?;
         Ok(PushOutcome::Uploaded { bytes: size })
@@ -323,6 +343,9 @@ impl RegistryClient {
 }
 
 fn restartable(error: RegistryError) -> StepError {
-    let restart = error.is_retryable();
-    StepError { error, restart }
+    StepError {
+        restart: error.is_retryable(),
+        error,
+        retry_after: None,
+    }
 }

@@ -5,13 +5,20 @@
 //! dropped connections mid-body, expired tokens, redirects, missing Location).
 //!
 //! `HttpServer` is also used by `registry.rs` for the token service.
+//!
+//! Also here: `SilentServer` (accepts connections, never answers), a fake
+//! that requires Basic credentials (`start_with_basic`), and `TokenService`,
+//! a separate token endpoint (own address or port) that records every
+//! Authorization it is sent and counts its 401s; with it the fake plays the
+//! Hub (registry and auth on different hosts), GHCR and ECR.
 
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// One request as the server saw it.
 #[derive(Clone, Debug)]
@@ -67,6 +74,8 @@ pub enum Reply {
     },
     /// Read this many body bytes, then reset the connection without answering.
     DropAfter(usize),
+    /// Read the request, then never answer (the connection stays open).
+    Silent,
 }
 
 impl Reply {
@@ -114,7 +123,17 @@ impl HttpServer {
         peek: impl Fn(&Request) -> Option<usize> + Send + Sync + 'static,
         handler: impl Fn(&Request, &[u8]) -> Reply + Send + Sync + 'static,
     ) -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Self::start_on("127.0.0.1", peek, handler)
+    }
+
+    /// The same on another loopback address (e.g. `127.0.0.2`, to play a second host).
+    pub fn start_on(
+        ip: &str,
+        peek: impl Fn(&Request) -> Option<usize> + Send + Sync + 'static,
+        handler: impl Fn(&Request, &[u8]) -> Reply + Send + Sync + 'static,
+    ) -> HttpServer {
+        assert!(ip.starts_with("127."), "fakes listen on loopback only");
+        let listener = TcpListener::bind((ip, 0)).expect("bind a loopback port");
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let handler: Arc<Handler> = Arc::new(handler);
@@ -141,9 +160,47 @@ impl Drop for HttpServer {
     }
 }
 
+/// Accepts connections and never answers nor closes them: a hung registry.
+pub struct SilentServer {
+    pub port: u16,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl SilentServer {
+    pub fn start() -> SilentServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::Relaxed);
+                held.push(conn);
+            }
+        });
+        SilentServer { port, accepted }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// Waits "forever" (the test process ends first), holding the connection open.
+fn hang() {
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
 fn serve_connection(conn: TcpStream, peek: &Peek, handler: &Handler) {
     let mut reader = BufReader::new(conn.try_clone().expect("clone socket"));
     let mut writer = conn;
+    // A TLS ClientHello (record type 0x16): like many plain servers, wait for
+    // a request line that never comes (a client must not rely on a quick "no").
+    if reader.fill_buf().is_ok_and(|b| b.first() == Some(&0x16)) {
+        return hang();
+    }
     loop {
         let mut line = String::new();
         match reader.read_line(&mut line) {
@@ -200,6 +257,9 @@ fn serve_connection(conn: TcpStream, peek: &Peek, handler: &Handler) {
         }
         req.body = body;
         let reply = handler(&req, &req.body);
+        if let Reply::Silent = reply {
+            return hang();
+        }
         let Reply::Full {
             status,
             headers,
@@ -242,6 +302,8 @@ pub enum Fault {
     DropMidBody(usize),
     /// Invalidate every issued token, then handle the request normally (so it gets a 401).
     ExpireTokens,
+    /// Read the request and never answer.
+    Silent,
 }
 
 impl Fault {
@@ -277,6 +339,14 @@ struct State {
     token_lifetime: Option<u64>,
     /// Serve the OCI 1.1 referrers API (and answer pushes with `OCI-Subject`).
     referrers_api: bool,
+    /// The Bearer challenge's realm and service, when a `TokenService` issues the tokens.
+    realm: Option<(String, String)>,
+    /// `user:password` that Basic auth requires (`start_with_basic`).
+    basic: Option<String>,
+    /// 401 answers to requests that carried Basic credentials.
+    basic_refusals: usize,
+    /// ECR's ways: no Location on PATCH or manifest PUT, cross-repository mounts refused.
+    ecr: bool,
 }
 
 /// The scripted fake registry.
@@ -300,6 +370,24 @@ impl FakeRegistry {
     /// own `/token` endpoint; tokens are opaque and valid until `ExpireTokens`.
     pub fn start_with_tokens() -> FakeRegistry {
         Self::start_with(true)
+    }
+
+    /// A registry that answers 401 with a Basic challenge unless sent `user:password`.
+    pub fn start_with_basic(user: &str, password: &str) -> FakeRegistry {
+        let fake = Self::start_with(false);
+        fake.state.lock().unwrap().basic = Some(format!("{user}:{password}"));
+        fake
+    }
+
+    /// Behave as ECR does: PATCH and manifest PUT answers carry no Location,
+    /// and a cross-repository mount is refused (405 UNSUPPORTED).
+    pub fn ecr_quirks(&self) {
+        self.state.lock().unwrap().ecr = true;
+    }
+
+    /// 401 answers to requests that carried (wrong) Basic credentials.
+    pub fn basic_refusals(&self) -> usize {
+        self.state.lock().unwrap().basic_refusals
     }
 
     fn start_with(bearer: bool) -> FakeRegistry {
@@ -351,6 +439,7 @@ impl FakeRegistry {
                             return r;
                         }
                         Fault::ExpireTokens => st.tokens.clear(),
+                        Fault::Silent => return Reply::Silent,
                         Fault::DropMidBody(_) => unreachable!("handled before the body"),
                     }
                 }
@@ -495,8 +584,32 @@ fn handle(
     port: u16,
     counter: &AtomicU64,
 ) -> Reply {
-    let challenge = format!("Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\"");
-    if req.path == "/token" {
+    let challenge = match &st.realm {
+        Some((realm, service)) => format!("Bearer realm=\"{realm}\",service=\"{service}\""),
+        None => format!("Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\""),
+    };
+    if let Some(want) = st.basic.clone() {
+        if req.path.starts_with("/v2/") {
+            let sent = req
+                .header("authorization")
+                .and_then(|a| a.strip_prefix("Basic "))
+                .map(|b| {
+                    use base64::Engine as _;
+                    let raw = base64::engine::general_purpose::STANDARD
+                        .decode(b)
+                        .unwrap_or_default();
+                    String::from_utf8_lossy(&raw).into_owned()
+                });
+            if sent.as_deref() != Some(want.as_str()) {
+                if sent.is_some() {
+                    st.basic_refusals += 1;
+                }
+                return error(401, "UNAUTHORIZED", "authentication required")
+                    .header("WWW-Authenticate", "Basic realm=\"fake\"");
+            }
+        }
+    }
+    if req.path == "/token" && st.realm.is_none() {
         let n = counter.fetch_add(1, Ordering::Relaxed);
         let tok = format!("tok-{n}");
         st.tokens.push(tok.clone());
@@ -514,7 +627,7 @@ fn handle(
         }
         return Reply::status(404);
     }
-    if bearer && req.path.starts_with("/v2/") {
+    if (bearer || st.realm.is_some()) && req.path.starts_with("/v2/") {
         let ok = req
             .header("authorization")
             .and_then(|a| a.strip_prefix("Bearer "))
@@ -589,9 +702,10 @@ fn handle(
             m.insert(d.clone(), (mt, body.to_vec()));
             let has_subject = serde_json::from_slice::<serde_json::Value>(body)
                 .is_ok_and(|v| v.get("subject").is_some());
-            let reply = Reply::status(201)
-                .header("Docker-Content-Digest", &d)
-                .header("Location", &format!("/v2/{repo}/manifests/{d}"));
+            let mut reply = Reply::status(201).header("Docker-Content-Digest", &d);
+            if !st.ecr {
+                reply = reply.header("Location", &format!("/v2/{repo}/manifests/{d}"));
+            }
             return if st.referrers_api && has_subject {
                 reply.header("OCI-Subject", &d)
             } else {
@@ -618,8 +732,16 @@ fn upload(
     counter: &AtomicU64,
 ) -> Reply {
     let session_location = |id: &str| format!("/v2/{repo}/blobs/uploads/{id}?_state=opaque");
+    let ecr = st.ecr;
     match req.method.as_str() {
         "POST" => {
+            if st.ecr && req.query_param("mount").is_some() {
+                return error(
+                    405,
+                    "UNSUPPORTED",
+                    "cross-repository mount is not supported",
+                );
+            }
             if let (Some(d), Some(from)) = (req.query_param("mount"), req.query_param("from")) {
                 if let Some(b) = st.blobs.get(&from).and_then(|m| m.get(&d)).cloned() {
                     st.blobs
@@ -642,9 +764,12 @@ fn upload(
             Some((_, data)) => {
                 data.extend_from_slice(body);
                 let end = data.len().saturating_sub(1);
-                Reply::status(202)
-                    .header("Location", &session_location(id))
-                    .header("Range", &format!("0-{end}"))
+                let reply = Reply::status(202).header("Range", &format!("0-{end}"));
+                if ecr {
+                    reply
+                } else {
+                    reply.header("Location", &session_location(id))
+                }
             }
             None => error(404, "BLOB_UPLOAD_UNKNOWN", "upload unknown"),
         },
@@ -675,5 +800,125 @@ fn upload(
             Reply::status(204)
         }
         _ => Reply::status(405),
+    }
+}
+
+/// How a `TokenService` behaves.
+#[derive(Clone, Default)]
+pub struct TokenServiceOptions {
+    /// The loopback address to listen on (`127.0.0.1` when empty); another
+    /// address plays a separate auth host, as the Hub's.
+    pub ip: String,
+    /// `user:password` it accepts; anyone else gets 401 (anonymous callers too).
+    pub credentials: String,
+    /// Answer GET with 405: only the OAuth2 password grant (POST) works.
+    pub refuse_get: bool,
+    /// The `service` parameter of the challenge.
+    pub service: String,
+}
+
+/// A token endpoint for a `FakeRegistry`, on its own port (and address): it
+/// records every request (with its Authorization) and counts its 401 answers;
+/// tokens it issues are valid at the registry.
+pub struct TokenService {
+    pub server: HttpServer,
+    pub realm: String,
+    log: Arc<Mutex<Vec<Request>>>,
+    refusals: Arc<AtomicUsize>,
+}
+
+impl TokenService {
+    /// Starts the service and makes `fake` challenge with its realm.
+    pub fn start(fake: &FakeRegistry, opts: TokenServiceOptions) -> TokenService {
+        use base64::Engine as _;
+        let ip = if opts.ip.is_empty() {
+            "127.0.0.1".to_string()
+        } else {
+            opts.ip.clone()
+        };
+        let state = fake.state.clone();
+        let log: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let refusals = Arc::new(AtomicUsize::new(0));
+        let (log2, refusals2) = (log.clone(), refusals.clone());
+        let counter = AtomicU64::new(0);
+        let o = opts.clone();
+        let server = HttpServer::start_on(
+            &ip,
+            |_| None,
+            move |req, body| {
+                log2.lock().unwrap().push(req.clone());
+                let refuse = || {
+                    refusals2.fetch_add(1, Ordering::Relaxed);
+                    Reply::json(
+                        401,
+                        serde_json::json!({"details": "incorrect username or password"}),
+                    )
+                };
+                let who = match req.method.as_str() {
+                    "GET" if o.refuse_get => return Reply::status(405),
+                    "GET" => req
+                        .header("authorization")
+                        .and_then(|a| a.strip_prefix("Basic "))
+                        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                        .map(|raw| String::from_utf8_lossy(&raw).into_owned()),
+                    "POST" => {
+                        let form: HashMap<String, String> = String::from_utf8_lossy(body)
+                            .split('&')
+                            .filter_map(|kv| kv.split_once('='))
+                            .map(|(k, v)| (k.to_string(), percent_decode(v)))
+                            .collect();
+                        if form.get("grant_type").map(String::as_str) != Some("password") {
+                            return Reply::json(
+                                400,
+                                serde_json::json!({"error": "unsupported_grant_type"}),
+                            );
+                        }
+                        Some(format!(
+                            "{}:{}",
+                            form.get("username").cloned().unwrap_or_default(),
+                            form.get("password").cloned().unwrap_or_default()
+                        ))
+                    }
+                    _ => return Reply::status(405),
+                };
+                if who.as_deref() != Some(o.credentials.as_str()) {
+                    return refuse();
+                }
+                let tok = format!("svc-{}", counter.fetch_add(1, Ordering::Relaxed));
+                state.lock().unwrap().tokens.push(tok.clone());
+                // Both names, as the Hub answers.
+                Reply::json(
+                    200,
+                    serde_json::json!({"token": tok, "access_token": tok, "expires_in": 300}),
+                )
+            },
+        );
+        let realm = format!("http://{ip}:{}/token", server.port);
+        fake.state.lock().unwrap().realm = Some((realm.clone(), opts.service.clone()));
+        TokenService {
+            server,
+            realm,
+            log,
+            refusals,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Requests that carried credentials (a Basic header or a password form).
+    pub fn credentialed(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| {
+                r.header("authorization").is_some()
+                    || String::from_utf8_lossy(&r.body).contains("password=")
+            })
+            .count()
+    }
+
+    pub fn refusals(&self) -> usize {
+        self.refusals.load(Ordering::Relaxed)
     }
 }

@@ -5,7 +5,11 @@
 //! - `Token`: http with `auth.token`, whose realm is a token service running in
 //!   the test process that signs RS256 JWTs (by `openssl dgst`) and names its
 //!   certificate in the `x5c` header, which distribution 2.8 checks against
-//!   `rootcertbundle`.
+//!   `rootcertbundle`;
+//! - `TokenTls`: https (test CA) with the same token service, whose realm is
+//!   plain http: a realm that would downgrade the registry's TLS.
+//!
+//! The token service records every request it is sent (`token_requests`).
 //!
 //! The registry is killed on drop, and its log printed if the test panicked.
 
@@ -14,7 +18,7 @@ use base64::Engine as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const USERNAME: &str = "alice";
@@ -28,6 +32,7 @@ pub enum Setup {
     Plain,
     Htpasswd,
     Token,
+    TokenTls,
 }
 
 pub struct Registry {
@@ -42,6 +47,7 @@ pub struct Registry {
     child: Child,
     log: PathBuf,
     _token_server: Option<HttpServer>,
+    token_log: Arc<Mutex<Vec<Request>>>,
 }
 
 fn free_port() -> u16 {
@@ -144,7 +150,7 @@ fn b64url(b: &[u8]) -> String {
 
 /// The token service: Basic credentials (GET) or a refresh token (POST form);
 /// anonymous callers get a token that grants nothing, as on public registries.
-fn start_token_server(dir: &Path) -> HttpServer {
+fn start_token_server(dir: &Path, log: Arc<Mutex<Vec<Request>>>) -> HttpServer {
     openssl(
         dir,
         &[
@@ -197,6 +203,7 @@ fn start_token_server(dir: &Path) -> HttpServer {
     HttpServer::start(
         |_| None,
         move |req: &Request, body: &[u8]| {
+            log.lock().unwrap().push(req.clone());
             let basic_ok = req
                 .header("authorization")
                 .and_then(|a| a.strip_prefix("Basic "))
@@ -271,10 +278,22 @@ impl Registry {
         let mut token_server = None;
         let mut ca_file = None;
         let mut cert_dir = None;
+        let token_log: Arc<Mutex<Vec<Request>>> = Arc::default();
+        if matches!(setup, Setup::Htpasswd | Setup::TokenTls) {
+            make_tls(dir.path());
+            ca_file = Some(dir.path().join("ca.crt"));
+            let cd = dir.path().join("certs");
+            std::fs::create_dir(&cd).unwrap();
+            std::fs::copy(dir.path().join("ca.crt"), cd.join("ca.crt")).unwrap();
+            cert_dir = Some(cd);
+        }
+        let tls = format!(
+            "  tls:\n    certificate: {d}/server.crt\n    key: {d}/server.key\n",
+            d = dir.path().display()
+        );
         match setup {
             Setup::Plain => {}
             Setup::Htpasswd => {
-                make_tls(dir.path());
                 let out = Command::new("htpasswd")
                     .args(["-Bbn", USERNAME, PASSWORD])
                     .output()
@@ -282,18 +301,16 @@ impl Registry {
                 assert!(out.status.success());
                 std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
                 extra = format!(
-                    "  tls:\n    certificate: {d}/server.crt\n    key: {d}/server.key\nauth:\n  htpasswd:\n    realm: imgbuild-test\n    path: {d}/htpasswd\n",
+                    "{tls}auth:\n  htpasswd:\n    realm: imgbuild-test\n    path: {d}/htpasswd\n",
                     d = dir.path().display()
                 );
-                ca_file = Some(dir.path().join("ca.crt"));
-                let cd = dir.path().join("certs");
-                std::fs::create_dir(&cd).unwrap();
-                std::fs::copy(dir.path().join("ca.crt"), cd.join("ca.crt")).unwrap();
-                cert_dir = Some(cd);
             }
-            Setup::Token => {
-                let ts = start_token_server(dir.path());
-                extra = format!(
+            Setup::Token | Setup::TokenTls => {
+                let ts = start_token_server(dir.path(), token_log.clone());
+                if setup == Setup::TokenTls {
+                    extra = tls;
+                }
+                extra += &format!(
                     "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: imgbuild-test-registry\n    issuer: imgbuild-test-issuer\n    rootcertbundle: {}/signing.crt\n",
                     ts.port,
                     dir.path().display()
@@ -327,6 +344,7 @@ impl Registry {
             child,
             log,
             _token_server: token_server,
+            token_log,
         };
         registry.wait_ready();
         registry
@@ -345,6 +363,11 @@ impl Registry {
             self.host,
             self.log()
         );
+    }
+
+    /// Every request the token service was sent.
+    pub fn token_requests(&self) -> Vec<Request> {
+        self.token_log.lock().unwrap().clone()
     }
 
     pub fn log(&self) -> String {
