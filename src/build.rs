@@ -245,6 +245,12 @@ fn build_platform(
             lock_dir: lockfile.parent().map(PathBuf::from).unwrap_or_default(),
         };
         let on_fetched = |w: &SelectedWheel, f: &crate::fetch::Fetched| {
+            if f.repaired {
+                (opts.on_event)(Event::Warning(format!(
+                    "cached wheel of {} {} ({}) no longer matched the lock's sha256; dropped it and fetched it again",
+                    w.name, w.version, w.filename
+                )));
+            }
             if f.downloaded > 0 {
                 (opts.on_event)(Event::Fetched {
                     filename: w.filename.clone(),
@@ -278,6 +284,7 @@ fn build_platform(
     let skeleton = venv::skeleton(&target);
     let (skeleton_layer, cached) = cached_layer(
         opts,
+        "venv",
         &format!(
             "venv:{}:{}:{:?}",
             target.venv, target.interpreter, target.version
@@ -469,16 +476,25 @@ fn store_layer(
 }
 
 /// A layer looked up by what went into it, so unchanged inputs are never
-/// recompressed. The key includes the layer format and the mtime.
+/// recompressed. The key includes the layer format and the mtime. A cached
+/// blob is hashed in full before it is reused: one whose bytes no longer match
+/// its name is dropped and rebuilt (with a warning), never pushed or written out.
 fn cached_layer(
     opts: &BuildOptions,
+    label: &str,
     key: &str,
     make: impl FnOnce() -> Result<(LayerPlan, Box<dyn ExternalContent>), BuildError>,
 ) -> Result<(Layer, bool), BuildError> {
     let key = format!("layer-v{LAYER_FORMAT}:{}:{key}", opts.epoch);
     if let Some(layer) = opts.store.get_meta::<Layer>("layers", &key) {
         if opts.store.has_blob(&layer.digest) {
-            return Ok((layer, true));
+            if opts.store.verify_blob(&layer.digest) {
+                return Ok((layer, true));
+            }
+            (opts.on_event)(Event::Warning(format!(
+                "cached layer {label} ({}) no longer matched its digest; dropped it and built it again",
+                layer.digest
+            )));
         }
     }
     let (plan, mut external) = make()?;
@@ -509,13 +525,13 @@ fn wheel_layers(
             "wheel:{}:{}:{}:{:?}",
             w.sha256, target.venv, target.interpreter, target.version
         );
-        cached_layer(opts, &key, || {
+        let label = format!("{} {}", w.name, w.version);
+        cached_layer(opts, &label, &key, || {
             let install = wheel::plan_install(path, target)?;
             let content = WheelContent::open(path)?;
             Ok((install.plan, Box::new(content) as Box<dyn ExternalContent>))
         })
         .map(|(l, cached)| {
-            let label = format!("{} {}", w.name, w.version);
             (opts.on_event)(Event::Progress {
                 label: label.clone(),
             });
@@ -548,7 +564,7 @@ fn wheel_layers(
             target.interpreter,
             target.version
         );
-        let (layer, cached) = cached_layer(opts, &key, || {
+        let (layer, cached) = cached_layer(opts, "merged", &key, || {
             let mut plan = LayerPlan::new();
             let mut sources = Vec::new();
             for (k, &i) in merged.iter().enumerate() {
@@ -634,6 +650,53 @@ mod tests {
 
     fn path(p: &str) -> ImagePath {
         ImagePath::new(p).unwrap()
+    }
+
+    #[test]
+    fn a_cached_layer_whose_blob_rotted_is_rebuilt_with_a_warning_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let http = crate::fetch::LazyHttp::new(Vec::new());
+        let warnings = std::sync::Mutex::new(Vec::new());
+        let on_event = |e: Event| {
+            if let Event::Warning(w) = e {
+                warnings.lock().unwrap().push(w);
+            }
+        };
+        let opts = BuildOptions {
+            platforms: Vec::new(),
+            store: &store,
+            http: &http,
+            offline: true,
+            jobs: 1,
+            epoch: 0,
+            remote: None,
+            on_event: &on_event,
+            own_paths: Vec::new(),
+        };
+        let make = || {
+            let mut plan = LayerPlan::new();
+            plan.bytes(path("app/x"), 0o644, b"x".to_vec()).unwrap();
+            Ok((plan, Box::new(NoExternal) as Box<dyn ExternalContent>))
+        };
+        let (first, cached) = cached_layer(&opts, "demo 1.0", "k", make).unwrap();
+        assert!(!cached);
+        let (again, cached) = cached_layer(&opts, "demo 1.0", "k", make).unwrap();
+        assert!(cached && again.digest == first.digest);
+        assert!(warnings.lock().unwrap().is_empty());
+
+        let blob = store.blob_path(&first.digest);
+        let mut bytes = std::fs::read(&blob).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&blob, &bytes).unwrap();
+        let (rebuilt, cached) = cached_layer(&opts, "demo 1.0", "k", make).unwrap();
+        assert!(!cached, "a corrupt blob must not be reused");
+        assert_eq!(rebuilt.digest, first.digest);
+        assert!(store.verify_blob(&first.digest));
+        let warnings = warnings.lock().unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("demo 1.0"), "{}", warnings[0]);
     }
 
     #[test]
