@@ -255,12 +255,13 @@ impl Store {
         &self,
         write: impl FnOnce(&mut dyn Write) -> io::Result<T>,
     ) -> Result<(Digest, u64, T), StoreError> {
-        let tmp = self.temp_file()?;
-        let mut w = HashingWriter::new(BufWriter::new(tmp));
+        // Written through the plain File: tempfile's own writer would add the
+        // temp file's path to every error, a path that is gone by the time it is shown.
+        let (file, tmp) = self.temp_file()?.into_parts();
+        let mut w = HashingWriter::new(BufWriter::new(file));
         let out = write(&mut w).map_err(|e| self.write_err(e))?;
         let (digest, size, buf) = w.finish();
-        let tmp = buf
-            .into_inner()
+        buf.into_inner()
             .map_err(|e| self.write_err(e.into_error()))?;
         self.commit(tmp, &digest)?;
         Ok((digest, size, out))
@@ -275,12 +276,11 @@ impl Store {
         what: &str,
         mut r: impl Read,
     ) -> Result<u64, StoreError> {
-        let tmp = self.temp_file()?;
-        let mut w = HashingWriter::new(BufWriter::new(tmp));
+        let (file, tmp) = self.temp_file()?.into_parts();
+        let mut w = HashingWriter::new(BufWriter::new(file));
         io::copy(&mut r, &mut w).map_err(|e| self.write_err(e))?;
         let (actual, size, buf) = w.finish();
-        let tmp = buf
-            .into_inner()
+        buf.into_inner()
             .map_err(|e| self.write_err(e.into_error()))?;
         if &actual != expected {
             return Err(StoreError::Mismatch {
@@ -293,7 +293,7 @@ impl Store {
         Ok(size)
     }
 
-    fn commit(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<(), StoreError> {
+    fn commit(&self, tmp: tempfile::TempPath, digest: &Digest) -> Result<(), StoreError> {
         let dest = self.blob_path(digest);
         if dest.is_file() {
             return Ok(());
