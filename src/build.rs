@@ -48,6 +48,12 @@ pub enum BuildError {
     App(#[from] app::AppError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("building the {label} layer")]
+    Layer {
+        label: String,
+        #[source]
+        source: StoreError,
+    },
     #[error(transparent)]
     Config(#[from] img::config::ConfigError),
     #[error(transparent)]
@@ -498,7 +504,15 @@ fn cached_layer(
         }
     }
     let (plan, mut external) = make()?;
-    let layer = store_layer(opts, &plan, external.as_mut())?;
+    let layer = match store_layer(opts, &plan, external.as_mut()) {
+        Err(BuildError::Store(source)) => {
+            return Err(BuildError::Layer {
+                label: label.to_string(),
+                source,
+            })
+        }
+        r => r?,
+    };
     opts.store.put_meta("layers", &key, &layer)?;
     Ok((layer, false))
 }

@@ -24,6 +24,12 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// What was being stored failed its own check (a wheel member against RECORD).
+    #[error("its content failed a check; nothing was stored")]
+    Content {
+        #[source]
+        source: io::Error,
+    },
     #[error("{what}: expected {expected}, got {actual}; nothing was stored")]
     Mismatch {
         what: String,
@@ -227,6 +233,9 @@ impl Store {
     }
 
     fn write_err(&self, source: io::Error) -> StoreError {
+        if source.kind() == io::ErrorKind::InvalidData {
+            return StoreError::Content { source };
+        }
         StoreError::Write {
             root: self.root.clone(),
             source,
