@@ -131,3 +131,71 @@ fn builds_as_uid_1000_with_no_capabilities_and_a_read_only_root_to_the_host_dige
     let leftovers: Vec<_> = std::fs::read_dir(cache.join("tmp")).unwrap().collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn kill_9_during_a_layer_build_leaves_nothing_the_next_run_keeps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("golden-app");
+    copy_tree(&support::fixture("golden-app"), &project);
+    support::synthetic::write_base(&project.join("base"));
+    // A big, incompressible file keeps the app layer's write going long enough to kill it.
+    let mut noise = vec![0u8; 64 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(project.join("noise.bin"), &noise).unwrap();
+    let cache = tmp.path().join("cache");
+    let build = |out: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
+        cmd.current_dir(&project)
+            .args(["build", "--output", out, "--cache-dir"])
+            .arg(&cache)
+            .env_remove("SOURCE_DATE_EPOCH");
+        cmd
+    };
+    let temp_files = || -> Vec<String> {
+        std::fs::read_dir(cache.join("tmp"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .filter(|n| !n.ends_with(".lock"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    let mut child = build(&format!("oci:{}", tmp.path().join("a").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while temp_files().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temp file appeared"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the build ended first");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let left = temp_files();
+    assert!(!left.is_empty(), "kill -9 should leave the temp file here");
+
+    let out = build(&format!("oci:{}", tmp.path().join("b").display()))
+        .output()
+        .unwrap();
+    last_line(&out, "the build after kill -9");
+    let remaining: Vec<_> = std::fs::read_dir(cache.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        remaining.is_empty(),
+        "the next run kept {remaining:?} (killed run left {left:?})"
+    );
+}
