@@ -49,6 +49,12 @@ pub enum BuildError {
     App(#[from] app::AppError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("building the {label} layer")]
+    Layer {
+        label: String,
+        #[source]
+        source: StoreError,
+    },
     #[error(transparent)]
     Config(#[from] img::config::ConfigError),
     #[error(transparent)]
@@ -274,6 +280,12 @@ fn build_platform(
             lock_dir,
         };
         let on_fetched = |w: &SelectedWheel, f: &crate::fetch::Fetched| {
+            if f.repaired {
+                (opts.on_event)(Event::Warning(format!(
+                    "cached wheel of {} {} ({}) no longer matched the lock's sha256; dropped it and fetched it again",
+                    w.name, w.version, w.filename
+                )));
+            }
             if f.downloaded > 0 {
                 (opts.on_event)(Event::Fetched {
                     filename: w.filename.clone(),
@@ -299,6 +311,7 @@ fn build_platform(
     let skeleton = venv::skeleton(&target);
     let (skeleton_layer, cached) = cached_layer(
         opts,
+        "venv",
         &format!(
             "venv:{}:{}:{:?}",
             target.venv, target.interpreter, target.version
@@ -515,20 +528,37 @@ fn store_layer(
 }
 
 /// A layer looked up by what went into it, so unchanged inputs are never
-/// recompressed. The key includes the layer format and the mtime.
+/// recompressed. The key includes the layer format and the mtime. A cached
+/// blob is hashed in full before it is reused: one whose bytes no longer match
+/// its name is dropped and rebuilt (with a warning), never pushed or written out.
 fn cached_layer(
     opts: &BuildOptions,
+    label: &str,
     key: &str,
     make: impl FnOnce() -> Result<(LayerPlan, Box<dyn ExternalContent>), BuildError>,
 ) -> Result<(Layer, bool), BuildError> {
     let key = format!("layer-v{LAYER_FORMAT}:{}:{key}", opts.epoch);
     if let Some(layer) = opts.store.get_meta::<Layer>("layers", &key) {
         if opts.store.has_blob(&layer.digest) {
-            return Ok((layer, true));
+            if opts.store.verify_blob(&layer.digest) {
+                return Ok((layer, true));
+            }
+            (opts.on_event)(Event::Warning(format!(
+                "cached layer {label} ({}) no longer matched its digest; dropped it and built it again",
+                layer.digest
+            )));
         }
     }
     let (plan, mut external) = make()?;
-    let layer = store_layer(opts, &plan, external.as_mut())?;
+    let layer = match store_layer(opts, &plan, external.as_mut()) {
+        Err(BuildError::Store(source)) => {
+            return Err(BuildError::Layer {
+                label: label.to_string(),
+                source,
+            })
+        }
+        r => r?,
+    };
     opts.store.put_meta("layers", &key, &layer)?;
     Ok((layer, false))
 }
@@ -557,7 +587,8 @@ fn wheel_layers(
             "wheel:{}:{}:{}:{:?}:{bytecode_key}",
             w.sha256, target.venv, target.interpreter, target.version
         );
-        cached_layer(opts, &key, || {
+        let label = format!("{} {}", w.name, w.version);
+        cached_layer(opts, &label, &key, || {
             let install = wheel::plan_install(path, target)?;
             let mut content = WheelContent::open(path)?;
             let mut plan = install.plan;
@@ -565,7 +596,6 @@ fn wheel_layers(
             Ok((plan, Box::new(content) as Box<dyn ExternalContent>))
         })
         .map(|(l, cached)| {
-            let label = format!("{} {}", w.name, w.version);
             (opts.on_event)(Event::Progress {
                 label: label.clone(),
             });
@@ -598,7 +628,7 @@ fn wheel_layers(
             target.interpreter,
             target.version
         );
-        let (layer, cached) = cached_layer(opts, &key, || {
+        let (layer, cached) = cached_layer(opts, "merged", &key, || {
             let mut plan = LayerPlan::new();
             let mut sources = Vec::new();
             for (k, &i) in merged.iter().enumerate() {
@@ -664,7 +694,7 @@ fn stdlib_layer(
         return Ok(());
     }
     let key = format!("stdlib-pycs:{}:{}", python.prefix, Compiler::key(Some(c)));
-    let (layer, cached) = cached_layer(opts, &key, || {
+    let (layer, cached) = cached_layer(opts, "stdlib bytecode", &key, || {
         let plan = bytecode::stdlib_plan(&c.interp, python, c.mode, &c.scratch)?;
         Ok((plan, Box::new(NoExternal) as Box<dyn ExternalContent>))
     })?;
@@ -849,6 +879,53 @@ mod tests {
 
     fn path(p: &str) -> ImagePath {
         ImagePath::new(p).unwrap()
+    }
+
+    #[test]
+    fn a_cached_layer_whose_blob_rotted_is_rebuilt_with_a_warning_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let http = crate::fetch::LazyHttp::new(Vec::new());
+        let warnings = std::sync::Mutex::new(Vec::new());
+        let on_event = |e: Event| {
+            if let Event::Warning(w) = e {
+                warnings.lock().unwrap().push(w);
+            }
+        };
+        let opts = BuildOptions {
+            platforms: Vec::new(),
+            store: &store,
+            http: &http,
+            offline: true,
+            jobs: 1,
+            epoch: 0,
+            remote: None,
+            on_event: &on_event,
+            own_paths: Vec::new(),
+        };
+        let make = || {
+            let mut plan = LayerPlan::new();
+            plan.bytes(path("app/x"), 0o644, b"x".to_vec()).unwrap();
+            Ok((plan, Box::new(NoExternal) as Box<dyn ExternalContent>))
+        };
+        let (first, cached) = cached_layer(&opts, "demo 1.0", "k", make).unwrap();
+        assert!(!cached);
+        let (again, cached) = cached_layer(&opts, "demo 1.0", "k", make).unwrap();
+        assert!(cached && again.digest == first.digest);
+        assert!(warnings.lock().unwrap().is_empty());
+
+        let blob = store.blob_path(&first.digest);
+        let mut bytes = std::fs::read(&blob).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&blob, &bytes).unwrap();
+        let (rebuilt, cached) = cached_layer(&opts, "demo 1.0", "k", make).unwrap();
+        assert!(!cached, "a corrupt blob must not be reused");
+        assert_eq!(rebuilt.digest, first.digest);
+        assert!(store.verify_blob(&first.digest));
+        let warnings = warnings.lock().unwrap();
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("demo 1.0"), "{}", warnings[0]);
     }
 
     #[test]

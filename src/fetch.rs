@@ -138,6 +138,14 @@ pub struct Fetcher<'a> {
 pub struct Fetched {
     pub path: PathBuf,
     pub downloaded: u64,
+    /// The cached copy no longer matched the lock's sha256: it was dropped and fetched again.
+    pub repaired: bool,
+}
+
+enum Cached {
+    Sound(PathBuf),
+    Absent,
+    Dropped,
 }
 
 impl Fetcher<'_> {
@@ -193,14 +201,37 @@ impl Fetcher<'_> {
         Ok(path)
     }
 
+    /// Whether the cached wheel still matches the lock: the copy the installer
+    /// reads (its named link, else the blob) is checked on every use, hashed in
+    /// full unless it passed before and its stat is unchanged since
+    /// ([`Store::file_verified`]). A corrupt copy is dropped, link and blob, so
+    /// it is fetched again.
+    fn check_cached(&self, w: &SelectedWheel, digest: &Digest) -> Result<Cached, FetchError> {
+        if !self.store.has_blob(digest) {
+            return Ok(Cached::Absent);
+        }
+        let named = self.named_path(w, digest)?;
+        if self.store.file_verified(&named, digest) {
+            return Ok(Cached::Sound(named));
+        }
+        let _ = std::fs::remove_file(&named);
+        self.store.remove_blob(digest);
+        Ok(Cached::Dropped)
+    }
+
     fn fetch_one(&self, w: &SelectedWheel) -> Result<Fetched, FetchError> {
         let digest = Self::wheel_digest(w)?;
-        if self.store.has_blob(&digest) {
-            return Ok(Fetched {
-                path: self.named_path(w, &digest)?,
-                downloaded: 0,
-            });
-        }
+        let repaired = match self.check_cached(w, &digest)? {
+            Cached::Sound(path) => {
+                return Ok(Fetched {
+                    path,
+                    downloaded: 0,
+                    repaired: false,
+                })
+            }
+            Cached::Absent => false,
+            Cached::Dropped => true,
+        };
         if self.offline {
             return Err(FetchError::Offline {
                 filename: w.filename.clone(),
@@ -275,6 +306,7 @@ impl Fetcher<'_> {
         Ok(Fetched {
             path: self.named_path(w, &digest)?,
             downloaded: size,
+            repaired,
         })
     }
 }
@@ -349,6 +381,34 @@ mod tests {
         assert_eq!(again[0].downloaded, 0);
         assert_eq!(again[0].path, first[0].path);
         assert_eq!(done.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_cached_wheel_that_no_longer_matches_the_lock_is_dropped_and_fetched_again() {
+        let f = fixture();
+        let w = wheel(NAME, Some(NAME.into()), WHEEL);
+        let first = f
+            .fetcher(false)
+            .fetch_all(std::slice::from_ref(&w), &|_, _| {})
+            .unwrap();
+        assert!(!first[0].repaired);
+        // Bit rot (or tampering) in the cache: same size, one byte changed.
+        let mut rotten = WHEEL.to_vec();
+        rotten[3] ^= 1;
+        std::fs::write(&first[0].path, &rotten).unwrap();
+        let again = f
+            .fetcher(false)
+            .fetch_all(std::slice::from_ref(&w), &|_, _| {})
+            .unwrap();
+        assert!(again[0].repaired);
+        assert_eq!(again[0].downloaded, WHEEL.len() as u64);
+        assert_eq!(std::fs::read(&again[0].path).unwrap(), WHEEL);
+        let digest = Fetcher::wheel_digest(&w).unwrap();
+        assert_eq!(std::fs::read(f.store.blob_path(&digest)).unwrap(), WHEEL);
+        // Offline, a corrupt entry is dropped and reported as missing, never used.
+        std::fs::write(&again[0].path, &rotten).unwrap();
+        let err = f.fetcher(true).fetch_all(&[w], &|_, _| {}).unwrap_err();
+        assert!(matches!(err, FetchError::Offline { .. }), "{err}");
     }
 
     #[test]

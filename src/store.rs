@@ -17,6 +17,19 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// Writing a new entry failed; the temp file is gone, so the cache is named instead.
+    #[error("cannot write a new entry into the cache {root}")]
+    Write {
+        root: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// What was being stored failed its own check (a wheel member against RECORD).
+    #[error("its content failed a check; nothing was stored")]
+    Content {
+        #[source]
+        source: io::Error,
+    },
     #[error("{what}: expected {expected}, got {actual}; nothing was stored")]
     Mismatch {
         what: String,
@@ -32,9 +45,81 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
+/// Whether the file at `path` hashes to `d` (false when it cannot be read).
+/// What identifies one version of a file on disk: path, size, mtime, ctime,
+/// inode and device. `None` when it cannot be read.
+pub fn file_stamp(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some(format!(
+        "{}:{}:{}.{}:{}.{}:{}:{}",
+        path.display(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.ino(),
+        m.dev()
+    ))
+}
+
+pub fn file_matches(path: &Path, d: &Digest) -> bool {
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    let mut r = VerifyingReader::new(f, d.clone(), None, String::new());
+    io::copy(&mut r, &mut io::sink()).is_ok()
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
+    /// This run's claim on its temp files, made on the first write.
+    owner: std::sync::Arc<std::sync::OnceLock<Owner>>,
+}
+
+/// A run that writes into the store holds an exclusive flock on
+/// `tmp/<name>.lock` for as long as it lives, and names its temp files
+/// `tmp/<name>.*`. The kernel drops the lock when the process dies, however it
+/// dies, so the next run can tell a dead writer's leftovers from a live one's.
+#[derive(Debug)]
+struct Owner {
+    name: String,
+    lock_path: PathBuf,
+    _lock: File,
+}
+
+impl Owner {
+    fn claim(tmp_dir: &Path) -> io::Result<Owner> {
+        // Locked under a name the sweep ignores, then renamed: a sweep never
+        // sees an owner's lock file unlocked while the owner lives.
+        let part = tempfile::Builder::new()
+            .prefix("owner-")
+            .suffix(".part")
+            .tempfile_in(tmp_dir)?;
+        part.as_file().lock()?;
+        let stem = part
+            .path()
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("owner")
+            .to_string();
+        let name = format!("{stem}-{}", std::process::id());
+        let lock_path = tmp_dir.join(format!("{name}.lock"));
+        let lock = part.persist(&lock_path).map_err(|e| e.error)?;
+        Ok(Owner {
+            name,
+            lock_path,
+            _lock: lock,
+        })
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.lock_path);
+    }
 }
 
 impl Store {
@@ -58,26 +143,69 @@ impl Store {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        let store = Store { root };
+        let store = Store {
+            root,
+            owner: Default::default(),
+        };
         store.sweep_stale_temp_files();
         Ok(store)
     }
 
-    /// A build killed mid-write leaves its temp file behind (never a blob:
-    /// blobs appear only by rename). Files untouched for a day are such leftovers.
+    /// A build killed mid-write leaves its temp files behind (never a blob:
+    /// blobs appear only by rename). Those of a writer that is gone (its
+    /// owner lock is free) are removed now; files no owner claims (from older
+    /// versions) once untouched for a day.
     fn sweep_stale_temp_files(&self) {
         const STALE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
+        let dir = self.root.join("tmp");
+        let Ok(entries) = fs::read_dir(&dir) else {
             return;
         };
-        for e in entries.flatten() {
-            let old = e
-                .metadata()
+        let names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        let owners: Vec<&str> = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".lock"))
+            .collect();
+        for owner in &owners {
+            let lock_path = dir.join(format!("{owner}.lock"));
+            let Ok(lock) = File::open(&lock_path) else {
+                continue;
+            };
+            if lock.try_lock().is_err() {
+                continue; // its writer is alive (or the lock cannot be had): keep its files
+            }
+            let prefix = format!("{owner}.");
+            for n in names.iter().filter(|n| n.starts_with(&prefix)) {
+                if !n.ends_with(".lock") {
+                    let _ = fs::remove_file(dir.join(n));
+                }
+            }
+            let _ = fs::remove_file(&lock_path);
+        }
+        for n in &names {
+            let path = dir.join(n);
+            let age = fs::metadata(&path)
                 .and_then(|m| m.modified())
                 .ok()
-                .and_then(|t| t.elapsed().ok());
-            if old.is_some_and(|age| age > STALE) {
-                let _ = fs::remove_file(e.path());
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            let remove = if n.ends_with(".lock") {
+                false
+            } else if n.starts_with("owner-") && n.ends_with(".part") {
+                age > std::time::Duration::from_secs(60) // a claim cut short
+            } else if n.starts_with("owner-") {
+                // An owner's lock is made before its first temp file and removed
+                // only once it is gone: a temp file without one is a leftover.
+                let owner = n.split('.').next().unwrap_or_default();
+                !owners.contains(&owner)
+            } else {
+                age > STALE // from a version without owners
+            };
+            if remove {
+                let _ = fs::remove_file(&path);
             }
         }
     }
@@ -106,21 +234,67 @@ impl Store {
         ))
     }
 
-    /// Checks a cached blob in full; a corrupt one is removed so it is fetched again.
+    /// Checks a cached blob; a corrupt one is removed so it is fetched (or
+    /// built) again. See [`Store::file_verified`] for when it is hashed.
     pub fn verify_blob(&self, d: &Digest) -> bool {
-        let ok = match self.open_blob(d) {
-            Ok(mut r) => io::copy(&mut r, &mut io::sink()).is_ok(),
-            Err(_) => false,
-        };
+        let ok = self.file_verified(&self.blob_path(d), d);
         if !ok {
-            let _ = fs::remove_file(self.blob_path(d));
+            self.remove_blob(d);
         }
         ok
     }
 
+    /// Whether the file at `path` holds `d`. It is hashed in full the first
+    /// time, and again whenever its size, mtime, ctime, inode or device has
+    /// changed since it last passed: an edit, a rename over it or a restored
+    /// mtime (which moves ctime) all force a re-hash, while a warm build that
+    /// reuses twenty wheels and layers pays a few `stat`s, not 100 ms of
+    /// hashing. The pass is recorded under `meta/verified-files`.
+    pub fn file_verified(&self, path: &Path, d: &Digest) -> bool {
+        let stamp = file_stamp(path);
+        if let Some(stamp) = &stamp {
+            if self.get_meta::<Digest>("verified-files", stamp).as_ref() == Some(d) {
+                return true;
+            }
+        }
+        let ok = file_matches(path, d);
+        if let (true, Some(stamp)) = (ok, stamp) {
+            // Only a shortcut for next time: a failed write costs a re-check, nothing more.
+            let _ = self.put_meta("verified-files", &stamp, d);
+        }
+        ok
+    }
+
+    /// Drops a blob (a corrupt one, so the next use fetches or builds it again).
+    pub fn remove_blob(&self, d: &Digest) {
+        let _ = fs::remove_file(self.blob_path(d));
+    }
+
+    fn write_err(&self, source: io::Error) -> StoreError {
+        if source.kind() == io::ErrorKind::InvalidData {
+            return StoreError::Content { source };
+        }
+        StoreError::Write {
+            root: self.root.clone(),
+            source,
+        }
+    }
+
     fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
         let dir = self.root.join("tmp");
-        tempfile::NamedTempFile::new_in(&dir).map_err(io_err(&dir))
+        let owner = match self.owner.get() {
+            Some(o) => o,
+            None => {
+                let claimed = Owner::claim(&dir).map_err(io_err(&dir))?;
+                // Two threads may race to claim; the loser's claim is dropped (and removed).
+                let _ = self.owner.set(claimed);
+                self.owner.get().expect("set above")
+            }
+        };
+        tempfile::Builder::new()
+            .prefix(&format!("{}.", owner.name))
+            .tempfile_in(&dir)
+            .map_err(io_err(&dir))
     }
 
     /// Streams whatever `write` produces into the store, named by its digest.
@@ -128,15 +302,14 @@ impl Store {
         &self,
         write: impl FnOnce(&mut dyn Write) -> io::Result<T>,
     ) -> Result<(Digest, u64, T), StoreError> {
-        let tmp = self.temp_file()?;
-        let tmp_path = tmp.path().to_path_buf();
-        let mut w = HashingWriter::new(BufWriter::new(tmp));
-        let out = write(&mut w).map_err(io_err(&tmp_path))?;
+        // Written through the plain File: tempfile's own writer would add the
+        // temp file's path to every error, a path that is gone by the time it is shown.
+        let (file, tmp) = self.temp_file()?.into_parts();
+        let mut w = HashingWriter::new(BufWriter::new(file));
+        let out = write(&mut w).map_err(|e| self.write_err(e))?;
         let (digest, size, buf) = w.finish();
-        let tmp = buf.into_inner().map_err(|e| StoreError::Io {
-            path: tmp_path.clone(),
-            source: e.into_error(),
-        })?;
+        buf.into_inner()
+            .map_err(|e| self.write_err(e.into_error()))?;
         self.commit(tmp, &digest)?;
         Ok((digest, size, out))
     }
@@ -150,15 +323,12 @@ impl Store {
         what: &str,
         mut r: impl Read,
     ) -> Result<u64, StoreError> {
-        let tmp = self.temp_file()?;
-        let tmp_path = tmp.path().to_path_buf();
-        let mut w = HashingWriter::new(BufWriter::new(tmp));
-        io::copy(&mut r, &mut w).map_err(io_err(&tmp_path))?;
+        let (file, tmp) = self.temp_file()?.into_parts();
+        let mut w = HashingWriter::new(BufWriter::new(file));
+        io::copy(&mut r, &mut w).map_err(|e| self.write_err(e))?;
         let (actual, size, buf) = w.finish();
-        let tmp = buf.into_inner().map_err(|e| StoreError::Io {
-            path: tmp_path.clone(),
-            source: e.into_error(),
-        })?;
+        buf.into_inner()
+            .map_err(|e| self.write_err(e.into_error()))?;
         if &actual != expected {
             return Err(StoreError::Mismatch {
                 what: what.to_string(),
@@ -170,7 +340,7 @@ impl Store {
         Ok(size)
     }
 
-    fn commit(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<(), StoreError> {
+    fn commit(&self, tmp: tempfile::TempPath, digest: &Digest) -> Result<(), StoreError> {
         let dest = self.blob_path(digest);
         if dest.is_file() {
             return Ok(());
@@ -230,11 +400,56 @@ mod tests {
         assert!(err.to_string().contains("wheel x.whl"));
         assert!(!store.has_blob(&want));
         assert!(!store.has_blob(&Digest::of_bytes(b"evil")));
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert!(tmp_names(dir.path()).iter().all(|n| n.ends_with(".lock")));
         store
             .put_verified(&want, "wheel x.whl", &b"good"[..])
             .unwrap();
         assert!(store.verify_blob(&want));
+    }
+
+    fn tmp_names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir.join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_dead_writers_temp_files_are_swept_at_the_next_open_a_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Store::open(dir.path()).unwrap();
+        // A write cut short: the temp file stays, as after kill -9.
+        let left = writer.temp_file().unwrap().into_temp_path().keep().unwrap();
+        std::fs::write(&left, vec![0u8; 4096]).unwrap();
+
+        // Another run while the writer lives keeps its files.
+        drop(Store::open(dir.path()).unwrap());
+        assert!(left.exists());
+        assert_eq!(
+            tmp_names(dir.path()).len(),
+            2,
+            "{:?}",
+            tmp_names(dir.path())
+        );
+
+        // The writer is gone (its lock released); the next run sweeps at once.
+        drop(writer);
+        let next = Store::open(dir.path()).unwrap();
+        assert!(!left.exists());
+        assert_eq!(tmp_names(dir.path()), Vec::<String>::new());
+        // A run that wrote and ended cleanly leaves nothing in tmp.
+        next.write_blob(|w| w.write_all(b"x")).unwrap();
+        drop(next);
+        assert_eq!(tmp_names(dir.path()), Vec::<String>::new());
+
+        // kill -9: the lock file stays, but nobody holds its lock any more.
+        let tmp = dir.path().join("tmp");
+        fs::write(tmp.join("owner-abc123-99999.lock"), b"").unwrap();
+        fs::write(tmp.join("owner-abc123-99999.xyz"), vec![0u8; 4096]).unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        assert_eq!(tmp_names(dir.path()), Vec::<String>::new());
     }
 
     #[test]

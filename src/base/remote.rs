@@ -119,7 +119,7 @@ impl RemoteBases for RegistryBases<'_> {
         })?;
         // A pinned base is read from the cache when we have it: no network at all.
         let (bytes, digest) = match &reference.digest {
-            Some(d) if self.store.has_blob(d) => {
+            Some(d) if self.store.has_blob(d) && self.store.verify_blob(d) => {
                 let mut bytes = Vec::new();
                 let cache_err = |source| BaseError::Cache {
                     base: text.to_string(),
@@ -173,6 +173,16 @@ impl RemoteBases for RegistryBases<'_> {
             top: (digest, bytes),
         });
         let base = resolve_descriptor(src, top, platform)?;
+        // Cached base layers are checked before anything reuses them: a corrupt
+        // one is dropped, so it is downloaded again when read or uploaded.
+        for layer in &base.manifest.layers {
+            if self.store.has_blob(&layer.digest) && !self.store.verify_blob(&layer.digest) {
+                (self.on_warning)(format!(
+                    "cached layer {} of base {text} no longer matched its digest; dropped it, it will be downloaded again",
+                    layer.digest
+                ));
+            }
+        }
         Ok((
             base,
             Some(format!("{}/{}", reference.registry, reference.repository)),

@@ -101,13 +101,16 @@ pub fn write_oci_archive(
 ) -> Result<(), OutputError> {
     let (plan, mut blobs) = layout_plan(result, tag, store);
     let dir = parent_of(file);
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-    let w = write_tar(&plan, mtime, &mut blobs, io::BufWriter::new(tmp)).map_err(io_err(file))?;
-    let tmp = w.into_inner().map_err(|e| OutputError::Io {
+    // Written through the plain File, so an error names `file` once, not the temp file too.
+    let (f, tmp) = tempfile::NamedTempFile::new_in(dir)
+        .map_err(io_err(dir))?
+        .into_parts();
+    let w = write_tar(&plan, mtime, &mut blobs, io::BufWriter::new(f)).map_err(io_err(file))?;
+    w.into_inner().map_err(|e| OutputError::Io {
         path: file.to_path_buf(),
         source: e.into_error(),
     })?;
-    super::make_readable(tmp.path(), 0o644).map_err(io_err(file))?;
+    super::make_readable(&tmp, 0o644).map_err(io_err(file))?;
     tmp.persist(file).map_err(|e| OutputError::Io {
         path: file.to_path_buf(),
         source: e.error,
@@ -141,12 +144,14 @@ pub fn write_oci_layout(
     let (plan, blobs) = layout_plan(result, tag, store);
     for (path, entry) in plan.entries() {
         let dest = tmp.path().join(path.as_str());
+        // Errors name the layout being written, not the staging directory, which is removed.
+        let target = dir.join(path.as_str());
         match &entry.kind {
-            crate::layer::EntryKind::Dir => fs::create_dir_all(&dest).map_err(io_err(&dest))?,
+            crate::layer::EntryKind::Dir => fs::create_dir_all(&dest).map_err(io_err(&target))?,
             crate::layer::EntryKind::File { content, .. } => match content {
-                Content::Bytes(b) => fs::write(&dest, b).map_err(io_err(&dest))?,
+                Content::Bytes(b) => fs::write(&dest, b).map_err(io_err(&target))?,
                 Content::External(i) => {
-                    super::copy_layer(store, blobs.layers[*i], &dest).map_err(io_err(&dest))?
+                    super::copy_layer(store, blobs.layers[*i], &dest).map_err(io_err(&target))?
                 }
                 Content::HostFile(_) => unreachable!("layouts hold no host files"),
             },

@@ -193,7 +193,7 @@ impl ExternalContent for WheelContent {
                         self.wheel.display()
                     ),
                 )
-                .with_hint("the wheel is corrupt, download it again"),
+                .with_hint("the wheel is corrupt or was built wrongly; lock a good release of it"),
             )),
             Some(None) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -43,7 +43,7 @@ use crate::python::venv::VenvTarget;
 use archive::{read_small, Archive, ZipEntry};
 use metadata::{check_metadata, check_wheel_file, find_dist_info};
 use plan::Planner;
-use record::{normalise_record_path, parse_record, write_record};
+use record::{check_record_covers, normalise_record_path, parse_record, write_record};
 use scripts::parse_entry_points;
 use std::collections::HashMap;
 use std::io;
@@ -121,6 +121,14 @@ pub enum WheelError {
         #[source]
         source: InvalidImagePath,
     },
+    #[error(
+        "wheel {wheel}: {entry} {why}; the wheel is incomplete or altered, refusing to install it"
+    )]
+    RecordMismatch {
+        wheel: PathBuf,
+        entry: String,
+        why: &'static str,
+    },
     #[error("{wheel}: {entry} does not match the sha256 in the wheel's RECORD; the wheel is corrupt, download it again")]
     Corrupt { wheel: PathBuf, entry: String },
 }
@@ -171,6 +179,12 @@ pub fn plan_install(wheel: &Path, target: &VenvTarget) -> Result<WheelInstall, W
     let (name, version) = check_metadata(&metadata, &file.name, &file.version, &ctx)?;
     check_wheel_file(&wheel_file, &ctx)?;
     let mut record = parse_record(&record_file, &ctx)?;
+    let files: Vec<&str> = entries
+        .iter()
+        .filter(|e| !e.is_dir)
+        .map(|e| e.name.as_str())
+        .collect();
+    check_record_covers(&record, &files, &dist_info, &ctx)?;
     let (console, gui) = match &entry_points {
         Some(text) => parse_entry_points(&String::from_utf8_lossy(text), target.version.1, &ctx)?,
         None => (Vec::new(), Vec::new()),
@@ -252,6 +266,13 @@ impl Ctx<'_> {
         WheelError::Invalid {
             wheel: self.wheel.into(),
             what,
+        }
+    }
+    fn record_mismatch(&self, entry: &str, why: &'static str) -> WheelError {
+        WheelError::RecordMismatch {
+            wheel: self.wheel.into(),
+            entry: entry.into(),
+            why,
         }
     }
     fn unsafe_entry(&self, entry: &str, why: &'static str) -> WheelError {

@@ -80,6 +80,47 @@ pub(super) fn record_hash(bytes: &[u8]) -> String {
     )
 }
 
+/// RECORD is enforced as pip and uv do: every file in the archive is listed
+/// with a hash (except RECORD itself and its `.jws`/`.p7s` signatures), and
+/// every listed file is in the archive. The hashes are checked as the files
+/// stream into the layer ([`super::WheelContent`]).
+pub(super) fn check_record_covers(
+    rows: &[RecordRow],
+    files: &[&str],
+    dist_info: &str,
+    ctx: &Ctx,
+) -> Result<(), WheelError> {
+    let exempt = |name: &str| {
+        name.strip_prefix(dist_info)
+            .and_then(|rest| rest.strip_prefix(".dist-info/"))
+            .is_some_and(|f| matches!(f, "RECORD" | "RECORD.jws" | "RECORD.p7s"))
+    };
+    let mut listed = std::collections::HashMap::new();
+    for row in rows {
+        listed
+            .entry(normalise_record_path(&row.path))
+            .or_insert(row.hash.is_some());
+    }
+    let in_archive: std::collections::HashSet<&str> = files.iter().copied().collect();
+    for &name in files {
+        if exempt(name) {
+            continue;
+        }
+        match listed.get(name) {
+            None => return Err(ctx.record_mismatch(name, "is in the archive but not in RECORD")),
+            Some(false) => return Err(ctx.record_mismatch(name, "has no hash in RECORD")),
+            Some(true) => {}
+        }
+    }
+    for row in rows {
+        let name = normalise_record_path(&row.path);
+        if !name.is_empty() && !exempt(&name) && !in_archive.contains(name.as_str()) {
+            return Err(ctx.record_mismatch(&name, "is listed in RECORD but not in the archive"));
+        }
+    }
+    Ok(())
+}
+
 /// A RECORD path compared as an archive entry name: no `.` or empty components.
 pub(super) fn normalise_record_path(path: &str) -> String {
     path.split('/')
@@ -106,6 +147,43 @@ mod tests {
             "\"a,b.py\",sha256=y,1\nabs.py,,\nb.py,sha256=x,3\npkg-1.dist-info/RECORD,,\n"
         );
         assert!(parse_record(b"a,sha256=x,big\n", &ctx()).is_err());
+    }
+
+    fn rows(text: &str) -> Vec<RecordRow> {
+        parse_record(text.as_bytes(), &ctx()).unwrap()
+    }
+
+    #[test]
+    fn record_must_list_every_file_with_a_hash_and_nothing_more() {
+        let record = "pkg/__init__.py,sha256=x,1\ndemo-1.0.dist-info/RECORD,,\n";
+        let files = ["pkg/__init__.py", "demo-1.0.dist-info/RECORD"];
+        check_record_covers(&rows(record), &files, "demo-1.0", &ctx()).unwrap();
+        // Signatures of RECORD need no row of their own.
+        let signed = [&files[..], &["demo-1.0.dist-info/RECORD.jws"]].concat();
+        check_record_covers(&rows(record), &signed, "demo-1.0", &ctx()).unwrap();
+
+        // A member renamed inside the archive: listed one is missing, the new one unlisted.
+        let renamed = ["pkg/__init__.px", "demo-1.0.dist-info/RECORD"];
+        let err = check_record_covers(&rows(record), &renamed, "demo-1.0", &ctx())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("demo-1.0-py3-none-any.whl") && err.contains("pkg/__init__.px"),
+            "{err}"
+        );
+        let gone = ["demo-1.0.dist-info/RECORD"];
+        let err = check_record_covers(&rows(record), &gone, "demo-1.0", &ctx())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pkg/__init__.py") && err.contains("not in the archive"),
+            "{err}"
+        );
+        let unhashed = "pkg/__init__.py,,\ndemo-1.0.dist-info/RECORD,,\n";
+        let err = check_record_covers(&rows(unhashed), &files, "demo-1.0", &ctx())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no hash"), "{err}");
     }
 
     #[test]
