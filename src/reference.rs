@@ -327,12 +327,15 @@ mod tests {
         Reference::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
+    /// Registry, repository and tag.
+    fn parts(x: &Reference) -> (&str, &str, Option<&str>) {
+        (&x.registry, &x.repository, x.tag.as_deref())
+    }
+
     #[test]
     fn single_component_names_are_official_hub_images_at_latest() {
         let x = r("python");
-        assert_eq!(x.registry, "docker.io");
-        assert_eq!(x.repository, "library/python");
-        assert_eq!(x.tag.as_deref(), Some("latest"));
+        assert_eq!(parts(&x), ("docker.io", "library/python", Some("latest")));
         assert_eq!(x.to_string(), "docker.io/library/python:latest");
         assert_eq!(x.api_host(), "registry-1.docker.io");
     }
@@ -370,9 +373,7 @@ mod tests {
     #[test]
     fn ipv6_registries_need_brackets() {
         let x = r("[::1]:5000/app:v1");
-        assert_eq!(x.registry, "[::1]:5000");
-        assert_eq!(x.repository, "app");
-        assert_eq!(x.tag.as_deref(), Some("v1"));
+        assert_eq!(parts(&x), ("[::1]:5000", "app", Some("v1")));
         assert!(Reference::parse("[zz]:5000/app").is_err());
     }
 

@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn imgbuild(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
+    support::imgbuild_command(cwd, args)
         .output()
         .expect("run imgbuild")
 }
@@ -416,51 +413,6 @@ fn with_a_referrers_api_no_fallback_tag_is_written() {
     );
 }
 
-/// An OCI layout whose index offers both Debian bases (as in deps_e2e.rs).
-fn multiarch_base() -> PathBuf {
-    let dir = tempfile::Builder::new()
-        .prefix("multiarch-base-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-        .keep();
-    let mut manifests = Vec::new();
-    for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
-        let layout = support::base::base_image(arch);
-        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-        for e in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
-            let e = e.unwrap();
-            let dest = dir.join("blobs/sha256").join(e.file_name());
-            if !dest.exists() {
-                std::fs::hard_link(e.path(), &dest)
-                    .or_else(|_| std::fs::copy(e.path(), &dest).map(drop))
-                    .unwrap();
-            }
-        }
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-        let mut m = index["manifests"][0].clone();
-        m.as_object_mut().unwrap().remove("annotations");
-        let mut platform = serde_json::json!({"os": "linux", "architecture": arch});
-        if let Some(v) = variant {
-            platform["variant"] = v.into();
-        }
-        m["platform"] = platform;
-        manifests.push(m);
-    }
-    let inner = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests
-    }))
-    .unwrap();
-    let inner_digest = imgbuild::digest::Digest::of_bytes(&inner);
-    std::fs::write(dir.join("blobs/sha256").join(inner_digest.hex()), &inner).unwrap();
-    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": inner_digest.to_string(), "size": inner.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    dir
-}
-
 /// Locks the project again with an earlier cut-off, so some packages go back a version.
 fn relock_older(project: &Path) {
     support::uv::uv(
@@ -564,7 +516,7 @@ fn verify_checks_each_platform_of_a_multi_platform_index() {
         project.join("imgbuild.toml"),
         format!(
             "base = \"oci:{}:latest\"\napp = \"hello_api.main:app\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n",
-            multiarch_base().display()
+            support::base::multiarch_base().display()
         ),
     )
     .unwrap();

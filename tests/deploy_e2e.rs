@@ -12,10 +12,6 @@
 
 mod support;
 
-use imgbuild::reference::Reference;
-use imgbuild::registry::client::MEDIA_TYPE_OCI_INDEX;
-use imgbuild::registry::credentials::Anonymous;
-use imgbuild::registry::{RegistryClient, TransportOptions};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,23 +19,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::podman::{self, free_port, http, wait_http};
 use support::registry::{Registry, Setup};
-
-struct Run {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
+use support::Run;
 
 impl Run {
-    fn must_succeed(self, what: &str) -> Run {
-        assert!(
-            self.success,
-            "imgbuild {what} failed:\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
     /// The one `error: …` line a failure prints, with nothing on stdout.
     fn one_error_line(&self) -> String {
         assert!(
@@ -60,30 +42,13 @@ impl Run {
 
 /// imgbuild in `cwd`, with no credentials from the machine and `stdin` piped in.
 fn imgbuild(cwd: &Path, args: &[&str], stdin: Option<&str>) -> Run {
-    let isolated = cwd.join(".no-credentials");
-    std::fs::create_dir_all(&isolated).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
-    cmd.current_dir(cwd)
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("IMGBUILD_USERNAME")
-        .env_remove("IMGBUILD_PASSWORD")
-        .env_remove("REGISTRY_AUTH_FILE")
-        .env("DOCKER_CONFIG", &isolated)
-        .env("XDG_RUNTIME_DIR", &isolated)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = support::without_credentials(cwd, args);
+    cmd.stdin(Stdio::piped());
     let mut child = cmd.spawn().expect("cannot run imgbuild");
     let mut pipe = child.stdin.take().unwrap();
     pipe.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
     drop(pipe);
-    let out = child.wait_with_output().unwrap();
-    Run {
-        success: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(child.wait_with_output().unwrap())
 }
 
 /// The wheel and layer cache shared by the tests of this file.
@@ -528,22 +493,17 @@ fn seed_index_base(reg: &Registry) -> String {
     let mut manifests = Vec::new();
     for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
         let name = format!("python:3.11-{arch}");
-        let out = Command::new("skopeo")
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--quiet",
-                "--preserve-digests",
-                "--dest-tls-verify=false",
-            ])
-            .arg(support::base::base_image_ref(arch))
-            .arg(format!("docker://{}/{name}", reg.host))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        support::run_ok(
+            Command::new("skopeo")
+                .args([
+                    "--insecure-policy",
+                    "copy",
+                    "--quiet",
+                    "--preserve-digests",
+                    "--dest-tls-verify=false",
+                ])
+                .arg(support::base::base_image_ref(arch))
+                .arg(format!("docker://{}/{name}", reg.host)),
         );
         let raw = Command::new("skopeo")
             .args(["inspect", "--raw", "--tls-verify=false"])
@@ -563,15 +523,7 @@ fn seed_index_base(reg: &Registry) -> String {
             "platform": platform,
         }));
     }
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": manifests,
-    }))
-    .unwrap();
-    let client = RegistryClient::new(TransportOptions::default(), Anonymous).unwrap();
-    let repo = Reference::parse(&format!("{}/python:3.11", reg.host)).unwrap();
-    client
-        .put_manifest(&repo, "3.11", &index, MEDIA_TYPE_OCI_INDEX)
-        .unwrap();
+    support::push::put_base_index(&reg.host, manifests);
     format!("{}/python:3.11", reg.host)
 }
 

@@ -5,16 +5,13 @@
 mod support;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 use support::podman;
 
 fn imgbuild(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
+    support::imgbuild_command(cwd, args)
         .output()
         .expect("run imgbuild")
 }
@@ -69,52 +66,6 @@ fn write_spec(dir: &Path, base: &str, app: &str) {
 /// native check is told to let it pass; its Python cannot run, so no bytecode.
 const SYNTHETIC: &str = "allow-missing-libraries = [\"libgcc_s.so.1\"]\nbytecode = false\n";
 
-/// An OCI layout whose index offers both Debian bases, like a multi-platform base on a registry.
-fn multiarch_base() -> PathBuf {
-    let dir = tempfile::Builder::new()
-        .prefix("multiarch-base-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-        .keep();
-    let mut manifests = Vec::new();
-    for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
-        let layout = support::base::base_image(arch);
-        let src_blobs = layout.join("blobs/sha256");
-        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-        for e in std::fs::read_dir(&src_blobs).unwrap() {
-            let e = e.unwrap();
-            let dest = dir.join("blobs/sha256").join(e.file_name());
-            if !dest.exists() {
-                std::fs::hard_link(e.path(), &dest)
-                    .or_else(|_| std::fs::copy(e.path(), &dest).map(drop))
-                    .unwrap();
-            }
-        }
-        let index: Value =
-            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-        let mut m = index["manifests"][0].clone();
-        m.as_object_mut().unwrap().remove("annotations");
-        let mut platform = serde_json::json!({"os": "linux", "architecture": arch});
-        if let Some(v) = variant {
-            platform["variant"] = v.into();
-        }
-        m["platform"] = platform;
-        manifests.push(m);
-    }
-    let inner = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests
-    }))
-    .unwrap();
-    let inner_digest = imgbuild::digest::Digest::of_bytes(&inner);
-    std::fs::write(dir.join("blobs/sha256").join(inner_digest.hex()), &inner).unwrap();
-    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": inner_digest.to_string(), "size": inner.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    dir
-}
-
 #[test]
 fn the_locked_fastapi_app_runs_as_non_root_and_serves() {
     let project = support::uv::uv_lock(&support::fixture("hello-api"));
@@ -162,7 +113,7 @@ fn one_lock_builds_amd64_and_arm64_each_with_its_own_wheels() {
     let project = support::uv::uv_lock(&support::fixture("hello-api"));
     write_spec(
         &project,
-        &format!("oci:{}:latest", multiarch_base().display()),
+        &format!("oci:{}:latest", support::base::multiarch_base().display()),
         "hello_api.main:app",
     );
     let summary = build_json(

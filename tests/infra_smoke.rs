@@ -10,15 +10,7 @@ use support::podman::{self, run_detached, run_to_completion, run_to_completion_w
 use support::uv::{uv_export_pylock, uv_export_requirements, uv_lock};
 
 fn skopeo_inspect(reference: &str) -> serde_json::Value {
-    let out = std::process::Command::new("skopeo")
-        .args(["inspect", reference])
-        .output()
-        .expect("cannot run skopeo; run scripts/setup.sh");
-    assert!(
-        out.status.success(),
-        "skopeo inspect {reference} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = support::run_ok(std::process::Command::new("skopeo").args(["inspect", reference]));
     serde_json::from_slice(&out.stdout).expect("skopeo inspect prints JSON")
 }
 
@@ -166,14 +158,8 @@ fn load_returns_the_id_of_the_image_in_a_docker_or_oci_archive() {
         ),
         (format!("oci-archive:{}:latest", oci.display()), &oci),
     ] {
-        let copied = std::process::Command::new("skopeo")
-            .args(["copy", "--quiet", &layout, &target])
-            .output()
-            .expect("cannot run skopeo");
-        assert!(
-            copied.status.success(),
-            "{}",
-            String::from_utf8_lossy(&copied.stderr)
+        support::run_ok(
+            std::process::Command::new("skopeo").args(["copy", "--quiet", &layout, &target]),
         );
 
         let id = podman::load(archive);

@@ -8,10 +8,7 @@
 mod support;
 
 use imgbuild::digest::Digest;
-use imgbuild::reference::Reference;
 use imgbuild::registry::client::MEDIA_TYPE_OCI_INDEX;
-use imgbuild::registry::credentials::Anonymous;
-use imgbuild::registry::{RegistryClient, TransportOptions};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -22,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::podman::{self, Container, Tls};
 use support::registry::{Registry, Setup, PASSWORD, USERNAME};
+use support::Run;
 
 /// A wrong password that is just as easy to spot in output as the right one.
 const WRONG_PASSWORD: &str = "wr0ng-Pa55-4471-e2e";
@@ -34,22 +32,7 @@ const INNER_LOOP_MAX_BYTES: u64 = 64 * 1024;
 // Running imgbuild
 // ---------------------------------------------------------------------------
 
-struct Run {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
 impl Run {
-    fn must_succeed(self, what: &str) -> Run {
-        assert!(
-            self.success,
-            "imgbuild {what} failed:\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
     /// The `error: ...` line imgbuild ends with on failure, checked to be the only one.
     fn error_line(&self) -> &str {
         assert!(
@@ -82,25 +65,13 @@ impl Run {
 /// Runs imgbuild in `cwd` with only the credentials the test gives it: no config.json,
 /// auth file or IMGBUILD_* variables from the machine. `stdin` feeds --password-stdin.
 fn imgbuild(cwd: &Path, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> Run {
-    let isolated = cwd.join(".no-credentials");
-    std::fs::create_dir_all(&isolated).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
-    cmd.current_dir(cwd)
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("IMGBUILD_USERNAME")
-        .env_remove("IMGBUILD_PASSWORD")
-        .env_remove("REGISTRY_AUTH_FILE")
-        .env("DOCKER_CONFIG", &isolated)
-        .env("XDG_RUNTIME_DIR", &isolated)
-        .env("IMGBUILD_RETRY_BASE_MS", "50")
+    let mut cmd = support::without_credentials(cwd, args);
+    cmd.env("IMGBUILD_RETRY_BASE_MS", "50")
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        });
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -109,12 +80,7 @@ fn imgbuild(cwd: &Path, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)
         let mut pipe = child.stdin.take().unwrap();
         pipe.write_all(text.as_bytes()).unwrap();
     }
-    let out = child.wait_with_output().expect("imgbuild did not finish");
-    let run = Run {
-        success: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let run = Run::from(child.wait_with_output().expect("imgbuild did not finish"));
     for secret in [PASSWORD, WRONG_PASSWORD] {
         assert!(
             !run.stdout.contains(secret) && !run.stderr.contains(secret),
@@ -311,16 +277,7 @@ fn seed_index_base(reg: &Registry) -> String {
         m["platform"] = platform;
         manifests.push(m);
     }
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": MEDIA_TYPE_OCI_INDEX, "manifests": manifests,
-    }))
-    .unwrap();
-    let client = RegistryClient::new(TransportOptions::default(), Anonymous).unwrap();
-    let repo = Reference::parse(&format!("{}/python:3.11", reg.host)).unwrap();
-    client
-        .put_manifest(&repo, "3.11", &index, MEDIA_TYPE_OCI_INDEX)
-        .unwrap_or_else(|e| panic!("putting the base index: {e}"))
-        .to_string()
+    support::push::put_base_index(&reg.host, manifests)
 }
 
 /// The stderr line warning that `base` is not pinned by digest, if any.

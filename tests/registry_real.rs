@@ -89,17 +89,7 @@ fn reference(reg: &Registry, name: &str) -> Reference {
 }
 
 fn skopeo(args: &[String]) -> std::process::Output {
-    let out = Command::new("skopeo")
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .expect("cannot run skopeo");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    support::run_ok(Command::new("skopeo").arg("--insecure-policy").args(args))
 }
 
 fn round_trip(setup: Setup) {
@@ -427,20 +417,15 @@ fn every_credential_source_works_against_the_htpasswd_registry() {
     );
 
     // skopeo reads the same file the same way.
-    let out = Command::new("skopeo")
-        .args(["inspect", "--raw", "--authfile"])
-        .arg(&written)
-        .arg(format!(
-            "--cert-dir={}",
-            reg.cert_dir.as_ref().unwrap().display()
-        ))
-        .arg(format!("docker://{}/src/login:v1", reg.host))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = support::run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--authfile"])
+            .arg(&written)
+            .arg(format!(
+                "--cert-dir={}",
+                reg.cert_dir.as_ref().unwrap().display()
+            ))
+            .arg(format!("docker://{}/src/login:v1", reg.host)),
     );
     assert_eq!(out.stdout, image("src/login").manifest);
 }

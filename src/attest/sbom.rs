@@ -4,6 +4,8 @@
 
 use super::licence::Licence;
 use super::{oci_purl, pypi_purl, AttestInput, PackageInfo, SbomFormat};
+use crate::digest::Digest;
+use crate::platform::Platform;
 use serde_json::{json, Value};
 
 pub fn generate(input: &AttestInput, format: SbomFormat) -> Vec<u8> {
@@ -48,21 +50,31 @@ fn tool() -> String {
     format!("imgbuild-{}", env!("CARGO_PKG_VERSION"))
 }
 
-pub fn spdx(input: &AttestInput) -> Value {
-    let image_id = "SPDXRef-image".to_string();
-    let mut packages = vec![json!({
-        "SPDXID": image_id,
-        "name": input.image_name,
-        "versionInfo": input.digest.to_string(),
+/// An SPDX package for a container image (ours or the base), by digest.
+fn spdx_container(id: &str, name: &str, digest: &Digest, platform: &Platform) -> Value {
+    json!({
+        "SPDXID": id,
+        "name": name,
+        "versionInfo": digest.to_string(),
         "downloadLocation": "NOASSERTION",
         "filesAnalyzed": false,
         "primaryPackagePurpose": "CONTAINER",
         "externalRefs": [{
             "referenceCategory": "PACKAGE-MANAGER",
             "referenceType": "purl",
-            "referenceLocator": oci_purl(&input.image_name, &input.digest, Some(&input.platform)),
+            "referenceLocator": oci_purl(name, digest, Some(platform)),
         }],
-    })];
+    })
+}
+
+pub fn spdx(input: &AttestInput) -> Value {
+    let image_id = "SPDXRef-image".to_string();
+    let mut packages = vec![spdx_container(
+        &image_id,
+        &input.image_name,
+        &input.digest,
+        &input.platform,
+    )];
     let mut relationships = vec![json!({
         "spdxElementId": "SPDXRef-DOCUMENT",
         "relationshipType": "DESCRIBES",
@@ -75,19 +87,12 @@ pub fn spdx(input: &AttestInput) -> Value {
             "relatedSpdxElement": id,
         }))
     };
-    packages.push(json!({
-        "SPDXID": "SPDXRef-base",
-        "name": input.base_name,
-        "versionInfo": input.base_digest.to_string(),
-        "downloadLocation": "NOASSERTION",
-        "filesAnalyzed": false,
-        "primaryPackagePurpose": "CONTAINER",
-        "externalRefs": [{
-            "referenceCategory": "PACKAGE-MANAGER",
-            "referenceType": "purl",
-            "referenceLocator": oci_purl(&input.base_name, &input.base_digest, Some(&input.platform)),
-        }],
-    }));
+    packages.push(spdx_container(
+        "SPDXRef-base",
+        &input.base_name,
+        &input.base_digest,
+        &input.platform,
+    ));
     contains("SPDXRef-base");
     let mut app = json!({
         "SPDXID": "SPDXRef-app",

@@ -78,27 +78,18 @@ mod tests {
 
     #[test]
     fn ignores_the_workdir_but_not_content_or_exec_bits() {
-        let a = source_tree_digest(
-            &plan("app", &[("m.py", 0o644, b"x")]),
-            &ImagePath::new("app").unwrap(),
-        )
-        .unwrap();
-        let moved = source_tree_digest(
-            &plan("srv/app", &[("m.py", 0o600, b"x")]),
-            &ImagePath::new("srv/app").unwrap(),
-        )
-        .unwrap();
+        let digest = |workdir: &str, mode: u32, content: &[u8]| {
+            source_tree_digest(
+                &plan(workdir, &[("m.py", mode, content)]),
+                &ImagePath::new(workdir).unwrap(),
+            )
+            .unwrap()
+        };
+        let a = digest("app", 0o644, b"x");
+        let moved = digest("srv/app", 0o600, b"x");
         assert_eq!(a, moved);
-        let exec = source_tree_digest(
-            &plan("app", &[("m.py", 0o755, b"x")]),
-            &ImagePath::new("app").unwrap(),
-        )
-        .unwrap();
-        let edited = source_tree_digest(
-            &plan("app", &[("m.py", 0o644, b"y")]),
-            &ImagePath::new("app").unwrap(),
-        )
-        .unwrap();
+        let exec = digest("app", 0o755, b"x");
+        let edited = digest("app", 0o644, b"y");
         assert_ne!(a, exec);
         assert_ne!(a, edited);
     }

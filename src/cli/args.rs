@@ -105,6 +105,20 @@ pub struct CommonArgs {
     /// The spec: imgbuild.toml, or a pyproject.toml with [tool.imgbuild]. Default: ./imgbuild.toml, then ./pyproject.toml.
     #[arg(short = 'f', long = "file")]
     pub spec: Option<PathBuf>,
+    #[command(flatten)]
+    pub build: BuildFlags,
+    /// Write the image digest to this file.
+    #[arg(long)]
+    pub digest_file: Option<PathBuf>,
+    /// Print a JSON summary (digest, layers with packages and sizes) on stdout before the digest.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How a build runs: for what, from where and how wide (shared by `build`,
+/// `push` and the like, and `resolve`).
+#[derive(Args, Debug, Clone)]
+pub struct BuildFlags {
     /// Target platforms, e.g. linux/amd64,linux/arm64 (repeatable). Overrides `platforms` in the spec.
     #[arg(long = "platform", value_delimiter = ',')]
     pub platforms: Vec<String>,
@@ -120,12 +134,6 @@ pub struct CommonArgs {
     /// Extra CA certificates (PEM) to trust, for registries and indexes (repeatable).
     #[arg(long = "ca-file")]
     pub ca_files: Vec<PathBuf>,
-    /// Write the image digest to this file.
-    #[arg(long)]
-    pub digest_file: Option<PathBuf>,
-    /// Print a JSON summary (digest, layers with packages and sizes) on stdout before the digest.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -210,28 +218,28 @@ mod tests {
         Cli::try_parse_from(std::iter::once("imgbuild").chain(args.iter().copied()))
     }
 
+    fn layout(dir: &str, tag: &str) -> Destination {
+        Destination::Layout {
+            dir: dir.into(),
+            tag: tag.into(),
+        }
+    }
+
+    fn docker_archive(file: &str, reference: Option<&str>) -> Destination {
+        Destination::DockerArchive {
+            file: file.into(),
+            reference: reference.map(Into::into),
+        }
+    }
+
     #[test]
     fn parses_destinations() {
+        let parsed = |s: &str| Destination::parse(s).unwrap();
+        assert_eq!(parsed("oci:out"), layout("out", "latest"));
+        assert_eq!(parsed("oci:out/x:v1"), layout("out/x", "v1"));
         assert_eq!(
-            Destination::parse("oci:out").unwrap(),
-            Destination::Layout {
-                dir: "out".into(),
-                tag: "latest".into()
-            }
-        );
-        assert_eq!(
-            Destination::parse("oci:out/x:v1").unwrap(),
-            Destination::Layout {
-                dir: "out/x".into(),
-                tag: "v1".into()
-            }
-        );
-        assert_eq!(
-            Destination::parse("docker-archive:a.tar:localhost/x:1").unwrap(),
-            Destination::DockerArchive {
-                file: "a.tar".into(),
-                reference: Some("localhost/x:1".into())
-            }
+            parsed("docker-archive:a.tar:localhost/x:1"),
+            docker_archive("a.tar", Some("localhost/x:1"))
         );
         assert!(Destination::parse("tarball:x").is_err());
     }
@@ -247,10 +255,7 @@ mod tests {
         );
         assert_eq!(
             Destination::parse("docker-archive:a.tar").unwrap(),
-            Destination::DockerArchive {
-                file: "a.tar".into(),
-                reference: None
-            }
+            docker_archive("a.tar", None)
         );
         let e = Destination::parse("tarball:x").unwrap_err().to_string();
         assert!(
@@ -267,8 +272,8 @@ mod tests {
             panic!("not build")
         };
         assert_eq!(b.output, "oci:out");
-        assert_eq!(b.common.jobs, 4);
-        assert!(b.common.platforms.is_empty() && !b.common.offline && !b.common.json);
+        assert_eq!(b.common.build.jobs, 4);
+        assert!(b.common.build.platforms.is_empty() && !b.common.build.offline && !b.common.json);
         assert_eq!(b.common.spec, None);
     }
 
@@ -289,7 +294,7 @@ mod tests {
             panic!("not build")
         };
         assert_eq!(
-            b.common.platforms,
+            b.common.build.platforms,
             ["linux/amd64", "linux/arm64", "linux/arm/v7"]
         );
     }

@@ -22,7 +22,7 @@ mod push;
 pub mod release;
 
 pub use args::{
-    BuildArgs, Cli, Command, CommonArgs, Destination, LoginArgs, PushArgs, RegistryArgs,
+    BuildArgs, BuildFlags, Cli, Command, CommonArgs, Destination, LoginArgs, PushArgs, RegistryArgs,
 };
 pub use output::{finish, summary, write_atomic};
 pub use prepare::{prepare, registry_client, run_build, Prepared};

@@ -25,12 +25,19 @@ pub fn prepare(common: &CommonArgs) -> Result<Prepared> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let spec = spec::load(common.spec.as_deref(), &cwd)?;
     let platforms = common
+        .build
         .platforms
         .iter()
         .map(|p| Platform::parse(p).context("--platform"))
         .collect::<Result<Vec<_>>>()?;
-    let store = Store::open(common.cache_dir.clone().unwrap_or_else(Store::default_root))?;
-    let http = crate::fetch::LazyHttp::new(common.ca_files.clone());
+    let store = Store::open(
+        common
+            .build
+            .cache_dir
+            .clone()
+            .unwrap_or_else(Store::default_root),
+    )?;
+    let http = crate::fetch::LazyHttp::new(common.build.ca_files.clone());
     let epoch = crate::image::time::source_date_epoch()?;
     Ok(Prepared {
         spec,
@@ -52,7 +59,7 @@ pub fn run_build(
     let bases = RegistryBases {
         client,
         store: &ctx.store,
-        offline: common.offline,
+        offline: common.build.offline,
         on_warning: &|w| printer(Event::Warning(w)),
     };
     let mut paths = writes.to_vec();
@@ -61,8 +68,8 @@ pub fn run_build(
         platforms: ctx.platforms.clone(),
         store: &ctx.store,
         http: &ctx.http,
-        offline: common.offline,
-        jobs: common.jobs,
+        offline: common.build.offline,
+        jobs: common.build.jobs,
         epoch: ctx.epoch,
         remote: Some(&bases),
         on_event: printer,
@@ -125,10 +132,10 @@ pub fn registry_client(
         keychain = keychain.explicit_only_for(t);
     }
     let options = TransportOptions {
-        ca_files: common.ca_files.clone(),
+        ca_files: common.build.ca_files.clone(),
         insecure_registries: reg.insecure_registries.clone(),
         chunk_size: reg.chunk_size,
-        jobs: common.jobs.max(1),
+        jobs: common.build.jobs.max(1),
         http1_only: reg.http1,
         timeout: reg.timeout.map(std::time::Duration::from_secs),
         ..TransportOptions::default()

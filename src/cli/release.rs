@@ -51,13 +51,8 @@ pub(super) fn attest_inputs(
         .collect()
 }
 
-/// The SBOM of a one-platform build, written to `file`.
-pub(super) fn write_sbom(
-    ctx: &Prepared,
-    result: &BuildResult,
-    file: &std::path::Path,
-    format: SbomFormat,
-) -> Result<()> {
+/// The attestation input of a one-platform build.
+fn single_input(ctx: &Prepared, result: &BuildResult) -> Result<AttestInput> {
     if result.images.len() != 1 {
         return Err(attest::AttestError::SeveralPlatforms {
             count: result.images.len(),
@@ -66,6 +61,17 @@ pub(super) fn write_sbom(
     }
     let (name, _) = attest::collect::app_identity(&ctx.spec.source);
     let input = attest_inputs(ctx, result, &name)?.remove(0);
+    Ok(input)
+}
+
+/// The SBOM of a one-platform build, written to `file`.
+pub(super) fn write_sbom(
+    ctx: &Prepared,
+    result: &BuildResult,
+    file: &std::path::Path,
+    format: SbomFormat,
+) -> Result<()> {
+    let input = single_input(ctx, result)?;
     write_atomic(file, &attest::sbom::generate(&input, format))
 }
 
@@ -75,14 +81,7 @@ pub(super) fn write_provenance(
     result: &BuildResult,
     file: &std::path::Path,
 ) -> Result<()> {
-    if result.images.len() != 1 {
-        return Err(attest::AttestError::SeveralPlatforms {
-            count: result.images.len(),
-        }
-        .into());
-    }
-    let (name, _) = attest::collect::app_identity(&ctx.spec.source);
-    let input = attest_inputs(ctx, result, &name)?.remove(0);
+    let input = single_input(ctx, result)?;
     write_atomic(file, &attest::provenance::generate(&input))
 }
 

@@ -177,17 +177,17 @@ pub fn reference_for(spec: &Spec, cwd: &Path) -> String {
     format!("{}{shown}", yaml::SCHEME)
 }
 
+/// `file` relative to `cwd` when it is below it, for messages.
+fn shown(file: &Path, cwd: &Path) -> String {
+    file.strip_prefix(cwd).unwrap_or(file).display().to_string()
+}
+
 /// `imgbuild manifests`: the objects on stdout, or one file each in a directory.
 pub fn cmd_manifests(args: ManifestsArgs) -> anyhow::Result<()> {
     let cwd = std::env::current_dir()?;
     let spec = spec::load(args.spec.as_deref(), &cwd).map_err(DeployError::from)?;
     let project = project(&spec);
-    let spec_shown = spec
-        .file
-        .strip_prefix(&cwd)
-        .unwrap_or(&spec.file)
-        .display()
-        .to_string();
+    let spec_shown = shown(&spec.file, &cwd);
     let input = manifests::Input {
         spec: &spec,
         name: kube_name(&spec, &project),

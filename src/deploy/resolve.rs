@@ -6,7 +6,7 @@
 
 use super::yaml::{self, Found};
 use super::{DeployError, RefError};
-use crate::cli::{CommonArgs, RegistryArgs};
+use crate::cli::{BuildFlags, CommonArgs, RegistryArgs};
 use crate::output::BuildResult;
 use crate::reference::Reference;
 use crate::spec::{self, Spec};
@@ -30,21 +30,8 @@ pub struct ResolveArgs {
     /// The tag to push every image under. Default: each project's version (pyproject.toml).
     #[arg(short, long)]
     pub tag: Option<String>,
-    /// Target platforms, e.g. linux/amd64,linux/arm64. Overrides `platforms` in the specs.
-    #[arg(long = "platform", value_delimiter = ',')]
-    pub platforms: Vec<String>,
-    /// Where downloaded wheels and built layers are kept.
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    /// Build from the cache only.
-    #[arg(long)]
-    pub offline: bool,
-    /// Parallel downloads, layer builds and uploads, per image.
-    #[arg(long, default_value_t = 4)]
-    pub jobs: usize,
-    /// Extra CA certificates (PEM) to trust (repeatable).
-    #[arg(long = "ca-file")]
-    pub ca_files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub build: BuildFlags,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -93,12 +80,7 @@ pub fn cmd_resolve(args: ResolveArgs, verbose: bool) -> anyhow::Result<()> {
             if targets.contains_key(&spec.file) {
                 continue;
             }
-            let shown = spec
-                .file
-                .strip_prefix(&cwd)
-                .unwrap_or(&spec.file)
-                .display()
-                .to_string();
+            let shown = super::shown(&spec.file, &cwd);
             let repo = spec.image.clone().ok_or_else(|| {
                 at(
                     &input.shown,
@@ -255,11 +237,7 @@ fn build_and_push_all(
     }
     let common = |spec: &Spec| CommonArgs {
         spec: Some(spec.file.clone()),
-        platforms: args.platforms.clone(),
-        cache_dir: args.cache_dir.clone(),
-        offline: args.offline,
-        jobs: args.jobs,
-        ca_files: args.ca_files.clone(),
+        build: args.build.clone(),
         digest_file: None,
         json: false,
     };

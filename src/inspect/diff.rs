@@ -248,26 +248,34 @@ pub fn package_changes(a: &[LayerFacts], b: &[LayerFacts]) -> Vec<PackageChange>
         ls.iter().flat_map(|l| label_packages(&l.label)).collect()
     };
     let (pa, pb) = (pk(a), pk(b));
-    let names: BTreeSet<&String> = pa.keys().chain(pb.keys()).collect();
-    names
-        .into_iter()
-        .filter_map(|n| {
-            let (x, y) = (pa.get(n), pb.get(n));
-            let change = match (x, y) {
-                (Some(x), Some(y)) if x == y => return None,
-                (Some(_), Some(_)) => "changed",
-                (Some(_), None) => "removed",
-                (None, Some(_)) => "added",
-                (None, None) => return None,
-            };
-            Some(PackageChange {
-                name: n.clone(),
-                change,
-                a: x.cloned(),
-                b: y.cloned(),
-            })
+    map_changes(&pa, &pb)
+        .map(|(n, change, x, y)| PackageChange {
+            name: n.clone(),
+            change,
+            a: x.cloned(),
+            b: y.cloned(),
         })
         .collect()
+}
+
+/// The keys whose values differ between two maps, in key order, each with
+/// `added`, `removed` or `changed` and its values on both sides.
+fn map_changes<'m, V: PartialEq>(
+    a: &'m BTreeMap<String, V>,
+    b: &'m BTreeMap<String, V>,
+) -> impl Iterator<Item = (&'m String, &'static str, Option<&'m V>, Option<&'m V>)> {
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter().filter_map(|k| {
+        let (x, y) = (a.get(k), b.get(k));
+        let change = match (x, y) {
+            (Some(x), Some(y)) if x == y => return None,
+            (Some(_), Some(_)) => "changed",
+            (Some(_), None) => "removed",
+            (None, Some(_)) => "added",
+            (None, None) => return None,
+        };
+        Some((k, change, x, y))
+    })
 }
 
 /// Layers whose bytes differ (or that one side lacks), paired by what they
@@ -314,24 +322,12 @@ pub fn file_changes(
     a: &BTreeMap<String, FileMeta>,
     b: &BTreeMap<String, FileMeta>,
 ) -> Vec<FileChange> {
-    let paths: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    paths
-        .into_iter()
-        .filter_map(|p| {
-            let (x, y) = (a.get(p), b.get(p));
-            let change = match (x, y) {
-                (Some(x), Some(y)) if x == y => return None,
-                (Some(_), Some(_)) => "changed",
-                (Some(_), None) => "removed",
-                (None, Some(_)) => "added",
-                (None, None) => return None,
-            };
-            Some(FileChange {
-                path: p.clone(),
-                change,
-                a: x.cloned(),
-                b: y.cloned(),
-            })
+    map_changes(a, b)
+        .map(|(p, change, x, y)| FileChange {
+            path: p.clone(),
+            change,
+            a: x.cloned(),
+            b: y.cloned(),
         })
         .collect()
 }

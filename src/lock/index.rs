@@ -1,6 +1,7 @@
 //! A PEP 691 (JSON) simple index client: the file list of one project, for
 //! requirements.txt pins that carry hashes but no URLs.
 
+use super::index_config::redact;
 use super::{normalise_name, IndexFile, LockError, SimpleIndex};
 use reqwest::Url;
 use serde::Deserialize;
@@ -130,17 +131,6 @@ impl SimpleIndex for HttpSimpleIndex {
             source: e.without_url(),
         })?;
         parse_project_page(&final_url, &body)
-    }
-}
-
-/// An index URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -99,7 +99,7 @@ fn locate_one(
 mod tests {
     use super::*;
     use crate::lock::index_config::ConfiguredIndex;
-    use crate::lock::test_support::{hash, FakeIndex};
+    use crate::lock::test_support::{error_of, hash, FakeIndex};
     use crate::lock::IndexFile;
 
     fn wheel(name: &str, h: char, index: Option<&str>) -> SelectedWheel {
@@ -131,6 +131,22 @@ mod tests {
             }
         }
         s
+    }
+
+    /// Locates `wheels` of `lockfile` on `indexes`, none cached, one at a time.
+    fn locate_one_by_one(
+        wheels: &mut [SelectedWheel],
+        lockfile: &str,
+        indexes: &[&str],
+    ) -> Result<(), LockError> {
+        locate_files(
+            wheels,
+            Path::new(lockfile),
+            &settings(indexes),
+            &index(),
+            &|_| false,
+            1,
+        )
     }
 
     fn index() -> FakeIndex {
@@ -183,16 +199,11 @@ mod tests {
     #[test]
     fn a_hash_the_index_contradicts_fails_naming_the_lockfile() {
         let mut wheels = vec![wheel("h11", 'f', None)];
-        let err = locate_files(
+        let err = error_of(locate_one_by_one(
             &mut wheels,
-            Path::new("app/poetry.lock"),
-            &settings(&["https://u:secret@index.example/simple"]),
-            &index(),
-            &|_| false,
-            1,
-        )
-        .unwrap_err()
-        .to_string();
+            "app/poetry.lock",
+            &["https://u:secret@index.example/simple"],
+        ));
         assert!(
             err.starts_with("app/poetry.lock: package `h11 1.0`: h11-1.0-py3-none-any.whl on https://u:***@index.example/simple has sha256"),
             "{err}"
@@ -203,16 +214,7 @@ mod tests {
     #[test]
     fn without_an_index_the_error_lists_the_settings_read() {
         let mut wheels = vec![wheel("h11", 'a', None)];
-        let err = locate_files(
-            &mut wheels,
-            Path::new("pdm.lock"),
-            &settings(&[]),
-            &index(),
-            &|_| false,
-            1,
-        )
-        .unwrap_err()
-        .to_string();
+        let err = error_of(locate_one_by_one(&mut wheels, "pdm.lock", &[]));
         assert!(
             err.contains("no package index is configured (read UV_DEFAULT_INDEX)"),
             "{err}"
@@ -222,30 +224,17 @@ mod tests {
     #[test]
     fn a_package_source_index_replaces_the_configured_ones_and_missing_files_are_named() {
         let mut wheels = vec![wheel("h11", 'a', Some("https://private.example/simple"))];
-        locate_files(
-            &mut wheels,
-            Path::new("poetry.lock"),
-            &settings(&[]),
-            &index(),
-            &|_| false,
-            1,
-        )
-        .unwrap();
+        locate_one_by_one(&mut wheels, "poetry.lock", &[]).unwrap();
         assert!(wheels[0].url.is_some());
         let mut wheels = vec![SelectedWheel {
             filename: "h11-1.0-cp311-abi3-linux_x86_64.whl".into(),
             ..wheel("h11", 'a', None)
         }];
-        let err = locate_files(
+        let err = error_of(locate_one_by_one(
             &mut wheels,
-            Path::new("poetry.lock"),
-            &settings(&["https://a.example/simple", "https://b.example/simple"]),
-            &index(),
-            &|_| false,
-            1,
-        )
-        .unwrap_err()
-        .to_string();
+            "poetry.lock",
+            &["https://a.example/simple", "https://b.example/simple"],
+        ));
         assert!(
             err.contains("h11-1.0-cp311-abi3-linux_x86_64.whl is not on https://a.example/simple, https://b.example/simple"),
             "{err}"

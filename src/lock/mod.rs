@@ -199,8 +199,100 @@ pub enum LockError {
     },
 }
 
-/// Reads the lockfile at `path` and returns the packages to install for the
-/// target described by `env`, sorted by name.
+/// What a lockfile reader returns: the packages to install.
+pub type LockResult = Result<Vec<LockedPackage>, LockError>;
+
+/// The errors of one lockfile, each naming it the same way.
+#[derive(Clone, Copy)]
+pub(crate) struct Errors<'a>(pub &'a str);
+
+impl Errors<'_> {
+    pub fn invalid(self, message: String) -> LockError {
+        LockError::Invalid {
+            path: self.0.to_owned(),
+            message,
+        }
+    }
+
+    pub fn marker(self, source: MarkerError) -> LockError {
+        LockError::Marker {
+            path: self.0.to_owned(),
+            source,
+        }
+    }
+
+    /// An error about package `name` (`name version` when the lock pins one).
+    pub fn package(self, name: &str, version: Option<&str>, message: String) -> LockError {
+        LockError::Package {
+            path: self.0.to_owned(),
+            package: match version {
+                Some(v) => format!("{name} {v}"),
+                None => name.to_owned(),
+            },
+            message,
+        }
+    }
+}
+
+/// A package's files as a lock lists them: the wheels, and whether it also
+/// has a source distribution.
+#[derive(Default)]
+pub(crate) struct Files {
+    pub wheels: Vec<LockedFile>,
+    pub has_sdist: bool,
+}
+
+impl Files {
+    /// Keeps `file` if it is a wheel, else notes the sdist.
+    pub fn add(&mut self, file: LockedFile) {
+        if file.filename.ends_with(".whl") {
+            self.wheels.push(file);
+        } else {
+            self.has_sdist = true;
+        }
+    }
+
+    /// The package these files are of; the error says when `name` is not a
+    /// valid PEP 508 name.
+    pub fn package(
+        self,
+        name: &str,
+        version: String,
+        index: Option<String>,
+    ) -> Result<LockedPackage, String> {
+        Ok(LockedPackage {
+            name: normalise_name(name)
+                .ok_or_else(|| "is not a valid package name (PEP 508)".to_owned())?,
+            version,
+            files: self.wheels,
+            has_sdist: self.has_sdist,
+            index,
+        })
+    }
+
+    /// Adds a file listed with a `sha256:HEX` hash (Poetry, PDM); the error
+    /// names the file.
+    pub fn add_hashed(
+        &mut self,
+        filename: String,
+        url: Option<String>,
+        hash: &str,
+    ) -> Result<(), String> {
+        let sha256 = sha256_from_hash(hash).ok_or_else(|| {
+            format!(
+                "file {filename} has no sha256 hash; imgbuild verifies every download, lock again"
+            )
+        })?;
+        self.add(LockedFile {
+            filename,
+            url,
+            sha256,
+            size: None,
+        });
+        Ok(())
+    }
+}
+
 /// A lockfile's text, with an error that names it.
 pub(crate) fn read_text(path: &Path) -> Result<String, LockError> {
     std::fs::read_to_string(path).map_err(|source| LockError::Read {
@@ -209,28 +301,35 @@ pub(crate) fn read_text(path: &Path) -> Result<String, LockError> {
     })
 }
 
-pub fn load(
-    path: &Path,
-    opts: &LockOptions,
-    env: &MarkerEnv,
-    index: &dyn SimpleIndex,
-) -> Result<Vec<LockedPackage>, LockError> {
+/// Reads the lockfile at `path` and returns the packages to install for the
+/// target described by `env`, sorted by name.
+pub fn load(path: &Path, opts: &LockOptions, env: &MarkerEnv, idx: &dyn SimpleIndex) -> LockResult {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let mut packages = if name == "uv.lock" {
-        uv::parse(&read_text(path)?, &path.display().to_string(), opts, env)?
+    let parse: fn(&str, &str, &LockOptions, &MarkerEnv) -> LockResult = if name == "uv.lock" {
+        uv::parse
     } else if is_pylock_name(name) {
-        pylock::parse(&read_text(path)?, &path.display().to_string(), opts, env)?
+        pylock::parse
     } else if name == "poetry.lock" {
-        poetry::load(path, opts, env)?
+        poetry::parse
     } else if name == "pdm.lock" {
-        pdm::load(path, opts, env)?
+        pdm::parse
     } else if name.ends_with(".txt") {
-        requirements::load(path, opts, env, index)?
+        return sorted(requirements::load(path, opts, env, idx)?);
     } else {
         return Err(LockError::UnknownFormat {
             path: path.display().to_string(),
         });
     };
+    sorted(parse(
+        &read_text(path)?,
+        &path.display().to_string(),
+        opts,
+        env,
+    )?)
+}
+
+/// By name, then version.
+fn sorted(mut packages: Vec<LockedPackage>) -> LockResult {
     packages.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
     Ok(packages)
 }
@@ -349,6 +448,58 @@ pub(crate) mod test_support {
 
     pub fn hash(c: char) -> String {
         std::iter::repeat_n(c, 64).collect()
+    }
+
+    /// Options that select these extras and dependency groups.
+    pub fn options(extras: &[&str], groups: &[&str]) -> LockOptions {
+        LockOptions {
+            extras: extras.iter().map(|e| e.to_string()).collect(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// `name==version` of each package a reader returned, sorted.
+    pub fn pins(result: LockResult) -> Vec<String> {
+        let mut out: Vec<String> = result
+            .unwrap()
+            .into_iter()
+            .map(|p| format!("{}=={}", p.name, p.version))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The message of the error `result` must be.
+    pub fn error_of<T>(result: Result<T, impl std::fmt::Display>) -> String {
+        match result {
+            Ok(_) => panic!("succeeded where it should fail"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Asserts that the message `err` names each of `parts`.
+    #[track_caller]
+    pub fn assert_mentions(err: &str, parts: &[&str]) {
+        for part in parts {
+            assert!(err.contains(part), "{part:?} missing from: {err}");
+        }
+    }
+
+    /// A project with this pyproject.toml, after running `uv` with each of
+    /// `runs` in it (for the tests against the real uv; they need network).
+    pub fn uv_project(pyproject: &str, runs: &[&[&str]]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pyproject.toml"), pyproject).unwrap();
+        for args in runs {
+            let status = std::process::Command::new("uv")
+                .args(*args)
+                .current_dir(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "uv {args:?}");
+        }
+        dir
     }
 
     /// An index that serves fixed pages and fails for anything else.

@@ -9,14 +9,10 @@
 //! the target image must be one of them. Local packages (`path`,
 //! `editable`) are not returned.
 
-use super::{
-    filename_from_url, group_key, normalise_name, sha256_from_hash, LockError, LockOptions,
-    LockedFile, LockedPackage,
-};
+use super::{filename_from_url, group_key, Errors, Files, LockOptions, LockResult, LockedPackage};
 use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::path::Path;
 
 #[derive(Deserialize)]
 struct PdmLock {
@@ -64,29 +60,10 @@ struct File {
     hash: String,
 }
 
-pub fn load(
-    path: &Path,
-    opts: &LockOptions,
-    env: &MarkerEnv,
-) -> Result<Vec<LockedPackage>, LockError> {
-    let text = super::read_text(path)?;
-    parse(&text, &path.display().to_string(), opts, env)
-}
-
-pub fn parse(
-    text: &str,
-    path: &str,
-    opts: &LockOptions,
-    env: &MarkerEnv,
-) -> Result<Vec<LockedPackage>, LockError> {
-    let invalid = |message: String| LockError::Invalid {
-        path: path.to_owned(),
-        message,
-    };
-    let marker_err = |source| LockError::Marker {
-        path: path.to_owned(),
-        source,
-    };
+pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> LockResult {
+    let at = Errors(path);
+    let invalid = |message| at.invalid(message);
+    let marker_err = |source| at.marker(source);
     let lock: PdmLock = super::from_toml(text, path)?;
     let meta = &lock.metadata;
     let version = meta.lock_version.as_deref().unwrap_or("");
@@ -141,14 +118,7 @@ pub fn parse(
 
     let mut out: Vec<LockedPackage> = Vec::new();
     for pkg in &lock.package {
-        let package_err = |message: String| LockError::Package {
-            path: path.to_owned(),
-            package: match &pkg.version {
-                Some(v) => format!("{} {v}", pkg.name),
-                None => pkg.name.clone(),
-            },
-            message,
-        };
+        let package_err = |message| at.package(&pkg.name, pkg.version.as_deref(), message);
         let groups = pkg.groups.as_ref().ok_or_else(|| {
             package_err("has no `groups`; run `pdm lock --strategy inherit_metadata` again".into())
         })?;
@@ -167,8 +137,10 @@ pub fn parse(
             .version
             .clone()
             .ok_or_else(|| package_err("has no `version`".into()))?;
-        let mut files = Vec::new();
-        let mut has_sdist = pkg.git.is_some();
+        let mut files = Files {
+            has_sdist: pkg.git.is_some(),
+            ..Files::default()
+        };
         for f in &pkg.files {
             let url = f.url.clone().or_else(|| pkg.url.clone());
             let filename = f
@@ -176,47 +148,30 @@ pub fn parse(
                 .clone()
                 .or_else(|| url.as_deref().and_then(filename_from_url))
                 .ok_or_else(|| package_err("has a file without `file` or `url`".into()))?;
-            let sha256 = sha256_from_hash(&f.hash).ok_or_else(|| {
-                package_err(format!(
-                    "file {filename} has no sha256 hash; imgbuild verifies every download, lock again"
-                ))
-            })?;
-            if !filename.ends_with(".whl") {
-                has_sdist = true;
-                continue;
-            }
-            files.push(LockedFile {
-                filename,
-                url,
-                sha256,
-                size: None,
-            });
+            files
+                .add_hashed(filename, url, &f.hash)
+                .map_err(package_err)?;
         }
-        let name = normalise_name(&pkg.name)
-            .ok_or_else(|| package_err("is not a valid package name (PEP 508)".into()))?;
+        let new = files
+            .package(&pkg.name, version, None)
+            .map_err(package_err)?;
         // `uvicorn[standard]` is a second entry for uvicorn with the same files.
-        match out.iter_mut().find(|p| p.name == name) {
-            Some(p) if p.version == version => {
-                for f in files {
+        match out.iter_mut().find(|p| p.name == new.name) {
+            Some(p) if p.version == new.version => {
+                for f in new.files {
                     if !p.files.contains(&f) {
                         p.files.push(f);
                     }
                 }
-                p.has_sdist |= has_sdist;
+                p.has_sdist |= new.has_sdist;
             }
             Some(p) => {
                 return Err(package_err(format!(
-                    "versions {} and {version} both apply to this target; the lock looks inconsistent, run `pdm lock` again",
-                    p.version
+                    "versions {} and {} both apply to this target; the lock looks inconsistent, run `pdm lock` again",
+                    p.version, new.version
                 )))
             }
-            None => out.push(LockedPackage {
-                name,
-                version,
-                files,
-                has_sdist,
-                index: None,
-            }),
+            None => out.push(new),
         }
     }
     Ok(out)
@@ -271,7 +226,7 @@ fn describe(t: &Target) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::test_support::{env, hash};
+    use crate::lock::test_support::{env, error_of, hash, options, pins};
 
     fn pkg(name: &str, version: &str, groups: &str, extra: &str, files: &str) -> String {
         format!(
@@ -352,13 +307,12 @@ mod tests {
     }
 
     fn names(text: &str, opts: &LockOptions, arch: &str) -> Vec<String> {
-        let mut out: Vec<String> = parse(text, "pdm.lock", opts, &env(arch))
-            .unwrap()
-            .into_iter()
-            .map(|p| format!("{}=={}", p.name, p.version))
-            .collect();
-        out.sort();
-        out
+        pins(parse(text, "pdm.lock", opts, &env(arch)))
+    }
+
+    /// `text` read for x86_64 with the default options.
+    fn parse_default(text: &str) -> LockResult {
+        parse(text, "pdm.lock", &LockOptions::default(), &env("x86_64"))
     }
 
     #[test]
@@ -367,13 +321,7 @@ mod tests {
             names(&lock(""), &LockOptions::default(), "x86_64"),
             ["uvicorn==0.55.0", "uvloop==0.23.0"]
         );
-        let got = parse(
-            &lock(""),
-            "pdm.lock",
-            &LockOptions::default(),
-            &env("x86_64"),
-        )
-        .unwrap();
+        let got = parse_default(&lock("")).unwrap();
         let uvicorn = got.iter().find(|p| p.name == "uvicorn").unwrap();
         assert_eq!(uvicorn.files.len(), 1);
         assert_eq!(uvicorn.files[0].url, None);
@@ -383,11 +331,7 @@ mod tests {
 
     #[test]
     fn extras_and_groups_both_select_pdm_groups() {
-        let opts = LockOptions {
-            extras: vec!["json".into()],
-            groups: vec!["ops".into()],
-            ..Default::default()
-        };
+        let opts = options(&["json"], &["ops"]);
         let got = names(&lock(""), &opts, "x86_64");
         assert!(got.contains(&"orjson==3.11.0".to_string()), "{got:?}");
         assert!(got.contains(&"humanize==4.14.0".to_string()), "{got:?}");
@@ -406,10 +350,7 @@ mod tests {
 
     #[test]
     fn static_urls_are_kept() {
-        let opts = LockOptions {
-            groups: vec!["ops".into()],
-            ..Default::default()
-        };
+        let opts = options(&[], &["ops"]);
         let got = parse(&lock(""), "pdm.lock", &opts, &env("x86_64")).unwrap();
         let h = got.iter().find(|p| p.name == "humanize").unwrap();
         assert_eq!(h.files[0].filename, "humanize-4.14.0-py3-none-any.whl");
@@ -425,15 +366,13 @@ mod tests {
             format!("[[metadata.targets]]\nrequires_python = \"{rp}\"\nplatform = \"{platform}\"\n")
         };
         let ok = lock(&(t(">=3.11", "windows_amd64") + &t(">=3.11", "manylinux_2_17_x86_64")));
-        assert!(parse(&ok, "pdm.lock", &LockOptions::default(), &env("x86_64")).is_ok());
-        let err = parse(
+        assert!(parse_default(&ok).is_ok());
+        let err = error_of(parse(
             &ok,
             "app/pdm.lock",
             &LockOptions::default(),
             &env("aarch64"),
-        )
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(
             err.starts_with("app/pdm.lock: none of its targets")
                 && err.contains("manylinux_2_17_x86_64")
@@ -441,7 +380,7 @@ mod tests {
             "{err}"
         );
         let py = lock(&t(">=3.12", "linux"));
-        assert!(parse(&py, "pdm.lock", &LockOptions::default(), &env("x86_64")).is_err());
+        assert!(parse_default(&py).is_err());
         let any_linux = lock(&t(">=3.11", "linux"));
         assert!(parse(
             &any_linux,
@@ -454,16 +393,14 @@ mod tests {
 
     #[test]
     fn old_locks_and_unknown_groups_are_refused_with_what_to_do() {
-        let err = parse(
+        let err = error_of(parse(
             &lock("").replace("lock_version = \"4.5.1\"", "lock_version = \"3.0\""),
             "pdm.lock",
             &LockOptions::default(),
             &env("x86_64"),
-        )
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(err.contains("lock_version `3.0` is not supported"), "{err}");
-        let err = parse(
+        let err = error_of(parse(
             &lock("").replace(
                 "strategy = [\"inherit_metadata\"]",
                 "strategy = [\"cross_platform\"]",
@@ -471,24 +408,17 @@ mod tests {
             "pdm.lock",
             &LockOptions::default(),
             &env("x86_64"),
-        )
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(
             err.contains("pdm lock --strategy inherit_metadata"),
             "{err}"
         );
-        let err = parse(
+        let err = error_of(parse(
             &lock(""),
             "pdm.lock",
-            &LockOptions {
-                extras: vec!["yaml".into()],
-                ..Default::default()
-            },
+            &options(&["yaml"], &[]),
             &env("x86_64"),
-        )
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(
             err.contains("no extra `yaml` (its groups: default, dev, json, ops)"),
             "{err}"

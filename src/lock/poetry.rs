@@ -7,13 +7,10 @@
 //! package's `[package.source]` index, or on the configured index
 //! (see `lock::locate`). `directory` packages are local and not returned.
 
-use super::{
-    group_key, normalise_name, sha256_from_hash, LockError, LockOptions, LockedFile, LockedPackage,
-};
+use super::{group_key, Errors, Files, LockOptions, LockResult, LockedPackage};
 use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 #[derive(Deserialize)]
 struct PoetryLock {
@@ -62,29 +59,10 @@ struct Source {
     url: Option<String>,
 }
 
-pub fn load(
-    path: &Path,
-    opts: &LockOptions,
-    env: &MarkerEnv,
-) -> Result<Vec<LockedPackage>, LockError> {
-    let text = super::read_text(path)?;
-    parse(&text, &path.display().to_string(), opts, env)
-}
-
-pub fn parse(
-    text: &str,
-    path: &str,
-    opts: &LockOptions,
-    env: &MarkerEnv,
-) -> Result<Vec<LockedPackage>, LockError> {
-    let invalid = |message: String| LockError::Invalid {
-        path: path.to_owned(),
-        message,
-    };
-    let marker_err = |source| LockError::Marker {
-        path: path.to_owned(),
-        source,
-    };
+pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> LockResult {
+    let at = Errors(path);
+    let invalid = |message| at.invalid(message);
+    let marker_err = |source| at.marker(source);
     let lock: PoetryLock = super::from_toml(text, path)?;
     let metadata = lock
         .metadata
@@ -146,14 +124,7 @@ pub fn parse(
 
     let mut out: Vec<LockedPackage> = Vec::new();
     for pkg in &lock.package {
-        let package_err = |message: String| LockError::Package {
-            path: path.to_owned(),
-            package: match &pkg.version {
-                Some(v) => format!("{} {v}", pkg.name),
-                None => pkg.name.clone(),
-            },
-            message,
-        };
+        let package_err = |message| at.package(&pkg.name, pkg.version.as_deref(), message);
         let groups = pkg.groups.as_ref().ok_or_else(|| {
             package_err("has no `groups`; run `poetry lock` with Poetry 2 again".into())
         })?;
@@ -194,41 +165,25 @@ pub fn parse(
             Some("url" | "file") => (None, source_url),
             _ => (None, None),
         };
-        let mut files = Vec::new();
-        let mut has_sdist = kind == Some("git");
+        let mut files = Files {
+            has_sdist: kind == Some("git"),
+            ..Files::default()
+        };
         for f in &pkg.files {
-            let sha256 = sha256_from_hash(&f.hash).ok_or_else(|| {
-                package_err(format!(
-                    "file {} has no sha256 hash; imgbuild verifies every download, lock again",
-                    f.file
-                ))
-            })?;
-            if !f.file.ends_with(".whl") {
-                has_sdist = true;
-                continue;
-            }
-            files.push(LockedFile {
-                filename: f.file.clone(),
-                url: direct.clone(),
-                sha256,
-                size: None,
-            });
+            files
+                .add_hashed(f.file.clone(), direct.clone(), &f.hash)
+                .map_err(package_err)?;
         }
-        let name = normalise_name(&pkg.name)
-            .ok_or_else(|| package_err("is not a valid package name (PEP 508)".into()))?;
-        if let Some(other) = out.iter().find(|p| p.name == name) {
+        let package = files
+            .package(&pkg.name, version, index)
+            .map_err(package_err)?;
+        if let Some(other) = out.iter().find(|p| p.name == package.name) {
             return Err(package_err(format!(
-                "versions {} and {version} both apply to this target; the lock looks inconsistent, run `poetry lock` again",
-                other.version
+                "versions {} and {} both apply to this target; the lock looks inconsistent, run `poetry lock` again",
+                other.version, package.version
             )));
         }
-        out.push(LockedPackage {
-            name,
-            version,
-            files,
-            has_sdist,
-            index,
-        });
+        out.push(package);
     }
     Ok(out)
 }
@@ -244,7 +199,8 @@ fn list(names: &BTreeSet<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::test_support::{env, hash};
+    use crate::lock::test_support::{assert_mentions, env, error_of, hash, options, pins};
+    use crate::lock::LockedFile;
 
     fn pkg(name: &str, version: &str, groups: &str, markers: &str, files: &str) -> String {
         format!(
@@ -321,13 +277,12 @@ mod tests {
     }
 
     fn names(opts: &LockOptions, arch: &str) -> Vec<String> {
-        let mut out: Vec<String> = parse(&lock(), "poetry.lock", opts, &env(arch))
-            .unwrap()
-            .into_iter()
-            .map(|p| format!("{}=={}", p.name, p.version))
-            .collect();
-        out.sort();
-        out
+        pins(parse(&lock(), "poetry.lock", opts, &env(arch)))
+    }
+
+    /// `text` read for x86_64 with the default options.
+    fn parse_default(text: &str) -> LockResult {
+        parse(text, "poetry.lock", &LockOptions::default(), &env("x86_64"))
     }
 
     #[test]
@@ -340,11 +295,7 @@ mod tests {
 
     #[test]
     fn groups_and_extras_are_opt_in_and_per_group_markers_apply() {
-        let opts = LockOptions {
-            extras: vec!["json".into()],
-            groups: vec!["ops".into()],
-            ..Default::default()
-        };
+        let opts = options(&["json"], &["ops"]);
         let got = names(&opts, "x86_64");
         assert!(got.contains(&"orjson==3.11.0".to_string()), "{got:?}");
         assert!(got.contains(&"humanize==4.14.0".to_string()), "{got:?}");
@@ -367,13 +318,7 @@ mod tests {
 
     #[test]
     fn files_have_no_url_and_keep_their_hash_and_source_index() {
-        let got = parse(
-            &lock(),
-            "poetry.lock",
-            &LockOptions::default(),
-            &env("x86_64"),
-        )
-        .unwrap();
+        let got = parse_default(&lock()).unwrap();
         let fastapi = got.iter().find(|p| p.name == "fastapi").unwrap();
         assert!(fastapi.has_sdist);
         assert_eq!(fastapi.index, None);
@@ -396,29 +341,19 @@ mod tests {
 
     #[test]
     fn unknown_extras_and_groups_are_errors_that_list_the_known_ones() {
-        let err = parse(
+        let err = error_of(parse(
             &lock(),
             "poetry.lock",
-            &LockOptions {
-                extras: vec!["yaml".into()],
-                ..Default::default()
-            },
+            &options(&["yaml"], &[]),
             &env("x86_64"),
-        )
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(err.contains("no extra `yaml` (known: json)"), "{err}");
-        let err = parse(
+        let err = error_of(parse(
             &lock(),
             "poetry.lock",
-            &LockOptions {
-                groups: vec!["docs".into()],
-                ..Default::default()
-            },
+            &options(&[], &["docs"]),
             &env("x86_64"),
-        )
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(
             err.contains("group `docs` (known: dev, main, ops)"),
             "{err}"
@@ -428,14 +363,12 @@ mod tests {
     #[test]
     fn lock_version_2_0_and_other_pythons_are_refused() {
         let old = lock().replace("lock-version = \"2.1\"", "lock-version = \"2.0\"");
-        let err = parse(
+        let err = error_of(parse(
             &old,
             "app/poetry.lock",
             &LockOptions::default(),
             &env("x86_64"),
-        )
-        .unwrap_err()
-        .to_string();
+        ));
         assert!(
             err.starts_with("app/poetry.lock: lock-version `2.0` is not supported")
                 && err.contains("Poetry 2"),
@@ -445,38 +378,20 @@ mod tests {
             "python-versions = \">=3.11\"\ncontent",
             "python-versions = \">=3.12\"\ncontent",
         );
-        let err = parse(&py, "poetry.lock", &LockOptions::default(), &env("x86_64"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(">=3.12") && err.contains("3.11.2"), "{err}");
+        let err = error_of(parse_default(&py));
+        assert_mentions(&err, &[">=3.12", "3.11.2"]);
         // Poetry's caret syntax is not PEP 440 and is not checked.
         let caret = lock().replace(
             "python-versions = \">=3.11\"\ncontent",
             "python-versions = \"^3.11\"\ncontent",
         );
-        assert!(parse(
-            &caret,
-            "poetry.lock",
-            &LockOptions::default(),
-            &env("x86_64")
-        )
-        .is_ok());
+        assert!(parse_default(&caret).is_ok());
     }
 
     #[test]
     fn a_file_without_sha256_names_the_package() {
         let text = lock().replace(&format!("sha256:{}", hash('a')), "md5:0123");
-        let err = parse(
-            &text,
-            "poetry.lock",
-            &LockOptions::default(),
-            &env("x86_64"),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("package `FastAPI 0.165.0`") && err.contains("no sha256"),
-            "{err}"
-        );
+        let err = error_of(parse_default(&text));
+        assert_mentions(&err, &["package `FastAPI 0.165.0`", "no sha256"]);
     }
 }

@@ -4,7 +4,7 @@
 //! `directory` packages are local (the project itself) and are not returned.
 
 use super::{
-    filename_from_url, normalise_name, same_name, LockError, LockOptions, LockedFile, LockedPackage,
+    filename_from_url, same_name, Errors, Files, LockOptions, LockResult, LockedFile, LockedPackage,
 };
 use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
@@ -52,12 +52,7 @@ struct FileEntry {
     hashes: BTreeMap<String, String>,
 }
 
-pub fn parse(
-    text: &str,
-    path: &str,
-    opts: &LockOptions,
-    env: &MarkerEnv,
-) -> Result<Vec<LockedPackage>, LockError> {
+pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> LockResult {
     parse_into(text, path, opts, env, &mut Vec::new())
 }
 
@@ -67,7 +62,7 @@ pub fn local_packages(
     path: &std::path::Path,
     opts: &LockOptions,
     env: &MarkerEnv,
-) -> Result<Vec<super::LocalPackage>, LockError> {
+) -> Result<Vec<super::LocalPackage>, super::LockError> {
     let text = super::read_text(path)?;
     let mut locals = Vec::new();
     parse_into(&text, &path.display().to_string(), opts, env, &mut locals)?;
@@ -80,15 +75,10 @@ fn parse_into(
     opts: &LockOptions,
     env: &MarkerEnv,
     locals: &mut Vec<super::LocalPackage>,
-) -> Result<Vec<LockedPackage>, LockError> {
-    let invalid = |message: String| LockError::Invalid {
-        path: path.to_owned(),
-        message,
-    };
-    let marker_err = |source| LockError::Marker {
-        path: path.to_owned(),
-        source,
-    };
+) -> LockResult {
+    let at = Errors(path);
+    let invalid = |message| at.invalid(message);
+    let marker_err = |source| at.marker(source);
     let lock: PyLock = super::from_toml(text, path)?;
     if lock.lock_version.split('.').next() != Some("1") {
         return Err(invalid(format!(
@@ -146,11 +136,7 @@ fn parse_into(
 
     let mut out: Vec<LockedPackage> = Vec::new();
     for pkg in &lock.packages {
-        let package_err = |message: String| LockError::Package {
-            path: path.to_owned(),
-            package: pkg.name.clone(),
-            message,
-        };
+        let package_err = |message| at.package(&pkg.name, None, message);
         if let Some(rp) = &pkg.requires_python {
             if !env.satisfies_requires_python(rp).map_err(marker_err)? {
                 continue;
@@ -184,33 +170,25 @@ fn parse_into(
         let version = pkg.version.clone().ok_or_else(|| {
             package_err("has no `version`; imgbuild installs only pinned packages".into())
         })?;
-        let mut files = Vec::new();
-        let mut has_sdist = pkg.sdist.is_some() || pkg.vcs.is_some();
+        let mut files = Files {
+            has_sdist: pkg.sdist.is_some() || pkg.vcs.is_some(),
+            ..Files::default()
+        };
         for w in &pkg.wheels {
-            files.push(file(w).map_err(package_err)?);
+            files.wheels.push(file(w).map_err(package_err)?);
         }
         if let Some(archive) = &pkg.archive {
-            let f = file(archive).map_err(package_err)?;
-            if f.filename.ends_with(".whl") {
-                files.push(f);
-            } else {
-                has_sdist = true;
-            }
+            files.add(file(archive).map_err(package_err)?);
         }
-        let name = normalise_name(&pkg.name)
-            .ok_or_else(|| package_err("is not a valid package name (PEP 508)".into()))?;
-        if out.iter().any(|p| p.name == name) {
+        let package = files
+            .package(&pkg.name, version, None)
+            .map_err(package_err)?;
+        if out.iter().any(|p| p.name == package.name) {
             return Err(package_err(
                 "appears more than once for this target (markers overlap); lock again".into(),
             ));
         }
-        out.push(LockedPackage {
-            name,
-            version,
-            files,
-            has_sdist,
-            index: None,
-        });
+        out.push(package);
     }
     Ok(out)
 }
@@ -308,7 +286,7 @@ fn substitute_set_membership(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::test_support::{env, hash};
+    use crate::lock::test_support::{assert_mentions, env, error_of, hash, options, uv_project};
 
     fn lock() -> String {
         format!(
@@ -409,10 +387,7 @@ sha256 = "{c}"
 
     #[test]
     fn wheel_names_come_from_name_or_url_with_sha256() {
-        let opts = LockOptions {
-            extras: vec!["yaml".into()],
-            ..Default::default()
-        };
+        let opts = options(&["yaml"], &[]);
         let got = parse(&lock(), "pylock.toml", &opts, &env("x86_64")).unwrap();
         let yaml = got.iter().find(|p| p.name == "pyyaml").unwrap();
         assert!(yaml.has_sdist);
@@ -437,30 +412,15 @@ sha256 = "{c}"
             include_dev: true,
             ..Default::default()
         };
-        let err = parse(&text, "pylock.toml", &opts, &env("x86_64"))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("pytest") && err.contains("hashes.sha256"),
-            "{err}"
-        );
+        let err = error_of(parse(&text, "pylock.toml", &opts, &env("x86_64")));
+        assert_mentions(&err, &["pytest", "hashes.sha256"]);
 
         let text = lock().replace("lock-version = \"1.0\"", "lock-version = \"2.0\"");
-        let err = parse(&text, "pylock.toml", &opts, &env("x86_64"))
-            .err()
-            .unwrap()
-            .to_string();
+        let err = error_of(parse(&text, "pylock.toml", &opts, &env("x86_64")));
         assert!(err.contains("lock-version 2.0"), "{err}");
 
-        let opts = LockOptions {
-            groups: vec!["docs".into()],
-            ..Default::default()
-        };
-        let err = parse(&lock(), "pylock.toml", &opts, &env("x86_64"))
-            .err()
-            .unwrap()
-            .to_string();
+        let opts = options(&[], &["docs"]);
+        let err = error_of(parse(&lock(), "pylock.toml", &opts, &env("x86_64")));
         assert!(err.contains("group `docs`"), "{err}");
     }
 
@@ -490,29 +450,13 @@ sha256 = "{c}"
     #[test]
     #[ignore]
     fn parses_a_real_uv_exported_pylock() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("pyproject.toml"),
+        let dir = uv_project(
             "[project]\nname = \"demo\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\ndependencies = [\"fastapi\", \"uvicorn[standard]\", \"tomli; python_version < '3.11'\"]\n[tool.uv]\npackage = false\n",
-        )
-        .unwrap();
-        let uv = |args: &[&str]| {
-            let status = std::process::Command::new("uv")
-                .args(args)
-                .current_dir(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success(), "uv {args:?}");
-        };
-        uv(&["lock", "--exclude-newer", "2026-11-01", "-q"]);
-        uv(&[
-            "export",
-            "--format",
-            "pylock.toml",
-            "-o",
-            "pylock.toml",
-            "-q",
-        ]);
+            &[
+                &["lock", "--exclude-newer", "2026-11-01", "-q"],
+                &["export", "--format", "pylock.toml", "-o", "pylock.toml", "-q"],
+            ],
+        );
         let text = std::fs::read_to_string(dir.path().join("pylock.toml")).unwrap();
         let got = parse(
             &text,

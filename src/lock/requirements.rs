@@ -4,8 +4,8 @@
 //! PEP 691 simple index and only the files whose sha256 the file lists are kept.
 
 use super::{
-    file_name_version, filename_from_url, IndexFile, LockError, LockOptions, LockedFile,
-    LockedPackage, SimpleIndex,
+    file_name_version, filename_from_url, IndexFile, LockError, LockOptions, LockResult,
+    LockedFile, LockedPackage, SimpleIndex,
 };
 use crate::python::markers::MarkerEnv;
 use pep508_rs::pep440_rs::{Operator, Version};
@@ -45,7 +45,7 @@ pub fn load(
     opts: &LockOptions,
     env: &MarkerEnv,
     index: &dyn SimpleIndex,
-) -> Result<Vec<LockedPackage>, LockError> {
+) -> LockResult {
     let mut parsed = Parsed::default();
     let mut stack = Vec::new();
     parse_file(path, env, &mut parsed, &mut stack, true)?;
@@ -505,7 +505,7 @@ fn matches_pin(file: &IndexFile, pin: &Pin) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::test_support::{env, hash, FakeIndex};
+    use crate::lock::test_support::{assert_mentions, env, error_of, hash, FakeIndex};
 
     fn index() -> FakeIndex {
         let file = |name: &str, h: char| IndexFile {
@@ -585,14 +585,8 @@ mod tests {
             hash('e'),
             hash('e')
         );
-        let err = run(&text, &LockOptions::default())
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("requirements.txt:3:") && err.contains("not pinned"),
-            "{err}"
-        );
+        let err = error_of(run(&text, &LockOptions::default()));
+        assert_mentions(&err, &["requirements.txt:3:", "not pinned"]);
     }
 
     #[test]
@@ -683,10 +677,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let err = load(&without, &opts, &env("x86_64"), &index())
-            .err()
-            .unwrap()
-            .to_string();
+        let err = error_of(load(&without, &opts, &env("x86_64"), &index()));
         assert!(
             err.contains("b.txt:1:")
                 && err.contains(
@@ -720,10 +711,12 @@ mod tests {
         assert_eq!(names, ["typing-extensions"]);
 
         let missing = write(dir.path(), "m.txt", "-r nowhere.txt\n");
-        let err = load(&missing, &LockOptions::default(), &env("x86_64"), &index())
-            .err()
-            .unwrap()
-            .to_string();
+        let err = error_of(load(
+            &missing,
+            &LockOptions::default(),
+            &env("x86_64"),
+            &index(),
+        ));
         assert!(err.contains("nowhere.txt"), "{err}");
     }
 
@@ -733,11 +726,8 @@ mod tests {
             "-i https://index.example/simple\nh11==0.16.0 --hash=sha256:{}\n",
             hash('9')
         );
-        let err = run(&text, &LockOptions::default())
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(err.contains(":2:") && err.contains("h11==0.16.0"), "{err}");
+        let err = error_of(run(&text, &LockOptions::default()));
+        assert_mentions(&err, &[":2:", "h11==0.16.0"]);
     }
 
     #[test]

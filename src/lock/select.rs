@@ -112,7 +112,7 @@ pub fn select_wheels(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::test_support::hash;
+    use crate::lock::test_support::{error_of, hash};
     use crate::lock::LockedFile;
     use crate::python::markers::test_python;
 
@@ -185,9 +185,7 @@ mod tests {
                 true,
             ),
         ];
-        let err = select_wheels(&pkgs, &tags(), "linux/amd64 (CPython 3.11)")
-            .unwrap_err()
-            .to_string();
+        let err = error_of(select_wheels(&pkgs, &tags(), "linux/amd64 (CPython 3.11)"));
         assert!(err.contains("srconly 1.0: only an sdist"), "{err}");
         assert!(
             err.contains("winonly 1.0: no wheel for linux/amd64 (CPython 3.11): has cp311-cp311-linux_x86_64, cp311-cp311-win_amd64"),

@@ -8,7 +8,7 @@
 
 use super::{
     filename_from_url, normalise_name, same_name, sha256_from_hash, LockError, LockOptions,
-    LockedFile, LockedPackage,
+    LockResult, LockedFile, LockedPackage,
 };
 use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
@@ -149,12 +149,7 @@ impl Walker<'_> {
 
 // --- end issue 8 ---
 
-pub fn parse(
-    text: &str,
-    path: &str,
-    opts: &LockOptions,
-    env: &MarkerEnv,
-) -> Result<Vec<LockedPackage>, LockError> {
+pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> LockResult {
     Ok(parse_with_local(text, path, opts, env)?.0)
 }
 
@@ -164,10 +159,8 @@ fn parse_with_local(
     opts: &LockOptions,
     env: &MarkerEnv,
 ) -> Result<(Vec<LockedPackage>, Vec<super::LocalPackage>), LockError> {
-    let invalid = |message: String| LockError::Invalid {
-        path: path.to_owned(),
-        message,
-    };
+    let at = super::Errors(path);
+    let invalid = |message| at.invalid(message);
     // Read the version alone first, so a future format fails on the version and
     // not on some field it renamed.
     let header: toml::Table = super::from_toml(text, path)?;
@@ -183,13 +176,10 @@ fn parse_with_local(
     let lock: UvLock = super::from_toml(text, path)?;
     let _ = &lock.version;
     if let Some(rp) = &lock.requires_python {
-        let ok = env
+        if !env
             .satisfies_requires_python(rp)
-            .map_err(|source| LockError::Marker {
-                path: path.to_owned(),
-                source,
-            })?;
-        if !ok {
+            .map_err(|e| at.marker(e))?
+        {
             return Err(invalid(format!(
                 "requires-python `{rp}` excludes the base image's Python {}; use a base image whose Python matches, or relax requires-python and lock again",
                 env.python_full_version()
@@ -496,7 +486,7 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::test_support::{env, hash};
+    use crate::lock::test_support::{env, hash, pins, uv_project};
 
     fn wheel(name: &str, version: &str, tag: &str, h: char) -> String {
         format!(
@@ -560,13 +550,7 @@ lint = [{ name = "ruff" }]
     }
 
     fn names(opts: &LockOptions) -> Vec<String> {
-        let mut out: Vec<String> = parse(&lock(), "uv.lock", opts, &env("x86_64"))
-            .unwrap()
-            .into_iter()
-            .map(|p| format!("{}=={}", p.name, p.version))
-            .collect();
-        out.sort();
-        out
+        pins(parse(&lock(), "uv.lock", opts, &env("x86_64")))
     }
 
     #[test]
@@ -791,18 +775,10 @@ wheels = [{}]
     #[test]
     #[ignore]
     fn parses_a_real_uv_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("pyproject.toml"),
+        let dir = uv_project(
             "[project]\nname = \"demo\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\ndependencies = [\"fastapi\", \"uvicorn[standard]\"]\n[dependency-groups]\ndev = [\"pytest\"]\n[tool.uv]\npackage = false\n",
-        )
-        .unwrap();
-        let status = std::process::Command::new("uv")
-            .args(["lock", "--exclude-newer", "2026-11-01"])
-            .current_dir(dir.path())
-            .status()
-            .unwrap();
-        assert!(status.success());
+            &[&["lock", "--exclude-newer", "2026-11-01"]],
+        );
         let lock = dir.path().join("uv.lock");
         let text = std::fs::read_to_string(&lock).unwrap();
         let got = parse(&text, "uv.lock", &LockOptions::default(), &env("x86_64")).unwrap();

@@ -105,3 +105,49 @@ bash "$script" "$arch" "$layout" $extra
 printf '%s' "$hash" > "$stamp.tmp"
 mv "$stamp.tmp" "$stamp"
 "#;
+
+/// An OCI layout whose index offers both Debian bases, like a multi-platform base on a registry.
+pub fn multiarch_base() -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix("multiarch-base-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+        .keep();
+    let mut manifests = Vec::new();
+    for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
+        let layout = base_image(arch);
+        let src_blobs = layout.join("blobs/sha256");
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        for e in std::fs::read_dir(&src_blobs).unwrap() {
+            let e = e.unwrap();
+            let dest = dir.join("blobs/sha256").join(e.file_name());
+            if !dest.exists() {
+                std::fs::hard_link(e.path(), &dest)
+                    .or_else(|_| std::fs::copy(e.path(), &dest).map(drop))
+                    .unwrap();
+            }
+        }
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let mut m = index["manifests"][0].clone();
+        m.as_object_mut().unwrap().remove("annotations");
+        let mut platform = serde_json::json!({"os": "linux", "architecture": arch});
+        if let Some(v) = variant {
+            platform["variant"] = v.into();
+        }
+        m["platform"] = platform;
+        manifests.push(m);
+    }
+    let inner = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests
+    }))
+    .unwrap();
+    let inner_digest = imgbuild::digest::Digest::of_bytes(&inner);
+    std::fs::write(dir.join("blobs/sha256").join(inner_digest.hex()), &inner).unwrap();
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": inner_digest.to_string(), "size": inner.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    dir
+}

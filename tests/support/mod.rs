@@ -15,6 +15,74 @@ pub mod uv;
 
 use std::path::PathBuf;
 
+/// The imgbuild binary under test, run in `cwd` with `args`, without a
+/// SOURCE_DATE_EPOCH from the caller's environment.
+pub fn imgbuild_command(cwd: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_imgbuild"));
+    cmd.current_dir(cwd)
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH");
+    cmd
+}
+
+/// [`imgbuild_command`] with its output captured and no credentials from the
+/// machine: no config.json, auth file or IMGBUILD_* variables.
+pub fn without_credentials(cwd: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let isolated = cwd.join(".no-credentials");
+    std::fs::create_dir_all(&isolated).unwrap();
+    let mut cmd = imgbuild_command(cwd, args);
+    cmd.env_remove("IMGBUILD_USERNAME")
+        .env_remove("IMGBUILD_PASSWORD")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env("DOCKER_CONFIG", &isolated)
+        .env("XDG_RUNTIME_DIR", &isolated)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// How an imgbuild run ended, with its output as text.
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn must_succeed(self, what: &str) -> Run {
+        assert!(
+            self.success,
+            "imgbuild {what} failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `cmd`, panicking with its stderr unless it succeeds; returns its output.
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} (run scripts/setup.sh): {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The repository root, where `scripts/`, `fixtures/` and `images/` live.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

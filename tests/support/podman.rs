@@ -153,17 +153,7 @@ pub fn import(image: &str, platform: Option<&str>) -> String {
             cmd.args(["--override-variant", variant]);
         }
     }
-    let out = cmd
-        .arg(image)
-        .arg(format!("containers-storage:{name}"))
-        .output()
-        .expect("cannot run skopeo; run scripts/setup.sh");
-    assert!(
-        out.status.success(),
-        "skopeo copy {image} into podman's storage failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::run_ok(cmd.arg(image).arg(format!("containers-storage:{name}")));
     name
 }
 

@@ -55,3 +55,23 @@ pub fn push_image(
     )?;
     Ok((outcomes, d))
 }
+
+/// Puts an OCI index of `manifests` (whose blobs are already there) on the
+/// anonymous registry at `host` as `python:3.11`, and returns its digest.
+pub fn put_base_index(host: &str, manifests: Vec<serde_json::Value>) -> String {
+    let media_type = imgbuild::registry::client::MEDIA_TYPE_OCI_INDEX;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": media_type, "manifests": manifests,
+    }))
+    .unwrap();
+    let client = RegistryClient::new(
+        imgbuild::registry::TransportOptions::default(),
+        imgbuild::registry::credentials::Anonymous,
+    )
+    .unwrap();
+    let repo = Reference::parse(&format!("{host}/python:3.11")).unwrap();
+    client
+        .put_manifest(&repo, "3.11", &index, media_type)
+        .unwrap_or_else(|e| panic!("putting the base index: {e}"))
+        .to_string()
+}

@@ -59,14 +59,7 @@ fn free_port() -> u16 {
 }
 
 fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::run_ok(cmd);
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
