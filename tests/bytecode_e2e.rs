@@ -144,7 +144,12 @@ fn hello_api_and_other_api_have_complete_reproducible_bytecode() {
     // other-api with a small layer budget: its smallest packages share a merged layer.
     for (fixture, app, extra) in [
         ("hello-api", "hello_api.main:app", ""),
-        ("other-api", "other_api.app:app", "layer-budget = 8\n"),
+        // other-api locks no uvicorn: it runs Python, as in deps_e2e.
+        (
+            "other-api",
+            "other_api.app:app",
+            "layer-budget = 8\ncmd = [\"python\", \"-c\", \"import other_api.app\"]\n",
+        ),
     ] {
         let a = locked_project(fixture, app, extra);
         let _removed = Removed(a.clone());
@@ -229,10 +234,12 @@ fn a_package_compiled_alone_is_byte_identical_to_the_same_package_in_a_build() {
     let alone = support::uv::uv_lock(&alone);
     let _removed_alone = Removed(alone.clone());
     let base = support::base::base_image("amd64");
+    // The app must be there to pass the pre-ship check; it runs Python, not uvicorn.
+    std::fs::write(alone.join("main.py"), "app = None\n").unwrap();
     std::fs::write(
         alone.join("imgbuild.toml"),
         format!(
-            "base = \"oci:{}:latest\"\napp = \"main:app\"\nbytecode-stdlib = false\n",
+            "base = \"oci:{}:latest\"\napp = \"main:app\"\ncmd = [\"python\", \"-c\", \"import main\"]\nbytecode-stdlib = false\n",
             base.display()
         ),
     )
@@ -310,12 +317,14 @@ fn arm64_pycs_are_compiled_under_qemu_and_load() {
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let base = support::base::base_image("arm64");
+    // No lockfile: the app layer's own pycs are what this test loads.
+    let source = support::fixture_without_dependencies("hello-api", &tmp.path().join("hello-api"));
     std::fs::write(
         tmp.path().join("imgbuild.toml"),
         format!(
-            "base = \"oci:{}:latest\"\nsource = \"{}\"\napp = \"hello_api.main:app\"\nplatforms = [\"linux/arm64\"]\nbytecode-stdlib = false\n",
+            "base = \"oci:{}:latest\"\nsource = \"{}\"\napp = \"hello_api.main:app\"\nplatforms = [\"linux/arm64\"]\nbytecode-stdlib = false\nexclude = [\"cache\", \"out\"]\n",
             base.display(),
-            support::fixture("hello-api").display()
+            source.display()
         ),
     )
     .unwrap();

@@ -94,3 +94,27 @@ pub fn fixture(name: &str) -> PathBuf {
     assert!(dir.is_dir(), "no fixture directory {}", dir.display());
     dir
 }
+
+/// A copy of fixture `name` at `dest` whose pyproject.toml declares no
+/// dependencies, for builds without a lockfile (a project that declares some
+/// and has no lockfile is refused: its image would not start).
+pub fn fixture_without_dependencies(name: &str, dest: &std::path::Path) -> PathBuf {
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(fixture(name))
+        .arg(dest)
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "copying fixture {name}");
+    let pyproject = std::fs::read_to_string(dest.join("pyproject.toml")).unwrap();
+    let start = pyproject
+        .find("dependencies = [")
+        .expect("a dependencies list");
+    let end = start + pyproject[start..].find("\n]").unwrap() + 2;
+    std::fs::write(
+        dest.join("pyproject.toml"),
+        format!("{}{}", &pyproject[..start], &pyproject[end..]),
+    )
+    .unwrap();
+    dest.to_path_buf()
+}
