@@ -405,6 +405,16 @@ fn fetch_token(
     }
     let service = challenge.param("service");
     let sent = Instant::now();
+    // The OAuth2 form fields both grants share: the service and the scopes.
+    let token_form = |mut form: Vec<(&'static str, String)>| {
+        if let Some(s) = service {
+            form.push(("service", s.to_string()));
+        }
+        if !scopes.is_empty() {
+            form.push(("scope", scopes.join(" ")));
+        }
+        form
+    };
 
     let get = |client: &reqwest::blocking::Client| {
         let mut url = realm_url.clone();
@@ -431,18 +441,12 @@ fn fetch_token(
     };
     let resp = if let Credential::IdentityToken { token, .. } = credential {
         let post = |client: &reqwest::blocking::Client| {
-            let mut form = vec![
+            let form = vec![
                 ("grant_type", "refresh_token".to_string()),
                 ("refresh_token", token.expose().to_string()),
                 ("client_id", CLIENT_ID.to_string()),
             ];
-            if let Some(s) = service {
-                form.push(("service", s.to_string()));
-            }
-            if !scopes.is_empty() {
-                form.push(("scope", scopes.join(" ")));
-            }
-            client.post(realm_url.clone()).form(&form)
+            client.post(realm_url.clone()).form(&token_form(form))
         };
         let resp = transport.send_retrying(&what, &realm_host, &post)?;
         // Token services without the OAuth2 endpoint answer 404 (or 405): use GET.
@@ -457,19 +461,13 @@ fn fetch_token(
         // endpoint exists) take the OAuth2 password grant, as Docker sends it.
         if matches!(resp.status().as_u16(), 404 | 405) {
             let post = |client: &reqwest::blocking::Client| {
-                let mut form = vec![
+                let form = vec![
                     ("grant_type", "password".to_string()),
                     ("username", username.clone()),
                     ("password", password.expose().to_string()),
                     ("client_id", CLIENT_ID.to_string()),
                 ];
-                if let Some(s) = service {
-                    form.push(("service", s.to_string()));
-                }
-                if !scopes.is_empty() {
-                    form.push(("scope", scopes.join(" ")));
-                }
-                client.post(realm_url.clone()).form(&form)
+                client.post(realm_url.clone()).form(&token_form(form))
             };
             transport.send_retrying(&what, &realm_host, &post)?
         } else {

@@ -7,7 +7,7 @@
 //! interpreter's ELF `PT_INTERP`, and the libc version from libc.so.6's banner or
 //! the package database.
 
-mod elf;
+pub(crate) mod elf;
 mod packages;
 mod sysconfig;
 
