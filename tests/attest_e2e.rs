@@ -14,14 +14,7 @@ fn imgbuild(cwd: &Path, args: &[&str]) -> Output {
 }
 
 fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    support::stdout_ok(&o, what)
 }
 
 /// Where scripts/setup.sh installs spdx-tools and cyclonedx-python-lib.

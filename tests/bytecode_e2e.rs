@@ -11,26 +11,13 @@ use std::process::{Command, Output};
 use support::layout::{blob_json, json_file};
 
 fn imgbuild(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
+    support::imgbuild_command(cwd, args)
         .output()
         .expect("run imgbuild")
 }
 
 fn digest_of(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "imgbuild failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .last()
-        .expect("a digest line")
-        .to_string()
+    support::last_line(o, "imgbuild")
 }
 
 /// Removes a test's project directory (caches and outputs of several hundred MiB) when dropped.

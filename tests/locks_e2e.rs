@@ -165,10 +165,7 @@ fn copy_of_locked() -> PathBuf {
 }
 
 fn imgbuild(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
-    cmd.current_dir(cwd)
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH");
+    let mut cmd = support::imgbuild_command(cwd, args);
     for k in INDEX_ENV {
         cmd.env_remove(k);
     }

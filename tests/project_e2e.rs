@@ -11,16 +11,13 @@ use imgbuild::python::project::{self, Placement};
 use imgbuild::python::venv::VenvTarget;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 fn imgbuild(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("SOURCE_DATE_EPOCH")
+    support::imgbuild_command(cwd, args)
         .output()
-        .expect("cannot run imgbuild")
+        .expect("run imgbuild")
 }
 
 fn text(b: &[u8]) -> String {
