@@ -29,13 +29,7 @@ fn stderr(o: &Output) -> String {
 }
 
 fn digest_of(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "imgbuild failed: {}\n{}",
-        o.status,
-        stderr(o)
-    );
-    stdout(o).lines().last().expect("a digest line").to_string()
+    support::last_line(o, "imgbuild")
 }
 
 fn copy_tree(from: &Path, to: &Path) {

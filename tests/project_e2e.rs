@@ -24,20 +24,19 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Writes `imgbuild.toml` in `dir` and runs `imgbuild build --output OUTPUT`.
+fn build_to(dir: &Path, spec: &str, output: &str) -> Output {
+    std::fs::write(dir.join("imgbuild.toml"), spec).unwrap();
+    imgbuild(
+        dir,
+        &["build", "--output", output, "--cache-dir", &cache_dir()],
+    )
+}
+
 /// Writes `imgbuild.toml` in `dir` and builds a docker archive; returns its path.
 fn build_ok(dir: &Path, spec: &str) -> PathBuf {
-    std::fs::write(dir.join("imgbuild.toml"), spec).unwrap();
     let archive = dir.join("image.tar");
-    let o = imgbuild(
-        dir,
-        &[
-            "build",
-            "--output",
-            &format!("docker-archive:{}", archive.display()),
-            "--cache-dir",
-            &cache_dir(),
-        ],
-    );
+    let o = build_to(dir, spec, &format!("docker-archive:{}", archive.display()));
     assert!(
         o.status.success(),
         "imgbuild build failed in {}:\n{}",
@@ -49,18 +48,8 @@ fn build_ok(dir: &Path, spec: &str) -> PathBuf {
 
 /// Builds and expects a one-line error naming every `expect`, with no output written.
 fn build_refused(dir: &Path, spec: &str, expect: &[&str]) -> String {
-    std::fs::write(dir.join("imgbuild.toml"), spec).unwrap();
     let out = dir.join("refused-layout");
-    let o = imgbuild(
-        dir,
-        &[
-            "build",
-            "--output",
-            &format!("oci:{}", out.display()),
-            "--cache-dir",
-            &cache_dir(),
-        ],
-    );
+    let o = build_to(dir, spec, &format!("oci:{}", out.display()));
     let stderr = text(&o.stderr);
     assert!(!o.status.success(), "the build should fail:\n{stderr}");
     let line = stderr

@@ -80,15 +80,7 @@ pub fn uv(dir: &Path, args: &[&str]) {
         .env("UV_NO_PROGRESS", "1")
         .output()
         .expect("cannot run uv; run scripts/setup.sh (pip install uv)");
-    assert!(
-        out.status.success(),
-        "uv {} in {} failed ({}):\n{}\n{}",
-        args.join(" "),
-        dir.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::stdout_ok(&out, &format!("uv {} in {}", args.join(" "), dir.display()));
 }
 
 /// Copies the project's source files, leaving out what a developer's checkout may hold
