@@ -143,11 +143,7 @@ fn locked() -> &'static Locked {
 /// A private copy of the locked project, so tests may edit it.
 fn copy_of_locked() -> PathBuf {
     let from = &locked().dir;
-    let to = tempfile::Builder::new()
-        .prefix("locks-copy-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-        .keep();
+    let to = support::target_tempdir("locks-copy-").keep();
     for entry in walkdir::WalkDir::new(from).min_depth(1) {
         let entry = entry.unwrap();
         let rel = entry.path().strip_prefix(from).unwrap();

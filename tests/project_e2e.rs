@@ -78,11 +78,7 @@ fn base(packages: &[&str]) -> String {
 
 /// A fresh copy of a fixture directory.
 fn copy_fixture(name: &str) -> PathBuf {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("{name}-"))
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-        .keep();
+    let dir = support::target_tempdir(&format!("{name}-")).keep();
     let from = support::fixture(name);
     for e in walkdir::WalkDir::new(&from).sort_by_file_name() {
         let e = e.unwrap();

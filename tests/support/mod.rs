@@ -104,6 +104,14 @@ pub fn last_line(out: &std::process::Output, what: &str) -> String {
         .to_string()
 }
 
+/// A fresh temporary directory named `PREFIX…` under cargo's target tmp dir.
+pub fn target_tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("cannot create a temp dir under the cargo target dir")
+}
+
 /// The repository root, where `scripts/`, `fixtures/` and `images/` live.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

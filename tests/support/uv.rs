@@ -17,11 +17,7 @@ pub fn uv_lock(project_dir: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "project".into());
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("uv-{name}-"))
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("cannot create a temp dir under the cargo target dir")
-        .keep();
+    let dir = super::target_tempdir(&format!("uv-{name}-")).keep();
     copy_project(project_dir, &dir);
     uv(&dir, &["lock", "--exclude-newer", EXCLUDE_NEWER]);
     assert!(
