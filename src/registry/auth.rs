@@ -647,26 +647,23 @@ mod tests {
     #[test]
     fn token_lifetime_defaults_and_counts_from_issued_at() {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
-        assert_eq!(token_lifetime(None, None, now), Duration::from_secs(60));
-        assert_eq!(token_lifetime(Some(0), None, now), Duration::from_secs(60));
-        // 1_700_000_000 = 2023-11-14T22:13:20Z
-        assert_eq!(
-            token_lifetime(Some(300), Some("2023-11-14T22:13:20Z"), now),
-            Duration::from_secs(200)
-        );
-        assert_eq!(
-            token_lifetime(Some(300), Some("2023-11-14T23:13:20.5+01:00"), now),
-            Duration::from_secs(200)
-        );
-        // A token "issued" long ago by a skewed clock is not treated as already expired.
-        assert_eq!(
-            token_lifetime(Some(300), Some("2000-01-01T00:00:00Z"), now),
-            Duration::from_secs(300)
-        );
-        assert_eq!(
-            token_lifetime(Some(300), Some("garbage"), now),
-            Duration::from_secs(300)
-        );
+        let cases = [
+            (None, None, 60),
+            (Some(0), None, 60),
+            // 1_700_000_000 = 2023-11-14T22:13:20Z
+            (Some(300), Some("2023-11-14T22:13:20Z"), 200),
+            (Some(300), Some("2023-11-14T23:13:20.5+01:00"), 200),
+            // A token "issued" long ago by a skewed clock is not treated as already expired.
+            (Some(300), Some("2000-01-01T00:00:00Z"), 300),
+            (Some(300), Some("garbage"), 300),
+        ];
+        for (expires_in, issued_at, want) in cases {
+            assert_eq!(
+                token_lifetime(expires_in, issued_at, now),
+                Duration::from_secs(want),
+                "{expires_in:?} {issued_at:?}"
+            );
+        }
     }
 
     #[test]
