@@ -14,14 +14,7 @@ fn imgbuild(cwd: &Path, args: &[&str]) -> Output {
 }
 
 fn ok(o: Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    support::stdout_ok(&o, what)
 }
 
 /// Where scripts/setup.sh installs spdx-tools and cyclonedx-python-lib.
@@ -30,6 +23,35 @@ fn sbom_tools() -> PathBuf {
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/opt/imgbuild-sbom-tools"))
+}
+
+/// `imgbuild verify TAG` in `project` against the plain registry at `host`.
+fn verify_in(project: &Path, tag: &str, host: &str, cache: &str) -> Output {
+    imgbuild(
+        project,
+        &[
+            "verify",
+            tag,
+            "--insecure-registry",
+            host,
+            "--cache-dir",
+            cache,
+        ],
+    )
+}
+
+/// A plain registry, the hello project, and a scratch dir with the cache path in it.
+fn registry_and_project() -> (
+    support::registry::Registry,
+    PathBuf,
+    tempfile::TempDir,
+    String,
+) {
+    let reg = support::registry::Registry::start(support::registry::Setup::Plain);
+    let project = hello_project();
+    let out = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cache = out.path().join("cache").to_str().unwrap().to_string();
+    (reg, project, out, cache)
 }
 
 /// A locked copy of fixtures/hello-api with an imgbuild.toml on the Debian base.
@@ -298,10 +320,7 @@ fn skopeo_raw(reference: &str) -> Vec<u8> {
 
 #[test]
 fn push_attaches_sbom_and_provenance_through_the_referrers_tag() {
-    let reg = support::registry::Registry::start(support::registry::Setup::Plain);
-    let project = hello_project();
-    let out = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let cache = out.path().join("cache").to_str().unwrap().to_string();
+    let (reg, project, out, cache) = registry_and_project();
     let tag = format!("{}/hello:1", reg.host);
 
     let (digest, stderr) = push(
@@ -434,25 +453,10 @@ fn changed_versions(old: &Path, new: &Path) -> Vec<(String, String, String)> {
 
 #[test]
 fn verify_passes_untouched_and_names_an_edited_file_or_a_changed_package() {
-    let reg = support::registry::Registry::start(support::registry::Setup::Plain);
-    let project = hello_project();
-    let out = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let cache = out.path().join("cache").to_str().unwrap().to_string();
+    let (reg, project, _out, cache) = registry_and_project();
     let tag = format!("{}/hello:verify", reg.host);
     push(&project, &tag, &reg.host, &cache, &[]);
-    let verify = |project: &Path| {
-        imgbuild(
-            project,
-            &[
-                "verify",
-                &tag,
-                "--insecure-registry",
-                &reg.host,
-                "--cache-dir",
-                &cache,
-            ],
-        )
-    };
+    let verify = |project: &Path| verify_in(project, &tag, &reg.host, &cache);
 
     let o = verify(&project);
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -524,17 +528,7 @@ fn verify_checks_each_platform_of_a_multi_platform_index() {
     let cache = out.path().join("cache").to_str().unwrap().to_string();
     let tag = format!("{}/hello:multi", reg.host);
     let (digest, _) = push(&project, &tag, &reg.host, &cache, &[]);
-    let o = imgbuild(
-        &project,
-        &[
-            "verify",
-            &tag,
-            "--insecure-registry",
-            &reg.host,
-            "--cache-dir",
-            &cache,
-        ],
-    );
+    let o = verify_in(&project, &tag, &reg.host, &cache);
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     let stdout = ok(o, "verify of a multi-platform index");
     assert_eq!(stdout.trim_end().lines().last(), Some(digest.as_str()));

@@ -13,10 +13,7 @@ const GOLDEN_DIGEST: &str =
     "sha256:1a43e2d7d09a60b309cc3545196c40d1e465522b296e10a93ef73c696456a7fc";
 
 fn imgbuild(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
-    cmd.current_dir(cwd)
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH");
+    let mut cmd = support::imgbuild_command(cwd, args);
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -32,13 +29,7 @@ fn stderr(o: &Output) -> String {
 }
 
 fn digest_of(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "imgbuild failed: {}\n{}",
-        o.status,
-        stderr(o)
-    );
-    stdout(o).lines().last().expect("a digest line").to_string()
+    support::last_line(o, "imgbuild")
 }
 
 fn copy_tree(from: &Path, to: &Path) {

@@ -11,26 +11,13 @@ use std::process::{Command, Output};
 use support::layout::{blob_json, json_file};
 
 fn imgbuild(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
+    support::imgbuild_command(cwd, args)
         .output()
         .expect("run imgbuild")
 }
 
 fn digest_of(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "imgbuild failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .last()
-        .expect("a digest line")
-        .to_string()
+    support::last_line(o, "imgbuild")
 }
 
 /// Removes a test's project directory (caches and outputs of several hundred MiB) when dropped.
@@ -220,11 +207,7 @@ fn a_package_compiled_alone_is_byte_identical_to_the_same_package_in_a_build() {
                 .to_string()
         })
         .expect("typing-extensions in hello-api's lock");
-    let alone = tempfile::Builder::new()
-        .prefix("alone-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-        .keep();
+    let alone = support::target_tempdir("alone-").keep();
     std::fs::write(
         alone.join("pyproject.toml"),
         format!("[project]\nname = \"alone\"\nversion = \"0\"\nrequires-python = \">=3.11\"\ndependencies = [\"typing-extensions=={version}\"]\n[tool.uv]\npackage = false\n"),
@@ -312,10 +295,7 @@ fn python_loads_the_pycs_and_compiles_nothing_at_start() {
 
 #[test]
 fn arm64_pycs_are_compiled_under_qemu_and_load() {
-    let tmp = tempfile::Builder::new()
-        .prefix("bytecode-arm64-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
+    let tmp = support::target_tempdir("bytecode-arm64-");
     let base = support::base::base_image("arm64");
     // No lockfile: the app layer's own pycs are what this test loads.
     let source = support::fixture_without_dependencies("hello-api", &tmp.path().join("hello-api"));
@@ -359,10 +339,7 @@ fn arm64_pycs_are_compiled_under_qemu_and_load() {
 
 #[test]
 fn bad_app_source_and_unrunnable_bases_fail_in_one_line() {
-    let tmp = tempfile::Builder::new()
-        .prefix("bytecode-bad-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
+    let tmp = support::target_tempdir("bytecode-bad-");
     let dir = tmp.path();
     let base = support::base::base_image("amd64");
     std::fs::create_dir_all(dir.join("src/pkg")).unwrap();
@@ -380,19 +357,11 @@ fn bad_app_source_and_unrunnable_bases_fail_in_one_line() {
         ),
     )
     .unwrap();
-    let out = imgbuild(
-        dir,
-        &["build", "--output", "oci:out", "--cache-dir", "cache"],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    let stderr = stderr.lines().last().unwrap_or("");
-    assert!(stderr.starts_with("error: "), "{stderr}");
+    let stderr = refused_build(dir);
     assert!(
         stderr.contains("/app/pkg/main.py, line 3") && stderr.contains("SyntaxError"),
         "{stderr}"
     );
-    assert!(!dir.join("out").exists(), "an output was written");
 
     // The synthetic base's "python" is only an ELF header: it cannot start.
     support::synthetic::write_base(&dir.join("synthetic"));
@@ -402,17 +371,24 @@ fn bad_app_source_and_unrunnable_bases_fail_in_one_line() {
         "base = \"oci:synthetic:latest\"\nsource = \"src\"\napp = \"pkg.main:app\"\n",
     )
     .unwrap();
-    let out = imgbuild(
-        dir,
-        &["build", "--output", "oci:out", "--cache-dir", "cache"],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    let stderr = stderr.lines().last().unwrap_or("");
-    assert!(stderr.starts_with("error: "), "{stderr}");
+    let stderr = refused_build(dir);
     assert!(
         stderr.contains("cannot run here") && stderr.contains("bytecode = false"),
         "{stderr}"
     );
+}
+
+/// `imgbuild build` in `dir`, which must fail with a last line `error: …` and
+/// write no output; returns that line.
+fn refused_build(dir: &Path) -> String {
+    let out = imgbuild(
+        dir,
+        &["build", "--output", "oci:out", "--cache-dir", "cache"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().last().unwrap_or("").to_owned();
+    assert!(line.starts_with("error: "), "{line}");
     assert!(!dir.join("out").exists(), "an output was written");
+    line
 }

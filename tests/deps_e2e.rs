@@ -440,18 +440,11 @@ fn uv_lock_pylock_and_hashed_requirements_give_the_same_image() {
             &project,
             &["build", "--output", "oci:out", "--cache-dir", cache],
         );
-        let layers: Vec<(String, String)> = summary["images"][0]["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                (
-                    l["label"].as_str().unwrap().to_string(),
-                    l["digest"].as_str().unwrap().to_string(),
-                )
-            })
-            .filter(|(label, _)| label != "app")
-            .collect();
+        let layers: Vec<(String, String)> =
+            support::layout::string_pairs(&summary["images"][0]["layers"], "label", "digest")
+                .into_iter()
+                .filter(|(label, _)| label != "app")
+                .collect();
         digests.push((lockfile, layers));
     }
     assert_eq!(

@@ -7,6 +7,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::last_line;
 
 fn copy_tree(from: &Path, to: &Path) {
     for e in walkdir::WalkDir::new(from).sort_by_file_name() {
@@ -24,21 +25,6 @@ fn writable_dir(path: PathBuf) -> PathBuf {
     std::fs::create_dir_all(&path).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
     path
-}
-
-fn last_line(out: &std::process::Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .expect("a digest line")
-        .to_string()
 }
 
 #[test]

@@ -5,15 +5,12 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 use support::podman;
 
 fn imgbuild(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
+    support::imgbuild_command(cwd, args)
         .output()
         .expect("run imgbuild")
 }

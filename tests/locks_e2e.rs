@@ -140,14 +140,26 @@ fn locked() -> &'static Locked {
     })
 }
 
+/// `imgbuild build --output oci:out --json` in `dir` with `cache` and `env`.
+fn build_json(dir: &Path, cache: &str, env: &[(&str, &str)]) -> Output {
+    imgbuild(
+        dir,
+        &[
+            "build",
+            "--output",
+            "oci:out",
+            "--cache-dir",
+            cache,
+            "--json",
+        ],
+        env,
+    )
+}
+
 /// A private copy of the locked project, so tests may edit it.
 fn copy_of_locked() -> PathBuf {
     let from = &locked().dir;
-    let to = tempfile::Builder::new()
-        .prefix("locks-copy-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-        .keep();
+    let to = support::target_tempdir("locks-copy-").keep();
     for entry in walkdir::WalkDir::new(from).min_depth(1) {
         let entry = entry.unwrap();
         let rel = entry.path().strip_prefix(from).unwrap();
@@ -165,10 +177,7 @@ fn copy_of_locked() -> PathBuf {
 }
 
 fn imgbuild(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
-    cmd.current_dir(cwd)
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH");
+    let mut cmd = support::imgbuild_command(cwd, args);
     for k in INDEX_ENV {
         cmd.env_remove(k);
     }
@@ -197,16 +206,8 @@ fn write_spec(dir: &Path, lockfile: &str, extra: &str) {
 fn package_layers(stdout: &[u8]) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(stdout);
     let summary: Value = serde_json::from_str(&text[..=text.rfind('}').unwrap()]).unwrap();
-    summary["images"][0]["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            (
-                l["label"].as_str().unwrap().to_string(),
-                l["digest"].as_str().unwrap().to_string(),
-            )
-        })
+    support::layout::string_pairs(&summary["images"][0]["layers"], "label", "digest")
+        .into_iter()
         .filter(|(label, _)| label != "app")
         .collect()
 }
@@ -220,18 +221,7 @@ fn poetry_and_pdm_locks_give_the_package_layers_of_uv_lock_with_groups_and_extra
     let mut results = Vec::new();
     for lockfile in ["uv.lock", "poetry.lock", "pdm.lock"] {
         write_spec(&dir, lockfile, "extras = [\"yaml\"]\ngroups = [\"ops\"]\n");
-        let o = imgbuild(
-            &dir,
-            &[
-                "build",
-                "--output",
-                "oci:out",
-                "--cache-dir",
-                cache,
-                "--json",
-            ],
-            &[("UV_DEFAULT_INDEX", index)],
-        );
+        let o = build_json(&dir, cache, &[("UV_DEFAULT_INDEX", index)]);
         assert!(
             o.status.success(),
             "build from {lockfile} failed:\n{}",
@@ -342,16 +332,9 @@ fn requirements_without_index_url_use_the_index_from_pip_conf() {
         "{err}"
     );
 
-    let o = imgbuild(
+    let o = build_json(
         &dir,
-        &[
-            "build",
-            "--output",
-            "oci:out",
-            "--cache-dir",
-            cache,
-            "--json",
-        ],
+        cache,
         &[("PIP_CONFIG_FILE", pip_conf.to_str().unwrap())],
     );
     assert!(

@@ -11,36 +11,32 @@ use imgbuild::python::project::{self, Placement};
 use imgbuild::python::venv::VenvTarget;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 fn imgbuild(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("SOURCE_DATE_EPOCH")
+    support::imgbuild_command(cwd, args)
         .output()
-        .expect("cannot run imgbuild")
+        .expect("run imgbuild")
 }
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Writes `imgbuild.toml` in `dir` and runs `imgbuild build --output OUTPUT`.
+fn build_to(dir: &Path, spec: &str, output: &str) -> Output {
+    std::fs::write(dir.join("imgbuild.toml"), spec).unwrap();
+    imgbuild(
+        dir,
+        &["build", "--output", output, "--cache-dir", &cache_dir()],
+    )
+}
+
 /// Writes `imgbuild.toml` in `dir` and builds a docker archive; returns its path.
 fn build_ok(dir: &Path, spec: &str) -> PathBuf {
-    std::fs::write(dir.join("imgbuild.toml"), spec).unwrap();
     let archive = dir.join("image.tar");
-    let o = imgbuild(
-        dir,
-        &[
-            "build",
-            "--output",
-            &format!("docker-archive:{}", archive.display()),
-            "--cache-dir",
-            &cache_dir(),
-        ],
-    );
+    let o = build_to(dir, spec, &format!("docker-archive:{}", archive.display()));
     assert!(
         o.status.success(),
         "imgbuild build failed in {}:\n{}",
@@ -52,18 +48,8 @@ fn build_ok(dir: &Path, spec: &str) -> PathBuf {
 
 /// Builds and expects a one-line error naming every `expect`, with no output written.
 fn build_refused(dir: &Path, spec: &str, expect: &[&str]) -> String {
-    std::fs::write(dir.join("imgbuild.toml"), spec).unwrap();
     let out = dir.join("refused-layout");
-    let o = imgbuild(
-        dir,
-        &[
-            "build",
-            "--output",
-            &format!("oci:{}", out.display()),
-            "--cache-dir",
-            &cache_dir(),
-        ],
-    );
+    let o = build_to(dir, spec, &format!("oci:{}", out.display()));
     let stderr = text(&o.stderr);
     assert!(!o.status.success(), "the build should fail:\n{stderr}");
     let line = stderr
@@ -92,11 +78,7 @@ fn base(packages: &[&str]) -> String {
 
 /// A fresh copy of a fixture directory.
 fn copy_fixture(name: &str) -> PathBuf {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("{name}-"))
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-        .keep();
+    let dir = support::target_tempdir(&format!("{name}-")).keep();
     let from = support::fixture(name);
     for e in walkdir::WalkDir::new(&from).sort_by_file_name() {
         let e = e.unwrap();

@@ -269,14 +269,20 @@ mod tests {
     use super::test_support::*;
     use super::*;
 
-    #[test]
-    fn dependencies_without_a_lockfile_are_refused() {
+    /// A directory holding a pyproject.toml for project `x` with `extra` in `[project]`.
+    fn project(extra: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("pyproject.toml"),
-            "[project]\nname = \"x\"\nversion = \"1\"\ndependencies = [\"fastapi\", \"uvicorn\"]\n",
+            format!("[project]\nname = \"x\"\nversion = \"1\"\n{extra}"),
         )
         .unwrap();
+        dir
+    }
+
+    #[test]
+    fn dependencies_without_a_lockfile_are_refused() {
+        let dir = project("dependencies = [\"fastapi\", \"uvicorn\"]\n");
         std::fs::write(dir.path().join("requirements.in"), "fastapi\n").unwrap();
         let s = spec(dir.path(), "app = \"main:app\"\n");
         let e = check_lockfile(&s).unwrap_err().to_string();
@@ -293,12 +299,7 @@ mod tests {
 
     #[test]
     fn a_project_without_dependencies_needs_no_lockfile() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("pyproject.toml"),
-            "[project]\nname = \"x\"\nversion = \"1\"\n",
-        )
-        .unwrap();
+        let dir = project("");
         check_lockfile(&spec(dir.path(), "app = \"main:app\"\n")).unwrap();
     }
 

@@ -11,6 +11,7 @@
 //! two is a few set look-ups.
 
 use super::CheckError;
+use crate::python::interpreter::elf::{ident, uint_at};
 use crate::python::rootfs::RootFs;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -234,29 +235,8 @@ pub fn is_elf(head: &[u8]) -> bool {
 
 /// Reads DT_NEEDED and RPATH/RUNPATH; None when `data` is not a dynamic ELF file.
 pub fn parse_elf(data: &[u8]) -> Option<ElfDeps> {
-    if !is_elf(data) || data.len() < 52 {
-        return None;
-    }
-    let class64 = match data[4] {
-        1 => false,
-        2 => true,
-        _ => return None,
-    };
-    let le = match data[5] {
-        1 => true,
-        2 => false,
-        _ => return None,
-    };
-    let rd = |off: u64, n: usize| -> Option<u64> {
-        let off = usize::try_from(off).ok()?;
-        let b = data.get(off..off.checked_add(n)?)?;
-        let mut v: u64 = 0;
-        for i in 0..n {
-            let byte = if le { b[n - 1 - i] } else { b[i] };
-            v = (v << 8) | u64::from(byte);
-        }
-        Some(v)
-    };
+    let (class64, le) = ident(data)?;
+    let rd = |off: u64, n: usize| uint_at(data, usize::try_from(off).ok()?, n, le);
     let word = if class64 { 8 } else { 4 };
     let (phoff, phentsize, phnum) = if class64 {
         (rd(32, 8)?, rd(54, 2)?, rd(56, 2)?)

@@ -327,7 +327,7 @@ fn components(path: &str) -> impl DoubleEndedIterator<Item = &str> {
 
 /// `./usr//bin/` → `usr/bin`. None for the root itself and for paths that
 /// climb out with `..`.
-fn normalise(raw: &str) -> Option<String> {
+pub(crate) fn normalise(raw: &str) -> Option<String> {
     let mut parts: Vec<&str> = Vec::new();
     for c in components(raw) {
         match c {

@@ -405,6 +405,16 @@ fn fetch_token(
     }
     let service = challenge.param("service");
     let sent = Instant::now();
+    // The OAuth2 form fields both grants share: the service and the scopes.
+    let token_form = |mut form: Vec<(&'static str, String)>| {
+        if let Some(s) = service {
+            form.push(("service", s.to_string()));
+        }
+        if !scopes.is_empty() {
+            form.push(("scope", scopes.join(" ")));
+        }
+        form
+    };
 
     let get = |client: &reqwest::blocking::Client| {
         let mut url = realm_url.clone();
@@ -431,18 +441,12 @@ fn fetch_token(
     };
     let resp = if let Credential::IdentityToken { token, .. } = credential {
         let post = |client: &reqwest::blocking::Client| {
-            let mut form = vec![
+            let form = vec![
                 ("grant_type", "refresh_token".to_string()),
                 ("refresh_token", token.expose().to_string()),
                 ("client_id", CLIENT_ID.to_string()),
             ];
-            if let Some(s) = service {
-                form.push(("service", s.to_string()));
-            }
-            if !scopes.is_empty() {
-                form.push(("scope", scopes.join(" ")));
-            }
-            client.post(realm_url.clone()).form(&form)
+            client.post(realm_url.clone()).form(&token_form(form))
         };
         let resp = transport.send_retrying(&what, &realm_host, &post)?;
         // Token services without the OAuth2 endpoint answer 404 (or 405): use GET.
@@ -457,19 +461,13 @@ fn fetch_token(
         // endpoint exists) take the OAuth2 password grant, as Docker sends it.
         if matches!(resp.status().as_u16(), 404 | 405) {
             let post = |client: &reqwest::blocking::Client| {
-                let mut form = vec![
+                let form = vec![
                     ("grant_type", "password".to_string()),
                     ("username", username.clone()),
                     ("password", password.expose().to_string()),
                     ("client_id", CLIENT_ID.to_string()),
                 ];
-                if let Some(s) = service {
-                    form.push(("service", s.to_string()));
-                }
-                if !scopes.is_empty() {
-                    form.push(("scope", scopes.join(" ")));
-                }
-                client.post(realm_url.clone()).form(&form)
+                client.post(realm_url.clone()).form(&token_form(form))
             };
             transport.send_retrying(&what, &realm_host, &post)?
         } else {
@@ -649,26 +647,23 @@ mod tests {
     #[test]
     fn token_lifetime_defaults_and_counts_from_issued_at() {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
-        assert_eq!(token_lifetime(None, None, now), Duration::from_secs(60));
-        assert_eq!(token_lifetime(Some(0), None, now), Duration::from_secs(60));
-        // 1_700_000_000 = 2023-11-14T22:13:20Z
-        assert_eq!(
-            token_lifetime(Some(300), Some("2023-11-14T22:13:20Z"), now),
-            Duration::from_secs(200)
-        );
-        assert_eq!(
-            token_lifetime(Some(300), Some("2023-11-14T23:13:20.5+01:00"), now),
-            Duration::from_secs(200)
-        );
-        // A token "issued" long ago by a skewed clock is not treated as already expired.
-        assert_eq!(
-            token_lifetime(Some(300), Some("2000-01-01T00:00:00Z"), now),
-            Duration::from_secs(300)
-        );
-        assert_eq!(
-            token_lifetime(Some(300), Some("garbage"), now),
-            Duration::from_secs(300)
-        );
+        let cases = [
+            (None, None, 60),
+            (Some(0), None, 60),
+            // 1_700_000_000 = 2023-11-14T22:13:20Z
+            (Some(300), Some("2023-11-14T22:13:20Z"), 200),
+            (Some(300), Some("2023-11-14T23:13:20.5+01:00"), 200),
+            // A token "issued" long ago by a skewed clock is not treated as already expired.
+            (Some(300), Some("2000-01-01T00:00:00Z"), 300),
+            (Some(300), Some("garbage"), 300),
+        ];
+        for (expires_in, issued_at, want) in cases {
+            assert_eq!(
+                token_lifetime(expires_in, issued_at, now),
+                Duration::from_secs(want),
+                "{expires_in:?} {issued_at:?}"
+            );
+        }
     }
 
     #[test]

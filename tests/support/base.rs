@@ -108,11 +108,7 @@ mv "$stamp.tmp" "$stamp"
 
 /// An OCI layout whose index offers both Debian bases, like a multi-platform base on a registry.
 pub fn multiarch_base() -> PathBuf {
-    let dir = tempfile::Builder::new()
-        .prefix("multiarch-base-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-        .keep();
+    let dir = super::target_tempdir("multiarch-base-").keep();
     let mut manifests = Vec::new();
     for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
         let layout = base_image(arch);

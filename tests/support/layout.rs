@@ -22,3 +22,18 @@ pub fn largest_blob(layout: &Path) -> PathBuf {
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
         .unwrap()
 }
+
+/// The `(a, b)` string fields of each object in a JSON array, in order.
+pub fn string_pairs(array: &serde_json::Value, a: &str, b: &str) -> Vec<(String, String)> {
+    array
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x[a].as_str().unwrap().to_string(),
+                x[b].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}

@@ -83,6 +83,35 @@ pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
     out
 }
 
+/// The stdout of a run that must have succeeded; panics with both streams otherwise.
+pub fn stdout_ok(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The last line (the digest imgbuild prints) of a run that must have succeeded.
+pub fn last_line(out: &std::process::Output, what: &str) -> String {
+    stdout_ok(out, what)
+        .lines()
+        .last()
+        .expect("a digest line")
+        .to_string()
+}
+
+/// A fresh temporary directory named `PREFIX…` under cargo's target tmp dir.
+pub fn target_tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("cannot create a temp dir under the cargo target dir")
+}
+
 /// The repository root, where `scripts/`, `fixtures/` and `images/` live.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -37,15 +37,7 @@ pub fn podman_ok(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("cannot run podman; run scripts/setup.sh");
-    assert!(
-        out.status.success(),
-        "podman {} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    super::stdout_ok(&out, &format!("podman {}", args.join(" ")))
 }
 
 /// `podman load` of a docker-archive or oci-archive; returns the loaded image's id.

@@ -17,11 +17,7 @@ pub fn uv_lock(project_dir: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "project".into());
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("uv-{name}-"))
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("cannot create a temp dir under the cargo target dir")
-        .keep();
+    let dir = super::target_tempdir(&format!("uv-{name}-")).keep();
     copy_project(project_dir, &dir);
     uv(&dir, &["lock", "--exclude-newer", EXCLUDE_NEWER]);
     assert!(
@@ -80,15 +76,7 @@ pub fn uv(dir: &Path, args: &[&str]) {
         .env("UV_NO_PROGRESS", "1")
         .output()
         .expect("cannot run uv; run scripts/setup.sh (pip install uv)");
-    assert!(
-        out.status.success(),
-        "uv {} in {} failed ({}):\n{}\n{}",
-        args.join(" "),
-        dir.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::stdout_ok(&out, &format!("uv {} in {}", args.join(" "), dir.display()));
 }
 
 /// Copies the project's source files, leaving out what a developer's checkout may hold

@@ -238,14 +238,7 @@ pub fn add_pycs(
     if mode == Mode::Off {
         return Ok(Vec::new());
     }
-    let scratch = tempfile::Builder::new()
-        .prefix("bytecode-")
-        .tempdir_in(scratch_parent)
-        .map_err(|source| BytecodeError::Stage {
-            label: label.to_owned(),
-            dir: scratch_parent.display().to_string(),
-            source,
-        })?;
+    let scratch = scratch_dir(scratch_parent, label)?;
     let stage_err = |source| BytecodeError::Stage {
         label: label.to_owned(),
         dir: scratch.path().display().to_string(),
@@ -397,14 +390,7 @@ pub fn stdlib_plan(
     if mode == Mode::Off || sources.is_empty() {
         return Ok(plan);
     }
-    let scratch = tempfile::Builder::new()
-        .prefix("bytecode-")
-        .tempdir_in(scratch_parent)
-        .map_err(|source| BytecodeError::Stage {
-            label: label.to_owned(),
-            dir: scratch_parent.display().to_string(),
-            source,
-        })?;
+    let scratch = scratch_dir(scratch_parent, label)?;
     let compiled = compile::compile(interp, mode, label, sources, scratch.path())?;
     for (pyc, bytes) in compiled.pycs {
         plan.bytes(pyc, 0o644, bytes)
@@ -466,6 +452,18 @@ fn collect_stdlib(
         }
     }
     Ok(())
+}
+
+/// A fresh `bytecode-*` scratch directory under `scratch_parent`.
+fn scratch_dir(scratch_parent: &Path, label: &str) -> Result<tempfile::TempDir, BytecodeError> {
+    tempfile::Builder::new()
+        .prefix("bytecode-")
+        .tempdir_in(scratch_parent)
+        .map_err(|source| BytecodeError::Stage {
+            label: label.to_owned(),
+            dir: scratch_parent.display().to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]

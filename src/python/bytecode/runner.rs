@@ -5,6 +5,7 @@
 //! for another architecture. No chroot, no daemon, no privileges.
 
 use super::BytecodeError;
+use crate::python::rootfs::normalise;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -534,21 +535,6 @@ fn remove_all(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// `./usr//bin/` → `usr/bin`; None for the root and for paths climbing out.
-fn normalise(raw: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in raw.split('/').filter(|c| !c.is_empty()) {
-        match c {
-            "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            c => parts.push(c),
-        }
-    }
-    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 #[cfg(test)]

@@ -10,45 +10,43 @@ pub(super) struct Elf {
     pub interp: Option<String>,
 }
 
+/// Whether an ELF file is 64-bit and little-endian; None when `data` is not
+/// an ELF file with a whole 32-bit header (52 bytes) or names an unknown
+/// class or byte order.
+pub(crate) fn ident(data: &[u8]) -> Option<(bool, bool)> {
+    if !data.starts_with(b"\x7fELF") || data.len() < 52 {
+        return None;
+    }
+    let class64 = match data[4] {
+        1 => false,
+        2 => true,
+        _ => return None,
+    };
+    let little_endian = match data[5] {
+        1 => true,
+        2 => false,
+        _ => return None,
+    };
+    Some((class64, little_endian))
+}
+
+/// The `n`-byte (at most 8) unsigned integer at `off`, in the given byte order.
+pub(crate) fn uint_at(data: &[u8], off: usize, n: usize, little_endian: bool) -> Option<u64> {
+    let b = data.get(off..off.checked_add(n)?)?;
+    let mut v: u64 = 0;
+    for i in 0..n {
+        let byte = if little_endian { b[n - 1 - i] } else { b[i] };
+        v = (v << 8) | u64::from(byte);
+    }
+    Some(v)
+}
+
 impl Elf {
     pub fn parse(data: &[u8]) -> Option<Elf> {
-        if !data.starts_with(b"\x7fELF") || data.len() < 52 {
-            return None;
-        }
-        let class64 = match data[4] {
-            1 => false,
-            2 => true,
-            _ => return None,
-        };
-        let little_endian = match data[5] {
-            1 => true,
-            2 => false,
-            _ => return None,
-        };
-        let u16_at = |off: usize| -> Option<u16> {
-            let b: [u8; 2] = data.get(off..off + 2)?.try_into().ok()?;
-            Some(if little_endian {
-                u16::from_le_bytes(b)
-            } else {
-                u16::from_be_bytes(b)
-            })
-        };
-        let u32_at = |off: usize| -> Option<u32> {
-            let b: [u8; 4] = data.get(off..off + 4)?.try_into().ok()?;
-            Some(if little_endian {
-                u32::from_le_bytes(b)
-            } else {
-                u32::from_be_bytes(b)
-            })
-        };
-        let u64_at = |off: usize| -> Option<u64> {
-            let b: [u8; 8] = data.get(off..off + 8)?.try_into().ok()?;
-            Some(if little_endian {
-                u64::from_le_bytes(b)
-            } else {
-                u64::from_be_bytes(b)
-            })
-        };
+        let (class64, little_endian) = ident(data)?;
+        let u16_at = |off: usize| uint_at(data, off, 2, little_endian).map(|v| v as u16);
+        let u32_at = |off: usize| uint_at(data, off, 4, little_endian).map(|v| v as u32);
+        let u64_at = |off: usize| uint_at(data, off, 8, little_endian);
         let machine = u16_at(18)?;
         let (phoff, phentsize, phnum) = if class64 {
             (u64_at(32)?, u16_at(54)?, u16_at(56)?)

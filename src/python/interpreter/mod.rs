@@ -7,7 +7,7 @@
 //! interpreter's ELF `PT_INTERP`, and the libc version from libc.so.6's banner or
 //! the package database.
 
-mod elf;
+pub(crate) mod elf;
 mod packages;
 mod sysconfig;
 
@@ -445,30 +445,18 @@ pub(crate) mod test_images {
         d[4] = 2;
         d[5] = if little { 1 } else { 2 };
         d[6] = 1;
-        let put16 = |d: &mut Vec<u8>, off: usize, v: u16| {
+        // The low `n` bytes of `v` at `off`, in the file's byte order.
+        let put = |d: &mut Vec<u8>, off: usize, n: usize, v: u64| {
             let b = if little {
-                v.to_le_bytes()
+                v.to_le_bytes()[..n].to_vec()
             } else {
-                v.to_be_bytes()
+                v.to_be_bytes()[8 - n..].to_vec()
             };
-            d[off..off + 2].copy_from_slice(&b);
+            d[off..off + n].copy_from_slice(&b);
         };
-        let put32 = |d: &mut Vec<u8>, off: usize, v: u32| {
-            let b = if little {
-                v.to_le_bytes()
-            } else {
-                v.to_be_bytes()
-            };
-            d[off..off + 4].copy_from_slice(&b);
-        };
-        let put64 = |d: &mut Vec<u8>, off: usize, v: u64| {
-            let b = if little {
-                v.to_le_bytes()
-            } else {
-                v.to_be_bytes()
-            };
-            d[off..off + 8].copy_from_slice(&b);
-        };
+        let put16 = |d: &mut Vec<u8>, off: usize, v: u16| put(d, off, 2, u64::from(v));
+        let put32 = |d: &mut Vec<u8>, off: usize, v: u32| put(d, off, 4, u64::from(v));
+        let put64 = |d: &mut Vec<u8>, off: usize, v: u64| put(d, off, 8, v);
         put16(&mut d, 16, 2);
         put16(&mut d, 18, machine);
         put64(&mut d, 32, 64);
