@@ -142,8 +142,38 @@ impl RegistryClient {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<Digest, RegistryError> {
-        let registry = repo.registry.as_str();
         let what = format!("pushing manifest {}:{reference}", repo.name());
+        Ok(self
+            .put_manifest_as(repo, reference, bytes, media_type, what)?
+            .0)
+    }
+
+    /// Pushes a manifest that names a `subject` (an OCI 1.1 artifact) by its
+    /// digest, and says whether the registry answered with `OCI-Subject`, its
+    /// sign that it indexed the referrer itself.
+    pub fn put_referrer_manifest(
+        &self,
+        repo: &Reference,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(Digest, bool), RegistryError> {
+        let ours = Digest::of_bytes(bytes);
+        let what = format!("pushing artifact manifest {}@{ours}", repo.name());
+        self.put_manifest_as(repo, &ours.to_string(), bytes, media_type, what)
+    }
+
+    /// The one manifest PUT: the digest is checked against a digest
+    /// `reference` and against the registry's answer; returns it and whether
+    /// the answer carried `OCI-Subject`.
+    fn put_manifest_as(
+        &self,
+        repo: &Reference,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+        what: String,
+    ) -> Result<(Digest, bool), RegistryError> {
+        let registry = repo.registry.as_str();
         let ours = Digest::of_bytes(bytes);
         if let Ok(named) = reference.parse::<Digest>() {
             if named != ours {
@@ -167,39 +197,6 @@ impl RegistryClient {
         }
         // No Location is needed (ECR sends none); the digest header is optional too.
         check_digest_header(&resp, &ours, &what, registry)?;
-        Ok(ours)
-    }
-
-    /// Pushes a manifest that names a `subject` (an OCI 1.1 artifact) by its
-    /// digest, and says whether the registry answered with `OCI-Subject`, its
-    /// sign that it indexed the referrer itself.
-    pub fn put_referrer_manifest(
-        &self,
-        repo: &Reference,
-        bytes: &[u8],
-        media_type: &str,
-    ) -> Result<(Digest, bool), RegistryError> {
-        let registry = repo.registry.as_str();
-        let ours = Digest::of_bytes(bytes);
-        let what = format!("pushing artifact manifest {}@{ours}", repo.name());
-        let scopes = [repository_scope(&repo.repository, true)];
-        let path = format!("/v2/{}/manifests/{ours}", repo.repository);
-        let resp = self.execute(Call {
-            registry,
-            what: &what,
-            scopes: &scopes,
-            retry: true,
-            upload: None,
-            build: &|c, base| {
-                Ok(c.put(join(base, &path))
-                    .header(CONTENT_TYPE, media_type)
-                    .body(bytes.to_vec()))
-            },
-        })?;
-        if !resp.status().is_success() {
-            return Err(self.fail(&what, registry, resp));
-        }
-        check_digest_header(&resp, &ours, &what, registry)?;
         Ok((ours, resp.headers().contains_key("OCI-Subject")))
     }
 
@@ -215,17 +212,10 @@ impl RegistryClient {
         let what = format!("listing referrers of {}@{subject}", repo.name());
         let scopes = [repository_scope(&repo.repository, false)];
         let path = format!("/v2/{}/referrers/{subject}", repo.repository);
-        let resp = self.execute(Call {
-            registry,
-            what: &what,
-            scopes: &scopes,
-            retry: true,
-            upload: None,
-            build: &|c, base| {
-                Ok(c.get(join(base, &path))
-                    .header(ACCEPT, MEDIA_TYPE_OCI_INDEX))
-            },
-        })?;
+        let resp = self.execute(Call::new(registry, &what, &scopes, &|c, base| {
+            Ok(c.get(join(base, &path))
+                .header(ACCEPT, MEDIA_TYPE_OCI_INDEX))
+        }))?;
         match resp.status() {
             s if s.is_success() => {}
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::BAD_REQUEST => {
