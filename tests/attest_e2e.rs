@@ -430,6 +430,18 @@ fn with_a_referrers_api_no_fallback_tag_is_written() {
         referrers,
         ["application/spdx+json", "application/vnd.in-toto+json"]
     );
+
+    // Pushed again unchanged: the API lists both, so one GET and nothing written.
+    let requests_before = fake.requests().len();
+    let (again, stderr) = push(&project, &format!("{host}/hello:1"), &host, &cache, &[]);
+    assert_eq!(again, digest);
+    assert!(stderr.contains("(referrers API)"), "{stderr}");
+    let attach_writes = fake.requests()[requests_before..]
+        .iter()
+        .filter(|r| r.method == "PUT" || r.method == "POST" || r.method == "PATCH")
+        .count();
+    assert_eq!(attach_writes, 0, "an unchanged push wrote to the registry");
+    assert_eq!(fake.count("GET", "/referrers/"), 2);
 }
 
 /// Locks the project again with an earlier cut-off, so some packages go back a version.

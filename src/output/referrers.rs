@@ -140,6 +140,15 @@ pub fn merge_index(
     Ok(changed.then(|| canonical(&index)))
 }
 
+/// What [`already_attached`] found.
+enum Listed {
+    All(Attached),
+    /// Some entry is missing; `api_answered` says the referrers API exists.
+    NotAll {
+        api_answered: bool,
+    },
+}
+
 /// Whether every entry is listed already where readers look: the referrers
 /// API, else the fallback tag's index. Our manifests are pushed before they are
 /// listed, so a listed entry was pushed; a push that changed nothing then costs
@@ -149,7 +158,7 @@ fn already_attached(
     repo: &Reference,
     subject: &Subject,
     entries: &[Value],
-) -> Result<Option<Attached>, ReferrersError> {
+) -> Result<Listed, ReferrersError> {
     let fail = |what: &str| {
         let what = what.to_string();
         move |source| ReferrersError::Registry {
@@ -169,20 +178,30 @@ fn already_attached(
         .get_referrers(repo, &subject.digest)
         .map_err(fail("the referrers list"))?
     {
-        return Ok(lists_all(&index).then_some(Attached::Api));
+        return Ok(match lists_all(&index) {
+            true => Listed::All(Attached::Api),
+            false => Listed::NotAll { api_answered: true },
+        });
     }
     let tag = fallback_tag(&subject.digest);
     let tag_ref = repo.with_tag(&tag).expect("sha256-<hex> is a valid tag");
     let Some((digest, _)) = client.head_manifest(&tag_ref).map_err(fail(&tag))? else {
-        return Ok(None);
+        return Ok(Listed::NotAll {
+            api_answered: false,
+        });
     };
     let (index, ..) = client
         .get_manifest(&tag_ref.with_digest(digest))
         .map_err(fail(&tag))?;
-    Ok(lists_all(&index).then_some(Attached::Tag {
-        tag,
-        changed: false,
-    }))
+    Ok(match lists_all(&index) {
+        true => Listed::All(Attached::Tag {
+            tag,
+            changed: false,
+        }),
+        false => Listed::NotAll {
+            api_answered: false,
+        },
+    })
 }
 
 fn cursor(bytes: &[u8]) -> io::Result<Box<dyn Read + Send>> {
@@ -209,9 +228,10 @@ pub fn attach(
         .iter()
         .map(|a| index_entry(a, &artifact_manifest(a, subject)))
         .collect();
-    if let Some(attached) = already_attached(client, repo, subject, &entries)? {
-        return Ok(attached);
-    }
+    let api_answered = match already_attached(client, repo, subject, &entries)? {
+        Listed::All(attached) => return Ok(attached),
+        Listed::NotAll { api_answered } => api_answered,
+    };
     let empty = Digest::of_bytes(EMPTY);
     client
         .push_blob(repo, &empty, EMPTY.len() as u64, &|| cursor(EMPTY), None)
@@ -237,10 +257,11 @@ pub fn attach(
     // Some registries send OCI-Subject without the API (research notes: ECR),
     // so the API itself must answer too.
     if all_indexed
-        && client
-            .get_referrers(repo, &subject.digest)
-            .map_err(fail("the referrers list"))?
-            .is_some()
+        && (api_answered
+            || client
+                .get_referrers(repo, &subject.digest)
+                .map_err(fail("the referrers list"))?
+                .is_some())
     {
         return Ok(Attached::Api);
     }
