@@ -7,6 +7,7 @@
 use super::yaml::{self, Found};
 use super::{DeployError, RefError};
 use crate::digest::Digest;
+use crate::layer::path::clean_absolute;
 use crate::output::BuildResult;
 use crate::reference::Reference;
 use crate::spec::{self, Spec};
@@ -322,28 +323,14 @@ impl Files {
                         format!("/{}/{target}", parts[..i - 1].join("/"))
                     };
                     path = format!("{base}/{}", parts[i..].join("/"));
-                    path = normalise(&path);
+                    path = clean_absolute(&path);
                     continue 'resolve;
                 }
             }
-            return self.entries.contains(&normalise(&path));
+            return self.entries.contains(&clean_absolute(&path));
         }
         false
     }
-}
-
-fn normalise(path: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            p => out.push(p),
-        }
-    }
-    format!("/{}", out.join("/"))
 }
 
 fn image_files(store: &Store, layers: &[crate::output::ImageLayer]) -> Option<Files> {
@@ -364,7 +351,7 @@ fn image_files(store: &Store, layers: &[crate::output::ImageLayer]) -> Option<Fi
         let mut archive = tar::Archive::new(reader);
         for entry in archive.entries().ok()? {
             let entry = entry.ok()?;
-            let path = normalise(&entry.path().ok()?.to_string_lossy());
+            let path = clean_absolute(&entry.path().ok()?.to_string_lossy());
             let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
             if name == ".wh..wh..opq" {
                 let under = format!("{dir}/");
