@@ -389,10 +389,7 @@ impl Transport {
     /// Sends one request, counting it and bounding it by `--timeout`.
     pub fn send(&self, req: RequestBuilder) -> Result<Response, reqwest::Error> {
         let (client, req) = req.build_split();
-        let mut req = req?;
-        self.bound(&mut req, None);
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        client.execute(req)
+        self.send_request(&client, req?, None)
     }
 
     /// Sends `req` with `client` (from [`Transport::client_for`]), counted and
