@@ -291,6 +291,27 @@ mod tests {
             .collect()
     }
 
+    /// The plan for the tree at `root`, with the workdir /app and no extra excludes.
+    fn plan(root: &Path) -> LayerPlan {
+        plan_app_layer(root, &app(), &[]).unwrap()
+    }
+
+    /// Why planning the tree at `root` fails, each cause once.
+    fn plan_error(root: &Path, extra_excludes: &[String]) -> String {
+        error_chain(&plan_app_layer(root, &app(), extra_excludes).unwrap_err())
+    }
+
+    /// A source tree: the sample project (files 0o644) and `files`, each
+    /// (path, text) with mode 0o644.
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        sample(dir.path(), 0o644);
+        for (rel, text) in files {
+            write(dir.path(), rel, text, 0o644);
+        }
+        dir
+    }
+
     fn sample(root: &Path, file_mode: u32) {
         write(
             root,
@@ -305,15 +326,15 @@ mod tests {
 
     #[test]
     fn puts_the_tree_under_the_workdir_with_default_skips() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tree(&[
+            (".git/HEAD", "ref"),
+            (".venv/bin/python", ""),
+            ("pkg/__pycache__/x.cpython-312.pyc", ""),
+            ("pkg/stale.pyc", ""),
+            ("sub/.git", "gitdir: elsewhere"),
+        ]);
         let root = dir.path();
-        sample(root, 0o644);
-        write(root, ".git/HEAD", "ref", 0o644);
-        write(root, ".venv/bin/python", "", 0o755);
-        write(root, "pkg/__pycache__/x.cpython-312.pyc", "", 0o644);
-        write(root, "pkg/stale.pyc", "", 0o644);
-        write(root, "sub/.git", "gitdir: elsewhere", 0o644);
-        let plan = plan_app_layer(root, &app(), &[]).unwrap();
+        let plan = plan(root);
         assert_eq!(
             paths(&plan),
             [
@@ -346,22 +367,18 @@ mod tests {
 
     #[test]
     fn honours_dockerignore_with_exceptions() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        sample(root, 0o644);
-        write(root, "docs/guide.md", "", 0o644);
-        write(root, "docs/README.md", "", 0o644);
-        write(root, "tests/test_x.py", "", 0o644);
-        write(root, "notes.md", "", 0o644);
-        write(root, ".env", "SECRET=1", 0o644);
-        write(
-            root,
-            ".dockerignore",
-            "# comment\ndocs\n!docs/README.md\n/tests/\n*.md\n.env\n",
-            0o644,
-        );
-        let plan = plan_app_layer(root, &app(), &[]).unwrap();
-        let got = paths(&plan);
+        let dir = tree(&[
+            ("docs/guide.md", ""),
+            ("docs/README.md", ""),
+            ("tests/test_x.py", ""),
+            ("notes.md", ""),
+            (".env", "SECRET=1"),
+            (
+                ".dockerignore",
+                "# comment\ndocs\n!docs/README.md\n/tests/\n*.md\n.env\n",
+            ),
+        ]);
+        let got = paths(&plan(dir.path()));
         assert!(got.contains(&"app/docs/README.md".to_string()), "{got:?}");
         assert!(
             got.contains(&"app/docs".to_string()),
@@ -388,19 +405,18 @@ mod tests {
         let root = dir.path();
         write(root, "data/model.pyc", "", 0o644);
         write(root, ".dockerignore", "!data/model.pyc\n", 0o644);
-        assert!(paths(&plan_app_layer(root, &app(), &[]).unwrap())
-            .contains(&"app/data/model.pyc".to_string()));
+        assert!(paths(&plan(root)).contains(&"app/data/model.pyc".to_string()));
     }
 
     #[test]
     fn extra_excludes_apply_after_dockerignore() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        sample(root, 0o644);
-        write(root, "tests/test_x.py", "", 0o644);
-        write(root, ".dockerignore", "!tests\n", 0o644);
-        let plan =
-            plan_app_layer(root, &app(), &["tests/".to_string(), "**/*.sh".to_string()]).unwrap();
+        let dir = tree(&[("tests/test_x.py", ""), (".dockerignore", "!tests\n")]);
+        let plan = plan_app_layer(
+            dir.path(),
+            &app(),
+            &["tests/".to_string(), "**/*.sh".to_string()],
+        )
+        .unwrap();
         let got = paths(&plan);
         assert!(!got.iter().any(|p| p.starts_with("app/tests")), "{got:?}");
         assert!(!got.contains(&"app/bin/run.sh".to_string()), "{got:?}");
@@ -415,18 +431,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         write(root, ".dockerignore", "ok\n[\n", 0o644);
-        let e = error_chain(&plan_app_layer(root, &app(), &[]).unwrap_err());
+        let e = plan_error(root, &[]);
+        let file = root.join(".dockerignore");
         assert!(
             e.starts_with(&format!(
                 "{}: line 2: invalid pattern \"[\"",
-                root.join(".dockerignore").display()
+                file.display()
             )),
             "{e}"
         );
-        fs::remove_file(root.join(".dockerignore")).unwrap();
-        let e = plan_app_layer(root, &app(), &["!".to_string()])
-            .unwrap_err()
-            .to_string();
+        fs::remove_file(file).unwrap();
+        let e = plan_error(root, &["!".to_string()]);
         assert!(
             e.starts_with("exclude: item 1: invalid pattern \"!\""),
             "{e}"
@@ -435,13 +450,12 @@ mod tests {
 
     #[test]
     fn keeps_symlinks_that_stay_inside() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tree(&[]);
         let root = dir.path();
-        sample(root, 0o644);
         symlink("../main.py", root.join("pkg/entry.py")).unwrap();
         symlink("pkg", root.join("alias")).unwrap();
         symlink("missing.txt", root.join("dangling")).unwrap();
-        let plan = plan_app_layer(root, &app(), &[]).unwrap();
+        let plan = plan(root);
         let kind = |p: &str| plan.get(&ImagePath::new(p).unwrap()).unwrap().kind.clone();
         assert_eq!(
             kind("app/pkg/entry.py"),
@@ -473,17 +487,17 @@ mod tests {
         let root = dir.path();
         fs::create_dir_all(root.join("fixtures/x")).unwrap();
         symlink("/etc/passwd", root.join("fixtures/x/leak")).unwrap();
-        let e = plan_app_layer(root, &app(), &[]).unwrap_err().to_string();
+        let e = plan_error(root, &[]);
         assert_eq!(e, "symlink fixtures/x/leak -> /etc/passwd points outside the source tree; replace it with a copy");
 
         fs::remove_file(root.join("fixtures/x/leak")).unwrap();
         symlink("../../../secret", root.join("fixtures/x/up")).unwrap();
-        let e = plan_app_layer(root, &app(), &[]).unwrap_err().to_string();
+        let e = plan_error(root, &[]);
         assert_eq!(e, "symlink fixtures/x/up -> ../../../secret points outside the source tree; replace it with a copy");
 
         fs::remove_file(root.join("fixtures/x/up")).unwrap();
         symlink(root.join("fixtures"), root.join("abs")).unwrap();
-        let e = plan_app_layer(root, &app(), &[]).unwrap_err().to_string();
+        let e = plan_error(root, &[]);
         assert!(
             e.starts_with("symlink abs -> ") && e.contains("is absolute"),
             "{e}"
@@ -496,16 +510,15 @@ mod tests {
 
     #[test]
     fn refuses_sockets_naming_them() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tree(&[]);
         let root = dir.path();
-        sample(root, 0o644);
-        let _listener = std::os::unix::net::UnixListener::bind(root.join("app.sock")).unwrap();
-        let e = plan_app_layer(root, &app(), &[]).unwrap_err().to_string();
+        let socket = root.join("app.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
         assert_eq!(
-            e,
+            plan_error(root, &[]),
             format!(
                 "{} is a socket; an image layer holds only files, directories and symlinks, so exclude it in .dockerignore",
-                root.join("app.sock").display()
+                socket.display()
             )
         );
         write(root, ".dockerignore", "*.sock\n", 0o644);
@@ -515,17 +528,17 @@ mod tests {
     #[test]
     fn refuses_unreadable_files_naming_them() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        write(root, "secret.key", "k", 0o000);
-        if File::open(root.join("secret.key")).is_ok() {
+        write(dir.path(), "secret.key", "k", 0o000);
+        let key = dir.path().join("secret.key");
+        if File::open(&key).is_ok() {
             // Running as root: permissions do not stop reads, nothing to test.
             return;
         }
-        let e = error_chain(&plan_app_layer(root, &app(), &[]).unwrap_err());
+        let e = plan_error(dir.path(), &[]);
         assert!(
             e.starts_with(&format!(
                 "cannot read {}; fix its permissions",
-                root.join("secret.key").display()
+                key.display()
             )),
             "{e}"
         );
@@ -537,9 +550,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let name = std::ffi::OsStr::from_bytes(b"bad\xffname.py");
         fs::write(dir.path().join(name), "").unwrap();
-        let e = plan_app_layer(dir.path(), &app(), &[])
-            .unwrap_err()
-            .to_string();
+        let e = plan_error(dir.path(), &[]);
         assert!(e.contains("is not UTF-8"), "{e}");
     }
 
@@ -549,7 +560,7 @@ mod tests {
         let root = dir.path();
         write(root, "a.py", "x = 1\n", 0o644);
         fs::hard_link(root.join("a.py"), root.join("b.py")).unwrap();
-        let plan = plan_app_layer(root, &app(), &[]).unwrap();
+        let plan = plan(root);
         for p in ["app/a.py", "app/b.py"] {
             assert!(
                 matches!(
@@ -573,8 +584,7 @@ mod tests {
                 .unwrap()
                 .set_modified(t)
                 .unwrap();
-            let plan = plan_app_layer(dir.path(), &app(), &[]).unwrap();
-            write_layer(&plan, 0, &mut NoExternal, Vec::new())
+            write_layer(&plan(dir.path()), 0, &mut NoExternal, Vec::new())
                 .unwrap()
                 .0
                 .digest

@@ -2,7 +2,7 @@
 //! recorded, and the script answers it. Enough of HTTP for reqwest's blocking
 //! client (keep-alive, Content-Length and chunked bodies); nothing more.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
@@ -73,6 +73,41 @@ pub struct Server {
 
 impl Server {
     pub fn start(script: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Server {
+        Server::listen(script, Some)
+    }
+
+    /// The same over TLS, presenting `cert_pem` (the server's certificate,
+    /// then its chain) with the key `key_pem`.
+    pub fn start_tls(
+        cert_pem: &str,
+        key_pem: &str,
+        script: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Server {
+        use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("PEM certificates");
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("a PEM key");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .expect("a certificate and its key"),
+        );
+        Server::listen(script, move |tcp| {
+            let tls = rustls::ServerConnection::new(config.clone()).ok()?;
+            Some(rustls::StreamOwned::new(tls, tcp))
+        })
+    }
+
+    /// Serves each connection `wrap` makes of an accepted one on its own thread.
+    fn listen<S: Read + Write + Send + 'static>(
+        script: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+        wrap: impl Fn(TcpStream) -> Option<S> + Send + 'static,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let addr = listener.local_addr().expect("bound").to_string();
         let log: Arc<Mutex<Vec<Request>>> = Arc::default();
@@ -81,7 +116,9 @@ impl Server {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let (log, script) = (log2.clone(), script2.clone());
-                std::thread::spawn(move || serve(stream, &*script, &log));
+                if let Some(stream) = wrap(stream) {
+                    std::thread::spawn(move || serve(stream, &*script, &log));
+                }
             }
         });
         Server { addr, log }
@@ -102,10 +139,7 @@ impl Server {
     }
 }
 
-fn serve(stream: TcpStream, script: &Script, log: &Mutex<Vec<Request>>) {
-    let Ok(mut out) = stream.try_clone() else {
-        return;
-    };
+fn serve(stream: impl Read + Write, script: &Script, log: &Mutex<Vec<Request>>) {
     let mut r = BufReader::new(stream);
     while let Some(req) = read_request(&mut r) {
         log.lock().unwrap().push(req.clone());
@@ -119,7 +153,8 @@ fn serve(stream: TcpStream, script: &Script, log: &Mutex<Vec<Request>>) {
         if req.method != "HEAD" {
             bytes.extend_from_slice(&reply.body);
         }
-        if out.write_all(&bytes).is_err() {
+        let out = r.get_mut();
+        if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
             return;
         }
     }

@@ -81,15 +81,7 @@ fn builds_as_uid_1000_with_no_capabilities_and_a_read_only_root_to_the_host_dige
             "/usr/local/bin/imgbuild",
             "ro",
         ))
-        // The base has no CA bundle, and the registry client loads the system
-        // trust store when it is made, even for a build that never contacts a
-        // registry; a CI image has one, so the host's is mounted (read-only).
-        .arg("-v")
-        .arg(vol(
-            Path::new("/etc/ssl/certs/ca-certificates.crt"),
-            "/etc/ssl/certs/ca-certificates.crt",
-            "ro",
-        ))
+        // The base has no CA bundle: a build that contacts no registry needs none.
         .arg("-v")
         .arg(vol(&project, "/src", "ro"))
         .arg("-v")

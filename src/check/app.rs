@@ -334,18 +334,25 @@ fn split_ident(s: &str) -> (&str, &str) {
     split_word(s)
 }
 
+/// The characters of `s` outside brackets, with their byte offsets.
+fn top_level(s: &str) -> impl Iterator<Item = (usize, char)> + '_ {
+    let mut depth = 0i32;
+    s.char_indices().filter(move |&(_, c)| match c {
+        '(' | '[' | '{' => {
+            depth += 1;
+            false
+        }
+        ')' | ']' | '}' => {
+            depth -= 1;
+            false
+        }
+        _ => depth == 0,
+    })
+}
+
 /// The first `:` outside brackets (the end of a compound statement's header).
 fn top_level_colon(s: &str) -> Option<usize> {
-    let mut depth = 0i32;
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' | '[' | '{' => depth += 1,
-            ')' | ']' | '}' => depth -= 1,
-            ':' if depth == 0 => return Some(i),
-            _ => {}
-        }
-    }
-    None
+    top_level(s).find(|&(_, c)| c == ':').map(|(i, _)| i)
 }
 
 /// An assignment statement (`a = b = …`, `a, b = …`, `a: T = …`, `a += …`)
@@ -353,22 +360,14 @@ fn top_level_colon(s: &str) -> Option<usize> {
 fn assigns(stmt: &str, name: &str) -> bool {
     // Split on `=` at bracket depth 0 that are not part of ==, <=, >=, !=, :=.
     let bytes = stmt.as_bytes();
-    let mut depth = 0i32;
-    let mut cuts = Vec::new();
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' => depth -= 1,
-            b'=' if depth == 0 => {
-                let prev = if i > 0 { bytes[i - 1] } else { b' ' };
-                let next = bytes.get(i + 1).copied().unwrap_or(b' ');
-                if next != b'=' && !matches!(prev, b'=' | b'<' | b'>' | b'!' | b':') {
-                    cuts.push(i);
-                }
-            }
-            _ => {}
-        }
-    }
+    let cuts: Vec<usize> = top_level(stmt)
+        .filter(|&(i, c)| {
+            let prev = if i > 0 { bytes[i - 1] } else { b' ' };
+            let next = bytes.get(i + 1).copied().unwrap_or(b' ');
+            c == '=' && next != b'=' && !matches!(prev, b'=' | b'<' | b'>' | b'!' | b':')
+        })
+        .map(|(i, _)| i)
+        .collect();
     if cuts.is_empty() {
         // An annotation alone (`app: FastAPI`) binds nothing at run time.
         return false;

@@ -11,6 +11,7 @@
 //! two is a few set look-ups.
 
 use super::CheckError;
+use crate::layer::path::clean_absolute;
 use crate::python::interpreter::elf::{ident, uint_at};
 use crate::python::rootfs::RootFs;
 use serde::{Deserialize, Serialize};
@@ -310,17 +311,7 @@ fn resolve_dir(origin_dir: &str, entry: &str) -> Option<String> {
     if !expanded.starts_with('/') {
         return None;
     }
-    let mut parts: Vec<&str> = Vec::new();
-    for c in expanded.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    Some(parts.join("/"))
+    Some(clean_absolute(&expanded)[1..].to_owned())
 }
 
 /// The needs of the ELF files of one wheel. `files` lists every path (no

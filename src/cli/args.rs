@@ -36,9 +36,9 @@ pub enum Command {
     /// Rebuild this checkout and check that each platform's manifest matches REF.
     Verify(super::release::VerifyArgs),
     /// Write Kubernetes manifests (Deployment, Service, HPA) for the spec, the image as imgbuild://PATH.
-    Manifests(crate::deploy::ManifestsArgs),
+    Manifests(super::manifests::ManifestsArgs),
     /// Build and push every imgbuild://PATH in YAML files and print them with REPO@sha256:… in its place.
-    Resolve(crate::deploy::resolve::ResolveArgs),
+    Resolve(super::resolve::ResolveArgs),
     /// Print a shell completion script (bash, zsh or fish) to standard output.
     Completions(super::completions::CompletionsArgs),
     /// Print the man page (roff) to standard output, or write one page per command with --dir.

@@ -6,8 +6,9 @@
 //!   `build` and `push`;
 //! - [`progress`]: progress bars and step lines;
 //! - [`output`]: the `--json` summary, the digest, files written whole;
-//! - one file per command: [`build`], [`push`], [`login`]; [`release`] holds
-//!   `sbom`, `diff` and `verify`, and what `build --sbom` and `push` attach.
+//! - one file per command: [`build`], [`push`], [`login`], [`init`],
+//!   [`manifests`], [`resolve`]; [`release`] holds `sbom`, `diff` and
+//!   `verify`, and what `build --sbom` and `push` attach.
 
 pub mod args;
 mod build;
@@ -15,11 +16,13 @@ pub mod completions;
 pub mod init;
 mod login;
 pub mod man;
+pub mod manifests;
 pub mod output;
 pub mod prepare;
 pub mod progress;
 mod push;
 pub mod release;
+pub mod resolve;
 
 pub use args::{
     BuildArgs, BuildFlags, Cli, Command, CommonArgs, Destination, LoginArgs, PushArgs, RegistryArgs,
@@ -41,8 +44,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Init(args) => init::cmd_init(args),
         Command::Completions(args) => completions::cmd_completions(args),
         Command::Man(args) => man::cmd_man(args),
-        Command::Manifests(args) => crate::deploy::cmd_manifests(args),
-        Command::Resolve(args) => crate::deploy::resolve::cmd_resolve(args, cli.verbose),
+        Command::Manifests(args) => manifests::cmd_manifests(args),
+        Command::Resolve(args) => resolve::cmd_resolve(args, cli.verbose),
     }
 }
 

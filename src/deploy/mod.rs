@@ -7,17 +7,19 @@
 //!   YAML documents ([`yaml`]), builds and pushes each project once, and prints
 //!   the documents with `REPO@sha256:…` in their place, as `ko resolve` does.
 //!
-//! This sits beside `cli`, above the pipeline: it drives builds and pushes
-//! through the same functions `imgbuild push` uses.
+//! This is planning only, below `cli`: which projects to build and push,
+//! the objects and documents to write, and the check that an image holds its
+//! `init` program. `cli::manifests` and `cli::resolve` read the arguments,
+//! drive the builds and pushes (with the functions `imgbuild push` uses) and
+//! print.
 
 pub mod manifests;
 pub mod resolve;
 pub mod yaml;
 
 use crate::spec::{self, Spec, SpecError};
-use clap::Args;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -86,17 +88,6 @@ pub enum RefError {
     },
     #[error("building and pushing it")]
     Build(#[source] Box<dyn std::error::Error + Send + Sync>),
-}
-
-#[derive(Args, Debug)]
-pub struct ManifestsArgs {
-    /// The spec: imgbuild.toml, or a pyproject.toml with [tool.imgbuild]. Default: ./imgbuild.toml, then ./pyproject.toml.
-    #[arg(short = 'f', long = "file")]
-    pub spec: Option<PathBuf>,
-    /// A directory to write deployment.yaml, hpa.yaml and service.yaml into, or - for
-    /// all of them on standard output as one stream.
-    #[arg(short, long, default_value = "-")]
-    pub output: String,
 }
 
 /// The `[project]` name and version of the pyproject.toml beside the spec
@@ -178,48 +169,21 @@ pub fn reference_for(spec: &Spec, cwd: &Path) -> String {
 }
 
 /// `file` relative to `cwd` when it is below it, for messages.
-fn shown(file: &Path, cwd: &Path) -> String {
+pub fn shown(file: &Path, cwd: &Path) -> String {
     file.strip_prefix(cwd).unwrap_or(file).display().to_string()
 }
 
-/// `imgbuild manifests`: the objects on stdout, or one file each in a directory.
-pub fn cmd_manifests(args: ManifestsArgs) -> anyhow::Result<()> {
-    let cwd = std::env::current_dir()?;
-    let spec = spec::load(args.spec.as_deref(), &cwd).map_err(DeployError::from)?;
-    let project = project(&spec);
-    let spec_shown = shown(&spec.file, &cwd);
-    let input = manifests::Input {
-        spec: &spec,
-        name: kube_name(&spec, &project),
+/// The objects `imgbuild manifests` writes for `spec`, in file-name order,
+/// the image written `imgbuild://PATH` relative to `cwd`.
+pub fn manifests_for(spec: &Spec, cwd: &Path) -> Vec<manifests::Manifest> {
+    let project = project(spec);
+    manifests::generate(&manifests::Input {
+        spec,
+        name: kube_name(spec, &project),
         version: project.version.clone(),
-        image: reference_for(&spec, &cwd),
-        spec_shown: spec_shown.clone(),
-    };
-    let objects = manifests::generate(&input);
-    if spec.image.is_none() {
-        eprintln!(
-            "note: {spec_shown} has no `image`; `imgbuild resolve` needs it to know where to push"
-        );
-    }
-    if args.output == "-" {
-        let texts: Vec<&str> = objects.iter().map(|m| m.text.as_str()).collect();
-        print!("{}", texts.join("---\n"));
-        return Ok(());
-    }
-    let dir = PathBuf::from(&args.output);
-    std::fs::create_dir_all(&dir).map_err(|e| DeployError::Write {
-        path: dir.display().to_string(),
-        source: e.into(),
-    })?;
-    for m in &objects {
-        let path = dir.join(m.file_name);
-        crate::cli::write_atomic(&path, m.text.as_bytes()).map_err(|e| DeployError::Write {
-            path: path.display().to_string(),
-            source: e.into(),
-        })?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
+        image: reference_for(spec, cwd),
+        spec_shown: shown(&spec.file, cwd),
+    })
 }
 
 #[cfg(test)]

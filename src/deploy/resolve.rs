@@ -1,40 +1,20 @@
-//! `imgbuild resolve`: YAML in, YAML out, with every `imgbuild://PATH` string
-//! replaced by the digest of the image built from PATH's spec and pushed to
-//! its `image` repository. Every reference is checked before anything is
-//! built, each project is built and pushed once (all of them in parallel),
-//! and nothing is printed until all of them are pushed.
+//! `imgbuild resolve`, planned: YAML in, and for every `imgbuild://PATH`
+//! string the spec it names, checked (an image to push to, a tag) before
+//! anything is built; one target per spec file; then the same YAML out with
+//! each reference replaced by the pinned `REPO@sha256:…` of its image.
+//! `cli::resolve` builds and pushes the targets between the two.
 
 use super::yaml::{self, Found};
 use super::{DeployError, RefError};
-use crate::cli::{BuildFlags, CommonArgs, RegistryArgs};
+use crate::digest::Digest;
+use crate::layer::path::clean_absolute;
 use crate::output::BuildResult;
 use crate::reference::Reference;
 use crate::spec::{self, Spec};
 use crate::store::Store;
-use clap::Args;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-
-#[derive(Args, Debug)]
-pub struct ResolveArgs {
-    /// YAML to resolve: a file, a directory (its *.yaml and *.yml files, sorted), or - for
-    /// standard input (repeatable).
-    #[arg(
-        short = 'f',
-        long = "filename",
-        visible_alias = "file",
-        required = true
-    )]
-    pub files: Vec<PathBuf>,
-    /// The tag to push every image under. Default: each project's version (pyproject.toml).
-    #[arg(short, long)]
-    pub tag: Option<String>,
-    #[command(flatten)]
-    pub build: BuildFlags,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
-}
 
 /// One input stream and the references in it.
 struct Input {
@@ -44,11 +24,45 @@ struct Input {
 }
 
 /// One project to build and push, and where it was first referenced (for messages).
-struct Target {
-    spec: Spec,
-    repo: String,
-    tag: Reference,
+pub struct Target {
+    pub spec: Spec,
+    /// The repository to push to (the spec's `image`).
+    pub repo: String,
+    /// The repository with the tag to push under.
+    pub tag: Reference,
+    /// The input, document and PATH of its first reference.
     first: (String, usize, String),
+}
+
+impl Target {
+    /// `REPO@sha256:…`: what the references are replaced with.
+    pub fn pinned(&self, digest: &Digest) -> String {
+        format!("{}@{digest}", self.repo)
+    }
+
+    /// `imgbuild://PATH` as first written, for progress lines.
+    pub fn reference(&self) -> String {
+        format!("{}{}", yaml::SCHEME, self.first.2)
+    }
+
+    /// The error for a failed build or push, at the target's first reference.
+    pub fn failed(&self, source: RefError) -> DeployError {
+        DeployError::Reference {
+            file: self.first.0.clone(),
+            document: self.first.1,
+            path: self.first.2.clone(),
+            source: Box::new(source),
+        }
+    }
+}
+
+/// What `imgbuild resolve` does: the documents read, the spec file each
+/// reference names, and one target per spec file.
+pub struct Plan {
+    inputs: Vec<Input>,
+    /// PATH as written → the spec file it names.
+    specs: HashMap<String, PathBuf>,
+    pub targets: BTreeMap<PathBuf, Target>,
 }
 
 fn at(file: &str, f: &Found, source: RefError) -> DeployError {
@@ -60,14 +74,11 @@ fn at(file: &str, f: &Found, source: RefError) -> DeployError {
     }
 }
 
-pub fn cmd_resolve(args: ResolveArgs, verbose: bool) -> anyhow::Result<()> {
-    let cwd = std::env::current_dir()?;
-    if args.registry.password_stdin && args.files.iter().any(|f| f.as_os_str() == "-") {
-        return Err(DeployError::StdinTwice.into());
-    }
-    let inputs = read_inputs(&args.files)?;
-
-    // Every reference names a spec with an image and a tag, before any build.
+/// Reads `files` (`-` is standard input) and checks that every reference
+/// names a spec with an `image`, and has a tag: `tag`, else the project's
+/// version. PATHs are relative to `cwd`.
+pub fn plan(files: &[PathBuf], tag: Option<&str>, cwd: &Path) -> Result<Plan, DeployError> {
+    let inputs = read_inputs(files)?;
     let mut specs: HashMap<String, PathBuf> = HashMap::new();
     let mut targets: BTreeMap<PathBuf, Target> = BTreeMap::new();
     for input in &inputs {
@@ -75,12 +86,12 @@ pub fn cmd_resolve(args: ResolveArgs, verbose: bool) -> anyhow::Result<()> {
             if specs.contains_key(&f.path) {
                 continue;
             }
-            let spec = load_spec(&f.path, &cwd).map_err(|e| at(&input.shown, f, e))?;
+            let spec = load_spec(&f.path, cwd).map_err(|e| at(&input.shown, f, e))?;
             specs.insert(f.path.clone(), spec.file.clone());
             if targets.contains_key(&spec.file) {
                 continue;
             }
-            let shown = super::shown(&spec.file, &cwd);
+            let shown = super::shown(&spec.file, cwd);
             let repo = spec.image.clone().ok_or_else(|| {
                 at(
                     &input.shown,
@@ -90,8 +101,8 @@ pub fn cmd_resolve(args: ResolveArgs, verbose: bool) -> anyhow::Result<()> {
                     },
                 )
             })?;
-            let tag = match &args.tag {
-                Some(t) => t.clone(),
+            let tag = match tag {
+                Some(t) => t.to_string(),
                 None => super::project(&spec).version.ok_or_else(|| {
                     at(
                         &input.shown,
@@ -124,23 +135,49 @@ pub fn cmd_resolve(args: ResolveArgs, verbose: bool) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(Plan {
+        inputs,
+        specs,
+        targets,
+    })
+}
 
-    let pinned = build_and_push_all(&args, &targets, verbose)?;
-
-    let mut out = String::new();
-    for input in &inputs {
-        if !out.is_empty() && !input.text.starts_with("---") {
-            if !out.ends_with('\n') {
-                out.push('\n');
-            }
-            out.push_str("---\n");
+impl Plan {
+    /// `--username` is one registry's user: refused when the targets go to
+    /// several registries.
+    pub fn check_one_registry(&self, username: bool) -> Result<(), DeployError> {
+        let registries: HashSet<&str> = self
+            .targets
+            .values()
+            .map(|t| t.tag.registry.as_str())
+            .collect();
+        if username && registries.len() > 1 {
+            let mut r: Vec<_> = registries.into_iter().collect();
+            r.sort();
+            return Err(DeployError::ManyRegistries {
+                registries: r.join(", "),
+            });
         }
-        out.push_str(&yaml::replace(&input.text, &input.found, |f| {
-            pinned[&specs[&f.path]].clone()
-        }));
+        Ok(())
     }
-    print!("{out}");
-    Ok(())
+
+    /// The documents as one stream, each reference replaced by what
+    /// `pinned` holds for its spec file (every target must have an entry).
+    pub fn render(&self, pinned: &HashMap<PathBuf, String>) -> String {
+        let mut out = String::new();
+        for input in &self.inputs {
+            if !out.is_empty() && !input.text.starts_with("---") {
+                if !out.ends_with('\n') {
+                    out.push('\n');
+                }
+                out.push_str("---\n");
+            }
+            out.push_str(&yaml::replace(&input.text, &input.found, |f| {
+                pinned[&self.specs[&f.path]].clone()
+            }));
+        }
+        out
+    }
 }
 
 fn read_inputs(files: &[PathBuf]) -> Result<Vec<Input>, DeployError> {
@@ -217,95 +254,10 @@ fn load_spec(path: &str, cwd: &Path) -> Result<Spec, RefError> {
     })
 }
 
-/// Builds and pushes every target in parallel; `REPO@sha256:…` per spec file.
-fn build_and_push_all(
-    args: &ResolveArgs,
-    targets: &BTreeMap<PathBuf, Target>,
-    verbose: bool,
-) -> anyhow::Result<HashMap<PathBuf, String>> {
-    if targets.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let registries: HashSet<&str> = targets.values().map(|t| t.tag.registry.as_str()).collect();
-    if args.registry.username.is_some() && registries.len() > 1 {
-        let mut r: Vec<_> = registries.into_iter().collect();
-        r.sort();
-        return Err(DeployError::ManyRegistries {
-            registries: r.join(", "),
-        }
-        .into());
-    }
-    let common = |spec: &Spec| CommonArgs {
-        spec: Some(spec.file.clone()),
-        build: args.build.clone(),
-        digest_file: None,
-        json: false,
-    };
-    let first = targets.values().next().expect("not empty");
-    let client = crate::cli::registry_client(
-        &common(&first.spec),
-        &args.registry,
-        Some(&first.tag.registry),
-    )?;
-    let results: Vec<(PathBuf, Result<String, DeployError>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = targets
-            .iter()
-            .map(|(file, t)| {
-                let client = client.clone();
-                let common = common(&t.spec);
-                let h = scope.spawn(move || -> Result<String, anyhow::Error> {
-                    let ctx = crate::cli::prepare(&common)?;
-                    let printer = crate::cli::event_printer(verbose);
-                    let result =
-                        crate::cli::run_build(&ctx, &common, client.clone(), &printer, &[])?;
-                    check_init(&ctx.spec, &result, &ctx.store)?;
-                    crate::output::push::push(
-                        &client,
-                        &result,
-                        std::slice::from_ref(&t.tag),
-                        &ctx.store,
-                        &|_, _| {},
-                    )?;
-                    let pinned = format!("{}@{}", t.repo, result.digest());
-                    eprintln!("{}{} -> {pinned}", yaml::SCHEME, t.first.2);
-                    Ok(pinned)
-                });
-                (file.clone(), t, h)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(file, t, h)| {
-                let r = h
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the build thread panicked")))
-                    .map_err(|e| {
-                        let source = match e.downcast::<RefError>() {
-                            Ok(r) => r,
-                            Err(e) => RefError::Build(e.into()),
-                        };
-                        DeployError::Reference {
-                            file: t.first.0.clone(),
-                            document: t.first.1,
-                            path: t.first.2.clone(),
-                            source: Box::new(source),
-                        }
-                    });
-                (file, r)
-            })
-            .collect()
-    });
-    let mut out = HashMap::new();
-    for (file, r) in results {
-        out.insert(file, r?);
-    }
-    Ok(out)
-}
-
 /// Fails when the spec's `init` program is in none of the places the runtime
 /// would look for it in an image of `result`: its path as given, else each
 /// directory of the image's PATH.
-fn check_init(spec: &Spec, result: &BuildResult, store: &Store) -> Result<(), RefError> {
+pub fn check_init(spec: &Spec, result: &BuildResult, store: &Store) -> Result<(), RefError> {
     let Some(program) = spec.init.as_ref().and_then(|i| i.first()) else {
         return Ok(());
     };
@@ -371,28 +323,14 @@ impl Files {
                         format!("/{}/{target}", parts[..i - 1].join("/"))
                     };
                     path = format!("{base}/{}", parts[i..].join("/"));
-                    path = normalise(&path);
+                    path = clean_absolute(&path);
                     continue 'resolve;
                 }
             }
-            return self.entries.contains(&normalise(&path));
+            return self.entries.contains(&clean_absolute(&path));
         }
         false
     }
-}
-
-fn normalise(path: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            p => out.push(p),
-        }
-    }
-    format!("/{}", out.join("/"))
 }
 
 fn image_files(store: &Store, layers: &[crate::output::ImageLayer]) -> Option<Files> {
@@ -413,7 +351,7 @@ fn image_files(store: &Store, layers: &[crate::output::ImageLayer]) -> Option<Fi
         let mut archive = tar::Archive::new(reader);
         for entry in archive.entries().ok()? {
             let entry = entry.ok()?;
-            let path = normalise(&entry.path().ok()?.to_string_lossy());
+            let path = clean_absolute(&entry.path().ok()?.to_string_lossy());
             let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
             if name == ".wh..wh..opq" {
                 let under = format!("{dir}/");

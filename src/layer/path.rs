@@ -83,9 +83,38 @@ impl fmt::Debug for ImagePath {
     }
 }
 
+/// An absolute path in the image resolved lexically, as the kernel walks it
+/// when no component is a symbolic link: empty and `.` components dropped,
+/// `..` going up one and stopping at `/`. `usr/./bin/../lib/` → `/usr/lib`.
+pub fn clean_absolute(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clean_absolute_resolves_dots_and_stops_at_the_root() {
+        for (path, clean) in [
+            ("usr/./bin/../lib/", "/usr/lib"),
+            ("/../../etc//passwd", "/etc/passwd"),
+            ("/a/..", "/"),
+            ("", "/"),
+        ] {
+            assert_eq!(clean_absolute(path), clean, "{path}");
+        }
+    }
 
     #[test]
     fn normalises_and_refuses_escapes() {

@@ -97,6 +97,36 @@ pub fn parse_project_page(page_url: &str, body: &[u8]) -> Result<Vec<IndexFile>,
         .collect()
 }
 
+/// `project` looked up on each of `indexes` in turn: the first thing `pick`
+/// finds in an index's file list. An index that fails is passed over (with
+/// extra indexes, a project missing from one of them is normal) unless it is
+/// the only one, whose error is then the answer. `None` when no index has
+/// what `pick` wants.
+pub(crate) fn first_found<T>(
+    index: &dyn SimpleIndex,
+    indexes: &[String],
+    project: &str,
+    mut pick: impl FnMut(&str, Vec<IndexFile>) -> Result<Option<T>, LockError>,
+) -> Result<Option<T>, LockError> {
+    let mut first_error = None;
+    for index_url in indexes {
+        match index.project_files(index_url, project) {
+            Ok(files) => {
+                if let Some(found) = pick(index_url, files)? {
+                    return Ok(Some(found));
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match (first_error, indexes.len()) {
+        (Some(e), 1) => Err(e),
+        _ => Ok(None),
+    }
+}
+
 impl SimpleIndex for HttpSimpleIndex {
     fn project_files(&self, index_url: &str, project: &str) -> Result<Vec<IndexFile>, LockError> {
         let url = project_url(index_url, project);

@@ -635,6 +635,14 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// `urls` for a message, each [`redact`]ed, joined with ", ".
+pub fn redact_all(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| redact(u))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

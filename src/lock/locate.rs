@@ -5,7 +5,8 @@
 //! Runs after selection and only for wheels not already cached, so a warm or
 //! `--offline` build asks no index.
 
-use super::index_config::{redact, IndexSettings};
+use super::index::first_found;
+use super::index_config::{redact, redact_all, IndexSettings};
 use super::select::SelectedWheel;
 use super::{LockError, SimpleIndex};
 use std::path::Path;
@@ -56,17 +57,9 @@ fn locate_one(
             settings.describe_read()
         )));
     }
-    let mut first_error = None;
-    for index_url in &indexes {
-        let files = match index.project_files(index_url, &wheel.name) {
-            Ok(f) => f,
-            Err(e) => {
-                first_error.get_or_insert(e);
-                continue;
-            }
-        };
+    let found = first_found(index, &indexes, &wheel.name, |index_url, files| {
         let Some(file) = files.into_iter().find(|f| f.filename == wheel.filename) else {
-            continue;
+            return Ok(None);
         };
         if let Some(published) = &file.sha256 {
             if *published != wheel.sha256 {
@@ -78,21 +71,16 @@ fn locate_one(
                 )));
             }
         }
-        return Ok(file.url);
-    }
-    if let (Some(e), 1) = (first_error, indexes.len()) {
-        return Err(e);
-    }
-    Err(package_err(format!(
-        "{} is not on {}; check the index settings ({})",
-        wheel.filename,
-        indexes
-            .iter()
-            .map(|u| redact(u))
-            .collect::<Vec<_>>()
-            .join(", "),
-        settings.describe_read()
-    )))
+        Ok(Some(file.url))
+    })?;
+    found.ok_or_else(|| {
+        package_err(format!(
+            "{} is not on {}; check the index settings ({})",
+            wheel.filename,
+            redact_all(&indexes),
+            settings.describe_read()
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod uv;
 
 use crate::python::markers::{MarkerEnv, MarkerError};
 use pep508_rs::PackageName;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::str::FromStr;
 use thiserror::Error;
@@ -293,6 +294,55 @@ impl Files {
     }
 }
 
+/// A Poetry or PDM package as it is installed: its files, each listed by
+/// name, URL (when the lock has one) and `sha256:HEX` hash. The message says
+/// what the lock left out.
+pub(crate) fn hashed_package<'a>(
+    name: &str,
+    version: Option<&str>,
+    index: Option<String>,
+    has_sdist: bool,
+    files: impl IntoIterator<Item = Result<(String, Option<String>, &'a str), String>>,
+) -> Result<LockedPackage, String> {
+    let version = version.ok_or_else(|| "has no `version`".to_owned())?;
+    let mut hashed = Files {
+        has_sdist,
+        ..Files::default()
+    };
+    for file in files {
+        let (filename, url, hash) = file?;
+        hashed.add_hashed(filename, url, hash)?;
+    }
+    hashed.package(name, version.to_owned(), index)
+}
+
+/// The groups a Poetry or PDM package lists: without them the lock cannot say
+/// when the package is needed. `relock` says how to write the lock again.
+pub(crate) fn listed_groups<'p>(
+    groups: &'p Option<Vec<String>>,
+    relock: &str,
+) -> Result<&'p [String], String> {
+    groups
+        .as_deref()
+        .ok_or_else(|| format!("has no `groups`; {relock}"))
+}
+
+/// The groups to install from a lock whose packages name the groups that
+/// need them (Poetry, PDM): `main` (the lock's name for the project's own
+/// dependencies), the `selected` ones, and `dev` when asked for.
+pub(crate) fn active_groups<'a>(
+    main: &str,
+    selected: impl IntoIterator<Item = &'a String>,
+    include_dev: bool,
+) -> BTreeSet<String> {
+    let mut active: BTreeSet<String> = selected.into_iter().map(|g| group_key(g)).collect();
+    active.insert(main.to_owned());
+    if include_dev {
+        active.insert("dev".to_owned());
+    }
+    active
+}
+
 /// A lockfile's text, with an error that names it.
 pub(crate) fn read_text(path: &Path) -> Result<String, LockError> {
     std::fs::read_to_string(path).map_err(|source| LockError::Read {
@@ -448,6 +498,32 @@ pub(crate) mod test_support {
 
     pub fn hash(c: char) -> String {
         std::iter::repeat_n(c, 64).collect()
+    }
+
+    /// One entry of a Poetry or PDM `files` array: the file and its hash.
+    pub fn hashed_file(name: &str, h: char) -> String {
+        format!(
+            "    {{file = \"{name}\", hash = \"sha256:{}\"}},\n",
+            hash(h)
+        )
+    }
+
+    /// The selection both group-based fixtures (Poetry, PDM) are written to
+    /// show, given the pins read with some options for x86_64: extra `json`
+    /// and group `ops` bring in orjson and humanize and leave iniconfig (dev)
+    /// out; dev brings iniconfig, and colorama (Windows only) never comes.
+    #[track_caller]
+    pub fn assert_extras_and_groups_opt_in(names: impl Fn(&LockOptions) -> Vec<String>) {
+        let got = names(&options(&["json"], &["ops"]));
+        assert!(got.contains(&"orjson==3.11.0".to_string()), "{got:?}");
+        assert!(got.contains(&"humanize==4.14.0".to_string()), "{got:?}");
+        assert!(!got.iter().any(|n| n.starts_with("iniconfig")), "{got:?}");
+        let dev = names(&LockOptions {
+            include_dev: true,
+            ..Default::default()
+        });
+        assert!(dev.contains(&"iniconfig==2.3.1".to_string()), "{dev:?}");
+        assert!(!dev.iter().any(|n| n.starts_with("colorama")), "{dev:?}");
     }
 
     /// Options that select these extras and dependency groups.

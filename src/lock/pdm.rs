@@ -9,7 +9,10 @@
 //! the target image must be one of them. Local packages (`path`,
 //! `editable`) are not returned.
 
-use super::{filename_from_url, group_key, Errors, Files, LockOptions, LockResult, LockedPackage};
+use super::{
+    active_groups, filename_from_url, group_key, hashed_package, listed_groups, Errors,
+    LockOptions, LockResult, LockedPackage,
+};
 use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -105,23 +108,20 @@ pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> Loc
             )));
         }
     }
-    let mut active: BTreeSet<String> = opts
-        .groups
-        .iter()
-        .chain(&opts.extras)
-        .map(|g| group_key(g))
-        .collect();
-    active.insert("default".into());
-    if opts.include_dev {
-        active.insert("dev".into());
-    }
+    let active = active_groups(
+        "default",
+        opts.groups.iter().chain(&opts.extras),
+        opts.include_dev,
+    );
 
     let mut out: Vec<LockedPackage> = Vec::new();
     for pkg in &lock.package {
         let package_err = |message| at.package(&pkg.name, pkg.version.as_deref(), message);
-        let groups = pkg.groups.as_ref().ok_or_else(|| {
-            package_err("has no `groups`; run `pdm lock --strategy inherit_metadata` again".into())
-        })?;
+        let groups = listed_groups(
+            &pkg.groups,
+            "run `pdm lock --strategy inherit_metadata` again",
+        )
+        .map_err(package_err)?;
         if !groups.iter().any(|g| active.contains(&group_key(g))) {
             continue;
         }
@@ -133,28 +133,23 @@ pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> Loc
         if pkg.path.is_some() || pkg.editable == Some(true) {
             continue;
         }
-        let version = pkg
-            .version
-            .clone()
-            .ok_or_else(|| package_err("has no `version`".into()))?;
-        let mut files = Files {
-            has_sdist: pkg.git.is_some(),
-            ..Files::default()
-        };
-        for f in &pkg.files {
+        let files = pkg.files.iter().map(|f| {
             let url = f.url.clone().or_else(|| pkg.url.clone());
             let filename = f
                 .file
                 .clone()
                 .or_else(|| url.as_deref().and_then(filename_from_url))
-                .ok_or_else(|| package_err("has a file without `file` or `url`".into()))?;
-            files
-                .add_hashed(filename, url, &f.hash)
-                .map_err(package_err)?;
-        }
-        let new = files
-            .package(&pkg.name, version, None)
-            .map_err(package_err)?;
+                .ok_or("has a file without `file` or `url`")?;
+            Ok((filename, url, f.hash.as_str()))
+        });
+        let new = hashed_package(
+            &pkg.name,
+            pkg.version.as_deref(),
+            None,
+            pkg.git.is_some(),
+            files,
+        )
+        .map_err(package_err)?;
         // `uvicorn[standard]` is a second entry for uvicorn with the same files.
         match out.iter_mut().find(|p| p.name == new.name) {
             Some(p) if p.version == new.version => {
@@ -226,18 +221,13 @@ fn describe(t: &Target) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::test_support::{env, error_of, hash, options, pins};
+    use crate::lock::test_support::{
+        assert_extras_and_groups_opt_in, env, error_of, hash, hashed_file as file, options, pins,
+    };
 
     fn pkg(name: &str, version: &str, groups: &str, extra: &str, files: &str) -> String {
         format!(
             "[[package]]\nname = \"{name}\"\nversion = \"{version}\"\nrequires_python = \">=3.8\"\nsummary = \"\"\ngroups = [{groups}]\n{extra}dependencies = [\n    \"idna>=2.8\",\n]\nfiles = [\n{files}]\n\n"
-        )
-    }
-
-    fn file(name: &str, h: char) -> String {
-        format!(
-            "    {{file = \"{name}\", hash = \"sha256:{}\"}},\n",
-            hash(h)
         )
     }
 
@@ -267,9 +257,14 @@ mod tests {
         pins(parse(text, "pdm.lock", opts, &env(arch)))
     }
 
+    /// `text` read as `path` for `arch` with the default options.
+    fn parse_for(text: &str, path: &str, arch: &str) -> LockResult {
+        parse(text, path, &LockOptions::default(), &env(arch))
+    }
+
     /// `text` read for x86_64 with the default options.
     fn parse_default(text: &str) -> LockResult {
-        parse(text, "pdm.lock", &LockOptions::default(), &env("x86_64"))
+        parse_for(text, "pdm.lock", "x86_64")
     }
 
     #[test]
@@ -288,21 +283,7 @@ mod tests {
 
     #[test]
     fn extras_and_groups_both_select_pdm_groups() {
-        let opts = options(&["json"], &["ops"]);
-        let got = names(&lock(""), &opts, "x86_64");
-        assert!(got.contains(&"orjson==3.11.0".to_string()), "{got:?}");
-        assert!(got.contains(&"humanize==4.14.0".to_string()), "{got:?}");
-        assert!(!got.iter().any(|n| n.starts_with("iniconfig")), "{got:?}");
-        let dev = names(
-            &lock(""),
-            &LockOptions {
-                include_dev: true,
-                ..Default::default()
-            },
-            "x86_64",
-        );
-        assert!(dev.contains(&"iniconfig==2.3.1".to_string()), "{dev:?}");
-        assert!(!dev.iter().any(|n| n.starts_with("colorama")), "{dev:?}");
+        assert_extras_and_groups_opt_in(|opts| names(&lock(""), opts, "x86_64"));
     }
 
     #[test]
@@ -324,12 +305,7 @@ mod tests {
         };
         let ok = lock(&(t(">=3.11", "windows_amd64") + &t(">=3.11", "manylinux_2_17_x86_64")));
         assert!(parse_default(&ok).is_ok());
-        let err = error_of(parse(
-            &ok,
-            "app/pdm.lock",
-            &LockOptions::default(),
-            &env("aarch64"),
-        ));
+        let err = error_of(parse_for(&ok, "app/pdm.lock", "aarch64"));
         assert!(
             err.starts_with("app/pdm.lock: none of its targets")
                 && err.contains("manylinux_2_17_x86_64")
@@ -339,33 +315,19 @@ mod tests {
         let py = lock(&t(">=3.12", "linux"));
         assert!(parse_default(&py).is_err());
         let any_linux = lock(&t(">=3.11", "linux"));
-        assert!(parse(
-            &any_linux,
-            "pdm.lock",
-            &LockOptions::default(),
-            &env("aarch64")
-        )
-        .is_ok());
+        assert!(parse_for(&any_linux, "pdm.lock", "aarch64").is_ok());
     }
 
     #[test]
     fn old_locks_and_unknown_groups_are_refused_with_what_to_do() {
-        let err = error_of(parse(
+        let err = error_of(parse_default(
             &lock("").replace("lock_version = \"4.5.1\"", "lock_version = \"3.0\""),
-            "pdm.lock",
-            &LockOptions::default(),
-            &env("x86_64"),
         ));
         assert!(err.contains("lock_version `3.0` is not supported"), "{err}");
-        let err = error_of(parse(
-            &lock("").replace(
-                "strategy = [\"inherit_metadata\"]",
-                "strategy = [\"cross_platform\"]",
-            ),
-            "pdm.lock",
-            &LockOptions::default(),
-            &env("x86_64"),
-        ));
+        let err = error_of(parse_default(&lock("").replace(
+            "strategy = [\"inherit_metadata\"]",
+            "strategy = [\"cross_platform\"]",
+        )));
         assert!(
             err.contains("pdm lock --strategy inherit_metadata"),
             "{err}"

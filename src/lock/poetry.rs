@@ -7,7 +7,10 @@
 //! package's `[package.source]` index, or on the configured index
 //! (see `lock::locate`). `directory` packages are local and not returned.
 
-use super::{group_key, Errors, Files, LockOptions, LockResult, LockedPackage};
+use super::{
+    active_groups, group_key, hashed_package, listed_groups, Errors, LockOptions, LockResult,
+    LockedPackage,
+};
 use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -116,18 +119,13 @@ pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> Loc
             list(&known_groups)
         )));
     }
-    let mut active: BTreeSet<String> = opts.groups.iter().map(|g| group_key(g)).collect();
-    active.insert("main".into());
-    if opts.include_dev {
-        active.insert("dev".into());
-    }
+    let active = active_groups("main", &opts.groups, opts.include_dev);
 
     let mut out: Vec<LockedPackage> = Vec::new();
     for pkg in &lock.package {
         let package_err = |message| at.package(&pkg.name, pkg.version.as_deref(), message);
-        let groups = pkg.groups.as_ref().ok_or_else(|| {
-            package_err("has no `groups`; run `poetry lock` with Poetry 2 again".into())
-        })?;
+        let groups = listed_groups(&pkg.groups, "run `poetry lock` with Poetry 2 again")
+            .map_err(package_err)?;
         let mut needed = false;
         for group in groups.iter().filter(|g| active.contains(&group_key(g))) {
             let marker = match &pkg.markers {
@@ -153,10 +151,6 @@ pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> Loc
         if kind == Some("directory") {
             continue;
         }
-        let version = pkg
-            .version
-            .clone()
-            .ok_or_else(|| package_err("has no `version`".into()))?;
         let source_url = pkg.source.as_ref().and_then(|s| s.url.clone());
         let (index, direct) = match kind {
             None => (None, None),
@@ -165,18 +159,18 @@ pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> Loc
             Some("url" | "file") => (None, source_url),
             _ => (None, None),
         };
-        let mut files = Files {
-            has_sdist: kind == Some("git"),
-            ..Files::default()
-        };
-        for f in &pkg.files {
-            files
-                .add_hashed(f.file.clone(), direct.clone(), &f.hash)
-                .map_err(package_err)?;
-        }
-        let package = files
-            .package(&pkg.name, version, index)
-            .map_err(package_err)?;
+        let files = pkg
+            .files
+            .iter()
+            .map(|f| Ok((f.file.clone(), direct.clone(), f.hash.as_str())));
+        let package = hashed_package(
+            &pkg.name,
+            pkg.version.as_deref(),
+            index,
+            kind == Some("git"),
+            files,
+        )
+        .map_err(package_err)?;
         if let Some(other) = out.iter().find(|p| p.name == package.name) {
             return Err(package_err(format!(
                 "versions {} and {} both apply to this target; the lock looks inconsistent, run `poetry lock` again",
@@ -199,17 +193,16 @@ fn list(names: &BTreeSet<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::test_support::{assert_mentions, env, error_of, hash, options, pins};
+    use crate::lock::test_support::{
+        assert_extras_and_groups_opt_in, assert_mentions, env, error_of, hash, hashed_file as file,
+        options, pins,
+    };
     use crate::lock::LockedFile;
 
     fn pkg(name: &str, version: &str, groups: &str, markers: &str, files: &str) -> String {
         format!(
             "[[package]]\nname = \"{name}\"\nversion = \"{version}\"\ndescription = \"\"\noptional = false\npython-versions = \">=3.8\"\ngroups = [{groups}]\n{markers}files = [{files}]\n\n[package.dependencies]\nidna = \">=2.8\"\n\n"
         )
-    }
-
-    fn file(name: &str, h: char) -> String {
-        format!("{{file = \"{name}\", hash = \"sha256:{}\"}},", hash(h))
     }
 
     fn lock() -> String {
@@ -258,25 +251,11 @@ mod tests {
 
     #[test]
     fn groups_and_extras_are_opt_in_and_per_group_markers_apply() {
-        let opts = options(&["json"], &["ops"]);
-        let got = names(&opts, "x86_64");
-        assert!(got.contains(&"orjson==3.11.0".to_string()), "{got:?}");
-        assert!(got.contains(&"humanize==4.14.0".to_string()), "{got:?}");
-        assert!(!got.iter().any(|n| n.starts_with("iniconfig")), "{got:?}");
+        assert_extras_and_groups_opt_in(|opts| names(opts, "x86_64"));
         // The `ops` marker is for x86_64 only, and `main` wants it on Windows only.
-        assert!(!names(&opts, "aarch64")
+        assert!(!names(&options(&["json"], &["ops"]), "aarch64")
             .iter()
             .any(|n| n.starts_with("humanize")));
-
-        let dev = names(
-            &LockOptions {
-                include_dev: true,
-                ..Default::default()
-            },
-            "x86_64",
-        );
-        assert!(dev.contains(&"iniconfig==2.3.1".to_string()), "{dev:?}");
-        assert!(!dev.iter().any(|n| n.starts_with("colorama")), "{dev:?}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `--hash=sha256:`. The file names no files, so each pin is looked up on a
 //! PEP 691 simple index and only the files whose sha256 the file lists are kept.
 
+use super::index::first_found;
 use super::{
     file_name_version, filename_from_url, IndexFile, LockError, LockOptions, LockResult,
     LockedFile, LockedPackage, SimpleIndex,
@@ -444,16 +445,7 @@ fn index_package(
             settings.describe_read()
         )));
     }
-    // With extra indexes, a project missing from one index is normal: try the next.
-    let mut first_error = None;
-    for index_url in indexes {
-        let listed = match index.project_files(index_url, &pin.name) {
-            Ok(listed) => listed,
-            Err(e) => {
-                first_error.get_or_insert(e);
-                continue;
-            }
-        };
+    let found = first_found(index, indexes, &pin.name, |_, listed| {
         let mut files = Vec::new();
         let mut has_sdist = false;
         for f in listed.iter().filter(|f| matches_pin(f, pin)) {
@@ -469,30 +461,26 @@ fn index_package(
                 has_sdist = true;
             }
         }
-        if !files.is_empty() || has_sdist {
-            files.sort_by(|a, b| a.filename.cmp(&b.filename));
-            return Ok(LockedPackage {
-                name: pin.name.clone(),
-                version: pin.version.clone(),
-                files,
-                has_sdist,
-                index: None,
-            });
+        if files.is_empty() && !has_sdist {
+            return Ok(None);
         }
-    }
-    if let (Some(e), 1) = (first_error, indexes.len()) {
-        return Err(e);
-    }
-    Err(line_err(format!(
-        "no file of {}=={} on {} has one of the listed hashes; check the index URL, or regenerate the hashes",
-        pin.name,
-        pin.version,
-        indexes
-            .iter()
-            .map(|u| super::index_config::redact(u))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )))
+        files.sort_by(|a, b| a.filename.cmp(&b.filename));
+        Ok(Some(LockedPackage {
+            name: pin.name.clone(),
+            version: pin.version.clone(),
+            files,
+            has_sdist,
+            index: None,
+        }))
+    })?;
+    found.ok_or_else(|| {
+        line_err(format!(
+            "no file of {}=={} on {} has one of the listed hashes; check the index URL, or regenerate the hashes",
+            pin.name,
+            pin.version,
+            super::index_config::redact_all(indexes)
+        ))
+    })
 }
 
 fn matches_pin(file: &IndexFile, pin: &Pin) -> bool {

@@ -10,8 +10,8 @@ use super::auth::{parse_www_authenticate, preferred_challenge, Authenticator, Ch
 use super::credentials::{Credential, CredentialSource};
 use super::error::RegistryError;
 use super::transport::{
-    connection_error, is_retryable_status, retry_after, status_error, Counters, Failure,
-    RetryNotice, TransferStats, Transport, TransportOptions,
+    is_retryable_status, retry_after, status_error, Counters, Failure, RetryNotice, TransferStats,
+    Transport, TransportOptions,
 };
 use crate::digest::Digest;
 use crate::reference::api_host;
@@ -178,11 +178,11 @@ impl RegistryClient {
                 self.transport
                     .send(
                         self.transport
-                            .client_for(host)
+                            .client_for(host)?
                             .get(ping.clone())
                             .timeout(ping_timeout),
                     )
-                    .map_err(|e| connection_error(&what, registry, &e))
+                    .map_err(|e| self.transport.connection_error(&what, registry, &e))
             };
             let resp = match resp {
                 Ok(r) => r,
@@ -246,7 +246,7 @@ impl RegistryClient {
                 challenge.as_ref(),
                 &scopes,
             )?;
-            let client = self.transport.client_for(host);
+            let client = self.transport.client_for(host)?;
             let mut request = (call.build)(client, &endpoint.base)?
                 .build()
                 .map_err(|source| RegistryError::Request {
@@ -275,7 +275,7 @@ impl RegistryClient {
                 })?;
                 request.headers_mut().insert(AUTHORIZATION, value);
             }
-            let sent = match self.transport.send_request(host, request, call.upload) {
+            let sent = match self.transport.send_request(client, request, call.upload) {
                 // Refused: fail now, and never send these credentials again.
                 Ok(resp) if basic && resp.status() == StatusCode::UNAUTHORIZED => {
                     let e = self.fail(call.what, call.registry, resp);
@@ -322,7 +322,9 @@ impl RegistryClient {
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
                     self.transport.note_wire_error(call.registry, &e);
-                    let err = connection_error(call.what, call.registry, &e);
+                    let err = self
+                        .transport
+                        .connection_error(call.what, call.registry, &e);
                     if !(call.retry
                         && err.is_retryable()
                         && self.transport.retry(

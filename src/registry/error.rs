@@ -135,6 +135,12 @@ pub enum RegistryError {
     },
     #[error("CA file {path} holds no PEM certificate")]
     CaEmpty { path: std::path::PathBuf },
+    #[error("{what}: no CA certificate to verify {registry}'s TLS certificate with ({bundle}); set SSL_CERT_FILE to a PEM bundle of CAs, or pass --ca-file")]
+    NoCaBundle {
+        what: String,
+        registry: String,
+        bundle: String,
+    },
     #[error("registry client setup")]
     Client(#[source] reqwest::Error),
     #[error("{registry:?} is not a usable registry host")]

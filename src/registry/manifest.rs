@@ -22,19 +22,30 @@ impl RegistryClient {
         what: &str,
         method: reqwest::Method,
     ) -> Result<reqwest::blocking::Response, RegistryError> {
-        let scopes = [repository_scope(&reference.repository, false)];
-        let path = format!(
-            "/v2/{}/manifests/{}",
-            reference.repository,
-            reference.manifest_reference()
-        );
+        let path = format!("manifests/{}", reference.manifest_reference());
+        let accept = MANIFEST_MEDIA_TYPES.join(", ");
+        self.pull_request(reference, &path, what, method, &accept)
+    }
+
+    /// A request under `/v2/<repository>/` that needs pull access and takes
+    /// the media types in `accept`.
+    fn pull_request(
+        &self,
+        repo: &Reference,
+        path: &str,
+        what: &str,
+        method: reqwest::Method,
+        accept: &str,
+    ) -> Result<reqwest::blocking::Response, RegistryError> {
+        let scopes = [repository_scope(&repo.repository, false)];
+        let path = format!("/v2/{}/{path}", repo.repository);
         self.execute(Call::new(
-            reference.registry.as_str(),
+            repo.registry.as_str(),
             what,
             &scopes,
             &|c, base| {
                 Ok(c.request(method.clone(), join(base, &path))
-                    .header(ACCEPT, MANIFEST_MEDIA_TYPES.join(", ")))
+                    .header(ACCEPT, accept))
             },
         ))
     }
@@ -52,20 +63,7 @@ impl RegistryClient {
             return Err(self.fail(&what, registry, resp));
         }
         let header_type = content_type(&resp);
-        let mut bytes = Vec::new();
-        resp.take(MANIFEST_MAX + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| RegistryError::Io {
-                what: what.clone(),
-                source: e,
-            })?;
-        if bytes.len() as u64 > MANIFEST_MAX {
-            return Err(RegistryError::Protocol {
-                what,
-                registry: registry.to_string(),
-                detail: format!("sent a manifest over {MANIFEST_MAX} bytes; refusing it"),
-            });
-        }
+        let bytes = read_manifest(resp, &what, registry)?;
         let media_type = match header_type {
             Some(t) if MANIFEST_MEDIA_TYPES.contains(&t.as_str()) => t,
             // Some registries label manifests application/json; the body says what it is.
@@ -210,12 +208,14 @@ impl RegistryClient {
     ) -> Result<Option<Vec<u8>>, RegistryError> {
         let registry = repo.registry.as_str();
         let what = format!("listing referrers of {}@{subject}", repo.name());
-        let scopes = [repository_scope(&repo.repository, false)];
-        let path = format!("/v2/{}/referrers/{subject}", repo.repository);
-        let resp = self.execute(Call::new(registry, &what, &scopes, &|c, base| {
-            Ok(c.get(join(base, &path))
-                .header(ACCEPT, MEDIA_TYPE_OCI_INDEX))
-        }))?;
+        let path = format!("referrers/{subject}");
+        let resp = self.pull_request(
+            repo,
+            &path,
+            &what,
+            reqwest::Method::GET,
+            MEDIA_TYPE_OCI_INDEX,
+        )?;
         match resp.status() {
             s if s.is_success() => {}
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::BAD_REQUEST => {
@@ -224,16 +224,34 @@ impl RegistryClient {
             _ => return Err(self.fail(&what, registry, resp)),
         }
         let is_index = content_type(&resp).as_deref() == Some(MEDIA_TYPE_OCI_INDEX);
-        let mut bytes = Vec::new();
-        resp.take(MANIFEST_MAX + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| RegistryError::Io {
-                what: what.clone(),
-                source: e,
-            })?;
+        let bytes = read_manifest(resp, &what, registry)?;
         let parses = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .is_some_and(|v| v.get("manifests").is_some_and(|m| m.is_array()));
         Ok((is_index && parses).then_some(bytes))
     }
+}
+
+/// A manifest or index body, refused when it is larger than any registry
+/// would store (a registry that streams without end must not fill memory).
+fn read_manifest(
+    resp: reqwest::blocking::Response,
+    what: &str,
+    registry: &str,
+) -> Result<Vec<u8>, RegistryError> {
+    let mut bytes = Vec::new();
+    resp.take(MANIFEST_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| RegistryError::Io {
+            what: what.to_string(),
+            source: e,
+        })?;
+    if bytes.len() as u64 > MANIFEST_MAX {
+        return Err(RegistryError::Protocol {
+            what: what.to_string(),
+            registry: registry.to_string(),
+            detail: format!("sent a manifest over {MANIFEST_MAX} bytes; refusing it"),
+        });
+    }
+    Ok(bytes)
 }

@@ -142,8 +142,13 @@ impl Counters {
 
 pub(crate) struct Transport {
     pub opts: TransportOptions,
-    verified: Client,
-    /// Accepts any certificate; used only for `insecure_registries`.
+    /// The certificates of `--ca-file`, read when the transport is made.
+    ca_certs: Vec<reqwest::Certificate>,
+    /// Made at first use: it loads the system trust store, which a build
+    /// that never contacts a registry does not need.
+    verified: OnceLock<Verified>,
+    /// Accepts any certificate; used only for `insecure_registries`. It
+    /// loads no trust store.
     unverified: Option<Client>,
     pub counters: Arc<Counters>,
     deadline: Option<Instant>,
@@ -174,39 +179,83 @@ impl Failure<'_> {
     }
 }
 
+/// The client that verifies certificates, and whether it had to do without
+/// the system's CA certificates.
+struct Verified {
+    client: Client,
+    /// The system has no CA bundle and no `--ca-file` was given: plain http
+    /// works, and a TLS connection fails with [`RegistryError::NoCaBundle`].
+    without_roots: bool,
+}
+
+/// A client with the transport's timeouts and protocol options.
+fn client_builder(opts: &TransportOptions) -> reqwest::blocking::ClientBuilder {
+    // The stall rule: reqwest's blocking timeout bounds the wait for the
+    // reply's headers and then each read of its body, so a reply that moves
+    // no byte for `stall_timeout` fails. Uploads override it per request
+    // with a bound by their size (`bound`).
+    let b = Client::builder()
+        .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
+        .timeout(opts.stall_timeout)
+        .connect_timeout(opts.connect_timeout)
+        .tcp_keepalive(Duration::from_secs(30));
+    if opts.http1_only {
+        b.http1_only()
+    } else {
+        b
+    }
+}
+
+/// The verifying client: the system trust store, SSL_CERT_FILE and
+/// `ca_certs`. Without any of them (a container with no CA bundle) the
+/// client still works for plain http, and trusts no certificate.
+fn verified_client(
+    opts: &TransportOptions,
+    ca_certs: &[reqwest::Certificate],
+) -> Result<Verified, RegistryError> {
+    let mut b = client_builder(opts);
+    if !ca_certs.is_empty() {
+        b = b.tls_certs_merge(ca_certs.to_vec());
+    }
+    match b.build() {
+        Ok(client) => Ok(Verified {
+            client,
+            without_roots: false,
+        }),
+        // Loading the system store is the one step that differs from the
+        // client below: when that one builds, the store was what failed.
+        Err(e) if ca_certs.is_empty() => match client_builder(opts).tls_certs_only([]).build() {
+            Ok(client) => Ok(Verified {
+                client,
+                without_roots: true,
+            }),
+            Err(_) => Err(RegistryError::Client(e)),
+        },
+        Err(e) => Err(RegistryError::Client(e)),
+    }
+}
+
+/// Where the CA certificates were looked for, for the error that says there
+/// were none.
+fn missing_bundle() -> String {
+    match std::env::var_os("SSL_CERT_FILE") {
+        Some(f) => format!("SSL_CERT_FILE {} holds none", PathBuf::from(f).display()),
+        None => "no system CA bundle (such as /etc/ssl/certs/ca-certificates.crt)".to_string(),
+    }
+}
+
 impl Transport {
     pub fn new(opts: TransportOptions) -> Result<Self, RegistryError> {
-        let certs = read_ca_files(&opts.ca_files)?;
-        let builder = |accept_invalid: bool| {
-            // The stall rule: reqwest's blocking timeout bounds the wait for
-            // the reply's headers and then each read of its body, so a reply
-            // that moves no byte for `stall_timeout` fails. Uploads override
-            // it per request with a bound by their size (`bound`).
-            let mut b = Client::builder()
-                .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
-                .timeout(opts.stall_timeout)
-                .connect_timeout(opts.connect_timeout)
-                .tcp_keepalive(Duration::from_secs(30));
-            if !certs.is_empty() {
-                b = b.tls_certs_merge(certs.clone());
-            }
-            if opts.http1_only {
-                b = b.http1_only();
-            }
-            if accept_invalid {
-                b = b.tls_danger_accept_invalid_certs(true);
-            }
-            b.build().map_err(RegistryError::Client)
-        };
-        // Each client loads the system trust store (tens of ms), so the one that
-        // skips verification is made only if an insecure registry is named.
+        let ca_certs = read_ca_files(&opts.ca_files)?;
         let unverified = if opts.insecure_registries.is_empty() {
             None
         } else {
-            Some(builder(true)?)
+            let b = client_builder(&opts).tls_danger_accept_invalid_certs(true);
+            Some(b.build().map_err(RegistryError::Client)?)
         };
         Ok(Transport {
-            verified: builder(false)?,
+            ca_certs,
+            verified: OnceLock::new(),
             unverified,
             deadline: opts.timeout.map(|t| Instant::now() + t),
             opts,
@@ -215,6 +264,15 @@ impl Transport {
             strikes: Default::default(),
             hook: OnceLock::new(),
         })
+    }
+
+    fn verified(&self) -> Result<&Verified, RegistryError> {
+        if let Some(v) = self.verified.get() {
+            return Ok(v);
+        }
+        // Two threads may both build one; the first stored is kept.
+        let v = verified_client(&self.opts, &self.ca_certs)?;
+        Ok(self.verified.get_or_init(|| v))
     }
 
     /// Listed in `insecure_registries` (by `host:port` or bare host).
@@ -231,11 +289,33 @@ impl Transport {
         is_loopback(host) || self.is_listed_insecure(host)
     }
 
-    pub fn client_for(&self, host: &str) -> &Client {
+    /// The client for requests to `host`; the first one that verifies
+    /// certificates loads the system trust store.
+    pub fn client_for(&self, host: &str) -> Result<&Client, RegistryError> {
         match (self.is_listed_insecure(host), &self.unverified) {
-            (true, Some(c)) => c,
-            _ => &self.verified,
+            (true, Some(c)) => Ok(c),
+            _ => Ok(&self.verified()?.client),
         }
+    }
+
+    /// The error for a request to `registry` that failed on the wire: a
+    /// certificate that could not be checked for want of any CA certificate
+    /// says so, and how to provide them.
+    pub fn connection_error(
+        &self,
+        what: &str,
+        registry: &str,
+        e: &reqwest::Error,
+    ) -> RegistryError {
+        let without_roots = self.verified.get().is_some_and(|v| v.without_roots);
+        if without_roots && is_certificate_error(e) {
+            return RegistryError::NoCaBundle {
+                what: what.to_string(),
+                registry: registry.to_string(),
+                bundle: missing_bundle(),
+            };
+        }
+        connection_error(what, registry, e)
     }
 
     /// Time left before `--timeout`; `None` without one.
@@ -309,21 +389,20 @@ impl Transport {
     /// Sends one request, counting it and bounding it by `--timeout`.
     pub fn send(&self, req: RequestBuilder) -> Result<Response, reqwest::Error> {
         let (client, req) = req.build_split();
-        let mut req = req?;
-        self.bound(&mut req, None);
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        client.execute(req)
+        self.send_request(&client, req?, None)
     }
 
+    /// Sends `req` with `client` (from [`Transport::client_for`]), counted and
+    /// bounded as [`Transport::bound`] says.
     pub fn send_request(
         &self,
-        host: &str,
+        client: &Client,
         mut req: reqwest::blocking::Request,
         upload: Option<u64>,
     ) -> Result<Response, reqwest::Error> {
         self.bound(&mut req, upload);
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        self.client_for(host).execute(req)
+        client.execute(req)
     }
 
     /// Whether to try again after `failure` on attempt `attempt` (from 0),
@@ -384,7 +463,7 @@ impl Transport {
         let mut attempt = 0;
         loop {
             self.check_alive(what, host)?;
-            match self.send(build(self.client_for(host))) {
+            match self.send(build(self.client_for(host)?)) {
                 Ok(resp) if is_retryable_status(resp.status()) => {
                     let wait = retry_after(&resp);
                     if !self.retry(what, host, attempt, Failure::Status(resp.status()), wait) {
@@ -394,7 +473,7 @@ impl Transport {
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
                     self.note_wire_error(host, &e);
-                    let err = connection_error(what, host, &e);
+                    let err = self.connection_error(what, host, &e);
                     if !err.is_retryable()
                         || !self.retry(what, host, attempt, Failure::Wire(&e), None)
                     {
@@ -459,12 +538,20 @@ pub(crate) fn retry_after(resp: &Response) -> Option<Duration> {
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-pub(crate) fn connection_error(what: &str, registry: &str, e: &reqwest::Error) -> RegistryError {
+/// Whether `e` is about a certificate (one that could not be verified): it
+/// will not fix itself.
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    chain_message(&WithoutUrl(e))
+        .to_ascii_lowercase()
+        .contains("certificate")
+}
+
+fn connection_error(what: &str, registry: &str, e: &reqwest::Error) -> RegistryError {
     let detail = chain_message(&WithoutUrl(e));
     // A certificate problem will not fix itself; everything else on the wire may.
-    let lower = detail.to_ascii_lowercase();
-    let retryable = !e.is_builder() && !lower.contains("certificate") && !e.is_redirect();
-    let hint = if lower.contains("certificate") {
+    let certificate = is_certificate_error(e);
+    let retryable = !e.is_builder() && !certificate && !e.is_redirect();
+    let hint = if certificate {
         " (is the registry's CA in the system store, SSL_CERT_FILE or --ca-file?)"
     } else {
         ""
@@ -660,6 +747,7 @@ fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn loopback_hosts_may_use_http_others_need_listing() {
@@ -731,6 +819,121 @@ mod tests {
             text.chars().count() <= DETAIL_MAX + 1 && !text.contains('\n'),
             "{text}"
         );
+    }
+
+    /// Runs the test `name` (in this module) again in a child process with
+    /// `SSL_CERT_FILE` set to `bundle`: the trust store is read from the
+    /// environment, which the other tests of this process share.
+    fn rerun_with_ssl_cert_file(name: &str, bundle: &Path) {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([&format!("registry::transport::tests::{name}"), "--exact"])
+            .args(["--test-threads=1", "--nocapture"])
+            .env(CHILD, "1")
+            .env("SSL_CERT_FILE", bundle)
+            .env_remove("SSL_CERT_DIR")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let errors = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}{errors}");
+        assert!(text.contains("1 passed"), "the child ran no test: {text}");
+    }
+
+    const CHILD: &str = "IMGBUILD_TEST_CHILD";
+
+    /// A CA, and a certificate for 127.0.0.1 it signed (with its key), made
+    /// by the `openssl` CLI in `dir`.
+    fn test_ca(dir: &Path) -> (PathBuf, String, String) {
+        let openssl = |args: &[&str]| {
+            let status = std::process::Command::new("openssl")
+                .current_dir(dir)
+                .args(["req", "-x509", "-nodes", "-days", "2", "-newkey", "ec"])
+                .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
+                .args(args)
+                .output()
+                .expect("openssl (scripts/setup.sh installs it)")
+                .status;
+            assert!(status.success(), "openssl req {args:?}");
+        };
+        openssl(&[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=test CA",
+        ]);
+        openssl(&[
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.pem",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ]);
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        (dir.join("ca.pem"), read("server.pem"), read("server.key"))
+    }
+
+    /// A registry with no manifests.
+    fn registry(r: &crate::test_http::Request) -> crate::test_http::Reply {
+        crate::test_http::Reply::status(if r.path() == "/v2/" { 200 } else { 404 })
+    }
+
+    #[test]
+    fn without_a_ca_bundle_plain_http_works_and_tls_names_what_is_missing() {
+        use crate::reference::Reference;
+        use crate::registry::{credentials::Anonymous, RegistryClient};
+        use crate::test_http::Server;
+        let dir = tempfile::tempdir().unwrap();
+        if std::env::var_os(CHILD).is_none() {
+            return rerun_with_ssl_cert_file(
+                "without_a_ca_bundle_plain_http_works_and_tls_names_what_is_missing",
+                &dir.path().join("no-such-bundle.pem"),
+            );
+        }
+        let bundle = PathBuf::from(std::env::var_os("SSL_CERT_FILE").unwrap());
+        let (ca, cert, key) = test_ca(dir.path());
+        let client = |ca_files: Vec<PathBuf>| {
+            let opts = TransportOptions {
+                ca_files,
+                max_retries: 0,
+                ..Default::default()
+            };
+            RegistryClient::new(opts, Anonymous).unwrap()
+        };
+        let at =
+            |server: &Server| Reference::parse(&format!("{}/team/app:1", server.addr)).unwrap();
+
+        // Made without a trust store; plain http needs none.
+        let plain = Server::start(registry);
+        assert!(client(vec![]).head_manifest(&at(&plain)).is_ok());
+
+        // TLS does: the error says there is no CA certificate, where none was
+        // found, and what to set.
+        let tls = Server::start_tls(&cert, &key, registry);
+        let e = client(vec![]).head_manifest(&at(&tls)).unwrap_err();
+        assert!(matches!(e, RegistryError::NoCaBundle { .. }), "{e:?}");
+        let e = e.to_string();
+        for part in [
+            "no CA certificate",
+            &format!("SSL_CERT_FILE {} holds none", bundle.display()),
+            "set SSL_CERT_FILE",
+            "--ca-file",
+        ] {
+            assert!(e.contains(part), "{part:?} missing from: {e}");
+        }
+
+        // --ca-file is enough on its own.
+        assert!(client(vec![ca]).head_manifest(&at(&tls)).is_ok());
     }
 
     #[test]
