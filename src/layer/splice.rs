@@ -11,15 +11,19 @@
 //! vouches for (a wheel's RECORD) are checked before the layer is accepted.
 //! The output depends only on the plan and the source's bytes.
 
-use super::compress::gzip_writer;
+use super::compress::GZIP_LEVEL;
 use crate::digest::{Digest, HashingWriter, Mismatch};
-use flate2::write::GzEncoder;
+use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Read, Write};
 
-/// A spliced member's header: no name, no mtime, no extra flags, OS 255, the
-/// same fields as every other member (`compress::gzip_writer`) except XFL.
+/// A spliced member's header: no name, no mtime, no extra flags, OS 255.
 pub const MEMBER_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+
+/// A compressed member's header: the one `compress::gzip_writer` writes at
+/// level 1 (XFL 4, "fastest"), so a layer with nothing to splice is the same
+/// bytes it always was.
+const SMALL_MEMBER_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255];
 
 /// A file's content as raw deflate bytes, with what its source declares about
 /// the inflated bytes.
@@ -66,25 +70,58 @@ fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error 
 /// and the blob (digest) as they stream.
 pub struct SplicingGzip<W: Write> {
     tar: HashingWriter<io::Sink>,
-    /// Exactly one of these is set: the member being compressed, or the blob
-    /// between members.
-    member: Option<GzEncoder<HashingWriter<W>>>,
-    blob: Option<HashingWriter<W>>,
+    blob: HashingWriter<W>,
+    /// One compressor for every small member, reset between them: a layer
+    /// has about as many members as files.
+    deflate: Compress,
+    /// The open small member's CRC-32 and length, if one is open.
+    member: Option<Crc>,
+    buf: Vec<u8>,
 }
 
 impl<W: Write> SplicingGzip<W> {
     pub fn new(out: W) -> Self {
         SplicingGzip {
             tar: HashingWriter::new(io::sink()),
+            blob: HashingWriter::new(out),
+            deflate: Compress::new(Compression::new(GZIP_LEVEL), false),
             member: None,
-            blob: Some(HashingWriter::new(out)),
+            // As flate2's `GzEncoder`: at level 1 the deflate output depends
+            // on the room it is given, and this keeps a layer with nothing to
+            // splice byte for byte what format 3 wrote.
+            buf: vec![0; 32 << 10],
         }
     }
 
-    /// Ends the member being compressed, if any; the blob is then free.
+    /// Deflates `input` into the blob, to the end of the member with `Finish`.
+    fn deflate(&mut self, mut input: &[u8], flush: FlushCompress) -> io::Result<()> {
+        loop {
+            let (before_in, before_out) = (self.deflate.total_in(), self.deflate.total_out());
+            let status = self
+                .deflate
+                .compress(input, &mut self.buf, flush)
+                .map_err(io::Error::other)?;
+            let consumed = (self.deflate.total_in() - before_in) as usize;
+            let produced = (self.deflate.total_out() - before_out) as usize;
+            self.blob.write_all(&self.buf[..produced])?;
+            input = &input[consumed..];
+            let done = match flush {
+                FlushCompress::Finish => status == Status::StreamEnd,
+                _ => input.is_empty() && produced < self.buf.len(),
+            };
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Ends the small member being compressed, if any.
     fn end_member(&mut self) -> io::Result<()> {
-        if let Some(member) = self.member.take() {
-            self.blob = Some(member.finish()?);
+        if let Some(crc) = self.member.take() {
+            self.deflate(&[], FlushCompress::Finish)?;
+            self.deflate.reset();
+            self.blob.write_all(&crc.sum().to_le_bytes())?;
+            self.blob.write_all(&crc.amount().to_le_bytes())?;
         }
         Ok(())
     }
@@ -101,23 +138,19 @@ impl<W: Write> SplicingGzip<W> {
             what,
         } = span;
         self.end_member()?;
-        let blob = self
-            .blob
-            .as_mut()
-            .expect("the blob is free between members");
-        blob.write_all(&MEMBER_HEADER)?;
+        self.blob.write_all(&MEMBER_HEADER)?;
         let copied = Tee {
             inner: raw.take(compressed_size),
-            out: blob,
+            out: &mut self.blob,
             count: 0,
         };
         let mut inflate = flate2::read::DeflateDecoder::new(copied);
-        let mut crc = flate2::Crc::new();
+        let mut crc = Crc::new();
         let mut sha = sha256.as_ref().map(|_| Sha256::new());
-        let mut buf = vec![0u8; 64 << 10];
+        let buf = &mut self.buf;
         let mut got = 0u64;
         loop {
-            let n = match inflate.read(&mut buf) {
+            let n = match inflate.read(buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -148,8 +181,7 @@ impl<W: Write> SplicingGzip<W> {
         // member would carry bytes between its body and its trailer.
         let consumed = inflate.total_in();
         let mut copied = inflate.into_inner();
-        let mut rest = Vec::new();
-        copied.read_to_end(&mut rest)?;
+        io::copy(&mut copied, &mut io::sink())?;
         if consumed != compressed_size || copied.count != compressed_size {
             return Err(invalid(SpliceError::Trailing {
                 what,
@@ -178,13 +210,9 @@ impl<W: Write> SplicingGzip<W> {
                 }));
             }
         }
-        let blob = self
-            .blob
-            .as_mut()
-            .expect("no member is open while splicing");
-        blob.write_all(&crc32.to_le_bytes())?;
+        self.blob.write_all(&crc32.to_le_bytes())?;
         // ISIZE is the length modulo 2^32 (RFC 1952).
-        blob.write_all(&(size as u32).to_le_bytes())?;
+        self.blob.write_all(&(size as u32).to_le_bytes())?;
         Ok(())
     }
 
@@ -192,7 +220,7 @@ impl<W: Write> SplicingGzip<W> {
     pub fn finish(mut self) -> io::Result<(Digest, Digest, u64, W)> {
         self.end_member()?;
         let (diff_id, _, _) = self.tar.finish();
-        let (digest, size, out) = self.blob.take().expect("the blob is free").finish();
+        let (digest, size, out) = self.blob.finish();
         Ok((diff_id, digest, size, out))
     }
 }
@@ -203,11 +231,11 @@ impl<W: Write> Write for SplicingGzip<W> {
             return Ok(0);
         }
         if self.member.is_none() {
-            let blob = self.blob.take().expect("the blob is free between members");
-            self.member = Some(gzip_writer(blob));
+            self.blob.write_all(&SMALL_MEMBER_HEADER)?;
+            self.member = Some(Crc::new());
         }
-        let member = self.member.as_mut().expect("a member is open");
-        member.write_all(buf)?;
+        self.member.as_mut().expect("a member is open").update(buf);
+        self.deflate(buf, FlushCompress::None)?;
         self.tar.write_all(buf)?;
         Ok(buf.len())
     }
@@ -236,6 +264,7 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layer::compress::gzip_writer;
     use flate2::read::MultiGzDecoder;
 
     fn deflate(data: &[u8]) -> Vec<u8> {
@@ -308,6 +337,23 @@ mod tests {
         // Three members: the head compressed, the splice, the tail compressed.
         assert!(at > 0 && at + member.len() < blob.len());
         assert_eq!(&blob[at + member.len()..][..2], [0x1f, 0x8b]);
+    }
+
+    #[test]
+    fn with_nothing_to_splice_the_blob_is_what_the_plain_gzip_writer_makes() {
+        let text: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        // The same writes to both: at level 1 the output depends on them.
+        let mut gz = SplicingGzip::new(Vec::new());
+        let mut plain = gzip_writer(Vec::new());
+        for chunk in text.chunks(700) {
+            gz.write_all(chunk).unwrap();
+            plain.write_all(chunk).unwrap();
+        }
+        let (diff_id, _, _, blob) = gz.finish().unwrap();
+        assert!(blob == plain.finish().unwrap());
+        assert_eq!(diff_id, Digest::of_bytes(&text));
     }
 
     #[test]
