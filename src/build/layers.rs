@@ -2,6 +2,7 @@
 //! a budget, the rest merged; and the bytecode hooks that add pycs to them.
 
 use super::{BuildError, BuildOptions, Event, LAYER_FORMAT};
+use crate::layer::splice::DeflatedSpan;
 use crate::layer::tar::{write_layer, ExternalContent, NoExternal};
 use crate::layer::{Content, Layer, LayerPlan};
 use crate::lock::select::SelectedWheel;
@@ -250,6 +251,14 @@ impl ExternalContent for Merged {
             .get_mut(k)
             .ok_or_else(|| io::Error::other("merged wheel index out of range"))?
             .open(i)
+    }
+
+    fn deflated(&mut self, index: usize) -> io::Result<Option<DeflatedSpan<'_>>> {
+        let (k, i) = (index / MERGE_STRIDE, index % MERGE_STRIDE);
+        self.0
+            .get_mut(k)
+            .ok_or_else(|| io::Error::other("merged wheel index out of range"))?
+            .deflated(i)
     }
 }
 

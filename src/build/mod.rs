@@ -32,7 +32,7 @@ use std::path::PathBuf;
 
 /// Bumped whenever the bytes of a generated layer change for the same inputs,
 /// so cached layers from older versions are never reused. See docs/reproducibility.md.
-pub const LAYER_FORMAT: u32 = 3;
+pub const LAYER_FORMAT: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {

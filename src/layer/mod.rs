@@ -1,9 +1,11 @@
 //! Layers: a sorted plan of entries (`plan`), written as a deterministic tar
-//! (`tar`) through deterministic gzip (`compress`), giving a `Layer` value.
+//! (`tar`) through deterministic gzip (`compress`), with wheel files spliced in
+//! still deflated (`splice`), giving a `Layer` value.
 
 pub mod compress;
 pub mod path;
 pub mod plan;
+pub mod splice;
 pub mod tar;
 
 pub use path::ImagePath;

@@ -1,16 +1,22 @@
 //! The one place that decides tar metadata: uid/gid 0, no user or group
 //! names, a fixed mtime, normalised modes, entries in path order.
 
-use super::compress::gzip_writer;
 use super::plan::{Content, EntryKind, LayerPlan};
+use super::splice::{DeflatedSpan, SplicingGzip};
 use super::{Layer, MEDIA_TYPE_OCI_LAYER_GZIP};
-use crate::digest::HashingWriter;
 use std::fs::File;
 use std::io::{self, Read, Write};
 
 /// Streams the `Content::External` entries of a plan (e.g. the files of a wheel).
 pub trait ExternalContent {
     fn open(&mut self, index: usize) -> io::Result<Box<dyn Read + '_>>;
+
+    /// The entry's bytes as its source already holds them deflated (a zip
+    /// entry stored with deflate), for a gzip layer to splice in unchanged;
+    /// `None` where the source holds them any other way.
+    fn deflated(&mut self, _index: usize) -> io::Result<Option<DeflatedSpan<'_>>> {
+        Ok(None)
+    }
 }
 
 /// For plans with no external entries.
@@ -52,6 +58,22 @@ pub fn write_tar<W: Write>(
     external: &mut dyn ExternalContent,
     out: W,
 ) -> io::Result<W> {
+    write_entries(plan, mtime, external, out, None)
+}
+
+/// Takes a file's data as a deflated span instead of its bytes.
+type Splice<W> = fn(&mut W, DeflatedSpan<'_>) -> io::Result<()>;
+
+/// The tar stream of the plan. With `splice`, a file whose source holds it
+/// deflated gets its header and padding written as usual and its data handed
+/// to `splice`, which must account for exactly `size` tar bytes.
+fn write_entries<W: Write>(
+    plan: &LayerPlan,
+    mtime: u64,
+    external: &mut dyn ExternalContent,
+    out: W,
+    splice: Option<Splice<W>>,
+) -> io::Result<W> {
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Deterministic);
     for (path, entry) in plan.entries() {
@@ -67,6 +89,23 @@ pub fn write_tar<W: Write>(
             }
             EntryKind::File { size, content } => {
                 let mut h = header(tar::EntryType::Regular, mode, *size, mtime);
+                if let (Some(splice), Content::External(i), 1..) = (splice, content, *size) {
+                    if let Some(span) = external.deflated(*i)? {
+                        if span.size != *size {
+                            return Err(io::Error::other(format!(
+                                "/{} changed size since it was planned",
+                                path.as_str()
+                            )));
+                        }
+                        // The header alone: tar copies no data from an empty
+                        // reader and pads nothing after it.
+                        builder.append_data(&mut h, path.as_str(), io::empty())?;
+                        splice(builder.get_mut(), span)?;
+                        let pad = (512 - size % 512) % 512;
+                        builder.get_mut().write_all(&[0; 512][..pad as usize])?;
+                        continue;
+                    }
+                }
                 let reader: Box<dyn Read + '_> =
                     match content {
                         Content::Bytes(b) => Box::new(&b[..]),
@@ -128,20 +167,23 @@ impl<R: Read> Read for ExactSize<'_, R> {
 }
 
 /// Writes the plan as a gzip layer blob into `out`, hashing both the tar
-/// (diff_id) and the compressed bytes (digest) as they stream.
+/// (diff_id) and the compressed bytes (digest) as they stream. Files whose
+/// source holds them deflated are spliced in as gzip members of their own
+/// (see `splice`); everything else is compressed.
 pub fn write_layer<W: Write>(
     plan: &LayerPlan,
     mtime: u64,
     external: &mut dyn ExternalContent,
     out: W,
 ) -> io::Result<(Layer, W)> {
-    let compressed = HashingWriter::new(out);
-    let gz = gzip_writer(compressed);
-    let uncompressed = HashingWriter::new(gz);
-    let uncompressed = write_tar(plan, mtime, external, uncompressed)?;
-    let (diff_id, _, gz) = uncompressed.finish();
-    let compressed = gz.finish()?;
-    let (digest, size, out) = compressed.finish();
+    let sink = write_entries(
+        plan,
+        mtime,
+        external,
+        SplicingGzip::new(out),
+        Some(SplicingGzip::splice),
+    )?;
+    let (diff_id, digest, size, out) = sink.finish()?;
     Ok((
         Layer {
             digest,

@@ -6,13 +6,14 @@
 use super::record::{normalise_record_path, parse_record};
 use super::{Ctx, WheelError};
 use crate::digest::{Digest, VerifyingReader};
+use crate::layer::splice::DeflatedSpan;
 use crate::layer::tar::ExternalContent;
 use base64::Engine as _;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
-use zip::ZipArchive;
+use zip::{CompressionMethod, ZipArchive};
 
 /// METADATA, WHEEL, RECORD and entry_points.txt are read whole; anything
 /// bigger than this is not a real wheel's metadata.
@@ -171,7 +172,53 @@ impl WheelContent {
     }
 }
 
+/// RECORD's sha256 for an entry, if it lists one; an error where its hash is malformed.
+fn expected_sha256(
+    expected: Option<&Option<Digest>>,
+    wheel: &Path,
+    name: &str,
+) -> io::Result<Option<Digest>> {
+    match expected {
+        None => Ok(None),
+        Some(Some(digest)) => Ok(Some(digest.clone())),
+        Some(None) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            WheelError::Corrupt {
+                wheel: wheel.into(),
+                entry: name.to_string(),
+            },
+        )),
+    }
+}
+
 impl ExternalContent for WheelContent {
+    /// A deflated entry's compressed bytes, to splice into a gzip layer; the
+    /// layer writer checks them against the zip's CRC-32 and size and RECORD's sha256.
+    fn deflated(&mut self, index: usize) -> io::Result<Option<DeflatedSpan<'_>>> {
+        let file = self.archive.by_index_raw(index).map_err(|source| {
+            io::Error::other(WheelError::Entry {
+                wheel: self.wheel.clone(),
+                index,
+                source,
+            })
+        })?;
+        if file.compression() != CompressionMethod::Deflated {
+            return Ok(None);
+        }
+        let name = file.name().map(|n| n.into_owned()).unwrap_or_default();
+        let sha256 = expected_sha256(self.expected.get(&index), &self.wheel, &name)?;
+        let what = format!("{}: {name}", self.wheel.display());
+        let (compressed_size, crc32, size) = (file.compressed_size(), file.crc32(), file.size());
+        Ok(Some(DeflatedSpan {
+            raw: Box::new(file),
+            compressed_size,
+            crc32,
+            size,
+            sha256,
+            what,
+        }))
+    }
+
     fn open(&mut self, index: usize) -> io::Result<Box<dyn Read + '_>> {
         let file = self.archive.by_index(index).map_err(|source| {
             io::Error::other(WheelError::Entry {
@@ -181,26 +228,16 @@ impl ExternalContent for WheelContent {
             })
         })?;
         let name = file.name().map(|n| n.into_owned()).unwrap_or_default();
-        match self.expected.get(&index) {
+        let what = format!(
+            "{}: {name} (sha256 from the wheel's RECORD)",
+            self.wheel.display()
+        );
+        match expected_sha256(self.expected.get(&index), &self.wheel, &name)? {
             None => Ok(Box::new(file)),
-            Some(Some(digest)) => Ok(Box::new(
-                VerifyingReader::new(
-                    file,
-                    digest.clone(),
-                    None,
-                    format!(
-                        "{}: {name} (sha256 from the wheel's RECORD)",
-                        self.wheel.display()
-                    ),
-                )
-                .with_hint("the wheel is corrupt or was built wrongly; lock a good release of it"),
-            )),
-            Some(None) => Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                WheelError::Corrupt {
-                    wheel: self.wheel.clone(),
-                    entry: name,
-                },
+            Some(digest) => Ok(Box::new(
+                VerifyingReader::new(file, digest, None, what).with_hint(
+                    "the wheel is corrupt or was built wrongly; lock a good release of it",
+                ),
             )),
         }
     }

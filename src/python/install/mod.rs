@@ -313,12 +313,24 @@ mod tests {
     use std::fs::File;
 
     fn write_wheel(dir: &Path, files: &[(&str, &[u8], u32)]) -> PathBuf {
+        write_wheel_storing(dir, files, &[])
+    }
+
+    /// A wheel whose entries are deflated, except those named in `stored`.
+    fn write_wheel_storing(dir: &Path, files: &[(&str, &[u8], u32)], stored: &[&str]) -> PathBuf {
         use std::io::Write as _;
         let path = dir.join("demo-1.0-py3-none-any.whl");
         let mut zip = zip::ZipWriter::new(File::create(&path).unwrap());
         let mut record = String::new();
         for (name, bytes, mode) in files {
-            let opts = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+            let method = if stored.contains(name) {
+                zip::CompressionMethod::Stored
+            } else {
+                zip::CompressionMethod::Deflated
+            };
+            let opts = zip::write::SimpleFileOptions::default()
+                .unix_permissions(*mode)
+                .compression_method(method);
             zip.start_file(*name, opts).unwrap();
             zip.write_all(bytes).unwrap();
             record.push_str(&format!("{name},{},{}\n", record_hash(bytes), bytes.len()));
@@ -456,5 +468,101 @@ mod tests {
     fn a_bad_file_name_is_refused_before_the_archive_is_opened() {
         let err = plan_install(Path::new("/nonexistent/foo-1.0.whl"), &target()).unwrap_err();
         assert!(matches!(err, WheelError::Filename { .. }), "{err}");
+    }
+
+    fn spliceable_wheel(dir: &Path, big: &[u8]) -> PathBuf {
+        write_wheel_storing(
+            dir,
+            &[
+                ("demo/__init__.py", b"x = 1\n", 0o644),
+                ("demo/big.py", big, 0o644),
+                ("demo/stored.txt", b"stored, not deflated\n", 0o644),
+                ("demo/empty.txt", b"", 0o644),
+                ("demo-1.0.data/scripts/go", b"#!python\nprint(1)\n", 0o644),
+                ("demo-1.0.data/scripts/plain", b"#!/bin/sh\necho\n", 0o755),
+                (
+                    "demo-1.0.dist-info/METADATA",
+                    b"Name: demo\nVersion: 1.0\n",
+                    0o644,
+                ),
+                ("demo-1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\n", 0o644),
+            ],
+            &["demo/stored.txt"],
+        )
+    }
+
+    fn big_source() -> Vec<u8> {
+        (0..4000)
+            .flat_map(|i| format!("def f{i}(x):\n    return x * {i}\n").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn a_spliced_layer_unpacks_to_the_tar_the_compressing_writer_makes() {
+        use crate::digest::Digest;
+        use crate::layer::tar::{write_layer, write_tar};
+        use std::io::Read as _;
+        let dir = tempfile::tempdir().unwrap();
+        let big = big_source();
+        let wheel = spliceable_wheel(dir.path(), &big);
+        let plan = plan_install(&wheel, &target()).unwrap().plan;
+        let content = || WheelContent::open(&wheel).unwrap();
+
+        let tar = write_tar(&plan, 0, &mut content(), Vec::new()).unwrap();
+        let (layer, blob) = write_layer(&plan, 0, &mut content(), Vec::new()).unwrap();
+        let mut unpacked = Vec::new();
+        flate2::read::MultiGzDecoder::new(&blob[..])
+            .read_to_end(&mut unpacked)
+            .unwrap();
+        assert!(unpacked == tar, "the spliced layer is not the same tar");
+        assert_eq!(layer.diff_id, Digest::of_bytes(&tar));
+        assert_eq!(layer.digest, Digest::of_bytes(&blob));
+
+        // The big file's deflate bytes are in the blob as the wheel holds them.
+        let mut zip = zip::ZipArchive::new(File::open(&wheel).unwrap()).unwrap();
+        let mut raw = Vec::new();
+        let index = zip.index_for_name("demo/big.py").unwrap();
+        zip.by_index_raw(index)
+            .unwrap()
+            .read_to_end(&mut raw)
+            .unwrap();
+        assert!(raw.len() > 1000 && raw.len() < big.len());
+        assert!(blob.windows(raw.len()).any(|w| w == raw));
+        assert!(blob.len() < tar.len());
+
+        let (again, _) = write_layer(&plan, 0, &mut content(), Vec::new()).unwrap();
+        assert_eq!(again, layer);
+    }
+
+    #[test]
+    fn a_wheel_whose_crc_was_altered_fails_its_layer_naming_the_member() {
+        use crate::layer::tar::write_layer;
+        let dir = tempfile::tempdir().unwrap();
+        let big = big_source();
+        let wheel = spliceable_wheel(dir.path(), &big);
+        let plan = plan_install(&wheel, &target()).unwrap().plan;
+
+        let mut crc = flate2::Crc::new();
+        crc.update(&big);
+        let (good, bad) = (crc.sum().to_le_bytes(), (crc.sum() ^ 1).to_le_bytes());
+        let mut bytes = std::fs::read(&wheel).unwrap();
+        let mut patched = 0;
+        for i in 0..bytes.len() - 4 {
+            if bytes[i..i + 4] == good {
+                bytes[i..i + 4].copy_from_slice(&bad);
+                patched += 1;
+            }
+        }
+        assert_eq!(patched, 2, "the CRC is in the local and the central header");
+        std::fs::write(&wheel, &bytes).unwrap();
+
+        let mut content = WheelContent::open(&wheel).unwrap();
+        let err = write_layer(&plan, 0, &mut content, Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("demo-1.0-py3-none-any.whl: demo/big.py") && err.contains("CRC-32"),
+            "{err}"
+        );
     }
 }

@@ -1,0 +1,413 @@
+//! Layers spliced from wheels. A zip entry stored with deflate is already a
+//! deflate stream, and the zip's CRC-32 and size are exactly a gzip trailer, so
+//! such a file goes into the layer as a gzip member of its own: a fixed header,
+//! the entry's compressed bytes copied verbatim, and that trailer. Everything
+//! else (tar headers, padding, generated files) goes through the usual
+//! compressor (`compress`) in members between them. A concatenation of gzip
+//! members is one gzip stream (RFC 1952), so every unpacker reads one tar.
+//!
+//! The spliced bytes are inflated as they are copied: the diff_id is hashed
+//! over the inflated tar, and the CRC-32, the size and any sha256 the source
+//! vouches for (a wheel's RECORD) are checked before the layer is accepted.
+//! The output depends only on the plan and the source's bytes.
+
+use super::compress::GZIP_LEVEL;
+use crate::digest::{Digest, HashingWriter, Mismatch};
+use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use sha2::{Digest as _, Sha256};
+use std::io::{self, Read, Write};
+
+/// A spliced member's header: no name, no mtime, no extra flags, OS 255.
+pub const MEMBER_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+
+/// A compressed member's header: the one `compress::gzip_writer` writes at
+/// level 1 (XFL 4, "fastest"), so a layer with nothing to splice is the same
+/// bytes it always was.
+const SMALL_MEMBER_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255];
+
+/// A file's content as raw deflate bytes, with what its source declares about
+/// the inflated bytes.
+pub struct DeflatedSpan<'a> {
+    /// The deflate stream, exactly `compressed_size` bytes, with no framing.
+    pub raw: Box<dyn Read + 'a>,
+    pub compressed_size: u64,
+    /// CRC-32 and length of the inflated bytes, as the source declares them.
+    pub crc32: u32,
+    pub size: u64,
+    /// The sha256 the inflated bytes must have, when the source lists one.
+    pub sha256: Option<Digest>,
+    /// Names the file in errors, e.g. `wheel.whl: pkg/mod.py`.
+    pub what: String,
+}
+
+/// Why a span was refused; returned inside an `io::Error` of kind `InvalidData`.
+#[derive(Debug, thiserror::Error)]
+pub enum SpliceError {
+    #[error("{what}: the inflated bytes do not match the zip's CRC-32; the wheel is corrupt, download it again")]
+    Crc { what: String },
+    #[error("{what}: inflates to {got} bytes, the zip says {expected}; the wheel is corrupt, download it again")]
+    Size {
+        what: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("{what}: the deflate stream ends before its {compressed} compressed bytes do; the wheel is corrupt, download it again")]
+    Trailing { what: String, compressed: u64 },
+    #[error("{what}: the compressed bytes are not a valid deflate stream; the wheel is corrupt, download it again")]
+    Deflate {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// The layer's gzip stream: small members compressed from the tar bytes
+/// written to it, and spliced members between them. Hashes the tar (diff_id)
+/// and the blob (digest) as they stream.
+pub struct SplicingGzip<W: Write> {
+    tar: HashingWriter<io::Sink>,
+    blob: HashingWriter<W>,
+    /// One compressor for every small member, reset between them: a layer
+    /// has about as many members as files.
+    deflate: Compress,
+    /// The open small member's CRC-32 and length, if one is open.
+    member: Option<Crc>,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> SplicingGzip<W> {
+    pub fn new(out: W) -> Self {
+        SplicingGzip {
+            tar: HashingWriter::new(io::sink()),
+            blob: HashingWriter::new(out),
+            deflate: Compress::new(Compression::new(GZIP_LEVEL), false),
+            member: None,
+            // As flate2's `GzEncoder`: at level 1 the deflate output depends
+            // on the room it is given, and this keeps a layer with nothing to
+            // splice byte for byte what format 3 wrote.
+            buf: vec![0; 32 << 10],
+        }
+    }
+
+    /// Deflates `input` into the blob, to the end of the member with `Finish`.
+    fn deflate(&mut self, mut input: &[u8], flush: FlushCompress) -> io::Result<()> {
+        loop {
+            let (before_in, before_out) = (self.deflate.total_in(), self.deflate.total_out());
+            let status = self
+                .deflate
+                .compress(input, &mut self.buf, flush)
+                .map_err(io::Error::other)?;
+            let consumed = (self.deflate.total_in() - before_in) as usize;
+            let produced = (self.deflate.total_out() - before_out) as usize;
+            self.blob.write_all(&self.buf[..produced])?;
+            input = &input[consumed..];
+            let done = match flush {
+                FlushCompress::Finish => status == Status::StreamEnd,
+                _ => input.is_empty() && produced < self.buf.len(),
+            };
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Ends the small member being compressed, if any.
+    fn end_member(&mut self) -> io::Result<()> {
+        if let Some(crc) = self.member.take() {
+            self.deflate(&[], FlushCompress::Finish)?;
+            self.deflate.reset();
+            self.blob.write_all(&crc.sum().to_le_bytes())?;
+            self.blob.write_all(&crc.amount().to_le_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Writes `span` as a member of its own and its inflated bytes to the tar
+    /// hash, checking them against what the span declares.
+    pub fn splice(&mut self, span: DeflatedSpan<'_>) -> io::Result<()> {
+        let DeflatedSpan {
+            raw,
+            compressed_size,
+            crc32,
+            size,
+            sha256,
+            what,
+        } = span;
+        self.end_member()?;
+        self.blob.write_all(&MEMBER_HEADER)?;
+        let copied = Tee {
+            inner: raw.take(compressed_size),
+            out: &mut self.blob,
+            count: 0,
+        };
+        let mut inflate = flate2::read::DeflateDecoder::new(copied);
+        let mut crc = Crc::new();
+        let mut sha = sha256.as_ref().map(|_| Sha256::new());
+        let buf = &mut self.buf;
+        let mut got = 0u64;
+        loop {
+            let n = match inflate.read(buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source)
+                    if source.kind() == io::ErrorKind::InvalidInput
+                        || source.kind() == io::ErrorKind::InvalidData
+                        || source.kind() == io::ErrorKind::UnexpectedEof =>
+                {
+                    return Err(invalid(SpliceError::Deflate { what, source }))
+                }
+                Err(e) => return Err(e),
+            };
+            got += n as u64;
+            if got > size {
+                return Err(invalid(SpliceError::Size {
+                    what,
+                    expected: size,
+                    got,
+                }));
+            }
+            crc.update(&buf[..n]);
+            if let Some(sha) = &mut sha {
+                sha.update(&buf[..n]);
+            }
+            self.tar.write_all(&buf[..n])?;
+        }
+        // Every compressed byte must belong to the deflate stream, or the
+        // member would carry bytes between its body and its trailer.
+        let consumed = inflate.total_in();
+        let mut copied = inflate.into_inner();
+        io::copy(&mut copied, &mut io::sink())?;
+        if consumed != compressed_size || copied.count != compressed_size {
+            return Err(invalid(SpliceError::Trailing {
+                what,
+                compressed: compressed_size,
+            }));
+        }
+        if got != size {
+            return Err(invalid(SpliceError::Size {
+                what,
+                expected: size,
+                got,
+            }));
+        }
+        if crc.sum() != crc32 {
+            return Err(invalid(SpliceError::Crc { what }));
+        }
+        if let (Some(expected), Some(sha)) = (sha256, sha) {
+            let got = Digest::from_hex(&hex::encode(sha.finalize())).expect("a sha256 is hex");
+            if got != expected {
+                return Err(invalid(Mismatch::Digest {
+                    what: format!("{what} (sha256 from the wheel's RECORD)"),
+                    expected,
+                    got,
+                    hint: "; the wheel is corrupt or was built wrongly; lock a good release of it"
+                        .into(),
+                }));
+            }
+        }
+        self.blob.write_all(&crc32.to_le_bytes())?;
+        // ISIZE is the length modulo 2^32 (RFC 1952).
+        self.blob.write_all(&(size as u32).to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Ends the last member: (diff_id, digest, blob size, the writer).
+    pub fn finish(mut self) -> io::Result<(Digest, Digest, u64, W)> {
+        self.end_member()?;
+        let (diff_id, _, _) = self.tar.finish();
+        let (digest, size, out) = self.blob.finish();
+        Ok((diff_id, digest, size, out))
+    }
+}
+
+impl<W: Write> Write for SplicingGzip<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.member.is_none() {
+            self.blob.write_all(&SMALL_MEMBER_HEADER)?;
+            self.member = Some(Crc::new());
+        }
+        self.member.as_mut().expect("a member is open").update(buf);
+        self.deflate(buf, FlushCompress::None)?;
+        self.tar.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Copies what is read through it to `out`.
+struct Tee<R, W> {
+    inner: R,
+    out: W,
+    count: u64,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::compress::gzip_writer;
+    use flate2::read::MultiGzDecoder;
+
+    fn deflate(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn crc(data: &[u8]) -> u32 {
+        let mut c = flate2::Crc::new();
+        c.update(data);
+        c.sum()
+    }
+
+    fn span<'a>(raw: &'a [u8], data: &[u8]) -> DeflatedSpan<'a> {
+        DeflatedSpan {
+            raw: Box::new(raw),
+            compressed_size: raw.len() as u64,
+            crc32: crc(data),
+            size: data.len() as u64,
+            sha256: Some(Digest::of_bytes(data)),
+            what: "demo.whl: demo/big.py".into(),
+        }
+    }
+
+    /// Writes `head`, the span, then `tail`; returns the blob and its hashes.
+    fn splice_between(
+        head: &[u8],
+        span: DeflatedSpan,
+        tail: &[u8],
+    ) -> io::Result<(Vec<u8>, Digest, Digest)> {
+        let mut gz = SplicingGzip::new(Vec::new());
+        gz.write_all(head)?;
+        gz.splice(span)?;
+        gz.write_all(tail)?;
+        let (diff_id, digest, size, blob) = gz.finish()?;
+        assert_eq!(size, blob.len() as u64);
+        Ok((blob, diff_id, digest))
+    }
+
+    fn error_text(e: io::Error) -> String {
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        e.into_inner().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_spliced_member_is_the_raw_deflate_between_a_fixed_header_and_the_zip_trailer() {
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let raw = deflate(&data);
+        let (blob, diff_id, digest) = splice_between(b"header", span(&raw, &data), b"pad").unwrap();
+
+        let mut tar = Vec::new();
+        MultiGzDecoder::new(&blob[..])
+            .read_to_end(&mut tar)
+            .unwrap();
+        assert_eq!(tar, [&b"header"[..], &data, b"pad"].concat());
+        assert_eq!(diff_id, Digest::of_bytes(&tar));
+        assert_eq!(digest, Digest::of_bytes(&blob));
+
+        let mut member = MEMBER_HEADER.to_vec();
+        member.extend(&raw);
+        member.extend(crc(&data).to_le_bytes());
+        member.extend((data.len() as u32).to_le_bytes());
+        let at = blob
+            .windows(member.len())
+            .position(|w| w == member)
+            .expect("the member is in the blob verbatim");
+        // Three members: the head compressed, the splice, the tail compressed.
+        assert!(at > 0 && at + member.len() < blob.len());
+        assert_eq!(&blob[at + member.len()..][..2], [0x1f, 0x8b]);
+    }
+
+    #[test]
+    fn with_nothing_to_splice_the_blob_is_what_the_plain_gzip_writer_makes() {
+        let text: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        // The same writes to both: at level 1 the output depends on them.
+        let mut gz = SplicingGzip::new(Vec::new());
+        let mut plain = gzip_writer(Vec::new());
+        for chunk in text.chunks(700) {
+            gz.write_all(chunk).unwrap();
+            plain.write_all(chunk).unwrap();
+        }
+        let (diff_id, _, _, blob) = gz.finish().unwrap();
+        assert!(blob == plain.finish().unwrap());
+        assert_eq!(diff_id, Digest::of_bytes(&text));
+    }
+
+    #[test]
+    fn nothing_but_spliced_bytes_makes_one_member_and_no_empty_ones() {
+        let data = b"hello hello hello hello".repeat(50);
+        let raw = deflate(&data);
+        let (blob, _, _) = splice_between(b"", span(&raw, &data), b"").unwrap();
+        assert_eq!(blob.len(), MEMBER_HEADER.len() + raw.len() + 8);
+    }
+
+    #[test]
+    fn a_crc_that_does_not_match_the_inflated_bytes_names_the_wheel_member() {
+        let data = b"print('hello')\n".repeat(100);
+        let raw = deflate(&data);
+        let mut bad = span(&raw, &data);
+        bad.crc32 ^= 1;
+        let err = error_text(splice_between(b"h", bad, b"").unwrap_err());
+        assert!(
+            err.contains("demo.whl: demo/big.py") && err.contains("CRC-32"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_size_a_digest_or_a_stream_that_disagrees_is_refused() {
+        let data = b"print('hello')\n".repeat(100);
+        let raw = deflate(&data);
+
+        let mut long = span(&raw, &data);
+        long.size -= 1;
+        let err = error_text(splice_between(b"", long, b"").unwrap_err());
+        assert!(
+            err.contains("inflates to") && err.contains("demo/big.py"),
+            "{err}"
+        );
+
+        let mut short = span(&raw, &data);
+        short.size += 1;
+        assert!(error_text(splice_between(b"", short, b"").unwrap_err()).contains("inflates to"));
+
+        let mut other = span(&raw, &data);
+        other.sha256 = Some(Digest::of_bytes(b"something else"));
+        let err = error_text(splice_between(b"", other, b"").unwrap_err());
+        assert!(
+            err.contains("RECORD") && err.contains("demo/big.py"),
+            "{err}"
+        );
+
+        let trailing = [&raw[..], b"junk"].concat();
+        let err = error_text(splice_between(b"", span(&trailing, &data), b"").unwrap_err());
+        assert!(err.contains("deflate stream ends"), "{err}");
+
+        let garbage = [0xffu8; 64];
+        let err = error_text(splice_between(b"", span(&garbage, &data), b"").unwrap_err());
+        assert!(err.contains("not a valid deflate stream"), "{err}");
+    }
+}
