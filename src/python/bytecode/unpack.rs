@@ -256,7 +256,8 @@ fn unpack_with(
                 ..Facts::default()
             };
             if head.starts_with(b"\x7fELF") && size <= MAX_ELF {
-                let mut bytes = head;
+                let mut bytes = Vec::with_capacity(size as usize);
+                bytes.extend_from_slice(&head);
                 r.read_to_end(&mut bytes)?;
                 facts.elf = true;
                 facts.interp = pt_interp(&bytes);
