@@ -3,6 +3,9 @@
 //! them instead of compiling at start.
 
 mod support;
+// Synthetic wheels with a correct RECORD; this crate uses only part of the helpers.
+#[allow(dead_code)]
+mod wheel_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -335,6 +338,76 @@ fn arm64_pycs_are_compiled_under_qemu_and_load() {
         run.stderr
     );
     support::podman::remove_image(&image);
+}
+
+#[test]
+fn a_package_source_that_does_not_compile_is_skipped_and_listed_under_verbose() {
+    let tmp = support::target_tempdir("bytecode-py2-");
+    let dir = tmp.path();
+    // A package with a Python 2 leftover beside a good module, as some sdists ship.
+    let wheel = wheel_support::SyntheticWheel::new("legacy", "1.0", "py3-none-any", true)
+        .file("legacy/__init__.py", b"", 0o644)
+        .file("legacy/good.py", b"VALUE = 1\n", 0o644)
+        .file("legacy/py2.py", b"import sys\nprint 'hello'\n", 0o644)
+        .write(dir);
+    let (sha, _) =
+        imgbuild::digest::Digest::of_reader(std::fs::File::open(&wheel).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("pylock.toml"),
+        format!(
+            "lock-version = \"1.0\"\ncreated-by = \"test\"\n\n[[packages]]\nname = \"legacy\"\nversion = \"1.0\"\nwheels = [{{ path = \"{}\", hashes = {{ sha256 = \"{}\" }} }}]\n",
+            wheel.file_name().unwrap().to_string_lossy(),
+            sha.hex()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("src")).unwrap();
+    std::fs::write(dir.join("src/main.py"), "import legacy.good\napp = None\n").unwrap();
+    std::fs::write(
+        dir.join("imgbuild.toml"),
+        format!(
+            "base = \"oci:{}:latest\"\nsource = \"src\"\nlockfile = \"pylock.toml\"\napp = \"main:app\"\ncmd = [\"python\", \"-c\", \"import main\"]\nbytecode-stdlib = false\n",
+            support::base::base_image("amd64").display()
+        ),
+    )
+    .unwrap();
+    let out = imgbuild(
+        dir,
+        &["-v", "build", "--output", "oci:out", "--cache-dir", "cache"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let files = own_files(&dir.join("out"));
+    let package = files
+        .keys()
+        .find_map(|p| p.strip_suffix("legacy/good.py"))
+        .expect("legacy installed")
+        .to_owned();
+    let path = |rel: &str| format!("{package}legacy/{rel}");
+    assert!(files.contains_key(&path("py2.py")), "the source is kept");
+    assert!(files.contains_key(&path("__pycache__/good.cpython-311.pyc")));
+    assert!(files.contains_key(&path("__pycache__/__init__.cpython-311.pyc")));
+    assert!(!files.contains_key(&path("__pycache__/py2.cpython-311.pyc")));
+    assert_eq!(
+        skipped(&stderr),
+        BTreeSet::from([path("py2.py")]),
+        "{stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("no bytecode for /"))
+        .unwrap();
+    assert!(
+        line.contains("legacy 1.0") && line.contains("line 2") && line.contains("SyntaxError"),
+        "{line}"
+    );
+    // Without -v (and with a cold cache, so it is compiled again), nothing is said about it.
+    let quiet = imgbuild(
+        dir,
+        &["build", "--output", "oci:out2", "--cache-dir", "cache2"],
+    );
+    assert!(quiet.status.success());
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("py2.py"));
 }
 
 #[test]

@@ -194,7 +194,7 @@ pub(super) fn stdlib_layer(
     }
     let key = format!("stdlib-pycs:{}:{}", python.prefix, Compiler::key(Some(c)));
     let (layer, cached) = cached_layer(opts, "stdlib bytecode", &key, || {
-        let plan = bytecode::stdlib_plan(&c.interp, python, c.mode, &c.scratch)?;
+        let plan = bytecode::stdlib_plan(&c.interp, python, c.mode, &c.scratch, opts.jobs)?;
         Ok((plan, Box::new(NoExternal) as Box<dyn ExternalContent>))
     })?;
     out.push(("stdlib bytecode".to_string(), layer, cached));

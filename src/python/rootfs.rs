@@ -43,6 +43,9 @@ enum Node {
     Symlink(String),
 }
 
+/// Decides what a regular file keeps: `keep(path, size, contents)`.
+pub type KeepFn<'a> = dyn FnMut(&str, u64, &mut dyn Read) -> std::io::Result<Option<Vec<u8>>> + 'a;
+
 /// The merged view of a base image's layers.
 #[derive(Clone, Debug, Default)]
 pub struct RootFs {
@@ -60,6 +63,22 @@ impl RootFs {
         &mut self,
         tar: impl Read,
         keep: &dyn Fn(&str) -> bool,
+    ) -> Result<(), RootFsError> {
+        self.apply_layer_with(tar, &mut |path, size, r| {
+            if keep(path) {
+                read_kept(r, size, path).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+    }
+
+    /// [`RootFs::apply_layer`], with `keep(path, size, contents)` deciding what
+    /// a regular file keeps: its contents, a digest of them, or nothing.
+    pub fn apply_layer_with(
+        &mut self,
+        tar: impl Read,
+        keep: &mut KeepFn,
     ) -> Result<(), RootFsError> {
         let mut archive = tar::Archive::new(tar);
         // Entries added by this layer survive an opaque whiteout in the same layer.
@@ -110,16 +129,11 @@ impl RootFs {
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let size = entry.size();
-                    let data = if keep(&path) {
-                        Some(read_kept(&mut entry, size, &path).map_err(|source| {
-                            RootFsError::Entry {
-                                path: path.clone(),
-                                source,
-                            }
-                        })?)
-                    } else {
-                        None
-                    };
+                    let data =
+                        keep(&path, size, &mut entry).map_err(|source| RootFsError::Entry {
+                            path: path.clone(),
+                            source,
+                        })?;
                     Node::File { size, mode, data }
                 }
                 _ => continue,
@@ -213,6 +227,22 @@ impl RootFs {
         }
     }
 
+    /// The target of the symlink at exactly `path` (no symlinks followed).
+    pub fn read_link(&self, path: &str) -> Option<&str> {
+        match self.nodes.get(path)? {
+            Node::Symlink(target) => Some(target),
+            _ => None,
+        }
+    }
+
+    /// The mode bits of the regular file at `path` (symlinks followed).
+    pub fn file_mode(&self, path: &str) -> Option<u32> {
+        match self.nodes.get(&self.resolve(path)?)? {
+            Node::File { mode, .. } => Some(*mode),
+            _ => None,
+        }
+    }
+
     pub fn is_file(&self, path: &str) -> bool {
         self.file_size(path).is_some()
     }
@@ -291,10 +321,10 @@ impl RootFs {
     }
 }
 
-fn read_kept(entry: &mut impl Read, size: u64, path: &str) -> std::io::Result<Vec<u8>> {
+fn read_kept(entry: &mut dyn Read, size: u64, path: &str) -> std::io::Result<Vec<u8>> {
     let first = size.min(ELF_PREFIX as u64);
     let mut data = Vec::with_capacity(first as usize);
-    entry.by_ref().take(first).read_to_end(&mut data)?;
+    (&mut *entry).take(first).read_to_end(&mut data)?;
     // libc is read whole for its version banner; any other ELF only for its headers.
     let headers_only = data.starts_with(b"\x7fELF") && !is_libc_name(split_parent(path).1);
     if size > first && !headers_only {
@@ -365,6 +395,7 @@ pub(crate) mod test_tar {
         Dir(&'a str),
         File(&'a str, &'a [u8]),
         Symlink(&'a str, &'a str),
+        Hardlink(&'a str, &'a str),
     }
 
     pub fn layer(items: &[Item]) -> Vec<u8> {
@@ -387,6 +418,12 @@ pub(crate) mod test_tar {
                 Item::Symlink(path, target) => {
                     header.set_entry_type(tar::EntryType::Symlink);
                     header.set_mode(0o777);
+                    header.set_size(0);
+                    builder.append_link(&mut header, path, target).unwrap();
+                }
+                Item::Hardlink(path, target) => {
+                    header.set_entry_type(tar::EntryType::Link);
+                    header.set_mode(0o755);
                     header.set_size(0);
                     builder.append_link(&mut header, path, target).unwrap();
                 }

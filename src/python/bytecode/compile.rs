@@ -28,6 +28,7 @@ for n in range(len(items) // 3):
 "#;
 
 /// One `.py` to compile: where it will be in the image, and where its bytes are now.
+#[derive(Clone, Debug)]
 pub struct Source {
     pub path: ImagePath,
     pub host: PathBuf,

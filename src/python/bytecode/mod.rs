@@ -3,12 +3,14 @@
 //! package or app they belong to. The recipe and the measurements behind it
 //! are in docs/reproducibility.md.
 //!
-//! - [`runner`]: unpack the base and start its interpreter here.
+//! - [`runner`]: start the base's interpreter here.
+//! - [`unpack`]: unpack just what that interpreter needs.
 //! - [`compile`]: one fresh interpreter per package, sorted files, final paths.
 //! - this module: which files of a layer plan get pycs, and the glue to a base.
 
 pub mod compile;
 pub mod runner;
+pub mod unpack;
 
 use crate::base::{BaseError, BaseImage};
 use crate::layer::tar::ExternalContent;
@@ -365,12 +367,14 @@ pub fn stdlib_lacks_pycs(interp: &Interpreter, python: &PythonInfo) -> bool {
 }
 
 /// A layer of pycs for the base's standard library sources that have none
-/// (python:* images strip them). Empty when the stdlib has them all.
+/// (python:* images strip them), compiled in parallel by up to `jobs`
+/// interpreters. Empty when the stdlib has them all.
 pub fn stdlib_plan(
     interp: &Interpreter,
     python: &PythonInfo,
     mode: Mode,
     scratch_parent: &Path,
+    jobs: usize,
 ) -> Result<LayerPlan, BytecodeError> {
     let label = "the standard library";
     let stdlib = format!(
@@ -390,17 +394,28 @@ pub fn stdlib_plan(
     if mode == Mode::Off || sources.is_empty() {
         return Ok(plan);
     }
-    let scratch = scratch_dir(scratch_parent, label)?;
-    let compiled = compile::compile(interp, mode, label, sources, scratch.path())?;
-    for (pyc, bytes) in compiled.pycs {
-        plan.bytes(pyc, 0o644, bytes)
-            .map_err(|source| BytecodeError::Plan {
-                label: label.to_owned(),
-                source,
-            })?;
+    // Fixed-size runs of the sorted sources, each in a fresh interpreter: the
+    // split, and so every pyc, never depends on the number of jobs.
+    sources.sort_by(|a, b| a.path.cmp(&b.path));
+    let chunks: Vec<&[Source]> = sources.chunks(STDLIB_CHUNK).collect();
+    let compiled = crate::parallel::map_ordered(&chunks, jobs, |chunk| {
+        let scratch = scratch_dir(scratch_parent, label)?;
+        compile::compile(interp, mode, label, chunk.to_vec(), scratch.path())
+    });
+    for c in compiled {
+        for (pyc, bytes) in c?.pycs {
+            plan.bytes(pyc, 0o644, bytes)
+                .map_err(|source| BytecodeError::Plan {
+                    label: label.to_owned(),
+                    source,
+                })?;
+        }
     }
     Ok(plan)
 }
+
+/// Standard-library sources compiled by one interpreter.
+const STDLIB_CHUNK: usize = 128;
 
 /// Stdlib `.py` files without a pyc of this interpreter, the test suite and
 /// installed packages left out.

@@ -5,29 +5,15 @@
 //! for another architecture. No chroot, no daemon, no privileges.
 
 use super::BytecodeError;
-use crate::python::rootfs::normalise;
 use sha2::{Digest as _, Sha256};
-use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// Bumped when the unpacked tree or the identity changes meaning.
-const UNPACK_VERSION: u32 = 1;
-
-/// Parts of a base that no interpreter reads: left out to keep the cache small.
-const SKIPPED: &[&str] = &[
-    "dev",
-    "proc",
-    "sys",
-    "usr/share/doc",
-    "usr/share/man",
-    "usr/share/info",
-    "usr/share/locale",
-];
+const UNPACK_VERSION: u32 = 2;
 
 /// The base's interpreter, ready to start.
 #[derive(Clone, Debug)]
@@ -65,7 +51,7 @@ struct Stamp {
     identity: String,
 }
 
-/// A layer's uncompressed tar stream; `finish` is called after it has been read.
+/// Hands layer `i`'s uncompressed tar stream to a reader.
 pub type LayerStreams<'a> = dyn FnMut(usize, &mut dyn FnMut(&mut dyn Read) -> io::Result<()>) -> Result<(), BytecodeError>
     + 'a;
 
@@ -103,13 +89,23 @@ impl Interpreter {
                 .prefix(&format!(".{key}-"))
                 .tempdir_in(&roots)
                 .map_err(unpack_err)?;
-            for i in 0..target.layer_digests.len() {
-                layers(i, &mut |tar| unpack_layer(tar, tmp.path()))?;
-            }
+            let stdlib = format!(
+                "{}/lib/python{}",
+                target.prefix.trim_matches('/'),
+                target.minor_version
+            );
+            super::unpack::unpack(
+                target.base,
+                tmp.path(),
+                target.interpreter.trim_start_matches('/'),
+                &stdlib,
+                target.layer_digests.len(),
+                layers,
+            )?;
             let tmp = tmp.keep();
             if fs::rename(&tmp, &root).is_err() {
                 // Another build unpacked the same base first: use theirs.
-                let _ = remove_all(&tmp);
+                let _ = super::unpack::remove_all(&tmp);
             }
         }
         let program = program(target, &root)?;
@@ -229,15 +225,13 @@ fn inside(root: &Path, path: &str) -> Option<PathBuf> {
 }
 
 /// The library directories of a Debian/Ubuntu (multiarch), Alpine or
-/// python:* image, in the order the base's loader would search them.
-fn library_path(root: &Path) -> String {
+/// python:* image, in the order the base's loader would search them, as
+/// paths below the root; `list(dir)` names a directory's entries.
+pub(super) fn library_dirs(list: &dyn Fn(&str) -> Vec<String>) -> Vec<String> {
     let mut dirs = Vec::new();
     for parent in ["lib", "usr/lib"] {
-        let mut multiarch: Vec<String> = fs::read_dir(root.join(parent))
+        let mut multiarch: Vec<String> = list(parent)
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| n.contains("-linux-"))
             .collect();
         multiarch.sort();
@@ -248,7 +242,21 @@ fn library_path(root: &Path) -> String {
             .iter()
             .map(|d| d.to_string()),
     );
-    dirs.iter()
+    dirs
+}
+
+/// [`library_dirs`] of the unpacked tree, as `--library-path` wants them.
+fn library_path(root: &Path) -> String {
+    let list = |d: &str| -> Vec<String> {
+        fs::read_dir(root.join(d))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
+    };
+    library_dirs(&list)
+        .iter()
         .map(|d| root.join(d))
         .filter(|d| d.is_dir())
         .map(|d| d.display().to_string())
@@ -273,7 +281,7 @@ fn find_loader(root: &Path) -> Option<PathBuf> {
 }
 
 /// The ELF program interpreter (PT_INTERP) of a 32- or 64-bit ELF file.
-fn pt_interp(elf: &[u8]) -> Option<String> {
+pub(super) fn pt_interp(elf: &[u8]) -> Option<String> {
     if elf.get(..4)? != b"\x7fELF" {
         return None;
     }
@@ -399,190 +407,9 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> io::Result<(
     Ok(())
 }
 
-/// Applies one layer's tar stream onto `root`, with OCI whiteouts. Absolute
-/// symlinks are made relative so they resolve inside `root`; entries that
-/// would land outside `root` are dropped.
-pub fn unpack_layer(tar: &mut dyn Read, root: &Path) -> io::Result<()> {
-    let real_root = root.canonicalize()?;
-    let mut archive = tar::Archive::new(tar);
-    let mut added: HashSet<String> = HashSet::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let Some(path) = normalise(&raw) else {
-            continue;
-        };
-        if SKIPPED
-            .iter()
-            .any(|s| path == *s || path.starts_with(&format!("{s}/")))
-        {
-            continue;
-        }
-        let (dir, name) = match path.rfind('/') {
-            Some(i) => (&path[..i], &path[i + 1..]),
-            None => ("", path.as_str()),
-        };
-        let parent = root.join(dir);
-        if !make_dirs_inside(&real_root, dir) {
-            continue;
-        }
-        if name == ".wh..wh..opq" {
-            for child in fs::read_dir(&parent)?.flatten() {
-                let rel = format!("{dir}/{}", child.file_name().to_string_lossy());
-                if !added.contains(&rel) {
-                    remove_all(&child.path())?;
-                }
-            }
-            continue;
-        }
-        if let Some(hidden) = name.strip_prefix(".wh.") {
-            let _ = remove_all(&parent.join(hidden));
-            continue;
-        }
-        let dest = parent.join(name);
-        let header = entry.header();
-        let mode = header.mode().unwrap_or(0o644) & 0o777;
-        match header.entry_type() {
-            tar::EntryType::Directory => {
-                let is_link = fs::symlink_metadata(&dest).is_ok_and(|m| m.is_symlink());
-                if is_link && make_dirs_inside(&real_root, &path) {
-                    // A directory over a symlink to one (inside the root) keeps the link.
-                    continue;
-                }
-                if is_link || !dest.is_dir() {
-                    let _ = remove_all(&dest);
-                    fs::create_dir(&dest)?;
-                }
-                fs::set_permissions(&dest, fs::Permissions::from_mode(mode | 0o700))?;
-            }
-            tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default();
-                let target = match target.strip_prefix('/') {
-                    Some(abs) => {
-                        let depth = dir.split('/').filter(|c| !c.is_empty()).count();
-                        format!("{}{}", "../".repeat(depth), abs)
-                    }
-                    None => target,
-                };
-                let _ = remove_all(&dest);
-                std::os::unix::fs::symlink(target, &dest)?;
-            }
-            tar::EntryType::Link => {
-                let Some(target) = entry
-                    .link_name_bytes()
-                    .and_then(|b| normalise(&String::from_utf8_lossy(&b)))
-                else {
-                    continue;
-                };
-                let source = root.join(target);
-                if !source
-                    .canonicalize()
-                    .is_ok_and(|p| p.starts_with(&real_root))
-                {
-                    continue;
-                }
-                let _ = remove_all(&dest);
-                if fs::hard_link(&source, &dest).is_err() {
-                    fs::copy(&source, &dest)?;
-                }
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let _ = remove_all(&dest);
-                let mut file = fs::File::create(&dest)?;
-                io::copy(&mut entry, &mut file)?;
-                file.set_permissions(fs::Permissions::from_mode(mode | 0o600))?;
-            }
-            _ => continue,
-        }
-        added.insert(path);
-    }
-    Ok(())
-}
-
-/// Creates `dir` below `root` one component at a time, refusing to follow
-/// a symlink out of `root` (so a hostile layer cannot create or write
-/// anything outside it). True when `dir` exists inside `root`.
-fn make_dirs_inside(real_root: &Path, dir: &str) -> bool {
-    let mut here = real_root.to_path_buf();
-    for c in dir.split('/').filter(|c| !c.is_empty()) {
-        here.push(c);
-        if fs::symlink_metadata(&here).is_err() && fs::create_dir(&here).is_err() {
-            return false;
-        }
-        match here.canonicalize() {
-            Ok(real) if real.starts_with(real_root) && real.is_dir() => here = real,
-            _ => return false,
-        }
-    }
-    true
-}
-
-/// Removes a file, symlink or directory tree; a missing path is fine.
-fn remove_all(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => {
-            // Directories unpacked read-only must be writable to be emptied.
-            let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
-            for child in fs::read_dir(path)? {
-                remove_all(&child?.path())?;
-            }
-            fs::remove_dir(path)
-        }
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::python::rootfs::test_tar::{layer, Item::*};
-
-    #[test]
-    fn layers_unpack_with_whiteouts_and_symlinks_made_relative() {
-        let root = tempfile::tempdir().unwrap();
-        let first = layer(&[
-            File("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", b"ld"),
-            Symlink(
-                "lib64/ld-linux-x86-64.so.2",
-                "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
-            ),
-            File("etc/gone", b"x"),
-            File("opt/a/old", b"x"),
-            File("usr/share/doc/pkg/README", b"docs"),
-            Symlink("escape", "../../../../etc"),
-            Symlink("away", "../../../../nonexistent-imgbuild-test-dir"),
-        ]);
-        let second = layer(&[
-            File("etc/.wh.gone", b""),
-            File("opt/a/.wh..wh..opq", b""),
-            File("opt/a/new", b"y"),
-            File("escape/passwd", b"evil"),
-            File("away/sub/file", b"evil"),
-        ]);
-        for l in [first, second] {
-            unpack_layer(&mut &l[..], root.path()).unwrap();
-        }
-        let r = root.path();
-        assert_eq!(
-            fs::read_link(r.join("lib64/ld-linux-x86-64.so.2")).unwrap(),
-            PathBuf::from("../usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
-        );
-        assert_eq!(
-            fs::read(r.join("lib64/ld-linux-x86-64.so.2")).unwrap(),
-            b"ld"
-        );
-        assert!(!r.join("etc/gone").exists());
-        assert!(!r.join("opt/a/old").exists());
-        assert_eq!(fs::read(r.join("opt/a/new")).unwrap(), b"y");
-        assert!(!r.join("usr/share/doc").exists());
-        assert!(!r.join("etc/passwd").exists());
-        assert!(!Path::new("/nonexistent-imgbuild-test-dir").exists());
-    }
 
     #[test]
     fn pt_interp_is_read_from_64_bit_elf_headers() {

@@ -110,6 +110,86 @@ impl Elf {
     }
 }
 
+/// The dynamic section of an ELF file: DT_NEEDED, DT_RPATH and DT_RUNPATH.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ElfDeps {
+    pub needed: Vec<String>,
+    pub rpath: Vec<String>,
+}
+
+/// Whether `head` (the first bytes of a file) starts an ELF file.
+pub fn is_elf(head: &[u8]) -> bool {
+    head.starts_with(b"\x7fELF")
+}
+
+/// Reads DT_NEEDED and RPATH/RUNPATH; None when `data` is not a dynamic ELF file.
+pub fn parse_elf(data: &[u8]) -> Option<ElfDeps> {
+    let (class64, le) = ident(data)?;
+    let rd = |off: u64, n: usize| uint_at(data, usize::try_from(off).ok()?, n, le);
+    let word = if class64 { 8 } else { 4 };
+    let (phoff, phentsize, phnum) = if class64 {
+        (rd(32, 8)?, rd(54, 2)?, rd(56, 2)?)
+    } else {
+        (rd(28, 4)?, rd(42, 2)?, rd(44, 2)?)
+    };
+    // Program headers: PT_LOAD maps addresses to offsets, PT_DYNAMIC is the table.
+    let mut loads: Vec<(u64, u64, u64)> = Vec::new(); // (vaddr, offset, filesz)
+    let mut dynamic: Option<(u64, u64)> = None;
+    for i in 0..phnum {
+        let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        let p_type = rd(ph, 4)?;
+        let (offset, vaddr, filesz) = if class64 {
+            (rd(ph + 8, 8)?, rd(ph + 16, 8)?, rd(ph + 32, 8)?)
+        } else {
+            (rd(ph + 4, 4)?, rd(ph + 8, 4)?, rd(ph + 16, 4)?)
+        };
+        match p_type {
+            1 => loads.push((vaddr, offset, filesz)),
+            2 => dynamic = Some((offset, filesz)),
+            _ => {}
+        }
+    }
+    let (dyn_off, dyn_size) = dynamic?;
+    let entry = 2 * word as u64;
+    let mut needed_offsets = Vec::new();
+    let mut rpath_offsets = Vec::new();
+    let mut strtab = None;
+    let mut at = dyn_off;
+    while at + entry <= dyn_off + dyn_size {
+        let tag = rd(at, word)?;
+        let val = rd(at + word as u64, word)?;
+        match tag {
+            0 => break,
+            1 => needed_offsets.push(val),
+            5 => strtab = Some(val),
+            15 | 29 => rpath_offsets.push(val),
+            _ => {}
+        }
+        at += entry;
+    }
+    let strtab = strtab?;
+    let str_off = loads
+        .iter()
+        .find(|(v, _, sz)| strtab >= *v && strtab < v + sz)
+        .map(|(v, o, _)| strtab - v + o)
+        .unwrap_or(strtab);
+    let string = |off: u64| -> Option<String> {
+        let start = usize::try_from(str_off.checked_add(off)?).ok()?;
+        let rest = data.get(start..)?;
+        let end = rest.iter().position(|b| *b == 0)?;
+        Some(String::from_utf8_lossy(&rest[..end]).into_owned())
+    };
+    Some(ElfDeps {
+        needed: needed_offsets.into_iter().filter_map(string).collect(),
+        rpath: rpath_offsets
+            .into_iter()
+            .filter_map(string)
+            .flat_map(|r| r.split(':').map(str::to_owned).collect::<Vec<_>>())
+            .filter(|r| !r.is_empty())
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_images::fake_elf64;

@@ -1,0 +1,612 @@
+//! Unpacking only what the base's interpreter needs to compile: the
+//! interpreter, its dynamic loader, the shared libraries it and the standard
+//! library's extension modules need (their DT_NEEDED and RPATH, searched in
+//! the order the loader will search them), and the standard library with its
+//! symlinks' targets. The set is read from the base's own files, never from a
+//! list of distribution packages.
+//!
+//! One pass over the layers builds the merged view of the base ([`RootFs`]),
+//! noting each file's layer and dynamic section; on the way the standard
+//! library and the interpreter are written out, and ELF libraries are held in
+//! memory (within a budget). A second pass runs only over the layers that
+//! still hold a needed file (one held over the budget, or a hard link).
+
+use super::runner::{library_dirs, pt_interp, LayerStreams};
+use crate::python::interpreter::elf::parse_elf;
+use crate::python::rootfs::{join, RootFs};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// ELF libraries held in memory during the scan, at most this many bytes in all.
+const HELD_BUDGET: u64 = 256 << 20;
+/// Larger ELF files are not read for their dynamic section.
+const MAX_ELF: u64 = 512 << 20;
+/// Linux gives up after 40 symlinks; so do we.
+const MAX_SYMLINKS: usize = 40;
+/// Directories of the standard library no compile needs (and the identity leaves out).
+const SKIPPED_IN_STDLIB: &[&str] = &["site-packages", "dist-packages"];
+
+/// What the scan notes of each regular file (kept as the node's data).
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Facts {
+    /// The layer whose version of the file is the one in the merged view.
+    layer: usize,
+    /// Where the contents are in that layer (another path for a hard link).
+    source: String,
+    elf: bool,
+    interp: Option<String>,
+    needed: Vec<String>,
+    rpath: Vec<String>,
+}
+
+fn facts(fs: &RootFs, path: &str) -> Facts {
+    fs.read(path)
+        .and_then(|d| serde_json::from_slice(d).ok())
+        .unwrap_or_default()
+}
+
+/// The base's files the interpreter needs: regular files and the symlinks
+/// on the way to them (real paths, no leading `/`).
+#[derive(Debug, Default, PartialEq)]
+pub struct Selection {
+    pub files: BTreeSet<String>,
+    pub links: BTreeSet<String>,
+}
+
+impl Selection {
+    /// `path` resolved through the merged view; on success the regular file
+    /// it names and every symlink on the way are selected.
+    fn trace_file(&mut self, fs: &RootFs, path: &str) -> Option<String> {
+        let mut links = BTreeSet::new();
+        let real = trace(fs, path, &mut links).filter(|r| fs.is_file(r))?;
+        self.links.extend(links);
+        self.files.insert(real.clone());
+        Some(real)
+    }
+}
+
+/// Resolves `path` component by component, noting every symlink followed.
+fn trace(fs: &RootFs, path: &str, links: &mut BTreeSet<String>) -> Option<String> {
+    let parts = |p: &str| -> Vec<String> {
+        p.split('/')
+            .filter(|c| !c.is_empty())
+            .rev()
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut pending = parts(path);
+    let mut resolved: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        match part.as_str() {
+            "." => continue,
+            ".." => {
+                resolved.pop();
+                continue;
+            }
+            _ => resolved.push(part),
+        }
+        let here = resolved.join("/");
+        if let Some(target) = fs.read_link(&here) {
+            hops += 1;
+            if hops > MAX_SYMLINKS {
+                return None;
+            }
+            links.insert(here);
+            resolved.pop();
+            if target.starts_with('/') {
+                resolved.clear();
+            }
+            pending.extend(parts(target));
+        } else if !fs.exists(&here) {
+            return None;
+        }
+    }
+    Some(resolved.join("/"))
+}
+
+fn in_skipped_dir(rel: &str) -> bool {
+    let mut dirs = rel.split('/').collect::<Vec<_>>();
+    dirs.pop();
+    dirs.iter().any(|d| SKIPPED_IN_STDLIB.contains(d))
+}
+
+/// Chooses the files to unpack: `interpreter` (the image's path, symlinks
+/// followed), its loader, the standard library below `stdlib`, and the
+/// closure of the shared libraries they need. Paths have no leading `/`.
+pub fn select(fs: &RootFs, interpreter: &str, stdlib: &str) -> Selection {
+    let mut sel = Selection::default();
+    let mut queue: Vec<String> = Vec::new();
+    if let Some(python) = sel.trace_file(fs, interpreter) {
+        let loader = facts(fs, &python)
+            .interp
+            .and_then(|i| sel.trace_file(fs, &i))
+            .or_else(|| find_loader(fs, &mut sel));
+        queue.extend(loader);
+        queue.push(python);
+    }
+    let mut links = BTreeSet::new();
+    if let Some(real) = trace(fs, stdlib, &mut links).filter(|r| !fs.is_file(r)) {
+        sel.links.extend(links);
+        let prefix = format!("{real}/");
+        let below: Vec<String> = fs
+            .paths()
+            .filter(|p| p.starts_with(&prefix) && !in_skipped_dir(&p[prefix.len()..]))
+            .map(str::to_owned)
+            .collect();
+        for p in below {
+            if fs.read_link(&p).is_some() {
+                // Debian's sitecustomize.py is a link into /etc.
+                sel.trace_file(fs, &p);
+            } else if fs.is_file(&p) {
+                if facts(fs, &p).elf {
+                    queue.push(p.clone());
+                }
+                sel.files.insert(p);
+            }
+        }
+    }
+    let dirs = library_dirs(&|d: &str| fs.list_dir(d));
+    let mut seen = BTreeSet::new();
+    while let Some(file) = queue.pop() {
+        if !seen.insert(file.clone()) {
+            continue;
+        }
+        let f = facts(fs, &file);
+        let origin = file.rsplit_once('/').map_or("", |(d, _)| d);
+        let rpath: Vec<String> = f
+            .rpath
+            .iter()
+            .map(|r| {
+                r.replace("${ORIGIN}", &format!("/{origin}"))
+                    .replace("$ORIGIN", &format!("/{origin}"))
+            })
+            .collect();
+        for name in &f.needed {
+            let found = if name.contains('/') {
+                sel.trace_file(fs, name)
+            } else {
+                rpath
+                    .iter()
+                    .chain(dirs.iter())
+                    .find_map(|d| sel.trace_file(fs, &join(d.trim_matches('/'), name)))
+            };
+            queue.extend(found);
+        }
+    }
+    sel
+}
+
+/// A dynamic loader found by name, when the interpreter's PT_INTERP was no help.
+fn find_loader(fs: &RootFs, sel: &mut Selection) -> Option<String> {
+    ["lib", "lib64", "usr/lib", "usr/lib64"]
+        .iter()
+        .flat_map(|d| fs.list_dir(d).into_iter().map(move |n| join(d, &n)))
+        .filter(|p| {
+            let n = p.rsplit('/').next().unwrap_or("");
+            n.starts_with("ld-linux") || n.starts_with("ld-musl-") || n.starts_with("ld64.so")
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .find_map(|p| sel.trace_file(fs, &p))
+}
+
+/// Whether a file (by name) may be a shared library worth holding in memory.
+fn library_like(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    (name.starts_with("lib") && name.contains(".so")) || name.starts_with("ld-")
+}
+
+/// Unpacks into `root` (an empty directory) what the interpreter at
+/// `interpreter` needs, from `count` layers; `stdlib` is the standard
+/// library's directory. Paths have no leading `/`.
+pub fn unpack(
+    base: &str,
+    root: &Path,
+    interpreter: &str,
+    stdlib: &str,
+    count: usize,
+    layers: &mut LayerStreams,
+) -> Result<(), super::BytecodeError> {
+    unpack_with(root, interpreter, stdlib, count, layers).map_err(|e| match e {
+        Failure::Layer(e) => e,
+        Failure::Io(source) => super::BytecodeError::Unpack {
+            base: base.to_owned(),
+            dir: root.display().to_string(),
+            source,
+        },
+    })
+}
+
+enum Failure {
+    Layer(super::BytecodeError),
+    Io(io::Error),
+}
+
+fn unpack_with(
+    root: &Path,
+    interpreter: &str,
+    stdlib: &str,
+    count: usize,
+    layers: &mut LayerStreams,
+) -> Result<(), Failure> {
+    let real_root = root.canonicalize().map_err(Failure::Io)?;
+    let prefix = format!("{stdlib}/");
+    let mut fs = RootFs::new();
+    // Written during the scan: path → layer. Held in memory: path → (layer, bytes).
+    let mut written: HashMap<String, usize> = HashMap::new();
+    let mut held: HashMap<String, (usize, Vec<u8>)> = HashMap::new();
+    let mut held_bytes = 0u64;
+    for layer in 0..count {
+        let mut keep = |path: &str, size: u64, r: &mut dyn Read| -> io::Result<Option<Vec<u8>>> {
+            written.remove(path);
+            if let Some((_, old)) = held.remove(path) {
+                held_bytes -= old.len() as u64;
+            }
+            let write_now = path == interpreter
+                || (path.starts_with(&prefix) && !in_skipped_dir(&path[prefix.len()..]));
+            let mut head = Vec::new();
+            (&mut *r).take(4).read_to_end(&mut head)?;
+            let mut facts = Facts {
+                layer,
+                source: path.to_owned(),
+                ..Facts::default()
+            };
+            if head.starts_with(b"\x7fELF") && size <= MAX_ELF {
+                let mut bytes = Vec::with_capacity(size as usize);
+                bytes.extend_from_slice(&head);
+                r.read_to_end(&mut bytes)?;
+                facts.elf = true;
+                facts.interp = pt_interp(&bytes);
+                if let Some(d) = parse_elf(&bytes) {
+                    (facts.needed, facts.rpath) = (d.needed, d.rpath);
+                }
+                if write_now {
+                    write_file(&real_root, path, &mut &bytes[..])?;
+                    written.insert(path.to_owned(), layer);
+                } else if library_like(path) && held_bytes + bytes.len() as u64 <= HELD_BUDGET {
+                    held_bytes += bytes.len() as u64;
+                    held.insert(path.to_owned(), (layer, bytes));
+                }
+            } else if write_now {
+                write_file(&real_root, path, &mut (&head[..]).chain(r))?;
+                written.insert(path.to_owned(), layer);
+            }
+            Ok(Some(serde_json::to_vec(&facts).map_err(io::Error::other)?))
+        };
+        layers(layer, &mut |tar| {
+            fs.apply_layer_with(tar, &mut keep)
+                .map_err(io::Error::other)
+        })
+        .map_err(Failure::Layer)?;
+    }
+
+    let sel = select(&fs, interpreter, stdlib);
+    // Needed files not on disk yet: layer → where the contents are → where they go.
+    let mut second: BTreeMap<usize, HashMap<String, Vec<String>>> = BTreeMap::new();
+    for file in &sel.files {
+        let f = facts(&fs, file);
+        if written.get(&f.source) == Some(&f.layer) {
+            if f.source != *file {
+                copy_within(&real_root, &f.source, file).map_err(Failure::Io)?;
+            }
+        } else if let Some((_, bytes)) = held.get(&f.source).filter(|(l, _)| *l == f.layer) {
+            write_file(&real_root, file, &mut &bytes[..]).map_err(Failure::Io)?;
+        } else {
+            second
+                .entry(f.layer)
+                .or_default()
+                .entry(f.source)
+                .or_default()
+                .push(file.clone());
+        }
+    }
+    drop(held);
+    for (layer, wanted) in &second {
+        layers(*layer, &mut |tar| extract(tar, &real_root, &fs, wanted)).map_err(Failure::Layer)?;
+    }
+    // What the scan wrote that the merged view no longer has (or that is not needed).
+    for path in written.keys() {
+        if !sel.files.contains(path) {
+            let _ = fs::remove_file(real_root.join(path));
+        }
+    }
+    for file in &sel.files {
+        let mode = fs.file_mode(file).unwrap_or(0o644) & 0o777;
+        fs::set_permissions(
+            real_root.join(file),
+            fs::Permissions::from_mode(mode | 0o600),
+        )
+        .map_err(|e| Failure::Io(io::Error::new(e.kind(), format!("{file}: {e}"))))?;
+    }
+    for link in &sel.links {
+        let Some(target) = fs.read_link(link) else {
+            continue;
+        };
+        let (dir, _) = link.rsplit_once('/').unwrap_or(("", link));
+        // Absolute targets are made relative, so they resolve inside the root.
+        let target = match target.strip_prefix('/') {
+            Some(abs) => {
+                let depth = dir.split('/').filter(|c| !c.is_empty()).count();
+                format!("{}{}", "../".repeat(depth), abs)
+            }
+            None => target.to_owned(),
+        };
+        if !make_dirs_inside(&real_root, dir) {
+            continue;
+        }
+        let dest = real_root.join(link);
+        let _ = remove_all(&dest);
+        std::os::unix::fs::symlink(target, &dest).map_err(Failure::Io)?;
+    }
+    Ok(())
+}
+
+/// The second pass over one layer: each regular file named in `wanted`
+/// (by its path in the merged view) is written to its destinations.
+fn extract(
+    tar: &mut dyn Read,
+    real_root: &Path,
+    fs: &RootFs,
+    wanted: &HashMap<String, Vec<String>>,
+) -> io::Result<()> {
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !matches!(
+            entry.header().entry_type(),
+            tar::EntryType::Regular | tar::EntryType::Continuous
+        ) {
+            continue;
+        }
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let Some(path) = crate::python::rootfs::normalise(&raw) else {
+            continue;
+        };
+        // As in the merged view, parents resolve inside the root.
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
+        let path = join(&fs.resolve(dir).unwrap_or_else(|| dir.to_owned()), name);
+        let Some(dests) = wanted.get(&path) else {
+            continue;
+        };
+        let (first, rest) = dests.split_first().expect("non-empty");
+        write_file(real_root, first, &mut entry)?;
+        for d in rest {
+            copy_within(real_root, first, d)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a regular file at `path` below `real_root`, replacing what is there.
+fn write_file(real_root: &Path, path: &str, r: &mut dyn Read) -> io::Result<()> {
+    let (dir, _) = path.rsplit_once('/').unwrap_or(("", path));
+    if !make_dirs_inside(real_root, dir) {
+        return Err(io::Error::other(format!("{path}: not inside the root")));
+    }
+    let dest = real_root.join(path);
+    let _ = remove_all(&dest);
+    let mut file = fs::File::create(&dest)?;
+    io::copy(r, &mut file)?;
+    Ok(())
+}
+
+fn copy_within(real_root: &Path, from: &str, to: &str) -> io::Result<()> {
+    let mut src = fs::File::open(real_root.join(from))?;
+    write_file(real_root, to, &mut src)
+}
+
+/// Creates `dir` below `root` one component at a time, refusing to follow
+/// a symlink out of `root` (so a hostile layer cannot create or write
+/// anything outside it). True when `dir` exists inside `root`.
+pub(super) fn make_dirs_inside(real_root: &Path, dir: &str) -> bool {
+    let mut here = real_root.to_path_buf();
+    for c in dir.split('/').filter(|c| !c.is_empty()) {
+        here.push(c);
+        if fs::symlink_metadata(&here).is_err() && fs::create_dir(&here).is_err() {
+            return false;
+        }
+        match here.canonicalize() {
+            Ok(real) if real.starts_with(real_root) && real.is_dir() => here = real,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Removes a file, symlink or directory tree; a missing path is fine.
+pub(super) fn remove_all(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            // Directories unpacked read-only must be writable to be emptied.
+            let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
+            for child in fs::read_dir(path)? {
+                remove_all(&child?.path())?;
+            }
+            fs::remove_dir(path)
+        }
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::native::tests::fake_so;
+    use crate::python::rootfs::test_tar::{layer, Item::*};
+
+    /// The files and symlinks below `root`, as `path` or `path -> target`.
+    fn tree(root: &Path) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for e in fs::read_dir(&dir).unwrap().flatten() {
+                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+                let t = e.file_type().unwrap();
+                if t.is_symlink() {
+                    let target = fs::read_link(e.path()).unwrap();
+                    out.insert(format!("{rel} -> {}", target.display()));
+                } else if t.is_dir() {
+                    dirs.push(e.path());
+                } else {
+                    out.insert(rel);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn only_the_interpreter_its_loader_libraries_and_stdlib_are_unpacked() {
+        let lib = "usr/lib/x86_64-linux-gnu";
+        let path = |name: &str| format!("{lib}/{name}");
+        let (libc, libm, libssl, ossl, unused, ld) = (
+            path("libc.so.6"),
+            path("libm.so.6"),
+            path("libssl.so.3"),
+            path("ossl.so"),
+            path("libunused.so.1"),
+            path("ld-linux-x86-64.so.2"),
+        );
+        let (so_c, so_m, so_ssl) = (
+            fake_so(&[], None),
+            fake_so(&["libc.so.6"], None),
+            fake_so(&["libc.so.6", "ossl.so"], None),
+        );
+        let python = fake_so(&["libm.so.6", "libc.so.6"], None);
+        let ssl_module = fake_so(&["libssl.so.3"], None);
+        let first = layer(&[
+            Symlink("lib", "usr/lib"),
+            File("usr/bin/python3.11", &python),
+            Symlink("usr/bin/python3", "python3.11"),
+            File(&libc, &so_c),
+            File(&libm, &so_m),
+            File("usr/lib/x86_64-linux-gnu/libssl.so.3.0", &so_ssl),
+            Symlink(&libssl, "libssl.so.3.0"),
+            // Not library-like by name: not held in memory, read in a second pass.
+            File(&ossl, &so_c),
+            File(&unused, &so_c),
+            File(&ld, &so_c),
+            Symlink("lib64/ld-linux-x86-64.so.2", &format!("/{ld}")),
+            File("usr/bin/perl", &so_m),
+            File("usr/share/doc/python3/README", b"docs"),
+            File("usr/lib/python3.11/os.py", b"v1"),
+            File("usr/lib/python3.11/gone.py", b"x"),
+            File(
+                "usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so",
+                &ssl_module,
+            ),
+            File("usr/lib/python3.11/site-packages/pkg/x.py", b"x"),
+            File("etc/python3.11/sitecustomize.py", b"site"),
+            Symlink(
+                "usr/lib/python3.11/sitecustomize.py",
+                "/etc/python3.11/sitecustomize.py",
+            ),
+            // A hard link, by the path through `lib`: its contents are libc's.
+            Hardlink("lib/x86_64-linux-gnu/libc-copy.so.6", &libc),
+        ]);
+        let second = layer(&[
+            File("usr/lib/python3.11/.wh.gone.py", b""),
+            File("usr/lib/python3.11/os.py", b"v2"),
+        ]);
+        let layers = [first, second];
+        let root = tempfile::tempdir().unwrap();
+        let mut opened = Vec::new();
+        let mut streams = |i: usize, f: &mut dyn FnMut(&mut dyn Read) -> io::Result<()>| {
+            opened.push(i);
+            f(&mut &layers[i][..]).map_err(|source| super::super::BytecodeError::Layer {
+                base: "test".into(),
+                layer: i.to_string(),
+                source,
+            })
+        };
+        unpack(
+            "test",
+            root.path(),
+            "usr/bin/python3",
+            "usr/lib/python3.11",
+            2,
+            &mut streams,
+        )
+        .unwrap();
+        // Each layer once to scan, and the first again for the one file not held.
+        assert_eq!(opened, [0, 1, 0]);
+        let want: BTreeSet<String> = [
+            // The loader searches lib/x86_64-linux-gnu first, through the link.
+            "lib -> usr/lib",
+            "usr/bin/python3.11",
+            "usr/bin/python3 -> python3.11",
+            "lib64/ld-linux-x86-64.so.2 -> ../usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            &ld,
+            &libc,
+            &libm,
+            "usr/lib/x86_64-linux-gnu/libssl.so.3.0",
+            "usr/lib/x86_64-linux-gnu/libssl.so.3 -> libssl.so.3.0",
+            &ossl,
+            "usr/lib/python3.11/os.py",
+            "usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so",
+            "usr/lib/python3.11/sitecustomize.py -> ../../../etc/python3.11/sitecustomize.py",
+            "etc/python3.11/sitecustomize.py",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(tree(root.path()), want);
+        let r = root.path();
+        assert_eq!(fs::read(r.join("usr/lib/python3.11/os.py")).unwrap(), b"v2");
+        assert_eq!(fs::read(r.join(&ossl)).unwrap(), so_c);
+        assert_eq!(fs::read(r.join(&libm)).unwrap(), so_m);
+        assert_eq!(
+            fs::read(r.join("usr/lib/python3.11/sitecustomize.py")).unwrap(),
+            b"site"
+        );
+    }
+
+    #[test]
+    fn a_hard_link_gets_its_targets_contents_and_links_cannot_escape() {
+        let libz = fake_so(&[], None);
+        let python = fake_so(&["libz.so.1"], None);
+        let first = layer(&[
+            File("usr/bin/python3.11", &python),
+            File("usr/lib/zlib-real", &libz),
+            Hardlink("usr/lib/libz.so.1", "usr/lib/zlib-real"),
+            Symlink("usr/lib/python3.11/escape", "../../../../../etc"),
+            File("usr/lib/python3.11/escape/passwd", b"evil"),
+            File("usr/lib/python3.11/os.py", b"os"),
+        ]);
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let inner = outside.join("root");
+        fs::create_dir(&inner).unwrap();
+        let mut streams = |_: usize, f: &mut dyn FnMut(&mut dyn Read) -> io::Result<()>| {
+            f(&mut &first[..]).map_err(|source| super::super::BytecodeError::Layer {
+                base: "test".into(),
+                layer: "0".into(),
+                source,
+            })
+        };
+        unpack(
+            "test",
+            &inner,
+            "usr/bin/python3.11",
+            "usr/lib/python3.11",
+            1,
+            &mut streams,
+        )
+        .unwrap();
+        assert_eq!(fs::read(inner.join("usr/lib/libz.so.1")).unwrap(), libz);
+        assert!(!inner.join("usr/lib/zlib-real").exists());
+        assert_eq!(
+            fs::read(inner.join("usr/lib/python3.11/os.py")).unwrap(),
+            b"os"
+        );
+        // The escaping link resolves inside the root, to etc/, which is not the stdlib.
+        assert!(!outside.join("etc").exists() && !inner.join("etc/passwd").exists());
+    }
+}
