@@ -1,11 +1,17 @@
 //! The pipeline for one build: spec → per platform (base, Python, lock, plan,
 //! fetch, layers, config, manifest) → an index when there are several.
 
+pub mod cache_plan;
 mod checks;
 mod layers;
+pub mod remote_cache;
 
 use checks::{add_local_wheels, run_checks};
-use layers::{bytecode_cache, cached_layer, stdlib_layer, store_layer, wheel_layers};
+use layers::{
+    bytecode_cache, cached_layer, package_inputs, stdlib_layer, store_layer, wheel_layers,
+    PackageLayer,
+};
+pub use remote_cache::RemoteCache;
 
 use crate::app;
 use crate::base::{self, BaseImage, BaseLocation, RemoteBases};
@@ -32,7 +38,7 @@ use std::path::PathBuf;
 
 /// Bumped whenever the bytes of a generated layer change for the same inputs,
 /// so cached layers from older versions are never reused. See docs/reproducibility.md.
-pub const LAYER_FORMAT: u32 = 3;
+pub const LAYER_FORMAT: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -132,6 +138,8 @@ pub struct BuildOptions<'a> {
     /// Where this run writes (the output, the cache): kept out of the app layer
     /// when they lie inside the source tree, so a rebuild sees the same tree.
     pub own_paths: Vec<PathBuf>,
+    /// Registries whose images may hold package layers to reuse (`--cache-from`, the push target).
+    pub cache: Option<&'a RemoteCache>,
 }
 
 pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError> {
@@ -236,6 +244,7 @@ fn build_platform(
             },
             origin: BlobOrigin::Base(base.blobs.clone()),
             label: "base".into(),
+            annotations: None,
         })
         .collect();
     let mut history = Vec::new();
@@ -270,8 +279,8 @@ fn build_platform(
             count: wheels.len(),
         });
     }
-    let mut packages: Vec<(String, Layer, bool)> = Vec::new();
-    let mut fetched = Vec::new();
+    let mut packages: Vec<PackageLayer> = Vec::new();
+    let mut facts = Vec::new();
     if !wheels.is_empty() {
         let lock_dir = match &spec.lockfile {
             Some(l) => l.parent().map(PathBuf::from).unwrap_or_default(),
@@ -301,14 +310,46 @@ fn build_platform(
                 label: w.filename.clone(),
             });
         };
-        fetched = fetcher.fetch_all(&wheels, &on_fetched)?;
-        packages = wheel_layers(
+        let budget = spec
+            .layer_budget
+            .saturating_sub(layers.len() + 2 + stdlib.len());
+        // The registry cache, before anything is downloaded: a wheel whose
+        // layer a registry holds is not fetched (docs/reproducibility.md).
+        let reused = if wheels.len() <= budget.max(1) {
+            let bytecode_key = Compiler::key(compiler.as_ref());
+            let keys: Vec<String> = wheels
+                .iter()
+                .map(|w| {
+                    cache_plan::layer_key(opts.epoch, &package_inputs(w, &target, &bytecode_key))
+                })
+                .collect();
+            remote_cache::reuse_layers(opts, platform, &keys)
+        } else {
+            wheels.iter().map(|_| None).collect()
+        };
+        let wanted: Vec<SelectedWheel> = wheels
+            .iter()
+            .zip(&reused)
+            .filter(|(_, r)| r.is_none())
+            .map(|(w, _)| w.clone())
+            .collect();
+        for (w, _) in wheels.iter().zip(&reused).filter(|(_, r)| r.is_some()) {
+            (opts.on_event)(Event::Progress {
+                label: w.filename.clone(),
+            });
+        }
+        let mut got = fetcher.fetch_all(&wanted, &on_fetched)?.into_iter();
+        let fetched: Vec<Option<crate::fetch::Fetched>> = reused
+            .iter()
+            .map(|r| if r.is_none() { got.next() } else { None })
+            .collect();
+        (packages, facts) = wheel_layers(
             &wheels,
             &fetched,
+            &reused,
             &target,
             opts,
-            spec.layer_budget
-                .saturating_sub(layers.len() + 2 + stdlib.len()),
+            budget,
             compiler.as_ref(),
         )?;
     }
@@ -328,8 +369,17 @@ fn build_platform(
             ))
         },
     )?;
-    let mut ours = stdlib;
-    ours.push(("venv".to_string(), skeleton_layer, cached));
+    let mut ours: Vec<PackageLayer> = stdlib
+        .into_iter()
+        .chain([("venv".to_string(), skeleton_layer, cached)])
+        .map(|(label, layer, cached)| PackageLayer {
+            label,
+            layer,
+            cached,
+            origin: BlobOrigin::Store,
+            annotations: None,
+        })
+        .collect();
     ours.extend(packages);
 
     let mut app_plan = app::plan_app_layer(
@@ -343,7 +393,7 @@ fn build_platform(
         &base,
         &target,
         &wheels,
-        &fetched,
+        &facts,
         &import_roots,
         &app_plan,
         opts,
@@ -362,9 +412,22 @@ fn build_platform(
     }
     // --- end bytecode ---
     let app_layer = store_layer(opts, &app_plan, &mut NoExternal)?;
-    ours.push(("app".to_string(), app_layer, false));
+    ours.push(PackageLayer {
+        label: "app".to_string(),
+        layer: app_layer,
+        cached: false,
+        origin: BlobOrigin::Store,
+        annotations: None,
+    });
 
-    for (name, layer, cached) in ours {
+    for PackageLayer {
+        label: name,
+        layer,
+        cached,
+        origin,
+        annotations,
+    } in ours
+    {
         (opts.on_event)(Event::Layer {
             platform: label.clone(),
             label: name.clone(),
@@ -381,8 +444,9 @@ fn build_platform(
         });
         layers.push(ImageLayer {
             layer,
-            origin: BlobOrigin::Store,
+            origin,
             label: name,
+            annotations,
         });
     }
 
@@ -413,7 +477,12 @@ fn build_platform(
         ),
         layers: layers
             .iter()
-            .map(|l| Descriptor::new(&l.layer.media_type, l.layer.digest.clone(), l.layer.size))
+            .map(|l| {
+                let mut d =
+                    Descriptor::new(&l.layer.media_type, l.layer.digest.clone(), l.layer.size);
+                d.annotations = l.annotations.clone();
+                d
+            })
             .collect(),
         annotations: Some(image_annotations(spec, Some(&base))),
         extra: BTreeMap::new(),
