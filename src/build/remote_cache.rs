@@ -204,7 +204,7 @@ enum PullError {
     Registry(#[from] RegistryError),
     #[error("its blob could not be stored")]
     Store(#[from] crate::store::StoreError),
-    #[error("its uncompressed bytes hash to {got}, but the image config says {expected}")]
+    #[error("its diff_id is {got}, but the image config says {expected}")]
     DiffId { expected: Digest, got: Digest },
 }
 
