@@ -2,7 +2,7 @@
 //! a budget, the rest merged; and the bytecode hooks that add pycs to them.
 
 use super::cache_plan::{layer_annotations, layer_key, wheel_key};
-use super::remote_cache::Reused;
+use super::remote_cache::{reuse_layers, Offers, Reused};
 use super::{BuildError, BuildOptions, Event};
 use crate::check::facts::{self, WheelFacts};
 use crate::layer::tar::{write_layer, ExternalContent, NoExternal};
@@ -248,27 +248,45 @@ pub(super) fn package_pycs(
 }
 
 /// The standard library's pycs in a layer of their own, when the base has
-/// none and `bytecode-stdlib` is on; cached per interpreter and mode.
+/// none and `bytecode-stdlib` is on; cached per interpreter and mode, and
+/// reused from a registry cache (it takes long to compile) when offered.
 pub(super) fn stdlib_layer(
     spec: &Spec,
     python: &PythonInfo,
     compiler: Option<&Compiler>,
     opts: &BuildOptions,
-    out: &mut Vec<(String, Layer, bool)>,
-) -> Result<(), BuildError> {
+    offers: &Offers,
+) -> Result<Option<PackageLayer>, BuildError> {
     let Some(c) = compiler.filter(|_| spec.bytecode_stdlib) else {
-        return Ok(());
+        return Ok(None);
     };
     if !bytecode::stdlib_lacks_pycs(&c.interp, python) {
-        return Ok(());
+        return Ok(None);
     }
-    let key = format!("stdlib-pycs:{}:{}", python.prefix, Compiler::key(Some(c)));
-    let (layer, cached) = cached_layer(opts, "stdlib bytecode", &key, || {
+    let inputs = format!("stdlib-pycs:{}:{}", python.prefix, Compiler::key(Some(c)));
+    let key = layer_key(opts.epoch, &inputs);
+    let annotations = Some(layer_annotations(&key, &[]));
+    let label = "stdlib bytecode".to_string();
+    if let Some(Some(r)) = reuse_layers(opts, offers, std::slice::from_ref(&key), 0).pop() {
+        return Ok(Some(PackageLayer {
+            label,
+            layer: r.layer,
+            cached: true,
+            origin: r.origin,
+            annotations,
+        }));
+    }
+    let (layer, cached) = cached_layer(opts, "stdlib bytecode", &inputs, || {
         let plan = bytecode::stdlib_plan(&c.interp, python, c.mode, &c.scratch)?;
         Ok((plan, Box::new(NoExternal) as Box<dyn ExternalContent>))
     })?;
-    out.push(("stdlib bytecode".to_string(), layer, cached));
-    Ok(())
+    Ok(Some(PackageLayer {
+        label,
+        layer,
+        cached,
+        origin: BlobOrigin::Store,
+        annotations,
+    }))
 }
 
 // --- end bytecode ---

@@ -257,8 +257,9 @@ fn build_platform(
     };
     // --- bytecode (issue 9): the base's own interpreter, and pycs for a bare stdlib ---
     let compiler = Compiler::for_base(&base, &python, spec.bytecode, &bytecode_cache(opts))?;
-    let mut stdlib: Vec<(String, Layer, bool)> = Vec::new();
-    stdlib_layer(spec, &python, compiler.as_ref(), opts, &mut stdlib)?;
+    // The registry cache (docs/reproducibility.md), read once, before any wheel is fetched.
+    let offers = remote_cache::read_offers(opts, platform);
+    let stdlib = stdlib_layer(spec, &python, compiler.as_ref(), opts, &offers)?;
     // --- end bytecode ---
     let mut wheels = Vec::new();
     let mut locals = Vec::new();
@@ -312,7 +313,7 @@ fn build_platform(
         };
         let budget = spec
             .layer_budget
-            .saturating_sub(layers.len() + 2 + stdlib.len());
+            .saturating_sub(layers.len() + 2 + usize::from(stdlib.is_some()));
         // The registry cache, before anything is downloaded: a wheel whose
         // layer a registry holds is not fetched (docs/reproducibility.md).
         let reused = if wheels.len() <= budget.max(1) {
@@ -323,7 +324,7 @@ fn build_platform(
                     cache_plan::layer_key(opts.epoch, &package_inputs(w, &target, &bytecode_key))
                 })
                 .collect();
-            remote_cache::reuse_layers(opts, platform, &keys)
+            remote_cache::reuse_layers(opts, &offers, &keys, 1)
         } else {
             wheels.iter().map(|_| None).collect()
         };
@@ -369,17 +370,14 @@ fn build_platform(
             ))
         },
     )?;
-    let mut ours: Vec<PackageLayer> = stdlib
-        .into_iter()
-        .chain([("venv".to_string(), skeleton_layer, cached)])
-        .map(|(label, layer, cached)| PackageLayer {
-            label,
-            layer,
-            cached,
-            origin: BlobOrigin::Store,
-            annotations: None,
-        })
-        .collect();
+    let mut ours: Vec<PackageLayer> = stdlib.into_iter().collect();
+    ours.push(PackageLayer {
+        label: "venv".to_string(),
+        layer: skeleton_layer,
+        cached,
+        origin: BlobOrigin::Store,
+        annotations: None,
+    });
     ours.extend(packages);
 
     let mut app_plan = app::plan_app_layer(

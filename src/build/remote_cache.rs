@@ -38,37 +38,40 @@ pub(super) struct Reused {
     pub facts: Vec<WheelFacts>,
 }
 
-/// For each package layer key (`cache_plan::layer_key`), the layer a registry
-/// offers for it, checked present and (when pulling) verified. `None` where
-/// it must be built: no cache, no offer, the blob gone, or its bytes wrong.
+/// The layers the registry cache offers for one platform, by key digest.
+#[derive(Default)]
+pub(super) struct Offers(HashMap<String, Offered>);
+
+/// For each layer key (`cache_plan::layer_key`) of layers made from `wheels`
+/// wheels each, the layer a registry offers for it, checked present and (when
+/// pulling) verified. `None` where it must be built: no cache, no offer, the
+/// local cache has it, the blob is gone, or its bytes are wrong.
 pub(super) fn reuse_layers(
     opts: &BuildOptions,
-    platform: &Platform,
+    offers: &Offers,
     keys: &[String],
+    wheels: usize,
 ) -> Vec<Option<Reused>> {
-    let Some(cache) = opts.cache else {
+    let Some(cache) = opts.cache.filter(|_| !offers.0.is_empty()) else {
         return keys.iter().map(|_| None).collect();
     };
-    let offers = read_offers(cache, platform, opts);
-    if offers.is_empty() {
-        return keys.iter().map(|_| None).collect();
-    }
     crate::parallel::map_ordered(keys, opts.jobs, |key| {
         // A layer the local cache holds needs no request.
         let local = opts.store.get_meta::<Layer>("layers", key);
         if local.is_some_and(|l| opts.store.has_blob(&l.digest)) {
             return None;
         }
-        let offer = cache_plan::find(&offers, key, 1)?;
+        let offer = cache_plan::find(&offers.0, key, wheels)?;
         reuse(cache, offer, key, opts)
     })
 }
 
-fn read_offers(
-    cache: &RemoteCache,
-    platform: &Platform,
-    opts: &BuildOptions,
-) -> HashMap<String, Offered> {
+/// Reads the image under each reference of the cache for `platform`: the
+/// push targets and `--cache-from`, before anything is downloaded.
+pub(super) fn read_offers(opts: &BuildOptions, platform: &Platform) -> Offers {
+    let Some(cache) = opts.cache else {
+        return Offers::default();
+    };
     let mut all = Vec::new();
     for (k, r) in cache.refs.iter().enumerate() {
         match read_image(&cache.client, r, platform) {
@@ -91,7 +94,7 @@ fn read_offers(
             ))),
         }
     }
-    cache_plan::by_key(all)
+    Offers(cache_plan::by_key(all))
 }
 
 /// An image's manifest and config bytes.
