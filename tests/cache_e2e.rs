@@ -89,11 +89,6 @@ fn build(project: &Path, out: &Path, cache: &Path, extra: &[&str]) -> (Run, Stri
     (run, digest)
 }
 
-/// Package layers are every layer but the base's, the venv's, the app's and the stdlib's pycs.
-fn is_package(label: &str) -> bool {
-    !matches!(label, "base" | "venv" | "app" | "stdlib bytecode")
-}
-
 /// The layers that carry a cache key: the packages' and the stdlib's pycs (slow to compile).
 fn is_keyed(label: &str) -> bool {
     !matches!(label, "base" | "venv" | "app")
