@@ -229,6 +229,8 @@ fn build_platform(
         name: base.name.clone(),
         digest: base.manifest_digest.clone(),
     });
+    // The registry cache (docs/reproducibility.md): read once, before anything else is fetched.
+    let offers = remote_cache::read_offers(opts, platform);
 
     let mut layers: Vec<ImageLayer> = base
         .manifest
@@ -257,8 +259,6 @@ fn build_platform(
     };
     // --- bytecode (issue 9): the base's own interpreter, and pycs for a bare stdlib ---
     let compiler = Compiler::for_base(&base, &python, spec.bytecode, &bytecode_cache(opts))?;
-    // The registry cache (docs/reproducibility.md), read once, before any wheel is fetched.
-    let offers = remote_cache::read_offers(opts, platform);
     let stdlib = stdlib_layer(spec, &python, compiler.as_ref(), opts, &offers)?;
     // --- end bytecode ---
     let mut wheels = Vec::new();
@@ -339,7 +339,14 @@ fn build_platform(
                 label: w.filename.clone(),
             });
         }
-        let mut got = fetcher.fetch_all(&wanted, &on_fetched)?.into_iter();
+        let got = fetcher.fetch_all(&wanted, &on_fetched)?;
+        (opts.on_event)(Event::Detail(format!(
+            "[{label}] {} of {} packages from the registry cache; {} wheels downloaded",
+            wheels.len() - wanted.len(),
+            wheels.len(),
+            got.iter().filter(|f| f.downloaded > 0).count()
+        )));
+        let mut got = got.into_iter();
         let fetched: Vec<Option<crate::fetch::Fetched>> = reused
             .iter()
             .map(|r| if r.is_none() { got.next() } else { None })
