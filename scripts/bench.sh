@@ -3,7 +3,7 @@
 # each figure with its ratio to that peer route and the goal it is held to. Nothing here
 # is a test: figures depend on the machine, its load and the network to the index.
 #
-#   scripts/bench.sh [deps] [push-memory] [push] [startup] [deploy]   default: the first four
+#   scripts/bench.sh [deps] [push-memory] [push] [startup] [deploy] [ci]   default: the first four
 #
 #   deps         hello-api's locked dependencies: `imgbuild build` with an empty cache
 #                against `uv sync --no-cache` into a fresh venv; then imgbuild warm.
@@ -19,6 +19,12 @@
 #                imgbuild without bytecode, with it, and the Dockerfile route; the
 #                import time of the app's packages (also after compileall in the same
 #                container); the time bytecode adds to a cold and a warm build.
+#   ci           a fresh CI runner (issue 11), for hello-api and a numpy/pandas/scipy app on
+#                a base with libstdc++, both bases on a local registry: a cold push; a
+#                one-line change pushed from an EMPTY cache to the tag holding the previous
+#                image (time over the cold push, wheels downloaded); a lock bump of one
+#                package from an empty cache (wheels downloaded); the package layers' bytes
+#                over their wheels' bytes with bytecode = false; the cold push's CPU time.
 #
 # Run scripts/setup.sh first (it builds the Debian base image into .imgbuild/base-amd64).
 # Settings from the environment:
@@ -28,6 +34,8 @@
 #   BENCH_NO_BUILD=1 skip `cargo build --release`
 #   BENCH_KEEP=1     keep the work directory (its path is printed)
 #   BENCH_DEPLOY_USERS, BENCH_DEPLOY_TIME  Locust users and run time (default 20, 30s)
+#   BENCH_BASE_CXX   the base with libstdc++ for `ci` (default .imgbuild/base-amd64-libstdcpp6,
+#                    built by scripts/build-base-image.sh when missing)
 # Short commands are timed by hyperfine when it is installed (unless BENCH_NO_HYPERFINE=1),
 # everything else by a loop around `date +%s%N`.
 set -euo pipefail
@@ -45,11 +53,11 @@ PODMAN_BUILD_LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 # Every podman image this script makes is named under this prefix, and only those are removed.
 IMAGE_PREFIX=localhost/imgbuild-bench
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 SECTIONS=()
 for arg in "$@"; do
   case "$arg" in
-    deps | push-memory | push | startup | deploy) SECTIONS+=("$arg") ;;
+    deps | push-memory | push | startup | deploy | ci) SECTIONS+=("$arg") ;;
     -h | --help) usage ;;
     *) echo "error: unknown section '$arg'" >&2; usage ;;
   esac
@@ -68,8 +76,11 @@ command -v python3 >/dev/null || die "python3 not found; run scripts/setup.sh"
 if wants push-memory; then
   [ -x /usr/bin/time ] || die "/usr/bin/time not found; install Debian's 'time' package (scripts/setup.sh does)"
 fi
-if wants push-memory || wants push; then
+if wants push-memory || wants push || wants ci; then
   [ -x /usr/bin/docker-registry ] || die "/usr/bin/docker-registry not found; run scripts/setup.sh"
+fi
+if wants ci; then
+  command -v skopeo >/dev/null || die "skopeo not found; run scripts/setup.sh"
 fi
 if wants push || wants startup; then
   command -v podman >/dev/null || die "podman not found; run scripts/setup.sh"
@@ -86,7 +97,7 @@ if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
   (cd "$ROOT" && cargo build --release --quiet)
 fi
 [ -x "$IMGBUILD" ] || die "$IMGBUILD is missing; run cargo build --release"
-if wants push-memory || wants push; then
+if wants push-memory || wants push || wants ci; then
   "$IMGBUILD" push --help >/dev/null 2>&1 ||
     die "this imgbuild has no 'push' command; the push sections need it (run: scripts/bench.sh deps)"
 fi
@@ -663,11 +674,166 @@ EOF
   registry_stop
 }
 
+# --- section: a fresh CI runner, the registry as the cache (issue 11) ---------------------
+BASE_CXX=${BENCH_BASE_CXX:-$ROOT/.imgbuild/base-amd64-libstdcpp6}
+
+# ci_lock DIR : uv lock at the bench's date, with the user's index settings.
+ci_lock() { (cd "$1" && UV_PYTHON_DOWNLOADS=never uv lock --quiet --exclude-newer "$EXCLUDE_NEWER"); }
+
+# ci_app NAME DEPS... : a project in $WORK/ci-NAME whose package NAME_app has a main.py,
+# locked with DEPS.
+ci_app() {
+  local name=$1 dir="$WORK/ci-$1"
+  shift
+  mkdir -p "$dir/${name}_app"
+  printf 'app = None\n' >"$dir/${name}_app/main.py"
+  : >"$dir/${name}_app/__init__.py"
+  {
+    printf '[project]\nname = "%s"\nversion = "0.1.0"\nrequires-python = ">=3.11"\ndependencies = [' "$name"
+    local d sep=""
+    for d in "$@"; do printf '%s"%s"' "$sep" "$d"; sep=", "; done
+    printf ']\n\n[tool.uv]\npackage = false\n'
+  } >"$dir/pyproject.toml"
+  ci_lock "$dir"
+}
+
+# ci_spec FILE SOURCE BASE_REF MODULE [EXTRA] : a spec on a registry base.
+ci_spec() {
+  cat >"$1" <<EOF
+base = "$3"
+source = "$2"
+lockfile = "$2/uv.lock"
+app = "$4:app"
+platforms = ["linux/amd64"]
+${5:-}
+EOF
+}
+
+# ci_push SPEC TAG CACHE : a timed `imgbuild push`; sets ELAPSED_MS, CPU_MS and
+# DOWNLOADS (the wheels it downloaded: its `downloaded NAME (SIZE)` lines).
+ci_push() {
+  local before
+  before=$(wc -l <"$LOG")
+  timed "$IMGBUILD" push -f "$1" --tag "$2" --cache-dir "$3"
+  DOWNLOADS=$(tail -n +"$((before + 1))" "$LOG" | grep -c '^downloaded ' || true)
+}
+
+# ci_bytes SPEC CACHE : "LAYER_BYTES WHEEL_BYTES" of a cold build into CACHE: the package
+# layers (from the --json summary) and the wheels they came from (the store's blobs that
+# the lock names by hash).
+ci_bytes() {
+  local out="$WORK/ci-bytes-out" json="$WORK/ci-bytes.json" lock
+  lock=$(awk -F'"' '/^lockfile/ {print $2}' "$1")
+  rm -rf "$out" "$2"
+  : >"$json"
+  TIMED_STDOUT="$json" timed "$IMGBUILD" build -f "$1" --json --output "oci:$out" --cache-dir "$2"
+  python3 - "$json" "$lock" "$2" <<'PY'
+import json, os, re, sys
+text = open(sys.argv[1]).read()
+doc = json.loads(text[: text.rindex("}") + 1])
+skip = {"base", "venv", "app", "stdlib bytecode"}
+layers = sum(l["size"] for i in doc["images"] for l in i["layers"] if l["label"] not in skip)
+hashes = set(re.findall(r'hash = "sha256:([0-9a-f]{64})"', open(sys.argv[2]).read()))
+blobs = os.path.join(sys.argv[3], "blobs", "sha256")
+wheels = sum(os.path.getsize(os.path.join(blobs, h)) for h in os.listdir(blobs) if h in hashes)
+print(layers, wheels)
+PY
+  rm -rf "$out"
+}
+
+# locked_version UV_LOCK NAME : the version the lock has of package NAME.
+locked_version() {
+  python3 - "$1" "$2" <<'PY'
+import sys
+for block in open(sys.argv[1]).read().split("[[package]]"):
+    lines = block.splitlines()
+    if 'name = "%s"' % sys.argv[2] in lines:
+        print(next(l.split('"')[1] for l in lines if l.startswith("version = ")))
+        break
+PY
+}
+
+# ci_case NAME SPEC MAIN_FILE BUMP : the fresh-runner figures for one app.
+ci_case() {
+  local name=$1 spec=$2 main=$3 bump=$4 host="127.0.0.1:$REG_PORT"
+  local tag="$host/ci-$name:main" c
+  say "ci $name: cold push from an empty cache"
+  c="$WORK/ci-cache-cold"
+  rm -rf "$c"
+  ci_push "$spec" "$tag" "$c"
+  local cold_ms=$ELAPSED_MS cold_cpu=$CPU_MS
+  result "ci $name: cold push ${cold_ms} ms, CPU (user + sys) ${cold_cpu} ms, ${DOWNLOADS} wheels downloaded" \
+    "(CPU goal <= 0.6 of the same figure before layer format 4)"
+
+  say "ci $name: a one-line change pushed from an empty cache to the tag holding the previous image"
+  echo "# ci bench change" >>"$main"
+  c="$WORK/ci-cache-change"
+  rm -rf "$c"
+  ci_push "$spec" "$tag" "$c"
+  local r
+  r=$(ratio "$ELAPSED_MS" "$cold_ms")
+  result "ci $name: one-line change, empty cache: ${ELAPSED_MS} ms, ratio over cold ${r}" \
+    "(goal <= 0.15: $(verdict "$r" "<=" 0.15)), ${DOWNLOADS} wheels downloaded (goal 0: $(verdict "$DOWNLOADS" "<=" 0))"
+
+  say "ci $name: a lock bump of $bump from an empty cache"
+  local dir version
+  dir=$(dirname "$(dirname "$main")")
+  version=$(locked_version "$dir/uv.lock" "$bump")
+  [ -n "$version" ] || die "ci $name: the lock has no $bump"
+  printf 'constraint-dependencies = ["%s<%s"]\n' "$bump" "$version" >>"$dir/pyproject.toml"
+  ci_lock "$dir"
+  c="$WORK/ci-cache-bump"
+  rm -rf "$c"
+  ci_push "$spec" "$tag" "$c"
+  result "ci $name: lock bump of $bump (below $version), empty cache: ${ELAPSED_MS} ms," \
+    "${DOWNLOADS} wheels downloaded (goal exactly 1: $([ "$DOWNLOADS" = 1 ] && echo met || echo NOT MET))"
+
+  say "ci $name: package layer bytes over wheel bytes, bytecode = false"
+  local nobc="$WORK/ci-$name-nobc.toml" bytes
+  sed '/^bytecode/d' "$spec" >"$nobc"
+  echo "bytecode = false" >>"$nobc"
+  bytes=$(ci_bytes "$nobc" "$WORK/ci-cache-bytes")
+  r=$(ratio "${bytes%% *}" "${bytes##* }")
+  result "ci $name: package layers ${bytes%% *} bytes over their wheels ${bytes##* } bytes = ${r}" \
+    "(goal <= 1.1: $(verdict "$r" "<=" 1.1))"
+  rm -rf "$WORK"/ci-cache-*
+}
+
+section_ci() {
+  if [ ! -f "$BASE_CXX/index.json" ]; then
+    say "ci: building the base with libstdc++ into $BASE_CXX"
+    bash "$ROOT/scripts/build-base-image.sh" amd64 "$BASE_CXX" libstdc++6 >>"$LOG" 2>&1 ||
+      die "building the libstdc++ base failed (see $LOG)"
+  fi
+  registry_start
+  local host="127.0.0.1:$REG_PORT"
+  say "ci: both bases into the local registry"
+  local b
+  for b in "$BASE_LAYOUT python" "$BASE_CXX python-cxx"; do
+    skopeo --insecure-policy copy --quiet --dest-tls-verify=false \
+      "oci:${b% *}:latest" "docker://$host/${b#* }:3.11" >>"$LOG" 2>&1 ||
+      die "skopeo copy of ${b% *} failed (see $LOG)"
+  done
+
+  local hello="$WORK/ci-hello"
+  mkdir -p "$hello"
+  cp -r "$APP/." "$hello/"
+  ci_spec "$WORK/ci-hello.toml" "$hello" "$host/python:3.11" hello_api.main
+  ci_case hello-api "$WORK/ci-hello.toml" "$hello/hello_api/main.py" idna
+
+  say "ci: locking the numpy/pandas/scipy app (uv lock --exclude-newer $EXCLUDE_NEWER)"
+  ci_app data numpy pandas scipy
+  ci_spec "$WORK/ci-data.toml" "$WORK/ci-data" "$host/python-cxx:3.11" data_app.main \
+    'cmd = ["python", "-c", "import numpy, pandas, scipy"]'
+  ci_case data "$WORK/ci-data.toml" "$WORK/ci-data/data_app/main.py" tzdata
+  registry_stop
+}
+
 # --- main --------------------------------------------------------------------------------
 say "work directory $WORK; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 say "$("$IMGBUILD" --version); $(uv --version)$($HAVE_HYPERFINE && echo "; $(hyperfine --version)")"
 prepare_app
-for s in deps push-memory push startup deploy; do
+for s in deps push-memory push startup deploy ci; do
   wants "$s" || continue
   case "$s" in
     deps) section_deps ;;
@@ -675,6 +841,7 @@ for s in deps push-memory push startup deploy; do
     push) section_push ;;
     startup) section_startup ;;
     deploy) section_deploy ;;
+    ci) section_ci ;;
   esac
 done
 

@@ -50,30 +50,16 @@ pub(super) fn run_checks(
     base: &BaseImage,
     target: &VenvTarget,
     wheels: &[SelectedWheel],
-    fetched: &[crate::fetch::Fetched],
+    facts: &[crate::check::facts::WheelFacts],
     import_roots: &[crate::layer::ImagePath],
     app_plan: &LayerPlan,
     opts: &BuildOptions,
 ) -> Result<(), BuildError> {
-    use crate::check::{self, facts};
-    // A warm build finds every wheel's facts in the cache; only misses read wheels.
-    let cached: Option<Vec<facts::WheelFacts>> = wheels
-        .iter()
-        .map(|w| facts::cached_wheel_facts(opts.store, &w.sha256, target))
-        .collect();
-    let facts = match cached {
-        Some(f) => f,
-        None => {
-            let items: Vec<usize> = (0..wheels.len()).collect();
-            crate::parallel::map_ordered(&items, opts.jobs, |&i| {
-                facts::wheel_facts(opts.store, &fetched[i].path, &wheels[i].sha256, target)
-            })
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?
-        }
-    };
+    use crate::check;
+    // Each wheel's facts come with its layer: read from the wheel (cached per
+    // wheel), or from the annotations of a layer reused from a registry.
     let files: Vec<check::PackageFiles> = facts.iter().map(|f| f.files.clone()).collect();
-    let base_view = facts::BaseView::new(base, opts.store);
+    let base_view = check::facts::BaseView::new(base, opts.store);
     let (site_packages, bin) = (target.site_packages(), target.bin());
     let base_path = base.env_path();
     let path = format!(
@@ -109,7 +95,7 @@ pub(super) fn run_checks(
         };
         let labelled: Vec<(String, &check::native::WheelNative)> = wheels
             .iter()
-            .zip(&facts)
+            .zip(facts)
             .map(|(w, f)| (format!("{} {}", w.name, w.version), &f.native))
             .collect();
         check::native::check(&labelled, &libs, &spec.allow_missing_libraries)?;

@@ -1,16 +1,21 @@
 //! The layers a build writes: cached by their inputs, one per wheel within
 //! a budget, the rest merged; and the bytecode hooks that add pycs to them.
 
-use super::{BuildError, BuildOptions, Event, LAYER_FORMAT};
+use super::cache_plan::{layer_annotations, layer_key, wheel_key};
+use super::remote_cache::{reuse_layers, Offers, Reused};
+use super::{BuildError, BuildOptions, Event};
+use crate::check::facts::{self, WheelFacts};
 use crate::layer::splice::DeflatedSpan;
 use crate::layer::tar::{write_layer, ExternalContent, NoExternal};
 use crate::layer::{Content, Layer, LayerPlan};
 use crate::lock::select::SelectedWheel;
+use crate::output::BlobOrigin;
 use crate::python::bytecode::{self, Compiler, OnFailure};
 use crate::python::install::{self as wheel, WheelContent};
 use crate::python::interpreter::PythonInfo;
 use crate::python::venv::VenvTarget;
 use crate::spec::Spec;
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
@@ -36,7 +41,7 @@ pub(super) fn cached_layer(
     key: &str,
     make: impl FnOnce() -> Result<(LayerPlan, Box<dyn ExternalContent>), BuildError>,
 ) -> Result<(Layer, bool), BuildError> {
-    let key = format!("layer-v{LAYER_FORMAT}:{}:{key}", opts.epoch);
+    let key = super::cache_plan::layer_key(opts.epoch, key);
     if let Some(layer) = opts.store.get_meta::<Layer>("layers", &key) {
         if opts.store.has_blob(&layer.digest) {
             if opts.store.verify_blob(&layer.digest) {
@@ -62,52 +67,103 @@ pub(super) fn cached_layer(
     Ok((layer, false))
 }
 
+/// A package layer as the image will list it.
+pub(super) struct PackageLayer {
+    pub label: String,
+    pub layer: Layer,
+    pub cached: bool,
+    pub origin: BlobOrigin,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// The inputs of a wheel's own layer (`cache_plan::wheel_key`).
+pub(super) fn package_inputs(w: &SelectedWheel, target: &VenvTarget, bytecode_key: &str) -> String {
+    wheel_key(
+        &w.sha256,
+        target.venv.as_str(),
+        &target.interpreter,
+        &format!("{:?}", target.version),
+        bytecode_key,
+    )
+}
+
 /// One layer per wheel, in lock order; when there are more wheels than
-/// `budget` layers, the smallest are merged into one shared layer.
+/// `budget` layers, the smallest are merged into one shared layer. A wheel
+/// with a layer in `reused` (taken from a registry) was not fetched. Returns
+/// the layers and each wheel's facts, in lock order.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn wheel_layers(
     wheels: &[SelectedWheel],
-    fetched: &[crate::fetch::Fetched],
+    fetched: &[Option<crate::fetch::Fetched>],
+    reused: &[Option<Reused>],
     target: &VenvTarget,
     opts: &BuildOptions,
     budget: usize,
     compiler: Option<&Compiler>,
-) -> Result<Vec<(String, Layer, bool)>, BuildError> {
+) -> Result<(Vec<PackageLayer>, Vec<WheelFacts>), BuildError> {
     let bytecode_key = Compiler::key(compiler);
     let sizes: Vec<u64> = fetched
         .iter()
-        .map(|f| std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0))
+        .map(|f| {
+            f.as_ref()
+                .and_then(|f| std::fs::metadata(&f.path).ok())
+                .map_or(0, |m| m.len())
+        })
         .collect();
     let (by_size, merged) = split_by_budget(&sizes, budget);
+    let path_of = |i: usize| -> &std::path::Path {
+        &fetched[i]
+            .as_ref()
+            .expect("a wheel without a reused layer is fetched")
+            .path
+    };
 
     let built = crate::parallel::map_ordered(&by_size, opts.jobs, |&i| {
         let w = &wheels[i];
-        let path = &fetched[i].path;
-        let key = format!(
-            "wheel:{}:{}:{}:{:?}:{bytecode_key}",
-            w.sha256, target.venv, target.interpreter, target.version
-        );
+        let key = package_inputs(w, target, &bytecode_key);
         let label = format!("{} {}", w.name, w.version);
-        cached_layer(opts, &label, &key, || {
+        let done = |layer: Layer, cached, origin, facts: WheelFacts| {
+            (opts.on_event)(Event::Progress {
+                label: label.clone(),
+            });
+            let facts = [facts];
+            let annotations = Some(layer_annotations(&layer_key(opts.epoch, &key), &facts));
+            let [facts] = facts;
+            let l = PackageLayer {
+                label: label.clone(),
+                layer,
+                cached,
+                origin,
+                annotations,
+            };
+            Ok::<_, BuildError>((l, facts))
+        };
+        if let Some(r) = &reused[i] {
+            let f = r.facts[0].clone();
+            facts::remember_wheel_facts(opts.store, &w.sha256, target, &f);
+            return done(r.layer.clone(), true, r.origin.clone(), f);
+        }
+        let path = path_of(i);
+        let (layer, cached) = cached_layer(opts, &label, &key, || {
             let install = wheel::plan_install(path, target)?;
             let mut content = WheelContent::open(path)?;
             let mut plan = install.plan;
             package_pycs(opts, compiler, &mut plan, &mut content, w, target)?;
             Ok((plan, Box::new(content) as Box<dyn ExternalContent>))
-        })
-        .map(|(l, cached)| {
-            (opts.on_event)(Event::Progress {
-                label: label.clone(),
-            });
-            (label, l, cached)
-        })
+        })?;
+        let f = facts::wheel_facts(opts.store, path, &w.sha256, target)?;
+        done(layer, cached, BlobOrigin::Store, f)
     });
     // Back to lock order, so the image never depends on sizes or scheduling.
     let mut built: Vec<(usize, _)> = by_size.iter().copied().zip(built).collect();
     built.sort_by_key(|(i, _)| *i);
-    let mut out = built
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut all_facts: Vec<Option<WheelFacts>> = vec![None; wheels.len()];
+    let mut out = Vec::new();
+    for (i, r) in built {
+        let (l, f) = r?;
+        out.push(l);
+        all_facts[i] = Some(f);
+    }
 
     if !merged.is_empty() {
         let mut merged = merged;
@@ -131,8 +187,8 @@ pub(super) fn wheel_layers(
             let mut plan = LayerPlan::new();
             let mut sources = Vec::new();
             for (k, &i) in merged.iter().enumerate() {
-                let install = wheel::plan_install(&fetched[i].path, target)?;
-                let mut content = WheelContent::open(&fetched[i].path)?;
+                let install = wheel::plan_install(path_of(i), target)?;
+                let mut content = WheelContent::open(path_of(i))?;
                 let mut own = install.plan;
                 package_pycs(opts, compiler, &mut own, &mut content, &wheels[i], target)?;
                 plan.merge(offset_externals(own, k * MERGE_STRIDE))
@@ -144,9 +200,24 @@ pub(super) fn wheel_layers(
             }
             Ok((plan, Box::new(Merged(sources)) as Box<dyn ExternalContent>))
         })?;
-        out.push((format!("merged: {}", names.join(", ")), layer, cached));
+        for &i in &merged {
+            let f = facts::wheel_facts(opts.store, path_of(i), &wheels[i].sha256, target)?;
+            all_facts[i] = Some(f);
+        }
+        // Never offered to a registry cache: over budget, nothing is reused.
+        out.push(PackageLayer {
+            label: format!("merged: {}", names.join(", ")),
+            layer,
+            cached,
+            origin: BlobOrigin::Store,
+            annotations: None,
+        });
     }
-    Ok(out)
+    let facts = all_facts
+        .into_iter()
+        .map(|f| f.expect("every wheel is in a layer"))
+        .collect();
+    Ok((out, facts))
 }
 
 // --- bytecode (issue 9) ---
@@ -178,27 +249,45 @@ pub(super) fn package_pycs(
 }
 
 /// The standard library's pycs in a layer of their own, when the base has
-/// none and `bytecode-stdlib` is on; cached per interpreter and mode.
+/// none and `bytecode-stdlib` is on; cached per interpreter and mode, and
+/// reused from a registry cache (it takes long to compile) when offered.
 pub(super) fn stdlib_layer(
     spec: &Spec,
     python: &PythonInfo,
     compiler: Option<&Compiler>,
     opts: &BuildOptions,
-    out: &mut Vec<(String, Layer, bool)>,
-) -> Result<(), BuildError> {
+    offers: &Offers,
+) -> Result<Option<PackageLayer>, BuildError> {
     let Some(c) = compiler.filter(|_| spec.bytecode_stdlib) else {
-        return Ok(());
+        return Ok(None);
     };
     if !bytecode::stdlib_lacks_pycs(&c.interp, python) {
-        return Ok(());
+        return Ok(None);
     }
-    let key = format!("stdlib-pycs:{}:{}", python.prefix, Compiler::key(Some(c)));
-    let (layer, cached) = cached_layer(opts, "stdlib bytecode", &key, || {
+    let inputs = format!("stdlib-pycs:{}:{}", python.prefix, Compiler::key(Some(c)));
+    let key = layer_key(opts.epoch, &inputs);
+    let annotations = Some(layer_annotations(&key, &[]));
+    let label = "stdlib bytecode".to_string();
+    if let Some(Some(r)) = reuse_layers(opts, offers, std::slice::from_ref(&key), 0).pop() {
+        return Ok(Some(PackageLayer {
+            label,
+            layer: r.layer,
+            cached: true,
+            origin: r.origin,
+            annotations,
+        }));
+    }
+    let (layer, cached) = cached_layer(opts, "stdlib bytecode", &inputs, || {
         let plan = bytecode::stdlib_plan(&c.interp, python, c.mode, &c.scratch, opts.jobs)?;
         Ok((plan, Box::new(NoExternal) as Box<dyn ExternalContent>))
     })?;
-    out.push(("stdlib bytecode".to_string(), layer, cached));
-    Ok(())
+    Ok(Some(PackageLayer {
+        label,
+        layer,
+        cached,
+        origin: BlobOrigin::Store,
+        annotations,
+    }))
 }
 
 // --- end bytecode ---
@@ -291,6 +380,7 @@ mod tests {
             remote: None,
             on_event: &on_event,
             own_paths: Vec::new(),
+            cache: None,
         };
         let make = || {
             let mut plan = LayerPlan::new();

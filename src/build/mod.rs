@@ -1,11 +1,17 @@
 //! The pipeline for one build: spec → per platform (base, Python, lock, plan,
 //! fetch, layers, config, manifest) → an index when there are several.
 
+pub mod cache_plan;
 mod checks;
 mod layers;
+pub mod remote_cache;
 
 use checks::{add_local_wheels, run_checks};
-use layers::{bytecode_cache, cached_layer, stdlib_layer, store_layer, wheel_layers};
+use layers::{
+    bytecode_cache, cached_layer, package_inputs, stdlib_layer, store_layer, wheel_layers,
+    PackageLayer,
+};
+pub use remote_cache::RemoteCache;
 
 use crate::app;
 use crate::base::{self, BaseImage, BaseLocation, RemoteBases};
@@ -132,6 +138,8 @@ pub struct BuildOptions<'a> {
     /// Where this run writes (the output, the cache): kept out of the app layer
     /// when they lie inside the source tree, so a rebuild sees the same tree.
     pub own_paths: Vec<PathBuf>,
+    /// Registries whose images may hold package layers to reuse (`--cache-from`, the push target).
+    pub cache: Option<&'a RemoteCache>,
 }
 
 pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError> {
@@ -221,6 +229,8 @@ fn build_platform(
         name: base.name.clone(),
         digest: base.manifest_digest.clone(),
     });
+    // The registry cache (docs/reproducibility.md): read once, before anything else is fetched.
+    let offers = remote_cache::read_offers(opts, platform);
 
     let mut layers: Vec<ImageLayer> = base
         .manifest
@@ -236,6 +246,7 @@ fn build_platform(
             },
             origin: BlobOrigin::Base(base.blobs.clone()),
             label: "base".into(),
+            annotations: None,
         })
         .collect();
     let mut history = Vec::new();
@@ -248,8 +259,7 @@ fn build_platform(
     };
     // --- bytecode (issue 9): the base's own interpreter, and pycs for a bare stdlib ---
     let compiler = Compiler::for_base(&base, &python, spec.bytecode, &bytecode_cache(opts))?;
-    let mut stdlib: Vec<(String, Layer, bool)> = Vec::new();
-    stdlib_layer(spec, &python, compiler.as_ref(), opts, &mut stdlib)?;
+    let stdlib = stdlib_layer(spec, &python, compiler.as_ref(), opts, &offers)?;
     // --- end bytecode ---
     let mut wheels = Vec::new();
     let mut locals = Vec::new();
@@ -270,8 +280,8 @@ fn build_platform(
             count: wheels.len(),
         });
     }
-    let mut packages: Vec<(String, Layer, bool)> = Vec::new();
-    let mut fetched = Vec::new();
+    let mut packages: Vec<PackageLayer> = Vec::new();
+    let mut facts = Vec::new();
     if !wheels.is_empty() {
         let lock_dir = match &spec.lockfile {
             Some(l) => l.parent().map(PathBuf::from).unwrap_or_default(),
@@ -301,14 +311,53 @@ fn build_platform(
                 label: w.filename.clone(),
             });
         };
-        fetched = fetcher.fetch_all(&wheels, &on_fetched)?;
-        packages = wheel_layers(
+        let budget = spec
+            .layer_budget
+            .saturating_sub(layers.len() + 2 + usize::from(stdlib.is_some()));
+        // The registry cache, before anything is downloaded: a wheel whose
+        // layer a registry holds is not fetched (docs/reproducibility.md).
+        let reused = if wheels.len() <= budget.max(1) {
+            let bytecode_key = Compiler::key(compiler.as_ref());
+            let keys: Vec<String> = wheels
+                .iter()
+                .map(|w| {
+                    cache_plan::layer_key(opts.epoch, &package_inputs(w, &target, &bytecode_key))
+                })
+                .collect();
+            remote_cache::reuse_layers(opts, &offers, &keys, 1)
+        } else {
+            wheels.iter().map(|_| None).collect()
+        };
+        let wanted: Vec<SelectedWheel> = wheels
+            .iter()
+            .zip(&reused)
+            .filter(|(_, r)| r.is_none())
+            .map(|(w, _)| w.clone())
+            .collect();
+        for (w, _) in wheels.iter().zip(&reused).filter(|(_, r)| r.is_some()) {
+            (opts.on_event)(Event::Progress {
+                label: w.filename.clone(),
+            });
+        }
+        let got = fetcher.fetch_all(&wanted, &on_fetched)?;
+        (opts.on_event)(Event::Detail(format!(
+            "[{label}] {} of {} packages from the registry cache; {} wheels downloaded",
+            wheels.len() - wanted.len(),
+            wheels.len(),
+            got.iter().filter(|f| f.downloaded > 0).count()
+        )));
+        let mut got = got.into_iter();
+        let fetched: Vec<Option<crate::fetch::Fetched>> = reused
+            .iter()
+            .map(|r| if r.is_none() { got.next() } else { None })
+            .collect();
+        (packages, facts) = wheel_layers(
             &wheels,
             &fetched,
+            &reused,
             &target,
             opts,
-            spec.layer_budget
-                .saturating_sub(layers.len() + 2 + stdlib.len()),
+            budget,
             compiler.as_ref(),
         )?;
     }
@@ -328,8 +377,14 @@ fn build_platform(
             ))
         },
     )?;
-    let mut ours = stdlib;
-    ours.push(("venv".to_string(), skeleton_layer, cached));
+    let mut ours: Vec<PackageLayer> = stdlib.into_iter().collect();
+    ours.push(PackageLayer {
+        label: "venv".to_string(),
+        layer: skeleton_layer,
+        cached,
+        origin: BlobOrigin::Store,
+        annotations: None,
+    });
     ours.extend(packages);
 
     let mut app_plan = app::plan_app_layer(
@@ -343,7 +398,7 @@ fn build_platform(
         &base,
         &target,
         &wheels,
-        &fetched,
+        &facts,
         &import_roots,
         &app_plan,
         opts,
@@ -362,9 +417,22 @@ fn build_platform(
     }
     // --- end bytecode ---
     let app_layer = store_layer(opts, &app_plan, &mut NoExternal)?;
-    ours.push(("app".to_string(), app_layer, false));
+    ours.push(PackageLayer {
+        label: "app".to_string(),
+        layer: app_layer,
+        cached: false,
+        origin: BlobOrigin::Store,
+        annotations: None,
+    });
 
-    for (name, layer, cached) in ours {
+    for PackageLayer {
+        label: name,
+        layer,
+        cached,
+        origin,
+        annotations,
+    } in ours
+    {
         (opts.on_event)(Event::Layer {
             platform: label.clone(),
             label: name.clone(),
@@ -381,8 +449,9 @@ fn build_platform(
         });
         layers.push(ImageLayer {
             layer,
-            origin: BlobOrigin::Store,
+            origin,
             label: name,
+            annotations,
         });
     }
 
@@ -413,7 +482,12 @@ fn build_platform(
         ),
         layers: layers
             .iter()
-            .map(|l| Descriptor::new(&l.layer.media_type, l.layer.digest.clone(), l.layer.size))
+            .map(|l| {
+                let mut d =
+                    Descriptor::new(&l.layer.media_type, l.layer.digest.clone(), l.layer.size);
+                d.annotations = l.annotations.clone();
+                d
+            })
             .collect(),
         annotations: Some(image_annotations(spec, Some(&base))),
         extra: BTreeMap::new(),

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 /// Bumped when what is recorded changes.
-const FACTS_VERSION: u32 = 1;
+pub const FACTS_VERSION: u32 = 1;
 
 /// Largest ELF file read whole for its dynamic section.
 const MAX_ELF: u64 = 2 << 30;
@@ -105,6 +105,13 @@ pub fn wheel_facts(
 /// The cached facts of a wheel, if a build recorded them.
 pub fn cached_wheel_facts(store: &Store, sha256: &str, target: &VenvTarget) -> Option<WheelFacts> {
     store.get_meta::<WheelFacts>("check", &facts_key(sha256, target))
+}
+
+/// Records a wheel's facts read elsewhere (a layer's annotations in a
+/// registry), so the checks find them as if the wheel had been read here.
+pub fn remember_wheel_facts(store: &Store, sha256: &str, target: &VenvTarget, facts: &WheelFacts) {
+    // A failed cache write only costs the next build a re-read.
+    let _ = store.put_meta("check", &facts_key(sha256, target), facts);
 }
 
 fn facts_key(sha256: &str, target: &VenvTarget) -> String {

@@ -134,6 +134,10 @@ pub struct BuildFlags {
     /// Extra CA certificates (PEM) to trust, for registries and indexes (repeatable).
     #[arg(long = "ca-file")]
     pub ca_files: Vec<PathBuf>,
+    /// An image (REGISTRY/REPO:TAG or @DIGEST) whose package layers may be reused when their
+    /// cache key matches, instead of downloading their wheels (repeatable). `push` also reads the tag it pushes.
+    #[arg(long = "cache-from", value_name = "REF")]
+    pub cache_from: Vec<String>,
 }
 
 #[derive(Args, Debug)]

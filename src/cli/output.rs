@@ -100,6 +100,7 @@ mod tests {
             },
             origin: BlobOrigin::Store,
             label: label.into(),
+            annotations: None,
         }
     }
 

@@ -19,6 +19,8 @@ pub struct Prepared {
     pub http: crate::fetch::LazyHttp,
     pub platforms: Vec<Platform>,
     pub epoch: u64,
+    /// Where the build will be pushed: read as a registry cache, first.
+    pub push_targets: Vec<crate::reference::Reference>,
 }
 
 pub fn prepare(common: &CommonArgs) -> Result<Prepared> {
@@ -45,6 +47,7 @@ pub fn prepare(common: &CommonArgs) -> Result<Prepared> {
         http,
         platforms,
         epoch,
+        push_targets: Vec::new(),
     })
 }
 
@@ -57,13 +60,14 @@ pub fn run_build(
     writes: &[&Path],
 ) -> Result<BuildResult> {
     let bases = RegistryBases {
-        client,
+        client: client.clone(),
         store: &ctx.store,
         offline: common.build.offline,
         on_warning: &|w| printer(Event::Warning(w)),
     };
     let mut paths = writes.to_vec();
     paths.push(ctx.store.root());
+    let cache = remote_cache(ctx, common, &client)?;
     let opts = BuildOptions {
         platforms: ctx.platforms.clone(),
         store: &ctx.store,
@@ -74,8 +78,32 @@ pub fn run_build(
         remote: Some(&bases),
         on_event: printer,
         own_paths: own_paths(&paths),
+        cache: cache.as_ref(),
     };
     Ok(build::build(&ctx.spec, &opts)?)
+}
+
+/// The registry cache: the push targets, then each `--cache-from`; none offline.
+fn remote_cache(
+    ctx: &Prepared,
+    common: &CommonArgs,
+    client: &Arc<RegistryClient>,
+) -> Result<Option<build::RemoteCache>> {
+    let mut refs = ctx.push_targets.clone();
+    for r in &common.build.cache_from {
+        refs.push(
+            crate::reference::Reference::parse(r).with_context(|| format!("--cache-from {r}"))?,
+        );
+    }
+    refs.dedup();
+    if refs.is_empty() || common.build.offline {
+        return Ok(None);
+    }
+    Ok(Some(build::RemoteCache {
+        client: client.clone(),
+        refs,
+        pull: ctx.push_targets.is_empty(),
+    }))
 }
 
 /// Absolute, symlink-free forms of paths this run writes to (they may not exist yet).

@@ -19,7 +19,8 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
         .iter()
         .map(|t| Reference::parse(t).with_context(|| format!("--tag {t}")))
         .collect::<Result<Vec<_>>>()?;
-    let ctx = prepare(&args.common)?;
+    let mut ctx = prepare(&args.common)?;
+    ctx.push_targets = tags.clone();
     let client = registry_client(&args.common, &args.registry, Some(&tags[0].registry))?;
     if verbose {
         client.on_retry(|n| eprintln!("retry: {n}"));

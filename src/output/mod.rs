@@ -21,6 +21,12 @@ use std::sync::Arc;
 pub enum BlobOrigin {
     Store,
     Base(Arc<dyn BlobSource>),
+    /// A layer reused from a registry (`--cache-from`, or the push target),
+    /// read from its repository there when its bytes are needed.
+    Registry {
+        client: Arc<crate::registry::RegistryClient>,
+        repo: crate::reference::Reference,
+    },
 }
 
 #[derive(Clone)]
@@ -29,6 +35,8 @@ pub struct ImageLayer {
     pub origin: BlobOrigin,
     /// What the layer holds, for progress and --json: "base", "venv", a package name, "app".
     pub label: String,
+    /// The descriptor's annotations in the manifest (a package layer's cache key and facts).
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Clone)]
@@ -102,6 +110,9 @@ pub fn open_layer(store: &Store, l: &ImageLayer) -> io::Result<Box<dyn Read + Se
     let raw: Box<dyn Read + Send> = match &l.origin {
         BlobOrigin::Store => Box::new(std::fs::File::open(store.blob_path(&l.layer.digest))?),
         BlobOrigin::Base(src) => src.open(&l.layer.digest).map_err(io::Error::other)?,
+        BlobOrigin::Registry { client, repo } => client
+            .get_blob(repo, &l.layer.digest, Some(l.layer.size))
+            .map_err(io::Error::other)?,
     };
     Ok(Box::new(VerifyingReader::new(
         raw,
@@ -119,7 +130,7 @@ pub fn copy_layer(store: &Store, l: &ImageLayer, dest: &std::path::Path) -> io::
     use std::os::unix::fs::MetadataExt;
     let local = match &l.origin {
         BlobOrigin::Base(src) => src.local_file(&l.layer.digest),
-        BlobOrigin::Store => None,
+        BlobOrigin::Store | BlobOrigin::Registry { .. } => None,
     };
     let stamp = local.as_ref().and_then(|p| {
         let m = std::fs::metadata(p).ok()?;

@@ -106,6 +106,19 @@ fn remember_pushed(store: &Store, repo: &Reference, digest: &crate::digest::Dige
     );
 }
 
+/// The repository a layer reused from a registry cache can be mounted from:
+/// one on the registry we push to, other than the target.
+fn cached_in(origin: &super::BlobOrigin, target: &Reference) -> Option<String> {
+    match origin {
+        super::BlobOrigin::Registry { repo, .. }
+            if repo.registry == target.registry && repo.repository != target.repository =>
+        {
+            Some(repo.repository.clone())
+        }
+        _ => None,
+    }
+}
+
 type Opener<'a> = Box<dyn Fn() -> io::Result<Box<dyn Read + Send>> + Sync + 'a>;
 
 /// The blobs named by what `tag` points to now (a manifest, or an index and
@@ -201,6 +214,7 @@ fn push_content<'a>(
                     mount_from: (l.label == "base")
                         .then(|| mount_from.clone())
                         .flatten()
+                        .or_else(|| cached_in(&l.origin, repo))
                         .or_else(|| last_pushed_to(store, repo, &l.layer.digest)),
                 });
             }

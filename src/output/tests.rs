@@ -59,11 +59,13 @@ fn image(store: &Store, app: &[u8], base_served: &[u8]) -> BuildResult {
                     layer: layer(base_digest, base_bytes.len() as u64),
                     origin: BlobOrigin::Base(Arc::new(source)),
                     label: "base".into(),
+                    annotations: None,
                 },
                 ImageLayer {
                     layer: layer(app_digest, app_size),
                     origin: BlobOrigin::Store,
                     label: "app".into(),
+                    annotations: None,
                 },
             ],
             base_repository: None,

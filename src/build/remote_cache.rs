@@ -1,0 +1,259 @@
+//! The registry as a layer cache, the I/O half: read the image under each
+//! push target and `--cache-from` reference (manifest, then its config by
+//! digest), and for each package layer whose key one of them offers, check
+//! the blob is still there and, for a local output, pull it into the store,
+//! verified against its digest and its diff_id. Planning is in `cache_plan`.
+
+use super::cache_plan::{self, Offered};
+use super::{BuildOptions, Event};
+use crate::check::facts::WheelFacts;
+use crate::digest::Digest;
+use crate::image::manifest::{Index, Manifest};
+use crate::layer::Layer;
+use crate::output::BlobOrigin;
+use crate::platform::Platform;
+use crate::reference::Reference;
+use crate::registry::{RegistryClient, RegistryError};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+/// Largest config blob read for its diff_ids.
+const CONFIG_MAX: u64 = 4 << 20;
+
+/// Where a build looks for layers it need not build.
+pub struct RemoteCache {
+    pub client: Arc<RegistryClient>,
+    /// The push targets first, then each `--cache-from`, in the order given.
+    pub refs: Vec<Reference>,
+    /// Whether reused layers must be in the store (a local output needs their
+    /// bytes); when pushing they are mounted or found in place instead.
+    pub pull: bool,
+}
+
+/// A package layer taken from a registry, with its wheels' recorded facts.
+pub(super) struct Reused {
+    pub layer: Layer,
+    pub origin: BlobOrigin,
+    pub facts: Vec<WheelFacts>,
+}
+
+/// The layers the registry cache offers for one platform, by key digest.
+#[derive(Default)]
+pub(super) struct Offers(HashMap<String, Offered>);
+
+/// For each layer key (`cache_plan::layer_key`) of layers made from `wheels`
+/// wheels each, the layer a registry offers for it, checked present and (when
+/// pulling) verified. `None` where it must be built: no cache, no offer, the
+/// local cache has it, the blob is gone, or its bytes are wrong.
+pub(super) fn reuse_layers(
+    opts: &BuildOptions,
+    offers: &Offers,
+    keys: &[String],
+    wheels: usize,
+) -> Vec<Option<Reused>> {
+    let Some(cache) = opts.cache.filter(|_| !offers.0.is_empty()) else {
+        return keys.iter().map(|_| None).collect();
+    };
+    crate::parallel::map_ordered(keys, opts.jobs, |key| {
+        // A layer the local cache holds needs no request.
+        let local = opts.store.get_meta::<Layer>("layers", key);
+        if local.is_some_and(|l| opts.store.has_blob(&l.digest)) {
+            return None;
+        }
+        let offer = cache_plan::find(&offers.0, key, wheels)?;
+        reuse(cache, offer, key, opts)
+    })
+}
+
+/// Reads the image under each reference of the cache for `platform`: the
+/// push targets and `--cache-from`, before anything is downloaded.
+pub(super) fn read_offers(opts: &BuildOptions, platform: &Platform) -> Offers {
+    let Some(cache) = opts.cache else {
+        return Offers::default();
+    };
+    let mut all = Vec::new();
+    for (k, r) in cache.refs.iter().enumerate() {
+        match read_image(&cache.client, r, platform) {
+            Ok(Some((manifest, config))) => match cache_plan::offered(&manifest, &config, k) {
+                Ok(offers) => {
+                    (opts.on_event)(Event::Detail(format!(
+                        "cache {r}: {} package layers offered",
+                        offers.len()
+                    )));
+                    all.extend(offers)
+                }
+                Err(e) => (opts.on_event)(Event::Warning(format!("cache {r}: ignored, {e}"))),
+            },
+            Ok(None) => (opts.on_event)(Event::Detail(format!(
+                "cache {r}: no such image for {platform}; nothing to reuse from it"
+            ))),
+            Err(e) => (opts.on_event)(Event::Warning(format!(
+                "cache {r}: not read ({}); building without it",
+                crate::text::error_chain(&e)
+            ))),
+        }
+    }
+    Offers(cache_plan::by_key(all))
+}
+
+/// An image's manifest and config bytes.
+type ImageDocs = (Vec<u8>, Vec<u8>);
+
+/// The manifest (for `platform`, through an index) and the config of the
+/// image `r` names, both read by digest; `None` when there is no such image.
+fn read_image(
+    client: &RegistryClient,
+    r: &Reference,
+    platform: &Platform,
+) -> Result<Option<ImageDocs>, RegistryError> {
+    let absent = |e: &RegistryError| {
+        matches!(
+            e,
+            RegistryError::ManifestUnknown { .. } | RegistryError::NameUnknown { .. }
+        ) || matches!(e, RegistryError::Status { status: 404, .. })
+    };
+    let (bytes, media_type, _) = match client.get_manifest(r) {
+        Ok(m) => m,
+        Err(e) if absent(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let manifest = if media_type.contains("index") || media_type.contains("manifest.list") {
+        let Ok(index) = serde_json::from_slice::<Index>(&bytes) else {
+            return Ok(None);
+        };
+        let Some(d) = index
+            .manifests
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| p.matches(platform)))
+        else {
+            return Ok(None);
+        };
+        client.get_manifest(&r.with_digest(d.digest.clone()))?.0
+    } else {
+        bytes
+    };
+    let Ok(m) = serde_json::from_slice::<Manifest>(&manifest) else {
+        return Ok(None);
+    };
+    let mut config = Vec::new();
+    client
+        .get_blob(r, &m.config.digest, Some(m.config.size))?
+        .take(CONFIG_MAX)
+        .read_to_end(&mut config)
+        .map_err(|source| RegistryError::Io {
+            what: format!("reading config {} of {r}", m.config.digest),
+            source,
+        })?;
+    Ok(Some((manifest, config)))
+}
+
+/// The offered layer, if its blob is still in its repository and (when
+/// pulling) its bytes match both its digest and the config's diff_id.
+fn reuse(cache: &RemoteCache, offer: &Offered, key: &str, opts: &BuildOptions) -> Option<Reused> {
+    let repo = &cache.refs[offer.source];
+    let what = || format!("{} from {}", offer.layer.digest.short(), repo.name());
+    match cache.client.blob_exists(repo, &offer.layer.digest) {
+        Ok(true) => {}
+        Ok(false) => {
+            (opts.on_event)(Event::Detail(format!(
+                "cache: layer {} is gone; building it from its wheel",
+                what()
+            )));
+            return None;
+        }
+        Err(e) => {
+            (opts.on_event)(Event::Warning(format!(
+                "cache: layer {} not checked ({}); building it from its wheel",
+                what(),
+                crate::text::error_chain(&e)
+            )));
+            return None;
+        }
+    }
+    let origin = if cache.pull {
+        match pull(cache, repo, &offer.layer, opts) {
+            Ok(()) => {
+                // Now in the local cache too, as if built here.
+                let _ = opts.store.put_meta("layers", key, &offer.layer);
+                BlobOrigin::Store
+            }
+            Err(e) => {
+                (opts.on_event)(Event::Warning(format!(
+                    "cache: layer {} refused ({}); building it from its wheel",
+                    what(),
+                    crate::text::error_chain(&e)
+                )));
+                return None;
+            }
+        }
+    } else {
+        BlobOrigin::Registry {
+            client: cache.client.clone(),
+            repo: repo.clone(),
+        }
+    };
+    Some(Reused {
+        layer: offer.layer.clone(),
+        origin,
+        facts: offer.facts.clone(),
+    })
+}
+
+/// Why a pulled layer is not used.
+#[derive(Debug, thiserror::Error)]
+enum PullError {
+    #[error("its blob could not be read")]
+    Registry(#[from] RegistryError),
+    #[error("its blob could not be stored")]
+    Store(#[from] crate::store::StoreError),
+    #[error("its diff_id is {got}, but the image config says {expected}")]
+    DiffId { expected: Digest, got: Digest },
+}
+
+/// Streams the blob into the store once: its digest is checked by the
+/// registry client as it is read, and its diff_id over the tar it inflates to.
+fn pull(
+    cache: &RemoteCache,
+    repo: &Reference,
+    layer: &Layer,
+    opts: &BuildOptions,
+) -> Result<(), PullError> {
+    let mut blob = cache
+        .client
+        .get_blob(repo, &layer.digest, Some(layer.size))?;
+    let media_type = layer.media_type.clone();
+    let (_, _, diff_id) = opts.store.write_blob(|w| {
+        let mut tee = Tee {
+            inner: &mut blob,
+            out: w,
+        };
+        let tar = crate::layer::compress::decompressed(&media_type, &mut tee)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let (diff_id, _) = Digest::of_reader(tar)?;
+        // What the decoder left unread (padding) still belongs to the blob.
+        io::copy(&mut tee, &mut io::sink())?;
+        Ok(diff_id)
+    })?;
+    if diff_id != layer.diff_id {
+        return Err(PullError::DiffId {
+            expected: layer.diff_id.clone(),
+            got: diff_id,
+        });
+    }
+    Ok(())
+}
+
+/// Copies what is read to `out`.
+struct Tee<'a, R> {
+    inner: R,
+    out: &'a mut dyn Write,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,424 @@
+//! The registry as the layer cache (issue 11), end to end on the real distribution
+//! registry (docker-registry 2.8 on 127.0.0.1): a fresh runner with an empty cache
+//! reuses the package layers an image already pushed, by the cache key each layer's
+//! descriptor carries, without downloading their wheels; it trusts nothing it cannot
+//! check (a blob gone, another key, a config that lies about a diff_id); and the
+//! digest is the same whether a layer came from the registry, the local cache or a
+//! fresh build.
+
+mod support;
+
+use imgbuild::digest::Digest;
+use imgbuild::reference::Reference;
+use imgbuild::registry::client::MEDIA_TYPE_OCI_MANIFEST;
+use imgbuild::registry::{credentials::Anonymous, RegistryClient, TransportOptions};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use support::registry::{Registry, Setup};
+use support::Run;
+
+const KEY: &str = "dev.imgbuild.layer.key";
+
+fn imgbuild(cwd: &Path, args: &[&str]) -> Run {
+    let out = support::without_credentials(cwd, args)
+        .env("IMGBUILD_RETRY_BASE_MS", "50")
+        .output()
+        .expect("cannot run imgbuild");
+    Run::from(out)
+}
+
+/// A new, empty cache directory: a fresh CI runner.
+fn empty_cache() -> PathBuf {
+    support::target_tempdir("cache-e2e-").keep()
+}
+
+/// The wheels a run downloaded, by file name (one `downloaded NAME (SIZE)` line each).
+fn downloads(run: &Run) -> Vec<String> {
+    run.stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("downloaded "))
+        .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// What `push --json` reported: the digest and each layer's (label, outcome).
+struct Pushed {
+    digest: String,
+    layers: Vec<(String, String)>,
+    downloads: Vec<String>,
+    stderr: String,
+}
+
+fn push(project: &Path, tag: &str, cache: &Path, extra: &[&str]) -> Pushed {
+    let cache = cache.display().to_string();
+    let mut args = vec!["push", "-v", "--json", "--tag", tag, "--cache-dir", &cache];
+    args.extend(extra);
+    let run = imgbuild(project, &args).must_succeed("push");
+    let end = run.stdout.rfind('}').expect("--json printed a summary");
+    let summary: Value = serde_json::from_str(&run.stdout[..=end]).unwrap();
+    let layers = summary["images"][0]["layers"]
+        .as_array()
+        .expect("summary has layers")
+        .iter()
+        .map(|l| {
+            (
+                l["label"].as_str().unwrap().to_string(),
+                l["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    Pushed {
+        digest: summary["digest"].as_str().unwrap().to_string(),
+        layers,
+        downloads: downloads(&run),
+        stderr: run.stderr,
+    }
+}
+
+/// `build --output oci:DIR` with `extra`; returns the run and the digest it printed.
+fn build(project: &Path, out: &Path, cache: &Path, extra: &[&str]) -> (Run, String) {
+    let (cache, dest) = (
+        cache.display().to_string(),
+        format!("oci:{}", out.display()),
+    );
+    let mut args = vec!["build", "-v", "--output", &dest, "--cache-dir", &cache];
+    args.extend(extra);
+    let run = imgbuild(project, &args).must_succeed("build");
+    let digest = run.stdout.lines().last().unwrap_or_default().to_string();
+    (run, digest)
+}
+
+/// The layers that carry a cache key: the packages' and the stdlib's pycs (slow to compile).
+fn is_keyed(label: &str) -> bool {
+    !matches!(label, "base" | "venv" | "app")
+}
+
+/// A registry holding the Debian base as `python:3.11`, and a locked hello-api on it.
+fn registry_and_project() -> (Registry, PathBuf) {
+    let reg = Registry::start(Setup::Plain);
+    let mut args = vec![
+        "--insecure-policy".to_string(),
+        "copy".into(),
+        "--quiet".into(),
+        "--preserve-digests".into(),
+    ];
+    args.extend(reg.skopeo_flags("dest-"));
+    args.push(support::base::base_image_ref("amd64"));
+    args.push(format!("docker://{}/python:3.11", reg.host));
+    support::run_ok(Command::new("skopeo").args(&args));
+    let project = support::uv::uv_lock(&support::fixture("hello-api"));
+    std::fs::write(
+        project.join("imgbuild.toml"),
+        format!(
+            "base = \"{}/python:3.11\"\napp = \"hello_api.main:app\"\n",
+            reg.host
+        ),
+    )
+    .unwrap();
+    (reg, project)
+}
+
+fn client() -> RegistryClient {
+    RegistryClient::new(TransportOptions::default(), Anonymous).unwrap()
+}
+
+fn reference(reg: &Registry, name: &str) -> Reference {
+    Reference::parse(&format!("{}/{name}", reg.host)).unwrap()
+}
+
+/// The manifest and config of `name` on the registry.
+fn image(reg: &Registry, name: &str) -> (Value, Value) {
+    let c = client();
+    let r = reference(reg, name);
+    let (bytes, ..) = c.get_manifest(&r).unwrap();
+    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
+    let digest: Digest = manifest["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut config = Vec::new();
+    std::io::Read::read_to_end(&mut c.get_blob(&r, &digest, None).unwrap(), &mut config).unwrap();
+    (manifest, serde_json::from_slice(&config).unwrap())
+}
+
+/// Puts `config` and then `manifest` (naming it) as `name`; the layers are there already.
+fn put_image(reg: &Registry, name: &str, mut manifest: Value, config: &Value) {
+    let c = client();
+    let r = reference(reg, name);
+    let config = serde_json::to_vec(config).unwrap();
+    let digest = Digest::of_bytes(&config);
+    let open =
+        || Ok(Box::new(std::io::Cursor::new(config.clone())) as Box<dyn std::io::Read + Send>);
+    c.push_blob(&r, &digest, config.len() as u64, &open, None)
+        .unwrap();
+    manifest["config"]["digest"] = digest.to_string().into();
+    manifest["config"]["size"] = config.len().into();
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    c.put_manifest(
+        &r,
+        r.tag.as_deref().unwrap(),
+        &bytes,
+        MEDIA_TYPE_OCI_MANIFEST,
+    )
+    .unwrap();
+}
+
+/// The position of `package`'s layer among the image's layers.
+fn package_layer(pushed: &Pushed, package: &str) -> usize {
+    let prefix = format!("{package} ");
+    pushed
+        .layers
+        .iter()
+        .position(|(l, _)| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no layer for {package}: {:?}", pushed.layers))
+}
+
+#[test]
+fn a_fresh_runner_reuses_layers_from_another_repository_and_downloads_no_wheel() {
+    let (reg, project) = registry_and_project();
+    let built_cache = empty_cache();
+    let first = push(
+        &project,
+        &format!("{}/first:v1", reg.host),
+        &built_cache,
+        &[],
+    );
+    assert!(
+        first.downloads.len() > 3,
+        "a cold build downloads every wheel: {:?}",
+        first.downloads
+    );
+    let (manifest, _) = image(&reg, "first:v1");
+    let keyed: Vec<&Value> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["annotations"][KEY].is_string())
+        .collect();
+    let packages = first.layers.iter().filter(|(l, _)| is_keyed(l)).count();
+    assert_eq!(
+        keyed.len(),
+        packages,
+        "every package layer (and the stdlib's pycs) carries its key"
+    );
+
+    // A fresh runner, another repository: every package layer comes from `first`.
+    let from = format!("--cache-from={}/first:v1", reg.host);
+    let second = push(
+        &project,
+        &format!("{}/second:v1", reg.host),
+        &empty_cache(),
+        &[&from],
+    );
+    assert_eq!(second.downloads, Vec::<String>::new(), "{}", second.stderr);
+    for (label, outcome) in second.layers.iter().filter(|(l, _)| is_keyed(l)) {
+        assert_eq!(outcome, "mounted", "{label}: {:?}", second.layers);
+    }
+    assert_eq!(
+        second.digest, first.digest,
+        "registry cache and fresh build differ"
+    );
+
+    // The local cache of the first build: the same digest again.
+    let third = push(
+        &project,
+        &format!("{}/third:v1", reg.host),
+        &built_cache,
+        &[],
+    );
+    assert_eq!(third.downloads, Vec::<String>::new());
+    assert_eq!(
+        third.digest, first.digest,
+        "local cache and fresh build differ"
+    );
+
+    // A local output needs the bytes: pulled, verified, written.
+    let out = support::target_tempdir("cache-e2e-out-").keep().join("oci");
+    let (run, digest) = build(&project, &out, &empty_cache(), &[&from]);
+    assert_eq!(downloads(&run), Vec::<String>::new(), "{}", run.stderr);
+    assert_eq!(digest, first.digest, "{}", run.stderr);
+    for l in keyed {
+        let d: Digest = l["digest"].as_str().unwrap().parse().unwrap();
+        let blob = out.join("blobs/sha256").join(d.hex());
+        let bytes = std::fs::read(&blob).unwrap_or_else(|e| panic!("{}: {e}", blob.display()));
+        assert_eq!(Digest::of_bytes(&bytes), d);
+    }
+}
+
+#[test]
+fn a_layer_whose_blob_is_gone_is_built_from_its_wheel() {
+    let (reg, project) = registry_and_project();
+    let first = push(
+        &project,
+        &format!("{}/first:v1", reg.host),
+        &empty_cache(),
+        &[],
+    );
+    let (manifest, _) = image(&reg, "first:v1");
+    let i = package_layer(&first, "fastapi");
+    let digest = manifest["layers"][i]["digest"].as_str().unwrap();
+    let url = format!("http://{}/v2/first/blobs/{digest}", reg.host);
+    let deleted = support::podman::http("DELETE", &url, None).unwrap();
+    assert_eq!(deleted.status, 202, "{}", deleted.body);
+
+    let second = push(
+        &project,
+        &format!("{}/second:v1", reg.host),
+        &empty_cache(),
+        &[&format!("--cache-from={}/first:v1", reg.host)],
+    );
+    assert_eq!(second.downloads.len(), 1, "{}", second.stderr);
+    assert!(
+        second.downloads[0].starts_with("fastapi-"),
+        "{:?}",
+        second.downloads
+    );
+    let fastapi: Vec<_> = second
+        .layers
+        .iter()
+        .filter(|(l, _)| l.starts_with("fastapi "))
+        .collect();
+    assert_eq!(fastapi.len(), 1);
+    assert_eq!(fastapi[0].1, "uploaded", "{:?}", second.layers);
+    assert_eq!(second.digest, first.digest);
+}
+
+#[test]
+fn another_key_or_a_config_that_lies_is_not_trusted() {
+    let (reg, project) = registry_and_project();
+    let first = push(
+        &project,
+        &format!("{}/first:v1", reg.host),
+        &empty_cache(),
+        &[],
+    );
+    let (manifest, config) = image(&reg, "first:v1");
+
+    // Another key on fastapi's layer: that layer is built from its wheel.
+    let i = package_layer(&first, "fastapi");
+    let mut other = manifest.clone();
+    other["layers"][i]["annotations"][KEY] = Digest::of_bytes(b"another key").to_string().into();
+    put_image(&reg, "first:otherkey", other, &config);
+    let out = support::target_tempdir("cache-e2e-out-").keep();
+    let (run, digest) = build(
+        &project,
+        &out.join("a"),
+        &empty_cache(),
+        &[&format!("--cache-from={}/first:otherkey", reg.host)],
+    );
+    let got = downloads(&run);
+    assert_eq!(got.len(), 1, "{}", run.stderr);
+    assert!(got[0].starts_with("fastapi-"), "{got:?}");
+    assert_eq!(digest, first.digest);
+
+    // A config whose diff_id for starlette's layer is wrong: found when the blob is
+    // pulled, and the layer is built from its wheel.
+    let j = package_layer(&first, "starlette");
+    let mut lying = config.clone();
+    lying["rootfs"]["diff_ids"][j] = Digest::of_bytes(b"not this layer").to_string().into();
+    put_image(&reg, "first:tampered", manifest.clone(), &lying);
+    let (run, digest) = build(
+        &project,
+        &out.join("b"),
+        &empty_cache(),
+        &[&format!("--cache-from={}/first:tampered", reg.host)],
+    );
+    let got = downloads(&run);
+    assert_eq!(got.len(), 1, "{}", run.stderr);
+    assert!(got[0].starts_with("starlette-"), "{got:?}");
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("warning:") && l.contains("diff_id")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(digest, first.digest);
+
+    // A config with fewer diff_ids than the manifest has layers: the image is ignored.
+    let mut short = config.clone();
+    short["rootfs"]["diff_ids"].as_array_mut().unwrap().pop();
+    put_image(&reg, "first:short", manifest, &short);
+    let (run, digest) = build(
+        &project,
+        &out.join("c"),
+        &empty_cache(),
+        &[&format!("--cache-from={}/first:short", reg.host)],
+    );
+    assert_eq!(
+        downloads(&run).len(),
+        first.downloads.len(),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.lines().any(|l| l.starts_with("warning:")
+            && l.contains("first:short")
+            && l.contains("diff_ids")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(digest, first.digest);
+
+    // A cache that does not exist is no error.
+    let (run, _) = build(
+        &project,
+        &out.join("d"),
+        &empty_cache(),
+        &[&format!("--cache-from={}/nothing:here", reg.host)],
+    );
+    assert!(
+        !run.stderr
+            .lines()
+            .any(|l| l.starts_with("warning:") && l.contains("nothing:here")),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_lock_bump_from_an_empty_cache_downloads_exactly_that_wheel() {
+    let (reg, project) = registry_and_project();
+    let tag = format!("{}/app:main", reg.host);
+    push(&project, &tag, &empty_cache(), &[]);
+
+    // idna one release back: uv keeps every other locked version.
+    let lock = std::fs::read_to_string(project.join("uv.lock")).unwrap();
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.lines().any(|l| l == "name = \"idna\""))
+        .and_then(|p| p.split("version = \"").nth(1))
+        .and_then(|v| v.split('"').next())
+        .expect("hello-api locks idna")
+        .to_string();
+    let mut pyproject = std::fs::read_to_string(project.join("pyproject.toml")).unwrap();
+    pyproject.push_str(&format!("constraint-dependencies = [\"idna<{version}\"]\n"));
+    std::fs::write(project.join("pyproject.toml"), pyproject).unwrap();
+    support::uv::uv(
+        &project,
+        &["lock", "--exclude-newer", support::uv::EXCLUDE_NEWER],
+    );
+
+    let bumped = push(&project, &tag, &empty_cache(), &[]);
+    assert_eq!(bumped.downloads.len(), 1, "{}", bumped.stderr);
+    assert!(
+        bumped.downloads[0].starts_with("idna-"),
+        "{:?}",
+        bumped.downloads
+    );
+    let uploaded: Vec<&str> = bumped
+        .layers
+        .iter()
+        .filter(|(_, o)| o == "uploaded")
+        .map(|(l, _)| l.as_str())
+        .collect();
+    // The app layer holds pyproject.toml and uv.lock, which changed too.
+    assert_eq!(uploaded.len(), 2, "{:?}", bumped.layers);
+    assert!(
+        uploaded[0].starts_with("idna ") && uploaded[1] == "app",
+        "{:?}",
+        bumped.layers
+    );
+}
