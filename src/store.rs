@@ -340,6 +340,24 @@ impl Store {
         Ok(size)
     }
 
+    /// Passes `r` through and keeps a copy: when the reader reaches its end
+    /// and the bytes match `expected`, they become that blob. A reader dropped
+    /// early, a mismatch or a failed write leaves nothing behind; the copy is
+    /// best-effort, so it never turns a good read into an error.
+    pub fn tee_verified<R: Read>(
+        &self,
+        expected: &Digest,
+        r: R,
+    ) -> Result<TeeReader<R>, StoreError> {
+        let (file, tmp) = self.temp_file()?.into_parts();
+        Ok(TeeReader {
+            store: self.clone(),
+            expected: expected.clone(),
+            inner: r,
+            copy: Some((HashingWriter::new(BufWriter::new(file)), tmp)),
+        })
+    }
+
     fn commit(&self, tmp: tempfile::TempPath, digest: &Digest) -> Result<(), StoreError> {
         let dest = self.blob_path(digest);
         if dest.is_file() {
@@ -385,9 +403,73 @@ impl Store {
     }
 }
 
+/// See [`Store::tee_verified`].
+pub struct TeeReader<R> {
+    store: Store,
+    expected: Digest,
+    inner: R,
+    copy: Option<(HashingWriter<BufWriter<File>>, tempfile::TempPath)>,
+}
+
+impl<R: Read> Read for TeeReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            if let Some((w, _)) = &mut self.copy {
+                if w.write_all(&buf[..n]).is_err() {
+                    self.copy = None;
+                }
+            }
+        } else if !buf.is_empty() {
+            if let Some((w, tmp)) = self.copy.take() {
+                let (actual, _, file) = w.finish();
+                if actual == self.expected && file.into_inner().is_ok() {
+                    let _ = self.store.commit(tmp, &actual);
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_read_whole_and_matching_is_kept_else_nothing_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bytes = vec![7u8; 100_000];
+        let d = Digest::of_bytes(&bytes);
+        let mut partial = store.tee_verified(&d, &bytes[..]).unwrap();
+        partial.read_exact(&mut [0u8; 10]).unwrap();
+        drop(partial);
+        assert!(!store.has_blob(&d), "a stream dropped early was kept");
+        let wrong = Digest::of_bytes(b"other");
+        io::copy(
+            &mut store.tee_verified(&wrong, &bytes[..]).unwrap(),
+            &mut io::sink(),
+        )
+        .unwrap();
+        assert!(
+            !store.has_blob(&wrong),
+            "bytes kept under a digest they do not have"
+        );
+        let mut seen = Vec::new();
+        store
+            .tee_verified(&d, &bytes[..])
+            .unwrap()
+            .read_to_end(&mut seen)
+            .unwrap();
+        assert_eq!(
+            seen, bytes,
+            "the reader passes the stream through unchanged"
+        );
+        assert!(store.has_blob(&d) && store.verify_blob(&d));
+        let leftovers = fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        assert_eq!(leftovers, 1, "only this run's owner lock remains in tmp/");
+    }
 
     #[test]
     fn mismatching_bytes_leave_nothing_behind() {

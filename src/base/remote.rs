@@ -75,9 +75,20 @@ impl BlobSource for RegistryBlobs {
         if self.store.has_blob(digest) || self.offline || digest == &self.top.0 {
             return self.open(digest);
         }
-        self.client
+        let stream = self
+            .client
             .get_blob(&self.repo, digest, None)
-            .map_err(|e| registry_error(&self.name, e))
+            .map_err(|e| registry_error(&self.name, e))?;
+        // Read through, and kept when read whole: detecting Python, unpacking
+        // the interpreter for bytecode and the native-library check each read
+        // the base, and only the first should download it.
+        match self.store.tee_verified(digest, stream) {
+            Ok(tee) => Ok(Box::new(tee)),
+            Err(_) => self
+                .client
+                .get_blob(&self.repo, digest, None)
+                .map_err(|e| registry_error(&self.name, e)),
+        }
     }
 
     fn local_file(&self, digest: &Digest) -> Option<std::path::PathBuf> {
