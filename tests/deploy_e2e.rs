@@ -17,6 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::containerd::Containerd;
 use support::podman::{self, free_port, http, wait_http};
 use support::registry::{Registry, Setup};
 use support::Run;
@@ -393,99 +394,6 @@ fn resolved_deployment_runs_under_podman_kube_play() {
         "{{.Names}}",
     ]);
     assert_eq!(left.trim(), "", "containers left after kube down");
-}
-
-/// containerd on a private socket, root and state directory; stopped when dropped.
-struct Containerd {
-    dir: tempfile::TempDir,
-    child: std::process::Child,
-}
-
-impl Containerd {
-    fn start() -> Containerd {
-        // Short path: the socket's must fit in sun_path.
-        let dir = tempfile::Builder::new()
-            .prefix("ctrd")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let d = dir.path().display();
-        let config = format!(
-            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{d}/sock\"\n[ttrpc]\n  address = \"{d}/sock.ttrpc\"\n\
-             [debug]\n  address = \"{d}/debug.sock\"\n"
-        );
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.path().join("config.toml"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("cannot run containerd; run scripts/setup.sh --deps-only");
-        let c = Containerd { dir, child };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while c.ctr(&["version"]).status.code() != Some(0) {
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not start:\n{}",
-                c.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        c
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(self.dir.path().join("sock"))
-            .args(["--namespace", "imgbuild-test"])
-            .args(args)
-            .output()
-            .expect("cannot run ctr")
-    }
-
-    fn ctr_ok(&self, args: &[&str]) -> String {
-        let out = self.ctr(args);
-        assert!(
-            out.status.success(),
-            "ctr {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        for line in String::from_utf8_lossy(&self.ctr(&["task", "ls", "-q"]).stdout).lines() {
-            let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", line.trim()]);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        for line in String::from_utf8_lossy(&self.ctr(&["task", "ls", "-q"]).stdout).lines() {
-            let _ = self.ctr(&["task", "rm", "-f", line.trim()]);
-        }
-        for line in String::from_utf8_lossy(&self.ctr(&["containers", "ls", "-q"]).stdout).lines() {
-            let _ = self.ctr(&["containers", "rm", line.trim()]);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Snapshots may still be mounted if a task was stuck: unmount before removing.
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "grep -o '{} [^ ]*' /proc/mounts | cut -d' ' -f1 | sort -r | xargs -r umount -l",
-                self.dir.path().display()
-            ))
-            .status();
-    }
 }
 
 /// `HOST/python:3.11`, an index of the amd64 and arm64 Debian bases, as on Docker Hub.

@@ -2,7 +2,7 @@
 //! a budget, the rest merged; and the bytecode hooks that add pycs to them.
 
 use super::{BuildError, BuildOptions, Event, LAYER_FORMAT};
-use crate::layer::tar::{write_layer, ExternalContent, NoExternal};
+use crate::layer::tar::{write_layer_as, Encoding, ExternalContent, NoExternal};
 use crate::layer::{Content, Layer, LayerPlan};
 use crate::lock::select::SelectedWheel;
 use crate::python::bytecode::{self, Compiler, OnFailure};
@@ -19,23 +19,32 @@ pub(super) fn store_layer(
     plan: &LayerPlan,
     external: &mut dyn ExternalContent,
 ) -> Result<Layer, BuildError> {
+    let encoding = Encoding {
+        compression: opts.compression,
+        jobs: opts.jobs,
+    };
     let (_, _, layer) = opts
         .store
-        .write_blob(|w| write_layer(plan, opts.epoch, external, w).map(|(l, _)| l))?;
+        .write_blob(|w| write_layer_as(plan, opts.epoch, external, encoding, w).map(|(l, _)| l))?;
     Ok(layer)
 }
 
 /// A layer looked up by what went into it, so unchanged inputs are never
-/// recompressed. The key includes the layer format and the mtime. A cached
-/// blob is hashed in full before it is reused: one whose bytes no longer match
-/// its name is dropped and rebuilt (with a warning), never pushed or written out.
+/// recompressed. The key includes the layer format, the mtime and the
+/// compression. A cached blob is hashed in full before it is reused: one whose
+/// bytes no longer match its name is dropped and rebuilt (with a warning),
+/// never pushed or written out.
 pub(super) fn cached_layer(
     opts: &BuildOptions,
     label: &str,
     key: &str,
     make: impl FnOnce() -> Result<(LayerPlan, Box<dyn ExternalContent>), BuildError>,
 ) -> Result<(Layer, bool), BuildError> {
-    let key = format!("layer-v{LAYER_FORMAT}:{}:{key}", opts.epoch);
+    let key = format!(
+        "layer-v{LAYER_FORMAT}:{}:{}:{key}",
+        opts.epoch,
+        opts.compression.name()
+    );
     if let Some(layer) = opts.store.get_meta::<Layer>("layers", &key) {
         if opts.store.has_blob(&layer.digest) {
             if opts.store.verify_blob(&layer.digest) {
@@ -282,6 +291,7 @@ mod tests {
             remote: None,
             on_event: &on_event,
             own_paths: Vec::new(),
+            compression: Default::default(),
         };
         let make = || {
             let mut plan = LayerPlan::new();

@@ -32,7 +32,7 @@ use std::path::PathBuf;
 
 /// Bumped whenever the bytes of a generated layer change for the same inputs,
 /// so cached layers from older versions are never reused. See docs/reproducibility.md.
-pub const LAYER_FORMAT: u32 = 3;
+pub const LAYER_FORMAT: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -132,6 +132,8 @@ pub struct BuildOptions<'a> {
     /// Where this run writes (the output, the cache): kept out of the app layer
     /// when they lie inside the source tree, so a rebuild sees the same tree.
     pub own_paths: Vec<PathBuf>,
+    /// How our layers are compressed: the spec's `compression`.
+    pub compression: crate::layer::compress::Compression,
 }
 
 pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError> {

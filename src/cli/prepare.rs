@@ -74,6 +74,7 @@ pub fn run_build(
         remote: Some(&bases),
         on_event: printer,
         own_paths: own_paths(&paths),
+        compression: ctx.spec.compression,
     };
     Ok(build::build(&ctx.spec, &opts)?)
 }

@@ -1,5 +1,5 @@
 //! Layers: a sorted plan of entries (`plan`), written as a deterministic tar
-//! (`tar`) through deterministic gzip (`compress`), giving a `Layer` value.
+//! (`tar`) through deterministic gzip or zstd (`compress`), giving a `Layer` value.
 
 pub mod compress;
 pub mod path;
@@ -13,6 +13,7 @@ use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
 
 pub const MEDIA_TYPE_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MEDIA_TYPE_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const MEDIA_TYPE_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// A finished layer blob: always both its compressed digest and its diff_id.

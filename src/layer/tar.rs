@@ -1,9 +1,9 @@
 //! The one place that decides tar metadata: uid/gid 0, no user or group
 //! names, a fixed mtime, normalised modes, entries in path order.
 
-use super::compress::gzip_writer;
+use super::compress::{Compression, LayerEncoder};
 use super::plan::{Content, EntryKind, LayerPlan};
-use super::{Layer, MEDIA_TYPE_OCI_LAYER_GZIP};
+use super::Layer;
 use crate::digest::HashingWriter;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -127,6 +127,23 @@ impl<R: Read> Read for ExactSize<'_, R> {
     }
 }
 
+/// How a layer blob is written: the compression, and the threads that may
+/// compress its blocks (the bytes do not depend on `jobs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Encoding {
+    pub compression: Compression,
+    pub jobs: usize,
+}
+
+impl Default for Encoding {
+    fn default() -> Self {
+        Encoding {
+            compression: Compression::Gzip,
+            jobs: 1,
+        }
+    }
+}
+
 /// Writes the plan as a gzip layer blob into `out`, hashing both the tar
 /// (diff_id) and the compressed bytes (digest) as they stream.
 pub fn write_layer<W: Write>(
@@ -135,19 +152,30 @@ pub fn write_layer<W: Write>(
     external: &mut dyn ExternalContent,
     out: W,
 ) -> io::Result<(Layer, W)> {
+    write_layer_as(plan, mtime, external, Encoding::default(), out)
+}
+
+/// [`write_layer`] with a chosen compression and thread count.
+pub fn write_layer_as<W: Write>(
+    plan: &LayerPlan,
+    mtime: u64,
+    external: &mut dyn ExternalContent,
+    encoding: Encoding,
+    out: W,
+) -> io::Result<(Layer, W)> {
     let compressed = HashingWriter::new(out);
-    let gz = gzip_writer(compressed);
-    let uncompressed = HashingWriter::new(gz);
+    let encoder = LayerEncoder::new(encoding.compression, encoding.jobs, compressed);
+    let uncompressed = HashingWriter::new(encoder);
     let uncompressed = write_tar(plan, mtime, external, uncompressed)?;
-    let (diff_id, _, gz) = uncompressed.finish();
-    let compressed = gz.finish()?;
+    let (diff_id, _, encoder) = uncompressed.finish();
+    let compressed = encoder.finish()?;
     let (digest, size, out) = compressed.finish();
     Ok((
         Layer {
             digest,
             diff_id,
             size,
-            media_type: MEDIA_TYPE_OCI_LAYER_GZIP.to_string(),
+            media_type: encoding.compression.media_type().to_string(),
         },
         out,
     ))

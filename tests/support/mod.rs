@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod base;
+pub mod containerd;
 pub mod fake_registry;
 pub mod layout;
 pub mod podman;
