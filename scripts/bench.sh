@@ -584,6 +584,8 @@ section_startup() {
   result "startup imports: bytecode without the stdlib layer ${imp_nostd} ms; Dockerfile route ${imp_dock} ms (for information)"
   rm -rf "$cache" "$out"
   remove_bench_images
+}
+
 # --- section 5: deploy -------------------------------------------------------------------
 # fixtures/orders-api through `imgbuild manifests -o - | imgbuild resolve -f -` to the local
 # registry, played with `podman kube play`, and loaded with Locust. The played copy of the

@@ -17,6 +17,7 @@ use flate2::{Compression as Level, GzBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
@@ -36,9 +37,15 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// per thread keep memory flat.
 pub const BLOCK_SIZE: usize = 1 << 20;
 
-/// At most this many compression threads per layer, whatever `--jobs` says,
-/// so blocks in flight (two per thread) stay within a few tens of MiB.
+/// At most this many compression threads, whatever `--jobs` says, and no
+/// more than the machine has cores.
 const MAX_THREADS: usize = 8;
+
+/// Held by the one layer whose blocks are compressed on threads; layers written
+/// meanwhile (wheel layers are built side by side) compress their blocks on
+/// their own thread. The bytes are the same either way, and blocks in flight
+/// stay at one pool's worth, so a build's memory stays flat.
+static POOL_TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// How a layer's tar is compressed (`compression` in the spec).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +96,11 @@ const PROBE: usize = 64 << 10;
 /// build's time for a big layer of such data. The test reads only the block,
 /// so the choice is as deterministic as the compression.
 fn gzip_block(block: &[u8]) -> io::Result<Vec<u8>> {
+    gzip_block_into(block, Vec::with_capacity(deflate_bound(block.len())))
+}
+
+/// [`gzip_block`] streamed into `out`: the same bytes, with no buffer for them.
+fn gzip_block_into<W: Write>(block: &[u8], out: W) -> io::Result<W> {
     let level = if block.len() >= 2 * PROBE && !shrinks(&block[..PROBE])? {
         Level::none()
     } else {
@@ -97,14 +109,21 @@ fn gzip_block(block: &[u8]) -> io::Result<Vec<u8>> {
     let mut w = GzBuilder::new()
         .mtime(0)
         .operating_system(255)
-        .write(Vec::with_capacity(block.len() / 2 + 64), level);
+        .write(out, level);
     w.write_all(block)?;
     w.finish()
 }
 
+/// The most a member of `len` bytes can take: stored blocks (5 bytes per
+/// 64 KiB), the gzip header and trailer, and some slack; so the output buffer
+/// is allocated once.
+fn deflate_bound(len: usize) -> usize {
+    len + 5 * (len / 65_535 + 1) + 64
+}
+
 fn shrinks(sample: &[u8]) -> io::Result<bool> {
     let mut w = flate2::write::DeflateEncoder::new(
-        Vec::with_capacity(sample.len() + 64),
+        Vec::with_capacity(deflate_bound(sample.len())),
         Level::new(GZIP_LEVEL),
     );
     w.write_all(sample)?;
@@ -130,7 +149,8 @@ fn compress_block(compression: Compression, block: &[u8]) -> io::Result<Vec<u8>>
 
 type Done = (u64, io::Result<Vec<u8>>);
 
-/// Threads compressing blocks, started when a layer reaches its second block.
+/// Threads compressing blocks, started when a layer reaches its second block
+/// and no other layer holds the pool.
 struct Pool {
     work: Option<mpsc::SyncSender<(u64, Vec<u8>)>>,
     done: mpsc::Receiver<Done>,
@@ -140,7 +160,10 @@ struct Pool {
 }
 
 impl Pool {
-    fn start(compression: Compression, threads: usize) -> Pool {
+    fn try_start(compression: Compression, threads: usize) -> Option<Pool> {
+        if POOL_TAKEN.swap(true, Ordering::AcqRel) {
+            return None;
+        }
         let (work, queue) = mpsc::sync_channel::<(u64, Vec<u8>)>(threads);
         let queue = Arc::new(Mutex::new(queue));
         let (finished, done) = mpsc::channel::<Done>();
@@ -159,12 +182,13 @@ impl Pool {
                 })
             })
             .collect();
-        Pool {
+        Some(Pool {
             work: Some(work),
             done,
             workers,
-            limit: 2 * threads as u64,
-        }
+            // One block queued beyond those being compressed keeps every thread busy.
+            limit: threads as u64 + 1,
+        })
     }
 }
 
@@ -174,6 +198,7 @@ impl Drop for Pool {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        POOL_TAKEN.store(false, Ordering::Release);
     }
 }
 
@@ -196,7 +221,9 @@ impl<W: Write> LayerEncoder<W> {
         LayerEncoder {
             inner,
             compression,
-            threads: jobs.clamp(1, MAX_THREADS),
+            threads: jobs
+                .min(thread::available_parallelism().map_or(1, |n| n.get()))
+                .clamp(1, MAX_THREADS),
             block: Vec::new(),
             pool: None,
             submitted: 0,
@@ -223,15 +250,17 @@ impl<W: Write> LayerEncoder<W> {
         let block = std::mem::take(&mut self.block);
         let seq = self.submitted;
         self.submitted += 1;
-        if self.threads == 1 {
-            let out = compress_block(self.compression, &block)?;
+        if self.pool.is_none() && self.threads > 1 {
+            self.pool = Pool::try_start(self.compression, self.threads);
+        }
+        let Some(limit) = self.pool.as_ref().map(|p| p.limit) else {
+            // On this thread; every earlier block is written already.
             self.written += 1;
-            return self.inner.write_all(&out);
-        }
-        if self.pool.is_none() {
-            self.pool = Some(Pool::start(self.compression, self.threads));
-        }
-        let limit = self.pool.as_ref().map_or(1, |p| p.limit);
+            return match self.compression {
+                Compression::Gzip => gzip_block_into(&block, &mut self.inner).map(drop),
+                Compression::Zstd => self.inner.write_all(&zstd_block(&block)?),
+            };
+        };
         while self.submitted - self.written > limit {
             self.wait_one()?;
         }
@@ -274,8 +303,13 @@ impl<W: Write> LayerEncoder<W> {
 impl<W: Write> Write for LayerEncoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.block.capacity() == 0 {
-            self.block
-                .reserve_exact(BLOCK_SIZE.min(buf.len().max(64 << 10)));
+            // Small layers stay small; from the second block on, one allocation.
+            let want = if self.submitted == 0 {
+                buf.len().max(64 << 10)
+            } else {
+                BLOCK_SIZE
+            };
+            self.block.reserve_exact(want.min(BLOCK_SIZE));
         }
         let n = buf.len().min(BLOCK_SIZE - self.block.len());
         self.block.extend_from_slice(&buf[..n]);

@@ -245,6 +245,33 @@ mod tests {
     }
 
     #[test]
+    fn a_big_layer_is_the_same_blob_whatever_jobs_and_zstd_keeps_the_diff_id() {
+        let mut plan = sample();
+        // 3.5 MiB of text and numbers: several blocks.
+        let big: Vec<u8> = (0..600_000u32)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        plan.bytes(ImagePath::new("app/big.txt").unwrap(), 0o644, big)
+            .unwrap();
+        let write = |compression, jobs| {
+            let encoding = Encoding { compression, jobs };
+            write_layer_as(&plan, 0, &mut NoExternal, encoding, Vec::new()).unwrap()
+        };
+        let (one, bytes) = write(Compression::Gzip, 1);
+        assert_eq!((one.clone(), bytes.clone()), write(Compression::Gzip, 4));
+        assert_eq!(one.media_type, crate::layer::MEDIA_TYPE_OCI_LAYER_GZIP);
+        let tar = crate::layer::compress::decompress_all(&one.media_type, &bytes).unwrap();
+        assert_eq!(crate::digest::Digest::of_bytes(&tar), one.diff_id);
+
+        let (zstd, zbytes) = write(Compression::Zstd, 3);
+        assert_eq!((zstd.clone(), zbytes.clone()), write(Compression::Zstd, 1));
+        assert_eq!(zstd.media_type, crate::layer::MEDIA_TYPE_OCI_LAYER_ZSTD);
+        assert_eq!(zstd.diff_id, one.diff_id, "the same tar under both");
+        assert_ne!(zstd.digest, one.digest);
+        assert_eq!(zbytes.len() as u64, zstd.size);
+    }
+
+    #[test]
     fn long_paths_survive() {
         let long = format!("app/{}/f.py", "d".repeat(150));
         let mut plan = LayerPlan::new();
