@@ -3,7 +3,8 @@
 # each figure with its ratio to that peer route and the goal it is held to. Nothing here
 # is a test: figures depend on the machine, its load and the network to the index.
 #
-#   scripts/bench.sh [deps] [push-memory] [push] [startup] [deploy] [ci]   default: the first four
+#   scripts/bench.sh [deps] [push-memory] [push] [startup] [deploy] [ci] [compression]
+#                                                              default: the first four
 #
 #   deps         hello-api's locked dependencies: `imgbuild build` with an empty cache
 #                against `uv sync --no-cache` into a fresh venv; then imgbuild warm.
@@ -15,6 +16,10 @@
 #   deploy       fixtures/orders-api through `imgbuild manifests | imgbuild resolve` and
 #                `podman kube play`, then Locust headless against the pod with uvicorn
 #                workers = 1 and 2: requests per second, p50/p95 and failures.
+#   compression  hello-api with `compression = "gzip"` and `"zstd"`: build CPU with the
+#                wheels downloaded and the layer cache empty, the bytes of our layers,
+#                and `ctr images pull` (fetch + unpack) from a local registry by a
+#                containerd on a private socket.
 #   startup      bytecode: time from `podman run` to the first 200 on /health for
 #                imgbuild without bytecode, with it, and the Dockerfile route; the
 #                import time of the app's packages (also after compileall in the same
@@ -53,11 +58,11 @@ PODMAN_BUILD_LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 # Every podman image this script makes is named under this prefix, and only those are removed.
 IMAGE_PREFIX=localhost/imgbuild-bench
 
-usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 SECTIONS=()
 for arg in "$@"; do
   case "$arg" in
-    deps | push-memory | push | startup | deploy | ci) SECTIONS+=("$arg") ;;
+    deps | push-memory | push | startup | deploy | ci | compression) SECTIONS+=("$arg") ;;
     -h | --help) usage ;;
     *) echo "error: unknown section '$arg'" >&2; usage ;;
   esac
@@ -76,7 +81,11 @@ command -v python3 >/dev/null || die "python3 not found; run scripts/setup.sh"
 if wants push-memory; then
   [ -x /usr/bin/time ] || die "/usr/bin/time not found; install Debian's 'time' package (scripts/setup.sh does)"
 fi
-if wants push-memory || wants push || wants ci; then
+if wants compression; then
+  command -v containerd >/dev/null && command -v ctr >/dev/null ||
+    die "containerd or ctr not found; run scripts/setup.sh --deps-only"
+fi
+if wants push-memory || wants push || wants ci || wants compression; then
   [ -x /usr/bin/docker-registry ] || die "/usr/bin/docker-registry not found; run scripts/setup.sh"
 fi
 if wants ci; then
@@ -114,6 +123,7 @@ REG_DIR="$WORK/registry"
 cleanup() {
   local status=$?
   registry_stop
+  ctrd_stop
   if wants push || wants startup; then remove_bench_images; fi
   if wants deploy; then deploy_down; fi
   if [ "${BENCH_KEEP:-}" = 1 ] || [ $status -ne 0 ]; then
@@ -829,11 +839,87 @@ section_ci() {
   registry_stop
 }
 
+# --- section: gzip against zstd ---------------------------------------------------------
+CTRD_DIR=""
+CTRD_PID=""
+# containerd with its own root, state and socket (a short path: sun_path is small).
+ctrd_start() {
+  CTRD_DIR=$(mktemp -d /tmp/ctrdb.XXXXXX)
+  printf '%s\n' 'version = 2' "root = \"$CTRD_DIR/root\"" "state = \"$CTRD_DIR/state\"" \
+    'disabled_plugins = ["io.containerd.grpc.v1.cri"]' \
+    '[grpc]' "  address = \"$CTRD_DIR/sock\"" '[ttrpc]' "  address = \"$CTRD_DIR/sock.ttrpc\"" \
+    '[debug]' "  address = \"$CTRD_DIR/debug.sock\"" >"$CTRD_DIR/config.toml"
+  containerd --config "$CTRD_DIR/config.toml" >"$CTRD_DIR/log" 2>&1 </dev/null &
+  CTRD_PID=$!
+  local i
+  for ((i = 0; i < 150; i++)); do
+    ctr --address "$CTRD_DIR/sock" version >/dev/null 2>&1 && return 0
+    kill -0 "$CTRD_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  cat "$CTRD_DIR/log" >&2
+  die "containerd did not start"
+}
+ctrd_stop() {
+  [ -n "$CTRD_PID" ] && [ -n "$CTRD_DIR" ] || return 0
+  kill "$CTRD_PID" 2>/dev/null || true
+  wait "$CTRD_PID" 2>/dev/null || true
+  # Snapshots still mounted under its root only.
+  grep -o "$CTRD_DIR/[^ ]*" /proc/mounts | sort -r | xargs -r umount -l 2>/dev/null || true
+  rm -rf "$CTRD_DIR"
+  CTRD_PID="" CTRD_DIR=""
+}
+
+# The compressed bytes of the layers above the base's in the OCI layout $1.
+own_layer_bytes() {
+  python3 -c '
+import json, sys
+def layers(d):
+    index = json.load(open(d + "/index.json"))
+    digest = index["manifests"][0]["digest"].split(":")[1]
+    return json.load(open(d + "/blobs/sha256/" + digest))["layers"]
+print(sum(l["size"] for l in layers(sys.argv[1])[len(layers(sys.argv[2])):]))
+' "$1" "$BASE_LAYOUT"
+}
+
+section_compression() {
+  local wheels="$WORK/comp-wheels" cache="$WORK/comp-cache" c i
+  say "compression: downloading hello-api's wheels once"
+  timed "$IMGBUILD" build -f "$SPEC" --output "oci:$WORK/comp-warm" --cache-dir "$wheels"
+  registry_start
+  for c in gzip zstd; do
+    local spec="$WORK/comp-$c.toml" cpus=() walls=() pulls=() bytes
+    write_spec "$spec" "$APP"
+    echo "compression = \"$c\"" >>"$spec"
+    say "compression: $c: $COLD_RUNS builds with the wheels cached and no layers"
+    for ((i = 0; i < COLD_RUNS; i++)); do
+      rm -rf "$cache" "$WORK/comp-$c"
+      cp -a "$wheels" "$cache"
+      rm -rf "$cache/meta/layers"
+      timed "$IMGBUILD" build -f "$spec" --output "oci:$WORK/comp-$c" --cache-dir "$cache"
+      cpus+=("$CPU_MS")
+      walls+=("$ELAPSED_MS")
+    done
+    bytes=$(own_layer_bytes "$WORK/comp-$c")
+    timed "$IMGBUILD" push -f "$spec" --tag "127.0.0.1:$REG_PORT/comp-$c:1" --cache-dir "$cache"
+    say "compression: $c: $COLD_RUNS pulls (fetch + unpack) by a fresh containerd"
+    for ((i = 0; i < COLD_RUNS; i++)); do
+      ctrd_start
+      TIMED_CPU=0 timed ctr --address "$CTRD_DIR/sock" images pull --plain-http "127.0.0.1:$REG_PORT/comp-$c:1"
+      pulls+=("$ELAPSED_MS")
+      ctrd_stop
+    done
+    result "compression $c: build CPU $(median "${cpus[@]}") ms (wall $(median "${walls[@]}") ms)," \
+      "our layers $bytes bytes, ctr pull+unpack $(median "${pulls[@]}") ms (median of $COLD_RUNS)"
+  done
+  registry_stop
+}
+
 # --- main --------------------------------------------------------------------------------
 say "work directory $WORK; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 say "$("$IMGBUILD" --version); $(uv --version)$($HAVE_HYPERFINE && echo "; $(hyperfine --version)")"
 prepare_app
-for s in deps push-memory push startup deploy ci; do
+for s in deps push-memory push startup deploy ci compression; do
   wants "$s" || continue
   case "$s" in
     deps) section_deps ;;
@@ -842,6 +928,7 @@ for s in deps push-memory push startup deploy ci; do
     startup) section_startup ;;
     deploy) section_deploy ;;
     ci) section_ci ;;
+    compression) section_compression ;;
   esac
 done
 

@@ -10,7 +10,7 @@ use support::layout::{blob_json, json_file, largest_blob};
 /// The digest of fixtures/golden-app on the synthetic base with SOURCE_DATE_EPOCH unset.
 /// A change here changes the bytes we produce: see docs/reproducibility.md before updating it.
 const GOLDEN_DIGEST: &str =
-    "sha256:519baa470034c0512f10d76475556bd9aadfbb9316b0d47f7e5a7e9fe08577d7";
+    "sha256:2cfef9be8729ac027d50466e0f1c1dfd5f36fa05ccb2ba62497171f5c2c20c4d";
 
 fn imgbuild(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = support::imgbuild_command(cwd, args);

@@ -7,6 +7,7 @@ use super::LAYER_FORMAT;
 use crate::check::facts::WheelFacts;
 use crate::digest::Digest;
 use crate::image::manifest::{Descriptor, Manifest};
+use crate::layer::compress::Compression;
 use crate::layer::Layer;
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,11 +19,14 @@ pub const ANNOTATION_LAYER_KEY: &str = "dev.imgbuild.layer.key";
 pub const ANNOTATION_LAYER_FACTS: &str = "dev.imgbuild.layer.facts";
 
 /// The one cache key of a generated layer: the layer format, the mtime every
-/// entry gets, and what the caller says went into it (for a package layer,
+/// entry gets, the compression, and what the caller says went into it (for a package layer,
 /// `wheel_key`). Keys the local cache (`store` meta `layers/<key>`) and, hashed,
 /// the registry cache (`dev.imgbuild.layer.key`).
-pub fn layer_key(epoch: u64, inputs: &str) -> String {
-    format!("layer-v{LAYER_FORMAT}:{epoch}:{inputs}")
+pub fn layer_key(epoch: u64, compression: Compression, inputs: &str) -> String {
+    format!(
+        "layer-v{LAYER_FORMAT}:{epoch}:{}:{inputs}",
+        compression.name()
+    )
 }
 
 /// What goes into a package layer besides the format and mtime: the wheel's
@@ -188,13 +192,17 @@ mod tests {
     }
 
     #[test]
-    fn the_key_names_the_format_the_mtime_and_every_input() {
+    fn the_key_names_the_format_the_mtime_the_compression_and_every_input() {
         let k = wheel_key("abc", "opt/venv", "/usr/bin/python3", "3.12.1", "off");
         assert_eq!(
-            layer_key(7, &k),
+            layer_key(7, Compression::Gzip, &k),
             format!(
-                "layer-v{LAYER_FORMAT}:7:wheel:abc:opt/venv:/usr/bin/python3:3.12.1:off:facts-v1"
+                "layer-v{LAYER_FORMAT}:7:gzip:wheel:abc:opt/venv:/usr/bin/python3:3.12.1:off:facts-v1"
             )
+        );
+        assert_ne!(
+            layer_key(7, Compression::Zstd, &k),
+            layer_key(7, Compression::Gzip, &k)
         );
         assert_eq!(key_digest("x"), Digest::of_bytes(b"x").to_string());
     }

@@ -6,7 +6,7 @@ use super::remote_cache::{reuse_layers, Offers, Reused};
 use super::{BuildError, BuildOptions, Event};
 use crate::check::facts::{self, WheelFacts};
 use crate::layer::splice::DeflatedSpan;
-use crate::layer::tar::{write_layer, ExternalContent, NoExternal};
+use crate::layer::tar::{write_layer_as, Encoding, ExternalContent, NoExternal};
 use crate::layer::{Content, Layer, LayerPlan};
 use crate::lock::select::SelectedWheel;
 use crate::output::BlobOrigin;
@@ -25,23 +25,28 @@ pub(super) fn store_layer(
     plan: &LayerPlan,
     external: &mut dyn ExternalContent,
 ) -> Result<Layer, BuildError> {
+    let encoding = Encoding {
+        compression: opts.compression,
+        jobs: opts.jobs,
+    };
     let (_, _, layer) = opts
         .store
-        .write_blob(|w| write_layer(plan, opts.epoch, external, w).map(|(l, _)| l))?;
+        .write_blob(|w| write_layer_as(plan, opts.epoch, external, encoding, w).map(|(l, _)| l))?;
     Ok(layer)
 }
 
 /// A layer looked up by what went into it, so unchanged inputs are never
-/// recompressed. The key includes the layer format and the mtime. A cached
-/// blob is hashed in full before it is reused: one whose bytes no longer match
-/// its name is dropped and rebuilt (with a warning), never pushed or written out.
+/// recompressed. The key includes the layer format, the mtime and the
+/// compression. A cached blob is hashed in full before it is reused: one whose
+/// bytes no longer match its name is dropped and rebuilt (with a warning),
+/// never pushed or written out.
 pub(super) fn cached_layer(
     opts: &BuildOptions,
     label: &str,
     key: &str,
     make: impl FnOnce() -> Result<(LayerPlan, Box<dyn ExternalContent>), BuildError>,
 ) -> Result<(Layer, bool), BuildError> {
-    let key = super::cache_plan::layer_key(opts.epoch, key);
+    let key = layer_key(opts.epoch, opts.compression, key);
     if let Some(layer) = opts.store.get_meta::<Layer>("layers", &key) {
         if opts.store.has_blob(&layer.digest) {
             if opts.store.verify_blob(&layer.digest) {
@@ -127,7 +132,10 @@ pub(super) fn wheel_layers(
                 label: label.clone(),
             });
             let facts = [facts];
-            let annotations = Some(layer_annotations(&layer_key(opts.epoch, &key), &facts));
+            let annotations = Some(layer_annotations(
+                &layer_key(opts.epoch, opts.compression, &key),
+                &facts,
+            ));
             let [facts] = facts;
             let l = PackageLayer {
                 label: label.clone(),
@@ -265,7 +273,7 @@ pub(super) fn stdlib_layer(
         return Ok(None);
     }
     let inputs = format!("stdlib-pycs:{}:{}", python.prefix, Compiler::key(Some(c)));
-    let key = layer_key(opts.epoch, &inputs);
+    let key = layer_key(opts.epoch, opts.compression, &inputs);
     let annotations = Some(layer_annotations(&key, &[]));
     let label = "stdlib bytecode".to_string();
     if let Some(Some(r)) = reuse_layers(opts, offers, std::slice::from_ref(&key), 0).pop() {
@@ -381,6 +389,7 @@ mod tests {
             on_event: &on_event,
             own_paths: Vec::new(),
             cache: None,
+            compression: Default::default(),
         };
         let make = || {
             let mut plan = LayerPlan::new();

@@ -140,6 +140,8 @@ pub struct BuildOptions<'a> {
     pub own_paths: Vec<PathBuf>,
     /// Registries whose images may hold package layers to reuse (`--cache-from`, the push target).
     pub cache: Option<&'a RemoteCache>,
+    /// How our layers are compressed: the spec's `compression`.
+    pub compression: crate::layer::compress::Compression,
 }
 
 pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError> {
@@ -321,7 +323,11 @@ fn build_platform(
             let keys: Vec<String> = wheels
                 .iter()
                 .map(|w| {
-                    cache_plan::layer_key(opts.epoch, &package_inputs(w, &target, &bytecode_key))
+                    cache_plan::layer_key(
+                        opts.epoch,
+                        opts.compression,
+                        &package_inputs(w, &target, &bytecode_key),
+                    )
                 })
                 .collect();
             remote_cache::reuse_layers(opts, &offers, &keys, 1)

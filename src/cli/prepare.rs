@@ -79,6 +79,7 @@ pub fn run_build(
         on_event: printer,
         own_paths: own_paths(&paths),
         cache: cache.as_ref(),
+        compression: ctx.spec.compression,
     };
     Ok(build::build(&ctx.spec, &opts)?)
 }

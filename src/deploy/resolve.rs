@@ -288,7 +288,7 @@ pub fn check_init(spec: &Spec, result: &BuildResult, store: &Store) -> Result<()
                 .collect()
         };
         let Some(files) = image_files(store, &img.layers) else {
-            continue; // A layer we cannot list (zstd): the runtime will say.
+            continue; // A layer we cannot list: the runtime will say.
         };
         if !candidates.iter().any(|c| files.contains(c)) {
             return Err(RefError::InitMissing {
@@ -340,14 +340,7 @@ fn image_files(store: &Store, layers: &[crate::output::ImageLayer]) -> Option<Fi
     };
     for l in layers {
         let raw = crate::output::open_layer(store, l).ok()?;
-        let mt = l.layer.media_type.as_str();
-        let reader: Box<dyn Read> = if mt.contains("gzip") {
-            Box::new(flate2::read::MultiGzDecoder::new(raw))
-        } else if mt.ends_with(".tar") || mt.ends_with("tar") {
-            raw
-        } else {
-            return None;
-        };
+        let reader = crate::layer::compress::decompressed(&l.layer.media_type, raw).ok()?;
         let mut archive = tar::Archive::new(reader);
         for entry in archive.entries().ok()? {
             let entry = entry.ok()?;

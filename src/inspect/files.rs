@@ -20,14 +20,8 @@ pub fn list_layer(
         Some(desc.size),
         format!("layer {}", desc.digest),
     );
-    let mt = desc.media_type.as_str();
-    let reader: Box<dyn Read> = if mt.ends_with("gzip") {
-        Box::new(flate2::read::MultiGzDecoder::new(raw))
-    } else if mt.ends_with(".tar") || mt.ends_with("tar") {
-        Box::new(raw)
-    } else {
-        return Err(format!("layers of type {mt} cannot be listed"));
-    };
+    let reader = crate::layer::compress::decompressed(&desc.media_type, raw)
+        .map_err(|e| format!("layers of type {} cannot be listed: {e}", desc.media_type))?;
     list_tar(reader).map_err(|e| format!("reading layer {}: {e}", desc.digest))
 }
 

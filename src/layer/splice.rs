@@ -11,19 +11,14 @@
 //! vouches for (a wheel's RECORD) are checked before the layer is accepted.
 //! The output depends only on the plan and the source's bytes.
 
-use super::compress::GZIP_LEVEL;
+use super::compress::{Compression, LayerEncoder};
 use crate::digest::{Digest, HashingWriter, Mismatch};
-use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use flate2::Crc;
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Read, Write};
 
 /// A spliced member's header: no name, no mtime, no extra flags, OS 255.
 pub const MEMBER_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-
-/// A compressed member's header: the one `compress::gzip_writer` writes at
-/// level 1 (XFL 4, "fastest"), so a layer with nothing to splice is the same
-/// bytes it always was.
-const SMALL_MEMBER_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255];
 
 /// A file's content as raw deflate bytes, with what its source declares about
 /// the inflated bytes.
@@ -65,65 +60,24 @@ fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error 
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// The layer's gzip stream: small members compressed from the tar bytes
-/// written to it, and spliced members between them. Hashes the tar (diff_id)
-/// and the blob (digest) as they stream.
+/// The layer's gzip stream: the tar bytes written to it compressed in blocks
+/// (`compress::LayerEncoder`, cut at each splice and every 1 MiB), and spliced
+/// members between them. Hashes the tar (diff_id) and the blob (digest) as
+/// they stream.
 pub struct SplicingGzip<W: Write> {
     tar: HashingWriter<io::Sink>,
-    blob: HashingWriter<W>,
-    /// One compressor for every small member, reset between them: a layer
-    /// has about as many members as files.
-    deflate: Compress,
-    /// The open small member's CRC-32 and length, if one is open.
-    member: Option<Crc>,
+    blocks: LayerEncoder<HashingWriter<W>>,
     buf: Vec<u8>,
 }
 
 impl<W: Write> SplicingGzip<W> {
-    pub fn new(out: W) -> Self {
+    /// `jobs`: the threads that may compress blocks; the bytes do not depend on it.
+    pub fn new(jobs: usize, out: W) -> Self {
         SplicingGzip {
             tar: HashingWriter::new(io::sink()),
-            blob: HashingWriter::new(out),
-            deflate: Compress::new(Compression::new(GZIP_LEVEL), false),
-            member: None,
-            // As flate2's `GzEncoder`: at level 1 the deflate output depends
-            // on the room it is given, and this keeps a layer with nothing to
-            // splice byte for byte what format 3 wrote.
+            blocks: LayerEncoder::new(Compression::Gzip, jobs, HashingWriter::new(out)),
             buf: vec![0; 32 << 10],
         }
-    }
-
-    /// Deflates `input` into the blob, to the end of the member with `Finish`.
-    fn deflate(&mut self, mut input: &[u8], flush: FlushCompress) -> io::Result<()> {
-        loop {
-            let (before_in, before_out) = (self.deflate.total_in(), self.deflate.total_out());
-            let status = self
-                .deflate
-                .compress(input, &mut self.buf, flush)
-                .map_err(io::Error::other)?;
-            let consumed = (self.deflate.total_in() - before_in) as usize;
-            let produced = (self.deflate.total_out() - before_out) as usize;
-            self.blob.write_all(&self.buf[..produced])?;
-            input = &input[consumed..];
-            let done = match flush {
-                FlushCompress::Finish => status == Status::StreamEnd,
-                _ => input.is_empty() && produced < self.buf.len(),
-            };
-            if done {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Ends the small member being compressed, if any.
-    fn end_member(&mut self) -> io::Result<()> {
-        if let Some(crc) = self.member.take() {
-            self.deflate(&[], FlushCompress::Finish)?;
-            self.deflate.reset();
-            self.blob.write_all(&crc.sum().to_le_bytes())?;
-            self.blob.write_all(&crc.amount().to_le_bytes())?;
-        }
-        Ok(())
     }
 
     /// Writes `span` as a member of its own and its inflated bytes to the tar
@@ -137,11 +91,11 @@ impl<W: Write> SplicingGzip<W> {
             sha256,
             what,
         } = span;
-        self.end_member()?;
-        self.blob.write_all(&MEMBER_HEADER)?;
+        let blob = self.blocks.end_block()?;
+        blob.write_all(&MEMBER_HEADER)?;
         let copied = Tee {
             inner: raw.take(compressed_size),
-            out: &mut self.blob,
+            out: blob,
             count: 0,
         };
         let mut inflate = flate2::read::DeflateDecoder::new(copied);
@@ -210,32 +164,24 @@ impl<W: Write> SplicingGzip<W> {
                 }));
             }
         }
-        self.blob.write_all(&crc32.to_le_bytes())?;
+        let blob = self.blocks.end_block()?;
+        blob.write_all(&crc32.to_le_bytes())?;
         // ISIZE is the length modulo 2^32 (RFC 1952).
-        self.blob.write_all(&(size as u32).to_le_bytes())?;
+        blob.write_all(&(size as u32).to_le_bytes())?;
         Ok(())
     }
 
     /// Ends the last member: (diff_id, digest, blob size, the writer).
-    pub fn finish(mut self) -> io::Result<(Digest, Digest, u64, W)> {
-        self.end_member()?;
+    pub fn finish(self) -> io::Result<(Digest, Digest, u64, W)> {
         let (diff_id, _, _) = self.tar.finish();
-        let (digest, size, out) = self.blob.finish();
+        let (digest, size, out) = self.blocks.finish()?.finish();
         Ok((diff_id, digest, size, out))
     }
 }
 
 impl<W: Write> Write for SplicingGzip<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if self.member.is_none() {
-            self.blob.write_all(&SMALL_MEMBER_HEADER)?;
-            self.member = Some(Crc::new());
-        }
-        self.member.as_mut().expect("a member is open").update(buf);
-        self.deflate(buf, FlushCompress::None)?;
+        self.blocks.write_all(buf)?;
         self.tar.write_all(buf)?;
         Ok(buf.len())
     }
@@ -264,7 +210,6 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layer::compress::gzip_writer;
     use flate2::read::MultiGzDecoder;
 
     fn deflate(data: &[u8]) -> Vec<u8> {
@@ -296,7 +241,7 @@ mod tests {
         span: DeflatedSpan,
         tail: &[u8],
     ) -> io::Result<(Vec<u8>, Digest, Digest)> {
-        let mut gz = SplicingGzip::new(Vec::new());
+        let mut gz = SplicingGzip::new(1, Vec::new());
         gz.write_all(head)?;
         gz.splice(span)?;
         gz.write_all(tail)?;
@@ -340,20 +285,22 @@ mod tests {
     }
 
     #[test]
-    fn with_nothing_to_splice_the_blob_is_what_the_plain_gzip_writer_makes() {
-        let text: Vec<u8> = (0..50_000u32)
+    fn with_nothing_to_splice_the_blob_is_the_block_encoders_whatever_the_writes_and_jobs() {
+        let text: Vec<u8> = (0..300_000u32)
             .flat_map(|i| format!("line {i}\n").into_bytes())
             .collect();
-        // The same writes to both: at level 1 the output depends on them.
-        let mut gz = SplicingGzip::new(Vec::new());
-        let mut plain = gzip_writer(Vec::new());
-        for chunk in text.chunks(700) {
-            gz.write_all(chunk).unwrap();
-            plain.write_all(chunk).unwrap();
+        let mut plain = LayerEncoder::new(Compression::Gzip, 1, Vec::new());
+        plain.write_all(&text).unwrap();
+        let plain = plain.finish().unwrap();
+        for (jobs, chunk) in [(1, 700), (4, 4096), (2, 1 << 20)] {
+            let mut gz = SplicingGzip::new(jobs, Vec::new());
+            for c in text.chunks(chunk) {
+                gz.write_all(c).unwrap();
+            }
+            let (diff_id, _, _, blob) = gz.finish().unwrap();
+            assert!(blob == plain, "jobs {jobs}, writes of {chunk}");
+            assert_eq!(diff_id, Digest::of_bytes(&text));
         }
-        let (diff_id, _, _, blob) = gz.finish().unwrap();
-        assert!(blob == plain.finish().unwrap());
-        assert_eq!(diff_id, Digest::of_bytes(&text));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The one place that decides tar metadata: uid/gid 0, no user or group
 //! names, a fixed mtime, normalised modes, entries in path order.
 
+use super::compress::{Compression, LayerEncoder};
 use super::plan::{Content, EntryKind, LayerPlan};
 use super::splice::{DeflatedSpan, SplicingGzip};
-use super::{Layer, MEDIA_TYPE_OCI_LAYER_GZIP};
+use super::Layer;
+use crate::digest::HashingWriter;
 use std::fs::File;
 use std::io::{self, Read, Write};
 
@@ -166,6 +168,23 @@ impl<R: Read> Read for ExactSize<'_, R> {
     }
 }
 
+/// How a layer blob is written: the compression, and the threads that may
+/// compress its blocks (the bytes do not depend on `jobs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Encoding {
+    pub compression: Compression,
+    pub jobs: usize,
+}
+
+impl Default for Encoding {
+    fn default() -> Self {
+        Encoding {
+            compression: Compression::Gzip,
+            jobs: 1,
+        }
+    }
+}
+
 /// Writes the plan as a gzip layer blob into `out`, hashing both the tar
 /// (diff_id) and the compressed bytes (digest) as they stream. Files whose
 /// source holds them deflated are spliced in as gzip members of their own
@@ -176,20 +195,46 @@ pub fn write_layer<W: Write>(
     external: &mut dyn ExternalContent,
     out: W,
 ) -> io::Result<(Layer, W)> {
-    let sink = write_entries(
-        plan,
-        mtime,
-        external,
-        SplicingGzip::new(out),
-        Some(SplicingGzip::splice),
-    )?;
-    let (diff_id, digest, size, out) = sink.finish()?;
+    write_layer_as(plan, mtime, external, Encoding::default(), out)
+}
+
+/// [`write_layer`] with a chosen compression and thread count. Splicing is
+/// for gzip only: a zstd layer inflates wheel files and compresses them.
+pub fn write_layer_as<W: Write>(
+    plan: &LayerPlan,
+    mtime: u64,
+    external: &mut dyn ExternalContent,
+    encoding: Encoding,
+    out: W,
+) -> io::Result<(Layer, W)> {
+    let (diff_id, digest, size, out) = match encoding.compression {
+        Compression::Gzip => {
+            let sink = write_entries(
+                plan,
+                mtime,
+                external,
+                SplicingGzip::new(encoding.jobs, out),
+                Some(SplicingGzip::splice),
+            )?;
+            sink.finish()?
+        }
+        Compression::Zstd => {
+            let compressed = HashingWriter::new(out);
+            let encoder = LayerEncoder::new(encoding.compression, encoding.jobs, compressed);
+            let uncompressed = HashingWriter::new(encoder);
+            let uncompressed = write_tar(plan, mtime, external, uncompressed)?;
+            let (diff_id, _, encoder) = uncompressed.finish();
+            let compressed = encoder.finish()?;
+            let (digest, size, out) = compressed.finish();
+            (diff_id, digest, size, out)
+        }
+    };
     Ok((
         Layer {
             digest,
             diff_id,
             size,
-            media_type: MEDIA_TYPE_OCI_LAYER_GZIP.to_string(),
+            media_type: encoding.compression.media_type().to_string(),
         },
         out,
     ))
@@ -256,6 +301,33 @@ mod tests {
         assert_eq!(a.size, bytes.len() as u64);
         let (c, _) = write_layer(&sample(), 1, &mut NoExternal, Vec::new()).unwrap();
         assert_ne!(a.digest, c.digest);
+    }
+
+    #[test]
+    fn a_big_layer_is_the_same_blob_whatever_jobs_and_zstd_keeps_the_diff_id() {
+        let mut plan = sample();
+        // 3.5 MiB of text and numbers: several blocks.
+        let big: Vec<u8> = (0..600_000u32)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        plan.bytes(ImagePath::new("app/big.txt").unwrap(), 0o644, big)
+            .unwrap();
+        let write = |compression, jobs| {
+            let encoding = Encoding { compression, jobs };
+            write_layer_as(&plan, 0, &mut NoExternal, encoding, Vec::new()).unwrap()
+        };
+        let (one, bytes) = write(Compression::Gzip, 1);
+        assert_eq!((one.clone(), bytes.clone()), write(Compression::Gzip, 4));
+        assert_eq!(one.media_type, crate::layer::MEDIA_TYPE_OCI_LAYER_GZIP);
+        let tar = crate::layer::compress::decompress_all(&one.media_type, &bytes).unwrap();
+        assert_eq!(crate::digest::Digest::of_bytes(&tar), one.diff_id);
+
+        let (zstd, zbytes) = write(Compression::Zstd, 3);
+        assert_eq!((zstd.clone(), zbytes.clone()), write(Compression::Zstd, 1));
+        assert_eq!(zstd.media_type, crate::layer::MEDIA_TYPE_OCI_LAYER_ZSTD);
+        assert_eq!(zstd.diff_id, one.diff_id, "the same tar under both");
+        assert_ne!(zstd.digest, one.digest);
+        assert_eq!(zbytes.len() as u64, zstd.size);
     }
 
     #[test]

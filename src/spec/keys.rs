@@ -102,6 +102,7 @@ pub(super) const KEYS: &[(&str, Type, &str)] = &[
     // Bytecode (issue 9): see src/python/bytecode/.
     ("bytecode", Type::BoolOrStr, "bytecode = true"),
     ("bytecode-stdlib", Type::Bool, "bytecode-stdlib = true"),
+    ("compression", Type::Str, r#"compression = "zstd""#),
 ];
 
 const REQUIRED: &[&str] = &["base", "app"];
@@ -144,6 +145,7 @@ pub(super) struct Raw {
     pub(super) allow_missing_libraries: Option<Vec<String>>,
     pub(super) bytecode: Option<toml::Value>,
     pub(super) bytecode_stdlib: Option<bool>,
+    pub(super) compression: Option<String>,
 }
 
 /// The first pass: unknown keys, missing required keys and TOML types.

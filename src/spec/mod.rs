@@ -95,6 +95,8 @@ pub struct Spec {
     pub bytecode: crate::python::bytecode::Mode,
     /// `bytecode-stdlib`: a layer of pycs for a standard library that has none.
     pub bytecode_stdlib: bool,
+    /// `compression`: how imgbuild's own layers are compressed (default gzip).
+    pub compression: crate::layer::compress::Compression,
 }
 
 /// What the image runs: `Entrypoint` and `Cmd` of the image config; `None`

@@ -568,3 +568,19 @@ fn bytecode_is_on_by_default_and_takes_false_or_unchecked_hash() {
     let e = error_chain(&p.load().unwrap_err());
     assert!(e.contains("bytecode") && e.contains("true, false"), "{e}");
 }
+
+#[test]
+fn compression_is_gzip_by_default_and_takes_zstd() {
+    use crate::layer::compress::Compression;
+    let p = Project::new();
+    p.write(SPEC_FILE, MINIMAL);
+    assert_eq!(p.load().unwrap().compression, Compression::Gzip);
+    p.write(SPEC_FILE, &format!("{MINIMAL}compression = \"zstd\"\n"));
+    assert_eq!(p.load().unwrap().compression, Compression::Zstd);
+    p.write(SPEC_FILE, &format!("{MINIMAL}compression = \"xz\"\n"));
+    let e = error_chain(&p.load().unwrap_err());
+    assert!(
+        e.contains("key \"compression\"") && e.contains("\"xz\"") && e.contains("zstd"),
+        "{e}"
+    );
+}

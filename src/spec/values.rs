@@ -164,6 +164,15 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
             )
         })?,
     };
+    let compression = match raw.compression.as_deref() {
+        None => crate::layer::compress::Compression::default(),
+        Some(text) => crate::layer::compress::Compression::parse(text).ok_or_else(|| {
+            origin.invalid(
+                "compression",
+                format!("{text:?} is not \"gzip\" or \"zstd\""),
+            )
+        })?,
+    };
 
     Ok(Spec {
         file: file.to_path_buf(),
@@ -200,6 +209,7 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         allow_missing_libraries: raw.allow_missing_libraries.unwrap_or_default(),
         bytecode,
         bytecode_stdlib: raw.bytecode_stdlib.unwrap_or(true),
+        compression,
     })
 }
 

@@ -147,3 +147,70 @@ pub fn multiarch_base() -> PathBuf {
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     dir
 }
+
+/// A copy of the OCI layout `layout` (tag `latest`) whose gzip layers are recompressed
+/// as zstd (`tar+zstd`, as Docker Hardened Images ship them), written to a fresh
+/// directory. The config is kept byte for byte: the diff_ids, hashes of the
+/// uncompressed tars, stay right.
+pub fn zstd_copy(layout: &std::path::Path) -> PathBuf {
+    use std::io::Read;
+    let dir = super::target_tempdir("zstd-base-").keep();
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let read_json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+    };
+    let blob = |digest: &serde_json::Value| {
+        layout
+            .join("blobs/sha256")
+            .join(digest.as_str().unwrap().trim_start_matches("sha256:"))
+    };
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let index = read_json(layout.join("index.json"));
+    let top = &index["manifests"][0];
+    let mut manifest = read_json(blob(&top["digest"]));
+    assert!(
+        manifest["layers"].is_array(),
+        "{} is not a single-platform layout",
+        layout.display()
+    );
+    std::fs::copy(
+        blob(&manifest["config"]["digest"]),
+        blob(&manifest["config"]["digest"])
+            .file_name()
+            .map(|n| blobs.join(n))
+            .unwrap(),
+    )
+    .unwrap();
+    for l in manifest["layers"].as_array_mut().unwrap() {
+        let media_type = l["mediaType"].as_str().unwrap();
+        assert!(media_type.ends_with("gzip"), "layer of type {media_type}");
+        let mut tar = Vec::new();
+        flate2::read::MultiGzDecoder::new(std::fs::File::open(blob(&l["digest"])).unwrap())
+            .read_to_end(&mut tar)
+            .unwrap();
+        let (digest, size) = put(&zstd::encode_all(&tar[..], 3).unwrap());
+        l["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd".into();
+        l["digest"] = digest.into();
+        l["size"] = size.into();
+    }
+    let (digest, size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": size,
+            "platform": top["platform"],
+            "annotations": {"org.opencontainers.image.ref.name": "latest"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    dir
+}

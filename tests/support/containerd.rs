@@ -1,6 +1,7 @@
-//! containerd, the runtime of Kubernetes nodes, run privately for a test: its own
-//! socket, root and state directory, so it never touches a system containerd.
+//! containerd, the runtime of Kubernetes nodes, on a private socket with its own root
+//! and state directories, so tests never touch a system containerd; `ctr` talks to it.
 
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -94,5 +95,33 @@ impl Drop for Containerd {
                 self.dir.path().display()
             ))
             .status();
+    }
+}
+
+impl Containerd {
+    /// Imports an OCI archive (as `imgbuild build --output oci-archive:FILE` writes it)
+    /// and unpacks it for the host platform; returns the image name, `NAME:TAG` of the
+    /// archive's tag under `base_name`.
+    pub fn import(&self, archive: &Path, base_name: &str) -> String {
+        self.ctr_ok(&[
+            "images",
+            "import",
+            "--base-name",
+            base_name,
+            &archive.display().to_string(),
+        ]);
+        let names = self.ctr_ok(&["images", "ls", "-q"]);
+        names
+            .lines()
+            .find(|n| n.starts_with(&format!("{base_name}:")))
+            .unwrap_or_else(|| panic!("no image {base_name}:* after import; images:\n{names}"))
+            .to_string()
+    }
+
+    /// `ctr run --rm` of `image` as container `id`: the command's output, which must succeed.
+    pub fn run_ok(&self, image: &str, id: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["run", "--rm", image, id];
+        args.extend_from_slice(cmd);
+        self.ctr_ok(&args)
     }
 }
