@@ -175,6 +175,16 @@ impl RootFs {
     /// The real path (no leading `/`) that `path` names after following every
     /// symlink, or None when it does not exist or loops.
     pub fn resolve(&self, path: &str) -> Option<String> {
+        self.resolve_noting_links(path, |_| {})
+    }
+
+    /// [`resolve`](Self::resolve), calling `on_link` with the path of every
+    /// symlink followed on the way (in the order they are followed).
+    pub fn resolve_noting_links(
+        &self,
+        path: &str,
+        mut on_link: impl FnMut(&str),
+    ) -> Option<String> {
         let mut pending: Vec<String> = components(path).rev().map(str::to_owned).collect();
         let mut resolved: Vec<String> = Vec::new();
         let mut hops = 0;
@@ -195,6 +205,7 @@ impl RootFs {
                     if hops > MAX_SYMLINKS {
                         return None;
                     }
+                    on_link(&here);
                     resolved.pop();
                     if target.starts_with('/') {
                         resolved.clear();

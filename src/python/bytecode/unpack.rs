@@ -24,8 +24,6 @@ use std::path::Path;
 const HELD_BUDGET: u64 = 256 << 20;
 /// Larger ELF files are not read for their dynamic section.
 const MAX_ELF: u64 = 512 << 20;
-/// Linux gives up after 40 symlinks; so do we.
-const MAX_SYMLINKS: usize = 40;
 /// Directories of the standard library no compile needs (and the identity leaves out).
 const SKIPPED_IN_STDLIB: &[&str] = &["site-packages", "dist-packages"];
 
@@ -68,44 +66,11 @@ impl Selection {
     }
 }
 
-/// Resolves `path` component by component, noting every symlink followed.
+/// Resolves `path` through the merged view, noting every symlink followed.
 fn trace(fs: &RootFs, path: &str, links: &mut BTreeSet<String>) -> Option<String> {
-    let parts = |p: &str| -> Vec<String> {
-        p.split('/')
-            .filter(|c| !c.is_empty())
-            .rev()
-            .map(str::to_owned)
-            .collect()
-    };
-    let mut pending = parts(path);
-    let mut resolved: Vec<String> = Vec::new();
-    let mut hops = 0;
-    while let Some(part) = pending.pop() {
-        match part.as_str() {
-            "." => continue,
-            ".." => {
-                resolved.pop();
-                continue;
-            }
-            _ => resolved.push(part),
-        }
-        let here = resolved.join("/");
-        if let Some(target) = fs.read_link(&here) {
-            hops += 1;
-            if hops > MAX_SYMLINKS {
-                return None;
-            }
-            links.insert(here);
-            resolved.pop();
-            if target.starts_with('/') {
-                resolved.clear();
-            }
-            pending.extend(parts(target));
-        } else if !fs.exists(&here) {
-            return None;
-        }
-    }
-    Some(resolved.join("/"))
+    fs.resolve_noting_links(path, |link| {
+        links.insert(link.to_owned());
+    })
 }
 
 fn in_skipped_dir(rel: &str) -> bool {

@@ -312,6 +312,18 @@ mod tests {
     use crate::layer::{Content, EntryKind, ImagePath};
     use std::fs::File;
 
+    /// One wheel entry: its name, contents and mode bits.
+    type Entry = (&'static str, &'static [u8], u32);
+
+    /// The `METADATA` of the `demo-1.0` wheel every test builds.
+    const DEMO_METADATA: Entry = (
+        "demo-1.0.dist-info/METADATA",
+        b"Name: demo\nVersion: 1.0\n",
+        0o644,
+    );
+    /// The `WHEEL` file of the `demo-1.0` wheel.
+    const DEMO_WHEEL_FILE: Entry = ("demo-1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\n", 0o644);
+
     fn write_wheel(dir: &Path, files: &[(&str, &[u8], u32)]) -> PathBuf {
         write_wheel_storing(dir, files, &[])
     }
@@ -360,12 +372,8 @@ mod tests {
                 ("demo/__init__.py", b"x = 1\n", 0o644),
                 ("demo/run.so", b"\x7fELF", 0o755),
                 ("demo-1.0.data/scripts/go", b"#!python\nprint(1)\n", 0o644),
-                (
-                    "demo-1.0.dist-info/METADATA",
-                    b"Name: demo\nVersion: 1.0\n",
-                    0o644,
-                ),
-                ("demo-1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\n", 0o644),
+                DEMO_METADATA,
+                DEMO_WHEEL_FILE,
                 (
                     "demo-1.0.dist-info/entry_points.txt",
                     b"[console_scripts]\ndemo = demo:main\n",
@@ -454,7 +462,7 @@ mod tests {
                     b"Name: other\nVersion: 1.0\n",
                     0o644,
                 ),
-                ("demo-1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\n", 0o644),
+                DEMO_WHEEL_FILE,
             ],
         );
         let err = plan_install(&wheel, &target()).unwrap_err().to_string();
@@ -480,12 +488,8 @@ mod tests {
                 ("demo/empty.txt", b"", 0o644),
                 ("demo-1.0.data/scripts/go", b"#!python\nprint(1)\n", 0o644),
                 ("demo-1.0.data/scripts/plain", b"#!/bin/sh\necho\n", 0o755),
-                (
-                    "demo-1.0.dist-info/METADATA",
-                    b"Name: demo\nVersion: 1.0\n",
-                    0o644,
-                ),
-                ("demo-1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\n", 0o644),
+                DEMO_METADATA,
+                DEMO_WHEEL_FILE,
             ],
             &["demo/stored.txt"],
         )
@@ -497,15 +501,22 @@ mod tests {
             .collect()
     }
 
+    /// A spliceable wheel planned for install: the temporary directory that
+    /// holds it (keep it alive), the big file it deflates, the wheel, its plan.
+    fn planned_spliceable_wheel() -> (tempfile::TempDir, Vec<u8>, PathBuf, LayerPlan) {
+        let dir = tempfile::tempdir().unwrap();
+        let big = big_source();
+        let wheel = spliceable_wheel(dir.path(), &big);
+        let plan = plan_install(&wheel, &target()).unwrap().plan;
+        (dir, big, wheel, plan)
+    }
+
     #[test]
     fn a_spliced_layer_unpacks_to_the_tar_the_compressing_writer_makes() {
         use crate::digest::Digest;
         use crate::layer::tar::{write_layer, write_tar};
         use std::io::Read as _;
-        let dir = tempfile::tempdir().unwrap();
-        let big = big_source();
-        let wheel = spliceable_wheel(dir.path(), &big);
-        let plan = plan_install(&wheel, &target()).unwrap().plan;
+        let (_dir, big, wheel, plan) = planned_spliceable_wheel();
         let content = || WheelContent::open(&wheel).unwrap();
 
         let tar = write_tar(&plan, 0, &mut content(), Vec::new()).unwrap();
@@ -537,10 +548,7 @@ mod tests {
     #[test]
     fn a_wheel_whose_crc_was_altered_fails_its_layer_naming_the_member() {
         use crate::layer::tar::write_layer;
-        let dir = tempfile::tempdir().unwrap();
-        let big = big_source();
-        let wheel = spliceable_wheel(dir.path(), &big);
-        let plan = plan_install(&wheel, &target()).unwrap().plan;
+        let (_dir, big, wheel, plan) = planned_spliceable_wheel();
 
         let mut crc = flate2::Crc::new();
         crc.update(&big);
