@@ -153,6 +153,13 @@ fn read_image(
 fn reuse(cache: &RemoteCache, offer: &Offered, key: &str, opts: &BuildOptions) -> Option<Reused> {
     let repo = &cache.refs[offer.source];
     let what = || format!("{} from {}", offer.layer.digest.short(), repo.name());
+    // The layer is built from its wheel instead; the warning says why.
+    let warn_rebuilt = |why: String| {
+        (opts.on_event)(Event::Warning(format!(
+            "cache: layer {} {why}; building it from its wheel",
+            what()
+        )))
+    };
     match cache.client.blob_exists(repo, &offer.layer.digest) {
         Ok(true) => {}
         Ok(false) => {
@@ -163,11 +170,7 @@ fn reuse(cache: &RemoteCache, offer: &Offered, key: &str, opts: &BuildOptions) -
             return None;
         }
         Err(e) => {
-            (opts.on_event)(Event::Warning(format!(
-                "cache: layer {} not checked ({}); building it from its wheel",
-                what(),
-                crate::text::error_chain(&e)
-            )));
+            warn_rebuilt(format!("not checked ({})", crate::text::error_chain(&e)));
             return None;
         }
     }
@@ -179,11 +182,7 @@ fn reuse(cache: &RemoteCache, offer: &Offered, key: &str, opts: &BuildOptions) -
                 BlobOrigin::Store
             }
             Err(e) => {
-                (opts.on_event)(Event::Warning(format!(
-                    "cache: layer {} refused ({}); building it from its wheel",
-                    what(),
-                    crate::text::error_chain(&e)
-                )));
+                warn_rebuilt(format!("refused ({})", crate::text::error_chain(&e)));
                 return None;
             }
         }

@@ -149,6 +149,16 @@ enum Listed {
     },
 }
 
+/// Wraps the registry's failure at `what` (for `subject`'s referrers).
+fn registry_failure(subject: &Digest, what: &str) -> impl FnOnce(RegistryError) -> ReferrersError {
+    let (what, subject) = (what.to_string(), subject.clone());
+    move |source| ReferrersError::Registry {
+        what,
+        subject,
+        source: Box::new(source),
+    }
+}
+
 /// Whether every entry is listed already where readers look: the referrers
 /// API, else the fallback tag's index. Our manifests are pushed before they are
 /// listed, so a listed entry was pushed; a push that changed nothing then costs
@@ -159,14 +169,7 @@ fn already_attached(
     subject: &Subject,
     entries: &[Value],
 ) -> Result<Listed, ReferrersError> {
-    let fail = |what: &str| {
-        let what = what.to_string();
-        move |source| ReferrersError::Registry {
-            what,
-            subject: subject.digest.clone(),
-            source: Box::new(source),
-        }
-    };
+    let fail = |what: &str| registry_failure(&subject.digest, what);
     let lists_all = |index: &[u8]| {
         let index: Value = serde_json::from_slice(index).unwrap_or_default();
         let listed = index["manifests"].as_array().cloned().unwrap_or_default();
@@ -215,15 +218,7 @@ pub fn attach(
     subject: &Subject,
     artifacts: &[Artifact],
 ) -> Result<Attached, ReferrersError> {
-    let fail = |what: &str| {
-        let what = what.to_string();
-        let subject = subject.digest.clone();
-        move |source| ReferrersError::Registry {
-            what,
-            subject,
-            source: Box::new(source),
-        }
-    };
+    let fail = |what: &str| registry_failure(&subject.digest, what);
     let entries: Vec<Value> = artifacts
         .iter()
         .map(|a| index_entry(a, &artifact_manifest(a, subject)))
