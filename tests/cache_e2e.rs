@@ -89,6 +89,26 @@ fn build(project: &Path, out: &Path, cache: &Path, extra: &[&str]) -> (Run, Stri
     (run, digest)
 }
 
+/// The first push of a test: the project as `first:v1`, from an empty cache.
+fn push_first(reg: &Registry, project: &Path) -> Pushed {
+    push(
+        project,
+        &format!("{}/first:v1", reg.host),
+        &empty_cache(),
+        &[],
+    )
+}
+
+/// The `--cache-from` argument for the image `name` on `reg`.
+fn cache_from(reg: &Registry, name: &str) -> String {
+    format!("--cache-from={}/{name}", reg.host)
+}
+
+/// A fresh runner's build (empty cache) into `out`, reusing layers from `name` on `reg`.
+fn build_from(reg: &Registry, project: &Path, out: &Path, name: &str) -> (Run, String) {
+    build(project, out, &empty_cache(), &[&cache_from(reg, name)])
+}
+
 /// The layers that carry a cache key: the packages' and the stdlib's pycs (slow to compile).
 fn is_keyed(label: &str) -> bool {
     !matches!(label, "base" | "venv" | "app")
@@ -205,7 +225,7 @@ fn a_fresh_runner_reuses_layers_from_another_repository_and_downloads_no_wheel()
     );
 
     // A fresh runner, another repository: every package layer comes from `first`.
-    let from = format!("--cache-from={}/first:v1", reg.host);
+    let from = cache_from(&reg, "first:v1");
     let second = push(
         &project,
         &format!("{}/second:v1", reg.host),
@@ -250,12 +270,7 @@ fn a_fresh_runner_reuses_layers_from_another_repository_and_downloads_no_wheel()
 #[test]
 fn a_layer_whose_blob_is_gone_is_built_from_its_wheel() {
     let (reg, project) = registry_and_project();
-    let first = push(
-        &project,
-        &format!("{}/first:v1", reg.host),
-        &empty_cache(),
-        &[],
-    );
+    let first = push_first(&reg, &project);
     let (manifest, _) = image(&reg, "first:v1");
     let i = package_layer(&first, "fastapi");
     let digest = manifest["layers"][i]["digest"].as_str().unwrap();
@@ -267,7 +282,7 @@ fn a_layer_whose_blob_is_gone_is_built_from_its_wheel() {
         &project,
         &format!("{}/second:v1", reg.host),
         &empty_cache(),
-        &[&format!("--cache-from={}/first:v1", reg.host)],
+        &[&cache_from(&reg, "first:v1")],
     );
     assert_eq!(second.downloads.len(), 1, "{}", second.stderr);
     assert!(
@@ -288,12 +303,7 @@ fn a_layer_whose_blob_is_gone_is_built_from_its_wheel() {
 #[test]
 fn another_key_or_a_config_that_lies_is_not_trusted() {
     let (reg, project) = registry_and_project();
-    let first = push(
-        &project,
-        &format!("{}/first:v1", reg.host),
-        &empty_cache(),
-        &[],
-    );
+    let first = push_first(&reg, &project);
     let (manifest, config) = image(&reg, "first:v1");
 
     // Another key on fastapi's layer: that layer is built from its wheel.
@@ -302,12 +312,7 @@ fn another_key_or_a_config_that_lies_is_not_trusted() {
     other["layers"][i]["annotations"][KEY] = Digest::of_bytes(b"another key").to_string().into();
     put_image(&reg, "first:otherkey", other, &config);
     let out = support::target_tempdir("cache-e2e-out-").keep();
-    let (run, digest) = build(
-        &project,
-        &out.join("a"),
-        &empty_cache(),
-        &[&format!("--cache-from={}/first:otherkey", reg.host)],
-    );
+    let (run, digest) = build_from(&reg, &project, &out.join("a"), "first:otherkey");
     let got = downloads(&run);
     assert_eq!(got.len(), 1, "{}", run.stderr);
     assert!(got[0].starts_with("fastapi-"), "{got:?}");
@@ -319,12 +324,7 @@ fn another_key_or_a_config_that_lies_is_not_trusted() {
     let mut lying = config.clone();
     lying["rootfs"]["diff_ids"][j] = Digest::of_bytes(b"not this layer").to_string().into();
     put_image(&reg, "first:tampered", manifest.clone(), &lying);
-    let (run, digest) = build(
-        &project,
-        &out.join("b"),
-        &empty_cache(),
-        &[&format!("--cache-from={}/first:tampered", reg.host)],
-    );
+    let (run, digest) = build_from(&reg, &project, &out.join("b"), "first:tampered");
     let got = downloads(&run);
     assert_eq!(got.len(), 1, "{}", run.stderr);
     assert!(got[0].starts_with("starlette-"), "{got:?}");
@@ -341,12 +341,7 @@ fn another_key_or_a_config_that_lies_is_not_trusted() {
     let mut short = config.clone();
     short["rootfs"]["diff_ids"].as_array_mut().unwrap().pop();
     put_image(&reg, "first:short", manifest, &short);
-    let (run, digest) = build(
-        &project,
-        &out.join("c"),
-        &empty_cache(),
-        &[&format!("--cache-from={}/first:short", reg.host)],
-    );
+    let (run, digest) = build_from(&reg, &project, &out.join("c"), "first:short");
     assert_eq!(
         downloads(&run).len(),
         first.downloads.len(),
@@ -363,12 +358,7 @@ fn another_key_or_a_config_that_lies_is_not_trusted() {
     assert_eq!(digest, first.digest);
 
     // A cache that does not exist is no error.
-    let (run, _) = build(
-        &project,
-        &out.join("d"),
-        &empty_cache(),
-        &[&format!("--cache-from={}/nothing:here", reg.host)],
-    );
+    let (run, _) = build_from(&reg, &project, &out.join("d"), "nothing:here");
     assert!(
         !run.stderr
             .lines()

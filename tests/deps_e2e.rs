@@ -86,16 +86,13 @@ fn the_locked_fastapi_app_runs_as_non_root_and_serves() {
     );
     let image = format!("oci-archive:{}", project.join("image.tar").display());
 
-    let run = podman::run_to_completion(
+    let uid = podman::python_output(
+        &[],
         &image,
-        &[
-            "python",
-            "-c",
-            "import fastapi, uvicorn, pydantic, os; print(os.getuid())",
-        ],
+        "python",
+        "import fastapi, uvicorn, pydantic, os; print(os.getuid())",
     );
-    assert_eq!(run.status, 0, "imports failed: {}", run.stderr);
-    assert_eq!(run.stdout.trim(), "65532");
+    assert_eq!(uid, "65532", "the imports run as the image's user");
 
     // The image's own command: the venv's uvicorn serving the app.
     let c = podman::run_detached(&image, &[], 8000);
@@ -145,17 +142,13 @@ fn one_lock_builds_amd64_and_arm64_each_with_its_own_wheels() {
     );
 
     let image = format!("oci-archive:{}", project.join("image.tar").display());
-    let run = podman::run_to_completion_with(
+    let printed = podman::python_output(
         &["--platform", "linux/arm64"],
         &image,
-        &[
-            "python",
-            "-c",
-            "import platform, pydantic_core; print(platform.machine(), pydantic_core.__version__)",
-        ],
+        "python",
+        "import platform, pydantic_core; print(platform.machine(), pydantic_core.__version__)",
     );
-    assert_eq!(run.status, 0, "arm64 import failed: {}", run.stderr);
-    assert!(run.stdout.starts_with("aarch64 "), "{}", run.stdout);
+    assert!(printed.starts_with("aarch64 "), "{printed}");
 }
 
 #[test]

@@ -55,17 +55,13 @@ fn arm64_base_image_runs_under_qemu_user() {
     assert_eq!(uname.status, 0, "stderr: {}", uname.stderr);
     assert_eq!(uname.stdout.trim(), "aarch64");
 
-    let python = run_to_completion_with(
+    let python = podman::python_output(
         &["--platform", "linux/arm64"],
         &reference,
-        &[
-            "python3",
-            "-c",
-            "import platform, sys; print(platform.machine(), sys.version_info[:2])",
-        ],
+        "python3",
+        "import platform, sys; print(platform.machine(), sys.version_info[:2])",
     );
-    assert_eq!(python.status, 0, "stderr: {}", python.stderr);
-    assert_eq!(python.stdout.trim(), "aarch64 (3, 11)");
+    assert_eq!(python, "aarch64 (3, 11)");
 }
 
 #[test]

@@ -94,6 +94,24 @@ fn imgbuild(cwd: &Path, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)
 
 /// The wheel and layer cache, shared by every test in this file (the store is safe
 /// for concurrent builds), so only the first build downloads.
+/// `imgbuild push --tag TAG` to the TLS registry trusting `ca`, with the shared
+/// cache, the `login` arguments, `extra` ones and `stdin` (for `--password-stdin`).
+fn push_over_tls(
+    project: &Path,
+    tag: &str,
+    ca: &str,
+    login: &[&str],
+    extra: &[&str],
+    stdin: Option<&str>,
+) -> Run {
+    let cache = cache_dir();
+    let mut args = vec!["push", "--tag", tag, "--ca-file", ca];
+    args.extend(login);
+    args.extend(["--cache-dir", &cache]);
+    args.extend(extra);
+    imgbuild(project, &args, stdin, &[])
+}
+
 fn cache_dir() -> String {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("push-e2e-cache")
@@ -244,6 +262,15 @@ fn raw_manifest(reg: &Registry, name: &str) -> Result<Vec<u8>, String> {
 
 /// Copies the Debian base for `arch` to `HOST/name` and returns its manifest's
 /// descriptor as the registry serves it.
+/// A registry (`setup`) holding the amd64 base as `python:3.11`, and hello-api
+/// built on it with the `extra` settings.
+fn registry_and_hello_api(setup: Setup, extra: &str) -> (Registry, PathBuf) {
+    let reg = Registry::start(setup);
+    seed_base(&reg, "amd64", "python:3.11");
+    let project = hello_api(&format!("{}/python:3.11", reg.host), extra);
+    (reg, project)
+}
+
 fn seed_base(reg: &Registry, arch: &str, name: &str) -> Value {
     let mut args = vec![
         "copy".to_string(),
@@ -374,26 +401,13 @@ fn pushes_hello_api_to_an_authenticated_registry_and_it_serves() {
     let ca = reg.ca_file.as_ref().unwrap().display().to_string();
     let tag = format!("{}/hello-api:1", reg.host);
 
-    let run = imgbuild(
+    let run = push_over_tls(
         &project,
-        &[
-            "push",
-            "--tag",
-            &tag,
-            "--ca-file",
-            &ca,
-            "--username",
-            USERNAME,
-            "--password-stdin",
-            "--cache-dir",
-            &cache_dir(),
-            "--digest-file",
-            "digest.txt",
-            "--image-refs",
-            "refs.txt",
-        ],
+        &tag,
+        &ca,
+        &["--username", USERNAME, "--password-stdin"],
+        &["--digest-file", "digest.txt", "--image-refs", "refs.txt"],
         Some(&format!("{PASSWORD}\n")),
-        &[],
     )
     .must_succeed("push");
     let pushed = parse_push(&run, &[&tag], false);
@@ -466,9 +480,7 @@ fn pushes_hello_api_to_an_authenticated_registry_and_it_serves() {
 
 #[test]
 fn two_workers_survive_a_worker_kill() {
-    let reg = Registry::start(Setup::Plain);
-    seed_base(&reg, "amd64", "python:3.11");
-    let project = hello_api(&format!("{}/python:3.11", reg.host), "workers = 2\n");
+    let (reg, project) = registry_and_hello_api(Setup::Plain, "workers = 2\n");
     let tag = format!("{}/hello-api:workers", reg.host);
     let run = imgbuild(
         &project,
@@ -754,9 +766,7 @@ fn multi_platform_index_and_arm64_serves() {
 
 #[test]
 fn a_second_repository_mounts_instead_of_uploading() {
-    let reg = Registry::start(Setup::Token);
-    seed_base(&reg, "amd64", "python:3.11");
-    let project = hello_api(&format!("{}/python:3.11", reg.host), "");
+    let (reg, project) = registry_and_hello_api(Setup::Token, "");
     let creds = [
         ("IMGBUILD_USERNAME", USERNAME),
         ("IMGBUILD_PASSWORD", PASSWORD),
@@ -829,37 +839,33 @@ fn failures_are_one_line_name_the_culprit_and_push_nothing() {
     let reg = Registry::start(Setup::Htpasswd);
     seed_base(&reg, "amd64", "python:3.11");
     let ca = reg.ca_file.as_ref().unwrap().display().to_string();
-    let cache = cache_dir();
     let push = |project: &Path, tag: &str, password: &str| -> Run {
-        imgbuild(
+        push_over_tls(
             project,
-            &[
-                "push",
-                "--tag",
-                tag,
-                "--ca-file",
-                &ca,
-                "--username",
-                USERNAME,
-                "--password-stdin",
-                "--cache-dir",
-                &cache,
-            ],
-            Some(&format!("{password}\n")),
+            tag,
+            &ca,
+            &["--username", USERNAME, "--password-stdin"],
             &[],
+            Some(&format!("{password}\n")),
         )
+    };
+
+    // A push with a wrong password fails, and its error names the registry.
+    let push_refused = |project: &Path, tag: &str| -> Run {
+        let run = push(project, tag, WRONG_PASSWORD);
+        let line = run.error_line();
+        eprintln!("{line}");
+        assert!(
+            line.contains(&reg.host),
+            "does not name the registry: {line}"
+        );
+        run
     };
 
     // A wrong password: named registry, nothing pushed.
     let project = hello_api(&format!("{}/python:3.11", reg.host), "");
     let tag = format!("{}/hello-api:1", reg.host);
-    let run = push(&project, &tag, WRONG_PASSWORD);
-    let line = run.error_line();
-    eprintln!("{line}");
-    assert!(
-        line.contains(&reg.host),
-        "does not name the registry: {line}"
-    );
+    let run = push_refused(&project, &tag);
     assert!(
         !run.stdout.contains("@sha256:"),
         "a failed push printed a reference:\n{}",
@@ -871,13 +877,7 @@ fn failures_are_one_line_name_the_culprit_and_push_nothing() {
     // The same with a local base: the build succeeds and the push itself is refused.
     let project = hello_api(&support::base::base_image_ref("amd64"), "");
     let tag = format!("{}/hello-api:local-base", reg.host);
-    let run = push(&project, &tag, WRONG_PASSWORD);
-    let line = run.error_line();
-    eprintln!("{line}");
-    assert!(
-        line.contains(&reg.host),
-        "does not name the registry: {line}"
-    );
+    push_refused(&project, &tag);
     assert!(raw_manifest(&reg, "hello-api:local-base").is_err());
 
     // A base that is not on the registry: the reference is named, nothing pushed.
@@ -905,39 +905,30 @@ fn login_saves_credentials_that_a_later_push_uses() {
     let project = hello_api(&base, "");
     let config = project.join(".no-credentials/config.json");
 
+    let login = |password: &str| {
+        imgbuild(
+            &project,
+            &[
+                "login",
+                &reg.host,
+                "-u",
+                USERNAME,
+                "--password-stdin",
+                "--ca-file",
+                &ca,
+            ],
+            Some(&format!("{password}\n")),
+            &[],
+        )
+    };
+
     // A wrong password is refused at login, and nothing is saved.
-    let run = imgbuild(
-        &project,
-        &[
-            "login",
-            &reg.host,
-            "-u",
-            USERNAME,
-            "--password-stdin",
-            "--ca-file",
-            &ca,
-        ],
-        Some(&format!("{WRONG_PASSWORD}\n")),
-        &[],
-    );
+    let run = login(WRONG_PASSWORD);
     assert!(!run.success, "login with a wrong password succeeded");
     assert!(run.stderr.contains(&reg.host), "{}", run.stderr);
     assert!(!config.exists(), "credentials saved despite a failed login");
 
-    let run = imgbuild(
-        &project,
-        &[
-            "login",
-            &reg.host,
-            "-u",
-            USERNAME,
-            "--password-stdin",
-            "--ca-file",
-            &ca,
-        ],
-        Some(&format!("{PASSWORD}\n")),
-        &[],
-    );
+    let run = login(PASSWORD);
     assert!(run.success, "login failed: {}", run.stderr);
     let saved: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     assert!(saved["auths"][&reg.host]["auth"].is_string(), "{saved:#}");
@@ -947,20 +938,7 @@ fn login_saves_credentials_that_a_later_push_uses() {
 
     // The push names no credentials: it finds the saved ones.
     let tag = format!("{}/login-test:1", reg.host);
-    let run = imgbuild(
-        &project,
-        &[
-            "push",
-            "--tag",
-            &tag,
-            "--ca-file",
-            &ca,
-            "--cache-dir",
-            &cache_dir(),
-        ],
-        None,
-        &[],
-    );
+    let run = push_over_tls(&project, &tag, &ca, &[], &[], None);
     assert!(
         run.success,
         "push with saved credentials failed: {}",

@@ -32,7 +32,12 @@ fn options() -> TransportOptions {
 }
 
 fn client() -> RegistryClient {
-    RegistryClient::new(options(), Anonymous).unwrap()
+    client_with(options())
+}
+
+/// An anonymous client with these transport settings.
+fn client_with(options: TransportOptions) -> RegistryClient {
+    RegistryClient::new(options, Anonymous).unwrap()
 }
 
 /// Two layers and a config, and a manifest naming them.
@@ -82,36 +87,46 @@ fn assert_pushed(fake: &FakeRegistry, name: &str, img: &Image) {
     fake.assert_manifests_complete();
 }
 
+/// Fails unless less than `limit` has passed since `started`.
+fn assert_took_less_than(started: Instant, limit: Duration) {
+    let took = started.elapsed();
+    assert!(took < limit, "took {took:?}, not less than {limit:?}");
+}
+
 fn assert_one_line(e: &RegistryError) -> String {
     let s = e.to_string();
     assert!(!s.contains('\n'), "error spans lines: {s}");
     s
 }
 
-#[test]
-fn a_429_with_retry_after_is_waited_out_then_the_push_completes() {
+/// Pushes `img` to a fake that answers the first `method` on `path` with
+/// `status` and `Retry-After: seconds`; checks the push waited that long and
+/// completed. Returns the client, for its stats.
+fn push_through_one_retry_after(
+    method: &str,
+    path: &str,
+    status: u16,
+    seconds: u32,
+    img: Image,
+) -> RegistryClient {
     let fake = FakeRegistry::start();
-    fake.fault(
-        "HEAD",
-        "/blobs/",
-        "",
-        1,
-        Fault::Respond {
-            status: 429,
-            headers: vec![("Retry-After".into(), "1".into())],
-            body: String::new(),
-        },
-    );
+    fake.fault(method, path, "", 1, Fault::retry_after(status, seconds));
     let c = client();
-    let img = image(1, 2000);
     let started = Instant::now();
     push(&c, &repo(&fake, "app"), &img).unwrap();
+    let waited = started.elapsed();
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "Retry-After: 1 was not honoured"
+        waited >= Duration::from_secs(seconds.into()),
+        "Retry-After: {seconds} on {method} {path} was not honoured ({waited:?})"
     );
-    assert!(c.stats().retries >= 1);
     assert_pushed(&fake, "app", &img);
+    c
+}
+
+#[test]
+fn a_429_with_retry_after_is_waited_out_then_the_push_completes() {
+    let c = push_through_one_retry_after("HEAD", "/blobs/", 429, 1, image(1, 2000));
+    assert!(c.stats().retries >= 1);
 }
 
 #[test]
@@ -410,14 +425,10 @@ fn a_blob_whose_bytes_do_not_match_its_digest_is_refused() {
 #[test]
 fn chunked_uploads_send_ranges_and_close_with_the_digest() {
     let fake = FakeRegistry::start();
-    let c = RegistryClient::new(
-        TransportOptions {
-            chunk_size: Some(1000),
-            ..options()
-        },
-        Anonymous,
-    )
-    .unwrap();
+    let c = client_with(TransportOptions {
+        chunk_size: Some(1000),
+        ..options()
+    });
     let blob: Vec<u8> = (0..2500u32).map(|i| i as u8).collect();
     let d = Digest::of_bytes(&blob);
     let open = || Ok(Box::new(Cursor::new(blob.clone())) as Box<dyn Read + Send>);
@@ -548,24 +559,16 @@ fn a_registry_that_stops_answering_mid_push_fails_at_the_stall_timeout() {
     let r = repo(&fake, "app");
     let started = Instant::now();
     let e = within(Duration::from_secs(60), move || {
-        let c = RegistryClient::new(
-            TransportOptions {
-                stall_timeout: Duration::from_secs(2),
-                ..options()
-            },
-            Anonymous,
-        )
-        .unwrap();
+        let c = client_with(TransportOptions {
+            stall_timeout: Duration::from_secs(2),
+            ..options()
+        });
         push(&c, &r, &image(41, 100)).unwrap_err()
     });
     let msg = assert_one_line(&e);
     assert!(msg.contains(&fake.host()), "{msg}");
     // Two timed-out requests (2 s each, in parallel), then the registry counts as silent.
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_took_less_than(started, Duration::from_secs(10));
     assert!(
         fake.count("HEAD", "/blobs/") <= 3,
         "{}",
@@ -577,38 +580,20 @@ fn a_registry_that_stops_answering_mid_push_fails_at_the_stall_timeout() {
 #[test]
 fn the_overall_timeout_ends_a_push_that_keeps_being_told_to_wait() {
     let fake = FakeRegistry::start();
-    fake.fault(
-        "HEAD",
-        "/blobs/",
-        "",
-        99,
-        Fault::Respond {
-            status: 503,
-            headers: vec![("Retry-After".into(), "30".into())],
-            body: String::new(),
-        },
-    );
+    fake.fault("HEAD", "/blobs/", "", 99, Fault::retry_after(503, 30));
     let r = repo(&fake, "app");
     let started = Instant::now();
     let e = within(Duration::from_secs(30), move || {
-        let c = RegistryClient::new(
-            TransportOptions {
-                timeout: Some(Duration::from_secs(2)),
-                max_retry_wait: Duration::from_secs(60),
-                ..options()
-            },
-            Anonymous,
-        )
-        .unwrap();
+        let c = client_with(TransportOptions {
+            timeout: Some(Duration::from_secs(2)),
+            max_retry_wait: Duration::from_secs(60),
+            ..options()
+        });
         push(&c, &r, &image(42, 100)).unwrap_err()
     });
     let msg = assert_one_line(&e);
     assert!(msg.contains(&fake.host()), "{msg}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_took_less_than(started, Duration::from_secs(5));
 }
 
 #[test]
@@ -621,14 +606,10 @@ fn the_retry_budget_bounds_retries_across_the_whole_push() {
         99,
         Fault::status(503, "down"),
     );
-    let c = RegistryClient::new(
-        TransportOptions {
-            retry_budget: 2,
-            ..options()
-        },
-        Anonymous,
-    )
-    .unwrap();
+    let c = client_with(TransportOptions {
+        retry_budget: 2,
+        ..options()
+    });
     let img = image(43, 100);
     push(&c, &repo(&fake, "app"), &img).unwrap_err();
     assert_eq!(c.stats().retries, 2);
@@ -660,49 +641,20 @@ fn an_insecure_registry_is_tried_over_plain_http_first() {
     // The fake, like many plain servers, never answers a TLS hello: trying
     // TLS first would wait out a timeout.
     let fake = FakeRegistry::start();
-    let c = RegistryClient::new(
-        TransportOptions {
-            insecure_registries: vec![fake.host()],
-            ..options()
-        },
-        Anonymous,
-    )
-    .unwrap();
+    let c = client_with(TransportOptions {
+        insecure_registries: vec![fake.host()],
+        ..options()
+    });
     let img = image(45, 100);
     let started = Instant::now();
     push(&c, &repo(&fake, "app"), &img).unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_took_less_than(started, Duration::from_secs(5));
     assert_pushed(&fake, "app", &img);
 }
 
 #[test]
 fn a_restarted_blob_step_waits_for_retry_after() {
-    let fake = FakeRegistry::start();
-    fake.fault(
-        "PUT",
-        "/blobs/uploads/",
-        "",
-        1,
-        Fault::Respond {
-            status: 503,
-            headers: vec![("Retry-After".into(), "2".into())],
-            body: String::new(),
-        },
-    );
-    let c = client();
-    let img = image(46, 100);
-    let started = Instant::now();
-    push(&c, &repo(&fake, "app"), &img).unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_secs(2),
-        "Retry-After: 2 on the upload PUT was not honoured ({:?})",
-        started.elapsed()
-    );
-    assert_pushed(&fake, "app", &img);
+    push_through_one_retry_after("PUT", "/blobs/uploads/", 503, 2, image(46, 100));
 }
 
 // ---- Credentials (issue 13) ----
@@ -750,14 +702,7 @@ fn the_right_basic_password_pushes() {
 #[test]
 fn a_refused_password_at_the_token_service_is_sent_at_most_twice_in_a_push() {
     let fake = FakeRegistry::start();
-    let svc = TokenService::start(
-        &fake,
-        TokenServiceOptions {
-            credentials: "ci:right".into(),
-            service: "fake".into(),
-            ..Default::default()
-        },
-    );
+    let svc = TokenService::start(&fake, TokenServiceOptions::new("ci:right", "fake"));
     let c = client_as(keychain("ci", "wrong-pw-2"));
     let e = push(&c, &repo(&fake, "app"), &image(52, 100)).unwrap_err();
     let msg = assert_one_line(&e);
@@ -777,10 +722,8 @@ fn a_token_service_that_refuses_get_is_asked_with_the_oauth2_password_grant() {
     let svc = TokenService::start(
         &fake,
         TokenServiceOptions {
-            credentials: "ci:right".into(),
-            service: "fake".into(),
             refuse_get: true,
-            ..Default::default()
+            ..TokenServiceOptions::new("ci:right", "fake")
         },
     );
     let img = image(53, 100);
@@ -849,11 +792,7 @@ fn ghcr_profile_token_endpoint_and_a_404_referrers_api() {
     let fake = FakeRegistry::start();
     let _svc = TokenService::start(
         &fake,
-        TokenServiceOptions {
-            credentials: "ghuser:ghp_token".into(),
-            service: "ghcr.io".into(),
-            ..Default::default()
-        },
+        TokenServiceOptions::new("ghuser:ghp_token", "ghcr.io"),
     );
     let img = image(61, 100);
     let c = client_as(keychain("ghuser", "ghp_token"));

@@ -315,6 +315,15 @@ impl Fault {
             body: body.to_string(),
         }
     }
+
+    /// `status` with `Retry-After: seconds` and an empty body.
+    pub fn retry_after(status: u16, seconds: u32) -> Fault {
+        Fault::Respond {
+            status,
+            headers: vec![("Retry-After".into(), seconds.to_string())],
+            body: String::new(),
+        }
+    }
 }
 
 struct Rule {
@@ -815,6 +824,18 @@ pub struct TokenServiceOptions {
     pub refuse_get: bool,
     /// The `service` parameter of the challenge.
     pub service: String,
+}
+
+impl TokenServiceOptions {
+    /// A service on 127.0.0.1 that accepts `credentials` (`user:password`)
+    /// and names `service` in its challenge.
+    pub fn new(credentials: &str, service: &str) -> TokenServiceOptions {
+        TokenServiceOptions {
+            credentials: credentials.into(),
+            service: service.into(),
+            ..Default::default()
+        }
+    }
 }
 
 /// A token endpoint for a `FakeRegistry`, on its own port (and address): it

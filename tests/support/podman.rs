@@ -194,6 +194,18 @@ pub fn run_to_completion_with(podman_args: &[&str], image: &str, cmd: &[&str]) -
     }
 }
 
+/// Runs `PYTHON -c SCRIPT` in `image` (with extra `podman run` arguments),
+/// fails the test unless it exits 0, and returns what it printed, trimmed.
+pub fn python_output(podman_args: &[&str], image: &str, python: &str, script: &str) -> String {
+    let run = run_to_completion_with(podman_args, image, &[python, "-c", script]);
+    assert_eq!(
+        run.status, 0,
+        "{python} -c {script:?} failed: {}",
+        run.stderr
+    );
+    run.stdout.trim().to_string()
+}
+
 /// A running container, killed and removed when dropped.
 pub struct Container {
     pub id: String,
