@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 use support::podman;
@@ -65,6 +65,15 @@ fn write_spec(dir: &Path, base: &str, app: &str) {
 /// libgcc_s, which pydantic-core and watchfiles link; it never runs, so the
 /// native check is told to let it pass; its Python cannot run, so no bytecode.
 const SYNTHETIC: &str = "allow-missing-libraries = [\"libgcc_s.so.1\"]\nbytecode = false\n";
+
+/// A locked hello-api on the synthetic base (an OCI layout in `base/`),
+/// its spec naming that base.
+fn hello_api_on_synthetic_base() -> PathBuf {
+    let project = support::uv::uv_lock(&support::fixture("hello-api"));
+    support::synthetic::write_base(&project.join("base"));
+    write_spec(&project, "oci:base:latest", "hello_api.main:app");
+    project
+}
 
 #[test]
 fn the_locked_fastapi_app_runs_as_non_root_and_serves() {
@@ -248,9 +257,7 @@ fn wheel_with_entry(path: &Path, entry: &str) -> String {
 
 #[test]
 fn bad_locks_and_bases_fail_clearly_and_leave_the_cache_intact() {
-    let project = support::uv::uv_lock(&support::fixture("hello-api"));
-    support::synthetic::write_base(&project.join("base"));
-    write_spec(&project, "oci:base:latest", "hello_api.main:app");
+    let project = hello_api_on_synthetic_base();
     let cache = project.join("cache");
     let lock = std::fs::read_to_string(project.join("uv.lock")).unwrap();
 
@@ -333,9 +340,7 @@ fn bad_locks_and_bases_fail_clearly_and_leave_the_cache_intact() {
 
 #[test]
 fn a_warm_cache_builds_offline_and_a_layer_budget_merges_the_smallest_packages() {
-    let project = support::uv::uv_lock(&support::fixture("hello-api"));
-    support::synthetic::write_base(&project.join("base"));
-    write_spec(&project, "oci:base:latest", "hello_api.main:app");
+    let project = hello_api_on_synthetic_base();
     let cache = project.join("cache");
     let cache = cache.to_str().unwrap();
     let online = build_json(
@@ -473,9 +478,7 @@ fn assert_blobs_intact(cache: &Path) {
 
 #[test]
 fn concurrent_builds_and_a_killed_build_leave_a_usable_cache() {
-    let project = support::uv::uv_lock(&support::fixture("hello-api"));
-    support::synthetic::write_base(&project.join("base"));
-    write_spec(&project, "oci:base:latest", "hello_api.main:app");
+    let project = hello_api_on_synthetic_base();
     let spawn = |out: &str, cache: &str| {
         Command::new(env!("CARGO_BIN_EXE_imgbuild"))
             .current_dir(&project)
