@@ -21,21 +21,29 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECONDS_EACH=${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}
 shift
 case "$SECONDS_EACH" in '' | *[!0-9]*) echo "error: SECONDS must be a whole number, not $SECONDS_EACH" >&2; exit 2 ;; esac
-cd "$ROOT/fuzz"
 
+LOG_DIR=${FUZZ_LOG_DIR:-}
+if [ -n "$LOG_DIR" ]; then
+  mkdir -p "$LOG_DIR"
+  LOG_DIR=$(cd "$LOG_DIR" && pwd)
+fi
+cd "$ROOT/fuzz"
 if [ $# -eq 0 ]; then
   mapfile -t TARGETS < <(cargo +nightly fuzz list)
 else
   TARGETS=("$@")
 fi
-LOG_DIR=${FUZZ_LOG_DIR:-}
-[ -n "$LOG_DIR" ] && mkdir -p "$LOG_DIR"
 
 # No sanitizer: the crate is safe Rust, so a bug shows as a panic, which libFuzzer
 # catches anyway; without ASan each target runs 2-3x faster. Debug assertions
 # (overflow checks) stay on, which is cargo-fuzz's default.
 FLAGS=(--sanitizer none)
-cargo +nightly fuzz build "${FLAGS[@]}" >/dev/null 2>&1 || cargo +nightly fuzz build "${FLAGS[@]}"
+# Built once, then each binary is run directly, so editing the crate while a long
+# run goes on does not rebuild under it. FUZZ_NO_BUILD=1 runs the last build as is.
+if [ -z "${FUZZ_NO_BUILD:-}" ]; then
+  cargo +nightly fuzz build "${FLAGS[@]}" >/dev/null 2>&1 || cargo +nightly fuzz build "${FLAGS[@]}"
+fi
+BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/fuzz/target}/x86_64-unknown-linux-gnu/release"
 
 failed=0
 printf '%-18s %8s %10s %8s\n' target seconds execs/s crashes
@@ -45,7 +53,7 @@ for t in "${TARGETS[@]}"; do
   log=$(mktemp)
   start=$(date +%s)
   status=0
-  cargo +nightly fuzz run "${FLAGS[@]}" "$t" "work/$t" "corpus/$t" "regressions/$t" -- \
+  "$BIN_DIR/$t" "work/$t" "corpus/$t" "regressions/$t" -artifact_prefix="artifacts/$t/" \
     -max_total_time="$SECONDS_EACH" -timeout="${FUZZ_TIMEOUT:-10}" \
     -rss_limit_mb="${FUZZ_RSS_MB:-2048}" -max_len="${FUZZ_MAX_LEN:-65536}" \
     -print_final_stats=1 >"$log" 2>&1 || status=$?

@@ -215,7 +215,8 @@ fn dockerignore_target(data: &[u8]) {
     }
     for path in paths.lines() {
         let clean = dockerignore::clean(path);
-        if clean == "." || clean.starts_with("../") || clean == ".." {
+        // Only paths inside the context are ever matched.
+        if clean == "." || clean == ".." || clean.starts_with("../") || clean.starts_with('/') {
             continue;
         }
         let literal = dockerignore::literal_pattern(path);

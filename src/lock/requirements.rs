@@ -276,6 +276,20 @@ fn refuse<T>(message: String) -> Result<T, BadRequirement> {
     Err(BadRequirement::Message(message))
 }
 
+/// pep508_rs 0.9 panics, rather than refusing, on a package or extra name
+/// that ends in `-`, `_` or `.` before another character (`foo- ==1`,
+/// `foo[bar-]==1`): such a name is found here first.
+fn name_ending_badly(req: &str) -> Option<&str> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let end = req.find(|c| !is_name(c)).unwrap_or(req.len());
+    let mut names = vec![&req[..end]];
+    if let Some(extras) = req[end..].trim_start().strip_prefix('[') {
+        let extras = extras.split(']').next().unwrap_or_default();
+        names.extend(extras.split(',').map(str::trim));
+    }
+    names.into_iter().find(|n| n.ends_with(['-', '_', '.']))
+}
+
 /// A pinned requirement, or None when its marker excludes the target.
 fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, BadRequirement> {
     // Per-requirement options start at the first ` --`.
@@ -305,6 +319,11 @@ fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, BadRequ
             }
             hashes.insert(hex.to_ascii_lowercase());
         }
+    }
+    if let Some(name) = name_ending_badly(req_text.trim()) {
+        return refuse(format!(
+            "`{name}` is not a valid package or extra name: it must end with a letter or digit"
+        ));
     }
     let req = Requirement::<pep508_rs::VerbatimUrl>::from_str(req_text.trim())
         .map_err(|e| BadRequirement::Syntax(req_text.trim().to_owned(), Box::new(e)))?;
@@ -555,6 +574,24 @@ mod tests {
             c = hash('c'),
             e = hash('e'),
         )
+    }
+
+    #[test]
+    fn a_name_or_extra_ending_in_punctuation_is_refused_not_a_panic() {
+        // pep508_rs 0.9 panics on these; found by the `lock` fuzz target.
+        for line in [
+            "h11- ==0.16.0",
+            "h11_\0x==0.16.0",
+            "h11[std.]==0.16.0",
+            "h11[a, b-] ==1",
+        ] {
+            let text = format!("{line} --hash=sha256:{}\n", hash('e'));
+            let err = error_of(run(&text, &LockOptions::default()));
+            assert_mentions(
+                &err,
+                &["requirements.txt:1", "must end with a letter or digit"],
+            );
+        }
     }
 
     #[test]
