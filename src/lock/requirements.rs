@@ -320,6 +320,13 @@ fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, BadRequ
             hashes.insert(hex.to_ascii_lowercase());
         }
     }
+    // pep508_rs 0.9 panics on a non-ASCII character after a marker expression.
+    if let Some((_, marker)) = req_text.split_once(';').filter(|(_, m)| !m.is_ascii()) {
+        return refuse(format!(
+            "the marker `{}` has a non-ASCII character; PEP 508 markers are ASCII",
+            marker.trim()
+        ));
+    }
     if let Some(name) = name_ending_badly(req_text.trim()) {
         return refuse(format!(
             "`{name}` is not a valid package or extra name: it must end with a letter or digit"
@@ -574,6 +581,17 @@ mod tests {
             c = hash('c'),
             e = hash('e'),
         )
+    }
+
+    #[test]
+    fn a_non_ascii_marker_is_refused_not_a_panic() {
+        // pep508_rs 0.9 slices inside the `ݣ`; found by the `lock` fuzz target.
+        let text = format!(
+            "h11==0.16.0 ; python_version >= \"3.8\"\u{763} --hash=sha256:{}\n",
+            hash('e')
+        );
+        let err = error_of(run(&text, &LockOptions::default()));
+        assert_mentions(&err, &["requirements.txt:1", "non-ASCII"]);
     }
 
     #[test]
