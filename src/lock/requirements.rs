@@ -246,7 +246,8 @@ fn split_option(line: &str) -> (String, Option<String>) {
     if let Some((opt, value)) = head.split_once('=').filter(|_| head.starts_with("--")) {
         return (opt.to_owned(), Some(value.to_owned()));
     }
-    if !head.starts_with("--") && head.len() > 2 {
+    // `-iX`: a short option glued to its value (not split inside a character).
+    if !head.starts_with("--") && head.len() > 2 && head.is_char_boundary(2) {
         return (head[..2].to_owned(), Some(head[2..].to_owned()));
     }
     (head.to_owned(), tail)
@@ -581,6 +582,13 @@ mod tests {
             c = hash('c'),
             e = hash('e'),
         )
+    }
+
+    #[test]
+    fn a_short_option_with_a_multibyte_letter_is_refused_not_a_panic() {
+        // Split at byte 2 inside `ږ`; found by the `lock` fuzz target.
+        let err = error_of(run("-\u{696}ndex-url x\n", &LockOptions::default()));
+        assert_mentions(&err, &["requirements.txt:1"]);
     }
 
     #[test]
