@@ -286,7 +286,7 @@ fn name_ending_badly(req: &str) -> Option<&str> {
     let mut names = vec![&req[..end]];
     if let Some(extras) = req[end..].trim_start().strip_prefix('[') {
         let extras = extras.split(']').next().unwrap_or_default();
-        names.extend(extras.split(',').map(str::trim));
+        names.extend(extras.split(|c: char| c == ',' || c.is_whitespace()));
     }
     names.into_iter().find(|n| n.ends_with(['-', '_', '.']))
 }
@@ -610,6 +610,7 @@ mod tests {
             "h11_\0x==0.16.0",
             "h11[std.]==0.16.0",
             "h11[a, b-] ==1",
+            "h11[b_ c]==1",
         ] {
             let text = format!("{line} --hash=sha256:{}\n", hash('e'));
             let err = error_of(run(&text, &LockOptions::default()));
