@@ -102,10 +102,15 @@ pub struct Matcher {
 }
 
 /// A pattern that matches exactly `rel_path` (relative, `/`-separated): glob
-/// characters and a leading `!` or `#` are escaped.
+/// characters and a leading `!` or `#` are escaped, and whitespace, which a
+/// pattern line loses at either end, is written as a class (`[ ]`).
 pub fn literal_pattern(rel_path: &str) -> String {
     let mut escaped = String::new();
     for c in rel_path.chars() {
+        if c.is_whitespace() {
+            escaped.extend(['[', c, ']']);
+            continue;
+        }
         if matches!(c, '*' | '?' | '[' | ']' | '\\' | '!' | '#') {
             escaped.push('\\');
         }
@@ -476,6 +481,26 @@ mod tests {
     /// Only the pattern itself, no parent directories (`MatchesExact`).
     fn exact(pattern: &str, path: &str) -> bool {
         m(&[pattern]).patterns()[0].matches(path)
+    }
+
+    #[test]
+    fn a_literal_pattern_excludes_exactly_its_path_even_with_whitespace_at_the_ends() {
+        // Pattern lines are trimmed, so `literal_pattern` writes whitespace as a
+        // class; found by the `dockerignore` fuzz target.
+        for path in [
+            "out.tar ",
+            " lead/x",
+            "a\tb\t",
+            "[x]!#*?.txt",
+            "dir/ sub /f",
+        ] {
+            let m = Matcher::from_lines([literal_pattern(path)]).unwrap();
+            assert!(m.is_excluded(path, false), "{path:?}");
+            assert!(!m.is_excluded(&format!("{path}x"), false), "{path:?}x");
+        }
+        assert!(!Matcher::from_lines([literal_pattern("out.tar ")])
+            .unwrap()
+            .is_excluded("out.tar", false));
     }
 
     #[test]

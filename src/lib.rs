@@ -11,6 +11,8 @@ pub mod deploy;
 pub mod digest;
 pub mod dockerignore;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod init;
 pub mod inspect;

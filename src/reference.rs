@@ -34,7 +34,7 @@ pub struct Reference {
 pub enum ReferenceError {
     #[error("image reference is empty: expected e.g. registry.example.com/team/app:1.0")]
     Empty,
-    #[error("image reference {reference:?} is longer than {NAME_MAX} characters")]
+    #[error("image reference {reference:?}: its full name (registry/repository) is longer than {NAME_MAX} characters")]
     TooLong { reference: String },
     #[error("image reference {reference:?}: {reason}")]
     Invalid { reference: String, reason: String },
@@ -76,6 +76,7 @@ impl Reference {
         if name.is_empty() {
             return Err(invalid("the name is empty"));
         }
+        // Cheap early refusal; the full name is checked once it is normalised.
         if name.len() > NAME_MAX {
             return Err(ReferenceError::TooLong {
                 reference: s.to_string(),
@@ -98,6 +99,13 @@ impl Reference {
         } else {
             path.to_string()
         };
+        // As Docker's ParseNormalizedNamed: the limit is on the name in full
+        // (`docker.io/library/x`), so what we print always parses again.
+        if registry.len() + 1 + repository.len() > NAME_MAX {
+            return Err(ReferenceError::TooLong {
+                reference: s.to_string(),
+            });
+        }
         let tag = match (&digest, tag) {
             (Some(_), _) => None,
             (None, Some(t)) => Some(t.to_string()),
@@ -440,6 +448,19 @@ mod tests {
         ));
         let fits = format!("example.com/{}", "a".repeat(243));
         assert!(Reference::parse(&fits).is_ok());
+    }
+
+    #[test]
+    fn the_limit_counts_the_name_in_full_so_what_is_printed_parses_again() {
+        // 240 characters as written, 258 as docker.io/library/...
+        let short = "a".repeat(240);
+        assert!(matches!(
+            Reference::parse(&short),
+            Err(ReferenceError::TooLong { .. })
+        ));
+        let fits = "a".repeat(255 - "docker.io/library/".len());
+        let r = Reference::parse(&fits).unwrap();
+        assert_eq!(Reference::parse(&r.to_string()).unwrap(), r);
     }
 
     #[test]

@@ -247,7 +247,8 @@ fn split_option(line: &str) -> (String, Option<String>) {
     if let Some((opt, value)) = head.split_once('=').filter(|_| head.starts_with("--")) {
         return (opt.to_owned(), Some(value.to_owned()));
     }
-    if !head.starts_with("--") && head.len() > 2 {
+    // `-iX`: a short option glued to its value (not split inside a character).
+    if !head.starts_with("--") && head.len() > 2 && head.is_char_boundary(2) {
         return (head[..2].to_owned(), Some(head[2..].to_owned()));
     }
     (head.to_owned(), tail)
@@ -275,6 +276,20 @@ impl From<&str> for BadRequirement {
 
 fn refuse<T>(message: String) -> Result<T, BadRequirement> {
     Err(BadRequirement::Message(message))
+}
+
+/// pep508_rs 0.9 panics, rather than refusing, on a package or extra name
+/// that ends in `-`, `_` or `.` before another character (`foo- ==1`,
+/// `foo[bar-]==1`): such a name is found here first.
+fn name_ending_badly(req: &str) -> Option<&str> {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let end = req.find(|c| !is_name(c)).unwrap_or(req.len());
+    let mut names = vec![&req[..end]];
+    if let Some(extras) = req[end..].trim_start().strip_prefix('[') {
+        let extras = extras.split(']').next().unwrap_or_default();
+        names.extend(extras.split(|c: char| c == ',' || c.is_whitespace()));
+    }
+    names.into_iter().find(|n| n.ends_with(['-', '_', '.']))
 }
 
 /// A pinned requirement, or None when its marker excludes the target.
@@ -306,6 +321,18 @@ fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, BadRequ
             }
             hashes.insert(hex.to_ascii_lowercase());
         }
+    }
+    // pep508_rs 0.9 panics on a non-ASCII character after a marker expression.
+    if let Some((_, marker)) = req_text.split_once(';').filter(|(_, m)| !m.is_ascii()) {
+        return refuse(format!(
+            "the marker `{}` has a non-ASCII character; PEP 508 markers are ASCII",
+            marker.trim()
+        ));
+    }
+    if let Some(name) = name_ending_badly(req_text.trim()) {
+        return refuse(format!(
+            "`{name}` is not a valid package or extra name: it must end with a letter or digit"
+        ));
     }
     let req = Requirement::<pep508_rs::VerbatimUrl>::from_str(req_text.trim())
         .map_err(|e| BadRequirement::Syntax(req_text.trim().to_owned(), Box::new(e)))?;
@@ -543,6 +570,43 @@ mod tests {
             c = hash('c'),
             e = hash('e'),
         )
+    }
+
+    #[test]
+    fn a_short_option_with_a_multibyte_letter_is_refused_not_a_panic() {
+        // Split at byte 2 inside `ږ`; found by the `lock` fuzz target.
+        let err = error_of(run("-\u{696}ndex-url x\n", &LockOptions::default()));
+        assert_mentions(&err, &["requirements.txt:1"]);
+    }
+
+    #[test]
+    fn a_non_ascii_marker_is_refused_not_a_panic() {
+        // pep508_rs 0.9 slices inside the `ݣ`; found by the `lock` fuzz target.
+        let text = format!(
+            "h11==0.16.0 ; python_version >= \"3.8\"\u{763} --hash=sha256:{}\n",
+            hash('e')
+        );
+        let err = error_of(run(&text, &LockOptions::default()));
+        assert_mentions(&err, &["requirements.txt:1", "non-ASCII"]);
+    }
+
+    #[test]
+    fn a_name_or_extra_ending_in_punctuation_is_refused_not_a_panic() {
+        // pep508_rs 0.9 panics on these; found by the `lock` fuzz target.
+        for line in [
+            "h11- ==0.16.0",
+            "h11_\0x==0.16.0",
+            "h11[std.]==0.16.0",
+            "h11[a, b-] ==1",
+            "h11[b_ c]==1",
+        ] {
+            let text = format!("{line} --hash=sha256:{}\n", hash('e'));
+            let err = error_of(run(&text, &LockOptions::default()));
+            assert_mentions(
+                &err,
+                &["requirements.txt:1", "must end with a letter or digit"],
+            );
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum MarkerError {
         #[source]
         source: Pep508Error,
     },
+    #[error("invalid environment marker `{marker}`: it has a non-ASCII character; PEP 508 markers are ASCII")]
+    NonAscii { marker: String },
     #[error("invalid extra name `{name}`: use letters, digits, `-`, `_` and `.`")]
     Extra {
         name: String,
@@ -90,6 +92,13 @@ impl MarkerEnv {
         if marker_text.trim().is_empty() {
             return Ok(true);
         }
+        // pep508_rs 0.9 panics (slicing inside a character) on a non-ASCII
+        // character after a marker expression; found by the `lock` fuzz target.
+        if !marker_text.is_ascii() {
+            return Err(MarkerError::NonAscii {
+                marker: marker_text.to_owned(),
+            });
+        }
         let tree = MarkerTree::from_str(marker_text).map_err(|source| MarkerError::Invalid {
             marker: marker_text.to_owned(),
             source,
@@ -145,6 +154,18 @@ mod tests {
 
     fn env_311_arm() -> MarkerEnv {
         MarkerEnv::for_target(&test_python("aarch64")).unwrap()
+    }
+
+    #[test]
+    fn a_non_ascii_marker_is_refused_not_a_panic() {
+        // pep508_rs 0.9 slices inside the `ݣ`; found by the `lock` fuzz target.
+        let env = env_311_arm();
+        for marker in ["python_version >= \"3.8\"\u{763}", "os_name == 'é'"] {
+            assert!(matches!(
+                env.evaluate(marker, &[]),
+                Err(MarkerError::NonAscii { .. })
+            ));
+        }
     }
 
     #[test]

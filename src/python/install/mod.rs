@@ -238,6 +238,41 @@ pub fn plan_install(wheel: &Path, target: &VenvTarget) -> Result<WheelInstall, W
     })
 }
 
+/// The METADATA, WHEEL, RECORD and entry_points.txt readers on one input,
+/// the first byte picking which, for `crate::fuzzing`'s `dist_info` target.
+/// A RECORD that reads must read back the same after it is written.
+pub(crate) fn fuzz_dist_info(data: &[u8]) {
+    let ctx = Ctx {
+        wheel: Path::new("demo-1.0-py3-none-any.whl"),
+    };
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    match which % 4 {
+        0 => {
+            let name = <pep508_rs::PackageName as std::str::FromStr>::from_str("demo")
+                .expect("a valid name");
+            let _ = check_metadata(rest, &name, "1.0", &ctx);
+        }
+        1 => {
+            let _ = check_wheel_file(rest, &ctx);
+        }
+        2 => {
+            let Ok(rows) = parse_record(rest, &ctx) else {
+                return;
+            };
+            let written = write_record(&rows);
+            let again = parse_record(&written, &ctx).expect("a RECORD we wrote reads back");
+            assert_eq!(again, rows, "RECORD changed through a write and a read");
+            let files: Vec<&str> = rows.iter().map(|r| r.path.as_str()).collect();
+            let _ = check_record_covers(&rows, &files, "demo-1.0", &ctx);
+        }
+        _ => {
+            let _ = parse_entry_points(&String::from_utf8_lossy(rest), 12, &ctx);
+        }
+    }
+}
+
 /// The wheel being read, for errors that name it.
 struct Ctx<'a> {
     wheel: &'a Path,
