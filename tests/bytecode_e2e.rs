@@ -98,7 +98,7 @@ fn own_files(layout: &Path) -> BTreeMap<String, Vec<u8>> {
             continue;
         }
         let blob = std::fs::File::open(layout.join("blobs/sha256").join(hex)).unwrap();
-        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+        let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(blob));
         for e in tar.entries().unwrap() {
             let mut e = e.unwrap();
             if e.header().entry_type() != tar::EntryType::Regular {
