@@ -177,34 +177,31 @@ fn already_attached(
             .iter()
             .all(|e| listed.iter().any(|m| m["digest"] == e["digest"]))
     };
-    if let Some(index) = client
+    // The fallback tag first: where it exists (registries without the API,
+    // the most common case) an unchanged push is settled in two requests.
+    let tag = fallback_tag(&subject.digest);
+    let tag_ref = repo.with_tag(&tag).expect("sha256-<hex> is a valid tag");
+    if let Some((digest, _)) = client.head_manifest(&tag_ref).map_err(fail(&tag))? {
+        let (index, ..) = client
+            .get_manifest(&tag_ref.with_digest(digest))
+            .map_err(fail(&tag))?;
+        if lists_all(&index) {
+            return Ok(Listed::All(Attached::Tag {
+                tag,
+                changed: false,
+            }));
+        }
+    }
+    match client
         .get_referrers(repo, &subject.digest)
         .map_err(fail("the referrers list"))?
     {
-        return Ok(match lists_all(&index) {
-            true => Listed::All(Attached::Api),
-            false => Listed::NotAll { api_answered: true },
-        });
-    }
-    let tag = fallback_tag(&subject.digest);
-    let tag_ref = repo.with_tag(&tag).expect("sha256-<hex> is a valid tag");
-    let Some((digest, _)) = client.head_manifest(&tag_ref).map_err(fail(&tag))? else {
-        return Ok(Listed::NotAll {
+        Some(index) if lists_all(&index) => Ok(Listed::All(Attached::Api)),
+        Some(_) => Ok(Listed::NotAll { api_answered: true }),
+        None => Ok(Listed::NotAll {
             api_answered: false,
-        });
-    };
-    let (index, ..) = client
-        .get_manifest(&tag_ref.with_digest(digest))
-        .map_err(fail(&tag))?;
-    Ok(match lists_all(&index) {
-        true => Listed::All(Attached::Tag {
-            tag,
-            changed: false,
         }),
-        false => Listed::NotAll {
-            api_answered: false,
-        },
-    })
+    }
 }
 
 fn cursor(bytes: &[u8]) -> io::Result<Box<dyn Read + Send>> {

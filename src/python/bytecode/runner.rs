@@ -183,6 +183,19 @@ impl Interpreter {
     }
 }
 
+/// The start of an ELF file, where its program headers and PT_INTERP lie: the
+/// interpreter is megabytes, and this runs on every build, warm ones included.
+fn elf_head(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    fs::File::open(path)
+        .ok()?
+        .take(64 << 10)
+        .read_to_end(&mut head)
+        .ok()?;
+    Some(head)
+}
+
 /// `[qemu?] loader --library-path DIRS python`, all inside `root`.
 fn program(target: &Target, root: &Path) -> Result<Vec<OsString>, BytecodeError> {
     let python = inside(root, target.interpreter).ok_or_else(|| BytecodeError::CannotRun {
@@ -190,8 +203,7 @@ fn program(target: &Target, root: &Path) -> Result<Vec<OsString>, BytecodeError>
         interpreter: target.interpreter.to_owned(),
         reason: "it is missing from the unpacked base".into(),
     })?;
-    let loader = fs::read(&python)
-        .ok()
+    let loader = elf_head(&python)
         .and_then(|elf| pt_interp(&elf))
         .and_then(|i| inside(root, &i))
         .or_else(|| find_loader(root))
