@@ -202,6 +202,14 @@ impl Drop for Pool {
     }
 }
 
+/// Compresses one block on this thread, straight into `out`.
+fn write_block(compression: Compression, block: &[u8], out: &mut impl Write) -> io::Result<()> {
+    match compression {
+        Compression::Gzip => gzip_block_into(block, out).map(drop),
+        Compression::Zstd => out.write_all(&zstd_block(block)?),
+    }
+}
+
 /// A writer that compresses what it is given in blocks, on up to `jobs`
 /// threads, and writes the compressed blocks to `inner` in order.
 pub struct LayerEncoder<W: Write> {
@@ -247,12 +255,7 @@ impl<W: Write> LayerEncoder<W> {
             // On this thread: a short block is quick, and the buffer is kept.
             self.submitted += 1;
             self.written += 1;
-            match self.compression {
-                Compression::Gzip => {
-                    gzip_block_into(&self.block, &mut self.inner)?;
-                }
-                Compression::Zstd => self.inner.write_all(&zstd_block(&self.block)?)?,
-            }
+            write_block(self.compression, &self.block, &mut self.inner)?;
             self.block.clear();
         }
         self.interleaved = true;
@@ -283,10 +286,7 @@ impl<W: Write> LayerEncoder<W> {
         let Some(limit) = self.pool.as_ref().map(|p| p.limit) else {
             // On this thread; every earlier block is written already.
             self.written += 1;
-            return match self.compression {
-                Compression::Gzip => gzip_block_into(&block, &mut self.inner).map(drop),
-                Compression::Zstd => self.inner.write_all(&zstd_block(&block)?),
-            };
+            return write_block(self.compression, &block, &mut self.inner);
         };
         while self.submitted - self.written > limit {
             self.wait_one()?;

@@ -162,7 +162,7 @@ fn registry_failure(subject: &Digest, what: &str) -> impl FnOnce(RegistryError) 
 /// Whether every entry is listed already where readers look: the referrers
 /// API, else the fallback tag's index. Our manifests are pushed before they are
 /// listed, so a listed entry was pushed; a push that changed nothing then costs
-/// one to three requests instead of about ten.
+/// two or three requests instead of about ten.
 fn already_attached(
     client: &RegistryClient,
     repo: &Reference,
@@ -179,18 +179,12 @@ fn already_attached(
     };
     // The fallback tag first: where it exists (registries without the API,
     // the most common case) an unchanged push is settled in two requests.
-    let tag = fallback_tag(&subject.digest);
-    let tag_ref = repo.with_tag(&tag).expect("sha256-<hex> is a valid tag");
-    if let Some((digest, _)) = client.head_manifest(&tag_ref).map_err(fail(&tag))? {
-        let (index, ..) = client
-            .get_manifest(&tag_ref.with_digest(digest))
-            .map_err(fail(&tag))?;
-        if lists_all(&index) {
-            return Ok(Listed::All(Attached::Tag {
-                tag,
-                changed: false,
-            }));
-        }
+    let (tag, current) = fallback_index(client, repo, subject)?;
+    if current.as_deref().is_some_and(lists_all) {
+        return Ok(Listed::All(Attached::Tag {
+            tag,
+            changed: false,
+        }));
     }
     match client
         .get_referrers(repo, &subject.digest)
@@ -202,6 +196,27 @@ fn already_attached(
             api_answered: false,
         }),
     }
+}
+
+/// The fallback tag for `subject`'s referrers, and the index it holds now, if any.
+fn fallback_index(
+    client: &RegistryClient,
+    repo: &Reference,
+    subject: &Subject,
+) -> Result<(String, Option<Vec<u8>>), ReferrersError> {
+    let tag = fallback_tag(&subject.digest);
+    let tag_ref = repo.with_tag(&tag).expect("sha256-<hex> is a valid tag");
+    let fail = || registry_failure(&subject.digest, &tag);
+    let current = match client.head_manifest(&tag_ref).map_err(fail())? {
+        Some((digest, _)) => Some(
+            client
+                .get_manifest(&tag_ref.with_digest(digest))
+                .map_err(fail())?
+                .0,
+        ),
+        None => None,
+    };
+    Ok((tag, current))
 }
 
 fn cursor(bytes: &[u8]) -> io::Result<Box<dyn Read + Send>> {
@@ -216,9 +231,14 @@ pub fn attach(
     artifacts: &[Artifact],
 ) -> Result<Attached, ReferrersError> {
     let fail = |what: &str| registry_failure(&subject.digest, what);
+    let manifests: Vec<Vec<u8>> = artifacts
+        .iter()
+        .map(|a| artifact_manifest(a, subject))
+        .collect();
     let entries: Vec<Value> = artifacts
         .iter()
-        .map(|a| index_entry(a, &artifact_manifest(a, subject)))
+        .zip(&manifests)
+        .map(|(a, m)| index_entry(a, m))
         .collect();
     let api_answered = match already_attached(client, repo, subject, &entries)? {
         Listed::All(attached) => return Ok(attached),
@@ -229,7 +249,7 @@ pub fn attach(
         .push_blob(repo, &empty, EMPTY.len() as u64, &|| cursor(EMPTY), None)
         .map_err(fail("the empty config"))?;
     let mut all_indexed = true;
-    for a in artifacts {
+    for (a, manifest) in artifacts.iter().zip(&manifests) {
         let what = a.artifact_type.as_str();
         client
             .push_blob(
@@ -240,9 +260,8 @@ pub fn attach(
                 None,
             )
             .map_err(fail(what))?;
-        let manifest = artifact_manifest(a, subject);
         let (_, indexed) = client
-            .put_referrer_manifest(repo, &manifest, MEDIA_TYPE_OCI_MANIFEST)
+            .put_referrer_manifest(repo, manifest, MEDIA_TYPE_OCI_MANIFEST)
             .map_err(fail(what))?;
         all_indexed &= indexed;
     }
@@ -257,17 +276,9 @@ pub fn attach(
     {
         return Ok(Attached::Api);
     }
-    let tag = fallback_tag(&subject.digest);
-    let tag_ref = repo.with_tag(&tag).expect("sha256-<hex> is a valid tag");
-    let current = match client.head_manifest(&tag_ref).map_err(fail(&tag))? {
-        Some((digest, _)) => Some(
-            client
-                .get_manifest(&tag_ref.with_digest(digest))
-                .map_err(fail(&tag))?
-                .0,
-        ),
-        None => None,
-    };
+    // Read again right before the write: the uploads above leave time for
+    // another tool to change the index, and read-modify-write keeps its entries.
+    let (tag, current) = fallback_index(client, repo, subject)?;
     let merged = merge_index(&tag, current.as_deref(), &entries)?;
     let changed = merged.is_some();
     if let Some(bytes) = merged {

@@ -294,40 +294,7 @@ fn find_loader(root: &Path) -> Option<PathBuf> {
 
 /// The ELF program interpreter (PT_INTERP) of a 32- or 64-bit ELF file.
 pub(super) fn pt_interp(elf: &[u8]) -> Option<String> {
-    if elf.get(..4)? != b"\x7fELF" {
-        return None;
-    }
-    let wide = *elf.get(4)? == 2;
-    let little = *elf.get(5)? == 1;
-    let uint = |at: usize, len: usize| -> Option<u64> {
-        let b = elf.get(at..at + len)?;
-        let mut v = 0u64;
-        for i in 0..len {
-            let byte = if little { b[len - 1 - i] } else { b[i] };
-            v = (v << 8) | u64::from(byte);
-        }
-        Some(v)
-    };
-    let (phoff, phentsize, phnum) = if wide {
-        (uint(0x20, 8)?, uint(0x36, 2)?, uint(0x38, 2)?)
-    } else {
-        (uint(0x1c, 4)?, uint(0x2a, 2)?, uint(0x2c, 2)?)
-    };
-    for i in 0..phnum {
-        let at = (phoff + i * phentsize) as usize;
-        if uint(at, 4)? != 3 {
-            continue;
-        }
-        let (offset, size) = if wide {
-            (uint(at + 8, 8)?, uint(at + 0x20, 8)?)
-        } else {
-            (uint(at + 4, 4)?, uint(at + 0x10, 4)?)
-        };
-        let bytes = elf.get(offset as usize..(offset + size) as usize)?;
-        let s = String::from_utf8_lossy(bytes);
-        return Some(s.trim_end_matches('\0').to_owned());
-    }
-    None
+    crate::python::interpreter::elf::Elf::parse(elf)?.interp
 }
 
 /// qemu's name for a wheel-tag architecture.

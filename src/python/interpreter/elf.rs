@@ -4,7 +4,7 @@
 
 /// Just enough of an ELF file: its machine and its program interpreter.
 #[derive(Debug, PartialEq)]
-pub(super) struct Elf {
+pub(crate) struct Elf {
     pub machine: u16,
     pub little_endian: bool,
     pub interp: Option<String>,
