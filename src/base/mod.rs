@@ -6,6 +6,7 @@ pub mod archive;
 pub mod layout;
 pub mod python;
 pub mod remote;
+pub mod tars;
 
 use crate::digest::{Digest, VerifyingReader};
 use crate::image::manifest::{sniff_media_type, Descriptor, Index, Manifest};
@@ -14,6 +15,8 @@ use crate::platform::Platform;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaseError {
@@ -60,6 +63,14 @@ pub enum BaseError {
         base: String,
         #[source]
         source: crate::store::StoreError,
+    },
+    #[error("base {base}: layer {layer}")]
+    Layer {
+        base: String,
+        layer: Digest,
+        /// A digest mismatch, a compression we do not read, or a tar the reader refused.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("base {base}")]
     Registry {
@@ -111,6 +122,8 @@ pub struct BaseImage {
     pub diff_ids: Vec<Digest>,
     pub platform: Platform,
     pub blobs: Arc<dyn BlobSource>,
+    /// The layers' tars read so far in this process (see [`tars`]).
+    pub tars: tars::LayerTars,
 }
 
 impl BaseImage {
@@ -125,6 +138,48 @@ impl BaseImage {
             Some(desc.size),
             format!("base {} blob {}", self.name, desc.digest),
         ))
+    }
+
+    /// Hands layer `index`'s tar stream to `read`, then reads the layer to its
+    /// end, so its digest is always checked: a corrupt blob is reported as a
+    /// digest mismatch, not as whatever decoding error it caused. A layer read
+    /// before in this process is read from its kept tar, not inflated again.
+    pub fn read_layer_tar<T>(
+        &self,
+        index: usize,
+        read: impl FnOnce(&mut dyn Read) -> Result<T, BoxError>,
+    ) -> Result<T, BaseError> {
+        let desc = &self.manifest.layers[index];
+        let layer_err = |source| BaseError::Layer {
+            base: self.name.clone(),
+            layer: desc.digest.clone(),
+            source,
+        };
+        if let Some(mut kept) = self.tars.open(index) {
+            return read(&mut kept).map_err(layer_err);
+        }
+        let mut blob = self.open_blob(desc)?;
+        // An uncompressed layer is its own tar: there is nothing to save.
+        let mut copy =
+            crate::layer::compress::is_compressed(&desc.media_type).then(tars::TarCopy::new);
+        let to_end = |tar: &mut dyn Read| -> Result<T, BoxError> {
+            let value = read(tar)?;
+            io::copy(tar, &mut io::sink())?;
+            Ok(value)
+        };
+        let value = match crate::layer::compress::decompressed(&desc.media_type, &mut blob) {
+            Ok(mut tar) => match &mut copy {
+                Some(c) => to_end(&mut c.tee(&mut tar)),
+                None => to_end(&mut tar),
+            },
+            Err(e) => Err(e.into()),
+        };
+        io::copy(&mut blob, &mut io::sink()).map_err(|e| layer_err(e.into()))?;
+        let value = value.map_err(layer_err)?;
+        if let Some(c) = copy {
+            self.tars.keep(index, c);
+        }
+        Ok(value)
     }
 
     /// Env from the base config, for finding its Python on PATH.
@@ -347,6 +402,7 @@ pub(crate) fn resolve_descriptor(
         diff_ids,
         platform: image_platform,
         blobs: src,
+        tars: Default::default(),
     })
 }
 
@@ -478,6 +534,93 @@ mod tests {
             .into(),
         );
         resolve_descriptor(Arc::new(src), top, &"linux/amd64".parse().unwrap())
+    }
+
+    /// Counts how often each blob is opened.
+    struct Counting(Bytes, std::sync::Mutex<usize>);
+
+    impl BlobSource for Counting {
+        fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
+            *self.1.lock().unwrap() += 1;
+            self.0.open(digest)
+        }
+        fn name(&self) -> &str {
+            "mem"
+        }
+    }
+
+    /// A base whose one gzip layer is `blob`, described as `described`'s digest.
+    fn one_layer_base(blob: Vec<u8>, described: &[u8]) -> (BaseImage, Arc<Counting>) {
+        let digest = Digest::of_bytes(described);
+        let src = Arc::new(Counting(
+            Bytes([(digest.clone(), blob)].into()),
+            Default::default(),
+        ));
+        let manifest: Manifest = serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::image::MEDIA_TYPE_OCI_MANIFEST,
+            "config": {"mediaType": crate::image::MEDIA_TYPE_OCI_CONFIG, "digest": Digest::of_bytes(b"{}"), "size": 2},
+            "layers": [{"mediaType": crate::layer::MEDIA_TYPE_OCI_LAYER_GZIP, "digest": digest, "size": described.len()}],
+        }))
+        .unwrap();
+        let base = BaseImage {
+            name: "mem".into(),
+            manifest_digest: Digest::of_bytes(b"manifest"),
+            manifest,
+            config: serde_json::json!({}),
+            diff_ids: vec![Digest::of_bytes(b"tar")],
+            platform: "linux/amd64".parse().unwrap(),
+            blobs: src.clone(),
+            tars: Default::default(),
+        };
+        (base, src)
+    }
+
+    fn gzipped(data: &[u8]) -> Vec<u8> {
+        let mut gz = crate::layer::compress::gzip_writer(Vec::new());
+        io::Write::write_all(&mut gz, data).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn a_base_layer_is_inflated_once_however_many_readers_walk_it() {
+        let tar: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let blob = gzipped(&tar);
+        let (base, src) = one_layer_base(blob.clone(), &blob);
+        for reader in 0..3 {
+            // Each reader takes only a little and leaves the rest unread.
+            let head = base
+                .read_layer_tar(0, |r| {
+                    let mut head = vec![0; 10];
+                    r.read_exact(&mut head)?;
+                    Ok(head)
+                })
+                .unwrap();
+            assert_eq!(head, tar[..10], "reader {reader}");
+        }
+        let whole = base
+            .read_layer_tar(0, |r| {
+                let mut all = Vec::new();
+                r.read_to_end(&mut all)?;
+                Ok(all)
+            })
+            .unwrap();
+        assert_eq!(whole, tar, "the kept tar is the whole layer");
+        assert_eq!(*src.1.lock().unwrap(), 1, "the blob was opened once");
+    }
+
+    #[test]
+    fn a_layer_that_fails_its_digest_is_never_kept_and_fails_every_read() {
+        let blob = gzipped(b"some tar bytes");
+        // The manifest names other bytes: the read must fail on the digest.
+        let (base, src) = one_layer_base(blob, b"the bytes the manifest names");
+        for _ in 0..2 {
+            let err = base
+                .read_layer_tar(0, |r| Ok(io::copy(r, &mut io::sink())?))
+                .unwrap_err();
+            assert!(matches!(err, BaseError::Layer { .. }), "{err:?}");
+        }
+        assert_eq!(*src.1.lock().unwrap(), 2, "read again, not from a copy");
     }
 
     #[test]

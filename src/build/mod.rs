@@ -682,6 +682,7 @@ mod tests {
             platform: Platform::parse("linux/amd64").unwrap(),
             diff_ids: Vec::new(),
             blobs: std::sync::Arc::new(NoBlobs),
+            tars: Default::default(),
         };
         let index = image_annotations(&s, None);
         assert_eq!(index["team"], "payments");

@@ -5,7 +5,6 @@
 use super::native::{self, BaseLibs, WheelNative};
 use super::{BaseFiles, PackageFiles};
 use crate::base::BaseImage;
-use crate::layer::compress::decompressed;
 use crate::layer::tar::ExternalContent;
 use crate::layer::{Content, EntryKind};
 use crate::python::install::{self as wheel, WheelContent, WheelError};
@@ -175,13 +174,13 @@ impl BaseFiles for BaseView<'_> {
 /// Every base layer applied, keeping only ld.so.conf's contents.
 fn read_rootfs(base: &BaseImage) -> Result<RootFs, String> {
     let mut rootfs = RootFs::new();
-    for desc in &base.manifest.layers {
-        let mut blob = base.open_blob(desc).map_err(|e| e.to_string())?;
-        let mut tar = decompressed(&desc.media_type, &mut blob).map_err(|e| e.to_string())?;
-        rootfs
-            .apply_layer(&mut tar, &native::keep_for_libs)
-            .map_err(|e| e.to_string())?;
-        io::copy(&mut tar, &mut io::sink()).map_err(|e| e.to_string())?;
+    for index in 0..base.manifest.layers.len() {
+        base.read_layer_tar(index, |tar| {
+            rootfs
+                .apply_layer(tar, &native::keep_for_libs)
+                .map_err(Into::into)
+        })
+        .map_err(|e| e.to_string())?;
     }
     Ok(rootfs)
 }

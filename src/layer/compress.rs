@@ -357,6 +357,11 @@ impl<W: Write> Write for LayerEncoder<W> {
 #[error("layer media type {0} is not supported (only gzip, zstd and uncompressed tar layers are)")]
 pub struct UnsupportedCompression(pub String);
 
+/// Whether a layer of this media type is compressed (gzip or zstd).
+pub fn is_compressed(media_type: &str) -> bool {
+    media_type.ends_with("gzip") || media_type.ends_with("+zstd")
+}
+
 /// The uncompressed tar stream of a layer blob, by its media type.
 pub fn decompressed<'a>(
     media_type: &str,

@@ -125,21 +125,8 @@ pub fn prepare(
         minor_version: python.minor_version(),
         arch: &python.arch,
     };
-    let layer_err = |desc: &crate::image::manifest::Descriptor, source| BytecodeError::Layer {
-        base: base.name.clone(),
-        layer: desc.digest.to_string(),
-        source,
-    };
     let mut layers = |i: usize, f: &mut dyn FnMut(&mut dyn io::Read) -> io::Result<()>| {
-        let desc = &base.manifest.layers[i];
-        let mut blob = base.open_blob(desc)?;
-        let applied = match crate::layer::compress::decompressed(&desc.media_type, &mut blob) {
-            Ok(mut tar) => f(&mut tar).and_then(|()| io::copy(&mut tar, &mut io::sink()).map(drop)),
-            Err(e) => Err(io::Error::other(e.to_string())),
-        };
-        // Drain to EOF so the digest check always runs.
-        io::copy(&mut blob, &mut io::sink()).map_err(|e| layer_err(desc, e))?;
-        applied.map_err(|e| layer_err(desc, e))
+        Ok(base.read_layer_tar(i, |tar| f(tar).map_err(Into::into))?)
     };
     Interpreter::prepare(&target, cache, &mut layers)
 }
