@@ -248,8 +248,11 @@ pub fn attach(
     client
         .push_blob(repo, &empty, EMPTY.len() as u64, &|| cursor(EMPTY), None)
         .map_err(fail("the empty config"))?;
-    let mut all_indexed = true;
-    for (a, manifest) in artifacts.iter().zip(&manifests) {
+    // The artifacts (an SBOM and a provenance statement) go up side by side:
+    // each is a few small sequential requests, and this is most of what a
+    // warm push with attestations spends.
+    let pairs: Vec<(&Artifact, &Vec<u8>)> = artifacts.iter().zip(&manifests).collect();
+    let pushed = crate::parallel::map_ordered(&pairs, pairs.len(), |(a, manifest)| {
         let what = a.artifact_type.as_str();
         client
             .push_blob(
@@ -263,7 +266,11 @@ pub fn attach(
         let (_, indexed) = client
             .put_referrer_manifest(repo, manifest, MEDIA_TYPE_OCI_MANIFEST)
             .map_err(fail(what))?;
-        all_indexed &= indexed;
+        Ok::<bool, ReferrersError>(indexed)
+    });
+    let mut all_indexed = true;
+    for indexed in pushed {
+        all_indexed &= indexed?;
     }
     // Some registries send OCI-Subject without the API (research notes: ECR),
     // so the API itself must answer too.
