@@ -253,7 +253,10 @@ fn a_fresh_runner_reuses_layers_from_another_repository_and_downloads_no_wheel()
     );
     assert_eq!(second.downloads, Vec::<String>::new(), "{}", second.stderr);
     assert_eq!(
-        (first.layers_from_registry_cache, second.layers_from_registry_cache),
+        (
+            first.layers_from_registry_cache,
+            second.layers_from_registry_cache
+        ),
         (0, packages as u64)
     );
     for (label, outcome) in second.layers.iter().filter(|(l, _)| is_keyed(l)) {
@@ -378,7 +381,12 @@ fn a_reused_layer_that_vanishes_before_the_push_is_rebuilt_from_its_wheel_once()
         .lines()
         .filter(|l| l.contains("vanished"))
         .collect();
-    assert_eq!(warnings.len(), 1, "one retry, one warning: {}", second.stderr);
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one retry, one warning: {}",
+        second.stderr
+    );
     assert!(
         warnings[0].starts_with("warning: layer ")
             && warnings[0].contains(&format!(

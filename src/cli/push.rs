@@ -33,8 +33,8 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
         Err(gone) => {
             eprintln!("warning: {}", vanished(&gone));
             ctx.registry_cache = false;
-            let (result, report) = build_and_push(&ctx, &args, &client, &tags, verbose)?
-                .map_err(|again| {
+            let (result, report) =
+                build_and_push(&ctx, &args, &client, &tags, verbose)?.map_err(|again| {
                     let warning = vanished(&again);
                     anyhow::Error::new(again.error).context(warning)
                 })?;
@@ -74,7 +74,7 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
 struct Vanished {
     label: String,
     digest: Digest,
-    cache: Reference,
+    cache: Box<Reference>,
     planned: Digest,
     error: PushError,
 }
@@ -108,7 +108,7 @@ fn build_and_push(
             cache,
             source,
         }) => Ok(Err(Vanished {
-            error: PushError::Registry(source),
+            error: PushError::Registry(*source),
             label,
             digest,
             cache,
@@ -166,7 +166,7 @@ mod tests {
         Vanished {
             label: label.into(),
             digest: digest.clone(),
-            cache: Reference::parse("127.0.0.1:5000/cache:main").unwrap(),
+            cache: Box::new(Reference::parse("127.0.0.1:5000/cache:main").unwrap()),
             planned: Digest::of_bytes(b"manifest"),
             error: PushError::Registry(crate::registry::RegistryError::Auth {
                 what: "x".into(),

@@ -21,9 +21,10 @@ pub enum PushError {
     CachedLayerGone {
         label: String,
         digest: Digest,
-        cache: Reference,
+        /// Boxed, as is the source: the error stays small.
+        cache: Box<Reference>,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
 }
 
@@ -37,8 +38,8 @@ fn failure(l: Option<&ImageLayer>, error: RegistryError) -> PushError {
                 return PushError::CachedLayerGone {
                     label: l.label.clone(),
                     digest: l.layer.digest.clone(),
-                    cache: repo.clone(),
-                    source: error,
+                    cache: Box::new(repo.clone()),
+                    source: Box::new(error),
                 };
             }
         }
@@ -119,11 +120,7 @@ fn tag_name(r: &Reference) -> String {
 
 /// Which repository of a registry we last pushed a blob to, so pushing the
 /// same layers to another repository mounts them instead of uploading.
-fn last_pushed_to(
-    store: &Store,
-    repo: &Reference,
-    digest: &Digest,
-) -> Option<String> {
+fn last_pushed_to(store: &Store, repo: &Reference, digest: &Digest) -> Option<String> {
     let from: String = store.get_meta("pushed", &format!("{}/{digest}", repo.registry))?;
     (from != repo.repository).then_some(from)
 }
