@@ -719,13 +719,20 @@ ${5:-}
 EOF
 }
 
-# ci_push SPEC TAG CACHE : a timed `imgbuild push`; sets ELAPSED_MS, CPU_MS and
-# DOWNLOADS (the wheels it downloaded: its `downloaded NAME (SIZE)` lines).
+# ci_push SPEC TAG CACHE : a timed `imgbuild push --json`; sets ELAPSED_MS, CPU_MS and
+# DOWNLOADS (the wheels it downloaded: the summary's wheels_downloaded, over its images).
 ci_push() {
-  local before
-  before=$(wc -l <"$LOG")
-  timed "$IMGBUILD" push -f "$1" --tag "$2" --cache-dir "$3"
-  DOWNLOADS=$(tail -n +"$((before + 1))" "$LOG" | grep -c '^downloaded ' || true)
+  local json="$WORK/ci-push.json"
+  : >"$json"
+  TIMED_STDOUT="$json" timed "$IMGBUILD" push -f "$1" --tag "$2" --cache-dir "$3" --json
+  cat "$json" >>"$LOG"
+  DOWNLOADS=$(python3 - "$json" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+doc = json.loads(text[: text.rindex("}") + 1])
+print(sum(i["wheels_downloaded"] for i in doc["images"]))
+PY
+  ) || die "ci: no wheels_downloaded in the --json summary of the push (see $LOG)"
 }
 
 # ci_bytes SPEC CACHE : "LAYER_BYTES WHEEL_BYTES" of a cold build into CACHE: the package

@@ -2,9 +2,10 @@
 //! registry (docker-registry 2.8 on 127.0.0.1): a fresh runner with an empty cache
 //! reuses the package layers an image already pushed, by the cache key each layer's
 //! descriptor carries, without downloading their wheels; it trusts nothing it cannot
-//! check (a blob gone, another key, a config that lies about a diff_id); and the
-//! digest is the same whether a layer came from the registry, the local cache or a
-//! fresh build.
+//! check (a blob gone, another key, a config that lies about a diff_id); a blob that
+//! vanishes between planning and push makes the push build once more without the
+//! cache; and the digest is the same whether a layer came from the registry, the
+//! local cache or a fresh build.
 
 mod support;
 
@@ -15,6 +16,7 @@ use imgbuild::registry::{credentials::Anonymous, RegistryClient, TransportOption
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::fake_registry::{FakeRegistry, Fault};
 use support::registry::{Registry, Setup};
 use support::Run;
 
@@ -42,10 +44,13 @@ fn downloads(run: &Run) -> Vec<String> {
         .collect()
 }
 
-/// What `push --json` reported: the digest and each layer's (label, outcome).
+/// What `push --json` reported: the digest, each layer's (label, outcome), and
+/// the wheels downloaded and layers reused it counted; and the run's stderr.
 struct Pushed {
     digest: String,
     layers: Vec<(String, String)>,
+    wheels_downloaded: u64,
+    layers_from_registry_cache: u64,
     downloads: Vec<String>,
     stderr: String,
 }
@@ -68,12 +73,26 @@ fn push(project: &Path, tag: &str, cache: &Path, extra: &[&str]) -> Pushed {
             )
         })
         .collect();
-    Pushed {
+    let count = |key: &str| {
+        summary["images"][0][key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("the summary counts {key}: {summary}"))
+    };
+    let pushed = Pushed {
         digest: summary["digest"].as_str().unwrap().to_string(),
         layers,
+        wheels_downloaded: count("wheels_downloaded"),
+        layers_from_registry_cache: count("layers_from_registry_cache"),
         downloads: downloads(&run),
         stderr: run.stderr,
-    }
+    };
+    assert_eq!(
+        pushed.wheels_downloaded,
+        pushed.downloads.len() as u64,
+        "--json and the `downloaded` lines agree: {}",
+        pushed.stderr
+    );
+    pushed
 }
 
 /// `build --output oci:DIR` with `extra`; returns the run and the digest it printed.
@@ -233,6 +252,13 @@ fn a_fresh_runner_reuses_layers_from_another_repository_and_downloads_no_wheel()
         &[&from],
     );
     assert_eq!(second.downloads, Vec::<String>::new(), "{}", second.stderr);
+    assert_eq!(
+        (
+            first.layers_from_registry_cache,
+            second.layers_from_registry_cache
+        ),
+        (0, packages as u64)
+    );
     for (label, outcome) in second.layers.iter().filter(|(l, _)| is_keyed(l)) {
         assert_eq!(outcome, "mounted", "{label}: {:?}", second.layers);
     }
@@ -298,6 +324,101 @@ fn a_layer_whose_blob_is_gone_is_built_from_its_wheel() {
     assert_eq!(fastapi.len(), 1);
     assert_eq!(fastapi[0].1, "uploaded", "{:?}", second.layers);
     assert_eq!(second.digest, first.digest);
+}
+
+/// Copies the manifest and config of `name` on `reg`, and its keyed layers (the
+/// ones a cache offers), to `fake` as `repo:v1`; returns the manifest.
+fn copy_to_fake(reg: &Registry, name: &str, fake: &FakeRegistry, repo: &str) -> Value {
+    use std::io::Read;
+    let (c, r) = (client(), reference(reg, name));
+    let (bytes, ..) = c.get_manifest(&r).unwrap();
+    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
+    let keyed = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["annotations"][KEY].is_string());
+    for d in keyed.chain([&manifest["config"]]) {
+        let d: Digest = d["digest"].as_str().unwrap().parse().unwrap();
+        let mut blob = Vec::new();
+        c.get_blob(&r, &d, None)
+            .unwrap()
+            .read_to_end(&mut blob)
+            .unwrap();
+        fake.put_blob(repo, &blob);
+    }
+    let to = Reference::parse(&format!("{}/{repo}:v1", fake.host())).unwrap();
+    c.put_manifest(&to, "v1", &bytes, MEDIA_TYPE_OCI_MANIFEST)
+        .unwrap();
+    manifest
+}
+
+#[test]
+fn a_reused_layer_that_vanishes_before_the_push_is_rebuilt_from_its_wheel_once() {
+    let (reg, project) = registry_and_project();
+    let first = push_first(&reg, &project);
+    // The image as a cache on another registry (the scripted fake): fastapi's
+    // blob is there when the build checks it (HEAD), and deleted just before
+    // the push first reads it (GET), as a registry's GC would.
+    let fake = FakeRegistry::start();
+    let manifest = copy_to_fake(&reg, "first:v1", &fake, "cache");
+    let i = package_layer(&first, "fastapi");
+    let blob = format!(
+        "/v2/cache/blobs/{}",
+        manifest["layers"][i]["digest"].as_str().unwrap()
+    );
+    fake.fault("GET", &blob, "", 1, Fault::DeleteBlob);
+
+    let cache = format!("{}/cache:v1", fake.host());
+    let second = push(
+        &project,
+        &format!("{}/second:v1", reg.host),
+        &empty_cache(),
+        &[&format!("--cache-from={cache}")],
+    );
+    let warnings: Vec<&str> = second
+        .stderr
+        .lines()
+        .filter(|l| l.contains("vanished"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one retry, one warning: {}",
+        second.stderr
+    );
+    assert!(
+        warnings[0].starts_with("warning: layer ")
+            && warnings[0].contains(&format!(
+                " of package fastapi {}",
+                first.layers[i].0.split(' ').nth(1).unwrap()
+            ))
+            && warnings[0].contains(&format!(
+                "vanished from {cache} between planning and push; rebuilt from its wheel"
+            )),
+        "{}",
+        warnings[0]
+    );
+    // The plan saw the blob; the push found it gone, by GET and then HEAD.
+    let seen: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == blob)
+        .map(|r| r.method)
+        .collect();
+    assert_eq!(seen, ["HEAD", "GET", "HEAD"], "{}", second.stderr);
+    // The second build read no registry cache: every wheel downloaded, and
+    // the digest the first plan had. The layers the first push copied before
+    // it failed were there already; fastapi's was not.
+    assert_eq!(second.layers_from_registry_cache, 0);
+    assert_eq!(second.wheels_downloaded, first.wheels_downloaded);
+    assert_eq!(second.layers[i].1, "uploaded", "{:?}", second.layers);
+    assert_eq!(second.digest, first.digest, "{}", second.stderr);
+    assert!(
+        !second.stderr.contains("as planned"),
+        "the rebuild has the digest the first plan had: {}",
+        second.stderr
+    );
 }
 
 #[test]

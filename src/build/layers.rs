@@ -258,44 +258,47 @@ pub(super) fn package_pycs(
 
 /// The standard library's pycs in a layer of their own, when the base has
 /// none and `bytecode-stdlib` is on; cached per interpreter and mode, and
-/// reused from a registry cache (it takes long to compile) when offered.
+/// reused from a registry cache (it takes long to compile) when offered;
+/// the flag says whether it was.
 pub(super) fn stdlib_layer(
     spec: &Spec,
     python: &PythonInfo,
     compiler: Option<&Compiler>,
     opts: &BuildOptions,
     offers: &Offers,
-) -> Result<Option<PackageLayer>, BuildError> {
+) -> Result<(Option<PackageLayer>, bool), BuildError> {
     let Some(c) = compiler.filter(|_| spec.bytecode_stdlib) else {
-        return Ok(None);
+        return Ok((None, false));
     };
     if !bytecode::stdlib_lacks_pycs(&c.interp, python) {
-        return Ok(None);
+        return Ok((None, false));
     }
     let inputs = format!("stdlib-pycs:{}:{}", python.prefix, Compiler::key(Some(c)));
     let key = layer_key(opts.epoch, opts.compression, &inputs);
     let annotations = Some(layer_annotations(&key, &[]));
     let label = "stdlib bytecode".to_string();
     if let Some(Some(r)) = reuse_layers(opts, offers, std::slice::from_ref(&key), 0).pop() {
-        return Ok(Some(PackageLayer {
+        let reused = PackageLayer {
             label,
             layer: r.layer,
             cached: true,
             origin: r.origin,
             annotations,
-        }));
+        };
+        return Ok((Some(reused), true));
     }
     let (layer, cached) = cached_layer(opts, "stdlib bytecode", &inputs, || {
         let plan = bytecode::stdlib_plan(&c.interp, python, c.mode, &c.scratch, opts.jobs)?;
         Ok((plan, Box::new(NoExternal) as Box<dyn ExternalContent>))
     })?;
-    Ok(Some(PackageLayer {
+    let built = PackageLayer {
         label,
         layer,
         cached,
         origin: BlobOrigin::Store,
         annotations,
-    }))
+    };
+    Ok((Some(built), false))
 }
 
 // --- end bytecode ---

@@ -25,7 +25,7 @@ use crate::image::{self as img, time::rfc3339};
 use crate::layer::tar::{ExternalContent, NoExternal};
 use crate::layer::Layer;
 use crate::lock::select::SelectedWheel;
-use crate::output::{BlobOrigin, BuildResult, BuiltImage, ImageLayer};
+use crate::output::{BlobOrigin, BuildResult, BuiltImage, ImageLayer, LayerSources};
 use crate::platform::Platform;
 use crate::python::bytecode::{self, Compiler, OnFailure};
 use crate::python::install::{self as wheel};
@@ -261,7 +261,11 @@ fn build_platform(
     };
     // --- bytecode (issue 9): the base's own interpreter, and pycs for a bare stdlib ---
     let compiler = Compiler::for_base(&base, &python, spec.bytecode, &bytecode_cache(opts))?;
-    let stdlib = stdlib_layer(spec, &python, compiler.as_ref(), opts, &offers)?;
+    let (stdlib, stdlib_reused) = stdlib_layer(spec, &python, compiler.as_ref(), opts, &offers)?;
+    let mut sources = LayerSources {
+        wheels_downloaded: 0,
+        layers_from_registry_cache: usize::from(stdlib_reused),
+    };
     // --- end bytecode ---
     let mut wheels = Vec::new();
     let mut locals = Vec::new();
@@ -346,11 +350,13 @@ fn build_platform(
             });
         }
         let got = fetcher.fetch_all(&wanted, &on_fetched)?;
+        sources.wheels_downloaded = got.iter().filter(|f| f.downloaded > 0).count();
+        sources.layers_from_registry_cache += wheels.len() - wanted.len();
         (opts.on_event)(Event::Detail(format!(
             "[{label}] {} of {} packages from the registry cache; {} wheels downloaded",
             wheels.len() - wanted.len(),
             wheels.len(),
-            got.iter().filter(|f| f.downloaded > 0).count()
+            sources.wheels_downloaded
         )));
         let mut got = got.into_iter();
         let fetched: Vec<Option<crate::fetch::Fetched>> = reused
@@ -510,6 +516,7 @@ fn build_platform(
         base_repository,
         packages: installed,
         source_tree: Some(source_tree),
+        sources,
     })
 }
 

@@ -110,7 +110,8 @@ pub struct CommonArgs {
     /// Write the image digest to this file.
     #[arg(long)]
     pub digest_file: Option<PathBuf>,
-    /// Print a JSON summary (digest, layers with packages and sizes) on stdout before the digest.
+    /// Print a JSON summary (digest; per image its layers with packages and sizes, the wheels
+    /// downloaded and the layers reused from a registry cache) on stdout before the digest.
     #[arg(long)]
     pub json: bool,
 }

@@ -33,6 +33,8 @@ pub fn summary(result: &BuildResult, tags: &[String]) -> serde_json::Value {
                 "layers": i.layers.iter().map(|l| serde_json::json!({
                     "digest": l.layer.digest.to_string(), "size": l.layer.size, "label": l.label,
                 })).collect::<Vec<_>>(),
+                "wheels_downloaded": i.sources.wheels_downloaded,
+                "layers_from_registry_cache": i.sources.layers_from_registry_cache,
             })
         })
         .collect();
@@ -86,7 +88,7 @@ mod tests {
     use super::*;
     use crate::digest::Digest;
     use crate::layer::Layer;
-    use crate::output::{BlobOrigin, BuiltImage, ImageLayer};
+    use crate::output::{BlobOrigin, BuiltImage, ImageLayer, LayerSources};
     use crate::platform::Platform;
     use crate::registry::PushOutcome;
 
@@ -116,6 +118,10 @@ mod tests {
                 base_repository: None,
                 packages: Vec::new(),
                 source_tree: None,
+                sources: LayerSources {
+                    wheels_downloaded: 3,
+                    layers_from_registry_cache: 2,
+                },
             }],
             index: None,
         }
@@ -131,6 +137,13 @@ mod tests {
         assert_eq!(layers[1]["label"], "app");
         assert_eq!(layers[1]["size"], 7);
         assert_eq!(s["images"][0]["platform"], "linux/amd64");
+    }
+
+    #[test]
+    fn build_summary_says_how_many_wheels_were_downloaded_and_layers_reused_per_image() {
+        let s = summary(&result(), &[]);
+        assert_eq!(s["images"][0]["wheels_downloaded"], 3);
+        assert_eq!(s["images"][0]["layers_from_registry_cache"], 2);
     }
 
     #[test]
@@ -161,6 +174,7 @@ mod tests {
         );
         // Everything the build summary says is still there.
         assert_eq!(layers[1]["label"], "app");
+        assert_eq!(s["images"][0]["wheels_downloaded"], 3);
     }
 
     #[test]

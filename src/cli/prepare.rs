@@ -21,6 +21,10 @@ pub struct Prepared {
     pub epoch: u64,
     /// Where the build will be pushed: read as a registry cache, first.
     pub push_targets: Vec<crate::reference::Reference>,
+    /// Whether the build reuses layers from registries (the push targets,
+    /// `--cache-from`): off for a push's second build, after a reused blob
+    /// vanished between planning and push.
+    pub registry_cache: bool,
 }
 
 pub fn prepare(common: &CommonArgs) -> Result<Prepared> {
@@ -48,6 +52,7 @@ pub fn prepare(common: &CommonArgs) -> Result<Prepared> {
         platforms,
         epoch,
         push_targets: Vec::new(),
+        registry_cache: true,
     })
 }
 
@@ -84,7 +89,8 @@ pub fn run_build(
     Ok(build::build(&ctx.spec, &opts)?)
 }
 
-/// The registry cache: the push targets, then each `--cache-from`; none offline.
+/// The registry cache: the push targets, then each `--cache-from`; none offline
+/// or when `ctx.registry_cache` is off.
 fn remote_cache(
     ctx: &Prepared,
     common: &CommonArgs,
@@ -97,7 +103,7 @@ fn remote_cache(
         );
     }
     refs.dedup();
-    if refs.is_empty() || common.build.offline {
+    if refs.is_empty() || common.build.offline || !ctx.registry_cache {
         return Ok(None);
     }
     Ok(Some(build::RemoteCache {

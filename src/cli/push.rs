@@ -3,14 +3,15 @@
 
 use super::args::PushArgs;
 use super::output::{push_summary, write_atomic};
-use super::prepare::{prepare, registry_client, run_build};
+use super::prepare::{prepare, registry_client, run_build, Prepared};
 use super::progress::{event_printer, human, PushProgress};
 use crate::digest::Digest;
-use crate::output::push::PushReport;
+use crate::output::push::{PushError, PushReport};
 use crate::output::BuildResult;
 use crate::reference::Reference;
-use crate::registry::{PushOutcome, TransferStats};
+use crate::registry::{PushOutcome, RegistryClient, TransferStats};
 use anyhow::{Context, Result};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
@@ -25,18 +26,29 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
     if verbose {
         client.on_retry(|n| eprintln!("retry: {n}"));
     }
-    let printer = event_printer(verbose);
-    let t0 = Instant::now();
-    let result = run_build(&ctx, &args.common, client.clone(), &printer, &[])?;
-    let t1 = Instant::now();
-    let progress = PushProgress::new(&result);
-    let on_blob = |d: &Digest, o: &PushOutcome| progress.on_blob(d, o);
-    let report = crate::output::push::push(&client, &result, &tags, &ctx.store, &on_blob);
-    progress.finish();
-    let report = report?;
-    if verbose {
-        eprintln!("timing: build {:?}, push {:?}", t1 - t0, t1.elapsed());
-    }
+    let (result, report) = match build_and_push(&ctx, &args, &client, &tags, verbose)? {
+        Ok(pushed) => pushed,
+        // Once only: the second build reads no registry cache, so nothing it
+        // pushes can vanish from one.
+        Err(gone) => {
+            eprintln!("warning: {}", vanished(&gone));
+            ctx.registry_cache = false;
+            let (result, report) =
+                build_and_push(&ctx, &args, &client, &tags, verbose)?.map_err(|again| {
+                    let warning = vanished(&again);
+                    anyhow::Error::new(again.error).context(warning)
+                })?;
+            if result.digest() != gone.planned {
+                // Layers are reproducible whatever their source (docs/reproducibility.md).
+                eprintln!(
+                    "warning: the rebuild without the registry cache gave {}, not {} as planned",
+                    result.digest(),
+                    gone.planned
+                );
+            }
+            (result, report)
+        }
+    };
     // The figures describe the image; the attestations attached next are reported apart.
     let stats = client.stats();
     super::release::attach_on_push(&ctx, &result, &tags, &client, &args.attach)?;
@@ -55,6 +67,69 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
         println!("{p}");
     }
     Ok(())
+}
+
+/// A push that failed because a layer reused from a registry cache vanished
+/// after the build planned it, and the digest that build had.
+struct Vanished {
+    label: String,
+    digest: Digest,
+    cache: Box<Reference>,
+    planned: Digest,
+    error: PushError,
+}
+
+/// Builds (with the registry cache unless `ctx` turns it off) and pushes.
+/// The inner error is a reused layer gone from its registry cache, which a
+/// build without the cache repairs; every other failure is the outer one.
+fn build_and_push(
+    ctx: &Prepared,
+    args: &PushArgs,
+    client: &Arc<RegistryClient>,
+    tags: &[Reference],
+    verbose: bool,
+) -> Result<Result<(BuildResult, PushReport), Vanished>> {
+    let printer = event_printer(verbose);
+    let t0 = Instant::now();
+    let result = run_build(ctx, &args.common, client.clone(), &printer, &[])?;
+    let t1 = Instant::now();
+    let progress = PushProgress::new(&result);
+    let on_blob = |d: &Digest, o: &PushOutcome| progress.on_blob(d, o);
+    let report = crate::output::push::push(client, &result, tags, &ctx.store, &on_blob);
+    progress.finish();
+    if verbose {
+        eprintln!("timing: build {:?}, push {:?}", t1 - t0, t1.elapsed());
+    }
+    match report {
+        Ok(report) => Ok(Ok((result, report))),
+        Err(PushError::CachedLayerGone {
+            label,
+            digest,
+            cache,
+            source,
+        }) => Ok(Err(Vanished {
+            error: PushError::Registry(*source),
+            label,
+            digest,
+            cache,
+            planned: result.digest(),
+        })),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The warning for a push built again without the registry cache.
+fn vanished(v: &Vanished) -> String {
+    let (what, source) = match v.label.as_str() {
+        "stdlib bytecode" => ("the stdlib bytecode".to_string(), "the base's interpreter"),
+        package => (format!("package {package}"), "its wheel"),
+    };
+    format!(
+        "layer {} of {what} vanished from {} between planning and push; rebuilt from {source} \
+         (this push was built again without the registry cache)",
+        v.digest.short(),
+        v.cache
+    )
 }
 
 /// On stderr: each uploaded layer (every layer with `-v`), then one line for
@@ -80,4 +155,39 @@ fn print_report(result: &BuildResult, report: &PushReport, stats: &TransferStats
         human(stats.blob_bytes_uploaded),
         stats.requests
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gone(label: &str) -> Vanished {
+        let digest = Digest::of_bytes(b"layer");
+        Vanished {
+            label: label.into(),
+            digest: digest.clone(),
+            cache: Box::new(Reference::parse("127.0.0.1:5000/cache:main").unwrap()),
+            planned: Digest::of_bytes(b"manifest"),
+            error: PushError::Registry(crate::registry::RegistryError::Auth {
+                what: "x".into(),
+                detail: "y".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_warning_names_the_layer_its_package_and_the_cache_it_vanished_from() {
+        let v = gone("fastapi 0.115.0");
+        assert_eq!(
+            vanished(&v),
+            format!(
+                "layer {} of package fastapi 0.115.0 vanished from 127.0.0.1:5000/cache:main \
+                 between planning and push; rebuilt from its wheel (this push was built again \
+                 without the registry cache)",
+                v.digest.short()
+            )
+        );
+        assert!(vanished(&gone("stdlib bytecode"))
+            .contains(" of the stdlib bytecode vanished from 127.0.0.1:5000/cache:main "));
+    }
 }

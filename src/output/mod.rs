@@ -53,6 +53,17 @@ pub struct BuiltImage {
     pub packages: Vec<crate::lock::select::SelectedWheel>,
     /// The source tree digest (docs/reproducibility.md), for provenance.
     pub source_tree: Option<Digest>,
+    /// What this build took from where, for --json.
+    pub sources: LayerSources,
+}
+
+/// Where a build found the inputs of its package layers: how many wheels it
+/// downloaded (the others were in the local cache, or not needed), and how
+/// many layers (packages, the stdlib's pycs) it reused from a registry cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerSources {
+    pub wheels_downloaded: usize,
+    pub layers_from_registry_cache: usize,
 }
 
 /// One image per platform, and an index when there are several.

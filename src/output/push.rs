@@ -2,7 +2,8 @@
 //! mount from the base's repository, or upload), then the manifests, then the
 //! index, then the tags. A manifest is never pushed before its blobs.
 
-use super::{open_layer, BuildResult};
+use super::{open_layer, BlobOrigin, BuildResult, ImageLayer};
+use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::registry::{BlobUpload, PushOutcome, RegistryClient, RegistryError};
 use crate::store::Store;
@@ -13,6 +14,37 @@ use std::io::{self, Read};
 pub enum PushError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A layer reused from a registry cache whose blob was deleted after the
+    /// build checked it (registry GC, a deleted repository). Its wheel builds
+    /// the same bytes, so the caller can build again without the cache.
+    #[error("layer {digest} ({label}) reused from {cache} is no longer there")]
+    CachedLayerGone {
+        label: String,
+        digest: Digest,
+        /// Boxed, as is the source: the error stays small.
+        cache: Box<Reference>,
+        #[source]
+        source: Box<RegistryError>,
+    },
+}
+
+/// The push of layer `l` failed with `error`: when `l` was reused from a
+/// registry cache and its blob is not there any more (HEAD 404), that is
+/// what the caller hears, not the upload's own failure.
+fn failure(l: Option<&ImageLayer>, error: RegistryError) -> PushError {
+    if let Some(l) = l {
+        if let BlobOrigin::Registry { client, repo } = &l.origin {
+            if let Ok(false) = client.blob_exists(repo, &l.layer.digest) {
+                return PushError::CachedLayerGone {
+                    label: l.label.clone(),
+                    digest: l.layer.digest.clone(),
+                    cache: Box::new(repo.clone()),
+                    source: Box::new(error),
+                };
+            }
+        }
+    }
+    error.into()
 }
 
 /// What happened to each layer of each image, in build order.
@@ -50,7 +82,7 @@ pub fn push(
     result: &BuildResult,
     tags: &[Reference],
     store: &Store,
-    on_blob: &(dyn Fn(&crate::digest::Digest, &PushOutcome) + Sync),
+    on_blob: &(dyn Fn(&Digest, &PushOutcome) + Sync),
 ) -> Result<PushReport, PushError> {
     let mut report = PushReport::default();
     let top_digest = result.digest();
@@ -88,16 +120,12 @@ fn tag_name(r: &Reference) -> String {
 
 /// Which repository of a registry we last pushed a blob to, so pushing the
 /// same layers to another repository mounts them instead of uploading.
-fn last_pushed_to(
-    store: &Store,
-    repo: &Reference,
-    digest: &crate::digest::Digest,
-) -> Option<String> {
+fn last_pushed_to(store: &Store, repo: &Reference, digest: &Digest) -> Option<String> {
     let from: String = store.get_meta("pushed", &format!("{}/{digest}", repo.registry))?;
     (from != repo.repository).then_some(from)
 }
 
-fn remember_pushed(store: &Store, repo: &Reference, digest: &crate::digest::Digest) {
+fn remember_pushed(store: &Store, repo: &Reference, digest: &Digest) {
     // Only a hint for later mounts: a failed write costs an upload, nothing more.
     let _ = store.put_meta(
         "pushed",
@@ -108,9 +136,9 @@ fn remember_pushed(store: &Store, repo: &Reference, digest: &crate::digest::Dige
 
 /// The repository a layer reused from a registry cache can be mounted from:
 /// one on the registry we push to, other than the target.
-fn cached_in(origin: &super::BlobOrigin, target: &Reference) -> Option<String> {
+fn cached_in(origin: &BlobOrigin, target: &Reference) -> Option<String> {
     match origin {
-        super::BlobOrigin::Registry { repo, .. }
+        BlobOrigin::Registry { repo, .. }
             if repo.registry == target.registry && repo.repository != target.repository =>
         {
             Some(repo.repository.clone())
@@ -124,7 +152,7 @@ type Opener<'a> = Box<dyn Fn() -> io::Result<Box<dyn Read + Send>> + Sync + 'a>;
 /// The blobs named by what `tag` points to now (a manifest, or an index and
 /// its manifests). The registry holds a manifest only with all its blobs, so
 /// these need no HEAD: after a one-line change, only new blobs are checked.
-fn blobs_under_tag(client: &RegistryClient, tag: &Reference) -> HashSet<crate::digest::Digest> {
+fn blobs_under_tag(client: &RegistryClient, tag: &Reference) -> HashSet<Digest> {
     let mut known = HashSet::new();
     let Some((digest, _)) = client.head_manifest(tag).ok().flatten() else {
         return known;
@@ -143,7 +171,7 @@ fn blobs_under_tag(client: &RegistryClient, tag: &Reference) -> HashSet<crate::d
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
             continue;
         };
-        let digests = |key: &str| -> Vec<crate::digest::Digest> {
+        let digests = |key: &str| -> Vec<Digest> {
             v.get(key)
                 .and_then(|a| a.as_array())
                 .map(|a| {
@@ -172,7 +200,7 @@ fn push_content<'a>(
     result: &'a BuildResult,
     repo: &Reference,
     store: &'a Store,
-    on_blob: &(dyn Fn(&crate::digest::Digest, &PushOutcome) + Sync),
+    on_blob: &(dyn Fn(&Digest, &PushOutcome) + Sync),
 ) -> Result<Vec<Vec<PushOutcome>>, PushError> {
     // The registry keeps a manifest only when it has all its blobs, so when
     // the top manifest is already there, everything it names is too.
@@ -236,7 +264,8 @@ fn push_content<'a>(
             r
         });
         for (n, r) in pushed.into_iter().enumerate() {
-            let outcome = r?;
+            let layer = wanted.get(n).map(|&k| &image.layers[k]);
+            let outcome = r.map_err(|e| failure(layer, e))?;
             if let Some(&k) = wanted.get(n) {
                 layer_outcomes[k] = outcome;
                 remember_pushed(store, repo, &image.layers[k].layer.digest);

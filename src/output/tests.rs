@@ -71,6 +71,7 @@ fn image(store: &Store, app: &[u8], base_served: &[u8]) -> BuildResult {
             base_repository: None,
             packages: Vec::new(),
             source_tree: None,
+            sources: Default::default(),
         }],
         index: None,
     }

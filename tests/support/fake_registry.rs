@@ -2,7 +2,8 @@
 //! (std::net, one thread per connection) that implements enough of the
 //! distribution API to push and pull, records every request, and can be told
 //! to misbehave for the first N matching requests (status codes, Retry-After,
-//! dropped connections mid-body, expired tokens, redirects, missing Location).
+//! dropped connections mid-body, expired tokens, redirects, missing Location,
+//! a blob deleted just before a request).
 //!
 //! `HttpServer` is also used by `registry.rs` for the token service.
 //!
@@ -304,6 +305,10 @@ pub enum Fault {
     ExpireTokens,
     /// Read the request and never answer.
     Silent,
+    /// Delete the blob the request names from its repository, then handle the
+    /// request normally (so a GET or HEAD gets 404): a blob garbage-collected
+    /// just before this request, and gone for every later one.
+    DeleteBlob,
 }
 
 impl Fault {
@@ -449,6 +454,14 @@ impl FakeRegistry {
                         }
                         Fault::ExpireTokens => st.tokens.clear(),
                         Fault::Silent => return Reply::Silent,
+                        Fault::DeleteBlob => {
+                            let path = req.path.strip_prefix("/v2/").unwrap_or_default();
+                            if let Some((repo, digest)) = path.rsplit_once("/blobs/") {
+                                if let Some(blobs) = st.blobs.get_mut(repo) {
+                                    blobs.remove(digest);
+                                }
+                            }
+                        }
                         Fault::DropMidBody(_) => unreachable!("handled before the body"),
                     }
                 }
