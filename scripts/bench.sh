@@ -717,7 +717,7 @@ baseline_binary() {
   # A fresh copy of the source: a half-extracted one from an interrupted run is not trusted.
   rm -rf "$dir/src"
   mkdir -p "$dir/src"
-  git -C "$ROOT" archive "$sha" | tar -xf - -C "$dir/src"
+  git -C "$ROOT" archive "$sha" | tar -xf - -C "$dir/src" || die "git archive $sha into $dir/src failed"
   (cd "$dir/src" && cargo build --release --locked --quiet --target-dir "$dir/target") >>"$LOG" 2>&1 ||
     { tail -n 30 "$LOG" >&2; die "building imgbuild at $BASELINE_REV failed"; }
   [ -x "$BASELINE_BIN" ] || die "building imgbuild at $BASELINE_REV left no $BASELINE_BIN"
