@@ -1,42 +1,55 @@
 //! The compile driver: one fresh interpreter per call (a package, or the
-//! app), files in sorted order, each compiled by `py_compile` with its final
-//! in-image path as `dfile` into a PEP 552 hash-based pyc.
+//! app), files in sorted order, each compiled as `py_compile` would with its
+//! final in-image path as `dfile` into a PEP 552 hash-based pyc.
+//!
+//! Sources go to the interpreter on its stdin and pycs come back on its
+//! stdout: no file is written for either. Staging them as files cost three
+//! file creations and two deletions per source, and ext4 makes a creation
+//! slow right after many deletions (its inode allocator steps over recently
+//! freed inodes): a quarter of a cold numpy/pandas/scipy build's CPU.
 
 use super::runner::Interpreter;
 use super::{BytecodeError, Mode};
 use crate::layer::ImagePath;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::io::{self, BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Stdio};
+use std::thread::JoinHandle;
 
-/// Reads NUL-separated (source, dfile, cfile) triples on stdin; prints one
-/// `FAIL <index> <line> <message>` line per file that does not compile.
+/// Reads, on stdin, `SIZE DLEN\n` then the dfile's DLEN bytes and the
+/// source's SIZE bytes, for each file; writes, on stdout, `SIZE\n` and the
+/// pyc's bytes, or one `FAIL\t<line>\t<message>\n` line, for each in turn.
 ///
-/// It does what `py_compile.compile` does for a hash-based pyc (read, `compile`
-/// with `dont_inherit`, `_code_to_hash_pyc` over `_imp.source_hash`), with
-/// only the modules every interpreter has frozen in: importing `py_compile`
+/// It does what `py_compile.compile` does for a hash-based pyc (`compile` with
+/// `dont_inherit`, `_code_to_hash_pyc` over `_imp.source_hash`), with only
+/// the modules every interpreter has frozen in: importing `py_compile`
 /// compiles enum, re, traceback and tokenize from source on a base without
-/// stdlib pycs, about 85 ms of every interpreter's start.
+/// stdlib pycs, about 85 ms of every interpreter's start. The imports stay
+/// exactly these: marshal marks a string interned depending on which modules
+/// the interpreter has loaded, so they are part of the pycs' bytes.
 const DRIVER: &str = r#"
 import os, sys, _imp, _frozen_importlib_external as ext
 checked = {"checked-hash": True, "unchecked-hash": False}[sys.argv[1]]
-items = sys.stdin.buffer.read().split(b"\0")
-for n in range(len(items) // 3):
-    src, dfile, cfile = (os.fsdecode(x) for x in items[3 * n:3 * n + 3])
-    with open(src, "rb") as f:
-        data = f.read()
+src, out = sys.stdin.buffer, sys.stdout.buffer
+while True:
+    head = src.readline()
+    if not head:
+        break
+    size, dlen = (int(x) for x in head.split())
+    dfile = os.fsdecode(src.read(dlen))
+    data = src.read(size)
     try:
         code = compile(data, dfile, "exec", dont_inherit=True, optimize=-1)
     except Exception as v:
         line = getattr(v, "lineno", None) or ""
         msg = (getattr(v, "msg", None) or str(v)).replace("\n", " ").replace("\t", " ")
-        sys.stdout.write("FAIL\t%d\t%s\t%s: %s\n" % (n, line, type(v).__name__, msg))
+        out.write(("FAIL\t%s\t%s: %s\n" % (line, type(v).__name__, msg)).encode("utf-8", "backslashreplace"))
         continue
     pyc = ext._code_to_hash_pyc(code, _imp.source_hash(ext._RAW_MAGIC_NUMBER, data), checked)
     del code
-    os.makedirs(os.path.dirname(cfile), exist_ok=True)
-    with open(cfile, "wb") as f:
-        f.write(pyc)
+    out.write(b"%d\n" % len(pyc))
+    out.write(pyc)
+out.flush()
 "#;
 
 /// One `.py` to compile: where it will be in the image, and where its bytes are now.
@@ -80,92 +93,188 @@ pub fn pyc_path(source: &ImagePath, cache_tag: &str) -> Option<ImagePath> {
     }
 }
 
-/// Compiles `sources` (sorted here by image path) in one fresh interpreter.
-/// `label` names the package or the app in errors.
+/// Compiles `sources` (sorted here by image path, read from their host
+/// files) in one fresh interpreter. `label` names the package or the app in
+/// errors.
 pub fn compile(
     interp: &Interpreter,
     mode: Mode,
     label: &str,
     mut sources: Vec<Source>,
-    scratch: &std::path::Path,
+    cwd: &Path,
 ) -> Result<Compiled, BytecodeError> {
     sources.sort_by(|a, b| a.path.cmp(&b.path));
-    let mut out = Compiled::default();
     if sources.is_empty() {
-        return Ok(out);
+        return Ok(Compiled::default());
     }
-    let driver_err = |reason: String| BytecodeError::Driver {
+    let mut session = Session::start(interp, mode, label, cwd)?;
+    for s in &sources {
+        let data = std::fs::read(&s.host).map_err(|e| BytecodeError::Driver {
+            label: label.to_owned(),
+            reason: format!("reading {}: {e}", s.host.display()),
+        })?;
+        session.add(&s.path, &data)?;
+    }
+    session.finish()
+}
+
+/// One interpreter compiling the sources it is given, in the order given.
+pub struct Session {
+    label: String,
+    cache_tag: String,
+    child: Child,
+    stdin: Option<io::BufWriter<ChildStdin>>,
+    /// Read on their own threads, so the interpreter never blocks on a full pipe.
+    stdout: JoinHandle<io::Result<Vec<Answer>>>,
+    stderr: JoinHandle<io::Result<Vec<u8>>>,
+    paths: Vec<ImagePath>,
+}
+
+impl Session {
+    pub fn start(
+        interp: &Interpreter,
+        mode: Mode,
+        label: &str,
+        cwd: &Path,
+    ) -> Result<Session, BytecodeError> {
+        let mut child = interp
+            .command()
+            .args(["-c", DRIVER, mode.invalidation()])
+            .current_dir(cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| driver_err(label, e.to_string()))?;
+        let out = io::BufReader::new(child.stdout.take().expect("piped"));
+        let stdout = std::thread::spawn(move || read_answers(out));
+        let mut err = child.stderr.take().expect("piped");
+        let stderr = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            err.read_to_end(&mut all).map(|_| all)
+        });
+        let stdin = io::BufWriter::with_capacity(64 << 10, child.stdin.take().expect("piped"));
+        Ok(Session {
+            label: label.to_owned(),
+            cache_tag: interp.cache_tag.clone(),
+            child,
+            stdin: Some(stdin),
+            stdout,
+            stderr,
+            paths: Vec::new(),
+        })
+    }
+
+    /// Sends one source, to be compiled as `path` in the image.
+    pub fn add(&mut self, path: &ImagePath, source: &[u8]) -> Result<(), BytecodeError> {
+        let dfile = path.absolute();
+        let stdin = self.stdin.as_mut().expect("open until finish");
+        let sent = writeln!(stdin, "{} {}", source.len(), dfile.len())
+            .and_then(|()| stdin.write_all(dfile.as_bytes()))
+            .and_then(|()| stdin.write_all(source));
+        self.paths.push(path.clone());
+        // A closed pipe means the interpreter stopped: finish() says why.
+        if sent.is_err() {
+            self.stdin = None;
+        }
+        Ok(())
+    }
+
+    /// Waits for the interpreter and reads its answers, one per source.
+    pub fn finish(mut self) -> Result<Compiled, BytecodeError> {
+        let label = self.label.clone();
+        if let Some(mut stdin) = self.stdin.take() {
+            // Closing stdin (by dropping it) ends the driver's loop.
+            let _ = stdin.flush();
+        }
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| driver_err(&label, e.to_string()))?;
+        let stdout = self
+            .stdout
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("reader panicked")));
+        let stderr = self
+            .stderr
+            .join()
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        if !status.success() {
+            let stderr = String::from_utf8_lossy(&stderr);
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+            return Err(driver_err(
+                &label,
+                last.map_or_else(|| status.to_string(), |l| l.trim().to_owned()),
+            ));
+        }
+        let answers = stdout.map_err(|e| driver_err(&label, e.to_string()))?;
+        if answers.len() != self.paths.len() {
+            return Err(driver_err(
+                &label,
+                format!("{} answers for {} sources", answers.len(), self.paths.len()),
+            ));
+        }
+        let mut compiled = Compiled::default();
+        for (path, answer) in self.paths.into_iter().zip(answers) {
+            match answer {
+                Answer::Pyc(bytes) => {
+                    if let Some(at) = pyc_path(&path, &self.cache_tag) {
+                        compiled.pycs.push((at, bytes));
+                    }
+                }
+                Answer::Failed { line, message } => compiled.failed.push(Failure {
+                    path,
+                    line,
+                    message,
+                }),
+            }
+        }
+        Ok(compiled)
+    }
+}
+
+/// What the driver said of one source.
+enum Answer {
+    Pyc(Vec<u8>),
+    Failed { line: Option<u32>, message: String },
+}
+
+/// The driver's answers as they come: each pyc is read into its own buffer,
+/// never the whole output into one.
+fn read_answers(mut out: impl BufRead) -> io::Result<Vec<Answer>> {
+    let mut answers = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if out.read_until(b'\n', &mut line)? == 0 {
+            return Ok(answers);
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches('\n');
+        if let Some(fail) = text.strip_prefix("FAIL\t") {
+            let (at, message) = fail.split_once('\t').unwrap_or(("", fail));
+            answers.push(Answer::Failed {
+                line: at.parse().ok(),
+                message: message.to_owned(),
+            });
+            continue;
+        }
+        let size: usize = text
+            .parse()
+            .map_err(|_| io::Error::other(format!("unexpected driver output {text:?}")))?;
+        let mut pyc = vec![0; size];
+        out.read_exact(&mut pyc)?;
+        answers.push(Answer::Pyc(pyc));
+    }
+}
+
+fn driver_err(label: &str, reason: String) -> BytecodeError {
+    BytecodeError::Driver {
         label: label.to_owned(),
         reason,
-    };
-    let mut input = Vec::new();
-    let mut cfiles = Vec::new();
-    for (n, s) in sources.iter().enumerate() {
-        let cfile = scratch.join(format!("{n}.pyc"));
-        for part in [
-            s.host.as_os_str().as_encoded_bytes(),
-            s.path.absolute().as_bytes(),
-            cfile.as_os_str().as_encoded_bytes(),
-        ] {
-            input.extend_from_slice(part);
-            input.push(0);
-        }
-        cfiles.push(cfile);
     }
-    let mut child = interp
-        .command()
-        .args(["-c", DRIVER, mode.invalidation()])
-        .current_dir(scratch)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| driver_err(e.to_string()))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let result = child
-        .wait_with_output()
-        .map_err(|e| driver_err(e.to_string()))?;
-    let _ = writer.join();
-    if !result.status.success() {
-        let stderr = String::from_utf8_lossy(&result.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
-        return Err(driver_err(last.map_or_else(
-            || result.status.to_string(),
-            |l| l.trim().to_owned(),
-        )));
-    }
-    let mut failed = vec![false; sources.len()];
-    for line in String::from_utf8_lossy(&result.stdout).lines() {
-        let mut parts = line.splitn(4, '\t');
-        if parts.next() != Some("FAIL") {
-            continue;
-        }
-        let (Some(n), Some(l), Some(msg)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let Some(n) = n.parse::<usize>().ok().filter(|n| *n < sources.len()) else {
-            continue;
-        };
-        failed[n] = true;
-        out.failed.push(Failure {
-            path: sources[n].path.clone(),
-            line: l.parse().ok(),
-            message: msg.to_owned(),
-        });
-    }
-    for (n, s) in sources.iter().enumerate() {
-        if failed[n] {
-            continue;
-        }
-        let Some(pyc) = pyc_path(&s.path, &interp.cache_tag) else {
-            continue;
-        };
-        let bytes = std::fs::read(&cfiles[n])
-            .map_err(|e| driver_err(format!("no pyc for {}: {e}", s.path.absolute())))?;
-        out.pycs.push((pyc, bytes));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

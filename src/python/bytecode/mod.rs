@@ -227,13 +227,13 @@ pub fn add_pycs(
     if mode == Mode::Off {
         return Ok(Vec::new());
     }
-    let scratch = scratch_dir(scratch_parent, label)?;
     let stage_err = |source| BytecodeError::Stage {
         label: label.to_owned(),
-        dir: scratch.path().display().to_string(),
+        dir: scratch_parent.display().to_string(),
         source,
     };
-    let mut sources = Vec::new();
+    // The interpreter starts at the first source no earlier build compiled.
+    let mut session: Option<compile::Session> = None;
     // pyc per source, from the cache of earlier builds (by interpreter, mode, path and source).
     let mut reused: Vec<(ImagePath, Vec<u8>)> = Vec::new();
     let mut keys: Vec<(ImagePath, String)> = Vec::new();
@@ -241,6 +241,8 @@ pub fn add_pycs(
         .parent()
         .unwrap_or(scratch_parent)
         .join("pycs");
+    // In the plan's order, which is the image paths' sorted order: the order
+    // a package's sources are compiled in is part of what makes its pycs.
     for (path, entry) in plan.entries() {
         let EntryKind::File { content, .. } = &entry.kind else {
             continue;
@@ -248,22 +250,19 @@ pub fn add_pycs(
         if !path.as_str().ends_with(".py") || !path.starts_with(within) {
             continue;
         }
-        let host = match content {
-            Content::HostFile(p) => p.clone(),
-            Content::Bytes(b) => {
-                let p = scratch.path().join(format!("{}.py", sources.len()));
-                std::fs::write(&p, b).map_err(stage_err)?;
-                p
-            }
+        let src: std::borrow::Cow<[u8]> = match content {
+            Content::HostFile(p) => std::fs::read(p).map_err(stage_err)?.into(),
+            Content::Bytes(b) => b.as_slice().into(),
             Content::External(i) => {
-                let p = scratch.path().join(format!("{}.py", sources.len()));
-                let mut r = external.open(*i).map_err(stage_err)?;
-                let mut f = std::fs::File::create(&p).map_err(stage_err)?;
-                io::copy(&mut r, &mut f).map_err(stage_err)?;
-                p
+                let mut bytes = Vec::new();
+                external
+                    .open(*i)
+                    .and_then(|mut r| r.read_to_end(&mut bytes))
+                    .map_err(stage_err)?;
+                bytes.into()
             }
         };
-        let key = std::fs::read(&host).ok().map(|src| {
+        let key = {
             use sha2::{Digest as _, Sha256};
             let mut h = Sha256::new();
             for part in [
@@ -277,21 +276,28 @@ pub fn add_pycs(
             }
             h.update(&src);
             hex::encode(h.finalize())
-        });
-        if let Some(key) = key {
-            let pyc = compile::pyc_path(path, &interp.cache_tag);
-            if let (Some(pyc), Ok(bytes)) = (pyc, std::fs::read(cache_dir.join(&key))) {
-                reused.push((pyc, bytes));
-                continue;
-            }
-            keys.push((path.clone(), key));
+        };
+        let pyc = compile::pyc_path(path, &interp.cache_tag);
+        if let (Some(pyc), Ok(bytes)) = (pyc, std::fs::read(cache_dir.join(&key))) {
+            reused.push((pyc, bytes));
+            continue;
         }
-        sources.push(Source {
-            path: path.clone(),
-            host,
-        });
+        keys.push((path.clone(), key));
+        let session = match &mut session {
+            Some(s) => s,
+            None => session.insert(compile::Session::start(
+                interp,
+                mode,
+                label,
+                scratch_parent,
+            )?),
+        };
+        session.add(path, &src)?;
     }
-    let mut compiled = compile::compile(interp, mode, label, sources, scratch.path())?;
+    let mut compiled = match session {
+        Some(s) => s.finish()?,
+        None => compile::Compiled::default(),
+    };
     // Remember the new pycs; a failed write only costs a later build a compile.
     if !keys.is_empty() && std::fs::create_dir_all(&cache_dir).is_ok() {
         let by_source: std::collections::HashMap<&ImagePath, &String> =
@@ -386,8 +392,7 @@ pub fn stdlib_plan(
     sources.sort_by(|a, b| a.path.cmp(&b.path));
     let chunks: Vec<&[Source]> = sources.chunks(STDLIB_CHUNK).collect();
     let compiled = crate::parallel::map_ordered(&chunks, jobs, |chunk| {
-        let scratch = scratch_dir(scratch_parent, label)?;
-        compile::compile(interp, mode, label, chunk.to_vec(), scratch.path())
+        compile::compile(interp, mode, label, chunk.to_vec(), scratch_parent)
     });
     for c in compiled {
         for (pyc, bytes) in c?.pycs {
@@ -457,17 +462,6 @@ fn collect_stdlib(
 }
 
 /// A fresh `bytecode-*` scratch directory under `scratch_parent`.
-fn scratch_dir(scratch_parent: &Path, label: &str) -> Result<tempfile::TempDir, BytecodeError> {
-    tempfile::Builder::new()
-        .prefix("bytecode-")
-        .tempdir_in(scratch_parent)
-        .map_err(|source| BytecodeError::Stage {
-            label: label.to_owned(),
-            dir: scratch_parent.display().to_string(),
-            source,
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
