@@ -241,6 +241,11 @@ pub fn add_pycs(
         .parent()
         .unwrap_or(scratch_parent)
         .join("pycs");
+    // Only the app's sources (the ones that fail the build) keep a pyc each
+    // in the cache: the app changes a file at a time. A package's pycs are
+    // cached with its whole layer, and a file per pyc cost a cold build of
+    // numpy/pandas/scipy about 3,000 file creations for nothing.
+    let per_source = on_failure == OnFailure::Fail;
     // In the plan's order, which is the image paths' sorted order: the order
     // a package's sources are compiled in is part of what makes its pycs.
     for (path, entry) in plan.entries() {
@@ -262,27 +267,29 @@ pub fn add_pycs(
                 bytes.into()
             }
         };
-        let key = {
-            use sha2::{Digest as _, Sha256};
-            let mut h = Sha256::new();
-            for part in [
-                interp.identity.as_bytes(),
-                interp.cache_tag.as_bytes(),
-                mode.invalidation().as_bytes(),
-                path.as_str().as_bytes(),
-            ] {
-                h.update(part);
-                h.update([0]);
+        if per_source {
+            let key = {
+                use sha2::{Digest as _, Sha256};
+                let mut h = Sha256::new();
+                for part in [
+                    interp.identity.as_bytes(),
+                    interp.cache_tag.as_bytes(),
+                    mode.invalidation().as_bytes(),
+                    path.as_str().as_bytes(),
+                ] {
+                    h.update(part);
+                    h.update([0]);
+                }
+                h.update(&src);
+                hex::encode(h.finalize())
+            };
+            let pyc = compile::pyc_path(path, &interp.cache_tag);
+            if let (Some(pyc), Ok(bytes)) = (pyc, std::fs::read(cache_dir.join(&key))) {
+                reused.push((pyc, bytes));
+                continue;
             }
-            h.update(&src);
-            hex::encode(h.finalize())
-        };
-        let pyc = compile::pyc_path(path, &interp.cache_tag);
-        if let (Some(pyc), Ok(bytes)) = (pyc, std::fs::read(cache_dir.join(&key))) {
-            reused.push((pyc, bytes));
-            continue;
+            keys.push((path.clone(), key));
         }
-        keys.push((path.clone(), key));
         let session = match &mut session {
             Some(s) => s,
             None => session.insert(compile::Session::start(
