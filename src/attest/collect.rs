@@ -11,6 +11,9 @@ use crate::store::Store;
 use serde_json::json;
 use std::path::{Component, Path, PathBuf};
 
+/// Bumped when reading a licence from METADATA changes, so cached answers are not reused.
+const LICENCE_VERSION: u32 = 1;
+
 /// `image_name` names the image in the documents (a repository, or the app).
 pub fn collect(
     spec: &Spec,
@@ -47,12 +50,26 @@ pub fn collect(
             .map(|d| store.blob_path(&d));
         // A wheel no longer in the cache still has a name, version and hash;
         // only its licence is unknown.
-        let licence = match wheel.filter(|p| p.exists()) {
-            Some(p) => licence::from_wheel(&p).map_err(|source| AttestError::Read {
-                path: PathBuf::from(&w.filename),
-                source,
-            })?,
-            None => None,
+        // Read once per wheel (it is content-addressed): every push, a
+        // no-op one included, makes its SBOM before it knows one is attached.
+        let key = format!(
+            "licence-v{LICENCE_VERSION}:{}",
+            w.sha256.to_ascii_lowercase()
+        );
+        let licence = match store.get_meta::<Option<licence::Licence>>("licence", &key) {
+            Some(known) => known,
+            None => match wheel.filter(|p| p.exists()) {
+                Some(p) => {
+                    let read = licence::from_wheel(&p).map_err(|source| AttestError::Read {
+                        path: PathBuf::from(&w.filename),
+                        source,
+                    })?;
+                    // A failed cache write only costs the next push a re-read.
+                    let _ = store.put_meta("licence", &key, &read);
+                    read
+                }
+                None => None,
+            },
         };
         packages.push(PackageInfo {
             name: w.name.clone(),

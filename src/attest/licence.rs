@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 
 /// What a wheel declares.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Licence {
     /// An SPDX expression made of identifiers we know (safe for validators).
     Spdx(String),
@@ -89,7 +89,8 @@ const CLASSIFIERS: &[(&str, &str)] = &[
 /// The licence a wheel's METADATA declares, or `None`. Reading problems are
 /// the caller's to report; a wheel without METADATA declares nothing.
 pub fn from_wheel(path: &Path) -> std::io::Result<Option<Licence>> {
-    let file = std::fs::File::open(path)?;
+    // Buffered: the zip reader makes a small read per directory entry.
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
     let mut zip = zip::ZipArchive::new(file).map_err(std::io::Error::other)?;
     let name = zip
         .file_names()

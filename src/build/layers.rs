@@ -270,7 +270,7 @@ pub(super) fn stdlib_layer(
     let Some(c) = compiler.filter(|_| spec.bytecode_stdlib) else {
         return Ok((None, false));
     };
-    if !bytecode::stdlib_lacks_pycs(&c.interp, python) {
+    if !c.interp.stdlib_lacks_pycs {
         return Ok((None, false));
     }
     let inputs = format!("stdlib-pycs:{}:{}", python.prefix, Compiler::key(Some(c)));

@@ -354,16 +354,11 @@ fn source_of(pyc: &ImagePath) -> Option<ImagePath> {
     }
 }
 
-/// Whether the base's standard library has sources without pycs.
-pub fn stdlib_lacks_pycs(interp: &Interpreter, python: &PythonInfo) -> bool {
+/// Whether the standard library at `stdlib` (relative to `root`) has
+/// sources without pycs.
+pub(crate) fn stdlib_lacks_pycs(root: &Path, stdlib: &str, cache_tag: &str) -> bool {
     let mut sources = Vec::new();
-    let stdlib = format!(
-        "{}/lib/python{}",
-        python.prefix.trim_matches('/'),
-        python.minor_version()
-    );
-    collect_stdlib(&interp.root, &stdlib, &interp.cache_tag, &mut sources).is_ok()
-        && !sources.is_empty()
+    collect_stdlib(root, stdlib, cache_tag, &mut sources).is_ok() && !sources.is_empty()
 }
 
 /// A layer of pycs for the base's standard library sources that have none

@@ -27,6 +27,10 @@ pub struct Interpreter {
     pub identity: String,
     /// The unpacked tree (the base's `/`).
     pub root: PathBuf,
+    /// Whether some standard library source has no pyc: worked out once per
+    /// unpacked base, since walking the stdlib cost every warm build (a no-op
+    /// push included) some 600 stat calls.
+    pub stdlib_lacks_pycs: bool,
 }
 
 /// What is needed to unpack and start one base's interpreter.
@@ -45,10 +49,13 @@ pub struct Target<'a> {
     pub arch: &'a str,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Stamp {
     cache_tag: String,
     identity: String,
+    /// Absent from stamps written before it was recorded: then worked out again.
+    #[serde(default)]
+    stdlib_lacks_pycs: Option<bool>,
 }
 
 /// Hands layer `i`'s uncompressed tar stream to a reader.
@@ -113,11 +120,29 @@ impl Interpreter {
             .ok()
             .and_then(|b| serde_json::from_slice::<Stamp>(&b).ok())
         {
+            let stdlib_lacks_pycs = match stamp.stdlib_lacks_pycs {
+                Some(known) => known,
+                None => {
+                    let lacks =
+                        super::stdlib_lacks_pycs(&root, &stdlib_dir(target), &stamp.cache_tag);
+                    // Recorded now; a failed write only costs the next build the walk again.
+                    let _ = write_stamp(
+                        &roots,
+                        &key,
+                        &Stamp {
+                            stdlib_lacks_pycs: Some(lacks),
+                            ..stamp.clone()
+                        },
+                    );
+                    lacks
+                }
+            };
             return Ok(Interpreter {
                 program,
                 cache_tag: stamp.cache_tag,
                 identity: stamp.identity,
                 root,
+                stdlib_lacks_pycs,
             });
         }
         let mut interp = Interpreter {
@@ -125,20 +150,18 @@ impl Interpreter {
             cache_tag: String::new(),
             identity: String::new(),
             root,
+            stdlib_lacks_pycs: false,
         };
         interp.cache_tag = interp.probe(target)?;
         interp.identity = identity(&interp.root, target).map_err(unpack_err)?;
+        interp.stdlib_lacks_pycs =
+            super::stdlib_lacks_pycs(&interp.root, &stdlib_dir(target), &interp.cache_tag);
         let stamp = Stamp {
             cache_tag: interp.cache_tag.clone(),
             identity: interp.identity.clone(),
+            stdlib_lacks_pycs: Some(interp.stdlib_lacks_pycs),
         };
-        let tmp_stamp = roots.join(format!(".{key}.json.{}", std::process::id()));
-        fs::write(
-            &tmp_stamp,
-            serde_json::to_vec(&stamp).expect("plain struct"),
-        )
-        .and_then(|()| fs::rename(&tmp_stamp, &stamp_path))
-        .map_err(unpack_err)?;
+        write_stamp(&roots, &key, &stamp).map_err(unpack_err)?;
         Ok(interp)
     }
 
@@ -181,6 +204,22 @@ impl Interpreter {
         }
         Ok(tag)
     }
+}
+
+/// Writes `roots/<key>.json` whole or not at all (a rename into place).
+fn write_stamp(roots: &Path, key: &str, stamp: &Stamp) -> io::Result<()> {
+    let tmp = roots.join(format!(".{key}.json.{}", std::process::id()));
+    fs::write(&tmp, serde_json::to_vec(stamp).expect("plain struct"))?;
+    fs::rename(&tmp, roots.join(format!("{key}.json")))
+}
+
+/// `usr/lib/python3.11`: the standard library, relative to the root.
+fn stdlib_dir(target: &Target) -> String {
+    format!(
+        "{}/lib/python{}",
+        target.prefix.trim_matches('/'),
+        target.minor_version
+    )
 }
 
 /// The start of an ELF file, where its program headers and PT_INTERP lie: the
