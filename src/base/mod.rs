@@ -161,7 +161,7 @@ impl BaseImage {
         let mut blob = self.open_blob(desc)?;
         // An uncompressed layer is its own tar: there is nothing to save.
         let mut copy =
-            crate::layer::compress::is_compressed(&desc.media_type).then(tars::TarCopy::new);
+            crate::layer::compress::is_compressed(&desc.media_type).then(|| self.tars.copy());
         let to_end = |tar: &mut dyn Read| -> Result<T, BoxError> {
             let value = read(tar)?;
             io::copy(tar, &mut io::sink())?;

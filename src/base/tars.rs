@@ -7,19 +7,26 @@
 //! first full read of a compressed layer now keeps its tar in an unlinked
 //! temporary file, and later readers read that file. It is kept only once the
 //! stream was read to its end and the blob's digest checked, so what later
-//! readers see is exactly what a verified read gives. The file is anonymous:
-//! it goes when the process does, kill -9 included, and is never reused by
-//! another build.
+//! readers see is exactly what a verified read gives. The file is anonymous
+//! (in the cache's temporary directory during a build): it goes when the
+//! process does, kill -9 included, and is never reused by another build.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-/// The verified tars of the layers read so far, by layer index.
+/// The verified tars of the layers read so far, by layer index, and the
+/// directory their files are made in.
 #[derive(Default)]
-pub struct LayerTars(Mutex<HashMap<usize, Arc<File>>>);
+pub struct LayerTars {
+    kept: Mutex<HashMap<usize, Arc<File>>>,
+    /// The cache's own temporary directory when a build has one: the system's
+    /// may be a tmpfs, where a big base's tars would sit in memory.
+    dir: Option<PathBuf>,
+}
 
 impl std::fmt::Debug for LayerTars {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -28,15 +35,32 @@ impl std::fmt::Debug for LayerTars {
 }
 
 impl LayerTars {
+    /// Tars kept in files made in `dir`.
+    pub fn in_dir(dir: PathBuf) -> Self {
+        LayerTars {
+            kept: Mutex::default(),
+            dir: Some(dir),
+        }
+    }
+
+    /// A new copy to tee a layer's tar into.
+    pub fn copy(&self) -> TarCopy {
+        let file = match &self.dir {
+            Some(dir) => tempfile::tempfile_in(dir),
+            None => tempfile::tempfile(),
+        };
+        TarCopy { file: file.ok() }
+    }
+
     /// A reader of layer `index`'s kept tar, from its start.
     pub fn open(&self, index: usize) -> Option<KeptTar> {
-        let file = self.0.lock().ok()?.get(&index).cloned()?;
+        let file = self.kept.lock().ok()?.get(&index).cloned()?;
         Some(KeptTar { file, pos: 0 })
     }
 
     /// Keeps `copy` as layer `index`'s tar (a finished, verified read).
     pub fn keep(&self, index: usize, copy: TarCopy) {
-        if let (Some(mut file), Ok(mut map)) = (copy.file, self.0.lock()) {
+        if let (Some(mut file), Ok(mut map)) = (copy.file, self.kept.lock()) {
             if file.flush().is_ok() {
                 map.insert(index, Arc::new(file));
             }
@@ -65,21 +89,9 @@ pub struct TarCopy {
 }
 
 impl TarCopy {
-    pub fn new() -> Self {
-        TarCopy {
-            file: tempfile::tempfile().ok(),
-        }
-    }
-
     /// `inner`, with every byte read from it also written to this copy.
     pub fn tee<'a, R: Read + ?Sized>(&'a mut self, inner: &'a mut R) -> Tee<'a, R> {
         Tee { inner, copy: self }
-    }
-}
-
-impl Default for TarCopy {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -106,10 +118,11 @@ mod tests {
 
     #[test]
     fn a_kept_tar_reads_back_what_was_read_through_the_tee_for_each_reader() {
-        let tars = LayerTars::default();
+        let dir = tempfile::tempdir().unwrap();
+        let tars = LayerTars::in_dir(dir.path().to_path_buf());
         assert!(tars.open(0).is_none(), "nothing is kept before a read");
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let mut copy = TarCopy::new();
+        let mut copy = tars.copy();
         let mut seen = Vec::new();
         copy.tee(&mut &data[..]).read_to_end(&mut seen).unwrap();
         assert_eq!(seen, data);

@@ -225,7 +225,9 @@ fn build_platform(
     opts: &BuildOptions,
 ) -> Result<BuiltImage, BuildError> {
     let label = platform.to_string();
-    let (base, base_repository) = open_base(spec, platform, opts)?;
+    let (mut base, base_repository) = open_base(spec, platform, opts)?;
+    // The base's tars go in the cache's temporary directory, on its disk.
+    base.tars = base::tars::LayerTars::in_dir(opts.store.root().join("tmp"));
     (opts.on_event)(Event::Base {
         platform: label.clone(),
         name: base.name.clone(),
