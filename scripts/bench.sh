@@ -808,13 +808,18 @@ for block in open(sys.argv[1]).read().split("[[package]]"):
 PY
 }
 
+# without_bytecode SPEC OUT : SPEC with `bytecode = false`, written to OUT.
+without_bytecode() {
+  sed '/^bytecode/d' "$1" >"$2"
+  echo "bytecode = false" >>"$2"
+}
+
 # ci_cpu NAME SPEC : issue 11's CPU figure: cold builds (an empty cache; a build, not a
 # push, so the registry's work is out) by this imgbuild and by the baseline's, with SPEC as
 # it is and with bytecode = false, CPU_RUNS each; prints the medians and their ratio.
 ci_cpu() {
   local name=$1 spec=$2 nobc="$WORK/ci-$1-cpu-nobc.toml"
-  sed '/^bytecode/d' "$2" >"$nobc"
-  echo "bytecode = false" >>"$nobc"
+  without_bytecode "$2" "$nobc"
   ci_cpu_compare "$name" "$spec"
   ci_cpu_compare "$name (bytecode = false)" "$nobc"
 }
@@ -890,8 +895,7 @@ ci_case() {
 
   say "ci $name: package layer bytes over wheel bytes, bytecode = false"
   local nobc="$WORK/ci-$name-nobc.toml" bytes
-  sed '/^bytecode/d' "$spec" >"$nobc"
-  echo "bytecode = false" >>"$nobc"
+  without_bytecode "$spec" "$nobc"
   bytes=$(ci_bytes "$nobc" "$WORK/ci-cache-bytes")
   r=$(ratio "${bytes%% *}" "${bytes##* }")
   result "ci $name: package layers ${bytes%% *} bytes over their wheels ${bytes##* } bytes = ${r}" \

@@ -70,7 +70,7 @@ pub enum BaseError {
         layer: Digest,
         /// A digest mismatch, a compression we do not read, or a tar the reader refused.
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: BoxError,
     },
     #[error("base {base}")]
     Registry {

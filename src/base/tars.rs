@@ -28,12 +28,6 @@ pub struct LayerTars {
     dir: Option<PathBuf>,
 }
 
-impl std::fmt::Debug for LayerTars {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LayerTars")
-    }
-}
-
 impl LayerTars {
     /// Tars kept in files made in `dir`.
     pub fn in_dir(dir: PathBuf) -> Self {

@@ -109,11 +109,12 @@ pub fn compile(
     }
     let mut session = Session::start(interp, mode, label, cwd)?;
     for s in &sources {
-        let data = std::fs::read(&s.host).map_err(|e| BytecodeError::Driver {
+        let data = std::fs::read(&s.host).map_err(|source| BytecodeError::Stage {
             label: label.to_owned(),
-            reason: format!("reading {}: {e}", s.host.display()),
+            path: s.host.display().to_string(),
+            source,
         })?;
-        session.add(&s.path, &data)?;
+        session.add(&s.path, &data);
     }
     session.finish()
 }
@@ -166,18 +167,19 @@ impl Session {
     }
 
     /// Sends one source, to be compiled as `path` in the image.
-    pub fn add(&mut self, path: &ImagePath, source: &[u8]) -> Result<(), BytecodeError> {
+    pub fn add(&mut self, path: &ImagePath, source: &[u8]) {
+        self.paths.push(path.clone());
+        // A closed pipe means the interpreter stopped: finish() says why.
+        let Some(stdin) = self.stdin.as_mut() else {
+            return;
+        };
         let dfile = path.absolute();
-        let stdin = self.stdin.as_mut().expect("open until finish");
         let sent = writeln!(stdin, "{} {}", source.len(), dfile.len())
             .and_then(|()| stdin.write_all(dfile.as_bytes()))
             .and_then(|()| stdin.write_all(source));
-        self.paths.push(path.clone());
-        // A closed pipe means the interpreter stopped: finish() says why.
         if sent.is_err() {
             self.stdin = None;
         }
-        Ok(())
     }
 
     /// Waits for the interpreter and reads its answers, one per source.

@@ -89,10 +89,11 @@ pub enum BytecodeError {
     },
     #[error("compiling bytecode for {label}: the base's Python failed ({reason})")]
     Driver { label: String, reason: String },
-    #[error("compiling bytecode for {label}: staging its sources in {dir}")]
+    /// Reading a source, or the directory a compile runs in.
+    #[error("compiling bytecode for {label}: {path}")]
     Stage {
         label: String,
-        dir: String,
+        path: String,
         #[source]
         source: io::Error,
     },
@@ -155,7 +156,7 @@ impl Compiler {
         let scratch = cache.join("scratch");
         std::fs::create_dir_all(&scratch).map_err(|source| BytecodeError::Stage {
             label: base.name.clone(),
-            dir: scratch.display().to_string(),
+            path: scratch.display().to_string(),
             source,
         })?;
         Ok(Some(Compiler {
@@ -227,10 +228,12 @@ pub fn add_pycs(
     if mode == Mode::Off {
         return Ok(Vec::new());
     }
-    let stage_err = |source| BytecodeError::Stage {
-        label: label.to_owned(),
-        dir: scratch_parent.display().to_string(),
-        source,
+    let read_err = |path: String| {
+        move |source| BytecodeError::Stage {
+            label: label.to_owned(),
+            path,
+            source,
+        }
     };
     // The interpreter starts at the first source no earlier build compiled.
     let mut session: Option<compile::Session> = None;
@@ -256,14 +259,16 @@ pub fn add_pycs(
             continue;
         }
         let src: std::borrow::Cow<[u8]> = match content {
-            Content::HostFile(p) => std::fs::read(p).map_err(stage_err)?.into(),
+            Content::HostFile(p) => std::fs::read(p)
+                .map_err(read_err(p.display().to_string()))?
+                .into(),
             Content::Bytes(b) => b.as_slice().into(),
             Content::External(i) => {
                 let mut bytes = Vec::new();
                 external
                     .open(*i)
                     .and_then(|mut r| r.read_to_end(&mut bytes))
-                    .map_err(stage_err)?;
+                    .map_err(read_err(path.absolute()))?;
                 bytes.into()
             }
         };
@@ -299,7 +304,7 @@ pub fn add_pycs(
                 scratch_parent,
             )?),
         };
-        session.add(path, &src)?;
+        session.add(path, &src);
     }
     let mut compiled = match session {
         Some(s) => s.finish()?,
@@ -381,7 +386,7 @@ pub fn stdlib_plan(
     collect_stdlib(&interp.root, &stdlib, &interp.cache_tag, &mut sources).map_err(|source| {
         BytecodeError::Stage {
             label: label.to_owned(),
-            dir: interp.root.join(&stdlib).display().to_string(),
+            path: interp.root.join(&stdlib).display().to_string(),
             source,
         }
     })?;
@@ -463,7 +468,6 @@ fn collect_stdlib(
     Ok(())
 }
 
-/// A fresh `bytecode-*` scratch directory under `scratch_parent`.
 #[cfg(test)]
 mod tests {
     use super::*;

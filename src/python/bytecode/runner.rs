@@ -49,13 +49,14 @@ pub struct Target<'a> {
     pub arch: &'a str,
 }
 
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// What probing an unpacked base found. A stamp from an older version that
+/// lacks a field does not parse, so the base is probed again and the stamp
+/// rewritten (about 20 ms, once).
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Stamp {
     cache_tag: String,
     identity: String,
-    /// Absent from stamps written before it was recorded: then worked out again.
-    #[serde(default)]
-    stdlib_lacks_pycs: Option<bool>,
+    stdlib_lacks_pycs: bool,
 }
 
 /// Hands layer `i`'s uncompressed tar stream to a reader.
@@ -96,11 +97,7 @@ impl Interpreter {
                 .prefix(&format!(".{key}-"))
                 .tempdir_in(&roots)
                 .map_err(unpack_err)?;
-            let stdlib = format!(
-                "{}/lib/python{}",
-                target.prefix.trim_matches('/'),
-                target.minor_version
-            );
+            let stdlib = stdlib_dir(target);
             super::unpack::unpack(
                 target.base,
                 tmp.path(),
@@ -120,29 +117,12 @@ impl Interpreter {
             .ok()
             .and_then(|b| serde_json::from_slice::<Stamp>(&b).ok())
         {
-            let stdlib_lacks_pycs = match stamp.stdlib_lacks_pycs {
-                Some(known) => known,
-                None => {
-                    let lacks =
-                        super::stdlib_lacks_pycs(&root, &stdlib_dir(target), &stamp.cache_tag);
-                    // Recorded now; a failed write only costs the next build the walk again.
-                    let _ = write_stamp(
-                        &roots,
-                        &key,
-                        &Stamp {
-                            stdlib_lacks_pycs: Some(lacks),
-                            ..stamp.clone()
-                        },
-                    );
-                    lacks
-                }
-            };
             return Ok(Interpreter {
                 program,
                 cache_tag: stamp.cache_tag,
                 identity: stamp.identity,
                 root,
-                stdlib_lacks_pycs,
+                stdlib_lacks_pycs: stamp.stdlib_lacks_pycs,
             });
         }
         let mut interp = Interpreter {
@@ -159,9 +139,15 @@ impl Interpreter {
         let stamp = Stamp {
             cache_tag: interp.cache_tag.clone(),
             identity: interp.identity.clone(),
-            stdlib_lacks_pycs: Some(interp.stdlib_lacks_pycs),
+            stdlib_lacks_pycs: interp.stdlib_lacks_pycs,
         };
-        write_stamp(&roots, &key, &stamp).map_err(unpack_err)?;
+        let tmp_stamp = roots.join(format!(".{key}.json.{}", std::process::id()));
+        fs::write(
+            &tmp_stamp,
+            serde_json::to_vec(&stamp).expect("plain struct"),
+        )
+        .and_then(|()| fs::rename(&tmp_stamp, &stamp_path))
+        .map_err(unpack_err)?;
         Ok(interp)
     }
 
@@ -204,13 +190,6 @@ impl Interpreter {
         }
         Ok(tag)
     }
-}
-
-/// Writes `roots/<key>.json` whole or not at all (a rename into place).
-fn write_stamp(roots: &Path, key: &str, stamp: &Stamp) -> io::Result<()> {
-    let tmp = roots.join(format!(".{key}.json.{}", std::process::id()));
-    fs::write(&tmp, serde_json::to_vec(stamp).expect("plain struct"))?;
-    fs::rename(&tmp, roots.join(format!("{key}.json")))
 }
 
 /// `usr/lib/python3.11`: the standard library, relative to the root.
@@ -382,11 +361,7 @@ fn identity(root: &Path, target: &Target) -> io::Result<String> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, target.interpreter.to_owned()))?;
     h.update(b"python\0");
     h.update(Sha256::digest(fs::read(python)?));
-    let stdlib = format!(
-        "{}/lib/python{}",
-        target.prefix.trim_matches('/'),
-        target.minor_version
-    );
+    let stdlib = stdlib_dir(target);
     let mut files = Vec::new();
     walk(&root.join(&stdlib), "", &mut files)?;
     files.sort();
