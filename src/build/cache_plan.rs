@@ -1,67 +1,14 @@
-//! The registry as a layer cache, the pure half: the one definition of a
-//! layer's cache key, the annotations a package layer carries in the
-//! manifest, and the layers an image already pushed offers for reuse.
-//! Registry I/O lives in `remote_cache`; see docs/reproducibility.md.
+//! The registry as a layer cache, the pure half: the layers an image
+//! already pushed offers for reuse, read from the annotations `identity`
+//! gives each package layer. Registry I/O lives in `remote_cache`; see
+//! docs/reproducibility.md.
 
-use super::LAYER_FORMAT;
+use super::identity::{ANNOTATION_LAYER_FACTS, ANNOTATION_LAYER_KEY};
 use crate::check::facts::WheelFacts;
 use crate::digest::Digest;
 use crate::image::manifest::{Descriptor, Manifest};
-use crate::layer::compress::Compression;
 use crate::layer::Layer;
-use std::collections::{BTreeMap, HashMap};
-
-/// The sha256 of the layer's cache key string (`layer_key`), as `sha256:<hex>`.
-pub const ANNOTATION_LAYER_KEY: &str = "dev.imgbuild.layer.key";
-/// What later stages need from the layer's wheels without their bytes: a
-/// compact JSON array of `check::facts::WheelFacts` (site-packages names,
-/// scripts in the venv's bin, the libraries its ELF files need), in wheel order.
-pub const ANNOTATION_LAYER_FACTS: &str = "dev.imgbuild.layer.facts";
-
-/// The one cache key of a generated layer: the layer format, the mtime every
-/// entry gets, the compression, and what the caller says went into it (for a package layer,
-/// `wheel_key`). Keys the local cache (`store` meta `layers/<key>`) and, hashed,
-/// the registry cache (`dev.imgbuild.layer.key`).
-pub fn layer_key(epoch: u64, compression: Compression, inputs: &str) -> String {
-    format!(
-        "layer-v{LAYER_FORMAT}:{epoch}:{}:{inputs}",
-        compression.name()
-    )
-}
-
-/// What goes into a package layer besides the format and mtime: the wheel's
-/// sha256, the venv path, the interpreter path and version (they decide
-/// site-packages and the launchers' shebangs), the bytecode setting (off, or
-/// the interpreter's identity and mode the pycs were compiled with) and the
-/// version of the recorded facts.
-pub fn wheel_key(
-    sha256: &str,
-    venv: &str,
-    interpreter: &str,
-    version: &str,
-    bytecode: &str,
-) -> String {
-    format!(
-        "wheel:{sha256}:{venv}:{interpreter}:{version}:{bytecode}:facts-v{}",
-        crate::check::facts::FACTS_VERSION
-    )
-}
-
-/// The annotation value of a key: sha256 of the key string.
-pub fn key_digest(key: &str) -> String {
-    Digest::of_bytes(key.as_bytes()).to_string()
-}
-
-/// The annotations a package layer's descriptor carries.
-pub fn layer_annotations(key: &str, facts: &[WheelFacts]) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (ANNOTATION_LAYER_KEY.to_string(), key_digest(key)),
-        (
-            ANNOTATION_LAYER_FACTS.to_string(),
-            serde_json::to_string(facts).expect("facts serialise"),
-        ),
-    ])
-}
+use std::collections::HashMap;
 
 /// A layer an image in a registry offers, with what its annotations recorded.
 #[derive(Clone, Debug, PartialEq)]
@@ -143,21 +90,33 @@ pub fn by_key(offers: impl IntoIterator<Item = (String, Offered)>) -> HashMap<St
     out
 }
 
-/// The offer for a layer whose key is `key`, if its facts cover `wheels` wheels.
+/// The offer for a layer whose key digest is `key_digest`, if its facts
+/// cover `wheels` wheels.
 pub fn find<'a>(
     offers: &'a HashMap<String, Offered>,
-    key: &str,
+    key_digest: &str,
     wheels: usize,
 ) -> Option<&'a Offered> {
-    offers
-        .get(&key_digest(key))
-        .filter(|o| o.facts.len() == wheels)
+    offers.get(key_digest).filter(|o| o.facts.len() == wheels)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build::identity::key_digest;
     use crate::check::PackageFiles;
+    use std::collections::BTreeMap;
+
+    /// The annotations `identity` gives a package layer whose key string is `key`.
+    fn annotations(key: &str, facts: &[WheelFacts]) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (ANNOTATION_LAYER_KEY.to_string(), key_digest(key)),
+            (
+                ANNOTATION_LAYER_FACTS.to_string(),
+                serde_json::to_string(facts).unwrap(),
+            ),
+        ])
+    }
 
     fn facts(name: &str) -> WheelFacts {
         WheelFacts {
@@ -178,7 +137,7 @@ mod tests {
     /// A manifest of a plain layer and a package layer keyed `key`, and a config with `diff_ids`.
     fn image(key: &str, diff_ids: &[Digest]) -> (Vec<u8>, Vec<u8>) {
         let mut pkg = Descriptor::new("application/vnd.oci.image.layer.v1.tar+gzip", d(2), 20);
-        pkg.annotations = Some(layer_annotations(key, &[facts("demo")]));
+        pkg.annotations = Some(annotations(key, &[facts("demo")]));
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "config": Descriptor::new("application/vnd.oci.image.config.v1+json", d(9), 2),
@@ -189,22 +148,6 @@ mod tests {
             serde_json::to_vec(&manifest).unwrap(),
             serde_json::to_vec(&config).unwrap(),
         )
-    }
-
-    #[test]
-    fn the_key_names_the_format_the_mtime_the_compression_and_every_input() {
-        let k = wheel_key("abc", "opt/venv", "/usr/bin/python3", "3.12.1", "off");
-        assert_eq!(
-            layer_key(7, Compression::Gzip, &k),
-            format!(
-                "layer-v{LAYER_FORMAT}:7:gzip:wheel:abc:opt/venv:/usr/bin/python3:3.12.1:off:facts-v1"
-            )
-        );
-        assert_ne!(
-            layer_key(7, Compression::Zstd, &k),
-            layer_key(7, Compression::Gzip, &k)
-        );
-        assert_eq!(key_digest("x"), Digest::of_bytes(b"x").to_string());
     }
 
     #[test]
@@ -219,12 +162,15 @@ mod tests {
         assert_eq!((o.layer.size, o.source), (20, 3));
         assert_eq!(o.facts, [facts("demo")]);
         let offers = by_key(offers);
-        assert!(find(&offers, "k1", 1).is_some());
+        assert!(find(&offers, &key_digest("k1"), 1).is_some());
         assert!(
-            find(&offers, "k2", 1).is_none(),
+            find(&offers, &key_digest("k2"), 1).is_none(),
             "another key is not reused"
         );
-        assert!(find(&offers, "k1", 2).is_none(), "facts for too few wheels");
+        assert!(
+            find(&offers, &key_digest("k1"), 2).is_none(),
+            "facts for too few wheels"
+        );
     }
 
     #[test]

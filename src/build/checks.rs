@@ -1,61 +1,39 @@
-//! The local projects a build adds and the pre-ship checks it runs.
+//! The checks stage: refuse an image that cannot start (the app, the
+//! command, native libraries) before any layer of ours is written out.
 
+use super::identity::package_label;
 use super::{BuildError, BuildOptions, Event};
 use crate::base::BaseImage;
-use crate::layer::LayerPlan;
+use crate::check::facts::WheelFacts;
+use crate::layer::{ImagePath, LayerPlan};
 use crate::lock::select::SelectedWheel;
-use crate::python::interpreter::PythonInfo;
 use crate::python::venv::VenvTarget;
 use crate::spec::Spec;
-use std::path::PathBuf;
 
-// --- issue 8: local projects and the pre-ship checks ---
-
-/// Adds the root project and the lock's local packages to `wheels`; returns
-/// the image directories their `.pth` files put on `sys.path`.
-pub(super) fn add_local_wheels(
-    spec: &Spec,
-    python: &PythonInfo,
-    locals: &[crate::lock::LocalPackage],
-    opts: &BuildOptions,
-    wheels: &mut Vec<SelectedWheel>,
-) -> Result<Vec<crate::layer::ImagePath>, BuildError> {
-    use crate::python::tags::Tags;
-    let lock_dir = match &spec.lockfile {
-        Some(lockfile) => lockfile.parent().map(PathBuf::from).unwrap_or_default(),
-        None => spec.source.clone(),
-    };
-    let local = crate::local::local_wheels(
-        spec,
-        locals,
-        &lock_dir,
-        opts.store,
-        &Tags::for_target(python),
-    )?;
-    let mut roots = Vec::new();
-    for l in local {
-        // A locked wheel of the same name (a path source) stays as the lock has it.
-        if !wheels.iter().any(|w| w.name == l.wheel.name) {
-            roots.extend(l.import_roots);
-            wheels.push(l.wheel);
-        }
-    }
-    Ok(roots)
+/// What the package layers hold, for the checks: the wheels in lock
+/// order, each one's facts, and the directories local packages add to
+/// `sys.path`.
+pub(super) struct Checked<'a> {
+    pub wheels: &'a [SelectedWheel],
+    pub facts: &'a [WheelFacts],
+    pub import_roots: &'a [ImagePath],
 }
 
 /// The app, command and native-library checks over what the layers hold.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn run_checks(
     spec: &Spec,
     base: &BaseImage,
     target: &VenvTarget,
-    wheels: &[SelectedWheel],
-    facts: &[crate::check::facts::WheelFacts],
-    import_roots: &[crate::layer::ImagePath],
+    packages: &Checked,
     app_plan: &LayerPlan,
     opts: &BuildOptions,
 ) -> Result<(), BuildError> {
     use crate::check;
+    let Checked {
+        wheels,
+        facts,
+        import_roots,
+    } = *packages;
     // Each wheel's facts come with its layer: read from the wheel (cached per
     // wheel), or from the annotations of a layer reused from a registry.
     let files: Vec<check::PackageFiles> = facts.iter().map(|f| f.files.clone()).collect();
@@ -96,7 +74,7 @@ pub(super) fn run_checks(
         let labelled: Vec<(String, &check::native::WheelNative)> = wheels
             .iter()
             .zip(facts)
-            .map(|(w, f)| (format!("{} {}", w.name, w.version), &f.native))
+            .map(|(w, f)| (package_label(&w.name, &w.version), &f.native))
             .collect();
         check::native::check(&labelled, &libs, &spec.allow_missing_libraries)?;
     }

@@ -1,23 +1,23 @@
-//! The layers a build writes: cached by their inputs, one per wheel within
-//! a budget, the rest merged; and the bytecode hooks that add pycs to them.
+//! The layers a build writes: cached by their keys (`identity`), one per
+//! wheel within the budget, the rest merged into one, and the venv skeleton.
 
-use super::cache_plan::{layer_annotations, layer_key, wheel_key};
-use super::remote_cache::{reuse_layers, Offers, Reused};
+use super::bytecode::package_pycs;
+use super::identity::{self, BytecodeInputs, LayerInputs, LayerKey};
+use super::remote_cache::Reused;
 use super::{BuildError, BuildOptions, Event};
 use crate::check::facts::{self, WheelFacts};
+use crate::fetch::Fetched;
 use crate::layer::splice::DeflatedSpan;
 use crate::layer::tar::{write_layer_as, Encoding, ExternalContent, NoExternal};
 use crate::layer::{Content, Layer, LayerPlan};
 use crate::lock::select::SelectedWheel;
 use crate::output::BlobOrigin;
-use crate::python::bytecode::{self, Compiler, OnFailure};
+use crate::python::bytecode::Compiler;
 use crate::python::install::{self as wheel, WheelContent};
-use crate::python::interpreter::PythonInfo;
-use crate::python::venv::VenvTarget;
-use crate::spec::Spec;
+use crate::python::venv::{self, VenvTarget};
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::Path;
 
 /// Writes a plan as a layer blob into the store.
 pub(super) fn store_layer(
@@ -35,19 +35,17 @@ pub(super) fn store_layer(
     Ok(layer)
 }
 
-/// A layer looked up by what went into it, so unchanged inputs are never
-/// recompressed. The key includes the layer format, the mtime and the
-/// compression. A cached blob is hashed in full before it is reused: one whose
+/// A layer looked up by its key (what went into it), so unchanged inputs
+/// are never recompressed. A cached blob is hashed in full before it is reused: one whose
 /// bytes no longer match its name is dropped and rebuilt (with a warning),
 /// never pushed or written out.
 pub(super) fn cached_layer(
     opts: &BuildOptions,
     label: &str,
-    key: &str,
+    key: &LayerKey,
     make: impl FnOnce() -> Result<(LayerPlan, Box<dyn ExternalContent>), BuildError>,
 ) -> Result<(Layer, bool), BuildError> {
-    let key = layer_key(opts.epoch, opts.compression, key);
-    if let Some(layer) = opts.store.get_meta::<Layer>("layers", &key) {
+    if let Some(layer) = opts.store.get_meta::<Layer>("layers", key.as_str()) {
         if opts.store.has_blob(&layer.digest) {
             if opts.store.verify_blob(&layer.digest) {
                 return Ok((layer, true));
@@ -68,7 +66,7 @@ pub(super) fn cached_layer(
         }
         r => r?,
     };
-    opts.store.put_meta("layers", &key, &layer)?;
+    opts.store.put_meta("layers", key.as_str(), &layer)?;
     Ok((layer, false))
 }
 
@@ -81,145 +79,104 @@ pub(super) struct PackageLayer {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
-/// The inputs of a wheel's own layer (`cache_plan::wheel_key`).
-pub(super) fn package_inputs(w: &SelectedWheel, target: &VenvTarget, bytecode_key: &str) -> String {
-    wheel_key(
-        &w.sha256,
-        target.venv.as_str(),
-        &target.interpreter,
-        &format!("{:?}", target.version),
-        bytecode_key,
-    )
+/// Where a wheel's layer comes from: the wheel, fetched into the store, or
+/// the layer a registry cache offered (then the wheel was not fetched).
+pub(super) enum WheelSource {
+    Fetched(Fetched),
+    Reused(Reused),
 }
 
-/// One layer per wheel, in lock order; when there are more wheels than
-/// `budget` layers, the smallest are merged into one shared layer. A wheel
-/// with a layer in `reused` (taken from a registry) was not fetched. Returns
-/// the layers and each wheel's facts, in lock order.
-#[allow(clippy::too_many_arguments)]
+impl WheelSource {
+    /// The wheel file; only a reused layer has none.
+    fn path(&self) -> Option<&Path> {
+        match self {
+            WheelSource::Fetched(f) => Some(&f.path),
+            WheelSource::Reused(_) => None,
+        }
+    }
+}
+
+/// What every layer one image generates shares: the options, the venv it
+/// installs into, and the compiler its pycs come from (with their key part).
+pub(super) struct LayerContext<'a> {
+    pub opts: &'a BuildOptions<'a>,
+    pub target: &'a VenvTarget,
+    pub compiler: Option<&'a Compiler>,
+    pub bytecode: BytecodeInputs,
+}
+
+impl LayerContext<'_> {
+    pub fn key(&self, inputs: &LayerInputs) -> LayerKey {
+        LayerKey::new(self.opts.epoch, self.opts.compression, inputs)
+    }
+
+    /// Each wheel's own layer key, in lock order: the registry cache and
+    /// the local cache look layers up by the same key.
+    pub fn wheel_keys(&self, wheels: &[SelectedWheel]) -> Vec<LayerKey> {
+        wheels
+            .iter()
+            .map(|w| {
+                self.key(&LayerInputs::Wheel {
+                    sha256: &w.sha256,
+                    target: self.target,
+                    bytecode: &self.bytecode,
+                })
+            })
+            .collect()
+    }
+
+    /// A wheel installed into the venv, with its pycs.
+    fn install_plan(
+        &self,
+        w: &SelectedWheel,
+        path: &Path,
+    ) -> Result<(LayerPlan, WheelContent), BuildError> {
+        let mut plan = wheel::plan_install(path, self.target)?.plan;
+        let mut content = WheelContent::open(path)?;
+        package_pycs(self, &mut plan, &mut content, w)?;
+        Ok((plan, content))
+    }
+}
+
+/// One layer per wheel, in lock order; over `budget` layers, the smallest
+/// share one merged layer (`identity::split_by_budget`). `keys` are the
+/// wheels' own layer keys. Returns the layers and each wheel's facts, in
+/// lock order.
 pub(super) fn wheel_layers(
+    cx: &LayerContext,
     wheels: &[SelectedWheel],
-    fetched: &[Option<crate::fetch::Fetched>],
-    reused: &[Option<Reused>],
-    target: &VenvTarget,
-    opts: &BuildOptions,
+    keys: &[LayerKey],
+    sources: &[WheelSource],
     budget: usize,
-    compiler: Option<&Compiler>,
 ) -> Result<(Vec<PackageLayer>, Vec<WheelFacts>), BuildError> {
-    let bytecode_key = Compiler::key(compiler);
-    let sizes: Vec<u64> = fetched
+    let sizes: Vec<u64> = sources
         .iter()
-        .map(|f| {
-            f.as_ref()
-                .and_then(|f| std::fs::metadata(&f.path).ok())
+        .map(|s| {
+            s.path()
+                .and_then(|p| std::fs::metadata(p).ok())
                 .map_or(0, |m| m.len())
         })
         .collect();
-    let (by_size, merged) = split_by_budget(&sizes, budget);
-    let path_of = |i: usize| -> &std::path::Path {
-        &fetched[i]
-            .as_ref()
-            .expect("a wheel without a reused layer is fetched")
-            .path
-    };
-
-    let built = crate::parallel::map_ordered(&by_size, opts.jobs, |&i| {
-        let w = &wheels[i];
-        let key = package_inputs(w, target, &bytecode_key);
-        let label = format!("{} {}", w.name, w.version);
-        let done = |layer: Layer, cached, origin, facts: WheelFacts| {
-            (opts.on_event)(Event::Progress {
-                label: label.clone(),
-            });
-            let facts = [facts];
-            let annotations = Some(layer_annotations(
-                &layer_key(opts.epoch, opts.compression, &key),
-                &facts,
-            ));
-            let [facts] = facts;
-            let l = PackageLayer {
-                label: label.clone(),
-                layer,
-                cached,
-                origin,
-                annotations,
-            };
-            Ok::<_, BuildError>((l, facts))
-        };
-        if let Some(r) = &reused[i] {
-            let f = r.facts[0].clone();
-            facts::remember_wheel_facts(opts.store, &w.sha256, target, &f);
-            return done(r.layer.clone(), true, r.origin.clone(), f);
-        }
-        let path = path_of(i);
-        let (layer, cached) = cached_layer(opts, &label, &key, || {
-            let install = wheel::plan_install(path, target)?;
-            let mut content = WheelContent::open(path)?;
-            let mut plan = install.plan;
-            package_pycs(opts, compiler, &mut plan, &mut content, w, target)?;
-            Ok((plan, Box::new(content) as Box<dyn ExternalContent>))
-        })?;
-        let f = facts::wheel_facts(opts.store, path, &w.sha256, target)?;
-        done(layer, cached, BlobOrigin::Store, f)
+    let (own, merged) = identity::split_by_budget(&sizes, budget);
+    let built = crate::parallel::map_ordered(&own, cx.opts.jobs, |&i| {
+        own_layer(cx, &wheels[i], &keys[i], &sources[i])
     });
     // Back to lock order, so the image never depends on sizes or scheduling.
-    let mut built: Vec<(usize, _)> = by_size.iter().copied().zip(built).collect();
+    let mut built: Vec<(usize, _)> = own.iter().copied().zip(built).collect();
     built.sort_by_key(|(i, _)| *i);
     let mut all_facts: Vec<Option<WheelFacts>> = vec![None; wheels.len()];
     let mut out = Vec::new();
     for (i, r) in built {
-        let (l, f) = r?;
-        out.push(l);
-        all_facts[i] = Some(f);
+        let (layer, facts) = r?;
+        out.push(layer);
+        all_facts[i] = Some(facts);
     }
-
     if !merged.is_empty() {
-        let mut merged = merged;
-        merged.sort();
-        let names: Vec<String> = merged
-            .iter()
-            .map(|&i| format!("{} {}", wheels[i].name, wheels[i].version))
-            .collect();
-        let key = format!(
-            "merged:{}:{}:{}:{:?}:{bytecode_key}",
-            merged
-                .iter()
-                .map(|&i| wheels[i].sha256.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            target.venv,
-            target.interpreter,
-            target.version
-        );
-        let (layer, cached) = cached_layer(opts, "merged", &key, || {
-            let mut plan = LayerPlan::new();
-            let mut sources = Vec::new();
-            for (k, &i) in merged.iter().enumerate() {
-                let install = wheel::plan_install(path_of(i), target)?;
-                let mut content = WheelContent::open(path_of(i))?;
-                let mut own = install.plan;
-                package_pycs(opts, compiler, &mut own, &mut content, &wheels[i], target)?;
-                plan.merge(offset_externals(own, k * MERGE_STRIDE))
-                    .map_err(|source| BuildError::Merge {
-                        wheel: wheels[i].filename.clone(),
-                        source,
-                    })?;
-                sources.push(content);
-            }
-            Ok((plan, Box::new(Merged(sources)) as Box<dyn ExternalContent>))
-        })?;
-        for &i in &merged {
-            let f = facts::wheel_facts(opts.store, path_of(i), &wheels[i].sha256, target)?;
+        let (layer, facts) = merged_layer(cx, wheels, sources, merged)?;
+        out.push(layer);
+        for (i, f) in facts {
             all_facts[i] = Some(f);
         }
-        // Never offered to a registry cache: over budget, nothing is reused.
-        out.push(PackageLayer {
-            label: format!("merged: {}", names.join(", ")),
-            layer,
-            cached,
-            origin: BlobOrigin::Store,
-            annotations: None,
-        });
     }
     let facts = all_facts
         .into_iter()
@@ -228,95 +185,125 @@ pub(super) fn wheel_layers(
     Ok((out, facts))
 }
 
-// --- bytecode (issue 9) ---
-
-/// Where the base's unpacked Python and the compile scratch space live.
-pub(super) fn bytecode_cache(opts: &BuildOptions) -> PathBuf {
-    opts.store.root().join("bytecode")
-}
-
-/// One package's pycs, compiled in a fresh interpreter; sources that do not
-/// compile are skipped as pip does, and listed under -v.
-pub(super) fn package_pycs(
-    opts: &BuildOptions,
-    compiler: Option<&Compiler>,
-    plan: &mut LayerPlan,
-    content: &mut WheelContent,
+/// A wheel's own layer: reused from a registry, found in the local cache,
+/// or built; annotated with its key and facts for later registry reuse.
+fn own_layer(
+    cx: &LayerContext,
     w: &SelectedWheel,
-    target: &VenvTarget,
-) -> Result<(), BuildError> {
-    let Some(c) = compiler else {
-        return Ok(());
+    key: &LayerKey,
+    source: &WheelSource,
+) -> Result<(PackageLayer, WheelFacts), BuildError> {
+    let opts = cx.opts;
+    let label = identity::package_label(&w.name, &w.version);
+    let (layer, cached, origin, facts) = match source {
+        WheelSource::Reused(r) => {
+            let f = r.facts[0].clone();
+            facts::remember_wheel_facts(opts.store, &w.sha256, cx.target, &f);
+            (r.layer.clone(), true, r.origin.clone(), f)
+        }
+        WheelSource::Fetched(fetched) => {
+            let path = &fetched.path;
+            let (layer, cached) = cached_layer(opts, &label, key, || {
+                let (plan, content) = cx.install_plan(w, path)?;
+                Ok((plan, Box::new(content) as Box<dyn ExternalContent>))
+            })?;
+            let f = facts::wheel_facts(opts.store, path, &w.sha256, cx.target)?;
+            (layer, cached, BlobOrigin::Store, f)
+        }
     };
-    let label = format!("{} {}", w.name, w.version);
-    let skipped = c.add(plan, content, &label, &target.venv, OnFailure::Skip)?;
-    for f in skipped {
-        (opts.on_event)(Event::Detail(format!("{label}: no bytecode for {f}")));
-    }
-    Ok(())
-}
-
-/// The standard library's pycs in a layer of their own, when the base has
-/// none and `bytecode-stdlib` is on; cached per interpreter and mode, and
-/// reused from a registry cache (it takes long to compile) when offered;
-/// the flag says whether it was.
-pub(super) fn stdlib_layer(
-    spec: &Spec,
-    python: &PythonInfo,
-    compiler: Option<&Compiler>,
-    opts: &BuildOptions,
-    offers: &Offers,
-) -> Result<(Option<PackageLayer>, bool), BuildError> {
-    let Some(c) = compiler.filter(|_| spec.bytecode_stdlib) else {
-        return Ok((None, false));
-    };
-    if !c.interp.stdlib_lacks_pycs {
-        return Ok((None, false));
-    }
-    let inputs = format!("stdlib-pycs:{}:{}", python.prefix, Compiler::key(Some(c)));
-    let key = layer_key(opts.epoch, opts.compression, &inputs);
-    let annotations = Some(layer_annotations(&key, &[]));
-    let label = "stdlib bytecode".to_string();
-    if let Some(Some(r)) = reuse_layers(opts, offers, std::slice::from_ref(&key), 0).pop() {
-        let reused = PackageLayer {
-            label,
-            layer: r.layer,
-            cached: true,
-            origin: r.origin,
-            annotations,
-        };
-        return Ok((Some(reused), true));
-    }
-    let (layer, cached) = cached_layer(opts, "stdlib bytecode", &inputs, || {
-        let plan = bytecode::stdlib_plan(&c.interp, python, c.mode, &c.scratch, opts.jobs)?;
-        Ok((plan, Box::new(NoExternal) as Box<dyn ExternalContent>))
-    })?;
-    let built = PackageLayer {
+    (opts.on_event)(Event::Progress {
+        label: label.clone(),
+    });
+    let annotations = Some(key.annotations(std::slice::from_ref(&facts)));
+    let layer = PackageLayer {
         label,
         layer,
         cached,
-        origin: BlobOrigin::Store,
+        origin,
         annotations,
     };
-    Ok((Some(built), false))
+    Ok((layer, facts))
 }
 
-// --- end bytecode ---
-
-/// Which wheels (by index into `sizes`) get a layer of their own, largest
-/// first, and which share the one merged layer: with more wheels than
-/// `budget`, all but the `budget - 1` largest are merged. Largest first: the
-/// budget keeps them on their own layers, and building them first keeps the
-/// biggest wheel from starting last on a busy pool. Ties keep lock order.
-pub(super) fn split_by_budget(sizes: &[u64], budget: usize) -> (Vec<usize>, Vec<usize>) {
-    let mut by_size: Vec<usize> = (0..sizes.len()).collect();
-    by_size.sort_by_key(|&i| (std::cmp::Reverse(sizes[i]), i));
-    let merged = if sizes.len() > budget.max(1) {
-        by_size.split_off(budget.max(1) - 1)
-    } else {
-        Vec::new()
+/// The one layer the wheels over budget share, and their facts by index.
+/// Never offered to a registry cache: over budget, nothing is reused, so
+/// every one of these wheels was fetched.
+fn merged_layer(
+    cx: &LayerContext,
+    wheels: &[SelectedWheel],
+    sources: &[WheelSource],
+    mut merged: Vec<usize>,
+) -> Result<(PackageLayer, Vec<(usize, WheelFacts)>), BuildError> {
+    merged.sort();
+    let path_of = |i: usize| {
+        sources[i]
+            .path()
+            .expect("over budget, every wheel is fetched")
     };
-    (by_size, merged)
+    let key = cx.key(&LayerInputs::Merged {
+        sha256s: merged.iter().map(|&i| wheels[i].sha256.as_str()).collect(),
+        target: cx.target,
+        bytecode: &cx.bytecode,
+    });
+    let (layer, cached) = cached_layer(cx.opts, "merged", &key, || {
+        let mut plan = LayerPlan::new();
+        let mut contents = Vec::new();
+        for (k, &i) in merged.iter().enumerate() {
+            let (own, content) = cx.install_plan(&wheels[i], path_of(i))?;
+            plan.merge(offset_externals(own, k * MERGE_STRIDE))
+                .map_err(|source| BuildError::Merge {
+                    wheel: wheels[i].filename.clone(),
+                    source,
+                })?;
+            contents.push(content);
+        }
+        Ok((plan, Box::new(Merged(contents)) as Box<dyn ExternalContent>))
+    })?;
+    let mut facts = Vec::new();
+    for &i in &merged {
+        let f = facts::wheel_facts(cx.opts.store, path_of(i), &wheels[i].sha256, cx.target)?;
+        facts.push((i, f));
+    }
+    let names: Vec<String> = merged
+        .iter()
+        .map(|&i| identity::package_label(&wheels[i].name, &wheels[i].version))
+        .collect();
+    let layer = PackageLayer {
+        label: identity::merged_label(&names),
+        layer,
+        cached,
+        origin: BlobOrigin::Store,
+        annotations: None,
+    };
+    Ok((layer, facts))
+}
+
+/// The venv skeleton's layer (pyvenv.cfg, the interpreter links), cached.
+pub(super) fn venv_layer(cx: &LayerContext) -> Result<PackageLayer, BuildError> {
+    let key = cx.key(&LayerInputs::Venv { target: cx.target });
+    let (layer, cached) = cached_layer(cx.opts, identity::VENV_LABEL, &key, || {
+        let plan = venv::skeleton(cx.target);
+        Ok((plan, Box::new(NoExternal) as Box<dyn ExternalContent>))
+    })?;
+    Ok(PackageLayer {
+        label: identity::VENV_LABEL.to_string(),
+        layer,
+        cached,
+        origin: BlobOrigin::Store,
+        annotations: None,
+    })
+}
+
+/// The app's layer: never cached by key (it changes with every edit; its
+/// pycs are cached per source instead).
+pub(super) fn app_layer(opts: &BuildOptions, plan: &LayerPlan) -> Result<PackageLayer, BuildError> {
+    Ok(PackageLayer {
+        label: identity::APP_LABEL.to_string(),
+        layer: store_layer(opts, plan, &mut NoExternal)?,
+        cached: false,
+        origin: BlobOrigin::Store,
+        annotations: None,
+    })
 }
 
 /// Entry indexes of the k-th merged wheel live at k * MERGE_STRIDE + i.
@@ -399,9 +386,17 @@ mod tests {
             plan.bytes(path("app/x"), 0o644, b"x".to_vec()).unwrap();
             Ok((plan, Box::new(NoExternal) as Box<dyn ExternalContent>))
         };
-        let (first, cached) = cached_layer(&opts, "demo 1.0", "k", make).unwrap();
+        let key = LayerKey::new(
+            0,
+            Default::default(),
+            &LayerInputs::StdlibPycs {
+                prefix: "k",
+                bytecode: &BytecodeInputs::Off,
+            },
+        );
+        let (first, cached) = cached_layer(&opts, "demo 1.0", &key, make).unwrap();
         assert!(!cached);
-        let (again, cached) = cached_layer(&opts, "demo 1.0", "k", make).unwrap();
+        let (again, cached) = cached_layer(&opts, "demo 1.0", &key, make).unwrap();
         assert!(cached && again.digest == first.digest);
         assert!(warnings.lock().unwrap().is_empty());
 
@@ -410,35 +405,13 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&blob, &bytes).unwrap();
-        let (rebuilt, cached) = cached_layer(&opts, "demo 1.0", "k", make).unwrap();
+        let (rebuilt, cached) = cached_layer(&opts, "demo 1.0", &key, make).unwrap();
         assert!(!cached, "a corrupt blob must not be reused");
         assert_eq!(rebuilt.digest, first.digest);
         assert!(store.verify_blob(&first.digest));
         let warnings = warnings.lock().unwrap();
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("demo 1.0"), "{}", warnings[0]);
-    }
-
-    #[test]
-    fn within_budget_every_wheel_has_its_own_layer_largest_first() {
-        let (own, merged) = split_by_budget(&[10, 30, 20], 3);
-        assert_eq!(own, [1, 2, 0]);
-        assert!(merged.is_empty());
-        let (own, merged) = split_by_budget(&[], 0);
-        assert!(own.is_empty() && merged.is_empty());
-    }
-
-    #[test]
-    fn over_budget_the_smallest_share_one_layer() {
-        // Budget 3: the two largest keep their layers, the merged layer is the third.
-        let (own, merged) = split_by_budget(&[5, 50, 1, 40, 7], 3);
-        assert_eq!(own, [1, 3]);
-        assert_eq!(merged, [4, 0, 2]);
-        // Equal sizes keep lock order; a budget of 0 or 1 merges everything.
-        let (own, merged) = split_by_budget(&[1, 1, 1], 2);
-        assert_eq!((own, merged), (vec![0], vec![1, 2]));
-        let (own, merged) = split_by_budget(&[3, 2], 0);
-        assert_eq!((own, merged), (vec![], vec![0, 1]));
     }
 
     #[test]

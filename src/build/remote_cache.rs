@@ -5,6 +5,7 @@
 //! verified against its digest and its diff_id. Planning is in `cache_plan`.
 
 use super::cache_plan::{self, Offered};
+use super::identity::LayerKey;
 use super::{BuildOptions, Event};
 use crate::check::facts::WheelFacts;
 use crate::digest::Digest;
@@ -42,14 +43,14 @@ pub(super) struct Reused {
 #[derive(Default)]
 pub(super) struct Offers(HashMap<String, Offered>);
 
-/// For each layer key (`cache_plan::layer_key`) of layers made from `wheels`
+/// For each layer key of layers made from `wheels`
 /// wheels each, the layer a registry offers for it, checked present and (when
 /// pulling) verified. `None` where it must be built: no cache, no offer, the
 /// local cache has it, the blob is gone, or its bytes are wrong.
 pub(super) fn reuse_layers(
     opts: &BuildOptions,
     offers: &Offers,
-    keys: &[String],
+    keys: &[LayerKey],
     wheels: usize,
 ) -> Vec<Option<Reused>> {
     let Some(cache) = opts.cache.filter(|_| !offers.0.is_empty()) else {
@@ -57,11 +58,11 @@ pub(super) fn reuse_layers(
     };
     crate::parallel::map_ordered(keys, opts.jobs, |key| {
         // A layer the local cache holds needs no request.
-        let local = opts.store.get_meta::<Layer>("layers", key);
+        let local = opts.store.get_meta::<Layer>("layers", key.as_str());
         if local.is_some_and(|l| opts.store.has_blob(&l.digest)) {
             return None;
         }
-        let offer = cache_plan::find(&offers.0, key, wheels)?;
+        let offer = cache_plan::find(&offers.0, &key.digest(), wheels)?;
         reuse(cache, offer, key, opts)
     })
 }
@@ -150,7 +151,12 @@ fn read_image(
 
 /// The offered layer, if its blob is still in its repository and (when
 /// pulling) its bytes match both its digest and the config's diff_id.
-fn reuse(cache: &RemoteCache, offer: &Offered, key: &str, opts: &BuildOptions) -> Option<Reused> {
+fn reuse(
+    cache: &RemoteCache,
+    offer: &Offered,
+    key: &LayerKey,
+    opts: &BuildOptions,
+) -> Option<Reused> {
     let repo = &cache.refs[offer.source];
     let what = || format!("{} from {}", offer.layer.digest.short(), repo.name());
     // The layer is built from its wheel instead; the warning says why.
@@ -178,7 +184,7 @@ fn reuse(cache: &RemoteCache, offer: &Offered, key: &str, opts: &BuildOptions) -
         match pull(cache, repo, &offer.layer, opts) {
             Ok(()) => {
                 // Now in the local cache too, as if built here.
-                let _ = opts.store.put_meta("layers", key, &offer.layer);
+                let _ = opts.store.put_meta("layers", key.as_str(), &offer.layer);
                 BlobOrigin::Store
             }
             Err(e) => {

@@ -166,21 +166,6 @@ impl Compiler {
         }))
     }
 
-    /// The part of a layer's cache key that pycs depend on: the mode and the
-    /// interpreter's identity (its binary and its stdlib), so layers stay
-    /// shared across apps on the same base.
-    pub fn key(compiler: Option<&Compiler>) -> String {
-        match compiler {
-            None => "bytecode=off".into(),
-            Some(c) => format!(
-                "bytecode={}:{}:{}",
-                c.mode.invalidation(),
-                c.interp.cache_tag,
-                c.interp.identity
-            ),
-        }
-    }
-
     /// [`add_pycs`] with this compiler's interpreter and mode.
     pub fn add(
         &self,

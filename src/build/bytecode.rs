@@ -1,0 +1,132 @@
+//! The bytecode stage: the base's own interpreter, prepared once per build,
+//! compiles the pycs that go into each package's layer, the app's layer, and
+//! (for a base without them) a layer of the standard library's pycs. The
+//! `bytecode` and `bytecode-stdlib` settings are read here and nowhere else
+//! in the pipeline.
+
+use super::identity::{self, LayerInputs};
+use super::layers::{cached_layer, LayerContext, PackageLayer};
+use super::remote_cache::{reuse_layers, Offers};
+use super::{BuildError, BuildOptions, Event};
+use crate::base::BaseImage;
+use crate::layer::tar::{ExternalContent, NoExternal};
+use crate::layer::LayerPlan;
+use crate::lock::select::SelectedWheel;
+use crate::output::BlobOrigin;
+use crate::python::bytecode::{self, Compiler, OnFailure};
+use crate::python::install::WheelContent;
+use crate::python::interpreter::PythonInfo;
+use crate::spec::Spec;
+
+/// The base's interpreter, unpacked into the cache and started, or `None`
+/// when `bytecode = false`.
+pub(super) fn prepare_compiler(
+    spec: &Spec,
+    base: &BaseImage,
+    python: &PythonInfo,
+    opts: &BuildOptions,
+) -> Result<Option<Compiler>, BuildError> {
+    // The base's unpacked Python and the compile scratch space.
+    let cache = opts.store.root().join("bytecode");
+    Ok(Compiler::for_base(base, python, spec.bytecode, &cache)?)
+}
+
+/// A stdlib pycs layer, and whether a registry cache gave it.
+pub(super) struct StdlibLayer {
+    pub layer: Option<PackageLayer>,
+    pub from_registry: bool,
+}
+
+/// The standard library's pycs in a layer of their own, when the base has
+/// none and `bytecode-stdlib` is on; cached per interpreter and mode, and
+/// reused from a registry cache (it takes long to compile) when offered.
+pub(super) fn stdlib_layer(
+    spec: &Spec,
+    python: &PythonInfo,
+    cx: &LayerContext,
+    offers: &Offers,
+) -> Result<StdlibLayer, BuildError> {
+    let none = StdlibLayer {
+        layer: None,
+        from_registry: false,
+    };
+    let Some(c) = cx.compiler.filter(|_| spec.bytecode_stdlib) else {
+        return Ok(none);
+    };
+    if !c.interp.stdlib_lacks_pycs {
+        return Ok(none);
+    }
+    let key = cx.key(&LayerInputs::StdlibPycs {
+        prefix: &python.prefix,
+        bytecode: &cx.bytecode,
+    });
+    let annotations = Some(key.annotations(&[]));
+    let label = identity::STDLIB_LABEL.to_string();
+    let opts = cx.opts;
+    if let Some(Some(r)) = reuse_layers(opts, offers, std::slice::from_ref(&key), 0).pop() {
+        let layer = PackageLayer {
+            label,
+            layer: r.layer,
+            cached: true,
+            origin: r.origin,
+            annotations,
+        };
+        return Ok(StdlibLayer {
+            layer: Some(layer),
+            from_registry: true,
+        });
+    }
+    let (layer, cached) = cached_layer(opts, identity::STDLIB_LABEL, &key, || {
+        let plan = bytecode::stdlib_plan(&c.interp, python, c.mode, &c.scratch, opts.jobs)?;
+        Ok((plan, Box::new(NoExternal) as Box<dyn ExternalContent>))
+    })?;
+    let layer = PackageLayer {
+        label,
+        layer,
+        cached,
+        origin: BlobOrigin::Store,
+        annotations,
+    };
+    Ok(StdlibLayer {
+        layer: Some(layer),
+        from_registry: false,
+    })
+}
+
+/// One package's pycs, compiled in a fresh interpreter; sources that do not
+/// compile are skipped as pip does, and listed under -v.
+pub(super) fn package_pycs(
+    cx: &LayerContext,
+    plan: &mut LayerPlan,
+    content: &mut WheelContent,
+    w: &SelectedWheel,
+) -> Result<(), BuildError> {
+    let Some(c) = cx.compiler else {
+        return Ok(());
+    };
+    let label = identity::package_label(&w.name, &w.version);
+    let skipped = c.add(plan, content, &label, &cx.target.venv, OnFailure::Skip)?;
+    for f in skipped {
+        (cx.opts.on_event)(Event::Detail(format!("{label}: no bytecode for {f}")));
+    }
+    Ok(())
+}
+
+/// The app's pycs, next to its sources: a source that does not compile
+/// fails the build (the app would fail at start).
+pub(super) fn app_pycs(
+    spec: &Spec,
+    compiler: Option<&Compiler>,
+    plan: &mut LayerPlan,
+) -> Result<(), BuildError> {
+    if let Some(c) = compiler {
+        c.add(
+            plan,
+            &mut NoExternal,
+            "the app",
+            &spec.workdir,
+            OnFailure::Fail,
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! The image stage: the base's layers kept as they are, ours on top, then
+//! the config (history, the command, the user, labels), the manifest with
+//! its annotations, and the index over several platforms.
+
+use super::layers::PackageLayer;
+use super::{BuildError, BuildOptions, Event, LAYER_FORMAT};
+use crate::base::BaseImage;
+use crate::digest::Digest;
+use crate::image::command::{EntrypointCmd, Uvicorn};
+use crate::image::config::{derive_config, HistoryEntry, RuntimeSettings};
+use crate::image::json::canonical;
+use crate::image::manifest::{Descriptor, Index, Manifest};
+use crate::image::{self as img, time::rfc3339};
+use crate::layer::Layer;
+use crate::lock::select::SelectedWheel;
+use crate::output::{BlobOrigin, BuiltImage, ImageLayer, LayerSources};
+use crate::platform::Platform;
+use crate::python::venv::VenvTarget;
+use crate::spec::Spec;
+use std::collections::BTreeMap;
+
+/// What one platform's image is made of, besides the spec.
+pub(super) struct Parts<'a> {
+    /// The platform as asked for (the base's may add a variant).
+    pub platform: &'a Platform,
+    pub base: &'a BaseImage,
+    /// The base's repository, when it is in a registry (for cross-repository mounts).
+    pub base_repository: Option<String>,
+    pub target: &'a VenvTarget,
+    /// Our layers, bottom to top.
+    pub ours: Vec<PackageLayer>,
+    /// The lock's packages, for the SBOM.
+    pub locked: Vec<SelectedWheel>,
+    pub source_tree: Digest,
+    pub sources: LayerSources,
+}
+
+/// The image for one platform: layers, config and manifest.
+pub(super) fn assemble(
+    spec: &Spec,
+    parts: Parts,
+    opts: &BuildOptions,
+) -> Result<BuiltImage, BuildError> {
+    let base = parts.base;
+    let platform = parts.platform.to_string();
+    let mut layers = base_layers(base);
+    let mut history = Vec::new();
+    for PackageLayer {
+        label,
+        layer,
+        cached,
+        origin,
+        annotations,
+    } in parts.ours
+    {
+        (opts.on_event)(Event::Layer {
+            platform: platform.clone(),
+            label: label.clone(),
+            digest: layer.digest.clone(),
+            size: layer.size,
+            cached,
+        });
+        history.push(HistoryEntry {
+            diff_id: layer.diff_id.clone(),
+            created_by: format!("imgbuild: {label}"),
+            // The layer format, not the imgbuild version: a release that keeps
+            // the format keeps every digest (docs/reproducibility.md).
+            comment: format!("imgbuild layer format {LAYER_FORMAT}"),
+        });
+        layers.push(ImageLayer {
+            layer,
+            origin,
+            label,
+            annotations,
+        });
+    }
+    let config = config(spec, base, parts.target, &history, opts.epoch)?;
+    let config_digest = Digest::of_bytes(&config);
+    let manifest = manifest(spec, base, &layers, &config, &config_digest);
+    Ok(BuiltImage {
+        // The base's own platform: it carries the variant (arm64/v8) the user may leave out.
+        platform: base.platform.clone(),
+        manifest_digest: Digest::of_bytes(&manifest),
+        manifest,
+        config,
+        config_digest,
+        layers,
+        base_repository: parts.base_repository,
+        packages: parts.locked,
+        source_tree: Some(parts.source_tree),
+        sources: parts.sources,
+    })
+}
+
+/// The base's layers, byte for byte, with the config's diff_ids.
+fn base_layers(base: &BaseImage) -> Vec<ImageLayer> {
+    base.manifest
+        .layers
+        .iter()
+        .zip(&base.diff_ids)
+        .map(|(d, diff_id)| ImageLayer {
+            layer: Layer {
+                digest: d.digest.clone(),
+                diff_id: diff_id.clone(),
+                size: d.size,
+                media_type: d.media_type.clone(),
+            },
+            origin: BlobOrigin::Base(base.blobs.clone()),
+            label: "base".into(),
+            annotations: None,
+        })
+        .collect()
+}
+
+/// The base's config with ours over it, as canonical JSON.
+fn config(
+    spec: &Spec,
+    base: &BaseImage,
+    target: &VenvTarget,
+    history: &[HistoryEntry],
+    epoch: u64,
+) -> Result<Vec<u8>, BuildError> {
+    let EntrypointCmd { entrypoint, cmd } = entrypoint_cmd(spec);
+    let settings = RuntimeSettings {
+        user: format!("{}:{}", spec.user.0, spec.user.1),
+        working_dir: spec.workdir.absolute(),
+        venv_bin: target.bin().absolute(),
+        venv: target.venv.absolute(),
+        env: spec.env.clone(),
+        port: spec.port,
+        entrypoint,
+        cmd,
+        labels: with_provenance(spec.labels.clone(), spec, Some(base)),
+        created: rfc3339(epoch),
+    };
+    Ok(canonical(&derive_config(&base.config, &settings, history)?))
+}
+
+/// The manifest over `layers` and `config`, as canonical JSON.
+fn manifest(
+    spec: &Spec,
+    base: &BaseImage,
+    layers: &[ImageLayer],
+    config: &[u8],
+    config_digest: &Digest,
+) -> Vec<u8> {
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(img::MEDIA_TYPE_OCI_MANIFEST.into()),
+        config: Descriptor::new(
+            img::MEDIA_TYPE_OCI_CONFIG,
+            config_digest.clone(),
+            config.len() as u64,
+        ),
+        layers: layers
+            .iter()
+            .map(|l| {
+                let mut d =
+                    Descriptor::new(&l.layer.media_type, l.layer.digest.clone(), l.layer.size);
+                d.annotations = l.annotations.clone();
+                d
+            })
+            .collect(),
+        annotations: Some(image_annotations(spec, Some(base))),
+        extra: BTreeMap::new(),
+    };
+    canonical(&manifest)
+}
+
+/// The index over several platforms' images, as canonical JSON.
+pub(super) fn index(spec: &Spec, images: &[BuiltImage]) -> Vec<u8> {
+    let manifests = images
+        .iter()
+        .map(|i| {
+            let mut d = Descriptor::new(
+                img::MEDIA_TYPE_OCI_MANIFEST,
+                i.manifest_digest.clone(),
+                i.manifest.len() as u64,
+            );
+            d.platform = Some(i.platform.clone());
+            d
+        })
+        .collect();
+    let mut index = Index::new(manifests);
+    index.annotations = Some(image_annotations(spec, None));
+    canonical(&index)
+}
+
+fn image_annotations(spec: &Spec, base: Option<&BaseImage>) -> BTreeMap<String, String> {
+    with_provenance(spec.annotations.clone(), spec, base)
+}
+
+/// `map` with the base's name and digest, the source URL and the revision
+/// set over the user's entries: the same keys serve as annotations and labels.
+fn with_provenance(
+    mut map: BTreeMap<String, String>,
+    spec: &Spec,
+    base: Option<&BaseImage>,
+) -> BTreeMap<String, String> {
+    if let Some(b) = base {
+        map.insert(img::ANNOTATION_BASE_NAME.into(), b.name.clone());
+        map.insert(
+            img::ANNOTATION_BASE_DIGEST.into(),
+            b.manifest_digest.to_string(),
+        );
+    }
+    if let Some(s) = &spec.source_url {
+        map.insert(img::ANNOTATION_SOURCE.into(), s.clone());
+    }
+    if let Some(r) = &spec.revision {
+        map.insert(img::ANNOTATION_REVISION.into(), r.clone());
+    }
+    map
+}
+
+/// What the image runs: the spec's `entrypoint`/`cmd`, else uvicorn from the venv.
+fn entrypoint_cmd(spec: &Spec) -> EntrypointCmd {
+    let venv = spec.venv.absolute();
+    let uvicorn = Uvicorn {
+        venv: &venv,
+        app: &spec.app,
+        app_dir: spec.app_dir.as_deref(),
+        port: spec.port,
+        workers: spec.workers,
+        proxy_headers: spec.proxy_headers,
+    };
+    EntrypointCmd::new(spec.entrypoint.clone(), spec.cmd.clone(), &uvicorn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base;
+    use std::io::Read;
+
+    /// A spec read from an imgbuild.toml holding `extra` after base and app.
+    fn spec(extra: &str) -> (tempfile::TempDir, Spec) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("base = \"oci:./base\"\napp = \"main:app\"\n{extra}");
+        let file = dir.path().join("imgbuild.toml");
+        let spec = crate::spec::parse(&text, &file, false, dir.path()).unwrap();
+        (dir, spec)
+    }
+
+    #[test]
+    fn the_image_runs_uvicorn_with_the_spec_settings_unless_overridden() {
+        let (_dir, s) = spec("venv = \"/opt/venv\"\nport = 9000\nworkers = 3\nproxy-headers = true\napp-dir = \"src\"\n");
+        let run = entrypoint_cmd(&s);
+        let uvicorn = Uvicorn {
+            venv: "/opt/venv",
+            app: "main:app",
+            app_dir: Some("src"),
+            port: 9000,
+            workers: 3,
+            proxy_headers: true,
+        };
+        assert_eq!((run.entrypoint, run.cmd), (None, Some(uvicorn.command())));
+        let (_dir, s) = spec("entrypoint = [\"/bin/run\"]\n");
+        let run = entrypoint_cmd(&s);
+        assert_eq!(
+            (run.entrypoint, run.cmd),
+            (Some(vec!["/bin/run".into()]), None)
+        );
+    }
+
+    struct NoBlobs;
+    impl base::BlobSource for NoBlobs {
+        fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, base::BaseError> {
+            Err(base::BaseError::MissingBlob {
+                base: "test".into(),
+                digest: digest.clone(),
+            })
+        }
+        fn name(&self) -> &str {
+            "test"
+        }
+    }
+
+    #[test]
+    fn annotations_name_the_base_source_and_revision_over_the_users() {
+        let (_dir, s) = spec(
+            "annotations = { team = \"payments\", \"org.opencontainers.image.source\" = \"mine\" }\nsource-url = \"https://example.com/acme/api\"\nrevision = \"4f2c1e9\"\n",
+        );
+        let manifest: Manifest = serde_json::from_str(
+            r#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":2},"layers":[]}"#,
+        )
+        .unwrap();
+        let base = BaseImage {
+            name: "python:3.12-slim".into(),
+            manifest_digest: Digest::of_bytes(b"base"),
+            manifest,
+            config: serde_json::json!({}),
+            platform: Platform::parse("linux/amd64").unwrap(),
+            diff_ids: Vec::new(),
+            blobs: std::sync::Arc::new(NoBlobs),
+            tars: Default::default(),
+        };
+        let index = image_annotations(&s, None);
+        assert_eq!(index["team"], "payments");
+        assert_eq!(
+            index[img::ANNOTATION_SOURCE],
+            "https://example.com/acme/api"
+        );
+        assert_eq!(index[img::ANNOTATION_REVISION], "4f2c1e9");
+        assert!(!index.contains_key(img::ANNOTATION_BASE_NAME));
+        let image = image_annotations(&s, Some(&base));
+        assert_eq!(image[img::ANNOTATION_BASE_NAME], "python:3.12-slim");
+        assert_eq!(
+            image[img::ANNOTATION_BASE_DIGEST],
+            Digest::of_bytes(b"base").to_string()
+        );
+        assert_eq!(image.len(), index.len() + 2);
+    }
+}

@@ -1,0 +1,224 @@
+//! The packages stages: the lock read for the target (one wheel per
+//! package, the project and local packages built as wheels of our own),
+//! then each wheel's layer taken from a registry cache or its wheel fetched.
+
+use super::identity::{self, LayerKey};
+use super::layers::WheelSource;
+use super::remote_cache::{reuse_layers, Offers};
+use super::{BuildError, BuildOptions, Event};
+use crate::fetch::{Fetched, Fetcher};
+use crate::layer::ImagePath;
+use crate::lock::select::SelectedWheel;
+use crate::lock::LocalPackage;
+use crate::platform::Platform;
+use crate::python::interpreter::PythonInfo;
+use crate::python::tags::Tags;
+use crate::spec::Spec;
+use std::path::{Path, PathBuf};
+
+/// The packages an image installs.
+#[derive(Default)]
+pub(super) struct Planned {
+    /// Every wheel, in lock order: the lock's, then the project's own.
+    pub wheels: Vec<SelectedWheel>,
+    /// The lock's packages alone, for the SBOM (the project's own wheels
+    /// are not from an index).
+    pub locked: Vec<SelectedWheel>,
+    /// The image directories the local packages' `.pth` files put on `sys.path`.
+    pub import_roots: Vec<ImagePath>,
+}
+
+/// Where the lock's relative paths start: the lockfile's directory, or the
+/// source tree without a lock.
+fn lock_dir(spec: &Spec) -> PathBuf {
+    match &spec.lockfile {
+        Some(l) => l.parent().map(PathBuf::from).unwrap_or_default(),
+        None => spec.source.clone(),
+    }
+}
+
+/// The wheels for this target: the lock's, selected for the base's Python,
+/// and the project and the lock's local packages as wheels of our own.
+pub(super) fn plan(
+    spec: &Spec,
+    python: &PythonInfo,
+    platform: &Platform,
+    opts: &BuildOptions,
+) -> Result<Planned, BuildError> {
+    let label = platform.to_string();
+    let mut planned = Planned::default();
+    let mut locals = Vec::new();
+    if let Some(lockfile) = &spec.lockfile {
+        (opts.on_event)(Event::Python {
+            platform: label.clone(),
+            info: format!("{}: {}", python.interpreter, python.describe()),
+        });
+        (planned.wheels, locals) = select_wheels(spec, lockfile, python, platform, opts)?;
+    }
+    planned.locked = planned.wheels.clone();
+    planned.import_roots = add_local_wheels(spec, python, &locals, opts, &mut planned.wheels)?;
+    if spec.lockfile.is_some() {
+        (opts.on_event)(Event::Wheels {
+            platform: label,
+            count: planned.wheels.len(),
+        });
+    }
+    Ok(planned)
+}
+
+fn select_wheels(
+    spec: &Spec,
+    lockfile: &Path,
+    python: &PythonInfo,
+    platform: &Platform,
+    opts: &BuildOptions,
+) -> Result<(Vec<SelectedWheel>, Vec<LocalPackage>), BuildError> {
+    use crate::lock::{index_config, LockOptions};
+    use crate::python::markers::MarkerEnv;
+    let getenv = |k: &str| std::env::var(k).ok();
+    let lock_dir = lockfile.parent().unwrap_or(Path::new("."));
+    let mut indexes =
+        index_config::resolve(&index_config::Inputs::from_process(&getenv, lock_dir))?;
+    // imgbuild's own `index-url` beats every other setting.
+    let index_url = match &spec.index_url {
+        Some(url) => Some(indexes.set_default(url, "index-url")?),
+        None => None,
+    };
+    opts.http.set_credentials(indexes.credentials.clone());
+    let lock_opts = LockOptions {
+        groups: spec.groups.clone(),
+        extras: spec.extras.clone(),
+        include_dev: spec.include_dev,
+        index_url,
+        indexes,
+    };
+    let env = MarkerEnv::for_target(python)?;
+    // issue 8: the lock's local packages come from the same read.
+    let (packages, locals) = crate::lock::load_with_local(lockfile, &lock_opts, &env, opts.http)?;
+    let tags = Tags::for_target(python);
+    let mut wheels = crate::lock::select::select_wheels(
+        &packages,
+        &tags,
+        &format!("{platform} ({})", python.describe()),
+    )?;
+    // Files the lock names without a URL (poetry.lock, pdm.lock) are looked up
+    // on the index, unless they are cached already.
+    let cached =
+        |w: &SelectedWheel| Fetcher::wheel_digest(w).is_ok_and(|d| opts.store.has_blob(&d));
+    if !opts.offline {
+        crate::lock::locate::locate_files(
+            &mut wheels,
+            lockfile,
+            &lock_opts.indexes,
+            opts.http,
+            &cached,
+            opts.jobs,
+        )?;
+    }
+    Ok((wheels, locals))
+}
+
+/// Adds the root project and the lock's local packages to `wheels`; returns
+/// the image directories their `.pth` files put on `sys.path`.
+fn add_local_wheels(
+    spec: &Spec,
+    python: &PythonInfo,
+    locals: &[LocalPackage],
+    opts: &BuildOptions,
+    wheels: &mut Vec<SelectedWheel>,
+) -> Result<Vec<ImagePath>, BuildError> {
+    let local = crate::local::local_wheels(
+        spec,
+        locals,
+        &lock_dir(spec),
+        opts.store,
+        &Tags::for_target(python),
+    )?;
+    let mut roots = Vec::new();
+    for l in local {
+        // A locked wheel of the same name (a path source) stays as the lock has it.
+        if !wheels.iter().any(|w| w.name == l.wheel.name) {
+            roots.extend(l.import_roots);
+            wheels.push(l.wheel);
+        }
+    }
+    Ok(roots)
+}
+
+/// Each wheel's source, in lock order, and how many were downloaded.
+pub(super) struct Gathered {
+    pub sources: Vec<WheelSource>,
+    pub downloaded: usize,
+    pub from_registry: usize,
+}
+
+/// Each wheel's layer from the registry cache when one offers it (within
+/// the layer budget only: a merged layer is never reused), else its wheel
+/// fetched into the store; a wheel whose layer is reused is not fetched.
+pub(super) fn gather(
+    spec: &Spec,
+    wheels: &[SelectedWheel],
+    keys: &[LayerKey],
+    budget: usize,
+    offers: &Offers,
+    opts: &BuildOptions,
+) -> Result<Gathered, BuildError> {
+    let mut reused = if identity::within_budget(wheels.len(), budget) {
+        reuse_layers(opts, offers, keys, 1)
+    } else {
+        wheels.iter().map(|_| None).collect()
+    };
+    let wanted: Vec<SelectedWheel> = wheels
+        .iter()
+        .zip(&reused)
+        .filter(|(_, r)| r.is_none())
+        .map(|(w, _)| w.clone())
+        .collect();
+    for (w, _) in wheels.iter().zip(&reused).filter(|(_, r)| r.is_some()) {
+        (opts.on_event)(Event::Progress {
+            label: w.filename.clone(),
+        });
+    }
+    let fetcher = Fetcher {
+        store: opts.store,
+        client: opts.http,
+        offline: opts.offline,
+        jobs: opts.jobs,
+        lock_dir: lock_dir(spec),
+    };
+    let fetched = fetcher.fetch_all(&wanted, &|w, f| report_fetched(opts, w, f))?;
+    let downloaded = fetched.iter().filter(|f| f.downloaded > 0).count();
+    let from_registry = wheels.len() - wanted.len();
+    let mut fetched = fetched.into_iter();
+    let sources = reused
+        .iter_mut()
+        .map(|r| match r.take() {
+            Some(r) => WheelSource::Reused(r),
+            None => WheelSource::Fetched(fetched.next().expect("one fetch per wanted wheel")),
+        })
+        .collect();
+    Ok(Gathered {
+        sources,
+        downloaded,
+        from_registry,
+    })
+}
+
+/// Events for one wheel fetched (or found in the store).
+fn report_fetched(opts: &BuildOptions, w: &SelectedWheel, f: &Fetched) {
+    if f.repaired {
+        (opts.on_event)(Event::Warning(format!(
+            "cached wheel of {} {} ({}) no longer matched the lock's sha256; dropped it and fetched it again",
+            w.name, w.version, w.filename
+        )));
+    }
+    if f.downloaded > 0 {
+        (opts.on_event)(Event::Fetched {
+            filename: w.filename.clone(),
+            bytes: f.downloaded,
+        });
+    }
+    (opts.on_event)(Event::Progress {
+        label: w.filename.clone(),
+    });
+}
