@@ -229,10 +229,13 @@ mod tests {
     use super::*;
     use crate::layer::ImagePath;
 
+    /// Python 3.12.1 at /usr/bin/python3, the venv at /opt/venv.
     fn target() -> VenvTarget {
+        let venv = ImagePath::new("opt/venv").unwrap();
+        let interpreter = "/usr/bin/python3".to_string();
         VenvTarget {
-            venv: ImagePath::new("opt/venv").unwrap(),
-            interpreter: "/usr/bin/python3".into(),
+            venv,
+            interpreter,
             version: (3, 12, 1),
         }
     }

@@ -231,16 +231,8 @@ fn entrypoint_cmd(spec: &Spec) -> EntrypointCmd {
 mod tests {
     use super::*;
     use crate::base;
+    use crate::build::tests::spec;
     use std::io::Read;
-
-    /// A spec read from an imgbuild.toml holding `extra` after base and app.
-    fn spec(extra: &str) -> (tempfile::TempDir, Spec) {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!("base = \"oci:./base\"\napp = \"main:app\"\n{extra}");
-        let file = dir.path().join("imgbuild.toml");
-        let spec = crate::spec::parse(&text, &file, false, dir.path()).unwrap();
-        (dir, spec)
-    }
 
     #[test]
     fn the_image_runs_uvicorn_with_the_spec_settings_unless_overridden() {

@@ -22,7 +22,6 @@ use crate::fetch::FetchError;
 use crate::layer::LayerPlan;
 use crate::output::{BuildResult, BuiltImage, LayerSources};
 use crate::platform::Platform;
-use crate::python::bytecode::BytecodeError;
 use crate::python::install as wheel;
 use crate::python::interpreter::PythonInfo;
 use crate::python::venv::VenvTarget;
@@ -67,7 +66,7 @@ pub enum BuildError {
     #[error(transparent)]
     Markers(#[from] crate::python::markers::MarkerError),
     #[error(transparent)]
-    Bytecode(#[from] BytecodeError),
+    Bytecode(#[from] crate::python::bytecode::BytecodeError),
     /// Two wheels put in one shared layer clash on a path.
     #[error("merging {wheel} into the shared layer")]
     Merge {
@@ -316,7 +315,7 @@ mod tests {
     use super::*;
 
     /// A spec read from an imgbuild.toml holding `extra` after base and app.
-    fn spec(extra: &str) -> (tempfile::TempDir, Spec) {
+    pub(super) fn spec(extra: &str) -> (tempfile::TempDir, Spec) {
         let dir = tempfile::tempdir().unwrap();
         let text = format!("base = \"oci:./base\"\napp = \"main:app\"\n{extra}");
         let file = dir.path().join("imgbuild.toml");
