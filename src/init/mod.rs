@@ -189,7 +189,12 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Report, InitError> {
     check_loads(dir, opts, &target, shown, &mut draft, &compose)?;
 
     let text = compose(&draft);
-    write(&target, shown, text.as_bytes(), opts.force || opts.pyproject)?;
+    write(
+        &target,
+        shown,
+        text.as_bytes(),
+        opts.force || opts.pyproject,
+    )?;
     Ok(Report {
         file: target,
         complete: draft.base.is_some() && draft.app.is_some(),

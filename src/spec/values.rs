@@ -266,7 +266,10 @@ fn project_wheel(
     if !p.ends_with(".whl") || !path.is_file() {
         return Err(origin.invalid(
             "project-wheel",
-            format!("{} is not a wheel file; build it first (`uv build --wheel`) and name the .whl", path.display()),
+            format!(
+                "{} is not a wheel file; build it first (`uv build --wheel`) and name the .whl",
+                path.display()
+            ),
         ));
     }
     Ok(Some(path))
