@@ -228,85 +228,26 @@ pub fn defines(text: &str, name: &str) -> Defined {
         // A compound statement's first line may carry its body after the colon.
         let head = stmt.trim_start_matches('@');
         let (kw, rest) = split_word(head);
-        match kw {
-            "def" | "class" | "async" => {
-                let (kw2, rest2) = if kw == "async" {
-                    split_word(rest)
-                } else {
-                    (kw, rest)
-                };
-                if kw2 == "def" || kw2 == "class" {
-                    let (defined, _) = split_ident(rest2);
-                    if defined == name {
-                        return Defined::Yes;
-                    }
-                    if defined == "__getattr__" && indent == 0 {
-                        unknown = true;
-                    }
-                    skipping = Some(indent);
+        if matches!(kw, "def" | "class" | "async") {
+            if let Some(defined) = defined_by_def(kw, rest) {
+                if defined == name {
+                    return Defined::Yes;
                 }
+                if defined == "__getattr__" && indent == 0 {
+                    unknown = true;
+                }
+                skipping = Some(indent);
+            }
+            continue;
+        }
+        match keyword_statement(kw, rest, stmt, name) {
+            Some(Defined::Yes) => return Defined::Yes,
+            Some(Defined::Unknown) => {
+                unknown = true;
                 continue;
             }
-            "import" => {
-                for item in rest.split(',') {
-                    let item = item.trim();
-                    let bound = match item.split_once(" as ") {
-                        Some((_, alias)) => alias.trim(),
-                        None => item.split('.').next().unwrap_or(item).trim(),
-                    };
-                    if bound == name {
-                        return Defined::Yes;
-                    }
-                }
-                continue;
-            }
-            "from" => {
-                if let Some((_, names)) = rest.split_once(" import ") {
-                    let names = names.trim().trim_start_matches('(').trim_end_matches(')');
-                    for item in names.split(',') {
-                        let item = item.trim();
-                        if item == "*" {
-                            unknown = true;
-                        }
-                        let bound = match item.split_once(" as ") {
-                            Some((_, alias)) => alias.trim(),
-                            None => item,
-                        };
-                        if bound == name {
-                            return Defined::Yes;
-                        }
-                    }
-                }
-                continue;
-            }
-            "for" => {
-                if let Some((targets, _)) = rest.split_once(" in ") {
-                    if targets_bind(targets, name) {
-                        return Defined::Yes;
-                    }
-                }
-                continue;
-            }
-            "with" | "except" => {
-                for part in rest.split(" as ").skip(1) {
-                    let (bound, _) = split_ident(part.trim_start_matches('('));
-                    if bound == name {
-                        return Defined::Yes;
-                    }
-                }
-                continue;
-            }
-            "if" | "elif" | "else" | "try" | "finally" | "while" | "match" | "case" | "return"
-            | "del" | "pass" | "global" | "nonlocal" | "assert" | "raise" => {
-                // The body after a colon on the same line, e.g. `if x: app = y`.
-                if let Some(i) = top_level_colon(stmt) {
-                    if let Defined::Yes = defines(&stmt[i + 1..], name) {
-                        return Defined::Yes;
-                    }
-                }
-                continue;
-            }
-            _ => {}
+            Some(Defined::No) => continue,
+            None => {}
         }
         if stmt.contains("globals()") {
             unknown = true;
@@ -316,6 +257,79 @@ pub fn defines(text: &str, name: &str) -> Defined {
         }
     }
     if unknown {
+        Defined::Unknown
+    } else {
+        Defined::No
+    }
+}
+
+/// The name a `def`, `class`, `async def` or decorated one binds; None for
+/// another statement starting with `async`.
+fn defined_by_def<'a>(kw: &str, rest: &'a str) -> Option<&'a str> {
+    let (kw2, rest2) = if kw == "async" {
+        split_word(rest)
+    } else {
+        (kw, rest)
+    };
+    (kw2 == "def" || kw2 == "class").then(|| split_ident(rest2).0)
+}
+
+/// What a statement that starts with keyword `kw` binds of `name` (`Unknown`
+/// for `from m import *`); None when `kw` starts no such statement, so `stmt`
+/// may be an assignment.
+fn keyword_statement(kw: &str, rest: &str, stmt: &str, name: &str) -> Option<Defined> {
+    let bound = match kw {
+        "import" => imports(rest, name),
+        "from" => return Some(imports_from(rest, name)),
+        "for" => rest
+            .split_once(" in ")
+            .is_some_and(|(targets, _)| targets_bind(targets, name)),
+        "with" | "except" => rest.split(" as ").skip(1).any(|part| {
+            let (bound, _) = split_ident(part.trim_start_matches('('));
+            bound == name
+        }),
+        "if" | "elif" | "else" | "try" | "finally" | "while" | "match" | "case" | "return"
+        | "del" | "pass" | "global" | "nonlocal" | "assert" | "raise" => {
+            // The body after a colon on the same line, e.g. `if x: app = y`.
+            top_level_colon(stmt).is_some_and(|i| defines(&stmt[i + 1..], name) == Defined::Yes)
+        }
+        _ => return None,
+    };
+    Some(if bound { Defined::Yes } else { Defined::No })
+}
+
+/// `import a.b, c as d`: binds `a` and `d`.
+fn imports(rest: &str, name: &str) -> bool {
+    rest.split(',').any(|item| {
+        let item = item.trim();
+        let bound = match item.split_once(" as ") {
+            Some((_, alias)) => alias.trim(),
+            None => item.split('.').next().unwrap_or(item).trim(),
+        };
+        bound == name
+    })
+}
+
+/// `from m import (a, b as c)`: binds `a` and `c`; `*` binds what `m` has.
+fn imports_from(rest: &str, name: &str) -> Defined {
+    let mut star = false;
+    if let Some((_, names)) = rest.split_once(" import ") {
+        let names = names.trim().trim_start_matches('(').trim_end_matches(')');
+        for item in names.split(',') {
+            let item = item.trim();
+            if item == "*" {
+                star = true;
+            }
+            let bound = match item.split_once(" as ") {
+                Some((_, alias)) => alias.trim(),
+                None => item,
+            };
+            if bound == name {
+                return Defined::Yes;
+            }
+        }
+    }
+    if star {
         Defined::Unknown
     } else {
         Defined::No

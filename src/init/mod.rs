@@ -133,46 +133,9 @@ struct Draft {
 pub fn init(dir: &Path, opts: &InitOptions) -> Result<Report, InitError> {
     let spec_file = dir.join(SPEC_FILE);
     let pyproject_file = dir.join(PYPROJECT_FILE);
-    let pyproject_text = match std::fs::read_to_string(&pyproject_file) {
-        Ok(t) => Some(t),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(source) => {
-            return Err(InitError::Read {
-                file: PYPROJECT_FILE.into(),
-                source,
-            })
-        }
-    };
-    let info = match &pyproject_text {
-        Some(t) => detect::project_info(t).map_err(|source| InitError::Pyproject {
-            file: PYPROJECT_FILE.into(),
-            source,
-        })?,
-        None => ProjectInfo::default(),
-    };
-
+    let (pyproject_text, info) = read_pyproject(&pyproject_file)?;
     // Refuse before reading anything else.
-    if opts.pyproject {
-        if pyproject_text.is_none() {
-            return Err(InitError::NoPyproject {
-                dir: dir.display().to_string(),
-            });
-        }
-        if info.has_tool_table && !opts.force {
-            return Err(InitError::ToolTableExists {
-                file: PYPROJECT_FILE.into(),
-            });
-        }
-    } else if !opts.force {
-        if spec_file.exists() {
-            return Err(InitError::Exists {
-                file: SPEC_FILE.into(),
-            });
-        }
-        if info.has_tool_table {
-            return Err(InitError::Shadowed);
-        }
-    }
+    refuse_to_replace(dir, opts, &spec_file, pyproject_text.is_some(), &info)?;
 
     let mut notes = Vec::new();
     let sources = read_sources(dir)?;
@@ -196,20 +159,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Report, InitError> {
     }
     draft.lockfile = pick_lockfile(dir, &mut notes);
     draft.health = pick_health(&sources, draft.app.as_ref(), &mut notes);
-    match &draft.base {
-        Some(b) => notes.push(note(NoteKind::Found, format!("base {b} (from --base)"))),
-        None => notes.push(note(
-            NoteKind::Guessed,
-            format!(
-                "base {} {}, written as a comment: uncomment it (pinned by digest) or run again with --base REF",
-                draft.base_suggestion,
-                match &draft.requires_python {
-                    Some(r) => format!("from requires-python {r:?}"),
-                    None => "(no requires-python to go by)".to_string(),
-                }
-            ),
-        )),
-    }
+    notes.push(base_note(&draft));
     if !draft.scripts.is_empty() {
         let names: Vec<_> = draft.scripts.iter().map(|(n, _)| n.as_str()).collect();
         notes.push(note(
@@ -221,18 +171,10 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Report, InitError> {
         ));
     }
 
-    // Check what would be written: with placeholders where the user still has
-    // to decide, the settings must load; `health` stays a comment unless this
-    // imgbuild knows the key.
-    let target = if opts.pyproject {
-        &pyproject_file
+    let (target, shown) = if opts.pyproject {
+        (pyproject_file, PYPROJECT_FILE)
     } else {
-        &spec_file
-    };
-    let shown = if opts.pyproject {
-        PYPROJECT_FILE
-    } else {
-        SPEC_FILE
+        (spec_file, SPEC_FILE)
     };
     let existing = match (&pyproject_text, opts.pyproject) {
         (Some(text), true) => Some(without_tool_table(text).ok_or(InitError::CannotReplace {
@@ -244,6 +186,105 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Report, InitError> {
         Some(rest) => format!("{}\n[tool.imgbuild]\n{}", ensure_newline(rest), render(d)),
         None => render(d),
     };
+    check_loads(dir, opts, &target, shown, &mut draft, &compose)?;
+
+    let text = compose(&draft);
+    write(
+        &target,
+        shown,
+        text.as_bytes(),
+        opts.force || opts.pyproject,
+    )?;
+    Ok(Report {
+        file: target,
+        complete: draft.base.is_some() && draft.app.is_some(),
+        notes,
+    })
+}
+
+/// pyproject.toml's text, if there is one, and what it says about the project.
+fn read_pyproject(file: &Path) -> Result<(Option<String>, ProjectInfo), InitError> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(InitError::Read {
+                file: PYPROJECT_FILE.into(),
+                source,
+            })
+        }
+    };
+    let info = match &text {
+        Some(t) => detect::project_info(t).map_err(|source| InitError::Pyproject {
+            file: PYPROJECT_FILE.into(),
+            source,
+        })?,
+        None => ProjectInfo::default(),
+    };
+    Ok((text, info))
+}
+
+/// Settings that exist (or would be shadowed) are replaced only with `--force`.
+fn refuse_to_replace(
+    dir: &Path,
+    opts: &InitOptions,
+    spec_file: &Path,
+    has_pyproject: bool,
+    info: &ProjectInfo,
+) -> Result<(), InitError> {
+    if opts.pyproject {
+        if !has_pyproject {
+            return Err(InitError::NoPyproject {
+                dir: dir.display().to_string(),
+            });
+        }
+        if info.has_tool_table && !opts.force {
+            return Err(InitError::ToolTableExists {
+                file: PYPROJECT_FILE.into(),
+            });
+        }
+    } else if !opts.force {
+        if spec_file.exists() {
+            return Err(InitError::Exists {
+                file: SPEC_FILE.into(),
+            });
+        }
+        if info.has_tool_table {
+            return Err(InitError::Shadowed);
+        }
+    }
+    Ok(())
+}
+
+/// Where `base` comes from: `--base`, or a suggestion written as a comment.
+fn base_note(draft: &Draft) -> Note {
+    match &draft.base {
+        Some(b) => note(NoteKind::Found, format!("base {b} (from --base)")),
+        None => note(
+            NoteKind::Guessed,
+            format!(
+                "base {} {}, written as a comment: uncomment it (pinned by digest) or run again with --base REF",
+                draft.base_suggestion,
+                match &draft.requires_python {
+                    Some(r) => format!("from requires-python {r:?}"),
+                    None => "(no requires-python to go by)".to_string(),
+                }
+            ),
+        ),
+    }
+}
+
+/// Checks what would be written: with placeholders where the user still has
+/// to decide, the settings must load; `health` stays a comment (in `draft`
+/// too) unless this imgbuild knows the key.
+fn check_loads(
+    dir: &Path,
+    opts: &InitOptions,
+    target: &Path,
+    shown: &str,
+    draft: &mut Draft,
+    compose: &dyn Fn(&Draft) -> String,
+) -> Result<(), InitError> {
     let mut check = draft.clone();
     check
         .base
@@ -264,14 +305,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Report, InitError> {
         file: shown.into(),
         source: Box::new(source),
     })?;
-
-    let text = compose(&draft);
-    write(target, shown, text.as_bytes(), opts.force || opts.pyproject)?;
-    Ok(Report {
-        file: target.clone(),
-        complete: draft.base.is_some() && draft.app.is_some(),
-        notes,
-    })
+    Ok(())
 }
 
 fn note(kind: NoteKind, text: String) -> Note {

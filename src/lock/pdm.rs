@@ -10,7 +10,7 @@
 //! `editable`) are not returned.
 
 use super::{
-    active_groups, filename_from_url, group_key, hashed_package, listed_groups, Errors,
+    active_groups, filename_from_url, group_key, hashed_package, listed_groups, Errors, LockError,
     LockOptions, LockResult, LockedPackage,
 };
 use crate::python::markers::MarkerEnv;
@@ -65,49 +65,10 @@ struct File {
 
 pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> LockResult {
     let at = Errors(path);
-    let invalid = |message| at.invalid(message);
     let marker_err = |source| at.marker(source);
     let lock: PdmLock = super::from_toml(text, path)?;
-    let meta = &lock.metadata;
-    let version = meta.lock_version.as_deref().unwrap_or("");
-    if version.split('.').next() != Some("4") {
-        return Err(invalid(format!(
-            "lock_version `{version}` is not supported; imgbuild reads lock_version 4.x. Run `pdm lock` with PDM 2.11 or later"
-        )));
-    }
-    if !meta.strategy.iter().any(|s| s == "inherit_metadata") {
-        return Err(invalid(
-            "was locked without the `inherit_metadata` strategy, so it does not say which packages each group needs; run `pdm lock --strategy inherit_metadata`".into(),
-        ));
-    }
-    if !meta.targets.is_empty() {
-        let mut any = false;
-        for t in &meta.targets {
-            any |= target_matches(t, env).map_err(marker_err)?;
-        }
-        if !any {
-            return Err(invalid(format!(
-                "none of its targets ({}) is the base image's Python {} on linux/{}; lock for it with `pdm lock --append --python … --platform …`",
-                meta.targets.iter().map(describe).collect::<Vec<_>>().join("; "),
-                env.python_full_version(),
-                env.environment().platform_machine()
-            )));
-        }
-    }
-
-    let known: BTreeSet<String> = meta.groups.iter().map(|g| group_key(g)).collect();
-    for (kind, wanted) in [("extra", &opts.extras), ("dependency group", &opts.groups)] {
-        if let Some(g) = wanted
-            .iter()
-            .find(|g| !known.contains(&group_key(g)) && g.as_str() != "dev")
-        {
-            return Err(invalid(format!(
-                "the lock has no {kind} `{g}` (its groups: {}); fix the {}s setting or lock again with `pdm lock -G :all`",
-                known.iter().cloned().collect::<Vec<_>>().join(", "),
-                if kind == "extra" { "extra" } else { "group" }
-            )));
-        }
-    }
+    check_target(&lock.metadata, at, env)?;
+    check_requested(&lock.metadata, at, opts)?;
     let active = active_groups(
         "default",
         opts.groups.iter().chain(&opts.extras),
@@ -133,43 +94,105 @@ pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> Loc
         if pkg.path.is_some() || pkg.editable == Some(true) {
             continue;
         }
-        let files = pkg.files.iter().map(|f| {
-            let url = f.url.clone().or_else(|| pkg.url.clone());
-            let filename = f
-                .file
-                .clone()
-                .or_else(|| url.as_deref().and_then(filename_from_url))
-                .ok_or("has a file without `file` or `url`")?;
-            Ok((filename, url, f.hash.as_str()))
-        });
-        let new = hashed_package(
-            &pkg.name,
-            pkg.version.as_deref(),
-            None,
-            pkg.git.is_some(),
-            files,
-        )
-        .map_err(package_err)?;
-        // `uvicorn[standard]` is a second entry for uvicorn with the same files.
-        match out.iter_mut().find(|p| p.name == new.name) {
-            Some(p) if p.version == new.version => {
-                for f in new.files {
-                    if !p.files.contains(&f) {
-                        p.files.push(f);
-                    }
-                }
-                p.has_sdist |= new.has_sdist;
-            }
-            Some(p) => {
-                return Err(package_err(format!(
-                    "versions {} and {} both apply to this target; the lock looks inconsistent, run `pdm lock` again",
-                    p.version, new.version
-                )))
-            }
-            None => out.push(new),
-        }
+        let new = locked_package(pkg).map_err(package_err)?;
+        add_entry(&mut out, new).map_err(package_err)?;
     }
     Ok(out)
+}
+
+/// The lock is one this imgbuild reads (lock_version 4.x, `inherit_metadata`)
+/// and one of its targets, if it lists any, is the target image.
+fn check_target(meta: &Metadata, at: Errors, env: &MarkerEnv) -> Result<(), LockError> {
+    let invalid = |message| at.invalid(message);
+    let version = meta.lock_version.as_deref().unwrap_or("");
+    if version.split('.').next() != Some("4") {
+        return Err(invalid(format!(
+            "lock_version `{version}` is not supported; imgbuild reads lock_version 4.x. Run `pdm lock` with PDM 2.11 or later"
+        )));
+    }
+    if !meta.strategy.iter().any(|s| s == "inherit_metadata") {
+        return Err(invalid(
+            "was locked without the `inherit_metadata` strategy, so it does not say which packages each group needs; run `pdm lock --strategy inherit_metadata`".into(),
+        ));
+    }
+    if !meta.targets.is_empty() {
+        let mut any = false;
+        for t in &meta.targets {
+            any |= target_matches(t, env).map_err(|source| at.marker(source))?;
+        }
+        if !any {
+            return Err(invalid(format!(
+                "none of its targets ({}) is the base image's Python {} on linux/{}; lock for it with `pdm lock --append --python … --platform …`",
+                meta.targets.iter().map(describe).collect::<Vec<_>>().join("; "),
+                env.python_full_version(),
+                env.environment().platform_machine()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every extra and group asked for is one of the lock's groups (PDM locks
+/// extras as groups).
+fn check_requested(meta: &Metadata, at: Errors, opts: &LockOptions) -> Result<(), LockError> {
+    let known: BTreeSet<String> = meta.groups.iter().map(|g| group_key(g)).collect();
+    for (kind, wanted) in [("extra", &opts.extras), ("dependency group", &opts.groups)] {
+        if let Some(g) = wanted
+            .iter()
+            .find(|g| !known.contains(&group_key(g)) && g.as_str() != "dev")
+        {
+            return Err(at.invalid(format!(
+                "the lock has no {kind} `{g}` (its groups: {}); fix the {}s setting or lock again with `pdm lock -G :all`",
+                known.iter().cloned().collect::<Vec<_>>().join(", "),
+                if kind == "extra" { "extra" } else { "group" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The package with its files; a file's URL is its own or the package's.
+fn locked_package(pkg: &Package) -> Result<LockedPackage, String> {
+    let files = pkg.files.iter().map(|f| {
+        let url = f.url.clone().or_else(|| pkg.url.clone());
+        let filename = f
+            .file
+            .clone()
+            .or_else(|| url.as_deref().and_then(filename_from_url))
+            .ok_or("has a file without `file` or `url`")?;
+        Ok((filename, url, f.hash.as_str()))
+    });
+    hashed_package(
+        &pkg.name,
+        pkg.version.as_deref(),
+        None,
+        pkg.git.is_some(),
+        files,
+    )
+}
+
+/// Adds `new` to `out`. `uvicorn[standard]` is a second entry for uvicorn
+/// with the same version: its files join the first; another version is an
+/// error.
+fn add_entry(out: &mut Vec<LockedPackage>, new: LockedPackage) -> Result<(), String> {
+    match out.iter_mut().find(|p| p.name == new.name) {
+        Some(p) if p.version == new.version => {
+            for f in new.files {
+                if !p.files.contains(&f) {
+                    p.files.push(f);
+                }
+            }
+            p.has_sdist |= new.has_sdist;
+        }
+        Some(p) => {
+            return Err(format!(
+                "versions {} and {} both apply to this target; the lock looks inconsistent, run `pdm lock` again",
+                p.version, new.version
+            ))
+        }
+        None => out.push(new),
+    }
+    Ok(())
 }
 
 /// A PDM target: `requires_python`, `implementation` and a platform such as

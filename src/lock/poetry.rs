@@ -8,10 +8,10 @@
 //! (see `lock::locate`). `directory` packages are local and not returned.
 
 use super::{
-    active_groups, group_key, hashed_package, listed_groups, Errors, LockOptions, LockResult,
-    LockedPackage,
+    active_groups, group_key, hashed_package, listed_groups, Errors, LockError, LockOptions,
+    LockResult, LockedPackage,
 };
-use crate::python::markers::MarkerEnv;
+use crate::python::markers::{MarkerEnv, MarkerError};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,9 +64,38 @@ struct Source {
 
 pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> LockResult {
     let at = Errors(path);
-    let invalid = |message| at.invalid(message);
     let marker_err = |source| at.marker(source);
     let lock: PoetryLock = super::from_toml(text, path)?;
+    check_target(&lock, at, env)?;
+    check_requested(&lock, at, opts)?;
+    let active = active_groups("main", &opts.groups, opts.include_dev);
+
+    let mut out: Vec<LockedPackage> = Vec::new();
+    for pkg in &lock.package {
+        let package_err = |message| at.package(&pkg.name, pkg.version.as_deref(), message);
+        let groups = listed_groups(&pkg.groups, "run `poetry lock` with Poetry 2 again")
+            .map_err(package_err)?;
+        if !needed(pkg, groups, &active, opts, env).map_err(marker_err)? {
+            continue;
+        }
+        let Some(package) = locked_package(pkg).map_err(package_err)? else {
+            continue;
+        };
+        if let Some(other) = out.iter().find(|p| p.name == package.name) {
+            return Err(package_err(format!(
+                "versions {} and {} both apply to this target; the lock looks inconsistent, run `poetry lock` again",
+                other.version, package.version
+            )));
+        }
+        out.push(package);
+    }
+    Ok(out)
+}
+
+/// The lock is one this imgbuild reads (lock-version 2.1 or later 2.x) and
+/// its `python-versions` admits the target's Python.
+fn check_target(lock: &PoetryLock, at: Errors, env: &MarkerEnv) -> Result<(), LockError> {
+    let invalid = |message| at.invalid(message);
     let metadata = lock
         .metadata
         .as_ref()
@@ -90,7 +119,12 @@ pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> Loc
             )));
         }
     }
+    Ok(())
+}
 
+/// Every extra and group asked for is one the project has.
+fn check_requested(lock: &PoetryLock, at: Errors, opts: &LockOptions) -> Result<(), LockError> {
+    let invalid = |message| at.invalid(message);
     let known_extras: BTreeSet<String> = lock.extras.keys().map(|e| group_key(e)).collect();
     if let Some(e) = opts
         .extras
@@ -119,67 +153,64 @@ pub fn parse(text: &str, path: &str, opts: &LockOptions, env: &MarkerEnv) -> Loc
             list(&known_groups)
         )));
     }
-    let active = active_groups("main", &opts.groups, opts.include_dev);
+    Ok(())
+}
 
-    let mut out: Vec<LockedPackage> = Vec::new();
-    for pkg in &lock.package {
-        let package_err = |message| at.package(&pkg.name, pkg.version.as_deref(), message);
-        let groups = listed_groups(&pkg.groups, "run `poetry lock` with Poetry 2 again")
-            .map_err(package_err)?;
-        let mut needed = false;
-        for group in groups.iter().filter(|g| active.contains(&group_key(g))) {
-            let marker = match &pkg.markers {
-                None => None,
-                Some(Markers::All(m)) => Some(m.as_str()),
-                Some(Markers::PerGroup(m)) => m
-                    .iter()
-                    .find(|(g, _)| group_key(g) == group_key(group))
-                    .map(|(_, m)| m.as_str()),
-            };
-            if match marker {
-                None => true,
-                Some(m) => env.evaluate(m, &opts.extras).map_err(marker_err)?,
-            } {
-                needed = true;
-                break;
-            }
-        }
-        if !needed {
-            continue;
-        }
-        let kind = pkg.source.as_ref().map(|s| s.kind.as_str());
-        if kind == Some("directory") {
-            continue;
-        }
-        let source_url = pkg.source.as_ref().and_then(|s| s.url.clone());
-        let (index, direct) = match kind {
-            None => (None, None),
-            Some("legacy") => (source_url, None),
-            // A wheel or sdist named by URL or by path (relative to the lockfile).
-            Some("url" | "file") => (None, source_url),
-            _ => (None, None),
+/// Whether one of the active groups among `groups` needs `pkg` on the
+/// target: its marker for that group (or for all groups) holds, or it has none.
+fn needed(
+    pkg: &Package,
+    groups: &[String],
+    active: &BTreeSet<String>,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<bool, MarkerError> {
+    for group in groups.iter().filter(|g| active.contains(&group_key(g))) {
+        let marker = match &pkg.markers {
+            None => None,
+            Some(Markers::All(m)) => Some(m.as_str()),
+            Some(Markers::PerGroup(m)) => m
+                .iter()
+                .find(|(g, _)| group_key(g) == group_key(group))
+                .map(|(_, m)| m.as_str()),
         };
-        let files = pkg
-            .files
-            .iter()
-            .map(|f| Ok((f.file.clone(), direct.clone(), f.hash.as_str())));
-        let package = hashed_package(
-            &pkg.name,
-            pkg.version.as_deref(),
-            index,
-            kind == Some("git"),
-            files,
-        )
-        .map_err(package_err)?;
-        if let Some(other) = out.iter().find(|p| p.name == package.name) {
-            return Err(package_err(format!(
-                "versions {} and {} both apply to this target; the lock looks inconsistent, run `poetry lock` again",
-                other.version, package.version
-            )));
+        if match marker {
+            None => true,
+            Some(m) => env.evaluate(m, &opts.extras)?,
+        } {
+            return Ok(true);
         }
-        out.push(package);
     }
-    Ok(out)
+    Ok(false)
+}
+
+/// The package with its files and where to find them; None for a local
+/// (`directory`) package.
+fn locked_package(pkg: &Package) -> Result<Option<LockedPackage>, String> {
+    let kind = pkg.source.as_ref().map(|s| s.kind.as_str());
+    if kind == Some("directory") {
+        return Ok(None);
+    }
+    let source_url = pkg.source.as_ref().and_then(|s| s.url.clone());
+    let (index, direct) = match kind {
+        None => (None, None),
+        Some("legacy") => (source_url, None),
+        // A wheel or sdist named by URL or by path (relative to the lockfile).
+        Some("url" | "file") => (None, source_url),
+        _ => (None, None),
+    };
+    let files = pkg
+        .files
+        .iter()
+        .map(|f| Ok((f.file.clone(), direct.clone(), f.hash.as_str())));
+    hashed_package(
+        &pkg.name,
+        pkg.version.as_deref(),
+        index,
+        kind == Some("git"),
+        files,
+    )
+    .map(Some)
 }
 
 fn list(names: &BTreeSet<String>) -> String {

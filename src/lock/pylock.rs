@@ -77,9 +77,53 @@ fn parse_into(
     locals: &mut Vec<super::LocalPackage>,
 ) -> LockResult {
     let at = Errors(path);
-    let invalid = |message| at.invalid(message);
     let marker_err = |source| at.marker(source);
     let lock: PyLock = super::from_toml(text, path)?;
+    check_target(&lock, at, opts, env)?;
+    let groups = selected_groups(&lock, opts);
+    let extras: BTreeSet<String> = opts.extras.iter().cloned().collect();
+
+    let mut out: Vec<LockedPackage> = Vec::new();
+    for pkg in &lock.packages {
+        let package_err = |message| at.package(&pkg.name, None, message);
+        if let Some(rp) = &pkg.requires_python {
+            if !env.satisfies_requires_python(rp).map_err(marker_err)? {
+                continue;
+            }
+        }
+        if let Some(marker) = &pkg.marker {
+            let plain = substitute_set_membership(marker, &extras, &groups);
+            if !env.evaluate(&plain, &[]).map_err(marker_err)? {
+                continue;
+            }
+        }
+        if let Some(dir) = &pkg.directory {
+            // issue 8: recorded for the local-project stage, never downloaded.
+            locals.extend(local_package(pkg, dir));
+            continue;
+        }
+        let package = locked_package(pkg).map_err(package_err)?;
+        if out.iter().any(|p| p.name == package.name) {
+            return Err(package_err(
+                "appears more than once for this target (markers overlap); lock again".into(),
+            ));
+        }
+        out.push(package);
+    }
+    Ok(out)
+}
+
+/// The lock as a whole is for this target: its version is read, its
+/// `requires-python` and `environments` admit the target, and it knows the
+/// extras and groups asked for.
+fn check_target(
+    lock: &PyLock,
+    at: Errors,
+    opts: &LockOptions,
+    env: &MarkerEnv,
+) -> Result<(), super::LockError> {
+    let invalid = |message| at.invalid(message);
+    let marker_err = |source| at.marker(source);
     if lock.lock_version.split('.').next() != Some("1") {
         return Err(invalid(format!(
             "lock-version {} is not supported by this imgbuild; it reads lock-version 1.x",
@@ -122,6 +166,12 @@ fn parse_into(
             list(&lock.dependency_groups)
         )));
     }
+    Ok(())
+}
+
+/// The dependency groups markers test against: the lock's defaults (`dev`
+/// only with `include_dev`) and those asked for.
+fn selected_groups(lock: &PyLock, opts: &LockOptions) -> BTreeSet<String> {
     let mut groups: BTreeSet<String> = lock
         .default_groups
         .iter()
@@ -132,65 +182,44 @@ fn parse_into(
     if opts.include_dev {
         groups.insert("dev".into());
     }
-    let extras: BTreeSet<String> = opts.extras.iter().cloned().collect();
+    groups
+}
 
-    let mut out: Vec<LockedPackage> = Vec::new();
-    for pkg in &lock.packages {
-        let package_err = |message| at.package(&pkg.name, None, message);
-        if let Some(rp) = &pkg.requires_python {
-            if !env.satisfies_requires_python(rp).map_err(marker_err)? {
-                continue;
-            }
-        }
-        if let Some(marker) = &pkg.marker {
-            let plain = substitute_set_membership(marker, &extras, &groups);
-            if !env.evaluate(&plain, &[]).map_err(marker_err)? {
-                continue;
-            }
-        }
-        if let Some(dir) = &pkg.directory {
-            // issue 8: recorded for the local-project stage, never downloaded.
-            let table = dir.as_table();
-            if let Some(p) = table
-                .and_then(|t| t.get("path"))
-                .and_then(toml::Value::as_str)
-            {
-                locals.push(super::LocalPackage {
-                    name: super::normalise_name(&pkg.name).unwrap_or_else(|| pkg.name.clone()),
-                    version: pkg.version.clone(),
-                    path: p.into(),
-                    editable: table
-                        .and_then(|t| t.get("editable"))
-                        .and_then(toml::Value::as_bool)
-                        .unwrap_or(false),
-                });
-            }
-            continue;
-        }
-        let version = pkg.version.clone().ok_or_else(|| {
-            package_err("has no `version`; imgbuild installs only pinned packages".into())
-        })?;
-        let mut files = Files {
-            has_sdist: pkg.sdist.is_some() || pkg.vcs.is_some(),
-            ..Files::default()
-        };
-        for w in &pkg.wheels {
-            files.wheels.push(file(w).map_err(package_err)?);
-        }
-        if let Some(archive) = &pkg.archive {
-            files.add(file(archive).map_err(package_err)?);
-        }
-        let package = files
-            .package(&pkg.name, version, None)
-            .map_err(package_err)?;
-        if out.iter().any(|p| p.name == package.name) {
-            return Err(package_err(
-                "appears more than once for this target (markers overlap); lock again".into(),
-            ));
-        }
-        out.push(package);
+/// A `directory` package as the local-project stage takes it; None when the
+/// table names no `path`.
+fn local_package(pkg: &Package, dir: &toml::Value) -> Option<super::LocalPackage> {
+    let table = dir.as_table();
+    let path = table
+        .and_then(|t| t.get("path"))
+        .and_then(toml::Value::as_str)?;
+    Some(super::LocalPackage {
+        name: super::normalise_name(&pkg.name).unwrap_or_else(|| pkg.name.clone()),
+        version: pkg.version.clone(),
+        path: path.into(),
+        editable: table
+            .and_then(|t| t.get("editable"))
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+/// A pinned package with its wheels, archive and whether it has a source.
+fn locked_package(pkg: &Package) -> Result<LockedPackage, String> {
+    let version = pkg
+        .version
+        .clone()
+        .ok_or("has no `version`; imgbuild installs only pinned packages")?;
+    let mut files = Files {
+        has_sdist: pkg.sdist.is_some() || pkg.vcs.is_some(),
+        ..Files::default()
+    };
+    for w in &pkg.wheels {
+        files.wheels.push(file(w)?);
     }
-    Ok(out)
+    if let Some(archive) = &pkg.archive {
+        files.add(file(archive)?);
+    }
+    files.package(&pkg.name, version, None)
 }
 
 fn file(entry: &FileEntry) -> Result<LockedFile, String> {

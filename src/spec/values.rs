@@ -7,83 +7,17 @@ use crate::dockerignore::Matcher;
 use crate::layer::ImagePath;
 use crate::platform::Platform;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// The second pass: values, defaults and paths.
+/// The second pass: values, defaults and paths. Each helper checks a few
+/// keys; the order of the calls is the order errors are reported in, so a
+/// file with several mistakes always names the same one first.
 pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Result<Spec, SpecError> {
-    let base = raw.base.unwrap_or_default();
-    if base.trim().is_empty() {
-        return Err(origin.invalid(
-            "base",
-            "is empty; name the base image, such as \"python:3.12-slim\" or \"oci:./base\"",
-        ));
-    }
-
-    let source = normalise(&dir.join(raw.source.as_deref().unwrap_or(".")));
-    if !source.is_dir() {
-        let what = if source.exists() {
-            "is not a directory"
-        } else {
-            "does not exist"
-        };
-        return Err(origin.invalid(
-            "source",
-            format!(
-                "{} {what}; point it at the project directory",
-                source.display()
-            ),
-        ));
-    }
-
-    let workdir = image_path(origin, "workdir", raw.workdir.as_deref().unwrap_or("/app"))?;
-    let venv = image_path(origin, "venv", raw.venv.as_deref().unwrap_or("/app/.venv"))?;
-    if venv == workdir || workdir.starts_with(&venv) {
-        return Err(origin.invalid("venv", format!("{venv} would hold the workdir {workdir}; put the venv inside it (such as {workdir}/.venv) or elsewhere")));
-    }
-
-    let lockfile = match raw.lockfile.as_deref() {
-        Some(p) => {
-            let path = normalise(&dir.join(p));
-            if !path.is_file() {
-                return Err(origin.invalid(
-                    "lockfile",
-                    format!("{} does not exist or is not a file", path.display()),
-                ));
-            }
-            Some(path)
-        }
-        None => match DEFAULT_LOCKFILES
-            .iter()
-            .map(|name| source.join(name))
-            .find(|p| p.is_file())
-        {
-            Some(found) => Some(found),
-            None => match UNREADABLE_LOCKFILES.iter().find(|n| source.join(n).is_file()) {
-                Some(other) => return Err(origin.invalid(
-                    "lockfile",
-                    format!("is not set and {} has only {other}, which imgbuild cannot read; lock with uv, Poetry or PDM, or export a requirements.txt with hashes, and set `lockfile` if it is not one of {}", source.display(), DEFAULT_LOCKFILES.join(", ")),
-                )),
-                None => None,
-            },
-        },
-    };
-
-    let app = raw.app.unwrap_or_default();
-    if !is_app_reference(&app) {
-        return Err(origin.invalid(
-            "app",
-            format!("{app:?} is not \"module.path:attribute\"; write it as uvicorn takes it, such as \"main:app\" or \"myapi.server:app\""),
-        ));
-    }
-    let app_dir = match raw.app_dir {
-        Some(d) if d.trim().is_empty() || d.starts_with('/') || d.contains('\0') => {
-            return Err(origin.invalid(
-                "app-dir",
-                format!("{d:?} must be a directory relative to the workdir, such as \"src\""),
-            ));
-        }
-        other => other,
-    };
+    let base = base_reference(origin, raw.base)?;
+    let source = source_dir(origin, dir, raw.source.as_deref())?;
+    let (workdir, venv) = image_dirs(origin, raw.workdir.as_deref(), raw.venv.as_deref())?;
+    let lockfile = lockfile(origin, dir, &source, raw.lockfile.as_deref())?;
+    let (app, app_dir) = app_reference(origin, raw.app, raw.app_dir)?;
 
     let port = int_in_range(origin, "port", raw.port, 8000, 1, u16::MAX as i64)? as u16;
     let workers = int_in_range(origin, "workers", raw.workers, 1, 1, u32::MAX as i64)? as u32;
@@ -91,70 +25,21 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         int_in_range(origin, "layer-budget", raw.layer_budget, 100, 2, 127)? as usize;
     let user = parse_user(origin, raw.user.as_deref().unwrap_or("65532:65532"))?;
 
-    let env = raw.env.unwrap_or_default();
-    for (k, v) in &env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(origin.invalid(
-                "env",
-                format!("{k:?} is not a valid variable name (no `=`, not empty)"),
-            ));
-        }
-    }
+    let env = environment(origin, raw.env.unwrap_or_default())?;
     let labels = non_empty_keys(origin, "labels", raw.labels.unwrap_or_default())?;
     let annotations = non_empty_keys(origin, "annotations", raw.annotations.unwrap_or_default())?;
-
     let platforms = parse_platforms(origin, raw.platforms)?;
-
-    let entrypoint = raw.entrypoint;
-    if entrypoint.as_ref().is_some_and(|e| e.is_empty()) {
-        return Err(origin.invalid("entrypoint", "is empty; give the program and its arguments, or leave the key out for the uvicorn default"));
-    }
-    let cmd = raw.cmd;
-
+    let entrypoint = entrypoint(origin, raw.entrypoint)?;
     let groups = names(origin, "groups", raw.groups.unwrap_or_default())?;
     let extras = names(origin, "extras", raw.extras.unwrap_or_default())?;
-
-    let index_url = raw.index_url;
-    if let Some(url) = &index_url {
-        if !(url.starts_with("https://")
-            || url.starts_with("http://")
-            || url.starts_with("file://"))
-        {
-            return Err(origin.invalid(
-                "index-url",
-                format!("{url:?} must start with https://, http:// or file://"),
-            ));
-        }
-    }
-
-    let exclude = raw.exclude.unwrap_or_default();
-    if let Err(e) = Matcher::from_lines(&exclude) {
-        return Err(origin.invalid(
-            "exclude",
-            format!(
-                "item {}: invalid pattern {:?}: {}",
-                e.line, e.pattern, e.reason
-            ),
-        ));
-    }
+    let index_url = index_url(origin, raw.index_url)?;
+    let exclude = exclude(origin, raw.exclude.unwrap_or_default())?;
 
     let image = super::deploy::image(origin, raw.image)?;
     let init = super::deploy::init(origin, raw.init)?;
     let health = super::deploy::health(origin, raw.health)?;
     let deploy = super::deploy::deploy(origin, raw.deploy)?;
-    let project_wheel = match raw.project_wheel.as_deref() {
-        Some(p) => {
-            let path = normalise(&dir.join(p));
-            if !p.ends_with(".whl") || !path.is_file() {
-                return Err(origin.invalid(
-                    "project-wheel",
-                    format!("{} is not a wheel file; build it first (`uv build --wheel`) and name the .whl", path.display()),
-                ));
-            }
-            Some(path)
-        }
-        None => None,
-    };
+    let project_wheel = project_wheel(origin, dir, raw.project_wheel.as_deref())?;
     let bytecode = match &raw.bytecode {
         None => crate::python::bytecode::Mode::default(),
         Some(v) => crate::python::bytecode::Mode::from_setting(v).ok_or_else(|| {
@@ -164,15 +49,7 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
             )
         })?,
     };
-    let compression = match raw.compression.as_deref() {
-        None => crate::layer::compress::Compression::default(),
-        Some(text) => crate::layer::compress::Compression::parse(text).ok_or_else(|| {
-            origin.invalid(
-                "compression",
-                format!("{text:?} is not \"gzip\" or \"zstd\""),
-            )
-        })?,
-    };
+    let compression = compression(origin, raw.compression.as_deref())?;
 
     Ok(Spec {
         file: file.to_path_buf(),
@@ -192,7 +69,7 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         annotations,
         platforms,
         entrypoint,
-        cmd,
+        cmd: raw.cmd,
         groups,
         extras,
         include_dev: raw.include_dev.unwrap_or(false),
@@ -211,6 +88,207 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         bytecode_stdlib: raw.bytecode_stdlib.unwrap_or(true),
         compression,
     })
+}
+
+/// `base`: any non-blank reference; the base stage resolves it.
+fn base_reference(origin: &Origin, base: Option<String>) -> Result<String, SpecError> {
+    let base = base.unwrap_or_default();
+    if base.trim().is_empty() {
+        return Err(origin.invalid(
+            "base",
+            "is empty; name the base image, such as \"python:3.12-slim\" or \"oci:./base\"",
+        ));
+    }
+    Ok(base)
+}
+
+/// `source`: the project directory, relative to the settings' directory.
+fn source_dir(origin: &Origin, dir: &Path, source: Option<&str>) -> Result<PathBuf, SpecError> {
+    let source = normalise(&dir.join(source.unwrap_or(".")));
+    if !source.is_dir() {
+        let what = if source.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
+        return Err(origin.invalid(
+            "source",
+            format!(
+                "{} {what}; point it at the project directory",
+                source.display()
+            ),
+        ));
+    }
+    Ok(source)
+}
+
+/// `workdir` and `venv`: absolute image paths, the venv not holding the workdir.
+fn image_dirs(
+    origin: &Origin,
+    workdir: Option<&str>,
+    venv: Option<&str>,
+) -> Result<(ImagePath, ImagePath), SpecError> {
+    let workdir = image_path(origin, "workdir", workdir.unwrap_or("/app"))?;
+    let venv = image_path(origin, "venv", venv.unwrap_or("/app/.venv"))?;
+    if venv == workdir || workdir.starts_with(&venv) {
+        return Err(origin.invalid("venv", format!("{venv} would hold the workdir {workdir}; put the venv inside it (such as {workdir}/.venv) or elsewhere")));
+    }
+    Ok((workdir, venv))
+}
+
+/// `lockfile`: the file named, else the first of [`DEFAULT_LOCKFILES`] in
+/// `source`; a lockfile only another tool reads is an error, not a silent None.
+fn lockfile(
+    origin: &Origin,
+    dir: &Path,
+    source: &Path,
+    lockfile: Option<&str>,
+) -> Result<Option<PathBuf>, SpecError> {
+    if let Some(p) = lockfile {
+        let path = normalise(&dir.join(p));
+        if !path.is_file() {
+            return Err(origin.invalid(
+                "lockfile",
+                format!("{} does not exist or is not a file", path.display()),
+            ));
+        }
+        return Ok(Some(path));
+    }
+    if let Some(found) = DEFAULT_LOCKFILES
+        .iter()
+        .map(|name| source.join(name))
+        .find(|p| p.is_file())
+    {
+        return Ok(Some(found));
+    }
+    match UNREADABLE_LOCKFILES.iter().find(|n| source.join(n).is_file()) {
+        Some(other) => Err(origin.invalid(
+            "lockfile",
+            format!("is not set and {} has only {other}, which imgbuild cannot read; lock with uv, Poetry or PDM, or export a requirements.txt with hashes, and set `lockfile` if it is not one of {}", source.display(), DEFAULT_LOCKFILES.join(", ")),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// `app` and `app-dir`: what uvicorn imports, and from where under the workdir.
+fn app_reference(
+    origin: &Origin,
+    app: Option<String>,
+    app_dir: Option<String>,
+) -> Result<(String, Option<String>), SpecError> {
+    let app = app.unwrap_or_default();
+    if !is_app_reference(&app) {
+        return Err(origin.invalid(
+            "app",
+            format!("{app:?} is not \"module.path:attribute\"; write it as uvicorn takes it, such as \"main:app\" or \"myapi.server:app\""),
+        ));
+    }
+    let app_dir = match app_dir {
+        Some(d) if d.trim().is_empty() || d.starts_with('/') || d.contains('\0') => {
+            return Err(origin.invalid(
+                "app-dir",
+                format!("{d:?} must be a directory relative to the workdir, such as \"src\""),
+            ));
+        }
+        other => other,
+    };
+    Ok((app, app_dir))
+}
+
+/// `env`: names a process environment can hold.
+fn environment(
+    origin: &Origin,
+    env: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, SpecError> {
+    for (k, v) in &env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(origin.invalid(
+                "env",
+                format!("{k:?} is not a valid variable name (no `=`, not empty)"),
+            ));
+        }
+    }
+    Ok(env)
+}
+
+/// `entrypoint`: absent for the uvicorn default, never empty.
+fn entrypoint(
+    origin: &Origin,
+    entrypoint: Option<Vec<String>>,
+) -> Result<Option<Vec<String>>, SpecError> {
+    if entrypoint.as_ref().is_some_and(|e| e.is_empty()) {
+        return Err(origin.invalid("entrypoint", "is empty; give the program and its arguments, or leave the key out for the uvicorn default"));
+    }
+    Ok(entrypoint)
+}
+
+/// `index-url`: a URL of a scheme the fetcher speaks.
+fn index_url(origin: &Origin, index_url: Option<String>) -> Result<Option<String>, SpecError> {
+    if let Some(url) = &index_url {
+        if !(url.starts_with("https://")
+            || url.starts_with("http://")
+            || url.starts_with("file://"))
+        {
+            return Err(origin.invalid(
+                "index-url",
+                format!("{url:?} must start with https://, http:// or file://"),
+            ));
+        }
+    }
+    Ok(index_url)
+}
+
+/// `exclude`: patterns in `.dockerignore` syntax, checked now so a bad one
+/// is reported against the settings rather than during the build.
+fn exclude(origin: &Origin, exclude: Vec<String>) -> Result<Vec<String>, SpecError> {
+    if let Err(e) = Matcher::from_lines(&exclude) {
+        return Err(origin.invalid(
+            "exclude",
+            format!(
+                "item {}: invalid pattern {:?}: {}",
+                e.line, e.pattern, e.reason
+            ),
+        ));
+    }
+    Ok(exclude)
+}
+
+/// `project-wheel`: an existing `.whl`, relative to the settings' directory.
+fn project_wheel(
+    origin: &Origin,
+    dir: &Path,
+    project_wheel: Option<&str>,
+) -> Result<Option<PathBuf>, SpecError> {
+    let Some(p) = project_wheel else {
+        return Ok(None);
+    };
+    let path = normalise(&dir.join(p));
+    if !p.ends_with(".whl") || !path.is_file() {
+        return Err(origin.invalid(
+            "project-wheel",
+            format!(
+                "{} is not a wheel file; build it first (`uv build --wheel`) and name the .whl",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Some(path))
+}
+
+/// `compression`: how layers are compressed; gzip unless set.
+fn compression(
+    origin: &Origin,
+    compression: Option<&str>,
+) -> Result<crate::layer::compress::Compression, SpecError> {
+    match compression {
+        None => Ok(crate::layer::compress::Compression::default()),
+        Some(text) => crate::layer::compress::Compression::parse(text).ok_or_else(|| {
+            origin.invalid(
+                "compression",
+                format!("{text:?} is not \"gzip\" or \"zstd\""),
+            )
+        }),
+    }
 }
 
 fn image_path(origin: &Origin, key: &str, value: &str) -> Result<ImagePath, SpecError> {
