@@ -236,6 +236,48 @@ mod tests {
     }
 
     #[test]
+    fn an_index_page_is_retried_after_a_server_error_and_a_404_names_the_project() {
+        use crate::test_http::{Reply, Request, Server};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let tries = AtomicUsize::new(0);
+        let page = br#"{"files": [{"filename": "h11-0.16.0-py3-none-any.whl", "url": "h11-0.16.0-py3-none-any.whl", "hashes": {}}]}"#;
+        let server = Server::start(move |r: &Request| match r.path() {
+            "/simple/h11/" if tries.fetch_add(1, Ordering::SeqCst) == 0 => {
+                Reply::status(503).header("Retry-After", "0")
+            }
+            "/simple/h11/" => Reply::status(200).body(page.to_vec()),
+            "/simple/down/" => Reply::status(502),
+            _ => Reply::status(404),
+        });
+        let index = HttpSimpleIndex::new().unwrap().with_policy(RetryPolicy {
+            retry_base: std::time::Duration::from_millis(1),
+            ..Default::default()
+        });
+        let base = format!("http://{}/simple", server.addr);
+        let files = index.project_files(&base, "h11").unwrap();
+        assert_eq!(
+            files[0].url,
+            format!("{base}/h11/h11-0.16.0-py3-none-any.whl")
+        );
+        assert_eq!(server.lines(), ["GET /simple/h11/", "GET /simple/h11/"]);
+
+        // A server error that lasts is the answer after the retries.
+        let err = index.project_files(&base, "down").unwrap_err().to_string();
+        assert!(err.contains("answered HTTP 502"), "{err}");
+        assert_eq!(server.lines().len(), 2 + 4);
+
+        // A 404 is not retried, and the password never shows.
+        let with_password = format!("http://u:secret@{}/simple", server.addr);
+        let err = index
+            .project_files(&with_password, "gone")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has no project `gone`"), "{err}");
+        assert!(err.contains("u:***@") && !err.contains("secret"), "{err}");
+        assert_eq!(server.lines().len(), 2 + 4 + 1);
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(
             redact("https://u:secret@index.example/simple/x/"),
