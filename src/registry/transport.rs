@@ -4,6 +4,8 @@
 //! into one-line errors. Auth lives in `auth`, the protocol in `client`.
 
 use super::error::{chain_message, RegistryError};
+/// Kept here too: the variable predates the shared client.
+pub use crate::http::RETRY_BASE_ENV;
 use crate::http::{is_certificate_error, HttpClient, RetryPolicy, WithoutUrl};
 pub(crate) use crate::http::{is_retryable_status, retry_after};
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -13,8 +15,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-pub use crate::http::{read_ca_files, RETRY_BASE_ENV};
 
 /// How the client talks to registries.
 #[derive(Clone, Debug)]
