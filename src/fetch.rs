@@ -2,6 +2,7 @@
 //! sha256 before it is kept. Bounded parallelism; results in a fixed order.
 
 use crate::digest::Digest;
+use crate::http::{judge, Failed, HttpClient, HttpError, RetryPolicy};
 use crate::lock::select::SelectedWheel;
 use crate::store::{Store, StoreError};
 use std::path::PathBuf;
@@ -35,7 +36,7 @@ pub enum FetchError {
     Http {
         filename: String,
         #[source]
-        source: Arc<HttpSetupError>,
+        source: Arc<HttpError>,
     },
     #[error("{filename}: downloaded bytes do not match the lock's sha256 (expected {expected}, got {actual}); the file was not cached. Re-lock if the index really changed, otherwise check for a proxy rewriting downloads")]
     HashMismatch {
@@ -47,20 +48,12 @@ pub enum FetchError {
     Store(StoreError),
 }
 
-/// Why the HTTP client for package indexes could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum HttpSetupError {
-    #[error(transparent)]
-    CaFile(crate::registry::RegistryError),
-    #[error("setting up the HTTP client")]
-    Client(#[source] reqwest::Error),
-}
-
-/// The HTTP client for package indexes, made on first use: loading the
-/// system trust store costs tens of milliseconds that a warm build never needs.
+/// The HTTP client for package indexes and wheel downloads ([`HttpClient`],
+/// with the one retry policy), made on first use: loading the system trust
+/// store costs tens of milliseconds that a warm build never needs.
 pub struct LazyHttp {
     ca_files: Vec<PathBuf>,
-    client: std::sync::OnceLock<Result<reqwest::blocking::Client, Arc<HttpSetupError>>>,
+    client: std::sync::OnceLock<Result<HttpClient, Arc<HttpError>>>,
     /// For the configured package indexes (never logged).
     credentials: std::sync::RwLock<crate::lock::index_config::Credentials>,
 }
@@ -86,24 +79,17 @@ impl LazyHttp {
             .clone()
     }
 
-    /// The client: the system trust store (and SSL_CERT_FILE) through reqwest's
-    /// default TLS, plus every --ca-file.
-    pub fn get(&self) -> Result<&reqwest::blocking::Client, Arc<HttpSetupError>> {
-        self.client
-            .get_or_init(|| self.make().map_err(Arc::new))
+    /// The client, which trusts the system store (and SSL_CERT_FILE) and
+    /// every --ca-file, and its retry policy.
+    pub fn get(&self) -> Result<(&reqwest::blocking::Client, &RetryPolicy), Arc<HttpError>> {
+        let http = self
+            .client
+            .get_or_init(|| {
+                HttpClient::new(RetryPolicy::default(), false, &self.ca_files).map_err(Arc::new)
+            })
             .as_ref()
-            .map_err(Arc::clone)
-    }
-
-    fn make(&self) -> Result<reqwest::blocking::Client, HttpSetupError> {
-        let mut b = reqwest::blocking::Client::builder()
-            .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")));
-        let certs = crate::registry::transport::read_ca_files(&self.ca_files)
-            .map_err(HttpSetupError::CaFile)?;
-        for cert in certs {
-            b = b.add_root_certificate(cert);
-        }
-        b.build().map_err(HttpSetupError::Client)
+            .map_err(Arc::clone)?;
+        Ok((http.verified().map_err(Arc::new)?, http.policy()))
     }
 }
 
@@ -113,12 +99,13 @@ impl crate::lock::SimpleIndex for LazyHttp {
         index_url: &str,
         project: &str,
     ) -> Result<Vec<crate::lock::IndexFile>, crate::lock::LockError> {
-        let client = self.get().map_err(|e| crate::lock::LockError::Index {
+        let (client, policy) = self.get().map_err(|e| crate::lock::LockError::Index {
             url: crate::lock::index_config::redact(index_url),
             // LockError carries text; the whole chain, once.
             message: crate::registry::error::chain_message(&*e),
         })?;
         crate::lock::index::HttpSimpleIndex::with_client(client.clone())
+            .with_policy(policy.clone())
             .with_credentials(self.credentials())
             .project_files(index_url, project)
     }
@@ -219,6 +206,51 @@ impl Fetcher<'_> {
         Ok(Cached::Dropped)
     }
 
+    /// Downloads `url` into the store, checked against the lock's sha256, and
+    /// tries again under the one retry policy: a dropped connection, 408, 429
+    /// and 5xx, and a body that broke off (or a write that failed) midway.
+    fn download(&self, w: &SelectedWheel, url: &str, digest: &Digest) -> Result<u64, FetchError> {
+        let (client, policy) = self.client.get().map_err(|source| FetchError::Http {
+            filename: w.filename.clone(),
+            source,
+        })?;
+        let credentials = self.client.credentials();
+        let download_error = |e: reqwest::Error| FetchError::Download {
+            filename: w.filename.clone(),
+            url: crate::lock::index_config::redact(url),
+            source: e.without_url(),
+        };
+        policy.run(|| {
+            let sent = credentials.apply(url, client.get(url)).send();
+            let resp = judge(sent).map_err(|f| f.map(|u| download_error(u.into_error())))?;
+            let resp = resp
+                .error_for_status()
+                .map_err(|e| Failed::Final(download_error(e)))?;
+            match self.store.put_verified(digest, &w.filename, resp) {
+                Ok(size) => Ok(size),
+                Err(e @ StoreError::Io { .. }) => Err(Failed::Transient {
+                    error: self.store_error(w, e),
+                    retry_after: None,
+                }),
+                Err(e) => Err(Failed::Final(self.store_error(w, e))),
+            }
+        })
+    }
+
+    /// A store error for `w`; bytes that do not match the lock say so.
+    fn store_error(&self, w: &SelectedWheel, e: StoreError) -> FetchError {
+        match e {
+            StoreError::Mismatch {
+                expected, actual, ..
+            } => FetchError::HashMismatch {
+                filename: w.filename.clone(),
+                expected,
+                actual,
+            },
+            e => FetchError::Store(e),
+        }
+    }
+
     fn fetch_one(&self, w: &SelectedWheel) -> Result<Fetched, FetchError> {
         let digest = Self::wheel_digest(w)?;
         let repaired = match self.check_cached(w, &digest)? {
@@ -240,20 +272,6 @@ impl Fetcher<'_> {
         let url = w.url.clone().ok_or_else(|| FetchError::NoUrl {
             filename: w.filename.clone(),
         })?;
-        let http_err = |source| FetchError::Http {
-            filename: w.filename.clone(),
-            source,
-        };
-        let map_store = |e: StoreError| match e {
-            StoreError::Mismatch {
-                expected, actual, ..
-            } => FetchError::HashMismatch {
-                filename: w.filename.clone(),
-                expected,
-                actual,
-            },
-            e => FetchError::Store(e),
-        };
         let size = if let Some(local) = url
             .strip_prefix("file://")
             .map(PathBuf::from)
@@ -266,42 +284,9 @@ impl Fetcher<'_> {
             })?;
             self.store
                 .put_verified(&digest, &w.filename, f)
-                .map_err(map_store)?
+                .map_err(|e| self.store_error(w, e))?
         } else {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let client = self.client.get().map_err(http_err)?;
-                let resp = self
-                    .client
-                    .credentials()
-                    .apply(&url, client.get(&url))
-                    .send()
-                    .and_then(|r| r.error_for_status());
-                match resp {
-                    Ok(r) => match self.store.put_verified(&digest, &w.filename, r) {
-                        Ok(n) => break n,
-                        Err(StoreError::Io { .. }) if attempt < 3 => continue,
-                        Err(e) => return Err(map_store(e)),
-                    },
-                    Err(e)
-                        if attempt < 3
-                            && (e.is_connect()
-                                || e.is_timeout()
-                                || e.status().is_some_and(|s| s.is_server_error())) =>
-                    {
-                        std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err(FetchError::Download {
-                            filename: w.filename.clone(),
-                            url: crate::lock::index_config::redact(&url),
-                            source: e.without_url(),
-                        })
-                    }
-                }
-            }
+            self.download(w, &url, &digest)?
         };
         Ok(Fetched {
             path: self.named_path(w, &digest)?,

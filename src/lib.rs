@@ -13,6 +13,7 @@ pub mod dockerignore;
 pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod image;
 pub mod init;
 pub mod inspect;

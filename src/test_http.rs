@@ -1,10 +1,20 @@
-//! A scripted HTTP/1.1 server on 127.0.0.1 for unit tests: every request is
-//! recorded, and the script answers it. Enough of HTTP for reqwest's blocking
-//! client (keep-alive, Content-Length and chunked bodies); nothing more.
+//! A scripted HTTP/1.1 server on loopback for tests: every request is
+//! recorded, and the script answers it, or resets or holds the connection.
+//! Enough of HTTP for reqwest's blocking client (keep-alive, Content-Length
+//! and chunked bodies); nothing more.
+//!
+//! The one fake HTTP server of the project: the unit tests use it as
+//! `crate::test_http`, and the integration tests' fake registry
+//! (tests/support/fake_registry.rs) includes this file as its wire layer,
+//! since integration tests cannot see the library's `#[cfg(test)]` items.
+//! Each side uses part of it, so the unused rest must not warn.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -41,6 +51,18 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    pub ending: Ending,
+}
+
+/// What the server does instead of (or after) reading the script's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Send the reply and keep the connection for the next request.
+    Answer,
+    /// Send nothing and reset the connection.
+    Reset,
+    /// Send nothing and hold the connection open: a server that hangs.
+    Hang,
 }
 
 impl Reply {
@@ -49,6 +71,23 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            ending: Ending::Answer,
+        }
+    }
+
+    /// No answer: the connection is reset.
+    pub fn reset() -> Self {
+        Reply {
+            ending: Ending::Reset,
+            ..Reply::status(0)
+        }
+    }
+
+    /// No answer, ever: the connection stays open.
+    pub fn hang() -> Self {
+        Reply {
+            ending: Ending::Hang,
+            ..Reply::status(0)
         }
     }
 
@@ -64,16 +103,32 @@ impl Reply {
 }
 
 type Script = dyn Fn(&Request) -> Reply + Send + Sync;
+/// Sees a request's head before its body is read; `Some(n)` reads `n` bytes
+/// of the body and then resets the connection (a transfer cut off midway).
+type Peek = dyn Fn(&Request) -> Option<usize> + Send + Sync;
 
 pub struct Server {
-    /// `127.0.0.1:PORT`
+    /// `IP:PORT`
     pub addr: String,
     log: Arc<Mutex<Vec<Request>>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Server {
     pub fn start(script: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Server {
-        Server::listen(script, Some)
+        Server::start_on("127.0.0.1", |_| None, script)
+    }
+
+    /// On another loopback address (e.g. `127.0.0.2`, to play a second host),
+    /// with `peek` deciding before a body is read whether to cut it off.
+    pub fn start_on(
+        ip: &str,
+        peek: impl Fn(&Request) -> Option<usize> + Send + Sync + 'static,
+        script: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Server {
+        assert!(ip.starts_with("127."), "fakes listen on loopback only");
+        let peek: Arc<Peek> = Arc::new(peek);
+        Server::listen(ip, script, move |tcp| Some((tcp, peek.clone())))
     }
 
     /// The same over TLS, presenting `cert_pem` (the server's certificate,
@@ -97,31 +152,54 @@ impl Server {
                 .with_single_cert(chain, key)
                 .expect("a certificate and its key"),
         );
-        Server::listen(script, move |tcp| {
+        let no_peek: Arc<Peek> = Arc::new(|_| None);
+        Server::listen("127.0.0.1", script, move |tcp| {
             let tls = rustls::ServerConnection::new(config.clone()).ok()?;
-            Some(rustls::StreamOwned::new(tls, tcp))
+            Some((rustls::StreamOwned::new(tls, tcp), no_peek.clone()))
         })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("IP:PORT")
     }
 
     /// Serves each connection `wrap` makes of an accepted one on its own thread.
     fn listen<S: Read + Write + Send + 'static>(
+        ip: &str,
         script: impl Fn(&Request) -> Reply + Send + Sync + 'static,
-        wrap: impl Fn(TcpStream) -> Option<S> + Send + 'static,
+        wrap: impl Fn(TcpStream) -> Option<(S, Arc<Peek>)> + Send + 'static,
     ) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let listener = TcpListener::bind((ip, 0)).expect("a loopback port");
         let addr = listener.local_addr().expect("bound").to_string();
         let log: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
         let script: Arc<Script> = Arc::new(script);
-        let (log2, script2) = (log.clone(), script.clone());
+        let (log2, script2, stop2) = (log.clone(), script.clone(), stop.clone());
         std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
+            for tcp in listener.incoming().flatten() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
                 let (log, script) = (log2.clone(), script2.clone());
-                if let Some(stream) = wrap(stream) {
-                    std::thread::spawn(move || serve(stream, &*script, &log));
+                let Ok(raw) = tcp.try_clone() else { continue };
+                if let Some((stream, peek)) = wrap(tcp) {
+                    std::thread::spawn(move || {
+                        let wire = Wire {
+                            raw,
+                            script: &*script,
+                            peek: &*peek,
+                            log: &log,
+                        };
+                        wire.serve(stream)
+                    });
                 }
             }
         });
-        Server { addr, log }
+        Server { addr, log, stop }
     }
 
     /// Every request so far, in arrival order.
@@ -139,28 +217,93 @@ impl Server {
     }
 }
 
-fn serve(stream: impl Read + Write, script: &Script, log: &Mutex<Vec<Request>>) {
-    let mut r = BufReader::new(stream);
-    while let Some(req) = read_request(&mut r) {
-        log.lock().unwrap().push(req.clone());
-        let reply = script(&req);
-        let mut head = format!("HTTP/1.1 {} X\r\n", reply.status);
-        for (k, v) in &reply.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str(&format!("Content-Length: {}\r\n\r\n", reply.body.len()));
-        let mut bytes = head.into_bytes();
-        if req.method != "HEAD" {
-            bytes.extend_from_slice(&reply.body);
-        }
-        let out = r.get_mut();
-        if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
-            return;
-        }
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wakes the accept loop, which then sees `stop`.
+        let _ = TcpStream::connect(&self.addr);
     }
 }
 
-fn read_request(r: &mut impl BufRead) -> Option<Request> {
+/// Waits "forever" (the test process ends first), holding the connection open.
+fn hang() {
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+/// One connection: the script, the peek, the log, and the socket under any
+/// TLS (to reset it).
+struct Wire<'a> {
+    raw: TcpStream,
+    script: &'a Script,
+    peek: &'a Peek,
+    log: &'a Mutex<Vec<Request>>,
+}
+
+impl Wire<'_> {
+    fn serve(&self, stream: impl Read + Write) {
+        let mut r = BufReader::new(stream);
+        // A TLS ClientHello (record type 0x16) on a plain server: like many
+        // plain servers, wait for a request line that never comes (a client
+        // must not rely on a quick "no").
+        if r.fill_buf().is_ok_and(|b| b.first() == Some(&0x16)) {
+            return hang();
+        }
+        while let Some(mut req) = read_head(&mut r) {
+            if let Some(n) = (self.peek)(&req) {
+                let len = req.header("content-length").and_then(|v| v.parse().ok());
+                let mut part = vec![0; n.min(len.unwrap_or(0))];
+                let _ = r.read_exact(&mut part);
+                return self.reset();
+            }
+            if read_body(&mut r, &mut req).is_none() {
+                return;
+            }
+            self.log.lock().unwrap().push(req.clone());
+            let reply = (self.script)(&req);
+            match reply.ending {
+                Ending::Answer => {}
+                Ending::Reset => return self.reset(),
+                Ending::Hang => return hang(),
+            }
+            let out = r.get_mut();
+            if out
+                .write_all(&reply_bytes(&req, reply))
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    fn reset(&self) {
+        let _ = self.raw.shutdown(Shutdown::Both);
+    }
+}
+
+/// The reply on the wire; a Content-Length the script gave is kept (a HEAD
+/// answer names the size of what a GET would send).
+fn reply_bytes(req: &Request, reply: Reply) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {} X\r\n", reply.status);
+    let mut has_len = false;
+    for (k, v) in &reply.headers {
+        has_len |= k.eq_ignore_ascii_case("content-length");
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !has_len {
+        head.push_str(&format!("Content-Length: {}\r\n", reply.body.len()));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    if req.method != "HEAD" {
+        bytes.extend_from_slice(&reply.body);
+    }
+    bytes
+}
+
+/// The request line and headers; `None` at the end of the connection or
+/// when it is not HTTP/1.
+fn read_head(r: &mut impl BufRead) -> Option<Request> {
     let mut line = String::new();
     if r.read_line(&mut line).ok()? == 0 {
         return None;
@@ -168,6 +311,9 @@ fn read_request(r: &mut impl BufRead) -> Option<Request> {
     let mut parts = line.split_whitespace();
     let method = parts.next()?.to_string();
     let target = parts.next()?.to_string();
+    if !parts.next()?.starts_with("HTTP/1") {
+        return None;
+    }
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
@@ -179,12 +325,16 @@ fn read_request(r: &mut impl BufRead) -> Option<Request> {
         let (k, v) = h.split_once(':')?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let mut req = Request {
+    Some(Request {
         method,
         target,
         headers,
         body: Vec::new(),
-    };
+    })
+}
+
+/// The body, by Content-Length or chunked; `None` when it broke off.
+fn read_body(r: &mut impl BufRead, req: &mut Request) -> Option<()> {
     if let Some(n) = req.header("content-length") {
         let mut body = vec![0; n.parse().ok()?];
         r.read_exact(&mut body).ok()?;
@@ -205,5 +355,5 @@ fn read_request(r: &mut impl BufRead) -> Option<Request> {
             req.body.extend_from_slice(&chunk[..n]);
         }
     }
-    Some(req)
+    Some(())
 }

@@ -3,6 +3,7 @@
 
 use super::index_config::redact;
 use super::{normalise_name, IndexFile, LockError, SimpleIndex};
+use crate::http::{judge, Failed, RetryPolicy, Unanswered};
 use reqwest::Url;
 use serde::Deserialize;
 
@@ -13,23 +14,33 @@ const ACCEPT: &str = "application/vnd.pypi.simple.v1+json";
 
 pub struct HttpSimpleIndex {
     client: reqwest::blocking::Client,
+    policy: RetryPolicy,
     credentials: super::index_config::Credentials,
 }
 
 impl HttpSimpleIndex {
     pub fn new() -> Result<Self, LockError> {
-        let client = reqwest::blocking::Client::builder()
-            .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
+        let policy = RetryPolicy::default();
+        let client = policy
+            .client_builder(false)
             .build()
             .map_err(|source| LockError::IndexClient { source })?;
-        Ok(Self::with_client(client))
+        Ok(Self::with_client(client).with_policy(policy))
     }
 
+    /// Pages through `client`, retried as the default [`RetryPolicy`] says.
     pub fn with_client(client: reqwest::blocking::Client) -> Self {
         Self {
             client,
+            policy: RetryPolicy::default(),
             credentials: Default::default(),
         }
+    }
+
+    /// Retries as `policy` says (the client's own, for a shared client).
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Sends basic auth to the indexes these credentials are for.
@@ -127,39 +138,64 @@ pub(crate) fn first_found<T>(
     }
 }
 
-impl SimpleIndex for HttpSimpleIndex {
-    fn project_files(&self, index_url: &str, project: &str) -> Result<Vec<IndexFile>, LockError> {
-        let url = project_url(index_url, project);
-        let err = |message: String| LockError::Index {
-            url: redact(&url),
-            message,
+impl HttpSimpleIndex {
+    /// One try at `url`'s page: its final URL (after redirects) and body.
+    /// (Errors are boxed: a `LockError` is large.)
+    fn fetch_page(
+        &self,
+        url: &str,
+        project: &str,
+    ) -> Result<(String, Vec<u8>), Failed<Box<LockError>>> {
+        let wire_error = |what, e: reqwest::Error| LockError::IndexHttp {
+            url: redact(url),
+            what,
+            source: e.without_url(),
         };
-        let response = self
+        let sent = self
             .credentials
-            .apply(&url, self.client.get(&url))
+            .apply(url, self.client.get(url))
             .header(reqwest::header::ACCEPT, ACCEPT)
-            .send()
-            .map_err(|e| LockError::IndexHttp {
-                url: redact(&url),
-                what: "the request failed",
-                source: e.without_url(),
-            })?;
+            .send();
+        let response = judge(sent).map_err(|f| {
+            f.map(|unanswered| match unanswered {
+                Unanswered::Reply(r) => Box::new(status_error(url, project, r.status())),
+                Unanswered::Wire(e) => Box::new(wire_error("the request failed", e)),
+            })
+        })?;
         let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(err(format!(
-                "has no project `{project}`; check the index URL and the package name"
-            )));
-        }
         if !status.is_success() {
-            return Err(err(format!("answered HTTP {status}")));
+            return Err(Failed::Final(Box::new(status_error(url, project, status))));
         }
         // Redirects move the page; relative file URLs are relative to where it ended up.
         let final_url = response.url().to_string();
-        let body = response.bytes().map_err(|e| LockError::IndexHttp {
-            url: redact(&url),
-            what: "reading the response failed",
-            source: e.without_url(),
+        let body = response.bytes().map_err(|e| Failed::Transient {
+            error: Box::new(wire_error("reading the response failed", e)),
+            retry_after: None,
         })?;
+        Ok((final_url, body.to_vec()))
+    }
+}
+
+/// The error for a page that came back with `status`.
+fn status_error(url: &str, project: &str, status: reqwest::StatusCode) -> LockError {
+    let message = if status == reqwest::StatusCode::NOT_FOUND {
+        format!("has no project `{project}`; check the index URL and the package name")
+    } else {
+        format!("answered HTTP {status}")
+    };
+    LockError::Index {
+        url: redact(url),
+        message,
+    }
+}
+
+impl SimpleIndex for HttpSimpleIndex {
+    fn project_files(&self, index_url: &str, project: &str) -> Result<Vec<IndexFile>, LockError> {
+        let url = project_url(index_url, project);
+        let (final_url, body) = self
+            .policy
+            .run(|| self.fetch_page(&url, project))
+            .map_err(|e| *e)?;
         parse_project_page(&final_url, &body)
     }
 }
@@ -197,6 +233,48 @@ mod tests {
     fn an_html_page_is_a_clear_error() {
         let err = parse_project_page("https://index.example/simple/x/", b"<html>").unwrap_err();
         assert!(err.to_string().contains("PEP 691"), "{err}");
+    }
+
+    #[test]
+    fn an_index_page_is_retried_after_a_server_error_and_a_404_names_the_project() {
+        use crate::test_http::{Reply, Request, Server};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let tries = AtomicUsize::new(0);
+        let page = br#"{"files": [{"filename": "h11-0.16.0-py3-none-any.whl", "url": "h11-0.16.0-py3-none-any.whl", "hashes": {}}]}"#;
+        let server = Server::start(move |r: &Request| match r.path() {
+            "/simple/h11/" if tries.fetch_add(1, Ordering::SeqCst) == 0 => {
+                Reply::status(503).header("Retry-After", "0")
+            }
+            "/simple/h11/" => Reply::status(200).body(page.to_vec()),
+            "/simple/down/" => Reply::status(502),
+            _ => Reply::status(404),
+        });
+        let index = HttpSimpleIndex::new().unwrap().with_policy(RetryPolicy {
+            retry_base: std::time::Duration::from_millis(1),
+            ..Default::default()
+        });
+        let base = format!("http://{}/simple", server.addr);
+        let files = index.project_files(&base, "h11").unwrap();
+        assert_eq!(
+            files[0].url,
+            format!("{base}/h11/h11-0.16.0-py3-none-any.whl")
+        );
+        assert_eq!(server.lines(), ["GET /simple/h11/", "GET /simple/h11/"]);
+
+        // A server error that lasts is the answer after the retries.
+        let err = index.project_files(&base, "down").unwrap_err().to_string();
+        assert!(err.contains("answered HTTP 502"), "{err}");
+        assert_eq!(server.lines().len(), 2 + 4);
+
+        // A 404 is not retried, and the password never shows.
+        let with_password = format!("http://u:secret@{}/simple", server.addr);
+        let err = index
+            .project_files(&with_password, "gone")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has no project `gone`"), "{err}");
+        assert!(err.contains("u:***@") && !err.contains("secret"), "{err}");
+        assert_eq!(server.lines().len(), 2 + 4 + 1);
     }
 
     #[test]

@@ -121,28 +121,15 @@ pub enum RegistryError {
     #[error(transparent)]
     Credential(#[from] CredentialError),
 
-    #[error("cannot read CA file {path}")]
-    CaFile {
-        path: std::path::PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("CA file {path} is not a PEM certificate bundle")]
-    CaBundle {
-        path: std::path::PathBuf,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("CA file {path} holds no PEM certificate")]
-    CaEmpty { path: std::path::PathBuf },
+    /// The HTTP client could not be made (a bad `--ca-file`).
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     #[error("{what}: no CA certificate to verify {registry}'s TLS certificate with ({bundle}); set SSL_CERT_FILE to a PEM bundle of CAs, or pass --ca-file")]
     NoCaBundle {
         what: String,
         registry: String,
         bundle: String,
     },
-    #[error("registry client setup")]
-    Client(#[source] reqwest::Error),
     #[error("{registry:?} is not a usable registry host")]
     BadHost { registry: String },
     #[error("{what}: the request cannot be made")]

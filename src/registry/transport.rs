@@ -1,8 +1,13 @@
-//! HTTP plumbing shared by the registry client: TLS trust, which hosts may use
-//! plain http, retries with backoff, and turning registry replies into one-line
-//! errors. Auth lives in `auth`, the protocol in `client`.
+//! What the registry client adds to the one HTTP client (`crate::http`):
+//! which hosts may use plain http, the push-wide retry budget, `--timeout`,
+//! registries that stopped answering, counters, and turning registry replies
+//! into one-line errors. Auth lives in `auth`, the protocol in `client`.
 
 use super::error::{chain_message, RegistryError};
+/// Kept here too: the variable predates the shared client.
+pub use crate::http::RETRY_BASE_ENV;
+use crate::http::{is_certificate_error, HttpClient, RetryPolicy, WithoutUrl};
+pub(crate) use crate::http::{is_retryable_status, retry_after};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
 use std::net::IpAddr;
@@ -10,10 +15,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-/// Environment variable holding the base retry backoff in milliseconds
-/// (default 1000); tests set it low so fault scenarios run fast.
-pub const RETRY_BASE_ENV: &str = "IMGBUILD_RETRY_BASE_MS";
 
 /// How the client talks to registries.
 #[derive(Clone, Debug)]
@@ -30,6 +31,8 @@ pub struct TransportOptions {
     pub jobs: usize,
     /// Never negotiate HTTP/2 (some proxies reset long HTTP/2 uploads).
     pub http1_only: bool,
+    // The five fields below are the one `crate::http::RetryPolicy`, spelled
+    // out so that options keep their struct-literal form (`policy()` gathers them).
     /// Extra attempts after the first on connection errors, 408, 429 and 5xx.
     pub max_retries: u32,
     /// First backoff; doubles per attempt. Defaults from IMGBUILD_RETRY_BASE_MS.
@@ -51,23 +54,33 @@ pub struct TransportOptions {
 
 impl Default for TransportOptions {
     fn default() -> Self {
-        let base_ms = std::env::var(RETRY_BASE_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1000);
+        let policy = RetryPolicy::default();
         TransportOptions {
             ca_files: Vec::new(),
             insecure_registries: Vec::new(),
             chunk_size: None,
             jobs: 4,
             http1_only: false,
-            max_retries: 3,
-            retry_base: Duration::from_millis(base_ms),
-            max_retry_wait: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(10),
-            stall_timeout: Duration::from_secs(30),
+            max_retries: policy.max_retries,
+            retry_base: policy.retry_base,
+            max_retry_wait: policy.max_retry_wait,
+            connect_timeout: policy.connect_timeout,
+            stall_timeout: policy.stall_timeout,
             retry_budget: 12,
             timeout: None,
+        }
+    }
+}
+
+impl TransportOptions {
+    /// The retry and timeout policy these options spell out.
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.max_retries,
+            retry_base: self.retry_base,
+            max_retry_wait: self.max_retry_wait,
+            connect_timeout: self.connect_timeout,
+            stall_timeout: self.stall_timeout,
         }
     }
 }
@@ -142,11 +155,9 @@ impl Counters {
 
 pub(crate) struct Transport {
     pub opts: TransportOptions,
-    /// The certificates of `--ca-file`, read when the transport is made.
-    ca_certs: Vec<reqwest::Certificate>,
-    /// Made at first use: it loads the system trust store, which a build
-    /// that never contacts a registry does not need.
-    verified: OnceLock<Verified>,
+    /// Certificates, timeouts and the retry policy; its verifying client is
+    /// made at first use.
+    http: HttpClient,
     /// Accepts any certificate; used only for `insecure_registries`. It
     /// loads no trust store.
     unverified: Option<Client>,
@@ -179,83 +190,16 @@ impl Failure<'_> {
     }
 }
 
-/// The client that verifies certificates, and whether it had to do without
-/// the system's CA certificates.
-struct Verified {
-    client: Client,
-    /// The system has no CA bundle and no `--ca-file` was given: plain http
-    /// works, and a TLS connection fails with [`RegistryError::NoCaBundle`].
-    without_roots: bool,
-}
-
-/// A client with the transport's timeouts and protocol options.
-fn client_builder(opts: &TransportOptions) -> reqwest::blocking::ClientBuilder {
-    // The stall rule: reqwest's blocking timeout bounds the wait for the
-    // reply's headers and then each read of its body, so a reply that moves
-    // no byte for `stall_timeout` fails. Uploads override it per request
-    // with a bound by their size (`bound`).
-    let b = Client::builder()
-        .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
-        .timeout(opts.stall_timeout)
-        .connect_timeout(opts.connect_timeout)
-        .tcp_keepalive(Duration::from_secs(30));
-    if opts.http1_only {
-        b.http1_only()
-    } else {
-        b
-    }
-}
-
-/// The verifying client: the system trust store, SSL_CERT_FILE and
-/// `ca_certs`. Without any of them (a container with no CA bundle) the
-/// client still works for plain http, and trusts no certificate.
-fn verified_client(
-    opts: &TransportOptions,
-    ca_certs: &[reqwest::Certificate],
-) -> Result<Verified, RegistryError> {
-    let mut b = client_builder(opts);
-    if !ca_certs.is_empty() {
-        b = b.tls_certs_merge(ca_certs.to_vec());
-    }
-    match b.build() {
-        Ok(client) => Ok(Verified {
-            client,
-            without_roots: false,
-        }),
-        // Loading the system store is the one step that differs from the
-        // client below: when that one builds, the store was what failed.
-        Err(e) if ca_certs.is_empty() => match client_builder(opts).tls_certs_only([]).build() {
-            Ok(client) => Ok(Verified {
-                client,
-                without_roots: true,
-            }),
-            Err(_) => Err(RegistryError::Client(e)),
-        },
-        Err(e) => Err(RegistryError::Client(e)),
-    }
-}
-
-/// Where the CA certificates were looked for, for the error that says there
-/// were none.
-fn missing_bundle() -> String {
-    match std::env::var_os("SSL_CERT_FILE") {
-        Some(f) => format!("SSL_CERT_FILE {} holds none", PathBuf::from(f).display()),
-        None => "no system CA bundle (such as /etc/ssl/certs/ca-certificates.crt)".to_string(),
-    }
-}
-
 impl Transport {
     pub fn new(opts: TransportOptions) -> Result<Self, RegistryError> {
-        let ca_certs = read_ca_files(&opts.ca_files)?;
+        let http = HttpClient::new(opts.policy(), opts.http1_only, &opts.ca_files)?;
         let unverified = if opts.insecure_registries.is_empty() {
             None
         } else {
-            let b = client_builder(&opts).tls_danger_accept_invalid_certs(true);
-            Some(b.build().map_err(RegistryError::Client)?)
+            Some(http.unverified()?)
         };
         Ok(Transport {
-            ca_certs,
-            verified: OnceLock::new(),
+            http,
             unverified,
             deadline: opts.timeout.map(|t| Instant::now() + t),
             opts,
@@ -264,15 +208,6 @@ impl Transport {
             strikes: Default::default(),
             hook: OnceLock::new(),
         })
-    }
-
-    fn verified(&self) -> Result<&Verified, RegistryError> {
-        if let Some(v) = self.verified.get() {
-            return Ok(v);
-        }
-        // Two threads may both build one; the first stored is kept.
-        let v = verified_client(&self.opts, &self.ca_certs)?;
-        Ok(self.verified.get_or_init(|| v))
     }
 
     /// Listed in `insecure_registries` (by `host:port` or bare host).
@@ -294,7 +229,7 @@ impl Transport {
     pub fn client_for(&self, host: &str) -> Result<&Client, RegistryError> {
         match (self.is_listed_insecure(host), &self.unverified) {
             (true, Some(c)) => Ok(c),
-            _ => Ok(&self.verified()?.client),
+            _ => Ok(self.http.verified()?),
         }
     }
 
@@ -307,12 +242,11 @@ impl Transport {
         registry: &str,
         e: &reqwest::Error,
     ) -> RegistryError {
-        let without_roots = self.verified.get().is_some_and(|v| v.without_roots);
-        if without_roots && is_certificate_error(e) {
+        if self.http.without_roots() && is_certificate_error(e) {
             return RegistryError::NoCaBundle {
                 what: what.to_string(),
                 registry: registry.to_string(),
-                bundle: missing_bundle(),
+                bundle: crate::http::missing_bundle(),
             };
         }
         connection_error(what, registry, e)
@@ -417,14 +351,16 @@ impl Transport {
         failure: Failure<'_>,
         retry_after: Option<Duration>,
     ) -> bool {
-        if attempt >= self.opts.max_retries || (failure.timed_out() && self.is_silent(registry)) {
+        let Some(mut wait) = self.http.policy().next_wait(attempt, retry_after) else {
+            return false;
+        };
+        if failure.timed_out() && self.is_silent(registry) {
             return false;
         }
         let spent = self.budget_spent.fetch_add(1, Ordering::Relaxed);
         if spent >= self.opts.retry_budget {
             return false;
         }
-        let mut wait = self.backoff(attempt, retry_after);
         if let Some(left) = self.remaining() {
             if left <= wait {
                 return false;
@@ -443,13 +379,6 @@ impl Transport {
         self.counters.retries.fetch_add(1, Ordering::Relaxed);
         std::thread::sleep(wait);
         true
-    }
-
-    /// The wait before attempt `attempt + 1` (attempt counts from 0):
-    /// Retry-After when the server gave one, else exponential backoff; capped.
-    pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self.opts.retry_base.saturating_mul(1u32 << attempt.min(16));
-        retry_after.unwrap_or(exp).min(self.opts.max_retry_wait)
     }
 
     /// Sends a request that needs no registry auth (pings, token requests),
@@ -486,29 +415,6 @@ impl Transport {
     }
 }
 
-/// The certificates of every `--ca-file`, each file a PEM bundle holding at
-/// least one. Registries and package indexes trust the same extra CAs.
-pub fn read_ca_files(paths: &[PathBuf]) -> Result<Vec<reqwest::Certificate>, RegistryError> {
-    let mut certs = Vec::new();
-    for path in paths {
-        let pem = std::fs::read(path).map_err(|source| RegistryError::CaFile {
-            path: path.clone(),
-            source,
-        })?;
-        let bundle = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
-            RegistryError::CaBundle {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        if bundle.is_empty() {
-            return Err(RegistryError::CaEmpty { path: path.clone() });
-        }
-        certs.extend(bundle);
-    }
-    Ok(certs)
-}
-
 pub(crate) fn strip_port(host: &str) -> &str {
     if let Some(rest) = host.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
@@ -524,33 +430,11 @@ pub fn is_loopback(host: &str) -> bool {
         || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-pub(crate) fn is_retryable_status(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
-}
-
-/// Only the delta-seconds form; an HTTP-date falls back to our own backoff.
-pub(crate) fn retry_after(resp: &Response) -> Option<Duration> {
-    let v = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-/// Whether `e` is about a certificate (one that could not be verified): it
-/// will not fix itself.
-fn is_certificate_error(e: &reqwest::Error) -> bool {
-    chain_message(&WithoutUrl(e))
-        .to_ascii_lowercase()
-        .contains("certificate")
-}
-
 fn connection_error(what: &str, registry: &str, e: &reqwest::Error) -> RegistryError {
     let detail = chain_message(&WithoutUrl(e));
     // A certificate problem will not fix itself; everything else on the wire may.
     let certificate = is_certificate_error(e);
-    let retryable = !e.is_builder() && !certificate && !e.is_redirect();
+    let retryable = crate::http::is_retryable_wire_error(e);
     let hint = if certificate {
         " (is the registry's CA in the system store, SSL_CERT_FILE or --ca-file?)"
     } else {
@@ -561,42 +445,6 @@ fn connection_error(what: &str, registry: &str, e: &reqwest::Error) -> RegistryE
         registry: registry.to_string(),
         detail: format!("{detail}{hint}"),
         retryable,
-    }
-}
-
-/// reqwest's Display prints the URL, which for upload sessions is a long opaque
-/// state blob; the operation name already says what was requested.
-struct WithoutUrl<'a>(&'a reqwest::Error);
-
-impl std::fmt::Debug for WithoutUrl<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-impl std::fmt::Display for WithoutUrl<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let e = self.0;
-        let kind = if e.is_connect() {
-            "connection failed"
-        } else if e.is_timeout() {
-            "timed out"
-        } else if e.is_redirect() {
-            "too many redirects"
-        } else if e.is_body() || e.is_request() {
-            "transfer interrupted"
-        } else if e.is_decode() {
-            "unreadable response"
-        } else {
-            "request failed"
-        };
-        f.write_str(kind)
-    }
-}
-
-impl std::error::Error for WithoutUrl<'_> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(self.0)
     }
 }
 
@@ -778,27 +626,6 @@ mod tests {
         assert!(!t.allows_http("reg.lan:5001"));
         assert!(t.allows_http("other.lan:443"));
         assert!(!t.allows_http("ghcr.io"));
-    }
-
-    #[test]
-    fn backoff_doubles_honours_retry_after_and_is_capped() {
-        let t = Transport::new(TransportOptions {
-            retry_base: Duration::from_millis(100),
-            max_retry_wait: Duration::from_secs(5),
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(t.backoff(0, None), Duration::from_millis(100));
-        assert_eq!(t.backoff(2, None), Duration::from_millis(400));
-        assert_eq!(
-            t.backoff(0, Some(Duration::from_secs(2))),
-            Duration::from_secs(2)
-        );
-        assert_eq!(
-            t.backoff(0, Some(Duration::from_secs(3600))),
-            Duration::from_secs(5)
-        );
-        assert_eq!(t.backoff(30, None), Duration::from_secs(5));
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! dropped connections mid-body, expired tokens, redirects, missing Location,
 //! a blob deleted just before a request).
 //!
-//! `HttpServer` is also used by `registry.rs` for the token service.
+//! `HttpServer` is also used by `registry.rs` for the token service. Its wire
+//! layer is the crate's own scripted server (src/test_http.rs, included here
+//! as `wire`), the one fake HTTP server of the project; this file adds the
+//! registry on top.
 //!
 //! Also here: `SilentServer` (accepts connections, never answers), a fake
 //! that requires Basic credentials (`start_with_basic`), and `TokenService`,
@@ -15,11 +18,12 @@
 
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+
+#[path = "../../src/test_http.rs"]
+mod wire;
 
 /// One request as the server saw it.
 #[derive(Clone, Debug)]
@@ -34,6 +38,21 @@ pub struct Request {
 }
 
 impl Request {
+    /// The wire's request, with the query split off and header names lowercased.
+    fn from_wire(r: &wire::Request) -> Request {
+        Request {
+            method: r.method.clone(),
+            path: r.path().to_string(),
+            query: r.query().to_string(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            body: r.body.clone(),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -106,16 +125,30 @@ impl Reply {
         }
         self
     }
+
+    fn into_wire(self) -> wire::Reply {
+        match self {
+            Reply::Full {
+                status,
+                headers,
+                body,
+            } => wire::Reply {
+                headers,
+                body,
+                ..wire::Reply::status(status)
+            },
+            // The body is read by now: the connection is reset at once.
+            Reply::DropAfter(_) => wire::Reply::reset(),
+            Reply::Silent => wire::Reply::hang(),
+        }
+    }
 }
 
-type Handler = dyn Fn(&Request, &[u8]) -> Reply + Send + Sync;
-type Peek = dyn Fn(&Request) -> Option<usize> + Send + Sync;
-
 /// A minimal HTTP/1.1 server with keep-alive. The handler sees the request
-/// headers and the body; `Reply::DropAfter` is handled before the body is read.
+/// headers and the body; `peek` sees the head first and may cut the body off.
 pub struct HttpServer {
     pub port: u16,
-    stop: Arc<AtomicBool>,
+    _server: wire::Server,
 }
 
 impl HttpServer {
@@ -133,31 +166,18 @@ impl HttpServer {
         peek: impl Fn(&Request) -> Option<usize> + Send + Sync + 'static,
         handler: impl Fn(&Request, &[u8]) -> Reply + Send + Sync + 'static,
     ) -> HttpServer {
-        assert!(ip.starts_with("127."), "fakes listen on loopback only");
-        let listener = TcpListener::bind((ip, 0)).expect("bind a loopback port");
-        let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let handler: Arc<Handler> = Arc::new(handler);
-        let peek: Arc<Peek> = Arc::new(peek);
-        let stop2 = stop.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (h, p) = (handler.clone(), peek.clone());
-                std::thread::spawn(move || serve_connection(conn, &*p, &*h));
-            }
-        });
-        HttpServer { port, stop }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        let server = wire::Server::start_on(
+            ip,
+            move |r| peek(&Request::from_wire(r)),
+            move |r| {
+                let req = Request::from_wire(r);
+                handler(&req, &req.body).into_wire()
+            },
+        );
+        HttpServer {
+            port: server.port(),
+            _server: server,
+        }
     }
 }
 
@@ -186,107 +206,6 @@ impl SilentServer {
 
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-}
-
-/// Waits "forever" (the test process ends first), holding the connection open.
-fn hang() {
-    std::thread::sleep(Duration::from_secs(3600));
-}
-
-fn serve_connection(conn: TcpStream, peek: &Peek, handler: &Handler) {
-    let mut reader = BufReader::new(conn.try_clone().expect("clone socket"));
-    let mut writer = conn;
-    // A TLS ClientHello (record type 0x16): like many plain servers, wait for
-    // a request line that never comes (a client must not rely on a quick "no").
-    if reader.fill_buf().is_ok_and(|b| b.first() == Some(&0x16)) {
-        return hang();
-    }
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let mut parts = line.split_whitespace();
-        let (Some(method), Some(target), Some(version)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return; // not HTTP (e.g. a TLS ClientHello probing for https)
-        };
-        if !version.starts_with("HTTP/1") {
-            return;
-        }
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-        }
-        let (path, query) = match target.split_once('?') {
-            Some((p, q)) => (p.to_string(), q.to_string()),
-            None => (target.to_string(), String::new()),
-        };
-        let mut req = Request {
-            method: method.to_string(),
-            path,
-            query,
-            headers,
-            body: Vec::new(),
-        };
-        let len: usize = req
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if let Some(n) = peek(&req) {
-            let mut part = vec![0u8; n.min(len)];
-            let _ = reader.read_exact(&mut part);
-            let _ = writer.shutdown(Shutdown::Both);
-            return;
-        }
-        let mut body = vec![0u8; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        req.body = body;
-        let reply = handler(&req, &req.body);
-        if let Reply::Silent = reply {
-            return hang();
-        }
-        let Reply::Full {
-            status,
-            headers,
-            body,
-        } = reply
-        else {
-            let _ = writer.shutdown(Shutdown::Both);
-            return;
-        };
-        let mut out = format!("HTTP/1.1 {status} X\r\n");
-        let mut has_len = false;
-        for (k, v) in &headers {
-            has_len |= k.eq_ignore_ascii_case("content-length");
-            out.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if !has_len {
-            out.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        out.push_str("\r\n");
-        let mut bytes = out.into_bytes();
-        if req.method != "HEAD" {
-            bytes.extend_from_slice(&body);
-        }
-        if writer.write_all(&bytes).is_err() {
-            return;
-        }
     }
 }
 
