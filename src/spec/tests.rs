@@ -542,7 +542,7 @@ fn suggestions_count_a_swap_of_neighbours_as_one_edit() {
 
 #[test]
 fn bytecode_is_on_by_default_and_takes_false_or_unchecked_hash() {
-    use crate::python::bytecode::Mode;
+    use super::BytecodeMode as Mode;
     let p = Project::new();
     p.write(SPEC_FILE, MINIMAL);
     let s = p.load().unwrap();

@@ -156,8 +156,8 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         None => None,
     };
     let bytecode = match &raw.bytecode {
-        None => crate::python::bytecode::Mode::default(),
-        Some(v) => crate::python::bytecode::Mode::from_setting(v).ok_or_else(|| {
+        None => super::BytecodeMode::default(),
+        Some(v) => super::BytecodeMode::from_setting(v).ok_or_else(|| {
             origin.invalid(
                 "bytecode",
                 format!("{v} is not true, false or \"unchecked-hash\""),
