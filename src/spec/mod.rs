@@ -16,6 +16,7 @@ mod values;
 
 pub use bytecode::BytecodeMode;
 pub use deploy::{Autoscale, Deploy, Resources};
+pub use keys::{keys_by_provenance, Provenance};
 
 use crate::layer::ImagePath;
 use crate::platform::Platform;
