@@ -31,3 +31,5 @@ pub mod store;
 #[cfg(test)]
 mod test_http;
 pub mod text;
+#[cfg(test)]
+mod tiers;

@@ -1,5 +1,7 @@
 //! Text for one-line messages.
 
+use std::path::Path;
+
 /// `s` on one line: each line trimmed, blank lines dropped, the rest joined
 /// with "; " (parser messages often put their hint on a second line).
 pub fn one_line(s: &str) -> String {
@@ -20,6 +22,12 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     parts.join(": ")
+}
+
+/// A path as messages show it: relative to the working directory when inside it.
+pub fn shown(p: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    p.strip_prefix(&cwd).unwrap_or(p).display().to_string()
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use crate::digest::Digest;
 use crate::image::{ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME};
 use crate::output::BuiltImage;
 use crate::platform::Platform;
-use crate::spec::Spec;
+use crate::spec::{keys_by_provenance, Provenance, Spec};
 use crate::store::Store;
 use serde_json::json;
 use std::path::{Component, Path, PathBuf};
@@ -128,8 +128,10 @@ pub fn collect(
     })
 }
 
-/// The spec's settings as the user wrote them, and the platforms; no host
-/// paths (paths are relative to the spec), no index URL (it may hold a token).
+/// The spec's settings that can change the image, as the user wrote them,
+/// and the platforms; no host paths (paths are relative to the spec), no
+/// index URL (it may hold a token). Which settings: the spec's key table
+/// says, so a new key is recorded or left out on purpose.
 pub fn parameters(spec: &Spec, platforms: &[Platform]) -> serde_json::Value {
     let spec_dir = spec.file.parent().unwrap_or(Path::new("."));
     let platforms: Vec<String> = if platforms.is_empty() {
@@ -137,34 +139,56 @@ pub fn parameters(spec: &Spec, platforms: &[Platform]) -> serde_json::Value {
     } else {
         platforms.iter().map(|p| p.to_string()).collect()
     };
+    let mut settings = serde_json::Map::new();
+    let file = spec.file.file_name().and_then(|n| n.to_str());
+    settings.insert("file".into(), json!(file.unwrap_or("")));
+    for (key, provenance) in keys_by_provenance() {
+        if provenance != Provenance::Recorded {
+            continue;
+        }
+        if let Some(value) = recorded_value(spec, key, spec_dir) {
+            settings.insert(key.replace('-', "_"), value);
+        }
+    }
     json!({
-        "spec": {
-            "file": spec.file.file_name().and_then(|n| n.to_str()).unwrap_or(""),
-            "base": spec.base,
-            "source": relative(&spec.source, spec_dir),
-            "lockfile": spec.lockfile.as_ref().map(|l| relative(l, spec_dir)),
-            "workdir": spec.workdir.absolute(),
-            "venv": spec.venv.absolute(),
-            "app": spec.app,
-            "app_dir": spec.app_dir,
-            "port": spec.port,
-            "workers": spec.workers,
-            "proxy_headers": spec.proxy_headers,
-            "user": format!("{}:{}", spec.user.0, spec.user.1),
-            "env": spec.env,
-            "labels": spec.labels,
-            "annotations": spec.annotations,
-            "entrypoint": spec.entrypoint,
-            "cmd": spec.cmd,
-            "groups": spec.groups,
-            "extras": spec.extras,
-            "include_dev": spec.include_dev,
-            "layer_budget": spec.layer_budget,
-            "exclude": spec.exclude,
-            "source_url": spec.source_url,
-            "revision": spec.revision,
-        },
+        "spec": settings,
         "platforms": platforms,
+    })
+}
+
+/// The value provenance records for setting `key`; None for a key it does
+/// not record (a test checks these are exactly the table's `Recorded` ones).
+fn recorded_value(spec: &Spec, key: &str, spec_dir: &Path) -> Option<serde_json::Value> {
+    let relative_to_spec = |p: &PathBuf| relative(p, spec_dir);
+    Some(match key {
+        "base" => json!(spec.base),
+        "source" => json!(relative(&spec.source, spec_dir)),
+        "lockfile" => json!(spec.lockfile.as_ref().map(relative_to_spec)),
+        "workdir" => json!(spec.workdir.absolute()),
+        "venv" => json!(spec.venv.absolute()),
+        "app" => json!(spec.app),
+        "app-dir" => json!(spec.app_dir),
+        "port" => json!(spec.port),
+        "workers" => json!(spec.workers),
+        "proxy-headers" => json!(spec.proxy_headers),
+        "user" => json!(format!("{}:{}", spec.user.0, spec.user.1)),
+        "env" => json!(spec.env),
+        "labels" => json!(spec.labels),
+        "annotations" => json!(spec.annotations),
+        "entrypoint" => json!(spec.entrypoint),
+        "cmd" => json!(spec.cmd),
+        "groups" => json!(spec.groups),
+        "extras" => json!(spec.extras),
+        "include-dev" => json!(spec.include_dev),
+        "layer-budget" => json!(spec.layer_budget),
+        "exclude" => json!(spec.exclude),
+        "source-url" => json!(spec.source_url),
+        "revision" => json!(spec.revision),
+        "project-wheel" => json!(spec.project_wheel.as_ref().map(relative_to_spec)),
+        "bytecode" => json!(spec.bytecode.to_setting()),
+        "bytecode-stdlib" => json!(spec.bytecode_stdlib),
+        "compression" => json!(spec.compression.name()),
+        _ => return None,
     })
 }
 
@@ -221,6 +245,75 @@ pub fn relative(path: &Path, base: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `settings` (lines of imgbuild.toml) after `base` and `app`, parsed
+    /// from a temporary project directory.
+    fn spec_with(settings: &str) -> (tempfile::TempDir, Spec) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("base = \"python:3.12-slim\"\napp = \"main:app\"\n{settings}");
+        let file = dir.path().join("imgbuild.toml");
+        std::fs::write(&file, &text).unwrap();
+        let spec = crate::spec::parse(&text, &file, false, dir.path()).unwrap();
+        (dir, spec)
+    }
+
+    #[test]
+    fn provenance_records_exactly_the_settings_that_can_change_the_image() {
+        let (dir, spec) = spec_with("");
+        for (key, provenance) in keys_by_provenance() {
+            let recorded = recorded_value(&spec, key, dir.path()).is_some();
+            assert_eq!(
+                recorded,
+                provenance == Provenance::Recorded,
+                "{key} is {provenance:?} in the key table (src/spec/keys.rs), \
+                 but provenance {} it",
+                if recorded {
+                    "records"
+                } else {
+                    "does not record"
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn provenance_of_a_build_without_bytecode_and_with_zstd_records_both() {
+        let (_dir, spec) = spec_with("bytecode = false\ncompression = \"zstd\"\n");
+        let input = AttestInput {
+            parameters: parameters(&spec, &[]),
+            ..crate::attest::sbom::tests::input()
+        };
+        let statement = crate::attest::provenance::statement(&input);
+        let recorded = &statement["predicate"]["buildDefinition"]["externalParameters"]["spec"];
+        assert_eq!(recorded["bytecode"], json!(false));
+        assert_eq!(recorded["compression"], json!("zstd"));
+        assert_eq!(recorded["bytecode_stdlib"], json!(true));
+
+        let (_dir, spec) = spec_with("bytecode = \"unchecked-hash\"\n");
+        let recorded = &parameters(&spec, &[])["spec"];
+        assert_eq!(recorded["bytecode"], json!("unchecked-hash"));
+        assert_eq!(recorded["compression"], json!("gzip"));
+    }
+
+    #[test]
+    fn settings_that_cannot_change_the_image_are_not_recorded() {
+        let (_dir, spec) = spec_with(
+            "index-url = \"https://user:token@index.example.invalid/simple\"\n\
+             health = \"/health\"\nimage = \"registry.example.invalid/team/api\"\n",
+        );
+        let recorded = parameters(&spec, &[])["spec"].clone();
+        for key in [
+            "index_url",
+            "health",
+            "image",
+            "deploy",
+            "init",
+            "platforms",
+        ] {
+            assert!(recorded.get(key).is_none(), "{key} in {recorded}");
+        }
+        assert_eq!(recorded["file"], "imgbuild.toml");
+    }
 
     #[test]
     fn relative_paths_climb_out_of_the_spec_directory() {

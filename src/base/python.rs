@@ -1,4 +1,5 @@
-//! The base's Python, read from its layers once per base manifest and cached.
+//! The base's Python, read from its layers once per base manifest and cached;
+//! and the base's layers as bytecode compiling reads them.
 
 use super::{BaseError, BaseImage};
 use crate::python::interpreter::{self, PythonInfo};
@@ -50,4 +51,27 @@ pub fn read_rootfs(base: &BaseImage) -> Result<RootFs, BasePythonError> {
         })?;
     }
     Ok(rootfs)
+}
+
+/// What compiling bytecode with the base's own interpreter reads from it.
+impl crate::python::bytecode::BaseLayers for BaseImage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn layer_digests(&self) -> Vec<String> {
+        self.manifest
+            .layers
+            .iter()
+            .map(|d| d.digest.to_string())
+            .collect()
+    }
+
+    fn read_layer(
+        &self,
+        index: usize,
+        read: &mut dyn FnMut(&mut dyn std::io::Read) -> std::io::Result<()>,
+    ) -> Result<(), super::BoxError> {
+        Ok(self.read_layer_tar(index, |tar| read(tar).map_err(Into::into))?)
+    }
 }

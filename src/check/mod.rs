@@ -14,7 +14,7 @@ pub mod scripts;
 
 use crate::layer::{ImagePath, LayerPlan};
 use crate::spec::Spec;
-use std::path::Path;
+use crate::text::shown;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -218,15 +218,10 @@ fn declared_dependencies(doc: &toml::Table) -> usize {
     project + poetry
 }
 
-/// A path as messages show it: relative to the working directory when inside it.
-pub(crate) fn shown(p: &Path) -> String {
-    let cwd = std::env::current_dir().unwrap_or_default();
-    p.strip_prefix(&cwd).unwrap_or(p).display().to_string()
-}
-
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::*;
+    use std::path::Path;
 
     pub struct NoBase(pub Vec<&'static str>);
     impl BaseFiles for NoBase {

@@ -276,63 +276,10 @@ pub fn wheel_native(files: &BTreeSet<String>, elves: &[(String, ElfDeps)]) -> Wh
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::python::interpreter::test_images::fake_so;
     use crate::python::rootfs::test_tar::{layer, Item};
-
-    /// A 64-bit little-endian shared object with a dynamic section naming
-    /// `needed` and one RUNPATH.
-    pub fn fake_so(needed: &[&str], runpath: Option<&str>) -> Vec<u8> {
-        let mut strtab = vec![0u8];
-        let mut offsets = Vec::new();
-        for n in needed.iter().copied().chain(runpath) {
-            offsets.push(strtab.len() as u64);
-            strtab.extend_from_slice(n.as_bytes());
-            strtab.push(0);
-        }
-        let ehdr = 64u64;
-        let phdrs = 2u64 * 56;
-        let str_off = ehdr + phdrs;
-        let dyn_off = str_off + strtab.len() as u64;
-        let mut dynamic: Vec<(u64, u64)> = Vec::new();
-        for (i, _) in needed.iter().enumerate() {
-            dynamic.push((1, offsets[i]));
-        }
-        if runpath.is_some() {
-            dynamic.push((29, offsets[needed.len()]));
-        }
-        // DT_STRTAB as an address: the PT_LOAD maps vaddr 0x1000 to offset 0.
-        dynamic.push((5, 0x1000 + str_off));
-        dynamic.push((0, 0));
-        let dyn_size = dynamic.len() as u64 * 16;
-        let total = dyn_off + dyn_size;
-        let mut d = vec![0u8; 64];
-        d[..4].copy_from_slice(b"\x7fELF");
-        d[4] = 2;
-        d[5] = 1;
-        d[6] = 1;
-        d[16..18].copy_from_slice(&3u16.to_le_bytes());
-        d[18..20].copy_from_slice(&0x3eu16.to_le_bytes());
-        d[32..40].copy_from_slice(&ehdr.to_le_bytes());
-        d[54..56].copy_from_slice(&56u16.to_le_bytes());
-        d[56..58].copy_from_slice(&2u16.to_le_bytes());
-        let ph = |t: u32, off: u64, vaddr: u64, size: u64| {
-            let mut p = vec![0u8; 56];
-            p[0..4].copy_from_slice(&t.to_le_bytes());
-            p[8..16].copy_from_slice(&off.to_le_bytes());
-            p[16..24].copy_from_slice(&vaddr.to_le_bytes());
-            p[32..40].copy_from_slice(&size.to_le_bytes());
-            p
-        };
-        d.extend(ph(1, 0, 0x1000, total));
-        d.extend(ph(2, dyn_off, 0x1000 + dyn_off, dyn_size));
-        d.extend(&strtab);
-        for (t, v) in dynamic {
-            d.extend(t.to_le_bytes());
-            d.extend(v.to_le_bytes());
-        }
-        d
-    }
 
     #[test]
     fn the_dynamic_section_is_read() {

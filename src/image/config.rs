@@ -3,9 +3,13 @@
 //! are kept as the base had them.
 
 use crate::digest::Digest;
-use crate::python::interpreter::DEFAULT_PATH;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+
+/// The PATH a container gets when its image config sets none (Docker's
+/// default): what a base without one runs with, and the tail of the PATH this
+/// stage writes.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Clone, Debug)]
 pub struct RuntimeSettings {

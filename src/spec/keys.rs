@@ -5,6 +5,7 @@
 use super::{Origin, SpecError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use Provenance::{NotRecorded, Recorded, RecordedApart};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Type {
@@ -33,79 +34,74 @@ impl Type {
     }
 }
 
-/// Every key, its TOML type, and an example line (used in docs and in the
-/// message for a missing required key). Kept in step with `Raw` by a test.
-pub(super) const KEYS: &[(&str, Type, &str)] = &[
-    ("base", Type::Str, r#"base = "python:3.12-slim""#),
-    ("source", Type::Str, r#"source = ".""#),
-    ("workdir", Type::Str, r#"workdir = "/app""#),
-    ("venv", Type::Str, r#"venv = "/app/.venv""#),
-    ("lockfile", Type::Str, r#"lockfile = "uv.lock""#),
-    ("app", Type::Str, r#"app = "main:app""#),
-    ("app-dir", Type::Str, r#"app-dir = "src""#),
-    ("port", Type::Int, "port = 8000"),
-    ("workers", Type::Int, "workers = 1"),
-    ("proxy-headers", Type::Bool, "proxy-headers = false"),
-    ("user", Type::Str, r#"user = "65532:65532""#),
-    ("env", Type::StrMap, r#"env = { LOG_LEVEL = "info" }"#),
-    ("labels", Type::StrMap, r#"labels = { team = "payments" }"#),
-    (
-        "annotations",
-        Type::StrMap,
-        r#"annotations = { "org.opencontainers.image.title" = "api" }"#,
-    ),
-    (
-        "platforms",
-        Type::StrList,
-        r#"platforms = ["linux/amd64", "linux/arm64"]"#,
-    ),
-    (
-        "entrypoint",
-        Type::StrList,
-        r#"entrypoint = ["/app/.venv/bin/python", "-m", "myapi"]"#,
-    ),
-    ("cmd", Type::StrList, r#"cmd = ["--log-level", "info"]"#),
-    ("groups", Type::StrList, r#"groups = ["prod"]"#),
-    ("extras", Type::StrList, r#"extras = ["postgres"]"#),
-    ("include-dev", Type::Bool, "include-dev = false"),
-    (
-        "index-url",
-        Type::Str,
-        r#"index-url = "https://pypi.example.com/simple""#,
-    ),
-    ("layer-budget", Type::Int, "layer-budget = 100"),
-    (
-        "source-url",
-        Type::Str,
-        r#"source-url = "https://github.com/acme/api""#,
-    ),
-    ("revision", Type::Str, r#"revision = "4f2c1e9""#),
-    ("exclude", Type::StrList, r#"exclude = ["tests/", "*.md"]"#),
-    ("image", Type::Str, r#"image = "ghcr.io/acme/orders""#),
-    (
-        "init",
-        Type::StrList,
-        r#"init = ["python", "-m", "app.migrate"]"#,
-    ),
-    ("health", Type::Str, r#"health = "/health""#),
-    ("deploy", Type::Table, "deploy = { replicas = 2 }"),
-    (
-        "project-wheel",
-        Type::Str,
-        r#"project-wheel = "dist/myapi-1.0-cp311-cp311-manylinux_2_28_x86_64.whl""#,
-    ),
-    (
-        "allow-missing-libraries",
-        Type::StrList,
-        r#"allow-missing-libraries = ["libcuda.so.1"]"#,
-    ),
+/// Whether a key can change the image (its digest), which decides what the
+/// provenance records: every key is classified here, so a new one cannot be
+/// left out by accident (attest's tests check it records exactly the
+/// `Recorded` ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provenance {
+    /// Can change the image: recorded among the spec's settings, under its
+    /// name with `_` for `-`.
+    Recorded,
+    /// Can change the image, and recorded another way: `platforms` as the
+    /// platforms built, `index-url` as each wheel's URL and hash (the URL
+    /// itself may hold a token).
+    RecordedApart,
+    /// Cannot change the image: it shapes only what `imgbuild manifests` and
+    /// `resolve` write (`image`, `init`, `health`, `deploy`), or relaxes a
+    /// check (`allow-missing-libraries`).
+    NotRecorded,
+}
+
+/// Every key, its TOML type, an example line (used in docs and in the
+/// message for a missing required key) and what provenance does with it.
+/// Kept in step with `Raw` by a test.
+#[rustfmt::skip]
+pub(super) const KEYS: &[(&str, Type, &str, Provenance)] = &[
+    ("base", Type::Str, r#"base = "python:3.12-slim""#, Recorded),
+    ("source", Type::Str, r#"source = ".""#, Recorded),
+    ("workdir", Type::Str, r#"workdir = "/app""#, Recorded),
+    ("venv", Type::Str, r#"venv = "/app/.venv""#, Recorded),
+    ("lockfile", Type::Str, r#"lockfile = "uv.lock""#, Recorded),
+    ("app", Type::Str, r#"app = "main:app""#, Recorded),
+    ("app-dir", Type::Str, r#"app-dir = "src""#, Recorded),
+    ("port", Type::Int, "port = 8000", Recorded),
+    ("workers", Type::Int, "workers = 1", Recorded),
+    ("proxy-headers", Type::Bool, "proxy-headers = false", Recorded),
+    ("user", Type::Str, r#"user = "65532:65532""#, Recorded),
+    ("env", Type::StrMap, r#"env = { LOG_LEVEL = "info" }"#, Recorded),
+    ("labels", Type::StrMap, r#"labels = { team = "payments" }"#, Recorded),
+    ("annotations", Type::StrMap, r#"annotations = { "org.opencontainers.image.title" = "api" }"#, Recorded),
+    ("platforms", Type::StrList, r#"platforms = ["linux/amd64", "linux/arm64"]"#, RecordedApart),
+    ("entrypoint", Type::StrList, r#"entrypoint = ["/app/.venv/bin/python", "-m", "myapi"]"#, Recorded),
+    ("cmd", Type::StrList, r#"cmd = ["--log-level", "info"]"#, Recorded),
+    ("groups", Type::StrList, r#"groups = ["prod"]"#, Recorded),
+    ("extras", Type::StrList, r#"extras = ["postgres"]"#, Recorded),
+    ("include-dev", Type::Bool, "include-dev = false", Recorded),
+    ("index-url", Type::Str, r#"index-url = "https://pypi.example.com/simple""#, RecordedApart),
+    ("layer-budget", Type::Int, "layer-budget = 100", Recorded),
+    ("source-url", Type::Str, r#"source-url = "https://github.com/acme/api""#, Recorded),
+    ("revision", Type::Str, r#"revision = "4f2c1e9""#, Recorded),
+    ("exclude", Type::StrList, r#"exclude = ["tests/", "*.md"]"#, Recorded),
+    ("image", Type::Str, r#"image = "ghcr.io/acme/orders""#, NotRecorded),
+    ("init", Type::StrList, r#"init = ["python", "-m", "app.migrate"]"#, NotRecorded),
+    ("health", Type::Str, r#"health = "/health""#, NotRecorded),
+    ("deploy", Type::Table, "deploy = { replicas = 2 }", NotRecorded),
+    ("project-wheel", Type::Str, r#"project-wheel = "dist/myapi-1.0-cp311-cp311-manylinux_2_28_x86_64.whl""#, Recorded),
+    ("allow-missing-libraries", Type::StrList, r#"allow-missing-libraries = ["libcuda.so.1"]"#, NotRecorded),
     // Bytecode (issue 9): see src/python/bytecode/.
-    ("bytecode", Type::BoolOrStr, "bytecode = true"),
-    ("bytecode-stdlib", Type::Bool, "bytecode-stdlib = true"),
-    ("compression", Type::Str, r#"compression = "zstd""#),
+    ("bytecode", Type::BoolOrStr, "bytecode = true", Recorded),
+    ("bytecode-stdlib", Type::Bool, "bytecode-stdlib = true", Recorded),
+    ("compression", Type::Str, r#"compression = "zstd""#, Recorded),
 ];
 
 const REQUIRED: &[&str] = &["base", "app"];
+
+/// Every key with what provenance does with it, in the table's order.
+pub fn keys_by_provenance() -> impl Iterator<Item = (&'static str, Provenance)> {
+    KEYS.iter()
+        .map(|(key, _, _, provenance)| (*key, *provenance))
+}
 
 /// The table as written, after the key and type checks; `deny_unknown_fields`
 /// backs up the key check.
@@ -151,7 +147,7 @@ pub(super) struct Raw {
 /// The first pass: unknown keys, missing required keys and TOML types.
 pub(super) fn check_table(table: &toml::Table, origin: &Origin) -> Result<(), SpecError> {
     for (key, value) in table {
-        let Some((_, ty, _)) = KEYS.iter().find(|(k, _, _)| k == key) else {
+        let Some((_, ty, _, _)) = KEYS.iter().find(|(k, _, _, _)| k == key) else {
             return Err(SpecError::UnknownKey {
                 file: origin.shown.clone(),
                 key: key.clone(),
@@ -167,8 +163,8 @@ pub(super) fn check_table(table: &toml::Table, origin: &Origin) -> Result<(), Sp
         if !table.contains_key(*key) {
             let example = KEYS
                 .iter()
-                .find(|(k, _, _)| k == key)
-                .map_or("", |(_, _, e)| e);
+                .find(|(k, _, _, _)| k == key)
+                .map_or("", |(_, _, e, _)| e);
             return Err(SpecError::Missing {
                 file: origin.shown.clone(),
                 key: key.to_string(),
@@ -216,7 +212,7 @@ fn check_type(key: &str, value: &toml::Value, ty: Type, origin: &Origin) -> Resu
 pub(super) fn suggestion(key: &str) -> Option<&'static str> {
     let dashed = key.replace('_', "-").to_ascii_lowercase();
     KEYS.iter()
-        .map(|(k, _, _)| (*k, strsim::osa_distance(&dashed, k)))
+        .map(|(k, _, _, _)| (*k, strsim::osa_distance(&dashed, k)))
         .filter(|(k, d)| *d <= 2.max(k.len() / 4) && *d < k.len())
         .min_by_key(|(_, d)| *d)
         .map(|(k, _)| k)

@@ -9,11 +9,14 @@
 //! and holds the result, [`Spec`]. What the image runs (the uvicorn command
 //! line) is decided later, in [`crate::image::command`].
 
+mod bytecode;
 pub mod deploy;
 mod keys;
 mod values;
 
+pub use bytecode::BytecodeMode;
 pub use deploy::{Autoscale, Deploy, Resources};
+pub use keys::{keys_by_provenance, Provenance};
 
 use crate::layer::ImagePath;
 use crate::platform::Platform;
@@ -92,7 +95,7 @@ pub struct Spec {
     /// Libraries native code may need that the runtime provides (`libcuda.so.1`).
     pub allow_missing_libraries: Vec<String>,
     /// `bytecode`: pycs for every package and the app (default: checked-hash).
-    pub bytecode: crate::python::bytecode::Mode,
+    pub bytecode: BytecodeMode,
     /// `bytecode-stdlib`: a layer of pycs for a standard library that has none.
     pub bytecode_stdlib: bool,
     /// `compression`: how imgbuild's own layers are compressed (default gzip).

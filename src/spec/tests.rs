@@ -139,7 +139,7 @@ exclude = ["tests/", "*.md"]
 fn keys_table_and_raw_struct_agree() {
     // A value of the declared type for every key must deserialise into Raw.
     let mut table = toml::Table::new();
-    for (key, ty, _) in KEYS {
+    for (key, ty, _, _) in KEYS {
         let v = match ty {
             Type::Str => toml::Value::String("x".into()),
             Type::Int => toml::Value::Integer(1),
@@ -158,7 +158,7 @@ fn keys_table_and_raw_struct_agree() {
             && raw.app_dir.is_some()
     );
     // And each key's example parses as that key.
-    for (key, _, example) in KEYS {
+    for (key, _, example, _) in KEYS {
         let t: toml::Table = example.parse().unwrap();
         assert!(t.contains_key(*key), "{example}");
     }
@@ -542,7 +542,7 @@ fn suggestions_count_a_swap_of_neighbours_as_one_edit() {
 
 #[test]
 fn bytecode_is_on_by_default_and_takes_false_or_unchecked_hash() {
-    use crate::python::bytecode::Mode;
+    use super::BytecodeMode as Mode;
     let p = Project::new();
     p.write(SPEC_FILE, MINIMAL);
     let s = p.load().unwrap();

@@ -41,8 +41,8 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
     let deploy = super::deploy::deploy(origin, raw.deploy)?;
     let project_wheel = project_wheel(origin, dir, raw.project_wheel.as_deref())?;
     let bytecode = match &raw.bytecode {
-        None => crate::python::bytecode::Mode::default(),
-        Some(v) => crate::python::bytecode::Mode::from_setting(v).ok_or_else(|| {
+        None => super::BytecodeMode::default(),
+        Some(v) => super::BytecodeMode::from_setting(v).ok_or_else(|| {
             origin.invalid(
                 "bytecode",
                 format!("{v} is not true, false or \"unchecked-hash\""),

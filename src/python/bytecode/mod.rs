@@ -12,7 +12,6 @@ pub mod compile;
 pub mod runner;
 pub mod unpack;
 
-use crate::base::{BaseError, BaseImage};
 use crate::layer::tar::ExternalContent;
 use crate::layer::{Content, EntryKind, ImagePath, LayerPlan};
 use crate::python::interpreter::PythonInfo;
@@ -21,44 +20,32 @@ use runner::{Interpreter, Target};
 use std::io;
 use std::path::Path;
 
-/// The `bytecode` setting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Mode {
-    /// No pycs: every process compiles what it imports.
-    Off,
-    /// Hash-based pycs whose source hash Python checks at import (the default).
-    #[default]
-    CheckedHash,
-    /// Hash-based pycs Python trusts without reading the source.
-    UncheckedHash,
+/// The `bytecode` setting: the settings own its type and parsing.
+pub use crate::spec::BytecodeMode as Mode;
+
+/// What bytecode needs from a base image: its name (for messages), its layer
+/// digests in order (the unpack cache key) and each layer's tar stream. A
+/// trait so this module stays below the code that reads images: `base`
+/// implements it for its `BaseImage`.
+pub trait BaseLayers {
+    fn name(&self) -> &str;
+    fn layer_digests(&self) -> Vec<String>;
+    /// Hands layer `index`'s uncompressed tar to `read`; the error is the
+    /// base's own (a failed pull or blob), or what `read` returned.
+    fn read_layer(
+        &self,
+        index: usize,
+        read: &mut dyn FnMut(&mut dyn io::Read) -> io::Result<()>,
+    ) -> Result<(), BoxError>;
 }
 
-impl Mode {
-    /// From the spec's value: `true`, `false`, `"checked-hash"` or `"unchecked-hash"`.
-    pub fn from_setting(value: &toml::Value) -> Option<Mode> {
-        match value {
-            toml::Value::Boolean(true) => Some(Mode::CheckedHash),
-            toml::Value::Boolean(false) => Some(Mode::Off),
-            toml::Value::String(s) if s == "checked-hash" => Some(Mode::CheckedHash),
-            toml::Value::String(s) if s == "unchecked-hash" => Some(Mode::UncheckedHash),
-            _ => None,
-        }
-    }
-
-    /// `py_compile`'s invalidation mode, and the part of a layer's cache key.
-    pub fn invalidation(self) -> &'static str {
-        match self {
-            Mode::Off => "off",
-            Mode::CheckedHash => "checked-hash",
-            Mode::UncheckedHash => "unchecked-hash",
-        }
-    }
-}
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BytecodeError {
+    /// Reading the base's layers failed: the base's own error, as it is.
     #[error(transparent)]
-    Base(#[from] BaseError),
+    Base(BoxError),
     #[error("base {base}: reading layer {layer} to unpack its Python for bytecode")]
     Layer {
         base: String,
@@ -109,25 +96,20 @@ pub enum BytecodeError {
 
 /// Unpacks `base` into `cache` (once per set of layers) and starts its Python.
 pub fn prepare(
-    base: &BaseImage,
+    base: &dyn BaseLayers,
     python: &PythonInfo,
     cache: &Path,
 ) -> Result<Interpreter, BytecodeError> {
     let target = Target {
-        base: &base.name,
-        layer_digests: base
-            .manifest
-            .layers
-            .iter()
-            .map(|d| d.digest.to_string())
-            .collect(),
+        base: base.name(),
+        layer_digests: base.layer_digests(),
         interpreter: &python.interpreter,
         prefix: &python.prefix,
         minor_version: python.minor_version(),
         arch: &python.arch,
     };
     let mut layers = |i: usize, f: &mut dyn FnMut(&mut dyn io::Read) -> io::Result<()>| {
-        Ok(base.read_layer_tar(i, |tar| f(tar).map_err(Into::into))?)
+        base.read_layer(i, f).map_err(BytecodeError::Base)
     };
     Interpreter::prepare(&target, cache, &mut layers)
 }
@@ -143,7 +125,7 @@ pub struct Compiler {
 impl Compiler {
     /// Unpacks the base and starts its Python; None when `mode` is off.
     pub fn for_base(
-        base: &BaseImage,
+        base: &dyn BaseLayers,
         python: &PythonInfo,
         mode: Mode,
         cache: &Path,
@@ -155,7 +137,7 @@ impl Compiler {
         let interp = prepare(base, python, &cache)?;
         let scratch = cache.join("scratch");
         std::fs::create_dir_all(&scratch).map_err(|source| BytecodeError::Stage {
-            label: base.name.clone(),
+            label: base.name().to_string(),
             path: scratch.display().to_string(),
             source,
         })?;
@@ -465,25 +447,5 @@ mod tests {
             assert_eq!(source_of(&pyc), Some(p(py)));
         }
         assert_eq!(source_of(&p("app/pkg/main.pyc")), None);
-    }
-
-    #[test]
-    fn the_setting_takes_booleans_and_the_two_hash_modes() {
-        let v = |s: &str| -> toml::Value {
-            toml::from_str::<toml::Table>(&format!("v = {s}")).unwrap()["v"].clone()
-        };
-        assert_eq!(Mode::from_setting(&v("true")), Some(Mode::CheckedHash));
-        assert_eq!(Mode::from_setting(&v("false")), Some(Mode::Off));
-        assert_eq!(
-            Mode::from_setting(&v("\"unchecked-hash\"")),
-            Some(Mode::UncheckedHash)
-        );
-        assert_eq!(
-            Mode::from_setting(&v("\"checked-hash\"")),
-            Some(Mode::CheckedHash)
-        );
-        assert_eq!(Mode::from_setting(&v("\"timestamp\"")), None);
-        assert_eq!(Mode::from_setting(&v("1")), None);
-        assert_eq!(Mode::default(), Mode::CheckedHash);
     }
 }

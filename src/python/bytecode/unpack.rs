@@ -402,7 +402,7 @@ pub(super) fn remove_all(path: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::native::tests::fake_so;
+    use crate::python::interpreter::test_images::fake_so;
     use crate::python::rootfs::test_tar::{layer, Item::*};
 
     /// The files and symlinks below `root`, as `path` or `path -> target`.
