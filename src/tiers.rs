@@ -31,6 +31,7 @@ const TIERS: &[(&str, &[&str])] = &[
             "store",
             "text",
             "parallel",
+            "http",
             "test_http",
         ],
     ),
