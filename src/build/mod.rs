@@ -17,7 +17,7 @@ use crate::app;
 use crate::base::{self, BaseImage, BaseLocation, RemoteBases};
 use crate::digest::Digest;
 use crate::fetch::{FetchError, Fetcher};
-use crate::image::command::{EntrypointCmd, Uvicorn};
+use crate::image::command::EntrypointCmd;
 use crate::image::config::{derive_config, HistoryEntry, RuntimeSettings};
 use crate::image::json::canonical;
 use crate::image::manifest::{Descriptor, Index, Manifest};
@@ -540,16 +540,7 @@ fn app_excludes(spec: &Spec, own_paths: &[PathBuf]) -> Vec<String> {
 
 /// What the image runs: the spec's `entrypoint`/`cmd`, else uvicorn from the venv.
 fn entrypoint_cmd(spec: &Spec) -> EntrypointCmd {
-    let venv = spec.venv.absolute();
-    let uvicorn = Uvicorn {
-        venv: &venv,
-        app: &spec.app,
-        app_dir: spec.app_dir.as_deref(),
-        port: spec.port,
-        workers: spec.workers,
-        proxy_headers: spec.proxy_headers,
-    };
-    EntrypointCmd::new(spec.entrypoint.clone(), spec.cmd.clone(), &uvicorn)
+    EntrypointCmd::for_spec(spec, spec.workers)
 }
 
 fn describe_python(p: &PythonInfo) -> String {
@@ -642,6 +633,7 @@ mod tests {
 
     #[test]
     fn the_image_runs_uvicorn_with_the_spec_settings_unless_overridden() {
+        use crate::image::command::Uvicorn;
         let (_dir, s) = spec("venv = \"/opt/venv\"\nport = 9000\nworkers = 3\nproxy-headers = true\napp-dir = \"src\"\n");
         let run = entrypoint_cmd(&s);
         let uvicorn = Uvicorn {

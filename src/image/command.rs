@@ -1,6 +1,10 @@
 //! What the image runs: `Entrypoint` and `Cmd` of the image config. By
 //! default that is uvicorn from the venv, serving the settings' `app`; the
-//! `entrypoint` and `cmd` settings replace it.
+//! `entrypoint` and `cmd` settings replace it. [`EntrypointCmd::for_spec`]
+//! is the one place the spec's settings become that command line, for the
+//! image config and for every deploy output alike.
+
+use crate::spec::Spec;
 
 /// How uvicorn serves the app: the settings that make up its command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +68,23 @@ impl EntrypointCmd {
             },
             (entrypoint, cmd) => EntrypointCmd { entrypoint, cmd },
         }
+    }
+
+    /// What `spec`'s image runs, with uvicorn serving `workers` workers when
+    /// it is uvicorn: the image config passes the spec's `workers`, a
+    /// Kubernetes pod `[deploy] workers` (there, replication is the cluster's
+    /// job), and the command line is otherwise the same bytes.
+    pub fn for_spec(spec: &Spec, workers: u32) -> EntrypointCmd {
+        let venv = spec.venv.absolute();
+        let uvicorn = Uvicorn {
+            venv: &venv,
+            app: &spec.app,
+            app_dir: spec.app_dir.as_deref(),
+            port: spec.port,
+            workers,
+            proxy_headers: spec.proxy_headers,
+        };
+        EntrypointCmd::new(spec.entrypoint.clone(), spec.cmd.clone(), &uvicorn)
     }
 }
 
