@@ -140,7 +140,7 @@ fn project_wheel(
         .unwrap_or_default()
         .to_owned();
     let err = |why: String| LocalError::ProjectWheel {
-        spec: crate::check::shown(&spec.file),
+        spec: crate::text::shown(&spec.file, &std::env::current_dir().unwrap_or_default()),
         wheel: wheel.display().to_string(),
         why,
     };

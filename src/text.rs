@@ -1,5 +1,7 @@
 //! Text for one-line messages.
 
+use std::path::Path;
+
 /// `s` on one line: each line trimmed, blank lines dropped, the rest joined
 /// with "; " (parser messages often put their hint on a second line).
 pub fn one_line(s: &str) -> String {
@@ -8,6 +10,12 @@ pub fn one_line(s: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// `path` as messages show it: relative to `cwd` when it lies below it,
+/// else as given.
+pub fn shown(path: &Path, cwd: &Path) -> String {
+    path.strip_prefix(cwd).unwrap_or(path).display().to_string()
 }
 
 /// An error and its causes on one line, outermost first, joined with ": ".

@@ -17,7 +17,7 @@ pub use deploy::{Autoscale, Deploy, Resources};
 
 use crate::layer::ImagePath;
 use crate::platform::Platform;
-use crate::text::one_line;
+use crate::text::{one_line, shown};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -32,6 +32,10 @@ pub const DEFAULT_LOCKFILES: &[&str] = &[
     "pdm.lock",
     "requirements.txt",
 ];
+/// uvicorn's `--workers`, for the top-level `workers` (the image's command)
+/// and `[deploy] workers` (a pod's) alike: at least one and, as uvicorn sets
+/// no upper bound, any count the field holds.
+const WORKERS: (i64, i64) = (1, u32::MAX as i64);
 /// Locks imgbuild cannot read: when one is all `source` has, the build stops
 /// rather than make an image without the project's packages.
 pub const UNREADABLE_LOCKFILES: &[&str] = &[
@@ -98,9 +102,6 @@ pub struct Spec {
     /// `compression`: how imgbuild's own layers are compressed (default gzip).
     pub compression: crate::layer::compress::Compression,
 }
-
-/// What the image runs: `Entrypoint` and `Cmd` of the image config; `None`
-/// leaves the field out.
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -305,10 +306,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
-}
-
-fn shown(file: &Path, cwd: &Path) -> String {
-    file.strip_prefix(cwd).unwrap_or(file).display().to_string()
 }
 
 /// `cwd` made absolute without touching the file system beyond the current directory.
