@@ -4,6 +4,7 @@
 //! concurrent build can leave only stray temp files, never a wrong entry.
 
 use crate::digest::{Digest, HashingWriter, VerifyingReader};
+use crate::tee::{BestEffort, Tee};
 use serde::{de::DeserializeOwned, Serialize};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -353,8 +354,8 @@ impl Store {
         Ok(TeeReader {
             store: self.clone(),
             expected: expected.clone(),
-            inner: r,
-            copy: Some((HashingWriter::new(BufWriter::new(file)), tmp)),
+            tee: Tee::new(r, BestEffort::new(HashingWriter::new(BufWriter::new(file)))),
+            tmp: Some(tmp),
         })
     }
 
@@ -407,21 +408,16 @@ impl Store {
 pub struct TeeReader<R> {
     store: Store,
     expected: Digest,
-    inner: R,
-    copy: Option<(HashingWriter<BufWriter<File>>, tempfile::TempPath)>,
+    tee: Tee<R, BestEffort<HashingWriter<BufWriter<File>>>>,
+    /// The copy's temp file, until the end of the stream commits or drops it.
+    tmp: Option<tempfile::TempPath>,
 }
 
 impl<R: Read> Read for TeeReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            if let Some((w, _)) = &mut self.copy {
-                if w.write_all(&buf[..n]).is_err() {
-                    self.copy = None;
-                }
-            }
-        } else if !buf.is_empty() {
-            if let Some((w, tmp)) = self.copy.take() {
+        let n = self.tee.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let (Some(w), Some(tmp)) = (self.tee.copy_mut().take(), self.tmp.take()) {
                 let (actual, _, file) = w.finish();
                 if actual == self.expected && file.into_inner().is_ok() {
                     let _ = self.store.commit(tmp, &actual);

@@ -15,7 +15,7 @@ use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::{RegistryClient, RegistryError};
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::Arc;
 
 /// Largest config blob read for its diff_ids.
@@ -223,10 +223,7 @@ fn pull(
         .get_blob(repo, &layer.digest, Some(layer.size))?;
     let media_type = layer.media_type.clone();
     let (_, _, diff_id) = opts.store.write_blob(|w| {
-        let mut tee = Tee {
-            inner: &mut blob,
-            out: w,
-        };
+        let mut tee = crate::tee::Tee::new(&mut blob, w);
         let tar = crate::layer::compress::decompressed(&media_type, &mut tee)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let (diff_id, _) = Digest::of_reader(tar)?;
@@ -241,18 +238,4 @@ fn pull(
         });
     }
     Ok(())
-}
-
-/// Copies what is read to `out`.
-struct Tee<'a, R> {
-    inner: R,
-    out: &'a mut dyn Write,
-}
-
-impl<R: Read> Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
-        Ok(n)
-    }
 }
