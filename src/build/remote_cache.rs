@@ -178,7 +178,7 @@ fn reuse(cache: &RemoteCache, offer: &Offered, key: &str, opts: &BuildOptions) -
         match pull(cache, repo, &offer.layer, opts) {
             Ok(()) => {
                 // Now in the local cache too, as if built here.
-                let _ = opts.store.put_meta("layers", key, &offer.layer);
+                opts.store.put_meta_best_effort("layers", key, &offer.layer);
                 BlobOrigin::Store
             }
             Err(e) => {
