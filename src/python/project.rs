@@ -5,7 +5,7 @@
 //!
 //! The result is a small wheel of our own (a `.dist-info` with METADATA,
 //! WHEEL, entry_points.txt and RECORD, plus a `.pth`), which then goes through
-//! the same installer as every locked wheel ([`crate::python::wheel`]), so the
+//! the same installer as every locked wheel ([`crate::python::install`]), so the
 //! console-script launchers, RECORD and INSTALLER are the same bytes as for any
 //! wheel. A project inside the source tree keeps its sources in the app layer
 //! and the `.pth` points at its import roots there, as an editable install
