@@ -28,6 +28,7 @@ pub mod reference;
 pub mod registry;
 pub mod spec;
 pub mod store;
+pub mod tee;
 #[cfg(test)]
 mod test_http;
 pub mod text;

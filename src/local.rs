@@ -140,7 +140,7 @@ fn project_wheel(
         .unwrap_or_default()
         .to_owned();
     let err = |why: String| LocalError::ProjectWheel {
-        spec: crate::text::shown(&spec.file),
+        spec: crate::text::shown_here(&spec.file),
         wheel: wheel.display().to_string(),
         why,
     };

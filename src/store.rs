@@ -4,6 +4,7 @@
 //! concurrent build can leave only stray temp files, never a wrong entry.
 
 use crate::digest::{Digest, HashingWriter, VerifyingReader};
+use crate::tee::{BestEffort, Tee};
 use serde::{de::DeserializeOwned, Serialize};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -77,6 +78,25 @@ pub struct Store {
     root: PathBuf,
     /// This run's claim on its temp files, made on the first write.
     owner: std::sync::Arc<std::sync::OnceLock<Owner>>,
+    warnings: Warnings,
+}
+
+/// Where a store reports what it could not do but did not need to: a cache
+/// record it could not keep. One line each.
+pub type WarningSink = std::sync::Arc<dyn Fn(String) + Send + Sync>;
+
+/// A store's [`WarningSink`], if it has one (none: the warnings are dropped).
+#[derive(Clone, Default)]
+struct Warnings(Option<WarningSink>);
+
+impl std::fmt::Debug for Warnings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Warnings(sink)"
+        } else {
+            "Warnings(none)"
+        })
+    }
 }
 
 /// A run that writes into the store holds an exclusive flock on
@@ -146,9 +166,17 @@ impl Store {
         let store = Store {
             root,
             owner: Default::default(),
+            warnings: Warnings::default(),
         };
         store.sweep_stale_temp_files();
         Ok(store)
+    }
+
+    /// This store, reporting to `sink` what it could not do but did not
+    /// need to ([`Store::put_meta_best_effort`]).
+    pub fn with_warnings(mut self, sink: WarningSink) -> Self {
+        self.warnings = Warnings(Some(sink));
+        self
     }
 
     /// A build killed mid-write leaves its temp files behind (never a blob:
@@ -260,7 +288,7 @@ impl Store {
         let ok = file_matches(path, d);
         if let (true, Some(stamp)) = (ok, stamp) {
             // Only a shortcut for next time: a failed write costs a re-check, nothing more.
-            let _ = self.put_meta("verified-files", &stamp, d);
+            self.put_meta_best_effort("verified-files", &stamp, d);
         }
         ok
     }
@@ -353,8 +381,8 @@ impl Store {
         Ok(TeeReader {
             store: self.clone(),
             expected: expected.clone(),
-            inner: r,
-            copy: Some((HashingWriter::new(BufWriter::new(file)), tmp)),
+            tee: Tee::new(r, BestEffort::new(HashingWriter::new(BufWriter::new(file)))),
+            tmp: Some(tmp),
         })
     }
 
@@ -383,6 +411,18 @@ impl Store {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// Keeps a record that only saves later work (a cache entry, a hint):
+    /// one that cannot be written costs the next build that work again, so
+    /// the failure is a warning for the sink, never an error.
+    pub fn put_meta_best_effort<T: Serialize>(&self, kind: &str, key: &str, value: &T) {
+        if let (Err(e), Some(sink)) = (self.put_meta(kind, key, value), &self.warnings.0) {
+            sink(format!(
+                "a {kind} cache record was not kept: {}",
+                crate::text::error_chain(&e)
+            ));
+        }
+    }
+
     pub fn put_meta<T: Serialize>(
         &self,
         kind: &str,
@@ -407,21 +447,16 @@ impl Store {
 pub struct TeeReader<R> {
     store: Store,
     expected: Digest,
-    inner: R,
-    copy: Option<(HashingWriter<BufWriter<File>>, tempfile::TempPath)>,
+    tee: Tee<R, BestEffort<HashingWriter<BufWriter<File>>>>,
+    /// The copy's temp file, until the end of the stream commits or drops it.
+    tmp: Option<tempfile::TempPath>,
 }
 
 impl<R: Read> Read for TeeReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            if let Some((w, _)) = &mut self.copy {
-                if w.write_all(&buf[..n]).is_err() {
-                    self.copy = None;
-                }
-            }
-        } else if !buf.is_empty() {
-            if let Some((w, tmp)) = self.copy.take() {
+        let n = self.tee.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let (Some(w), Some(tmp)) = (self.tee.copy_mut().take(), self.tmp.take()) {
                 let (actual, _, file) = w.finish();
                 if actual == self.expected && file.into_inner().is_ok() {
                     let _ = self.store.commit(tmp, &actual);
@@ -542,5 +577,41 @@ mod tests {
         fs::write(store.blob_path(&d), b"tampered").unwrap();
         assert!(!store.verify_blob(&d));
         assert!(!store.has_blob(&d));
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_kept_is_a_warning_for_the_sink_not_an_error() {
+        use std::sync::{Arc, Mutex};
+        let dir = tempfile::tempdir().unwrap();
+        let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = heard.clone();
+        let store = Store::open(dir.path())
+            .unwrap()
+            .with_warnings(Arc::new(move |w| sink.lock().unwrap().push(w)));
+        store.put_meta_best_effort("python", "base-1", &1u32);
+        assert_eq!(store.get_meta::<u32>("python", "base-1"), Some(1));
+        assert!(
+            heard.lock().unwrap().is_empty(),
+            "a kept record is not news"
+        );
+
+        // A file where the kind's directory belongs: no record can be written.
+        fs::write(dir.path().join("meta/check"), b"").unwrap();
+        store.put_meta_best_effort("check", "wheel-1", &true);
+        assert_eq!(store.get_meta::<bool>("check", "wheel-1"), None);
+        let heard = heard.lock().unwrap();
+        assert_eq!(heard.len(), 1, "{heard:?}");
+        assert!(
+            heard[0].starts_with("a check cache record was not kept: cache ")
+                && heard[0].contains("meta/check")
+                && !heard[0].contains('\n'),
+            "{}",
+            heard[0]
+        );
+
+        // Without a sink the failure is dropped quietly, as before.
+        Store::open(dir.path())
+            .unwrap()
+            .put_meta_best_effort("check", "wheel-1", &true);
     }
 }

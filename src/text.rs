@@ -12,6 +12,12 @@ pub fn one_line(s: &str) -> String {
         .join("; ")
 }
 
+/// `path` as messages show it: relative to `cwd` when it lies below it,
+/// else as given.
+pub fn shown(path: &Path, cwd: &Path) -> String {
+    path.strip_prefix(cwd).unwrap_or(path).display().to_string()
+}
+
 /// An error and its causes on one line, outermost first, joined with ": ".
 /// Each error's message says its own thing only, so nothing repeats.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -24,10 +30,9 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// A path as messages show it: relative to the working directory when inside it.
-pub fn shown(p: &Path) -> String {
-    let cwd = std::env::current_dir().unwrap_or_default();
-    p.strip_prefix(&cwd).unwrap_or(p).display().to_string()
+/// [`shown`] against the process's working directory.
+pub fn shown_here(path: &Path) -> String {
+    shown(path, &std::env::current_dir().unwrap_or_default())
 }
 
 #[cfg(test)]

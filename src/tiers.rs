@@ -32,6 +32,7 @@ const TIERS: &[(&str, &[&str])] = &[
             "text",
             "parallel",
             "http",
+            "tee",
             "test_http",
         ],
     ),

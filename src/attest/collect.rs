@@ -65,7 +65,7 @@ pub fn collect(
                         source,
                     })?;
                     // A failed cache write only costs the next push a re-read.
-                    let _ = store.put_meta("licence", &key, &read);
+                    store.put_meta_best_effort("licence", &key, &read);
                     read
                 }
                 None => None,

@@ -35,7 +35,7 @@ pub fn detect(base: &BaseImage, store: Option<&Store>) -> Result<PythonInfo, Bas
     })?;
     if let Some(s) = store {
         // A failed cache write only costs the next build a rescan.
-        let _ = s.put_meta("python", &key, &info);
+        s.put_meta_best_effort("python", &key, &info);
     }
     Ok(info)
 }

@@ -11,6 +11,7 @@
 //! (in the cache's temporary directory during a build): it goes when the
 //! process does, kill -9 included, and is never reused by another build.
 
+use crate::tee::{BestEffort, Tee};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -43,7 +44,9 @@ impl LayerTars {
             Some(dir) => tempfile::tempfile_in(dir),
             None => tempfile::tempfile(),
         };
-        TarCopy { file: file.ok() }
+        TarCopy {
+            file: file.map_or_else(|_| BestEffort::none(), BestEffort::new),
+        }
     }
 
     /// A reader of layer `index`'s kept tar, from its start.
@@ -53,8 +56,8 @@ impl LayerTars {
     }
 
     /// Keeps `copy` as layer `index`'s tar (a finished, verified read).
-    pub fn keep(&self, index: usize, copy: TarCopy) {
-        if let (Some(mut file), Ok(mut map)) = (copy.file, self.kept.lock()) {
+    pub fn keep(&self, index: usize, mut copy: TarCopy) {
+        if let (Some(mut file), Ok(mut map)) = (copy.file.take(), self.kept.lock()) {
             if file.flush().is_ok() {
                 map.insert(index, Arc::new(file));
             }
@@ -79,30 +82,16 @@ impl Read for KeptTar {
 /// A copy of a tar stream being read, into an unlinked temporary file. A copy
 /// that cannot be written is dropped, and the read goes on without it.
 pub struct TarCopy {
-    file: Option<File>,
+    file: BestEffort<File>,
 }
 
 impl TarCopy {
     /// `inner`, with every byte read from it also written to this copy.
-    pub fn tee<'a, R: Read + ?Sized>(&'a mut self, inner: &'a mut R) -> Tee<'a, R> {
-        Tee { inner, copy: self }
-    }
-}
-
-pub struct Tee<'a, R: ?Sized> {
-    inner: &'a mut R,
-    copy: &'a mut TarCopy,
-}
-
-impl<R: Read + ?Sized> Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(f) = &mut self.copy.file {
-            if f.write_all(&buf[..n]).is_err() {
-                self.copy.file = None;
-            }
-        }
-        Ok(n)
+    pub fn tee<'a, R: Read + ?Sized>(
+        &'a mut self,
+        inner: &'a mut R,
+    ) -> Tee<&'a mut R, &'a mut BestEffort<File>> {
+        Tee::new(inner, &mut self.file)
     }
 }
 

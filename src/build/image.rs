@@ -6,7 +6,7 @@ use super::layers::PackageLayer;
 use super::{BuildError, BuildOptions, Event, LAYER_FORMAT};
 use crate::base::BaseImage;
 use crate::digest::Digest;
-use crate::image::command::{EntrypointCmd, Uvicorn};
+use crate::image::command::EntrypointCmd;
 use crate::image::config::{derive_config, HistoryEntry, RuntimeSettings};
 use crate::image::json::canonical;
 use crate::image::manifest::{Descriptor, Index, Manifest};
@@ -215,16 +215,7 @@ fn with_provenance(
 
 /// What the image runs: the spec's `entrypoint`/`cmd`, else uvicorn from the venv.
 fn entrypoint_cmd(spec: &Spec) -> EntrypointCmd {
-    let venv = spec.venv.absolute();
-    let uvicorn = Uvicorn {
-        venv: &venv,
-        app: &spec.app,
-        app_dir: spec.app_dir.as_deref(),
-        port: spec.port,
-        workers: spec.workers,
-        proxy_headers: spec.proxy_headers,
-    };
-    EntrypointCmd::new(spec.entrypoint.clone(), spec.cmd.clone(), &uvicorn)
+    spec.command(spec.workers)
 }
 
 #[cfg(test)]
@@ -232,6 +223,7 @@ mod tests {
     use super::*;
     use crate::base;
     use crate::build::tests::spec;
+    use crate::image::command::Uvicorn;
     use std::io::Read;
 
     #[test]

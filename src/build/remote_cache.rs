@@ -16,7 +16,7 @@ use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::{RegistryClient, RegistryError};
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::Arc;
 
 /// Largest config blob read for its diff_ids.
@@ -184,7 +184,8 @@ fn reuse(
         match pull(cache, repo, &offer.layer, opts) {
             Ok(()) => {
                 // Now in the local cache too, as if built here.
-                let _ = opts.store.put_meta("layers", key.as_str(), &offer.layer);
+                opts.store
+                    .put_meta_best_effort("layers", key.as_str(), &offer.layer);
                 BlobOrigin::Store
             }
             Err(e) => {
@@ -229,10 +230,7 @@ fn pull(
         .get_blob(repo, &layer.digest, Some(layer.size))?;
     let media_type = layer.media_type.clone();
     let (_, _, diff_id) = opts.store.write_blob(|w| {
-        let mut tee = Tee {
-            inner: &mut blob,
-            out: w,
-        };
+        let mut tee = crate::tee::Tee::new(&mut blob, w);
         let tar = crate::layer::compress::decompressed(&media_type, &mut tee)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let (diff_id, _) = Digest::of_reader(tar)?;
@@ -247,18 +245,4 @@ fn pull(
         });
     }
     Ok(())
-}
-
-/// Copies what is read to `out`.
-struct Tee<'a, R> {
-    inner: R,
-    out: &'a mut dyn Write,
-}
-
-impl<R: Read> Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
-        Ok(n)
-    }
 }

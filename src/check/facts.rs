@@ -97,7 +97,7 @@ pub fn wheel_facts(
         native: native::wheel_native(&all, &elves),
     };
     // A failed cache write only costs the next build a re-read.
-    let _ = store.put_meta("check", &key, &facts);
+    store.put_meta_best_effort("check", &key, &facts);
     Ok(facts)
 }
 
@@ -110,7 +110,7 @@ pub fn cached_wheel_facts(store: &Store, sha256: &str, target: &VenvTarget) -> O
 /// registry), so the checks find them as if the wheel had been read here.
 pub fn remember_wheel_facts(store: &Store, sha256: &str, target: &VenvTarget, facts: &WheelFacts) {
     // A failed cache write only costs the next build a re-read.
-    let _ = store.put_meta("check", &facts_key(sha256, target), facts);
+    store.put_meta_best_effort("check", &facts_key(sha256, target), facts);
 }
 
 fn facts_key(sha256: &str, target: &VenvTarget) -> String {
@@ -150,7 +150,7 @@ impl<'a> BaseView<'a> {
             return Some(l);
         }
         let libs = BaseLibs::from_rootfs(self.rootfs()?);
-        let _ = self.store.put_meta("check", &key, &libs);
+        self.store.put_meta_best_effort("check", &key, &libs);
         Some(libs)
     }
 }
@@ -166,7 +166,7 @@ impl BaseFiles for BaseView<'_> {
             return true;
         };
         let found = rootfs.exists(path);
-        let _ = self.store.put_meta("check", &key, &found);
+        self.store.put_meta_best_effort("check", &key, &found);
         found
     }
 }

@@ -156,7 +156,8 @@ impl ImageView<'_> {
 
 /// Runs the spec checks (app, app-dir, cmd/entrypoint); returns the warnings.
 pub fn check_image(spec: &Spec, view: &ImageView) -> Result<Vec<String>, CheckError> {
-    let file = shown(&spec.file);
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let file = shown(&spec.file, &cwd);
     let mut warnings = Vec::new();
     scripts::check_app_dir(spec, &file, view)?;
     if let Some(w) = app::check_app(spec, &file, view)? {
@@ -187,10 +188,11 @@ pub fn check_lockfile(spec: &Spec) -> Result<(), CheckError> {
         .into_iter()
         .filter(|f| spec.source.join(f).is_file())
         .collect();
+    let cwd = std::env::current_dir().unwrap_or_default();
     Err(CheckError::NoLockfile {
-        file: shown(&pyproject),
+        file: shown(&pyproject, &cwd),
         count,
-        dir: shown(&spec.source),
+        dir: shown(&spec.source, &cwd),
         found: if others.is_empty() {
             String::new()
         } else {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 pub(super) fn cmd_build(args: BuildArgs, verbose: bool) -> Result<()> {
     let dest = Destination::parse(&args.output)?;
-    let ctx = prepare(&args.common)?;
+    let ctx = prepare(&args.common, verbose)?;
     let printer = event_printer(verbose);
     let client = registry_client(&args.common, &RegistryArgs::default(), None)?;
     let output_path = match &dest {

@@ -25,7 +25,7 @@ pub(super) fn cmd_manifests(args: ManifestsArgs) -> anyhow::Result<()> {
     if spec.image.is_none() {
         eprintln!(
             "note: {} has no `image`; `imgbuild resolve` needs it to know where to push",
-            deploy::shown(&spec.file, &cwd)
+            crate::text::shown(&spec.file, &cwd)
         );
     }
     if args.output == "-" {

@@ -27,7 +27,8 @@ pub struct Prepared {
     pub registry_cache: bool,
 }
 
-pub fn prepare(common: &CommonArgs) -> Result<Prepared> {
+/// With `verbose` (`-v`), what the cache could not keep is shown as a warning.
+pub fn prepare(common: &CommonArgs, verbose: bool) -> Result<Prepared> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let spec = spec::load(common.spec.as_deref(), &cwd)?;
     let platforms = common
@@ -43,6 +44,12 @@ pub fn prepare(common: &CommonArgs) -> Result<Prepared> {
             .clone()
             .unwrap_or_else(Store::default_root),
     )?;
+    let store = if verbose {
+        // Straight to stderr: with -v there is no progress bar to print around.
+        store.with_warnings(Arc::new(|w| eprintln!("warning: {w}")))
+    } else {
+        store
+    };
     let http = crate::fetch::LazyHttp::new(common.build.ca_files.clone());
     let epoch = crate::image::time::source_date_epoch()?;
     Ok(Prepared {

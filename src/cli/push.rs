@@ -20,7 +20,7 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
         .iter()
         .map(|t| Reference::parse(t).with_context(|| format!("--tag {t}")))
         .collect::<Result<Vec<_>>>()?;
-    let mut ctx = prepare(&args.common)?;
+    let mut ctx = prepare(&args.common, verbose)?;
     ctx.push_targets = tags.clone();
     let client = registry_client(&args.common, &args.registry, Some(&tags[0].registry))?;
     if verbose {

@@ -86,7 +86,7 @@ pub(super) fn write_provenance(
 }
 
 pub fn cmd_sbom(args: SbomArgs, verbose: bool) -> Result<()> {
-    let ctx = prepare(&args.common)?;
+    let ctx = prepare(&args.common, verbose)?;
     let printer = event_printer(verbose);
     let client = registry_client(&args.common, &RegistryArgs::default(), None)?;
     let result = run_build(&ctx, &args.common, client, &printer, &[&args.output])?;
@@ -225,7 +225,7 @@ fn build_checkout(
     platforms: Vec<crate::platform::Platform>,
     verbose: bool,
 ) -> Result<Loaded> {
-    let mut ctx = prepare(common)?;
+    let mut ctx = prepare(common, verbose)?;
     if ctx.platforms.is_empty() {
         ctx.platforms = platforms;
     }

@@ -73,7 +73,7 @@ fn build_and_push_all(
                 let client = client.clone();
                 let common = common(&t.spec);
                 let h = scope.spawn(move || -> Result<String, anyhow::Error> {
-                    let ctx = prepare(&common)?;
+                    let ctx = prepare(&common, verbose)?;
                     let printer = event_printer(verbose);
                     let result = run_build(&ctx, &common, client.clone(), &printer, &[])?;
                     check_init(&ctx.spec, &result, &ctx.store)?;

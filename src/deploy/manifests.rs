@@ -139,19 +139,10 @@ fn probes(input: &Input) -> String {
 /// workers, or nothing (the image's own) when the spec overrides it.
 fn command(input: &Input) -> String {
     let spec = input.spec;
-    if spec.entrypoint.is_some() || spec.cmd.is_some() {
+    let run = spec.command(spec.deploy.workers);
+    let (None, None, Some(cmd)) = (&spec.entrypoint, &spec.cmd, run.cmd) else {
         return "# The image's own entrypoint and command (the spec sets them).\n".into();
-    }
-    let venv = spec.venv.absolute();
-    let cmd = crate::image::command::Uvicorn {
-        venv: &venv,
-        app: &spec.app,
-        app_dir: spec.app_dir.as_deref(),
-        port: spec.port,
-        workers: spec.deploy.workers,
-        proxy_headers: spec.proxy_headers,
-    }
-    .command();
+    };
     format!(
         "# uvicorn with {w} worker{s} per pod: in Kubernetes, replication is the cluster's job\n\
          # (replicas and the autoscaler). The spec's `workers = {sw}` is for single-server images;\n\

@@ -160,17 +160,11 @@ pub fn reference_for(spec: &Spec, cwd: &Path) -> String {
     let found_by_lookup = name == Some(spec::SPEC_FILE)
         || (name == Some(spec::PYPROJECT_FILE) && !dir.join(spec::SPEC_FILE).exists());
     let target = if found_by_lookup { dir } else { &spec.file };
-    let shown = match target.strip_prefix(cwd) {
-        Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
-        Ok(rel) => rel.display().to_string(),
-        Err(_) => target.display().to_string(),
+    let shown = match crate::text::shown(target, cwd) {
+        here if here.is_empty() => ".".to_string(),
+        path => path,
     };
     format!("{}{shown}", yaml::SCHEME)
-}
-
-/// `file` relative to `cwd` when it is below it, for messages.
-pub fn shown(file: &Path, cwd: &Path) -> String {
-    file.strip_prefix(cwd).unwrap_or(file).display().to_string()
 }
 
 /// The objects `imgbuild manifests` writes for `spec`, in file-name order,
@@ -182,7 +176,7 @@ pub fn manifests_for(spec: &Spec, cwd: &Path) -> Vec<manifests::Manifest> {
         name: kube_name(spec, &project),
         version: project.version.clone(),
         image: reference_for(spec, cwd),
-        spec_shown: shown(&spec.file, cwd),
+        spec_shown: crate::text::shown(&spec.file, cwd),
     })
 }
 

@@ -91,7 +91,7 @@ pub fn plan(files: &[PathBuf], tag: Option<&str>, cwd: &Path) -> Result<Plan, De
             if targets.contains_key(&spec.file) {
                 continue;
             }
-            let shown = super::shown(&spec.file, cwd);
+            let shown = crate::text::shown(&spec.file, cwd);
             let repo = spec.image.clone().ok_or_else(|| {
                 at(
                     &input.shown,

@@ -1,6 +1,8 @@
 //! What the image runs: `Entrypoint` and `Cmd` of the image config. By
 //! default that is uvicorn from the venv, serving the settings' `app`; the
-//! `entrypoint` and `cmd` settings replace it.
+//! `entrypoint` and `cmd` settings replace it. [`crate::spec::Spec::command`]
+//! is the one place the spec's settings become that command line, for the
+//! image config and for every deploy output alike.
 
 /// How uvicorn serves the app: the settings that make up its command line.
 #[derive(Clone, Debug, PartialEq, Eq)]

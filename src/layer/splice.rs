@@ -13,6 +13,7 @@
 
 use super::compress::{Compression, LayerEncoder};
 use crate::digest::{Digest, HashingWriter, Mismatch};
+use crate::tee::Tee;
 use flate2::Crc;
 use sha2::{Digest as _, Sha256};
 use std::io::{self, Read, Write};
@@ -93,11 +94,7 @@ impl<W: Write> SplicingGzip<W> {
         } = span;
         let blob = self.blocks.end_block()?;
         blob.write_all(&MEMBER_HEADER)?;
-        let copied = Tee {
-            inner: raw.take(compressed_size),
-            out: blob,
-            count: 0,
-        };
+        let copied = Tee::new(raw.take(compressed_size), blob);
         let mut inflate = flate2::read::DeflateDecoder::new(copied);
         let mut crc = Crc::new();
         let mut sha = sha256.as_ref().map(|_| Sha256::new());
@@ -136,7 +133,7 @@ impl<W: Write> SplicingGzip<W> {
         let consumed = inflate.total_in();
         let mut copied = inflate.into_inner();
         io::copy(&mut copied, &mut io::sink())?;
-        if consumed != compressed_size || copied.count != compressed_size {
+        if consumed != compressed_size || copied.copied() != compressed_size {
             return Err(invalid(SpliceError::Trailing {
                 what,
                 compressed: compressed_size,
@@ -188,22 +185,6 @@ impl<W: Write> Write for SplicingGzip<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// Copies what is read through it to `out`.
-struct Tee<R, W> {
-    inner: R,
-    out: W,
-    count: u64,
-}
-
-impl<R: Read, W: Write> Read for Tee<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.out.write_all(&buf[..n])?;
-        self.count += n as u64;
-        Ok(n)
     }
 }
 

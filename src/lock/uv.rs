@@ -14,10 +14,10 @@ use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+/// The lock past its `version`, which is read (and checked) on its own first.
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct UvLock {
-    version: toml::Value,
     requires_python: Option<String>,
     #[serde(default)]
     package: Vec<Package>,
@@ -112,7 +112,7 @@ pub fn local_packages(
     Ok(parse_with_local(&text, &path.display().to_string(), opts, env)?.1)
 }
 
-/// [`load`] and [`local_packages`] from one read and one walk of the lock.
+/// [`super::load`] and [`local_packages`] from one read and one walk of the lock.
 pub fn load_with_local(
     path: &std::path::Path,
     opts: &LockOptions,
@@ -174,7 +174,6 @@ fn parse_with_local(
         None => return Err(invalid("missing or non-integer `version`; is this a uv.lock?".into())),
     }
     let lock: UvLock = super::from_toml(text, path)?;
-    let _ = &lock.version;
     if let Some(rp) = &lock.requires_python {
         if !env
             .satisfies_requires_python(rp)

@@ -166,7 +166,7 @@ pub fn copy_layer(store: &Store, l: &ImageLayer, dest: &std::path::Path) -> io::
     io::copy(&mut r, &mut f)?;
     if let Some(stamp) = stamp {
         // Only a shortcut for next time: a failed write costs a re-check, nothing more.
-        let _ = store.put_meta("verified-files", &stamp, &l.layer.digest);
+        store.put_meta_best_effort("verified-files", &stamp, &l.layer.digest);
     }
     Ok(())
 }

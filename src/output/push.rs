@@ -127,7 +127,7 @@ fn last_pushed_to(store: &Store, repo: &Reference, digest: &Digest) -> Option<St
 
 fn remember_pushed(store: &Store, repo: &Reference, digest: &Digest) {
     // Only a hint for later mounts: a failed write costs an upload, nothing more.
-    let _ = store.put_meta(
+    store.put_meta_best_effort(
         "pushed",
         &format!("{}/{digest}", repo.registry),
         &repo.repository,

@@ -5,7 +5,7 @@
 //!
 //! The result is a small wheel of our own (a `.dist-info` with METADATA,
 //! WHEEL, entry_points.txt and RECORD, plus a `.pth`), which then goes through
-//! the same installer as every locked wheel ([`crate::python::wheel`]), so the
+//! the same installer as every locked wheel ([`crate::python::install`]), so the
 //! console-script launchers, RECORD and INSTALLER are the same bytes as for any
 //! wheel. A project inside the source tree keeps its sources in the app layer
 //! and the `.pth` points at its import roots there, as an editable install
@@ -15,7 +15,7 @@
 //! Backends that compile code cannot be imitated: they are refused, and the
 //! user builds a wheel beforehand (`project-wheel`).
 
-use sha2::{Digest as _, Sha256};
+use crate::python::install::{record_hash, write_record, RecordRow};
 use std::collections::BTreeMap;
 use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
@@ -652,17 +652,22 @@ impl Project {
             ));
         }
         files.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut record = String::new();
-        for (path, bytes, _) in &files {
-            record += &format!(
-                "{},sha256={},{}\n",
-                csv_field(path),
-                base64_urlsafe(&Sha256::digest(bytes)),
-                bytes.len()
-            );
-        }
-        record += &format!("{dist_info}/RECORD,,\n");
-        files.push((format!("{dist_info}/RECORD"), record.into_bytes(), false));
+        // RECORD lists every file in name order, then itself without a hash.
+        let mut record: Vec<RecordRow> = files
+            .iter()
+            .map(|(path, bytes, _)| RecordRow {
+                path: path.clone(),
+                hash: Some(record_hash(bytes)),
+                size: Some(bytes.len() as u64),
+            })
+            .collect();
+        let record_path = format!("{dist_info}/RECORD");
+        record.push(RecordRow {
+            path: record_path.clone(),
+            hash: None,
+            size: None,
+        });
+        files.push((record_path, write_record(&record), false));
 
         let write_err = |source: io::Error| ProjectError::Write {
             name: self.name.clone(),
@@ -716,19 +721,6 @@ impl Project {
         }
         Ok(())
     }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
-fn base64_urlsafe(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 #[cfg(test)]

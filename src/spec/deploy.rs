@@ -3,7 +3,7 @@
 //! Checked here with the same messages as the rest of the spec; what they
 //! become is `crate::deploy`'s business.
 
-use super::{Origin, SpecError};
+use super::{Origin, SpecError, WORKERS};
 
 /// The `[deploy]` table, with its defaults filled in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,7 +159,7 @@ pub(super) fn deploy(origin: &Origin, table: Option<toml::Table>) -> Result<Depl
                 out.pull_secret = Some(name);
             }
             "service-port" => out.service_port = int(origin, &field, value, 1, 65535)? as u16,
-            "workers" => out.workers = int(origin, &field, value, 1, 64)? as u32,
+            "workers" => out.workers = int(origin, &field, value, WORKERS.0, WORKERS.1)? as u32,
             _ => return Err(unknown(origin, "deploy", key, DEPLOY_KEYS)),
         }
     }
@@ -532,6 +532,19 @@ workers = 2
             assert!(
                 err.contains(expect),
                 "{toml}:\n  got {err}\n  want {expect}"
+            );
+        }
+    }
+
+    #[test]
+    fn both_workers_keys_take_the_same_counts() {
+        let s = load("workers = 65\n[deploy]\nworkers = 65").unwrap();
+        assert_eq!((s.workers, s.deploy.workers), (65, 65));
+        for key in ["workers", "[deploy]\nworkers"] {
+            let err = load(&format!("{key} = 0")).unwrap_err();
+            assert!(
+                err.ends_with(": 0 is out of range; use 1 to 4294967295"),
+                "{key}: {err}"
             );
         }
     }

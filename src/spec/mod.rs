@@ -18,9 +18,10 @@ pub use bytecode::BytecodeMode;
 pub use deploy::{Autoscale, Deploy, Resources};
 pub use keys::{keys_by_provenance, Provenance};
 
+use crate::image::command::{EntrypointCmd, Uvicorn};
 use crate::layer::ImagePath;
 use crate::platform::Platform;
-use crate::text::one_line;
+use crate::text::{one_line, shown};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -35,6 +36,10 @@ pub const DEFAULT_LOCKFILES: &[&str] = &[
     "pdm.lock",
     "requirements.txt",
 ];
+/// uvicorn's `--workers`, for the top-level `workers` (the image's command)
+/// and `[deploy] workers` (a pod's) alike: at least one and, as uvicorn sets
+/// no upper bound, any count the field holds.
+const WORKERS: (i64, i64) = (1, u32::MAX as i64);
 /// Locks imgbuild cannot read: when one is all `source` has, the build stops
 /// rather than make an image without the project's packages.
 pub const UNREADABLE_LOCKFILES: &[&str] = &[
@@ -101,9 +106,6 @@ pub struct Spec {
     /// `compression`: how imgbuild's own layers are compressed (default gzip).
     pub compression: crate::layer::compress::Compression,
 }
-
-/// What the image runs: `Entrypoint` and `Cmd` of the image config; `None`
-/// leaves the field out.
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -310,10 +312,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-fn shown(file: &Path, cwd: &Path) -> String {
-    file.strip_prefix(cwd).unwrap_or(file).display().to_string()
-}
-
 /// `cwd` made absolute without touching the file system beyond the current directory.
 fn absolute(path: &Path) -> PathBuf {
     normalise(&std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()))
@@ -337,6 +335,24 @@ fn normalise(path: &Path) -> PathBuf {
 }
 
 impl Spec {
+    /// What the image runs, with uvicorn serving `workers` workers when it
+    /// is uvicorn: the image config passes the spec's `workers`, a
+    /// Kubernetes pod `[deploy] workers` (there, replication is the
+    /// cluster's job); the command line is otherwise the same bytes. The one
+    /// place the settings become a command line.
+    pub fn command(&self, workers: u32) -> EntrypointCmd {
+        let venv = self.venv.absolute();
+        let uvicorn = Uvicorn {
+            venv: &venv,
+            app: &self.app,
+            app_dir: self.app_dir.as_deref(),
+            port: self.port,
+            workers,
+            proxy_headers: self.proxy_headers,
+        };
+        EntrypointCmd::new(self.entrypoint.clone(), self.cmd.clone(), &uvicorn)
+    }
+
     /// The patterns to leave out of the app layer beyond `.dockerignore`: the
     /// `exclude` key, plus the venv's path when it lies inside the workdir, so
     /// a host venv copied with the source can never shadow the image's venv.

@@ -2,7 +2,7 @@
 //! [`super::keys`] has checked every key and its type.
 
 use super::keys::Raw;
-use super::{normalise, Origin, Spec, SpecError, DEFAULT_LOCKFILES, UNREADABLE_LOCKFILES};
+use super::{normalise, Origin, Spec, SpecError, DEFAULT_LOCKFILES, UNREADABLE_LOCKFILES, WORKERS};
 use crate::dockerignore::Matcher;
 use crate::layer::ImagePath;
 use crate::platform::Platform;
@@ -20,7 +20,7 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
     let (app, app_dir) = app_reference(origin, raw.app, raw.app_dir)?;
 
     let port = int_in_range(origin, "port", raw.port, 8000, 1, u16::MAX as i64)? as u16;
-    let workers = int_in_range(origin, "workers", raw.workers, 1, 1, u32::MAX as i64)? as u32;
+    let workers = int_in_range(origin, "workers", raw.workers, 1, WORKERS.0, WORKERS.1)? as u32;
     let layer_budget =
         int_in_range(origin, "layer-budget", raw.layer_budget, 100, 2, 127)? as usize;
     let user = parse_user(origin, raw.user.as_deref().unwrap_or("65532:65532"))?;

@@ -43,7 +43,9 @@ use crate::python::venv::VenvTarget;
 use archive::{read_small, Archive, ZipEntry};
 use metadata::{check_metadata, check_wheel_file, find_dist_info};
 use plan::Planner;
-use record::{check_record_covers, normalise_record_path, parse_record, write_record};
+use record::{check_record_covers, normalise_record_path, parse_record};
+/// RECORD's one writer, for installed wheels and the wheels [`super::project`] builds.
+pub(crate) use record::{record_hash, write_record, RecordRow};
 use scripts::parse_entry_points;
 use std::collections::HashMap;
 use std::io;

@@ -11,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 /// The shape of one line of RECORD. Field order gives uv's sort order
 /// (path, then hash, then size, with a missing value first).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct RecordRow {
+pub(crate) struct RecordRow {
     pub path: String,
     pub hash: Option<String>,
     pub size: Option<u64>,
@@ -53,7 +53,7 @@ pub(super) fn parse_record(text: &[u8], ctx: &Ctx) -> Result<Vec<RecordRow>, Whe
 }
 
 /// RECORD text as uv's csv writer produces it.
-pub(super) fn write_record(rows: &[RecordRow]) -> Vec<u8> {
+pub(crate) fn write_record(rows: &[RecordRow]) -> Vec<u8> {
     let mut writer = csv::WriterBuilder::new()
         .has_headers(false)
         .from_writer(Vec::new());
@@ -73,7 +73,7 @@ pub(super) fn write_record(rows: &[RecordRow]) -> Vec<u8> {
 }
 
 /// `sha256=<urlsafe base64, no padding>`, as RECORD spells hashes.
-pub(super) fn record_hash(bytes: &[u8]) -> String {
+pub(crate) fn record_hash(bytes: &[u8]) -> String {
     format!(
         "sha256={}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(bytes))
