@@ -59,14 +59,6 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    pub fn is_exception(&self) -> bool {
-        self.exception
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
     fn matches(&self, path: &str) -> bool {
         match &self.kind {
             Kind::Exact => path == self.text,
@@ -148,12 +140,9 @@ impl Matcher {
         self.patterns.extend(other.patterns);
     }
 
-    pub fn patterns(&self) -> &[Pattern] {
+    #[cfg(test)]
+    fn patterns(&self) -> &[Pattern] {
         &self.patterns
-    }
-
-    pub fn has_exceptions(&self) -> bool {
-        self.patterns.iter().any(|p| p.exception)
     }
 
     /// Whether a path (relative to the context, `/`-separated) is left out.

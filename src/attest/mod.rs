@@ -3,11 +3,11 @@
 //! (SLSA provenance v1). Generation is pure: the same [`AttestInput`] always
 //! gives the same bytes. `collect` gathers the input from a build.
 
-pub mod collect;
-pub mod licence;
-pub mod provenance;
-pub mod sbom;
-pub mod tree;
+pub(crate) mod collect;
+pub(crate) mod licence;
+pub(crate) mod provenance;
+pub(crate) mod sbom;
+pub(crate) mod tree;
 
 use crate::digest::Digest;
 use crate::platform::Platform;

@@ -2,11 +2,11 @@
 //! registry), the manifest chosen for the target platform, its config, and a
 //! way to stream its blobs. Base layers are only ever copied byte for byte.
 
-pub mod archive;
-pub mod layout;
-pub mod python;
-pub mod remote;
-pub mod tars;
+pub(crate) mod archive;
+pub(crate) mod layout;
+pub(crate) mod python;
+pub(crate) mod remote;
+pub(crate) mod tars;
 
 use crate::digest::{Digest, VerifyingReader};
 use crate::image::manifest::{sniff_media_type, Descriptor, Index, Manifest};

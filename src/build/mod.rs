@@ -5,13 +5,13 @@
 //! reads as the list of them.
 
 mod bytecode;
-pub mod cache_plan;
+pub(crate) mod cache_plan;
 mod checks;
-pub mod identity;
+pub(crate) mod identity;
 mod image;
 mod layers;
 mod packages;
-pub mod remote_cache;
+pub(crate) mod remote_cache;
 
 pub use remote_cache::RemoteCache;
 

@@ -101,11 +101,6 @@ pub fn wheel_facts(
     Ok(facts)
 }
 
-/// The cached facts of a wheel, if a build recorded them.
-pub fn cached_wheel_facts(store: &Store, sha256: &str, target: &VenvTarget) -> Option<WheelFacts> {
-    store.get_meta::<WheelFacts>("check", &facts_key(sha256, target))
-}
-
 /// Records a wheel's facts read elsewhere (a layer's annotations in a
 /// registry), so the checks find them as if the wheel had been read here.
 pub fn remember_wheel_facts(store: &Store, sha256: &str, target: &VenvTarget, facts: &WheelFacts) {

@@ -7,10 +7,10 @@
 //! the layers (the app layer's plan, what each wheel puts in site-packages and
 //! `bin`) and a lazy view of the base's files; nothing here reads a layer blob.
 
-pub mod app;
-pub mod facts;
-pub mod native;
-pub mod scripts;
+pub(crate) mod app;
+pub(crate) mod facts;
+pub(crate) mod native;
+pub(crate) mod scripts;
 
 use crate::layer::{ImagePath, LayerPlan};
 use crate::spec::Spec;

@@ -10,19 +10,19 @@
 //!   [`manifests`], [`resolve`]; [`release`] holds `sbom`, `diff` and
 //!   `verify`, and what `build --sbom` and `push` attach.
 
-pub mod args;
+mod args;
 mod build;
-pub mod completions;
-pub mod init;
+mod completions;
+mod init;
 mod login;
-pub mod man;
-pub mod manifests;
-pub mod output;
-pub mod prepare;
-pub mod progress;
+mod man;
+mod manifests;
+mod output;
+mod prepare;
+mod progress;
 mod push;
-pub mod release;
-pub mod resolve;
+mod release;
+mod resolve;
 
 pub use args::{
     BuildArgs, BuildFlags, Cli, Command, CommonArgs, Destination, LoginArgs, PushArgs, RegistryArgs,

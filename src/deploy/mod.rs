@@ -13,9 +13,9 @@
 //! drive the builds and pushes (with the functions `imgbuild push` uses) and
 //! print.
 
-pub mod manifests;
-pub mod resolve;
-pub mod yaml;
+pub(crate) mod manifests;
+pub(crate) mod resolve;
+pub(crate) mod yaml;
 
 use crate::spec::{self, Spec, SpecError};
 use std::io;

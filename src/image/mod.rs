@@ -1,13 +1,13 @@
 //! Image metadata: descriptors, manifests, indexes and configs, written as
 //! canonical JSON so that the same image always has the same digest.
 
-pub mod command;
-pub mod config;
-pub mod json;
-pub mod manifest;
-pub mod time;
+pub(crate) mod command;
+pub(crate) mod config;
+pub(crate) mod json;
+pub(crate) mod manifest;
+pub(crate) mod time;
 
-pub use manifest::{Descriptor, Index, Manifest};
+pub use manifest::Manifest;
 
 pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -15,7 +15,6 @@ pub const MEDIA_TYPE_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+jso
 pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 /// The manifest kinds we read from registries; Docker schema 1 is not among them.
 pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [

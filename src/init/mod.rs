@@ -3,7 +3,7 @@
 //! [`crate::spec::parse`] once `base` and `app` are set; nothing is written
 //! when it would not, and an existing file is replaced only when asked.
 
-pub mod detect;
+pub(crate) mod detect;
 
 use crate::spec::{self, SpecError, DEFAULT_LOCKFILES, PYPROJECT_FILE, SPEC_FILE};
 use detect::{AppCandidate, HealthRoute, ProjectInfo};

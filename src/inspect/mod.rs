@@ -2,8 +2,8 @@
 //! registry, or a build of this checkout; `diff` compares two, `verify`
 //! compares a pushed image with a rebuild.
 
-pub mod diff;
-pub mod files;
+pub(crate) mod diff;
+pub(crate) mod files;
 
 use crate::base::{self, BaseError, BlobSource};
 use crate::digest::Digest;
@@ -44,13 +44,6 @@ pub enum InspectError {
         name: String,
         #[source]
         source: BaseError,
-    },
-    #[error("{name}: layer {digest}")]
-    Layer {
-        name: String,
-        digest: Digest,
-        #[source]
-        source: std::io::Error,
     },
 }
 

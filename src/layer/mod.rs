@@ -3,9 +3,9 @@
 //! spliced into gzip layers still deflated (`splice`), giving a `Layer` value.
 
 pub mod compress;
-pub mod path;
-pub mod plan;
-pub mod splice;
+pub(crate) mod path;
+pub(crate) mod plan;
+pub(crate) mod splice;
 pub mod tar;
 
 pub use path::ImagePath;

@@ -19,13 +19,14 @@ pub struct HttpSimpleIndex {
 }
 
 impl HttpSimpleIndex {
-    pub fn new() -> Result<Self, LockError> {
-        let policy = RetryPolicy::default();
-        let client = policy
+    /// A client of its own, as the default [`RetryPolicy`] builds it.
+    #[cfg(test)]
+    pub fn new() -> Self {
+        let client = RetryPolicy::default()
             .client_builder(false)
             .build()
-            .map_err(|source| LockError::IndexClient { source })?;
-        Ok(Self::with_client(client).with_policy(policy))
+            .unwrap();
+        Self::with_client(client)
     }
 
     /// Pages through `client`, retried as the default [`RetryPolicy`] says.
@@ -249,7 +250,7 @@ mod tests {
             "/simple/down/" => Reply::status(502),
             _ => Reply::status(404),
         });
-        let index = HttpSimpleIndex::new().unwrap().with_policy(RetryPolicy {
+        let index = HttpSimpleIndex::new().with_policy(RetryPolicy {
             retry_base: std::time::Duration::from_millis(1),
             ..Default::default()
         });

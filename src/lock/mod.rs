@@ -6,15 +6,15 @@
 //! not downloaded. [`load_local`] lists them for the local-project stage
 //! (src/local.rs), which installs them from their `pyproject.toml`.
 
-pub mod index;
-pub mod index_config;
-pub mod locate;
-pub mod pdm;
-pub mod poetry;
-pub mod pylock;
-pub mod requirements;
-pub mod select;
-pub mod uv;
+pub(crate) mod index;
+pub(crate) mod index_config;
+pub(crate) mod locate;
+pub(crate) mod pdm;
+pub(crate) mod poetry;
+pub(crate) mod pylock;
+pub(crate) mod requirements;
+pub(crate) mod select;
+pub(crate) mod uv;
 
 use crate::python::markers::{MarkerEnv, MarkerError};
 use pep508_rs::PackageName;
@@ -173,11 +173,6 @@ pub enum LockError {
     UnknownFormat { path: String },
     #[error("package index {url}: {message}")]
     Index { url: String, message: String },
-    #[error("cannot start an HTTP client for the package index")]
-    IndexClient {
-        #[source]
-        source: reqwest::Error,
-    },
     #[error("package index {url}: {what}")]
     IndexHttp {
         url: String,

@@ -856,7 +856,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let index = crate::lock::index::HttpSimpleIndex::new().unwrap();
+        let index = crate::lock::index::HttpSimpleIndex::new();
         let got = load(
             &dir.path().join("requirements.txt"),
             &LockOptions::default(),

@@ -2,10 +2,10 @@
 //! docker-archive, or a registry. Files are written beside their destination
 //! and renamed into place, so a failed build leaves nothing half-written.
 
-pub mod archive;
-pub mod layout;
-pub mod push;
-pub mod referrers;
+pub(crate) mod archive;
+pub(crate) mod layout;
+pub(crate) mod push;
+pub(crate) mod referrers;
 
 use crate::base::BlobSource;
 use crate::digest::{Digest, VerifyingReader};

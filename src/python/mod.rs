@@ -1,10 +1,10 @@
 //! The target's Python, known from the base image's files: never by running it.
 
-pub mod bytecode;
+pub(crate) mod bytecode;
 pub mod install;
-pub mod interpreter;
-pub mod markers;
+pub(crate) mod interpreter;
+pub(crate) mod markers;
 pub mod project;
-pub mod rootfs;
-pub mod tags;
+pub(crate) mod rootfs;
+pub(crate) mod tags;
 pub mod venv;

@@ -44,7 +44,7 @@ impl std::fmt::Display for Tag {
 /// The tags the target accepts, best first.
 #[derive(Clone, Debug)]
 pub struct Tags {
-    ordered: Vec<Tag>,
+    /// Each tag's place in the order, best first (lower is better).
     rank: HashMap<(String, String, String), usize>,
 }
 
@@ -92,7 +92,7 @@ impl Tags {
             rank.entry((t.python.clone(), t.abi.clone(), t.platform.clone()))
                 .or_insert(i);
         }
-        Tags { ordered, rank }
+        Tags { rank }
     }
 
     /// The index of the wheel's best tag: lower is better; None when the
@@ -111,16 +111,20 @@ impl Tags {
         best
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Tag> {
-        self.ordered.iter()
-    }
-
-    pub fn len(&self) -> usize {
-        self.ordered.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ordered.is_empty()
+    /// The tags, best first.
+    #[cfg(test)]
+    fn iter(&self) -> std::vec::IntoIter<Tag> {
+        let mut ranked: Vec<_> = self.rank.iter().collect();
+        ranked.sort_by_key(|(_, i)| **i);
+        let tags: Vec<Tag> = ranked
+            .into_iter()
+            .map(|((python, abi, platform), _)| Tag {
+                python: python.clone(),
+                abi: abi.clone(),
+                platform: platform.clone(),
+            })
+            .collect();
+        tags.into_iter()
     }
 }
 
@@ -297,7 +301,7 @@ mod tests {
         // packaging 26 for 3.12 / glibc 2.36 / x86_64 lists 987 tags, 36 platforms
         // including linux_x86_64; without it there are 35 per group.
         let tags = Tags::for_target(&target(12, GLIBC_236, "x86_64"));
-        let t: Vec<String> = tags.iter().map(Tag::to_string).collect();
+        let t: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
         assert_eq!(t[19], "cp312-cp312-manylinux_2_17_x86_64");
         assert_eq!(t[20], "cp312-cp312-manylinux2014_x86_64");
         assert_eq!(t[35], "cp312-abi3-manylinux_2_36_x86_64");
@@ -343,12 +347,12 @@ mod tests {
     #[test]
     fn aarch64_stops_at_manylinux_2_17() {
         let tags = Tags::for_target(&target(11, GLIBC_236, "aarch64"));
-        let plats: Vec<&str> = tags
+        let plats: Vec<String> = tags
             .iter()
             .filter(|t| t.abi == "cp311")
-            .map(|t| t.platform.as_str())
+            .map(|t| t.platform)
             .collect();
-        assert_eq!(plats.last(), Some(&"manylinux2014_aarch64"));
+        assert_eq!(plats.last().unwrap(), "manylinux2014_aarch64");
         assert_eq!(plats[plats.len() - 2], "manylinux_2_17_aarch64");
         assert_refused(&tags, "x-1.0-cp311-cp311-manylinux_2_12_aarch64.whl");
         assert_refused(&tags, "x-1.0-cp311-cp311-manylinux_2_17_x86_64.whl");

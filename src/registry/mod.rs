@@ -3,15 +3,15 @@
 //! `RegistryClient` (in `client`) is the entry point; `credentials::Keychain`
 //! says who we are; `transport::TransportOptions` says how we connect.
 
-pub mod auth;
+pub(crate) mod auth;
 mod blob;
 pub mod client;
 pub mod credentials;
-pub mod error;
+pub(crate) mod error;
 mod manifest;
 #[cfg(test)]
 mod tests;
-pub mod transport;
+pub(crate) mod transport;
 mod upload;
 
 pub use client::{BlobUpload, PushOutcome, RegistryClient};

@@ -4,8 +4,6 @@
 //! into one-line errors. Auth lives in `auth`, the protocol in `client`.
 
 use super::error::{chain_message, RegistryError};
-/// Kept here too: the variable predates the shared client.
-pub use crate::http::RETRY_BASE_ENV;
 use crate::http::{is_certificate_error, HttpClient, RetryPolicy, WithoutUrl};
 pub(crate) use crate::http::{is_retryable_status, retry_after};
 use reqwest::blocking::{Client, RequestBuilder, Response};

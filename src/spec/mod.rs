@@ -10,7 +10,7 @@
 //! line) is decided later, in [`crate::image::command`].
 
 mod bytecode;
-pub mod deploy;
+pub(crate) mod deploy;
 mod keys;
 mod values;
 

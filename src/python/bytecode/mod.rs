@@ -8,9 +8,9 @@
 //! - [`compile`]: one fresh interpreter per package, sorted files, final paths.
 //! - this module: which files of a layer plan get pycs, and the glue to a base.
 
-pub mod compile;
-pub mod runner;
-pub mod unpack;
+pub(crate) mod compile;
+pub(crate) mod runner;
+pub(crate) mod unpack;
 
 use crate::layer::tar::ExternalContent;
 use crate::layer::{Content, EntryKind, ImagePath, LayerPlan};
@@ -46,13 +46,6 @@ pub enum BytecodeError {
     /// Reading the base's layers failed: the base's own error, as it is.
     #[error(transparent)]
     Base(BoxError),
-    #[error("base {base}: reading layer {layer} to unpack its Python for bytecode")]
-    Layer {
-        base: String,
-        layer: String,
-        #[source]
-        source: io::Error,
-    },
     #[error("base {base}: unpacking its Python into {dir} for bytecode failed; check the cache directory's space and permissions")]
     Unpack {
         base: String,

@@ -484,11 +484,8 @@ mod tests {
         let mut opened = Vec::new();
         let mut streams = |i: usize, f: &mut dyn FnMut(&mut dyn Read) -> io::Result<()>| {
             opened.push(i);
-            f(&mut &layers[i][..]).map_err(|source| super::super::BytecodeError::Layer {
-                base: "test".into(),
-                layer: i.to_string(),
-                source,
-            })
+            f(&mut &layers[i][..])
+                .map_err(|source| super::super::BytecodeError::Base(Box::new(source)))
         };
         unpack(
             "test",
@@ -550,11 +547,7 @@ mod tests {
         let inner = outside.join("root");
         fs::create_dir(&inner).unwrap();
         let mut streams = |_: usize, f: &mut dyn FnMut(&mut dyn Read) -> io::Result<()>| {
-            f(&mut &first[..]).map_err(|source| super::super::BytecodeError::Layer {
-                base: "test".into(),
-                layer: "0".into(),
-                source,
-            })
+            f(&mut &first[..]).map_err(|source| super::super::BytecodeError::Base(Box::new(source)))
         };
         unpack(
             "test",
