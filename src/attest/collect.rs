@@ -43,58 +43,14 @@ pub fn collect(
     let base_digest = annotation(ANNOTATION_BASE_DIGEST)
         .and_then(|d| d.parse::<Digest>().ok())
         .unwrap_or_else(|| Digest::of_bytes(b""));
-    let mut packages = Vec::new();
-    for w in &image.packages {
-        let wheel = Digest::from_hex(&w.sha256.to_ascii_lowercase())
-            .ok()
-            .map(|d| store.blob_path(&d));
-        // A wheel no longer in the cache still has a name, version and hash;
-        // only its licence is unknown.
-        // Read once per wheel (it is content-addressed): every push, a
-        // no-op one included, makes its SBOM before it knows one is attached.
-        let key = format!(
-            "licence-v{LICENCE_VERSION}:{}",
-            w.sha256.to_ascii_lowercase()
-        );
-        let licence = match store.get_meta::<Option<licence::Licence>>("licence", &key) {
-            Some(known) => known,
-            None => match wheel.filter(|p| p.exists()) {
-                Some(p) => {
-                    let read = licence::from_wheel(&p).map_err(|source| AttestError::Read {
-                        path: PathBuf::from(&w.filename),
-                        source,
-                    })?;
-                    // A failed cache write only costs the next push a re-read.
-                    store.put_meta_best_effort("licence", &key, &read);
-                    read
-                }
-                None => None,
-            },
-        };
-        packages.push(PackageInfo {
-            name: w.name.clone(),
-            version: w.version.clone(),
-            filename: w.filename.clone(),
-            url: w.url.as_deref().map(without_userinfo),
-            sha256: w.sha256.to_ascii_lowercase(),
-            licence,
-        });
-    }
+    let packages = image
+        .packages
+        .iter()
+        .map(|w| package_info(w, store))
+        .collect::<Result<Vec<_>, _>>()?;
     let spec_dir = spec.file.parent().unwrap_or(Path::new("."));
     let lockfile = match &spec.lockfile {
-        Some(l) => {
-            let read = |source| AttestError::Read {
-                path: l.clone(),
-                source,
-            };
-            let (digest, _) =
-                Digest::of_reader(std::fs::File::open(l).map_err(read)?).map_err(read)?;
-            Some(Material {
-                name: "lockfile".into(),
-                uri: relative(l, spec_dir),
-                digest,
-            })
-        }
+        Some(l) => Some(lockfile_material(l, spec_dir)?),
         None => None,
     };
     let source_tree = image.source_tree.clone().map(|digest| Material {
@@ -125,6 +81,70 @@ pub fn collect(
         source_url: spec.source_url.clone(),
         revision: spec.revision.clone(),
         epoch,
+    })
+}
+
+/// What the documents say of one installed wheel.
+fn package_info(
+    w: &crate::lock::select::SelectedWheel,
+    store: &Store,
+) -> Result<PackageInfo, AttestError> {
+    Ok(PackageInfo {
+        name: w.name.clone(),
+        version: w.version.clone(),
+        filename: w.filename.clone(),
+        url: w.url.as_deref().map(without_userinfo),
+        sha256: w.sha256.to_ascii_lowercase(),
+        licence: wheel_licence(w, store)?,
+    })
+}
+
+/// The wheel's licence, read from its METADATA once per wheel (it is
+/// content-addressed): every push, a no-op one included, makes its SBOM
+/// before it knows one is attached. A wheel no longer in the cache still has
+/// a name, version and hash; only its licence is unknown.
+fn wheel_licence(
+    w: &crate::lock::select::SelectedWheel,
+    store: &Store,
+) -> Result<Option<licence::Licence>, AttestError> {
+    let wheel = Digest::from_hex(&w.sha256.to_ascii_lowercase())
+        .ok()
+        .map(|d| store.blob_path(&d));
+    let key = format!(
+        "licence-v{LICENCE_VERSION}:{}",
+        w.sha256.to_ascii_lowercase()
+    );
+    Ok(
+        match store.get_meta::<Option<licence::Licence>>("licence", &key) {
+            Some(known) => known,
+            None => match wheel.filter(|p| p.exists()) {
+                Some(p) => {
+                    let read = licence::from_wheel(&p).map_err(|source| AttestError::Read {
+                        path: PathBuf::from(&w.filename),
+                        source,
+                    })?;
+                    // A failed cache write only costs the next push a re-read.
+                    store.put_meta_best_effort("licence", &key, &read);
+                    read
+                }
+                None => None,
+            },
+        },
+    )
+}
+
+/// The lockfile as a material: its digest, named relative to the spec.
+fn lockfile_material(lockfile: &Path, spec_dir: &Path) -> Result<Material, AttestError> {
+    let read = |source| AttestError::Read {
+        path: lockfile.to_path_buf(),
+        source,
+    };
+    let (digest, _) =
+        Digest::of_reader(std::fs::File::open(lockfile).map_err(read)?).map_err(read)?;
+    Ok(Material {
+        name: "lockfile".into(),
+        uri: relative(lockfile, spec_dir),
+        digest,
     })
 }
 

@@ -205,110 +205,168 @@ struct NetrcEntry {
 /// Reads every setting and returns the indexes to use.
 pub fn resolve(inputs: &Inputs) -> Result<IndexSettings, IndexConfigError> {
     let mut s = IndexSettings::default();
-    let mut named: Vec<(String, String)> = Vec::new();
-    let mut url_credentials: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
-    let mut take = |url: &str, origin: String| -> Result<ConfiguredIndex, IndexConfigError> {
+    let mut found = Found::default();
+    // 1. The environment.
+    read_env_indexes(inputs, &mut s, &mut found)?;
+    // 2. uv's settings files.
+    let uv_default = read_uv_indexes(inputs, &mut s, &mut found)?;
+    // 3. pip's configuration files.
+    let (pip_default, pip_extra) = read_pip_indexes(inputs, &mut s.read, &mut found)?;
+    s.default = s.default.or(uv_default).or(pip_default);
+    s.extra.extend(pip_extra.unwrap_or_default());
+    s.credentials = collect_credentials(inputs, &s, found)?;
+    Ok(s)
+}
+
+/// What reading the settings learns besides the indexes: the named ones (for
+/// their `UV_INDEX_<NAME>_*` credentials) and the credentials in the URLs.
+#[derive(Default)]
+struct Found {
+    named: Vec<(String, String)>,
+    url_credentials: BTreeMap<String, (String, Option<String>)>,
+}
+
+impl Found {
+    /// The index at `url` (set by `origin`), its credentials taken out of the
+    /// URL and kept (the first seen for an origin wins).
+    fn take(&mut self, url: &str, origin: String) -> Result<ConfiguredIndex, IndexConfigError> {
         let (url, creds) = split_credentials(url).ok_or_else(|| IndexConfigError::BadUrl {
             origin: origin.clone(),
             url: redact(url),
         })?;
         if let Some((o, c)) = creds {
-            url_credentials.entry(o).or_insert(c);
+            self.url_credentials.entry(o).or_insert(c);
         }
         Ok(ConfiguredIndex { url, origin })
-    };
+    }
+}
 
-    // 1. The environment.
+/// `UV_DEFAULT_INDEX`/`UV_INDEX_URL`/`PIP_INDEX_URL` (the first set) as the
+/// default, then `UV_INDEX`, `UV_EXTRA_INDEX_URL`, `PIP_EXTRA_INDEX_URL` as extras.
+fn read_env_indexes(
+    inputs: &Inputs,
+    s: &mut IndexSettings,
+    found: &mut Found,
+) -> Result<(), IndexConfigError> {
     s.read
         .push("UV_DEFAULT_INDEX, UV_INDEX_URL, PIP_INDEX_URL".into());
     for key in ["UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL"] {
         if let Some(v) = inputs.var(key) {
-            s.default = Some(take(v.trim(), key.into())?);
+            s.default = Some(found.take(v.trim(), key.into())?);
             break;
         }
     }
     if let Some(v) = inputs.var("UV_INDEX") {
         for item in v.split_whitespace() {
             let (name, url) = split_named(item);
-            let index = take(url, "UV_INDEX".into())?;
+            let index = found.take(url, "UV_INDEX".into())?;
             if let Some(name) = name {
-                named.push((name.to_owned(), index.url.clone()));
+                found.named.push((name.to_owned(), index.url.clone()));
             }
             s.extra.push(index);
         }
     }
     for key in ["UV_EXTRA_INDEX_URL", "PIP_EXTRA_INDEX_URL"] {
         for url in inputs.var(key).iter().flat_map(|v| v.split_whitespace()) {
-            s.extra.push(take(url, key.into())?);
+            s.extra.push(found.take(url, key.into())?);
         }
     }
+    Ok(())
+}
 
-    // 2. uv's settings files.
+/// Reads uv's settings files: their extra indexes go into `s.extra`; the
+/// default index of the most important file that names one is returned.
+fn read_uv_indexes(
+    inputs: &Inputs,
+    s: &mut IndexSettings,
+    found: &mut Found,
+) -> Result<Option<ConfiguredIndex>, IndexConfigError> {
     let mut uv_default: Option<ConfiguredIndex> = None;
     for file in uv_files(inputs, &mut s.read)? {
-        let shown = file.path.display().to_string();
-        let table = if file.pyproject {
-            match file.table.get("tool").and_then(|t| t.get("uv")) {
-                Some(toml::Value::Table(t)) => t.clone(),
-                _ => continue,
-            }
+        read_uv_file(&file, &mut uv_default, &mut s.extra, found)?;
+    }
+    Ok(uv_default)
+}
+
+/// One uv settings file: `[[index]]` entries (`default = true` ones, and
+/// `index-url`, fill `uv_default` if still empty; `explicit` ones are only
+/// named), then `extra-index-url`.
+fn read_uv_file(
+    file: &UvFile,
+    uv_default: &mut Option<ConfiguredIndex>,
+    extra: &mut Vec<ConfiguredIndex>,
+    found: &mut Found,
+) -> Result<(), IndexConfigError> {
+    let shown = file.path.display().to_string();
+    let table = if file.pyproject {
+        match file.table.get("tool").and_then(|t| t.get("uv")) {
+            Some(toml::Value::Table(t)) => t.clone(),
+            _ => return Ok(()),
+        }
+    } else {
+        file.table.clone()
+    };
+    let key_origin = |key: &str| {
+        if file.pyproject {
+            format!("{shown} [tool.uv] {key}")
         } else {
-            file.table.clone()
-        };
-        let key_origin = |key: &str| {
-            if file.pyproject {
-                format!("{shown} [tool.uv] {key}")
-            } else {
-                format!("{shown} {key}")
-            }
-        };
-        for entry in table
-            .get("index")
-            .and_then(toml::Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let Some(url) = entry.get("url").and_then(toml::Value::as_str) else {
-                continue;
-            };
-            let name = entry.get("name").and_then(toml::Value::as_str);
-            let is = |k: &str| entry.get(k).and_then(toml::Value::as_bool) == Some(true);
-            let origin = match name {
-                Some(n) => key_origin(&format!("index `{n}`")),
-                None => key_origin("index"),
-            };
-            let index = take(url, origin)?;
-            if let Some(n) = name {
-                named.push((n.to_owned(), index.url.clone()));
-            }
-            if is("default") {
-                uv_default.get_or_insert(index);
-            } else if !is("explicit") {
-                s.extra.push(index);
-            }
+            format!("{shown} {key}")
         }
-        if let Some(url) = table.get("index-url").and_then(toml::Value::as_str) {
-            let index = take(url, key_origin("index-url"))?;
+    };
+    for entry in table
+        .get("index")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(url) = entry.get("url").and_then(toml::Value::as_str) else {
+            continue;
+        };
+        let name = entry.get("name").and_then(toml::Value::as_str);
+        let is = |k: &str| entry.get(k).and_then(toml::Value::as_bool) == Some(true);
+        let origin = match name {
+            Some(n) => key_origin(&format!("index `{n}`")),
+            None => key_origin("index"),
+        };
+        let index = found.take(url, origin)?;
+        if let Some(n) = name {
+            found.named.push((n.to_owned(), index.url.clone()));
+        }
+        if is("default") {
             uv_default.get_or_insert(index);
-        }
-        for url in table
-            .get("extra-index-url")
-            .and_then(toml::Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(toml::Value::as_str)
-        {
-            s.extra.push(take(url, key_origin("extra-index-url"))?);
+        } else if !is("explicit") {
+            extra.push(index);
         }
     }
+    if let Some(url) = table.get("index-url").and_then(toml::Value::as_str) {
+        let index = found.take(url, key_origin("index-url"))?;
+        uv_default.get_or_insert(index);
+    }
+    for url in table
+        .get("extra-index-url")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(toml::Value::as_str)
+    {
+        extra.push(found.take(url, key_origin("extra-index-url"))?);
+    }
+    Ok(())
+}
 
-    // 3. pip's configuration files.
+/// pip's `index-url` and `extra-index-url`, each from the first file and
+/// section that sets it.
+fn read_pip_indexes(
+    inputs: &Inputs,
+    read: &mut Vec<String>,
+    found: &mut Found,
+) -> Result<(Option<ConfiguredIndex>, Option<Vec<ConfiguredIndex>>), IndexConfigError> {
     let mut pip_default: Option<ConfiguredIndex> = None;
     let mut pip_extra: Option<Vec<ConfiguredIndex>> = None;
     // pip merges its files key by key, and a command's section beats `[global]`
     // whichever file each comes from.
     let mut pip_inis = Vec::new();
-    for path in pip_files(inputs, &mut s.read) {
+    for path in pip_files(inputs, read) {
         if let Some(text) = read_optional(&path)? {
             pip_inis.push((path.display().to_string(), parse_ini(&text)));
         }
@@ -321,26 +379,33 @@ pub fn resolve(inputs: &Inputs) -> Result<IndexSettings, IndexConfigError> {
             };
             if pip_default.is_none() {
                 if let Some(url) = get("index-url").filter(|u| !u.trim().is_empty()) {
-                    pip_default = Some(take(url.trim(), format!("{shown} [{section}] index-url"))?);
+                    let origin = format!("{shown} [{section}] index-url");
+                    pip_default = Some(found.take(url.trim(), origin)?);
                 }
             }
             if pip_extra.is_none() {
                 if let Some(urls) = get("extra-index-url") {
                     let mut list = Vec::new();
                     for url in urls.split_whitespace() {
-                        list.push(take(url, format!("{shown} [{section}] extra-index-url"))?);
+                        let origin = format!("{shown} [{section}] extra-index-url");
+                        list.push(found.take(url, origin)?);
                     }
                     pip_extra = Some(list);
                 }
             }
         }
     }
-    s.default = s.default.or(uv_default).or(pip_default);
-    s.extra.extend(pip_extra.unwrap_or_default());
+    Ok((pip_default, pip_extra))
+}
 
-    // Credentials: from the URLs, then UV_INDEX_<NAME>_USERNAME/PASSWORD, then netrc.
-    let mut by_origin = url_credentials;
-    for (name, url) in &named {
+/// Credentials: from the URLs, then UV_INDEX_<NAME>_USERNAME/PASSWORD, then netrc.
+fn collect_credentials(
+    inputs: &Inputs,
+    s: &IndexSettings,
+    found: Found,
+) -> Result<Credentials, IndexConfigError> {
+    let mut by_origin = found.url_credentials;
+    for (name, url) in &found.named {
         let key = env_name(name);
         let user = inputs.var(&format!("UV_INDEX_{key}_USERNAME"));
         let password = inputs.var(&format!("UV_INDEX_{key}_PASSWORD"));
@@ -368,12 +433,11 @@ pub fn resolve(inputs: &Inputs) -> Result<IndexSettings, IndexConfigError> {
         .chain(&s.extra)
         .filter_map(|i| origin_of(&i.url))
         .collect();
-    s.credentials = Credentials {
+    Ok(Credentials {
         by_origin,
         netrc,
         index_origins,
-    };
-    Ok(s)
+    })
 }
 
 struct UvFile {

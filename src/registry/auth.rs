@@ -379,51 +379,135 @@ fn fetch_token(
     let realm = challenge
         .param("realm")
         .ok_or_else(|| auth_err("the Bearer challenge has no realm".into()))?;
-    let realm_url = Url::parse(realm)
-        .map_err(|_| auth_err(format!("the token realm {realm:?} is not a URL")))?;
+    let (realm_url, realm_host) =
+        token_realm(transport, registry, registry_https, realm).map_err(auth_err)?;
+    let sent = Instant::now();
+    let request = TokenRequest {
+        transport,
+        what: &what,
+        realm_url: &realm_url,
+        realm_host: &realm_host,
+        service: challenge.param("service"),
+        scopes,
+    };
+    let resp = request.send(credential)?;
+    let resp = accepted_token_reply(&what, registry, realm, credential, resp)?;
+    read_token_reply(resp, realm, sent).map_err(auth_err)
+}
+
+/// The realm's URL and `host[:port]`, if credentials may be sent there: over
+/// https, or over plain http only where plain http is allowed at all. The
+/// error is the detail of an authentication error.
+fn token_realm(
+    transport: &Transport,
+    registry: &str,
+    registry_https: bool,
+    realm: &str,
+) -> Result<(Url, String), String> {
+    let realm_url =
+        Url::parse(realm).map_err(|_| format!("the token realm {realm:?} is not a URL"))?;
     let realm_host = match (realm_url.host_str(), realm_url.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
         (Some(h), None) => h.to_string(),
-        (None, _) => return Err(auth_err(format!("the token realm {realm:?} has no host"))),
+        (None, _) => return Err(format!("the token realm {realm:?} has no host")),
     };
     match realm_url.scheme() {
         "https" => {}
         // A registry reached over TLS must not have its credentials sent in clear.
         "http" if registry_https => {
-            return Err(auth_err(format!(
+            return Err(format!(
                 "the token realm {realm} would downgrade {registry} from https to plain http; \
                  refusing to send credentials there (the registry's auth settings need an https realm)"
-            )))
+            ))
         }
         // Credentials may travel in clear only where plain http is allowed at all.
         "http" if transport.allows_http(&realm_host) => {}
         other => {
-            return Err(auth_err(format!(
+            return Err(format!(
                 "refusing to send credentials to the token realm {realm} over {other}; it must be https"
-            )))
+            ))
         }
     }
-    let service = challenge.param("service");
-    let sent = Instant::now();
-    // The OAuth2 form fields both grants share: the service and the scopes.
-    let token_form = |mut form: Vec<(&'static str, String)>| {
-        if let Some(s) = service {
-            form.push(("service", s.to_string()));
-        }
-        if !scopes.is_empty() {
-            form.push(("scope", scopes.join(" ")));
-        }
-        form
-    };
+    Ok((realm_url, realm_host))
+}
 
-    let get = |client: &reqwest::blocking::Client| {
-        let mut url = realm_url.clone();
+/// One token request to a realm: the GET with Basic credentials, or the
+/// OAuth2 POST form, for the challenge's service and the wanted scopes.
+struct TokenRequest<'a> {
+    transport: &'a Transport,
+    what: &'a str,
+    realm_url: &'a Url,
+    realm_host: &'a str,
+    service: Option<&'a str>,
+    scopes: &'a [String],
+}
+
+impl TokenRequest<'_> {
+    /// Sends the request `credential` calls for, falling back between GET and
+    /// the OAuth2 POST where the token service lacks one of them.
+    fn send(&self, credential: &Credential) -> Result<reqwest::blocking::Response, RegistryError> {
+        let get = |client: &reqwest::blocking::Client| self.get(client, credential);
+        let send =
+            |build: &dyn Fn(&reqwest::blocking::Client) -> reqwest::blocking::RequestBuilder| {
+                self.transport
+                    .send_retrying(self.what, self.realm_host, build)
+            };
+        if let Credential::IdentityToken { token, .. } = credential {
+            let post = |client: &reqwest::blocking::Client| {
+                self.post(
+                    client,
+                    vec![
+                        ("grant_type", "refresh_token".to_string()),
+                        ("refresh_token", token.expose().to_string()),
+                        ("client_id", CLIENT_ID.to_string()),
+                    ],
+                )
+            };
+            let resp = send(&post)?;
+            // Token services without the OAuth2 endpoint answer 404 (or 405): use GET.
+            if matches!(resp.status().as_u16(), 404 | 405) {
+                send(&get)
+            } else {
+                Ok(resp)
+            }
+        } else if let Credential::Basic { username, password } = credential {
+            let resp = send(&get)?;
+            // Token services that refuse GET (405, or 404 where only the OAuth2
+            // endpoint exists) take the OAuth2 password grant, as Docker sends it.
+            if matches!(resp.status().as_u16(), 404 | 405) {
+                let post = |client: &reqwest::blocking::Client| {
+                    self.post(
+                        client,
+                        vec![
+                            ("grant_type", "password".to_string()),
+                            ("username", username.clone()),
+                            ("password", password.expose().to_string()),
+                            ("client_id", CLIENT_ID.to_string()),
+                        ],
+                    )
+                };
+                send(&post)
+            } else {
+                Ok(resp)
+            }
+        } else {
+            send(&get)
+        }
+    }
+
+    /// The GET form: service and scopes in the query, credentials as Basic.
+    fn get(
+        &self,
+        client: &reqwest::blocking::Client,
+        credential: &Credential,
+    ) -> reqwest::blocking::RequestBuilder {
+        let mut url = self.realm_url.clone();
         {
             let mut q = url.query_pairs_mut();
-            if let Some(s) = service {
+            if let Some(s) = self.service {
                 q.append_pair("service", s);
             }
-            for s in scopes {
+            for s in self.scopes {
                 q.append_pair("scope", s);
             }
         }
@@ -438,44 +522,34 @@ fn fetch_token(
             ),
             _ => req,
         }
-    };
-    let resp = if let Credential::IdentityToken { token, .. } = credential {
-        let post = |client: &reqwest::blocking::Client| {
-            let form = vec![
-                ("grant_type", "refresh_token".to_string()),
-                ("refresh_token", token.expose().to_string()),
-                ("client_id", CLIENT_ID.to_string()),
-            ];
-            client.post(realm_url.clone()).form(&token_form(form))
-        };
-        let resp = transport.send_retrying(&what, &realm_host, &post)?;
-        // Token services without the OAuth2 endpoint answer 404 (or 405): use GET.
-        if matches!(resp.status().as_u16(), 404 | 405) {
-            transport.send_retrying(&what, &realm_host, &get)?
-        } else {
-            resp
+    }
+
+    /// The OAuth2 POST: the grant's fields, then the service and the scopes
+    /// both grants share.
+    fn post(
+        &self,
+        client: &reqwest::blocking::Client,
+        mut form: Vec<(&'static str, String)>,
+    ) -> reqwest::blocking::RequestBuilder {
+        if let Some(s) = self.service {
+            form.push(("service", s.to_string()));
         }
-    } else if let Credential::Basic { username, password } = credential {
-        let resp = transport.send_retrying(&what, &realm_host, &get)?;
-        // Token services that refuse GET (405, or 404 where only the OAuth2
-        // endpoint exists) take the OAuth2 password grant, as Docker sends it.
-        if matches!(resp.status().as_u16(), 404 | 405) {
-            let post = |client: &reqwest::blocking::Client| {
-                let form = vec![
-                    ("grant_type", "password".to_string()),
-                    ("username", username.clone()),
-                    ("password", password.expose().to_string()),
-                    ("client_id", CLIENT_ID.to_string()),
-                ];
-                client.post(realm_url.clone()).form(&token_form(form))
-            };
-            transport.send_retrying(&what, &realm_host, &post)?
-        } else {
-            resp
+        if !self.scopes.is_empty() {
+            form.push(("scope", self.scopes.join(" ")));
         }
-    } else {
-        transport.send_retrying(&what, &realm_host, &get)?
-    };
+        client.post(self.realm_url.clone()).form(&form)
+    }
+}
+
+/// `resp` if the token service granted a token; otherwise the error that
+/// names whose credentials it refused (or its status).
+fn accepted_token_reply(
+    what: &str,
+    registry: &str,
+    realm: &str,
+    credential: &Credential,
+    resp: reqwest::blocking::Response,
+) -> Result<reqwest::blocking::Response, RegistryError> {
     let status = resp.status().as_u16();
     if status == 401 || status == 403 {
         let who = match credential {
@@ -483,10 +557,10 @@ fn fetch_token(
             Credential::IdentityToken { .. } => "the identity token".to_string(),
             _ => "anonymous access".to_string(),
         };
-        let base = status_error(&what, registry, resp);
+        let base = status_error(what, registry, resp);
         if *credential == Credential::Anonymous {
             return Err(RegistryError::NoCredentials {
-                what,
+                what: what.to_string(),
                 registry: registry.to_string(),
                 detail: format!(
                     "the token service at {realm} refused anonymous access: {}",
@@ -495,7 +569,7 @@ fn fetch_token(
             });
         }
         return Err(RegistryError::Unauthorized {
-            what,
+            what: what.to_string(),
             registry: registry.to_string(),
             detail: format!(
                 "the token service at {realm} rejected {who}: {}",
@@ -510,14 +584,25 @@ fn fetch_token(
             resp,
         ));
     }
+    Ok(resp)
+}
+
+/// The token and refresh token from a granted reply, the token to be renewed
+/// a little before it lapses (`sent` is when it was asked for). The error is
+/// the detail of an authentication error.
+fn read_token_reply(
+    resp: reqwest::blocking::Response,
+    realm: &str,
+    sent: Instant,
+) -> Result<(Token, Option<Secret>), String> {
     let reply: TokenReply = resp
         .json()
-        .map_err(|_| auth_err(format!("the token service at {realm} sent no JSON")))?;
+        .map_err(|_| format!("the token service at {realm} sent no JSON"))?;
     let value = reply
         .token
         .filter(|t| !t.is_empty())
         .or(reply.access_token.filter(|t| !t.is_empty()))
-        .ok_or_else(|| auth_err(format!("the token service at {realm} sent no token")))?;
+        .ok_or_else(|| format!("the token service at {realm} sent no token"))?;
     let lifetime = token_lifetime(
         reply.expires_in,
         reply.issued_at.as_deref(),

@@ -232,76 +232,19 @@ impl RegistryClient {
 
     pub(super) fn execute(&self, call: Call<'_>) -> Result<Response, RegistryError> {
         let endpoint = self.endpoint(call.registry)?;
-        let host = api_host(call.registry);
         let mut challenge = endpoint.challenge.clone();
         let mut scopes = call.scopes.to_vec();
         let mut reauthed = false;
         let mut attempt = 0;
         loop {
             self.transport.check_alive(call.what, call.registry)?;
-            let auth = self.auth.authorization(
-                &self.transport,
-                call.registry,
-                endpoint.base.scheme() == "https",
-                challenge.as_ref(),
-                &scopes,
-            )?;
-            let client = self.transport.client_for(host)?;
-            let mut request = (call.build)(client, &endpoint.base)?
-                .build()
-                .map_err(|source| RegistryError::Request {
-                    what: call.what.to_string(),
-                    source,
-                })?;
-            // Upload Locations may point elsewhere; our credentials stay with the registry.
-            let auth = auth.filter(|_| same_origin(request.url(), &endpoint.base));
-            let basic = auth.as_deref().is_some_and(|a| a.starts_with("Basic "));
-            // The first Basic request goes alone; the others wait for its answer.
-            let _gate = if basic {
-                self.auth.basic_gate(call.registry)
-            } else {
-                None
-            };
-            if basic {
-                self.auth.refusal(call.what, call.registry)?;
-            }
-            if let Some(auth) = auth {
-                let value = reqwest::header::HeaderValue::from_str(&auth).map_err(|_| {
-                    RegistryError::Auth {
-                        what: call.what.to_string(),
-                        detail: "the credential holds characters that cannot go in an HTTP header"
-                            .to_string(),
-                    }
-                })?;
-                request.headers_mut().insert(AUTHORIZATION, value);
-            }
-            let sent = match self.transport.send_request(client, request, call.upload) {
-                // Refused: fail now, and never send these credentials again.
-                Ok(resp) if basic && resp.status() == StatusCode::UNAUTHORIZED => {
-                    let e = self.fail(call.what, call.registry, resp);
-                    self.auth.record_refusal(call.registry, &e);
-                    return Err(e);
-                }
-                Ok(resp) if basic => {
-                    self.auth.record_accepted(call.registry);
-                    Ok(resp)
-                }
-                other => other,
-            };
-            drop(_gate);
+            let sent = self.send_authorized(&call, &endpoint, challenge.as_ref(), &scopes)?;
             match sent {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !reauthed => {
                     reauthed = true;
                     self.auth.forget_token(call.registry, &scopes);
                     if let Some(c) = challenge_of(&resp) {
-                        // A challenge may name the scope the registry wants: ask for it first.
-                        if let Some(wanted) = c.param("scope") {
-                            for s in wanted.split(' ').rev() {
-                                if !s.is_empty() && !scopes.iter().any(|x| x == s) {
-                                    scopes.insert(0, s.to_string());
-                                }
-                            }
-                        }
+                        ask_for_challenge_scopes(&c, &mut scopes);
                         self.set_challenge(call.registry, c.clone());
                         challenge = Some(c);
                     } else if challenge.is_none() {
@@ -341,6 +284,69 @@ impl RegistryClient {
                 }
             }
         }
+    }
+
+    /// One attempt of `call`: built afresh, with the authorization `challenge`
+    /// and `scopes` call for. The outer error ends the call (credentials this
+    /// run already saw refused, or refused now); the inner one is the wire's.
+    fn send_authorized(
+        &self,
+        call: &Call<'_>,
+        endpoint: &Endpoint,
+        challenge: Option<&Challenge>,
+        scopes: &[String],
+    ) -> Result<Result<Response, reqwest::Error>, RegistryError> {
+        let auth = self.auth.authorization(
+            &self.transport,
+            call.registry,
+            endpoint.base.scheme() == "https",
+            challenge,
+            scopes,
+        )?;
+        let client = self.transport.client_for(api_host(call.registry))?;
+        let mut request = (call.build)(client, &endpoint.base)?
+            .build()
+            .map_err(|source| RegistryError::Request {
+                what: call.what.to_string(),
+                source,
+            })?;
+        // Upload Locations may point elsewhere; our credentials stay with the registry.
+        let auth = auth.filter(|_| same_origin(request.url(), &endpoint.base));
+        let basic = auth.as_deref().is_some_and(|a| a.starts_with("Basic "));
+        // The first Basic request goes alone; the others wait for its answer
+        // (the gate is held until this function returns).
+        let _gate = if basic {
+            self.auth.basic_gate(call.registry)
+        } else {
+            None
+        };
+        if basic {
+            self.auth.refusal(call.what, call.registry)?;
+        }
+        if let Some(auth) = auth {
+            let value =
+                reqwest::header::HeaderValue::from_str(&auth).map_err(|_| RegistryError::Auth {
+                    what: call.what.to_string(),
+                    detail: "the credential holds characters that cannot go in an HTTP header"
+                        .to_string(),
+                })?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        Ok(
+            match self.transport.send_request(client, request, call.upload) {
+                // Refused: fail now, and never send these credentials again.
+                Ok(resp) if basic && resp.status() == StatusCode::UNAUTHORIZED => {
+                    let e = self.fail(call.what, call.registry, resp);
+                    self.auth.record_refusal(call.registry, &e);
+                    return Err(e);
+                }
+                Ok(resp) if basic => {
+                    self.auth.record_accepted(call.registry);
+                    Ok(resp)
+                }
+                other => other,
+            },
+        )
     }
 
     /// The error for a reply we cannot use. A 401 says whose credentials were
@@ -388,6 +394,17 @@ impl RegistryClient {
 pub(super) fn join(base: &Url, path: &str) -> Url {
     base.join(path)
         .expect("registry paths are valid relative URLs")
+}
+
+/// A challenge may name the scope the registry wants: ask for it first.
+fn ask_for_challenge_scopes(challenge: &Challenge, scopes: &mut Vec<String>) {
+    if let Some(wanted) = challenge.param("scope") {
+        for s in wanted.split(' ').rev() {
+            if !s.is_empty() && !scopes.iter().any(|x| x == s) {
+                scopes.insert(0, s.to_string());
+            }
+        }
+    }
 }
 
 fn same_origin(a: &Url, b: &Url) -> bool {

@@ -188,13 +188,6 @@ pub fn add_pycs(
     if mode == Mode::Off {
         return Ok(Vec::new());
     }
-    let read_err = |path: String| {
-        move |source| BytecodeError::Stage {
-            label: label.to_owned(),
-            path,
-            source,
-        }
-    };
     // The interpreter starts at the first source no earlier build compiled.
     let mut session: Option<compile::Session> = None;
     // pyc per source, from the cache of earlier builds (by interpreter, mode, path and source).
@@ -218,36 +211,9 @@ pub fn add_pycs(
         if !path.as_str().ends_with(".py") || !path.starts_with(within) {
             continue;
         }
-        let src: std::borrow::Cow<[u8]> = match content {
-            Content::HostFile(p) => std::fs::read(p)
-                .map_err(read_err(p.display().to_string()))?
-                .into(),
-            Content::Bytes(b) => b.as_slice().into(),
-            Content::External(i) => {
-                let mut bytes = Vec::new();
-                external
-                    .open(*i)
-                    .and_then(|mut r| r.read_to_end(&mut bytes))
-                    .map_err(read_err(path.absolute()))?;
-                bytes.into()
-            }
-        };
+        let src = source_bytes(content, path, external, label)?;
         if per_source {
-            let key = {
-                use sha2::{Digest as _, Sha256};
-                let mut h = Sha256::new();
-                for part in [
-                    interp.identity.as_bytes(),
-                    interp.cache_tag.as_bytes(),
-                    mode.invalidation().as_bytes(),
-                    path.as_str().as_bytes(),
-                ] {
-                    h.update(part);
-                    h.update([0]);
-                }
-                h.update(&src);
-                hex::encode(h.finalize())
-            };
+            let key = pyc_cache_key(interp, mode, path, &src);
             let pyc = compile::pyc_path(path, &interp.cache_tag);
             if let (Some(pyc), Ok(bytes)) = (pyc, std::fs::read(cache_dir.join(&key))) {
                 reused.push((pyc, bytes));
@@ -270,22 +236,7 @@ pub fn add_pycs(
         Some(s) => s.finish()?,
         None => compile::Compiled::default(),
     };
-    // Remember the new pycs; a failed write only costs a later build a compile.
-    if !keys.is_empty() && std::fs::create_dir_all(&cache_dir).is_ok() {
-        let by_source: std::collections::HashMap<&ImagePath, &String> =
-            keys.iter().map(|(p, k)| (p, k)).collect();
-        for (pyc, bytes) in &compiled.pycs {
-            let Some(source) = source_of(pyc) else {
-                continue;
-            };
-            if let Some(key) = by_source.get(&source) {
-                let tmp = cache_dir.join(format!(".{key}.{}", std::process::id()));
-                if std::fs::write(&tmp, bytes).is_ok() {
-                    let _ = std::fs::rename(&tmp, cache_dir.join(key));
-                }
-            }
-        }
-    }
+    remember_pycs(&cache_dir, &keys, &compiled.pycs);
     compiled.pycs.extend(reused);
     if on_failure == OnFailure::Fail {
         if let Some(failure) = compiled.failed.first() {
@@ -294,8 +245,86 @@ pub fn add_pycs(
             });
         }
     }
-    for (pyc, bytes) in compiled.pycs {
-        // A wheel that ships its own pyc keeps it.
+    plan_pycs(plan, compiled.pycs, label)?;
+    Ok(compiled.failed)
+}
+
+/// The bytes of the source at `path`, wherever the plan keeps them.
+fn source_bytes<'a>(
+    content: &'a Content,
+    path: &ImagePath,
+    external: &mut dyn ExternalContent,
+    label: &str,
+) -> Result<std::borrow::Cow<'a, [u8]>, BytecodeError> {
+    let read_err = |path: String| {
+        move |source| BytecodeError::Stage {
+            label: label.to_owned(),
+            path,
+            source,
+        }
+    };
+    Ok(match content {
+        Content::HostFile(p) => std::fs::read(p)
+            .map_err(read_err(p.display().to_string()))?
+            .into(),
+        Content::Bytes(b) => b.as_slice().into(),
+        Content::External(i) => {
+            let mut bytes = Vec::new();
+            external
+                .open(*i)
+                .and_then(|mut r| r.read_to_end(&mut bytes))
+                .map_err(read_err(path.absolute()))?;
+            bytes.into()
+        }
+    })
+}
+
+/// The pyc cache's key for one source: the interpreter, the mode, the
+/// source's path and its bytes.
+fn pyc_cache_key(interp: &Interpreter, mode: Mode, path: &ImagePath, src: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        interp.identity.as_bytes(),
+        interp.cache_tag.as_bytes(),
+        mode.invalidation().as_bytes(),
+        path.as_str().as_bytes(),
+    ] {
+        h.update(part);
+        h.update([0]);
+    }
+    h.update(src);
+    hex::encode(h.finalize())
+}
+
+/// Remembers the new pycs of the sources in `keys` in `cache_dir`; a failed
+/// write only costs a later build a compile.
+fn remember_pycs(cache_dir: &Path, keys: &[(ImagePath, String)], pycs: &[(ImagePath, Vec<u8>)]) {
+    if keys.is_empty() || std::fs::create_dir_all(cache_dir).is_err() {
+        return;
+    }
+    let by_source: std::collections::HashMap<&ImagePath, &String> =
+        keys.iter().map(|(p, k)| (p, k)).collect();
+    for (pyc, bytes) in pycs {
+        let Some(source) = source_of(pyc) else {
+            continue;
+        };
+        if let Some(key) = by_source.get(&source) {
+            let tmp = cache_dir.join(format!(".{key}.{}", std::process::id()));
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, cache_dir.join(key));
+            }
+        }
+    }
+}
+
+/// Adds the pycs to `plan`, except where a wheel ships its own pyc (it keeps it).
+fn plan_pycs(
+    plan: &mut LayerPlan,
+    pycs: Vec<(ImagePath, Vec<u8>)>,
+    label: &str,
+) -> Result<(), BytecodeError> {
+    for (pyc, bytes) in pycs {
         if plan.get(&pyc).is_none() {
             plan.bytes(pyc, 0o644, bytes)
                 .map_err(|source| BytecodeError::Plan {
@@ -304,7 +333,7 @@ pub fn add_pycs(
                 })?;
         }
     }
-    Ok(compiled.failed)
+    Ok(())
 }
 
 /// `dir/name.py` for `dir/__pycache__/name.TAG.pyc`.

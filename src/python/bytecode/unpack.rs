@@ -199,77 +199,27 @@ fn unpack_with(
     layers: &mut LayerStreams,
 ) -> Result<(), Failure> {
     let real_root = root.canonicalize().map_err(Failure::Io)?;
-    let prefix = format!("{stdlib}/");
     let mut fs = RootFs::new();
-    // Written during the scan: path → layer. Held in memory: path → (layer, bytes).
-    let mut written: HashMap<String, usize> = HashMap::new();
-    let mut held: HashMap<String, (usize, Vec<u8>)> = HashMap::new();
-    let mut held_bytes = 0u64;
+    let mut scan = Scan {
+        real_root: &real_root,
+        interpreter,
+        prefix: format!("{stdlib}/"),
+        written: HashMap::new(),
+        held: HashMap::new(),
+        held_bytes: 0,
+    };
     for layer in 0..count {
-        let mut keep = |path: &str, size: u64, r: &mut dyn Read| -> io::Result<Option<Vec<u8>>> {
-            written.remove(path);
-            if let Some((_, old)) = held.remove(path) {
-                held_bytes -= old.len() as u64;
-            }
-            let write_now = path == interpreter
-                || (path.starts_with(&prefix) && !in_skipped_dir(&path[prefix.len()..]));
-            let mut head = Vec::new();
-            (&mut *r).take(4).read_to_end(&mut head)?;
-            let mut facts = Facts {
-                layer,
-                source: path.to_owned(),
-                ..Facts::default()
-            };
-            if head.starts_with(b"\x7fELF") && size <= MAX_ELF {
-                let mut bytes = Vec::with_capacity(size as usize);
-                bytes.extend_from_slice(&head);
-                r.read_to_end(&mut bytes)?;
-                facts.elf = true;
-                facts.interp = pt_interp(&bytes);
-                if let Some(d) = parse_elf(&bytes) {
-                    (facts.needed, facts.rpath) = (d.needed, d.rpath);
-                }
-                if write_now {
-                    write_file(&real_root, path, &mut &bytes[..])?;
-                    written.insert(path.to_owned(), layer);
-                } else if library_like(path) && held_bytes + bytes.len() as u64 <= HELD_BUDGET {
-                    held_bytes += bytes.len() as u64;
-                    held.insert(path.to_owned(), (layer, bytes));
-                }
-            } else if write_now {
-                write_file(&real_root, path, &mut (&head[..]).chain(r))?;
-                written.insert(path.to_owned(), layer);
-            }
-            Ok(Some(serde_json::to_vec(&facts).map_err(io::Error::other)?))
-        };
+        let mut keep = |path: &str, size: u64, r: &mut dyn Read| scan.keep(layer, path, size, r);
         layers(layer, &mut |tar| {
             fs.apply_layer_with(tar, &mut keep)
                 .map_err(io::Error::other)
         })
         .map_err(Failure::Layer)?;
     }
+    let Scan { written, held, .. } = scan;
 
     let sel = select(&fs, interpreter, stdlib);
-    // Needed files not on disk yet: layer → where the contents are → where they go.
-    let mut second: BTreeMap<usize, HashMap<String, Vec<String>>> = BTreeMap::new();
-    for file in &sel.files {
-        let f = facts(&fs, file);
-        if written.get(&f.source) == Some(&f.layer) {
-            if f.source != *file {
-                copy_within(&real_root, &f.source, file).map_err(Failure::Io)?;
-            }
-        } else if let Some((_, bytes)) = held.get(&f.source).filter(|(l, _)| *l == f.layer) {
-            write_file(&real_root, file, &mut &bytes[..]).map_err(Failure::Io)?;
-        } else {
-            second
-                .entry(f.layer)
-                .or_default()
-                .entry(f.source)
-                .or_default()
-                .push(file.clone());
-        }
-    }
-    drop(held);
+    let second = place_from_scan(&real_root, &fs, &sel, &written, held)?;
     for (layer, wanted) in &second {
         layers(*layer, &mut |tar| extract(tar, &real_root, &fs, wanted)).map_err(Failure::Layer)?;
     }
@@ -279,6 +229,105 @@ fn unpack_with(
             let _ = fs::remove_file(real_root.join(path));
         }
     }
+    set_modes(&real_root, &fs, &sel)?;
+    make_links(&real_root, &fs, &sel)
+}
+
+/// The first pass over the layers: what it wrote out and what it holds.
+struct Scan<'a> {
+    real_root: &'a Path,
+    interpreter: &'a str,
+    /// The standard library's directory, with a trailing `/`.
+    prefix: String,
+    /// Written during the scan: path → layer.
+    written: HashMap<String, usize>,
+    /// Held in memory: path → (layer, bytes).
+    held: HashMap<String, (usize, Vec<u8>)>,
+    held_bytes: u64,
+}
+
+impl Scan<'_> {
+    /// Notes the facts of the regular file at `path` in `layer` (returned as
+    /// the node's data); writes it out now when it is the interpreter or in
+    /// the standard library, or holds it in memory when it is an ELF library
+    /// within the budget.
+    fn keep(
+        &mut self,
+        layer: usize,
+        path: &str,
+        size: u64,
+        r: &mut dyn Read,
+    ) -> io::Result<Option<Vec<u8>>> {
+        self.written.remove(path);
+        if let Some((_, old)) = self.held.remove(path) {
+            self.held_bytes -= old.len() as u64;
+        }
+        let write_now = path == self.interpreter
+            || (path.starts_with(&self.prefix) && !in_skipped_dir(&path[self.prefix.len()..]));
+        let mut head = Vec::new();
+        (&mut *r).take(4).read_to_end(&mut head)?;
+        let mut facts = Facts {
+            layer,
+            source: path.to_owned(),
+            ..Facts::default()
+        };
+        if head.starts_with(b"\x7fELF") && size <= MAX_ELF {
+            let mut bytes = Vec::with_capacity(size as usize);
+            bytes.extend_from_slice(&head);
+            r.read_to_end(&mut bytes)?;
+            facts.elf = true;
+            facts.interp = pt_interp(&bytes);
+            if let Some(d) = parse_elf(&bytes) {
+                (facts.needed, facts.rpath) = (d.needed, d.rpath);
+            }
+            if write_now {
+                write_file(self.real_root, path, &mut &bytes[..])?;
+                self.written.insert(path.to_owned(), layer);
+            } else if library_like(path) && self.held_bytes + bytes.len() as u64 <= HELD_BUDGET {
+                self.held_bytes += bytes.len() as u64;
+                self.held.insert(path.to_owned(), (layer, bytes));
+            }
+        } else if write_now {
+            write_file(self.real_root, path, &mut (&head[..]).chain(r))?;
+            self.written.insert(path.to_owned(), layer);
+        }
+        Ok(Some(serde_json::to_vec(&facts).map_err(io::Error::other)?))
+    }
+}
+
+/// Places the selected files the scan wrote out or holds; returns the rest,
+/// for the second pass: layer → where the contents are → where they go.
+fn place_from_scan(
+    real_root: &Path,
+    fs: &RootFs,
+    sel: &Selection,
+    written: &HashMap<String, usize>,
+    held: HashMap<String, (usize, Vec<u8>)>,
+) -> Result<BTreeMap<usize, HashMap<String, Vec<String>>>, Failure> {
+    let mut second: BTreeMap<usize, HashMap<String, Vec<String>>> = BTreeMap::new();
+    for file in &sel.files {
+        let f = facts(fs, file);
+        if written.get(&f.source) == Some(&f.layer) {
+            if f.source != *file {
+                copy_within(real_root, &f.source, file).map_err(Failure::Io)?;
+            }
+        } else if let Some((_, bytes)) = held.get(&f.source).filter(|(l, _)| *l == f.layer) {
+            write_file(real_root, file, &mut &bytes[..]).map_err(Failure::Io)?;
+        } else {
+            second
+                .entry(f.layer)
+                .or_default()
+                .entry(f.source)
+                .or_default()
+                .push(file.clone());
+        }
+    }
+    Ok(second)
+}
+
+/// Gives each selected file its mode from the base (always readable and
+/// writable by the owner, so the cache can be cleaned).
+fn set_modes(real_root: &Path, fs: &RootFs, sel: &Selection) -> Result<(), Failure> {
     for file in &sel.files {
         let mode = fs.file_mode(file).unwrap_or(0o644) & 0o777;
         fs::set_permissions(
@@ -287,6 +336,12 @@ fn unpack_with(
         )
         .map_err(|e| Failure::Io(io::Error::new(e.kind(), format!("{file}: {e}"))))?;
     }
+    Ok(())
+}
+
+/// Creates the selected symlinks, absolute targets made relative so they
+/// resolve inside the root.
+fn make_links(real_root: &Path, fs: &RootFs, sel: &Selection) -> Result<(), Failure> {
     for link in &sel.links {
         let Some(target) = fs.read_link(link) else {
             continue;
@@ -300,7 +355,7 @@ fn unpack_with(
             }
             None => target.to_owned(),
         };
-        if !make_dirs_inside(&real_root, dir) {
+        if !make_dirs_inside(real_root, dir) {
             continue;
         }
         let dest = real_root.join(link);
