@@ -641,24 +641,27 @@ lint = [{ name = "ruff" }]
         );
     }
 
+    /// Each case edits the lock, and the error must name what is wrong.
     #[test]
-    fn requires_python_must_admit_the_target() {
-        let text = lock().replace(
-            "requires-python = \">=3.10\"",
-            "requires-python = \">=3.12\"",
-        );
-        let err = error_of(parse_default(&text));
-        assert_mentions(&err, &[">=3.12", "3.11.2"]);
-    }
-
-    #[test]
-    fn a_dangling_edge_names_the_package() {
-        let text = lock().replace(
-            "{ name = \"starlette\" }",
-            "{ name = \"starlette\" }, { name = \"ghost\" }",
-        );
-        let err = error_of(parse_default(&text));
-        assert_mentions(&err, &["fastapi 0.165.0", "`ghost`"]);
+    fn a_lock_that_cannot_serve_the_target_names_what_is_wrong() {
+        let cases: [(&str, &str, &[&str]); 2] = [
+            // requires-python must admit the target's Python.
+            (
+                "requires-python = \">=3.10\"",
+                "requires-python = \">=3.12\"",
+                &[">=3.12", "3.11.2"],
+            ),
+            // A dangling dependency edge names the package and the missing name.
+            (
+                "{ name = \"starlette\" }",
+                "{ name = \"starlette\" }, { name = \"ghost\" }",
+                &["fastapi 0.165.0", "`ghost`"],
+            ),
+        ];
+        for (from, to, named) in cases {
+            let err = error_of(parse_default(&lock().replace(from, to)));
+            assert_mentions(&err, named);
+        }
     }
 
     #[test]
