@@ -147,16 +147,7 @@ pub fn wheel_name(name: &str) -> String {
 /// `locked_version` stands in for a dynamic version.
 pub fn read(dir: &Path, locked_version: Option<&str>) -> Result<Option<Project>, ProjectError> {
     let file = dir.join(PYPROJECT);
-    let text = std::fs::read_to_string(&file).map_err(|source| ProjectError::Read {
-        file: file.clone(),
-        source,
-    })?;
-    let doc: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ProjectError::Toml {
-            file: file.clone(),
-            message: e.message().trim().replace('\n', "; "),
-        })?;
+    let doc = read_pyproject(&file)?;
     let invalid = |message: String| ProjectError::Invalid {
         file: file.clone(),
         message,
@@ -164,19 +155,9 @@ pub fn read(dir: &Path, locked_version: Option<&str>) -> Result<Option<Project>,
     let Some(project) = table(&doc, &["project"]) else {
         return Ok(None);
     };
-    let package_flag = table(&doc, &["tool", "uv"])
-        .and_then(|t| t.get("package"))
-        .and_then(toml::Value::as_bool);
-    let build_system = table(&doc, &["build-system"]);
-    if package_flag == Some(false) || (build_system.is_none() && package_flag != Some(true)) {
+    let Some(backend) = package_backend(&doc) else {
         return Ok(None);
-    }
-    // PEP 517's fallback when a build-system table names no backend.
-    let backend = build_system
-        .and_then(|b| b.get("build-backend"))
-        .and_then(toml::Value::as_str)
-        .unwrap_or("setuptools.build_meta:__legacy__")
-        .to_owned();
+    };
     let name = project
         .get("name")
         .and_then(toml::Value::as_str)
@@ -189,19 +170,90 @@ pub fn read(dir: &Path, locked_version: Option<&str>) -> Result<Option<Project>,
             backend: what,
         });
     }
-    let dynamic = string_list(project.get("dynamic"));
-    let version = match project.get("version").and_then(toml::Value::as_str) {
-        Some(v) => v.to_owned(),
-        None => match locked_version {
-            Some(v) => v.to_owned(),
-            None => {
-                return Err(invalid(format!(
-                    "project `{name}` has no static version{}; set [project] version, or lock it with uv so the lock carries it",
-                    if dynamic.iter().any(|d| d == "version") { " (it is dynamic)" } else { "" }
-                )))
-            }
-        },
+    let version = static_or_locked_version(project, &name, locked_version).map_err(invalid)?;
+    let (requires_dist, provides_extra) = dependencies(project);
+    let entry_points = entry_points(project);
+    let roots = import_roots(dir, &doc, &backend, &name).ok_or_else(|| {
+        let module = wheel_name(&name);
+        ProjectError::NoImportRoot {
+            file: file.clone(),
+            name: name.clone(),
+            module: module.clone(),
+            looked: format!("src/{module}, {module}, {module}.py"),
+        }
+    })?;
+    let text = |key: &str| {
+        project
+            .get(key)
+            .and_then(toml::Value::as_str)
+            .map(str::to_owned)
     };
+    Ok(Some(Project {
+        dir: dir.to_path_buf(),
+        requires_python: text("requires-python"),
+        summary: text("description"),
+        name,
+        version,
+        requires_dist,
+        provides_extra,
+        entry_points,
+        backend,
+        roots,
+    }))
+}
+
+fn read_pyproject(file: &Path) -> Result<toml::Table, ProjectError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ProjectError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    text.parse()
+        .map_err(|e: toml::de::Error| ProjectError::Toml {
+            file: file.to_path_buf(),
+            message: e.message().trim().replace('\n', "; "),
+        })
+}
+
+/// The build backend of a project that is a package, `None` for one that is
+/// not: no `[build-system]` (a virtual project) unless `tool.uv.package =
+/// true`, or `tool.uv.package = false`.
+fn package_backend(doc: &toml::Table) -> Option<String> {
+    let package_flag = table(doc, &["tool", "uv"])
+        .and_then(|t| t.get("package"))
+        .and_then(toml::Value::as_bool);
+    let build_system = table(doc, &["build-system"]);
+    if package_flag == Some(false) || (build_system.is_none() && package_flag != Some(true)) {
+        return None;
+    }
+    // PEP 517's fallback when a build-system table names no backend.
+    let backend = build_system
+        .and_then(|b| b.get("build-backend"))
+        .and_then(toml::Value::as_str)
+        .unwrap_or("setuptools.build_meta:__legacy__");
+    Some(backend.to_owned())
+}
+
+/// `[project] version`, else the locked version; an error message without either.
+fn static_or_locked_version(
+    project: &toml::Table,
+    name: &str,
+    locked_version: Option<&str>,
+) -> Result<String, String> {
+    if let Some(v) = project.get("version").and_then(toml::Value::as_str) {
+        return Ok(v.to_owned());
+    }
+    if let Some(v) = locked_version {
+        return Ok(v.to_owned());
+    }
+    let dynamic = string_list(project.get("dynamic"));
+    Err(format!(
+        "project `{name}` has no static version{}; set [project] version, or lock it with uv so the lock carries it",
+        if dynamic.iter().any(|d| d == "version") { " (it is dynamic)" } else { "" }
+    ))
+}
+
+/// `Requires-Dist` lines (optional ones with their `extra` marker) and the extras.
+fn dependencies(project: &toml::Table) -> (Vec<String>, Vec<String>) {
     let mut requires_dist = string_list(project.get("dependencies"))
         .iter()
         .map(|r| format_requirement(r, None))
@@ -218,6 +270,11 @@ pub fn read(dir: &Path, locked_version: Option<&str>) -> Result<Option<Project>,
             }
         }
     }
+    (requires_dist, provides_extra)
+}
+
+/// Entry points by group: `[project.scripts]`, `gui-scripts` and `entry-points`.
+fn entry_points(project: &toml::Table) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut entry_points: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut group = |group: &str, t: Option<&toml::Value>| {
         if let Some(t) = t.and_then(toml::Value::as_table) {
@@ -240,33 +297,7 @@ pub fn read(dir: &Path, locked_version: Option<&str>) -> Result<Option<Project>,
             group(g, Some(t));
         }
     }
-    let roots = import_roots(dir, &doc, &backend, &name).ok_or_else(|| {
-        let module = wheel_name(&name);
-        ProjectError::NoImportRoot {
-            file: file.clone(),
-            name: name.clone(),
-            module: module.clone(),
-            looked: format!("src/{module}, {module}, {module}.py"),
-        }
-    })?;
-    Ok(Some(Project {
-        dir: dir.to_path_buf(),
-        requires_python: project
-            .get("requires-python")
-            .and_then(toml::Value::as_str)
-            .map(str::to_owned),
-        summary: project
-            .get("description")
-            .and_then(toml::Value::as_str)
-            .map(str::to_owned),
-        name,
-        version,
-        requires_dist,
-        provides_extra,
-        entry_points,
-        backend,
-        roots,
-    }))
+    entry_points
 }
 
 /// A requirement as `packaging` prints it (what hatchling and uv_build write),
@@ -328,123 +359,17 @@ fn import_roots(
 ) -> Option<Vec<ImportRoot>> {
     let module = wheel_name(name);
     let top = backend.split(['.', ':']).next().unwrap_or(backend);
-    let explicit: Vec<String> = match top {
-        "hatchling" => string_list(
-            table(doc, &["tool", "hatch", "build", "targets", "wheel"])
-                .and_then(|t| t.get("packages")),
-        ),
-        "setuptools" => setuptools_packages(dir, doc),
-        "flit_core" => table(doc, &["tool", "flit", "module"])
-            .and_then(|t| t.get("name"))
-            .and_then(toml::Value::as_str)
-            .map(|m| {
-                let m = m.replace('.', "/");
-                [
-                    format!("src/{m}"),
-                    format!("src/{m}.py"),
-                    m.clone(),
-                    format!("{m}.py"),
-                ]
-                .into_iter()
-                .filter(|c| dir.join(c).exists())
-                .take(1)
-                .collect()
-            })
-            .unwrap_or_default(),
-        "pdm" => table(doc, &["tool", "pdm", "build"])
-            .and_then(|t| t.get("package-dir"))
-            .and_then(toml::Value::as_str)
-            .map(|d| vec![format!("{d}/{module}")])
-            .unwrap_or_default(),
-        "uv_build" => {
-            let t = table(doc, &["tool", "uv", "build-backend"]);
-            let root = t
-                .and_then(|t| t.get("module-root"))
-                .and_then(toml::Value::as_str)
-                .unwrap_or("src");
-            let names: Vec<String> = match t.and_then(|t| t.get("module-name")) {
-                Some(toml::Value::String(s)) => vec![s.clone()],
-                Some(v) => string_list(Some(v)),
-                None => vec![module.clone()],
-            };
-            names
-                .iter()
-                .map(|n| {
-                    let n = n.replace('.', "/");
-                    if root.is_empty() || root == "." {
-                        n
-                    } else {
-                        format!("{root}/{n}")
-                    }
-                })
-                .collect()
-        }
-        "poetry" => table(doc, &["tool", "poetry"])
-            .and_then(|t| t.get("packages"))
-            .and_then(toml::Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| {
-                        let p = p.as_table()?;
-                        let include = p.get("include")?.as_str()?;
-                        Some(match p.get("from").and_then(toml::Value::as_str) {
-                            Some(from) => format!("{from}/{include}"),
-                            None => include.to_owned(),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
     let mut roots: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
-    for c in &explicit {
+    for c in &configured_packages(dir, doc, top, &module) {
         let c = c.trim_matches('/');
         let path = dir.join(c);
         if path.is_dir() || path.is_file() {
-            let (parent, leaf) = match c.rsplit_once('/') {
-                Some((p, l)) => (dir.join(p), l.to_owned()),
-                None => (dir.to_path_buf(), c.to_owned()),
-            };
+            let (parent, leaf) = parent_and_leaf(dir, c);
             roots.entry(parent).or_default().push(leaf);
         }
     }
     if roots.is_empty() {
-        // The default discovery: src layout, then flat layout, then a src/ directory
-        // holding some other package (setuptools' and pdm's auto-discovery).
-        let first = [
-            format!("src/{module}"),
-            format!("src/{module}.py"),
-            module.clone(),
-            format!("{module}.py"),
-        ]
-        .into_iter()
-        .find(|c| dir.join(c).exists());
-        match first {
-            Some(c) => {
-                let (parent, leaf) = match c.rsplit_once('/') {
-                    Some((p, l)) => (dir.join(p), l.to_owned()),
-                    None => (dir.to_path_buf(), c.clone()),
-                };
-                roots.entry(parent).or_default().push(leaf);
-            }
-            None => {
-                let src = dir.join("src");
-                let packages = packages_in(&src);
-                if !packages.is_empty() {
-                    roots.insert(src, packages);
-                } else if top == "setuptools" {
-                    // setuptools' flat-layout discovery: the packages beside pyproject.toml.
-                    let flat = packages_in(dir);
-                    if flat.is_empty() {
-                        return None;
-                    }
-                    roots.insert(dir.to_path_buf(), flat);
-                } else {
-                    return None;
-                }
-            }
-        }
+        roots = discovered_roots(dir, top, &module)?;
     }
     Some(
         roots
@@ -456,6 +381,129 @@ fn import_roots(
             })
             .collect(),
     )
+}
+
+/// `dir/a/b` as (`dir/a`, `b`); `dir/b` as (`dir`, `b`).
+fn parent_and_leaf(dir: &Path, relative: &str) -> (PathBuf, String) {
+    match relative.rsplit_once('/') {
+        Some((p, l)) => (dir.join(p), l.to_owned()),
+        None => (dir.to_path_buf(), relative.to_owned()),
+    }
+}
+
+/// The packages a backend's own settings name, relative to `dir`.
+fn configured_packages(dir: &Path, doc: &toml::Table, top: &str, module: &str) -> Vec<String> {
+    match top {
+        "hatchling" => string_list(
+            table(doc, &["tool", "hatch", "build", "targets", "wheel"])
+                .and_then(|t| t.get("packages")),
+        ),
+        "setuptools" => setuptools_packages(dir, doc),
+        "flit_core" => table(doc, &["tool", "flit", "module"])
+            .and_then(|t| t.get("name"))
+            .and_then(toml::Value::as_str)
+            .map(|m| flit_module(dir, m))
+            .unwrap_or_default(),
+        "pdm" => table(doc, &["tool", "pdm", "build"])
+            .and_then(|t| t.get("package-dir"))
+            .and_then(toml::Value::as_str)
+            .map(|d| vec![format!("{d}/{module}")])
+            .unwrap_or_default(),
+        "uv_build" => uv_build_modules(doc, module),
+        "poetry" => poetry_packages(doc),
+        _ => Vec::new(),
+    }
+}
+
+/// flit's `[tool.flit.module] name`: the first of src/, then flat, that exists.
+fn flit_module(dir: &Path, name: &str) -> Vec<String> {
+    let m = name.replace('.', "/");
+    [
+        format!("src/{m}"),
+        format!("src/{m}.py"),
+        m.clone(),
+        format!("{m}.py"),
+    ]
+    .into_iter()
+    .filter(|c| dir.join(c).exists())
+    .take(1)
+    .collect()
+}
+
+/// uv_build's `module-root` (default `src`) and `module-name` (one or several).
+fn uv_build_modules(doc: &toml::Table, module: &str) -> Vec<String> {
+    let t = table(doc, &["tool", "uv", "build-backend"]);
+    let root = t
+        .and_then(|t| t.get("module-root"))
+        .and_then(toml::Value::as_str)
+        .unwrap_or("src");
+    let names: Vec<String> = match t.and_then(|t| t.get("module-name")) {
+        Some(toml::Value::String(s)) => vec![s.clone()],
+        Some(v) => string_list(Some(v)),
+        None => vec![module.to_owned()],
+    };
+    names
+        .iter()
+        .map(|n| {
+            let n = n.replace('.', "/");
+            if root.is_empty() || root == "." {
+                n
+            } else {
+                format!("{root}/{n}")
+            }
+        })
+        .collect()
+}
+
+/// Poetry's `packages = [{ include, from }]`.
+fn poetry_packages(doc: &toml::Table) -> Vec<String> {
+    table(doc, &["tool", "poetry"])
+        .and_then(|t| t.get("packages"))
+        .and_then(toml::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| {
+                    let p = p.as_table()?;
+                    let include = p.get("include")?.as_str()?;
+                    Some(match p.get("from").and_then(toml::Value::as_str) {
+                        Some(from) => format!("{from}/{include}"),
+                        None => include.to_owned(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The default discovery: src layout, then flat layout, then a src/
+/// directory holding some other package (setuptools' and pdm's
+/// auto-discovery), then, for setuptools, the packages beside pyproject.toml.
+fn discovered_roots(dir: &Path, top: &str, module: &str) -> Option<BTreeMap<PathBuf, Vec<String>>> {
+    let first = [
+        format!("src/{module}"),
+        format!("src/{module}.py"),
+        module.to_owned(),
+        format!("{module}.py"),
+    ]
+    .into_iter()
+    .find(|c| dir.join(c).exists());
+    if let Some(c) = first {
+        let (parent, leaf) = parent_and_leaf(dir, &c);
+        return Some(BTreeMap::from([(parent, vec![leaf])]));
+    }
+    let src = dir.join("src");
+    let packages = packages_in(&src);
+    if !packages.is_empty() {
+        return Some(BTreeMap::from([(src, packages)]));
+    }
+    if top == "setuptools" {
+        // setuptools' flat-layout discovery: the packages beside pyproject.toml.
+        let flat = packages_in(dir);
+        if !flat.is_empty() {
+            return Some(BTreeMap::from([(dir.to_path_buf(), flat)]));
+        }
+    }
+    None
 }
 
 /// Directories with an `__init__.py` directly inside `dir`, sorted.
