@@ -1,0 +1,256 @@
+use super::*;
+
+struct Project(tempfile::TempDir);
+
+impl Project {
+    fn new() -> Project {
+        Project(tempfile::tempdir().unwrap())
+    }
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+    fn write(&self, rel: &str, text: &str) -> &Project {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self
+    }
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).unwrap()
+    }
+    fn init(&self, opts: &InitOptions) -> Result<Report, InitError> {
+        init(self.path(), opts)
+    }
+}
+
+fn with_base(base: &str) -> InitOptions {
+    InitOptions {
+        base: Some(base.into()),
+        ..InitOptions::default()
+    }
+}
+
+fn texts(r: &Report, kind: NoteKind) -> Vec<String> {
+    r.notes
+        .iter()
+        .filter(|n| n.kind == kind)
+        .map(|n| n.text.clone())
+        .collect()
+}
+
+const FLAT_PYPROJECT: &str =
+    "[project]\nname = \"hello-api\"\nrequires-python = \">=3.11\"\ndependencies = [\"fastapi\"]\n";
+
+#[test]
+fn flat_layout_writes_a_spec_that_loads() {
+    let p = Project::new();
+    p.write("pyproject.toml", FLAT_PYPROJECT)
+        .write("uv.lock", "version = 1\n")
+        .write(
+            "hello_api/main.py",
+            "from fastapi import FastAPI\n\napp = FastAPI()\n\n@app.get(\"/health\")\ndef health():\n    return {}\n",
+        )
+        .write("tests/test_main.py", "app = FastAPI()\n")
+        .write(".venv/lib/x.py", "app = FastAPI()\n");
+    let r = p.init(&with_base("oci:./base:latest")).unwrap();
+    assert!(r.complete);
+    assert_eq!(r.file, p.path().join("imgbuild.toml"));
+    assert_eq!(
+        texts(&r, NoteKind::Found),
+        [
+            "app hello_api.main:app (FastAPI in hello_api/main.py:3)",
+            "lockfile uv.lock",
+            "health route GET /health (hello_api/main.py:5)",
+            "base oci:./base:latest (from --base)",
+        ]
+    );
+    assert!(texts(&r, NoteKind::Missing).is_empty());
+    let spec = crate::spec::load(None, p.path()).unwrap();
+    assert_eq!(spec.base, "oci:./base:latest");
+    assert_eq!(spec.app, "hello_api.main:app");
+    assert_eq!(spec.app_dir, None);
+    assert_eq!(spec.lockfile, Some(p.path().join("uv.lock")));
+    assert!(p.read("imgbuild.toml").contains("health = \"/health\""));
+}
+
+#[test]
+fn src_layout_sets_app_dir_and_lists_scripts_as_comments() {
+    let p = Project::new();
+    p.write(
+        "pyproject.toml",
+        "[project]\nname = \"orders-svc\"\nrequires-python = \">=3.12\"\n\n[project.scripts]\norders-migrate = \"orders_svc.migrate:main\"\n",
+    )
+    .write(
+        "src/orders_svc/app.py",
+        "from starlette.applications import Starlette\nfrom starlette.routing import Route\n\napp = Starlette(routes=[Route(\"/healthz\", ok)])\n",
+    )
+    .write("src/orders_svc/admin.py", "admin = FastAPI()\n");
+    let r = p.init(&InitOptions::default()).unwrap();
+    assert!(!r.complete, "no base was given");
+    let text = p.read("imgbuild.toml");
+    assert!(text.contains("\napp = \"orders_svc.app:app\"\n"), "{text}");
+    assert!(text.contains("\napp-dir = \"src\"\n"), "{text}");
+    assert!(
+        text.contains("\n# base = \"python:3.12-slim-bookworm\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n# init = [\"orders-migrate\"]   # orders_svc.migrate:main\n"),
+        "{text}"
+    );
+    assert!(text.contains("health = \"/healthz\""), "{text}");
+    let guessed = texts(&r, NoteKind::Guessed);
+    assert!(
+        guessed[0].starts_with("app orders_svc.app:app (Starlette in src/orders_svc/app.py:4); also found orders_svc.admin:admin"),
+        "{guessed:?}"
+    );
+    assert!(
+        guessed[1].starts_with("base python:3.12-slim-bookworm from requires-python \">=3.12\""),
+        "{guessed:?}"
+    );
+    assert_eq!(
+        texts(&r, NoteKind::Missing),
+        ["lockfile: none of uv.lock, pylock.toml, poetry.lock, pdm.lock, requirements.txt; run `uv lock`, or the image gets no packages"]
+    );
+    // With the base uncommented, the settings load as written.
+    std::fs::write(
+        p.path().join("imgbuild.toml"),
+        text.replace("# base = ", "base = "),
+    )
+    .unwrap();
+    let spec = crate::spec::load(None, p.path()).unwrap();
+    assert_eq!(spec.app_dir.as_deref(), Some("src"));
+}
+
+#[test]
+fn never_overwrites_without_force() {
+    let p = Project::new();
+    p.write("main.py", "app = FastAPI()\n")
+        .write("imgbuild.toml", "# mine\n");
+    let e = p.init(&with_base("b")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "imgbuild.toml exists; pass --force to replace it"
+    );
+    assert_eq!(p.read("imgbuild.toml"), "# mine\n");
+    let forced = InitOptions {
+        force: true,
+        ..with_base("b")
+    };
+    p.init(&forced).unwrap();
+    assert!(p.read("imgbuild.toml").contains("app = \"main:app\""));
+}
+
+#[test]
+fn pyproject_mode_appends_or_replaces_the_tool_table() {
+    let p = Project::new();
+    let original =
+        "[project]\nname = \"svc\"  # keep this comment\n\n[tool.ruff]\nline-length = 100\n";
+    p.write("pyproject.toml", original)
+        .write("svc/main.py", "app = FastAPI()\n");
+    let opts = InitOptions {
+        pyproject: true,
+        ..with_base("b")
+    };
+    p.init(&opts).unwrap();
+    let text = p.read("pyproject.toml");
+    assert!(
+        text.starts_with(original),
+        "the rest is kept as written:\n{text}"
+    );
+    assert!(text.contains("\n[tool.imgbuild]\n# Written by"), "{text}");
+    assert!(!p.path().join("imgbuild.toml").exists());
+    let spec = crate::spec::load(None, p.path()).unwrap();
+    assert_eq!(spec.app, "svc.main:app");
+
+    let e = p.init(&opts).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pyproject.toml already has a [tool.imgbuild] table; pass --force to replace it"
+    );
+    // Writing imgbuild.toml would override it silently: refused too.
+    let e = p.init(&with_base("b")).unwrap_err();
+    assert!(matches!(e, InitError::Shadowed), "{e}");
+
+    p.write(
+        "pyproject.toml",
+        &format!("{original}\n[tool.imgbuild]\nbase = \"old\"\napp = \"x:y\"\n[tool.imgbuild.env]\nA = \"1\"\n\n[tool.black]\nx = 1\n"),
+    );
+    let forced = InitOptions {
+        force: true,
+        ..opts
+    };
+    p.init(&forced).unwrap();
+    let text = p.read("pyproject.toml");
+    assert!(
+        !text.contains("old") && !text.contains("A = \"1\""),
+        "{text}"
+    );
+    assert!(text.contains("[tool.black]\nx = 1\n"), "{text}");
+    assert_eq!(text.matches("[tool.imgbuild]").count(), 1, "{text}");
+    assert_eq!(crate::spec::load(None, p.path()).unwrap().base, "b");
+}
+
+#[test]
+fn bad_input_writes_nothing() {
+    let p = Project::new();
+    p.write("main.py", "app = FastAPI()\n");
+    let e = p.init(&with_base("  ")).unwrap_err();
+    assert!(matches!(e, InitError::Invalid { .. }), "{e}");
+    assert!(!p.path().join("imgbuild.toml").exists());
+
+    let e = p
+        .init(&InitOptions {
+            pyproject: true,
+            ..with_base("b")
+        })
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("--pyproject: no pyproject.toml in "),
+        "{e}"
+    );
+
+    p.write("pyproject.toml", "[project\n");
+    let e = p.init(&with_base("b")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pyproject.toml: invalid TOML; fix it and run `imgbuild init` again"
+    );
+    assert!(!p.path().join("imgbuild.toml").exists());
+}
+
+#[test]
+fn without_an_app_or_a_readable_lock_it_says_what_is_missing() {
+    let p = Project::new();
+    p.write("poetry.lock", "").write("lib.py", "x = 1\n");
+    let r = p.init(&with_base("b")).unwrap();
+    assert!(!r.complete);
+    let missing = texts(&r, NoteKind::Missing);
+    assert!(
+        missing[0].starts_with("app: no top-level `NAME = FastAPI(` / `Starlette(` / `Litestar(`"),
+        "{missing:?}"
+    );
+    if !DEFAULT_LOCKFILES.contains(&"poetry.lock") {
+        assert!(
+            missing[1]
+                .starts_with("lockfile: found poetry.lock, which this imgbuild does not read"),
+            "{missing:?}"
+        );
+    }
+    assert!(p.read("imgbuild.toml").contains("\n# app = \"main:app\"\n"));
+}
+
+#[test]
+fn removing_the_tool_table_keeps_everything_else() {
+    let text = "[project]\nname = \"x\"\n\n[tool.imgbuild]\nbase = \"b\"\n\n[ tool.imgbuild.labels ]\na = \"b\"\n[tool.uv]\npackage = false\n";
+    assert_eq!(
+        without_tool_table(text).unwrap(),
+        "[project]\nname = \"x\"\n\n[tool.uv]\npackage = false\n"
+    );
+    assert_eq!(
+        without_tool_table("[tool]\nimgbuild = { base = \"b\" }\n"),
+        None,
+        "an inline table cannot be cut out line by line"
+    );
+}
