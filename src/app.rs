@@ -9,6 +9,7 @@
 use crate::dockerignore::{MatchInfo, Matcher, PatternError};
 use crate::layer::plan::PlanError;
 use crate::layer::{Content, ImagePath, LayerPlan};
+use crate::project_file::{self, Place, ProjectFileError, SETTINGS_LIMIT};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -44,6 +45,9 @@ pub enum AppError {
     SymlinkAbsolute { link: String, target: String },
     #[error("{} has a name that is not UTF-8; rename it or exclude it in .dockerignore", .path.display())]
     NonUtf8 { path: PathBuf },
+    /// `.dockerignore` is not a regular file, lies outside the tree, or is too large.
+    #[error(transparent)]
+    File(ProjectFileError),
     #[error("{path}: cannot be placed in the image ({reason}); rename it or exclude it in .dockerignore")]
     BadName { path: String, reason: &'static str },
     #[error("{path}")]
@@ -153,7 +157,9 @@ pub fn plan_app_layer(
 fn build_matcher(source: &Path, extra_excludes: &[String]) -> Result<Matcher, AppError> {
     let mut matcher = Matcher::from_lines(DEFAULT_EXCLUDES).expect("default patterns are valid");
     let ignore_file = source.join(DOCKERIGNORE);
-    match fs::read(&ignore_file) {
+    // Found by its name, so it must lie in the source tree; a FIFO, a device
+    // or a huge file is refused before it is read.
+    match project_file::read(&ignore_file, Place::Within(source), SETTINGS_LIMIT) {
         Ok(bytes) => {
             let text = String::from_utf8(bytes).map_err(|_| AppError::NonUtf8 {
                 path: ignore_file.clone(),
@@ -164,13 +170,14 @@ fn build_matcher(source: &Path, extra_excludes: &[String]) -> Result<Matcher, Ap
             })?;
             matcher.extend(project);
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => {
+        Err(e) if e.is_not_found() => {}
+        Err(ProjectFileError::Io { source, .. }) => {
             return Err(AppError::Unreadable {
                 path: ignore_file,
-                source: e,
+                source,
             })
         }
+        Err(other) => return Err(AppError::File(other)),
     }
     matcher.extend(Matcher::from_lines(extra_excludes).map_err(AppError::Exclude)?);
     Ok(matcher)

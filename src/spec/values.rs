@@ -6,6 +6,7 @@ use super::{normalise, Origin, Spec, SpecError, DEFAULT_LOCKFILES, UNREADABLE_LO
 use crate::dockerignore::Matcher;
 use crate::layer::ImagePath;
 use crate::platform::Platform;
+use crate::project_file::{self, Place};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -146,19 +147,28 @@ fn lockfile(
 ) -> Result<Option<PathBuf>, SpecError> {
     if let Some(p) = lockfile {
         let path = normalise(&dir.join(p));
-        if !path.is_file() {
-            return Err(origin.invalid(
-                "lockfile",
-                format!("{} does not exist or is not a file", path.display()),
-            ));
+        // Named by the user, so it may lie anywhere; still only a regular file.
+        match project_file::check(&path, Place::Anywhere) {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                return Err(origin.invalid(
+                    "lockfile",
+                    format!("{} does not exist or is not a file", path.display()),
+                ))
+            }
+            Err(e) => return Err(origin.invalid("lockfile", e.to_string())),
         }
         return Ok(Some(path));
     }
+    // Any entry by a default name counts: a FIFO, a device or a link out of
+    // the source tree is refused by name, never read and never passed over.
     if let Some(found) = DEFAULT_LOCKFILES
         .iter()
         .map(|name| source.join(name))
-        .find(|p| p.is_file())
+        .find(|p| p.symlink_metadata().is_ok())
     {
+        project_file::check(&found, Place::Within(source))
+            .map_err(|e| origin.invalid("lockfile", format!("is not set, and {e}")))?;
         return Ok(Some(found));
     }
     match UNREADABLE_LOCKFILES.iter().find(|n| source.join(n).is_file()) {
