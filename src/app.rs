@@ -516,6 +516,25 @@ mod tests {
     }
 
     #[test]
+    fn a_dockerignore_that_is_a_fifo_or_links_out_is_refused_unread() {
+        use crate::project_file::tests::{mkfifo, within_seconds};
+        let dir = tree(&[]);
+        let ignore = dir.path().join(".dockerignore");
+        fs::remove_file(&ignore).unwrap();
+        mkfifo(&ignore);
+        let root = dir.path().to_path_buf();
+        let e = within_seconds(move || plan_error(&root, &[]));
+        assert!(e.contains(".dockerignore is a FIFO, not a regular file"), "{e}");
+        let host = tempfile::tempdir().unwrap();
+        write(host.path(), "secret", "password=hunter2\n[", 0o644);
+        fs::remove_file(&ignore).unwrap();
+        std::os::unix::fs::symlink(host.path().join("secret"), &ignore).unwrap();
+        let e = plan_error(dir.path(), &[]);
+        assert!(e.contains(".dockerignore resolves to") && e.contains("outside"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
     fn refuses_sockets_naming_them() {
         let dir = tree(&[]);
         let root = dir.path();

@@ -173,7 +173,7 @@ fn regular(path: &Path, meta: &Metadata) -> Result<(), ProjectFileError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
     use std::sync::mpsc;
