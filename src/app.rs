@@ -524,13 +524,19 @@ mod tests {
         mkfifo(&ignore);
         let root = dir.path().to_path_buf();
         let e = within_seconds(move || plan_error(&root, &[]));
-        assert!(e.contains(".dockerignore is a FIFO, not a regular file"), "{e}");
+        assert!(
+            e.contains(".dockerignore is a FIFO, not a regular file"),
+            "{e}"
+        );
         let host = tempfile::tempdir().unwrap();
         write(host.path(), "secret", "password=hunter2\n[", 0o644);
         fs::remove_file(&ignore).unwrap();
         std::os::unix::fs::symlink(host.path().join("secret"), &ignore).unwrap();
         let e = plan_error(dir.path(), &[]);
-        assert!(e.contains(".dockerignore resolves to") && e.contains("outside"), "{e}");
+        assert!(
+            e.contains(".dockerignore resolves to") && e.contains("outside"),
+            "{e}"
+        );
         assert!(!e.contains("hunter2"), "{e}");
     }
 

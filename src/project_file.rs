@@ -218,7 +218,10 @@ pub(crate) mod tests {
         std::fs::write(dir.path().join("locks/uv.lock"), "x").unwrap();
         symlink("locks/uv.lock", dir.path().join("uv.lock")).unwrap();
         let place = Place::Within(dir.path());
-        assert_eq!(read_text(&dir.path().join("uv.lock"), place, 10).unwrap(), "x");
+        assert_eq!(
+            read_text(&dir.path().join("uv.lock"), place, 10).unwrap(),
+            "x"
+        );
     }
 
     #[test]
@@ -237,7 +240,10 @@ pub(crate) mod tests {
         .unwrap_err();
         assert!(matches!(e, ProjectFileError::Outside { .. }), "{e:?}");
         let shown = e.to_string();
-        assert!(shown.contains("uv.lock") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("uv.lock") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -256,9 +262,12 @@ pub(crate) mod tests {
         let fifo = dir.path().join(".dockerignore");
         mkfifo(&fifo);
         let root = dir.path().to_path_buf();
-        let e = within_seconds(move || read(&fifo, Place::Within(&root), SETTINGS_LIMIT))
-            .unwrap_err();
-        assert!(e.to_string().contains("is a FIFO, not a regular file"), "{e}");
+        let e =
+            within_seconds(move || read(&fifo, Place::Within(&root), SETTINGS_LIMIT)).unwrap_err();
+        assert!(
+            e.to_string().contains("is a FIFO, not a regular file"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -275,8 +284,16 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("big"), vec![b'#'; 11]).unwrap();
         let e = read(&dir.path().join("big"), Place::Anywhere, 10).unwrap_err();
-        assert!(matches!(e, ProjectFileError::TooLarge { limit: 10, .. }), "{e:?}");
-        assert_eq!(read(&dir.path().join("big"), Place::Anywhere, 11).unwrap().len(), 11);
+        assert!(
+            matches!(e, ProjectFileError::TooLarge { limit: 10, .. }),
+            "{e:?}"
+        );
+        assert_eq!(
+            read(&dir.path().join("big"), Place::Anywhere, 11)
+                .unwrap()
+                .len(),
+            11
+        );
     }
 
     #[test]

@@ -454,7 +454,10 @@ struct UvFile {
 fn uv_files(inputs: &Inputs, read: &mut Vec<String>) -> Result<Vec<UvFile>, IndexConfigError> {
     // `place`: a file found beside the project must lie in the directory it
     // was found in; the others are the user's own, named or in their places.
-    let load = |path: PathBuf, pyproject: bool, place: Place| -> Result<Option<UvFile>, IndexConfigError> {
+    let load = |path: PathBuf,
+                pyproject: bool,
+                place: Place|
+     -> Result<Option<UvFile>, IndexConfigError> {
         let Some(text) = read_optional(&path, place)? else {
             return Ok(None);
         };

@@ -16,8 +16,10 @@ pub(crate) mod requirements;
 pub(crate) mod select;
 pub(crate) mod uv;
 
+use crate::project_file::{
+    read_text as read_project_file, Place, ProjectFileError, LOCKFILE_LIMIT,
+};
 use crate::python::markers::{MarkerEnv, MarkerError};
-use crate::project_file::{read_text as read_project_file, Place, ProjectFileError, LOCKFILE_LIMIT};
 use pep508_rs::PackageName;
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -439,7 +439,10 @@ fn project_settings_files_are_read_only_as_files_of_their_directory() {
     w.write("host/secret", "password=hunter2\n");
     std::os::unix::fs::symlink(w.path("host/secret"), w.path("project/uv.toml")).unwrap();
     let err = w.resolve_from("project").unwrap_err().to_string();
-    assert!(err.contains("project/uv.toml resolves to") && err.contains("outside"), "{err}");
+    assert!(
+        err.contains("project/uv.toml resolves to") && err.contains("outside"),
+        "{err}"
+    );
     assert!(!err.contains("hunter2"), "{err}");
 
     std::fs::remove_file(w.path("project/uv.toml")).unwrap();
@@ -452,7 +455,10 @@ fn project_settings_files_are_read_only_as_files_of_their_directory() {
     // Named by the user, it may lie anywhere, and its syntax errors say where, not what.
     let mut w = World::new();
     w.write("host/uv.toml", "password = hunter2\n");
-    w.set("UV_CONFIG_FILE", &w.path("host/uv.toml").display().to_string());
+    w.set(
+        "UV_CONFIG_FILE",
+        &w.path("host/uv.toml").display().to_string(),
+    );
     let err = w.resolve_from("project").unwrap_err().to_string();
     assert!(err.contains("host/uv.toml is not valid TOML"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");

@@ -364,7 +364,13 @@ fn errors_of_a_lockfile_outside_the_tree_quote_none_of_it() {
     let host = tempfile::tempdir().unwrap();
     let secret = write(host.path(), "secret", "password=hunter2\n");
     let project = tempfile::tempdir().unwrap();
-    for name in ["uv.lock", "pylock.toml", "poetry.lock", "pdm.lock", "requirements.txt"] {
+    for name in [
+        "uv.lock",
+        "pylock.toml",
+        "poetry.lock",
+        "pdm.lock",
+        "requirements.txt",
+    ] {
         let lock = project.path().join(name);
         std::os::unix::fs::symlink(&secret, &lock).unwrap();
         let e = crate::lock::load(&lock, &LockOptions::default(), &env("x86_64"), &index())
