@@ -9,6 +9,7 @@
 use crate::dockerignore::{MatchInfo, Matcher, PatternError};
 use crate::layer::plan::PlanError;
 use crate::layer::{Content, ImagePath, LayerPlan};
+use crate::project_file::{self, Place, ProjectFileError, SETTINGS_LIMIT};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -44,6 +45,9 @@ pub enum AppError {
     SymlinkAbsolute { link: String, target: String },
     #[error("{} has a name that is not UTF-8; rename it or exclude it in .dockerignore", .path.display())]
     NonUtf8 { path: PathBuf },
+    /// `.dockerignore` is not a regular file, lies outside the tree, or is too large.
+    #[error(transparent)]
+    File(ProjectFileError),
     #[error("{path}: cannot be placed in the image ({reason}); rename it or exclude it in .dockerignore")]
     BadName { path: String, reason: &'static str },
     #[error("{path}")]
@@ -153,7 +157,9 @@ pub fn plan_app_layer(
 fn build_matcher(source: &Path, extra_excludes: &[String]) -> Result<Matcher, AppError> {
     let mut matcher = Matcher::from_lines(DEFAULT_EXCLUDES).expect("default patterns are valid");
     let ignore_file = source.join(DOCKERIGNORE);
-    match fs::read(&ignore_file) {
+    // Found by its name, so it must lie in the source tree; a FIFO, a device
+    // or a huge file is refused before it is read.
+    match project_file::read(&ignore_file, Place::Within(source), SETTINGS_LIMIT) {
         Ok(bytes) => {
             let text = String::from_utf8(bytes).map_err(|_| AppError::NonUtf8 {
                 path: ignore_file.clone(),
@@ -164,13 +170,14 @@ fn build_matcher(source: &Path, extra_excludes: &[String]) -> Result<Matcher, Ap
             })?;
             matcher.extend(project);
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => {
+        Err(e) if e.is_not_found() => {}
+        Err(ProjectFileError::Io { source, .. }) => {
             return Err(AppError::Unreadable {
                 path: ignore_file,
-                source: e,
+                source,
             })
         }
+        Err(other) => return Err(AppError::File(other)),
     }
     matcher.extend(Matcher::from_lines(extra_excludes).map_err(AppError::Exclude)?);
     Ok(matcher)
@@ -506,6 +513,31 @@ mod tests {
         // An excluded bad link is never looked at.
         write(root, ".dockerignore", "abs\n", 0o644);
         assert!(plan_app_layer(root, &app(), &[]).is_ok());
+    }
+
+    #[test]
+    fn a_dockerignore_that_is_a_fifo_or_links_out_is_refused_unread() {
+        use crate::project_file::tests::{mkfifo, within_seconds};
+        let dir = tree(&[]);
+        let ignore = dir.path().join(".dockerignore");
+        fs::remove_file(&ignore).unwrap();
+        mkfifo(&ignore);
+        let root = dir.path().to_path_buf();
+        let e = within_seconds(move || plan_error(&root, &[]));
+        assert!(
+            e.contains(".dockerignore is a FIFO, not a regular file"),
+            "{e}"
+        );
+        let host = tempfile::tempdir().unwrap();
+        write(host.path(), "secret", "password=hunter2\n[", 0o644);
+        fs::remove_file(&ignore).unwrap();
+        std::os::unix::fs::symlink(host.path().join("secret"), &ignore).unwrap();
+        let e = plan_error(dir.path(), &[]);
+        assert!(
+            e.contains(".dockerignore resolves to") && e.contains("outside"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

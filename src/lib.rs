@@ -23,6 +23,7 @@ mod lock;
 mod output;
 mod parallel;
 mod platform;
+mod project_file;
 pub mod python;
 pub mod reference;
 pub mod registry;

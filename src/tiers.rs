@@ -30,6 +30,7 @@ const TIERS: &[(&str, &[&str])] = &[
             "image",
             "store",
             "text",
+            "project_file",
             "parallel",
             "http",
             "tee",

@@ -215,7 +215,9 @@ fn recorded_value(spec: &Spec, key: &str, spec_dir: &Path) -> Option<serde_json:
 /// `[project] name` and `version` from the source's pyproject.toml, else the
 /// directory's name.
 pub fn app_identity(source: &Path) -> (String, Option<String>) {
-    let project = std::fs::read_to_string(source.join("pyproject.toml"))
+    let place = crate::project_file::Place::Within(source);
+    let limit = crate::project_file::SETTINGS_LIMIT;
+    let project = crate::project_file::read_text(&source.join("pyproject.toml"), place, limit)
         .ok()
         .and_then(|t| t.parse::<toml::Table>().ok())
         .and_then(|t| t.get("project")?.as_table().cloned());

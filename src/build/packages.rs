@@ -94,7 +94,11 @@ fn select_wheels(
     };
     let env = MarkerEnv::for_target(python)?;
     // issue 8: the lock's local packages come from the same read.
-    let (packages, locals) = crate::lock::load_with_local(lockfile, &lock_opts, &env, opts.http)?;
+    // A lockfile outside the source tree may be any file on the host: its
+    // errors keep the file and the line, never its text.
+    let quotable = crate::project_file::is_inside(lockfile, &spec.source);
+    let (packages, locals) = crate::lock::load_with_local(lockfile, &lock_opts, &env, opts.http)
+        .map_err(|e| if quotable { e } else { e.without_file_text() })?;
     let tags = Tags::for_target(python);
     let mut wheels = crate::lock::select::select_wheels(
         &packages,

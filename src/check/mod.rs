@@ -174,7 +174,9 @@ pub fn check_lockfile(spec: &Spec) -> Result<(), CheckError> {
         return Ok(());
     }
     let pyproject = spec.source.join(crate::spec::PYPROJECT_FILE);
-    let Ok(text) = std::fs::read_to_string(&pyproject) else {
+    let place = crate::project_file::Place::Within(&spec.source);
+    let limit = crate::project_file::SETTINGS_LIMIT;
+    let Ok(text) = crate::project_file::read_text(&pyproject, place, limit) else {
         return Ok(());
     };
     let Ok(doc) = text.parse::<toml::Table>() else {

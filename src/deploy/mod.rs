@@ -17,6 +17,7 @@ pub(crate) mod manifests;
 pub(crate) mod resolve;
 pub(crate) mod yaml;
 
+use crate::project_file::{read_text, Place, SETTINGS_LIMIT};
 use crate::spec::{self, Spec, SpecError};
 use std::io;
 use std::path::Path;
@@ -101,7 +102,8 @@ pub struct Project {
 pub fn project(spec: &Spec) -> Project {
     let dirs = [spec.file.parent(), Some(spec.source.as_path())];
     for dir in dirs.into_iter().flatten() {
-        let Ok(text) = std::fs::read_to_string(dir.join(spec::PYPROJECT_FILE)) else {
+        let file = dir.join(spec::PYPROJECT_FILE);
+        let Ok(text) = read_text(&file, Place::Within(dir), SETTINGS_LIMIT) else {
             continue;
         };
         let Ok(doc) = text.parse::<toml::Table>() else {

@@ -5,6 +5,7 @@
 
 pub(crate) mod detect;
 
+use crate::project_file::{read_optional_text, Place, ProjectFileError, SETTINGS_LIMIT};
 use crate::spec::{self, SpecError, DEFAULT_LOCKFILES, PYPROJECT_FILE, SPEC_FILE};
 use detect::{AppCandidate, HealthRoute, ProjectInfo};
 use std::io;
@@ -71,6 +72,9 @@ pub struct Report {
 pub enum InitError {
     #[error("{file} exists; pass --force to replace it")]
     Exists { file: String },
+    /// pyproject.toml is not a regular file, lies outside the project, or is too large.
+    #[error(transparent)]
+    File(ProjectFileError),
     #[error("{file} already has a [tool.imgbuild] table; pass --force to replace it")]
     ToolTableExists { file: String },
     #[error("{PYPROJECT_FILE} has a [tool.imgbuild] table, which a new {SPEC_FILE} would override; pass --pyproject --force to replace that table, or --force to write {SPEC_FILE} anyway")]
@@ -204,15 +208,16 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Report, InitError> {
 
 /// pyproject.toml's text, if there is one, and what it says about the project.
 fn read_pyproject(file: &Path) -> Result<(Option<String>, ProjectInfo), InitError> {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => Some(t),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(source) => {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let text = match read_optional_text(file, Place::Within(dir), SETTINGS_LIMIT) {
+        Ok(t) => t,
+        Err(ProjectFileError::Io { source, .. }) => {
             return Err(InitError::Read {
                 file: PYPROJECT_FILE.into(),
                 source,
             })
         }
+        Err(other) => return Err(InitError::File(other)),
     };
     let info = match &text {
         Some(t) => detect::project_info(t).map_err(|source| InitError::Pyproject {

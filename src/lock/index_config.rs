@@ -20,6 +20,7 @@
 //! Everything is read through [`Inputs`], so tests inject the environment and
 //! the file system roots instead of touching the process's.
 
+use crate::project_file::{read_optional_text, Place, ProjectFileError, SETTINGS_LIMIT};
 use reqwest::Url;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,9 @@ pub enum IndexConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// Not a regular file, outside the project directory it was found in, or too large.
+    #[error(transparent)]
+    File(ProjectFileError),
     #[error("{path} is not valid TOML: {reason}")]
     Toml { path: String, reason: String },
     #[error("{origin}: `{url}` is not an index URL; write it as https://HOST/PATH (or http:// or file://)")]
@@ -367,7 +371,7 @@ fn read_pip_indexes(
     // whichever file each comes from.
     let mut pip_inis = Vec::new();
     for path in pip_files(inputs, read) {
-        if let Some(text) = read_optional(&path)? {
+        if let Some(text) = read_optional(&path, Place::Anywhere)? {
             pip_inis.push((path.display().to_string(), parse_ini(&text)));
         }
     }
@@ -422,7 +426,7 @@ fn collect_credentials(
         .map(PathBuf::from)
         .or_else(|| inputs.home.as_ref().map(|h| h.join(".netrc")));
     let netrc = match &netrc_path {
-        Some(p) => read_optional(p)?
+        Some(p) => read_optional(p, Place::Anywhere)?
             .map(|t| parse_netrc(&t))
             .unwrap_or_default(),
         None => Vec::new(),
@@ -448,13 +452,20 @@ struct UvFile {
 
 /// uv's settings files, most important first.
 fn uv_files(inputs: &Inputs, read: &mut Vec<String>) -> Result<Vec<UvFile>, IndexConfigError> {
-    let load = |path: PathBuf, pyproject: bool| -> Result<Option<UvFile>, IndexConfigError> {
-        let Some(text) = read_optional(&path)? else {
+    // `place`: a file found beside the project must lie in the directory it
+    // was found in; the others are the user's own, named or in their places.
+    let load = |path: PathBuf,
+                pyproject: bool,
+                place: Place|
+     -> Result<Option<UvFile>, IndexConfigError> {
+        let Some(text) = read_optional(&path, place)? else {
             return Ok(None);
         };
-        let table = toml::from_str(&text).map_err(|e| IndexConfigError::Toml {
+        // The message only: the full error quotes the file's text, and the
+        // file may be any file of the host.
+        let table = toml::from_str(&text).map_err(|e: toml::de::Error| IndexConfigError::Toml {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            reason: e.message().trim().replace('\n', "; "),
         })?;
         Ok(Some(UvFile {
             path,
@@ -472,7 +483,7 @@ fn uv_files(inputs: &Inputs, read: &mut Vec<String>) -> Result<Vec<UvFile>, Inde
     if let Some(file) = inputs.var("UV_CONFIG_FILE") {
         read.push(format!("{file} (UV_CONFIG_FILE)"));
         let path = PathBuf::from(&file);
-        return match load(path, false)? {
+        return match load(path, false, Place::Anywhere)? {
             Some(f) => Ok(vec![f]),
             None => Err(IndexConfigError::Read {
                 path: file,
@@ -484,11 +495,11 @@ fn uv_files(inputs: &Inputs, read: &mut Vec<String>) -> Result<Vec<UvFile>, Inde
     // The project: the first directory upward with a uv.toml, or a pyproject.toml with [tool.uv].
     let mut searched = Vec::new();
     for dir in inputs.project_dir.ancestors() {
-        if let Some(f) = load(dir.join("uv.toml"), false)? {
+        if let Some(f) = load(dir.join("uv.toml"), false, Place::Within(dir))? {
             out.push(f);
             break;
         }
-        if let Some(f) = load(dir.join("pyproject.toml"), true)? {
+        if let Some(f) = load(dir.join("pyproject.toml"), true, Place::Within(dir))? {
             if f.table.get("tool").and_then(|t| t.get("uv")).is_some() {
                 out.push(f);
                 break;
@@ -513,14 +524,14 @@ fn uv_files(inputs: &Inputs, read: &mut Vec<String>) -> Result<Vec<UvFile>, Inde
     system.push(inputs.system("/etc/uv/uv.toml"));
     for path in user.into_iter() {
         read.push(path.display().to_string());
-        if let Some(f) = load(path, false)? {
+        if let Some(f) = load(path, false, Place::Anywhere)? {
             out.push(f);
         }
     }
     // uv reads the first system file that exists.
     for path in system {
         read.push(path.display().to_string());
-        if let Some(f) = load(path, false)? {
+        if let Some(f) = load(path, false, Place::Anywhere)? {
             out.push(f);
             break;
         }
@@ -563,21 +574,17 @@ fn pip_files(inputs: &Inputs, read: &mut Vec<String>) -> Vec<PathBuf> {
     out
 }
 
-/// A file's text, or None when it does not exist.
-fn read_optional(path: &Path) -> Result<Option<String>, IndexConfigError> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                || e.kind() == std::io::ErrorKind::NotADirectory =>
-        {
-            Ok(None)
-        }
-        Err(source) => Err(IndexConfigError::Read {
+/// A settings file's text, or None when it does not exist: a regular file of
+/// at most [`SETTINGS_LIMIT`], inside the directory it was found in when
+/// imgbuild looked for it beside the project (`place`).
+fn read_optional(path: &Path, place: Place) -> Result<Option<String>, IndexConfigError> {
+    read_optional_text(path, place, SETTINGS_LIMIT).map_err(|e| match e {
+        ProjectFileError::Io { source, .. } => IndexConfigError::Read {
             path: path.display().to_string(),
             source,
-        }),
-    }
+        },
+        other => IndexConfigError::File(other),
+    })
 }
 
 /// `(section, key)` → value, as pip's configparser reads it: keys lower case,

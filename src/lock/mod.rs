@@ -16,6 +16,9 @@ pub(crate) mod requirements;
 pub(crate) mod select;
 pub(crate) mod uv;
 
+use crate::project_file::{
+    read_text as read_project_file, Place, ProjectFileError, LOCKFILE_LIMIT,
+};
 use crate::python::markers::{MarkerEnv, MarkerError};
 use pep508_rs::PackageName;
 use std::collections::BTreeSet;
@@ -134,6 +137,16 @@ pub enum LockError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    /// Not a regular file, or larger than [`LOCKFILE_LIMIT`].
+    #[error(transparent)]
+    File(ProjectFileError),
+    /// An error about a lockfile outside the source tree, without its text.
+    #[error("{path}{at}: {what} (the file is outside the source tree, so its text is not shown)")]
+    Unshown {
+        path: String,
+        at: String,
+        what: &'static str,
     },
     #[error("{path} is not valid TOML")]
     Toml {
@@ -338,12 +351,40 @@ pub(crate) fn active_groups<'a>(
     active
 }
 
-/// A lockfile's text, with an error that names it.
+/// A lockfile's text, with an error that names it: a regular file of at most
+/// [`LOCKFILE_LIMIT`]. The path was named by the user or checked to lie in
+/// the source tree when the settings were read (`spec`), so it may lie anywhere.
 pub(crate) fn read_text(path: &Path) -> Result<String, LockError> {
-    std::fs::read_to_string(path).map_err(|source| LockError::Read {
-        path: path.display().to_string(),
-        source,
+    read_project_file(path, Place::Anywhere, LOCKFILE_LIMIT).map_err(|e| match e {
+        ProjectFileError::Io { source, .. } => LockError::Read {
+            path: path.display().to_string(),
+            source,
+        },
+        other => LockError::File(other),
     })
+}
+
+impl LockError {
+    /// This error without any text of the lockfile, for a lockfile outside
+    /// the source tree (which may be any file on the host): syntax errors
+    /// and line errors keep only the file and the line.
+    pub fn without_file_text(self) -> LockError {
+        let unshown = |path: String, line: Option<usize>, what: &'static str| LockError::Unshown {
+            path,
+            at: line.map(|l| format!(":{l}")).unwrap_or_default(),
+            what,
+        };
+        match self {
+            LockError::Toml { path, .. } => unshown(path, None, "is not valid TOML"),
+            LockError::Invalid { path, .. } => {
+                unshown(path, None, "is not a lockfile imgbuild reads")
+            }
+            LockError::Line { path, line, .. } | LockError::Requirement { path, line, .. } => {
+                unshown(path, Some(line), "is not a line imgbuild reads")
+            }
+            other => other,
+        }
+    }
 }
 
 /// Reads the lockfile at `path` and returns the packages to install for the

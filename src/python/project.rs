@@ -15,6 +15,7 @@
 //! Backends that compile code cannot be imitated: they are refused, and the
 //! user builds a wheel beforehand (`project-wheel`).
 
+use crate::project_file::{read_optional_text, read_text, Place, ProjectFileError, SETTINGS_LIMIT};
 use crate::python::install::{record_hash, write_record, RecordRow};
 use std::collections::BTreeMap;
 use std::io::{self, Cursor, Write};
@@ -24,6 +25,9 @@ pub const PYPROJECT: &str = "pyproject.toml";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
+    /// pyproject.toml is not a regular file, lies outside the project, or is too large.
+    #[error(transparent)]
+    File(ProjectFileError),
     #[error("cannot read {}", .file.display())]
     Read {
         file: PathBuf,
@@ -104,7 +108,8 @@ fn compiled_backend(backend: &str, doc: &toml::Table, dir: &Path) -> Option<Stri
         _ => {}
     }
     if top == "setuptools" {
-        if let Ok(setup) = std::fs::read_to_string(dir.join("setup.py")) {
+        let setup_py = dir.join("setup.py");
+        if let Ok(Some(setup)) = read_optional_text(&setup_py, Place::Within(dir), SETTINGS_LIMIT) {
             if setup.contains("ext_modules") || setup.contains("Extension(") {
                 return Some("setuptools with ext_modules".into());
             }
@@ -202,10 +207,16 @@ pub fn read(dir: &Path, locked_version: Option<&str>) -> Result<Option<Project>,
     }))
 }
 
+/// The project's pyproject.toml: found by its name, so it must lie in the
+/// project directory, be a regular file, and be at most [`SETTINGS_LIMIT`].
 fn read_pyproject(file: &Path) -> Result<toml::Table, ProjectError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ProjectError::Read {
-        file: file.to_path_buf(),
-        source,
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let text = read_text(file, Place::Within(dir), SETTINGS_LIMIT).map_err(|e| match e {
+        ProjectFileError::Io { source, .. } => ProjectError::Read {
+            file: file.to_path_buf(),
+            source,
+        },
+        other => ProjectError::File(other),
     })?;
     text.parse()
         .map_err(|e: toml::de::Error| ProjectError::Toml {

@@ -21,6 +21,7 @@ pub use keys::{keys_by_provenance, Provenance};
 use crate::image::command::{EntrypointCmd, Uvicorn};
 use crate::layer::ImagePath;
 use crate::platform::Platform;
+use crate::project_file::{read_text, Place, ProjectFileError, SETTINGS_LIMIT};
 use crate::text::{one_line, shown};
 use std::collections::BTreeMap;
 use std::io;
@@ -117,6 +118,9 @@ pub enum SpecError {
         #[source]
         source: io::Error,
     },
+    /// A settings file that is not a regular file, lies outside, or is too large.
+    #[error(transparent)]
+    File(crate::project_file::ProjectFileError),
     #[error("{file}: invalid TOML at line {line}, column {column}: {message}")]
     Syntax {
         file: String,
@@ -214,17 +218,19 @@ pub fn load(explicit: Option<&Path>, cwd: &Path) -> Result<Spec, SpecError> {
     if let Some(path) = explicit {
         let file = normalise(&cwd.join(path));
         let is_pyproject = file.file_name().is_some_and(|n| n == PYPROJECT_FILE);
-        let text = read(&file, &cwd)?;
+        let text = read(&file, &cwd, Place::Anywhere)?;
         return parse(&text, &file, is_pyproject, &cwd);
     }
+    // Any entry by the name counts, so a FIFO or a dangling link is refused
+    // by name instead of being passed over.
     let spec_file = cwd.join(SPEC_FILE);
-    if spec_file.is_file() {
-        let text = read(&spec_file, &cwd)?;
+    if spec_file.symlink_metadata().is_ok() {
+        let text = read(&spec_file, &cwd, Place::Within(&cwd))?;
         return parse(&text, &spec_file, false, &cwd);
     }
     let pyproject = cwd.join(PYPROJECT_FILE);
-    if pyproject.is_file() {
-        let text = read(&pyproject, &cwd)?;
+    if pyproject.symlink_metadata().is_ok() {
+        let text = read(&pyproject, &cwd, Place::Within(&cwd))?;
         let shown = shown(&pyproject, &cwd);
         let doc = parse_toml(&text, &shown)?;
         if tool_table(&doc).is_some() {
@@ -279,10 +285,15 @@ pub fn parse(text: &str, file: &Path, is_pyproject: bool, cwd: &Path) -> Result<
     values::check(raw, file, &dir, &origin)
 }
 
-fn read(file: &Path, cwd: &Path) -> Result<String, SpecError> {
-    std::fs::read_to_string(file).map_err(|source| SpecError::Read {
-        file: shown(file, cwd),
-        source,
+/// The settings file's text: a regular file, at most [`SETTINGS_LIMIT`] long,
+/// inside `cwd` when imgbuild found it there by its name.
+fn read(file: &Path, cwd: &Path, place: Place) -> Result<String, SpecError> {
+    read_text(file, place, SETTINGS_LIMIT).map_err(|e| match e {
+        ProjectFileError::Io { source, .. } => SpecError::Read {
+            file: shown(file, cwd),
+            source,
+        },
+        other => SpecError::File(other),
     })
 }
 

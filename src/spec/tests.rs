@@ -584,3 +584,146 @@ fn compression_is_gzip_by_default_and_takes_zstd() {
         "{e}"
     );
 }
+
+#[test]
+fn venv_and_workdir_in_system_directories_are_refused() {
+    let p = Project::new();
+    let cases: &[(&str, &str)] = &[
+        (
+            "venv = \"/usr\"",
+            "key \"venv\": /usr is inside the system directory /usr",
+        ),
+        (
+            "venv = \"/usr/local/venv\"",
+            "key \"venv\": /usr/local/venv",
+        ),
+        ("venv = \"/bin\"", "key \"venv\": /bin"),
+        ("venv = \"/lib64/venv\"", "key \"venv\": /lib64/venv"),
+        ("venv = \"/var/venv\"", "key \"venv\": /var/venv"),
+        ("workdir = \"/etc\"", "key \"workdir\": /etc"),
+        ("workdir = \"/sys/app\"", "key \"workdir\": /sys/app"),
+        ("workdir = \"/sbin\"", "key \"workdir\": /sbin"),
+        ("workdir = \"/dev\"", "key \"workdir\": /dev"),
+    ];
+    for (line, want) in cases {
+        let e = p.err(&format!("{MINIMAL}{line}\n"));
+        assert!(e.contains(want), "for {line}: {e}");
+        let example = if line.starts_with("venv") {
+            "/app/.venv"
+        } else {
+            "/app"
+        };
+        assert!(
+            e.ends_with(&format!("such as {example}")),
+            "for {line}: {e}"
+        );
+    }
+    for line in [
+        "venv = \"/opt/venv\"",
+        "workdir = \"/srv/app\"",
+        "venv = \"/usrx/venv\"",
+    ] {
+        p.write(SPEC_FILE, &format!("{MINIMAL}{line}\n"));
+        assert!(p.load().is_ok(), "{line}");
+    }
+}
+
+#[test]
+fn env_names_and_values_with_a_newline_or_nul_are_refused() {
+    let p = Project::new();
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"env = { "A\nB" = "x" }"#,
+            "key \"env\": \"A\\nB\" is not a valid variable name",
+        ),
+        (
+            r#"env = { "A\u0000" = "x" }"#,
+            "key \"env\": \"A\\0\" is not a valid variable name",
+        ),
+        (
+            r#"env = { A = "x\ny" }"#,
+            "key \"env.A\": the value holds a newline or NUL",
+        ),
+        (
+            r#"env = { A = "x\r" }"#,
+            "key \"env.A\": the value holds a newline or NUL",
+        ),
+        (
+            r#"env = { A = "x\u0000" }"#,
+            "key \"env.A\": the value holds a newline or NUL",
+        ),
+    ];
+    for (line, want) in cases {
+        let e = p.err(&format!("{MINIMAL}{line}\n"));
+        assert!(e.contains(want), "for {line}: {e}");
+    }
+}
+
+/// A file outside every project, holding what must never be shown.
+fn host_secret() -> tempfile::TempDir {
+    let host = tempfile::tempdir().unwrap();
+    fs::write(host.path().join("secret"), "password=hunter2\n").unwrap();
+    host
+}
+
+#[test]
+fn a_default_lockfile_linking_out_of_the_source_is_refused_unread() {
+    let host = host_secret();
+    let p = Project::new();
+    p.write(SPEC_FILE, MINIMAL);
+    std::os::unix::fs::symlink(host.path().join("secret"), p.path().join("uv.lock")).unwrap();
+    let e = error_chain(&p.load().unwrap_err());
+    assert!(
+        e.contains("key \"lockfile\"") && e.contains("uv.lock"),
+        "{e}"
+    );
+    assert!(e.contains("outside"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+}
+
+#[test]
+fn a_lockfile_named_in_the_settings_may_lie_outside_the_source() {
+    let p = Project::new();
+    p.write("locks/uv.lock", "version = 1\n");
+    p.write(
+        "app/imgbuild.toml",
+        &format!("{MINIMAL}lockfile = \"../locks/uv.lock\"\n"),
+    );
+    let s = load(None, &p.path().join("app")).unwrap();
+    assert_eq!(s.lockfile, Some(p.path().join("locks/uv.lock")));
+}
+
+#[test]
+fn fifos_and_devices_as_project_files_are_refused_at_once() {
+    use crate::project_file::tests::{mkfifo, within_seconds};
+    for (name, make_fifo) in [
+        (SPEC_FILE, true),
+        (PYPROJECT_FILE, true),
+        (SPEC_FILE, false),
+        (PYPROJECT_FILE, false),
+    ] {
+        let p = Project::new();
+        let path = p.path().join(name);
+        if make_fifo {
+            mkfifo(&path);
+        } else {
+            std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        }
+        let dir = p.path();
+        let e = within_seconds(move || error_chain(&load(None, &dir).unwrap_err()));
+        let kind = if make_fifo { "a FIFO" } else { "a device" };
+        assert!(e.contains(name) && e.contains(kind), "{e}");
+    }
+    for (make_fifo, kind) in [(true, "a FIFO"), (false, "a device")] {
+        let p = Project::new();
+        p.write(SPEC_FILE, MINIMAL);
+        if make_fifo {
+            mkfifo(&p.path().join("uv.lock"));
+        } else {
+            std::os::unix::fs::symlink("/dev/zero", p.path().join("uv.lock")).unwrap();
+        }
+        let dir = p.path();
+        let e = within_seconds(move || error_chain(&load(None, &dir).unwrap_err()));
+        assert!(e.contains("key \"lockfile\"") && e.contains(kind), "{e}");
+    }
+}

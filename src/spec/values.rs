@@ -6,6 +6,7 @@ use super::{normalise, Origin, Spec, SpecError, DEFAULT_LOCKFILES, UNREADABLE_LO
 use crate::dockerignore::Matcher;
 use crate::layer::ImagePath;
 use crate::platform::Platform;
+use crate::project_file::{self, Place};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -130,10 +131,36 @@ fn image_dirs(
 ) -> Result<(ImagePath, ImagePath), SpecError> {
     let workdir = image_path(origin, "workdir", workdir.unwrap_or("/app"))?;
     let venv = image_path(origin, "venv", venv.unwrap_or("/app/.venv"))?;
+    not_a_system_dir(origin, "workdir", &workdir, "/app")?;
+    not_a_system_dir(origin, "venv", &venv, "/app/.venv")?;
     if venv == workdir || workdir.starts_with(&venv) {
         return Err(origin.invalid("venv", format!("{venv} would hold the workdir {workdir}; put the venv inside it (such as {workdir}/.venv) or elsewhere")));
     }
     Ok((workdir, venv))
+}
+
+/// The base's own directories, where the app or the venv would shadow or mix
+/// with the system (`venv = "/usr"` leaves an image where `/bin/sh` and
+/// python no longer run). `/` itself is refused by [`ImagePath::new`].
+const SYSTEM_DIRS: &[&str] = &[
+    "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "var", "proc", "sys", "dev",
+];
+
+/// Refuses `path` (the value of `key`) inside a [`SYSTEM_DIRS`] directory.
+fn not_a_system_dir(
+    origin: &Origin,
+    key: &str,
+    path: &ImagePath,
+    example: &str,
+) -> Result<(), SpecError> {
+    let top = path.as_str().split('/').next().unwrap_or_default();
+    if SYSTEM_DIRS.contains(&top) {
+        return Err(origin.invalid(
+            key,
+            format!("{path} is inside the system directory /{top}, which the image needs as the base made it; use a directory of its own, such as {example}"),
+        ));
+    }
+    Ok(())
 }
 
 /// `lockfile`: the file named, else the first of [`DEFAULT_LOCKFILES`] in
@@ -146,19 +173,28 @@ fn lockfile(
 ) -> Result<Option<PathBuf>, SpecError> {
     if let Some(p) = lockfile {
         let path = normalise(&dir.join(p));
-        if !path.is_file() {
-            return Err(origin.invalid(
-                "lockfile",
-                format!("{} does not exist or is not a file", path.display()),
-            ));
+        // Named by the user, so it may lie anywhere; still only a regular file.
+        match project_file::check(&path, Place::Anywhere) {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                return Err(origin.invalid(
+                    "lockfile",
+                    format!("{} does not exist or is not a file", path.display()),
+                ))
+            }
+            Err(e) => return Err(origin.invalid("lockfile", e.to_string())),
         }
         return Ok(Some(path));
     }
+    // Any entry by a default name counts: a FIFO, a device or a link out of
+    // the source tree is refused by name, never read and never passed over.
     if let Some(found) = DEFAULT_LOCKFILES
         .iter()
         .map(|name| source.join(name))
-        .find(|p| p.is_file())
+        .find(|p| p.symlink_metadata().is_ok())
     {
+        project_file::check(&found, Place::Within(source))
+            .map_err(|e| origin.invalid("lockfile", format!("is not set, and {e}")))?;
         return Ok(Some(found));
     }
     match UNREADABLE_LOCKFILES.iter().find(|n| source.join(n).is_file()) {
@@ -195,16 +231,24 @@ fn app_reference(
     Ok((app, app_dir))
 }
 
-/// `env`: names a process environment can hold.
+/// `env`: names and values a process environment, and every file imgbuild
+/// writes them into (the image config, deploy outputs), can hold on one line.
 fn environment(
     origin: &Origin,
     env: BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, SpecError> {
+    let breaks_a_line = |s: &str| s.contains(['\0', '\n', '\r']);
     for (k, v) in &env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+        if k.is_empty() || k.contains('=') || breaks_a_line(k) {
             return Err(origin.invalid(
                 "env",
-                format!("{k:?} is not a valid variable name (no `=`, not empty)"),
+                format!("{k:?} is not a valid variable name (no `=`, newline or NUL, not empty)"),
+            ));
+        }
+        if breaks_a_line(v) {
+            return Err(origin.invalid(
+                &format!("env.{k}"),
+                "the value holds a newline or NUL; put it on one line (encode it, such as in base64, if it must hold one)",
             ));
         }
     }

@@ -429,3 +429,37 @@ fn ini_values_continue_on_indented_lines_and_keys_accept_underscores() {
     w.set("PIP_CONFIG_FILE", w.path("pip.conf").to_str().unwrap());
     assert_eq!(w.default().unwrap().0, "https://underscore.example/simple");
 }
+
+/// uv.toml and pyproject.toml found beside the lock must lie where they were
+/// found and be regular files; no error quotes a settings file's text.
+#[test]
+fn project_settings_files_are_read_only_as_files_of_their_directory() {
+    use crate::project_file::tests::{mkfifo, within_seconds};
+    let w = World::new();
+    w.write("host/secret", "password=hunter2\n");
+    std::os::unix::fs::symlink(w.path("host/secret"), w.path("project/uv.toml")).unwrap();
+    let err = w.resolve_from("project").unwrap_err().to_string();
+    assert!(
+        err.contains("project/uv.toml resolves to") && err.contains("outside"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    std::fs::remove_file(w.path("project/uv.toml")).unwrap();
+    mkfifo(&w.path("project/sub/pyproject.toml"));
+    let world = std::sync::Arc::new(w);
+    let w2 = world.clone();
+    let err = within_seconds(move || w2.resolve_from("project/sub").unwrap_err().to_string());
+    assert!(err.contains("pyproject.toml is a FIFO"), "{err}");
+
+    // Named by the user, it may lie anywhere, and its syntax errors say where, not what.
+    let mut w = World::new();
+    w.write("host/uv.toml", "password = hunter2\n");
+    w.set(
+        "UV_CONFIG_FILE",
+        &w.path("host/uv.toml").display().to_string(),
+    );
+    let err = w.resolve_from("project").unwrap_err().to_string();
+    assert!(err.contains("host/uv.toml is not valid TOML"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}

@@ -354,3 +354,30 @@ fn real_compiled_requirements_resolve_through_the_index() {
     );
     assert!(!wheels.iter().any(|w| w.name == "colorama"));
 }
+
+/// A lockfile the user names outside the source tree may be any host file:
+/// once its errors are stripped for that (`without_file_text`), they name
+/// the file and the line and quote nothing of it, whatever the format.
+#[test]
+fn errors_of_a_lockfile_outside_the_tree_quote_none_of_it() {
+    use crate::text::error_chain;
+    let host = tempfile::tempdir().unwrap();
+    let secret = write(host.path(), "secret", "password=hunter2\n");
+    let project = tempfile::tempdir().unwrap();
+    for name in [
+        "uv.lock",
+        "pylock.toml",
+        "poetry.lock",
+        "pdm.lock",
+        "requirements.txt",
+    ] {
+        let lock = project.path().join(name);
+        std::os::unix::fs::symlink(&secret, &lock).unwrap();
+        let e = crate::lock::load(&lock, &LockOptions::default(), &env("x86_64"), &index())
+            .unwrap_err();
+        let shown = error_chain(&e.without_file_text());
+        assert!(shown.contains(name), "{shown}");
+        assert!(!shown.contains("hunter2"), "{name}: {shown}");
+        assert!(shown.contains("outside the source tree"), "{shown}");
+    }
+}

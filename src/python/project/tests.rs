@@ -190,3 +190,21 @@ fn the_wheel_is_deterministic_and_installs_like_any_wheel() {
         .as_str()
         .ends_with("site-packages/hello_world/__init__.py")));
 }
+
+#[test]
+fn a_pyproject_that_is_a_fifo_or_a_device_is_refused_at_once() {
+    use crate::project_file::tests::{mkfifo, within_seconds};
+    for fifo in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pyproject.toml");
+        if fifo {
+            mkfifo(&file);
+        } else {
+            std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+        }
+        let d = dir.path().to_path_buf();
+        let e = within_seconds(move || read(&d, None).unwrap_err().to_string());
+        let kind = if fifo { "a FIFO" } else { "a device" };
+        assert!(e.contains("pyproject.toml is") && e.contains(kind), "{e}");
+    }
+}
