@@ -77,8 +77,9 @@ pub enum BaseError {
     DiffId {
         base: String,
         layer: Digest,
-        diff_id: Digest,
-        got: Digest,
+        /// Boxed: the error stays as small as the other variants.
+        diff_id: Box<Digest>,
+        got: Box<Digest>,
     },
     #[error("base {base}")]
     Registry {
@@ -204,8 +205,8 @@ impl BaseImage {
         BaseError::DiffId {
             base: self.name.clone(),
             layer: self.manifest.layers[index].digest.clone(),
-            diff_id: self.diff_ids[index].clone(),
-            got,
+            diff_id: Box::new(self.diff_ids[index].clone()),
+            got: Box::new(got),
         }
     }
 
@@ -688,7 +689,8 @@ mod tests {
         let blob = gzipped(&tar);
         let wrong = Digest::of_bytes(b"another layer's tar");
         let (base, src) = one_layer_base(blob.clone(), &blob, wrong.clone());
-        let reads: [fn(&mut dyn Read) -> Result<usize, BoxError>; 2] = [
+        type Reader = fn(&mut dyn Read) -> Result<usize, BoxError>;
+        let reads: [Reader; 2] = [
             // A reader that stops early: the rest is read to check the diff_id.
             |r| Ok(r.read(&mut [0; 10])?),
             // A reader that fails: the diff_id is what is reported.
