@@ -682,7 +682,7 @@ mod tests {
                 &format!("{in_base}/abs.py"),
                 &format!("/../../..{host}/host_secret.py"),
             ),
-            // A hard link that climbs out names nothing.
+            // A hard link that climbs out names the base's own file.
             Hardlink(
                 &format!("{in_base}/hard.py"),
                 &format!("../../../..{host}/host_secret.py"),
@@ -710,6 +710,7 @@ mod tests {
             found,
             [
                 base_file("abs.py", b"base"),
+                base_file("hard.py", b"base"),
                 base_file("host_secret.py", b"base"),
                 base_file("os.py", b"base os"),
             ]
