@@ -453,3 +453,50 @@ fn a_base_blob_changed_after_a_build_is_caught_on_the_next() {
         &["does not match"],
     );
 }
+
+/// Rewrites the config of `layout`'s one image with `edit`, and the manifest
+/// and index that name it, so every blob still matches its digest.
+fn edit_base_config(layout: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let write_blob = |value: &serde_json::Value| -> (String, usize) {
+        let bytes = serde_json::to_vec(value).unwrap();
+        let digest = imgbuild::digest::Digest::of_bytes(&bytes);
+        std::fs::write(layout.join("blobs/sha256").join(digest.hex()), &bytes).unwrap();
+        (digest.to_string(), bytes.len())
+    };
+    let mut index = json_file(&layout.join("index.json"));
+    let mut manifest = blob_json(layout, &index["manifests"][0]["digest"]);
+    let mut config = blob_json(layout, &manifest["config"]["digest"]);
+    edit(&mut config);
+    let (digest, size) = write_blob(&config);
+    manifest["config"]["digest"] = digest.into();
+    manifest["config"]["size"] = size.into();
+    let (digest, size) = write_blob(&manifest);
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = size.into();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_base_whose_config_diff_ids_do_not_match_its_layers_fails_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = golden_copy(tmp.path());
+    let wrong = imgbuild::digest::Digest::of_bytes(b"another layer's tar").to_string();
+    edit_base_config(&dir.join("base"), |config| {
+        config["rootfs"]["diff_ids"][0] = wrong.clone().into();
+    });
+    assert_fails_cleanly(
+        &dir,
+        &["build", "--output", "oci:out", "--cache-dir", "../cache"],
+        &dir.join("out"),
+        &[
+            "base oci:base:latest",
+            &format!(
+                "its config's diff_id {wrong} does not match the layer's uncompressed content"
+            ),
+        ],
+    );
+}

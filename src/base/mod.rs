@@ -8,10 +8,11 @@ pub(crate) mod python;
 pub(crate) mod remote;
 pub(crate) mod tars;
 
-use crate::digest::{Digest, VerifyingReader};
+use crate::digest::{Digest, HashingWriter, VerifyingReader};
 use crate::image::manifest::{sniff_media_type, Descriptor, Index, Manifest};
 use crate::image::{is_index_media_type, is_manifest_media_type, ANNOTATION_REF_NAME};
 use crate::platform::Platform;
+use crate::tee::Tee;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,6 +72,14 @@ pub enum BaseError {
         /// A digest mismatch, a compression we do not read, or a tar the reader refused.
         #[source]
         source: BoxError,
+    },
+    #[error("base {base}: layer {layer}: its config's diff_id {diff_id} does not match the layer's uncompressed content ({got}); the base image is corrupt or was built wrong: rebuild or re-pull it, or use another base")]
+    DiffId {
+        base: String,
+        layer: Digest,
+        /// Boxed: the error stays as small as the other variants.
+        diff_id: Box<Digest>,
+        got: Box<Digest>,
     },
     #[error("base {base}")]
     Registry {
@@ -142,8 +151,9 @@ impl BaseImage {
 
     /// Hands layer `index`'s tar stream to `read`, then reads the layer to its
     /// end, so its digest is always checked: a corrupt blob is reported as a
-    /// digest mismatch, not as whatever decoding error it caused. A layer read
-    /// before in this process is read from its kept tar, not inflated again.
+    /// digest mismatch, not as whatever decoding error it caused. The tar is
+    /// checked against the config's diff_id the same way. A layer read before
+    /// in this process is read from its kept tar, not inflated again.
     pub fn read_layer_tar<T>(
         &self,
         index: usize,
@@ -158,28 +168,46 @@ impl BaseImage {
         if let Some(mut kept) = self.tars.open(index) {
             return read(&mut kept).map_err(layer_err);
         }
+        let compressed = crate::layer::compress::is_compressed(&desc.media_type);
+        if !compressed && desc.digest != self.diff_ids[index] {
+            // An uncompressed layer is its own tar: its diff_id is its digest.
+            return Err(self.diff_id_mismatch(index, desc.digest.clone()));
+        }
         let mut blob = self.open_blob(desc)?;
         // An uncompressed layer is its own tar: there is nothing to save.
-        let mut copy =
-            crate::layer::compress::is_compressed(&desc.media_type).then(|| self.tars.copy());
-        let to_end = |tar: &mut dyn Read| -> Result<T, BoxError> {
-            let value = read(tar)?;
-            io::copy(tar, &mut io::sink())?;
-            Ok(value)
+        let mut copy = compressed.then(|| self.tars.copy());
+        let mut tar_digest = HashingWriter::new(io::sink());
+        let inflated = match crate::layer::compress::decompressed(&desc.media_type, &mut blob) {
+            Ok(tar) if compressed => {
+                let mut hashed = Tee::new(tar, &mut tar_digest);
+                Ok(read_to_end(&mut hashed, &mut copy, read))
+            }
+            Ok(mut tar) => Ok(read_to_end(&mut tar, &mut copy, read)),
+            Err(e) => Err(e),
         };
-        let value = match crate::layer::compress::decompressed(&desc.media_type, &mut blob) {
-            Ok(mut tar) => match &mut copy {
-                Some(c) => to_end(&mut c.tee(&mut tar)),
-                None => to_end(&mut tar),
-            },
-            Err(e) => Err(e.into()),
-        };
+        // The blob's own digest first: a corrupt blob explains everything after.
         io::copy(&mut blob, &mut io::sink()).map_err(|e| layer_err(e.into()))?;
+        let (value, at_end) = inflated.map_err(|e| layer_err(e.into()))?;
+        if compressed && at_end {
+            let (got, _, _) = tar_digest.finish();
+            if got != self.diff_ids[index] {
+                return Err(self.diff_id_mismatch(index, got));
+            }
+        }
         let value = value.map_err(layer_err)?;
         if let Some(c) = copy {
             self.tars.keep(index, c);
         }
         Ok(value)
+    }
+
+    fn diff_id_mismatch(&self, index: usize, got: Digest) -> BaseError {
+        BaseError::DiffId {
+            base: self.name.clone(),
+            layer: self.manifest.layers[index].digest.clone(),
+            diff_id: Box::new(self.diff_ids[index].clone()),
+            got: Box::new(got),
+        }
     }
 
     /// Env from the base config, for finding its Python on PATH.
@@ -191,6 +219,29 @@ impl BaseImage {
             .filter_map(|v| v.as_str())
             .find_map(|kv| kv.strip_prefix("PATH=").map(str::to_string))
     }
+}
+
+/// Hands `tar` (teed into `copy`, when there is one) to `read`, then reads
+/// it to its end. Also says whether the end was reached, even when `read`
+/// failed: only a tar read to its end can be checked against its diff_id.
+fn read_to_end<T>(
+    tar: &mut dyn Read,
+    copy: &mut Option<tars::TarCopy>,
+    read: impl FnOnce(&mut dyn Read) -> Result<T, BoxError>,
+) -> (Result<T, BoxError>, bool) {
+    let mut teed;
+    let tar: &mut dyn Read = match copy {
+        Some(c) => {
+            teed = c.tee(tar);
+            &mut teed
+        }
+        None => tar,
+    };
+    let value = read(tar);
+    let drained = io::copy(tar, &mut io::sink());
+    let at_end = drained.is_ok();
+    let value = value.and_then(|v| drained.map(|_| v).map_err(Into::into));
+    (value, at_end)
 }
 
 /// Reads a whole small blob (manifest, index, config), verified.
@@ -549,8 +600,13 @@ mod tests {
         }
     }
 
-    /// A base whose one gzip layer is `blob`, described as `described`'s digest.
-    fn one_layer_base(blob: Vec<u8>, described: &[u8]) -> (BaseImage, Arc<Counting>) {
+    /// A base whose one gzip layer is `blob`, described as `described`'s
+    /// digest, with `diff_id` in its config.
+    fn one_layer_base(
+        blob: Vec<u8>,
+        described: &[u8],
+        diff_id: Digest,
+    ) -> (BaseImage, Arc<Counting>) {
         let digest = Digest::of_bytes(described);
         let src = Arc::new(Counting(
             Bytes([(digest.clone(), blob)].into()),
@@ -568,7 +624,7 @@ mod tests {
             manifest_digest: Digest::of_bytes(b"manifest"),
             manifest,
             config: serde_json::json!({}),
-            diff_ids: vec![Digest::of_bytes(b"tar")],
+            diff_ids: vec![diff_id],
             platform: "linux/amd64".parse().unwrap(),
             blobs: src.clone(),
             tars: Default::default(),
@@ -586,7 +642,7 @@ mod tests {
     fn a_base_layer_is_inflated_once_however_many_readers_walk_it() {
         let tar: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
         let blob = gzipped(&tar);
-        let (base, src) = one_layer_base(blob.clone(), &blob);
+        let (base, src) = one_layer_base(blob.clone(), &blob, Digest::of_bytes(&tar));
         for reader in 0..3 {
             // Each reader takes only a little and leaves the rest unread.
             let head = base
@@ -613,7 +669,11 @@ mod tests {
     fn a_layer_that_fails_its_digest_is_never_kept_and_fails_every_read() {
         let blob = gzipped(b"some tar bytes");
         // The manifest names other bytes: the read must fail on the digest.
-        let (base, src) = one_layer_base(blob, b"the bytes the manifest names");
+        let (base, src) = one_layer_base(
+            blob,
+            b"the bytes the manifest names",
+            Digest::of_bytes(b"some tar bytes"),
+        );
         for _ in 0..2 {
             let err = base
                 .read_layer_tar(0, |r| Ok(io::copy(r, &mut io::sink())?))
@@ -621,6 +681,52 @@ mod tests {
             assert!(matches!(err, BaseError::Layer { .. }), "{err:?}");
         }
         assert_eq!(*src.1.lock().unwrap(), 2, "read again, not from a copy");
+    }
+
+    #[test]
+    fn a_layer_whose_tar_is_not_its_diff_id_fails_every_read_in_one_line_and_is_never_kept() {
+        let tar: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let blob = gzipped(&tar);
+        let wrong = Digest::of_bytes(b"another layer's tar");
+        let (base, src) = one_layer_base(blob.clone(), &blob, wrong.clone());
+        type Reader = fn(&mut dyn Read) -> Result<usize, BoxError>;
+        let reads: [Reader; 2] = [
+            // A reader that stops early: the rest is read to check the diff_id.
+            |r| Ok(r.read(&mut [0; 10])?),
+            // A reader that fails: the diff_id is what is reported.
+            |_| Err("not a tar".into()),
+        ];
+        for read in reads {
+            let err = base.read_layer_tar(0, read).unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(err, BaseError::DiffId { .. }), "{err:?}");
+            assert!(!message.contains('\n'), "{message}");
+            for part in [
+                "base mem: layer ",
+                &Digest::of_bytes(&blob).to_string(),
+                &format!("its config's diff_id {wrong} does not match"),
+                &format!("uncompressed content ({})", Digest::of_bytes(&tar)),
+            ] {
+                assert!(message.contains(part), "{part:?} in {message}");
+            }
+        }
+        assert_eq!(*src.1.lock().unwrap(), 2, "read again, not from a copy");
+    }
+
+    #[test]
+    fn an_uncompressed_layer_must_have_its_own_digest_as_diff_id() {
+        let tar = b"an uncompressed tar".to_vec();
+        let (mut base, _) = one_layer_base(tar.clone(), &tar, Digest::of_bytes(b"other"));
+        base.manifest.layers[0].media_type = "application/vnd.oci.image.layer.v1.tar".into();
+        let err = base.read_layer_tar(0, |_| Ok(())).unwrap_err();
+        assert!(matches!(err, BaseError::DiffId { .. }), "{err:?}");
+        base.diff_ids[0] = Digest::of_bytes(&tar);
+        let read = base.read_layer_tar(0, |r| {
+            let mut all = Vec::new();
+            r.read_to_end(&mut all)?;
+            Ok(all)
+        });
+        assert_eq!(read.unwrap(), tar);
     }
 
     #[test]

@@ -120,8 +120,7 @@ impl RootFs {
                 tar::EntryType::Link => {
                     let target = entry
                         .link_name_bytes()
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .and_then(|t| normalise(&t));
+                        .and_then(|b| self.hardlink_target(&String::from_utf8_lossy(&b)));
                     match target.and_then(|t| self.nodes.get(&t).cloned()) {
                         Some(node) => node,
                         None => continue,
@@ -147,6 +146,18 @@ impl RootFs {
             self.nodes.insert(path, node);
         }
         Ok(())
+    }
+
+    /// Where a hard link's target is in the merged view: its directory
+    /// resolved inside the root (`..` at the root stays there, an absolute
+    /// path starts at the root, symlinks are followed), as containerd and
+    /// `openat2(RESOLVE_IN_ROOT)` resolve it; the name itself is not followed.
+    fn hardlink_target(&self, target: &str) -> Option<String> {
+        let (dir, name) = split_parent(target);
+        if matches!(name, "" | "." | "..") {
+            return None;
+        }
+        Some(join(&self.resolve(dir)?, name))
     }
 
     /// True for exactly the files interpreter detection reads.
@@ -487,6 +498,29 @@ mod tests {
         assert_eq!(fs.resolve("/loop"), None);
         assert_eq!(fs.list_dir("/bin"), vec!["python3", "python3.11"]);
         assert!(!fs.exists("/bin/python2"));
+    }
+
+    #[test]
+    fn links_that_climb_past_the_root_stay_inside_it() {
+        let fs = fs(&[layer(&[
+            File("usr/lib/libz.so.1", b"z"),
+            File("tmp/host/os.py", b"in the base"),
+            Symlink("usr/lib/python3.11", "../../../../../../tmp/host"),
+            Symlink("usr/lib/abs", "/../../usr/lib/libz.so.1"),
+            Symlink("lib", "usr/lib"),
+            Hardlink("usr/lib/hard-climb", "../../../../usr/lib/libz.so.1"),
+            Hardlink("usr/lib/hard-through-link", "lib/libz.so.1"),
+        ])]);
+        assert_eq!(
+            fs.resolve("usr/lib/python3.11/os.py").as_deref(),
+            Some("tmp/host/os.py")
+        );
+        assert_eq!(
+            fs.resolve("usr/lib/abs").as_deref(),
+            Some("usr/lib/libz.so.1")
+        );
+        assert_eq!(fs.read("usr/lib/hard-climb"), Some(&b"z"[..]));
+        assert_eq!(fs.read("usr/lib/hard-through-link"), Some(&b"z"[..]));
     }
 
     #[test]

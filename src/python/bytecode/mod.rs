@@ -413,7 +413,14 @@ fn collect_stdlib(
     cache_tag: &str,
     out: &mut Vec<Source>,
 ) -> io::Result<()> {
-    let Ok(entries) = std::fs::read_dir(root.join(rel)) else {
+    // Every link unpacked resolves inside the tree; this holds the walk to it
+    // even in a tree that was not unpacked so (an older imgbuild's).
+    let dir = root.join(rel);
+    let inside = match (dir.canonicalize(), root.canonicalize()) {
+        (Ok(real), Ok(real_root)) => real.starts_with(real_root),
+        _ => false,
+    };
+    let Some(entries) = inside.then(|| std::fs::read_dir(&dir).ok()).flatten() else {
         return Ok(());
     };
     for e in entries {
@@ -469,5 +476,25 @@ mod tests {
             assert_eq!(source_of(&pyc), Some(p(py)));
         }
         assert_eq!(source_of(&p("app/pkg/main.pyc")), None);
+    }
+
+    #[test]
+    fn the_stdlib_walk_never_follows_a_link_out_of_the_unpacked_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let host = tmp.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("secret.py"), b"host").unwrap();
+        // A tree unpacked before links were resolved inside it.
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("../../../host", root.join("usr/lib/python3.11")).unwrap();
+        let mut sources = Vec::new();
+        collect_stdlib(&root, "usr/lib/python3.11", "cpython-311", &mut sources).unwrap();
+        assert!(sources.is_empty(), "{:?}", sources.len());
+        assert!(!stdlib_lacks_pycs(
+            &root,
+            "usr/lib/python3.11",
+            "cpython-311"
+        ));
     }
 }

@@ -12,8 +12,9 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Bumped when the unpacked tree or the identity changes meaning.
-const UNPACK_VERSION: u32 = 2;
+/// Bumped when the unpacked tree or the identity changes meaning (3: every
+/// symlink resolves inside the tree, so trees whose links led out are redone).
+const UNPACK_VERSION: u32 = 3;
 
 /// The base's interpreter, ready to start.
 #[derive(Clone, Debug)]

@@ -339,30 +339,41 @@ fn set_modes(real_root: &Path, fs: &RootFs, sel: &Selection) -> Result<(), Failu
     Ok(())
 }
 
-/// Creates the selected symlinks, absolute targets made relative so they
-/// resolve inside the root.
+/// Creates the selected symlinks, each pointing where it resolves in the
+/// merged view: there `..` at the root stays at the root and absolute targets
+/// start at the root (as `openat2(RESOLVE_IN_ROOT)` resolves), while the
+/// kernel would follow the base's own text past the unpacked root into the
+/// host. A link that resolves nowhere in the view is not made.
 fn make_links(real_root: &Path, fs: &RootFs, sel: &Selection) -> Result<(), Failure> {
     for link in &sel.links {
-        let Some(target) = fs.read_link(link) else {
+        let Some(real) = fs.resolve(link) else {
             continue;
         };
         let (dir, _) = link.rsplit_once('/').unwrap_or(("", link));
-        // Absolute targets are made relative, so they resolve inside the root.
-        let target = match target.strip_prefix('/') {
-            Some(abs) => {
-                let depth = dir.split('/').filter(|c| !c.is_empty()).count();
-                format!("{}{}", "../".repeat(depth), abs)
-            }
-            None => target.to_owned(),
-        };
         if !make_dirs_inside(real_root, dir) {
             continue;
         }
         let dest = real_root.join(link);
         let _ = remove_all(&dest);
-        std::os::unix::fs::symlink(target, &dest).map_err(Failure::Io)?;
+        std::os::unix::fs::symlink(relative_target(dir, &real), &dest).map_err(Failure::Io)?;
     }
     Ok(())
+}
+
+/// The target to write for a symlink in `dir` that resolves to `real` (both
+/// real paths below the root, so every `..` climbs a real directory): up to
+/// their common ancestor, then down. It never climbs above the root.
+fn relative_target(dir: &str, real: &str) -> String {
+    let from: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+    let to: Vec<&str> = real.split('/').filter(|c| !c.is_empty()).collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts = vec![".."; from.len() - common];
+    parts.extend(&to[common..]);
+    if parts.is_empty() {
+        ".".to_owned()
+    } else {
+        parts.join("/")
+    }
 }
 
 /// The second pass over one layer: each regular file named in `wanted`
@@ -621,5 +632,102 @@ mod tests {
         );
         // The escaping link resolves inside the root, to etc/, which is not the stdlib.
         assert!(!outside.join("etc").exists() && !inner.join("etc/passwd").exists());
+    }
+
+    /// The sources the stdlib walk of [`super::super::collect_stdlib`] finds
+    /// below `root`, with their contents.
+    fn stdlib_sources(root: &Path, stdlib: &str) -> Vec<(String, Vec<u8>)> {
+        let mut sources = Vec::new();
+        super::super::collect_stdlib(root, stdlib, "cpython-311", &mut sources).unwrap();
+        let real_root = root.canonicalize().unwrap();
+        sources
+            .into_iter()
+            .map(|s| {
+                let real = s.host.canonicalize().unwrap();
+                assert!(
+                    real.starts_with(&real_root),
+                    "{} is outside",
+                    real.display()
+                );
+                (s.path.to_string(), fs::read(real).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stdlib_linked_out_of_the_root_with_extra_dotdots_resolves_inside_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A directory on the host that the base's links name.
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("host_secret.py"), b"host").unwrap();
+        let host = outside.display().to_string();
+        let in_base = host.trim_start_matches('/');
+        let (os_py, secret_py) = (
+            format!("{in_base}/os.py"),
+            format!("{in_base}/host_secret.py"),
+        );
+        let first = layer(&[
+            File("usr/bin/python3.11", &fake_so(&[], None)),
+            // Relative, with more `..` than the unpacked root is deep.
+            Symlink(
+                "usr/lib/python3.11",
+                &format!("{}{in_base}", "../".repeat(40)),
+            ),
+            // The same path inside the base: where the link leads in the image.
+            File(&os_py, b"base os"),
+            File(&secret_py, b"base"),
+            // Absolute, climbing above `/` first.
+            Symlink(
+                &format!("{in_base}/abs.py"),
+                &format!("/../../..{host}/host_secret.py"),
+            ),
+            // A hard link that climbs out names the base's own file.
+            Hardlink(
+                &format!("{in_base}/hard.py"),
+                &format!("../../../..{host}/host_secret.py"),
+            ),
+        ]);
+        let root = tmp.path().join("cache/roots/key");
+        fs::create_dir_all(&root).unwrap();
+        let mut streams = |_: usize, f: &mut dyn FnMut(&mut dyn Read) -> io::Result<()>| {
+            f(&mut &first[..]).map_err(|source| super::super::BytecodeError::Base(Box::new(source)))
+        };
+        unpack(
+            "test",
+            &root,
+            "usr/bin/python3.11",
+            "usr/lib/python3.11",
+            1,
+            &mut streams,
+        )
+        .unwrap();
+        let mut found = stdlib_sources(&root, "usr/lib/python3.11");
+        found.sort();
+        let base_file =
+            |name: &str, content: &[u8]| (format!("/usr/lib/python3.11/{name}"), content.to_vec());
+        assert_eq!(
+            found,
+            [
+                base_file("abs.py", b"base"),
+                base_file("hard.py", b"base"),
+                base_file("host_secret.py", b"base"),
+                base_file("os.py", b"base os"),
+            ]
+        );
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            1,
+            "nothing was written on the host"
+        );
+    }
+
+    #[test]
+    fn symlink_targets_climb_only_to_the_common_ancestor() {
+        assert_eq!(relative_target("usr/lib", "usr/lib/x"), "x");
+        assert_eq!(relative_target("usr/lib", "etc/p"), "../../etc/p");
+        assert_eq!(relative_target("", "usr/lib"), "usr/lib");
+        assert_eq!(relative_target("usr/lib", ""), "../..");
+        assert_eq!(relative_target("usr", "usr"), ".");
     }
 }
