@@ -376,18 +376,21 @@ pub struct BodyCap {
 }
 
 /// A registry token service's reply: a JSON object with a token of a few KiB.
+/// (30 s, as when it was read with reqwest's `json()`, whose whole body the
+/// client timeout bounded.)
 pub const TOKEN_REPLY: BodyCap = BodyCap {
     kind: "token reply",
     limit: 1 << 20,
-    deadline: Duration::from_secs(60),
+    deadline: Duration::from_secs(30),
 };
 
 /// A package index's PEP 691 project page: the largest real ones (projects
-/// with nightly builds) are tens of MiB.
+/// with nightly builds) are tens of MiB, which may take longer than the 30 s
+/// reqwest's `bytes()` allowed them before.
 pub const INDEX_PAGE: BodyCap = BodyCap {
     kind: "package index page",
     limit: 64 << 20,
-    deadline: Duration::from_secs(300),
+    deadline: Duration::from_secs(120),
 };
 
 /// An image manifest or index: registries refuse to store larger ones.
