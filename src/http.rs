@@ -4,20 +4,36 @@
 //! tries again ([`RetryPolicy`]). Registry auth and the distribution protocol
 //! live in `registry`, index credentials in `lock::index_config`; this module
 //! knows neither, so it never sees a credential it could leak.
+//!
+//! Every reply read whole into memory is read through [`read_capped`] (or
+//! [`read_truncated`] for error bodies) with a [`BodyCap`]: a size and a
+//! total deadline per kind of reply, so a server that sends without end, or a
+//! byte at a time, costs a bounded amount of memory and time.
 
 use reqwest::blocking::{Client, ClientBuilder, Response};
 use reqwest::StatusCode;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Environment variable holding the base retry backoff in milliseconds
 /// (default 1000); tests set it low so fault scenarios run fast.
 pub const RETRY_BASE_ENV: &str = "IMGBUILD_RETRY_BASE_MS";
 
-/// Why the client could not be made.
+/// Why the client could not be made, or a reply could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    #[error("{what} is over {}, the most a {} may hold; the server is not what was expected or sends without end", size_text(cap.limit), cap.kind)]
+    ReplyTooLarge { what: String, cap: BodyCap },
+    #[error("{what} took over {:?}, the most a {} may take; the server is too slow or sends without end", cap.deadline, cap.kind)]
+    ReplyTooSlow { what: String, cap: BodyCap },
+    #[error("reading {what} broke off")]
+    ReplyRead {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read CA file {path}")]
     CaFile {
         path: PathBuf,
@@ -345,6 +361,129 @@ impl HttpClient {
     }
 }
 
+/// How much of one kind of reply imgbuild holds in memory, and how long it
+/// reads it in all. The stall rule ends a reply that stops; the deadline ends
+/// one that trickles (checked between reads, so a reply ends at the latest
+/// one stall timeout after it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyCap {
+    /// What the reply is, for the error: "token reply".
+    pub kind: &'static str,
+    /// The most bytes kept.
+    pub limit: u64,
+    /// The longest the whole body may take to arrive.
+    pub deadline: Duration,
+}
+
+/// A registry token service's reply: a JSON object with a token of a few KiB.
+/// (30 s, as when it was read with reqwest's `json()`, whose whole body the
+/// client timeout bounded.)
+pub const TOKEN_REPLY: BodyCap = BodyCap {
+    kind: "token reply",
+    limit: 1 << 20,
+    deadline: Duration::from_secs(30),
+};
+
+/// A package index's PEP 691 project page: the largest real ones (projects
+/// with nightly builds) are tens of MiB, which may take longer than the 30 s
+/// reqwest's `bytes()` allowed them before.
+pub const INDEX_PAGE: BodyCap = BodyCap {
+    kind: "package index page",
+    limit: 64 << 20,
+    deadline: Duration::from_secs(120),
+};
+
+/// An image manifest or index: registries refuse to store larger ones.
+pub const MANIFEST: BodyCap = BodyCap {
+    kind: "manifest",
+    limit: 16 << 20,
+    deadline: Duration::from_secs(120),
+};
+
+/// An image config read for its diff_ids.
+pub const IMAGE_CONFIG: BodyCap = BodyCap {
+    kind: "image config",
+    limit: 4 << 20,
+    deadline: Duration::from_secs(120),
+};
+
+/// The body of an error reply, read only to explain the error: cut at the
+/// limit or the deadline, never failed.
+pub const ERROR_BODY: BodyCap = BodyCap {
+    kind: "error reply",
+    limit: 64 << 10,
+    deadline: Duration::from_secs(10),
+};
+
+/// The whole of `reply`, or an error naming `what` once it is over `cap`'s
+/// size or deadline: the server decides how much it sends, not how much we keep.
+pub fn read_capped(reply: impl Read, cap: &BodyCap, what: &str) -> Result<Vec<u8>, HttpError> {
+    let mut body = Vec::new();
+    match read_within(reply, cap, &mut body) {
+        Ok(Ending::Complete) => Ok(body),
+        Ok(Ending::OverLimit) => Err(HttpError::ReplyTooLarge {
+            what: what.to_string(),
+            cap: *cap,
+        }),
+        Ok(Ending::OverDeadline) => Err(HttpError::ReplyTooSlow {
+            what: what.to_string(),
+            cap: *cap,
+        }),
+        Err(source) => Err(HttpError::ReplyRead {
+            what: what.to_string(),
+            source,
+        }),
+    }
+}
+
+/// As much of `reply` as arrives within `cap` (its size and its deadline);
+/// a broken transfer keeps what came. For bodies read only to explain an error.
+pub fn read_truncated(reply: impl Read, cap: &BodyCap) -> Vec<u8> {
+    let mut body = Vec::new();
+    let _ = read_within(reply, cap, &mut body);
+    body
+}
+
+/// How a capped read ended.
+enum Ending {
+    Complete,
+    OverLimit,
+    OverDeadline,
+}
+
+/// Reads `reply` into `body` until its end, `cap.limit` bytes or
+/// `cap.deadline`. No byte past the limit is kept, so the buffer never grows
+/// beyond it.
+fn read_within(mut reply: impl Read, cap: &BodyCap, body: &mut Vec<u8>) -> std::io::Result<Ending> {
+    let started = Instant::now();
+    let mut chunk = vec![0; 64 << 10];
+    loop {
+        let n = match reply.read(&mut chunk) {
+            Ok(0) => return Ok(Ending::Complete),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let room = cap.limit.saturating_sub(body.len() as u64);
+        body.extend_from_slice(&chunk[..n.min(room as usize)]);
+        if n as u64 > room {
+            return Ok(Ending::OverLimit);
+        }
+        if started.elapsed() > cap.deadline {
+            return Ok(Ending::OverDeadline);
+        }
+    }
+}
+
+/// `bytes` in the largest whole unit: "64 MiB", "64 KiB", "100 bytes".
+fn size_text(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
 /// A reqwest error described by its kind and causes, without the URL: an
 /// upload session's URL is a long opaque state blob, and an index URL may
 /// carry a password; the caller names what was requested.
@@ -460,6 +599,65 @@ mod tests {
             }
         };
         assert_eq!(p.run(second_works), Ok(2));
+    }
+
+    #[test]
+    fn a_reply_over_its_cap_fails_with_one_line_naming_it_and_its_cap() {
+        let what = "the reply of the token service at https://auth.example/token";
+        let endless = std::io::repeat(b'a');
+        let err = read_capped(endless, &TOKEN_REPLY, what).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the reply of the token service at https://auth.example/token is over 1 MiB, \
+             the most a token reply may hold; the server is not what was expected or sends \
+             without end"
+        );
+        let page = std::io::repeat(b' ');
+        let err = read_capped(page, &INDEX_PAGE, "the page of `h11`").unwrap_err();
+        assert!(err.to_string().contains("is over 64 MiB"), "{err}");
+    }
+
+    #[test]
+    fn a_reply_of_exactly_its_cap_is_read_whole() {
+        let cap = BodyCap {
+            limit: 10,
+            ..TOKEN_REPLY
+        };
+        assert_eq!(read_capped(&[7u8; 10][..], &cap, "x").unwrap(), [7; 10]);
+        assert!(read_capped(&[7u8; 11][..], &cap, "x").is_err());
+    }
+
+    #[test]
+    fn an_error_body_is_cut_at_its_cap_and_never_fails() {
+        assert_eq!(
+            read_truncated(std::io::repeat(b'e'), &ERROR_BODY).len(),
+            64 << 10
+        );
+        assert_eq!(read_truncated(&b"denied"[..], &ERROR_BODY), b"denied");
+    }
+
+    #[test]
+    fn a_reply_that_trickles_ends_at_its_deadline() {
+        use crate::test_http::{Reply, Server};
+        let server = Server::start(|_| Reply::trickle(200, "{", b' ', Duration::from_millis(20)));
+        let client = policy().client_builder(false).build().unwrap();
+        let reply = client
+            .get(format!("http://{}/token", server.addr))
+            .send()
+            .unwrap();
+        let cap = BodyCap {
+            deadline: Duration::from_millis(300),
+            ..TOKEN_REPLY
+        };
+        let started = Instant::now();
+        let err = read_capped(reply, &cap, "the reply").unwrap_err();
+        assert!(matches!(err, HttpError::ReplyTooSlow { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            err.to_string()
+                .contains("took over 300ms, the most a token reply may take"),
+            "{err}"
+        );
     }
 
     #[test]

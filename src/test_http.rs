@@ -63,6 +63,10 @@ pub enum Ending {
     Reset,
     /// Send nothing and hold the connection open: a server that hangs.
     Hang,
+    /// Send the reply's head and body (chunked), then `filler` without end
+    /// until the client goes away: 64 KiB at a time, or one byte per `pause`
+    /// when it is not zero (a trickle).
+    Endless { filler: u8, pause: Duration },
 }
 
 impl Reply {
@@ -88,6 +92,26 @@ impl Reply {
         Reply {
             ending: Ending::Hang,
             ..Reply::status(0)
+        }
+    }
+
+    /// `status` with `start` as the body's first bytes, and then `filler`
+    /// without end: a server that never stops sending.
+    pub fn endless(status: u16, start: impl Into<Vec<u8>>, filler: u8) -> Self {
+        Reply {
+            ending: Ending::Endless {
+                filler,
+                pause: Duration::ZERO,
+            },
+            ..Reply::status(status).body(start)
+        }
+    }
+
+    /// The same, one byte of `filler` per `pause`.
+    pub fn trickle(status: u16, start: impl Into<Vec<u8>>, filler: u8, pause: Duration) -> Self {
+        Reply {
+            ending: Ending::Endless { filler, pause },
+            ..Reply::status(status).body(start)
         }
     }
 
@@ -225,6 +249,18 @@ impl Drop for Server {
     }
 }
 
+/// The process's peak resident memory so far (VmHWM), in bytes: the tests of
+/// endless replies check that it did not grow with what the server sent.
+pub fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("a VmHWM line");
+    kib << 10
+}
+
 /// Waits "forever" (the test process ends first), holding the connection open.
 fn hang() {
     std::thread::sleep(Duration::from_secs(3600));
@@ -264,6 +300,10 @@ impl Wire<'_> {
                 Ending::Answer => {}
                 Ending::Reset => return self.reset(),
                 Ending::Hang => return hang(),
+                Ending::Endless { filler, pause } => {
+                    let _ = send_endless(r.get_mut(), reply, filler, pause);
+                    return;
+                }
             }
             let out = r.get_mut();
             if out
@@ -299,6 +339,36 @@ fn reply_bytes(req: &Request, reply: Reply) -> Vec<u8> {
         bytes.extend_from_slice(&reply.body);
     }
     bytes
+}
+
+/// `reply`'s head and body as chunks, then chunks of `filler` until a write
+/// fails (the client went away).
+fn send_endless(
+    out: &mut impl Write,
+    reply: Reply,
+    filler: u8,
+    pause: Duration,
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {} X\r\n", reply.status);
+    for (k, v) in &reply.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+    out.write_all(head.as_bytes())?;
+    let chunk = |out: &mut dyn Write, data: &[u8]| -> std::io::Result<()> {
+        write!(out, "{:x}\r\n", data.len())?;
+        out.write_all(data)?;
+        out.write_all(b"\r\n")?;
+        out.flush()
+    };
+    if !reply.body.is_empty() {
+        chunk(out, &reply.body)?;
+    }
+    let fill = vec![filler; if pause.is_zero() { 64 << 10 } else { 1 }];
+    loop {
+        chunk(out, &fill)?;
+        std::thread::sleep(pause);
+    }
 }
 
 /// The request line and headers; `None` at the end of the connection or

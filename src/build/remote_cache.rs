@@ -16,11 +16,8 @@ use crate::platform::Platform;
 use crate::reference::Reference;
 use crate::registry::{RegistryClient, RegistryError};
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
-
-/// Largest config blob read for its diff_ids.
-const CONFIG_MAX: u64 = 4 << 20;
 
 /// Where a build looks for layers it need not build.
 pub struct RemoteCache {
@@ -137,14 +134,14 @@ fn read_image(
     let Ok(m) = serde_json::from_slice::<Manifest>(&manifest) else {
         return Ok(None);
     };
-    let mut config = Vec::new();
-    client
-        .get_blob(r, &m.config.digest, Some(m.config.size))?
-        .take(CONFIG_MAX)
-        .read_to_end(&mut config)
-        .map_err(|source| RegistryError::Io {
-            what: format!("reading config {} of {r}", m.config.digest),
-            source,
+    let what = format!("reading config {} of {r}", m.config.digest);
+    let blob = client.get_blob(r, &m.config.digest, Some(m.config.size))?;
+    let config =
+        crate::http::read_capped(blob, &crate::http::IMAGE_CONFIG, "the config").map_err(|e| {
+            RegistryError::Io {
+                what,
+                source: std::io::Error::other(e),
+            }
         })?;
     Ok(Some((manifest, config)))
 }

@@ -19,6 +19,9 @@ enum Found {
     /// Found, but its text cannot be read here (a package from a wheel, a
     /// namespace package, an extension module).
     Opaque,
+    /// A symlink (the image path and its target) that leads to nothing in
+    /// the image: Python would fail to import it.
+    Dangling(ImagePath, String),
 }
 
 /// Returns a warning when the attribute cannot be checked statically.
@@ -66,8 +69,17 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
             hint: hint_for(view, &dirs, module),
         });
     };
-    let Found::Source(path, host) = found else {
-        return Ok(None);
+    let (path, host) = match found {
+        Found::Source(path, host) => (path, host),
+        Found::Opaque => return Ok(None),
+        Found::Dangling(path, target) => {
+            return Err(CheckError::AppDangling {
+                file: file.to_owned(),
+                app: spec.app.clone(),
+                path: path.absolute(),
+                target,
+            })
+        }
     };
     let attr_first = attr.split('.').next().unwrap_or(attr);
     let text = std::fs::read_to_string(&host).unwrap_or_default();
@@ -179,11 +191,22 @@ fn find_in_plan(plan: &LayerPlan, dir: &ImagePath, module: &str) -> Option<Found
         }
     }
     let source = |p: &ImagePath| match plan.get(p).map(|e| &e.kind) {
+        Some(EntryKind::Symlink { target }) => Some(match resolve_in_plan(plan, p) {
+            Some(real) => match plan.get(&real).map(|e| &e.kind) {
+                Some(EntryKind::File {
+                    content: Content::HostFile(host),
+                    ..
+                }) => Found::Source(p.clone(), host.clone()),
+                Some(EntryKind::File { .. }) => Found::Opaque,
+                _ => Found::Dangling(p.clone(), target.clone()),
+            },
+            None => Found::Dangling(p.clone(), target.clone()),
+        }),
         Some(EntryKind::File {
             content: Content::HostFile(host),
             ..
         }) => Some(Found::Source(p.clone(), host.clone())),
-        Some(EntryKind::File { .. }) | Some(EntryKind::Symlink { .. }) => Some(Found::Opaque),
+        Some(EntryKind::File { .. }) => Some(Found::Opaque),
         _ => None,
     };
     let file = at.join(&format!("{last}.py")).ok()?;
@@ -199,6 +222,47 @@ fn find_in_plan(plan: &LayerPlan, dir: &ImagePath, module: &str) -> Option<Found
         .into_iter()
         .any(|n| n.starts_with(&format!("{last}.")) && n.ends_with(".so"));
     ext.then_some(Found::Opaque)
+}
+
+/// `path` with every symlink on the way followed through the plan (at most
+/// 40, as the kernel allows), as the image's filesystem would resolve it;
+/// `None` when it leads out of the plan or loops. A directory the plan does
+/// not list (the workdir's parents) is taken as a plain directory.
+fn resolve_in_plan(plan: &LayerPlan, path: &ImagePath) -> Option<ImagePath> {
+    let mut rest: std::collections::VecDeque<String> =
+        path.as_str().split('/').map(str::to_string).collect();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(part) = rest.pop_front() {
+        match part.as_str() {
+            "" | "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => done.push(part),
+        }
+        let at = ImagePath::new(&done.join("/")).ok()?;
+        match plan.get(&at).map(|e| &e.kind) {
+            Some(EntryKind::Symlink { target }) => {
+                hops += 1;
+                if hops > 40 {
+                    return None;
+                }
+                done.pop();
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                for t in target.split('/').rev() {
+                    rest.push_front(t.to_string());
+                }
+            }
+            Some(_) => {}
+            None if rest.is_empty() => return None,
+            None => {}
+        }
+    }
+    ImagePath::new(&done.join("/")).ok()
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -626,5 +690,35 @@ mod tests {
         let v = view(&plan, &packages, &[], &base);
         let s = spec(dir.path(), "app = \"svc.api:app\"\n");
         assert_eq!(check_app(&s, "imgbuild.toml", &v).unwrap(), None);
+    }
+
+    #[test]
+    fn a_dangling_symlink_as_the_app_module_is_refused_and_a_good_one_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut plan = app_plan(dir.path(), &[("real.py", "api = 1\n")]);
+        plan.symlink(path("/app/main.py"), "missing.py").unwrap();
+        plan.symlink(path("/app/alias.py"), "./real.py").unwrap();
+        plan.symlink(path("/app/loop.py"), "loop.py").unwrap();
+        let base = NoBase(vec![]);
+        let v = view(&plan, &[], &[], &base);
+
+        let s = spec(dir.path(), "app = \"main:app\"\n");
+        let e = check_app(&s, "imgbuild.toml", &v).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "imgbuild.toml: app = \"main:app\": /app/main.py is a symlink to \"missing.py\", \
+             which is not a file in the image, so the app cannot be imported; point the link \
+             at the module or replace it with the file"
+        );
+        let s = spec(dir.path(), "app = \"loop:app\"\n");
+        let e = check_app(&s, "imgbuild.toml", &v).unwrap_err().to_string();
+        assert!(e.contains("/app/loop.py is a symlink"), "{e}");
+
+        // A link that resolves is read through: its module is checked.
+        let s = spec(dir.path(), "app = \"alias:api\"\n");
+        assert_eq!(check_app(&s, "imgbuild.toml", &v).unwrap(), None);
+        let s = spec(dir.path(), "app = \"alias:app\"\n");
+        let e = check_app(&s, "imgbuild.toml", &v).unwrap_err().to_string();
+        assert!(e.contains("/app/alias.py has no top-level `app`"), "{e}");
     }
 }

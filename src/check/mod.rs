@@ -28,6 +28,13 @@ pub enum CheckError {
         looked: String,
         hint: String,
     },
+    #[error("{file}: app = {app:?}: {path} is a symlink to {target:?}, which is not a file in the image, so the app cannot be imported; point the link at the module or replace it with the file")]
+    AppDangling {
+        file: String,
+        app: String,
+        path: String,
+        target: String,
+    },
     #[error("{file}: app = {app:?}: {path} has no top-level `{attr}` (no def, class, assignment or import of it); define it there or fix `app`")]
     AppAttribute {
         file: String,

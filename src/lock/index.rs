@@ -3,7 +3,7 @@
 
 use super::index_config::redact;
 use super::{normalise_name, IndexFile, LockError, SimpleIndex};
-use crate::http::{judge, Failed, RetryPolicy, Unanswered};
+use crate::http::{judge, read_capped, Failed, HttpError, RetryPolicy, Unanswered, INDEX_PAGE};
 use reqwest::Url;
 use serde::Deserialize;
 
@@ -169,11 +169,27 @@ impl HttpSimpleIndex {
         }
         // Redirects move the page; relative file URLs are relative to where it ended up.
         let final_url = response.url().to_string();
-        let body = response.bytes().map_err(|e| Failed::Transient {
-            error: Box::new(wire_error("reading the response failed", e)),
-            retry_after: None,
-        })?;
-        Ok((final_url, body.to_vec()))
+        let what = format!("the page of `{project}`");
+        let body = match read_capped(response, &INDEX_PAGE, &what) {
+            Ok(body) => body,
+            // A broken transfer may work the next time; a page over the cap will not.
+            Err(HttpError::ReplyRead { source, .. }) => {
+                return Err(Failed::Transient {
+                    error: Box::new(LockError::Index {
+                        url: redact(url),
+                        message: format!("reading the page of `{project}` broke off ({source})"),
+                    }),
+                    retry_after: None,
+                })
+            }
+            Err(e) => {
+                return Err(Failed::Final(Box::new(LockError::Index {
+                    url: redact(url),
+                    message: e.to_string(),
+                })))
+            }
+        };
+        Ok((final_url, body))
     }
 }
 
@@ -276,6 +292,28 @@ mod tests {
         assert!(err.contains("has no project `gone`"), "{err}");
         assert!(err.contains("u:***@") && !err.contains("secret"), "{err}");
         assert_eq!(server.lines().len(), 2 + 4 + 1);
+    }
+
+    #[test]
+    fn an_endless_index_page_fails_with_one_line_and_memory_stays_bounded() {
+        use crate::test_http::{peak_rss, Reply, Server};
+        let server = Server::start(|_| Reply::endless(200, r#"{"files": ["#, b' '));
+        let index = HttpSimpleIndex::new();
+        let before = peak_rss();
+        let base = format!("http://{}/simple", server.addr);
+        let err = index.project_files(&base, "h11").unwrap_err().to_string();
+        let grown = peak_rss().saturating_sub(before);
+        assert_eq!(
+            err,
+            format!(
+                "package index {base}/h11/: the page of `h11` is over 64 MiB, the most a \
+                 package index page may hold; the server is not what was expected or sends \
+                 without end"
+            )
+        );
+        // Not retried: the same page would be as long the next time.
+        assert_eq!(server.lines(), ["GET /simple/h11/"]);
+        assert!(grown < 200 << 20, "peak RSS grew by {} MiB", grown >> 20);
     }
 
     #[test]

@@ -595,8 +595,10 @@ fn read_token_reply(
     realm: &str,
     sent: Instant,
 ) -> Result<(Token, Option<Secret>), String> {
-    let reply: TokenReply = resp
-        .json()
+    let what = format!("the reply of the token service at {realm}");
+    let body = crate::http::read_capped(resp, &crate::http::TOKEN_REPLY, &what)
+        .map_err(|e| super::error::chain_message(&e))?;
+    let reply: TokenReply = serde_json::from_slice(&body)
         .map_err(|_| format!("the token service at {realm} sent no JSON"))?;
     let value = reply
         .token

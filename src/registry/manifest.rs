@@ -5,14 +5,11 @@ use super::auth::repository_scope;
 use super::client::{check_digest_header, content_type, join, Call, RegistryClient};
 use super::error::RegistryError;
 use crate::digest::Digest;
+use crate::http::HttpError;
 use crate::image::{MANIFEST_MEDIA_TYPES, MEDIA_TYPE_OCI_INDEX};
 use crate::reference::Reference;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::StatusCode;
-use std::io::Read;
-
-/// Registries must accept 4 MiB manifests; anything far larger is not a manifest.
-const MANIFEST_MAX: u64 = 16 * 1024 * 1024;
 
 impl RegistryClient {
     /// GET or HEAD on a manifest, accepting every manifest and index type.
@@ -233,25 +230,22 @@ impl RegistryClient {
 }
 
 /// A manifest or index body, refused when it is larger than any registry
-/// would store (a registry that streams without end must not fill memory).
+/// would store (they must accept 4 MiB; the cap is 16 MiB), so a registry
+/// that streams without end cannot fill memory.
 fn read_manifest(
     resp: reqwest::blocking::Response,
     what: &str,
     registry: &str,
 ) -> Result<Vec<u8>, RegistryError> {
-    let mut bytes = Vec::new();
-    resp.take(MANIFEST_MAX + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| RegistryError::Io {
+    crate::http::read_capped(resp, &crate::http::MANIFEST, "the manifest").map_err(|e| match e {
+        HttpError::ReplyRead { source, .. } => RegistryError::Io {
             what: what.to_string(),
-            source: e,
-        })?;
-    if bytes.len() as u64 > MANIFEST_MAX {
-        return Err(RegistryError::Protocol {
+            source,
+        },
+        e => RegistryError::Protocol {
             what: what.to_string(),
             registry: registry.to_string(),
-            detail: format!("sent a manifest over {MANIFEST_MAX} bytes; refusing it"),
-        });
-    }
-    Ok(bytes)
+            detail: format!("answered, but {e}"),
+        },
+    })
 }

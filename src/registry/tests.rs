@@ -249,3 +249,40 @@ fn a_blob_is_verified_as_it_streams_and_retried_on_503() {
     );
     assert_eq!(c.stats().retries, 1);
 }
+
+#[test]
+fn an_endless_token_reply_fails_with_one_line_and_memory_stays_bounded() {
+    let server = Server::start(|r: &Request| match r.path() {
+        "/token" => Reply::endless(200, r#"{"token": ""#, b'a'),
+        _ => Reply::status(401).header(
+            "WWW-Authenticate",
+            format!(
+                r#"Bearer realm="http://{}/token",service="fake""#,
+                r.header("host").unwrap()
+            ),
+        ),
+    });
+    let before = crate::test_http::peak_rss();
+    let err = client(None).get_manifest(&repo(&server)).unwrap_err();
+    let grown = crate::test_http::peak_rss().saturating_sub(before);
+    let line = crate::text::error_chain(&err);
+    assert!(
+        line.contains("/token is over 1 MiB, the most a token reply may hold"),
+        "{line}"
+    );
+    assert!(!line.contains('\n'), "{line}");
+    assert!(grown < 200 << 20, "peak RSS grew by {} MiB", grown >> 20);
+}
+
+#[test]
+fn an_endless_manifest_fails_at_its_cap() {
+    let server = Server::start(|r: &Request| match r.path() {
+        "/v2/" => Reply::status(200),
+        _ => Reply::endless(200, "{", b' ').header("Content-Type", MEDIA_TYPE_OCI_MANIFEST),
+    });
+    let err = client(None).get_manifest(&repo(&server)).unwrap_err();
+    assert!(
+        err.to_string().contains("the manifest is over 16 MiB"),
+        "{err}"
+    );
+}

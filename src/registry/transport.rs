@@ -446,18 +446,16 @@ fn connection_error(what: &str, registry: &str, e: &reqwest::Error) -> RegistryE
     }
 }
 
-const BODY_LIMIT: usize = 64 * 1024;
 const DETAIL_MAX: usize = 300;
 
-/// Turns a non-success reply into an error, reading at most 64 KiB of body.
-/// Registry error bodies are parsed leniently: `{"errors":[{code,message,detail}]}`,
-/// anything else is shown as text, on one line, truncated.
+/// Turns a non-success reply into an error, reading at most 64 KiB of body
+/// for at most 10 s ([`crate::http::ERROR_BODY`]). Registry error bodies are
+/// parsed leniently: `{"errors":[{code,message,detail}]}`, anything else is
+/// shown as text, on one line, truncated.
 pub(crate) fn status_error(what: &str, registry: &str, resp: Response) -> RegistryError {
-    use std::io::Read;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let mut body = Vec::new();
-    let _ = resp.take(BODY_LIMIT as u64).read_to_end(&mut body);
+    let body = crate::http::read_truncated(resp, &crate::http::ERROR_BODY);
     let (codes, detail) = describe_error_body(&body);
     let detail = if detail.is_empty() {
         StatusCode::from_u16(status)

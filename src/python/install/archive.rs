@@ -42,6 +42,15 @@ pub(super) fn open(ctx: &Ctx) -> Result<(Archive, Vec<ZipEntry>), WheelError> {
 
 /// Lists and checks every entry: no escapes, no symlinks, no duplicates.
 fn list_entries(archive: &mut Archive, ctx: &Ctx) -> Result<Vec<ZipEntry>, WheelError> {
+    // The zip reader keeps one entry per name, so a name listed twice is never
+    // seen below: which copy is installed would depend on the unzipper.
+    if archive.has_duplicate_names() {
+        return Err(ctx.invalid(
+            "its zip directory lists a member name twice, so which copy is installed \
+             depends on the unzipper; rebuild the wheel"
+                .to_string(),
+        ));
+    }
     let mut out = Vec::with_capacity(archive.len());
     let mut seen_files = HashSet::new();
     let mut seen_dirs = HashSet::new();

@@ -610,4 +610,80 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn a_script_that_would_replace_the_venvs_interpreter_is_refused_naming_the_wheel() {
+        let dir = tempfile::tempdir().unwrap();
+        for script in [
+            "demo-1.0.data/scripts/python",
+            "demo-1.0.data/scripts/Python3.12.exe",
+            "demo-1.0.data/scripts/python3.13t",
+            "demo-1.0.data/scripts/pypy3",
+            "demo-1.0.data/data/bin/python3",
+        ] {
+            let wheel = write_wheel(
+                dir.path(),
+                &[
+                    (script, b"#!/bin/sh\n", 0o755),
+                    DEMO_METADATA,
+                    DEMO_WHEEL_FILE,
+                ],
+            );
+            let err = plan_install(&wheel, &target()).unwrap_err().to_string();
+            assert!(
+                err.starts_with("wheel ") && err.contains("demo-1.0-py3-none-any.whl is invalid"),
+                "{err}"
+            );
+            assert!(
+                err.contains(&format!("{script} would replace the venv's interpreter")),
+                "{err}"
+            );
+        }
+        // Names that only look alike install as usual.
+        for script in ["python-config", "python3.x", "pythons", "ipython"] {
+            let name = format!("demo-1.0.data/scripts/{script}");
+            let wheel = write_wheel(
+                dir.path(),
+                &[
+                    (&name, b"#!/bin/sh\n", 0o755),
+                    DEMO_METADATA,
+                    DEMO_WHEEL_FILE,
+                ],
+            );
+            plan_install(&wheel, &target()).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_wheel_listing_a_member_twice_is_refused_naming_the_wheel() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = write_wheel(
+            dir.path(),
+            &[
+                ("demo/a.py", b"safe = True\n", 0o644),
+                ("demo/b.py", b"safe = False\n", 0o644),
+                DEMO_METADATA,
+                DEMO_WHEEL_FILE,
+            ],
+        );
+        // Renaming b.py to a.py in the local and central headers leaves a
+        // valid archive that lists `demo/a.py` twice.
+        let bytes = std::fs::read(&wheel).unwrap();
+        let renamed = String::from_utf8_lossy(&bytes).matches("demo/b.py").count();
+        assert_eq!(renamed, 2, "one local and one central header");
+        let mut patched = bytes.clone();
+        for at in 0..bytes.len() - 9 {
+            if &bytes[at..at + 9] == b"demo/b.py" {
+                patched[at..at + 9].copy_from_slice(b"demo/a.py");
+            }
+        }
+        std::fs::write(&wheel, patched).unwrap();
+        let err = plan_install(&wheel, &target()).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "demo-1.0-py3-none-any.whl is invalid: its zip directory lists a member name twice"
+            ),
+            "{err}"
+        );
+    }
 }

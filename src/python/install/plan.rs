@@ -3,7 +3,9 @@
 
 use super::archive::{Archive, ZipEntry};
 use super::record::{record_hash, RecordRow};
-use super::scripts::{format_shebang, launcher_script, rewrite_python_shebang, Script};
+use super::scripts::{
+    format_shebang, launcher_script, reserved_data_script, rewrite_python_shebang, Script,
+};
 use super::{Ctx, WheelError};
 use crate::layer::{Content, ImagePath, LayerPlan};
 use crate::python::venv::VenvTarget;
@@ -95,6 +97,10 @@ impl Planner<'_> {
                 .map_err(|err| self.ctx.place(&e.name, err));
         }
         let dest = base.join(sub).map_err(|err| self.ctx.path(&e.name, err))?;
+        // `.data/data/bin/python` lands in the venv's bin as surely as a script.
+        if !e.is_dir && dest.parent().as_ref() == Some(&self.target.bin()) {
+            refuse_reserved(self.ctx, e, dest.file_name())?;
+        }
         if !e.is_dir {
             let rel = relative_path(&self.site_packages, &dest);
             self.record_row(record, &e.name)?.path = rel;
@@ -118,6 +124,7 @@ impl Planner<'_> {
                 e.name
             )));
         }
+        refuse_reserved(self.ctx, e, sub)?;
         // A wheel may ship both a script and an entry point of the same name
         // (pip's rule); the entry point wins.
         let stem = sub
@@ -217,6 +224,20 @@ impl Planner<'_> {
         self.plan
             .bytes(dest, mode, bytes)
             .map_err(|err| self.ctx.place(rel, err))
+    }
+}
+
+/// Refuses a file that would land in the venv's bin as `name` when that is
+/// an interpreter launcher (`python`, `python3.12`, ...): it would replace the
+/// venv's interpreter link, and uv refuses the same names.
+fn refuse_reserved(ctx: &Ctx, e: &ZipEntry, name: &str) -> Result<(), WheelError> {
+    match reserved_data_script(name) {
+        Some(launcher) => Err(ctx.invalid(format!(
+            "{} would replace the venv's interpreter `{launcher}`; a wheel may not \
+             install a script of that name (uv refuses it too)",
+            e.name
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -95,11 +95,38 @@ pub(super) fn parse_entry_points(
     Ok((console, gui))
 }
 
+/// The interpreter launcher an entry point named `name` would replace, if
+/// any: uv's rule, so a wheel uv refuses is refused here too.
 fn is_reserved_name(name: &str) -> bool {
-    matches!(name, "python" | "pythonw" | "python3")
-        || name
-            .strip_prefix("python3.")
-            .is_some_and(|n| n.parse::<u8>().is_ok())
+    reserved_launcher(&name.to_ascii_lowercase()).is_some()
+}
+
+/// The launcher a file in `.data/scripts` named `name` would replace (uv also
+/// drops an `.exe` suffix there), e.g. `Some("python3")` for `python3.exe`.
+pub(super) fn reserved_data_script(name: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    reserved_launcher(lower.strip_suffix(".exe").unwrap_or(&lower)).map(str::to_string)
+}
+
+/// uv's reserved launcher names, on a lowercased name without `.py`: the
+/// interpreters a venv holds (`python`, `pythonw`, `python3`, `python3.N`,
+/// the free-threaded `python3.Nt` and `pythonw3.Nt`) and other
+/// implementations' (`graalpy`, `pypy`, `pypy2`, `pypy3`).
+fn reserved_launcher(lower: &str) -> Option<&str> {
+    let name = lower.strip_suffix(".py").unwrap_or(lower);
+    let minor = |n: &str| n.parse::<u8>().is_ok();
+    let free_threaded = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|n| n.strip_suffix('t'))
+            .is_some_and(minor)
+    };
+    let reserved = matches!(
+        name,
+        "python" | "pythonw" | "python3" | "graalpy" | "pypy" | "pypy2" | "pypy3"
+    ) || name.strip_prefix("python3.").is_some_and(minor)
+        || free_threaded("python3.")
+        || free_threaded("pythonw3.");
+    reserved.then_some(name)
 }
 
 /// `module:function[extras]`, with the spaces the entry points spec allows.
@@ -282,5 +309,36 @@ mod tests {
         assert_eq!(gui.len(), 1);
         assert!(parse_entry_points("[console_scripts]\npython3.12 = a:b\n", 12, &ctx()).is_err());
         assert!(parse_entry_points("[console_scripts]\nnovalue\n", 12, &ctx()).is_err());
+    }
+
+    #[test]
+    fn uvs_reserved_launcher_names_are_refused_as_entry_points() {
+        for name in [
+            "python",
+            "Python3",
+            "python3.12t",
+            "pythonw3.13t",
+            "python.py",
+            "PyPy3",
+            "graalpy",
+        ] {
+            let ini = format!("[console_scripts]\n{name} = a:b\n");
+            let err = parse_entry_points(&ini, 12, &ctx())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("would replace the venv's interpreter link"),
+                "{name}: {err}"
+            );
+        }
+        for name in ["python3.x", "python3.300", "python-config", "pypy4"] {
+            let ini = format!("[console_scripts]\n{name} = a:b\n");
+            assert!(parse_entry_points(&ini, 12, &ctx()).is_ok(), "{name}");
+        }
+        assert_eq!(
+            reserved_data_script("PYTHON3.exe").as_deref(),
+            Some("python3")
+        );
+        assert_eq!(reserved_data_script("python.exe.py"), None);
     }
 }
