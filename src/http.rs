@@ -375,45 +375,35 @@ pub struct BodyCap {
     pub deadline: Duration,
 }
 
+impl BodyCap {
+    const fn new(kind: &'static str, limit: u64, deadline_secs: u64) -> BodyCap {
+        BodyCap {
+            kind,
+            limit,
+            deadline: Duration::from_secs(deadline_secs),
+        }
+    }
+}
+
 /// A registry token service's reply: a JSON object with a token of a few KiB.
 /// (30 s, as when it was read with reqwest's `json()`, whose whole body the
 /// client timeout bounded.)
-pub const TOKEN_REPLY: BodyCap = BodyCap {
-    kind: "token reply",
-    limit: 1 << 20,
-    deadline: Duration::from_secs(30),
-};
+pub const TOKEN_REPLY: BodyCap = BodyCap::new("token reply", 1 << 20, 30);
 
 /// A package index's PEP 691 project page: the largest real ones (projects
 /// with nightly builds) are tens of MiB, which may take longer than the 30 s
 /// reqwest's `bytes()` allowed them before.
-pub const INDEX_PAGE: BodyCap = BodyCap {
-    kind: "package index page",
-    limit: 64 << 20,
-    deadline: Duration::from_secs(120),
-};
+pub const INDEX_PAGE: BodyCap = BodyCap::new("package index page", 64 << 20, 120);
 
 /// An image manifest or index: registries refuse to store larger ones.
-pub const MANIFEST: BodyCap = BodyCap {
-    kind: "manifest",
-    limit: 16 << 20,
-    deadline: Duration::from_secs(120),
-};
+pub const MANIFEST: BodyCap = BodyCap::new("manifest", 16 << 20, 120);
 
 /// An image config read for its diff_ids.
-pub const IMAGE_CONFIG: BodyCap = BodyCap {
-    kind: "image config",
-    limit: 4 << 20,
-    deadline: Duration::from_secs(120),
-};
+pub const IMAGE_CONFIG: BodyCap = BodyCap::new("image config", 4 << 20, 120);
 
 /// The body of an error reply, read only to explain the error: cut at the
 /// limit or the deadline, never failed.
-pub const ERROR_BODY: BodyCap = BodyCap {
-    kind: "error reply",
-    limit: 64 << 10,
-    deadline: Duration::from_secs(10),
-};
+pub const ERROR_BODY: BodyCap = BodyCap::new("error reply", 64 << 10, 10);
 
 /// The whole of `reply`, or an error naming `what` once it is over `cap`'s
 /// size or deadline: the server decides how much it sends, not how much we keep.

@@ -578,13 +578,12 @@ fn pip_files(inputs: &Inputs, read: &mut Vec<String>) -> Vec<PathBuf> {
 /// at most [`SETTINGS_LIMIT`], inside the directory it was found in when
 /// imgbuild looked for it beside the project (`place`).
 fn read_optional(path: &Path, place: Place) -> Result<Option<String>, IndexConfigError> {
-    read_optional_text(path, place, SETTINGS_LIMIT).map_err(|e| match e {
-        ProjectFileError::Io { source, .. } => IndexConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        },
-        other => IndexConfigError::File(other),
-    })
+    let read = |_, source| IndexConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    read_optional_text(path, place, SETTINGS_LIMIT)
+        .map_err(|e| e.into_error(read, IndexConfigError::File))
 }
 
 /// `(section, key)` → value, as pip's configparser reads it: keys lower case,

@@ -612,18 +612,7 @@ mod tests {
         fs::create_dir(&outside).unwrap();
         let inner = outside.join("root");
         fs::create_dir(&inner).unwrap();
-        let mut streams = |_: usize, f: &mut dyn FnMut(&mut dyn Read) -> io::Result<()>| {
-            f(&mut &first[..]).map_err(|source| super::super::BytecodeError::Base(Box::new(source)))
-        };
-        unpack(
-            "test",
-            &inner,
-            "usr/bin/python3.11",
-            "usr/lib/python3.11",
-            1,
-            &mut streams,
-        )
-        .unwrap();
+        unpack_one_layer(&first, &inner);
         assert_eq!(fs::read(inner.join("usr/lib/libz.so.1")).unwrap(), libz);
         assert!(!inner.join("usr/lib/zlib-real").exists());
         assert_eq!(
@@ -632,6 +621,22 @@ mod tests {
         );
         // The escaping link resolves inside the root, to etc/, which is not the stdlib.
         assert!(!outside.join("etc").exists() && !inner.join("etc/passwd").exists());
+    }
+
+    /// Unpacks python3.11 from a base of the one layer `tar` into `root`.
+    fn unpack_one_layer(tar: &[u8], root: &Path) {
+        let mut streams = |_: usize, f: &mut dyn FnMut(&mut dyn Read) -> io::Result<()>| {
+            f(&mut &tar[..]).map_err(|source| super::super::BytecodeError::Base(Box::new(source)))
+        };
+        unpack(
+            "test",
+            root,
+            "usr/bin/python3.11",
+            "usr/lib/python3.11",
+            1,
+            &mut streams,
+        )
+        .unwrap();
     }
 
     /// The sources the stdlib walk of [`super::super::collect_stdlib`] finds
@@ -690,18 +695,7 @@ mod tests {
         ]);
         let root = tmp.path().join("cache/roots/key");
         fs::create_dir_all(&root).unwrap();
-        let mut streams = |_: usize, f: &mut dyn FnMut(&mut dyn Read) -> io::Result<()>| {
-            f(&mut &first[..]).map_err(|source| super::super::BytecodeError::Base(Box::new(source)))
-        };
-        unpack(
-            "test",
-            &root,
-            "usr/bin/python3.11",
-            "usr/lib/python3.11",
-            1,
-            &mut streams,
-        )
-        .unwrap();
+        unpack_one_layer(&first, &root);
         let mut found = stdlib_sources(&root, "usr/lib/python3.11");
         found.sort();
         let base_file =
