@@ -55,6 +55,15 @@ fn some(url: &str, origin: &str) -> Option<(String, String)> {
 /// Every source at once; each removed in turn shows the next one wins.
 #[test]
 fn sources_rank_environment_then_uv_project_user_system_then_pip() {
+    let mut w = every_index_source();
+    for (remove, want) in ranked_sources() {
+        assert_eq!(w.default(), want, "before removing {remove}");
+        remove_source(&mut w, remove);
+    }
+}
+
+/// A world with an index set in every place uv and pip read one.
+fn every_index_source() -> World {
     let mut w = World::new();
     w.write(
         "root/etc/pip.conf",
@@ -89,8 +98,12 @@ fn sources_rank_environment_then_uv_project_user_system_then_pip() {
     w.set("PIP_INDEX_URL", "https://pip-env-var.example/simple");
     w.set("UV_INDEX_URL", "https://uv-index-url-var.example/simple");
     w.set("UV_DEFAULT_INDEX", "https://uv-default-var.example/simple");
+    w
+}
 
-    let steps: Vec<(&str, Option<(String, String)>)> = vec![
+/// Each source, best first, with the default index it gives while it is there.
+fn ranked_sources() -> Vec<(&'static str, Option<(String, String)>)> {
+    vec![
         (
             "UV_DEFAULT_INDEX",
             some("https://uv-default-var.example/simple", "UV_DEFAULT_INDEX"),
@@ -174,34 +187,35 @@ fn sources_rank_environment_then_uv_project_user_system_then_pip() {
             ),
         ),
         ("nothing", None),
-    ];
-    for (remove, want) in steps {
-        assert_eq!(w.default(), want, "before removing {remove}");
-        match remove {
-            "UV_DEFAULT_INDEX" | "UV_INDEX_URL" | "PIP_INDEX_URL" => {
-                w.env.remove(remove);
-            }
-            "[[tool.uv.index]]" => w.write(
-                "project/pyproject.toml",
-                "[tool.uv]\nindex-url = \"https://uv-index-url.example/simple\"\n",
-            ),
-            "[tool.uv] index-url" => w.write("project/pyproject.toml", "[tool.uv]\n"),
-            "project" => std::fs::remove_file(w.path("project/pyproject.toml")).unwrap(),
-            "user uv.toml" => std::fs::remove_file(w.path("home/.config/uv/uv.toml")).unwrap(),
-            "system uv.toml" => std::fs::remove_file(w.path("root/etc/uv/uv.toml")).unwrap(),
-            "[install]" => w.write(
-                "pip-env.conf",
-                "[global]\nindex-url = https://pip-global-section.example/simple\n",
-            ),
-            "PIP_CONFIG_FILE" => {
-                std::fs::remove_file(w.path("pip-env.conf")).unwrap();
-            }
-            "site" => std::fs::remove_file(w.path("venv/pip.conf")).unwrap(),
-            "user pip.conf" => std::fs::remove_file(w.path("home/.config/pip/pip.conf")).unwrap(),
-            "global pip.conf" => std::fs::remove_file(w.path("root/etc/pip.conf")).unwrap(),
-            "nothing" => {}
-            other => unreachable!("{other}"),
+    ]
+}
+
+/// Takes the source named in [`ranked_sources`] out of `w`.
+fn remove_source(w: &mut World, remove: &str) {
+    match remove {
+        "UV_DEFAULT_INDEX" | "UV_INDEX_URL" | "PIP_INDEX_URL" => {
+            w.env.remove(remove);
         }
+        "[[tool.uv.index]]" => w.write(
+            "project/pyproject.toml",
+            "[tool.uv]\nindex-url = \"https://uv-index-url.example/simple\"\n",
+        ),
+        "[tool.uv] index-url" => w.write("project/pyproject.toml", "[tool.uv]\n"),
+        "project" => std::fs::remove_file(w.path("project/pyproject.toml")).unwrap(),
+        "user uv.toml" => std::fs::remove_file(w.path("home/.config/uv/uv.toml")).unwrap(),
+        "system uv.toml" => std::fs::remove_file(w.path("root/etc/uv/uv.toml")).unwrap(),
+        "[install]" => w.write(
+            "pip-env.conf",
+            "[global]\nindex-url = https://pip-global-section.example/simple\n",
+        ),
+        "PIP_CONFIG_FILE" => {
+            std::fs::remove_file(w.path("pip-env.conf")).unwrap();
+        }
+        "site" => std::fs::remove_file(w.path("venv/pip.conf")).unwrap(),
+        "user pip.conf" => std::fs::remove_file(w.path("home/.config/pip/pip.conf")).unwrap(),
+        "global pip.conf" => std::fs::remove_file(w.path("root/etc/pip.conf")).unwrap(),
+        "nothing" => {}
+        other => unreachable!("{other}"),
     }
 }
 
