@@ -168,17 +168,16 @@ fn regular(path: &Path, meta: &Metadata) -> Result<(), ProjectFileError> {
     if t.is_file() {
         return Ok(());
     }
-    let kind = if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() || t.is_block_device() {
-        "a device"
-    } else {
-        "not a file"
-    };
+    let kinds = [
+        (t.is_dir(), "a directory"),
+        (t.is_fifo(), "a FIFO"),
+        (t.is_socket(), "a socket"),
+        (t.is_char_device() || t.is_block_device(), "a device"),
+    ];
+    let kind = kinds
+        .into_iter()
+        .find_map(|(is, kind)| is.then_some(kind))
+        .unwrap_or("not a file");
     Err(ProjectFileError::NotRegular {
         path: path.to_path_buf(),
         kind,

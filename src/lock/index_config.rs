@@ -28,13 +28,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum IndexConfigError {
-    #[error("cannot read {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// Not a regular file, outside the project directory it was found in, or too large.
+    /// Unreadable, not a regular file, outside the project directory it was
+    /// found in, or too large.
     #[error(transparent)]
     File(ProjectFileError),
     #[error("{path} is not valid TOML: {reason}")]
@@ -485,10 +480,10 @@ fn uv_files(inputs: &Inputs, read: &mut Vec<String>) -> Result<Vec<UvFile>, Inde
         let path = PathBuf::from(&file);
         return match load(path, false, Place::Anywhere)? {
             Some(f) => Ok(vec![f]),
-            None => Err(IndexConfigError::Read {
-                path: file,
+            None => Err(IndexConfigError::File(ProjectFileError::Io {
+                path: PathBuf::from(file),
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
-            }),
+            })),
         };
     }
     let mut out = Vec::new();
@@ -578,12 +573,7 @@ fn pip_files(inputs: &Inputs, read: &mut Vec<String>) -> Vec<PathBuf> {
 /// at most [`SETTINGS_LIMIT`], inside the directory it was found in when
 /// imgbuild looked for it beside the project (`place`).
 fn read_optional(path: &Path, place: Place) -> Result<Option<String>, IndexConfigError> {
-    let read = |_, source| IndexConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    };
-    read_optional_text(path, place, SETTINGS_LIMIT)
-        .map_err(|e| e.into_error(read, IndexConfigError::File))
+    read_optional_text(path, place, SETTINGS_LIMIT).map_err(IndexConfigError::File)
 }
 
 /// `(section, key)` → value, as pip's configparser reads it: keys lower case,

@@ -588,35 +588,26 @@ fn compression_is_gzip_by_default_and_takes_zstd() {
 #[test]
 fn venv_and_workdir_in_system_directories_are_refused() {
     let p = Project::new();
-    let cases: &[(&str, &str)] = &[
-        (
-            "venv = \"/usr\"",
-            "key \"venv\": /usr is inside the system directory /usr",
-        ),
-        (
-            "venv = \"/usr/local/venv\"",
-            "key \"venv\": /usr/local/venv",
-        ),
-        ("venv = \"/bin\"", "key \"venv\": /bin"),
-        ("venv = \"/lib64/venv\"", "key \"venv\": /lib64/venv"),
-        ("venv = \"/var/venv\"", "key \"venv\": /var/venv"),
-        ("workdir = \"/etc\"", "key \"workdir\": /etc"),
-        ("workdir = \"/sys/app\"", "key \"workdir\": /sys/app"),
-        ("workdir = \"/sbin\"", "key \"workdir\": /sbin"),
-        ("workdir = \"/dev\"", "key \"workdir\": /dev"),
+    let e = p.err(&format!("{MINIMAL}venv = \"/usr\"\n"));
+    assert!(
+        e.contains("key \"venv\": /usr is inside the system directory /usr"),
+        "{e}"
+    );
+    let refused = [
+        ("venv", "/usr/local/venv"),
+        ("venv", "/bin"),
+        ("venv", "/lib64/venv"),
+        ("venv", "/var/venv"),
+        ("workdir", "/etc"),
+        ("workdir", "/sys/app"),
+        ("workdir", "/sbin"),
+        ("workdir", "/dev"),
     ];
-    for (line, want) in cases {
-        let e = p.err(&format!("{MINIMAL}{line}\n"));
-        assert!(e.contains(want), "for {line}: {e}");
-        let example = if line.starts_with("venv") {
-            "/app/.venv"
-        } else {
-            "/app"
-        };
-        assert!(
-            e.ends_with(&format!("such as {example}")),
-            "for {line}: {e}"
-        );
+    for (key, path) in refused {
+        let e = p.err(&format!("{MINIMAL}{key} = \"{path}\"\n"));
+        assert!(e.contains(&format!("key \"{key}\": {path}")), "{e}");
+        let example = if key == "venv" { "/app/.venv" } else { "/app" };
+        assert!(e.ends_with(&format!("such as {example}")), "{e}");
     }
     for line in [
         "venv = \"/opt/venv\"",
