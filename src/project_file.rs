@@ -57,19 +57,6 @@ impl ProjectFileError {
         matches!(self, ProjectFileError::Io { source, .. }
             if matches!(source.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory))
     }
-
-    /// A caller's own error: `read` for a failed read (which the caller names
-    /// in its own words), `refused` for everything else.
-    pub fn into_error<E>(
-        self,
-        read: impl FnOnce(PathBuf, io::Error) -> E,
-        refused: impl FnOnce(ProjectFileError) -> E,
-    ) -> E {
-        match self {
-            ProjectFileError::Io { path, source } => read(path, source),
-            other => refused(other),
-        }
-    }
 }
 
 /// Where a file may lie.

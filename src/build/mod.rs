@@ -187,7 +187,7 @@ fn build_platform(
         wheels_downloaded: gathered.downloaded,
         layers_from_registry_cache: usize::from(stdlib.from_registry) + gathered.from_registry,
     };
-    report_gathered(platform, planned.wheels.len(), &sources, &gathered, opts);
+    report_gathered(platform, planned.wheels.len(), &gathered, opts);
     let (package_layers, facts) =
         layers::wheel_layers(&cx, &planned.wheels, &keys, &gathered.sources, budget)?;
     let mut ours: Vec<PackageLayer> = stdlib.layer.into_iter().collect();
@@ -259,7 +259,6 @@ fn venv_target(spec: &Spec, python: &PythonInfo) -> VenvTarget {
 fn report_gathered(
     platform: &Platform,
     wheels: usize,
-    sources: &LayerSources,
     gathered: &packages::Gathered,
     opts: &BuildOptions,
 ) {
@@ -268,7 +267,7 @@ fn report_gathered(
     }
     (opts.on_event)(Event::Detail(format!(
         "[{platform}] {} of {wheels} packages from the registry cache; {} wheels downloaded",
-        gathered.from_registry, sources.wheels_downloaded
+        gathered.from_registry, gathered.downloaded
     )));
 }
 

@@ -167,7 +167,7 @@ pub(super) fn gather(
     offers: &Offers,
     opts: &BuildOptions,
 ) -> Result<Gathered, BuildError> {
-    let mut reused = if identity::within_budget(wheels.len(), budget) {
+    let reused = if identity::within_budget(wheels.len(), budget) {
         reuse_layers(opts, offers, keys, 1)
     } else {
         wheels.iter().map(|_| None).collect()
@@ -195,8 +195,8 @@ pub(super) fn gather(
     let from_registry = wheels.len() - wanted.len();
     let mut fetched = fetched.into_iter();
     let sources = reused
-        .iter_mut()
-        .map(|r| match r.take() {
+        .into_iter()
+        .map(|r| match r {
             Some(r) => WheelSource::Reused(r),
             None => WheelSource::Fetched(fetched.next().expect("one fetch per wanted wheel")),
         })

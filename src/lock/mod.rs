@@ -355,12 +355,13 @@ pub(crate) fn active_groups<'a>(
 /// [`LOCKFILE_LIMIT`]. The path was named by the user or checked to lie in
 /// the source tree when the settings were read (`spec`), so it may lie anywhere.
 pub(crate) fn read_text(path: &Path) -> Result<String, LockError> {
-    let read = |_, source| LockError::Read {
-        path: path.display().to_string(),
-        source,
-    };
-    read_project_file(path, Place::Anywhere, LOCKFILE_LIMIT)
-        .map_err(|e| e.into_error(read, LockError::File))
+    read_project_file(path, Place::Anywhere, LOCKFILE_LIMIT).map_err(|e| match e {
+        ProjectFileError::Io { source, .. } => LockError::Read {
+            path: path.display().to_string(),
+            source,
+        },
+        other => LockError::File(other),
+    })
 }
 
 impl LockError {
