@@ -27,6 +27,7 @@ mod project_file;
 pub mod python;
 pub mod reference;
 pub mod registry;
+mod sandbox;
 pub mod spec;
 mod store;
 mod tee;

@@ -41,6 +41,7 @@ const TIERS: &[(&str, &[&str])] = &[
         "domains",
         &[
             "dockerignore",
+            "sandbox",
             "spec",
             "python",
             "lock",

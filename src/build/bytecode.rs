@@ -28,7 +28,18 @@ pub(super) fn prepare_compiler(
 ) -> Result<Option<Compiler>, BuildError> {
     // The base's unpacked Python and the compile scratch space.
     let cache = opts.store.root().join("bytecode");
-    Ok(Compiler::for_base(base, python, spec.bytecode, &cache)?)
+    let policy = match spec.sandbox {
+        true => crate::sandbox::Policy::Required,
+        false => crate::sandbox::Policy::Off,
+    };
+    let compiler = Compiler::for_base(base, python, spec.bytecode, &cache, policy)?;
+    if let Some(c) = &compiler {
+        (opts.on_event)(Event::Detail(format!(
+            "the base's Python runs in a sandbox: {}",
+            c.interp.sandbox()
+        )));
+    }
+    Ok(compiler)
 }
 
 /// A stdlib pycs layer, and whether a registry cache gave it.
@@ -77,7 +88,7 @@ pub(super) fn stdlib_layer(
         });
     }
     let (layer, cached) = cached_layer(opts, identity::STDLIB_LABEL, &key, || {
-        let plan = bytecode::stdlib_plan(&c.interp, python, c.mode, &c.scratch, opts.jobs)?;
+        let plan = bytecode::stdlib_plan(&c.interp, python, c.mode, opts.jobs)?;
         Ok((plan, Box::new(NoExternal) as Box<dyn ExternalContent>))
     })?;
     let layer = PackageLayer {

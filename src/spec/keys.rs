@@ -93,6 +93,9 @@ pub(super) const KEYS: &[(&str, Type, &str, Provenance)] = &[
     ("bytecode", Type::BoolOrStr, "bytecode = true", Recorded),
     ("bytecode-stdlib", Type::Bool, "bytecode-stdlib = true", Recorded),
     ("compression", Type::Str, r#"compression = "zstd""#, Recorded),
+    // The sandbox the base's Python runs in (issue 21): src/sandbox/. It
+    // changes no byte of the image, so provenance leaves it out.
+    ("sandbox", Type::Bool, "sandbox = true", NotRecorded),
 ];
 
 const REQUIRED: &[&str] = &["base", "app"];
@@ -141,6 +144,7 @@ pub(super) struct Raw {
     pub(super) allow_missing_libraries: Option<Vec<String>>,
     pub(super) bytecode: Option<toml::Value>,
     pub(super) bytecode_stdlib: Option<bool>,
+    pub(super) sandbox: Option<bool>,
     pub(super) compression: Option<String>,
 }
 

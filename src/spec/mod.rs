@@ -104,6 +104,9 @@ pub struct Spec {
     pub bytecode: BytecodeMode,
     /// `bytecode-stdlib`: a layer of pycs for a standard library that has none.
     pub bytecode_stdlib: bool,
+    /// `sandbox`: run the base's Python in a sandbox (default); `false`
+    /// runs it unconfined, for a base the user trusts.
+    pub sandbox: bool,
     /// `compression`: how imgbuild's own layers are compressed (default gzip).
     pub compression: crate::layer::compress::Compression,
 }

@@ -87,6 +87,7 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         allow_missing_libraries: raw.allow_missing_libraries.unwrap_or_default(),
         bytecode,
         bytecode_stdlib: raw.bytecode_stdlib.unwrap_or(true),
+        sandbox: raw.sandbox.unwrap_or(true),
         compression,
     })
 }

@@ -214,3 +214,75 @@ pub fn zstd_copy(layout: &std::path::Path) -> PathBuf {
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     dir
 }
+
+/// A copy of the single-platform OCI layout `layout` (tag `latest`) with one
+/// more layer on top holding `files` (path in the image, content), as a base
+/// someone changed would be: the manifest and the config's diff_ids say so.
+pub fn with_files(layout: &std::path::Path, files: &[(&str, &[u8])]) -> PathBuf {
+    use std::io::Write;
+    let dir = super::target_tempdir("changed-base-").keep();
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for e in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        let dest = blobs.join(e.file_name());
+        std::fs::hard_link(e.path(), &dest)
+            .or_else(|_| std::fs::copy(e.path(), &dest).map(drop))
+            .unwrap();
+    }
+    let read_json = |digest: &serde_json::Value| -> serde_json::Value {
+        let hex = digest.as_str().unwrap().trim_start_matches("sha256:");
+        serde_json::from_slice(&std::fs::read(blobs.join(hex)).unwrap()).unwrap()
+    };
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(1);
+        header.set_cksum();
+        tar.append_data(&mut header, path.trim_start_matches('/'), *content)
+            .unwrap();
+    }
+    let tar = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let (layer_digest, layer_size) = put(&gz.finish().unwrap());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let top = &index["manifests"][0];
+    let mut manifest = read_json(&top["digest"]);
+    let mut config = read_json(&manifest["config"]["digest"]);
+    let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(diff_id.into());
+    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
+    manifest["config"]["digest"] = config_digest.into();
+    manifest["config"]["size"] = config_size.into();
+    manifest["layers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": layer_digest, "size": layer_size,
+        }));
+    let (digest, size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": size, "platform": top["platform"],
+            "annotations": {"org.opencontainers.image.ref.name": "latest"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    dir
+}

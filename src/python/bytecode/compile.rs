@@ -11,8 +11,9 @@
 use super::runner::Interpreter;
 use super::{BytecodeError, Mode};
 use crate::layer::ImagePath;
+use crate::sandbox::{Scratch, Watchdog};
 use std::io::{self, BufRead, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Stdio};
 use std::thread::JoinHandle;
 
@@ -101,13 +102,12 @@ pub fn compile(
     mode: Mode,
     label: &str,
     mut sources: Vec<Source>,
-    cwd: &Path,
 ) -> Result<Compiled, BytecodeError> {
     sources.sort_by(|a, b| a.path.cmp(&b.path));
     if sources.is_empty() {
         return Ok(Compiled::default());
     }
-    let mut session = Session::start(interp, mode, label, cwd)?;
+    let mut session = Session::start(interp, mode, label)?;
     for s in &sources {
         let data = std::fs::read(&s.host).map_err(|source| BytecodeError::Stage {
             label: label.to_owned(),
@@ -124,6 +124,10 @@ pub struct Session {
     label: String,
     cache_tag: String,
     child: Child,
+    /// Kills the interpreter at its deadline.
+    watchdog: Watchdog,
+    /// The sandbox's scratch directory, kept while the interpreter runs.
+    _scratch: Scratch,
     stdin: Option<io::BufWriter<ChildStdin>>,
     /// Read on their own threads, so the interpreter never blocks on a full pipe.
     stdout: JoinHandle<io::Result<Vec<Answer>>>,
@@ -132,16 +136,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn start(
-        interp: &Interpreter,
-        mode: Mode,
-        label: &str,
-        cwd: &Path,
-    ) -> Result<Session, BytecodeError> {
-        let mut child = interp
-            .command()
+    pub fn start(interp: &Interpreter, mode: Mode, label: &str) -> Result<Session, BytecodeError> {
+        let (mut cmd, scratch) = interp.command()?;
+        let mut child = cmd
             .args(["-c", DRIVER, mode.invalidation()])
-            .current_dir(cwd)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -155,10 +153,13 @@ impl Session {
             err.read_to_end(&mut all).map(|_| all)
         });
         let stdin = io::BufWriter::with_capacity(64 << 10, child.stdin.take().expect("piped"));
+        let watchdog = Watchdog::start(child.id(), interp.time_limit());
         Ok(Session {
             label: label.to_owned(),
             cache_tag: interp.cache_tag.clone(),
             child,
+            watchdog,
+            _scratch: scratch,
             stdin: Some(stdin),
             stdout,
             stderr,
@@ -189,10 +190,9 @@ impl Session {
             // Closing stdin (by dropping it) ends the driver's loop.
             let _ = stdin.flush();
         }
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| driver_err(&label, e.to_string()))?;
+        let status = self.child.wait();
+        let killed = self.watchdog.done();
+        let status = status.map_err(|e| driver_err(&label, e.to_string()))?;
         let stdout = self
             .stdout
             .join()
@@ -203,6 +203,12 @@ impl Session {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
+        if killed {
+            return Err(driver_err(
+                &label,
+                "it ran past its time limit and was stopped".into(),
+            ));
+        }
         if !status.success() {
             let stderr = String::from_utf8_lossy(&stderr);
             let last = stderr.lines().rev().find(|l| !l.trim().is_empty());

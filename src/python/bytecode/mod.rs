@@ -67,6 +67,8 @@ pub enum BytecodeError {
         interpreter: String,
         reason: String,
     },
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("compiling bytecode for {label}: the base's Python failed ({reason})")]
     Driver { label: String, reason: String },
     /// Reading a source, or the directory a compile runs in.
@@ -92,6 +94,7 @@ pub fn prepare(
     base: &dyn BaseLayers,
     python: &PythonInfo,
     cache: &Path,
+    policy: crate::sandbox::Policy,
 ) -> Result<Interpreter, BytecodeError> {
     let target = Target {
         base: base.name(),
@@ -104,7 +107,7 @@ pub fn prepare(
     let mut layers = |i: usize, f: &mut dyn FnMut(&mut dyn io::Read) -> io::Result<()>| {
         base.read_layer(i, f).map_err(BytecodeError::Base)
     };
-    Interpreter::prepare(&target, cache, &mut layers)
+    Interpreter::prepare(&target, cache, policy, &mut layers)
 }
 
 /// A prepared interpreter and the mode: what a build compiles with.
@@ -122,12 +125,13 @@ impl Compiler {
         python: &PythonInfo,
         mode: Mode,
         cache: &Path,
+        policy: crate::sandbox::Policy,
     ) -> Result<Option<Compiler>, BytecodeError> {
         if mode == Mode::Off {
             return Ok(None);
         }
         let cache = std::path::absolute(cache).unwrap_or_else(|_| cache.to_path_buf());
-        let interp = prepare(base, python, &cache)?;
+        let interp = prepare(base, python, &cache, policy)?;
         let scratch = cache.join("scratch");
         std::fs::create_dir_all(&scratch).map_err(|source| BytecodeError::Stage {
             label: base.name().to_string(),
@@ -223,12 +227,7 @@ pub fn add_pycs(
         }
         let session = match &mut session {
             Some(s) => s,
-            None => session.insert(compile::Session::start(
-                interp,
-                mode,
-                label,
-                scratch_parent,
-            )?),
+            None => session.insert(compile::Session::start(interp, mode, label)?),
         };
         session.add(path, &src);
     }
@@ -362,7 +361,6 @@ pub fn stdlib_plan(
     interp: &Interpreter,
     python: &PythonInfo,
     mode: Mode,
-    scratch_parent: &Path,
     jobs: usize,
 ) -> Result<LayerPlan, BytecodeError> {
     let label = "the standard library";
@@ -388,7 +386,7 @@ pub fn stdlib_plan(
     sources.sort_by(|a, b| a.path.cmp(&b.path));
     let chunks: Vec<&[Source]> = sources.chunks(STDLIB_CHUNK).collect();
     let compiled = crate::parallel::map_ordered(&chunks, jobs, |chunk| {
-        compile::compile(interp, mode, label, chunk.to_vec(), scratch_parent)
+        compile::compile(interp, mode, label, chunk.to_vec())
     });
     for c in compiled {
         for (pyc, bytes) in c?.pycs {

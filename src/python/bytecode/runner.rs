@@ -1,26 +1,48 @@
 //! Running the base image's own interpreter on this machine: its files are
 //! unpacked into a private cache directory (keyed by the base's layers), and
-//! the interpreter is started through the base's own dynamic loader with
-//! `--library-path` into the unpacked tree, under qemu-user when the base is
-//! for another architecture. No chroot, no daemon, no privileges.
+//! the interpreter is started in a sandbox over that tree ([`crate::sandbox`])
+//! through the base's own dynamic loader with `--library-path`, under
+//! qemu-user when the base is for another architecture. No daemon, no
+//! privileges. The loader launch is kept where the tree is `/` too: the
+//! library search is then the same in every sandbox, and so are the pycs.
 
 use super::BytecodeError;
+use crate::sandbox::{Limits, Mechanism, Policy, Sandbox, Scratch};
 use sha2::{Digest as _, Sha256};
-use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Bumped when the unpacked tree or the identity changes meaning (3: every
 /// symlink resolves inside the tree, so trees whose links led out are redone).
 const UNPACK_VERSION: u32 = 3;
 
-/// The base's interpreter, ready to start.
+/// What a compile may use: generous for any real package (numpy's 1,100
+/// sources compile in seconds, and under qemu in a minute or two).
+const COMPILE_LIMITS: Limits = Limits {
+    memory: 8 << 30,
+    scratch: 256 << 20,
+    time: Duration::from_secs(30 * 60),
+};
+
+/// How to start the interpreter: `[qemu?] loader --library-path DIRS python`,
+/// the loader, libraries and python as paths in the image.
 #[derive(Clone, Debug)]
+struct Launch {
+    qemu: Option<PathBuf>,
+    loader: String,
+    library_dirs: Vec<String>,
+    python: String,
+}
+
+/// The base's interpreter, ready to start.
+#[derive(Clone)]
 pub struct Interpreter {
-    /// Program and arguments before the interpreter's own: `[qemu?] loader --library-path DIRS python`.
-    program: Vec<OsString>,
+    launch: Launch,
+    sandbox: Arc<Sandbox>,
     /// `cpython-311`: the infix of pyc names.
     pub cache_tag: String,
     /// sha256 over the interpreter binary and the standard library's sources:
@@ -71,6 +93,7 @@ impl Interpreter {
     pub fn prepare(
         target: &Target,
         cache: &Path,
+        policy: Policy,
         layers: &mut LayerStreams,
     ) -> Result<Interpreter, BytecodeError> {
         let key = {
@@ -113,13 +136,16 @@ impl Interpreter {
                 let _ = super::unpack::remove_all(&tmp);
             }
         }
-        let program = program(target, &root)?;
+        let launch = launch(target, &root)?;
+        let tools: Vec<PathBuf> = launch.qemu.iter().cloned().collect();
+        let sandbox = Arc::new(Sandbox::new(&root, &tools, COMPILE_LIMITS, policy)?);
         if let Some(stamp) = fs::read(&stamp_path)
             .ok()
             .and_then(|b| serde_json::from_slice::<Stamp>(&b).ok())
         {
             return Ok(Interpreter {
-                program,
+                launch,
+                sandbox,
                 cache_tag: stamp.cache_tag,
                 identity: stamp.identity,
                 root,
@@ -127,7 +153,8 @@ impl Interpreter {
             });
         }
         let mut interp = Interpreter {
-            program,
+            launch,
+            sandbox,
             cache_tag: String::new(),
             identity: String::new(),
             root,
@@ -152,27 +179,54 @@ impl Interpreter {
         Ok(interp)
     }
 
-    /// The interpreter with a clean environment: only `PYTHONHASHSEED=0`, no
-    /// site, no user site, no bytecode written for its own imports.
-    pub fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.program[0]);
-        cmd.args(&self.program[1..])
-            .args(["-S", "-s", "-B"])
-            .env_clear()
-            .env("PYTHONHASHSEED", "0")
-            .env("PYTHONUTF8", "1")
-            .env("LC_ALL", "C.UTF-8");
-        cmd
+    /// How the interpreter is confined on this machine.
+    pub fn sandbox(&self) -> Mechanism {
+        self.sandbox.mechanism()
+    }
+
+    /// How long one run may take.
+    pub fn time_limit(&self) -> Duration {
+        self.sandbox.limits().time
+    }
+
+    /// The interpreter in its sandbox, with a clean environment: only
+    /// `PYTHONHASHSEED=0` and a UTF-8 locale, no site, no user site, no
+    /// bytecode written for its own imports. The scratch directory lasts as
+    /// long as the returned [`Scratch`].
+    pub fn command(&self) -> Result<(Command, Scratch), BytecodeError> {
+        let sb = &self.sandbox;
+        let env = [
+            ("PYTHONHASHSEED", "0"),
+            ("PYTHONUTF8", "1"),
+            ("LC_ALL", "C.UTF-8"),
+        ];
+        let l = &self.launch;
+        let loader = sb.image_path(&l.loader);
+        let (program, first) = match &l.qemu {
+            Some(q) => (sb.tool_path(q), Some(loader)),
+            None => (loader, None),
+        };
+        let (mut cmd, scratch) = sb.command(&program, &env)?;
+        let library_path: Vec<String> = l
+            .library_dirs
+            .iter()
+            .map(|d| sb.image_path(d).display().to_string())
+            .collect();
+        cmd.args(first)
+            .arg("--library-path")
+            .arg(library_path.join(":"))
+            .arg(sb.image_path(&l.python))
+            .args(["-S", "-s", "-B"]);
+        Ok((cmd, scratch))
     }
 
     fn probe(&self, target: &Target) -> Result<String, BytecodeError> {
-        let out = self
-            .command()
+        let (mut cmd, _scratch) = self.command()?;
+        let out = cmd
             // Frozen modules only, as the compile driver: on a base without
             // stdlib pycs, importing py_compile here compiled a dozen modules
             // from source (about 85 ms) on every fresh runner.
             .args(["-c", "import sys; print(sys.implementation.cache_tag)"])
-            .current_dir(&self.root)
             .stdin(Stdio::null())
             .output();
         let cannot_run = |reason: String| BytecodeError::CannotRun {
@@ -215,8 +269,8 @@ fn elf_head(path: &Path) -> Option<Vec<u8>> {
     Some(head)
 }
 
-/// `[qemu?] loader --library-path DIRS python`, all inside `root`.
-fn program(target: &Target, root: &Path) -> Result<Vec<OsString>, BytecodeError> {
+/// `[qemu?] loader --library-path DIRS python` for the tree at `root`.
+fn launch(target: &Target, root: &Path) -> Result<Launch, BytecodeError> {
     let python = inside(root, target.interpreter).ok_or_else(|| BytecodeError::CannotRun {
         base: target.base.to_owned(),
         interpreter: target.interpreter.to_owned(),
@@ -229,20 +283,25 @@ fn program(target: &Target, root: &Path) -> Result<Vec<OsString>, BytecodeError>
         .ok_or_else(|| BytecodeError::NoLoader {
             base: target.base.to_owned(),
         })?;
-    let mut program = Vec::new();
+    let mut qemu = None;
     if let Some(q) = qemu_name(target.arch).filter(|q| !is_native(q)) {
-        let qemu = find_qemu(q).ok_or_else(|| BytecodeError::NoQemu {
+        qemu = Some(find_qemu(q).ok_or_else(|| BytecodeError::NoQemu {
             base: target.base.to_owned(),
             arch: target.arch.to_owned(),
             qemu: format!("qemu-{q}"),
-        })?;
-        program.push(qemu.into_os_string());
+        })?);
     }
-    program.push(loader.into_os_string());
-    program.push("--library-path".into());
-    program.push(library_path(root).into());
-    program.push(python.into_os_string());
-    Ok(program)
+    let in_image = |p: &Path| -> String {
+        let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+        let rel = p.strip_prefix(&root).unwrap_or(p);
+        format!("/{}", rel.display())
+    };
+    Ok(Launch {
+        qemu,
+        loader: in_image(&loader),
+        library_dirs: library_dirs_in(root),
+        python: in_image(&python),
+    })
 }
 
 /// `path` (absolute in the image) on disk, symlinks followed, if it stays inside `root`.
@@ -276,8 +335,8 @@ pub(super) fn library_dirs(list: &dyn Fn(&str) -> Vec<String>) -> Vec<String> {
     dirs
 }
 
-/// [`library_dirs`] of the unpacked tree, as `--library-path` wants them.
-fn library_path(root: &Path) -> String {
+/// [`library_dirs`] of the unpacked tree that exist, as paths in the image.
+fn library_dirs_in(root: &Path) -> Vec<String> {
     let list = |d: &str| -> Vec<String> {
         fs::read_dir(root.join(d))
             .into_iter()
@@ -287,12 +346,10 @@ fn library_path(root: &Path) -> String {
             .collect()
     };
     library_dirs(&list)
-        .iter()
-        .map(|d| root.join(d))
-        .filter(|d| d.is_dir())
-        .map(|d| d.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":")
+        .into_iter()
+        .filter(|d| root.join(d).is_dir())
+        .map(|d| format!("/{d}"))
+        .collect()
 }
 
 /// A dynamic loader found by name, when the interpreter's PT_INTERP was no help.
