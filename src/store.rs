@@ -8,6 +8,7 @@ use crate::tee::{BestEffort, Tee};
 use serde::{de::DeserializeOwned, Serialize};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,10 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// A cache another user could have written to: what it holds is reused
+    /// without a rebuild (pycs, layers), so it must be this user's alone.
+    #[error("cache {path} {why}")]
+    Untrusted { path: PathBuf, why: String },
     #[error("{what}: expected {expected}, got {actual}; nothing was stored")]
     Mismatch {
         what: String,
@@ -159,6 +164,15 @@ impl Store {
 
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
+        if !root.exists() {
+            // Private from the start: it may hold wheels of a private index.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&root)
+                .map_err(io_err(&root))?;
+        }
+        check_ownership(&root)?;
         for sub in ["blobs/sha256", "meta", "tmp"] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
@@ -467,6 +481,36 @@ impl<R: Read> Read for TeeReader<R> {
     }
 }
 
+/// Refuses a cache directory owned by another user or writable by others
+/// (its group may write: a shared group is a choice, "others" is everyone).
+fn check_ownership(root: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(root).map_err(io_err(root))?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let refuse = |why: String, fix: String| StoreError::Untrusted {
+        path: root.to_path_buf(),
+        why: format!("{why}; a cache is reused as it is, so it must be yours alone: {fix}"),
+    };
+    if meta.uid() != me {
+        return Err(refuse(
+            format!("belongs to uid {}, not to you (uid {me})", meta.uid()),
+            "use a cache directory of your own (--cache-dir or IMGBUILD_CACHE_DIR), or chown it"
+                .into(),
+        ));
+    }
+    if meta.mode() & 0o002 != 0 {
+        return Err(refuse(
+            format!(
+                "is writable by every user (mode {:o})",
+                meta.mode() & 0o7777
+            ),
+            format!("run chmod o-w {}", root.display()),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,5 +657,48 @@ mod tests {
         Store::open(dir.path())
             .unwrap()
             .put_meta_best_effort("check", "wheel-1", &true);
+    }
+
+    #[test]
+    fn a_cache_others_could_write_to_is_refused_in_one_line() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh");
+        Store::open(&fresh).unwrap();
+        let mode = fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "a new cache is private");
+
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Store::open(&open)
+            .map(drop)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("is writable by every user (mode 777)") && e.contains("chmod o-w"),
+            "{e}"
+        );
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o770)).unwrap();
+        Store::open(&open).expect("a group-writable cache is the user's choice");
+
+        // Another user's cache (only root can make one here).
+        if unsafe { libc::geteuid() } == 0 {
+            let theirs = dir.path().join("theirs");
+            fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(12345), None).unwrap();
+            let e = Store::open(&theirs)
+                .map(drop)
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                e.contains("belongs to uid 12345, not to you (uid 0)"),
+                "{e}"
+            );
+            assert!(
+                !theirs.join("blobs").exists(),
+                "nothing was written into it"
+            );
+        }
     }
 }

@@ -7,6 +7,7 @@ mod support;
 #[allow(dead_code)]
 mod wheel_support;
 
+use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -464,4 +465,125 @@ fn refused_build(dir: &Path) -> String {
     assert!(line.starts_with("error: "), "{line}");
     assert!(!dir.join("out").exists(), "an output was written");
     line
+}
+
+#[test]
+fn a_cached_app_pyc_with_a_flipped_byte_is_compiled_again_and_the_image_is_unchanged() {
+    let tmp = support::target_tempdir("bytecode-flip-");
+    let dir = tmp.path();
+    let base = support::base::base_image("amd64");
+    std::fs::create_dir_all(dir.join("src/pkg")).unwrap();
+    std::fs::write(dir.join("src/pkg/__init__.py"), "").unwrap();
+    std::fs::write(dir.join("src/pkg/main.py"), "app = 1\n").unwrap();
+    std::fs::write(
+        dir.join("imgbuild.toml"),
+        format!(
+            "base = \"oci:{}:latest\"\nsource = \"src\"\napp = \"pkg.main:app\"\nbytecode-stdlib = false\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let build = |out: &str| {
+        digest_of(&imgbuild(
+            dir,
+            &["build", "--output", out, "--cache-dir", "cache"],
+        ))
+    };
+    let first = build("oci:a");
+    let pycs: Vec<PathBuf> = std::fs::read_dir(dir.join("cache/bytecode/pycs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(pycs.len(), 2, "one cached pyc per app source");
+    for p in &pycs {
+        let mut bytes = std::fs::read(p).unwrap();
+        *bytes.last_mut().unwrap() ^= 0x40;
+        std::fs::write(p, bytes).unwrap();
+    }
+    // Before the check, this build shipped the flipped pycs (exit 0, and an
+    // image whose `import pkg.main` failed).
+    assert_eq!(build("oci:b"), first, "the bad pycs were not reused");
+    for p in &pycs {
+        let bytes = std::fs::read(p).unwrap();
+        assert_eq!(
+            &Sha256::digest(&bytes[32..])[..],
+            &bytes[..32],
+            "{} was healed",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn a_source_over_64_mib_ships_without_a_pyc_and_memory_stays_flat() {
+    let tmp = support::target_tempdir("bytecode-huge-");
+    let dir = tmp.path();
+    let base = support::base::base_image("amd64");
+    std::fs::create_dir_all(dir.join("src/pkg")).unwrap();
+    std::fs::write(dir.join("src/pkg/__init__.py"), "").unwrap();
+    std::fs::write(dir.join("src/pkg/main.py"), "app = 1\n").unwrap();
+    // One string literal: its pyc is as large as the source.
+    let mut huge = b"blob = \"".to_vec();
+    huge.resize(100 << 20, b'a');
+    huge.extend_from_slice(b"\"\n");
+    std::fs::write(dir.join("src/pkg/huge.py"), &huge).unwrap();
+    drop(huge);
+    std::fs::write(
+        dir.join("imgbuild.toml"),
+        format!(
+            "base = \"oci:{}:latest\"\nsource = \"src\"\napp = \"pkg.main:app\"\nbytecode-stdlib = false\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    // GNU time reports the peak RSS of imgbuild alone (setup.sh installs it).
+    let peak = dir.join("peak");
+    let built = support::imgbuild_command(
+        dir,
+        &["build", "--output", "oci:out", "--cache-dir", "cache"],
+    );
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(&peak)
+        .arg(built.get_program())
+        .args(built.get_args())
+        .current_dir(dir)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("/app/pkg/huge.py: not compiled: 100 MiB, over the 64 MiB"),
+        "{stderr}"
+    );
+    let peak_mib = std::fs::read_to_string(&peak)
+        .unwrap()
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+        / 1024;
+    eprintln!("peak RSS of the build: {peak_mib} MiB");
+    // Compiling it held the source and its pyc: over 200 MiB.
+    assert!(peak_mib < 128, "peak RSS {peak_mib} MiB");
+    // The app layer: the one that holds the sources.
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir.join("out/blobs/sha256")).unwrap() {
+        let gz = flate2::read::GzDecoder::new(std::fs::File::open(e.unwrap().path()).unwrap());
+        let mut tar = tar::Archive::new(gz);
+        let Ok(entries) = tar.entries() else { continue };
+        let here: Vec<String> = entries
+            .filter_map(|e| Some(e.ok()?.path().ok()?.to_string_lossy().into_owned()))
+            .collect();
+        if here.iter().any(|n| n.ends_with("pkg/huge.py")) {
+            names = here;
+        }
+    }
+    assert!(!names.is_empty(), "no layer holds huge.py");
+    assert!(
+        names.iter().any(|n| n.contains("main.cpython-311.pyc")),
+        "{} entries",
+        names.len()
+    );
+    assert!(!names.iter().any(|n| n.contains("huge.cpython")));
 }

@@ -55,7 +55,10 @@ fn builds_as_uid_1000_with_no_capabilities_and_a_read_only_root_to_the_host_dige
     // itself is mounted from the host, read-only.
     let base = support::base::base_image("amd64");
     let image = support::podman::import(&format!("oci:{}:latest", base.display()), None);
-    let cache = writable_dir(tmp.path().join("cache"));
+    // The container's user makes its own cache: imgbuild refuses one that
+    // belongs to another user or that every user may write to.
+    let cache_home = writable_dir(tmp.path().join("cache-home"));
+    let cache = cache_home.join("cache");
     let out = writable_dir(tmp.path().join("out"));
     let vol = |from: &Path, to: &str, mode: &str| format!("{}:{to}:{mode}", from.display());
     let run = support::podman::podman()
@@ -85,7 +88,7 @@ fn builds_as_uid_1000_with_no_capabilities_and_a_read_only_root_to_the_host_dige
         .arg("-v")
         .arg(vol(&project, "/src", "ro"))
         .arg("-v")
-        .arg(vol(&cache, "/cache", "rw"))
+        .arg(vol(&cache_home, "/cache-home", "rw"))
         .arg("-v")
         .arg(vol(&out, "/out", "rw"))
         .arg(&image)
@@ -95,7 +98,7 @@ fn builds_as_uid_1000_with_no_capabilities_and_a_read_only_root_to_the_host_dige
             "--output",
             "oci:/out/image",
             "--cache-dir",
-            "/cache",
+            "/cache-home/cache",
         ])
         .output()
         .expect("cannot run podman; run scripts/setup.sh");

@@ -179,6 +179,7 @@ impl BaseImage {
         let mut tar_digest = HashingWriter::new(io::sink());
         let inflated = match crate::layer::compress::decompressed(&desc.media_type, &mut blob) {
             Ok(tar) if compressed => {
+                let tar = InflateCap::new(tar, desc.size);
                 let mut hashed = Tee::new(tar, &mut tar_digest);
                 Ok(read_to_end(&mut hashed, &mut copy, read))
             }
@@ -218,6 +219,49 @@ impl BaseImage {
             .iter()
             .filter_map(|v| v.as_str())
             .find_map(|kv| kv.strip_prefix("PATH=").map(str::to_string))
+    }
+}
+
+/// How far a compressed base layer may inflate: 100 times its size, and at
+/// least 1 GiB. Real layers inflate 2 to 5 times (a Debian base: 28 MiB to
+/// 74 MiB; CUDA libraries about 3); a gzip bomb inflates 1,000 times, and
+/// its tar would fill the disk where it is kept ([`tars`]).
+const INFLATE_RATIO: u64 = 100;
+const INFLATE_FLOOR: u64 = 1 << 30;
+
+/// A decompressing reader that fails once it has given more than a layer of
+/// `compressed` bytes may inflate to.
+struct InflateCap<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+    compressed: u64,
+}
+
+impl<R> InflateCap<R> {
+    fn new(inner: R, compressed: u64) -> Self {
+        let limit = compressed.saturating_mul(INFLATE_RATIO).max(INFLATE_FLOOR);
+        InflateCap {
+            inner,
+            left: limit,
+            limit,
+            compressed,
+        }
+    }
+}
+
+impl<R: Read> Read for InflateCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(io::Error::other(format!(
+                "inflates to over {} MiB from {} KiB, more than any real layer (at most {INFLATE_RATIO} times its size, or 1 GiB); the base is broken or hostile (a compression bomb): use another base",
+                self.limit >> 20,
+                self.compressed >> 10
+            )));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
@@ -711,6 +755,22 @@ mod tests {
             }
         }
         assert_eq!(*src.1.lock().unwrap(), 2, "read again, not from a copy");
+    }
+
+    #[test]
+    fn a_layer_inflating_past_100_times_its_size_and_1_gib_is_stopped_there() {
+        // What a gzip bomb's decoder gives: zeros without end.
+        let mut bomb = InflateCap::new(io::repeat(0), 1 << 20);
+        let err = io::copy(&mut bomb, &mut io::sink()).unwrap_err();
+        assert_eq!(bomb.left, 0, "stopped at the limit, 1 GiB for a 1 MiB blob");
+        assert!(
+            err.to_string()
+                .starts_with("inflates to over 1024 MiB from 1024 KiB, more than any real layer"),
+            "{err}"
+        );
+        // A big layer may inflate to 100 times its size; a real one does.
+        let mut big = InflateCap::new(io::repeat(0).take(3 << 30), 40 << 20);
+        assert_eq!(io::copy(&mut big, &mut io::sink()).unwrap(), 3 << 30);
     }
 
     #[test]

@@ -129,15 +129,19 @@ pub(super) fn app_pycs(
     spec: &Spec,
     compiler: Option<&Compiler>,
     plan: &mut LayerPlan,
+    on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<(), BuildError> {
     if let Some(c) = compiler {
-        c.add(
+        let uncompiled = c.add(
             plan,
             &mut NoExternal,
             "the app",
             &spec.workdir,
             OnFailure::Fail,
         )?;
+        for f in uncompiled {
+            (on_event)(Event::Warning(format!("the app: {f}")));
+        }
     }
     Ok(())
 }

@@ -289,7 +289,7 @@ fn app_stage(
     )?;
     checks::run_checks(spec, base, cx.target, checked, &plan, opts)?;
     let source_tree = crate::attest::tree::source_tree_digest(&plan, &spec.workdir)?;
-    bytecode::app_pycs(spec, cx.compiler, &mut plan)?;
+    bytecode::app_pycs(spec, cx.compiler, &mut plan, cx.opts.on_event)?;
     Ok((layers::app_layer(opts, &plan)?, source_tree))
 }
 

@@ -82,6 +82,17 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
         }
     };
     let attr_first = attr.split('.').next().unwrap_or(attr);
+    // Read whole to look for the name: a module too large for that (a
+    // hostile or generated one) is left to the container's start.
+    const MAX_SCANNED: u64 = 16 << 20;
+    if std::fs::metadata(&host).is_ok_and(|m| m.len() > MAX_SCANNED) {
+        return Ok(Some(format!(
+            "{file}: app = {:?}: {} is over {} MiB, too large to look for `{attr_first}` in; it is checked when the container starts",
+            spec.app,
+            path.absolute(),
+            MAX_SCANNED >> 20
+        )));
+    }
     let text = std::fs::read_to_string(&host).unwrap_or_default();
     match defines(&text, attr_first) {
         Defined::Yes => Ok(None),

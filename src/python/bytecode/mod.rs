@@ -167,6 +167,12 @@ impl Compiler {
     }
 }
 
+/// The largest source compiled: the source goes to the interpreter whole and
+/// its pyc comes back whole, so a hostile 1 GiB `.py` cost 2 GiB of memory.
+/// The largest `.py` files of real packages (generated tables, vendored
+/// parsers) are a few MiB; one over this ships without a pyc.
+pub const MAX_SOURCE: u64 = 64 << 20;
+
 /// Whether a failing source fails the build (the app's own) or is skipped (a
 /// package's template or Python 2 leftover, as pip does).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,18 +214,31 @@ pub fn add_pycs(
     let per_source = on_failure == OnFailure::Fail;
     // In the plan's order, which is the image paths' sorted order: the order
     // a package's sources are compiled in is part of what makes its pycs.
+    let mut too_large = Vec::new();
     for (path, entry) in plan.entries() {
-        let EntryKind::File { content, .. } = &entry.kind else {
+        let EntryKind::File { content, size } = &entry.kind else {
             continue;
         };
         if !path.as_str().ends_with(".py") || !path.starts_with(within) {
+            continue;
+        }
+        if *size > MAX_SOURCE {
+            too_large.push(Failure {
+                path: path.clone(),
+                line: None,
+                message: format!(
+                    "not compiled: {} MiB, over the {} MiB a source may have (Python compiles it at import)",
+                    size >> 20,
+                    MAX_SOURCE >> 20
+                ),
+            });
             continue;
         }
         let src = source_bytes(content, path, external, label)?;
         if per_source {
             let key = pyc_cache_key(interp, mode, path, &src);
             let pyc = compile::pyc_path(path, &interp.cache_tag);
-            if let (Some(pyc), Ok(bytes)) = (pyc, std::fs::read(cache_dir.join(&key))) {
+            if let (Some(pyc), Some(bytes)) = (pyc, cached_pyc(&cache_dir.join(&key))) {
                 reused.push((pyc, bytes));
                 continue;
             }
@@ -245,6 +264,7 @@ pub fn add_pycs(
         }
     }
     plan_pycs(plan, compiled.pycs, label)?;
+    compiled.failed.extend(too_large);
     Ok(compiled.failed)
 }
 
@@ -310,11 +330,33 @@ fn remember_pycs(cache_dir: &Path, keys: &[(ImagePath, String)], pycs: &[(ImageP
         };
         if let Some(key) = by_source.get(&source) {
             let tmp = cache_dir.join(format!(".{key}.{}", std::process::id()));
-            if std::fs::write(&tmp, bytes).is_ok() {
+            if std::fs::write(&tmp, with_digest(bytes)).is_ok() {
                 let _ = std::fs::rename(&tmp, cache_dir.join(key));
             }
         }
     }
+}
+
+/// A cached pyc file: the pyc's sha256, then the pyc, so that a flipped
+/// byte (a bad disk, a restore gone wrong, an edit) is found on reuse.
+fn with_digest(pyc: &[u8]) -> Vec<u8> {
+    use sha2::{Digest as _, Sha256};
+    let mut file = Sha256::digest(pyc).to_vec();
+    file.extend_from_slice(pyc);
+    file
+}
+
+/// The pyc cached at `path` if its digest holds; a file that fails the check
+/// is removed (the source is compiled again and the cache healed).
+fn cached_pyc(path: &Path) -> Option<Vec<u8>> {
+    use sha2::{Digest as _, Sha256};
+    let mut file = std::fs::read(path).ok()?;
+    let intact = file.len() > 32 && Sha256::digest(&file[32..])[..] == file[..32];
+    if !intact {
+        let _ = std::fs::remove_file(path);
+        return None;
+    }
+    Some(file.split_off(32))
 }
 
 /// Adds the pycs to `plan`, except where a wheel ships its own pyc (it keeps it).
@@ -494,5 +536,27 @@ mod tests {
             "usr/lib/python3.11",
             "cpython-311"
         ));
+    }
+
+    #[test]
+    fn a_cached_pyc_is_reused_only_while_its_digest_holds_and_a_bad_one_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("key");
+        let pyc = b"\xa7\x0d\x0d\x0a\x03\0\0\0hash-bytes code";
+        std::fs::write(&path, with_digest(pyc)).unwrap();
+        assert_eq!(cached_pyc(&path).as_deref(), Some(&pyc[..]));
+
+        let mut flipped = with_digest(pyc);
+        *flipped.last_mut().unwrap() ^= 1;
+        std::fs::write(&path, flipped).unwrap();
+        assert_eq!(cached_pyc(&path), None);
+        assert!(
+            !path.exists(),
+            "the bad entry is gone, to be compiled again"
+        );
+
+        // A bare pyc planted without its digest (or left by an older imgbuild).
+        std::fs::write(&path, pyc).unwrap();
+        assert_eq!(cached_pyc(&path), None);
     }
 }
