@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 /// (default 1000); tests set it low so fault scenarios run fast.
 pub const RETRY_BASE_ENV: &str = "IMGBUILD_RETRY_BASE_MS";
 
+/// The most redirects one request follows; past it, the request fails (a
+/// server that redirects in a loop).
+pub const REDIRECT_LIMIT: usize = 10;
+
 /// Why the client could not be made, or a reply could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -175,6 +179,7 @@ impl RetryPolicy {
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
             .timeout(self.stall_timeout)
             .connect_timeout(self.connect_timeout)
+            .redirect(reqwest::redirect::Policy::limited(REDIRECT_LIMIT))
             .tcp_keepalive(Duration::from_secs(30));
         if http1_only {
             b.http1_only()

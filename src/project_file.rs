@@ -5,7 +5,9 @@
 //! The rule, for every such file:
 //! - it must be a regular file once symlinks are followed: a FIFO, socket,
 //!   device or directory is refused before it is opened, and again after
-//!   (`fstat` on the open file), so nothing blocks and nothing endless is read;
+//!   (`fstat` on the open file), so nothing endless is read; it is opened with
+//!   `O_NONBLOCK`, so a FIFO swapped in between the two checks cannot make the
+//!   open wait for a writer (reading a regular file is unaffected by it);
 //! - it is read with a size cap ([`SETTINGS_LIMIT`], [`LOCKFILE_LIMIT`]);
 //! - a file imgbuild finds by itself by its name ([`Place::Within`]:
 //!   `.dockerignore`, pyproject.toml, the default lockfiles, imgbuild.toml in
@@ -100,10 +102,7 @@ pub fn read(path: &Path, place: Place, limit: u64) -> Result<Vec<u8>, ProjectFil
         source,
     };
     let target = check(path, place)?;
-    let file = File::open(&target).map_err(io_err)?;
-    // The file may have been swapped since `check`; what was opened counts.
-    let meta = file.metadata().map_err(io_err)?;
-    regular(path, &meta)?;
+    let (file, meta) = open_regular(path, &target)?;
     let too_large = || ProjectFileError::TooLarge {
         path: path.to_path_buf(),
         limit,
@@ -148,6 +147,26 @@ pub fn is_inside(path: &Path, root: &Path) -> bool {
         (Ok(p), Ok(r)) => p.starts_with(r),
         _ => false,
     }
+}
+
+/// Opens `target` (the resolved `path`) for reading and checks the open file
+/// is a regular one: it may have been swapped since it was checked, and what
+/// was opened counts. With `O_NONBLOCK` the open returns at once even for a
+/// FIFO with no writer, which the check then refuses.
+fn open_regular(path: &Path, target: &Path) -> Result<(File, Metadata), ProjectFileError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io_err = |source| ProjectFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(target)
+        .map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    regular(path, &meta)?;
+    Ok((file, meta))
 }
 
 fn regular(path: &Path, meta: &Metadata) -> Result<(), ProjectFileError> {
@@ -265,6 +284,22 @@ pub(crate) mod tests {
             within_seconds(move || read(&fifo, Place::Within(&root), SETTINGS_LIMIT)).unwrap_err();
         assert!(
             e.to_string().contains("is a FIFO, not a regular file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_fifo_swapped_in_after_the_check_is_opened_without_blocking_and_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("uv.lock");
+        mkfifo(&fifo);
+        // As if `check` had passed a file that is a FIFO by the time it is
+        // opened: opening a FIFO that has no writer waits for one, unless
+        // it is opened with O_NONBLOCK.
+        let e = within_seconds(move || open_regular(&fifo, &fifo).map(drop)).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("uv.lock is a FIFO, not a regular file; replace it with a file"),
             "{e}"
         );
     }

@@ -500,3 +500,32 @@ fn a_base_whose_config_diff_ids_do_not_match_its_layers_fails_in_one_line() {
         ],
     );
 }
+
+#[test]
+fn a_venv_where_the_base_already_has_files_fails_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = golden_copy(tmp.path());
+    let base = support::base::with_files(
+        &dir.join("base"),
+        &[("/opt/conda/bin/python", b"\x7fELF conda's own")],
+    );
+    let settings = std::fs::read_to_string(dir.join("imgbuild.toml")).unwrap();
+    let settings = settings.replace(
+        "base = \"oci:base:latest\"",
+        &format!(
+            "base = \"oci:{}:latest\"\nvenv = \"/opt/conda\"",
+            base.display()
+        ),
+    );
+    std::fs::write(dir.join("imgbuild.toml"), settings).unwrap();
+    assert_fails_cleanly(
+        &dir,
+        &["build", "--output", "oci:out", "--cache-dir", "../cache"],
+        &dir.join("out"),
+        &[
+            "error: imgbuild.toml: key \"venv\": the base already has files in /opt/conda \
+           (e.g. /opt/conda/bin/python); the venv would be mixed with them; choose another \
+           directory",
+        ],
+    );
+}

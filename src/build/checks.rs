@@ -3,8 +3,7 @@
 
 use super::identity::package_label;
 use super::{BuildError, BuildOptions, Event};
-use crate::base::BaseImage;
-use crate::check::facts::WheelFacts;
+use crate::check::facts::{BaseView, WheelFacts};
 use crate::layer::{ImagePath, LayerPlan};
 use crate::lock::select::SelectedWheel;
 use crate::python::venv::VenvTarget;
@@ -22,7 +21,7 @@ pub(super) struct Checked<'a> {
 /// The app, command and native-library checks over what the layers hold.
 pub(super) fn run_checks(
     spec: &Spec,
-    base: &BaseImage,
+    base_view: &BaseView,
     target: &VenvTarget,
     packages: &Checked,
     app_plan: &LayerPlan,
@@ -37,7 +36,7 @@ pub(super) fn run_checks(
     // Each wheel's facts come with its layer: read from the wheel (cached per
     // wheel), or from the annotations of a layer reused from a registry.
     let files: Vec<check::PackageFiles> = facts.iter().map(|f| f.files.clone()).collect();
-    let base_view = check::facts::BaseView::new(base, opts.store);
+    let base = base_view.image();
     let (site_packages, bin) = (target.site_packages(), target.bin());
     let base_path = base.env_path();
     let path = format!(
@@ -56,7 +55,7 @@ pub(super) fn run_checks(
         bin: &bin,
         packages: &files,
         import_roots,
-        base: &base_view,
+        base: base_view,
         path: path.split(':').map(str::to_owned).collect(),
         locked: spec.lockfile.is_some(),
     };

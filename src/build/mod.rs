@@ -17,6 +17,7 @@ pub use remote_cache::RemoteCache;
 
 use crate::app;
 use crate::base::{self, BaseImage, BaseLocation, RemoteBases};
+use crate::check::facts::BaseView;
 use crate::digest::Digest;
 use crate::fetch::FetchError;
 use crate::layer::LayerPlan;
@@ -166,6 +167,8 @@ fn build_platform(
     // The registry cache (docs/reproducibility.md): read once, before anything else is fetched.
     let offers = remote_cache::read_offers(opts, platform);
     let python = base::python::detect(&base, Some(opts.store))?;
+    let base_view = BaseView::new(&base, opts.store);
+    crate::check::check_base_fills(spec, &base_view)?;
     let target = venv_target(spec, &python);
     let compiler = bytecode::prepare_compiler(spec, &base, &python, opts)?;
     let cx = LayerContext {
@@ -198,7 +201,7 @@ fn build_platform(
         facts: &facts,
         import_roots: &planned.import_roots,
     };
-    let (app_layer, source_tree) = app_stage(spec, &base, &cx, &checked)?;
+    let (app_layer, source_tree) = app_stage(spec, &base_view, &cx, &checked)?;
     ours.push(app_layer);
     let parts = image::Parts {
         platform,
@@ -277,7 +280,7 @@ fn report_gathered(
 /// and its layer.
 fn app_stage(
     spec: &Spec,
-    base: &BaseImage,
+    base: &BaseView,
     cx: &LayerContext,
     checked: &checks::Checked,
 ) -> Result<(PackageLayer, Digest), BuildError> {

@@ -8,7 +8,7 @@ use crate::base::BaseImage;
 use crate::layer::tar::ExternalContent;
 use crate::layer::{Content, EntryKind};
 use crate::python::install::{self as wheel, WheelContent, WheelError};
-use crate::python::rootfs::RootFs;
+use crate::python::rootfs::{Occupant, RootFs};
 use crate::python::venv::VenvTarget;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
@@ -132,6 +132,11 @@ impl<'a> BaseView<'a> {
         }
     }
 
+    /// The base image this is a view of.
+    pub fn image(&self) -> &BaseImage {
+        self.base
+    }
+
     fn rootfs(&self) -> Option<&RootFs> {
         self.rootfs
             .get_or_init(|| read_rootfs(self.base).ok())
@@ -161,6 +166,20 @@ impl BaseFiles for BaseView<'_> {
             return true;
         };
         let found = rootfs.exists(path);
+        self.store.put_meta_best_effort("check", &key, &found);
+        found
+    }
+
+    fn occupant(&self, path: &str) -> Option<Occupant> {
+        let key = format!(
+            "occupant-v{FACTS_VERSION}:{}:{path}",
+            self.base.manifest_digest
+        );
+        if let Some(o) = self.store.get_meta::<Option<Occupant>>("check", &key) {
+            return o;
+        }
+        // A base that cannot be read is not blamed; reading it fails the build elsewhere.
+        let found = self.rootfs()?.occupant(path);
         self.store.put_meta_best_effort("check", &key, &found);
         found
     }

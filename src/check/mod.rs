@@ -13,6 +13,7 @@ pub(crate) mod native;
 pub(crate) mod scripts;
 
 use crate::layer::{ImagePath, LayerPlan};
+use crate::python::rootfs::{Occupant, RootFs};
 use crate::spec::Spec;
 use crate::text::shown;
 
@@ -61,6 +62,24 @@ pub enum CheckError {
         count: usize,
         dir: String,
         found: String,
+    },
+    #[error("{file}: key \"{key}\": the base already has files in {dir} (e.g. {example}); the {content} would be mixed with them; choose another directory")]
+    BaseFills {
+        file: String,
+        key: &'static str,
+        dir: String,
+        example: String,
+        /// What we would put there: "venv" or "app".
+        content: &'static str,
+    },
+    #[error("{file}: key \"{key}\": the base already has {entry} at {dir}, where the {content} would go; choose another directory")]
+    BaseEntry {
+        file: String,
+        key: &'static str,
+        dir: String,
+        /// "a file", or "a symlink to \"TARGET\"".
+        entry: String,
+        content: &'static str,
     },
     #[error("package {package}: {file} needs {library}, which is not in the image; {hint}")]
     MissingLibrary {
@@ -112,6 +131,17 @@ impl PackageFiles {
 /// The base image's files, as far as a check asks (absolute paths).
 pub trait BaseFiles {
     fn exists(&self, path: &str) -> bool;
+    /// What the base has at `path` unless nothing or an empty directory.
+    fn occupant(&self, path: &str) -> Option<Occupant>;
+}
+
+impl BaseFiles for RootFs {
+    fn exists(&self, path: &str) -> bool {
+        RootFs::exists(self, path)
+    }
+    fn occupant(&self, path: &str) -> Option<Occupant> {
+        RootFs::occupant(self, path)
+    }
 }
 
 /// What the image will hold, from the plans.
@@ -172,6 +202,42 @@ pub fn check_image(spec: &Spec, view: &ImageView) -> Result<Vec<String>, CheckEr
     }
     warnings.extend(scripts::check_command(spec, &file, view)?);
     Ok(warnings)
+}
+
+/// `venv` and `workdir` must be directories the base leaves empty (or does
+/// not have): the venv's layer, or the app's, would be mixed with the base's
+/// own files there, and which of them a path ends up as would depend on both.
+pub fn check_base_fills(spec: &Spec, base: &dyn BaseFiles) -> Result<(), CheckError> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let file = || shown(&spec.file, &cwd);
+    for (key, dir, content) in [
+        ("venv", &spec.venv, "venv"),
+        ("workdir", &spec.workdir, "app"),
+    ] {
+        let dir = dir.absolute();
+        let entry = match base.occupant(&dir) {
+            None => continue,
+            Some(Occupant::Entries(example)) => {
+                return Err(CheckError::BaseFills {
+                    file: file(),
+                    key,
+                    dir,
+                    example,
+                    content,
+                })
+            }
+            Some(Occupant::File) => "a file".to_string(),
+            Some(Occupant::Symlink(target)) => format!("a symlink to {target:?}"),
+        };
+        return Err(CheckError::BaseEntry {
+            file: file(),
+            key,
+            dir,
+            entry,
+            content,
+        });
+    }
+    Ok(())
 }
 
 /// A project (pyproject.toml in `source`) that declares dependencies needs a
@@ -238,6 +304,9 @@ pub(crate) mod test_support {
     impl BaseFiles for NoBase {
         fn exists(&self, path: &str) -> bool {
             self.0.contains(&path)
+        }
+        fn occupant(&self, _: &str) -> Option<Occupant> {
+            None
         }
     }
 
@@ -307,6 +376,78 @@ mod tests {
     fn a_project_without_dependencies_needs_no_lockfile() {
         let dir = project("");
         check_lockfile(&spec(dir.path(), "app = \"main:app\"\n")).unwrap();
+    }
+
+    /// A base with conda in /opt/conda, an empty /srv/app, a home directory
+    /// with a file, and /opt/link pointing at conda.
+    fn conda_base() -> RootFs {
+        use crate::python::rootfs::test_tar::{layer, Item::*};
+        let mut fs = RootFs::new();
+        let tar = layer(&[
+            File("opt/conda/bin/python", b"\x7fELF"),
+            Dir("srv/app/"),
+            File("home/app/.bashrc", b"# hi"),
+            Symlink("opt/link", "/opt/conda"),
+        ]);
+        fs.apply_layer(&tar[..], &|_| true).unwrap();
+        fs
+    }
+
+    /// The error for a spec with `settings`, over `conda_base`, with the
+    /// spec's file name cut to `imgbuild.toml`.
+    fn fills_error(settings: &str) -> Option<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let s = spec(dir.path(), &format!("app = \"main:app\"\n{settings}"));
+        let e = check_base_fills(&s, &conda_base()).err()?.to_string();
+        let shown = shown(&s.file, &std::env::current_dir().unwrap());
+        Some(e.replacen(&shown, "imgbuild.toml", 1))
+    }
+
+    #[test]
+    fn venv_and_workdir_where_the_base_already_has_files_are_refused() {
+        assert_eq!(
+            fills_error("venv = \"/opt/conda\"\n").as_deref(),
+            Some(
+                "imgbuild.toml: key \"venv\": the base already has files in /opt/conda \
+                 (e.g. /opt/conda/bin/python); the venv would be mixed with them; choose \
+                 another directory"
+            )
+        );
+        assert_eq!(
+            fills_error("workdir = \"/home/app\"\n").as_deref(),
+            Some(
+                "imgbuild.toml: key \"workdir\": the base already has files in /home/app \
+                 (e.g. /home/app/.bashrc); the app would be mixed with them; choose another \
+                 directory"
+            )
+        );
+        assert_eq!(
+            fills_error("venv = \"/opt/link\"\n").as_deref(),
+            Some(
+                "imgbuild.toml: key \"venv\": the base already has a symlink to \"/opt/conda\" \
+                 at /opt/link, where the venv would go; choose another directory"
+            )
+        );
+        assert_eq!(
+            fills_error("workdir = \"/opt/conda/bin/python\"\n").as_deref(),
+            Some(
+                "imgbuild.toml: key \"workdir\": the base already has a file at \
+                 /opt/conda/bin/python, where the app would go; choose another directory"
+            )
+        );
+    }
+
+    #[test]
+    fn venv_and_workdir_the_base_lacks_or_leaves_empty_are_fine() {
+        // The defaults (/app and /app/.venv), an empty directory, a new one
+        // beside the base's files.
+        for settings in [
+            "",
+            "workdir = \"/srv/app\"\nvenv = \"/srv/app/.venv\"\n",
+            "venv = \"/opt/venv\"\nworkdir = \"/opt/app\"\n",
+        ] {
+            assert_eq!(fills_error(settings), None, "{settings}");
+        }
     }
 
     #[test]

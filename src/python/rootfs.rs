@@ -43,6 +43,19 @@ enum Node {
     Symlink(String),
 }
 
+/// What a filesystem already has at a path where a directory of ours would go
+/// ([`RootFs::occupant`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Occupant {
+    /// A file (or a hard link to one).
+    File,
+    /// A symlink, with its target.
+    Symlink(String),
+    /// A directory with entries: one of them (a file or link when there is
+    /// one), as an absolute path below the path asked about.
+    Entries(String),
+}
+
 /// Decides what a regular file keeps: `keep(path, size, contents)`.
 pub type KeepFn<'a> = dyn FnMut(&str, u64, &mut dyn Read) -> std::io::Result<Option<Vec<u8>>> + 'a;
 
@@ -289,6 +302,33 @@ impl RootFs {
             .collect()
     }
 
+    /// What is at the absolute `path` unless it is nothing or an empty
+    /// directory. Its parent is resolved (symlinks followed, as a layer's
+    /// entries below it would be), the last component is not.
+    pub fn occupant(&self, path: &str) -> Option<Occupant> {
+        let asked = normalise(path)?;
+        let (dir, name) = split_parent(&asked);
+        let real = join(&self.resolve(dir)?, name);
+        match self.nodes.get(&real)? {
+            Node::Dir => {}
+            Node::File { .. } => return Some(Occupant::File),
+            Node::Symlink(target) => return Some(Occupant::Symlink(target.clone())),
+        }
+        let prefix = format!("{real}/");
+        let mut below = self
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix));
+        let (first, _) = below.clone().next()?;
+        let shown = below
+            .find(|(_, n)| **n != Node::Dir)
+            .map_or(first, |(p, _)| p);
+        Some(Occupant::Entries(format!(
+            "/{asked}/{}",
+            &shown[prefix.len()..]
+        )))
+    }
+
     pub fn exists(&self, path: &str) -> bool {
         self.resolve(path)
             .is_some_and(|p| p.is_empty() || self.nodes.contains_key(&p))
@@ -466,6 +506,43 @@ mod tests {
             fs.apply_layer(&l[..], &|_| true).unwrap();
         }
         fs
+    }
+
+    #[test]
+    fn a_directory_is_occupied_by_any_entry_but_not_when_empty_or_absent() {
+        let fs = fs(&[layer(&[
+            Dir("opt/empty/"),
+            Dir("opt/conda/"),
+            Dir("opt/conda/bin/"),
+            File("opt/conda/bin/python", b"\x7fELF"),
+            Dir("opt/dirs/sub/"),
+            File("srv/tool", b"x"),
+            Symlink("srv/link", "/opt/conda"),
+            Symlink("data", "/opt"),
+        ])]);
+        assert_eq!(fs.occupant("/opt/missing"), None);
+        assert_eq!(fs.occupant("/nowhere/at/all"), None);
+        assert_eq!(fs.occupant("/opt/empty"), None);
+        assert_eq!(
+            fs.occupant("/opt/conda"),
+            Some(Occupant::Entries("/opt/conda/bin/python".into()))
+        );
+        // Only directories below: the first of them is named.
+        assert_eq!(
+            fs.occupant("/opt/dirs/"),
+            Some(Occupant::Entries("/opt/dirs/sub".into()))
+        );
+        assert_eq!(fs.occupant("/srv/tool"), Some(Occupant::File));
+        assert_eq!(
+            fs.occupant("/srv/link"),
+            Some(Occupant::Symlink("/opt/conda".into()))
+        );
+        // A symlinked parent is followed, and the example is under the path asked.
+        assert_eq!(
+            fs.occupant("/data/conda"),
+            Some(Occupant::Entries("/data/conda/bin/python".into()))
+        );
+        assert_eq!(fs.occupant("/data/empty"), None);
     }
 
     #[test]

@@ -189,7 +189,12 @@ impl RegistryClient {
                 Err(e) => {
                     // A certificate problem is the answer; falling back to http would hide it.
                     // A host that accepted but stayed silent will not answer TLS either.
-                    if e.to_string().contains("certificate") || e.to_string().contains("timed out")
+                    // A redirect loop came from a server that answered: https
+                    // would only fail with a connection error that hides it.
+                    let text = e.to_string();
+                    if text.contains("certificate")
+                        || text.contains("timed out")
+                        || matches!(e, RegistryError::Redirects { .. })
                     {
                         return Err(e);
                     }

@@ -15,6 +15,19 @@ pub enum RegistryError {
         retryable: bool,
     },
 
+    #[error(
+        "{what}: {registry} redirects {path} in a loop (over {limit} redirects); the registry is \
+         misconfigured or the address is wrong"
+    )]
+    Redirects {
+        what: String,
+        registry: String,
+        /// The path (never the query) of the last URL that redirected, or
+        /// "the request" when reqwest names none.
+        path: String,
+        limit: usize,
+    },
+
     #[error("{what}: {registry} answered HTTP {status}: {detail}")]
     Status {
         what: String,

@@ -286,3 +286,44 @@ fn an_endless_manifest_fails_at_its_cap() {
         "{err}"
     );
 }
+
+#[test]
+fn a_registry_whose_ping_redirects_in_a_loop_is_named_as_misconfigured() {
+    let server = Server::start(|r: &Request| match r.path() {
+        "/v2/" => Reply::status(302).header("Location", "/v2/"),
+        _ => Reply::status(404),
+    });
+    let err = client(None).get_manifest(&repo(&server)).unwrap_err();
+    assert_eq!(
+        crate::text::error_chain(&err),
+        format!(
+            "contacting {0}: {0} redirects /v2/ in a loop (over 10 redirects); the registry is \
+             misconfigured or the address is wrong",
+            server.addr
+        )
+    );
+    // Not retried, and https is not tried after it (a plain server would
+    // only fail the TLS hello, and that error would hide this one).
+    assert_eq!(server.requests().len(), 11, "{:?}", server.lines());
+}
+
+#[test]
+fn a_manifest_that_redirects_in_a_loop_is_named_and_not_retried() {
+    let server = Server::start(|r: &Request| match r.path() {
+        "/v2/" => Reply::status(200),
+        p => Reply::status(307).header("Location", format!("{p}?again")),
+    });
+    let c = client(None);
+    let err = c.get_manifest(&repo(&server)).unwrap_err();
+    let line = crate::text::error_chain(&err);
+    assert!(
+        line.ends_with(&format!(
+            "{} redirects /v2/team/app/manifests/1 in a loop (over 10 redirects); the registry is \
+             misconfigured or the address is wrong",
+            server.addr
+        )),
+        "{line}"
+    );
+    assert!(!line.contains("again"), "the query is not shown: {line}");
+    assert_eq!(c.stats().retries, 0);
+}

@@ -429,6 +429,17 @@ pub fn is_loopback(host: &str) -> bool {
 }
 
 fn connection_error(what: &str, registry: &str, e: &reqwest::Error) -> RegistryError {
+    if e.is_redirect() {
+        // Only the path: a redirect's query may carry a signature or upload state.
+        return RegistryError::Redirects {
+            what: what.to_string(),
+            registry: registry.to_string(),
+            path: e
+                .url()
+                .map_or_else(|| "the request".to_string(), |u| u.path().to_string()),
+            limit: crate::http::REDIRECT_LIMIT,
+        };
+    }
     let detail = chain_message(&WithoutUrl(e));
     // A certificate problem will not fix itself; everything else on the wire may.
     let certificate = is_certificate_error(e);
