@@ -314,6 +314,7 @@ mod tests {
             sha256: Digest::of_bytes(bytes).hex().to_uppercase(),
             size: Some(bytes.len() as u64),
             index: None,
+            from_sdist: false,
         }
     }
 

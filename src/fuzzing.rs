@@ -125,6 +125,9 @@ impl SimpleIndex for OneWheelIndex {
             filename,
             sha256: Some("a".repeat(64)),
             size: Some(1),
+            upload_time: None,
+            yanked: false,
+            requires_python: None,
         }])
     }
 }

@@ -28,6 +28,7 @@ pub mod python;
 pub mod reference;
 pub mod registry;
 mod sandbox;
+mod sdist;
 pub mod spec;
 mod store;
 mod tee;

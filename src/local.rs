@@ -120,6 +120,7 @@ pub fn local_wheels(
                 sha256: digest.hex().to_owned(),
                 size: Some(size),
                 index: None,
+                from_sdist: false,
             },
             import_roots: roots,
         });
@@ -167,6 +168,7 @@ fn project_wheel(
             sha256: digest.hex().to_owned(),
             size: Some(bytes.len() as u64),
             index: None,
+            from_sdist: false,
         },
         import_roots: Vec::new(),
     })

@@ -48,6 +48,7 @@ const TIERS: &[(&str, &[&str])] = &[
             "registry",
             "base",
             "fetch",
+            "sdist",
             "check",
             "local",
             "app",

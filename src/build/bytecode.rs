@@ -42,6 +42,26 @@ pub(super) fn prepare_compiler(
     Ok(compiler)
 }
 
+/// The base's interpreter for an sdist build: the compiler's, else
+/// prepared now (`bytecode = false` still builds sdists in the sandbox).
+pub(super) fn interpreter(
+    spec: &Spec,
+    base: &BaseImage,
+    python: &PythonInfo,
+    compiler: Option<&Compiler>,
+    opts: &BuildOptions,
+) -> Result<crate::python::bytecode::runner::Interpreter, BuildError> {
+    if let Some(c) = compiler {
+        return Ok(c.interp.clone());
+    }
+    let cache = opts.store.root().join("bytecode");
+    let policy = match spec.sandbox {
+        true => crate::sandbox::Policy::Required,
+        false => crate::sandbox::Policy::Off,
+    };
+    Ok(bytecode::prepare(base, python, &cache, policy)?)
+}
+
 /// A stdlib pycs layer, and whether a registry cache gave it.
 pub(super) struct StdlibLayer {
     pub layer: Option<PackageLayer>,

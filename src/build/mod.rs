@@ -81,6 +81,8 @@ pub enum BuildError {
     Check(#[from] crate::check::CheckError),
     #[error(transparent)]
     Local(#[from] crate::local::LocalError),
+    #[error(transparent)]
+    Sdist(#[from] crate::sdist::SdistError),
 }
 
 /// What the pipeline tells its caller as it goes; the CLI decides how to show it.
@@ -178,7 +180,8 @@ fn build_platform(
         bytecode: BytecodeInputs::of(compiler.as_ref()),
     };
     let stdlib = bytecode::stdlib_layer(spec, &python, &cx, &offers)?;
-    let planned = packages::plan(spec, &python, platform, opts)?;
+    let interpreter = || bytecode::interpreter(spec, &base, &python, compiler.as_ref(), opts);
+    let planned = packages::plan(spec, &python, platform, opts, &interpreter)?;
     let budget = identity::package_budget(
         spec.layer_budget,
         base.manifest.layers.len(),

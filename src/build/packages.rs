@@ -11,6 +11,7 @@ use crate::layer::ImagePath;
 use crate::lock::select::SelectedWheel;
 use crate::lock::LocalPackage;
 use crate::platform::Platform;
+use crate::python::bytecode::runner::Interpreter;
 use crate::python::interpreter::PythonInfo;
 use crate::python::tags::Tags;
 use crate::spec::Spec;
@@ -44,18 +45,34 @@ pub(super) fn plan(
     python: &PythonInfo,
     platform: &Platform,
     opts: &BuildOptions,
+    interpreter: &dyn Fn() -> Result<Interpreter, BuildError>,
 ) -> Result<Planned, BuildError> {
     let label = platform.to_string();
     let mut planned = Planned::default();
     let mut locals = Vec::new();
+    let mut indexes = Vec::new();
     if let Some(lockfile) = &spec.lockfile {
         (opts.on_event)(Event::Python {
             platform: label.clone(),
             info: format!("{}: {}", python.interpreter, python.describe()),
         });
-        (planned.wheels, locals) = select_wheels(spec, lockfile, python, platform, opts)?;
+        (planned.wheels, locals, indexes) = select_wheels(spec, lockfile, python, platform, opts)?;
     }
+    // The SBOM and provenance name what the lock names: an sdist, not the
+    // wheel built from it.
     planned.locked = planned.wheels.clone();
+    if planned.wheels.iter().any(|w| w.from_sdist) {
+        let lockfile = spec.lockfile.as_deref().expect("only a lock has sdists");
+        build_sdists(
+            spec,
+            lockfile,
+            python,
+            &indexes,
+            opts,
+            interpreter,
+            &mut planned.wheels,
+        )?;
+    }
     planned.import_roots = add_local_wheels(spec, python, &locals, opts, &mut planned.wheels)?;
     if spec.lockfile.is_some() {
         (opts.on_event)(Event::Wheels {
@@ -66,13 +83,17 @@ pub(super) fn plan(
     Ok(planned)
 }
 
+/// The lock's wheels (and sdists to build), its local packages, and the
+/// configured indexes.
+type Selection = (Vec<SelectedWheel>, Vec<LocalPackage>, Vec<String>);
+
 fn select_wheels(
     spec: &Spec,
     lockfile: &Path,
     python: &PythonInfo,
     platform: &Platform,
     opts: &BuildOptions,
-) -> Result<(Vec<SelectedWheel>, Vec<LocalPackage>), BuildError> {
+) -> Result<Selection, BuildError> {
     use crate::lock::{index_config, LockOptions};
     use crate::python::markers::MarkerEnv;
     let getenv = |k: &str| std::env::var(k).ok();
@@ -119,7 +140,58 @@ fn select_wheels(
             opts.jobs,
         )?;
     }
-    Ok((wheels, locals))
+    Ok((wheels, locals, lock_opts.indexes.urls()))
+}
+
+/// Each sdist among `wheels` replaced by the wheel built from it in the
+/// sandbox (or built before, from the store).
+fn build_sdists(
+    spec: &Spec,
+    lockfile: &Path,
+    python: &PythonInfo,
+    configured: &[String],
+    opts: &BuildOptions,
+    interpreter: &dyn Fn() -> Result<Interpreter, BuildError>,
+    wheels: &mut [SelectedWheel],
+) -> Result<(), BuildError> {
+    let interp = interpreter()?;
+    let env = crate::python::markers::MarkerEnv::for_target(python)?;
+    let tags = Tags::for_target(python);
+    let fetcher = Fetcher {
+        store: opts.store,
+        client: opts.http,
+        offline: opts.offline,
+        jobs: 1,
+        lock_dir: lock_dir(spec),
+    };
+    let cutoff = crate::lock::build_cutoff(lockfile);
+    let detail = |line: String| (opts.on_event)(Event::Detail(line));
+    for w in wheels.iter_mut().filter(|w| w.from_sdist) {
+        // The index the lock resolved the package against, then the configured ones.
+        let mut indexes: Vec<String> = w.index.iter().cloned().collect();
+        for c in configured {
+            if !indexes.contains(c) {
+                indexes.push(c.clone());
+            }
+        }
+        let builder = crate::sdist::Builder {
+            store: opts.store,
+            fetcher: &fetcher,
+            index: opts.http,
+            indexes,
+            cutoff: cutoff.clone(),
+            env: &env,
+            tags: &tags,
+            offline: opts.offline,
+            on_detail: &detail,
+        };
+        let built = builder.build(&interp, w)?;
+        (opts.on_event)(Event::Progress {
+            label: w.filename.clone(),
+        });
+        *w = built.wheel(w.index.clone());
+    }
+    Ok(())
 }
 
 /// Adds the root project and the lock's local packages to `wheels`; returns

@@ -64,6 +64,13 @@ struct PageFile {
     #[serde(default)]
     hashes: std::collections::BTreeMap<String, String>,
     size: Option<u64>,
+    #[serde(rename = "upload-time")]
+    upload_time: Option<String>,
+    /// `false`, `true` or a reason (a string): anything but `false` is yanked.
+    #[serde(default)]
+    yanked: serde_json::Value,
+    #[serde(rename = "requires-python")]
+    requires_python: Option<String>,
 }
 
 /// `{index}/{normalised-name}/`.
@@ -104,6 +111,12 @@ pub fn parse_project_page(page_url: &str, body: &[u8]) -> Result<Vec<IndexFile>,
                 filename: f.filename,
                 url: url.to_string(),
                 size: f.size,
+                upload_time: f.upload_time,
+                yanked: !matches!(
+                    f.yanked,
+                    serde_json::Value::Null | serde_json::Value::Bool(false)
+                ),
+                requires_python: f.requires_python,
             })
         })
         .collect()

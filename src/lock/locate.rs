@@ -99,6 +99,7 @@ mod tests {
             sha256: hash(h),
             size: None,
             index: index.map(str::to_owned),
+            from_sdist: false,
         }
     }
 
@@ -143,6 +144,9 @@ mod tests {
             url: format!("https://files.example/{name}"),
             sha256: h.map(hash),
             size: None,
+            upload_time: None,
+            yanked: false,
+            requires_python: None,
         };
         FakeIndex(vec![
             (

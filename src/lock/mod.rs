@@ -33,8 +33,11 @@ pub struct LockedPackage {
     pub name: String,
     pub version: String,
     pub files: Vec<LockedFile>,
-    /// The lock also has a source distribution (which imgbuild cannot build).
+    /// The lock also has a source distribution (or a git source).
     pub has_sdist: bool,
+    /// The source distribution, when the lock names it with a sha256: built
+    /// into a wheel (in the sandbox) when no wheel fits the target.
+    pub sdist: Option<LockedFile>,
     /// The index that serves the files the lock lists without a URL (Poetry's
     /// `[package.source]`); None means the configured index.
     pub index: Option<String>,
@@ -123,6 +126,12 @@ pub struct IndexFile {
     /// Lower-case hex; None when the index publishes no sha256.
     pub sha256: Option<String>,
     pub size: Option<u64>,
+    /// PEP 700's `upload-time` (RFC 3339), when the index gives it.
+    pub upload_time: Option<String>,
+    /// PEP 592: a yanked file is never chosen for a build environment.
+    pub yanked: bool,
+    /// The file's `requires-python` (PEP 503's `data-requires-python`).
+    pub requires_python: Option<String>,
 }
 
 /// Where requirements.txt files find their download URLs.
@@ -249,15 +258,19 @@ impl Errors<'_> {
 pub(crate) struct Files {
     pub wheels: Vec<LockedFile>,
     pub has_sdist: bool,
+    pub sdist: Option<LockedFile>,
 }
 
 impl Files {
-    /// Keeps `file` if it is a wheel, else notes the sdist.
+    /// Keeps `file` as a wheel, or as the sdist (the first one listed).
     pub fn add(&mut self, file: LockedFile) {
         if file.filename.ends_with(".whl") {
             self.wheels.push(file);
         } else {
             self.has_sdist = true;
+            if is_sdist_name(&file.filename) && self.sdist.is_none() {
+                self.sdist = Some(file);
+            }
         }
     }
 
@@ -275,6 +288,7 @@ impl Files {
             version,
             files: self.wheels,
             has_sdist: self.has_sdist,
+            sdist: self.sdist,
             index,
         })
     }
@@ -412,6 +426,55 @@ pub fn load(path: &Path, opts: &LockOptions, env: &MarkerEnv, idx: &dyn SimpleIn
         opts,
         env,
     )?)
+}
+
+/// The date a lock was made as of, for choosing an sdist's build
+/// requirements (issue 22): uv.lock's `[options] exclude-newer`, else the
+/// newest `upload-time` among the files of a uv.lock or pylock.toml; None for
+/// formats that record neither, and for a file that cannot be read.
+pub fn build_cutoff(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    if name != "uv.lock" && !is_pylock_name(name) {
+        return None;
+    }
+    let doc: toml::Table = toml::from_str(&read_text(path).ok()?).ok()?;
+    let exclude_newer = doc
+        .get("options")
+        .and_then(|o| o.get("exclude-newer"))
+        .and_then(toml::Value::as_str);
+    if let Some(date) = exclude_newer {
+        return Some(date.to_owned());
+    }
+    fn newest(v: &toml::Value, best: &mut Option<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let time = match (k.as_str(), v) {
+                        ("upload-time", toml::Value::String(s)) => s.clone(),
+                        ("upload-time", toml::Value::Datetime(d)) => d.to_string(),
+                        _ => {
+                            newest(v, best);
+                            continue;
+                        }
+                    };
+                    if best.as_deref().is_none_or(|b| time.as_str() > b) {
+                        *best = Some(time);
+                    }
+                }
+            }
+            toml::Value::Array(items) => items.iter().for_each(|i| newest(i, best)),
+            _ => {}
+        }
+    }
+    let mut best = None;
+    newest(&toml::Value::Table(doc), &mut best);
+    best
+}
+
+/// Whether `filename` is a source distribution imgbuild can build: a
+/// `.tar.gz` (PEP 625) or a legacy `.zip`.
+pub fn is_sdist_name(filename: &str) -> bool {
+    filename.ends_with(".tar.gz") || filename.ends_with(".zip")
 }
 
 /// By name, then version.

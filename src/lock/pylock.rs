@@ -37,7 +37,7 @@ struct Package {
     vcs: Option<toml::Value>,
     directory: Option<toml::Value>,
     archive: Option<FileEntry>,
-    sdist: Option<toml::Value>,
+    sdist: Option<FileEntry>,
     #[serde(default)]
     wheels: Vec<FileEntry>,
 }
@@ -216,6 +216,12 @@ fn locked_package(pkg: &Package) -> Result<LockedPackage, String> {
     for w in &pkg.wheels {
         files.wheels.push(file(w)?);
     }
+    // An sdist without a sha256 stays unbuildable (reported when no wheel fits).
+    files.sdist = pkg
+        .sdist
+        .as_ref()
+        .and_then(|s| file(s).ok())
+        .filter(|f| super::is_sdist_name(&f.filename));
     if let Some(archive) = &pkg.archive {
         files.add(file(archive)?);
     }

@@ -5,7 +5,7 @@
 
 use super::index::first_found;
 use super::{
-    file_name_version, filename_from_url, IndexFile, LockError, LockOptions, LockResult,
+    file_name_version, filename_from_url, Files, IndexFile, LockError, LockOptions, LockResult,
     LockedFile, LockedPackage, SimpleIndex,
 };
 use crate::python::markers::MarkerEnv;
@@ -427,8 +427,21 @@ fn direct_url_package(pin: &Pin, url: &str) -> Result<LockedPackage, LockError> 
     let filename = filename_from_url(url).unwrap_or_default();
     let mut files = Vec::new();
     let has_sdist = !filename.ends_with(".whl");
-    if !has_sdist {
-        let [sha256] = pin.hashes.iter().collect::<Vec<_>>()[..] else {
+    let mut sdist = None;
+    let hashes: Vec<&String> = pin.hashes.iter().collect();
+    if has_sdist {
+        // An sdist without exactly one hash is reported as unbuildable later.
+        if let [sha256] = hashes[..] {
+            sdist = Some(LockedFile {
+                filename: filename.clone(),
+                url: Some(url.to_owned()),
+                sha256: sha256.clone(),
+                size: None,
+            })
+            .filter(|f| super::is_sdist_name(&f.filename));
+        }
+    } else {
+        let [sha256] = hashes[..] else {
             return Err(LockError::Line {
                 path: pin.file.clone(),
                 line: pin.line,
@@ -450,6 +463,7 @@ fn direct_url_package(pin: &Pin, url: &str) -> Result<LockedPackage, LockError> 
         version: pin.version.clone(),
         files,
         has_sdist,
+        sdist,
         index: None,
     })
 }
@@ -473,30 +487,27 @@ fn index_package(
         )));
     }
     let found = first_found(index, indexes, &pin.name, |_, listed| {
-        let mut files = Vec::new();
-        let mut has_sdist = false;
-        for f in listed.iter().filter(|f| matches_pin(f, pin)) {
+        let mut files = Files::default();
+        let mut listed: Vec<&IndexFile> = listed.iter().filter(|f| matches_pin(f, pin)).collect();
+        listed.sort_by(|a, b| a.filename.cmp(&b.filename));
+        for f in listed {
             let Some(sha256) = &f.sha256 else { continue };
-            if f.filename.ends_with(".whl") {
-                files.push(LockedFile {
-                    filename: f.filename.clone(),
-                    url: Some(f.url.clone()),
-                    sha256: sha256.clone(),
-                    size: f.size,
-                });
-            } else {
-                has_sdist = true;
-            }
+            files.add(LockedFile {
+                filename: f.filename.clone(),
+                url: Some(f.url.clone()),
+                sha256: sha256.clone(),
+                size: f.size,
+            });
         }
-        if files.is_empty() && !has_sdist {
+        if files.wheels.is_empty() && !files.has_sdist {
             return Ok(None);
         }
-        files.sort_by(|a, b| a.filename.cmp(&b.filename));
         Ok(Some(LockedPackage {
             name: pin.name.clone(),
             version: pin.version.clone(),
-            files,
-            has_sdist,
+            files: files.wheels,
+            has_sdist: files.has_sdist,
+            sdist: files.sdist,
             index: None,
         }))
     })?;

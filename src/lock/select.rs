@@ -1,6 +1,7 @@
-//! One wheel per locked package: the file whose tags rank best for the target.
-//! imgbuild never builds source distributions, so a package without a usable
-//! wheel stops the build; all such packages are reported together.
+//! One wheel per locked package: the file whose tags rank best for the target,
+//! else the package's locked sdist, to be built into a wheel in the sandbox
+//! (`crate::sdist`). A package with neither stops the build; all such
+//! packages are reported together.
 
 use super::LockedPackage;
 use crate::python::tags::{Tags, WheelFilename};
@@ -19,11 +20,14 @@ pub struct SelectedWheel {
     pub size: Option<u64>,
     /// Where to look the file up when `url` is None (see `LockedPackage::index`).
     pub index: Option<String>,
+    /// The file is the package's sdist, to be built into a wheel before it is
+    /// installed (no wheel fits the target).
+    pub from_sdist: bool,
 }
 
 #[derive(Debug, Error)]
 pub enum SelectError {
-    #[error("no usable wheel for {platform}:\n{}\nimgbuild installs wheels only and never builds source distributions. Pick versions that publish wheels for this platform (or add the platform to uv's required-environments and lock again), or use a base image whose Python and libc match the wheels", .problems.join("\n"))]
+    #[error("no usable wheel for {platform}:\n{}\nPick versions that publish wheels for this platform (or add the platform to uv's required-environments and lock again), or use a base image whose Python and libc match the wheels", .problems.join("\n"))]
     NoWheel {
         platform: String,
         /// One line per package, e.g. `  - foo 1.0: only an sdist`.
@@ -73,11 +77,26 @@ pub fn select_wheels(
                 sha256: file.sha256.clone(),
                 size: file.size,
                 index: pkg.index.clone(),
+                from_sdist: false,
             }),
+            // issue 22: built from the locked sdist, as pip and uv would.
+            None if pkg.sdist.is_some() => {
+                let sdist = pkg.sdist.as_ref().expect("checked");
+                selected.push(SelectedWheel {
+                    name: pkg.name.clone(),
+                    version: pkg.version.clone(),
+                    filename: sdist.filename.clone(),
+                    url: sdist.url.clone(),
+                    sha256: sdist.sha256.clone(),
+                    size: sdist.size,
+                    index: pkg.index.clone(),
+                    from_sdist: true,
+                });
+            }
             None if offered.is_empty() && pkg.has_sdist => {
                 // issue 8: each line says what to do about its package.
                 problems.push(format!(
-                    "  - {} {}: only an sdist; pick a version with a wheel for this platform, or build one (`uv build --wheel`) and point a path source at it (uv: `[tool.uv.sources] {} = {{ path = \"wheels/….whl\" }}`)",
+                    "  - {} {}: only a source imgbuild cannot build (a git source, or an sdist without a sha256); build a wheel (`uv build --wheel`) and point a path source at it (uv: `[tool.uv.sources] {} = {{ path = \"wheels/….whl\" }}`)",
                     pkg.name, pkg.version, pkg.name
                 ));
             }
@@ -131,6 +150,12 @@ mod tests {
                 })
                 .collect(),
             has_sdist,
+            sdist: has_sdist.then(|| LockedFile {
+                filename: format!("{name}-1.0.tar.gz"),
+                url: Some(format!("https://files.example/{name}-1.0.tar.gz")),
+                sha256: hash('s'),
+                size: Some(10),
+            }),
             index: None,
         }
     }
@@ -185,13 +210,42 @@ mod tests {
                 true,
             ),
         ];
+        let mut pkgs = pkgs.to_vec();
+        pkgs[1].sdist = None;
+        pkgs[2].sdist = None;
         let err = error_of(select_wheels(&pkgs, &tags(), "linux/amd64 (CPython 3.11)"));
-        assert!(err.contains("srconly 1.0: only an sdist"), "{err}");
+        assert!(
+            err.contains("srconly 1.0: only a source imgbuild cannot build"),
+            "{err}"
+        );
         assert!(
             err.contains("winonly 1.0: no wheel for linux/amd64 (CPython 3.11): has cp311-cp311-linux_x86_64, cp311-cp311-win_amd64"),
             "{err}"
         );
         assert!(!err.contains("fine"), "{err}");
         assert!(err.contains("Pick versions that publish wheels"), "{err}");
+    }
+
+    #[test]
+    fn a_package_without_a_fitting_wheel_is_built_from_its_locked_sdist() {
+        let pkgs = [
+            package("fine", &["fine-1.0-py3-none-any.whl"], true),
+            package("srconly", &[], true),
+            package("winonly", &["winonly-1.0-cp311-cp311-win_amd64.whl"], true),
+        ];
+        let got = select_wheels(&pkgs, &tags(), "linux/amd64").unwrap();
+        let built: Vec<(&str, &str, bool)> = got
+            .iter()
+            .map(|w| (w.name.as_str(), w.filename.as_str(), w.from_sdist))
+            .collect();
+        assert_eq!(
+            built,
+            [
+                ("fine", "fine-1.0-py3-none-any.whl", false),
+                ("srconly", "srconly-1.0.tar.gz", true),
+                ("winonly", "winonly-1.0.tar.gz", true),
+            ]
+        );
+        assert_eq!(got[1].sha256, hash('s'));
     }
 }

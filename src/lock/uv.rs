@@ -323,7 +323,16 @@ impl Walker<'_> {
             out.push(LockedPackage {
                 files: self.files(pkg)?,
                 has_sdist: pkg.sdist.is_some() || matches!(pkg.source_kind(), Some("git")),
-                index: None,
+                sdist: self.sdist(pkg),
+                // The index the lock was resolved against: where an sdist's
+                // build requirements are looked up.
+                index: pkg
+                    .source
+                    .as_ref()
+                    .and_then(|s| s.get("registry"))
+                    .and_then(toml::Value::as_str)
+                    .filter(|r| r.contains("://"))
+                    .map(str::to_owned),
                 name,
                 version,
             });
@@ -448,6 +457,24 @@ impl Walker<'_> {
                 })
             })
             .collect()
+    }
+
+    /// The package's sdist, when the lock gives it a sha256 and a URL or path.
+    fn sdist(&self, pkg: &Package) -> Option<LockedFile> {
+        let table = pkg.sdist.as_ref()?;
+        let text = |k: &str| table.get(k).and_then(toml::Value::as_str);
+        let location = text("url").or(text("path"))?;
+        let filename = filename_from_url(location)?;
+        Some(LockedFile {
+            sha256: text("hash").and_then(sha256_from_hash)?,
+            url: Some(location.to_owned()),
+            size: table
+                .get("size")
+                .and_then(toml::Value::as_integer)
+                .and_then(|n| u64::try_from(n).ok()),
+            filename,
+        })
+        .filter(|f| super::is_sdist_name(&f.filename))
     }
 
     fn invalid(&self, message: String) -> LockError {

@@ -111,9 +111,10 @@ pub(super) fn probe() -> Result<i32, String> {
     Ok(abi)
 }
 
-/// The Landlock rules for one run: the tree and the tools read-only, the
-/// scratch directory writable, no TCP, no abstract sockets or signals out.
-fn ruleset(root: &Path, scratch: &Path, tools: &[&Path]) -> Result<RulesetCreated, String> {
+/// The Landlock rules for one run: the tree, the tools and the inputs
+/// read-only, the scratch directory writable, no TCP, no abstract sockets or
+/// signals out.
+fn ruleset(root: &Path, scratch: &Path, readable: &[&Path]) -> Result<RulesetCreated, String> {
     let err = |e: landlock::RulesetError| e.to_string();
     let path_fd = |p: &Path| PathFd::new(p).map_err(|e| format!("{}: {e}", p.display()));
     let read = AccessFs::from_read(RULES_ABI);
@@ -144,9 +145,10 @@ fn ruleset(root: &Path, scratch: &Path, tools: &[&Path]) -> Result<RulesetCreate
             AccessFs::ReadFile | AccessFs::WriteFile,
         ))
         .map_err(err)?;
-    for tool in tools {
+    for path in readable {
+        let access = if path.is_dir() { read } else { file_read };
         created = created
-            .add_rule(PathBeneath::new(path_fd(tool)?, file_read))
+            .add_rule(PathBeneath::new(path_fd(path)?, access))
             .map_err(err)?;
     }
     Ok(created)
@@ -177,10 +179,10 @@ pub(super) fn install(
     cmd: &mut Command,
     root: &Path,
     scratch: &Path,
-    tools: &[&Path],
+    readable: &[&Path],
     limits: Limits,
 ) -> io::Result<()> {
-    let created = ruleset(root, scratch, tools).map_err(io::Error::other)?;
+    let created = ruleset(root, scratch, readable).map_err(io::Error::other)?;
     let program = Arc::new(seccomp_program()?);
     // The child takes the ruleset out once; a Mutex makes the closure Sync.
     let created = Mutex::new(Some(created));

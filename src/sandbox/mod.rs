@@ -166,13 +166,16 @@ impl Sandbox {
     }
 
     /// `program args…` ready to spawn in the sandbox, with a clean
-    /// environment plus `env`, in the scratch directory. The scratch
-    /// directory lives as long as the returned [`Scratch`].
+    /// environment plus `env`, in the scratch directory, and host
+    /// directories it may read (an sdist and its build requirements); also
+    /// returns where the process sees each input. The scratch directory
+    /// lives as long as the returned [`Scratch`].
     pub fn command(
         &self,
         program: &Path,
         env: &[(&str, &str)],
-    ) -> Result<(Command, Scratch), SandboxError> {
+        inputs: &[&Path],
+    ) -> Result<(Command, Scratch, Vec<PathBuf>), SandboxError> {
         let mut cmd = Command::new(program);
         cmd.env_clear();
         for (k, v) in env {
@@ -186,10 +189,12 @@ impl Sandbox {
         let scratch = match self.mechanism {
             Mechanism::Namespaces => {
                 let plan = namespaces::Plan::new(&self.root, &self.tools, self.limits)
+                    .and_then(|p| p.with_inputs(inputs))
                     .map_err(prepare("its mount points"))?;
                 cmd.env("TMPDIR", "/tmp").env("HOME", "/tmp");
                 namespaces::install(&mut cmd, plan);
-                Scratch(None)
+                let seen = (0..inputs.len()).map(namespaces::input_path).collect();
+                return Ok((cmd, Scratch(None), seen));
             }
             Mechanism::Landlock { .. } | Mechanism::None => {
                 let dir = tempfile::Builder::new()
@@ -201,14 +206,20 @@ impl Sandbox {
                     .env("TMPDIR", &dir_os)
                     .env("HOME", &dir_os);
                 if self.mechanism != Mechanism::None {
-                    let tools: Vec<&Path> = self.tools.iter().map(|(h, _)| h.as_path()).collect();
-                    confine::install(&mut cmd, &self.root, dir.path(), &tools, self.limits)
+                    let mut readable: Vec<&Path> =
+                        self.tools.iter().map(|(h, _)| h.as_path()).collect();
+                    readable.extend(inputs);
+                    confine::install(&mut cmd, &self.root, dir.path(), &readable, self.limits)
                         .map_err(prepare("its Landlock rules"))?;
                 }
                 Scratch(Some(dir))
             }
         };
-        Ok((cmd, scratch))
+        Ok((
+            cmd,
+            scratch,
+            inputs.iter().map(|p| p.to_path_buf()).collect(),
+        ))
     }
 }
 

@@ -12,7 +12,7 @@
 //! descriptor first so that `spawn` returns as soon as the grandchild execs.
 
 use super::{Limits, INSIDE_ID};
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
@@ -30,6 +30,11 @@ pub(super) fn tool_path(name: &str) -> PathBuf {
     Path::new(TOOLS_DIR).join(name)
 }
 
+/// Where input `i` is seen, inside: a directory in the scratch tmpfs.
+pub(super) fn input_path(i: usize) -> PathBuf {
+    PathBuf::from(format!("/tmp/input-{i}"))
+}
+
 /// What the child needs, as C strings, made before the fork.
 pub(super) struct Plan {
     root: CString,
@@ -40,6 +45,9 @@ pub(super) struct Plan {
     devices: Vec<(CString, CString)>,
     /// Host tool, mount point under the tools directory.
     tools: Vec<(CString, CString)>,
+    /// Host directory, mount point in the scratch tmpfs, and the flags its
+    /// read-only remount must keep.
+    inputs: Vec<(CString, CString, libc::c_ulong)>,
     /// The flags a remount of the tree must keep (the kernel refuses to
     /// clear nosuid, noexec or the atime flags of the mount it came from).
     root_flags: libc::c_ulong,
@@ -83,6 +91,7 @@ impl Plan {
             tools_dir: c(&tools_dir)?,
             devices,
             tools,
+            inputs: Vec::new(),
             root_flags: mount_flags(root)?,
             uid_map: CString::new(format!("{INSIDE_ID} {uid} 1\n")).expect("digits"),
             gid_map: CString::new(format!("{INSIDE_ID} {gid} 1\n")).expect("digits"),
@@ -90,6 +99,19 @@ impl Plan {
                 .expect("digits"),
             memory: limits.memory,
         })
+    }
+}
+
+impl Plan {
+    /// Adds host directories to be bound read-only in the scratch tmpfs.
+    pub(super) fn with_inputs(mut self, inputs: &[&Path]) -> io::Result<Plan> {
+        let root = Path::new(OsStr::from_bytes(self.root.as_bytes())).to_path_buf();
+        for (i, dir) in inputs.iter().enumerate() {
+            let inside = input_path(i);
+            let at = root.join(inside.strip_prefix("/").unwrap_or(&inside));
+            self.inputs.push((c(dir)?, c(&at)?, mount_flags(dir)?));
+        }
+        Ok(self)
     }
 }
 
@@ -237,6 +259,17 @@ fn make_root(plan: &Plan) -> Step {
         tmpfs,
         tmp_options,
     )?;
+    for (host, inside, flags) in &plan.inputs {
+        // SAFETY: mkdir on a valid C string, in our own tmpfs.
+        check(
+            "input",
+            unsafe { libc::mkdir(inside.as_ptr(), 0o755) }.into(),
+        )?;
+        mount("input", Some(host), inside, None, bind, None)?;
+        let ro =
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+        mount("input", None, inside, None, ro | flags, None)?;
+    }
     let dev_options = Some(c"size=64k,mode=0755");
     mount(
         "dev",

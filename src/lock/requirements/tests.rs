@@ -7,6 +7,9 @@ fn index() -> FakeIndex {
         url: format!("https://files.example/{name}"),
         sha256: Some(hash(h)),
         size: Some(42),
+        upload_time: None,
+        yanked: false,
+        requires_python: None,
     };
     FakeIndex(vec![
         (

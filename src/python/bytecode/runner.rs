@@ -28,6 +28,14 @@ const COMPILE_LIMITS: Limits = Limits {
     time: Duration::from_secs(30 * 60),
 };
 
+/// What an sdist build may use: compilers and test-heavy setup scripts take
+/// longer and write more than a compile.
+const BUILD_LIMITS: Limits = Limits {
+    memory: 8 << 30,
+    scratch: 2 << 30,
+    time: Duration::from_secs(30 * 60),
+};
+
 /// How to start the interpreter: `[qemu?] loader --library-path DIRS python`,
 /// the loader, libraries and python as paths in the image.
 #[derive(Clone, Debug)]
@@ -189,24 +197,56 @@ impl Interpreter {
         self.sandbox.limits().time
     }
 
+    /// How long one sdist build may take.
+    pub fn build_time_limit(&self) -> Duration {
+        BUILD_LIMITS.time
+    }
+
     /// The interpreter in its sandbox, with a clean environment: only
     /// `PYTHONHASHSEED=0` and a UTF-8 locale, no site, no user site, no
     /// bytecode written for its own imports. The scratch directory lasts as
     /// long as the returned [`Scratch`].
     pub fn command(&self) -> Result<(Command, Scratch), BytecodeError> {
-        let sb = &self.sandbox;
-        let env = [
+        let (cmd, scratch, _) = self.command_in(&self.sandbox, &[], &[])?;
+        Ok((cmd, scratch))
+    }
+
+    /// The interpreter in a sandbox with a build's limits (more time, more
+    /// scratch space), `inputs` readable and `env` added; also returns where
+    /// the interpreter sees each input.
+    pub fn build_command(
+        &self,
+        inputs: &[&Path],
+        env: &[(&str, &str)],
+    ) -> Result<(Command, Scratch, Vec<PathBuf>), BytecodeError> {
+        let tools: Vec<PathBuf> = self.launch.qemu.iter().cloned().collect();
+        let policy = match self.sandbox.mechanism() {
+            Mechanism::None => Policy::Off,
+            _ => Policy::Required,
+        };
+        let sandbox = Sandbox::new(&self.root, &tools, BUILD_LIMITS, policy)?;
+        self.command_in(&sandbox, inputs, env)
+    }
+
+    fn command_in(
+        &self,
+        sb: &Sandbox,
+        inputs: &[&Path],
+        extra_env: &[(&str, &str)],
+    ) -> Result<(Command, Scratch, Vec<PathBuf>), BytecodeError> {
+        let mut env = vec![
             ("PYTHONHASHSEED", "0"),
             ("PYTHONUTF8", "1"),
             ("LC_ALL", "C.UTF-8"),
         ];
+        env.extend_from_slice(extra_env);
         let l = &self.launch;
         let loader = sb.image_path(&l.loader);
         let (program, first) = match &l.qemu {
             Some(q) => (sb.tool_path(q), Some(loader)),
             None => (loader, None),
         };
-        let (mut cmd, scratch) = sb.command(&program, &env)?;
+        let (mut cmd, scratch, seen) = sb.command(&program, &env, inputs)?;
         let library_path: Vec<String> = l
             .library_dirs
             .iter()
@@ -217,7 +257,7 @@ impl Interpreter {
             .arg(library_path.join(":"))
             .arg(sb.image_path(&l.python))
             .args(["-S", "-s", "-B"]);
-        Ok((cmd, scratch))
+        Ok((cmd, scratch, seen))
     }
 
     fn probe(&self, target: &Target) -> Result<String, BytecodeError> {
