@@ -166,12 +166,21 @@ fn build_sdists(
     };
     let cutoff = crate::lock::build_cutoff(lockfile);
     let detail = |line: String| (opts.on_event)(Event::Detail(line));
+    // The indexes the lock was resolved against (uv.lock names them), for
+    // an sdist that came from elsewhere (a path source).
+    let mut lock_indexes: Vec<String> = Vec::new();
+    for w in wheels.iter() {
+        if let Some(i) = w.index.as_ref().filter(|i| !lock_indexes.contains(i)) {
+            lock_indexes.push(i.clone());
+        }
+    }
     for w in wheels.iter_mut().filter(|w| w.from_sdist) {
-        // The index the lock resolved the package against, then the configured ones.
-        let mut indexes: Vec<String> = w.index.iter().cloned().collect();
-        for c in configured {
-            if !indexes.contains(c) {
-                indexes.push(c.clone());
+        // The index the lock resolved the package against, the configured
+        // ones, then the lock's others.
+        let mut indexes: Vec<String> = Vec::new();
+        for i in w.index.iter().chain(configured).chain(&lock_indexes) {
+            if !indexes.contains(i) {
+                indexes.push(i.clone());
             }
         }
         let builder = crate::sdist::Builder {

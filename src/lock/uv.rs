@@ -463,7 +463,13 @@ impl Walker<'_> {
     fn sdist(&self, pkg: &Package) -> Option<LockedFile> {
         let table = pkg.sdist.as_ref()?;
         let text = |k: &str| table.get(k).and_then(toml::Value::as_str);
-        let location = text("url").or(text("path"))?;
+        // `source = { path = "dists/x-1.0.tar.gz" }` names the sdist itself.
+        let source_path = pkg
+            .source
+            .as_ref()
+            .and_then(|s| s.get("path"))
+            .and_then(toml::Value::as_str);
+        let location = text("url").or(text("path")).or(source_path)?;
         let filename = filename_from_url(location)?;
         Some(LockedFile {
             sha256: text("hash").and_then(sha256_from_hash)?,

@@ -44,7 +44,7 @@ pub enum SdistError {
     Requirements { package: String, message: String },
     #[error("{package}: its sdist must be built and --offline is set; run once without --offline to fill the cache")]
     Offline { package: String },
-    #[error("{package}: its sdist has C (or C++) extensions, and imgbuild builds pure-Python sdists only: its sandbox holds the base's interpreter and standard library, no compiler. Pick a version of {package} with a wheel for this platform, or build the wheel yourself and point a path source at it (uv: `[tool.uv.sources] {name} = {{ path = \"wheels/….whl\" }}`)")]
+    #[error("{package}: its sdist has C (or C++) extensions, and imgbuild builds pure-Python sdists only: its sandbox holds the base's interpreter and standard library, no compiler. Pick a version of {name} with a wheel for this platform, or build the wheel yourself and point a path source at it (uv: `[tool.uv.sources] {name} = {{ path = \"wheels/….whl\" }}`)")]
     NeedsCompiler { package: String, name: String },
     #[error("{package}: building a wheel from {filename} with {backend} failed: {line} (run with -v for the build's output)")]
     Failed {

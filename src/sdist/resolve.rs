@@ -120,6 +120,11 @@ impl Resolver<'_> {
 
     /// The newest allowed version's best wheel, from the first index that has one.
     fn pick(&self, req: &Requirement<VerbatimUrl>, text: &str) -> Result<Pin, String> {
+        if self.indexes.is_empty() {
+            return Err(format!(
+                "no package index is configured to take the build requirement `{text}` from; set UV_DEFAULT_INDEX or PIP_INDEX_URL, `index-url` in pip.conf or uv.toml, or `index-url` in imgbuild's settings"
+            ));
+        }
         let name = req.name.to_string();
         let found = crate::lock::index::first_found(self.index, self.indexes, &name, |_, files| {
             Ok(self.best(req, files))
