@@ -191,11 +191,22 @@ fn sdist_only_packages_of_every_backend_build_in_the_sandbox_reproducibly_and_im
     assert!(!warm_log.contains(": built "), "{warm_log}");
 
     let archive = root.join("svc.tar");
-    build(
+    let o = imgbuild(
         &project,
-        "cache-1",
-        &format!("docker-archive:{}", archive.display()),
+        &[
+            "build",
+            "--cache-dir",
+            "../cache-1",
+            "--output",
+            &format!("docker-archive:{}", archive.display()),
+            "--sbom",
+            "../sbom.spdx.json",
+            "--provenance",
+            "../provenance.json",
+        ],
     );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    the_documents_name_the_sdists_and_their_build_requirements(root);
     let image = support::podman::import(&format!("docker-archive:{}", archive.display()), None);
     let run = support::podman::run_to_completion_with(
         &["--read-only", "--entrypoint", "/app/.venv/bin/python"],
@@ -211,6 +222,78 @@ fn sdist_only_packages_of_every_backend_build_in_the_sandbox_reproducibly_and_im
         run.stdout.trim(),
         "hatchling poetry-core flit_core 1.30 0.48.9 []"
     );
+}
+
+/// The SBOM lists each sdist the lock names, says what the image holds in
+/// its place, and lists the build requirements as build dependencies, not
+/// as contents; the provenance lists them as resolved dependencies and the
+/// built wheels as byproducts.
+fn the_documents_name_the_sdists_and_their_build_requirements(root: &Path) {
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(root.join(name)).unwrap()).unwrap()
+    };
+    let sbom = read("sbom.spdx.json");
+    let packages = sbom["packages"].as_array().unwrap();
+    let pypika = packages
+        .iter()
+        .find(|p| p["name"] == "pypika" && p["versionInfo"] == "0.48.9")
+        .expect("pypika in the SBOM");
+    assert_eq!(pypika["packageFileName"], "PyPika-0.48.9.tar.gz");
+    assert!(pypika["comment"]
+        .as_str()
+        .unwrap()
+        .contains("the image holds pypika-0.48.9-"));
+    let setuptools = packages
+        .iter()
+        .find(|p| p["name"] == "setuptools")
+        .expect("setuptools, a build requirement, in the SBOM");
+    let relation = |id: &serde_json::Value| -> Vec<String> {
+        sbom["relationships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["spdxElementId"] == *id || r["relatedSpdxElement"] == *id)
+            .map(|r| r["relationshipType"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let kinds = relation(&setuptools["SPDXID"]);
+    assert!(
+        kinds.iter().all(|k| k == "BUILD_DEPENDENCY_OF"),
+        "{kinds:?}"
+    );
+    assert!(!kinds.is_empty());
+    let check = Command::new("/opt/imgbuild-sbom-tools/bin/pyspdxtools")
+        .arg("-i")
+        .arg(root.join("sbom.spdx.json"))
+        .output()
+        .expect("pyspdxtools: run scripts/setup.sh --deps-only");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let provenance = read("provenance.json");
+    let deps = provenance["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let hatchling = deps
+        .iter()
+        .find(|d| d["name"].as_str().unwrap().starts_with("hatchling-"))
+        .expect("hatchling's wheel among the resolved dependencies");
+    assert_eq!(
+        hatchling["annotations"]["buildRequirementOf"],
+        serde_json::json!(["hatchpkg 1.0"])
+    );
+    let byproducts = provenance["predicate"]["runDetails"]["byproducts"]
+        .as_array()
+        .unwrap();
+    let built: Vec<&str> = byproducts
+        .iter()
+        .map(|b| b["annotations"]["builtFrom"].as_str().unwrap())
+        .collect();
+    assert_eq!(built.len(), 6, "{built:?}");
+    assert!(built.contains(&"PyPika-0.48.9.tar.gz"), "{built:?}");
 }
 
 #[test]

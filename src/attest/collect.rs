@@ -46,7 +46,7 @@ pub fn collect(
     let packages = image
         .packages
         .iter()
-        .map(|w| package_info(w, store))
+        .map(|w| package_info(w, &image.sdist_builds, store))
         .collect::<Result<Vec<_>, _>>()?;
     let spec_dir = spec.file.parent().unwrap_or(Path::new("."));
     let lockfile = match &spec.lockfile {
@@ -87,15 +87,33 @@ pub fn collect(
 /// What the documents say of one installed wheel.
 fn package_info(
     w: &crate::lock::select::SelectedWheel,
+    builds: &[crate::sdist::Built],
     store: &Store,
 ) -> Result<PackageInfo, AttestError> {
+    // A package built from its sdist: the licence is in the built wheel.
+    let built = builds
+        .iter()
+        .find(|b| w.from_sdist && b.name == w.name && b.version == w.version)
+        .map(|b| {
+            let mut b = b.clone();
+            for pin in &mut b.requirements {
+                pin.url = without_userinfo(&pin.url);
+            }
+            b
+        });
+    let licence = match &built {
+        Some(b) => wheel_licence(&b.wheel(None), store)?,
+        None if w.from_sdist => None,
+        None => wheel_licence(w, store)?,
+    };
     Ok(PackageInfo {
         name: w.name.clone(),
         version: w.version.clone(),
         filename: w.filename.clone(),
         url: w.url.as_deref().map(without_userinfo),
         sha256: w.sha256.to_ascii_lowercase(),
-        licence: wheel_licence(w, store)?,
+        licence,
+        built,
     })
 }
 

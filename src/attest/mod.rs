@@ -71,6 +71,9 @@ pub struct PackageInfo {
     pub sha256: String,
     /// From the wheel's METADATA; `None` when it declares none usable.
     pub licence: Option<licence::Licence>,
+    /// How the wheel was built, for a package the lock has only as an sdist
+    /// (then `filename`, `url` and `sha256` are the sdist's).
+    pub built: Option<crate::sdist::Built>,
 }
 
 /// One file a build read, by digest: the lockfile, the source tree.
@@ -191,6 +194,7 @@ mod tests {
             url: None,
             sha256: "ab".repeat(32),
             licence: None,
+            built: None,
         }
     }
 

@@ -25,6 +25,7 @@ pub fn statement(input: &AttestInput) -> Value {
             "digest": {"sha256": p.sha256},
         }));
     }
+    deps.extend(build_requirements(input));
     for m in input.lockfile.iter().chain(&input.source_tree) {
         deps.push(json!({
             "name": m.name,
@@ -66,9 +67,59 @@ pub fn statement(input: &AttestInput) -> Value {
                     "version": {"imgbuild": env!("CARGO_PKG_VERSION")},
                 },
                 "metadata": {},
+                "byproducts": built_wheels(input),
             },
         },
     })
+}
+
+/// The wheels the sdists' builds used, once each, with the packages they
+/// were built for (issue 22).
+fn build_requirements(input: &AttestInput) -> Vec<Value> {
+    let mut by_file: std::collections::BTreeMap<&str, (&str, &str, Vec<String>)> =
+        Default::default();
+    for p in &input.packages {
+        for pin in p.built.iter().flat_map(|b| &b.requirements) {
+            by_file
+                .entry(&pin.filename)
+                .or_insert((&pin.url, &pin.sha256, Vec::new()))
+                .2
+                .push(format!("{} {}", p.name, p.version));
+        }
+    }
+    by_file
+        .into_iter()
+        .map(|(filename, (url, sha256, of))| {
+            json!({
+                "name": filename,
+                "uri": url,
+                "digest": {"sha256": sha256},
+                "annotations": {"buildRequirementOf": of},
+            })
+        })
+        .collect()
+}
+
+/// Each wheel built from an sdist: what went into the image in its place.
+fn built_wheels(input: &AttestInput) -> Vec<Value> {
+    let mut out: Vec<Value> = input
+        .packages
+        .iter()
+        .filter_map(|p| p.built.as_ref())
+        .map(|b| {
+            json!({
+                "name": b.wheel_filename,
+                "digest": {"sha256": b.wheel_sha256},
+                "annotations": {
+                    "builtFrom": b.sdist_filename,
+                    "backend": b.backend,
+                    "requirementsUploadedBy": b.cutoff,
+                },
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    out
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ pub fn spdx(input: &AttestInput) -> Value {
     contains("SPDXRef-app");
     for p in sorted_packages(input) {
         let id = spdx_id("pypi", &format!("{}-{}", p.name, p.version));
-        packages.push(json!({
+        let mut package = json!({
             "SPDXID": id,
             "name": p.name,
             "versionInfo": p.version,
@@ -128,9 +128,20 @@ pub fn spdx(input: &AttestInput) -> Value {
                 "referenceType": "purl",
                 "referenceLocator": pypi_purl(p),
             }],
-        }));
+        });
+        if let Some(b) = &p.built {
+            package["comment"] = format!(
+                "the lock has only this sdist; the image holds {} (sha256 {}), built from it with {} in imgbuild's sandbox",
+                b.wheel_filename, b.wheel_sha256, b.backend
+            )
+            .into();
+        }
+        packages.push(package);
         contains(&id);
     }
+    let (build_packages, build_relationships) = build_dependencies(input);
+    packages.extend(build_packages);
+    relationships.extend(build_relationships);
     json!({
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
@@ -144,6 +155,39 @@ pub fn spdx(input: &AttestInput) -> Value {
         "packages": packages,
         "relationships": relationships,
     })
+}
+
+/// The build requirements of the packages built from sdists: SPDX packages
+/// (not in the image) with BUILD_DEPENDENCY_OF relationships (issue 22).
+fn build_dependencies(input: &AttestInput) -> (Vec<Value>, Vec<Value>) {
+    let mut packages: std::collections::BTreeMap<String, Value> = Default::default();
+    let mut relationships = Vec::new();
+    for p in sorted_packages(input) {
+        let Some(built) = &p.built else { continue };
+        let of = spdx_id("pypi", &format!("{}-{}", p.name, p.version));
+        for pin in &built.requirements {
+            let id = spdx_id("build", &format!("{}-{}", pin.name, pin.version));
+            packages.entry(id.clone()).or_insert_with(|| {
+                json!({
+                    "SPDXID": id,
+                    "name": pin.name,
+                    "versionInfo": pin.version,
+                    "packageFileName": pin.filename,
+                    "downloadLocation": download_location(Some(&pin.url)),
+                    "filesAnalyzed": false,
+                    "primaryPackagePurpose": "LIBRARY",
+                    "checksums": [{"algorithm": "SHA256", "checksumValue": pin.sha256}],
+                    "comment": "a build requirement, not in the image",
+                })
+            });
+            relationships.push(json!({
+                "spdxElementId": id,
+                "relationshipType": "BUILD_DEPENDENCY_OF",
+                "relatedSpdxElement": of,
+            }));
+        }
+    }
+    (packages.into_values().collect(), relationships)
 }
 
 fn sanitise_path(s: &str) -> String {
@@ -265,6 +309,7 @@ pub(crate) mod tests {
                     ),
                     sha256: "11".repeat(32),
                     licence: Some(Licence::Spdx("BSD-3-Clause".into())),
+                    built: None,
                 },
                 PackageInfo {
                     name: "fastapi".into(),
@@ -273,6 +318,7 @@ pub(crate) mod tests {
                     url: None,
                     sha256: "22".repeat(32),
                     licence: Some(Licence::Text("Copyright someone".into())),
+                    built: None,
                 },
             ],
             parameters: json!({"spec": {"app": "hello_api.main:app"}, "platforms": ["linux/amd64"]}),

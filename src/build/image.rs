@@ -31,6 +31,8 @@ pub(super) struct Parts<'a> {
     pub ours: Vec<PackageLayer>,
     /// The lock's packages, for the SBOM.
     pub locked: Vec<SelectedWheel>,
+    /// How the packages built from sdists were built.
+    pub sdist_builds: Vec<crate::sdist::Built>,
     pub source_tree: Digest,
     pub sources: LayerSources,
 }
@@ -87,6 +89,7 @@ pub(super) fn assemble(
         layers,
         base_repository: parts.base_repository,
         packages: parts.locked,
+        sdist_builds: parts.sdist_builds,
         source_tree: Some(parts.source_tree),
         sources: parts.sources,
     })

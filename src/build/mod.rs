@@ -213,6 +213,7 @@ fn build_platform(
         target: &target,
         ours,
         locked: planned.locked,
+        sdist_builds: planned.sdist_builds,
         source_tree,
         sources,
     };

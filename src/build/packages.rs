@@ -27,6 +27,8 @@ pub(super) struct Planned {
     pub locked: Vec<SelectedWheel>,
     /// The image directories the local packages' `.pth` files put on `sys.path`.
     pub import_roots: Vec<ImagePath>,
+    /// How the packages built from their sdists were built.
+    pub sdist_builds: Vec<crate::sdist::Built>,
 }
 
 /// Where the lock's relative paths start: the lockfile's directory, or the
@@ -63,7 +65,7 @@ pub(super) fn plan(
     planned.locked = planned.wheels.clone();
     if planned.wheels.iter().any(|w| w.from_sdist) {
         let lockfile = spec.lockfile.as_deref().expect("only a lock has sdists");
-        build_sdists(
+        planned.sdist_builds = build_sdists(
             spec,
             lockfile,
             python,
@@ -153,8 +155,9 @@ fn build_sdists(
     opts: &BuildOptions,
     interpreter: &dyn Fn() -> Result<Interpreter, BuildError>,
     wheels: &mut [SelectedWheel],
-) -> Result<(), BuildError> {
+) -> Result<Vec<crate::sdist::Built>, BuildError> {
     let interp = interpreter()?;
+    let mut builds = Vec::new();
     let env = crate::python::markers::MarkerEnv::for_target(python)?;
     let tags = Tags::for_target(python);
     let fetcher = Fetcher {
@@ -199,8 +202,9 @@ fn build_sdists(
             label: w.filename.clone(),
         });
         *w = built.wheel(w.index.clone());
+        builds.push(built);
     }
-    Ok(())
+    Ok(builds)
 }
 
 /// Adds the root project and the lock's local packages to `wheels`; returns

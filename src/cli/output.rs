@@ -117,6 +117,7 @@ mod tests {
                 layers: vec![layer("base", 100), layer("app", 7)],
                 base_repository: None,
                 packages: Vec::new(),
+                sdist_builds: Vec::new(),
                 source_tree: None,
                 sources: LayerSources {
                     wheels_downloaded: 3,

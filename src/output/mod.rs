@@ -49,8 +49,11 @@ pub struct BuiltImage {
     pub layers: Vec<ImageLayer>,
     /// Repository of the base on a registry, for cross-repository mounts.
     pub base_repository: Option<String>,
-    /// The wheels installed, in lock order (for SBOM and provenance).
+    /// The wheels installed, in lock order (for SBOM and provenance); a
+    /// package built from its sdist is listed by the sdist the lock names.
     pub packages: Vec<crate::lock::select::SelectedWheel>,
+    /// How each package built from its sdist was built (issue 22).
+    pub sdist_builds: Vec<crate::sdist::Built>,
     /// The source tree digest (docs/reproducibility.md), for provenance.
     pub source_tree: Option<Digest>,
     /// What this build took from where, for --json.

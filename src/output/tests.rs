@@ -70,6 +70,7 @@ fn image(store: &Store, app: &[u8], base_served: &[u8]) -> BuildResult {
             ],
             base_repository: None,
             packages: Vec::new(),
+            sdist_builds: Vec::new(),
             source_tree: None,
             sources: Default::default(),
         }],
