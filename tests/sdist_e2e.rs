@@ -296,29 +296,78 @@ fn the_documents_name_the_sdists_and_their_build_requirements(root: &Path) {
     assert!(built.contains(&"PyPika-0.48.9.tar.gz"), "{built:?}");
 }
 
-#[test]
-fn an_sdist_with_a_c_extension_fails_in_one_line_that_names_the_package() {
-    let dir = support::target_tempdir("sdist-cext-");
-    let root = dir.path();
+/// An sdist whose setup.py builds one C extension module, `cext.answer()`.
+const CEXT: &[(&str, &str)] = &[
+    (
+        "setup.py",
+        "from setuptools import setup, Extension\nsetup(name=\"cext\", version=\"1.0\", ext_modules=[Extension(\"cext\", [\"cext.c\"])])\n",
+    ),
+    (
+        "cext.c",
+        r#"#include <Python.h>
+static PyObject *answer(PyObject *self, PyObject *args) { return PyLong_FromLong(42); }
+static PyMethodDef methods[] = {{"answer", answer, METH_NOARGS, ""}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "cext", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_cext(void) { return PyModule_Create(&module); }
+"#,
+    ),
+];
+
+/// A project depending on the C extension sdist, on `base` (an OCI layout).
+fn cext_project(root: &Path, base: &Path) -> PathBuf {
     let p = root.join("project");
     std::fs::create_dir_all(&p).unwrap();
-    sdist(
-        &p,
-        "cext",
-        "1.0",
-        &[
-            (
-                "setup.py",
-                "from setuptools import setup, Extension\nsetup(name=\"cext\", version=\"1.0\", ext_modules=[Extension(\"cext\", [\"cext.c\"])])\n",
-            ),
-            ("cext.c", "#include <Python.h>\n"),
-        ],
-    );
+    sdist(&p, "cext", "1.0", CEXT);
     let project = project(
         root,
         &["cext"],
         &["cext = { path = \"dists/cext-1.0.tar.gz\" }"],
     );
+    let spec = std::fs::read_to_string(project.join("imgbuild.toml")).unwrap();
+    let default_base = support::base::base_image("amd64");
+    std::fs::write(
+        project.join("imgbuild.toml"),
+        spec.replace(
+            &default_base.display().to_string(),
+            &base.display().to_string(),
+        ),
+    )
+    .unwrap();
+    project
+}
+
+#[test]
+fn an_sdist_with_a_c_extension_builds_with_the_compiler_of_a_dev_base() {
+    let dir = support::target_tempdir("sdist-cext-dev-");
+    let base = support::base::base_image_with("amd64", &["gcc", "libc6-dev", "python3-dev"]);
+    let project = cext_project(dir.path(), &base);
+    let archive = dir.path().join("cext.tar");
+    let out = format!("docker-archive:{}", archive.display());
+    let (first, log) = build(&project, "cache-1", &out);
+    assert!(
+        log.contains("building it again with the whole base"),
+        "{log}"
+    );
+    assert!(
+        log.contains("cext 1.0: built cext-1.0-cp311-cp311-linux_x86_64.whl"),
+        "{log}"
+    );
+    let (second, _) = build(&project, "cache-2", "oci:../out-2");
+    assert_eq!(first, second, "two cold builds gave two digests");
+    let image = support::podman::import(&out, None);
+    let run = support::podman::run_to_completion_with(
+        &["--read-only", "--entrypoint", "/app/.venv/bin/python"],
+        &image,
+        &["-c", "import cext; print(cext.answer())"],
+    );
+    assert_eq!((run.status, run.stdout.trim()), (0, "42"), "{}", run.stderr);
+}
+
+#[test]
+fn an_sdist_with_a_c_extension_fails_in_one_line_on_a_base_without_a_compiler() {
+    let dir = support::target_tempdir("sdist-cext-");
+    let root = dir.path();
+    let project = cext_project(root, &support::base::base_image("amd64"));
     let o = imgbuild(
         &project,
         &["build", "--cache-dir", "cache", "--output", "oci:out"],
@@ -329,7 +378,9 @@ fn an_sdist_with_a_c_extension_fails_in_one_line_that_names_the_package() {
     assert_eq!(errors.len(), 1, "{stderr}");
     let line = errors[0];
     assert!(
-        line.starts_with("error: cext 1.0: its sdist has C (or C++) extensions"),
+        line.starts_with(
+            "error: cext 1.0: its sdist has C (or C++) extensions, and the base has no C compiler"
+        ),
         "{stderr}"
     );
     assert!(line.contains("path source"), "{stderr}");

@@ -55,11 +55,36 @@ pub(super) fn interpreter(
         return Ok(c.interp.clone());
     }
     let cache = opts.store.root().join("bytecode");
-    let policy = match spec.sandbox {
+    Ok(bytecode::prepare(
+        base,
+        python,
+        &cache,
+        sandbox_policy(spec),
+    )?)
+}
+
+/// The base's interpreter on the whole base unpacked: an sdist with C
+/// extensions builds with the base's own compiler and headers.
+pub(super) fn whole_base_interpreter(
+    spec: &Spec,
+    base: &BaseImage,
+    python: &PythonInfo,
+    opts: &BuildOptions,
+) -> Result<crate::python::bytecode::runner::Interpreter, BuildError> {
+    let cache = opts.store.root().join("bytecode");
+    Ok(bytecode::prepare_whole(
+        base,
+        python,
+        &cache,
+        sandbox_policy(spec),
+    )?)
+}
+
+fn sandbox_policy(spec: &Spec) -> crate::sandbox::Policy {
+    match spec.sandbox {
         true => crate::sandbox::Policy::Required,
         false => crate::sandbox::Policy::Off,
-    };
-    Ok(bytecode::prepare(base, python, &cache, policy)?)
+    }
 }
 
 /// A stdlib pycs layer, and whether a registry cache gave it.

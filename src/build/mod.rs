@@ -180,8 +180,11 @@ fn build_platform(
         bytecode: BytecodeInputs::of(compiler.as_ref()),
     };
     let stdlib = bytecode::stdlib_layer(spec, &python, &cx, &offers)?;
-    let interpreter = || bytecode::interpreter(spec, &base, &python, compiler.as_ref(), opts);
-    let planned = packages::plan(spec, &python, platform, opts, &interpreter)?;
+    let interpreters = packages::Interpreters {
+        base: &|| bytecode::interpreter(spec, &base, &python, compiler.as_ref(), opts),
+        whole_base: &|| bytecode::whole_base_interpreter(spec, &base, &python, opts),
+    };
+    let planned = packages::plan(spec, &python, platform, opts, &interpreters)?;
     let budget = identity::package_budget(
         spec.layer_budget,
         base.manifest.layers.len(),

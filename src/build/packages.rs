@@ -17,6 +17,13 @@ use crate::python::tags::Tags;
 use crate::spec::Spec;
 use std::path::{Path, PathBuf};
 
+/// The base's interpreter for sdist builds: as bytecode uses it, and on
+/// the whole base unpacked (for C extensions); each prepared on first use.
+pub(super) struct Interpreters<'a> {
+    pub base: &'a dyn Fn() -> Result<Interpreter, BuildError>,
+    pub whole_base: &'a dyn Fn() -> Result<Interpreter, BuildError>,
+}
+
 /// The packages an image installs.
 #[derive(Default)]
 pub(super) struct Planned {
@@ -47,7 +54,7 @@ pub(super) fn plan(
     python: &PythonInfo,
     platform: &Platform,
     opts: &BuildOptions,
-    interpreter: &dyn Fn() -> Result<Interpreter, BuildError>,
+    interpreters: &Interpreters,
 ) -> Result<Planned, BuildError> {
     let label = platform.to_string();
     let mut planned = Planned::default();
@@ -71,7 +78,7 @@ pub(super) fn plan(
             python,
             &indexes,
             opts,
-            interpreter,
+            interpreters,
             &mut planned.wheels,
         )?;
     }
@@ -153,10 +160,10 @@ fn build_sdists(
     python: &PythonInfo,
     configured: &[String],
     opts: &BuildOptions,
-    interpreter: &dyn Fn() -> Result<Interpreter, BuildError>,
+    interpreters: &Interpreters,
     wheels: &mut [SelectedWheel],
 ) -> Result<Vec<crate::sdist::Built>, BuildError> {
-    let interp = interpreter()?;
+    let interp = (interpreters.base)()?;
     let mut builds = Vec::new();
     let env = crate::python::markers::MarkerEnv::for_target(python)?;
     let tags = Tags::for_target(python);
@@ -169,6 +176,7 @@ fn build_sdists(
     };
     let cutoff = crate::lock::build_cutoff(lockfile);
     let detail = |line: String| (opts.on_event)(Event::Detail(line));
+    let whole_base = || (interpreters.whole_base)().map_err(|e| crate::text::error_chain(&e));
     // The indexes the lock was resolved against (uv.lock names them), for
     // an sdist that came from elsewhere (a path source).
     let mut lock_indexes: Vec<String> = Vec::new();
@@ -195,6 +203,7 @@ fn build_sdists(
             env: &env,
             tags: &tags,
             offline: opts.offline,
+            whole_base: &whole_base,
             on_detail: &detail,
         };
         let built = builder.build(&interp, w)?;

@@ -111,6 +111,25 @@ impl Tags {
         best
     }
 
+    /// Whether a wheel built for the target itself (from an sdist, in the
+    /// base) fits: by its tags, or with the plain `linux_<arch>` platform a
+    /// local build gets, for a Python and ABI the target takes on that arch.
+    pub fn fits_local_build(&self, wheel: &WheelFilename) -> bool {
+        if self.priority(wheel).is_some() {
+            return true;
+        }
+        let arches: Vec<&str> = wheel
+            .platform_tags
+            .iter()
+            .filter_map(|p| p.strip_prefix("linux_"))
+            .collect();
+        self.rank.keys().any(|(py, abi, plat)| {
+            wheel.python_tags.contains(py)
+                && wheel.abi_tags.contains(abi)
+                && arches.iter().any(|a| plat.ends_with(&format!("_{a}")))
+        })
+    }
+
     /// The tags, best first.
     #[cfg(test)]
     fn iter(&self) -> std::vec::IntoIter<Tag> {
@@ -285,6 +304,17 @@ mod tests {
     /// `file` is not installable under `tags`.
     fn assert_refused(tags: &Tags, file: &str) {
         assert_eq!(prio(tags, file), None, "{file}");
+    }
+
+    #[test]
+    fn a_wheel_built_in_the_base_fits_with_its_plain_linux_tag_on_the_same_arch_only() {
+        let tags = Tags::for_target(&target(11, GLIBC_236, "x86_64"));
+        let fits = |f: &str| tags.fits_local_build(&WheelFilename::parse(f).unwrap());
+        assert!(fits("cext-1.0-cp311-cp311-linux_x86_64.whl"));
+        assert!(fits("pure-1.0-py3-none-any.whl"));
+        assert!(!fits("cext-1.0-cp311-cp311-linux_aarch64.whl"));
+        assert!(!fits("cext-1.0-cp312-cp312-linux_x86_64.whl"));
+        assert_refused(&tags, "cext-1.0-cp311-cp311-linux_x86_64.whl");
     }
 
     #[test]

@@ -44,8 +44,13 @@ pub enum SdistError {
     Requirements { package: String, message: String },
     #[error("{package}: its sdist must be built and --offline is set; run once without --offline to fill the cache")]
     Offline { package: String },
-    #[error("{package}: its sdist has C (or C++) extensions, and imgbuild builds pure-Python sdists only: its sandbox holds the base's interpreter and standard library, no compiler. Pick a version of {name} with a wheel for this platform, or build the wheel yourself and point a path source at it (uv: `[tool.uv.sources] {name} = {{ path = \"wheels/….whl\" }}`)")]
-    NeedsCompiler { package: String, name: String },
+    #[error("{package}: its sdist has C (or C++) extensions, and {why}; pick a version of {name} with a wheel for this platform, or build the wheel yourself and point a path source at it (uv: `[tool.uv.sources] {name} = {{ path = \"wheels/….whl\" }}`)")]
+    NeedsCompiler {
+        package: String,
+        name: String,
+        /// What is missing, e.g. `the base has no C compiler (…)`.
+        why: String,
+    },
     #[error("{package}: building a wheel from {filename} with {backend} failed: {line} (run with -v for the build's output)")]
     Failed {
         package: String,
@@ -75,6 +80,10 @@ pub struct Built {
     pub wheel_filename: String,
     pub wheel_sha256: String,
     pub wheel_size: u64,
+    /// Built with the whole base (its compiler): the base's unpack key, so
+    /// a base with another compiler builds it again.
+    #[serde(default)]
+    pub whole_base: Option<String>,
 }
 
 impl Built {
@@ -104,8 +113,23 @@ pub struct Builder<'a> {
     pub env: &'a MarkerEnv,
     pub tags: &'a Tags,
     pub offline: bool,
+    /// The interpreter on the whole base unpacked (compiler and headers
+    /// included), for an sdist with C extensions.
+    pub whole_base: &'a dyn Fn() -> Result<Interpreter, String>,
     /// -v lines.
     pub on_detail: &'a (dyn Fn(String) + Sync),
+}
+
+/// Where a base keeps a C compiler, one of which a C extension build needs.
+const COMPILERS: &[&str] = &["usr/bin/cc", "usr/bin/gcc", "usr/bin/clang"];
+
+/// The key of the base `interp` was unpacked from (its layers).
+fn base_key(interp: &Interpreter) -> String {
+    interp
+        .root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 impl Builder<'_> {
@@ -117,7 +141,11 @@ impl Builder<'_> {
         if let Some(built) = self.store.get_meta::<Built>("sdist-builds", &key) {
             let sound = Digest::from_hex(&built.wheel_sha256)
                 .is_ok_and(|d| self.store.has_blob(&d) && self.store.verify_blob(&d));
-            if sound {
+            let same_base = built
+                .whole_base
+                .as_ref()
+                .is_none_or(|k| *k == base_key(interp));
+            if sound && same_base {
                 return Ok(built);
             }
         }
@@ -134,9 +162,49 @@ impl Builder<'_> {
             message,
         };
         let system = pyproject::read_build_system(sdist_path).map_err(archive_err)?;
-        let built = self.build_with(interp, sdist, sdist_path, &system)?;
+        let built = match self.build_with(interp, sdist, sdist_path, &system) {
+            Err(SdistError::NeedsCompiler { .. }) => {
+                self.build_on_whole_base(interp, sdist, sdist_path, &system)?
+            }
+            other => other?,
+        };
         self.store
             .put_meta_best_effort("sdist-builds", &key, &built);
+        Ok(built)
+    }
+
+    /// A build that wanted a compiler, again on the whole base, when the
+    /// base has one and the sandbox can show the base as `/` (namespaces).
+    fn build_on_whole_base(
+        &self,
+        interp: &Interpreter,
+        sdist: &SelectedWheel,
+        sdist_path: &Path,
+        system: &pyproject::BuildSystem,
+    ) -> Result<Built, SdistError> {
+        let needs = |why: &str| SdistError::NeedsCompiler {
+            package: format!("{} {}", sdist.name, sdist.version),
+            name: sdist.name.clone(),
+            why: why.to_owned(),
+        };
+        if interp.sandbox() != crate::sandbox::Mechanism::Namespaces {
+            return Err(needs("C extensions are built only where the sandbox can show the base as / (namespaces), and here it runs under Landlock"));
+        }
+        let whole = (self.whole_base)().map_err(|message| SdistError::Run {
+            package: format!("{} {}", sdist.name, sdist.version),
+            message,
+        })?;
+        if !COMPILERS.iter().any(|c| whole.root.join(c).exists()) {
+            return Err(needs(
+                "the base has no C compiler (a -dev base has one: Debian's gcc and python3-dev)",
+            ));
+        }
+        (self.on_detail)(format!(
+            "{} {}: it has C extensions; building it again with the whole base",
+            sdist.name, sdist.version
+        ));
+        let mut built = self.build_with(&whole, sdist, sdist_path, system)?;
+        built.whole_base = Some(base_key(interp));
         Ok(built)
     }
 
@@ -215,6 +283,7 @@ impl Builder<'_> {
                         wheel_filename: filename,
                         wheel_sha256: digest.hex().to_owned(),
                         wheel_size: size,
+                        whole_base: None,
                     });
                 }
                 Outcome::Failed { log, timed_out, .. } => {
@@ -304,7 +373,7 @@ impl Builder<'_> {
         if wheel.name.as_ref() != sdist.name {
             return Err(output(format!("{filename}, a wheel of another package")));
         }
-        if self.tags.priority(&wheel).is_none() {
+        if !self.tags.fits_local_build(&wheel) {
             return Err(output(format!(
                 "{filename}, whose tags ({}) do not fit the base's Python",
                 wheel.tag_string()
@@ -331,10 +400,11 @@ impl Builder<'_> {
         {
             (self.on_detail)(format!("{package} build: {line}"));
         }
-        if run::wanted_a_compiler(log) {
+        if let Some(why) = run::missing_for_c(log) {
             return SdistError::NeedsCompiler {
                 package,
                 name: sdist.name.clone(),
+                why: why.to_owned(),
             };
         }
         let line = match timed_out {

@@ -59,7 +59,11 @@ pub fn run(interp: &Interpreter, store: &Store, inputs: &Inputs) -> Result<Outco
     let (mut cmd, _scratch, seen) = interp
         .build_command(
             &[sdist_dir, inputs.env],
-            &[("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)],
+            &[
+                ("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH),
+                // A compiler on the whole base is found where the base keeps it.
+                ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ],
         )
         .map_err(|e| crate::text::error_chain(&e))?;
     let sdist_name = inputs.sdist.file_name().expect("a file name");
@@ -144,8 +148,20 @@ fn keep_tail(r: &mut impl Read) -> String {
     String::from_utf8_lossy(&kept).into_owned()
 }
 
+/// What a failed build's output says a C extension lacked: the compiler,
+/// or the Python headers.
+pub fn missing_for_c(log: &str) -> Option<&'static str> {
+    if log
+        .lines()
+        .any(|l| l.contains("Python.h: No such file or directory"))
+    {
+        return Some("the base lacks the Python headers (Python.h; Debian: python3-dev)");
+    }
+    wanted_a_compiler(log).then_some("the base has no C compiler")
+}
+
 /// Whether a failed build's output says a C (or C++) compiler was missing.
-pub fn wanted_a_compiler(log: &str) -> bool {
+fn wanted_a_compiler(log: &str) -> bool {
     log.lines().any(|l| {
         let l = l.to_ascii_lowercase();
         let compiler = ["gcc", "'cc'", "g++", "c++", "clang"]

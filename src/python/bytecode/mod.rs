@@ -96,6 +96,27 @@ pub fn prepare(
     cache: &Path,
     policy: crate::sandbox::Policy,
 ) -> Result<Interpreter, BytecodeError> {
+    prepare_unpacked(base, python, cache, policy, false)
+}
+
+/// [`prepare`] on the whole base unpacked, for a build that needs more of
+/// the base than its interpreter (a compiler, headers).
+pub fn prepare_whole(
+    base: &dyn BaseLayers,
+    python: &PythonInfo,
+    cache: &Path,
+    policy: crate::sandbox::Policy,
+) -> Result<Interpreter, BytecodeError> {
+    prepare_unpacked(base, python, cache, policy, true)
+}
+
+fn prepare_unpacked(
+    base: &dyn BaseLayers,
+    python: &PythonInfo,
+    cache: &Path,
+    policy: crate::sandbox::Policy,
+    whole: bool,
+) -> Result<Interpreter, BytecodeError> {
     let target = Target {
         base: base.name(),
         layer_digests: base.layer_digests(),
@@ -103,6 +124,7 @@ pub fn prepare(
         prefix: &python.prefix,
         minor_version: python.minor_version(),
         arch: &python.arch,
+        whole,
     };
     let mut layers = |i: usize, f: &mut dyn FnMut(&mut dyn io::Read) -> io::Result<()>| {
         base.read_layer(i, f).map_err(BytecodeError::Base)

@@ -78,6 +78,9 @@ pub struct Target<'a> {
     pub minor_version: String,
     /// The wheel-tag architecture of the base (`x86_64`, `aarch64`, ...).
     pub arch: &'a str,
+    /// Unpack the whole base, not only what the interpreter needs (an sdist
+    /// build with C extensions needs the base's compiler and headers).
+    pub whole: bool,
 }
 
 /// What probing an unpacked base found. A stamp from an older version that
@@ -107,6 +110,9 @@ impl Interpreter {
         let key = {
             let mut h = Sha256::new();
             h.update(format!("unpack-v{UNPACK_VERSION}\n"));
+            if target.whole {
+                h.update(b"whole\n");
+            }
             for d in &target.layer_digests {
                 h.update(d.as_bytes());
                 h.update(b"\n");
@@ -137,6 +143,7 @@ impl Interpreter {
                 &stdlib,
                 target.layer_digests.len(),
                 layers,
+                target.whole,
             )?;
             let tmp = tmp.keep();
             if fs::rename(&tmp, &root).is_err() {

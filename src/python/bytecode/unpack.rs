@@ -145,6 +145,18 @@ pub fn select(fs: &RootFs, interpreter: &str, stdlib: &str) -> Selection {
     sel
 }
 
+/// Every regular file and symlink of the base: the whole tree, for an sdist
+/// build that needs the base's compiler and headers (issue 22).
+fn select_everything(fs: &RootFs, sel: &mut Selection) {
+    for p in fs.paths() {
+        if fs.read_link(p).is_some() {
+            sel.links.insert(p.to_owned());
+        } else if fs.is_file(p) {
+            sel.files.insert(p.to_owned());
+        }
+    }
+}
+
 /// A dynamic loader found by name, when the interpreter's PT_INTERP was no help.
 fn find_loader(fs: &RootFs, sel: &mut Selection) -> Option<String> {
     ["lib", "lib64", "usr/lib", "usr/lib64"]
@@ -175,8 +187,9 @@ pub fn unpack(
     stdlib: &str,
     count: usize,
     layers: &mut LayerStreams,
+    whole: bool,
 ) -> Result<(), super::BytecodeError> {
-    unpack_with(root, interpreter, stdlib, count, layers).map_err(|e| match e {
+    unpack_with(root, interpreter, stdlib, count, layers, whole).map_err(|e| match e {
         Failure::Layer(e) => e,
         Failure::Io(source) => super::BytecodeError::Unpack {
             base: base.to_owned(),
@@ -197,6 +210,7 @@ fn unpack_with(
     stdlib: &str,
     count: usize,
     layers: &mut LayerStreams,
+    whole: bool,
 ) -> Result<(), Failure> {
     let real_root = root.canonicalize().map_err(Failure::Io)?;
     let mut fs = RootFs::new();
@@ -218,7 +232,10 @@ fn unpack_with(
     }
     let Scan { written, held, .. } = scan;
 
-    let sel = select(&fs, interpreter, stdlib);
+    let mut sel = select(&fs, interpreter, stdlib);
+    if whole {
+        select_everything(&fs, &mut sel);
+    }
     let second = place_from_scan(&real_root, &fs, &sel, &written, held)?;
     for (layer, wanted) in &second {
         layers(*layer, &mut |tar| extract(tar, &real_root, &fs, wanted)).map_err(Failure::Layer)?;
@@ -560,6 +577,7 @@ mod tests {
             "usr/lib/python3.11",
             2,
             &mut streams,
+            false,
         )
         .unwrap();
         // Each layer once to scan, and the first again for the one file not held.
@@ -635,6 +653,7 @@ mod tests {
             "usr/lib/python3.11",
             1,
             &mut streams,
+            false,
         )
         .unwrap();
     }
