@@ -1,36 +1,55 @@
 #!/usr/bin/env bash
-# Build a small Debian bookworm Python 3.11 base image from Debian packages and write it
-# as an OCI image layout tagged `latest`.
+# Build a small Debian Python base image from Debian packages and write it as an OCI
+# image layout tagged `latest`: bookworm's Python 3.11 unless told otherwise.
 #
-#   scripts/build-base-image.sh ARCH OUTDIR [PACKAGE,...]      ARCH: amd64 | arm64
+#   [SUITE=S] [PYTHON=P] scripts/build-base-image.sh ARCH OUTDIR [PACKAGE,...]
+#
+#   ARCH    amd64 | arm64
+#   SUITE   bullseye (3.9) | bookworm (3.11, the default) | trixie (3.13) | sid (3.14)
+#   PYTHON  the Debian package of the interpreter: python3 (the default, the suite's own
+#           Python, with /usr/bin/python3) or a versioned one such as python3.15 in sid
 #
 # Extra Debian packages (comma-separated, e.g. `libstdc++6`) are added to the image;
 # the tests use that for a base whose native libraries differ.
 #
 # The Debian mirror is read from this machine's apt sources at run time (one-line
-# *.list and deb822 *.sources), so no mirror host is written here. arm64 is built under
+# *.list and deb822 *.sources), so no mirror host is written here: a suite the sources
+# do not name is fetched from the URIs of the Debian release they do name (its
+# -updates and -security lines too, except for sid, which has neither). arm64 is built under
 # qemu-user-static through binfmt_misc. The layout is written by hand (one gzip layer,
 # config, manifest, index) so its bytes depend only on the rootfs tar.
 set -euo pipefail
 
-usage() { echo "usage: $0 amd64|arm64 OUTDIR [PACKAGE,...]" >&2; exit 2; }
+usage() { echo "usage: [SUITE=bullseye|bookworm|trixie|sid] [PYTHON=python3|python3.X] $0 amd64|arm64 OUTDIR [PACKAGE,...]" >&2; exit 2; }
 [ $# -eq 2 ] || [ $# -eq 3 ] || usage
 ARCH=$1
 OUTDIR=$2
 EXTRA=${3:-}
-INCLUDE=python3,netbase${EXTRA:+,$EXTRA}
+SUITE=${SUITE:-bookworm}
+PYTHON=${PYTHON:-python3}
+INCLUDE=$PYTHON,netbase${EXTRA:+,$EXTRA}
 case "$ARCH" in
   amd64) OCI_ARCH=amd64; VARIANT="" ;;
   arm64) OCI_ARCH=arm64; VARIANT=v8 ;;
   *) usage ;;
 esac
-SUITE=bookworm
+case "$SUITE" in
+  bullseye | bookworm | trixie | sid) ;;
+  *) echo "error: SUITE=$SUITE is not one this script builds; use bullseye, bookworm, trixie or sid" >&2; exit 2 ;;
+esac
+case "$PYTHON" in
+  python3 | python3.[0-9] | python3.[0-9][0-9]) ;;
+  *) echo "error: PYTHON=$PYTHON is not a Debian Python package; use python3 or python3.X (e.g. python3.15)" >&2; exit 2 ;;
+esac
 # Fixed so two builds from the same packages give the same rootfs timestamps.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1735689600}
 
-# Prints one `deb [signed-by=...] URI SUITE COMPONENTS` line per bookworm source of this
-# machine, from both apt source formats; disabled files and stanzas are skipped.
+# Prints one `deb [signed-by=...] URI SUITE COMPONENTS` line per source of this machine
+# for the Debian release $1 (its -updates and -security suites included), with $1 renamed
+# to $SUITE, from both apt source formats; disabled files and stanzas are skipped. sid
+# has no -updates or -security suite: those lines are left out for it.
 apt_sources_for_suite() {
+  local from=$1
   local files=()
   [ -f /etc/apt/sources.list ] && files+=(/etc/apt/sources.list)
   local f
@@ -38,15 +57,20 @@ apt_sources_for_suite() {
     [ -f "$f" ] && files+=("$f")
   done
   [ ${#files[@]} -gt 0 ] || return 0
-  awk -v suite="$SUITE" '
-    function want(s) { return s == suite || s == suite "-updates" || s == suite "-security" }
+  awk -v from="$from" -v to="$SUITE" '
+    function want(s) {
+      if (s == from) return 1
+      if (s != from "-updates" && s != from "-security") return 0
+      return to != "sid"
+    }
+    function renamed(s) { return to substr(s, length(from) + 1) }
     function emit(types, uris, suites, comps, signed,   nt, nu, ns, t, u, s, i, j, k, opt) {
       if (enabled == "no") return
       nt = split(types, t, " "); nu = split(uris, u, " "); ns = split(suites, s, " ")
       opt = (signed != "" && signed !~ /BEGIN PGP/) ? "[signed-by=" signed "] " : ""
       for (i = 1; i <= nt; i++) if (t[i] == "deb")
         for (j = 1; j <= nu; j++) for (k = 1; k <= ns; k++)
-          if (want(s[k])) print "deb " opt u[j] " " s[k] " " comps
+          if (want(s[k])) print "deb " opt u[j] " " renamed(s[k]) " " comps
     }
     function flush() {
       if (types != "") emit(types, uris, suites, comps, signed)
@@ -74,19 +98,29 @@ apt_sources_for_suite() {
       }
       uri = $i; s = $(i + 1); comps = ""
       for (j = i + 2; j <= NF; j++) comps = comps (comps == "" ? "" : " ") $j
-      if (want(s)) print "deb " (signed != "" ? "[signed-by=" signed "] " : "") uri " " s " " comps
+      if (want(s)) print "deb " (signed != "" ? "[signed-by=" signed "] " : "") uri " " renamed(s) " " comps
       signed = ""
     }
     END { flush() }
   ' "${files[@]}" | awk '!seen[$0]++'
 }
 
-mapfile -t SOURCES < <(apt_sources_for_suite)
+# The suite's own lines if the machine has them, else those of a Debian release it has.
+SOURCES=()
+for from in "$SUITE" bookworm trixie bullseye forky sid; do
+  mapfile -t SOURCES < <(apt_sources_for_suite "$from")
+  [ ${#SOURCES[@]} -eq 0 ] || break
+done
 if [ ${#SOURCES[@]} -eq 0 ]; then
-  echo "error: no '$SUITE' entry in /etc/apt/sources.list or /etc/apt/sources.list.d/;" \
-    "add a Debian $SUITE source so the base image can be built" >&2
+  echo "error: no Debian entry (bullseye, bookworm, trixie, forky or sid) in /etc/apt/sources.list" \
+    "or /etc/apt/sources.list.d/; add a Debian source so the $SUITE base image can be built" >&2
   exit 1
 fi
+# sid's Release files carry a Valid-Until a week ahead: a mirror frozen at a date (a
+# snapshot) serves them expired. The signatures are still checked. Only for sid, since
+# mmdebstrap keeps apt options in the image (/etc/apt/apt.conf.d/99mmdebstrap).
+APTOPTS=()
+[ "$SUITE" = sid ] && APTOPTS+=(--aptopt='Acquire::Check-Valid-Until "false"')
 
 if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
   # Foreign binaries run through qemu-user-static; binfmt_misc must be mounted and the
@@ -116,6 +150,7 @@ mmdebstrap \
   --include="$INCLUDE" \
   --format=tar \
   --aptopt='Acquire::Languages "none"' \
+  "${APTOPTS[@]}" \
   --dpkgopt='path-exclude=/usr/share/doc/*' \
   --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -142,7 +177,7 @@ VARIANT_JSON=""
 mkdir -p "$WORK/layout/blobs/sha256"
 mv "$WORK/layer.tar.gz" "$WORK/layout/blobs/sha256/$LAYER_DIGEST"
 
-printf '%s' "{\"architecture\":\"$OCI_ARCH\",\"config\":{\"Cmd\":[\"python3\"],\"Env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\",\"LANG=C.UTF-8\"]},\"created\":\"$CREATED\",\"history\":[{\"created\":\"$CREATED\",\"created_by\":\"mmdebstrap --variant=essential --include=$INCLUDE $SUITE\"}],\"os\":\"linux\",\"rootfs\":{\"diff_ids\":[\"sha256:$DIFF_ID\"],\"type\":\"layers\"}$VARIANT_JSON}" \
+printf '%s' "{\"architecture\":\"$OCI_ARCH\",\"config\":{\"Cmd\":[\"$PYTHON\"],\"Env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\",\"LANG=C.UTF-8\"]},\"created\":\"$CREATED\",\"history\":[{\"created\":\"$CREATED\",\"created_by\":\"mmdebstrap --variant=essential --include=$INCLUDE $SUITE\"}],\"os\":\"linux\",\"rootfs\":{\"diff_ids\":[\"sha256:$DIFF_ID\"],\"type\":\"layers\"}$VARIANT_JSON}" \
   >"$WORK/config.json"
 CONFIG_DIGEST=$(sha256 "$WORK/config.json")
 CONFIG_SIZE=$(size "$WORK/config.json")

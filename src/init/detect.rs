@@ -236,10 +236,68 @@ pub fn min_python(requires_python: &str) -> Option<(u32, u32)> {
         .max()
 }
 
-/// The base `init` suggests for a `requires-python` (None: no bound given).
-pub fn suggested_base(requires_python: Option<&str>) -> String {
-    let (major, minor) = requires_python.and_then(min_python).unwrap_or((3, 12));
-    format!("python:{major}.{minor}-slim-bookworm")
+/// The newest Python `major.minor` a `requires-python` allows: `<3.13` →
+/// 3.12, `<=3.12.4` → 3.12, `==3.11.*` → 3.11, `~=3.12.1` → 3.12, `<4` →
+/// any 3.x. None when it sets no upper bound.
+pub fn max_python(requires_python: &str) -> Option<(u32, u32)> {
+    requires_python
+        .split(',')
+        .filter_map(|clause| {
+            let clause = clause.trim();
+            let (op, version) = ["<=", "<", "~=", "===", "=="]
+                .iter()
+                .find_map(|op| clause.strip_prefix(op).map(|v| (*op, v.trim())))?;
+            let parts: Vec<&str> = version.trim_end_matches(".*").split('.').collect();
+            let major: u32 = parts.first()?.parse().ok()?;
+            let minor: Option<u32> = parts.get(1).and_then(|m| m.parse().ok());
+            let below_minor = op == "<" && parts.get(2).is_none_or(|p| p.parse() == Ok(0u32));
+            match (op, minor) {
+                // `~=3.12` allows any 3.x from 3.12 on; `~=3.12.1` stays in 3.12.
+                ("~=", _) if parts.len() < 3 => None,
+                (_, None) if op == "<" => Some((major.checked_sub(1)?, u32::MAX)),
+                (_, None) => Some((major, u32::MAX)),
+                (_, Some(0)) if below_minor => Some((major.checked_sub(1)?, u32::MAX)),
+                (_, Some(m)) if below_minor => Some((major, m - 1)),
+                (_, Some(m)) => Some((major, m)),
+            }
+        })
+        .min()
+}
+
+/// The base `init` suggests, and whether it fits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseSuggestion {
+    pub base: String,
+    /// False when no Python that `requires-python` allows is one imgbuild
+    /// compiles bytecode for: `base` is then the lowest one it allows.
+    pub buildable: bool,
+}
+
+/// The Python used when `requires-python` sets no lower bound.
+const DEFAULT_PYTHON: (u32, u32) = (3, 12);
+
+/// The base `init` suggests for a `requires-python` (None: no bound given):
+/// the lowest Python it allows that imgbuild builds with bytecode on. The
+/// python image's trixie variant, since trixie is the Debian release every
+/// 3.9 to 3.15 image has a tag for (bookworm's stop before 3.15).
+pub fn suggested_base(requires_python: Option<&str>) -> BaseSuggestion {
+    use crate::python::bytecode::{NEWEST_KNOWN, OLDEST_TESTED};
+    let lower = requires_python.and_then(min_python);
+    let upper = requires_python.and_then(max_python);
+    let mut pick = lower.unwrap_or(DEFAULT_PYTHON).max(OLDEST_TESTED);
+    if let Some(u) = upper.filter(|u| lower.is_none() && pick > *u) {
+        pick = u.max(OLDEST_TESTED);
+    }
+    let buildable = pick <= NEWEST_KNOWN && upper.is_none_or(|u| pick <= u);
+    let (major, minor) = if buildable {
+        pick
+    } else {
+        lower.or(upper).unwrap_or(pick)
+    };
+    BaseSuggestion {
+        base: format!("python:{major}.{minor}-slim-trixie"),
+        buildable,
+    }
 }
 
 #[cfg(test)]
@@ -382,8 +440,43 @@ routes = [Route(\"/\", home), Route(\"/healthz\", endpoint=ok)]
         assert_eq!(min_python(">3.10"), Some((3, 11)));
         assert_eq!(min_python(">3.10.2"), Some((3, 10)));
         assert_eq!(min_python("<3.13"), None);
-        assert_eq!(suggested_base(Some(">=3.11")), "python:3.11-slim-bookworm");
-        assert_eq!(suggested_base(None), "python:3.12-slim-bookworm");
-        assert_eq!(suggested_base(Some("<4")), "python:3.12-slim-bookworm");
+        let base = |r: Option<&str>| suggested_base(r).base;
+        assert_eq!(base(Some(">=3.11")), "python:3.11-slim-trixie");
+        assert_eq!(base(None), "python:3.12-slim-trixie");
+        assert_eq!(base(Some("<4")), "python:3.12-slim-trixie");
+        assert_eq!(base(Some(">=3.14")), "python:3.14-slim-trixie");
+        assert_eq!(base(Some(">=3.15")), "python:3.15-slim-trixie");
+    }
+
+    #[test]
+    fn the_upper_bound_is_the_newest_python_allowed() {
+        assert_eq!(max_python("<3.13"), Some((3, 12)));
+        assert_eq!(max_python("<3.13.0"), Some((3, 12)));
+        assert_eq!(max_python("<3.13.2"), Some((3, 13)));
+        assert_eq!(max_python("<=3.12.4"), Some((3, 12)));
+        assert_eq!(max_python(">=3.9, <3.11"), Some((3, 10)));
+        assert_eq!(max_python("==3.11.*"), Some((3, 11)));
+        assert_eq!(max_python("~=3.12.1"), Some((3, 12)));
+        assert_eq!(max_python("~=3.12"), None);
+        assert_eq!(max_python("<4"), Some((3, u32::MAX)));
+        assert_eq!(max_python(">=3.10"), None);
+    }
+
+    #[test]
+    fn only_pythons_imgbuild_builds_with_bytecode_are_suggested() {
+        let s = |r: &str| suggested_base(Some(r));
+        // Below 3.9 the lowest one it builds, when the project allows it.
+        assert_eq!(s(">=3.8").base, "python:3.9-slim-trixie");
+        assert!(s(">=3.8").buildable);
+        // No lower bound: the default, unless the upper bound is below it.
+        assert_eq!(s("<3.11").base, "python:3.10-slim-trixie");
+        assert_eq!(s("<3.15,>=3.13").base, "python:3.13-slim-trixie");
+        // Nothing imgbuild builds fits: the project's own, marked so.
+        for r in [">=3.16", "==3.8.*", "<3.9"] {
+            assert!(!s(r).buildable, "{r}");
+        }
+        assert_eq!(s(">=3.16").base, "python:3.16-slim-trixie");
+        assert_eq!(s("==3.8.*").base, "python:3.8-slim-trixie");
+        assert_eq!(s("<3.9").base, "python:3.8-slim-trixie");
     }
 }

@@ -124,6 +124,9 @@ struct Draft {
     base: Option<String>,
     /// Written commented when `base` is None.
     base_suggestion: String,
+    /// Whether imgbuild builds `base_suggestion` with bytecode on: false
+    /// when `requires-python` allows no Python it compiles bytecode for.
+    base_buildable: bool,
     requires_python: Option<String>,
     app: Option<AppCandidate>,
     lockfile: Option<String>,
@@ -143,9 +146,11 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Report, InitError> {
 
     let mut notes = Vec::new();
     let sources = read_sources(dir)?;
+    let suggestion = detect::suggested_base(info.requires_python.as_deref());
     let mut draft = Draft {
         base: opts.base.clone(),
-        base_suggestion: detect::suggested_base(info.requires_python.as_deref()),
+        base_suggestion: suggestion.base,
+        base_buildable: suggestion.buildable,
         requires_python: info.requires_python.clone(),
         health_live: true,
         scripts: info.scripts.clone(),
@@ -265,6 +270,15 @@ fn refuse_to_replace(
 fn base_note(draft: &Draft) -> Note {
     match &draft.base {
         Some(b) => note(NoteKind::Found, format!("base {b} (from --base)")),
+        None if !draft.base_buildable => note(
+            NoteKind::Missing,
+            format!(
+                "base: requires-python {:?} allows no Python imgbuild compiles bytecode for ({}); widen it, or set a base such as {} with `bytecode = false`",
+                draft.requires_python.as_deref().unwrap_or_default(),
+                supported_pythons(),
+                draft.base_suggestion,
+            ),
+        ),
         None => note(
             NoteKind::Guessed,
             format!(
@@ -277,6 +291,15 @@ fn base_note(draft: &Draft) -> Note {
             ),
         ),
     }
+}
+
+/// `CPython 3.9 to 3.15`: the Pythons imgbuild compiles bytecode for.
+fn supported_pythons() -> String {
+    use crate::python::bytecode::{NEWEST_KNOWN, OLDEST_TESTED};
+    format!(
+        "CPython {}.{} to {}.{}",
+        OLDEST_TESTED.0, OLDEST_TESTED.1, NEWEST_KNOWN.0, NEWEST_KNOWN.1
+    )
 }
 
 /// Checks what would be written: with placeholders where the user still has
@@ -476,8 +499,16 @@ fn render(d: &Draft) -> String {
         None => {
             out += "# The base image: uncomment and pin it by digest (`name:tag@sha256:...`), or run\n";
             out += "# `imgbuild init --base REF --force`.";
-            if let Some(r) = &d.requires_python {
-                out += &format!(" Suggested by requires-python {}.", quote(r));
+            match &d.requires_python {
+                Some(r) if !d.base_buildable => {
+                    out += &format!(
+                        "\n# requires-python {} allows no Python imgbuild compiles bytecode for\n# ({}): this base needs `bytecode = false`.",
+                        quote(r),
+                        supported_pythons()
+                    );
+                }
+                Some(r) => out += &format!(" Suggested by requires-python {}.", quote(r)),
+                None => {}
             }
             out += &format!("\n# base = {}\n", quote(&d.base_suggestion));
         }

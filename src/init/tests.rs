@@ -91,7 +91,7 @@ fn src_layout_sets_app_dir_and_lists_scripts_as_comments() {
     assert!(text.contains("\napp = \"orders_svc.app:app\"\n"), "{text}");
     assert!(text.contains("\napp-dir = \"src\"\n"), "{text}");
     assert!(
-        text.contains("\n# base = \"python:3.12-slim-bookworm\"\n"),
+        text.contains("\n# base = \"python:3.12-slim-trixie\"\n"),
         "{text}"
     );
     assert!(
@@ -105,7 +105,7 @@ fn src_layout_sets_app_dir_and_lists_scripts_as_comments() {
         "{guessed:?}"
     );
     assert!(
-        guessed[1].starts_with("base python:3.12-slim-bookworm from requires-python \">=3.12\""),
+        guessed[1].starts_with("base python:3.12-slim-trixie from requires-python \">=3.12\""),
         "{guessed:?}"
     );
     assert_eq!(
@@ -252,5 +252,44 @@ fn removing_the_tool_table_keeps_everything_else() {
         without_tool_table("[tool]\nimgbuild = { base = \"b\" }\n"),
         None,
         "an inline table cannot be cut out line by line"
+    );
+}
+
+#[test]
+fn the_base_suggested_is_one_imgbuild_builds_or_says_why_not() {
+    let app = "from fastapi import FastAPI\n\napp = FastAPI()\n";
+    let project = |requires: &str| {
+        let p = Project::new();
+        p.write(
+            "pyproject.toml",
+            &format!("[project]\nname = \"svc\"\nrequires-python = \"{requires}\"\n"),
+        )
+        .write("svc/main.py", app);
+        p
+    };
+    let p = project(">=3.14");
+    let r = p.init(&InitOptions::default()).unwrap();
+    let text = p.read("imgbuild.toml");
+    assert!(
+        text.contains("\n# base = \"python:3.14-slim-trixie\"\n"),
+        "{text}"
+    );
+    assert!(texts(&r, NoteKind::Missing)
+        .iter()
+        .all(|n| !n.starts_with("base")));
+
+    let p = project(">=3.16");
+    let r = p.init(&InitOptions::default()).unwrap();
+    let text = p.read("imgbuild.toml");
+    assert!(
+        text.contains("allows no Python imgbuild compiles bytecode for\n# (CPython 3.9 to 3.15): this base needs `bytecode = false`.\n# base = \"python:3.16-slim-trixie\"\n"),
+        "{text}"
+    );
+    let missing = texts(&r, NoteKind::Missing);
+    assert!(
+        missing.iter().any(|n| n.starts_with(
+            "base: requires-python \">=3.16\" allows no Python imgbuild compiles bytecode for (CPython 3.9 to 3.15)"
+        ) && n.contains("`bytecode = false`")),
+        "{missing:?}"
     );
 }

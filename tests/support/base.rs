@@ -1,5 +1,6 @@
-//! Debian bookworm Python base images, built once by `scripts/build-base-image.sh` and
-//! cached across test runs.
+//! Debian Python base images, built once by `scripts/build-base-image.sh` and cached
+//! across test runs: bookworm's Python 3.11 for most tests, and the other Debian
+//! suites' Pythons for the version matrix (tests/pythons_e2e.rs).
 //!
 //! The cache lives at `${IMGBUILD_TEST_CACHE:-$HOME/.cache/imgbuild-tests}`. A stamp
 //! beside each layout records the hash of the script that built it, so editing the
@@ -31,6 +32,14 @@ pub fn base_image(arch: &str) -> PathBuf {
 /// cached under its own name. The bookworm base has no libstdc++: wheels with C++
 /// code (numpy, pandas) need this one.
 pub fn base_image_with(arch: &str, packages: &[&str]) -> PathBuf {
+    debian_python_base(arch, "bookworm", "python3", packages)
+}
+
+/// The base of Debian `suite` (bullseye, bookworm, trixie or sid) with the interpreter
+/// package `python` (`python3`, the suite's own Python, or a versioned one such as
+/// `python3.15` in sid) and extra `packages`, built by the script with SUITE and
+/// PYTHON set and cached under its own name.
+pub fn debian_python_base(arch: &str, suite: &str, python: &str, packages: &[&str]) -> PathBuf {
     assert!(
         arch == "amd64" || arch == "arm64",
         "base_image: unsupported arch {arch:?}; use amd64 or arm64"
@@ -46,19 +55,27 @@ pub fn base_image_with(arch: &str, packages: &[&str]) -> PathBuf {
     if !extra.is_empty() {
         hasher.update(format!("\0{extra}").as_bytes());
     }
+    // The bookworm python3 base keeps the stamp it always had.
+    let default = suite == "bookworm" && python == "python3";
+    if !default {
+        hasher.update(format!("\0SUITE={suite}\0PYTHON={python}").as_bytes());
+    }
     let hash = hex::encode(hasher.finalize());
-    let suffix = if packages.is_empty() {
-        String::new()
-    } else {
-        format!("-{}", packages.join("-").replace('+', "p"))
-    };
+    let mut name = format!("base-{suite}");
+    if python != "python3" {
+        name += &format!("-{python}");
+    }
+    name += &format!("-{arch}");
+    if !packages.is_empty() {
+        name += &format!("-{}", packages.join("-").replace('+', "p"));
+    }
 
     let cache = cache_dir();
     std::fs::create_dir_all(&cache)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", cache.display()));
-    let layout = cache.join(format!("base-bookworm-{arch}{suffix}"));
-    let stamp = cache.join(format!("base-bookworm-{arch}{suffix}.script-sha256"));
-    let lock = cache.join(format!("base-bookworm-{arch}{suffix}.lock"));
+    let layout = cache.join(&name);
+    let stamp = cache.join(format!("{name}.script-sha256"));
+    let lock = cache.join(format!("{name}.lock"));
 
     // Checking and building inside one flock makes concurrent callers wait for a
     // single build instead of racing. The script replaces the layout by rename, and the
@@ -72,11 +89,13 @@ pub fn base_image_with(arch: &str, packages: &[&str]) -> PathBuf {
         .arg(&stamp)
         .arg(&hash)
         .arg(&extra)
+        .arg(suite)
+        .arg(python)
         .output()
         .expect("cannot run flock (util-linux); run scripts/setup.sh");
     assert!(
         output.status.success(),
-        "building the {arch} base image with {} failed ({}):\n{}\n{}",
+        "building the {arch} {suite} {python} base image with {} failed ({}):\n{}\n{}",
         script.display(),
         output.status,
         String::from_utf8_lossy(&output.stdout),
@@ -96,12 +115,13 @@ pub fn base_image_ref(arch: &str) -> String {
 }
 
 const CHECK_AND_BUILD: &str = r#"
-script=$1 arch=$2 layout=$3 stamp=$4 hash=$5 extra=$6
+set -e
+script=$1 arch=$2 layout=$3 stamp=$4 hash=$5 extra=$6 suite=$7 python=$8
 if [ -f "$layout/index.json" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ]; then
   exit 0
 fi
 rm -f "$stamp"
-bash "$script" "$arch" "$layout" $extra
+SUITE=$suite PYTHON=$python bash "$script" "$arch" "$layout" $extra
 printf '%s' "$hash" > "$stamp.tmp"
 mv "$stamp.tmp" "$stamp"
 "#;

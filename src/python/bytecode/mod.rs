@@ -69,6 +69,10 @@ pub enum BytecodeError {
     },
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error("base {base}: its Python {version} is newer than the CPython versions imgbuild compiles bytecode for ({} to {}); set `bytecode = false` to build without pycs, or use a base with one of those versions", fmt_version(OLDEST_TESTED), fmt_version(NEWEST_KNOWN))]
+    UnknownPython { base: String, version: String },
+    #[error("the base's Python {version} lacks what imgbuild compiles bytecode with ({reason}); set `bytecode = false` to build without pycs")]
+    UnsupportedInternals { version: String, reason: String },
     #[error("compiling bytecode for {label}: the base's Python failed ({reason})")]
     Driver { label: String, reason: String },
     /// Reading a source, or the directory a compile runs in.
@@ -87,6 +91,31 @@ pub enum BytecodeError {
         #[source]
         source: crate::layer::plan::PlanError,
     },
+}
+
+/// The newest CPython whose internals the compile driver was checked
+/// against: a newer one may have moved them again (3.14 did), so it is
+/// refused up front rather than trusted with the image's pycs.
+pub const NEWEST_KNOWN: (u32, u32) = (3, 15);
+
+/// The oldest CPython the tests build on (Debian bullseye's). Older ones with
+/// hash-based pycs (3.7, 3.8) are let through untested; before 3.7 the driver
+/// finds no `_imp.source_hash` and says so.
+pub const OLDEST_TESTED: (u32, u32) = (3, 9);
+
+fn fmt_version((major, minor): (u32, u32)) -> String {
+    format!("{major}.{minor}")
+}
+
+/// Refuses a Python newer than [`NEWEST_KNOWN`], naming the way out.
+fn check_known(base: &str, python: &PythonInfo) -> Result<(), BytecodeError> {
+    if (python.version.0, python.version.1) > NEWEST_KNOWN {
+        return Err(BytecodeError::UnknownPython {
+            base: base.to_owned(),
+            version: python.full_version(),
+        });
+    }
+    Ok(())
 }
 
 /// Unpacks `base` into `cache` (once per set of layers) and starts its Python.
@@ -152,6 +181,7 @@ impl Compiler {
         if mode == Mode::Off {
             return Ok(None);
         }
+        check_known(base.name(), python)?;
         let cache = std::path::absolute(cache).unwrap_or_else(|_| cache.to_path_buf());
         let interp = prepare(base, python, &cache, policy)?;
         let scratch = cache.join("scratch");
@@ -529,6 +559,23 @@ fn collect_stdlib(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_python_newer_than_the_newest_known_is_refused_in_one_line() {
+        let mut python = crate::python::markers::test_python("x86_64");
+        for minor in 9..=NEWEST_KNOWN.1 {
+            python.version = (3, minor, 0);
+            assert!(check_known("b", &python).is_ok(), "3.{minor}");
+        }
+        python.version = (3, NEWEST_KNOWN.1 + 1, 0);
+        let text = check_known("oci:base:latest", &python)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("Python 3.16.0"), "{text}");
+        assert!(text.contains("(3.9 to 3.15)"), "{text}");
+        assert!(text.contains("`bytecode = false`"), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
 
     #[test]
     fn a_pyc_path_leads_back_to_its_source() {
