@@ -35,10 +35,12 @@ pub enum Command {
     Diff(super::release::DiffArgs),
     /// Rebuild this checkout and check that each platform's manifest matches REF.
     Verify(super::release::VerifyArgs),
-    /// Write Kubernetes manifests (Deployment, Service, HPA) for the spec, the image as imgbuild://PATH.
+    /// Write Kubernetes manifests, a compose.yaml or a systemd unit for the spec, the image as imgbuild://PATH.
     Manifests(super::manifests::ManifestsArgs),
     /// Build and push every imgbuild://PATH in YAML files and print them with REPO@sha256:… in its place.
     Resolve(super::resolve::ResolveArgs),
+    /// Build the image and run it here with podman or docker, as a single server would (--watch: rebuild on changes).
+    Run(super::run::RunArgs),
     /// Print a shell completion script (bash, zsh or fish) to standard output.
     Completions(super::completions::CompletionsArgs),
     /// Print the man page (roff) to standard output, or write one page per command with --dir.

@@ -102,6 +102,7 @@ mod tests {
                 "imgbuild-verify",
                 "imgbuild-manifests",
                 "imgbuild-resolve",
+                "imgbuild-run",
                 "imgbuild-completions",
                 "imgbuild-man",
             ]

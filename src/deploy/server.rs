@@ -334,7 +334,7 @@ pub fn publish_arg(p: &Publish, container_port: u16) -> String {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub fn spec_in(dir: &Path, extra: &str) -> Spec {
