@@ -249,8 +249,9 @@ impl Engine {
         );
     }
 
-    /// Removes containers and volumes, and an image, whatever is left of
-    /// them; failures (already gone) are not errors.
+    /// Removes containers and volumes, and an image that no name points to
+    /// any more, whatever is left of them; failures (already gone, in use)
+    /// are not errors.
     pub fn remove(self, containers: &[String], volumes: &[String], image: Option<&str>) {
         for c in containers {
             let _ = self.output(&["rm".into(), "--force".into(), c.clone()], None);
@@ -261,7 +262,12 @@ impl Engine {
                 None,
             );
         }
-        if let Some(id) = image {
+        // Only an image left without a name: one the user tagged stays.
+        let nameless = |id: &str| {
+            let args = ["image", "inspect", "--format={{len .RepoTags}}", id].map(String::from);
+            self.output(&args, None).is_ok_and(|n| n == "0")
+        };
+        if let Some(id) = image.filter(|id| nameless(id)) {
             let _ = self.output(&["rmi".into(), id.into()], None);
         }
     }
