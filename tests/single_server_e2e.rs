@@ -490,3 +490,292 @@ fn exec_lines_are_split_as_systemd_splits_them() {
         ]
     );
 }
+
+impl Run {
+    /// The one line a failure prints on stderr, with nothing on stdout.
+    fn one_error_line(&self) -> String {
+        assert!(
+            !self.success,
+            "succeeded where it should fail:\n{}",
+            self.stdout
+        );
+        assert_eq!(self.stdout, "", "a failure printed:\n{}", self.stdout);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "want one line:\n{}", self.stderr);
+        assert!(lines[0].starts_with("error: "), "{}", lines[0]);
+        lines[0].to_string()
+    }
+}
+
+#[test]
+fn bad_input_is_one_line_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("tls.crt"), "a certificate").unwrap();
+    let spec = |extra: &str| {
+        std::fs::write(
+            dir.join("imgbuild.toml"),
+            format!(
+                "base = \"python:3.12-slim\"\napp = \"orders_api.main:app\"\nsource = \"{}\"\n{extra}",
+                support::fixture("orders-api").display()
+            ),
+        )
+        .unwrap();
+    };
+
+    // A tls file that does not exist, for both outputs that mount it.
+    spec("[deploy]\ntls = { cert = \"tls.crt\", key = \"secret/tls.key\" }\n");
+    for format in ["compose", "systemd"] {
+        let line = imgbuild(dir, &["manifests", "--format", format, "-o", "out"]).one_error_line();
+        assert!(
+            line.starts_with("error: imgbuild.toml: key \"deploy.tls.key\": "),
+            "{line}"
+        );
+        assert!(
+            line.contains("secret/tls.key: No such file or directory"),
+            "{line}"
+        );
+        imgbuild(dir, &["manifests", "--format", format]).one_error_line();
+    }
+
+    // A host that is not a DNS name.
+    spec("[deploy]\nhost = \"https://api.example.com/\"\n");
+    let line = imgbuild(dir, &["manifests", "-o", "out"]).one_error_line();
+    assert!(
+        line.starts_with("error: imgbuild.toml: key \"deploy.host\": \"https://api.example.com/\" is not a DNS name"),
+        "{line}"
+    );
+
+    // An unknown --format, before the spec is even read.
+    spec("");
+    let line = imgbuild(dir, &["manifests", "--format", "helm", "-o", "out"]).one_error_line();
+    assert_eq!(
+        line,
+        "error: --format \"helm\": expected kubernetes, compose or systemd"
+    );
+
+    assert!(
+        !dir.join("out").exists(),
+        "a failed run wrote its output directory"
+    );
+    // The same spec with a good format writes.
+    imgbuild(dir, &["manifests", "--format", "compose", "-o", "out"]).must_succeed("compose");
+    assert!(dir.join("out/compose.yaml").is_file());
+}
+
+/// A running `imgbuild run`: SIGINT and a wait when dropped.
+struct Running {
+    child: std::process::Child,
+    /// Outside the project: a file written in it would be a change to --watch.
+    logs: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(project: &Path, args: &[&str], env: &[(&str, &str)]) -> Running {
+        let logs = support::target_tempdir("run-logs-");
+        let mut cmd = support::imgbuild_command(
+            project,
+            &[&["run", "--cache-dir", &cache_dir()][..], args].concat(),
+        );
+        cmd.envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(logs.path().join("out")).unwrap())
+            .stderr(std::fs::File::create(logs.path().join("err")).unwrap());
+        Running {
+            child: cmd.spawn().expect("cannot run imgbuild"),
+            logs,
+        }
+    }
+
+    fn output(&self) -> String {
+        let read = |f: &str| std::fs::read_to_string(self.logs.path().join(f)).unwrap();
+        read("out") + &read("err")
+    }
+
+    /// Ctrl-C, as the terminal sends it; how imgbuild exited.
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "imgbuild run did not stop:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Nothing of the run is left: no container, no volume.
+fn nothing_left(container: &str) {
+    for (what, args) in [
+        ("container", ["container", "exists"]),
+        ("volume", ["volume", "exists"]),
+    ] {
+        for name in [
+            container.to_string(),
+            format!("{container}-init"),
+            format!("{container}-tmp"),
+        ] {
+            let exists = podman::podman().args(args).arg(&name).status().unwrap();
+            assert!(!exists.success(), "{what} {name} left after Ctrl-C");
+        }
+    }
+}
+
+#[test]
+fn run_serves_with_init_first_and_ctrl_c_removes_everything() {
+    let name = unique("orders");
+    let project = orders_api(
+        "127.0.0.1:9/unused",
+        &format!("[deploy]\nname = \"{name}\"\n"),
+    );
+    let port = free_port().to_string();
+    // -e reaches init and app alike: the app finds the schema init made in that file.
+    let mut run = Running::start(
+        &project,
+        &["-p", &port, "-e", "ORDERS_DB=/tmp/custom.db"],
+        &[],
+    );
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    wait_http(&url("/health"), Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("{e}\n{}", run.output()));
+    let migrations = wait_http(&url("/migrations"), Duration::from_secs(10)).unwrap();
+    let container = format!("{name}-run");
+    check_user_root_and_init(&container, &migrations);
+    podman::podman_ok(&["exec", &container, "test", "-s", "/tmp/custom.db"]);
+    assert!(
+        run.output().contains("migrated /tmp/custom.db"),
+        "init's output is shown"
+    );
+
+    let status = run.interrupt();
+    assert!(status.success(), "{status}:\n{}", run.output());
+    assert!(run
+        .output()
+        .contains(&format!("stopped and removed {container}")));
+    nothing_left(&container);
+}
+
+#[test]
+fn run_watch_serves_a_source_edit() {
+    let name = unique("orders");
+    let project = orders_api(
+        "127.0.0.1:9/unused",
+        &format!("[deploy]\nname = \"{name}\"\n"),
+    );
+    let port = free_port().to_string();
+    let mut run = Running::start(&project, &["--watch", "-p", &port], &[]);
+    let url = format!("http://127.0.0.1:{port}/health");
+    let first = wait_http(&url, Duration::from_secs(180))
+        .unwrap_or_else(|e| panic!("{e}\n{}", run.output()));
+    assert_eq!(first, r#"{"status":"ok"}"#);
+
+    let main = project.join("orders_api/main.py");
+    let source = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        source.replace(r#"{"status": "ok"}"#, r#"{"status": "edited"}"#),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while wait_http(&url, Duration::from_secs(1)).as_deref() != Ok(r#"{"status":"edited"}"#) {
+        assert!(
+            Instant::now() < deadline,
+            "the edit was not served:\n{}",
+            run.output()
+        );
+    }
+    assert_eq!(run.output().matches("restarting with sha256:").count(), 1);
+    // The migration ran again before the new app, as in a new pod.
+    let rows = wait_http(
+        &format!("http://127.0.0.1:{port}/migrations"),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(rows.matches("0001_orders").count(), 2, "{rows}");
+
+    assert!(run.interrupt().success(), "{}", run.output());
+    nothing_left(&format!("{name}-run"));
+}
+
+/// `podman system service`: the Docker API on a socket, killed when dropped.
+struct DockerApi {
+    child: std::process::Child,
+    host: String,
+}
+
+impl Drop for DockerApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn run_with_the_docker_cli() {
+    if Command::new("docker").arg("--version").output().is_err() {
+        eprintln!("no docker CLI on PATH: `imgbuild run --engine docker` not tried");
+        return;
+    }
+    // No docker daemon here: podman's Docker-compatible API stands in for it.
+    let dir = support::target_tempdir("docker-api-");
+    let socket = dir.path().join("docker.sock");
+    let api = DockerApi {
+        child: podman::podman()
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        host: format!("unix://{}", socket.display()),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "podman system service did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let name = unique("orders");
+    let project = orders_api(
+        "127.0.0.1:9/unused",
+        &format!("[deploy]\nname = \"{name}\"\n"),
+    );
+    let port = free_port().to_string();
+    let mut run = Running::start(
+        &project,
+        &["--engine", "docker", "-p", &port],
+        &[("DOCKER_HOST", &api.host)],
+    );
+    let migrations = wait_http(
+        &format!("http://127.0.0.1:{port}/migrations"),
+        Duration::from_secs(180),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", run.output()));
+    check_user_root_and_init(&format!("{name}-run"), &migrations);
+    assert!(run.interrupt().success(), "{}", run.output());
+    nothing_left(&format!("{name}-run"));
+}
