@@ -3,9 +3,9 @@
 //! goes to the journal.
 //!
 //! A plain `.service` with `podman run`, not a Quadlet `.container` file:
-//! Quadlet needs podman 4.4 or newer (Debian 12 and Ubuntu 22.04 ship 4.3 and
-//! 3.4), `systemd-analyze verify` cannot check a `.container` file, and the
-//! unit shows the exact command it runs. The `podman run` flags are the ones
+//! Quadlet needs podman 4.4 or newer (Debian 12 ships 4.3), `systemd-analyze
+//! verify` cannot check a `.container` file, and the unit shows the exact
+//! command it runs. The `podman run` flags are the ones
 //! Quadlet and `podman generate systemd --new` use: `--sdnotify=conmon` with
 //! `Type=notify`, so systemd follows conmon (and restarts when the container
 //! exits), `--cgroups=no-conmon`, `--replace`, `--rm`; the logs go through
