@@ -89,6 +89,8 @@ struct Session {
     common: CommonArgs,
     client: Arc<RegistryClient>,
     server: server::Server,
+    /// NAME of the image in the engine, `localhost/imgbuild/NAME:latest`.
+    local_name: String,
     /// `--publish`, kept for when a changed spec is planned again.
     publish: Option<Publish>,
     env: Vec<String>,
@@ -124,12 +126,14 @@ pub(super) fn cmd_run(args: RunArgs, verbose: bool) -> anyhow::Result<()> {
     }
     let client = registry_client(&common, &RegistryArgs::default(), None)?;
     let server = plan_server(&ctx.spec, publish.clone())?;
+    let local_name = deploy::kube_name(&ctx.spec, &deploy::project(&ctx.spec));
     let mut session = Session {
         engine,
         ctx,
         common,
         client,
         server,
+        local_name,
         publish,
         env,
         command: args.command.clone(),
@@ -167,11 +171,24 @@ fn parse_publish(text: &str) -> Option<Publish> {
 
 /// The production server, run locally: published on 127.0.0.1 (the app's
 /// port) unless `--publish` says otherwise, whatever `[deploy] publish` holds.
+/// `tls` files that are not on this machine (paths on the server) leave the
+/// local run on plain HTTP, with a note.
 fn plan_server(spec: &Spec, publish: Option<Publish>) -> anyhow::Result<server::Server> {
     let name = deploy::kube_name(spec, &deploy::project(spec));
     let cwd = std::env::current_dir()?;
+    let mut local = spec.clone();
+    if let Some(tls) = &spec.deploy.tls {
+        if !tls.cert.is_file() || !tls.key.is_file() {
+            eprintln!(
+                "note: {} or {} is not on this machine; serving plain HTTP here",
+                tls.cert.display(),
+                tls.key.display()
+            );
+            local.deploy.tls = None;
+        }
+    }
     let mut server = server::plan(&server::Input {
-        spec,
+        spec: &local,
         name: format!("{name}-run"),
         image: image_name(&name),
         spec_shown: crate::text::shown(&spec.file, &cwd),
@@ -185,6 +202,9 @@ fn plan_server(spec: &Spec, publish: Option<Publish>) -> anyhow::Result<server::
     Ok(server)
 }
 
+/// How often --watch looks at the files.
+const POLL: Duration = Duration::from_millis(200);
+
 impl Session {
     fn run(&mut self, watch: bool) -> anyhow::Result<()> {
         let printer = event_printer(self.verbose);
@@ -192,24 +212,23 @@ impl Session {
         let mut image = self.load(&result)?;
         let mut digest = result.digest();
         catch_signals();
-        let mut app = self.start(watch)?;
+        let mut app = match self.init(watch)? {
+            true => Some(self.start_app()?),
+            false => None,
+        };
         let mut seen = watch.then(|| snapshot(&self.ctx.spec));
         let outcome = loop {
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(POLL);
             if STOP.load(Ordering::SeqCst) {
                 break Ok(());
             }
-            if let Some(child) = app.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    app = None;
-                    if !watch {
-                        break Err(RunError::AppExited {
-                            status: status.to_string(),
-                        }
-                        .into());
-                    }
-                    eprintln!("the app exited ({status}); waiting for a change");
+            if let Some(status) = app.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                app = None;
+                if !watch {
+                    let status = status.to_string();
+                    break Err(RunError::AppExited { status }.into());
                 }
+                eprintln!("the app exited ({status}); waiting for a change");
             }
             let Some(before) = &seen else { continue };
             let now = snapshot(&self.ctx.spec);
@@ -220,14 +239,11 @@ impl Session {
             match self.rebuild(&digest) {
                 Ok(None) => {}
                 Ok(Some((result, new_image))) => {
-                    self.stop(app.take());
-                    self.engine.remove(&[], &[], Some(&image));
-                    (image, digest) = (new_image, result.digest());
+                    digest = result.digest();
                     eprintln!("restarting with {digest}");
-                    app = self.start(watch).unwrap_or_else(|e| {
-                        eprintln!("error: {}", crate::text::error_chain(e.as_ref()));
-                        None
-                    });
+                    app = self.restart(app.take());
+                    self.engine.remove(&[], &[], Some(&image));
+                    image = new_image;
                 }
                 Err(e) => eprintln!("error: {}", crate::text::error_chain(e.as_ref())),
             }
@@ -238,26 +254,26 @@ impl Session {
     }
 
     fn load(&self, result: &BuildResult) -> Result<String, EngineError> {
-        let name = self.server.image.trim_start_matches("localhost/imgbuild/");
-        let name = name.trim_end_matches(":latest");
         self.engine
-            .load(result, &self.ctx.store, self.ctx.epoch, name)
+            .load(result, &self.ctx.store, self.ctx.epoch, &self.local_name)
     }
 
-    /// The init step, then the app. Under --watch a failed init step is
-    /// printed and gives `None`: the next change may fix it.
-    fn start(&self, watch: bool) -> anyhow::Result<Option<Child>> {
+    /// The init step. Under --watch a failed one is printed and gives
+    /// `false`: the next change may fix it.
+    fn init(&self, watch: bool) -> anyhow::Result<bool> {
         let init = format!("{}-init", self.server.name);
         match self.engine.run_init(&self.server, &init, &self.env) {
+            Ok(()) => Ok(true),
             Err(e) if watch => {
-                eprintln!(
-                    "error: the init step failed: {}",
-                    crate::text::error_chain(&e)
-                );
-                return Ok(None);
+                let e = crate::text::error_chain(&e);
+                eprintln!("error: the init step failed: {e}");
+                Ok(false)
             }
-            other => other?,
+            Err(e) => Err(e.into()),
         }
+    }
+
+    fn start_app(&self) -> anyhow::Result<Child> {
         let child = self
             .engine
             .start_app(&self.server, &self.env, &self.command)?;
@@ -267,7 +283,23 @@ impl Session {
             if self.server.https { "https" } else { "http" },
             host_port(&self.server.publish),
         );
-        Ok(Some(child))
+        Ok(child)
+    }
+
+    /// The new image's init step runs while the old app stops, as a new
+    /// pod's runs while the old one drains; then the new app starts.
+    fn restart(&self, old: Option<Child>) -> Option<Child> {
+        let initialised = std::thread::scope(|s| {
+            s.spawn(|| self.stop(old));
+            self.init(true)
+        });
+        match initialised.and_then(|ok| ok.then(|| self.start_app()).transpose()) {
+            Ok(app) => app,
+            Err(e) => {
+                eprintln!("error: {}", crate::text::error_chain(e.as_ref()));
+                None
+            }
+        }
     }
 
     /// A new image when the build's digest differs from `digest`.
