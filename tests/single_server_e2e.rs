@@ -626,21 +626,15 @@ impl Drop for Running {
     }
 }
 
-/// Nothing of the run is left: no container, no volume.
+/// Nothing of the run is left: no container (app, init, retired apps), no volume.
 fn nothing_left(container: &str) {
-    for (what, args) in [
-        ("container", ["container", "exists"]),
-        ("volume", ["volume", "exists"]),
-    ] {
-        for name in [
-            container.to_string(),
-            format!("{container}-init"),
-            format!("{container}-tmp"),
-        ] {
-            let exists = podman::podman().args(args).arg(&name).status().unwrap();
-            assert!(!exists.success(), "{what} {name} left after Ctrl-C");
-        }
-    }
+    let filter = format!("name={container}");
+    let containers =
+        podman::podman_ok(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
+    assert_eq!(containers.trim(), "", "containers left after Ctrl-C");
+    let volumes =
+        podman::podman_ok(&["volume", "ls", "--filter", &filter, "--format", "{{.Name}}"]);
+    assert_eq!(volumes.trim(), "", "volumes left after Ctrl-C");
 }
 
 #[test]

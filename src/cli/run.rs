@@ -217,8 +217,11 @@ impl Session {
             false => None,
         };
         let mut seen = watch.then(|| snapshot(&self.ctx.spec));
+        // Old apps' `run --rm` clients, still removing their containers.
+        let (mut retiring, mut restarts): (Vec<Child>, usize) = (Vec::new(), 0);
         let outcome = loop {
             std::thread::sleep(POLL);
+            retiring.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
             if STOP.load(Ordering::SeqCst) {
                 break Ok(());
             }
@@ -241,7 +244,10 @@ impl Session {
                 Ok(Some((result, new_image))) => {
                     digest = result.digest();
                     eprintln!("restarting with {digest}");
-                    app = self.restart(app.take());
+                    let old;
+                    (app, old) = self.restart(app.take(), restarts);
+                    retiring.extend(old);
+                    restarts += 1;
                     self.engine.remove(&[], &[], Some(&image));
                     image = new_image;
                 }
@@ -249,6 +255,9 @@ impl Session {
             }
         };
         self.stop(app);
+        for mut c in retiring {
+            let _ = c.wait();
+        }
         self.cleanup();
         outcome
     }
@@ -287,17 +296,31 @@ impl Session {
     }
 
     /// The new image's init step runs while the old app stops, as a new
-    /// pod's runs while the old one drains; then the new app starts.
-    fn restart(&self, old: Option<Child>) -> Option<Child> {
-        let initialised = std::thread::scope(|s| {
-            s.spawn(|| self.stop(old));
-            self.init(true)
+    /// pod's runs while the old one drains; then the new app starts. The old
+    /// container is renamed once stopped, so the new one need not wait for
+    /// its removal; its client is returned, still removing it. `n` makes the
+    /// old name unique.
+    fn restart(&self, old: Option<Child>, n: usize) -> (Option<Child>, Option<Child>) {
+        let started = std::time::Instant::now();
+        let (old, initialised) = std::thread::scope(|s| {
+            let stopping = s.spawn(|| {
+                let old = old.inspect(|_| {
+                    self.engine.stop(&self.server.name, 10);
+                    let retired = format!("{}-retired-{n}", self.server.name);
+                    self.engine.rename(&self.server.name, &retired);
+                });
+                self.timing("old app stopped", started);
+                old
+            });
+            let ok = self.init(true);
+            self.timing("init step run", started);
+            (stopping.join().ok().flatten(), ok)
         });
         match initialised.and_then(|ok| ok.then(|| self.start_app()).transpose()) {
-            Ok(app) => app,
+            Ok(app) => (app, old),
             Err(e) => {
                 eprintln!("error: {}", crate::text::error_chain(e.as_ref()));
-                None
+                (None, old)
             }
         }
     }
@@ -317,12 +340,24 @@ impl Session {
             other if verbose => full(other),
             _ => {}
         };
+        let started = std::time::Instant::now();
         let result = run_build(&self.ctx, &self.common, self.client.clone(), &printer, &[])?;
+        self.timing("rebuilt", started);
         if &result.digest() == digest {
             return Ok(None);
         }
+        let started = std::time::Instant::now();
         let image = self.load(&result)?;
+        self.timing("handed to the engine", started);
         Ok(Some((result, image)))
+    }
+
+    /// With -v, how long a step of the watch loop took (what `scripts/bench.sh
+    /// watch` adds up).
+    fn timing(&self, what: &str, since: std::time::Instant) {
+        if self.verbose {
+            eprintln!("{what} in {} ms", since.elapsed().as_millis());
+        }
     }
 
     /// Stops the app (SIGTERM: uvicorn finishes its requests) and waits for it.
@@ -333,6 +368,8 @@ impl Session {
         }
     }
 
+    /// Removes what is left: the app and init containers, the volumes (the
+    /// retired apps' clients removed theirs).
     fn cleanup(&self) {
         let name = &self.server.name;
         let volumes: Vec<String> = self
