@@ -669,6 +669,38 @@ fn run_serves_with_init_first_and_ctrl_c_removes_everything() {
         .output()
         .contains(&format!("stopped and removed {container}")));
     nothing_left(&container);
+
+    // `-- COMMAND` runs instead of the app, after init, in the same container setup;
+    // its exit is imgbuild's.
+    let cache = cache_dir();
+    let command = |code: &str| {
+        let script = format!("import os; print('uid', os.getuid()); raise SystemExit({code})");
+        let args = [
+            "run",
+            "--cache-dir",
+            &cache,
+            "-p",
+            &port,
+            "--",
+            "python",
+            "-c",
+            &script,
+        ];
+        // Not `imgbuild()`: podman refuses a DOCKER_CONFIG without a config.json.
+        Run::from(support::imgbuild_command(&project, &args).output().unwrap())
+    };
+    let done = command("0").must_succeed("run -- python");
+    assert!(done.stdout.contains("uid 65532"), "{}", done.stdout);
+    let failed = command("3");
+    assert!(!failed.success);
+    assert!(
+        failed
+            .stderr
+            .ends_with("error: the app exited (exit status: 3)\n"),
+        "{}",
+        failed.stderr
+    );
+    nothing_left(&container);
 }
 
 #[test]

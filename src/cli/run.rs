@@ -228,8 +228,14 @@ impl Session {
             if let Some(status) = app.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 app = None;
                 if !watch {
-                    let status = status.to_string();
-                    break Err(RunError::AppExited { status }.into());
+                    // A command given after `--` may well end, and end well.
+                    break match status.success() {
+                        true => Ok(()),
+                        false => Err(RunError::AppExited {
+                            status: status.to_string(),
+                        }
+                        .into()),
+                    };
                 }
                 eprintln!("the app exited ({status}); waiting for a change");
             }
