@@ -791,9 +791,16 @@ fn run_with_the_docker_cli() {
         &format!("[deploy]\nname = \"{name}\"\n"),
     );
     let port = free_port().to_string();
+    let env_file = project.join("app.env");
+    std::fs::write(
+        &env_file,
+        "# read as `docker run --env-file` reads it\nORDERS_DB=/tmp/from-env-file.db\n",
+    )
+    .unwrap();
+    let env_file = env_file.display().to_string();
     let mut run = Running::start(
         &project,
-        &["--engine", "docker", "-p", &port],
+        &["--engine", "docker", "-p", &port, "--env-file", &env_file],
         &[("DOCKER_HOST", &api.host)],
     );
     let migrations = wait_http(
@@ -802,6 +809,14 @@ fn run_with_the_docker_cli() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", run.output()));
     check_user_root_and_init(&format!("{name}-run"), &migrations);
+    // --env-file reached init and app: the app reads the schema init made there.
+    podman::podman_ok(&[
+        "exec",
+        &format!("{name}-run"),
+        "test",
+        "-s",
+        "/tmp/from-env-file.db",
+    ]);
     assert!(run.interrupt().success(), "{}", run.output());
     nothing_left(&format!("{name}-run"));
 }
