@@ -627,7 +627,19 @@ impl Drop for Running {
 }
 
 /// Nothing of the run is left: no container (app, init, retired apps), no volume.
+/// Its image stays, as `localhost/imgbuild/NAME:latest`, as a build's would: removed
+/// here, to keep podman's storage as the test found it.
 fn nothing_left(container: &str) {
+    let image = format!(
+        "localhost/imgbuild/{}:latest",
+        container.trim_end_matches("-run")
+    );
+    assert!(podman::podman()
+        .args(["image", "exists", &image])
+        .status()
+        .unwrap()
+        .success());
+    podman::remove_image(&image);
     let filter = format!("name={container}");
     let containers =
         podman::podman_ok(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"]);
@@ -717,6 +729,7 @@ fn run_watch_serves_a_source_edit() {
         .unwrap_or_else(|e| panic!("{e}\n{}", run.output()));
     assert_eq!(first, r#"{"status":"ok"}"#);
 
+    let first_image = podman::image_id(&format!("localhost/imgbuild/{name}:latest"));
     let main = project.join("orders_api/main.py");
     let source = std::fs::read_to_string(&main).unwrap();
     std::fs::write(
@@ -742,6 +755,11 @@ fn run_watch_serves_a_source_edit() {
     assert_eq!(rows.matches("0001_orders").count(), 2, "{rows}");
 
     assert!(run.interrupt().success(), "{}", run.output());
+    let replaced = podman::podman()
+        .args(["image", "exists", &first_image])
+        .status()
+        .unwrap();
+    assert!(!replaced.success(), "the image the edit replaced is left");
     nothing_left(&format!("{name}-run"));
 }
 

@@ -256,10 +256,10 @@ impl Engine {
         let _ = self.output(&["rename".into(), container.into(), new_name.into()], None);
     }
 
-    /// Removes containers and volumes, and an image that no name points to
-    /// any more, whatever is left of them; failures (already gone, in use)
-    /// are not errors.
-    pub fn remove(self, containers: &[String], volumes: &[String], image: Option<&str>) {
+    /// Removes containers and volumes, and the images no name points to any
+    /// more, whatever is left of them; failures (already gone, in use) are
+    /// not errors.
+    pub fn remove(self, containers: &[String], volumes: &[String], images: &[String]) {
         // One command each: every engine call costs a tenth of a second.
         let all = |mut args: Vec<String>, names: &[String]| {
             args.extend(names.iter().cloned());
@@ -283,9 +283,8 @@ impl Engine {
             let args = ["image", "inspect", "--format={{len .RepoTags}}", id].map(String::from);
             self.output(&args, None).is_ok_and(|n| n == "0")
         };
-        if let Some(id) = image.filter(|id| nameless(id)) {
-            let _ = self.output(&["rmi".into(), id.into()], None);
-        }
+        let images: Vec<String> = images.iter().filter(|id| nameless(id)).cloned().collect();
+        all(vec!["rmi".into()], &images);
     }
 }
 

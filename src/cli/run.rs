@@ -219,6 +219,7 @@ impl Session {
         let mut seen = watch.then(|| snapshot(&self.ctx.spec));
         // Old apps' `run --rm` clients, still removing their containers.
         let (mut retiring, mut restarts): (Vec<Child>, usize) = (Vec::new(), 0);
+        let mut replaced: Vec<String> = Vec::new();
         let outcome = loop {
             std::thread::sleep(POLL);
             retiring.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
@@ -254,8 +255,9 @@ impl Session {
                     (app, old) = self.restart(app.take(), restarts);
                     retiring.extend(old);
                     restarts += 1;
-                    self.engine.remove(&[], &[], Some(&image));
-                    image = new_image;
+                    // Removed at the end: now it would compete with the new app's
+                    // start for the CPU.
+                    replaced.push(std::mem::replace(&mut image, new_image));
                 }
                 Err(e) => eprintln!("error: {}", crate::text::error_chain(e.as_ref())),
             }
@@ -264,7 +266,7 @@ impl Session {
         for mut c in retiring {
             let _ = c.wait();
         }
-        self.cleanup();
+        self.cleanup(&replaced);
         outcome
     }
 
@@ -375,8 +377,8 @@ impl Session {
     }
 
     /// Removes what is left: the app and init containers, the volumes (the
-    /// retired apps' clients removed theirs).
-    fn cleanup(&self) {
+    /// retired apps' clients removed theirs), the `replaced` images.
+    fn cleanup(&self, replaced: &[String]) {
         let name = &self.server.name;
         let volumes: Vec<String> = self
             .server
@@ -388,7 +390,7 @@ impl Session {
             })
             .collect();
         self.engine
-            .remove(&[name.clone(), format!("{name}-init")], &volumes, None);
+            .remove(&[name.clone(), format!("{name}-init")], &volumes, replaced);
         eprintln!("stopped and removed {name}");
     }
 }
