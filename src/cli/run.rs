@@ -212,7 +212,8 @@ impl Session {
         let mut image = self.load(&result)?;
         let mut digest = result.digest();
         catch_signals();
-        let mut app = match self.init(watch)? {
+        // Ctrl-C during the init step: no app to start.
+        let mut app = match self.init(watch)? && !STOP.load(Ordering::SeqCst) {
             true => Some(self.start_app()?),
             false => None,
         };
