@@ -35,6 +35,15 @@ pub fn shown_here(path: &Path) -> String {
     shown(path, &std::env::current_dir().unwrap_or_default())
 }
 
+/// A byte count as people read it: `1.5 KiB`, `5.0 MiB`.
+pub fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
