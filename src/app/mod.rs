@@ -8,8 +8,10 @@
 
 mod outputs;
 mod size;
+mod state;
 
 pub use outputs::{KeptOut, OutputKind};
+pub use state::add_state_dirs;
 
 use crate::dockerignore::{MatchInfo, Matcher, PatternError};
 use crate::layer::plan::PlanError;
@@ -55,6 +57,8 @@ pub enum AppError {
     File(ProjectFileError),
     #[error("{path}: cannot be placed in the image ({reason}); rename it or exclude it in .dockerignore")]
     BadName { path: String, reason: &'static str },
+    #[error("writable: {path} is {what} in the source tree, where the image needs a directory the user can write in; rename it, or name another directory")]
+    StateDirTaken { path: String, what: &'static str },
     #[error("{path}")]
     Plan {
         path: String,
@@ -73,11 +77,13 @@ pub struct AppTree {
 
 impl AppTree {
     /// What to tell the user about the tree, each at most once: the images
-    /// left out, and a layer over [`LARGE_APP_LAYER`] with its largest entries.
-    pub fn warnings(&self, workdir: &ImagePath) -> Vec<String> {
+    /// left out, a layer over [`size::LARGE_APP_LAYER`] with its largest
+    /// entries, and state directories (`state_dirs`) the tree has files in.
+    pub fn warnings(&self, workdir: &ImagePath, state_dirs: &[ImagePath]) -> Vec<String> {
         outputs::warning(&self.kept_out)
             .into_iter()
             .chain(size::warning(&self.plan, workdir))
+            .chain(state::warning(&self.plan, state_dirs))
             .collect()
     }
 }
@@ -761,7 +767,7 @@ mod tests {
             ]
         );
         assert_eq!(tree.kept_out[1].size, 30 + 2 + 11);
-        let warnings = tree.warnings(&app());
+        let warnings = tree.warnings(&app(), &[]);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
             warnings[0].contains("out/ (an OCI image layout"),
@@ -772,7 +778,7 @@ mod tests {
         write(root, ".dockerignore", "out\nsvc.tar\nnested\n", 0o644);
         let tree = plan_app_layer(root, &app(), &[]).unwrap();
         assert_eq!(tree.kept_out, []);
-        assert_eq!(tree.warnings(&app()), Vec::<String>::new());
+        assert_eq!(tree.warnings(&app(), &[]), Vec::<String>::new());
     }
 
     /// A tar of the project's sources, as a user might keep one: not an image.

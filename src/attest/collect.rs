@@ -220,6 +220,11 @@ fn recorded_value(spec: &Spec, key: &str, spec_dir: &Path) -> Option<serde_json:
         "include-dev" => json!(spec.include_dev),
         "layer-budget" => json!(spec.layer_budget),
         "exclude" => json!(spec.exclude),
+        "writable" => json!(spec
+            .writable
+            .iter()
+            .map(|p| p.absolute())
+            .collect::<Vec<_>>()),
         "source-url" => json!(spec.source_url),
         "revision" => json!(spec.revision),
         "project-wheel" => json!(spec.project_wheel.as_ref().map(relative_to_spec)),

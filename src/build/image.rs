@@ -129,6 +129,7 @@ fn config(
         working_dir: spec.workdir.absolute(),
         venv_bin: target.bin().absolute(),
         venv: target.venv.absolute(),
+        home: spec.home().map(|h| h.absolute()),
         env: spec.env.clone(),
         port: spec.port,
         entrypoint,

@@ -169,7 +169,7 @@ fn plan_app_tree(spec: &Spec, opts: &BuildOptions) -> Result<LayerPlan, BuildErr
         &spec.workdir,
         &app_excludes(spec, &opts.own_paths),
     )?;
-    for warning in tree.warnings(&spec.workdir) {
+    for warning in tree.warnings(&spec.workdir, &spec.state_dirs()) {
         (opts.on_event)(Event::Warning(warning));
     }
     Ok(tree.plan)
@@ -313,6 +313,8 @@ fn app_stage(
     checks::run_checks(spec, base, cx.target, checked, &plan, opts)?;
     let source_tree = crate::attest::tree::source_tree_digest(&plan, &spec.workdir)?;
     bytecode::app_pycs(spec, cx.compiler, &mut plan, cx.opts.on_event)?;
+    // After the tree's digest: what the user may write is not the source.
+    app::add_state_dirs(&mut plan, &spec.state_dirs(), spec.user)?;
     Ok((layers::app_layer(opts, &plan)?, source_tree))
 }
 

@@ -414,7 +414,7 @@ mod tests {
             )
         );
         assert_eq!(
-            fills_error("workdir = \"/home/app\"\n").as_deref(),
+            fills_error("workdir = \"/home/app\"\nenv = { HOME = \"/tmp\" }\n").as_deref(),
             Some(
                 "imgbuild.toml: key \"workdir\": the base already has files in /home/app \
                  (e.g. /home/app/.bashrc); the app would be mixed with them; choose another \

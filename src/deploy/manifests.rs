@@ -93,12 +93,67 @@ securityContext:
     drop: [ALL]
 ";
 
-const VOLUME_MOUNTS: &str = "\
-volumeMounts:
-  # The root filesystem is read-only; /tmp is an emptyDir, the one writable place.
-  - name: tmp
-    mountPath: /tmp
-";
+/// The volumes every container mounts, as `(name, mountPath)`: `/tmp`, then
+/// the spec's state directories (the user's HOME and `writable`), so that
+/// with the root read-only the app can write where it could under `podman run`.
+fn volumes(spec: &Spec) -> Vec<(String, String)> {
+    let mut out = vec![("tmp".to_string(), "/tmp".to_string())];
+    for dir in spec.state_dirs() {
+        let name = unique_name(&volume_name(dir.as_str()), &out);
+        out.push((name, dir.absolute()));
+    }
+    out
+}
+
+/// A volume name (a DNS-1123 label) from an image path: `app/logs` → `app-logs`.
+fn volume_name(path: &str) -> String {
+    let mut name = String::new();
+    for c in path.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            name.push(c);
+        } else if !name.is_empty() && !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    name.truncate(56);
+    let name = name.trim_end_matches('-');
+    if name.is_empty() {
+        "state".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// `name`, or `name-2`, `name-3`, … when a volume has it already.
+fn unique_name(name: &str, taken: &[(String, String)]) -> String {
+    let free = |n: &str| !taken.iter().any(|(t, _)| t == n);
+    (1..)
+        .map(|i| match i {
+            1 => name.to_string(),
+            i => format!("{name}-{i}"),
+        })
+        .find(|n| free(n))
+        .expect("some suffix is free")
+}
+
+fn volume_mounts(spec: &Spec) -> String {
+    let mut s = String::from(
+        "volumeMounts:\n\
+         \x20 # The root filesystem is read-only: these emptyDirs are the only writable places,\n\
+         \x20 # /tmp, the user's HOME and the spec's `writable` directories. They last as long as\n\
+         \x20 # the pod: state that must outlive it needs a PersistentVolumeClaim (or a database).\n",
+    );
+    for (name, path) in volumes(spec) {
+        let _ = writeln!(
+            s,
+            "  - name: {}\n    mountPath: {}",
+            scalar(&name),
+            scalar(&path)
+        );
+    }
+    s
+}
 
 fn indented(block: &str, indent: &str) -> String {
     block.lines().map(|l| format!("{indent}{l}\n")).collect()
@@ -225,7 +280,7 @@ fn deployment(input: &Input) -> String {
         let _ = writeln!(s, "{c}command: {}", flow_list(init));
         s.push_str(&indented(&resources(input), c));
         s.push_str(&indented(CONTAINER_SECURITY, c));
-        s.push_str(&indented(VOLUME_MOUNTS, c));
+        s.push_str(&indented(&volume_mounts(spec), c));
     }
     s.push_str("      containers:\n");
     let _ = writeln!(s, "        - name: app\n{c}image: {}", scalar(&input.image));
@@ -238,8 +293,15 @@ fn deployment(input: &Input) -> String {
     s.push_str(&indented(&probes(input), c));
     s.push_str(&indented(&resources(input), c));
     s.push_str(&indented(CONTAINER_SECURITY, c));
-    s.push_str(&indented(VOLUME_MOUNTS, c));
-    s.push_str("      volumes:\n        - name: tmp\n          emptyDir: {}\n");
+    s.push_str(&indented(&volume_mounts(spec), c));
+    s.push_str("      volumes:\n");
+    for (name, _) in volumes(spec) {
+        let _ = writeln!(
+            s,
+            "        - name: {}\n          emptyDir: {{}}",
+            scalar(&name)
+        );
+    }
     s
 }
 
@@ -415,6 +477,35 @@ resources = { requests = { cpu = "500m" }, limits = { memory = "1Gi" } }
         let d = text_of(&m, "deployment.yaml");
         assert!(!d.contains("command:"), "{d}");
         assert!(d.contains("The image's own entrypoint"));
+    }
+
+    #[test]
+    fn home_and_writable_dirs_are_empty_dirs_in_every_container() {
+        let s = spec("init = [\"migrate\"]\nwritable = [\"logs\", \"/var/lib/orders\", \"app_logs\", \"app.logs\"]\n");
+        let d = text_of(&generate(&input(&s)), "deployment.yaml");
+        let mounts = "\
+            - name: tmp
+              mountPath: /tmp
+            - name: home-app
+              mountPath: /home/app
+            - name: app-logs
+              mountPath: /app/logs
+            - name: var-lib-orders
+              mountPath: /var/lib/orders
+            - name: app-app-logs
+              mountPath: /app/app_logs
+            - name: app-app-logs-2
+              mountPath: /app/app.logs
+";
+        assert_eq!(d.matches(mounts).count(), 2, "init and app: {d}");
+        assert!(d.ends_with("      volumes:\n        - name: tmp\n          emptyDir: {}\n        - name: home-app\n          emptyDir: {}\n        - name: app-logs\n          emptyDir: {}\n        - name: var-lib-orders\n          emptyDir: {}\n        - name: app-app-logs\n          emptyDir: {}\n        - name: app-app-logs-2\n          emptyDir: {}\n"), "{d}");
+        // A HOME the user set is theirs: no volume unless `writable` names it.
+        let s = spec("env = { HOME = \"/data\" }\n");
+        let d = text_of(&generate(&input(&s)), "deployment.yaml");
+        assert_eq!(d.matches("emptyDir: {}").count(), 1, "{d}");
+        assert_eq!(volume_name("_/x"), "x");
+        assert_eq!(volume_name("__"), "state");
+        assert_eq!(volume_name(&"a".repeat(80)).len(), 56);
     }
 
     #[test]

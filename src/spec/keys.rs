@@ -83,6 +83,8 @@ pub(super) const KEYS: &[(&str, Type, &str, Provenance)] = &[
     ("source-url", Type::Str, r#"source-url = "https://github.com/acme/api""#, Recorded),
     ("revision", Type::Str, r#"revision = "4f2c1e9""#, Recorded),
     ("exclude", Type::StrList, r#"exclude = ["tests/", "*.md"]"#, Recorded),
+    // State (issue 23): directories the image's user owns; emptyDirs in the manifests.
+    ("writable", Type::StrList, r#"writable = ["logs", "/var/lib/app"]"#, Recorded),
     ("image", Type::Str, r#"image = "ghcr.io/acme/orders""#, NotRecorded),
     ("init", Type::StrList, r#"init = ["python", "-m", "app.migrate"]"#, NotRecorded),
     ("health", Type::Str, r#"health = "/health""#, NotRecorded),
@@ -136,6 +138,7 @@ pub(super) struct Raw {
     pub(super) source_url: Option<String>,
     pub(super) revision: Option<String>,
     pub(super) exclude: Option<Vec<String>>,
+    pub(super) writable: Option<Vec<String>>,
     pub(super) image: Option<String>,
     pub(super) init: Option<Vec<String>>,
     pub(super) health: Option<String>,

@@ -28,6 +28,10 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 pub const SPEC_FILE: &str = "imgbuild.toml";
+/// The image user's HOME, a directory it owns, unless `env` sets `HOME`:
+/// outside the workdir, so the code stays read-only and a Kubernetes
+/// emptyDir over it hides nothing.
+pub const HOME: &str = "/home/app";
 pub const PYPROJECT_FILE: &str = "pyproject.toml";
 /// Looked for in `source`, in this order, when `lockfile` is not set.
 pub const DEFAULT_LOCKFILES: &[&str] = &[
@@ -87,6 +91,9 @@ pub struct Spec {
     pub revision: Option<String>,
     /// Extra `.dockerignore`-style patterns for the app layer.
     pub exclude: Vec<String>,
+    /// `writable`: directories the image's user owns, absolute (a relative
+    /// entry is under the workdir); see [`Spec::state_dirs`].
+    pub writable: Vec<ImagePath>,
     /// The repository `imgbuild resolve` pushes to, without tag.
     pub image: Option<String>,
     /// The command run from the image before the app starts (an initContainer).
@@ -365,6 +372,23 @@ impl Spec {
             proxy_headers: self.proxy_headers,
         };
         EntrypointCmd::new(self.entrypoint.clone(), self.cmd.clone(), &uvicorn)
+    }
+
+    /// The user's HOME when imgbuild provides it ([`HOME`]): `None` when
+    /// `env` sets `HOME`, which is then the user's to make writable.
+    pub fn home(&self) -> Option<ImagePath> {
+        (!self.env.contains_key("HOME")).then(|| ImagePath::new(HOME).expect("a valid path"))
+    }
+
+    /// Every directory the image's user writes in, besides `/tmp`: its HOME
+    /// and the `writable` ones. Owned by the user in the image, and where
+    /// the root filesystem is read-only (Kubernetes, compose, systemd) each
+    /// must be a volume of its own; an empty one at start.
+    pub fn state_dirs(&self) -> Vec<ImagePath> {
+        self.home()
+            .into_iter()
+            .chain(self.writable.iter().cloned())
+            .collect()
     }
 
     /// The patterns to leave out of the app layer beyond `.dockerignore`: the

@@ -718,3 +718,63 @@ fn fifos_and_devices_as_project_files_are_refused_at_once() {
         assert!(e.contains("key \"lockfile\"") && e.contains(kind), "{e}");
     }
 }
+
+#[test]
+fn state_dirs_are_home_and_writable_relative_to_the_workdir() {
+    let s = spec_with("");
+    assert_eq!(s.home().unwrap().absolute(), "/home/app");
+    assert_eq!(s.state_dirs(), [ImagePath::new(HOME).unwrap()]);
+    let s = spec_with("writable = [\"logs\", \"/var/lib/app\", \"data/uploads/\"]\n");
+    let dirs: Vec<String> = s.state_dirs().iter().map(ImagePath::absolute).collect();
+    assert_eq!(
+        dirs,
+        [
+            "/home/app",
+            "/app/logs",
+            "/var/lib/app",
+            "/app/data/uploads"
+        ]
+    );
+    // A HOME of the user's own is theirs to make writable.
+    let s = spec_with("writable = [\"/data\"]\nenv = { HOME = \"/data\" }\n");
+    assert_eq!(s.home(), None);
+    assert_eq!(s.state_dirs(), [ImagePath::new("/data").unwrap()]);
+    let s = spec_with("workdir = \"/srv/api\"\nwritable = [\"state\"]\n");
+    assert_eq!(s.writable, [ImagePath::new("/srv/api/state").unwrap()]);
+}
+
+#[test]
+fn writable_dirs_that_would_hide_code_or_system_files_are_refused() {
+    let p = Project::new();
+    let cases = [
+        ("\".\"", "would be a volume over the code in /app"),
+        ("\"/\"", "names the root"),
+        ("\"/app\"", "would be a volume over the code in /app"),
+        ("\"../etc\"", "contains `..`"),
+        ("\".venv/cache\"", "is inside the venv /app/.venv"),
+        ("\"/tmp/x\"", "is writable in every image already"),
+        ("\"/var/lib\"", "is a system directory of the base"),
+        ("\"/etc/app\"", "is a system directory of the base"),
+        ("\"/home/app\"", "is the user's HOME, writable already"),
+        ("\"logs\", \"/app/logs\"", "names /app/logs, listed already"),
+    ];
+    for (list, why) in cases {
+        let e = p.err(&format!("{MINIMAL}writable = [{list}]\n"));
+        assert!(
+            e.contains("key \"writable\": ") && e.contains(why),
+            "{list}: {e}"
+        );
+    }
+    let e = p.err(&format!("{MINIMAL}workdir = \"/home/app/api\"\n"));
+    assert!(
+        e.contains(
+            "key \"workdir\": /home/app/api (or the venv) lies in /home/app, the user's HOME"
+        ),
+        "{e}"
+    );
+    p.write(
+        SPEC_FILE,
+        &format!("{MINIMAL}workdir = \"/home/app/api\"\nenv = {{ HOME = \"/home/app\" }}\n"),
+    );
+    assert!(p.load().is_ok());
+}

@@ -1,0 +1,174 @@
+//! Real project shapes (issue 23), each built from its own tree with only an
+//! imgbuild.toml added, served under podman, and answering a request that
+//! writes state:
+//!
+//! - fixtures/state-api writes a log next to its code, a SQLite database under HOME, a
+//!   cache, a temp file and a counter in /var/lib: under `podman run`, and under
+//!   `podman kube play` of `imgbuild manifests` with the read-only root.
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use support::podman::{self, free_port, http, wait_http};
+use support::Run;
+
+/// The wheel and layer cache shared by the tests of this file.
+fn cache_dir() -> String {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("shapes-e2e-cache")
+        .display()
+        .to_string()
+}
+
+/// imgbuild `args` in `cwd`, with no credentials from the machine.
+fn imgbuild(cwd: &Path, args: &[&str]) -> Run {
+    Run::from(support::without_credentials(cwd, args).output().unwrap())
+}
+
+/// `oci:BASE:latest` of the Debian bookworm test base.
+fn base() -> String {
+    format!(
+        "oci:{}:latest",
+        support::base::base_image("amd64").display()
+    )
+}
+
+/// A locked copy of `fixture` with `settings` as its imgbuild.toml (after `base`).
+fn project(fixture: &str, settings: &str) -> PathBuf {
+    let dir = support::uv::uv_lock(&support::fixture(fixture));
+    let spec = format!("base = \"{}\"\n{settings}", base());
+    std::fs::write(dir.join("imgbuild.toml"), spec).unwrap();
+    dir
+}
+
+/// Builds `dir` (its imgbuild.toml) into a docker-archive and stores it in
+/// podman under a tag of its own; returns that name.
+fn build_into_podman(dir: &Path, name: &str) -> String {
+    let out = support::target_tempdir("shapes-out-");
+    let archive = out.path().join("image.tar");
+    let output = format!("docker-archive:{}", archive.display());
+    imgbuild(
+        dir,
+        &["build", "--output", &output, "--cache-dir", &cache_dir()],
+    )
+    .must_succeed("build");
+    let stored = podman::import(&output, None);
+    let tag = format!("localhost/imgbuild-test/{name}:{}", unique());
+    podman::podman_ok(&["tag", &stored, &tag]);
+    tag
+}
+
+fn unique() -> String {
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{}-{}", std::process::id(), n % 100_000)
+}
+
+fn post_json(url: &str) -> Value {
+    let r = http("POST", url, Some(("application/json", b""))).unwrap();
+    assert_eq!(r.status, 200, "POST {url}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+const STATE_SETTINGS: &str = "app = \"state_api.main:app\"\nhealth = \"/health\"\n\
+                              writable = [\"logs\", \"/var/lib/state-api\"]\n";
+
+#[test]
+fn an_app_writing_logs_home_cache_and_var_lib_serves_under_podman_run() {
+    let dir = project("state-api", STATE_SETTINGS);
+    let image = build_into_podman(&dir, "state-api");
+    let c = podman::run_detached(&image, &[], 8000);
+    c.wait_ready("/health", Duration::from_secs(60));
+    let first = post_json(&c.url("/notes?text=one"));
+    let second = post_json(&c.url("/notes?text=two"));
+    assert_eq!(first["home"], "/home/app", "{first}");
+    assert_eq!(first["uid"], 65532);
+    assert_eq!(
+        (first["count"].as_u64(), second["count"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert!(
+        first["temp"].as_str().unwrap().starts_with("/tmp/"),
+        "{first}"
+    );
+    let notes: Value =
+        serde_json::from_str(&c.wait_ready("/notes", Duration::from_secs(5))).unwrap();
+    assert_eq!(notes["notes"].as_array().map(Vec::len), Some(2), "{notes}");
+    assert_eq!(notes["logged"], 2, "{notes}");
+    // The state went where the settings said, owned by the user; the code is not writable.
+    let ls = podman::podman_ok(&[
+        "exec",
+        &c.id,
+        "sh",
+        "-c",
+        "stat -c '%u %a %n' /home/app /app/logs /var/lib/state-api /app && \
+         ls /home/app/.local/share/state-api /home/app/.cache/state-api",
+    ]);
+    assert!(ls.contains("65532 775 /home/app\n"), "{ls}");
+    assert!(ls.contains("65532 775 /app/logs\n"), "{ls}");
+    assert!(ls.contains("65532 775 /var/lib/state-api\n"), "{ls}");
+    assert!(ls.contains("0 755 /app\n"), "{ls}");
+    assert!(ls.contains("notes.db") && ls.contains("last-note"), "{ls}");
+    let write = podman::podman()
+        .args(["exec", &c.id, "sh", "-c", "echo x > /app/state_api/x"])
+        .output()
+        .unwrap();
+    assert!(!write.status.success(), "the code is writable");
+}
+
+/// A played Deployment, taken down when dropped.
+struct Played(PathBuf);
+
+impl Drop for Played {
+    fn drop(&mut self) {
+        let _ = podman::podman()
+            .args(["kube", "down"])
+            .arg(&self.0)
+            .output();
+    }
+}
+
+#[test]
+fn the_same_app_writes_its_state_under_kube_play_with_a_read_only_root() {
+    let name = format!("state-{}", unique());
+    let settings = format!("{STATE_SETTINGS}[deploy]\nname = \"{name}\"\n");
+    let dir = project("state-api", &settings);
+    let image = build_into_podman(&dir, "state-api");
+    let manifests = imgbuild(&dir, &["manifests", "-o", "-"]).must_succeed("manifests");
+    let deployment = manifests.stdout.split("\n---\n").next().unwrap();
+    assert!(deployment.contains("readOnlyRootFilesystem: true"));
+    for path in ["/tmp", "/home/app", "/app/logs", "/var/lib/state-api"] {
+        assert_eq!(
+            deployment.matches(&format!("mountPath: {path}\n")).count(),
+            1,
+            "{path}: {deployment}"
+        );
+    }
+    let port = free_port();
+    let play = deployment
+        .replace("imgbuild://.", &image)
+        .replacen(
+            "containerPort: 8000\n",
+            &format!("containerPort: 8000\n              hostPort: {port}\n              hostIP: 127.0.0.1\n"),
+            1,
+        );
+    let yaml = dir.join("play.yaml");
+    std::fs::write(&yaml, &play).unwrap();
+    let _played = Played(yaml.clone());
+    podman::podman_ok(&["kube", "play", yaml.to_str().unwrap()]);
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    wait_http(&url("/health"), Duration::from_secs(60)).unwrap();
+    let note = post_json(&url("/notes?text=kube"));
+    assert_eq!(
+        (note["home"].as_str(), note["count"].as_u64()),
+        (Some("/home/app"), Some(1)),
+        "{note}"
+    );
+    let notes: Value =
+        serde_json::from_str(&wait_http(&url("/notes"), Duration::from_secs(5)).unwrap()).unwrap();
+    assert_eq!(notes["logged"], 1, "{notes}");
+}
