@@ -5,6 +5,8 @@
 //! - fixtures/state-api writes a log next to its code, a SQLite database under HOME, a
 //!   cache, a temp file and a counter in /var/lib: under `podman run`, and under
 //!   `podman kube play` of `imgbuild manifests` with the read-only root.
+//! - fixtures/factory-api makes its app in `create_app()`: `imgbuild init` writes
+//!   `app = "factory_api.app:create_app()"`, and the image serves it with `--factory`.
 
 mod support;
 
@@ -41,6 +43,14 @@ fn project(fixture: &str, settings: &str) -> PathBuf {
     let spec = format!("base = \"{}\"\n{settings}", base());
     std::fs::write(dir.join("imgbuild.toml"), spec).unwrap();
     dir
+}
+
+/// A locked copy of `fixture` with the imgbuild.toml `imgbuild init` writes
+/// for it (on the test base); returns the copy and init's stderr.
+fn project_from_init(fixture: &str) -> (PathBuf, String) {
+    let dir = support::uv::uv_lock(&support::fixture(fixture));
+    let run = imgbuild(&dir, &["init", "--base", &base()]).must_succeed("init");
+    (dir, run.stderr)
 }
 
 /// Builds `dir` (its imgbuild.toml) into a docker-archive and stores it in
@@ -171,4 +181,28 @@ fn the_same_app_writes_its_state_under_kube_play_with_a_read_only_root() {
     let notes: Value =
         serde_json::from_str(&wait_http(&url("/notes"), Duration::from_secs(5)).unwrap()).unwrap();
     assert_eq!(notes["logged"], 1, "{notes}");
+}
+
+#[test]
+fn a_factory_found_by_init_is_served_with_factory() {
+    let (dir, notes) = project_from_init("factory-api");
+    let spec = std::fs::read_to_string(dir.join("imgbuild.toml")).unwrap();
+    assert!(
+        spec.contains("\napp = \"factory_api.app:create_app()\"\n"),
+        "{notes}\n{spec}"
+    );
+    assert!(spec.contains("health = \"/health\""), "{spec}");
+    let image = build_into_podman(&dir, "factory-api");
+    let config = podman::inspect(&image);
+    let cmd = config["Config"]["Cmd"].to_string();
+    assert!(
+        cmd.contains("\"factory_api.app:create_app\",") && cmd.ends_with(",\"--factory\"]"),
+        "{cmd}"
+    );
+    let c = podman::run_detached(&image, &[], 8000);
+    c.wait_ready("/health", Duration::from_secs(60));
+    post_json(&c.url("/visits"));
+    let second = post_json(&c.url("/visits"));
+    assert_eq!(second["visits"], 2, "{second}");
+    assert_eq!(second["db"], "/home/app/visits.db");
 }

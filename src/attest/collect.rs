@@ -204,7 +204,7 @@ fn recorded_value(spec: &Spec, key: &str, spec_dir: &Path) -> Option<serde_json:
         "lockfile" => json!(spec.lockfile.as_ref().map(relative_to_spec)),
         "workdir" => json!(spec.workdir.absolute()),
         "venv" => json!(spec.venv.absolute()),
-        "app" => json!(spec.app),
+        "app" => json!(spec.app_setting()),
         "app-dir" => json!(spec.app_dir),
         "port" => json!(spec.port),
         "workers" => json!(spec.workers),

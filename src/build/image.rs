@@ -237,6 +237,7 @@ mod tests {
         let uvicorn = Uvicorn {
             venv: "/opt/venv",
             app: "main:app",
+            factory: false,
             app_dir: Some("src"),
             port: 9000,
             workers: 3,

@@ -63,7 +63,7 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
         ));
         return Err(CheckError::AppModule {
             file: file.to_owned(),
-            app: spec.app.clone(),
+            app: spec.app_setting(),
             module: module.to_owned(),
             looked: looked.join(", "),
             hint: hint_for(view, &dirs, module),
@@ -75,7 +75,7 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
         Found::Dangling(path, target) => {
             return Err(CheckError::AppDangling {
                 file: file.to_owned(),
-                app: spec.app.clone(),
+                app: spec.app_setting(),
                 path: path.absolute(),
                 target,
             })
@@ -88,25 +88,55 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
     if std::fs::metadata(&host).is_ok_and(|m| m.len() > MAX_SCANNED) {
         return Ok(Some(format!(
             "{file}: app = {:?}: {} is over {} MiB, too large to look for `{attr_first}` in; it is checked when the container starts",
-            spec.app,
+            spec.app_setting(),
             path.absolute(),
             MAX_SCANNED >> 20
         )));
     }
     let text = std::fs::read_to_string(&host).unwrap_or_default();
     match defines(&text, attr_first) {
+        Defined::Yes if attr_first == attr => factory_check(spec, file, &path, &text, attr),
         Defined::Yes => Ok(None),
         Defined::Unknown => Ok(Some(format!(
             "{file}: app = {:?}: cannot tell whether {} defines `{attr_first}` (it uses a star import, a module __getattr__ or globals()); it is checked when the container starts",
-            spec.app,
+            spec.app_setting(),
             path.absolute()
         ))),
         Defined::No => Err(CheckError::AppAttribute {
             file: file.to_owned(),
-            app: spec.app.clone(),
+            app: spec.app_setting(),
             path: path.absolute(),
             attr: attr_first.to_owned(),
         }),
+    }
+}
+
+/// `app`'s factory `()` against what the module binds the name to: an app
+/// called as a factory fails at start (an error); a function of no
+/// arguments named without `()` is most likely a factory (a warning).
+fn factory_check(
+    spec: &Spec,
+    file: &str,
+    path: &ImagePath,
+    text: &str,
+    attr: &str,
+) -> Result<Option<String>, CheckError> {
+    use super::factory::{shape, Shape};
+    match (spec.app_factory, shape(text, attr)) {
+        (true, Some(Shape::App(class))) => Err(CheckError::NotAFactory {
+            file: file.to_owned(),
+            app: spec.app_setting(),
+            attr: attr.to_owned(),
+            path: path.absolute(),
+            class,
+        }),
+        (false, Some(Shape::Function { no_arguments: true })) => Ok(Some(format!(
+            "{file}: app = {:?}: `{attr}` in {} is a function of no arguments; if it makes the app, write app = \"{}()\" so uvicorn calls it (--factory)",
+            spec.app_setting(),
+            path.absolute(),
+            spec.app
+        ))),
+        _ => Ok(None),
     }
 }
 
@@ -490,7 +520,7 @@ fn targets_bind(targets: &str, name: &str) -> bool {
 
 /// The source as logical lines: comments and string contents removed,
 /// bracketed and backslash-continued lines joined, indentation kept.
-fn logical_lines(text: &str) -> Vec<String> {
+pub(super) fn logical_lines(text: &str) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     let mut lines = Vec::new();
     let mut cur = String::new();
@@ -673,6 +703,38 @@ mod tests {
             e.contains("/app/src/pkg/main.py") && e.contains("`api`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_factory_must_be_a_callable_and_an_app_must_not_be_written_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = app_plan(
+            dir.path(),
+            &[(
+                "svc.py",
+                "from fastapi import FastAPI\napi = FastAPI()\ndef create_app():\n    return FastAPI()\n",
+            )],
+        );
+        let base = NoBase(vec![]);
+        let v = view(&plan, &[], &[], &base);
+        let check = |app: &str| {
+            check_app(
+                &spec(dir.path(), &format!("app = \"{app}\"\n")),
+                "imgbuild.toml",
+                &v,
+            )
+        };
+        assert_eq!(check("svc:create_app()").unwrap(), None);
+        assert_eq!(check("svc:api").unwrap(), None);
+        let e = check("svc:api()").unwrap_err().to_string();
+        assert_eq!(e, "imgbuild.toml: app = \"svc:api()\": `api` in /app/svc.py is a FastAPI app, not a factory that makes one; write app = \"svc:api\" without the ()");
+        let e = check("svc:make_app()").unwrap_err().to_string();
+        assert!(
+            e.contains("app = \"svc:make_app()\": /app/svc.py has no top-level `make_app`"),
+            "{e}"
+        );
+        let w = check("svc:create_app").unwrap().unwrap();
+        assert!(w.ends_with("is a function of no arguments; if it makes the app, write app = \"svc:create_app()\" so uvicorn calls it (--factory)"), "{w}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! `bin`) and a lazy view of the base's files; nothing here reads a layer blob.
 
 pub(crate) mod app;
+mod factory;
 pub(crate) mod facts;
 pub(crate) mod native;
 pub(crate) mod scripts;
@@ -42,6 +43,14 @@ pub enum CheckError {
         app: String,
         path: String,
         attr: String,
+    },
+    #[error("{file}: app = {app:?}: `{attr}` in {path} is a {class} app, not a factory that makes one; write app = {:?} without the ()", .app.trim_end_matches("()"))]
+    NotAFactory {
+        file: String,
+        app: String,
+        attr: String,
+        path: String,
+        class: &'static str,
     },
     #[error("{file}: app-dir = {dir:?}: /{path} is not a directory in the image; point it at the directory (relative to the workdir) that holds the app's package")]
     AppDir {

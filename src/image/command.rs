@@ -11,6 +11,8 @@ pub struct Uvicorn<'a> {
     pub venv: &'a str,
     /// `module.path:attr`.
     pub app: &'a str,
+    /// `app` names a factory: uvicorn calls it for the app (`--factory`).
+    pub factory: bool,
     /// `--app-dir`, relative to the working directory (src layouts).
     pub app_dir: Option<&'a str>,
     pub port: u16,
@@ -31,6 +33,9 @@ impl Uvicorn<'_> {
             "--workers".into(),
             self.workers.to_string(),
         ];
+        if self.factory {
+            cmd.push("--factory".into());
+        }
         if self.proxy_headers {
             cmd.push("--proxy-headers".into());
         }
@@ -76,6 +81,7 @@ mod tests {
     const DEFAULT: Uvicorn = Uvicorn {
         venv: "/app/.venv",
         app: "main:app",
+        factory: false,
         app_dir: None,
         port: 8000,
         workers: 1,
@@ -103,6 +109,7 @@ mod tests {
             workers: 3,
             proxy_headers: true,
             app_dir: Some("src"),
+            factory: true,
             ..DEFAULT
         };
         assert_eq!(
@@ -116,6 +123,7 @@ mod tests {
                 "9000",
                 "--workers",
                 "3",
+                "--factory",
                 "--proxy-headers",
                 "--app-dir",
                 "src"

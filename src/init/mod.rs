@@ -4,6 +4,7 @@
 //! when it would not, and an existing file is replaced only when asked.
 
 pub(crate) mod detect;
+mod factory;
 
 use crate::project_file::{read_optional_text, Place, ProjectFileError, SETTINGS_LIMIT};
 use crate::spec::{self, SpecError, DEFAULT_LOCKFILES, PYPROJECT_FILE, SPEC_FILE};
@@ -347,6 +348,7 @@ fn placeholder_app() -> AppCandidate {
         file: String::new(),
         line: 0,
         class: "FastAPI",
+        made: detect::Made::Direct,
     }
 }
 
@@ -402,10 +404,11 @@ fn pick_app(
     let mut candidates: Vec<AppCandidate> = sources
         .iter()
         .flat_map(|(rel, text)| detect::find_apps(rel, text))
+        .chain(factory::factory_apps(sources))
         .collect();
     detect::rank(&mut candidates, project);
     let best = candidates.first()?.clone();
-    let place = format!("{} in {}:{}", best.class, best.file, best.line);
+    let place = best.place();
     if candidates.len() == 1 {
         notes.push(note(NoteKind::Found, format!("app {} ({place})", best.app)));
     } else {

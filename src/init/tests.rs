@@ -293,3 +293,47 @@ fn the_base_suggested_is_one_imgbuild_builds_or_says_why_not() {
         "{missing:?}"
     );
 }
+
+#[test]
+fn factories_are_found_through_their_call_or_as_the_app() {
+    // `app = get_application()` at the top level: that is the app.
+    let p = Project::new();
+    p.write("pyproject.toml", FLAT_PYPROJECT)
+        .write(
+            "app/core/setup.py",
+            "from fastapi import FastAPI\n\ndef get_application() -> FastAPI:\n    application = FastAPI()\n    return application\n",
+        )
+        .write(
+            "app/main.py",
+            "from app.core.setup import get_application\n\napp = get_application()\n",
+        );
+    let r = p.init(&with_base("oci:./base:latest")).unwrap();
+    assert_eq!(
+        texts(&r, NoteKind::Found)[0],
+        "app app.main:app (FastAPI made by get_application() in app/main.py:3)"
+    );
+    assert_eq!(
+        crate::spec::load(None, p.path()).unwrap().app,
+        "app.main:app"
+    );
+
+    // Only a factory: uvicorn calls it.
+    let p = Project::new();
+    p.write("pyproject.toml", FLAT_PYPROJECT).write(
+        "svc/__init__.py",
+        "from fastapi import FastAPI\n\ndef create_app(config=None):\n    return FastAPI()\n",
+    );
+    let r = p.init(&with_base("oci:./base:latest")).unwrap();
+    assert_eq!(
+        texts(&r, NoteKind::Found)[0],
+        "app svc:create_app() (a factory of a FastAPI in svc/__init__.py:3; uvicorn calls it, --factory)"
+    );
+    assert!(p
+        .read("imgbuild.toml")
+        .contains("\napp = \"svc:create_app()\"\n"));
+    let spec = crate::spec::load(None, p.path()).unwrap();
+    assert_eq!(
+        (spec.app.as_str(), spec.app_factory),
+        ("svc:create_app", true)
+    );
+}

@@ -66,8 +66,10 @@ pub struct Spec {
     pub venv: ImagePath,
     /// Absolute; `None` when none was set and none of [`DEFAULT_LOCKFILES`] exists in `source`.
     pub lockfile: Option<PathBuf>,
-    /// `module.path:attr`.
+    /// `module.path:attr`, what uvicorn imports (a factory's without its `()`).
     pub app: String,
+    /// `app = "m:create_app()"`: `app` names a factory uvicorn calls (`--factory`).
+    pub app_factory: bool,
     /// uvicorn `--app-dir`, relative to `workdir` (src layouts).
     pub app_dir: Option<String>,
     pub port: u16,
@@ -366,12 +368,19 @@ impl Spec {
         let uvicorn = Uvicorn {
             venv: &venv,
             app: &self.app,
+            factory: self.app_factory,
             app_dir: self.app_dir.as_deref(),
             port: self.port,
             workers,
             proxy_headers: self.proxy_headers,
         };
         EntrypointCmd::new(self.entrypoint.clone(), self.cmd.clone(), &uvicorn)
+    }
+
+    /// `app` as the settings write it, for messages: `m:app` or `m:create_app()`.
+    pub fn app_setting(&self) -> String {
+        let call = if self.app_factory { "()" } else { "" };
+        format!("{}{call}", self.app)
     }
 
     /// The user's HOME when imgbuild provides it ([`HOME`]): `None` when

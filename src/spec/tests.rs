@@ -480,17 +480,36 @@ fn app_must_be_module_colon_attribute() {
         "main:app:x",
         "1main:app",
         "my-api:app",
-        "main:app()",
+        "main:app(1)",
+        "main:app()()",
+        "main:()",
         "main..x:app",
     ] {
         let e = p.err(&format!("base = \"b\"\napp = \"{bad}\"\n"));
         assert!(
             e.starts_with(&format!(
-                "imgbuild.toml: key \"app\": {bad:?} is not \"module.path:attribute\""
+                "imgbuild.toml: key \"app\": {bad:?} is not \"module.path:attribute\" (or \"module.path:factory()\")"
             )),
             "{e}"
         );
     }
+}
+
+#[test]
+fn an_app_written_with_parentheses_is_a_factory() {
+    let s = spec_with("");
+    assert_eq!((s.app.as_str(), s.app_factory), ("main:app", false));
+    let p = Project::new();
+    p.write(SPEC_FILE, "base = \"b\"\napp = \"svc.main:create_app()\"\n");
+    let s = p.load().unwrap();
+    assert_eq!(
+        (s.app.as_str(), s.app_factory),
+        ("svc.main:create_app", true)
+    );
+    assert_eq!(s.app_setting(), "svc.main:create_app()");
+    let cmd = s.command(1).cmd.unwrap();
+    assert_eq!(&cmd[1..3], ["svc.main:create_app", "--host"]);
+    assert!(cmd.contains(&"--factory".to_string()), "{cmd:?}");
 }
 
 #[test]

@@ -18,7 +18,7 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
     let source = source_dir(origin, dir, raw.source.as_deref())?;
     let (workdir, venv) = image_dirs(origin, raw.workdir.as_deref(), raw.venv.as_deref())?;
     let lockfile = lockfile(origin, dir, &source, raw.lockfile.as_deref())?;
-    let (app, app_dir) = app_reference(origin, raw.app, raw.app_dir)?;
+    let (app, app_factory, app_dir) = app_reference(origin, raw.app, raw.app_dir)?;
 
     let port = int_in_range(origin, "port", raw.port, 8000, 1, u16::MAX as i64)? as u16;
     let workers = int_in_range(origin, "workers", raw.workers, 1, WORKERS.0, WORKERS.1)? as u32;
@@ -67,6 +67,7 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         venv,
         lockfile,
         app,
+        app_factory,
         app_dir,
         port,
         workers,
@@ -216,16 +217,21 @@ fn lockfile(
 }
 
 /// `app` and `app-dir`: what uvicorn imports, and from where under the workdir.
+/// `app = "m:create_app()"` names a factory: uvicorn calls it (`--factory`).
 fn app_reference(
     origin: &Origin,
     app: Option<String>,
     app_dir: Option<String>,
-) -> Result<(String, Option<String>), SpecError> {
+) -> Result<(String, bool, Option<String>), SpecError> {
     let app = app.unwrap_or_default();
-    if !is_app_reference(&app) {
+    let (target, factory) = match app.strip_suffix("()") {
+        Some(target) => (target.to_string(), true),
+        None => (app.clone(), false),
+    };
+    if !is_app_reference(&target) {
         return Err(origin.invalid(
             "app",
-            format!("{app:?} is not \"module.path:attribute\"; write it as uvicorn takes it, such as \"main:app\" or \"myapi.server:app\""),
+            format!("{app:?} is not \"module.path:attribute\" (or \"module.path:factory()\"); write it as uvicorn takes it, such as \"main:app\", \"myapi.server:app\" or \"myapi.server:create_app()\""),
         ));
     }
     let app_dir = match app_dir {
@@ -237,7 +243,7 @@ fn app_reference(
         }
         other => other,
     };
-    Ok((app, app_dir))
+    Ok((target, factory, app_dir))
 }
 
 /// `env`: names and values a process environment, and every file imgbuild
