@@ -5,6 +5,8 @@
 //! - fixtures/state-api writes a log next to its code, a SQLite database under HOME, a
 //!   cache, a temp file and a counter in /var/lib: under `podman run`, and under
 //!   `podman kube play` of `imgbuild manifests` with the read-only root.
+//! - fixtures/hypercorn-api is served by hypercorn, started by `cmd` with no `app`; the
+//!   default (uvicorn) command on the same lock fails before any wheel is fetched.
 //! - fixtures/factory-api makes its app in `create_app()`: `imgbuild init` writes
 //!   `app = "factory_api.app:create_app()"`, and the image serves it with `--factory`.
 
@@ -205,4 +207,62 @@ fn a_factory_found_by_init_is_served_with_factory() {
     let second = post_json(&c.url("/visits"));
     assert_eq!(second["visits"], 2, "{second}");
     assert_eq!(second["db"], "/home/app/visits.db");
+}
+
+#[test]
+fn a_server_started_by_cmd_needs_no_app_and_a_missing_uvicorn_stops_before_any_fetch() {
+    let settings = "cmd = [\"hypercorn\", \"hyper_api.app:app\", \"--bind\", \"0.0.0.0:8000\"]\n";
+    let dir = project("hypercorn-api", settings);
+    let image = build_into_podman(&dir, "hypercorn-api");
+    let c = podman::run_detached(&image, &[], 8000);
+    c.wait_ready("/health", Duration::from_secs(60));
+    post_json(&c.url("/hits"));
+    let second = post_json(&c.url("/hits"));
+    assert_eq!(second["hits"], 2, "{second}");
+    assert_eq!(second["file"], "/home/app/hits");
+
+    // The default command on this lock: uvicorn is not in it, which the lock tells
+    // before a single wheel is fetched (a cold cache stays empty of wheels).
+    let spec = format!("base = \"{}\"\napp = \"hyper_api.app:app\"\n", base());
+    std::fs::write(dir.join("imgbuild.toml"), spec).unwrap();
+    let cold = support::target_tempdir("shapes-cold-");
+    let cache = cold.path().display().to_string();
+    let out = cold.path().join("out");
+    let run = imgbuild(
+        &dir,
+        &[
+            "build",
+            "--output",
+            &format!("oci:{}", out.display()),
+            "--cache-dir",
+            &cache,
+        ],
+    );
+    assert!(!run.success, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the default command runs \"/app/.venv/bin/uvicorn\", which is not in the image; the lock has no `uvicorn`"),
+        "{}",
+        run.stderr
+    );
+    // The cache holds the layers built from the base (the stdlib's pycs), each
+    // recorded under meta/layers, and no wheel.
+    let files: Vec<PathBuf> = walkdir::WalkDir::new(cold.path())
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    let built: String = files
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("/meta/layers/"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let fetched: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("/blobs/sha256/"))
+        .filter(|p| !built.contains(&*p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    assert!(fetched.is_empty(), "fetched before the check: {fetched:?}");
+    assert!(!run.stderr.contains("downloaded"), "{}", run.stderr);
+    assert!(!out.exists());
 }

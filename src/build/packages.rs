@@ -66,6 +66,12 @@ pub(super) fn plan(
             info: format!("{}: {}", python.interpreter, python.describe()),
         });
         (planned.wheels, locals, indexes) = select_wheels(spec, lockfile, python, platform, opts)?;
+        // issue 23: a server the lock lacks is named before anything is fetched.
+        let names = planned.wheels.iter().map(|w| w.name.as_str());
+        crate::check::scripts::check_server_locked(
+            spec,
+            names.chain(locals.iter().map(|l| l.name.as_str())),
+        )?;
     }
     // The SBOM and provenance name what the lock names: an sdist, not the
     // wheel built from it.

@@ -26,7 +26,11 @@ enum Found {
 
 /// Returns a warning when the attribute cannot be checked statically.
 pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<String>, CheckError> {
-    let Some((module, attr)) = spec.app.split_once(':') else {
+    // Without `app`, `cmd` starts a server of its own: checked as a program.
+    let (Some(app), Some(shown)) = (&spec.app, spec.app_setting()) else {
+        return Ok(None);
+    };
+    let Some((module, attr)) = app.split_once(':') else {
         return Ok(None);
     };
     let first_dir = match &spec.app_dir {
@@ -63,7 +67,7 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
         ));
         return Err(CheckError::AppModule {
             file: file.to_owned(),
-            app: spec.app_setting(),
+            app: shown.clone(),
             module: module.to_owned(),
             looked: looked.join(", "),
             hint: hint_for(view, &dirs, module),
@@ -75,7 +79,7 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
         Found::Dangling(path, target) => {
             return Err(CheckError::AppDangling {
                 file: file.to_owned(),
-                app: spec.app_setting(),
+                app: shown.clone(),
                 path: path.absolute(),
                 target,
             })
@@ -88,7 +92,7 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
     if std::fs::metadata(&host).is_ok_and(|m| m.len() > MAX_SCANNED) {
         return Ok(Some(format!(
             "{file}: app = {:?}: {} is over {} MiB, too large to look for `{attr_first}` in; it is checked when the container starts",
-            spec.app_setting(),
+            shown,
             path.absolute(),
             MAX_SCANNED >> 20
         )));
@@ -99,12 +103,12 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
         Defined::Yes => Ok(None),
         Defined::Unknown => Ok(Some(format!(
             "{file}: app = {:?}: cannot tell whether {} defines `{attr_first}` (it uses a star import, a module __getattr__ or globals()); it is checked when the container starts",
-            spec.app_setting(),
+            shown,
             path.absolute()
         ))),
         Defined::No => Err(CheckError::AppAttribute {
             file: file.to_owned(),
-            app: spec.app_setting(),
+            app: shown.clone(),
             path: path.absolute(),
             attr: attr_first.to_owned(),
         }),
@@ -122,19 +126,23 @@ fn factory_check(
     attr: &str,
 ) -> Result<Option<String>, CheckError> {
     use super::factory::{shape, Shape};
+    let (app, shown) = (
+        spec.app.clone().unwrap_or_default(),
+        spec.app_setting().unwrap_or_default(),
+    );
     match (spec.app_factory, shape(text, attr)) {
         (true, Some(Shape::App(class))) => Err(CheckError::NotAFactory {
             file: file.to_owned(),
-            app: spec.app_setting(),
+            app: shown,
             attr: attr.to_owned(),
             path: path.absolute(),
             class,
         }),
         (false, Some(Shape::Function { no_arguments: true })) => Ok(Some(format!(
             "{file}: app = {:?}: `{attr}` in {} is a function of no arguments; if it makes the app, write app = \"{}()\" so uvicorn calls it (--factory)",
-            spec.app_setting(),
+            shown,
             path.absolute(),
-            spec.app
+            app
         ))),
         _ => Ok(None),
     }

@@ -67,7 +67,7 @@ fn flat_layout_writes_a_spec_that_loads() {
     assert!(texts(&r, NoteKind::Missing).is_empty());
     let spec = crate::spec::load(None, p.path()).unwrap();
     assert_eq!(spec.base, "oci:./base:latest");
-    assert_eq!(spec.app, "hello_api.main:app");
+    assert_eq!(spec.app.as_deref(), Some("hello_api.main:app"));
     assert_eq!(spec.app_dir, None);
     assert_eq!(spec.lockfile, Some(p.path().join("uv.lock")));
     assert!(p.read("imgbuild.toml").contains("health = \"/health\""));
@@ -161,7 +161,7 @@ fn pyproject_mode_appends_or_replaces_the_tool_table() {
     assert!(text.contains("\n[tool.imgbuild]\n# Written by"), "{text}");
     assert!(!p.path().join("imgbuild.toml").exists());
     let spec = crate::spec::load(None, p.path()).unwrap();
-    assert_eq!(spec.app, "svc.main:app");
+    assert_eq!(spec.app.as_deref(), Some("svc.main:app"));
 
     let e = p.init(&opts).unwrap_err();
     assert_eq!(
@@ -313,8 +313,8 @@ fn factories_are_found_through_their_call_or_as_the_app() {
         "app app.main:app (FastAPI made by get_application() in app/main.py:3)"
     );
     assert_eq!(
-        crate::spec::load(None, p.path()).unwrap().app,
-        "app.main:app"
+        crate::spec::load(None, p.path()).unwrap().app.as_deref(),
+        Some("app.main:app")
     );
 
     // Only a factory: uvicorn calls it.
@@ -333,7 +333,7 @@ fn factories_are_found_through_their_call_or_as_the_app() {
         .contains("\napp = \"svc:create_app()\"\n"));
     let spec = crate::spec::load(None, p.path()).unwrap();
     assert_eq!(
-        (spec.app.as_str(), spec.app_factory),
+        (spec.app.as_deref().unwrap(), spec.app_factory),
         ("svc:create_app", true)
     );
 }

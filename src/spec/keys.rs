@@ -100,7 +100,9 @@ pub(super) const KEYS: &[(&str, Type, &str, Provenance)] = &[
     ("sandbox", Type::Bool, "sandbox = true", NotRecorded),
 ];
 
-const REQUIRED: &[&str] = &["base", "app"];
+/// `app` is required too, unless `cmd` or `entrypoint` starts the server
+/// (checked with the values).
+const REQUIRED: &[&str] = &["base"];
 
 /// Every key with what provenance does with it, in the table's order.
 pub fn keys_by_provenance() -> impl Iterator<Item = (&'static str, Provenance)> {

@@ -66,8 +66,9 @@ pub struct Spec {
     pub venv: ImagePath,
     /// Absolute; `None` when none was set and none of [`DEFAULT_LOCKFILES`] exists in `source`.
     pub lockfile: Option<PathBuf>,
-    /// `module.path:attr`, what uvicorn imports (a factory's without its `()`).
-    pub app: String,
+    /// `module.path:attr`, what uvicorn imports (a factory's without its
+    /// `()`); `None` when `cmd` or `entrypoint` starts a server of its own.
+    pub app: Option<String>,
     /// `app = "m:create_app()"`: `app` names a factory uvicorn calls (`--factory`).
     pub app_factory: bool,
     /// uvicorn `--app-dir`, relative to `workdir` (src layouts).
@@ -365,22 +366,22 @@ impl Spec {
     /// place the settings become a command line.
     pub fn command(&self, workers: u32) -> EntrypointCmd {
         let venv = self.venv.absolute();
-        let uvicorn = Uvicorn {
+        let uvicorn = self.app.as_deref().map(|app| Uvicorn {
             venv: &venv,
-            app: &self.app,
+            app,
             factory: self.app_factory,
             app_dir: self.app_dir.as_deref(),
             port: self.port,
             workers,
             proxy_headers: self.proxy_headers,
-        };
-        EntrypointCmd::new(self.entrypoint.clone(), self.cmd.clone(), &uvicorn)
+        });
+        EntrypointCmd::new(self.entrypoint.clone(), self.cmd.clone(), uvicorn.as_ref())
     }
 
     /// `app` as the settings write it, for messages: `m:app` or `m:create_app()`.
-    pub fn app_setting(&self) -> String {
+    pub fn app_setting(&self) -> Option<String> {
         let call = if self.app_factory { "()" } else { "" };
-        format!("{}{call}", self.app)
+        self.app.as_ref().map(|app| format!("{app}{call}"))
     }
 
     /// The user's HOME when imgbuild provides it ([`HOME`]): `None` when

@@ -18,7 +18,8 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
     let source = source_dir(origin, dir, raw.source.as_deref())?;
     let (workdir, venv) = image_dirs(origin, raw.workdir.as_deref(), raw.venv.as_deref())?;
     let lockfile = lockfile(origin, dir, &source, raw.lockfile.as_deref())?;
-    let (app, app_factory, app_dir) = app_reference(origin, raw.app, raw.app_dir)?;
+    let serves_itself = raw.cmd.is_some() || raw.entrypoint.is_some();
+    let (app, app_factory, app_dir) = app_reference(origin, raw.app, raw.app_dir, serves_itself)?;
 
     let port = int_in_range(origin, "port", raw.port, 8000, 1, u16::MAX as i64)? as u16;
     let workers = int_in_range(origin, "workers", raw.workers, 1, WORKERS.0, WORKERS.1)? as u32;
@@ -218,12 +219,24 @@ fn lockfile(
 
 /// `app` and `app-dir`: what uvicorn imports, and from where under the workdir.
 /// `app = "m:create_app()"` names a factory: uvicorn calls it (`--factory`).
+/// Without `app`, `cmd` or `entrypoint` must start the server.
 fn app_reference(
     origin: &Origin,
     app: Option<String>,
     app_dir: Option<String>,
-) -> Result<(String, bool, Option<String>), SpecError> {
-    let app = app.unwrap_or_default();
+    serves_itself: bool,
+) -> Result<(Option<String>, bool, Option<String>), SpecError> {
+    let Some(app) = app else {
+        if !serves_itself {
+            return Err(SpecError::Missing {
+                file: origin.shown.clone(),
+                key: "app".into(),
+                section: origin.section.clone(),
+                example: r#"app = "main:app" (or set `cmd` to a server that starts itself)"#,
+            });
+        }
+        return Ok((None, false, app_dir));
+    };
     let (target, factory) = match app.strip_suffix("()") {
         Some(target) => (target.to_string(), true),
         None => (app.clone(), false),
@@ -243,7 +256,7 @@ fn app_reference(
         }
         other => other,
     };
-    Ok((target, factory, app_dir))
+    Ok((Some(target), factory, app_dir))
 }
 
 /// `env`: names and values a process environment, and every file imgbuild
