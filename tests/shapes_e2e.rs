@@ -7,6 +7,10 @@
 //!   `podman kube play` of `imgbuild manifests` with the read-only root.
 //! - fixtures/hypercorn-api is served by hypercorn, started by `cmd` with no `app`; the
 //!   default (uvicorn) command on the same lock fails before any wheel is fetched.
+//! - uv workspaces with a virtual root: fixtures/ws-one (one member, the full-stack
+//!   template's shape) from the root and from the member's directory, and fixtures/ws-many
+//!   (two services and a library) with `package`: each with the settings `imgbuild init`
+//!   writes, only the member's dependencies and files in the image.
 //! - fixtures/factory-api makes its app in `create_app()`: `imgbuild init` writes
 //!   `app = "factory_api.app:create_app()"`, and the image serves it with `--factory`.
 
@@ -51,8 +55,20 @@ fn project(fixture: &str, settings: &str) -> PathBuf {
 /// for it (on the test base); returns the copy and init's stderr.
 fn project_from_init(fixture: &str) -> (PathBuf, String) {
     let dir = support::uv::uv_lock(&support::fixture(fixture));
-    let run = imgbuild(&dir, &["init", "--base", &base()]).must_succeed("init");
-    (dir, run.stderr)
+    let stderr = init_in(&dir);
+    (dir, stderr)
+}
+
+/// `imgbuild init --base BASE` in `dir`; returns its stderr (the notes).
+fn init_in(dir: &Path) -> String {
+    imgbuild(dir, &["init", "--base", &base()])
+        .must_succeed("init")
+        .stderr
+}
+
+/// `sh -c SCRIPT` in `image` as its user, with its output.
+fn sh(image: &str, script: &str) -> podman::Finished {
+    podman::run_to_completion(image, &["sh", "-c", script])
 }
 
 /// Builds `dir` (its imgbuild.toml) into a docker-archive and stores it in
@@ -265,4 +281,68 @@ fn a_server_started_by_cmd_needs_no_app_and_a_missing_uvicorn_stops_before_any_f
     assert!(fetched.is_empty(), "fetched before the check: {fetched:?}");
     assert!(!run.stderr.contains("downloaded"), "{}", run.stderr);
     assert!(!out.exists());
+}
+
+#[test]
+fn a_virtual_workspace_root_with_one_member_builds_from_the_root_and_from_the_member() {
+    let root = support::uv::uv_lock(&support::fixture("ws-one"));
+    let notes = init_in(&root);
+    let spec = std::fs::read_to_string(root.join("imgbuild.toml")).unwrap();
+    assert!(
+        spec.contains("\npackage = \"backend\"\n") && spec.contains("\napp = \"app.main:app\"\n"),
+        "{notes}\n{spec}"
+    );
+    let from_root = build_into_podman(&root, "ws-one");
+    let listing = sh(&from_root, "ls /app");
+    assert_eq!(
+        listing.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["app", "pyproject.toml"],
+        "the member's files only"
+    );
+
+    let member = root.join("backend");
+    let notes = init_in(&member);
+    let spec = std::fs::read_to_string(member.join("imgbuild.toml")).unwrap();
+    assert!(
+        spec.contains("\nlockfile = \"../uv.lock\"\n"),
+        "{notes}\n{spec}"
+    );
+    let from_member = build_into_podman(&member, "ws-one-member");
+    for image in [&from_root, &from_member] {
+        let c = podman::run_detached(image, &[], 8000);
+        c.wait_ready("/health", Duration::from_secs(60));
+        post_json(&c.url("/items?name=a"));
+        let second = post_json(&c.url("/items?name=b"));
+        assert_eq!(second["items"], 2, "{second}");
+    }
+}
+
+#[test]
+fn package_picks_one_service_of_a_workspace_with_only_its_closure_and_files() {
+    let root = support::uv::uv_lock(&support::fixture("ws-many"));
+    let notes = init_in(&root);
+    let spec = std::fs::read_to_string(root.join("imgbuild.toml")).unwrap();
+    assert!(
+        spec.contains("\npackage = \"ws-api\"\n") && spec.contains("\napp = \"ws_api.main:app\"\n"),
+        "{notes}\n{spec}"
+    );
+    let image = build_into_podman(&root, "ws-many");
+    // The library member is installed, the other service and its dependency are not.
+    let probe = "import importlib.util as u; print([m for m in ('ws_api', 'ws_common', 'ws_worker', 'six') if u.find_spec(m)])";
+    let found = podman::python_output(&[], &image, "python", probe);
+    assert_eq!(found, "['ws_api', 'ws_common']");
+    let listing = sh(&image, "ls -a /app");
+    assert!(
+        !listing.stdout.contains("services") && !listing.stdout.contains("libs"),
+        "{}",
+        listing.stdout
+    );
+    let c = podman::run_detached(&image, &[], 8000);
+    let health = c.wait_ready("/health", Duration::from_secs(60));
+    assert!(
+        health.contains("hello from the workspace library"),
+        "{health}"
+    );
+    post_json(&c.url("/visits"));
+    assert_eq!(post_json(&c.url("/visits"))["visits"], 2);
 }

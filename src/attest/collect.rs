@@ -220,6 +220,7 @@ fn recorded_value(spec: &Spec, key: &str, spec_dir: &Path) -> Option<serde_json:
         "include-dev" => json!(spec.include_dev),
         "layer-budget" => json!(spec.layer_budget),
         "exclude" => json!(spec.exclude),
+        "package" => json!(spec.package),
         "writable" => json!(spec
             .writable
             .iter()

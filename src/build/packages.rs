@@ -98,6 +98,23 @@ pub(super) fn plan(
     Ok(planned)
 }
 
+/// Which project of a workspace lock the image is for: `package`, else the
+/// member whose directory the source tree is.
+fn project_root(spec: &Spec, lock_dir: &Path) -> crate::lock::ProjectRoot {
+    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let source = canonical(&spec.source);
+    let dir = source
+        .strip_prefix(canonical(lock_dir))
+        .ok()
+        .and_then(|rel| rel.to_str())
+        .unwrap_or_default()
+        .to_string();
+    crate::lock::ProjectRoot {
+        package: spec.package.clone(),
+        dir,
+    }
+}
+
 /// The lock's wheels (and sdists to build), its local packages, and the
 /// configured indexes.
 type Selection = (Vec<SelectedWheel>, Vec<LocalPackage>, Vec<String>);
@@ -127,6 +144,7 @@ fn select_wheels(
         include_dev: spec.include_dev,
         index_url,
         indexes,
+        project: project_root(spec, lock_dir),
     };
     let env = MarkerEnv::for_target(python)?;
     // issue 8: the lock's local packages come from the same read.

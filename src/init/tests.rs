@@ -337,3 +337,72 @@ fn factories_are_found_through_their_call_or_as_the_app() {
         ("svc:create_app", true)
     );
 }
+
+/// The full-stack template's shape: a virtual root, one member `backend`
+/// whose package is `app`, locked at the root.
+fn template_workspace() -> Project {
+    let p = Project::new();
+    p.write("pyproject.toml", "[tool.uv.workspace]\nmembers = [\"backend\"]\n")
+        .write(
+            "backend/pyproject.toml",
+            "[project]\nname = \"backend\"\nversion = \"0.1.0\"\nrequires-python = \">=3.10,<4.0\"\n",
+        )
+        .write(
+            "backend/app/main.py",
+            "from fastapi import FastAPI\n\napp = FastAPI()\n\n@app.get(\"/health\")\ndef health():\n    return {}\n",
+        )
+        .write("frontend/tools/mock.py", "mock = FastAPI()\n")
+        .write(
+            "uv.lock",
+            "version = 1\nrequires-python = \">=3.10, <4.0\"\n[manifest]\nmembers = [\"backend\"]\n\n[[package]]\nname = \"backend\"\nversion = \"0.1.0\"\nsource = { editable = \"backend\" }\n",
+        );
+    p
+}
+
+#[test]
+fn at_a_workspace_root_the_member_with_the_app_is_the_package() {
+    let p = template_workspace();
+    let r = p.init(&with_base("oci:./base:latest")).unwrap();
+    let found = texts(&r, NoteKind::Found);
+    assert!(
+        found[0].starts_with("package \"backend\": the uv workspace member in backend/"),
+        "{found:?}"
+    );
+    assert_eq!(found[1], "app app.main:app (FastAPI in app/main.py:3)");
+    let text = p.read("imgbuild.toml");
+    assert!(
+        text.contains("\npackage = \"backend\"\n") && text.contains("\nlockfile = \"uv.lock\"\n"),
+        "{text}"
+    );
+    let spec = crate::spec::load(None, p.path()).unwrap();
+    assert_eq!(spec.app.as_deref(), Some("app.main:app"));
+    assert_eq!(spec.source, p.path().join("backend"));
+    assert_eq!(spec.health.as_deref(), Some("/health"));
+}
+
+#[test]
+fn in_a_members_directory_the_workspace_lock_is_found_and_its_python_read() {
+    let p = template_workspace();
+    // The member's own requires-python is gone: the lock's is used.
+    p.write(
+        "backend/pyproject.toml",
+        "[project]\nname = \"backend\"\nversion = \"0.1.0\"\n",
+    );
+    let member = p.path().join("backend");
+    let r = init(&member, &InitOptions::default()).unwrap();
+    assert!(
+        texts(&r, NoteKind::Found).contains(
+            &"lockfile ../uv.lock, the lock of the uv workspace this project is a member of"
+                .to_string()
+        ),
+        "{:?}",
+        r.notes
+    );
+    let text = std::fs::read_to_string(member.join("imgbuild.toml")).unwrap();
+    assert!(text.contains("\nlockfile = \"../uv.lock\"\n"), "{text}");
+    assert!(text.contains("requires-python \">=3.10, <4.0\""), "{text}");
+    assert!(
+        text.contains("\napp = \"app.main:app\"\n") && !text.contains("package ="),
+        "{text}"
+    );
+}

@@ -116,6 +116,18 @@ pub struct LockOptions {
     /// The indexes configured where Python tools keep them, for files a lock
     /// lists without a URL; after `index_url` and a requirements file's own.
     pub indexes: index_config::IndexSettings,
+    /// Which project of a uv workspace the image is for (issue 23).
+    pub project: ProjectRoot,
+}
+
+/// The project of a uv workspace the image installs, with its dependencies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProjectRoot {
+    /// The spec's `package`: the member to install, by name (`uv sync --package`).
+    pub package: Option<String>,
+    /// The source tree, relative to the lockfile's directory (`/`-separated,
+    /// empty when they are the same): a member built from its own directory.
+    pub dir: String,
 }
 
 /// A file on a PEP 691 simple index.

@@ -208,7 +208,7 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// Every package the target installs, local ones included.
     fn reach(&mut self, opts: &LockOptions) -> Result<BTreeSet<usize>, LockError> {
-        let roots = self.roots()?;
+        let roots = self.roots(&opts.project)?;
         let mut queue: Vec<(usize, Option<String>)> = Vec::new();
         let mut seen_extras: BTreeSet<String> = BTreeSet::new();
         let mut seen_groups: BTreeSet<String> = BTreeSet::new();
@@ -340,9 +340,12 @@ impl Walker<'_> {
         Ok(out)
     }
 
-    /// The project: the package whose source is `.`; in a workspace, every
-    /// member that is a virtual or editable package.
-    fn roots(&self) -> Result<Vec<usize>, LockError> {
+    /// The project: the member `package` names; else the member whose
+    /// directory is the source tree (a member built from its own directory);
+    /// else the package whose source is `.`, or in a workspace every member
+    /// that is a virtual or editable package (a virtual root has none of
+    /// its own, with one member or many).
+    fn roots(&self, root: &super::ProjectRoot) -> Result<Vec<usize>, LockError> {
         let packages = &self.lock.package;
         let members: BTreeSet<String> = self
             .lock
@@ -350,24 +353,62 @@ impl Walker<'_> {
             .iter()
             .flat_map(|m| m.members.iter().filter_map(|n| normalise_name(n)))
             .collect();
-        let roots: Vec<usize> = if members.len() > 1 {
-            (0..packages.len())
-                .filter(|&i| {
-                    normalise_name(&packages[i].name).is_some_and(|n| members.contains(&n))
-                        && matches!(packages[i].source_kind(), Some("virtual" | "editable"))
-                })
-                .collect()
+        let is_member = |i: &usize| {
+            normalise_name(&packages[*i].name).is_some_and(|n| members.contains(&n))
+                && matches!(packages[*i].source_kind(), Some("virtual" | "editable"))
+        };
+        if let Some(name) = &root.package {
+            return self.named_root(name, &members);
+        }
+        let dir = root.dir.trim_matches('/');
+        let own_dir: Vec<usize> = (0..packages.len())
+            .filter(|&i| {
+                !dir.is_empty() && packages[i].is_local() && self.local_dir(i) == Some(dir)
+            })
+            .collect();
+        let roots: Vec<usize> = if !own_dir.is_empty() {
+            own_dir
+        } else if members.len() > 1 {
+            (0..packages.len()).filter(is_member).collect()
         } else {
-            (0..packages.len())
+            let dot: Vec<usize> = (0..packages.len())
                 .filter(|&i| packages[i].is_project_root())
-                .collect()
+                .collect();
+            if dot.is_empty() {
+                (0..packages.len()).filter(is_member).collect()
+            } else {
+                dot
+            }
         };
         if roots.is_empty() {
             return Err(self.invalid(
-                "no project package (a package with source `virtual`, `editable` or `directory` = \".\"); run `uv lock` in the project directory".into(),
+                "no project package (a package with source `virtual`, `editable` or `directory` = \".\", or a workspace member); run `uv lock` in the project directory".into(),
             ));
         }
         Ok(roots)
+    }
+
+    /// The local package `name` (the spec's `package`), or an error listing
+    /// the workspace's members.
+    fn named_root(&self, name: &str, members: &BTreeSet<String>) -> Result<Vec<usize>, LockError> {
+        let found = (0..self.lock.package.len()).find(|&i| {
+            same_name(&self.lock.package[i].name, name) && self.lock.package[i].is_local()
+        });
+        match found {
+            Some(i) => Ok(vec![i]),
+            None => Err(self.invalid(format!(
+                "`package = {name:?}` is not a project of this workspace (members: {}); set `package` to one of them, or lock again",
+                known(members.iter())
+            ))),
+        }
+    }
+
+    /// A local package's directory, relative to the lock (`backend`).
+    fn local_dir(&self, i: usize) -> Option<&str> {
+        let pkg = &self.lock.package[i];
+        let kind = pkg.source_kind()?;
+        let dir = pkg.source.as_ref()?.get(kind)?.as_str()?;
+        Some(dir.trim_start_matches("./").trim_end_matches('/'))
     }
 
     fn follow(
@@ -782,6 +823,98 @@ wheels = [{}]
         );
         let err = error_of(parse_default(&git));
         assert_mentions(&err, &["local-whl 1.0", "git", "path source"]);
+    }
+
+    /// A virtual workspace root (no project of its own) with `members`, each
+    /// `(name, dir, dependency)`, and the dependencies locked.
+    fn workspace(members: &[(&str, &str, &str)]) -> String {
+        let names: Vec<String> = members.iter().map(|(n, _, _)| format!("\"{n}\"")).collect();
+        let mut s = format!("version = 1\nrevision = 3\nrequires-python = \">=3.10\"\n\n[manifest]\nmembers = [{}]\n\n", names.join(", "));
+        for (name, dir, dep) in members {
+            s += &format!("[[package]]\nname = \"{name}\"\nversion = \"0.1.0\"\nsource = {{ editable = \"{dir}\" }}\ndependencies = [{dep}]\n\n");
+        }
+        for name in ["fastapi", "idna", "numpy"] {
+            s += &pkg(name, "1.0", "", "");
+        }
+        s
+    }
+
+    fn workspace_names(
+        text: &str,
+        package: Option<&str>,
+        dir: &str,
+    ) -> Result<Vec<String>, LockError> {
+        let opts = LockOptions {
+            project: super::super::ProjectRoot {
+                package: package.map(str::to_owned),
+                dir: dir.into(),
+            },
+            ..Default::default()
+        };
+        parse(text, "uv.lock", &opts, &env("x86_64")).map(|p| pins(Ok(p)))
+    }
+
+    #[test]
+    fn a_virtual_root_with_one_member_installs_that_member() {
+        let one = workspace(&[("backend", "backend", "{ name = \"fastapi\" }")]);
+        assert_eq!(workspace_names(&one, None, "").unwrap(), ["fastapi==1.0"]);
+        assert_eq!(
+            workspace_names(&one, None, "backend").unwrap(),
+            ["fastapi==1.0"]
+        );
+    }
+
+    #[test]
+    fn package_or_the_members_own_directory_picks_one_member_of_many() {
+        let many = workspace(&[
+            (
+                "api",
+                "services/api",
+                "{ name = \"fastapi\" }, { name = \"common\" }",
+            ),
+            ("worker", "services/worker", "{ name = \"numpy\" }"),
+            ("common", "libs/common", "{ name = \"idna\" }"),
+        ]);
+        // From the root, without `package`: every member, as `uv sync --all-packages`.
+        assert_eq!(
+            workspace_names(&many, None, "").unwrap(),
+            ["fastapi==1.0", "idna==1.0", "numpy==1.0"]
+        );
+        // `package = "api"`: its closure only, the member it depends on included.
+        assert_eq!(
+            workspace_names(&many, Some("api"), "").unwrap(),
+            ["fastapi==1.0", "idna==1.0"]
+        );
+        assert_eq!(
+            workspace_names(&many, Some("Worker"), "services/api").unwrap(),
+            ["numpy==1.0"]
+        );
+        // Built from a member's directory (lockfile = "../../uv.lock").
+        assert_eq!(
+            workspace_names(&many, None, "services/worker").unwrap(),
+            ["numpy==1.0"]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uv.lock");
+        std::fs::write(&path, &many).unwrap();
+        let opts = LockOptions {
+            project: super::super::ProjectRoot {
+                package: Some("api".into()),
+                dir: String::new(),
+            },
+            ..Default::default()
+        };
+        let local = local_packages(&path, &opts, &env("x86_64")).unwrap();
+        let got: Vec<&str> = local.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(got, ["api", "common"]);
+        let err = error_of(workspace_names(&many, Some("frontend"), ""));
+        assert_mentions(
+            &err,
+            &[
+                "`package = \"frontend\"` is not a project of this workspace",
+                "api, common, worker",
+            ],
+        );
     }
 
     /// Checks the parser against a lock written by the real uv (needs network).

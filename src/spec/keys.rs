@@ -63,6 +63,8 @@ pub(super) const KEYS: &[(&str, Type, &str, Provenance)] = &[
     ("workdir", Type::Str, r#"workdir = "/app""#, Recorded),
     ("venv", Type::Str, r#"venv = "/app/.venv""#, Recorded),
     ("lockfile", Type::Str, r#"lockfile = "uv.lock""#, Recorded),
+    // issue 23: the member of a uv workspace the image is for.
+    ("package", Type::Str, r#"package = "backend""#, Recorded),
     ("app", Type::Str, r#"app = "main:app""#, Recorded),
     ("app-dir", Type::Str, r#"app-dir = "src""#, Recorded),
     ("port", Type::Int, "port = 8000", Recorded),
@@ -120,6 +122,7 @@ pub(super) struct Raw {
     pub(super) workdir: Option<String>,
     pub(super) venv: Option<String>,
     pub(super) lockfile: Option<String>,
+    pub(super) package: Option<String>,
     pub(super) app: Option<String>,
     pub(super) app_dir: Option<String>,
     pub(super) port: Option<i64>,

@@ -13,6 +13,9 @@ mod bytecode;
 pub(crate) mod deploy;
 mod keys;
 mod values;
+mod workspace;
+
+pub use workspace::enclosing_lock;
 
 pub use bytecode::BytecodeMode;
 pub use deploy::{Autoscale, Deploy, Resources};
@@ -66,6 +69,8 @@ pub struct Spec {
     pub venv: ImagePath,
     /// Absolute; `None` when none was set and none of [`DEFAULT_LOCKFILES`] exists in `source`.
     pub lockfile: Option<PathBuf>,
+    /// `package`: the member of a uv workspace to install (`uv sync --package`).
+    pub package: Option<String>,
     /// `module.path:attr`, what uvicorn imports (a factory's without its
     /// `()`); `None` when `cmd` or `entrypoint` starts a server of its own.
     pub app: Option<String>,

@@ -18,6 +18,8 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
     let source = source_dir(origin, dir, raw.source.as_deref())?;
     let (workdir, venv) = image_dirs(origin, raw.workdir.as_deref(), raw.venv.as_deref())?;
     let lockfile = lockfile(origin, dir, &source, raw.lockfile.as_deref())?;
+    let source_set = raw.source.is_some();
+    let (lockfile, package, source) = workspace(origin, lockfile, raw.package, source_set, source)?;
     let serves_itself = raw.cmd.is_some() || raw.entrypoint.is_some();
     let (app, app_factory, app_dir) = app_reference(origin, raw.app, raw.app_dir, serves_itself)?;
 
@@ -67,6 +69,7 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         workdir,
         venv,
         lockfile,
+        package,
         app,
         app_factory,
         app_dir,
@@ -215,6 +218,61 @@ fn lockfile(
         )),
         None => Ok(None),
     }
+}
+
+/// With no lockfile found, a workspace member's directory takes the
+/// workspace's lock above it; then `package` (see [`package`]).
+fn workspace(
+    origin: &Origin,
+    lockfile: Option<PathBuf>,
+    package_name: Option<String>,
+    source_set: bool,
+    source: PathBuf,
+) -> Result<(Option<PathBuf>, Option<String>, PathBuf), SpecError> {
+    let lockfile = lockfile.or_else(|| super::workspace::enclosing_lock(&source));
+    let (name, source) = package(
+        origin,
+        package_name,
+        source_set,
+        lockfile.as_deref(),
+        source,
+    )?;
+    Ok((lockfile, name, source))
+}
+
+/// `package`: a member of the uv workspace `lockfile` locks; without
+/// `source`, the source tree is that member's directory, so the app layer
+/// holds its files and not the whole workspace's.
+fn package(
+    origin: &Origin,
+    package: Option<String>,
+    source_set: bool,
+    lockfile: Option<&Path>,
+    source: PathBuf,
+) -> Result<(Option<String>, PathBuf), SpecError> {
+    let Some(name) = package else {
+        return Ok((None, source));
+    };
+    if !is_package_name(&name) {
+        return Err(origin.invalid("package", format!("{name:?} is not a package name")));
+    }
+    let member = super::workspace::member_dir(origin, lockfile, &name)?;
+    if source_set {
+        return Ok((Some(name), source));
+    }
+    if !member.is_dir() {
+        return Err(origin.invalid(
+            "package",
+            format!(
+                "{name:?} is in {} as {}, which is not a directory here",
+                lockfile
+                    .map(|l| l.display().to_string())
+                    .unwrap_or_default(),
+                member.display()
+            ),
+        ));
+    }
+    Ok((Some(name), member))
 }
 
 /// `app` and `app-dir`: what uvicorn imports, and from where under the workdir.
@@ -522,6 +580,15 @@ fn parse_platforms(origin: &Origin, list: Option<Vec<String>>) -> Result<Vec<Pla
         out.push(p);
     }
     Ok(out)
+}
+
+/// A PEP 508 name: letters, digits, `-`, `_` and `.`, alphanumeric at both ends.
+fn is_package_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// `module.path:attr` as uvicorn's `import_from_string` takes it: dotted
