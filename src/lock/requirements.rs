@@ -292,6 +292,52 @@ fn name_ending_badly(req: &str) -> Option<&str> {
     names.into_iter().find(|n| n.ends_with(['-', '_', '.']))
 }
 
+/// A wheel named by its path, as `uv export` writes a path dependency
+/// (`./wheels/x-1.0-py3-none-any.whl --hash=…`, maybe with `; marker`):
+/// the name and version come from the file name, the path is read beside
+/// the file. `Ok(None)` when `req_text` is not such a line;
+/// `Ok(Some(None))` when its marker excludes the target.
+fn wheel_path(
+    req_text: &str,
+    hashes: &BTreeSet<String>,
+    env: &MarkerEnv,
+) -> Result<Option<Option<Pin>>, BadRequirement> {
+    let (path, marker) = match req_text.split_once(';') {
+        Some((p, m)) => (p.trim(), Some(m.trim())),
+        None => (req_text.trim(), None),
+    };
+    let is_path = path.starts_with("./") || path.starts_with("../") || path.starts_with('/');
+    if !is_path || !path.ends_with(".whl") || path.contains(char::is_whitespace) {
+        return Ok(None);
+    }
+    let filename = path.rsplit('/').next().unwrap_or(path);
+    let (name, version) = file_name_version(filename).ok_or_else(|| {
+        format!("`{path}` is not a wheel's file name (name-version-python-abi-platform.whl)")
+    })?;
+    if let Some(marker) = marker.filter(|m| !m.is_empty()) {
+        // The marker alone, on the wheel's name, as PEP 508 writes one.
+        let text = format!("{name} ; {marker}");
+        let req = Requirement::<pep508_rs::VerbatimUrl>::from_str(&text)
+            .map_err(|e| BadRequirement::Syntax(req_text.trim().to_owned(), Box::new(e)))?;
+        if !req.evaluate_markers(env.environment(), &[]) {
+            return Ok(Some(None));
+        }
+    }
+    if hashes.is_empty() {
+        return refuse(format!(
+            "`{path}` has no --hash=sha256:…; generate the file with hashes (uv export)"
+        ));
+    }
+    Ok(Some(Some(Pin {
+        name,
+        version,
+        hashes: hashes.clone(),
+        url: Some(path.trim_start_matches("./").to_owned()),
+        file: String::new(),
+        line: 0,
+    })))
+}
+
 /// A pinned requirement, or None when its marker excludes the target.
 fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, BadRequirement> {
     // Per-requirement options start at the first ` --`.
@@ -328,6 +374,9 @@ fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, BadRequ
             "the marker `{}` has a non-ASCII character; PEP 508 markers are ASCII",
             marker.trim()
         ));
+    }
+    if let Some(pin) = wheel_path(req_text, &hashes, env)? {
+        return Ok(pin);
     }
     if let Some(name) = name_ending_badly(req_text.trim()) {
         return refuse(format!(

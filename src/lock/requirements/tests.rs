@@ -298,6 +298,41 @@ fn direct_url_wheels_need_one_hash() {
 }
 
 #[test]
+fn wheel_paths_as_uv_export_writes_them_are_pins_of_that_file() {
+    let text = format!(
+        "--index-url https://index.example/simple\n./wheels/local_whl-1.0-py3-none-any.whl --hash=sha256:{a}\n../shared/other_pkg-2.1-py3-none-any.whl ; sys_platform == 'win32' \\\n    --hash=sha256:{b}\nh11==0.16.0 --hash=sha256:{e}\n",
+        a = hash('a'),
+        b = hash('b'),
+        e = hash('e'),
+    );
+    let got = run(&text, &LockOptions::default()).unwrap();
+    let local = got.iter().find(|p| p.name == "local-whl").unwrap();
+    assert_eq!(local.version, "1.0");
+    assert_eq!(
+        local.files[0].url.as_deref(),
+        Some("wheels/local_whl-1.0-py3-none-any.whl")
+    );
+    assert_eq!(local.files[0].sha256, hash('a'));
+    assert!(
+        !got.iter().any(|p| p.name == "other-pkg"),
+        "its marker excludes linux"
+    );
+    let err = error_of(run(
+        "./wheels/local_whl-1.0-py3-none-any.whl\n",
+        &LockOptions::default(),
+    ));
+    assert_mentions(
+        &err,
+        &["`./wheels/local_whl-1.0-py3-none-any.whl` has no --hash"],
+    );
+    let err = error_of(run(
+        &format!("./wheels/notawheel.whl --hash=sha256:{}\n", hash('a')),
+        &LockOptions::default(),
+    ));
+    assert_mentions(&err, &["not a wheel's file name"]);
+}
+
+#[test]
 fn comments_follow_pips_rule() {
     assert_eq!(
         strip_comment("x @ https://h/x.whl#sha256=1 # c"),
