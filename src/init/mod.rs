@@ -510,7 +510,7 @@ fn pick_app(
             format!(
                 "app {} ({place}); also found {}: change `app` if another is the service",
                 best.app,
-                others.join(", ")
+                crate::text::summarise(&others, 5)
             ),
         ));
     }

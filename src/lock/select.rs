@@ -25,6 +25,11 @@ pub struct SelectedWheel {
     pub from_sdist: bool,
 }
 
+/// How many of a package's wheel tags, and how many packages, the
+/// "no usable wheel" message lists before it counts the rest.
+const MAX_TAGS_SHOWN: usize = 6;
+const MAX_PROBLEMS_SHOWN: usize = 12;
+
 #[derive(Debug, Error)]
 pub enum SelectError {
     #[error("no usable wheel for {platform}:\n{}\nPick versions that publish wheels for this platform (or add the platform to uv's required-environments and lock again), or use a base image whose Python and libc match the wheels", .problems.join("\n"))]
@@ -109,23 +114,28 @@ pub fn select_wheels(
             None => {
                 offered.sort();
                 offered.dedup();
+                // A package may publish dozens of wheels: a few name the kind.
                 problems.push(format!(
                     "  - {} {}: no wheel for {platform_label}: has {}",
                     pkg.name,
                     pkg.version,
-                    offered.join(", ")
+                    crate::text::summarise(&offered, MAX_TAGS_SHOWN)
                 ));
             }
         }
     }
     if problems.is_empty() {
-        Ok(selected)
-    } else {
-        Err(SelectError::NoWheel {
-            platform: platform_label.to_owned(),
-            problems,
-        })
+        return Ok(selected);
     }
+    let more = problems.len().saturating_sub(MAX_PROBLEMS_SHOWN);
+    problems.truncate(MAX_PROBLEMS_SHOWN);
+    if more > 0 {
+        problems.push(format!("  - … and {more} more packages like these"));
+    }
+    Err(SelectError::NoWheel {
+        platform: platform_label.to_owned(),
+        problems,
+    })
 }
 
 #[cfg(test)]
@@ -224,6 +234,38 @@ mod tests {
         );
         assert!(!err.contains("fine"), "{err}");
         assert!(err.contains("Pick versions that publish wheels"), "{err}");
+    }
+
+    #[test]
+    fn a_long_list_of_wheels_or_packages_is_cut_with_a_count() {
+        let windows: Vec<String> = (0..40)
+            .map(|i| format!("big-1.0-cp311-cp311-macosx_{}_0_arm64.whl", 10 + i))
+            .collect();
+        let files: Vec<&str> = windows.iter().map(String::as_str).collect();
+        let mut pkgs = vec![package("big", &files, false)];
+        for i in 0..20 {
+            let name = format!("w{i:02}");
+            let wheel = format!("{name}-1.0-cp311-cp311-win_amd64.whl");
+            pkgs.push(package(&name, &[wheel.as_str()], false));
+        }
+        for p in &mut pkgs {
+            p.sdist = None;
+        }
+        let err = error_of(select_wheels(&pkgs, &tags(), "linux/amd64"));
+        assert!(
+            err.contains("cp311-cp311-macosx_15_0_arm64, … (34 more)\n"),
+            "{err}"
+        );
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("  - ")).count(),
+            13,
+            "{err}"
+        );
+        assert!(
+            err.contains("  - … and 9 more packages like these"),
+            "{err}"
+        );
+        assert!(err.len() < 2000, "{} bytes: {err}", err.len());
     }
 
     #[test]
