@@ -11,6 +11,8 @@
 //!   template's shape) from the root and from the member's directory, and fixtures/ws-many
 //!   (two services and a library) with `package`: each with the settings `imgbuild init`
 //!   writes, only the member's dependencies and files in the image.
+//! - fixtures/legacy-deps: a dependency imports pkg_resources without declaring
+//!   setuptools; the build warns, naming it, and the image indeed fails at import.
 //! - fixtures/factory-api makes its app in `create_app()`: `imgbuild init` writes
 //!   `app = "factory_api.app:create_app()"`, and the image serves it with `--factory`.
 
@@ -345,4 +347,77 @@ fn package_picks_one_service_of_a_workspace_with_only_its_closure_and_files() {
     );
     post_json(&c.url("/visits"));
     assert_eq!(post_json(&c.url("/visits"))["visits"], 2);
+}
+
+#[test]
+fn a_dependency_importing_pkg_resources_undeclared_is_named_before_the_image_runs() {
+    let root = support::target_tempdir("shapes-legacy-").keep();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(support::fixture("legacy-deps"))
+        .arg(root.join("legacy-deps"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let dir = root.join("legacy-deps/api");
+    support::uv::uv(
+        &dir,
+        &["lock", "--exclude-newer", support::uv::EXCLUDE_NEWER],
+    );
+    let spec = format!("base = \"{}\"\napp = \"legacy_api.main:app\"\n", base());
+    std::fs::write(dir.join("imgbuild.toml"), &spec).unwrap();
+    let out = support::target_tempdir("shapes-out-");
+    let output = format!("docker-archive:{}", out.path().join("image.tar").display());
+    let run = imgbuild(
+        &dir,
+        &["build", "--output", &output, "--cache-dir", &cache_dir()],
+    )
+    .must_succeed("build");
+    assert!(
+        run.stderr.contains("`pkg_resources` (imported by legacy-lib 1.0 in legacy_lib): pkg_resources is part of setuptools")
+            && run.stderr.contains("add setuptools to the project's dependencies"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("nothing in the image provides").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    // The warning is right: the app cannot be imported.
+    let image = podman::import(&output, None);
+    let start = podman::run_to_completion(&image, &["python", "-c", "import legacy_api.main"]);
+    assert_ne!(start.status, 0);
+    assert!(
+        start.stderr.contains("No module named 'pkg_resources'"),
+        "{}",
+        start.stderr
+    );
+
+    // With setuptools declared and locked, the build says nothing and the app imports.
+    let pyproject = std::fs::read_to_string(dir.join("pyproject.toml")).unwrap();
+    let pyproject = pyproject.replace(
+        "\"legacy-lib\",\n",
+        "\"legacy-lib\",\n    \"setuptools<81\",\n",
+    );
+    std::fs::write(dir.join("pyproject.toml"), pyproject).unwrap();
+    support::uv::uv(
+        &dir,
+        &["lock", "--exclude-newer", support::uv::EXCLUDE_NEWER],
+    );
+    let fixed = format!("docker-archive:{}", out.path().join("fixed.tar").display());
+    let run = imgbuild(
+        &dir,
+        &["build", "--output", &fixed, "--cache-dir", &cache_dir()],
+    )
+    .must_succeed("build");
+    assert!(
+        !run.stderr.contains("nothing in the image provides"),
+        "{}",
+        run.stderr
+    );
+    let image = podman::import(&fixed, None);
+    let start = podman::run_to_completion(&image, &["python", "-c", "import legacy_api.main"]);
+    assert_eq!(start.status, 0, "{}", start.stderr);
 }

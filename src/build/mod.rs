@@ -223,6 +223,11 @@ fn build_platform(
         wheels: &planned.wheels,
         facts: &facts,
         import_roots: &planned.import_roots,
+        wheel_paths: gathered
+            .sources
+            .iter()
+            .map(|s| s.path().map(PathBuf::from))
+            .collect(),
     };
     let (app_layer, source_tree) = app_stage(spec, tree.clone(), &base_view, &cx, &checked)?;
     ours.push(app_layer);

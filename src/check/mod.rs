@@ -10,6 +10,7 @@
 pub(crate) mod app;
 mod factory;
 pub(crate) mod facts;
+pub(crate) mod imports;
 pub(crate) mod native;
 pub(crate) mod scripts;
 
