@@ -660,6 +660,60 @@ lint = [{ name = "ruff" }]
     }
 
     #[test]
+    fn the_sdist_is_kept_with_its_hash_and_the_registry_is_the_packages_index() {
+        let got = parse_default(&lock()).unwrap();
+        let h11 = got.iter().find(|p| p.name == "h11").unwrap();
+        assert_eq!(
+            h11.sdist,
+            Some(LockedFile {
+                filename: "h11-0.16.0.tar.gz".into(),
+                url: Some("https://files.example/h11-0.16.0.tar.gz".into()),
+                sha256: hash('0'),
+                size: Some(10),
+            })
+        );
+        assert_eq!(h11.index.as_deref(), Some("https://index.example/simple"));
+    }
+
+    #[test]
+    fn a_path_source_sdist_is_named_by_its_source() {
+        let text = "version = 1\nrevision = 3\nrequires-python = \">=3.10\"\n\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\nsource = { virtual = \".\" }\ndependencies = [{ name = \"local-pkg\" }]\n\n[[package]]\nname = \"local-pkg\"\nversion = \"1.0\"\nsource = { path = \"dists/local_pkg-1.0.tar.gz\" }\nsdist = { hash = \"sha256:HASH\" }\n"
+            .replace("HASH", &hash('5'));
+        let got = parse_default(&text).unwrap();
+        let sdist = got[0].sdist.as_ref().expect("the path source's sdist");
+        assert_eq!(sdist.url.as_deref(), Some("dists/local_pkg-1.0.tar.gz"));
+        assert_eq!(sdist.filename, "local_pkg-1.0.tar.gz");
+        assert_eq!(sdist.sha256, hash('5'));
+        assert!(got[0].files.is_empty());
+    }
+
+    #[test]
+    fn the_cutoff_is_exclude_newer_else_the_newest_upload_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("uv.lock");
+        let files = "[[package]]\nname = \"a\"\nsdist = { url = \"u\", upload-time = \"2024-01-02T00:00:00Z\" }\nwheels = [{ url = \"w\", upload-time = \"2025-03-04T05:06:07.5Z\" }]\n";
+        std::fs::write(&path, files).unwrap();
+        assert_eq!(
+            crate::lock::build_cutoff(&path).as_deref(),
+            Some("2025-03-04T05:06:07.5Z")
+        );
+        std::fs::write(
+            &path,
+            format!("[options]\nexclude-newer = \"2024-06-01T00:00:00Z\"\n\n{files}"),
+        )
+        .unwrap();
+        assert_eq!(
+            crate::lock::build_cutoff(&path).as_deref(),
+            Some("2024-06-01T00:00:00Z")
+        );
+        std::fs::write(dir.path().join("poetry.lock"), files).unwrap();
+        assert_eq!(
+            crate::lock::build_cutoff(&dir.path().join("poetry.lock")),
+            None
+        );
+    }
+
+    #[test]
     fn an_unknown_lock_version_is_refused_by_number() {
         let text = lock().replacen("version = 1", "version = 2", 1);
         let err = error_of(parse(

@@ -98,6 +98,14 @@ fn pins_with_continuations_markers_and_hashes_find_their_files() {
     assert_eq!(names, ["h11", "uvloop"]);
     let uvloop = &got[1];
     assert!(uvloop.has_sdist);
+    // The sdist whose hash is listed, to build should no wheel fit.
+    assert_eq!(
+        uvloop
+            .sdist
+            .as_ref()
+            .map(|s| (s.filename.as_str(), s.sha256.clone())),
+        Some(("uvloop-0.23.0.tar.gz", hash('c')))
+    );
     let files: Vec<&str> = uvloop.files.iter().map(|f| f.filename.as_str()).collect();
     assert_eq!(
         files,
