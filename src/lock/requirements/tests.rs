@@ -392,3 +392,28 @@ fn errors_of_a_lockfile_outside_the_tree_quote_none_of_it() {
         assert!(shown.contains("outside the source tree"), "{shown}");
     }
 }
+
+#[test]
+fn a_path_line_from_uv_export_is_the_file_it_names_with_its_hash() {
+    let text = format!(
+        "./wheels/local_pkg-1.0-py3-none-any.whl \\\n    --hash=sha256:{}\n../dists/other-2.0.tar.gz ; sys_platform == 'win32' --hash=sha256:{}\n",
+        hash('7'),
+        hash('8')
+    );
+    let got = run(&text, &LockOptions::default()).unwrap();
+    assert_eq!(got.len(), 1, "the win32-only line is left out: {got:?}");
+    assert_eq!(
+        (got[0].name.as_str(), got[0].version.as_str()),
+        ("local-pkg", "1.0")
+    );
+    assert_eq!(
+        got[0].files[0].url.as_deref(),
+        Some("./wheels/local_pkg-1.0-py3-none-any.whl")
+    );
+    assert_eq!(got[0].files[0].sha256, hash('7'));
+    let err = error_of(run(
+        "./wheels/x-1.0-py3-none-any.whl\n",
+        &LockOptions::default(),
+    ));
+    assert_mentions(&err, &["requirements.txt:1", "has no --hash"]);
+}
