@@ -77,12 +77,11 @@ pub(super) fn plan(
     // wheel built from it.
     planned.locked = planned.wheels.clone();
     if planned.wheels.iter().any(|w| w.from_sdist) {
-        let lockfile = spec.lockfile.as_deref().expect("only a lock has sdists");
         planned.sdist_builds = build_sdists(
             spec,
-            lockfile,
             python,
             &indexes,
+            &label,
             opts,
             interpreters,
             &mut planned.wheels,
@@ -100,7 +99,7 @@ pub(super) fn plan(
 
 /// Which project of a workspace lock the image is for: `package`, else the
 /// member whose directory the source tree is.
-fn project_root(spec: &Spec, lock_dir: &Path) -> crate::lock::ProjectRoot {
+fn project_root(spec: &Spec, lock_dir: &Path) -> crate::lock::uv::ProjectRoot {
     let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
     let source = canonical(&spec.source);
     let dir = source
@@ -109,7 +108,7 @@ fn project_root(spec: &Spec, lock_dir: &Path) -> crate::lock::ProjectRoot {
         .and_then(|rel| rel.to_str())
         .unwrap_or_default()
         .to_string();
-    crate::lock::ProjectRoot {
+    crate::lock::uv::ProjectRoot {
         package: spec.package.clone(),
         dir,
     }
@@ -180,14 +179,22 @@ fn select_wheels(
 /// sandbox (or built before, from the store).
 fn build_sdists(
     spec: &Spec,
-    lockfile: &Path,
     python: &PythonInfo,
     configured: &[String],
+    platform_label: &str,
     opts: &BuildOptions,
     interpreters: &Interpreters,
     wheels: &mut [SelectedWheel],
 ) -> Result<Vec<crate::sdist::Built>, BuildError> {
-    let interp = (interpreters.base)()?;
+    let first = wheels
+        .iter()
+        .find(|w| w.from_sdist)
+        .expect("called for sdists");
+    let interp = (interpreters.base)().map_err(|e| crate::sdist::SdistError::NoInterpreter {
+        package: format!("{} {}", first.name, first.version),
+        platform: format!("{} ({})", platform_label, python.describe()),
+        cause: crate::text::error_chain(&e),
+    })?;
     let mut builds = Vec::new();
     let env = crate::python::markers::MarkerEnv::for_target(python)?;
     let tags = Tags::for_target(python);
@@ -198,7 +205,7 @@ fn build_sdists(
         jobs: 1,
         lock_dir: lock_dir(spec),
     };
-    let cutoff = crate::lock::build_cutoff(lockfile);
+    let cutoff = spec.lockfile.as_deref().and_then(crate::lock::build_cutoff);
     let detail = |line: String| (opts.on_event)(Event::Detail(line));
     let whole_base = || (interpreters.whole_base)().map_err(|e| crate::text::error_chain(&e));
     // The indexes the lock was resolved against (uv.lock names them), for

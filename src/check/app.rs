@@ -99,7 +99,9 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
     }
     let text = std::fs::read_to_string(&host).unwrap_or_default();
     match defines(&text, attr_first) {
-        Defined::Yes if attr_first == attr => factory_check(spec, file, &path, &text, attr),
+        Defined::Yes if attr_first == attr => {
+            super::factory::check(spec, file, &path, &text, attr)
+        }
         Defined::Yes => Ok(None),
         Defined::Unknown => Ok(Some(format!(
             "{file}: app = {:?}: cannot tell whether {} defines `{attr_first}` (it uses a star import, a module __getattr__ or globals()); it is checked when the container starts",
@@ -112,39 +114,6 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
             path: path.absolute(),
             attr: attr_first.to_owned(),
         }),
-    }
-}
-
-/// `app`'s factory `()` against what the module binds the name to: an app
-/// called as a factory fails at start (an error); a function of no
-/// arguments named without `()` is most likely a factory (a warning).
-fn factory_check(
-    spec: &Spec,
-    file: &str,
-    path: &ImagePath,
-    text: &str,
-    attr: &str,
-) -> Result<Option<String>, CheckError> {
-    use super::factory::{shape, Shape};
-    let (app, shown) = (
-        spec.app.clone().unwrap_or_default(),
-        spec.app_setting().unwrap_or_default(),
-    );
-    match (spec.app_factory, shape(text, attr)) {
-        (true, Some(Shape::App(class))) => Err(CheckError::NotAFactory {
-            file: file.to_owned(),
-            app: shown,
-            attr: attr.to_owned(),
-            path: path.absolute(),
-            class,
-        }),
-        (false, Some(Shape::Function { no_arguments: true })) => Ok(Some(format!(
-            "{file}: app = {:?}: `{attr}` in {} is a function of no arguments; if it makes the app, write app = \"{}()\" so uvicorn calls it (--factory)",
-            shown,
-            path.absolute(),
-            app
-        ))),
-        _ => Ok(None),
     }
 }
 
@@ -608,7 +577,7 @@ pub(super) fn logical_lines(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
-    use super::super::{ImageView, PackageFiles};
+    use super::super::PackageFiles;
     use super::*;
 
     #[test]
@@ -651,35 +620,6 @@ mod tests {
         );
     }
 
-    fn view<'a>(
-        plan: &'a LayerPlan,
-        packages: &'a [PackageFiles],
-        roots: &'a [ImagePath],
-        base: &'a NoBase,
-    ) -> ImageView<'a> {
-        static WORKDIR: std::sync::OnceLock<[ImagePath; 4]> = std::sync::OnceLock::new();
-        let p = WORKDIR.get_or_init(|| {
-            [
-                path("/app"),
-                path("/app/.venv"),
-                path("/app/.venv/lib/python3.11/site-packages"),
-                path("/app/.venv/bin"),
-            ]
-        });
-        ImageView {
-            workdir: &p[0],
-            app: plan,
-            venv: &p[1],
-            site_packages: &p[2],
-            bin: &p[3],
-            packages,
-            import_roots: roots,
-            base,
-            path: vec!["/app/.venv/bin".into(), "/usr/bin".into()],
-            locked: true,
-        }
-    }
-
     #[test]
     fn a_misspelt_module_is_refused_by_name_with_a_suggestion() {
         let dir = tempfile::tempdir().unwrap();
@@ -711,38 +651,6 @@ mod tests {
             e.contains("/app/src/pkg/main.py") && e.contains("`api`"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn a_factory_must_be_a_callable_and_an_app_must_not_be_written_as_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let plan = app_plan(
-            dir.path(),
-            &[(
-                "svc.py",
-                "from fastapi import FastAPI\napi = FastAPI()\ndef create_app():\n    return FastAPI()\n",
-            )],
-        );
-        let base = NoBase(vec![]);
-        let v = view(&plan, &[], &[], &base);
-        let check = |app: &str| {
-            check_app(
-                &spec(dir.path(), &format!("app = \"{app}\"\n")),
-                "imgbuild.toml",
-                &v,
-            )
-        };
-        assert_eq!(check("svc:create_app()").unwrap(), None);
-        assert_eq!(check("svc:api").unwrap(), None);
-        let e = check("svc:api()").unwrap_err().to_string();
-        assert_eq!(e, "imgbuild.toml: app = \"svc:api()\": `api` in /app/svc.py is a FastAPI app, not a factory that makes one; write app = \"svc:api\" without the ()");
-        let e = check("svc:make_app()").unwrap_err().to_string();
-        assert!(
-            e.contains("app = \"svc:make_app()\": /app/svc.py has no top-level `make_app`"),
-            "{e}"
-        );
-        let w = check("svc:create_app").unwrap().unwrap();
-        assert!(w.ends_with("is a function of no arguments; if it makes the app, write app = \"svc:create_app()\" so uvicorn calls it (--factory)"), "{w}");
     }
 
     #[test]

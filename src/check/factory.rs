@@ -6,6 +6,9 @@
 //! (uvicorn guesses so too, with a warning of its own).
 
 use super::app::logical_lines;
+use super::CheckError;
+use crate::layer::ImagePath;
+use crate::spec::Spec;
 
 /// What a module's top level binds a name to, where that can be seen.
 #[derive(Debug, PartialEq, Eq)]
@@ -64,6 +67,38 @@ pub fn shape(text: &str, name: &str) -> Option<Shape> {
     None
 }
 
+/// `app`'s factory `()` against what the module binds the name to: an app
+/// called as a factory fails at start (an error); a function of no
+/// arguments named without `()` is most likely a factory (a warning).
+pub(super) fn check(
+    spec: &Spec,
+    file: &str,
+    path: &ImagePath,
+    text: &str,
+    attr: &str,
+) -> Result<Option<String>, CheckError> {
+    let (app, shown) = (
+        spec.app.clone().unwrap_or_default(),
+        spec.app_setting().unwrap_or_default(),
+    );
+    match (spec.app_factory, shape(text, attr)) {
+        (true, Some(Shape::App(class))) => Err(CheckError::NotAFactory {
+            file: file.to_owned(),
+            app: shown,
+            attr: attr.to_owned(),
+            path: path.absolute(),
+            class,
+        }),
+        (false, Some(Shape::Function { no_arguments: true })) => Ok(Some(format!(
+            "{file}: app = {:?}: `{attr}` in {} is a function of no arguments; if it makes the app, write app = \"{}()\" so uvicorn calls it (--factory)",
+            shown,
+            path.absolute(),
+            app
+        ))),
+        _ => Ok(None),
+    }
+}
+
 /// Whether a parameter list (the text between the parentheses) can be
 /// called with nothing: empty, or each parameter has a default or is `*`,
 /// `*args`, `**kwargs` or `/`.
@@ -79,6 +114,8 @@ fn no_required_arguments(params: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::app::check_app;
+    use super::super::test_support::*;
     use super::*;
 
     #[test]
@@ -117,5 +154,37 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(&shape(text, "app"), want, "{text}");
         }
+    }
+
+    #[test]
+    fn a_factory_must_be_a_callable_and_an_app_must_not_be_written_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = app_plan(
+            dir.path(),
+            &[(
+                "svc.py",
+                "from fastapi import FastAPI\napi = FastAPI()\ndef create_app():\n    return FastAPI()\n",
+            )],
+        );
+        let base = NoBase(vec![]);
+        let v = view(&plan, &[], &[], &base);
+        let check = |app: &str| {
+            check_app(
+                &spec(dir.path(), &format!("app = \"{app}\"\n")),
+                "imgbuild.toml",
+                &v,
+            )
+        };
+        assert_eq!(check("svc:create_app()").unwrap(), None);
+        assert_eq!(check("svc:api").unwrap(), None);
+        let e = check("svc:api()").unwrap_err().to_string();
+        assert_eq!(e, "imgbuild.toml: app = \"svc:api()\": `api` in /app/svc.py is a FastAPI app, not a factory that makes one; write app = \"svc:api\" without the ()");
+        let e = check("svc:make_app()").unwrap_err().to_string();
+        assert!(
+            e.contains("app = \"svc:make_app()\": /app/svc.py has no top-level `make_app`"),
+            "{e}"
+        );
+        let w = check("svc:create_app").unwrap().unwrap();
+        assert!(w.ends_with("is a function of no arguments; if it makes the app, write app = \"svc:create_app()\" so uvicorn calls it (--factory)"), "{w}");
     }
 }

@@ -330,6 +330,36 @@ pub(crate) mod test_support {
         ImagePath::new(p).unwrap()
     }
 
+    /// The image view of the checks' tests: /app, its venv, and `plan`.
+    pub fn view<'a>(
+        plan: &'a LayerPlan,
+        packages: &'a [PackageFiles],
+        roots: &'a [ImagePath],
+        base: &'a NoBase,
+    ) -> ImageView<'a> {
+        static WORKDIR: std::sync::OnceLock<[ImagePath; 4]> = std::sync::OnceLock::new();
+        let p = WORKDIR.get_or_init(|| {
+            [
+                path("/app"),
+                path("/app/.venv"),
+                path("/app/.venv/lib/python3.11/site-packages"),
+                path("/app/.venv/bin"),
+            ]
+        });
+        ImageView {
+            workdir: &p[0],
+            app: plan,
+            venv: &p[1],
+            site_packages: &p[2],
+            bin: &p[3],
+            packages,
+            import_roots: roots,
+            base,
+            path: vec!["/app/.venv/bin".into(), "/usr/bin".into()],
+            locked: true,
+        }
+    }
+
     /// An app plan of host files written to `dir` and placed under /app.
     pub fn app_plan(dir: &Path, files: &[(&str, &str)]) -> LayerPlan {
         let mut plan = LayerPlan::new();

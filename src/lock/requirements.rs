@@ -292,52 +292,6 @@ fn name_ending_badly(req: &str) -> Option<&str> {
     names.into_iter().find(|n| n.ends_with(['-', '_', '.']))
 }
 
-/// A wheel named by its path, as `uv export` writes a path dependency
-/// (`./wheels/x-1.0-py3-none-any.whl --hash=…`, maybe with `; marker`):
-/// the name and version come from the file name, the path is read beside
-/// the file. `Ok(None)` when `req_text` is not such a line;
-/// `Ok(Some(None))` when its marker excludes the target.
-fn wheel_path(
-    req_text: &str,
-    hashes: &BTreeSet<String>,
-    env: &MarkerEnv,
-) -> Result<Option<Option<Pin>>, BadRequirement> {
-    let (path, marker) = match req_text.split_once(';') {
-        Some((p, m)) => (p.trim(), Some(m.trim())),
-        None => (req_text.trim(), None),
-    };
-    let is_path = path.starts_with("./") || path.starts_with("../") || path.starts_with('/');
-    if !is_path || !path.ends_with(".whl") || path.contains(char::is_whitespace) {
-        return Ok(None);
-    }
-    let filename = path.rsplit('/').next().unwrap_or(path);
-    let (name, version) = file_name_version(filename).ok_or_else(|| {
-        format!("`{path}` is not a wheel's file name (name-version-python-abi-platform.whl)")
-    })?;
-    if let Some(marker) = marker.filter(|m| !m.is_empty()) {
-        // The marker alone, on the wheel's name, as PEP 508 writes one.
-        let text = format!("{name} ; {marker}");
-        let req = Requirement::<pep508_rs::VerbatimUrl>::from_str(&text)
-            .map_err(|e| BadRequirement::Syntax(req_text.trim().to_owned(), Box::new(e)))?;
-        if !req.evaluate_markers(env.environment(), &[]) {
-            return Ok(Some(None));
-        }
-    }
-    if hashes.is_empty() {
-        return refuse(format!(
-            "`{path}` has no --hash=sha256:…; generate the file with hashes (uv export)"
-        ));
-    }
-    Ok(Some(Some(Pin {
-        name,
-        version,
-        hashes: hashes.clone(),
-        url: Some(path.trim_start_matches("./").to_owned()),
-        file: String::new(),
-        line: 0,
-    })))
-}
-
 /// A pinned requirement, or None when its marker excludes the target.
 fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, BadRequirement> {
     // Per-requirement options start at the first ` --`.
@@ -375,7 +329,7 @@ fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, BadRequ
             marker.trim()
         ));
     }
-    if let Some(pin) = wheel_path(req_text, &hashes, env)? {
+    if let Some(pin) = path_requirement(req_text.trim(), &hashes, env)? {
         return Ok(pin);
     }
     if let Some(name) = name_ending_badly(req_text.trim()) {
@@ -435,6 +389,46 @@ fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, BadRequ
         file: String::new(),
         line: 0,
     }))
+}
+
+/// A line naming a local file, as `uv export` writes a path source
+/// (`./wheels/pkg-1.0-py3-none-any.whl --hash=sha256:…`): the package and
+/// version come from the file name, the path is relative to the file.
+/// `Ok(None)` for a line that is not a path; `Ok(Some(None))` when its
+/// marker leaves the target out.
+fn path_requirement(
+    text: &str,
+    hashes: &BTreeSet<String>,
+    env: &MarkerEnv,
+) -> Result<Option<Option<Pin>>, BadRequirement> {
+    let (path, marker) = match text.split_once(';') {
+        Some((p, m)) => (p.trim(), m.trim()),
+        None => (text, ""),
+    };
+    let path = path.strip_prefix("file://").unwrap_or(path);
+    if !["./", "../", "/"].iter().any(|p| path.starts_with(p)) {
+        return Ok(None);
+    }
+    if !env.evaluate(marker, &[]).map_err(|e| e.to_string())? {
+        return Ok(Some(None));
+    }
+    let filename = path.rsplit('/').next().unwrap_or(path);
+    let (name, version) = file_name_version(filename).ok_or_else(|| {
+        format!("`{path}` names neither a wheel nor an sdist file; name the file itself")
+    })?;
+    if hashes.is_empty() {
+        return refuse(format!(
+            "`{path}` has no --hash=sha256:…; generate the file with hashes (uv export)"
+        ));
+    }
+    Ok(Some(Some(Pin {
+        name,
+        version,
+        hashes: hashes.clone(),
+        url: Some(path.to_owned()),
+        file: String::new(),
+        line: 0,
+    })))
 }
 
 /// One pin per package: repeated identical pins merge their hashes.

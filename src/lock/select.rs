@@ -119,7 +119,7 @@ pub fn select_wheels(
                     "  - {} {}: no wheel for {platform_label}: has {}",
                     pkg.name,
                     pkg.version,
-                    crate::text::summarise(&offered, MAX_TAGS_SHOWN)
+                    summarised(&offered, MAX_TAGS_SHOWN)
                 ));
             }
         }
@@ -136,6 +136,15 @@ pub fn select_wheels(
         platform: platform_label.to_owned(),
         problems,
     })
+}
+
+/// The first `keep` items and how many more: a package with wheels for
+/// dozens of platforms once made this error a 12,848-byte line.
+fn summarised(items: &[String], keep: usize) -> String {
+    match items.len().checked_sub(keep) {
+        Some(more) if more > 0 => format!("{} and {more} more", items[..keep].join(", ")),
+        _ => items.join(", "),
+    }
 }
 
 #[cfg(test)]
@@ -253,7 +262,7 @@ mod tests {
         }
         let err = error_of(select_wheels(&pkgs, &tags(), "linux/amd64"));
         assert!(
-            err.contains("cp311-cp311-macosx_15_0_arm64, … (34 more)\n"),
+            err.contains("cp311-cp311-macosx_15_0_arm64 and 34 more\n"),
             "{err}"
         );
         assert_eq!(
@@ -289,5 +298,19 @@ mod tests {
             ]
         );
         assert_eq!(got[1].sha256, hash('s'));
+    }
+
+    #[test]
+    fn a_long_list_of_offered_tags_is_summarised() {
+        let files: Vec<String> = (0..40)
+            .map(|i| format!("many-1.0-cp3{i}-cp3{i}-win_amd64.whl"))
+            .collect();
+        let names: Vec<&str> = files.iter().map(String::as_str).collect();
+        let mut pkg = package("many", &names, false);
+        pkg.sdist = None;
+        let err = error_of(select_wheels(&[pkg], &tags(), "linux/amd64"));
+        let line = err.lines().find(|l| l.contains("many 1.0")).unwrap();
+        assert!(line.ends_with("and 34 more"), "{line}");
+        assert!(line.len() < 300, "{line}");
     }
 }

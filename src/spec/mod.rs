@@ -12,6 +12,7 @@
 mod bytecode;
 pub(crate) mod deploy;
 mod keys;
+mod state;
 mod values;
 mod workspace;
 

@@ -38,7 +38,7 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
     let extras = names(origin, "extras", raw.extras.unwrap_or_default())?;
     let index_url = index_url(origin, raw.index_url)?;
     let exclude = exclude(origin, raw.exclude.unwrap_or_default())?;
-    let writable = writable(
+    let writable = super::state::writable(
         origin,
         raw.writable.unwrap_or_default(),
         &workdir,
@@ -156,7 +156,7 @@ fn image_dirs(
 /// The base's own directories, where the app or the venv would shadow or mix
 /// with the system (`venv = "/usr"` leaves an image where `/bin/sh` and
 /// python no longer run). `/` itself is refused by [`ImagePath::new`].
-const SYSTEM_DIRS: &[&str] = &[
+pub(super) const SYSTEM_DIRS: &[&str] = &[
     "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "var", "proc", "sys", "dev",
 ];
 
@@ -419,64 +419,6 @@ fn compression(
             )
         }),
     }
-}
-
-/// `writable`: each entry absolute, or relative to the workdir; none where
-/// an empty volume would hide the code, the venv or the system (an emptyDir
-/// hides what the image has at its path), nor `/tmp`, writable already.
-fn writable(
-    origin: &Origin,
-    entries: Vec<String>,
-    workdir: &ImagePath,
-    venv: &ImagePath,
-    env: &BTreeMap<String, String>,
-) -> Result<Vec<ImagePath>, SpecError> {
-    let home = (!env.contains_key("HOME")).then(|| ImagePath::new(super::HOME).expect("valid"));
-    if let Some(h) = home
-        .as_ref()
-        .filter(|h| workdir.starts_with(h) || venv.starts_with(h))
-    {
-        return Err(origin.invalid("workdir", format!("{workdir} (or the venv) lies in {h}, the user's HOME, which must be writable; use another workdir, or set `env = {{ HOME = \"/some/dir\" }}`")));
-    }
-    let mut out: Vec<ImagePath> = Vec::new();
-    for entry in entries {
-        let bad = |why: String| origin.invalid("writable", format!("{entry:?} {why}"));
-        let path = if entry.starts_with('/') {
-            ImagePath::new(&entry)
-        } else {
-            workdir.join(&entry)
-        }
-        .map_err(|e| bad(e.1.to_string()))?;
-        let top = path.as_str().split('/').next().unwrap_or_default();
-        let depth = path.as_str().split('/').count();
-        if workdir.starts_with(&path) || venv.starts_with(&path) {
-            return Err(bad(format!("would be a volume over the code in {workdir} (or the venv {venv}), which an empty volume hides; name a directory inside it, such as \"data\", and point the app there")));
-        }
-        if path.starts_with(venv) {
-            return Err(bad(format!("is inside the venv {venv}")));
-        }
-        if top == "tmp" {
-            return Err(bad(
-                "is writable in every image already (a tmpfs or emptyDir at /tmp); leave it out"
-                    .into(),
-            ));
-        }
-        // Under /var a directory of its own is fine (/var/lib/app); the rest
-        // of the system directories, and /var/lib itself, are the base's.
-        if SYSTEM_DIRS.contains(&top) && !(top == "var" && depth >= 3) {
-            return Err(bad(format!("is a system directory of the base; use one of the app's own, such as \"/var/lib/app\" or a directory under {workdir}")));
-        }
-        if home.as_ref() == Some(&path) {
-            return Err(bad(
-                "is the user's HOME, writable already; leave it out".into()
-            ));
-        }
-        if out.contains(&path) {
-            return Err(bad(format!("names {path}, listed already")));
-        }
-        out.push(path);
-    }
-    Ok(out)
 }
 
 fn image_path(origin: &Origin, key: &str, value: &str) -> Result<ImagePath, SpecError> {

@@ -76,3 +76,93 @@ pub(super) fn member_dir(
         }
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{load, SpecError, SPEC_FILE};
+    use crate::text::error_chain;
+    use std::path::PathBuf;
+
+    const MINIMAL: &str = "base = \"python:3.12-slim\"\napp = \"main:app\"\n";
+
+    /// A project directory for settings files, as the spec tests write them.
+    struct Project {
+        dir: tempfile::TempDir,
+    }
+
+    impl Project {
+        fn new() -> Self {
+            Project {
+                dir: tempfile::tempdir().unwrap(),
+            }
+        }
+        fn path(&self) -> PathBuf {
+            self.dir.path().to_path_buf()
+        }
+        fn write(&self, name: &str, text: &str) -> &Self {
+            let p = self.dir.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+            self
+        }
+        fn load(&self) -> Result<super::super::Spec, SpecError> {
+            load(None, self.dir.path())
+        }
+        fn err(&self, toml: &str) -> String {
+            self.write(SPEC_FILE, toml);
+            error_chain(&self.load().unwrap_err())
+        }
+    }
+
+    /// A virtual uv workspace root with members `backend` and `worker`, locked.
+    fn workspace_project() -> Project {
+        let p = Project::new();
+        p.write("pyproject.toml", "[tool.uv.workspace]\nmembers = [\"backend\", \"services/worker\"]\n")
+            .write("backend/pyproject.toml", "[project]\nname = \"backend\"\n")
+            .write("services/worker/pyproject.toml", "[project]\nname = \"worker\"\n")
+            .write(
+                "uv.lock",
+                "version = 1\n[manifest]\nmembers = [\"backend\", \"worker\"]\n\n[[package]]\nname = \"backend\"\nversion = \"0.1.0\"\nsource = { editable = \"backend\" }\n\n[[package]]\nname = \"worker\"\nversion = \"0.1.0\"\nsource = { editable = \"services/worker\" }\n",
+            );
+        p
+    }
+
+    #[test]
+    fn package_makes_the_members_directory_the_source_and_is_looked_up_in_the_lock() {
+        let p = workspace_project();
+        p.write(SPEC_FILE, &format!("{MINIMAL}package = \"backend\"\n"));
+        let s = p.load().unwrap();
+        assert_eq!(s.package.as_deref(), Some("backend"));
+        assert_eq!(s.source, p.path().join("backend"));
+        assert_eq!(s.lockfile, Some(p.path().join("uv.lock")));
+        // With `source` set, the whole tree it names is the app layer.
+        p.write(
+            SPEC_FILE,
+            &format!("{MINIMAL}package = \"worker\"\nsource = \".\"\n"),
+        );
+        assert_eq!(p.load().unwrap().source, p.path());
+        let e = p.err(&format!("{MINIMAL}package = \"frontend\"\n"));
+        assert!(
+            e.contains("key \"package\": \"frontend\" is not a project of the workspace")
+                && e.contains("(its projects: backend, worker)"),
+            "{e}"
+        );
+        std::fs::remove_file(p.path().join("uv.lock")).unwrap();
+        p.write("requirements.txt", "");
+        let e = p.err(&format!("{MINIMAL}package = \"backend\"\n"));
+        assert!(e.contains("needs its uv.lock"), "{e}");
+    }
+
+    #[test]
+    fn a_members_directory_finds_the_workspace_lock_above_it() {
+        let p = workspace_project();
+        p.write("services/worker/imgbuild.toml", MINIMAL);
+        let s = load(None, &p.path().join("services/worker")).unwrap();
+        assert_eq!(s.lockfile, Some(p.path().join("uv.lock")));
+        assert_eq!(s.source, p.path().join("services/worker"));
+        // A lock above that is not a workspace's is not taken.
+        p.write("pyproject.toml", "[project]\nname = \"root\"\n");
+        let s = load(None, &p.path().join("services/worker")).unwrap();
+        assert_eq!(s.lockfile, None);
+    }
+}
