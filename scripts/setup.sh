@@ -27,14 +27,15 @@ step() { echo "==> $*"; }
 # podman needs on a minimal system; util-linux gives flock for the test cache lock;
 # containerd (with its ctr) is the runtime of Kubernetes nodes, which the deploy tests
 # pull and run the pushed image with; curl asks the example and the wheel check
-# (scripts/wheel.sh) for /health.
+# (scripts/wheel.sh) for /health; systemd gives systemd-analyze, which checks the units
+# `imgbuild manifests --format systemd` writes (nothing here starts systemd).
 PACKAGES=(
   podman runc uidmap fuse-overlayfs slirp4netns catatonit
   docker-registry apache2-utils openssl ca-certificates
   skopeo umoci
   mmdebstrap qemu-user-static binfmt-support
   util-linux gzip python3 python3-pip git hyperfine time curl
-  containerd
+  containerd systemd
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -123,9 +124,11 @@ if ! [ -x "$SBOM_TOOLS/bin/pyspdxtools" ] ||
 fi
 # --- Python tools the deploy tests and benchmarks run ----------------------------------
 # kubernetes-validate checks generated manifests offline against bundled schemas; locust
-# drives `scripts/bench.sh deploy`. Each lives in its own uv-managed venv under /opt, with
-# its command in /usr/local/bin; the index comes from the user's uv/pip configuration.
-for tool in kubernetes-validate locust; do
+# drives `scripts/bench.sh deploy`; podman-compose runs the compose.yaml that
+# `imgbuild manifests --format compose` writes (tests/single_server_e2e.rs). Each lives in
+# its own uv-managed venv under /opt, with its command in /usr/local/bin; the index comes
+# from the user's uv/pip configuration.
+for tool in kubernetes-validate locust podman-compose; do
   if ! command -v "$tool" >/dev/null; then
     step "installing $tool (uv tool, /opt/imgbuild-tools)"
     $SUDO env UV_TOOL_DIR=/opt/imgbuild-tools UV_TOOL_BIN_DIR=/usr/local/bin \

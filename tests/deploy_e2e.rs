@@ -120,6 +120,12 @@ fn every_generated_object_passes_kubernetes_validate_strict() {
             "cmd = [\"python\", \"-m\", \"orders_api\"]\n[deploy]\nautoscale = false\nreplicas = 3\n"
                 .to_string(),
         ),
+        (
+            "https-ingress",
+            "health = \"/health\"\n[deploy]\nhost = \"api.example.com\"\ntls-issuer = \"letsencrypt\"\n\
+             tls = { cert = \"tls.crt\", key = \"tls.key\" }\n"
+                .to_string(),
+        ),
     ];
     let mut checked = 0;
     for (name, extra) in &variants {
@@ -135,7 +141,11 @@ fn every_generated_object_passes_kubernetes_validate_strict() {
         .unwrap();
         imgbuild(&dir, &["manifests", "-o", "k8s"], None).must_succeed("manifests -o k8s");
         let files = yaml_files(&dir.join("k8s"));
-        let want = if name.contains("no-hpa") { 2 } else { 3 };
+        let want = match *name {
+            "custom-command-no-hpa" => 2,
+            "https-ingress" => 4,
+            _ => 3,
+        };
         assert_eq!(files.len(), want, "{name}: {files:?}");
         let out = kubernetes_validate(&files);
         let text = String::from_utf8_lossy(&out.stdout).to_string()
@@ -155,7 +165,13 @@ fn every_generated_object_passes_kubernetes_validate_strict() {
             .collect();
         assert_eq!(stream.stdout, joined.join("---\n"), "{name}");
     }
-    assert_eq!(checked, 8);
+    assert_eq!(checked, 12);
+    let ingress =
+        std::fs::read_to_string(tmp.path().join("https-ingress/k8s/ingress.yaml")).unwrap();
+    assert!(
+        ingress.contains("cert-manager.io/cluster-issuer: letsencrypt\n"),
+        "{ingress}"
+    );
 
     // The check itself fails on an unknown field, so the passes above mean something.
     let full = tmp.path().join("full/k8s/deployment.yaml");
@@ -394,6 +410,113 @@ fn resolved_deployment_runs_under_podman_kube_play() {
         "{{.Names}}",
     ]);
     assert_eq!(left.trim(), "", "containers left after kube down");
+}
+
+#[test]
+fn tls_serving_pod_plays_under_kube_play_and_answers_https_with_the_test_ca() {
+    let reg = Registry::start(Setup::Plain);
+    let base = support::base::base_image_ref("amd64");
+    let name = unique("orders");
+    let project = orders_api(
+        &base,
+        &format!("{}/orders-api", reg.host),
+        &format!(
+            "[deploy]\nname = \"{name}\"\nautoscale = false\nhost = \"api.example.com\"\n\
+             tls = {{ cert = \"secret/tls.crt\", key = \"secret/tls.key\" }}\n"
+        ),
+    );
+    // What `kubectl create secret tls NAME-tls --cert=… --key=…` would hold: tls.crt and
+    // tls.key, from a test CA, readable by the pod's user.
+    let secret = project.join("secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    support::registry::make_tls(&secret);
+    std::fs::rename(secret.join("server.crt"), secret.join("tls.crt")).unwrap();
+    std::fs::rename(secret.join("server.key"), secret.join("tls.key")).unwrap();
+    std::os::unix::fs::chown(secret.join("tls.key"), Some(65532), Some(65532)).unwrap();
+
+    imgbuild(&project, &["manifests", "-o", "k8s"], None).must_succeed("manifests -o k8s");
+    let files = yaml_files(&project.join("k8s"));
+    assert_eq!(files.len(), 3, "deployment, ingress, service: {files:?}");
+    let out = kubernetes_validate(&files);
+    assert!(out.status.success(), "{out:?}");
+    let resolved = imgbuild(
+        &project,
+        &[
+            "resolve",
+            "-f",
+            "k8s",
+            "--insecure-registry",
+            &reg.host,
+            "--cache-dir",
+            &cache_dir(),
+        ],
+        None,
+    )
+    .must_succeed("resolve -f k8s");
+    let deployment = resolved.stdout.split("\n---\n").next().unwrap();
+    assert_eq!(
+        deployment.matches("scheme: HTTPS").count(),
+        2,
+        "both probes"
+    );
+
+    // The played copy: hostPort as before, restartPolicy for podman 4.3's init
+    // containers (see resolved_deployment_runs_under_podman_kube_play), and the Secret
+    // volume as a hostPath of the same files: podman 4.3 panics on secret volumes in
+    // kube play (a nil dereference in VolumeFromSecret), and Kubernetes mounts a TLS
+    // Secret as exactly these two files.
+    let port = free_port();
+    // (The document's last line: split off the stream without its newline.)
+    let secret_volume = format!("          secret:\n            secretName: {name}-tls");
+    assert!(deployment.contains(&secret_volume), "{deployment}");
+    let play = deployment
+        .replacen(
+            "containerPort: 8000\n",
+            &format!("containerPort: 8000\n              hostPort: {port}\n              hostIP: 127.0.0.1\n"),
+            1,
+        )
+        .replacen(
+            "      automountServiceAccountToken: false\n",
+            "      automountServiceAccountToken: false\n      restartPolicy: OnFailure\n",
+            1,
+        )
+        .replacen(
+            &secret_volume,
+            &format!("          hostPath:\n            path: {}\n            type: Directory", secret.display()),
+            1,
+        );
+    let play_yaml = project.join("play.yaml");
+    std::fs::write(&play_yaml, &play).unwrap();
+    let image = deployment
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("image: "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let _played = Played {
+        yaml: play_yaml.clone(),
+        image,
+    };
+    podman::podman_ok(&[
+        "kube",
+        "play",
+        "--tls-verify=false",
+        play_yaml.to_str().unwrap(),
+    ]);
+    let ca = secret.join("ca.crt");
+    let url = |p: &str| format!("https://localhost:{port}{p}");
+    let health = support::https::wait(&url("/health"), &ca, Duration::from_secs(60)).unwrap();
+    assert_eq!(health, r#"{"status":"ok"}"#);
+    let migrations = support::https::get(&url("/migrations"), &ca).unwrap();
+    assert!(migrations.contains("\"uid\":65532"), "{migrations}");
+    assert!(
+        wait_http(
+            &format!("http://127.0.0.1:{port}/health"),
+            Duration::from_secs(1)
+        )
+        .is_err(),
+        "the pod serves HTTPS only"
+    );
 }
 
 /// `HOST/python:3.11`, an index of the amd64 and arm64 Debian bases, as on Docker Hub.

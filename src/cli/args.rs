@@ -37,10 +37,12 @@ pub enum Command {
     Verify(super::release::VerifyArgs),
     /// Check whether the base each image was built on has moved (its tag points elsewhere); exit 1 if so.
     Outdated(super::outdated::OutdatedArgs),
-    /// Write Kubernetes manifests (Deployment, Service, HPA) for the spec, the image as imgbuild://PATH.
+    /// Write Kubernetes manifests, a compose.yaml or a systemd unit for the spec, the image as imgbuild://PATH.
     Manifests(super::manifests::ManifestsArgs),
     /// Build and push every imgbuild://PATH in YAML files and print them with REPO@sha256:… in its place.
     Resolve(super::resolve::ResolveArgs),
+    /// Build the image and run it here with podman or docker, as a single server would (--watch: rebuild on changes).
+    Run(super::run::RunArgs),
     /// Print a shell completion script (bash, zsh or fish) to standard output.
     Completions(super::completions::CompletionsArgs),
     /// Print the man page (roff) to standard output, or write one page per command with --dir.

@@ -103,6 +103,7 @@ mod tests {
                 "imgbuild-outdated",
                 "imgbuild-manifests",
                 "imgbuild-resolve",
+                "imgbuild-run",
                 "imgbuild-completions",
                 "imgbuild-man",
             ]

@@ -7,12 +7,14 @@
 //! - [`progress`]: progress bars and step lines;
 //! - [`output`]: the `--json` summary, the digest, files written whole;
 //! - one file per command: [`build`], [`push`], [`login`], [`init`],
-//!   [`manifests`], [`resolve`]; [`release`] holds `sbom`, `diff` and
+//!   [`manifests`], [`resolve`], [`run`] (with [`engine`], podman or
+//!   docker); [`release`] holds `sbom`, `diff` and
 //!   `verify`, and what `build --sbom` and `push` attach.
 
 mod args;
 mod build;
 mod completions;
+mod engine;
 mod init;
 mod login;
 mod man;
@@ -24,6 +26,7 @@ mod progress;
 mod push;
 mod release;
 mod resolve;
+mod run;
 
 pub use args::{
     BuildArgs, BuildFlags, Cli, Command, CommonArgs, Destination, LoginArgs, PushArgs, RegistryArgs,
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Man(args) => man::cmd_man(args),
         Command::Manifests(args) => manifests::cmd_manifests(args),
         Command::Resolve(args) => resolve::cmd_resolve(args, cli.verbose),
+        Command::Run(args) => run::cmd_run(args, cli.verbose),
     }
 }
 

@@ -1,20 +1,27 @@
-//! From a pushed image to a running service on Kubernetes.
+//! From a pushed image to a running service, on Kubernetes or on one server.
 //!
-//! * `imgbuild manifests` writes a Deployment, a Service and a
-//!   HorizontalPodAutoscaler for a spec ([`manifests`]), with the image written
-//!   `imgbuild://PATH`;
+//! * `imgbuild manifests` writes a Deployment, a Service, a
+//!   HorizontalPodAutoscaler and, with `host`, an Ingress for a spec
+//!   ([`manifests`]); with `--format compose` a `compose.yaml` ([`compose`]),
+//!   with `--format systemd` a unit ([`systemd`]), both from one model of the
+//!   server's containers ([`server`]), which `imgbuild run` runs too. The image
+//!   is written `imgbuild://PATH`;
 //! * `imgbuild resolve` ([`resolve`]) finds every `imgbuild://PATH` string in
-//!   YAML documents ([`yaml`]), builds and pushes each project once, and prints
-//!   the documents with `REPO@sha256:…` in their place, as `ko resolve` does.
+//!   YAML documents ([`yaml`]) or a systemd unit, builds and pushes each
+//!   project once, and prints the text with `REPO@sha256:…` in their place,
+//!   as `ko resolve` does.
 //!
 //! This is planning only, below `cli`: which projects to build and push,
-//! the objects and documents to write, and the check that an image holds its
-//! `init` program. `cli::manifests` and `cli::resolve` read the arguments,
-//! drive the builds and pushes (with the functions `imgbuild push` uses) and
-//! print.
+//! the objects and files to write, the containers to run, and the check that
+//! an image holds its `init` program. `cli::manifests`, `cli::resolve` and
+//! `cli::run` read the arguments, drive the builds, pushes and containers
+//! (with the functions `imgbuild push` uses) and print.
 
+pub(crate) mod compose;
 pub(crate) mod manifests;
 pub(crate) mod resolve;
+pub(crate) mod server;
+pub(crate) mod systemd;
 pub(crate) mod yaml;
 
 use crate::project_file::{read_text, Place, SETTINGS_LIMIT};
@@ -58,6 +65,20 @@ pub enum DeployError {
     ManyRegistries { registries: String },
     #[error(transparent)]
     Spec(#[from] SpecError),
+    #[error("{spec}: key \"deploy.tls.{which}\": {path}")]
+    TlsFile {
+        spec: String,
+        which: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{spec}: key \"deploy.tls\": uvicorn serves TLS with --ssl-certfile and --ssl-keyfile added to the image's command, but the spec sets `entrypoint` or `cmd`; add them to your command and mount the files yourself, or leave the command to imgbuild")]
+    TlsNeedsUvicorn { spec: String },
+    #[error("{file} is a systemd unit; resolve it alone (one -f), as its own file")]
+    UnitNotAlone { file: String },
+    #[error("--format {given:?}: expected kubernetes, compose or systemd")]
+    UnknownFormat { given: String },
 }
 
 /// What is wrong with one `imgbuild://PATH` reference.
@@ -169,17 +190,67 @@ pub fn reference_for(spec: &Spec, cwd: &Path) -> String {
     format!("{}{shown}", yaml::SCHEME)
 }
 
-/// The objects `imgbuild manifests` writes for `spec`, in file-name order,
-/// the image written `imgbuild://PATH` relative to `cwd`.
-pub fn manifests_for(spec: &Spec, cwd: &Path) -> Vec<manifests::Manifest> {
+/// What `imgbuild manifests --format` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Kubernetes,
+    Compose,
+    Systemd,
+}
+
+impl std::str::FromStr for Format {
+    type Err = DeployError;
+
+    fn from_str(s: &str) -> Result<Format, DeployError> {
+        match s {
+            "kubernetes" | "k8s" => Ok(Format::Kubernetes),
+            "compose" => Ok(Format::Compose),
+            "systemd" => Ok(Format::Systemd),
+            _ => Err(DeployError::UnknownFormat {
+                given: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// The files `imgbuild manifests --format FORMAT` writes for `spec`, in
+/// file-name order, the image written `imgbuild://PATH` relative to `cwd`.
+pub fn manifests_for(
+    spec: &Spec,
+    cwd: &Path,
+    format: Format,
+) -> Result<Vec<manifests::Manifest>, DeployError> {
     let project = project(spec);
-    manifests::generate(&manifests::Input {
+    let name = kube_name(spec, &project);
+    let image = reference_for(spec, cwd);
+    let spec_shown = crate::text::shown(&spec.file, cwd);
+    if format == Format::Kubernetes {
+        return manifests::generate(&manifests::Input {
+            spec,
+            name,
+            version: project.version.clone(),
+            image,
+            spec_shown,
+        });
+    }
+    // `writable` directories join here once the spec names them.
+    let server = server::plan(&server::Input {
         spec,
-        name: kube_name(spec, &project),
-        version: project.version.clone(),
-        image: reference_for(spec, cwd),
-        spec_shown: crate::text::shown(&spec.file, cwd),
-    })
+        name,
+        image,
+        spec_shown: spec_shown.clone(),
+        writable: &[],
+    })?;
+    Ok(vec![match format {
+        Format::Compose => manifests::Manifest {
+            file_name: compose::FILE_NAME.to_string(),
+            text: compose::generate(&server, &spec_shown),
+        },
+        _ => manifests::Manifest {
+            file_name: systemd::file_name(&server),
+            text: systemd::generate(&server, &spec_shown),
+        },
+    }])
 }
 
 #[cfg(test)]

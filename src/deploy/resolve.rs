@@ -1,8 +1,8 @@
-//! `imgbuild resolve`, planned: YAML in, and for every `imgbuild://PATH`
-//! string the spec it names, checked (an image to push to, a tag) before
-//! anything is built; one target per spec file; then the same YAML out with
-//! each reference replaced by the pinned `REPO@sha256:…` of its image.
-//! `cli::resolve` builds and pushes the targets between the two.
+//! `imgbuild resolve`, planned: YAML (or one systemd unit) in, and for every
+//! `imgbuild://PATH` string the spec it names, checked (an image to push to,
+//! a tag) before anything is built; one target per spec file; then the same
+//! text out with each reference replaced by the pinned `REPO@sha256:…` of its
+//! image. `cli::resolve` builds and pushes the targets between the two.
 
 use super::yaml::{self, Found};
 use super::{DeployError, RefError};
@@ -21,6 +21,8 @@ struct Input {
     shown: String,
     text: String,
     found: Vec<Found>,
+    /// A systemd unit (`imgbuild manifests --format systemd`), not YAML.
+    unit: bool,
 }
 
 /// One project to build and push, and where it was first referenced (for messages).
@@ -172,9 +174,11 @@ impl Plan {
                 }
                 out.push_str("---\n");
             }
-            out.push_str(&yaml::replace(&input.text, &input.found, |f| {
-                pinned[&self.specs[&f.path]].clone()
-            }));
+            let new = |f: &Found| pinned[&self.specs[&f.path]].clone();
+            out.push_str(&match input.unit {
+                true => super::systemd::replace(&input.text, &input.found, new),
+                false => yaml::replace(&input.text, &input.found, new),
+            });
         }
         out
     }
@@ -223,11 +227,27 @@ fn read_inputs(files: &[PathBuf]) -> Result<Vec<Input>, DeployError> {
             file: shown.clone(),
             source,
         })?;
-        let found = yaml::find_refs(&text).map_err(|source| DeployError::Yaml {
-            file: shown.clone(),
-            source,
-        })?;
-        out.push(Input { shown, text, found });
+        let unit = super::systemd::is_unit(&text);
+        let found = match unit {
+            true => super::systemd::find_refs(&text),
+            false => yaml::find_refs(&text).map_err(|source| DeployError::Yaml {
+                file: shown.clone(),
+                source,
+            })?,
+        };
+        out.push(Input {
+            shown,
+            text,
+            found,
+            unit,
+        });
+    }
+    // A unit is a file of its own: joined to others it would be neither a
+    // unit nor YAML.
+    if let (Some(unit), true) = (out.iter().find(|i| i.unit), out.len() > 1) {
+        return Err(DeployError::UnitNotAlone {
+            file: unit.shown.clone(),
+        });
     }
     Ok(out)
 }
@@ -414,6 +434,38 @@ mod tests {
         std::fs::write(cwd.join("empty/imgbuild.toml"), "app = 1\n").unwrap();
         let err = load_spec("empty", cwd).unwrap_err().to_string();
         assert!(err.starts_with("empty/imgbuild.toml: "), "{err}");
+    }
+
+    #[test]
+    fn a_systemd_unit_is_resolved_as_text_and_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cwd = tmp.path();
+        std::fs::write(
+            cwd.join("imgbuild.toml"),
+            "base = \"python:3.12-slim\"\napp = \"main:app\"\nimage = \"ghcr.io/acme/orders\"\n",
+        )
+        .unwrap();
+        let unit = "# imgbuild://. stays in comments\n[Service]\nExecStartPre=/usr/bin/podman run imgbuild://. migrate\nExecStart=/usr/bin/podman run imgbuild://.\n";
+        std::fs::write(cwd.join("orders.service"), unit).unwrap();
+        std::fs::write(cwd.join("other.yaml"), "image: imgbuild://.\n").unwrap();
+        let p = plan(&[cwd.join("orders.service")], Some("1.0"), cwd).unwrap();
+        assert_eq!(p.targets.len(), 1);
+        let pinned = HashMap::from([(
+            cwd.join("imgbuild.toml"),
+            "ghcr.io/acme/orders@sha256:ab".to_string(),
+        )]);
+        assert_eq!(
+            p.render(&pinned),
+            unit.replace("run imgbuild://.", "run ghcr.io/acme/orders@sha256:ab")
+        );
+        let files = [cwd.join("other.yaml"), cwd.join("orders.service")];
+        let err = plan(&files, Some("1.0"), cwd).err().unwrap();
+        assert!(
+            err.to_string().ends_with(
+                "orders.service is a systemd unit; resolve it alone (one -f), as its own file"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! The keys for running the image on Kubernetes: `image`, `init`, `health`
-//! and the `[deploy]` table (see docs/configuration.md and docs/kubernetes.md).
-//! Checked here with the same messages as the rest of the spec; what they
-//! become is `crate::deploy`'s business.
+//! The keys for running the image on Kubernetes or a single server: `image`,
+//! `init`, `health` and the `[deploy]` table (see docs/configuration.md,
+//! docs/kubernetes.md and docs/single-server.md). Checked here with the same
+//! messages as the rest of the spec; what they become is `crate::deploy`'s
+//! business.
 
+use super::serving::{forwarded_allow_ips, host, publish, tls, Publish, Tls};
 use super::{Origin, SpecError, WORKERS};
+use std::path::Path;
 
 /// The `[deploy]` table, with its defaults filled in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,9 +22,20 @@ pub struct Deploy {
     pub service_port: u16,
     /// uvicorn workers per pod; 1 unless set (replication is the cluster's job).
     pub workers: u32,
+    /// `host`: the public DNS name; on Kubernetes, an Ingress for it.
+    pub host: Option<String>,
+    /// `tls-issuer`: the cert-manager ClusterIssuer that gets the Ingress its certificate.
+    pub tls_issuer: Option<String>,
+    /// `tls`: uvicorn serves HTTPS itself, from this certificate and key.
+    pub tls: Option<Tls>,
+    /// `publish`: where a single server (compose, systemd) listens; `None`
+    /// picks by `tls` (see `crate::deploy::server`).
+    pub publish: Option<Publish>,
+    /// `forwarded-allow-ips`: the proxies whose `X-Forwarded-*` headers
+    /// uvicorn believes; `None` derives it from `host`, `tls` and `publish`.
+    pub forwarded_allow_ips: Option<String>,
 }
 
-/// Kubernetes quantities as written, e.g. `"250m"`, `"256Mi"`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resources {
     pub requests_cpu: String,
@@ -72,6 +86,11 @@ impl Default for Deploy {
             pull_secret: None,
             service_port: 80,
             workers: 1,
+            host: None,
+            tls_issuer: None,
+            tls: None,
+            publish: None,
+            forwarded_allow_ips: None,
         }
     }
 }
@@ -88,6 +107,11 @@ pub(super) const DEPLOY_KEYS: &[(&str, &str)] = &[
     ("pull-secret", "pull-secret = \"regcred\""),
     ("service-port", "service-port = 80"),
     ("workers", "workers = 1"),
+    ("host", "host = \"api.example.com\""),
+    ("tls-issuer", "tls-issuer = \"letsencrypt\""),
+    ("tls", "tls = { cert = \"/etc/imgbuild/tls.crt\", key = \"/etc/imgbuild/tls.key\" }"),
+    ("publish", "publish = \"127.0.0.1:8000\""),
+    ("forwarded-allow-ips", "forwarded-allow-ips = \"10.0.0.2\""),
 ];
 
 /// `image`: a repository without tag or digest (resolve picks the tag).
@@ -134,8 +158,13 @@ pub(super) fn health(origin: &Origin, value: Option<String>) -> Result<Option<St
     }
 }
 
-/// The `[deploy]` table (`deploy = { … }` works too).
-pub(super) fn deploy(origin: &Origin, table: Option<toml::Table>) -> Result<Deploy, SpecError> {
+/// The `[deploy]` table (`deploy = { … }` works too); `dir` is the spec's
+/// directory, which relative `tls` paths start from.
+pub(super) fn deploy(
+    origin: &Origin,
+    dir: &Path,
+    table: Option<toml::Table>,
+) -> Result<Deploy, SpecError> {
     let mut out = Deploy::default();
     let Some(table) = table else { return Ok(out) };
     for (key, value) in &table {
@@ -160,8 +189,27 @@ pub(super) fn deploy(origin: &Origin, table: Option<toml::Table>) -> Result<Depl
             }
             "service-port" => out.service_port = int(origin, &field, value, 1, 65535)? as u16,
             "workers" => out.workers = int(origin, &field, value, WORKERS.0, WORKERS.1)? as u32,
+            "host" => out.host = Some(host(origin, &field, value)?),
+            "tls-issuer" => {
+                let name = string(origin, &field, value)?;
+                if !is_dns_subdomain(&name) {
+                    return Err(origin.invalid(&field, format!("{name:?} is not a cert-manager issuer name: lowercase letters, digits, '-' and '.'")));
+                }
+                out.tls_issuer = Some(name);
+            }
+            "tls" => out.tls = Some(tls(origin, dir, value)?),
+            "publish" => out.publish = Some(publish(origin, &field, value)?),
+            "forwarded-allow-ips" => {
+                out.forwarded_allow_ips = Some(forwarded_allow_ips(origin, &field, value)?)
+            }
             _ => return Err(unknown(origin, "deploy", key, DEPLOY_KEYS)),
         }
+    }
+    if out.tls_issuer.is_some() && out.host.is_none() {
+        return Err(origin.invalid(
+            "deploy.tls-issuer",
+            "needs `host`: cert-manager gets the certificate for the Ingress of that host",
+        ));
     }
     if let (Some(r), Some(a)) = (out.replicas, out.autoscale) {
         if r < a.min || r > a.max {
@@ -177,7 +225,12 @@ pub(super) fn deploy(origin: &Origin, table: Option<toml::Table>) -> Result<Depl
     Ok(out)
 }
 
-fn unknown(origin: &Origin, table: &str, key: &str, known: &[(&str, &str)]) -> SpecError {
+pub(super) fn unknown(
+    origin: &Origin,
+    table: &str,
+    key: &str,
+    known: &[(&str, &str)],
+) -> SpecError {
     let dashed = key.replace('_', "-").to_ascii_lowercase();
     let hint = known
         .iter()
@@ -197,14 +250,14 @@ fn unknown(origin: &Origin, table: &str, key: &str, known: &[(&str, &str)]) -> S
     }
 }
 
-fn string(origin: &Origin, key: &str, value: &toml::Value) -> Result<String, SpecError> {
+pub(super) fn string(origin: &Origin, key: &str, value: &toml::Value) -> Result<String, SpecError> {
     value
         .as_str()
         .map(str::to_string)
         .ok_or_else(|| origin.wrong_type(key, "a string", value.type_str()))
 }
 
-fn int(
+pub(super) fn int(
     origin: &Origin,
     key: &str,
     value: &toml::Value,
@@ -369,7 +422,7 @@ pub fn is_dns_label(s: &str) -> bool {
 }
 
 /// RFC 1123 subdomain, as Secret names must be.
-fn is_dns_subdomain(s: &str) -> bool {
+pub(super) fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|part| {

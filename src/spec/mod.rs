@@ -12,6 +12,7 @@
 mod bytecode;
 pub(crate) mod deploy;
 mod keys;
+mod serving;
 mod state;
 mod values;
 mod workspace;
@@ -21,6 +22,7 @@ pub use workspace::enclosing_lock;
 pub use bytecode::BytecodeMode;
 pub use deploy::{Autoscale, Deploy, Resources};
 pub use keys::{keys_by_provenance, Provenance};
+pub use serving::{Publish, Tls};
 
 use crate::image::command::{EntrypointCmd, Uvicorn};
 use crate::layer::ImagePath;
@@ -81,6 +83,9 @@ pub struct Spec {
     pub app_dir: Option<String>,
     pub port: u16,
     pub workers: u32,
+    /// Whether `workers` was written: a single server's default is otherwise
+    /// the CPUs its limit grants (see `crate::deploy::server`).
+    pub workers_set: bool,
     pub proxy_headers: bool,
     /// Numeric `(uid, gid)`; uid 0 is refused.
     pub user: (u32, u32),

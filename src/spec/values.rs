@@ -49,7 +49,7 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
     let image = super::deploy::image(origin, raw.image)?;
     let init = super::deploy::init(origin, raw.init)?;
     let health = super::deploy::health(origin, raw.health)?;
-    let deploy = super::deploy::deploy(origin, raw.deploy)?;
+    let deploy = super::deploy::deploy(origin, dir, raw.deploy)?;
     let project_wheel = project_wheel(origin, dir, raw.project_wheel.as_deref())?;
     let bytecode = match &raw.bytecode {
         None => super::BytecodeMode::default(),
@@ -75,6 +75,7 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         app_dir,
         port,
         workers,
+        workers_set: raw.workers.is_some(),
         proxy_headers: raw.proxy_headers.unwrap_or(false),
         user,
         env,

@@ -7,6 +7,7 @@
 pub mod base;
 pub mod containerd;
 pub mod fake_registry;
+pub mod https;
 pub mod layout;
 pub mod podman;
 pub mod push;

@@ -75,8 +75,9 @@ const NEW_P256_KEY: &[&str] = &[
     "-nodes",
 ];
 
-/// A CA and a server certificate for 127.0.0.1/localhost signed by it.
-fn make_tls(dir: &Path) {
+/// A test CA (`ca.crt`) and a server certificate it signed for 127.0.0.1 and localhost
+/// (`server.crt`, `server.key`), made by openssl in `dir`.
+pub fn make_tls(dir: &Path) {
     openssl(
         dir,
         &[
