@@ -187,13 +187,14 @@ fn plan_server(spec: &Spec, publish: Option<Publish>) -> anyhow::Result<server::
             local.deploy.tls = None;
         }
     }
+    // The user's HOME and the `writable` directories, as the outputs mount them.
+    let state_dirs = local.state_dirs();
     let mut server = server::plan(&server::Input {
         spec: &local,
         name: format!("{name}-run"),
         image: image_name(&name),
         spec_shown: crate::text::shown(&spec.file, &cwd),
-        // `writable` directories join here once the spec names them.
-        writable: &[],
+        writable: &state_dirs,
     })?;
     server.publish = publish.unwrap_or(Publish {
         address: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
