@@ -3,7 +3,7 @@
 # each figure with its ratio to that peer route and the goal it is held to. Nothing here
 # is a test: figures depend on the machine, its load and the network to the index.
 #
-#   scripts/bench.sh [deps] [push-memory] [push] [startup] [deploy] [ci] [compression] [watch]
+#   scripts/bench.sh [deps] [push-memory] [push] [startup] [deploy] [ci] [compression] [sdist] [watch]
 #                                                              default: the first four
 #
 #   deps         hello-api's locked dependencies: `imgbuild build` with an empty cache
@@ -34,6 +34,10 @@
 #                over their wheels' bytes with bytecode = false; the cold push's CPU time;
 #                the CPU time (user + sys) of a cold build by this imgbuild over that of
 #                imgbuild before issue 11 (BENCH_BASELINE_REV), with bytecode and without.
+#   sdist        hello-api plus three packages that publish only an sdist (pypika 0.48.9,
+#                docopt 0.6.2, uuid 1.30; issue 22): a cold build against hello-api's own,
+#                so the difference is what building the sdists costs; then both warm (the
+#                sdists are not built again).
 #
 # Run scripts/setup.sh first (it builds the Debian base image into .imgbuild/base-amd64).
 # Settings from the environment:
@@ -68,11 +72,11 @@ PODMAN_BUILD_LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
 # Every podman image this script makes is named under this prefix, and only those are removed.
 IMAGE_PREFIX=localhost/imgbuild-bench
 
-usage() { sed -n '2,51p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 SECTIONS=()
 for arg in "$@"; do
   case "$arg" in
-    deps | push-memory | push | startup | deploy | ci | compression | watch) SECTIONS+=("$arg") ;;
+    deps | push-memory | push | startup | deploy | ci | compression | sdist | watch) SECTIONS+=("$arg") ;;
     -h | --help) usage ;;
     *) echo "error: unknown section '$arg'" >&2; usage ;;
   esac
@@ -1087,11 +1091,48 @@ section_compression() {
   registry_stop
 }
 
+# --- sdist builds (issue 22) ---------------------------------------------------------------
+section_sdist() {
+  local app="$WORK/sdist-app" spec="$WORK/sdist-app.toml" cache="$WORK/sdist-cache" out="$WORK/sdist-out"
+  say "sdist: hello-api plus pypika 0.48.9, docopt 0.6.2 and uuid 1.30 (sdists only), locked"
+  mkdir -p "$app"
+  (cd "$APP" && tar --exclude=uv.lock --exclude=requirements.txt -cf - .) | tar -xf - -C "$app"
+  sed -i 's/^dependencies = \[/dependencies = [\n    "pypika==0.48.9", "docopt==0.6.2", "uuid==1.30",/' "$app/pyproject.toml"
+  (cd "$app" && UV_PYTHON_DOWNLOADS=never uv lock --quiet --exclude-newer "$EXCLUDE_NEWER")
+  sed -e "s|^source = .*|source = \"$app\"|" -e "s|^lockfile = .*|lockfile = \"$app/uv.lock\"|" "$SPEC" >"$spec"
+  local with=() without=() i
+  say "sdist: cold builds with and without the three sdists ($COLD_RUNS runs each)"
+  for ((i = 1; i <= COLD_RUNS; i++)); do
+    rm -rf "$cache" "$out"
+    timed "$IMGBUILD" build -f "$spec" --output "oci:$out" --cache-dir "$cache"
+    with+=("$ELAPSED_MS")
+    rm -rf "$cache" "$out"
+    timed "$IMGBUILD" build -f "$SPEC" --output "oci:$out" --cache-dir "$cache"
+    without+=("$ELAPSED_MS")
+  done
+  local w wo
+  w=$(median "${with[@]}")
+  wo=$(median "${without[@]}")
+  result "sdist cold: with three sdist-only packages ${w} ms [${with[*]}], hello-api alone ${wo} ms" \
+    "[${without[*]}]: the sdist builds cost $((w - wo)) ms (for information; no goal)"
+  rm -rf "$cache" "$out"
+  timed "$IMGBUILD" build -f "$spec" --output "oci:$out" --cache-dir "$cache"
+  local built
+  TIMED_STDOUT=/dev/null timed "$IMGBUILD" build -v -f "$spec" --output "oci:$out" --cache-dir "$cache"
+  built=$(tail -n 200 "$LOG" | grep -c ': built .* from ' || true)
+  fast_runs "$WARM_RUNS" "" "$IMGBUILD" build -f "$spec" --output "oci:$out" --cache-dir "$cache"
+  w=$MEDIAN_MS
+  fast_runs "$WARM_RUNS" "" "$IMGBUILD" build -f "$SPEC" --output "oci:$WORK/sdist-out-plain" --cache-dir "$cache"
+  result "sdist warm: with the sdists ${w} ms, hello-api alone ${MEDIAN_MS} ms; sdists built again" \
+    "on the warm build: ${built} (goal 0: $(verdict "$built" "<=" 0))"
+  rm -rf "$cache" "$out" "$WORK/sdist-out-plain"
+}
+
 # --- main --------------------------------------------------------------------------------
 say "work directory $WORK; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 say "$("$IMGBUILD" --version); $(uv --version)$($HAVE_HYPERFINE && echo "; $(hyperfine --version)")"
 prepare_app
-for s in deps push-memory push startup deploy ci compression watch; do
+for s in deps push-memory push startup deploy ci compression sdist watch; do
   wants "$s" || continue
   case "$s" in
     deps) section_deps ;;
@@ -1101,6 +1142,7 @@ for s in deps push-memory push startup deploy ci compression watch; do
     deploy) section_deploy ;;
     ci) section_ci ;;
     compression) section_compression ;;
+    sdist) section_sdist ;;
     watch) section_watch ;;
   esac
 done

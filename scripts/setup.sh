@@ -146,12 +146,15 @@ $DEPS_ONLY && exit 0
 # --- the example: base image, lockfile, release binary ---------------------------------
 BASE="$ROOT/.imgbuild/base-amd64"
 STAMP="$BASE.script-sha256"
-HASH=$(sha256sum "$ROOT/scripts/build-base-image.sh" | cut -d' ' -f1)
+# libstdc++6 as python:*-slim has it: apps with C++ extensions (greenlet, so async
+# SQLAlchemy; numpy) need it, and the native-library check refuses them without it.
+BASE_PACKAGES=libstdc++6
+HASH="$(sha256sum "$ROOT/scripts/build-base-image.sh" | cut -d' ' -f1) $BASE_PACKAGES"
 if [ -f "$BASE/index.json" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$HASH" ]; then
   step "base image up to date: $BASE"
 else
-  step "building the amd64 base image into $BASE (about a minute)"
-  $SUDO bash "$ROOT/scripts/build-base-image.sh" amd64 "$BASE"
+  step "building the amd64 base image (Debian bookworm, Python 3.11, $BASE_PACKAGES) into $BASE (about a minute)"
+  $SUDO bash "$ROOT/scripts/build-base-image.sh" amd64 "$BASE" "$BASE_PACKAGES"
   printf '%s' "$HASH" >"$STAMP"
 fi
 
@@ -161,6 +164,6 @@ cp "$ROOT/fixtures/hello-api/pyproject.toml" "$LOCKDIR/pyproject.toml"
 step "locking fixtures/hello-api into $LOCKDIR/uv.lock"
 (cd "$LOCKDIR" && UV_PYTHON_DOWNLOADS=never uv lock --quiet --exclude-newer 2026-11-01T00:00:00Z)
 
-step "cargo build --release"
-(cd "$ROOT" && cargo build --release --quiet)
+step "cargo build --release (several minutes on 2 cores; cargo shows its progress)"
+(cd "$ROOT" && cargo build --release)
 step "done: now run scripts/example.sh (push the example, run it, GET /health)"

@@ -10,7 +10,7 @@ use support::layout::{blob_json, json_file, largest_blob};
 /// The digest of fixtures/golden-app on the synthetic base with SOURCE_DATE_EPOCH unset.
 /// A change here changes the bytes we produce: see docs/reproducibility.md before updating it.
 const GOLDEN_DIGEST: &str =
-    "sha256:2cfef9be8729ac027d50466e0f1c1dfd5f36fa05ccb2ba62497171f5c2c20c4d";
+    "sha256:d3a8d96026ec896092d7ee2ec148b81d76b910571f99d9536b3f8318dab40ca9";
 
 fn imgbuild(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = support::imgbuild_command(cwd, args);
@@ -190,6 +190,38 @@ fn dockerignore_and_default_skips_shape_the_app_layer() {
             "{gone} should have been left out"
         );
     }
+}
+
+#[test]
+fn images_written_into_the_source_tree_stay_out_of_later_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = golden_copy(tmp.path());
+    let build = |output: &str| {
+        let o = imgbuild(
+            &dir,
+            &["build", "--output", output, "--cache-dir", "../cache"],
+            &[],
+        );
+        (digest_of(&o), stderr(&o))
+    };
+    let (first, err) = build("oci:out:latest");
+    assert!(!err.contains("left out of the app layer"), "{err}");
+    // The layout and then the archive are the outputs of earlier runs now:
+    // the same image every time, each named in one warning.
+    let (second, err) = build("docker-archive:svc.tar");
+    assert_eq!(second, first, "{err}");
+    assert_eq!(err.matches("left out of the app layer").count(), 1, "{err}");
+    assert!(err.contains("out/ (an OCI image layout"), "{err}");
+    let (third, err) = build("oci:elsewhere");
+    assert_eq!(third, first, "{err}");
+    assert_eq!(err.matches("left out of the app layer").count(), 1, "{err}");
+    assert!(
+        err.contains("out/ (an OCI image layout")
+            && err.contains("svc.tar (an image archive imgbuild wrote"),
+        "{err}"
+    );
+    let app_layer = json_file(&dir.join("elsewhere/index.json"));
+    assert!(app_layer["manifests"].is_array());
 }
 
 /// A spec for a copy of fixtures/hello-api (no lockfile: just the app layer) on the

@@ -301,7 +301,14 @@ fn bad_locks_and_bases_fail_clearly_and_leave_the_cache_intact() {
     assert_fails(&project, &cache, &["uv.lock", "version"]);
     std::fs::write(project.join("uv.lock"), &lock).unwrap();
 
-    // A wheel whose entry climbs out of site-packages.
+    // A wheel whose entry climbs out of site-packages. The lock has no uvicorn,
+    // which stops the default command before any fetch: the spec runs python.
+    let spec = std::fs::read_to_string(project.join("imgbuild.toml")).unwrap();
+    std::fs::write(
+        project.join("imgbuild.toml"),
+        format!("{spec}cmd = [\"python\", \"-m\", \"hello_api.main\"]\n"),
+    )
+    .unwrap();
     std::fs::remove_file(project.join("uv.lock")).unwrap();
     let sha = wheel_with_entry(
         &project.join("evil-1.0-py3-none-any.whl"),
@@ -315,6 +322,7 @@ fn bad_locks_and_bases_fail_clearly_and_leave_the_cache_intact() {
     )
     .unwrap();
     assert_fails(&project, &cache, &["evil-1.0-py3-none-any.whl", ".."]);
+    std::fs::write(project.join("imgbuild.toml"), spec).unwrap();
     std::fs::remove_file(project.join("pylock.toml")).unwrap();
     std::fs::write(project.join("uv.lock"), &lock).unwrap();
 

@@ -552,6 +552,52 @@ fn a_registry_that_never_answers_fails_within_a_minute_with_default_settings() {
     assert!(silent.accepted.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 }
 
+/// issue 26: `imgbuild push` to a host that accepts connections and never
+/// answers: the cache read times out once (a warning), and the push then
+/// fails at once with one line naming the host and the same cause, instead
+/// of waiting on the dead host again for every request.
+#[test]
+fn imgbuild_push_to_a_silent_registry_ends_within_30_s_naming_it_once() {
+    let silent = SilentServer::start();
+    let dir = support::target_tempdir("silent-push-");
+    let source = support::fixture_without_dependencies("hello-api", &dir.path().join("app"));
+    std::fs::write(
+        source.join("imgbuild.toml"),
+        format!(
+            "base = \"oci:{}:latest\"\napp = \"hello_api.main:app\"\nbytecode = false\n",
+            support::base::base_image("amd64").display()
+        ),
+    )
+    .unwrap();
+    let tag = format!("{}/app:1", silent.host());
+    let started = Instant::now();
+    let out = within(Duration::from_secs(150), move || {
+        support::without_credentials(&source, &["push", "--tag", &tag, "--cache-dir", "../cache"])
+            .output()
+            .unwrap()
+    });
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    // 15 s for the first ping's timeout; a generous margin over that, since machines are noisy.
+    assert!(took < Duration::from_secs(30), "took {took:?}:\n{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains(&silent.host()), "{stderr}");
+    assert!(errors[0].contains("timed out"), "{stderr}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.starts_with("warning: cache"))
+        .unwrap_or_else(|| panic!("no cache warning in:\n{stderr}"));
+    assert!(warning.contains("timed out"), "{warning}");
+    // One ping timed out; nothing after it was sent (a connection or two at most).
+    assert!(
+        silent.accepted.load(std::sync::atomic::Ordering::Relaxed) <= 2,
+        "{} connections",
+        silent.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
 #[test]
 fn a_registry_that_stops_answering_mid_push_fails_at_the_stall_timeout() {
     let fake = FakeRegistry::start();
@@ -567,7 +613,7 @@ fn a_registry_that_stops_answering_mid_push_fails_at_the_stall_timeout() {
     });
     let msg = assert_one_line(&e);
     assert!(msg.contains(&fake.host()), "{msg}");
-    // Two timed-out requests (2 s each, in parallel), then the registry counts as silent.
+    // One timed-out request (2 s; others in parallel), then the registry is dead for the run.
     assert_took_less_than(started, Duration::from_secs(10));
     assert!(
         fake.count("HEAD", "/blobs/") <= 3,

@@ -204,7 +204,7 @@ fn recorded_value(spec: &Spec, key: &str, spec_dir: &Path) -> Option<serde_json:
         "lockfile" => json!(spec.lockfile.as_ref().map(relative_to_spec)),
         "workdir" => json!(spec.workdir.absolute()),
         "venv" => json!(spec.venv.absolute()),
-        "app" => json!(spec.app),
+        "app" => json!(spec.app_setting()),
         "app-dir" => json!(spec.app_dir),
         "port" => json!(spec.port),
         "workers" => json!(spec.workers),
@@ -220,6 +220,12 @@ fn recorded_value(spec: &Spec, key: &str, spec_dir: &Path) -> Option<serde_json:
         "include-dev" => json!(spec.include_dev),
         "layer-budget" => json!(spec.layer_budget),
         "exclude" => json!(spec.exclude),
+        "package" => json!(spec.package),
+        "writable" => json!(spec
+            .writable
+            .iter()
+            .map(|p| p.absolute())
+            .collect::<Vec<_>>()),
         "source-url" => json!(spec.source_url),
         "revision" => json!(spec.revision),
         "project-wheel" => json!(spec.project_wheel.as_ref().map(relative_to_spec)),

@@ -16,6 +16,8 @@ pub(super) struct Checked<'a> {
     pub wheels: &'a [SelectedWheel],
     pub facts: &'a [WheelFacts],
     pub import_roots: &'a [ImagePath],
+    /// Each wheel's file in the store, `None` for a layer reused from a registry.
+    pub wheel_paths: Vec<Option<std::path::PathBuf>>,
 }
 
 /// The app, command and native-library checks over what the layers hold.
@@ -32,6 +34,7 @@ pub(super) fn run_checks(
         wheels,
         facts,
         import_roots,
+        ..
     } = *packages;
     // Each wheel's facts come with its layer: read from the wheel (cached per
     // wheel), or from the annotations of a layer reused from a registry.
@@ -62,6 +65,9 @@ pub(super) fn run_checks(
     for warning in check::check_image(spec, &view)? {
         (opts.on_event)(Event::Warning(warning));
     }
+    if let Some(w) = undeclared_imports(spec, target, packages, app_plan) {
+        (opts.on_event)(Event::Warning(w));
+    }
     if facts.iter().any(|f| !f.native.needs.is_empty()) {
         let Some(libs) = base_view.libs() else {
             (opts.on_event)(Event::Warning(format!(
@@ -78,4 +84,35 @@ pub(super) fn run_checks(
         check::native::check(&labelled, &libs, &spec.allow_missing_libraries)?;
     }
     Ok(())
+}
+
+/// What the app would import at start that nothing in the image provides
+/// (issue 23), as one warning.
+fn undeclared_imports(
+    spec: &Spec,
+    target: &VenvTarget,
+    packages: &Checked,
+    app_plan: &LayerPlan,
+) -> Option<String> {
+    use crate::check::imports;
+    let module = spec.app.as_deref()?.split(':').next()?;
+    let first = match &spec.app_dir {
+        Some(d) => spec.workdir.join(d).ok()?,
+        None => spec.workdir.clone(),
+    };
+    let roots: Vec<ImagePath> = std::iter::once(first)
+        .chain(packages.import_roots.iter().cloned())
+        .collect();
+    let list: Vec<imports::Package> = packages
+        .wheels
+        .iter()
+        .zip(packages.facts)
+        .zip(&packages.wheel_paths)
+        .map(|((w, f), path)| imports::Package {
+            label: package_label(&w.name, &w.version),
+            top_level: f.files.top_level.clone(),
+            wheel: path.clone(),
+        })
+        .collect();
+    imports::warning(&imports::undeclared(module, app_plan, roots, &list, target))
 }

@@ -129,6 +129,7 @@ fn config(
         working_dir: spec.workdir.absolute(),
         venv_bin: target.bin().absolute(),
         venv: target.venv.absolute(),
+        home: spec.home().map(|h| h.absolute()),
         env: spec.env.clone(),
         port: spec.port,
         entrypoint,
@@ -236,6 +237,7 @@ mod tests {
         let uvicorn = Uvicorn {
             venv: "/opt/venv",
             app: "main:app",
+            factory: false,
             app_dir: Some("src"),
             port: 9000,
             workers: 3,

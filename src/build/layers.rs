@@ -88,7 +88,7 @@ pub(super) enum WheelSource {
 
 impl WheelSource {
     /// The wheel file; only a reused layer has none.
-    fn path(&self) -> Option<&Path> {
+    pub(super) fn path(&self) -> Option<&Path> {
         match self {
             WheelSource::Fetched(f) => Some(&f.path),
             WheelSource::Reused(_) => None,

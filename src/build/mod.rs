@@ -150,13 +150,29 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
     };
     // issue 8: a project with dependencies and no lockfile would ship without them.
     crate::check::check_lockfile(spec)?;
+    let tree = plan_app_tree(spec, opts)?;
     let mut images = Vec::new();
     for platform in &platforms {
-        images.push(build_platform(spec, platform, opts)?);
+        images.push(build_platform(spec, platform, opts, &tree)?);
     }
     let index = (images.len() > 1).then(|| image::index(spec, &images));
     (opts.on_event)(Event::Done);
     Ok(BuildResult { images, index })
+}
+
+/// The app layer's plan, the same for every platform: planned once, before
+/// anything is fetched, so a bad source tree fails early and what it warns
+/// about (images left in it, its size) is said once.
+fn plan_app_tree(spec: &Spec, opts: &BuildOptions) -> Result<LayerPlan, BuildError> {
+    let tree = app::plan_app_layer(
+        &spec.source,
+        &spec.workdir,
+        &app_excludes(spec, &opts.own_paths),
+    )?;
+    for warning in tree.warnings(&spec.workdir, &spec.state_dirs()) {
+        (opts.on_event)(Event::Warning(warning));
+    }
+    Ok(tree.plan)
 }
 
 /// One platform's image, stage by stage.
@@ -164,6 +180,7 @@ fn build_platform(
     spec: &Spec,
     platform: &Platform,
     opts: &BuildOptions,
+    tree: &LayerPlan,
 ) -> Result<BuiltImage, BuildError> {
     let (base, base_repository) = read_base(spec, platform, opts)?;
     // The registry cache (docs/reproducibility.md): read once, before anything else is fetched.
@@ -206,8 +223,13 @@ fn build_platform(
         wheels: &planned.wheels,
         facts: &facts,
         import_roots: &planned.import_roots,
+        wheel_paths: gathered
+            .sources
+            .iter()
+            .map(|s| s.path().map(PathBuf::from))
+            .collect(),
     };
-    let (app_layer, source_tree) = app_stage(spec, &base_view, &cx, &checked)?;
+    let (app_layer, source_tree) = app_stage(spec, tree.clone(), &base_view, &cx, &checked)?;
     ours.push(app_layer);
     let parts = image::Parts {
         platform,
@@ -281,35 +303,43 @@ fn report_gathered(
     )));
 }
 
-/// The app stage: the source tree's layer plan, the checks that refuse an
-/// image that cannot start (before the app layer and any output), the
+/// The app stage: on the source tree's layer plan, the checks that refuse
+/// an image that cannot start (before the app layer and any output), the
 /// source tree's digest (of the sources, not their pycs), the app's pycs,
 /// and its layer.
 fn app_stage(
     spec: &Spec,
+    mut plan: LayerPlan,
     base: &BaseView,
     cx: &LayerContext,
     checked: &checks::Checked,
 ) -> Result<(PackageLayer, Digest), BuildError> {
     let opts = cx.opts;
-    let mut plan: LayerPlan = app::plan_app_layer(
-        &spec.source,
-        &spec.workdir,
-        &app_excludes(spec, &opts.own_paths),
-    )?;
     checks::run_checks(spec, base, cx.target, checked, &plan, opts)?;
     let source_tree = crate::attest::tree::source_tree_digest(&plan, &spec.workdir)?;
     bytecode::app_pycs(spec, cx.compiler, &mut plan, cx.opts.on_event)?;
+    // After the tree's digest: what the user may write is not the source.
+    app::add_state_dirs(&mut plan, &spec.state_dirs(), spec.user)?;
     Ok((layers::app_layer(opts, &plan)?, source_tree))
 }
 
+/// The spec's excludes, then this run's own paths and a local base (an
+/// input, as `base = "oci:./base"` often is) where they lie in the source
+/// tree: left out silently, since neither is the app's.
 fn app_excludes(spec: &Spec, own_paths: &[PathBuf]) -> Vec<String> {
     let mut out = spec.app_excludes();
     let source = spec
         .source
         .canonicalize()
         .unwrap_or_else(|_| spec.source.clone());
-    for p in own_paths {
+    let spec_dir = spec.file.parent().map(PathBuf::from).unwrap_or_default();
+    let base = match BaseLocation::parse(&spec.base, &spec_dir) {
+        BaseLocation::Layout { dir: p, .. } | BaseLocation::Archive { file: p, .. } => {
+            p.canonicalize().ok()
+        }
+        BaseLocation::Registry(_) => None,
+    };
+    for p in own_paths.iter().chain(&base) {
         if let Ok(rel) = p.strip_prefix(&source) {
             if let Some(rel) = rel.to_str().filter(|r| !r.is_empty()) {
                 out.push(crate::dockerignore::literal_pattern(rel));
@@ -345,6 +375,12 @@ mod tests {
         assert_eq!(
             app_excludes(&spec, &own),
             ["tests/", ".venv", "out\\[1\\]", "cache/imgbuild"]
+        );
+        // The spec's base, `oci:./base`, once it exists: an input, not the app's.
+        std::fs::create_dir(dir.path().join("base")).unwrap();
+        assert_eq!(
+            app_excludes(&spec, &own),
+            ["tests/", ".venv", "out\\[1\\]", "cache/imgbuild", "base"]
         );
         drop(dir);
     }

@@ -66,17 +66,22 @@ pub(super) fn plan(
             info: format!("{}: {}", python.interpreter, python.describe()),
         });
         (planned.wheels, locals, indexes) = select_wheels(spec, lockfile, python, platform, opts)?;
+        // issue 23: a server the lock lacks is named before anything is fetched.
+        let names = planned.wheels.iter().map(|w| w.name.as_str());
+        crate::check::scripts::check_server_locked(
+            spec,
+            names.chain(locals.iter().map(|l| l.name.as_str())),
+        )?;
     }
     // The SBOM and provenance name what the lock names: an sdist, not the
     // wheel built from it.
     planned.locked = planned.wheels.clone();
     if planned.wheels.iter().any(|w| w.from_sdist) {
-        let lockfile = spec.lockfile.as_deref().expect("only a lock has sdists");
         planned.sdist_builds = build_sdists(
             spec,
-            lockfile,
             python,
             &indexes,
+            &label,
             opts,
             interpreters,
             &mut planned.wheels,
@@ -90,6 +95,23 @@ pub(super) fn plan(
         });
     }
     Ok(planned)
+}
+
+/// Which project of a workspace lock the image is for: `package`, else the
+/// member whose directory the source tree is.
+fn project_root(spec: &Spec, lock_dir: &Path) -> crate::lock::uv::ProjectRoot {
+    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let source = canonical(&spec.source);
+    let dir = source
+        .strip_prefix(canonical(lock_dir))
+        .ok()
+        .and_then(|rel| rel.to_str())
+        .unwrap_or_default()
+        .to_string();
+    crate::lock::uv::ProjectRoot {
+        package: spec.package.clone(),
+        dir,
+    }
 }
 
 /// The lock's wheels (and sdists to build), its local packages, and the
@@ -121,6 +143,7 @@ fn select_wheels(
         include_dev: spec.include_dev,
         index_url,
         indexes,
+        project: project_root(spec, lock_dir),
     };
     let env = MarkerEnv::for_target(python)?;
     // issue 8: the lock's local packages come from the same read.
@@ -156,14 +179,22 @@ fn select_wheels(
 /// sandbox (or built before, from the store).
 fn build_sdists(
     spec: &Spec,
-    lockfile: &Path,
     python: &PythonInfo,
     configured: &[String],
+    platform_label: &str,
     opts: &BuildOptions,
     interpreters: &Interpreters,
     wheels: &mut [SelectedWheel],
 ) -> Result<Vec<crate::sdist::Built>, BuildError> {
-    let interp = (interpreters.base)()?;
+    let first = wheels
+        .iter()
+        .find(|w| w.from_sdist)
+        .expect("called for sdists");
+    let interp = (interpreters.base)().map_err(|e| crate::sdist::SdistError::NoInterpreter {
+        package: format!("{} {}", first.name, first.version),
+        platform: format!("{} ({})", platform_label, python.describe()),
+        cause: crate::text::error_chain(&e),
+    })?;
     let mut builds = Vec::new();
     let env = crate::python::markers::MarkerEnv::for_target(python)?;
     let tags = Tags::for_target(python);
@@ -174,7 +205,7 @@ fn build_sdists(
         jobs: 1,
         lock_dir: lock_dir(spec),
     };
-    let cutoff = crate::lock::build_cutoff(lockfile);
+    let cutoff = spec.lockfile.as_deref().and_then(crate::lock::build_cutoff);
     let detail = |line: String| (opts.on_event)(Event::Detail(line));
     let whole_base = || (interpreters.whole_base)().map_err(|e| crate::text::error_chain(&e));
     // The indexes the lock was resolved against (uv.lock names them), for

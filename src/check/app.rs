@@ -26,7 +26,11 @@ enum Found {
 
 /// Returns a warning when the attribute cannot be checked statically.
 pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<String>, CheckError> {
-    let Some((module, attr)) = spec.app.split_once(':') else {
+    // Without `app`, `cmd` starts a server of its own: checked as a program.
+    let (Some(app), Some(shown)) = (&spec.app, spec.app_setting()) else {
+        return Ok(None);
+    };
+    let Some((module, attr)) = app.split_once(':') else {
         return Ok(None);
     };
     let first_dir = match &spec.app_dir {
@@ -63,7 +67,7 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
         ));
         return Err(CheckError::AppModule {
             file: file.to_owned(),
-            app: spec.app.clone(),
+            app: shown.clone(),
             module: module.to_owned(),
             looked: looked.join(", "),
             hint: hint_for(view, &dirs, module),
@@ -75,7 +79,7 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
         Found::Dangling(path, target) => {
             return Err(CheckError::AppDangling {
                 file: file.to_owned(),
-                app: spec.app.clone(),
+                app: shown.clone(),
                 path: path.absolute(),
                 target,
             })
@@ -88,22 +92,25 @@ pub fn check_app(spec: &Spec, file: &str, view: &ImageView) -> Result<Option<Str
     if std::fs::metadata(&host).is_ok_and(|m| m.len() > MAX_SCANNED) {
         return Ok(Some(format!(
             "{file}: app = {:?}: {} is over {} MiB, too large to look for `{attr_first}` in; it is checked when the container starts",
-            spec.app,
+            shown,
             path.absolute(),
             MAX_SCANNED >> 20
         )));
     }
     let text = std::fs::read_to_string(&host).unwrap_or_default();
     match defines(&text, attr_first) {
+        Defined::Yes if attr_first == attr => {
+            super::factory::check(spec, file, &path, &text, attr)
+        }
         Defined::Yes => Ok(None),
         Defined::Unknown => Ok(Some(format!(
             "{file}: app = {:?}: cannot tell whether {} defines `{attr_first}` (it uses a star import, a module __getattr__ or globals()); it is checked when the container starts",
-            spec.app,
+            shown,
             path.absolute()
         ))),
         Defined::No => Err(CheckError::AppAttribute {
             file: file.to_owned(),
-            app: spec.app.clone(),
+            app: shown.clone(),
             path: path.absolute(),
             attr: attr_first.to_owned(),
         }),
@@ -490,7 +497,7 @@ fn targets_bind(targets: &str, name: &str) -> bool {
 
 /// The source as logical lines: comments and string contents removed,
 /// bracketed and backslash-continued lines joined, indentation kept.
-fn logical_lines(text: &str) -> Vec<String> {
+pub(super) fn logical_lines(text: &str) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     let mut lines = Vec::new();
     let mut cur = String::new();
@@ -570,7 +577,7 @@ fn logical_lines(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
-    use super::super::{ImageView, PackageFiles};
+    use super::super::PackageFiles;
     use super::*;
 
     #[test]
@@ -611,35 +618,6 @@ mod tests {
             defines("def __getattr__(name):\n    return 1\n", "app"),
             Defined::Unknown
         );
-    }
-
-    fn view<'a>(
-        plan: &'a LayerPlan,
-        packages: &'a [PackageFiles],
-        roots: &'a [ImagePath],
-        base: &'a NoBase,
-    ) -> ImageView<'a> {
-        static WORKDIR: std::sync::OnceLock<[ImagePath; 4]> = std::sync::OnceLock::new();
-        let p = WORKDIR.get_or_init(|| {
-            [
-                path("/app"),
-                path("/app/.venv"),
-                path("/app/.venv/lib/python3.11/site-packages"),
-                path("/app/.venv/bin"),
-            ]
-        });
-        ImageView {
-            workdir: &p[0],
-            app: plan,
-            venv: &p[1],
-            site_packages: &p[2],
-            bin: &p[3],
-            packages,
-            import_roots: roots,
-            base,
-            path: vec!["/app/.venv/bin".into(), "/usr/bin".into()],
-            locked: true,
-        }
     }
 
     #[test]

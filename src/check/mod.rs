@@ -8,7 +8,9 @@
 //! `bin`) and a lazy view of the base's files; nothing here reads a layer blob.
 
 pub(crate) mod app;
+mod factory;
 pub(crate) mod facts;
+pub(crate) mod imports;
 pub(crate) mod native;
 pub(crate) mod scripts;
 
@@ -42,6 +44,14 @@ pub enum CheckError {
         app: String,
         path: String,
         attr: String,
+    },
+    #[error("{file}: app = {app:?}: `{attr}` in {path} is a {class} app, not a factory that makes one; write app = {:?} without the ()", .app.trim_end_matches("()"))]
+    NotAFactory {
+        file: String,
+        app: String,
+        attr: String,
+        path: String,
+        class: &'static str,
     },
     #[error("{file}: app-dir = {dir:?}: /{path} is not a directory in the image; point it at the directory (relative to the workdir) that holds the app's package")]
     AppDir {
@@ -320,6 +330,36 @@ pub(crate) mod test_support {
         ImagePath::new(p).unwrap()
     }
 
+    /// The image view of the checks' tests: /app, its venv, and `plan`.
+    pub fn view<'a>(
+        plan: &'a LayerPlan,
+        packages: &'a [PackageFiles],
+        roots: &'a [ImagePath],
+        base: &'a NoBase,
+    ) -> ImageView<'a> {
+        static WORKDIR: std::sync::OnceLock<[ImagePath; 4]> = std::sync::OnceLock::new();
+        let p = WORKDIR.get_or_init(|| {
+            [
+                path("/app"),
+                path("/app/.venv"),
+                path("/app/.venv/lib/python3.11/site-packages"),
+                path("/app/.venv/bin"),
+            ]
+        });
+        ImageView {
+            workdir: &p[0],
+            app: plan,
+            venv: &p[1],
+            site_packages: &p[2],
+            bin: &p[3],
+            packages,
+            import_roots: roots,
+            base,
+            path: vec!["/app/.venv/bin".into(), "/usr/bin".into()],
+            locked: true,
+        }
+    }
+
     /// An app plan of host files written to `dir` and placed under /app.
     pub fn app_plan(dir: &Path, files: &[(&str, &str)]) -> LayerPlan {
         let mut plan = LayerPlan::new();
@@ -414,7 +454,7 @@ mod tests {
             )
         );
         assert_eq!(
-            fills_error("workdir = \"/home/app\"\n").as_deref(),
+            fills_error("workdir = \"/home/app\"\nenv = { HOME = \"/tmp\" }\n").as_deref(),
             Some(
                 "imgbuild.toml: key \"workdir\": the base already has files in /home/app \
                  (e.g. /home/app/.bashrc); the app would be mixed with them; choose another \

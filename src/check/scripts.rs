@@ -4,6 +4,7 @@
 use super::{CheckError, ImageView};
 use crate::layer::EntryKind;
 use crate::spec::Spec;
+use crate::text::shown;
 
 pub fn check_app_dir(spec: &Spec, file: &str, view: &ImageView) -> Result<(), CheckError> {
     let Some(dir) = &spec.app_dir else {
@@ -62,6 +63,66 @@ pub fn check_command(spec: &Spec, file: &str, view: &ImageView) -> Result<Vec<St
         )]);
     }
     Err(err)
+}
+
+/// Servers whose console script is named after their package: a command
+/// that runs one needs that package in the lock, which can be told from
+/// the lock alone. Other scripts are known only from their wheels.
+const SERVERS: &[(&str, &str)] = &[
+    ("uvicorn", "uvicorn"),
+    ("hypercorn", "hypercorn"),
+    ("gunicorn", "gunicorn"),
+    ("granian", "granian"),
+    ("daphne", "daphne"),
+];
+
+/// The early half of [`check_command`], on the lock's package names for the
+/// target before any wheel is fetched: the default command needs uvicorn,
+/// and a `cmd` or `entrypoint` that runs a known server (`hypercorn`,
+/// `gunicorn`, …) from the venv or `PATH` needs its package. Without a
+/// lockfile there is nothing to look in; the later check says so.
+pub fn check_server_locked<'a>(
+    spec: &Spec,
+    locked: impl IntoIterator<Item = &'a str>,
+) -> Result<(), CheckError> {
+    if spec.lockfile.is_none() {
+        return Ok(());
+    }
+    let bin = format!("{}/bin/", spec.venv.absolute());
+    let (key, program) = match (&spec.entrypoint, &spec.cmd) {
+        (Some(e), _) if !e.is_empty() => ("entrypoint", e[0].as_str()),
+        (None, Some(c)) if !c.is_empty() => ("cmd", c[0].as_str()),
+        (None, None) => ("the default command", "uvicorn"),
+        _ => return Ok(()),
+    };
+    let name = program.strip_prefix(&bin).unwrap_or(program);
+    let Some((_, package)) = SERVERS.iter().find(|(script, _)| *script == name) else {
+        return Ok(());
+    };
+    let names: Vec<&str> = locked.into_iter().collect();
+    if names.iter().any(|n| crate::lock::same_name(n, package)) {
+        return Ok(());
+    }
+    let file = shown(&spec.file, &std::env::current_dir().unwrap_or_default());
+    let program = if key == "the default command" {
+        format!("{bin}uvicorn")
+    } else {
+        program.to_string()
+    };
+    Err(CheckError::Program {
+        file,
+        key: key.to_owned(),
+        program,
+        hint: format!(
+            "the lock has no `{package}` for this target ({} packages checked, before any download); add it to the project's dependencies and lock again{}",
+            names.len(),
+            if key == "the default command" {
+                ", or set `cmd` to the server the project uses"
+            } else {
+                ""
+            }
+        ),
+    })
 }
 
 fn program_exists(program: &str, view: &ImageView) -> bool {
@@ -190,5 +251,35 @@ mod tests {
             e.contains("app-dir = \"src\"") && e.contains("/app/src"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_server_the_lock_lacks_is_named_from_the_lock_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("uv.lock"), "").unwrap();
+        let check = |extra: &str, names: &[&str]| {
+            let s = spec(dir.path(), extra);
+            check_server_locked(&s, names.iter().copied()).map_err(|e| e.to_string())
+        };
+        let default = "app = \"main:app\"\n";
+        assert!(check(default, &["fastapi", "Uvicorn"]).is_ok());
+        let e = check(default, &["fastapi", "starlette"]).unwrap_err();
+        assert!(
+            e.ends_with("the default command runs \"/app/.venv/bin/uvicorn\", which is not in the image; the lock has no `uvicorn` for this target (2 packages checked, before any download); add it to the project's dependencies and lock again, or set `cmd` to the server the project uses"),
+            "{e}"
+        );
+        // A server of its own: hypercorn needs hypercorn, not uvicorn.
+        let hyper = "cmd = [\"/app/.venv/bin/hypercorn\", \"m:app\"]\n";
+        assert!(check(hyper, &["hypercorn", "quart"]).is_ok());
+        let e = check(hyper, &["quart"]).unwrap_err();
+        assert!(
+            e.contains("cmd runs \"/app/.venv/bin/hypercorn\"") && e.contains("no `hypercorn`"),
+            "{e}"
+        );
+        // A script only its wheel can tell about is left to the check after the fetch.
+        assert!(check("cmd = [\"phoenix\", \"serve\"]\n", &["arize-phoenix"]).is_ok());
+        // Without a lockfile nothing is installed, and the later check warns.
+        std::fs::remove_file(dir.path().join("uv.lock")).unwrap();
+        assert!(check(default, &[]).is_ok());
     }
 }

@@ -35,6 +35,8 @@ pub enum Command {
     Diff(super::release::DiffArgs),
     /// Rebuild this checkout and check that each platform's manifest matches REF.
     Verify(super::release::VerifyArgs),
+    /// Check whether the base each image was built on has moved (its tag points elsewhere); exit 1 if so.
+    Outdated(super::outdated::OutdatedArgs),
     /// Write Kubernetes manifests, a compose.yaml or a systemd unit for the spec, the image as imgbuild://PATH.
     Manifests(super::manifests::ManifestsArgs),
     /// Build and push every imgbuild://PATH in YAML files and print them with REPO@sha256:… in its place.

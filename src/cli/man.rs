@@ -100,6 +100,7 @@ mod tests {
                 "imgbuild-sbom",
                 "imgbuild-diff",
                 "imgbuild-verify",
+                "imgbuild-outdated",
                 "imgbuild-manifests",
                 "imgbuild-resolve",
                 "imgbuild-run",

@@ -19,6 +19,7 @@ mod init;
 mod login;
 mod man;
 mod manifests;
+mod outdated;
 mod output;
 mod prepare;
 mod progress;
@@ -44,6 +45,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sbom(args) => release::cmd_sbom(args, cli.verbose),
         Command::Diff(args) => release::cmd_diff(args, cli.verbose),
         Command::Verify(args) => release::cmd_verify(args, cli.verbose),
+        Command::Outdated(args) => outdated::cmd_outdated(args),
         Command::Init(args) => init::cmd_init(args),
         Command::Completions(args) => completions::cmd_completions(args),
         Command::Man(args) => man::cmd_man(args),

@@ -80,13 +80,7 @@ pub fn event_printer(verbose: bool) -> impl Fn(Event) + Sync {
     }
 }
 
-pub fn human(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
-}
+pub use crate::text::human;
 
 /// A bar over the blobs a push uploads (each layer and each config), on a
 /// terminal only; `on_blob` moves it on.

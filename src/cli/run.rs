@@ -187,13 +187,14 @@ fn plan_server(spec: &Spec, publish: Option<Publish>) -> anyhow::Result<server::
             local.deploy.tls = None;
         }
     }
+    // The user's HOME and the `writable` directories, as the outputs mount them.
+    let state_dirs = local.state_dirs();
     let mut server = server::plan(&server::Input {
         spec: &local,
         name: format!("{name}-run"),
         image: image_name(&name),
         spec_shown: crate::text::shown(&spec.file, &cwd),
-        // `writable` directories join here once the spec names them.
-        writable: &[],
+        writable: &state_dirs,
     })?;
     server.publish = publish.unwrap_or(Publish {
         address: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
@@ -412,9 +413,9 @@ type Snapshot = Vec<(PathBuf, u64, Option<SystemTime>)>;
 fn snapshot(spec: &Spec) -> Snapshot {
     let mut files: Vec<PathBuf> = vec![spec.file.clone()];
     files.extend(spec.lockfile.clone());
-    if let Ok(plan) = crate::app::plan_app_layer(&spec.source, &spec.workdir, &spec.app_excludes())
+    if let Ok(tree) = crate::app::plan_app_layer(&spec.source, &spec.workdir, &spec.app_excludes())
     {
-        for (_, entry) in plan.entries() {
+        for (_, entry) in tree.plan.entries() {
             if let crate::layer::EntryKind::File {
                 content: crate::layer::Content::HostFile(p),
                 ..

@@ -121,16 +121,71 @@ securityContext:
     drop: [ALL]
 ";
 
-const VOLUME_MOUNTS: &str = "\
-volumeMounts:
-  # The root filesystem is read-only; /tmp is an emptyDir, the one writable place.
-  - name: tmp
-    mountPath: /tmp
-";
+/// The volumes every container mounts, as `(name, mountPath)`: `/tmp`, then
+/// the spec's state directories (the user's HOME and `writable`), so that
+/// with the root read-only the app can write where it could under `podman run`.
+fn volumes(spec: &Spec) -> Vec<(String, String)> {
+    let mut out = vec![("tmp".to_string(), "/tmp".to_string())];
+    for dir in spec.state_dirs() {
+        let name = unique_name(&volume_name(dir.as_str()), &out);
+        out.push((name, dir.absolute()));
+    }
+    out
+}
 
-/// The app's mounts: /tmp and, with `tls`, the certificate.
+/// A volume name (a DNS-1123 label) from an image path: `app/logs` → `app-logs`.
+fn volume_name(path: &str) -> String {
+    let mut name = String::new();
+    for c in path.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            name.push(c);
+        } else if !name.is_empty() && !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    name.truncate(56);
+    let name = name.trim_end_matches('-');
+    if name.is_empty() {
+        "state".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// `name`, or `name-2`, `name-3`, … when a volume has it already.
+fn unique_name(name: &str, taken: &[(String, String)]) -> String {
+    let free = |n: &str| !taken.iter().any(|(t, _)| t == n);
+    (1..)
+        .map(|i| match i {
+            1 => name.to_string(),
+            i => format!("{name}-{i}"),
+        })
+        .find(|n| free(n))
+        .expect("some suffix is free")
+}
+
+fn volume_mounts(spec: &Spec) -> String {
+    let mut s = String::from(
+        "volumeMounts:\n\
+         \x20 # The root filesystem is read-only: these emptyDirs are the only writable places,\n\
+         \x20 # /tmp, the user's HOME and the spec's `writable` directories. They last as long as\n\
+         \x20 # the pod: state that must outlive it needs a PersistentVolumeClaim (or a database).\n",
+    );
+    for (name, path) in volumes(spec) {
+        let _ = writeln!(
+            s,
+            "  - name: {}\n    mountPath: {}",
+            scalar(&name),
+            scalar(&path)
+        );
+    }
+    s
+}
+
+/// The app's mounts: /tmp, the state directories and, with `tls`, the certificate.
 fn app_mounts(input: &Input) -> String {
-    let mut s = VOLUME_MOUNTS.to_string();
+    let mut s = volume_mounts(input.spec);
     if input.spec.deploy.tls.is_some() {
         let _ = writeln!(
             s,
@@ -281,11 +336,18 @@ fn deployment(input: &Input) -> String {
         let _ = writeln!(s, "{c}command: {}", flow_list(init));
         s.push_str(&indented(&resources(input), c));
         s.push_str(&indented(CONTAINER_SECURITY, c));
-        s.push_str(&indented(VOLUME_MOUNTS, c));
+        s.push_str(&indented(&volume_mounts(spec), c));
     }
     s.push_str("      containers:\n");
     s.push_str(&app_container(input, c));
-    s.push_str("      volumes:\n        - name: tmp\n          emptyDir: {}\n");
+    s.push_str("      volumes:\n");
+    for (name, _) in volumes(spec) {
+        let _ = writeln!(
+            s,
+            "        - name: {}\n          emptyDir: {{}}",
+            scalar(&name)
+        );
+    }
     if spec.deploy.tls.is_some() {
         let _ = writeln!(
             s,

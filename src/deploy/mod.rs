@@ -233,13 +233,15 @@ pub fn manifests_for(
             spec_shown,
         });
     }
-    // `writable` directories join here once the spec names them.
+    // The user's HOME and the `writable` directories: volumes, so they are
+    // writable on the read-only root and outlive a restart of the container.
+    let state_dirs = spec.state_dirs();
     let server = server::plan(&server::Input {
         spec,
         name,
         image,
         spec_shown: spec_shown.clone(),
-        writable: &[],
+        writable: &state_dirs,
     })?;
     Ok(vec![match format {
         Format::Compose => manifests::Manifest {

@@ -11,6 +11,8 @@ pub struct Uvicorn<'a> {
     pub venv: &'a str,
     /// `module.path:attr`.
     pub app: &'a str,
+    /// `app` names a factory: uvicorn calls it for the app (`--factory`).
+    pub factory: bool,
     /// `--app-dir`, relative to the working directory (src layouts).
     pub app_dir: Option<&'a str>,
     pub port: u16,
@@ -31,6 +33,9 @@ impl Uvicorn<'_> {
             "--workers".into(),
             self.workers.to_string(),
         ];
+        if self.factory {
+            cmd.push("--factory".into());
+        }
         if self.proxy_headers {
             cmd.push("--proxy-headers".into());
         }
@@ -54,15 +59,17 @@ impl EntrypointCmd {
     /// command and there is no entrypoint, so `run IMAGE python -c …` works as
     /// users of Python images expect. `cmd` alone replaces the command (no
     /// entrypoint); `entrypoint` alone runs with no Cmd; both are used as given.
+    /// `default` is `None` only without an `app`, which the settings allow
+    /// only with `cmd` or `entrypoint`.
     pub fn new(
         entrypoint: Option<Vec<String>>,
         cmd: Option<Vec<String>>,
-        default: &Uvicorn,
+        default: Option<&Uvicorn>,
     ) -> EntrypointCmd {
         match (entrypoint, cmd) {
             (None, None) => EntrypointCmd {
                 entrypoint: None,
-                cmd: Some(default.command()),
+                cmd: default.map(Uvicorn::command),
             },
             (entrypoint, cmd) => EntrypointCmd { entrypoint, cmd },
         }
@@ -76,6 +83,7 @@ mod tests {
     const DEFAULT: Uvicorn = Uvicorn {
         venv: "/app/.venv",
         app: "main:app",
+        factory: false,
         app_dir: None,
         port: 8000,
         workers: 1,
@@ -103,6 +111,7 @@ mod tests {
             workers: 3,
             proxy_headers: true,
             app_dir: Some("src"),
+            factory: true,
             ..DEFAULT
         };
         assert_eq!(
@@ -116,6 +125,7 @@ mod tests {
                 "9000",
                 "--workers",
                 "3",
+                "--factory",
                 "--proxy-headers",
                 "--app-dir",
                 "src"
@@ -127,28 +137,28 @@ mod tests {
     fn overrides_replace_the_default_command() {
         let v = |s: &[&str]| Some(s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(
-            EntrypointCmd::new(None, None, &DEFAULT),
+            EntrypointCmd::new(None, None, Some(&DEFAULT)),
             EntrypointCmd {
                 entrypoint: None,
                 cmd: Some(DEFAULT.command())
             }
         );
         assert_eq!(
-            EntrypointCmd::new(None, v(&["python", "-m", "api"]), &DEFAULT),
+            EntrypointCmd::new(None, v(&["python", "-m", "api"]), None),
             EntrypointCmd {
                 entrypoint: None,
                 cmd: v(&["python", "-m", "api"])
             }
         );
         assert_eq!(
-            EntrypointCmd::new(v(&["/bin/run"]), None, &DEFAULT),
+            EntrypointCmd::new(v(&["/bin/run"]), None, Some(&DEFAULT)),
             EntrypointCmd {
                 entrypoint: v(&["/bin/run"]),
                 cmd: None
             }
         );
         assert_eq!(
-            EntrypointCmd::new(v(&["/bin/run"]), v(&["--fast"]), &DEFAULT),
+            EntrypointCmd::new(v(&["/bin/run"]), v(&["--fast"]), None),
             EntrypointCmd {
                 entrypoint: v(&["/bin/run"]),
                 cmd: v(&["--fast"])

@@ -18,6 +18,8 @@ pub struct RuntimeSettings {
     /// The venv's bin directory, put first on PATH.
     pub venv_bin: String,
     pub venv: String,
+    /// `HOME`, a directory the user owns (`None` when `env` sets it).
+    pub home: Option<String>,
     pub env: BTreeMap<String, String>,
     pub port: u16,
     /// `None` clears the base's entrypoint, so `run IMAGE python …` works as users expect.
@@ -91,6 +93,12 @@ pub fn derive_config(
     );
     set_env(&mut env, "VIRTUAL_ENV", settings.venv.clone());
     set_env(&mut env, "PYTHONUNBUFFERED", "1".into());
+    // Over the base's: its HOME (if any) is root's or another user's. Set in
+    // the config, a runtime keeps it rather than guess one (podman takes the
+    // workdir, which is the code's and not writable; Kubernetes takes `/`).
+    if let Some(home) = &settings.home {
+        set_env(&mut env, "HOME", home.clone());
+    }
     for (k, v) in &settings.env {
         set_env(&mut env, k, v.clone());
     }
@@ -174,6 +182,7 @@ mod tests {
             working_dir: "/app".into(),
             venv_bin: "/app/.venv/bin".into(),
             venv: "/app/.venv".into(),
+            home: Some("/home/app".into()),
             env: [("APP_MODE".to_string(), "prod".to_string())].into(),
             port: 8000,
             entrypoint: None,
@@ -187,7 +196,7 @@ mod tests {
     fn venv_first_on_path_and_base_fields_kept() {
         let base = json!({
             "architecture": "amd64", "os": "linux", "custom": 1,
-            "config": {"Env": ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"], "Entrypoint": ["/bin/sh"], "Cmd": ["python3"]},
+            "config": {"Env": ["PATH=/usr/bin:/bin", "HOME=/root", "LANG=C.UTF-8"], "Entrypoint": ["/bin/sh"], "Cmd": ["python3"]},
             "rootfs": {"type": "layers", "diff_ids": ["sha256:aa"]},
             "history": [{"created_by": "base"}]
         });
@@ -202,6 +211,7 @@ mod tests {
             cfg["config"]["Env"],
             json!([
                 "PATH=/app/.venv/bin:/usr/bin:/bin",
+                "HOME=/home/app",
                 "LANG=C.UTF-8",
                 "VIRTUAL_ENV=/app/.venv",
                 "PYTHONUNBUFFERED=1",

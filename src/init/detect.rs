@@ -9,7 +9,20 @@ pub const APP_CLASSES: &[&str] = &["FastAPI", "Starlette", "Litestar"];
 /// Paths probed for health routes, in the order preferred.
 pub const HEALTH_PATHS: &[&str] = &["/health", "/healthz"];
 
-/// A top-level `NAME = FastAPI(` (or Starlette / Litestar) in a module.
+/// How an app candidate is made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Made {
+    /// `NAME = FastAPI(…)`.
+    Direct,
+    /// `NAME = create_app(…)`, a factory of the project.
+    ByFactory(String),
+    /// The factory itself, `app = "module:create_app()"`: nothing at the top
+    /// level calls it, so uvicorn does (`--factory`).
+    Factory,
+}
+
+/// A top-level `NAME = FastAPI(` (or Starlette / Litestar, or a factory's
+/// call) in a module, or a factory function.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppCandidate {
     /// `module.path:attribute`, as uvicorn takes it.
@@ -21,6 +34,22 @@ pub struct AppCandidate {
     /// 1-based.
     pub line: usize,
     pub class: &'static str,
+    pub made: Made,
+}
+
+impl AppCandidate {
+    /// Where and how it was found, for `init`'s notes.
+    pub fn place(&self) -> String {
+        let at = format!("{}:{}", self.file, self.line);
+        match &self.made {
+            Made::Direct => format!("{} in {at}", self.class),
+            Made::ByFactory(f) => format!("{} made by {f}() in {at}", self.class),
+            Made::Factory => format!(
+                "a factory of a {} in {at}; uvicorn calls it, --factory",
+                self.class
+            ),
+        }
+    }
 }
 
 /// A declared health route.
@@ -82,13 +111,14 @@ pub fn find_apps(rel: &str, text: &str) -> Vec<AppCandidate> {
             file: rel.to_string(),
             line: i + 1,
             class,
+            made: Made::Direct,
         });
     }
     out
 }
 
 /// `NAME = VALUE` or `NAME: TYPE = VALUE` → (NAME, VALUE); not `==`, not augmented.
-fn split_assignment(line: &str) -> Option<(&str, &str)> {
+pub(super) fn split_assignment(line: &str) -> Option<(&str, &str)> {
     let eq = line.find('=')?;
     if line[eq + 1..].starts_with('=') {
         return None;
@@ -102,7 +132,7 @@ fn split_assignment(line: &str) -> Option<(&str, &str)> {
 }
 
 /// `FastAPI(`, `fastapi.FastAPI(`, `starlette.applications.Starlette(` → the class.
-fn app_class(value: &str) -> Option<&'static str> {
+pub(super) fn app_class(value: &str) -> Option<&'static str> {
     let call = value.split('(').next()?;
     if call.len() == value.len() {
         return None;
@@ -127,7 +157,9 @@ pub fn rank(candidates: &mut [AppCandidate], project_name: Option<&str>) {
             .iter()
             .position(|n| *n == last)
             .unwrap_or(usize::MAX);
-        (!in_package, depth, usual, c.file.clone(), c.line)
+        // An app the code makes at import beats a factory left for uvicorn to call.
+        let factory = c.made == Made::Factory;
+        (factory, !in_package, depth, usual, c.file.clone(), c.line)
     };
     candidates.sort_by_key(key);
 }

@@ -4,6 +4,8 @@
 //! when it would not, and an existing file is replaced only when asked.
 
 pub(crate) mod detect;
+mod factory;
+mod workspace;
 
 use crate::project_file::{read_optional_text, Place, ProjectFileError, SETTINGS_LIMIT};
 use crate::spec::{self, SpecError, DEFAULT_LOCKFILES, PYPROJECT_FILE, SPEC_FILE};
@@ -134,6 +136,86 @@ struct Draft {
     /// Write `health` as a key (this imgbuild knows it) or as a comment.
     health_live: bool,
     scripts: Vec<(String, String)>,
+    /// `package`: the uv workspace member the image is for.
+    package: Option<String>,
+}
+
+/// Where `init` looks for the app: the directory it runs in, or at a
+/// virtual uv workspace root, the member that holds one.
+struct Scope {
+    /// Python files (relative to the app's project) and their text.
+    sources: Vec<(String, String)>,
+    /// The project's name, which ranks app candidates.
+    name: Option<String>,
+    requires_python: Option<String>,
+    package: Option<String>,
+}
+
+/// The [`Scope`] for `dir`: a virtual workspace root's member with an app
+/// (its name as `package`), else `dir` itself; `requires-python` from the
+/// project, else from the workspace's lock.
+fn scope(
+    dir: &Path,
+    pyproject: Option<&str>,
+    info: &ProjectInfo,
+    notes: &mut Vec<Note>,
+) -> Result<Scope, InitError> {
+    let doc: Option<toml::Table> = pyproject.and_then(|t| t.parse().ok());
+    let lock_rp = || {
+        let lock = match dir.join("uv.lock") {
+            l if l.is_file() => l,
+            _ => workspace::lock_above(dir)?.0,
+        };
+        workspace::lock_requires_python(&lock)
+    };
+    let root = doc.as_ref().filter(|d| workspace::is_workspace_root(d));
+    if root.is_some() && info.name.is_none() && !dir.join("uv.lock").is_file() {
+        // `package` is looked up in the lock: without one, the tree is read whole.
+        notes.push(note(
+            NoteKind::Missing,
+            "package: a uv workspace without its uv.lock; run `uv lock` here, then `imgbuild init --force` picks the member with the app".into(),
+        ));
+    } else if let (Some(doc), None) = (root, &info.name) {
+        let members = workspace::members(dir, doc);
+        let mut found = Vec::new();
+        for m in &members {
+            let sources = read_sources(&dir.join(&m.rel))?;
+            let (best, _) = candidates(&sources, Some(&m.name));
+            if let Some(best) = best {
+                found.push((m, sources, best.made == detect::Made::Factory));
+            }
+        }
+        // A member whose app is made at import first, then the members' order.
+        found.sort_by_key(|(_, _, factory)| *factory);
+        if let Some((m, sources, _)) = found.first() {
+            let others: Vec<&str> = found[1..].iter().map(|(o, ..)| o.name.as_str()).collect();
+            let text = format!(
+                "package {:?}: the uv workspace member in {}/ with an app; its dependencies are installed and its directory is the app layer{}",
+                m.name,
+                m.rel,
+                if others.is_empty() { String::new() } else { format!("; others with one: {} (a spec each)", others.join(", ")) }
+            );
+            let kind = if others.is_empty() {
+                NoteKind::Found
+            } else {
+                NoteKind::Guessed
+            };
+            notes.push(note(kind, text));
+            let own = read_pyproject(&dir.join(&m.rel).join(PYPROJECT_FILE))?.1;
+            return Ok(Scope {
+                sources: sources.clone(),
+                name: Some(m.name.clone()),
+                requires_python: own.requires_python.or_else(lock_rp),
+                package: Some(m.name.clone()),
+            });
+        }
+    }
+    Ok(Scope {
+        sources: read_sources(dir)?,
+        name: info.name.clone(),
+        requires_python: info.requires_python.clone().or_else(lock_rp),
+        package: None,
+    })
 }
 
 /// Reads the project in `dir`, writes its settings, and says what it found.
@@ -145,18 +227,20 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Report, InitError> {
     refuse_to_replace(dir, opts, &spec_file, pyproject_text.is_some(), &info)?;
 
     let mut notes = Vec::new();
-    let sources = read_sources(dir)?;
-    let suggestion = detect::suggested_base(info.requires_python.as_deref());
+    let scope = scope(dir, pyproject_text.as_deref(), &info, &mut notes)?;
+    let sources = scope.sources;
+    let suggestion = detect::suggested_base(scope.requires_python.as_deref());
     let mut draft = Draft {
         base: opts.base.clone(),
         base_suggestion: suggestion.base,
         base_buildable: suggestion.buildable,
-        requires_python: info.requires_python.clone(),
+        requires_python: scope.requires_python,
         health_live: true,
         scripts: info.scripts.clone(),
+        package: scope.package,
         ..Draft::default()
     };
-    draft.app = pick_app(&sources, info.name.as_deref(), &mut notes);
+    draft.app = pick_app(&sources, scope.name.as_deref(), &mut notes);
     if draft.app.is_none() {
         notes.push(note(
             NoteKind::Missing,
@@ -347,6 +431,7 @@ fn placeholder_app() -> AppCandidate {
         file: String::new(),
         line: 0,
         class: "FastAPI",
+        made: detect::Made::Direct,
     }
 }
 
@@ -394,18 +479,28 @@ fn read_sources(dir: &Path) -> Result<Vec<(String, String)>, InitError> {
     Ok(out)
 }
 
+/// Every app candidate in `sources`, ranked, and the best one.
+fn candidates(
+    sources: &[(String, String)],
+    project: Option<&str>,
+) -> (Option<AppCandidate>, Vec<AppCandidate>) {
+    let mut all: Vec<AppCandidate> = sources
+        .iter()
+        .flat_map(|(rel, text)| detect::find_apps(rel, text))
+        .chain(factory::factory_apps(sources))
+        .collect();
+    detect::rank(&mut all, project);
+    (all.first().cloned(), all)
+}
+
 fn pick_app(
     sources: &[(String, String)],
     project: Option<&str>,
     notes: &mut Vec<Note>,
 ) -> Option<AppCandidate> {
-    let mut candidates: Vec<AppCandidate> = sources
-        .iter()
-        .flat_map(|(rel, text)| detect::find_apps(rel, text))
-        .collect();
-    detect::rank(&mut candidates, project);
-    let best = candidates.first()?.clone();
-    let place = format!("{} in {}:{}", best.class, best.file, best.line);
+    let (best, candidates) = candidates(sources, project);
+    let best = best?;
+    let place = best.place();
     if candidates.len() == 1 {
         notes.push(note(NoteKind::Found, format!("app {} ({place})", best.app)));
     } else {
@@ -415,7 +510,7 @@ fn pick_app(
             format!(
                 "app {} ({place}); also found {}: change `app` if another is the service",
                 best.app,
-                others.join(", ")
+                crate::text::summarise(&others, 5)
             ),
         ));
     }
@@ -432,6 +527,13 @@ fn pick_lockfile(dir: &Path, notes: &mut Vec<Note>) -> Option<String> {
     if let Some(name) = DEFAULT_LOCKFILES.iter().find(|n| dir.join(n).is_file()) {
         notes.push(note(NoteKind::Found, format!("lockfile {name}")));
         return Some(name.to_string());
+    }
+    if let Some((_, rel)) = workspace::lock_above(dir) {
+        notes.push(note(
+            NoteKind::Found,
+            format!("lockfile {rel}, the lock of the uv workspace this project is a member of"),
+        ));
+        return Some(rel);
     }
     let readable = DEFAULT_LOCKFILES.join(", ");
     match OTHER_LOCKFILES.iter().find(|n| dir.join(n).is_file()) {
@@ -530,6 +632,12 @@ fn render(d: &Draft) -> String {
     }
     if let Some(l) = &d.lockfile {
         out += &format!("lockfile = {}\n", quote(l));
+    }
+    if let Some(p) = &d.package {
+        out +=
+            "# The uv workspace member this image is for: only its dependencies are installed,\n";
+        out += "# and its directory is the app layer (`source`).\n";
+        out += &format!("package = {}\n", quote(p));
     }
     out += "port = 8000\n";
     out += "# workers = 1\n";

@@ -67,7 +67,7 @@ fn flat_layout_writes_a_spec_that_loads() {
     assert!(texts(&r, NoteKind::Missing).is_empty());
     let spec = crate::spec::load(None, p.path()).unwrap();
     assert_eq!(spec.base, "oci:./base:latest");
-    assert_eq!(spec.app, "hello_api.main:app");
+    assert_eq!(spec.app.as_deref(), Some("hello_api.main:app"));
     assert_eq!(spec.app_dir, None);
     assert_eq!(spec.lockfile, Some(p.path().join("uv.lock")));
     assert!(p.read("imgbuild.toml").contains("health = \"/health\""));
@@ -161,7 +161,7 @@ fn pyproject_mode_appends_or_replaces_the_tool_table() {
     assert!(text.contains("\n[tool.imgbuild]\n# Written by"), "{text}");
     assert!(!p.path().join("imgbuild.toml").exists());
     let spec = crate::spec::load(None, p.path()).unwrap();
-    assert_eq!(spec.app, "svc.main:app");
+    assert_eq!(spec.app.as_deref(), Some("svc.main:app"));
 
     let e = p.init(&opts).unwrap_err();
     assert_eq!(
@@ -291,5 +291,118 @@ fn the_base_suggested_is_one_imgbuild_builds_or_says_why_not() {
             "base: requires-python \">=3.16\" allows no Python imgbuild compiles bytecode for (CPython 3.9 to 3.15)"
         ) && n.contains("`bytecode = false`")),
         "{missing:?}"
+    );
+}
+
+#[test]
+fn factories_are_found_through_their_call_or_as_the_app() {
+    // `app = get_application()` at the top level: that is the app.
+    let p = Project::new();
+    p.write("pyproject.toml", FLAT_PYPROJECT)
+        .write(
+            "app/core/setup.py",
+            "from fastapi import FastAPI\n\ndef get_application() -> FastAPI:\n    application = FastAPI()\n    return application\n",
+        )
+        .write(
+            "app/main.py",
+            "from app.core.setup import get_application\n\napp = get_application()\n",
+        );
+    let r = p.init(&with_base("oci:./base:latest")).unwrap();
+    assert_eq!(
+        texts(&r, NoteKind::Found)[0],
+        "app app.main:app (FastAPI made by get_application() in app/main.py:3)"
+    );
+    assert_eq!(
+        crate::spec::load(None, p.path()).unwrap().app.as_deref(),
+        Some("app.main:app")
+    );
+
+    // Only a factory: uvicorn calls it.
+    let p = Project::new();
+    p.write("pyproject.toml", FLAT_PYPROJECT).write(
+        "svc/__init__.py",
+        "from fastapi import FastAPI\n\ndef create_app(config=None):\n    return FastAPI()\n",
+    );
+    let r = p.init(&with_base("oci:./base:latest")).unwrap();
+    assert_eq!(
+        texts(&r, NoteKind::Found)[0],
+        "app svc:create_app() (a factory of a FastAPI in svc/__init__.py:3; uvicorn calls it, --factory)"
+    );
+    assert!(p
+        .read("imgbuild.toml")
+        .contains("\napp = \"svc:create_app()\"\n"));
+    let spec = crate::spec::load(None, p.path()).unwrap();
+    assert_eq!(
+        (spec.app.as_deref().unwrap(), spec.app_factory),
+        ("svc:create_app", true)
+    );
+}
+
+/// The full-stack template's shape: a virtual root, one member `backend`
+/// whose package is `app`, locked at the root.
+fn template_workspace() -> Project {
+    let p = Project::new();
+    p.write("pyproject.toml", "[tool.uv.workspace]\nmembers = [\"backend\"]\n")
+        .write(
+            "backend/pyproject.toml",
+            "[project]\nname = \"backend\"\nversion = \"0.1.0\"\nrequires-python = \">=3.10,<4.0\"\n",
+        )
+        .write(
+            "backend/app/main.py",
+            "from fastapi import FastAPI\n\napp = FastAPI()\n\n@app.get(\"/health\")\ndef health():\n    return {}\n",
+        )
+        .write("frontend/tools/mock.py", "mock = FastAPI()\n")
+        .write(
+            "uv.lock",
+            "version = 1\nrequires-python = \">=3.10, <4.0\"\n[manifest]\nmembers = [\"backend\"]\n\n[[package]]\nname = \"backend\"\nversion = \"0.1.0\"\nsource = { editable = \"backend\" }\n",
+        );
+    p
+}
+
+#[test]
+fn at_a_workspace_root_the_member_with_the_app_is_the_package() {
+    let p = template_workspace();
+    let r = p.init(&with_base("oci:./base:latest")).unwrap();
+    let found = texts(&r, NoteKind::Found);
+    assert!(
+        found[0].starts_with("package \"backend\": the uv workspace member in backend/"),
+        "{found:?}"
+    );
+    assert_eq!(found[1], "app app.main:app (FastAPI in app/main.py:3)");
+    let text = p.read("imgbuild.toml");
+    assert!(
+        text.contains("\npackage = \"backend\"\n") && text.contains("\nlockfile = \"uv.lock\"\n"),
+        "{text}"
+    );
+    let spec = crate::spec::load(None, p.path()).unwrap();
+    assert_eq!(spec.app.as_deref(), Some("app.main:app"));
+    assert_eq!(spec.source, p.path().join("backend"));
+    assert_eq!(spec.health.as_deref(), Some("/health"));
+}
+
+#[test]
+fn in_a_members_directory_the_workspace_lock_is_found_and_its_python_read() {
+    let p = template_workspace();
+    // The member's own requires-python is gone: the lock's is used.
+    p.write(
+        "backend/pyproject.toml",
+        "[project]\nname = \"backend\"\nversion = \"0.1.0\"\n",
+    );
+    let member = p.path().join("backend");
+    let r = init(&member, &InitOptions::default()).unwrap();
+    assert!(
+        texts(&r, NoteKind::Found).contains(
+            &"lockfile ../uv.lock, the lock of the uv workspace this project is a member of"
+                .to_string()
+        ),
+        "{:?}",
+        r.notes
+    );
+    let text = std::fs::read_to_string(member.join("imgbuild.toml")).unwrap();
+    assert!(text.contains("\nlockfile = \"../uv.lock\"\n"), "{text}");
+    assert!(text.contains("requires-python \">=3.10, <4.0\""), "{text}");
+    assert!(
+        text.contains("\napp = \"app.main:app\"\n") && !text.contains("package ="),
+        "{text}"
     );
 }

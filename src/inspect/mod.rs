@@ -4,6 +4,7 @@
 
 pub(crate) mod diff;
 pub(crate) mod files;
+pub(crate) mod outdated;
 
 use crate::base::{self, BaseError, BlobSource};
 use crate::digest::Digest;

@@ -27,7 +27,13 @@ pub struct Entry {
     pub kind: EntryKind,
     /// Permission bits only; normalised by the tar writer.
     pub mode: u32,
+    /// `(uid, gid)`: root for everything but the directories the image's
+    /// user writes in ([`LayerPlan::owned_dir`]).
+    pub owner: (u32, u32),
 }
+
+/// The owner of every entry but the state directories.
+pub const ROOT: (u32, u32) = (0, 0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -58,6 +64,7 @@ impl LayerPlan {
                         Entry {
                             kind: EntryKind::Dir,
                             mode: 0o755,
+                            owner: ROOT,
                         },
                     );
                 }
@@ -92,6 +99,22 @@ impl LayerPlan {
             Entry {
                 kind: EntryKind::Dir,
                 mode,
+                owner: ROOT,
+            },
+        )
+    }
+
+    /// A directory `owner` writes in (a state directory): it replaces a
+    /// directory already planned at `path`, and the tar writer gives it
+    /// that owner and mode 0775 (group-writable, for runtimes that run the
+    /// image with an arbitrary uid in its gid, as OpenShift does).
+    pub fn owned_dir(&mut self, path: ImagePath, owner: (u32, u32)) -> Result<(), PlanError> {
+        self.insert(
+            path,
+            Entry {
+                kind: EntryKind::Dir,
+                mode: 0o775,
+                owner,
             },
         )
     }
@@ -108,6 +131,7 @@ impl LayerPlan {
             Entry {
                 kind: EntryKind::File { size, content },
                 mode,
+                owner: ROOT,
             },
         )
     }
@@ -125,6 +149,7 @@ impl LayerPlan {
                     target: target.to_string(),
                 },
                 mode: 0o777,
+                owner: ROOT,
             },
         )
     }

@@ -1,8 +1,9 @@
-//! The one place that decides tar metadata: uid/gid 0, no user or group
-//! names, a fixed mtime, normalised modes, entries in path order.
+//! The one place that decides tar metadata: uid/gid 0 (but for the state
+//! directories the image's user owns), no user or group names, a fixed
+//! mtime, normalised modes, entries in path order.
 
 use super::compress::{Compression, LayerEncoder};
-use super::plan::{Content, EntryKind, LayerPlan};
+use super::plan::{Content, Entry, EntryKind, LayerPlan, ROOT};
 use super::splice::{DeflatedSpan, SplicingGzip};
 use super::Layer;
 use crate::digest::HashingWriter;
@@ -32,9 +33,12 @@ impl ExternalContent for NoExternal {
     }
 }
 
-/// 0755 where any exec bit is set, otherwise 0644; directories 0755.
-pub fn normalise_mode(kind: &EntryKind, mode: u32) -> u32 {
-    match kind {
+/// 0755 where any exec bit is set, otherwise 0644; directories 0755, and
+/// 0775 for a directory the image's user owns (a state directory).
+pub fn normalise_mode(entry: &Entry) -> u32 {
+    let mode = entry.mode;
+    match &entry.kind {
+        EntryKind::Dir if entry.owner != ROOT => 0o775,
         EntryKind::Dir => 0o755,
         EntryKind::Symlink { .. } => 0o777,
         EntryKind::File { .. } if mode & 0o111 != 0 => 0o755,
@@ -46,8 +50,8 @@ fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
+    h.set_uid(ROOT.0.into());
+    h.set_gid(ROOT.1.into());
     h.set_mtime(mtime);
     h.set_size(size);
     h
@@ -79,10 +83,12 @@ fn write_entries<W: Write>(
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Deterministic);
     for (path, entry) in plan.entries() {
-        let mode = normalise_mode(&entry.kind, entry.mode);
+        let mode = normalise_mode(entry);
         match &entry.kind {
             EntryKind::Dir => {
                 let mut h = header(tar::EntryType::Directory, mode, 0, mtime);
+                h.set_uid(entry.owner.0.into());
+                h.set_gid(entry.owner.1.into());
                 builder.append_data(&mut h, format!("{}/", path.as_str()), io::empty())?;
             }
             EntryKind::Symlink { target } => {
@@ -291,6 +297,49 @@ mod tests {
                 ("app/run.sh".into(), 0o755)
             ]
         );
+    }
+
+    #[test]
+    fn a_state_directory_is_owned_by_the_user_and_group_writable() {
+        let mut plan = sample();
+        // Replaces the directory the files implied; its parents stay root's.
+        plan.owned_dir(ImagePath::new("app").unwrap(), (65532, 1000))
+            .unwrap();
+        plan.owned_dir(ImagePath::new("var/lib/api").unwrap(), (65532, 1000))
+            .unwrap();
+        let tar = write_tar(&plan, 0, &mut NoExternal, Vec::new()).unwrap();
+        let mut archive = tar::Archive::new(&tar[..]);
+        let got: Vec<(String, u64, u64, u32)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    h.uid().unwrap(),
+                    h.gid().unwrap(),
+                    h.mode().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("app/".into(), 65532, 1000, 0o775),
+                ("app/link".into(), 0, 0, 0o777),
+                ("app/main.py".into(), 0, 0, 0o644),
+                ("app/run.sh".into(), 0, 0, 0o755),
+                ("var/".into(), 0, 0, 0o755),
+                ("var/lib/".into(), 0, 0, 0o755),
+                ("var/lib/api/".into(), 65532, 1000, 0o775),
+            ]
+        );
+        // A file where a state directory is asked for is refused, not replaced.
+        let mut plan = sample();
+        assert!(plan
+            .owned_dir(ImagePath::new("app/main.py").unwrap(), (1, 1))
+            .is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! not downloaded. [`load_local`] lists them for the local-project stage
 //! (src/local.rs), which installs them from their `pyproject.toml`.
 
+pub(crate) mod cutoff;
 pub(crate) mod index;
 pub(crate) mod index_config;
 pub(crate) mod locate;
@@ -116,6 +117,8 @@ pub struct LockOptions {
     /// The indexes configured where Python tools keep them, for files a lock
     /// lists without a URL; after `index_url` and a requirements file's own.
     pub indexes: index_config::IndexSettings,
+    /// Which project of a uv workspace the image is for (issue 23).
+    pub project: uv::ProjectRoot,
 }
 
 /// A file on a PEP 691 simple index.
@@ -428,54 +431,13 @@ pub fn load(path: &Path, opts: &LockOptions, env: &MarkerEnv, idx: &dyn SimpleIn
     )?)
 }
 
-/// The date a lock was made as of, for choosing an sdist's build
-/// requirements (issue 22): uv.lock's `[options] exclude-newer`, else the
-/// newest `upload-time` among the files of a uv.lock or pylock.toml; None for
-/// formats that record neither, and for a file that cannot be read.
-pub fn build_cutoff(path: &Path) -> Option<String> {
-    let name = path.file_name()?.to_str()?;
-    if name != "uv.lock" && !is_pylock_name(name) {
-        return None;
-    }
-    let doc: toml::Table = toml::from_str(&read_text(path).ok()?).ok()?;
-    let exclude_newer = doc
-        .get("options")
-        .and_then(|o| o.get("exclude-newer"))
-        .and_then(toml::Value::as_str);
-    if let Some(date) = exclude_newer {
-        return Some(date.to_owned());
-    }
-    fn newest(v: &toml::Value, best: &mut Option<String>) {
-        match v {
-            toml::Value::Table(t) => {
-                for (k, v) in t {
-                    let time = match (k.as_str(), v) {
-                        ("upload-time", toml::Value::String(s)) => s.clone(),
-                        ("upload-time", toml::Value::Datetime(d)) => d.to_string(),
-                        _ => {
-                            newest(v, best);
-                            continue;
-                        }
-                    };
-                    if best.as_deref().is_none_or(|b| time.as_str() > b) {
-                        *best = Some(time);
-                    }
-                }
-            }
-            toml::Value::Array(items) => items.iter().for_each(|i| newest(i, best)),
-            _ => {}
-        }
-    }
-    let mut best = None;
-    newest(&toml::Value::Table(doc), &mut best);
-    best
-}
-
 /// Whether `filename` is a source distribution imgbuild can build: a
 /// `.tar.gz` (PEP 625) or a legacy `.zip`.
 pub fn is_sdist_name(filename: &str) -> bool {
     filename.ends_with(".tar.gz") || filename.ends_with(".zip")
 }
+
+pub use cutoff::build_cutoff;
 
 /// By name, then version.
 fn sorted(mut packages: Vec<LockedPackage>) -> LockResult {

@@ -40,6 +40,9 @@ struct Package {
     sdist: Option<FileEntry>,
     #[serde(default)]
     wheels: Vec<FileEntry>,
+    /// PEP 751: the index the package came from; where an sdist's build
+    /// requirements are looked up first.
+    index: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -225,7 +228,8 @@ fn locked_package(pkg: &Package) -> Result<LockedPackage, String> {
     if let Some(archive) = &pkg.archive {
         files.add(file(archive)?);
     }
-    files.package(&pkg.name, version, None)
+    let index = pkg.index.clone().filter(|i| i.contains("://"));
+    files.package(&pkg.name, version, index)
 }
 
 fn file(entry: &FileEntry) -> Result<LockedFile, String> {

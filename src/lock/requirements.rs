@@ -329,6 +329,9 @@ fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, BadRequ
             marker.trim()
         ));
     }
+    if let Some(pin) = path_requirement(req_text.trim(), &hashes, env)? {
+        return Ok(pin);
+    }
     if let Some(name) = name_ending_badly(req_text.trim()) {
         return refuse(format!(
             "`{name}` is not a valid package or extra name: it must end with a letter or digit"
@@ -386,6 +389,46 @@ fn parse_requirement(line: &str, env: &MarkerEnv) -> Result<Option<Pin>, BadRequ
         file: String::new(),
         line: 0,
     }))
+}
+
+/// A line naming a local file, as `uv export` writes a path source
+/// (`./wheels/pkg-1.0-py3-none-any.whl --hash=sha256:…`): the package and
+/// version come from the file name, the path is relative to the file.
+/// `Ok(None)` for a line that is not a path; `Ok(Some(None))` when its
+/// marker leaves the target out.
+fn path_requirement(
+    text: &str,
+    hashes: &BTreeSet<String>,
+    env: &MarkerEnv,
+) -> Result<Option<Option<Pin>>, BadRequirement> {
+    let (path, marker) = match text.split_once(';') {
+        Some((p, m)) => (p.trim(), m.trim()),
+        None => (text, ""),
+    };
+    let path = path.strip_prefix("file://").unwrap_or(path);
+    if !["./", "../", "/"].iter().any(|p| path.starts_with(p)) {
+        return Ok(None);
+    }
+    if !env.evaluate(marker, &[]).map_err(|e| e.to_string())? {
+        return Ok(Some(None));
+    }
+    let filename = path.rsplit('/').next().unwrap_or(path);
+    let (name, version) = file_name_version(filename).ok_or_else(|| {
+        format!("`{path}` names neither a wheel nor an sdist file; name the file itself")
+    })?;
+    if hashes.is_empty() {
+        return refuse(format!(
+            "`{path}` has no --hash=sha256:…; generate the file with hashes (uv export)"
+        ));
+    }
+    Ok(Some(Some(Pin {
+        name,
+        version,
+        hashes: hashes.clone(),
+        url: Some(path.to_owned()),
+        file: String::new(),
+        line: 0,
+    })))
 }
 
 /// One pin per package: repeated identical pins merge their hashes.

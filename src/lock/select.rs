@@ -25,6 +25,11 @@ pub struct SelectedWheel {
     pub from_sdist: bool,
 }
 
+/// How many of a package's wheel tags, and how many packages, the
+/// "no usable wheel" message lists before it counts the rest.
+const MAX_TAGS_SHOWN: usize = 6;
+const MAX_PROBLEMS_SHOWN: usize = 12;
+
 #[derive(Debug, Error)]
 pub enum SelectError {
     #[error("no usable wheel for {platform}:\n{}\nPick versions that publish wheels for this platform (or add the platform to uv's required-environments and lock again), or use a base image whose Python and libc match the wheels", .problems.join("\n"))]
@@ -109,22 +114,36 @@ pub fn select_wheels(
             None => {
                 offered.sort();
                 offered.dedup();
+                // A package may publish dozens of wheels: a few name the kind.
                 problems.push(format!(
                     "  - {} {}: no wheel for {platform_label}: has {}",
                     pkg.name,
                     pkg.version,
-                    offered.join(", ")
+                    summarised(&offered, MAX_TAGS_SHOWN)
                 ));
             }
         }
     }
     if problems.is_empty() {
-        Ok(selected)
-    } else {
-        Err(SelectError::NoWheel {
-            platform: platform_label.to_owned(),
-            problems,
-        })
+        return Ok(selected);
+    }
+    let more = problems.len().saturating_sub(MAX_PROBLEMS_SHOWN);
+    problems.truncate(MAX_PROBLEMS_SHOWN);
+    if more > 0 {
+        problems.push(format!("  - … and {more} more packages like these"));
+    }
+    Err(SelectError::NoWheel {
+        platform: platform_label.to_owned(),
+        problems,
+    })
+}
+
+/// The first `keep` items and how many more: a package with wheels for
+/// dozens of platforms once made this error a 12,848-byte line.
+fn summarised(items: &[String], keep: usize) -> String {
+    match items.len().checked_sub(keep) {
+        Some(more) if more > 0 => format!("{} and {more} more", items[..keep].join(", ")),
+        _ => items.join(", "),
     }
 }
 
@@ -227,6 +246,38 @@ mod tests {
     }
 
     #[test]
+    fn a_long_list_of_wheels_or_packages_is_cut_with_a_count() {
+        let windows: Vec<String> = (0..40)
+            .map(|i| format!("big-1.0-cp311-cp311-macosx_{}_0_arm64.whl", 10 + i))
+            .collect();
+        let files: Vec<&str> = windows.iter().map(String::as_str).collect();
+        let mut pkgs = vec![package("big", &files, false)];
+        for i in 0..20 {
+            let name = format!("w{i:02}");
+            let wheel = format!("{name}-1.0-cp311-cp311-win_amd64.whl");
+            pkgs.push(package(&name, &[wheel.as_str()], false));
+        }
+        for p in &mut pkgs {
+            p.sdist = None;
+        }
+        let err = error_of(select_wheels(&pkgs, &tags(), "linux/amd64"));
+        assert!(
+            err.contains("cp311-cp311-macosx_15_0_arm64 and 34 more\n"),
+            "{err}"
+        );
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("  - ")).count(),
+            13,
+            "{err}"
+        );
+        assert!(
+            err.contains("  - … and 9 more packages like these"),
+            "{err}"
+        );
+        assert!(err.len() < 2000, "{} bytes: {err}", err.len());
+    }
+
+    #[test]
     fn a_package_without_a_fitting_wheel_is_built_from_its_locked_sdist() {
         let pkgs = [
             package("fine", &["fine-1.0-py3-none-any.whl"], true),
@@ -247,5 +298,19 @@ mod tests {
             ]
         );
         assert_eq!(got[1].sha256, hash('s'));
+    }
+
+    #[test]
+    fn a_long_list_of_offered_tags_is_summarised() {
+        let files: Vec<String> = (0..40)
+            .map(|i| format!("many-1.0-cp3{i}-cp3{i}-win_amd64.whl"))
+            .collect();
+        let names: Vec<&str> = files.iter().map(String::as_str).collect();
+        let mut pkg = package("many", &names, false);
+        pkg.sdist = None;
+        let err = error_of(select_wheels(&[pkg], &tags(), "linux/amd64"));
+        let line = err.lines().find(|l| l.contains("many 1.0")).unwrap();
+        assert!(line.ends_with("and 34 more"), "{line}");
+        assert!(line.len() < 300, "{line}");
     }
 }

@@ -14,6 +14,16 @@ use crate::python::markers::MarkerEnv;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+/// The project of a uv workspace the image installs, with its dependencies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProjectRoot {
+    /// The spec's `package`: the member to install, by name (`uv sync --package`).
+    pub package: Option<String>,
+    /// The source tree, relative to the lockfile's directory (`/`-separated,
+    /// empty when they are the same): a member built from its own directory.
+    pub dir: String,
+}
+
 /// The lock past its `version`, which is read (and checked) on its own first.
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -208,7 +218,7 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// Every package the target installs, local ones included.
     fn reach(&mut self, opts: &LockOptions) -> Result<BTreeSet<usize>, LockError> {
-        let roots = self.roots()?;
+        let roots = self.roots(&opts.project)?;
         let mut queue: Vec<(usize, Option<String>)> = Vec::new();
         let mut seen_extras: BTreeSet<String> = BTreeSet::new();
         let mut seen_groups: BTreeSet<String> = BTreeSet::new();
@@ -340,9 +350,12 @@ impl Walker<'_> {
         Ok(out)
     }
 
-    /// The project: the package whose source is `.`; in a workspace, every
-    /// member that is a virtual or editable package.
-    fn roots(&self) -> Result<Vec<usize>, LockError> {
+    /// The project: the member `package` names; else the member whose
+    /// directory is the source tree (a member built from its own directory);
+    /// else the package whose source is `.`, or in a workspace every member
+    /// that is a virtual or editable package (a virtual root has none of
+    /// its own, with one member or many).
+    fn roots(&self, root: &ProjectRoot) -> Result<Vec<usize>, LockError> {
         let packages = &self.lock.package;
         let members: BTreeSet<String> = self
             .lock
@@ -350,24 +363,62 @@ impl Walker<'_> {
             .iter()
             .flat_map(|m| m.members.iter().filter_map(|n| normalise_name(n)))
             .collect();
-        let roots: Vec<usize> = if members.len() > 1 {
-            (0..packages.len())
-                .filter(|&i| {
-                    normalise_name(&packages[i].name).is_some_and(|n| members.contains(&n))
-                        && matches!(packages[i].source_kind(), Some("virtual" | "editable"))
-                })
-                .collect()
+        let is_member = |i: &usize| {
+            normalise_name(&packages[*i].name).is_some_and(|n| members.contains(&n))
+                && matches!(packages[*i].source_kind(), Some("virtual" | "editable"))
+        };
+        if let Some(name) = &root.package {
+            return self.named_root(name, &members);
+        }
+        let dir = root.dir.trim_matches('/');
+        let own_dir: Vec<usize> = (0..packages.len())
+            .filter(|&i| {
+                !dir.is_empty() && packages[i].is_local() && self.local_dir(i) == Some(dir)
+            })
+            .collect();
+        let roots: Vec<usize> = if !own_dir.is_empty() {
+            own_dir
+        } else if members.len() > 1 {
+            (0..packages.len()).filter(is_member).collect()
         } else {
-            (0..packages.len())
+            let dot: Vec<usize> = (0..packages.len())
                 .filter(|&i| packages[i].is_project_root())
-                .collect()
+                .collect();
+            if dot.is_empty() {
+                (0..packages.len()).filter(is_member).collect()
+            } else {
+                dot
+            }
         };
         if roots.is_empty() {
             return Err(self.invalid(
-                "no project package (a package with source `virtual`, `editable` or `directory` = \".\"); run `uv lock` in the project directory".into(),
+                "no project package (a package with source `virtual`, `editable` or `directory` = \".\", or a workspace member); run `uv lock` in the project directory".into(),
             ));
         }
         Ok(roots)
+    }
+
+    /// The local package `name` (the spec's `package`), or an error listing
+    /// the workspace's members.
+    fn named_root(&self, name: &str, members: &BTreeSet<String>) -> Result<Vec<usize>, LockError> {
+        let found = (0..self.lock.package.len()).find(|&i| {
+            same_name(&self.lock.package[i].name, name) && self.lock.package[i].is_local()
+        });
+        match found {
+            Some(i) => Ok(vec![i]),
+            None => Err(self.invalid(format!(
+                "`package = {name:?}` is not a project of this workspace (members: {}); set `package` to one of them, or lock again",
+                known(members.iter())
+            ))),
+        }
+    }
+
+    /// A local package's directory, relative to the lock (`backend`).
+    fn local_dir(&self, i: usize) -> Option<&str> {
+        let pkg = &self.lock.package[i];
+        let kind = pkg.source_kind()?;
+        let dir = pkg.source.as_ref()?.get(kind)?.as_str()?;
+        Some(dir.trim_start_matches("./").trim_end_matches('/'))
     }
 
     fn follow(
@@ -516,299 +567,4 @@ fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::lock::test_support::{assert_mentions, env, error_of, hash, pins, uv_project};
-
-    /// `text` read as uv.lock for x86_64 with the default options.
-    fn parse_default(text: &str) -> LockResult {
-        parse(text, "uv.lock", &LockOptions::default(), &env("x86_64"))
-    }
-
-    fn wheel(name: &str, version: &str, tag: &str, h: char) -> String {
-        format!(
-            "{{ url = \"https://files.example/{name}-{version}-{tag}.whl\", hash = \"sha256:{}\", size = 100 }}",
-            hash(h)
-        )
-    }
-
-    fn pkg(name: &str, version: &str, deps: &str, extra_tables: &str) -> String {
-        format!(
-            "[[package]]\nname = \"{name}\"\nversion = \"{version}\"\nsource = {{ registry = \"https://index.example/simple\" }}\ndependencies = [{deps}]\nsdist = {{ url = \"https://files.example/{name}-{version}.tar.gz\", hash = \"sha256:{}\", size = 10 }}\nwheels = [{}]\n{extra_tables}\n",
-            hash('0'),
-            wheel(name, version, "py3-none-any", 'a')
-        )
-    }
-
-    fn lock() -> String {
-        let mut s = String::from("version = 1\nrevision = 3\nrequires-python = \">=3.10\"\nresolution-markers = [\"python_full_version >= '3.12'\", \"python_full_version < '3.12'\"]\n\n");
-        s += r#"[[package]]
-name = "app"
-version = "0.1.0"
-source = { virtual = "." }
-dependencies = [
-    { name = "fastapi" },
-    { name = "uvicorn", extra = ["standard"] },
-    { name = "numpy", version = "2.0.0", source = { registry = "https://index.example/simple" }, marker = "python_full_version < '3.12'" },
-    { name = "numpy", version = "2.3.0", source = { registry = "https://index.example/simple" }, marker = "python_full_version >= '3.12'" },
-    { name = "pywin", marker = "sys_platform == 'win32'" },
-    { name = "lib" },
-]
-
-[package.optional-dependencies]
-yaml = [{ name = "pyyaml" }]
-
-[package.dev-dependencies]
-dev = [{ name = "pytest" }]
-lint = [{ name = "ruff" }]
-
-"#;
-        s += "[[package]]\nname = \"lib\"\nversion = \"0.2.0\"\nsource = { editable = \"libs/lib\" }\ndependencies = [{ name = \"idna\" }]\n\n";
-        s += &pkg("fastapi", "0.165.0", "{ name = \"starlette\" }", "");
-        s += &pkg("starlette", "1.10.0", "", "");
-        s += &pkg(
-            "uvicorn",
-            "0.54.0",
-            "{ name = \"h11\" }",
-            "[package.optional-dependencies]\nstandard = [{ name = \"uvloop\", marker = \"sys_platform != 'win32'\" }, { name = \"colorama\", marker = \"sys_platform == 'win32'\" }]\n",
-        );
-        s += &pkg("h11", "0.16.0", "", "");
-        s += &pkg("uvloop", "0.23.0", "", "");
-        s += &pkg("colorama", "0.4.6", "", "");
-        s += &pkg("numpy", "2.0.0", "", "");
-        s += &pkg("numpy", "2.3.0", "", "");
-        s += &pkg("pywin", "1.0", "", "");
-        s += &pkg("idna", "3.20", "", "");
-        s += &pkg("pyyaml", "6.0.4", "", "");
-        s += &pkg("pytest", "9.2.0", "{ name = \"Iniconfig\" }", "");
-        s += &pkg("iniconfig", "2.3.1", "", "");
-        s += &pkg("ruff", "0.17.3", "", "");
-        s
-    }
-
-    fn names(opts: &LockOptions) -> Vec<String> {
-        pins(parse(&lock(), "uv.lock", opts, &env("x86_64")))
-    }
-
-    #[test]
-    fn walks_dependencies_edge_extras_and_markers_for_the_target() {
-        assert_eq!(
-            names(&LockOptions::default()),
-            [
-                "fastapi==0.165.0",
-                "h11==0.16.0",
-                "idna==3.20",
-                "numpy==2.0.0",
-                "starlette==1.10.0",
-                "uvicorn==0.54.0",
-                "uvloop==0.23.0",
-            ]
-        );
-    }
-
-    #[test]
-    fn project_extras_and_groups_are_opt_in() {
-        let opts = LockOptions {
-            extras: vec!["yaml".into()],
-            groups: vec!["lint".into()],
-            ..Default::default()
-        };
-        let got = names(&opts);
-        assert!(got.contains(&"pyyaml==6.0.4".to_string()));
-        assert!(got.contains(&"ruff==0.17.3".to_string()));
-        assert!(!got.iter().any(|n| n.starts_with("pytest")));
-
-        let dev = names(&LockOptions {
-            include_dev: true,
-            ..Default::default()
-        });
-        assert!(dev.contains(&"pytest==9.2.0".to_string()));
-        assert!(dev.contains(&"iniconfig==2.3.1".to_string()));
-    }
-
-    #[test]
-    fn unknown_extras_and_groups_are_errors() {
-        let opts = LockOptions {
-            extras: vec!["gpu".into()],
-            ..Default::default()
-        };
-        let err = error_of(parse(&lock(), "uv.lock", &opts, &env("x86_64")));
-        assert_mentions(&err, &["no extra `gpu`", "yaml"]);
-        let opts = LockOptions {
-            groups: vec!["docs".into()],
-            ..Default::default()
-        };
-        let err = error_of(parse(&lock(), "uv.lock", &opts, &env("x86_64")));
-        assert_mentions(&err, &["group `docs`", "lint"]);
-    }
-
-    #[test]
-    fn files_carry_url_hash_and_size_and_local_packages_are_left_out() {
-        let got = parse_default(&lock()).unwrap();
-        assert!(!got.iter().any(|p| p.name == "app" || p.name == "lib"));
-        let h11 = got.iter().find(|p| p.name == "h11").unwrap();
-        assert!(h11.has_sdist);
-        assert_eq!(
-            h11.files,
-            vec![LockedFile {
-                filename: "h11-0.16.0-py3-none-any.whl".into(),
-                url: Some("https://files.example/h11-0.16.0-py3-none-any.whl".into()),
-                sha256: hash('a'),
-                size: Some(100),
-            }]
-        );
-    }
-
-    #[test]
-    fn an_unknown_lock_version_is_refused_by_number() {
-        let text = lock().replacen("version = 1", "version = 2", 1);
-        let err = error_of(parse(
-            &text,
-            "proj/uv.lock",
-            &LockOptions::default(),
-            &env("x86_64"),
-        ));
-        assert_mentions(
-            &err,
-            &["proj/uv.lock", "uv.lock version 2 is not supported"],
-        );
-    }
-
-    /// Each case edits the lock, and the error must name what is wrong.
-    #[test]
-    fn a_lock_that_cannot_serve_the_target_names_what_is_wrong() {
-        let cases: [(&str, &str, &[&str]); 2] = [
-            // requires-python must admit the target's Python.
-            (
-                "requires-python = \">=3.10\"",
-                "requires-python = \">=3.12\"",
-                &[">=3.12", "3.11.2"],
-            ),
-            // A dangling dependency edge names the package and the missing name.
-            (
-                "{ name = \"starlette\" }",
-                "{ name = \"starlette\" }, { name = \"ghost\" }",
-                &["fastapi 0.165.0", "`ghost`"],
-            ),
-        ];
-        for (from, to, named) in cases {
-            let err = error_of(parse_default(&lock().replace(from, to)));
-            assert_mentions(&err, named);
-        }
-    }
-
-    #[test]
-    fn workspace_members_are_all_roots() {
-        let text = format!(
-            "version = 1\n[manifest]\nmembers = [\"api\", \"worker\"]\n\n[[package]]\nname = \"api\"\nversion = \"1.0\"\nsource = {{ editable = \"api\" }}\ndependencies = [{{ name = \"h11\" }}]\n\n[[package]]\nname = \"worker\"\nversion = \"1.0\"\nsource = {{ virtual = \"worker\" }}\ndependencies = [{{ name = \"idna\" }}]\n\n{}{}",
-            pkg("h11", "0.16.0", "", ""),
-            pkg("idna", "3.20", "", "")
-        );
-        let got = parse_default(&text).unwrap();
-        let names: Vec<&str> = got.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["h11", "idna"]);
-    }
-
-    #[test]
-    fn conflicting_extras_pick_their_fork_through_uvs_encoded_markers() {
-        let text = format!(
-            r#"version = 1
-[[package]]
-name = "app"
-version = "0.1.0"
-source = {{ editable = "." }}
-[package.optional-dependencies]
-cpu = [{{ name = "torch", version = "2.0.0", source = {{ registry = "https://cpu.example/simple" }} }}]
-gpu = [{{ name = "torch", version = "2.0.1", source = {{ registry = "https://gpu.example/simple" }} }}]
-
-[[package]]
-name = "torch"
-version = "2.0.0"
-source = {{ registry = "https://cpu.example/simple" }}
-dependencies = [{{ name = "idna", marker = "extra == 'extra-3-app-cpu'" }}, {{ name = "h11", marker = "extra == 'extra-3-app-gpu'" }}]
-wheels = [{}]
-
-[[package]]
-name = "torch"
-version = "2.0.1"
-source = {{ registry = "https://gpu.example/simple" }}
-wheels = [{}]
-
-{}{}"#,
-            wheel("torch", "2.0.0", "py3-none-any", 'c'),
-            wheel("torch", "2.0.1", "py3-none-any", 'd'),
-            pkg("idna", "3.20", "", ""),
-            pkg("h11", "0.16.0", "", "")
-        );
-        let opts = LockOptions {
-            extras: vec!["cpu".into()],
-            ..Default::default()
-        };
-        let got = parse(&text, "uv.lock", &opts, &env("x86_64")).unwrap();
-        let names: Vec<String> = got
-            .iter()
-            .map(|p| format!("{}=={}", p.name, p.version))
-            .collect();
-        assert_eq!(names, ["torch==2.0.0", "idna==3.20"]);
-    }
-
-    #[test]
-    fn local_packages_are_listed_with_their_paths() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("uv.lock");
-        std::fs::write(&path, lock()).unwrap();
-        let local = local_packages(&path, &LockOptions::default(), &env("x86_64")).unwrap();
-        let got: Vec<(&str, &str, bool)> = local
-            .iter()
-            .map(|l| (l.name.as_str(), l.path.to_str().unwrap(), l.editable))
-            .collect();
-        assert_eq!(got, [("app", ".", false), ("lib", "libs/lib", true)]);
-    }
-
-    #[test]
-    fn a_path_wheel_installs_from_its_path_and_a_git_source_says_what_to_do() {
-        let text = format!(
-            "version = 1\n[[package]]\nname = \"app\"\nversion = \"0.1.0\"\nsource = {{ virtual = \".\" }}\ndependencies = [{{ name = \"local-whl\" }}]\n\n[[package]]\nname = \"local-whl\"\nversion = \"1.0\"\nsource = {{ path = \"wheels/local_whl-1.0-py3-none-any.whl\" }}\nwheels = [{{ filename = \"local_whl-1.0-py3-none-any.whl\", hash = \"sha256:{}\" }}]\n",
-            hash('a')
-        );
-        let got = parse_default(&text).unwrap();
-        assert_eq!(
-            got[0].files[0].url.as_deref(),
-            Some("wheels/local_whl-1.0-py3-none-any.whl")
-        );
-        let git = text.replace(
-            "source = { path = \"wheels/local_whl-1.0-py3-none-any.whl\" }",
-            "source = { git = \"https://example.invalid/x.git?rev=main#abc\" }",
-        );
-        let err = error_of(parse_default(&git));
-        assert_mentions(&err, &["local-whl 1.0", "git", "path source"]);
-    }
-
-    /// Checks the parser against a lock written by the real uv (needs network).
-    #[test]
-    #[ignore]
-    fn parses_a_real_uv_lock() {
-        let dir = uv_project(
-            "[project]\nname = \"demo\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\ndependencies = [\"fastapi\", \"uvicorn[standard]\"]\n[dependency-groups]\ndev = [\"pytest\"]\n[tool.uv]\npackage = false\n",
-            &[&["lock", "--exclude-newer", "2026-11-01"]],
-        );
-        let lock = dir.path().join("uv.lock");
-        let text = std::fs::read_to_string(&lock).unwrap();
-        let got = parse_default(&text).unwrap();
-        let names: Vec<&str> = got.iter().map(|p| p.name.as_str()).collect();
-        for n in [
-            "fastapi",
-            "uvicorn",
-            "uvloop",
-            "httptools",
-            "pydantic-core",
-            "starlette",
-        ] {
-            assert!(names.contains(&n), "{n} missing from {names:?}");
-        }
-        assert!(
-            !names.contains(&"demo") && !names.contains(&"pytest") && !names.contains(&"colorama")
-        );
-        assert!(got.iter().all(|p| !p.files.is_empty()));
-    }
-}
+mod tests;

@@ -153,6 +153,8 @@ impl RegistryClient {
         }
         let host = api_host(registry);
         let what = format!("contacting {registry}");
+        // A host that timed out or refused earlier in this run is not pinged again.
+        self.transport.check_alive(&what, registry)?;
         // Where plain http is allowed (loopback, listed insecure) it is tried
         // first: a plain server may never answer a TLS hello (a silent wait),
         // while a plain request to a TLS server is refused at once.
@@ -182,7 +184,10 @@ impl RegistryClient {
                             .get(ping.clone())
                             .timeout(ping_timeout),
                     )
-                    .map_err(|e| self.transport.connection_error(&what, registry, &e))
+                    .map_err(|e| {
+                        self.transport.note_wire_error(registry, &e);
+                        self.transport.connection_error(&what, registry, &e)
+                    })
             };
             let resp = match resp {
                 Ok(r) => r,

@@ -114,14 +114,13 @@ pub enum RegistryError {
     Auth { what: String, detail: String },
 
     #[error(
-        "{what}: {registry} stopped answering ({strikes} requests moved no byte for {seconds} s); \
-         giving up (check that the registry is up and the address is right)"
+        "{what}: {registry} is not answering ({cause}, earlier in this run); not asking it \
+         again (check that the registry is up and the address is right)"
     )]
-    Silent {
+    Dead {
         what: String,
         registry: String,
-        strikes: u32,
-        seconds: f64,
+        cause: String,
     },
 
     #[error("{what}: gave up on {registry} when the --timeout of {seconds} s ran out")]

@@ -87,10 +87,6 @@ impl TransportOptions {
 /// window; slower than this, a registry that stopped reading counts as stalled.
 pub const MIN_UPLOAD_RATE: u64 = 32 * 1024;
 
-/// After this many timed-out requests a registry counts as silent: its
-/// timeouts are not retried, and no further request is sent to it.
-pub const SILENT_STRIKES: u32 = 2;
-
 /// Why a request is being tried again, for `-v`.
 #[derive(Clone, Debug)]
 pub struct RetryNotice {
@@ -162,8 +158,9 @@ pub(crate) struct Transport {
     pub counters: Arc<Counters>,
     deadline: Option<Instant>,
     budget_spent: AtomicU32,
-    /// registry → requests that timed out (moved no byte in time).
-    strikes: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// registry → why it is dead for the rest of the run: the first request
+    /// to it that timed out or whose connection was refused (issue 26).
+    dead: std::sync::Mutex<std::collections::HashMap<String, String>>,
     pub hook: OnceLock<RetryHook>,
 }
 
@@ -176,9 +173,6 @@ pub(crate) enum Failure<'a> {
 }
 
 impl Failure<'_> {
-    fn timed_out(&self) -> bool {
-        matches!(self, Failure::Wire(e) if e.is_timeout())
-    }
     fn reason(&self) -> String {
         match self {
             Failure::Status(s) => format!("HTTP {}", s.as_u16()),
@@ -203,7 +197,7 @@ impl Transport {
             opts,
             counters: Arc::default(),
             budget_spent: AtomicU32::new(0),
-            strikes: Default::default(),
+            dead: Default::default(),
             hook: OnceLock::new(),
         })
     }
@@ -256,8 +250,9 @@ impl Transport {
             .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
-    /// The error once `--timeout` has passed, or once `registry` has let
-    /// `SILENT_STRIKES` requests time out (it is not answering; stop asking).
+    /// The error once `--timeout` has passed, or once `registry` is dead: a
+    /// request to it timed out or was refused, and asking again would only
+    /// wait again (a dead host stays dead for the run).
     pub fn check_alive(&self, what: &str, registry: &str) -> Result<(), RegistryError> {
         if let (Some(left), Some(total)) = (self.remaining(), self.opts.timeout) {
             if left.is_zero() {
@@ -268,35 +263,39 @@ impl Transport {
                 });
             }
         }
-        if self.is_silent(registry) {
-            return Err(RegistryError::Silent {
+        if let Some(cause) = self.dead_cause(registry) {
+            return Err(RegistryError::Dead {
                 what: what.to_string(),
                 registry: registry.to_string(),
-                strikes: SILENT_STRIKES,
-                seconds: self.opts.stall_timeout.as_secs_f64(),
+                cause,
             });
         }
         Ok(())
     }
 
-    /// Counts a request to `registry` that failed on the wire.
+    /// Marks `registry` dead when a request to it timed out or its
+    /// connection was refused; the first such cause is kept.
     pub fn note_wire_error(&self, registry: &str, e: &reqwest::Error) {
-        if e.is_timeout() {
-            *self
-                .strikes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(registry.to_string())
-                .or_default() += 1;
+        if e.is_timeout() || e.is_connect() {
+            self.mark_dead(registry, chain_message(&WithoutUrl(e)));
         }
     }
 
-    fn is_silent(&self, registry: &str) -> bool {
-        self.strikes
+    /// Marks `registry` dead for the rest of the run, for `cause` (kept if first).
+    pub fn mark_dead(&self, registry: &str, cause: String) {
+        self.dead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(registry.to_string())
+            .or_insert(cause);
+    }
+
+    fn dead_cause(&self, registry: &str) -> Option<String> {
+        self.dead
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(registry)
-            .is_some_and(|&n| n >= SILENT_STRIKES)
+            .cloned()
     }
 
     /// Bounds one request: by `--timeout`, and an upload of `upload` bytes by
@@ -340,7 +339,7 @@ impl Transport {
     /// Whether to try again after `failure` on attempt `attempt` (from 0),
     /// and if so waits first (and tells `-v`). No when the request's own
     /// retries, the client's budget or `--timeout` are spent, or when the
-    /// registry has timed out `SILENT_STRIKES` times (a silent registry stays silent).
+    /// registry is dead (it timed out or refused a connection).
     pub fn retry(
         &self,
         what: &str,
@@ -352,7 +351,7 @@ impl Transport {
         let Some(mut wait) = self.http.policy().next_wait(attempt, retry_after) else {
             return false;
         };
-        if failure.timed_out() && self.is_silent(registry) {
+        if self.dead_cause(registry).is_some() {
             return false;
         }
         let spent = self.budget_spent.fetch_add(1, Ordering::Relaxed);

@@ -62,6 +62,12 @@ pub enum SdistError {
     Output { package: String, message: String },
     #[error("{package}: building its sdist: {message}")]
     Run { package: String, message: String },
+    #[error("{package}: the lock has no wheel of it for {platform}, and building its sdist needs the base's Python: {cause}")]
+    NoInterpreter {
+        package: String,
+        platform: String,
+        cause: String,
+    },
 }
 
 /// What a built wheel was made from: kept with it in the store, and shown

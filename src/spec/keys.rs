@@ -63,6 +63,8 @@ pub(super) const KEYS: &[(&str, Type, &str, Provenance)] = &[
     ("workdir", Type::Str, r#"workdir = "/app""#, Recorded),
     ("venv", Type::Str, r#"venv = "/app/.venv""#, Recorded),
     ("lockfile", Type::Str, r#"lockfile = "uv.lock""#, Recorded),
+    // issue 23: the member of a uv workspace the image is for.
+    ("package", Type::Str, r#"package = "backend""#, Recorded),
     ("app", Type::Str, r#"app = "main:app""#, Recorded),
     ("app-dir", Type::Str, r#"app-dir = "src""#, Recorded),
     ("port", Type::Int, "port = 8000", Recorded),
@@ -83,6 +85,8 @@ pub(super) const KEYS: &[(&str, Type, &str, Provenance)] = &[
     ("source-url", Type::Str, r#"source-url = "https://github.com/acme/api""#, Recorded),
     ("revision", Type::Str, r#"revision = "4f2c1e9""#, Recorded),
     ("exclude", Type::StrList, r#"exclude = ["tests/", "*.md"]"#, Recorded),
+    // State (issue 23): directories the image's user owns; emptyDirs in the manifests.
+    ("writable", Type::StrList, r#"writable = ["logs", "/var/lib/app"]"#, Recorded),
     ("image", Type::Str, r#"image = "ghcr.io/acme/orders""#, NotRecorded),
     ("init", Type::StrList, r#"init = ["python", "-m", "app.migrate"]"#, NotRecorded),
     ("health", Type::Str, r#"health = "/health""#, NotRecorded),
@@ -98,7 +102,9 @@ pub(super) const KEYS: &[(&str, Type, &str, Provenance)] = &[
     ("sandbox", Type::Bool, "sandbox = true", NotRecorded),
 ];
 
-const REQUIRED: &[&str] = &["base", "app"];
+/// `app` is required too, unless `cmd` or `entrypoint` starts the server
+/// (checked with the values).
+const REQUIRED: &[&str] = &["base"];
 
 /// Every key with what provenance does with it, in the table's order.
 pub fn keys_by_provenance() -> impl Iterator<Item = (&'static str, Provenance)> {
@@ -116,6 +122,7 @@ pub(super) struct Raw {
     pub(super) workdir: Option<String>,
     pub(super) venv: Option<String>,
     pub(super) lockfile: Option<String>,
+    pub(super) package: Option<String>,
     pub(super) app: Option<String>,
     pub(super) app_dir: Option<String>,
     pub(super) port: Option<i64>,
@@ -136,6 +143,7 @@ pub(super) struct Raw {
     pub(super) source_url: Option<String>,
     pub(super) revision: Option<String>,
     pub(super) exclude: Option<Vec<String>>,
+    pub(super) writable: Option<Vec<String>>,
     pub(super) image: Option<String>,
     pub(super) init: Option<Vec<String>>,
     pub(super) health: Option<String>,

@@ -13,7 +13,11 @@ mod bytecode;
 pub(crate) mod deploy;
 mod keys;
 mod serving;
+mod state;
 mod values;
+mod workspace;
+
+pub use workspace::enclosing_lock;
 
 pub use bytecode::BytecodeMode;
 pub use deploy::{Autoscale, Deploy, Resources};
@@ -30,6 +34,10 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 
 pub const SPEC_FILE: &str = "imgbuild.toml";
+/// The image user's HOME, a directory it owns, unless `env` sets `HOME`:
+/// outside the workdir, so the code stays read-only and a Kubernetes
+/// emptyDir over it hides nothing.
+pub const HOME: &str = "/home/app";
 pub const PYPROJECT_FILE: &str = "pyproject.toml";
 /// Looked for in `source`, in this order, when `lockfile` is not set.
 pub const DEFAULT_LOCKFILES: &[&str] = &[
@@ -64,8 +72,13 @@ pub struct Spec {
     pub venv: ImagePath,
     /// Absolute; `None` when none was set and none of [`DEFAULT_LOCKFILES`] exists in `source`.
     pub lockfile: Option<PathBuf>,
-    /// `module.path:attr`.
-    pub app: String,
+    /// `package`: the member of a uv workspace to install (`uv sync --package`).
+    pub package: Option<String>,
+    /// `module.path:attr`, what uvicorn imports (a factory's without its
+    /// `()`); `None` when `cmd` or `entrypoint` starts a server of its own.
+    pub app: Option<String>,
+    /// `app = "m:create_app()"`: `app` names a factory uvicorn calls (`--factory`).
+    pub app_factory: bool,
     /// uvicorn `--app-dir`, relative to `workdir` (src layouts).
     pub app_dir: Option<String>,
     pub port: u16,
@@ -92,6 +105,9 @@ pub struct Spec {
     pub revision: Option<String>,
     /// Extra `.dockerignore`-style patterns for the app layer.
     pub exclude: Vec<String>,
+    /// `writable`: directories the image's user owns, absolute (a relative
+    /// entry is under the workdir); see [`Spec::state_dirs`].
+    pub writable: Vec<ImagePath>,
     /// The repository `imgbuild resolve` pushes to, without tag.
     pub image: Option<String>,
     /// The command run from the image before the app starts (an initContainer).
@@ -361,15 +377,39 @@ impl Spec {
     /// place the settings become a command line.
     pub fn command(&self, workers: u32) -> EntrypointCmd {
         let venv = self.venv.absolute();
-        let uvicorn = Uvicorn {
+        let uvicorn = self.app.as_deref().map(|app| Uvicorn {
             venv: &venv,
-            app: &self.app,
+            app,
+            factory: self.app_factory,
             app_dir: self.app_dir.as_deref(),
             port: self.port,
             workers,
             proxy_headers: self.proxy_headers,
-        };
-        EntrypointCmd::new(self.entrypoint.clone(), self.cmd.clone(), &uvicorn)
+        });
+        EntrypointCmd::new(self.entrypoint.clone(), self.cmd.clone(), uvicorn.as_ref())
+    }
+
+    /// `app` as the settings write it, for messages: `m:app` or `m:create_app()`.
+    pub fn app_setting(&self) -> Option<String> {
+        let call = if self.app_factory { "()" } else { "" };
+        self.app.as_ref().map(|app| format!("{app}{call}"))
+    }
+
+    /// The user's HOME when imgbuild provides it ([`HOME`]): `None` when
+    /// `env` sets `HOME`, which is then the user's to make writable.
+    pub fn home(&self) -> Option<ImagePath> {
+        (!self.env.contains_key("HOME")).then(|| ImagePath::new(HOME).expect("a valid path"))
+    }
+
+    /// Every directory the image's user writes in, besides `/tmp`: its HOME
+    /// and the `writable` ones. Owned by the user in the image, and where
+    /// the root filesystem is read-only (Kubernetes, compose, systemd) each
+    /// must be a volume of its own; an empty one at start.
+    pub fn state_dirs(&self) -> Vec<ImagePath> {
+        self.home()
+            .into_iter()
+            .chain(self.writable.iter().cloned())
+            .collect()
     }
 
     /// The patterns to leave out of the app layer beyond `.dockerignore`: the

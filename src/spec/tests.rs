@@ -102,7 +102,7 @@ exclude = ["tests/", "*.md"]
     assert_eq!(s.workdir.absolute(), "/srv/app");
     assert_eq!(s.venv.absolute(), "/opt/venv");
     assert_eq!(s.lockfile, Some(p.path().join("svc/requirements.prod.txt")));
-    assert_eq!(s.app, "myapi.server:app");
+    assert_eq!(s.app.as_deref(), Some("myapi.server:app"));
     assert_eq!(s.app_dir.as_deref(), Some("src"));
     assert_eq!(
         (s.port, s.workers, s.proxy_headers, s.user),
@@ -260,8 +260,9 @@ fn explicit_file_with_another_name_is_read_as_imgbuild_toml() {
     assert_eq!(
         load(Some(&p.path().join("ci/prod.toml")), &p.path())
             .unwrap()
-            .app,
-        "main:app"
+            .app
+            .as_deref(),
+        Some("main:app")
     );
     let e = error_chain(&load(Some(Path::new("ci/missing.toml")), &p.path()).unwrap_err());
     assert!(e.starts_with("ci/missing.toml: cannot read it: "), "{e}");
@@ -336,7 +337,7 @@ fn missing_required_keys_are_named() {
     );
     assert_eq!(
         p.err("base = \"b\"\n"),
-        "imgbuild.toml: missing required key \"app\"; for example app = \"main:app\""
+        "imgbuild.toml: missing required key \"app\"; for example app = \"main:app\" (or set `cmd` to a server that starts itself)"
     );
 }
 
@@ -480,17 +481,60 @@ fn app_must_be_module_colon_attribute() {
         "main:app:x",
         "1main:app",
         "my-api:app",
-        "main:app()",
+        "main:app(1)",
+        "main:app()()",
+        "main:()",
         "main..x:app",
     ] {
         let e = p.err(&format!("base = \"b\"\napp = \"{bad}\"\n"));
         assert!(
             e.starts_with(&format!(
-                "imgbuild.toml: key \"app\": {bad:?} is not \"module.path:attribute\""
+                "imgbuild.toml: key \"app\": {bad:?} is not \"module.path:attribute\" (or \"module.path:factory()\")"
             )),
             "{e}"
         );
     }
+}
+
+#[test]
+fn an_app_written_with_parentheses_is_a_factory() {
+    let s = spec_with("");
+    assert_eq!(
+        (s.app.as_deref().unwrap(), s.app_factory),
+        ("main:app", false)
+    );
+    let p = Project::new();
+    p.write(SPEC_FILE, "base = \"b\"\napp = \"svc.main:create_app()\"\n");
+    let s = p.load().unwrap();
+    assert_eq!(
+        (s.app.as_deref().unwrap(), s.app_factory),
+        ("svc.main:create_app", true)
+    );
+    assert_eq!(s.app_setting().as_deref(), Some("svc.main:create_app()"));
+    let cmd = s.command(1).cmd.unwrap();
+    assert_eq!(&cmd[1..3], ["svc.main:create_app", "--host"]);
+    assert!(cmd.contains(&"--factory".to_string()), "{cmd:?}");
+}
+
+#[test]
+fn app_is_optional_when_cmd_or_entrypoint_starts_the_server() {
+    let p = Project::new();
+    p.write(SPEC_FILE, "base = \"b\"\ncmd = [\"phoenix\", \"serve\"]\n");
+    let s = p.load().unwrap();
+    assert_eq!((s.app.clone(), s.app_setting()), (None, None));
+    assert_eq!(s.command(1).cmd.unwrap(), ["phoenix", "serve"]);
+    p.write(SPEC_FILE, "base = \"b\"\nentrypoint = [\"/app/run.sh\"]\n");
+    let s = p.load().unwrap();
+    assert_eq!(
+        (s.command(1).entrypoint.unwrap(), s.command(1).cmd),
+        (vec!["/app/run.sh".to_string()], None)
+    );
+    // Given with cmd, it is still read (and checked when the image is built).
+    p.write(
+        SPEC_FILE,
+        "base = \"b\"\napp = \"m:app\"\ncmd = [\"hypercorn\", \"m:app\"]\n",
+    );
+    assert_eq!(p.load().unwrap().app.as_deref(), Some("m:app"));
 }
 
 #[test]

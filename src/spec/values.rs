@@ -18,7 +18,10 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
     let source = source_dir(origin, dir, raw.source.as_deref())?;
     let (workdir, venv) = image_dirs(origin, raw.workdir.as_deref(), raw.venv.as_deref())?;
     let lockfile = lockfile(origin, dir, &source, raw.lockfile.as_deref())?;
-    let (app, app_dir) = app_reference(origin, raw.app, raw.app_dir)?;
+    let source_set = raw.source.is_some();
+    let (lockfile, package, source) = workspace(origin, lockfile, raw.package, source_set, source)?;
+    let serves_itself = raw.cmd.is_some() || raw.entrypoint.is_some();
+    let (app, app_factory, app_dir) = app_reference(origin, raw.app, raw.app_dir, serves_itself)?;
 
     let port = int_in_range(origin, "port", raw.port, 8000, 1, u16::MAX as i64)? as u16;
     let workers = int_in_range(origin, "workers", raw.workers, 1, WORKERS.0, WORKERS.1)? as u32;
@@ -35,6 +38,13 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
     let extras = names(origin, "extras", raw.extras.unwrap_or_default())?;
     let index_url = index_url(origin, raw.index_url)?;
     let exclude = exclude(origin, raw.exclude.unwrap_or_default())?;
+    let writable = super::state::writable(
+        origin,
+        raw.writable.unwrap_or_default(),
+        &workdir,
+        &venv,
+        &env,
+    )?;
 
     let image = super::deploy::image(origin, raw.image)?;
     let init = super::deploy::init(origin, raw.init)?;
@@ -59,7 +69,9 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         workdir,
         venv,
         lockfile,
+        package,
         app,
+        app_factory,
         app_dir,
         port,
         workers,
@@ -80,6 +92,7 @@ pub(super) fn check(raw: Raw, file: &Path, dir: &Path, origin: &Origin) -> Resul
         source_url: raw.source_url,
         revision: raw.revision,
         exclude,
+        writable,
         image,
         init,
         health,
@@ -144,7 +157,7 @@ fn image_dirs(
 /// The base's own directories, where the app or the venv would shadow or mix
 /// with the system (`venv = "/usr"` leaves an image where `/bin/sh` and
 /// python no longer run). `/` itself is refused by [`ImagePath::new`].
-const SYSTEM_DIRS: &[&str] = &[
+pub(super) const SYSTEM_DIRS: &[&str] = &[
     "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "var", "proc", "sys", "dev",
 ];
 
@@ -208,17 +221,89 @@ fn lockfile(
     }
 }
 
+/// With no lockfile found, a workspace member's directory takes the
+/// workspace's lock above it; then `package` (see [`package`]).
+fn workspace(
+    origin: &Origin,
+    lockfile: Option<PathBuf>,
+    package_name: Option<String>,
+    source_set: bool,
+    source: PathBuf,
+) -> Result<(Option<PathBuf>, Option<String>, PathBuf), SpecError> {
+    let lockfile = lockfile.or_else(|| super::workspace::enclosing_lock(&source));
+    let (name, source) = package(
+        origin,
+        package_name,
+        source_set,
+        lockfile.as_deref(),
+        source,
+    )?;
+    Ok((lockfile, name, source))
+}
+
+/// `package`: a member of the uv workspace `lockfile` locks; without
+/// `source`, the source tree is that member's directory, so the app layer
+/// holds its files and not the whole workspace's.
+fn package(
+    origin: &Origin,
+    package: Option<String>,
+    source_set: bool,
+    lockfile: Option<&Path>,
+    source: PathBuf,
+) -> Result<(Option<String>, PathBuf), SpecError> {
+    let Some(name) = package else {
+        return Ok((None, source));
+    };
+    if !is_package_name(&name) {
+        return Err(origin.invalid("package", format!("{name:?} is not a package name")));
+    }
+    let member = super::workspace::member_dir(origin, lockfile, &name)?;
+    if source_set {
+        return Ok((Some(name), source));
+    }
+    if !member.is_dir() {
+        return Err(origin.invalid(
+            "package",
+            format!(
+                "{name:?} is in {} as {}, which is not a directory here",
+                lockfile
+                    .map(|l| l.display().to_string())
+                    .unwrap_or_default(),
+                member.display()
+            ),
+        ));
+    }
+    Ok((Some(name), member))
+}
+
 /// `app` and `app-dir`: what uvicorn imports, and from where under the workdir.
+/// `app = "m:create_app()"` names a factory: uvicorn calls it (`--factory`).
+/// Without `app`, `cmd` or `entrypoint` must start the server.
 fn app_reference(
     origin: &Origin,
     app: Option<String>,
     app_dir: Option<String>,
-) -> Result<(String, Option<String>), SpecError> {
-    let app = app.unwrap_or_default();
-    if !is_app_reference(&app) {
+    serves_itself: bool,
+) -> Result<(Option<String>, bool, Option<String>), SpecError> {
+    let Some(app) = app else {
+        if !serves_itself {
+            return Err(SpecError::Missing {
+                file: origin.shown.clone(),
+                key: "app".into(),
+                section: origin.section.clone(),
+                example: r#"app = "main:app" (or set `cmd` to a server that starts itself)"#,
+            });
+        }
+        return Ok((None, false, app_dir));
+    };
+    let (target, factory) = match app.strip_suffix("()") {
+        Some(target) => (target.to_string(), true),
+        None => (app.clone(), false),
+    };
+    if !is_app_reference(&target) {
         return Err(origin.invalid(
             "app",
-            format!("{app:?} is not \"module.path:attribute\"; write it as uvicorn takes it, such as \"main:app\" or \"myapi.server:app\""),
+            format!("{app:?} is not \"module.path:attribute\" (or \"module.path:factory()\"); write it as uvicorn takes it, such as \"main:app\", \"myapi.server:app\" or \"myapi.server:create_app()\""),
         ));
     }
     let app_dir = match app_dir {
@@ -230,7 +315,7 @@ fn app_reference(
         }
         other => other,
     };
-    Ok((app, app_dir))
+    Ok((Some(target), factory, app_dir))
 }
 
 /// `env`: names and values a process environment, and every file imgbuild
@@ -438,6 +523,15 @@ fn parse_platforms(origin: &Origin, list: Option<Vec<String>>) -> Result<Vec<Pla
         out.push(p);
     }
     Ok(out)
+}
+
+/// A PEP 508 name: letters, digits, `-`, `_` and `.`, alphanumeric at both ends.
+fn is_package_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 /// `module.path:attr` as uvicorn's `import_from_string` takes it: dotted

@@ -98,6 +98,14 @@ fn pins_with_continuations_markers_and_hashes_find_their_files() {
     assert_eq!(names, ["h11", "uvloop"]);
     let uvloop = &got[1];
     assert!(uvloop.has_sdist);
+    // The sdist whose hash is listed, to build should no wheel fit.
+    assert_eq!(
+        uvloop
+            .sdist
+            .as_ref()
+            .map(|s| (s.filename.as_str(), s.sha256.clone())),
+        Some(("uvloop-0.23.0.tar.gz", hash('c')))
+    );
     let files: Vec<&str> = uvloop.files.iter().map(|f| f.filename.as_str()).collect();
     assert_eq!(
         files,
@@ -383,4 +391,29 @@ fn errors_of_a_lockfile_outside_the_tree_quote_none_of_it() {
         assert!(!shown.contains("hunter2"), "{name}: {shown}");
         assert!(shown.contains("outside the source tree"), "{shown}");
     }
+}
+
+#[test]
+fn a_path_line_from_uv_export_is_the_file_it_names_with_its_hash() {
+    let text = format!(
+        "./wheels/local_pkg-1.0-py3-none-any.whl \\\n    --hash=sha256:{}\n../dists/other-2.0.tar.gz ; sys_platform == 'win32' --hash=sha256:{}\n",
+        hash('7'),
+        hash('8')
+    );
+    let got = run(&text, &LockOptions::default()).unwrap();
+    assert_eq!(got.len(), 1, "the win32-only line is left out: {got:?}");
+    assert_eq!(
+        (got[0].name.as_str(), got[0].version.as_str()),
+        ("local-pkg", "1.0")
+    );
+    assert_eq!(
+        got[0].files[0].url.as_deref(),
+        Some("./wheels/local_pkg-1.0-py3-none-any.whl")
+    );
+    assert_eq!(got[0].files[0].sha256, hash('7'));
+    let err = error_of(run(
+        "./wheels/x-1.0-py3-none-any.whl\n",
+        &LockOptions::default(),
+    ));
+    assert_mentions(&err, &["requirements.txt:1", "has no --hash"]);
 }

@@ -6,6 +6,13 @@
 //! writer fixes owners, mtimes and modes, so the result does not depend on the
 //! host's umask, clock, user or the directory the project is checked out in.
 
+mod outputs;
+mod size;
+mod state;
+
+pub use outputs::{KeptOut, OutputKind};
+pub use state::add_state_dirs;
+
 use crate::dockerignore::{MatchInfo, Matcher, PatternError};
 use crate::layer::plan::PlanError;
 use crate::layer::{Content, ImagePath, LayerPlan};
@@ -50,6 +57,8 @@ pub enum AppError {
     File(ProjectFileError),
     #[error("{path}: cannot be placed in the image ({reason}); rename it or exclude it in .dockerignore")]
     BadName { path: String, reason: &'static str },
+    #[error("writable: {path} is {what} in the source tree, where the image needs a directory the user can write in; rename it, or name another directory")]
+    StateDirTaken { path: String, what: &'static str },
     #[error("{path}")]
     Plan {
         path: String,
@@ -58,13 +67,37 @@ pub enum AppError {
     },
 }
 
+/// The app layer's plan, and the images found in the source tree that were
+/// left out of it.
+#[derive(Clone, Debug)]
+pub struct AppTree {
+    pub plan: LayerPlan,
+    pub kept_out: Vec<KeptOut>,
+}
+
+impl AppTree {
+    /// What to tell the user about the tree, each at most once: the images
+    /// left out, a layer over [`size::LARGE_APP_LAYER`] with its largest
+    /// entries, and state directories (`state_dirs`) the tree has files in.
+    pub fn warnings(&self, workdir: &ImagePath, state_dirs: &[ImagePath]) -> Vec<String> {
+        outputs::warning(&self.kept_out)
+            .into_iter()
+            .chain(size::warning(&self.plan, workdir))
+            .chain(state::warning(&self.plan, state_dirs))
+            .collect()
+    }
+}
+
 /// Plans the layer holding `source` at `workdir`. `extra_excludes` are
 /// `.dockerignore`-style patterns applied after the project's `.dockerignore`.
+/// An image an earlier build left in the tree (an OCI layout, an archive
+/// imgbuild wrote) is left out and listed in [`AppTree::kept_out`].
 pub fn plan_app_layer(
     source: &Path,
     workdir: &ImagePath,
     extra_excludes: &[String],
-) -> Result<LayerPlan, AppError> {
+) -> Result<AppTree, AppError> {
+    let mut kept_out = Vec::new();
     let matcher = build_matcher(source, extra_excludes)?;
     let mut plan = LayerPlan::new();
     plan.dir(workdir.clone(), 0o755)
@@ -106,6 +139,15 @@ pub fn plan_app_layer(
                 }
                 continue;
             }
+            if outputs::is_layout(entry.path()) {
+                walk.skip_current_dir();
+                kept_out.push(KeptOut {
+                    size: tree_size(entry.path()),
+                    path: rel,
+                    kind: OutputKind::Layout,
+                });
+                continue;
+            }
         } else if excluded {
             continue;
         }
@@ -121,29 +163,9 @@ pub fn plan_app_layer(
             let target = symlink_target(source, entry.path(), &rel)?;
             plan.symlink(path.clone(), &target).map_err(plan_err)?;
         } else if file_type.is_file() {
-            let meta = entry.metadata().map_err(|e| AppError::Unreadable {
-                path: entry.path().to_path_buf(),
-                source: e
-                    .into_io_error()
-                    .unwrap_or_else(|| io::Error::other("cannot stat")),
-            })?;
-            // Opened now, so an unreadable file fails the plan rather than the layer write.
-            File::open(entry.path()).map_err(|e| AppError::Unreadable {
-                path: entry.path().to_path_buf(),
-                source: e,
-            })?;
-            let mode = if meta.permissions().mode() & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            };
-            plan.file(
-                path.clone(),
-                mode,
-                meta.len(),
-                Content::HostFile(entry.path().to_path_buf()),
-            )
-            .map_err(plan_err)?;
+            if let Some(kept) = plan_file(&mut plan, path, &entry, &rel)? {
+                kept_out.push(kept);
+            }
         } else {
             return Err(AppError::Special {
                 path: entry.path().to_path_buf(),
@@ -151,7 +173,60 @@ pub fn plan_app_layer(
             });
         }
     }
-    Ok(plan)
+    Ok(AppTree { plan, kept_out })
+}
+
+/// Adds the regular file `entry` (at `rel` in the source) to the plan at
+/// `path`, unless it is an image archive: that is left out and returned.
+fn plan_file(
+    plan: &mut LayerPlan,
+    path: ImagePath,
+    entry: &walkdir::DirEntry,
+    rel: &str,
+) -> Result<Option<KeptOut>, AppError> {
+    let meta = entry.metadata().map_err(|e| AppError::Unreadable {
+        path: entry.path().to_path_buf(),
+        source: e
+            .into_io_error()
+            .unwrap_or_else(|| io::Error::other("cannot stat")),
+    })?;
+    // Opened now, so an unreadable file fails the plan rather than the layer write.
+    let mut file = File::open(entry.path()).map_err(|e| AppError::Unreadable {
+        path: entry.path().to_path_buf(),
+        source: e,
+    })?;
+    if outputs::is_image_archive(&mut file, meta.len()) {
+        return Ok(Some(KeptOut {
+            path: rel.to_string(),
+            kind: OutputKind::Archive,
+            size: meta.len(),
+        }));
+    }
+    let mode = if meta.permissions().mode() & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    };
+    let content = Content::HostFile(entry.path().to_path_buf());
+    plan.file(path.clone(), mode, meta.len(), content)
+        .map_err(|e| AppError::Plan {
+            path: path.to_string(),
+            source: e,
+        })?;
+    Ok(None)
+}
+
+/// The bytes of the regular files under `dir`, for the warning only: what
+/// cannot be read counts as nothing.
+fn tree_size(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 fn build_matcher(source: &Path, extra_excludes: &[String]) -> Result<Matcher, AppError> {
@@ -300,7 +375,7 @@ mod tests {
 
     /// The plan for the tree at `root`, with the workdir /app and no extra excludes.
     fn plan(root: &Path) -> LayerPlan {
-        plan_app_layer(root, &app(), &[]).unwrap()
+        plan_app_layer(root, &app(), &[]).unwrap().plan
     }
 
     /// Why planning the tree at `root` fails, each cause once.
@@ -423,7 +498,8 @@ mod tests {
             &app(),
             &["tests/".to_string(), "**/*.sh".to_string()],
         )
-        .unwrap();
+        .unwrap()
+        .plan;
         let got = paths(&plan);
         assert!(!got.iter().any(|p| p.starts_with("app/tests")), "{got:?}");
         assert!(!got.contains(&"app/bin/run.sh".to_string()), "{got:?}");
@@ -627,7 +703,86 @@ mod tests {
     #[test]
     fn custom_workdir_and_empty_source() {
         let dir = tempfile::tempdir().unwrap();
-        let plan = plan_app_layer(dir.path(), &ImagePath::new("/srv/api").unwrap(), &[]).unwrap();
+        let plan = plan_app_layer(dir.path(), &ImagePath::new("/srv/api").unwrap(), &[])
+            .unwrap()
+            .plan;
         assert_eq!(paths(&plan), ["srv", "srv/api"]);
+    }
+
+    #[test]
+    fn images_left_by_earlier_builds_stay_out_and_are_named() {
+        let dir = tree(&[
+            ("out/oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#),
+            ("out/index.json", "{}"),
+            ("out/blobs/sha256/00", "layer bytes"),
+            ("nested/deeper/oci-layout", "{}"),
+            (
+                "notalayout/oci-layout/x",
+                "a directory by that name is not the marker",
+            ),
+        ]);
+        let root = dir.path();
+        // An archive as imgbuild writes one: the tar writer over a layout's plan.
+        let mut archive = LayerPlan::new();
+        let blob = format!("blobs/sha256/{}", "0f".repeat(32));
+        archive
+            .bytes(ImagePath::new(&blob).unwrap(), 0o644, vec![7; 3000])
+            .unwrap();
+        archive
+            .bytes(
+                ImagePath::new("manifest.json").unwrap(),
+                0o644,
+                b"[]".to_vec(),
+            )
+            .unwrap();
+        let tar = crate::layer::tar::write_tar(&archive, 0, &mut NoExternal, Vec::new()).unwrap();
+        fs::write(root.join("svc.tar"), &tar).unwrap();
+        fs::write(root.join("source.tar"), write_layer_tar(root)).unwrap();
+
+        let tree = plan_app_layer(root, &app(), &[]).unwrap();
+        let got = paths(&tree.plan);
+        assert!(!got.iter().any(|p| p.starts_with("app/out")), "{got:?}");
+        assert!(
+            !got.iter().any(|p| p.starts_with("app/nested/deeper")),
+            "{got:?}"
+        );
+        assert!(got.contains(&"app/nested".to_string()), "{got:?}");
+        assert!(!got.contains(&"app/svc.tar".to_string()), "{got:?}");
+        assert!(got.contains(&"app/source.tar".to_string()), "{got:?}");
+        assert!(
+            got.contains(&"app/notalayout/oci-layout/x".to_string()),
+            "{got:?}"
+        );
+        let kept: Vec<_> = tree
+            .kept_out
+            .iter()
+            .map(|k| (k.path.as_str(), k.kind))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("nested/deeper", OutputKind::Layout),
+                ("out", OutputKind::Layout),
+                ("svc.tar", OutputKind::Archive)
+            ]
+        );
+        assert_eq!(tree.kept_out[1].size, 30 + 2 + 11);
+        let warnings = tree.warnings(&app(), &[]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("out/ (an OCI image layout"),
+            "{warnings:?}"
+        );
+
+        // Listed in .dockerignore, they are not looked at and not warned about.
+        write(root, ".dockerignore", "out\nsvc.tar\nnested\n", 0o644);
+        let tree = plan_app_layer(root, &app(), &[]).unwrap();
+        assert_eq!(tree.kept_out, []);
+        assert_eq!(tree.warnings(&app(), &[]), Vec::<String>::new());
+    }
+
+    /// A tar of the project's sources, as a user might keep one: not an image.
+    fn write_layer_tar(root: &Path) -> Vec<u8> {
+        crate::layer::tar::write_tar(&plan(root), 0, &mut NoExternal, Vec::new()).unwrap()
     }
 }
