@@ -356,11 +356,11 @@ fn systemd_analyze_verify(unit: &Path) -> std::process::Output {
         .expect("cannot run systemd-analyze; run scripts/setup.sh --deps-only (Debian's systemd)")
 }
 
-/// The unit's ExecStop and ExecStopPost, run when dropped, and its volume and image
-/// removed.
+/// The unit's ExecStop and ExecStopPost, run when dropped, and its volumes (named
+/// after the unit: /tmp's, HOME's) and image removed.
 struct Unit {
     text: String,
-    volume: String,
+    name: String,
     image: String,
 }
 
@@ -370,9 +370,15 @@ impl Drop for Unit {
             let argv = exec_words(&self.text, key);
             let _ = Command::new(&argv[0]).args(&argv[1..]).output();
         }
-        let _ = podman::podman()
-            .args(["volume", "rm", "-f", &self.volume])
-            .output();
+        let filter = format!("name={}", self.name);
+        let volumes = podman::podman()
+            .args(["volume", "ls", "-q", "--filter", &filter])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for v in volumes.split_whitespace() {
+            let _ = podman::podman().args(["volume", "rm", "-f", v]).output();
+        }
         podman::remove_image(&self.image);
     }
 }
@@ -415,7 +421,7 @@ fn systemd_unit_verifies_and_its_exec_start_serves() {
     assert!(systemd_analyze_verify(&installed).status.success());
     let _unit = Unit {
         text: resolved.clone(),
-        volume: format!("{name}-tmp"),
+        name: name.clone(),
         image,
     };
 
