@@ -315,8 +315,8 @@ fn app_stage(
     checked: &checks::Checked,
 ) -> Result<(PackageLayer, Digest), BuildError> {
     let opts = cx.opts;
-    checks::run_checks(spec, base, cx.target, checked, &plan, opts)?;
     let source_tree = crate::attest::tree::source_tree_digest(&plan, &spec.workdir)?;
+    checks::run_checks(spec, base, cx.target, checked, &plan, &source_tree, opts)?;
     bytecode::app_pycs(spec, cx.compiler, &mut plan, cx.opts.on_event)?;
     // After the tree's digest: what the user may write is not the source.
     app::add_state_dirs(&mut plan, &spec.state_dirs(), spec.user)?;
