@@ -316,7 +316,7 @@ fn app_stage(
 ) -> Result<(PackageLayer, Digest), BuildError> {
     let opts = cx.opts;
     let source_tree = crate::attest::tree::source_tree_digest(&plan, &spec.workdir)?;
-    checks::run_checks(spec, base, cx.target, checked, &plan, &source_tree, opts)?;
+    checks::run_checks(spec, base, cx.target, checked, &plan, opts)?;
     bytecode::app_pycs(spec, cx.compiler, &mut plan, cx.opts.on_event)?;
     // After the tree's digest: what the user may write is not the source.
     app::add_state_dirs(&mut plan, &spec.state_dirs(), spec.user)?;
