@@ -282,13 +282,7 @@ fn python_loads_the_pycs_and_compiles_nothing_at_start() {
         ],
     );
     assert_eq!(run.status, 0, "{}", run.stderr);
-    let compiled: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| {
-            l.starts_with("# code object from") && l.trim_end_matches('\'').ends_with(".py")
-        })
-        .collect();
+    let compiled = support::podman::compiled_at_start(&run.stderr);
     assert!(compiled.is_empty(), "compiled at start: {compiled:#?}");
     assert!(run.stderr.contains("import time:") && run.stderr.contains("hello_api.main"));
     assert!(run.stderr.contains(

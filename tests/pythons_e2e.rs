@@ -156,13 +156,7 @@ fn loads_only_pycs(image: &str, minor: &str) {
         ],
     );
     assert_eq!(run.status, 0, "{}", run.stderr);
-    let compiled: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| {
-            l.starts_with("# code object from") && l.trim_end_matches('\'').ends_with(".py")
-        })
-        .collect();
+    let compiled = support::podman::compiled_at_start(&run.stderr);
     assert!(
         compiled.is_empty(),
         "Python {minor} compiled at start: {compiled:#?}"

@@ -163,21 +163,12 @@ fn healthcheck(server: &Server) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::server::{plan, tests::spec_in, Input};
+    use super::super::server::tests::planned;
     use super::*;
     use crate::deploy::yaml::find_refs;
 
     fn compose(dir: &std::path::Path, extra: &str) -> String {
-        let spec = spec_in(dir, extra);
-        let server = plan(&Input {
-            spec: &spec,
-            name: "orders".into(),
-            image: "imgbuild://.".into(),
-            spec_shown: "imgbuild.toml".into(),
-            writable: &[],
-        })
-        .unwrap();
-        generate(&server, "imgbuild.toml")
+        generate(&planned(dir, extra), "imgbuild.toml")
     }
 
     #[test]

@@ -348,6 +348,12 @@ pub(crate) mod tests {
         server_with(spec, &[])
     }
 
+    /// The server of the spec `extra` makes in `dir` (named orders), for the
+    /// output formats' tests.
+    pub fn planned(dir: &Path, extra: &str) -> Server {
+        server(&spec_in(dir, extra)).unwrap()
+    }
+
     fn server_with(spec: &Spec, writable: &[ImagePath]) -> Result<Server, DeployError> {
         plan(&Input {
             spec,

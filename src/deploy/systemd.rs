@@ -253,20 +253,11 @@ pub fn replace(text: &str, found: &[Found], new: impl Fn(&Found) -> String) -> S
 
 #[cfg(test)]
 mod tests {
-    use super::super::server::{plan, tests::spec_in, Input};
+    use super::super::server::tests::planned;
     use super::*;
 
     fn unit(dir: &std::path::Path, extra: &str) -> String {
-        let spec = spec_in(dir, extra);
-        let server = plan(&Input {
-            spec: &spec,
-            name: "orders".into(),
-            image: "imgbuild://.".into(),
-            spec_shown: "imgbuild.toml".into(),
-            writable: &[],
-        })
-        .unwrap();
-        generate(&server, "imgbuild.toml")
+        generate(&planned(dir, extra), "imgbuild.toml")
     }
 
     fn line<'a>(unit: &'a str, key: &str) -> &'a str {

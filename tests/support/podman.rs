@@ -398,3 +398,15 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         data = data.get(size + 2..)?;
     }
 }
+
+/// The modules `python -v` says it compiled from source (`# code object from
+/// '<x>.py'`; 3.15 writes the path without quotes): empty when every module
+/// loaded from its pyc.
+pub fn compiled_at_start(verbose_stderr: &str) -> Vec<&str> {
+    verbose_stderr
+        .lines()
+        .filter(|l| {
+            l.starts_with("# code object from") && l.trim_end_matches('\'').ends_with(".py")
+        })
+        .collect()
+}
