@@ -127,7 +127,7 @@ fn app_imports_digest(app_plan: &LayerPlan) -> crate::digest::Digest {
     use crate::layer::{Content, EntryKind};
     let mut text = String::new();
     for (path, entry) in app_plan.entries() {
-        let EntryKind::File { content, .. } = &entry.kind else {
+        let EntryKind::File { content, size } = &entry.kind else {
             continue;
         };
         if !path.as_str().ends_with(".py") {
@@ -135,6 +135,12 @@ fn app_imports_digest(app_plan: &LayerPlan) -> crate::digest::Digest {
         }
         text.push_str(path.as_str());
         text.push('\n');
+        // The walk skips a module over its cap, so its size is all it reads
+        // (and a 100 MiB source is never held here).
+        if *size > crate::check::imports::MAX_MODULE_BYTES {
+            text.push_str(&format!("size {size}\n"));
+            continue;
+        }
         let source = match content {
             Content::HostFile(p) => std::fs::read(p).unwrap_or_default(),
             Content::Bytes(b) => b.clone(),

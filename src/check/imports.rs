@@ -62,7 +62,7 @@ const DISTRIBUTIONS: &[(&str, &str)] = &[
 
 /// How many modules the walk reads at most, and how large one may be.
 const MAX_MODULES: usize = 20_000;
-const MAX_MODULE_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_MODULE_BYTES: u64 = 1 << 20;
 
 /// One installed package, for the walk.
 pub struct Package {
