@@ -81,6 +81,7 @@ pub fn collect(
         source_url: spec.source_url.clone(),
         revision: spec.revision.clone(),
         epoch,
+        rebased: None,
     })
 }
 

@@ -6,6 +6,7 @@
 pub(crate) mod collect;
 pub(crate) mod licence;
 pub(crate) mod provenance;
+pub(crate) mod readback;
 pub(crate) mod sbom;
 pub(crate) mod tree;
 
@@ -16,6 +17,8 @@ use std::path::PathBuf;
 /// The URI naming how imgbuild builds (docs/attestations.md documents it).
 pub const BUILD_TYPE: &str = "https://imgbuild.dev/buildtypes/python-image/v1";
 /// The builder id in provenance; the version goes beside it.
+/// How `imgbuild rebase` makes an image (docs/rebase.md).
+pub const REBASE_BUILD_TYPE: &str = "https://imgbuild.dev/buildtypes/rebase/v1";
 pub const BUILDER_ID: &str = "https://imgbuild.dev/builder/imgbuild";
 pub const PREDICATE_TYPE_SLSA1: &str = "https://slsa.dev/provenance/v1";
 pub const MEDIA_TYPE_SPDX: &str = "application/spdx+json";
@@ -107,6 +110,18 @@ pub struct AttestInput {
     pub source_url: Option<String>,
     pub revision: Option<String>,
     pub epoch: u64,
+    /// Set when the image was made by `imgbuild rebase` from another.
+    pub rebased: Option<RebaseOrigin>,
+}
+
+/// What a rebased image was made from: the image and its base before.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RebaseOrigin {
+    /// The image as named to `imgbuild rebase`, and its digest then.
+    pub image: String,
+    pub digest: Digest,
+    pub old_base: String,
+    pub old_base_digest: Digest,
 }
 
 /// `pkg:pypi/<name>@<version>?file_name=<wheel>` (name lowercased, `_` → `-`).

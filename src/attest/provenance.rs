@@ -1,7 +1,7 @@
 //! Provenance: an in-toto Statement v1 whose predicate is SLSA provenance v1.
 //! Unsigned and deterministic; docs/attestations.md says how to sign it.
 
-use super::{AttestInput, BUILDER_ID, BUILD_TYPE, PREDICATE_TYPE_SLSA1};
+use super::{AttestInput, BUILDER_ID, BUILD_TYPE, PREDICATE_TYPE_SLSA1, REBASE_BUILD_TYPE};
 use serde_json::{json, Value};
 
 pub fn generate(input: &AttestInput) -> Vec<u8> {
@@ -33,6 +33,20 @@ pub fn statement(input: &AttestInput) -> Value {
             "digest": {"sha256": m.digest.hex()},
         }));
     }
+    if let Some(r) = &input.rebased {
+        // What the rebase read: the image (whose own provenance says how it
+        // was built) and the base it left.
+        deps.push(json!({
+            "name": "rebased image",
+            "uri": r.image,
+            "digest": {"sha256": r.digest.hex()},
+        }));
+        deps.push(json!({
+            "name": "previous base",
+            "uri": r.old_base,
+            "digest": {"sha256": r.old_base_digest.hex()},
+        }));
+    }
     if let Some(rev) = &input.revision {
         let uri = match &input.source_url {
             Some(u) => format!("git+{u}"),
@@ -53,7 +67,10 @@ pub fn statement(input: &AttestInput) -> Value {
         "predicateType": PREDICATE_TYPE_SLSA1,
         "predicate": {
             "buildDefinition": {
-                "buildType": BUILD_TYPE,
+                "buildType": match input.rebased {
+                    Some(_) => REBASE_BUILD_TYPE,
+                    None => BUILD_TYPE,
+                },
                 "externalParameters": input.parameters,
                 "internalParameters": {
                     "sourceDateEpoch": input.epoch,
@@ -126,6 +143,42 @@ fn built_wheels(input: &AttestInput) -> Vec<Value> {
 mod tests {
     use super::*;
     use crate::attest::sbom::tests::input;
+
+    #[test]
+    fn a_rebased_image_names_the_image_and_the_base_it_was_rebased_from() {
+        let old = crate::digest::Digest::of_bytes(b"old image");
+        let input = AttestInput {
+            rebased: Some(crate::attest::RebaseOrigin {
+                image: "127.0.0.1:5000/api:1".into(),
+                digest: old.clone(),
+                old_base: "127.0.0.1:5000/base:1@sha256:aa".into(),
+                old_base_digest: crate::digest::Digest::of_bytes(b"old base"),
+            }),
+            ..input()
+        };
+        let s = statement(&input);
+        let build = &s["predicate"]["buildDefinition"];
+        assert_eq!(build["buildType"], REBASE_BUILD_TYPE);
+        let deps = build["resolvedDependencies"].as_array().unwrap();
+        let named = |n: &str| deps.iter().find(|d| d["name"] == n).cloned();
+        assert_eq!(
+            named("rebased image").unwrap()["digest"]["sha256"],
+            old.hex()
+        );
+        assert_eq!(
+            named("previous base").unwrap()["uri"],
+            "127.0.0.1:5000/base:1@sha256:aa"
+        );
+        assert_eq!(
+            named("base").unwrap()["digest"]["sha256"],
+            input.base_digest.hex()
+        );
+        assert_eq!(
+            statement(&crate::attest::sbom::tests::input())["predicate"]["buildDefinition"]
+                ["buildType"],
+            BUILD_TYPE
+        );
+    }
 
     #[test]
     fn statement_names_the_image_and_every_input_by_digest() {

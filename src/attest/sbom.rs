@@ -335,6 +335,7 @@ pub(crate) mod tests {
             source_url: None,
             revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
             epoch: 0,
+            rebased: None,
         }
     }
 

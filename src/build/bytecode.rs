@@ -26,13 +26,20 @@ pub(super) fn prepare_compiler(
     python: &PythonInfo,
     opts: &BuildOptions,
 ) -> Result<Option<Compiler>, BuildError> {
+    compiler_for(spec.bytecode, sandbox_policy(spec), base, python, opts)
+}
+
+/// The base's interpreter for `mode` (`None` when off), confined by `policy`.
+pub(super) fn compiler_for(
+    mode: crate::spec::BytecodeMode,
+    policy: crate::sandbox::Policy,
+    base: &BaseImage,
+    python: &PythonInfo,
+    opts: &BuildOptions,
+) -> Result<Option<Compiler>, BuildError> {
     // The base's unpacked Python and the compile scratch space.
     let cache = opts.store.root().join("bytecode");
-    let policy = match spec.sandbox {
-        true => crate::sandbox::Policy::Required,
-        false => crate::sandbox::Policy::Off,
-    };
-    let compiler = Compiler::for_base(base, python, spec.bytecode, &cache, policy)?;
+    let compiler = Compiler::for_base(base, python, mode, &cache, policy)?;
     if let Some(c) = &compiler {
         (opts.on_event)(Event::Detail(format!(
             "the base's Python runs in a sandbox: {}",
@@ -81,7 +88,12 @@ pub(super) fn whole_base_interpreter(
 }
 
 fn sandbox_policy(spec: &Spec) -> crate::sandbox::Policy {
-    match spec.sandbox {
+    policy_of(spec.sandbox)
+}
+
+/// The `sandbox` setting as a policy.
+pub(super) fn policy_of(sandbox: bool) -> crate::sandbox::Policy {
+    match sandbox {
         true => crate::sandbox::Policy::Required,
         false => crate::sandbox::Policy::Off,
     }
@@ -97,7 +109,7 @@ pub(super) struct StdlibLayer {
 /// none and `bytecode-stdlib` is on; cached per interpreter and mode, and
 /// reused from a registry cache (it takes long to compile) when offered.
 pub(super) fn stdlib_layer(
-    spec: &Spec,
+    bytecode_stdlib: bool,
     python: &PythonInfo,
     cx: &LayerContext,
     offers: &Offers,
@@ -106,7 +118,7 @@ pub(super) fn stdlib_layer(
         layer: None,
         from_registry: false,
     };
-    let Some(c) = cx.compiler.filter(|_| spec.bytecode_stdlib) else {
+    let Some(c) = cx.compiler.filter(|_| bytecode_stdlib) else {
         return Ok(none);
     };
     if !c.interp.stdlib_lacks_pycs {

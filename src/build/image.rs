@@ -10,6 +10,7 @@ use crate::image::command::EntrypointCmd;
 use crate::image::config::{derive_config, HistoryEntry, RuntimeSettings};
 use crate::image::json::canonical;
 use crate::image::manifest::{Descriptor, Index, Manifest};
+use crate::image::record::{ImageRecord, RecordedPython, RecordedRuntime, ANNOTATION_RECORD};
 use crate::image::{self as img, time::rfc3339};
 use crate::layer::Layer;
 use crate::lock::select::SelectedWheel;
@@ -27,6 +28,8 @@ pub(super) struct Parts<'a> {
     /// The base's repository, when it is in a registry (for cross-repository mounts).
     pub base_repository: Option<String>,
     pub target: &'a VenvTarget,
+    /// The base's Python, as the record names it.
+    pub python: &'a crate::python::interpreter::PythonInfo,
     /// Our layers, bottom to top.
     pub ours: Vec<PackageLayer>,
     /// The lock's packages, for the SBOM.
@@ -45,6 +48,8 @@ pub(super) fn assemble(
 ) -> Result<BuiltImage, BuildError> {
     let base = parts.base;
     let platform = parts.platform.to_string();
+    let settings = runtime_settings(spec, parts.target, opts.epoch);
+    let record = record(spec, &parts, &settings, opts);
     let mut layers = base_layers(base);
     let mut history = Vec::new();
     for PackageLayer {
@@ -76,9 +81,11 @@ pub(super) fn assemble(
             annotations,
         });
     }
-    let config = config(spec, base, parts.target, &history, opts.epoch)?;
+    let config = config_on(base, &settings, &history)?;
     let config_digest = Digest::of_bytes(&config);
-    let manifest = manifest(spec, base, &layers, &config, &config_digest);
+    let mut annotations = image_annotations(spec, Some(base));
+    annotations.insert(ANNOTATION_RECORD.into(), record.to_annotation());
+    let manifest = manifest(&layers, &config, &config_digest, annotations);
     Ok(BuiltImage {
         // The base's own platform: it carries the variant (arm64/v8) the user may leave out.
         platform: base.platform.clone(),
@@ -96,7 +103,7 @@ pub(super) fn assemble(
 }
 
 /// The base's layers, byte for byte, with the config's diff_ids.
-fn base_layers(base: &BaseImage) -> Vec<ImageLayer> {
+pub(super) fn base_layers(base: &BaseImage) -> Vec<ImageLayer> {
     base.manifest
         .layers
         .iter()
@@ -115,16 +122,11 @@ fn base_layers(base: &BaseImage) -> Vec<ImageLayer> {
         .collect()
 }
 
-/// The base's config with ours over it, as canonical JSON.
-fn config(
-    spec: &Spec,
-    base: &BaseImage,
-    target: &VenvTarget,
-    history: &[HistoryEntry],
-    epoch: u64,
-) -> Result<Vec<u8>, BuildError> {
+/// The runtime settings of `spec`'s image; the labels without the base's
+/// name and digest, which [`config_on`] adds for the base it derives on.
+fn runtime_settings(spec: &Spec, target: &VenvTarget, epoch: u64) -> RuntimeSettings {
     let EntrypointCmd { entrypoint, cmd } = entrypoint_cmd(spec);
-    let settings = RuntimeSettings {
+    RuntimeSettings {
         user: format!("{}:{}", spec.user.0, spec.user.1),
         working_dir: spec.workdir.absolute(),
         venv_bin: target.bin().absolute(),
@@ -134,19 +136,60 @@ fn config(
         port: spec.port,
         entrypoint,
         cmd,
-        labels: with_provenance(spec.labels.clone(), spec, Some(base)),
+        labels: with_provenance(spec.labels.clone(), spec, None),
         created: rfc3339(epoch),
-    };
+    }
+}
+
+/// The base's config with ours over it, as canonical JSON: what a build and
+/// a rebase onto the same base both write.
+pub(super) fn config_on(
+    base: &BaseImage,
+    settings: &RuntimeSettings,
+    history: &[HistoryEntry],
+) -> Result<Vec<u8>, BuildError> {
+    let mut settings = settings.clone();
+    with_base(&mut settings.labels, base);
     Ok(canonical(&derive_config(&base.config, &settings, history)?))
 }
 
-/// The manifest over `layers` and `config`, as canonical JSON.
-fn manifest(
+/// What a rebase needs to know of this image (issue 25).
+fn record(
     spec: &Spec,
-    base: &BaseImage,
+    parts: &Parts,
+    settings: &RuntimeSettings,
+    opts: &BuildOptions,
+) -> ImageRecord {
+    ImageRecord {
+        format: LAYER_FORMAT,
+        base_layers: parts.base.manifest.layers.len(),
+        python: recorded_python(parts.python),
+        venv: parts.target.venv.absolute(),
+        bytecode: spec.bytecode.invalidation().to_owned(),
+        bytecode_stdlib: spec.bytecode_stdlib,
+        sandbox: spec.sandbox,
+        compression: opts.compression.name().to_owned(),
+        epoch: opts.epoch,
+        allow_missing_libraries: spec.allow_missing_libraries.clone(),
+        runtime: RecordedRuntime::of(settings),
+    }
+}
+
+/// The base's Python as a record names it.
+pub(super) fn recorded_python(python: &crate::python::interpreter::PythonInfo) -> RecordedPython {
+    RecordedPython {
+        version: python.full_version(),
+        abi: python.abi_tag.clone(),
+        interpreter: python.interpreter.clone(),
+    }
+}
+
+/// The manifest over `layers` and `config`, as canonical JSON.
+pub(super) fn manifest(
     layers: &[ImageLayer],
     config: &[u8],
     config_digest: &Digest,
+    annotations: BTreeMap<String, String>,
 ) -> Vec<u8> {
     let manifest = Manifest {
         schema_version: 2,
@@ -165,7 +208,7 @@ fn manifest(
                 d
             })
             .collect(),
-        annotations: Some(image_annotations(spec, Some(base))),
+        annotations: Some(annotations),
         extra: BTreeMap::new(),
     };
     canonical(&manifest)
@@ -173,6 +216,12 @@ fn manifest(
 
 /// The index over several platforms' images, as canonical JSON.
 pub(super) fn index(spec: &Spec, images: &[BuiltImage]) -> Vec<u8> {
+    index_with(image_annotations(spec, None), images)
+}
+
+/// The index over `images` with `annotations`: a build's, or a rebase's
+/// (the old index's annotations, which name no base).
+pub(super) fn index_with(annotations: BTreeMap<String, String>, images: &[BuiltImage]) -> Vec<u8> {
     let manifests = images
         .iter()
         .map(|i| {
@@ -186,7 +235,7 @@ pub(super) fn index(spec: &Spec, images: &[BuiltImage]) -> Vec<u8> {
         })
         .collect();
     let mut index = Index::new(manifests);
-    index.annotations = Some(image_annotations(spec, None));
+    index.annotations = Some(annotations);
     canonical(&index)
 }
 
@@ -202,11 +251,7 @@ fn with_provenance(
     base: Option<&BaseImage>,
 ) -> BTreeMap<String, String> {
     if let Some(b) = base {
-        map.insert(img::ANNOTATION_BASE_NAME.into(), b.name.clone());
-        map.insert(
-            img::ANNOTATION_BASE_DIGEST.into(),
-            b.manifest_digest.to_string(),
-        );
+        with_base(&mut map, b);
     }
     if let Some(s) = &spec.source_url {
         map.insert(img::ANNOTATION_SOURCE.into(), s.clone());
@@ -215,6 +260,15 @@ fn with_provenance(
         map.insert(img::ANNOTATION_REVISION.into(), r.clone());
     }
     map
+}
+
+/// `map` with `base`'s name and digest (over any earlier base's).
+pub(super) fn with_base(map: &mut BTreeMap<String, String>, base: &BaseImage) {
+    map.insert(img::ANNOTATION_BASE_NAME.into(), base.name.clone());
+    map.insert(
+        img::ANNOTATION_BASE_DIGEST.into(),
+        base.manifest_digest.to_string(),
+    );
 }
 
 /// What the image runs: the spec's `entrypoint`/`cmd`, else uvicorn from the venv.

@@ -11,6 +11,7 @@ pub(crate) mod identity;
 mod image;
 mod layers;
 mod packages;
+pub mod rebase;
 pub(crate) mod remote_cache;
 
 pub use remote_cache::RemoteCache;
@@ -34,7 +35,7 @@ use std::path::PathBuf;
 
 /// Bumped whenever the bytes of a generated layer change for the same inputs,
 /// so cached layers from older versions are never reused. See docs/reproducibility.md.
-pub const LAYER_FORMAT: u32 = 4;
+pub const LAYER_FORMAT: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -196,7 +197,7 @@ fn build_platform(
         compiler: compiler.as_ref(),
         bytecode: BytecodeInputs::of(compiler.as_ref()),
     };
-    let stdlib = bytecode::stdlib_layer(spec, &python, &cx, &offers)?;
+    let stdlib = bytecode::stdlib_layer(spec.bytecode_stdlib, &python, &cx, &offers)?;
     let interpreters = packages::Interpreters {
         base: &|| bytecode::interpreter(spec, &base, &python, compiler.as_ref(), opts),
         whole_base: &|| bytecode::whole_base_interpreter(spec, &base, &python, opts),
@@ -236,6 +237,7 @@ fn build_platform(
         base: &base,
         base_repository,
         target: &target,
+        python: &python,
         ours,
         locked: planned.locked,
         sdist_builds: planned.sdist_builds,

@@ -37,6 +37,8 @@ pub enum Command {
     Verify(super::release::VerifyArgs),
     /// Check whether the base each image was built on has moved (its tag points elsewhere); exit 1 if so.
     Outdated(super::outdated::OutdatedArgs),
+    /// Put a pushed image's own layers on a new base (default: where its base's tag points now), with registry operations only; refuses a swap that is not safe.
+    Rebase(super::rebase::RebaseArgs),
     /// Write Kubernetes manifests, a compose.yaml or a systemd unit for the spec, the image as imgbuild://PATH.
     Manifests(super::manifests::ManifestsArgs),
     /// Build and push every imgbuild://PATH in YAML files and print them with REPO@sha256:… in its place.

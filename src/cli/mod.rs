@@ -24,6 +24,7 @@ mod output;
 mod prepare;
 mod progress;
 mod push;
+mod rebase;
 mod release;
 mod resolve;
 mod run;
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Diff(args) => release::cmd_diff(args, cli.verbose),
         Command::Verify(args) => release::cmd_verify(args, cli.verbose),
         Command::Outdated(args) => outdated::cmd_outdated(args),
+        Command::Rebase(args) => rebase::cmd_rebase(args, cli.verbose),
         Command::Init(args) => init::cmd_init(args),
         Command::Completions(args) => completions::cmd_completions(args),
         Command::Man(args) => man::cmd_man(args),

@@ -148,16 +148,7 @@ pub(super) fn attach_on_push(
     if !args.sbom && !args.provenance {
         return Ok(());
     }
-    let mut repos: Vec<&Reference> = Vec::new();
-    for t in tags {
-        if !repos
-            .iter()
-            .any(|r| r.registry == t.registry && r.repository == t.repository)
-        {
-            repos.push(t);
-        }
-    }
-    for repo in repos {
+    for repo in distinct_repositories(tags) {
         let name = repo.name();
         for (img, input) in result.images.iter().zip(attest_inputs(ctx, result, &name)?) {
             let subject = Subject {
@@ -186,6 +177,122 @@ pub(super) fn attach_on_push(
         }
     }
     Ok(())
+}
+
+/// After a rebase: each new platform image's SBOM (the old image's packages,
+/// read back from its SBOM, on the new base) and a provenance statement
+/// that records the rebase, attached in each pushed repository.
+pub(super) fn attach_rebase(
+    rebased: &crate::build::rebase::Rebased,
+    old: &inspect::Loaded,
+    old_repo: &Reference,
+    tags: &[Reference],
+    client: &RegistryClient,
+    args: &AttachArgs,
+) -> Result<()> {
+    if !args.sbom && !args.provenance {
+        return Ok(());
+    }
+    let images = rebased
+        .result
+        .images
+        .iter()
+        .zip(&rebased.swaps)
+        .zip(&old.images);
+    let mut inputs = Vec::new();
+    for ((img, swap), before) in images {
+        let subject = Subject {
+            media_type: crate::image::MEDIA_TYPE_OCI_MANIFEST.to_string(),
+            digest: before.manifest_digest.clone(),
+            size: 0,
+        };
+        let listed = referrers::find_document(client, old_repo, &subject, attest::MEDIA_TYPE_SPDX)?
+            .map(|b| attest::readback::from_spdx(&b))
+            .unwrap_or_default();
+        inputs.push((img, rebase_input(img, swap, before, old, listed)));
+    }
+    for repo in distinct_repositories(tags) {
+        for (img, input) in &inputs {
+            let input = AttestInput {
+                image_name: repo.name(),
+                ..input.clone()
+            };
+            let subject = Subject {
+                media_type: crate::image::MEDIA_TYPE_OCI_MANIFEST.to_string(),
+                digest: img.manifest_digest.clone(),
+                size: img.manifest.len() as u64,
+            };
+            referrers::attach(client, repo, &subject, &artifacts(&input, args))?;
+            eprintln!(
+                "[{}] attached the SBOM and provenance of the rebase to {}@{}",
+                img.platform,
+                repo.name(),
+                img.manifest_digest
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What the documents of a rebased image say.
+fn rebase_input(
+    img: &crate::output::BuiltImage,
+    swap: &crate::build::rebase::Swap,
+    before: &inspect::LoadedImage,
+    old: &inspect::Loaded,
+    listed: attest::readback::Listed,
+) -> AttestInput {
+    let annotation = |k: &str| {
+        before
+            .manifest
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            .cloned()
+    };
+    let created = before.config["created"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    AttestInput {
+        image_name: String::new(),
+        digest: img.manifest_digest.clone(),
+        platform: img.platform.clone(),
+        epoch: swap.epoch,
+        created,
+        base_name: swap.new_base.clone(),
+        base_digest: swap.new_digest.clone(),
+        app_name: listed.app_name.unwrap_or_else(|| old.name.clone()),
+        app_version: listed.app_version,
+        packages: listed.packages,
+        parameters: serde_json::json!({
+            "rebase": {"image": old.name, "base": swap.new_base},
+        }),
+        lockfile: None,
+        source_tree: listed.source_tree,
+        source_url: annotation(crate::image::ANNOTATION_SOURCE),
+        revision: annotation(crate::image::ANNOTATION_REVISION),
+        rebased: Some(attest::RebaseOrigin {
+            image: old.name.clone(),
+            digest: before.manifest_digest.clone(),
+            old_base: swap.old_base.clone(),
+            old_base_digest: swap.old_digest.clone(),
+        }),
+    }
+}
+
+/// Each repository among `tags` once (tags in one repository share referrers).
+fn distinct_repositories(tags: &[Reference]) -> Vec<&Reference> {
+    let mut repos: Vec<&Reference> = Vec::new();
+    for t in tags {
+        if !repos
+            .iter()
+            .any(|r| r.registry == t.registry && r.repository == t.repository)
+        {
+            repos.push(t);
+        }
+    }
+    repos
 }
 
 #[derive(Args, Debug)]

@@ -5,6 +5,7 @@ pub(crate) mod command;
 pub(crate) mod config;
 pub(crate) mod json;
 pub(crate) mod manifest;
+pub(crate) mod record;
 pub(crate) mod time;
 
 pub use manifest::Manifest;

@@ -109,6 +109,10 @@ pub struct Loaded {
     pub name: String,
     pub digest: Digest,
     pub images: Vec<LoadedImage>,
+    /// Whether the name points to an index (even of one platform).
+    pub is_index: bool,
+    /// The index's annotations, when it is one and has them.
+    pub index_annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl Loaded {
@@ -258,9 +262,12 @@ fn load_top(
         message,
     };
     let media_type = sniff_media_type(&bytes).unwrap_or_else(|| top.media_type.clone());
-    let descs: Vec<(Descriptor, Option<Vec<u8>>)> = if is_index_media_type(&media_type) {
+    let is_index = is_index_media_type(&media_type);
+    let mut index_annotations = None;
+    let descs: Vec<(Descriptor, Option<Vec<u8>>)> = if is_index {
         let index: Index = serde_json::from_slice(&bytes)
             .map_err(|e| invalid(format!("index {}: {e}", top.digest)))?;
+        index_annotations = index.annotations.clone();
         index
             .manifests
             .into_iter()
@@ -304,6 +311,8 @@ fn load_top(
         name: name.into(),
         digest: top.digest.clone(),
         images,
+        is_index,
+        index_annotations,
     })
 }
 
@@ -368,6 +377,8 @@ pub fn from_build(
         name: ".".into(),
         digest: result.digest(),
         images,
+        is_index: result.index.is_some(),
+        index_annotations: None,
     })
 }
 

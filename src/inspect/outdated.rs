@@ -102,7 +102,7 @@ fn unknown(why: &str) -> BaseStatus {
 
 /// The tag a recorded base name follows: `NAME:TAG` or `NAME:TAG@sha256:…`
 /// (the digest dropped); None for a local base or a digest alone.
-fn followed_tag(name: &str) -> Option<Reference> {
+pub(crate) fn followed_tag(name: &str) -> Option<Reference> {
     let local = ["oci:", "oci-archive:", "docker-archive:", "/", "./", "../"];
     if local.iter().any(|p| name.starts_with(p)) {
         return None;

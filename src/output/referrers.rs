@@ -223,6 +223,60 @@ fn cursor(bytes: &[u8]) -> io::Result<Box<dyn Read + Send>> {
     Ok(Box::new(io::Cursor::new(bytes.to_vec())))
 }
 
+/// The largest attached document read back (an SBOM of thousands of packages is a few MiB).
+const MAX_DOCUMENT: u64 = 64 << 20;
+
+/// The first document of `artifact_type` attached to `subject` in `repo`
+/// (through the fallback tag, else the referrers API), its bytes checked
+/// against its digest; `None` when there is none.
+pub fn find_document(
+    client: &RegistryClient,
+    repo: &Reference,
+    subject: &Subject,
+    artifact_type: &str,
+) -> Result<Option<Vec<u8>>, ReferrersError> {
+    let fail = |what: &str| registry_failure(&subject.digest, what);
+    let (_, index) = fallback_index(client, repo, subject)?;
+    let index = match index {
+        Some(i) => Some(i),
+        None => client
+            .get_referrers(repo, &subject.digest)
+            .map_err(fail("the referrers list"))?,
+    };
+    let Some(index) = index else { return Ok(None) };
+    let index: Value = serde_json::from_slice(&index).unwrap_or_default();
+    let wanted = index["manifests"].as_array().and_then(|m| {
+        m.iter()
+            .find(|d| d["artifactType"].as_str() == Some(artifact_type))
+    });
+    let Some(digest) = wanted.and_then(|d| d["digest"].as_str()?.parse::<Digest>().ok()) else {
+        return Ok(None);
+    };
+    let (manifest, _, _) = client
+        .get_manifest(&repo.with_digest(digest))
+        .map_err(fail("an attached document"))?;
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap_or_default();
+    let Some(layer) = manifest["layers"][0]["digest"]
+        .as_str()
+        .and_then(|d| d.parse::<Digest>().ok())
+    else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    client
+        .get_blob(repo, &layer, None)
+        .map_err(fail("an attached document"))?
+        .take(MAX_DOCUMENT)
+        .read_to_end(&mut bytes)
+        .map_err(|source| {
+            fail("an attached document")(RegistryError::Io {
+                what: format!("reading blob {layer}"),
+                source,
+            })
+        })?;
+    Ok((Digest::of_bytes(&bytes) == layer).then_some(bytes))
+}
+
 /// Pushes `artifacts` as referrers of `subject` in `repo`'s repository.
 pub fn attach(
     client: &RegistryClient,

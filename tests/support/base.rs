@@ -128,10 +128,19 @@ mv "$stamp.tmp" "$stamp"
 
 /// An OCI layout whose index offers both Debian bases, like a multi-platform base on a registry.
 pub fn multiarch_base() -> PathBuf {
+    multiarch_of(&[
+        (base_image("amd64"), "amd64", None),
+        (base_image("arm64"), "arm64", Some("v8")),
+    ])
+}
+
+/// An OCI layout whose `latest` is an index over each (layout, arch, variant).
+#[allow(dead_code)]
+pub fn multiarch_of(layouts: &[(PathBuf, &str, Option<&str>)]) -> PathBuf {
     let dir = super::target_tempdir("multiarch-base-").keep();
     let mut manifests = Vec::new();
-    for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
-        let layout = base_image(arch);
+    for (layout, arch, variant) in layouts {
+        let (arch, variant) = (*arch, *variant);
         let src_blobs = layout.join("blobs/sha256");
         std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
         for e in std::fs::read_dir(&src_blobs).unwrap() {

@@ -1,0 +1,282 @@
+//! `imgbuild rebase` (issue 25), on the real registry (Debian's
+//! docker-registry on 127.0.0.1): a service pushed on base A is rebased onto
+//! A' (the same Python, a changed OS and an extra library) with a handful of
+//! uploads, runs and serves under podman and containerd, and has the digest
+//! a fresh push on A' has; `outdated` sees the move, then nothing; a swap
+//! that is not safe is refused in one line.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::registry::{Registry, Setup};
+use support::Run;
+
+fn imgbuild(cwd: &Path, args: &[&str]) -> Run {
+    Run::from(
+        support::without_credentials(cwd, args)
+            .output()
+            .expect("cannot run imgbuild"),
+    )
+}
+
+/// Copies an OCI layout to `reg` as `name`, keeping its digests.
+fn copy_base(reg: &Registry, layout: &Path, name: &str) {
+    let mut args = vec![
+        "--insecure-policy".to_string(),
+        "copy".into(),
+        "--quiet".into(),
+        "--preserve-digests".into(),
+    ];
+    args.extend(reg.skopeo_flags("dest-"));
+    args.push(format!("oci:{}:latest", layout.display()));
+    args.push(format!("docker://{}/{name}", reg.host));
+    support::run_ok(Command::new("skopeo").args(&args));
+}
+
+/// A locked copy of fixture `name` whose spec names `base` and `app`.
+fn project(name: &str, base: &str, app: &str) -> PathBuf {
+    let project = support::uv::uv_lock(&support::fixture(name));
+    std::fs::write(
+        project.join("imgbuild.toml"),
+        format!("base = \"{base}\"\napp = \"{app}\"\n"),
+    )
+    .unwrap();
+    project
+}
+
+/// The registry log's lines from `from` on that finished a blob upload (the
+/// PUT that closes one; a cross-repository mount is a POST).
+fn blob_uploads(reg: &Registry, from: usize) -> Vec<String> {
+    reg.log()
+        .lines()
+        .skip(from)
+        .filter(|l| l.contains("response completed"))
+        .filter(|l| l.contains("http.request.method=PUT") && l.contains("/blobs/uploads/"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn pinned_digest(run: &Run) -> String {
+    let last = run.stdout.lines().last().unwrap_or_default();
+    last.rsplit_once('@')
+        .map(|(_, d)| d.to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_rebase_swaps_the_base_with_a_few_uploads_serves_and_equals_a_fresh_push() {
+    let reg = Registry::start(Setup::Plain);
+    let base_a = support::base::base_image("amd64");
+    let base_b = support::base::base_image_with("amd64", &["libstdc++6"]);
+    copy_base(&reg, &base_a, "python:3.11");
+    let base = format!("{}/python:3.11", reg.host);
+    let dir = project("hello-api", &base, "hello_api.main:app");
+    let image = format!("{}/api:1", reg.host);
+    let push = |tag: &str, cache: &str| {
+        imgbuild(&dir, &["push", "--tag", tag, "--cache-dir", cache]).must_succeed("push")
+    };
+    let first = pinned_digest(&push(&image, "../cache"));
+
+    copy_base(&reg, &base_b, "python:3.11");
+    let outdated = imgbuild(&dir, &["outdated", &image]);
+    assert!(!outdated.success, "{}", outdated.stderr);
+
+    let log_mark = reg.log().lines().count();
+    let started = std::time::Instant::now();
+    let rebased = imgbuild(
+        &dir,
+        &["rebase", &image, "--json", "--cache-dir", "../cache"],
+    )
+    .must_succeed("rebase");
+    eprintln!("rebase took {:?}", started.elapsed());
+    let digest = pinned_digest(&rebased);
+    assert_ne!(digest, first);
+    assert!(
+        rebased.stderr.contains("[linux/amd64] rebased from"),
+        "{}",
+        rebased.stderr
+    );
+    // The config and manifest are the image's only new blobs besides the
+    // attestations (their documents and the empty config): no layer of ours
+    // or of the base is uploaded.
+    let uploads = blob_uploads(&reg, log_mark);
+    eprintln!(
+        "{} blob uploads; rebase said:\n{}",
+        uploads.len(),
+        rebased.stderr
+    );
+    assert!(
+        uploads.len() <= 4,
+        "{} uploads:\n{}",
+        uploads.len(),
+        uploads.join("\n")
+    );
+
+    // What a fresh push on the new base gives, from another cache.
+    let fresh = pinned_digest(&push(
+        &format!("{}/api-fresh:1", reg.host),
+        "../cache-fresh",
+    ));
+    assert_eq!(
+        digest, fresh,
+        "a rebase onto A' and a fresh push on A' differ"
+    );
+
+    let now = imgbuild(&dir, &["outdated", &image]).must_succeed("outdated after the rebase");
+    assert!(now.stderr.contains("is current"), "{}", now.stderr);
+
+    let pulled = support::podman::pull(&image, None, support::podman::Tls::Insecure);
+    let server = support::podman::run_detached(&pulled, &[], 8000);
+    let body = server.wait_ready("/health", Duration::from_secs(60));
+    assert!(body.contains("ok"), "{body}");
+    let has_libstdcxx = support::podman::run_to_completion(
+        &pulled,
+        &[
+            "python",
+            "-c",
+            "import os; print(os.path.exists('/usr/lib/x86_64-linux-gnu/libstdc++.so.6'))",
+        ],
+    );
+    assert!(
+        has_libstdcxx.stdout.contains("True"),
+        "{:?}",
+        has_libstdcxx.stdout
+    );
+
+    // The rebase's provenance records it.
+    let verify = imgbuild(&dir, &["rebase", &image, "--cache-dir", "../cache"])
+        .must_succeed("a second rebase");
+    assert!(verify.stderr.contains("already on"), "{}", verify.stderr);
+    assert_eq!(pinned_digest(&verify), digest);
+}
+
+#[test]
+fn a_multi_platform_index_is_rebased_per_platform() {
+    let reg = Registry::start(Setup::Plain);
+    copy_multiarch(&reg, &support::base::multiarch_base(), "python:3.11");
+    let base = format!("{}/python:3.11", reg.host);
+    let dir = support::target_tempdir("rebase-multi-");
+    let project = support::fixture_without_dependencies("hello-api", &dir.path().join("app"));
+    std::fs::write(
+        project.join("imgbuild.toml"),
+        format!("base = \"{base}\"\napp = \"hello_api.main:app\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n"),
+    )
+    .unwrap();
+    let image = format!("{}/multi:1", reg.host);
+    let before = imgbuild(
+        &project,
+        &["push", "--tag", &image, "--cache-dir", "../cache"],
+    )
+    .must_succeed("push");
+    // The tag moves to an index whose amd64 image changed and arm64 did not.
+    let new_index = support::base::multiarch_of(&[
+        (
+            support::base::base_image_with("amd64", &["libstdc++6"]),
+            "amd64",
+            None,
+        ),
+        (support::base::base_image("arm64"), "arm64", Some("v8")),
+    ]);
+    copy_multiarch(&reg, &new_index, "python:3.11");
+    let rebased =
+        imgbuild(&project, &["rebase", &image, "--cache-dir", "../cache"]).must_succeed("rebase");
+    assert!(
+        rebased.stderr.contains("[linux/amd64] rebased from"),
+        "{}",
+        rebased.stderr
+    );
+    assert!(
+        rebased.stderr.contains("[linux/arm64/v8] already on"),
+        "{}",
+        rebased.stderr
+    );
+    let digest = pinned_digest(&rebased);
+    assert_ne!(digest, pinned_digest(&before));
+    let fresh = imgbuild(
+        &project,
+        &[
+            "push",
+            "--tag",
+            &format!("{}/multi-fresh:1", reg.host),
+            "--cache-dir",
+            "../cache-fresh",
+        ],
+    )
+    .must_succeed("fresh push");
+    assert_eq!(digest, pinned_digest(&fresh));
+}
+
+/// Copies an OCI layout holding an index to `reg` as `name`, every platform.
+fn copy_multiarch(reg: &Registry, layout: &Path, name: &str) {
+    let mut args = vec![
+        "--insecure-policy".to_string(),
+        "copy".into(),
+        "--quiet".into(),
+        "--all".into(),
+        "--preserve-digests".into(),
+    ];
+    args.extend(reg.skopeo_flags("dest-"));
+    args.push(format!("oci:{}", layout.display()));
+    args.push(format!("docker://{}/{name}", reg.host));
+    support::run_ok(Command::new("skopeo").args(&args));
+}
+
+#[test]
+fn unsafe_swaps_are_refused_in_one_line() {
+    let reg = Registry::start(Setup::Plain);
+    let with_cxx = support::base::base_image_with("amd64", &["libstdc++6"]);
+    copy_base(&reg, &with_cxx, "python:3.11");
+    let base = format!("{}/python:3.11", reg.host);
+    let dir = project("proj-numpy", &base, "app:app");
+    let image = format!("{}/numpy:1", reg.host);
+    imgbuild(&dir, &["push", "--tag", &image, "--cache-dir", "../cache"]).must_succeed("push");
+
+    copy_base(
+        &reg,
+        &support::base::base_image("amd64"),
+        "python:3.11-bare",
+    );
+    let bare = format!("{}/python:3.11-bare", reg.host);
+    let refused = imgbuild(
+        &dir,
+        &["rebase", &image, "--base", &bare, "--cache-dir", "../cache"],
+    );
+    assert!(!refused.success);
+    let line = refused
+        .stderr
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    for part in ["cannot rebase", "numpy", "libstdc++.so.6", "imgbuild push"] {
+        assert!(line.contains(part), "{part} not in: {line}");
+    }
+
+    let bullseye = support::base::debian_python_base("amd64", "bullseye", "python3.9", &[]);
+    copy_base(&reg, &bullseye, "python:3.9");
+    let older = format!("{}/python:3.9", reg.host);
+    let refused = imgbuild(
+        &dir,
+        &[
+            "rebase",
+            &image,
+            "--base",
+            &older,
+            "--cache-dir",
+            "../cache",
+        ],
+    );
+    assert!(!refused.success);
+    let line = refused
+        .stderr
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(line.contains("its Python is 3.9."), "{line}");
+    assert!(line.contains("made for 3.11."), "{line}");
+}
