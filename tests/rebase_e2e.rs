@@ -43,6 +43,8 @@ fn project(name: &str, base: &str, app: &str) -> PathBuf {
         format!("base = \"{base}\"\napp = \"{app}\"\n"),
     )
     .unwrap();
+    // The spec is not the app's: a test that pins it later keeps the app layer.
+    std::fs::write(project.join(".dockerignore"), "imgbuild.toml\n").unwrap();
     project
 }
 
@@ -145,11 +147,61 @@ fn a_rebase_swaps_the_base_with_a_few_uploads_serves_and_equals_a_fresh_push() {
         has_libstdcxx.stdout
     );
 
-    // The rebase's provenance records it.
-    let verify = imgbuild(&dir, &["rebase", &image, "--cache-dir", "../cache"])
+    // containerd pulls the rebased image from the registry and runs it.
+    let ctrd = support::containerd::Containerd::start();
+    ctrd.ctr_ok(&["images", "pull", "--plain-http", &image]);
+    let said = ctrd.run_ok(
+        &image,
+        "rebased",
+        &[
+            "python",
+            "-c",
+            "import hello_api.main, fastapi; print('imports ok')",
+        ],
+    );
+    assert!(said.contains("imports ok"), "{said}");
+
+    let again = imgbuild(&dir, &["rebase", &image, "--cache-dir", "../cache"])
         .must_succeed("a second rebase");
-    assert!(verify.stderr.contains("already on"), "{}", verify.stderr);
-    assert_eq!(pinned_digest(&verify), digest);
+    assert!(again.stderr.contains("already on"), "{}", again.stderr);
+    assert_eq!(pinned_digest(&again), digest);
+
+    // A checkout still pinned to A: verify finds the rebase in the image's
+    // provenance and compares with the checkout built on the new base.
+    std::fs::write(
+        dir.join("imgbuild.toml"),
+        format!(
+            "base = \"{base}@{}\"\napp = \"hello_api.main:app\"\n",
+            layout_digest(&base_a)
+        ),
+    )
+    .unwrap();
+    let verified =
+        imgbuild(&dir, &["verify", &image, "--cache-dir", "../cache"]).must_succeed("verify");
+    assert!(
+        verified
+            .stderr
+            .contains("was made by `imgbuild rebase` from"),
+        "{}",
+        verified.stderr
+    );
+    assert!(
+        verified
+            .stderr
+            .contains(&format!("[linux/amd64] verified {digest}")),
+        "{}",
+        verified.stderr
+    );
+}
+
+/// The digest of the one manifest in an OCI layout's index.
+fn layout_digest(layout: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]

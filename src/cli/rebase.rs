@@ -177,3 +177,69 @@ fn common_for(args: &RebaseArgs) -> CommonArgs {
         json: args.json,
     }
 }
+
+/// How a rebased image was made, from its provenance.
+pub(super) struct MadeByRebase {
+    /// The image it was rebased from (`REF`), and the base it was put on.
+    pub from: String,
+    pub base: String,
+}
+
+impl MadeByRebase {
+    pub fn describe(&self, reference: &str) -> String {
+        format!(
+            "{reference} was made by `imgbuild rebase` from {} onto {} (its provenance says so): comparing with this checkout built on that base",
+            self.from, self.base
+        )
+    }
+}
+
+/// Whether `image`'s provenance (attached in `repo`) records a rebase.
+pub(super) fn made_by_rebase(
+    client: &crate::registry::RegistryClient,
+    repo: &Reference,
+    image: &inspect::Loaded,
+) -> Result<Option<MadeByRebase>> {
+    let Some(first) = image.images.first() else {
+        return Ok(None);
+    };
+    let subject = crate::output::referrers::Subject {
+        media_type: crate::image::MEDIA_TYPE_OCI_MANIFEST.to_string(),
+        digest: first.manifest_digest.clone(),
+        size: 0,
+    };
+    let Some(doc) = crate::output::referrers::find_document(
+        client,
+        repo,
+        &subject,
+        crate::attest::MEDIA_TYPE_IN_TOTO,
+    )?
+    else {
+        return Ok(None);
+    };
+    let statement: serde_json::Value = serde_json::from_slice(&doc).unwrap_or_default();
+    let build = &statement["predicate"]["buildDefinition"];
+    if build["buildType"] != crate::attest::REBASE_BUILD_TYPE {
+        return Ok(None);
+    }
+    let deps = build["resolvedDependencies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let uri = |name: &str| {
+        deps.iter().find(|d| d["name"] == name).map(|d| {
+            let digest = d["digest"]["sha256"].as_str().unwrap_or_default();
+            (
+                d["uri"].as_str().unwrap_or_default().to_owned(),
+                digest.to_owned(),
+            )
+        })
+    };
+    let (Some((from, from_digest)), Some((base, _))) = (uri("rebased image"), uri("base")) else {
+        return Ok(None);
+    };
+    Ok(Some(MadeByRebase {
+        from: format!("{from}@sha256:{from_digest}"),
+        base,
+    }))
+}

@@ -326,13 +326,18 @@ fn registry_of(r: &ImageRef) -> Option<&str> {
 
 /// Builds this checkout for `platforms` (unless --platform says otherwise)
 /// and reads the result back.
+/// This checkout built (on `base` instead of the spec's, when given).
 fn build_checkout(
     common: &CommonArgs,
     client: Arc<RegistryClient>,
     platforms: Vec<crate::platform::Platform>,
+    base: Option<String>,
     verbose: bool,
 ) -> Result<Loaded> {
     let mut ctx = prepare(common, verbose)?;
+    if let Some(b) = base {
+        ctx.spec.base = b;
+    }
     if ctx.platforms.is_empty() {
         ctx.platforms = platforms;
     }
@@ -371,6 +376,7 @@ pub fn cmd_diff(args: DiffArgs, verbose: bool) -> Result<()> {
                 &args.common,
                 client.clone(),
                 platforms,
+                None,
                 verbose,
             )?);
         }
@@ -388,20 +394,37 @@ pub fn cmd_verify(args: VerifyArgs, verbose: bool) -> Result<()> {
     }
     let client = registry_client(&args.common, &args.registry, registry_of(&r))?;
     let pinned = inspect::load(&r, &args.reference, &client)?;
-    let rebuilt = build_checkout(&args.common, client, pinned.platforms(), verbose)?;
-    let differing: Vec<String> = pinned
-        .images
-        .iter()
-        .filter(|i| {
-            rebuilt
-                .find(&i.platform)
-                .is_none_or(|b| b.manifest_digest != i.manifest_digest)
-        })
-        .map(|i| i.platform.to_string())
-        .collect();
+    let mut rebuilt = build_checkout(
+        &args.common,
+        client.clone(),
+        pinned.platforms(),
+        None,
+        verbose,
+    )?;
+    let mut differing = differing(&pinned, &rebuilt);
+    // A rebased image is what this checkout builds on the base it was rebased onto.
+    let rebase = match (&r, differing.is_empty()) {
+        (ImageRef::Registry(repo), false) => super::rebase::made_by_rebase(&client, repo, &pinned)?,
+        _ => None,
+    };
+    if let Some(how) = &rebase {
+        eprintln!("{}", how.describe(&args.reference));
+        rebuilt = build_checkout(
+            &args.common,
+            client,
+            pinned.platforms(),
+            Some(how.base.clone()),
+            verbose,
+        )?;
+        differing = self::differing(&pinned, &rebuilt);
+    }
     if differing.is_empty() {
+        let on = match &rebase {
+            Some(how) => format!(" (this checkout on {})", how.base),
+            None => String::new(),
+        };
         for i in &pinned.images {
-            eprintln!("[{}] verified {}", i.platform, i.manifest_digest);
+            eprintln!("[{}] verified {}{on}", i.platform, i.manifest_digest);
         }
         if args.common.json {
             print_report(&inspect::compare(&pinned, &rebuilt), true)?;
@@ -415,6 +438,20 @@ pub fn cmd_verify(args: VerifyArgs, verbose: bool) -> Result<()> {
         platforms: differing,
     }
     .into())
+}
+
+/// The platforms of `pinned` that `rebuilt` does not reproduce.
+fn differing(pinned: &Loaded, rebuilt: &Loaded) -> Vec<String> {
+    pinned
+        .images
+        .iter()
+        .filter(|i| {
+            rebuilt
+                .find(&i.platform)
+                .is_none_or(|b| b.manifest_digest != i.manifest_digest)
+        })
+        .map(|i| i.platform.to_string())
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
