@@ -3,7 +3,7 @@
 # each figure with its ratio to that peer route and the goal it is held to. Nothing here
 # is a test: figures depend on the machine, its load and the network to the index.
 #
-#   scripts/bench.sh [deps] [push-memory] [push] [startup] [deploy] [ci] [compression] [sdist] [watch]
+#   scripts/bench.sh [deps] [push-memory] [push] [startup] [deploy] [ci] [compression] [sdist] [watch] [rebase]
 #                                                              default: the first four
 #
 #   deps         hello-api's locked dependencies: `imgbuild build` with an empty cache
@@ -38,6 +38,10 @@
 #                docopt 0.6.2, uuid 1.30; issue 22): a cold build against hello-api's own,
 #                so the difference is what building the sdists costs; then both warm (the
 #                sdists are not built again).
+#   rebase       hello-api pushed on the Debian base, whose tag then moves to the base with
+#                libstdc++ (issue 25): `imgbuild rebase` (the new base not yet in the cache,
+#                then onto a cached base) against `imgbuild push` of the same change with a
+#                warm cache: time and bytes uploaded.
 #
 # Run scripts/setup.sh first (it builds the Debian base image into .imgbuild/base-amd64).
 # Settings from the environment:
@@ -76,7 +80,7 @@ usage() { sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 SECTIONS=()
 for arg in "$@"; do
   case "$arg" in
-    deps | push-memory | push | startup | deploy | ci | compression | sdist | watch) SECTIONS+=("$arg") ;;
+    deps | push-memory | push | startup | deploy | ci | compression | sdist | watch | rebase) SECTIONS+=("$arg") ;;
     -h | --help) usage ;;
     *) echo "error: unknown section '$arg'" >&2; usage ;;
   esac
@@ -99,10 +103,10 @@ if wants compression; then
   command -v containerd >/dev/null && command -v ctr >/dev/null ||
     die "containerd or ctr not found; run scripts/setup.sh --deps-only"
 fi
-if wants push-memory || wants push || wants ci || wants compression; then
+if wants push-memory || wants push || wants ci || wants compression || wants rebase; then
   [ -x /usr/bin/docker-registry ] || die "/usr/bin/docker-registry not found; run scripts/setup.sh"
 fi
-if wants ci; then
+if wants ci || wants rebase; then
   command -v skopeo >/dev/null || die "skopeo not found; run scripts/setup.sh"
 fi
 if wants push || wants startup; then
@@ -1128,11 +1132,54 @@ section_sdist() {
   rm -rf "$cache" "$out" "$WORK/sdist-out-plain"
 }
 
+# --- section: rebase (issue 25) -----------------------------------------------------------
+# json_field FILE KEY : KEY of the JSON object printed into FILE before its last line.
+json_field() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+print(json.loads(text[: text.rindex("}") + 1])[sys.argv[2]])
+PY
+}
+
+section_rebase() {
+  if [ ! -f "$BASE_CXX/index.json" ]; then
+    say "rebase: building the base with libstdc++ into $BASE_CXX"
+    bash "$ROOT/scripts/build-base-image.sh" amd64 "$BASE_CXX" libstdc++6 >>"$LOG" 2>&1 ||
+      die "building the libstdc++ base failed (see $LOG)"
+  fi
+  registry_start
+  local host="127.0.0.1:$REG_PORT" cache="$WORK/rebase-cache" spec="$WORK/rebase.toml" json="$WORK/rebase.json"
+  copy_to() { skopeo --insecure-policy copy --quiet --dest-tls-verify=false "oci:$1:latest" "docker://$host/$2" >>"$LOG" 2>&1 || die "skopeo copy of $1 failed (see $LOG)"; }
+  copy_to "$BASE_LAYOUT" python:3.11
+  copy_to "$BASE_LAYOUT" python:3.11-old
+  sed -e "s|^base = .*|base = \"$host/python:3.11\"|" "$SPEC" >"$spec"
+  say "rebase: hello-api pushed on the Debian base as api:1 and full:1"
+  timed "$IMGBUILD" push -f "$spec" --tag "$host/api:1" --tag "$host/full:1" --cache-dir "$cache"
+  copy_to "$BASE_CXX" python:3.11
+  : >"$json"
+  TIMED_STDOUT="$json" timed "$IMGBUILD" rebase "$host/api:1" --json --cache-dir "$cache"
+  local cold=$ELAPSED_MS cold_bytes
+  cold_bytes=$(json_field "$json" bytes_uploaded)
+  : >"$json"
+  TIMED_STDOUT="$json" timed "$IMGBUILD" push -f "$spec" --tag "$host/full:1" --cache-dir "$cache" --json
+  local full=$ELAPSED_MS full_bytes
+  full_bytes=$(json_field "$json" bytes_uploaded)
+  : >"$json"
+  TIMED_STDOUT="$json" timed "$IMGBUILD" rebase "$host/api:1" --base "$host/python:3.11-old" --json --cache-dir "$cache"
+  local warm=$ELAPSED_MS warm_bytes
+  warm_bytes=$(json_field "$json" bytes_uploaded)
+  result "rebase: onto a base not yet cached ${cold} ms, ${cold_bytes} B uploaded; onto a cached base" \
+    "${warm} ms, ${warm_bytes} B; rebuild and push of the same change (warm cache) ${full} ms," \
+    "${full_bytes} B: $(ratio "$cold" "$full")x the time (for information; the goal is under a second warm: $(verdict "$warm" "<" 1000))"
+  registry_stop
+}
+
 # --- main --------------------------------------------------------------------------------
 say "work directory $WORK; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 say "$("$IMGBUILD" --version); $(uv --version)$($HAVE_HYPERFINE && echo "; $(hyperfine --version)")"
 prepare_app
-for s in deps push-memory push startup deploy ci compression sdist watch; do
+for s in deps push-memory push startup deploy ci compression sdist watch rebase; do
   wants "$s" || continue
   case "$s" in
     deps) section_deps ;;
@@ -1144,6 +1191,7 @@ for s in deps push-memory push startup deploy ci compression sdist watch; do
     compression) section_compression ;;
     sdist) section_sdist ;;
     watch) section_watch ;;
+    rebase) section_rebase ;;
   esac
 done
 
