@@ -48,7 +48,7 @@ pub enum RebaseError {
         platform: String,
         why: String,
     },
-    #[error("{image}: its base `{base}` is not a registry reference; name one with --base REGISTRY/REPO:TAG")]
+    #[error("{image}: its base `{base}` has no tag to follow (it is local, or pinned by digest alone); name the new base with --base REGISTRY/REPO:TAG")]
     LocalBase { image: String, base: String },
     /// Boxed, as are the two below: the error stays small.
     #[error(transparent)]
@@ -134,16 +134,11 @@ pub fn rebase(
         images.push(built);
         swaps.push(swap);
     }
+    // An index is written again over the new images, with the old one's
+    // annotations (a build's name no base); a single image stays one.
     let index = image
-        .index_annotations
-        .as_ref()
-        .filter(|_| images.len() > 1 || image.is_index)
-        .map(|a| image::index_with(a.clone(), &images));
-    let index = match (index, image.is_index) {
-        (Some(i), _) => Some(i),
-        (None, true) => Some(image::index_with(BTreeMap::new(), &images)),
-        (None, false) => None,
-    };
+        .is_index
+        .then(|| image::index_with(image.index_annotations.clone().unwrap_or_default(), &images));
     Ok(Rebased {
         result: BuildResult { images, index },
         swaps,
@@ -321,6 +316,31 @@ impl OurLayers {
         })
     }
 
+    /// Layer `i` as it is, read from `repo` when its bytes are needed.
+    fn kept(
+        &self,
+        i: usize,
+        label: String,
+        repo: &Reference,
+        client: &Arc<RegistryClient>,
+    ) -> ImageLayer {
+        let d = &self.descriptors[i];
+        ImageLayer {
+            layer: Layer {
+                digest: d.digest.clone(),
+                diff_id: self.diff_ids[i].clone(),
+                size: d.size,
+                media_type: d.media_type.clone(),
+            },
+            origin: BlobOrigin::Registry {
+                client: client.clone(),
+                repo: repo.clone(),
+            },
+            label,
+            annotations: d.annotations.clone(),
+        }
+    }
+
     /// The label a build gave layer `i` (`imgbuild: <label>` in its history).
     fn label(&self, i: usize) -> &str {
         let by = &self.history[i].created_by;
@@ -468,20 +488,6 @@ fn remake_layers(
             identity::STDLIB_LABEL => stdlib_again(&cx, python, d)?,
             _ => None,
         };
-        let kept = ImageLayer {
-            layer: Layer {
-                digest: d.digest.clone(),
-                diff_id: ours.diff_ids[i].clone(),
-                size: d.size,
-                media_type: d.media_type.clone(),
-            },
-            origin: BlobOrigin::Registry {
-                client: opts.client.clone(),
-                repo: repo.clone(),
-            },
-            label: label.clone(),
-            annotations: d.annotations.clone(),
-        };
         let layer = match remade {
             Some(p) if p.layer.digest != d.digest => {
                 rebuilt.push(label.clone());
@@ -492,7 +498,7 @@ fn remake_layers(
                     annotations: p.annotations,
                 }
             }
-            _ => kept,
+            _ => ours.kept(i, label, repo, &opts.client),
         };
         history.push(HistoryEntry {
             diff_id: layer.layer.diff_id.clone(),
