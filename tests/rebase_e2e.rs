@@ -332,3 +332,59 @@ fn unsafe_swaps_are_refused_in_one_line() {
     assert!(line.contains("its Python is 3.9."), "{line}");
     assert!(line.contains("made for 3.11."), "{line}");
 }
+
+#[test]
+fn a_changed_standard_library_remakes_the_stdlib_pycs_layer_as_a_fresh_push_would() {
+    let reg = Registry::start(Setup::Plain);
+    let base_a = support::base::base_image("amd64");
+    copy_base(&reg, &base_a, "python:3.11");
+    // The same interpreter, one more module in its standard library: the
+    // stdlib pycs layer (the test base ships none) must be compiled again.
+    let changed = support::base::with_files(
+        &base_a,
+        &[("usr/lib/python3.11/imgbuild_probe.py", b"PROBE = 1\n")],
+    );
+    let base = format!("{}/python:3.11", reg.host);
+    let dir = support::target_tempdir("rebase-stdlib-");
+    let project = support::fixture_without_dependencies("hello-api", &dir.path().join("app"));
+    std::fs::write(
+        project.join("imgbuild.toml"),
+        format!("base = \"{base}\"\napp = \"hello_api.main:app\"\n"),
+    )
+    .unwrap();
+    let image = format!("{}/stdlib:1", reg.host);
+    let push = |tag: &str, cache: &str| {
+        pinned_digest(
+            &imgbuild(&project, &["push", "--tag", tag, "--cache-dir", cache]).must_succeed("push"),
+        )
+    };
+    let before = push(&image, "../cache");
+    copy_base(&reg, &changed, "python:3.11");
+    let rebased = imgbuild(
+        &project,
+        &["rebase", &image, "--json", "--cache-dir", "../cache"],
+    )
+    .must_succeed("rebase");
+    assert!(
+        rebased
+            .stderr
+            .contains("made again for its Python: stdlib bytecode"),
+        "{}",
+        rebased.stderr
+    );
+    let digest = pinned_digest(&rebased);
+    assert_ne!(digest, before);
+    assert_eq!(
+        digest,
+        push(&format!("{}/stdlib-fresh:1", reg.host), "../cache-fresh")
+    );
+    let pulled = support::podman::pull(&image, None, support::podman::Tls::Insecure);
+    let out = support::podman::python_output(
+        &[],
+        &pulled,
+        "python",
+        "import imgbuild_probe, os; print(os.path.exists(imgbuild_probe.__cached__), imgbuild_probe.PROBE)",
+    );
+    // The new module's pyc is in the image (a user cannot write it there at run time).
+    assert_eq!(out, "True 1");
+}
