@@ -77,10 +77,11 @@ pub fn cmd_rebase(args: RebaseArgs, verbose: bool) -> Result<()> {
     let unchanged = rebased.result.digest() == loaded.digest;
     let report = crate::output::push::push(&client, &rebased.result, &tags, &store, &|_, _| {})
         .context("pushing the rebased image")?;
+    // The figures describe the image; the attestations attached next are reported apart (as by push).
+    let stats = client.stats();
     if !unchanged {
         super::release::attach_rebase(&rebased, &loaded, &image, &tags, &client, &args.attach)?;
     }
-    let stats = client.stats();
     for s in &rebased.swaps {
         eprintln!("{}", describe(s, unchanged));
     }
