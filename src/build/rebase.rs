@@ -225,7 +225,19 @@ fn rebase_one(
     let python = base::python::detect(&base, Some(opts.store))?;
     same_python(record, &python).map_err(unsafe_swap)?;
     libraries_found(record, &ours, &base, opts.store).map_err(|e| unsafe_swap(e.to_string()))?;
-    let (layers, history, rebuilt) = remake_layers(record, &ours, &base, &python, repo, opts)?;
+    let Remade {
+        layers,
+        history,
+        rebuilt,
+        identity,
+    } = remake_layers(record, &ours, &base, &python, repo, opts)?;
+    if identity.is_some() && identity != record.compiled_by {
+        (opts.on_event)(Event::Warning(format!(
+            "[{}] {base_name}'s Python {} is not the build that compiled the image's pycs: they are kept (valid for the same minor version), where a fresh push would compile them again (docs/rebase.md)",
+            old.platform,
+            python.full_version()
+        )));
+    }
     let mut settings = record
         .runtime
         .settings(&record.venv, &rfc3339(record.epoch));
@@ -417,9 +429,15 @@ fn libraries_found(
     crate::check::native::check(&labelled, &libs, &record.allow_missing_libraries)
 }
 
-/// Every layer of the new image, our layers' history entries, and the
-/// labels of those made again.
-type Remade = (Vec<ImageLayer>, Vec<HistoryEntry>, Vec<String>);
+/// Every layer of the new image, our layers' history entries, the labels of
+/// those made again, and the identity of the new base's interpreter (when
+/// it was prepared).
+struct Remade {
+    layers: Vec<ImageLayer>,
+    history: Vec<HistoryEntry>,
+    rebuilt: Vec<String>,
+    identity: Option<String>,
+}
 
 /// Our layers on the new base: the venv and stdlib pycs layers as a build
 /// on it would make them (kept when their bytes do not change), the rest as
@@ -462,7 +480,9 @@ fn remake_layers(
         "unchecked-hash" => BytecodeMode::UncheckedHash,
         _ => BytecodeMode::CheckedHash,
     };
-    let compiler = match has_stdlib {
+    // Prepared when the image has pycs: its identity says whether the new
+    // Python is the one that compiled them, and the stdlib layer needs it.
+    let compiler = match has_stdlib || record.compiled_by.is_some() {
         true => bytecode::compiler_for(
             mode,
             bytecode::policy_of(record.sandbox),
@@ -506,7 +526,12 @@ fn remake_layers(
         });
         layers.push(layer);
     }
-    Ok((layers, history, rebuilt))
+    Ok(Remade {
+        layers,
+        history,
+        rebuilt,
+        identity: compiler.as_ref().map(|c| c.interp.identity.clone()),
+    })
 }
 
 /// The stdlib pycs layer for the new base's Python: `None` when its key is
@@ -563,6 +588,7 @@ mod tests {
             bytecode: "checked-hash".into(),
             bytecode_stdlib: true,
             sandbox: true,
+            compiled_by: None,
             compression: "gzip".into(),
             epoch: 0,
             allow_missing_libraries: Vec::new(),

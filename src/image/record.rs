@@ -29,6 +29,10 @@ pub struct ImageRecord {
     pub bytecode_stdlib: bool,
     /// Whether the base's Python ran in the sandbox (`sandbox`).
     pub sandbox: bool,
+    /// The identity (sha256 of the interpreter and its standard library) of
+    /// the interpreter that compiled the pycs of the packages and the app;
+    /// none without bytecode. A rebase keeps it: those layers are kept.
+    pub compiled_by: Option<String>,
     /// `gzip` or `zstd`: how our layers are compressed.
     pub compression: String,
     /// SOURCE_DATE_EPOCH: every entry's mtime and the config's `created`.
@@ -133,6 +137,7 @@ mod tests {
             bytecode: "checked-hash".into(),
             bytecode_stdlib: true,
             sandbox: true,
+            compiled_by: Some("ab".repeat(32)),
             compression: "gzip".into(),
             epoch: 315532800,
             allow_missing_libraries: vec![],
