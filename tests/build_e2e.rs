@@ -10,7 +10,7 @@ use support::layout::{blob_json, json_file, largest_blob};
 /// The digest of fixtures/golden-app on the synthetic base with SOURCE_DATE_EPOCH unset.
 /// A change here changes the bytes we produce: see docs/reproducibility.md before updating it.
 const GOLDEN_DIGEST: &str =
-    "sha256:e4e82e2cbd2e41250801422ae9997a51bb72c62aedb886ecfab1495b33608946";
+    "sha256:e001a9427f059d058e1a95d4f00d67e723decddcf41d43c2206f02c53ff2700a";
 
 fn imgbuild(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = support::imgbuild_command(cwd, args);

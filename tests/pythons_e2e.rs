@@ -88,6 +88,7 @@ fn check(py: DebianPython) {
         py.minor
     );
 
+    records_its_python(&project.join("out-a"), py.minor);
     let reference = format!("oci:{}:latest", project.join("out-a").display());
     let image = support::podman::import(&reference, None);
     serves_health(&image, py.minor);
@@ -108,6 +109,32 @@ fn locked_project(base: &Path) -> PathBuf {
     )
     .unwrap();
     project
+}
+
+/// The manifest's record (for `imgbuild rebase`) names the base's Python and
+/// the pyc magic number its interpreter writes (all of CPython's end in \r\n).
+fn records_its_python(layout: &Path, minor: &str) {
+    let read = |digest: &str| -> serde_json::Value {
+        let hex = digest.trim_start_matches("sha256:");
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
+    let record: serde_json::Value = serde_json::from_str(
+        manifest["annotations"]["dev.imgbuild.image"]
+            .as_str()
+            .expect("the manifest has a record"),
+    )
+    .unwrap();
+    let version = record["python"]["version"].as_str().unwrap_or_default();
+    assert!(version.starts_with(&format!("{minor}.")), "{record}");
+    let magic = record["pyc-magic"].as_str().unwrap_or_default();
+    assert!(
+        magic.len() == 8 && magic.ends_with("0d0a"),
+        "Python {minor}: {record}"
+    );
 }
 
 /// `imgbuild build` with its own cache; returns the digest it printed.

@@ -126,6 +126,18 @@ fn a_rebase_swaps_the_base_with_a_few_uploads_serves_and_equals_a_fresh_push() {
         "a rebase onto A' and a fresh push on A' differ"
     );
 
+    let record: serde_json::Value = serde_json::from_str(
+        manifest(&reg, &image)["annotations"]["dev.imgbuild.image"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["python"]["version"], "3.11.2", "{record}");
+    assert_eq!(
+        record["pyc-magic"].as_str().map(str::len),
+        Some(8),
+        "{record}"
+    );
     let now = imgbuild(&dir, &["outdated", &image]).must_succeed("outdated after the rebase");
     assert!(now.stderr.contains("is current"), "{}", now.stderr);
 

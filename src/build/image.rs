@@ -30,8 +30,8 @@ pub(super) struct Parts<'a> {
     pub target: &'a VenvTarget,
     /// The base's Python, as the record names it.
     pub python: &'a crate::python::interpreter::PythonInfo,
-    /// The identity of the interpreter that compiled our pycs (none without bytecode).
-    pub compiled_by: Option<String>,
+    /// The interpreter that compiled our pycs (none without bytecode).
+    pub compiler: Option<&'a crate::python::bytecode::Compiler>,
     /// Our layers, bottom to top.
     pub ours: Vec<PackageLayer>,
     /// The lock's packages, for the SBOM.
@@ -170,7 +170,11 @@ fn record(
         bytecode: spec.bytecode.invalidation().to_owned(),
         bytecode_stdlib: spec.bytecode_stdlib,
         sandbox: spec.sandbox,
-        compiled_by: parts.compiled_by.clone(),
+        compiled_by: parts.compiler.map(|c| c.interp.identity.clone()),
+        pyc_magic: parts
+            .compiler
+            .map(|c| c.interp.magic.clone())
+            .filter(|m| !m.is_empty()),
         compression: opts.compression.name().to_owned(),
         epoch: opts.epoch,
         allow_missing_libraries: spec.allow_missing_libraries.clone(),

@@ -238,7 +238,7 @@ fn build_platform(
         base_repository,
         target: &target,
         python: &python,
-        compiled_by: compiler.as_ref().map(|c| c.interp.identity.clone()),
+        compiler: compiler.as_ref(),
         ours,
         locked: planned.locked,
         sdist_builds: planned.sdist_builds,

@@ -230,7 +230,9 @@ fn rebase_one(
         history,
         rebuilt,
         identity,
+        magic,
     } = remake_layers(record, &ours, &base, &python, repo, opts)?;
+    same_magic(record, magic.as_deref()).map_err(unsafe_swap)?;
     if identity.is_some() && identity != record.compiled_by {
         (opts.on_event)(Event::Warning(format!(
             "[{}] {base_name}'s Python {} is not the build that compiled the image's pycs: they are kept (valid for the same minor version), where a fresh push would compile them again (docs/rebase.md)",
@@ -402,6 +404,18 @@ fn same_python(record: &ImageRecord, python: &PythonInfo) -> Result<(), String> 
     Ok(())
 }
 
+/// The new base's Python reads the image's pycs: the same magic number
+/// (pre-releases of one minor version may differ). Unknown on either side:
+/// nothing to compare (no pycs, or an interpreter that does not say).
+fn same_magic(record: &ImageRecord, magic: Option<&str>) -> Result<(), String> {
+    match (record.pyc_magic.as_deref(), magic) {
+        (Some(was), Some(now)) if was != now => Err(format!(
+            "its Python writes pycs with magic number {now}, the image's pycs have {was} (pre-releases of one version differ)"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Every library a package layer needs is in the new base (or shipped by
 /// a package, or allowed missing), as the build's own check would find.
 fn libraries_found(
@@ -436,7 +450,9 @@ struct Remade {
     layers: Vec<ImageLayer>,
     history: Vec<HistoryEntry>,
     rebuilt: Vec<String>,
+    /// The new base's interpreter's identity and pyc magic number.
     identity: Option<String>,
+    magic: Option<String>,
 }
 
 /// Our layers on the new base: the venv and stdlib pycs layers as a build
@@ -531,6 +547,10 @@ fn remake_layers(
         history,
         rebuilt,
         identity: compiler.as_ref().map(|c| c.interp.identity.clone()),
+        magic: compiler
+            .as_ref()
+            .map(|c| c.interp.magic.clone())
+            .filter(|m| !m.is_empty()),
     })
 }
 
@@ -589,6 +609,7 @@ mod tests {
             bytecode_stdlib: true,
             sandbox: true,
             compiled_by: None,
+            pyc_magic: Some("a70d0d0a".into()),
             compression: "gzip".into(),
             epoch: 0,
             allow_missing_libraries: Vec::new(),
@@ -604,6 +625,16 @@ mod tests {
                 labels: BTreeMap::new(),
             },
         }
+    }
+
+    #[test]
+    fn another_pyc_magic_number_is_refused_and_an_unknown_one_is_not() {
+        let r = record();
+        assert_eq!(same_magic(&r, Some("a70d0d0a")), Ok(()));
+        assert_eq!(same_magic(&r, None), Ok(()));
+        let e = same_magic(&r, Some("b70d0d0a")).unwrap_err();
+        assert!(e.contains("magic number b70d0d0a"), "{e}");
+        assert!(e.contains("have a70d0d0a"), "{e}");
     }
 
     #[test]

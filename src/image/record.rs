@@ -33,6 +33,8 @@ pub struct ImageRecord {
     /// the interpreter that compiled the pycs of the packages and the app;
     /// none without bytecode. A rebase keeps it: those layers are kept.
     pub compiled_by: Option<String>,
+    /// That interpreter's pyc magic number (hex); none without bytecode.
+    pub pyc_magic: Option<String>,
     /// `gzip` or `zstd`: how our layers are compressed.
     pub compression: String,
     /// SOURCE_DATE_EPOCH: every entry's mtime and the config's `created`.
@@ -138,6 +140,7 @@ mod tests {
             bytecode_stdlib: true,
             sandbox: true,
             compiled_by: Some("ab".repeat(32)),
+            pyc_magic: Some("a70d0d0a".into()),
             compression: "gzip".into(),
             epoch: 315532800,
             allow_missing_libraries: vec![],

@@ -56,6 +56,9 @@ pub struct Interpreter {
     /// sha256 over the interpreter binary and the standard library's sources:
     /// what a compiled pyc depends on besides its source and path.
     pub identity: String,
+    /// The pyc magic number, in hex (`a70d0d0a`): fixed within a minor
+    /// version of a final release, not between pre-releases.
+    pub magic: String,
     /// The unpacked tree (the base's `/`).
     pub root: PathBuf,
     /// Whether some standard library source has no pyc: worked out once per
@@ -90,6 +93,7 @@ pub struct Target<'a> {
 struct Stamp {
     cache_tag: String,
     identity: String,
+    magic: String,
     stdlib_lacks_pycs: bool,
 }
 
@@ -163,6 +167,7 @@ impl Interpreter {
                 sandbox,
                 cache_tag: stamp.cache_tag,
                 identity: stamp.identity,
+                magic: stamp.magic,
                 root,
                 stdlib_lacks_pycs: stamp.stdlib_lacks_pycs,
             });
@@ -172,16 +177,18 @@ impl Interpreter {
             sandbox,
             cache_tag: String::new(),
             identity: String::new(),
+            magic: String::new(),
             root,
             stdlib_lacks_pycs: false,
         };
-        interp.cache_tag = interp.probe(target)?;
+        (interp.cache_tag, interp.magic) = interp.probe(target)?;
         interp.identity = identity(&interp.root, target).map_err(unpack_err)?;
         interp.stdlib_lacks_pycs =
             super::stdlib_lacks_pycs(&interp.root, &stdlib_dir(target), &interp.cache_tag);
         let stamp = Stamp {
             cache_tag: interp.cache_tag.clone(),
             identity: interp.identity.clone(),
+            magic: interp.magic.clone(),
             stdlib_lacks_pycs: interp.stdlib_lacks_pycs,
         };
         let tmp_stamp = roots.join(format!(".{key}.json.{}", std::process::id()));
@@ -267,13 +274,17 @@ impl Interpreter {
         Ok((cmd, scratch, seen))
     }
 
-    fn probe(&self, target: &Target) -> Result<String, BytecodeError> {
+    /// The cache tag and the pyc magic number (hex; empty if it cannot be read).
+    fn probe(&self, target: &Target) -> Result<(String, String), BytecodeError> {
         let (mut cmd, _scratch) = self.command()?;
         let out = cmd
             // Frozen modules only, as the compile driver: on a base without
             // stdlib pycs, importing py_compile here compiled a dozen modules
             // from source (about 85 ms) on every fresh runner.
-            .args(["-c", "import sys; print(sys.implementation.cache_tag)"])
+            .args([
+                "-c",
+                "import sys, _frozen_importlib_external as e; print(sys.implementation.cache_tag, getattr(e, 'MAGIC_NUMBER', b'').hex())",
+            ])
             .stdin(Stdio::null())
             .output();
         let cannot_run = |reason: String| BytecodeError::CannotRun {
@@ -282,7 +293,12 @@ impl Interpreter {
             reason,
         };
         let out = out.map_err(|e| cannot_run(e.to_string()))?;
-        let tag = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let mut words = said.split_whitespace();
+        let (tag, magic) = (
+            words.next().unwrap_or_default().to_owned(),
+            words.next().unwrap_or_default().to_owned(),
+        );
         if !out.status.success() || tag.is_empty() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
@@ -290,7 +306,7 @@ impl Interpreter {
                 last.map_or_else(|| out.status.to_string(), |l| l.trim().to_owned()),
             ));
         }
-        Ok(tag)
+        Ok((tag, magic))
     }
 }
 
