@@ -15,7 +15,6 @@ use imgbuild::registry::client::MEDIA_TYPE_OCI_MANIFEST;
 use imgbuild::registry::{credentials::Anonymous, RegistryClient, TransportOptions};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use support::fake_registry::{FakeRegistry, Fault};
 use support::registry::{Registry, Setup};
 use support::Run;
@@ -136,16 +135,7 @@ fn is_keyed(label: &str) -> bool {
 /// A registry holding the Debian base as `python:3.11`, and a locked hello-api on it.
 fn registry_and_project() -> (Registry, PathBuf) {
     let reg = Registry::start(Setup::Plain);
-    let mut args = vec![
-        "--insecure-policy".to_string(),
-        "copy".into(),
-        "--quiet".into(),
-        "--preserve-digests".into(),
-    ];
-    args.extend(reg.skopeo_flags("dest-"));
-    args.push(support::base::base_image_ref("amd64"));
-    args.push(format!("docker://{}/python:3.11", reg.host));
-    support::run_ok(Command::new("skopeo").args(&args));
+    reg.copy_in(&support::base::base_image_ref("amd64"), "python:3.11");
     let project = support::uv::uv_lock(&support::fixture("hello-api"));
     std::fs::write(
         project.join("imgbuild.toml"),

@@ -8,31 +8,17 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use support::registry::{Registry, Setup};
 use support::Run;
 
 fn imgbuild(cwd: &Path, args: &[&str]) -> Run {
-    Run::from(
-        support::without_credentials(cwd, args)
-            .output()
-            .expect("cannot run imgbuild"),
-    )
+    support::run_isolated(cwd, args)
 }
 
-/// Copies an OCI layout to `reg` as `name`, keeping its digests.
-fn copy_base(reg: &Registry, layout: &Path, name: &str) {
-    let mut args = vec![
-        "--insecure-policy".to_string(),
-        "copy".into(),
-        "--quiet".into(),
-        "--preserve-digests".into(),
-    ];
-    args.extend(reg.skopeo_flags("dest-"));
-    args.push(format!("oci:{}:latest", layout.display()));
-    args.push(format!("docker://{}/{name}", reg.host));
-    support::run_ok(Command::new("skopeo").args(&args));
+/// `oci:DIR:latest` for a layout.
+fn oci(layout: &Path) -> String {
+    format!("oci:{}:latest", layout.display())
 }
 
 /// A locked copy of fixture `name` whose spec names `base` and `app`.
@@ -46,6 +32,19 @@ fn project(name: &str, base: &str, app: &str) -> PathBuf {
     // The spec is not the app's: a test that pins it later keeps the app layer.
     std::fs::write(project.join(".dockerignore"), "imgbuild.toml\n").unwrap();
     project
+}
+
+/// hello-api without dependencies (quick to build for several platforms),
+/// with `spec` and its app in imgbuild.toml; the directory goes with the guard.
+fn small_project(prefix: &str, spec: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = support::target_tempdir(prefix);
+    let project = support::fixture_without_dependencies("hello-api", &dir.path().join("app"));
+    std::fs::write(
+        project.join("imgbuild.toml"),
+        format!("{spec}app = \"hello_api.main:app\"\n"),
+    )
+    .unwrap();
+    (dir, project)
 }
 
 /// The registry log's lines from `from` on that finished a blob upload (the
@@ -72,7 +71,7 @@ fn a_rebase_swaps_the_base_with_a_few_uploads_serves_and_equals_a_fresh_push() {
     let reg = Registry::start(Setup::Plain);
     let base_a = support::base::base_image("amd64");
     let base_b = support::base::base_image_with("amd64", &["libstdc++6"]);
-    copy_base(&reg, &base_a, "python:3.11");
+    reg.copy_in(&oci(&base_a), "python:3.11");
     let base = format!("{}/python:3.11", reg.host);
     let dir = project("hello-api", &base, "hello_api.main:app");
     let image = format!("{}/api:1", reg.host);
@@ -81,7 +80,7 @@ fn a_rebase_swaps_the_base_with_a_few_uploads_serves_and_equals_a_fresh_push() {
     };
     let first = pinned_digest(&push(&image, "../cache"));
 
-    copy_base(&reg, &base_b, "python:3.11");
+    reg.copy_in(&oci(&base_b), "python:3.11");
     let outdated = imgbuild(&dir, &["outdated", &image]);
     assert!(!outdated.success, "{}", outdated.stderr);
 
@@ -127,7 +126,7 @@ fn a_rebase_swaps_the_base_with_a_few_uploads_serves_and_equals_a_fresh_push() {
     );
 
     let record: serde_json::Value = serde_json::from_str(
-        manifest(&reg, &image)["annotations"]["dev.imgbuild.image"]
+        reg.manifest("api:1")["annotations"]["dev.imgbuild.image"]
             .as_str()
             .unwrap(),
     )
@@ -184,7 +183,7 @@ fn a_rebase_swaps_the_base_with_a_few_uploads_serves_and_equals_a_fresh_push() {
         dir.join("imgbuild.toml"),
         format!(
             "base = \"{base}@{}\"\napp = \"hello_api.main:app\"\n",
-            layout_digest(&base_a)
+            support::layout::top_digest(&base_a)
         ),
     )
     .unwrap();
@@ -206,28 +205,18 @@ fn a_rebase_swaps_the_base_with_a_few_uploads_serves_and_equals_a_fresh_push() {
     );
 }
 
-/// The digest of the one manifest in an OCI layout's index.
-fn layout_digest(layout: &Path) -> String {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn a_multi_platform_index_is_rebased_per_platform() {
     let reg = Registry::start(Setup::Plain);
-    copy_multiarch(&reg, &support::base::multiarch_base(), "python:3.11");
+    reg.copy_in(
+        &format!("oci:{}", support::base::multiarch_base().display()),
+        "python:3.11",
+    );
     let base = format!("{}/python:3.11", reg.host);
-    let dir = support::target_tempdir("rebase-multi-");
-    let project = support::fixture_without_dependencies("hello-api", &dir.path().join("app"));
-    std::fs::write(
-        project.join("imgbuild.toml"),
-        format!("base = \"{base}\"\napp = \"hello_api.main:app\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n"),
-    )
-    .unwrap();
+    let (_dir, project) = small_project(
+        "rebase-multi-",
+        &format!("base = \"{base}\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n"),
+    );
     let image = format!("{}/multi:1", reg.host);
     let before = imgbuild(
         &project,
@@ -243,7 +232,7 @@ fn a_multi_platform_index_is_rebased_per_platform() {
         ),
         (support::base::base_image("arm64"), "arm64", Some("v8")),
     ]);
-    copy_multiarch(&reg, &new_index, "python:3.11");
+    reg.copy_in(&format!("oci:{}", new_index.display()), "python:3.11");
     let rebased =
         imgbuild(&project, &["rebase", &image, "--cache-dir", "../cache"]).must_succeed("rebase");
     assert!(
@@ -272,34 +261,18 @@ fn a_multi_platform_index_is_rebased_per_platform() {
     assert_eq!(digest, pinned_digest(&fresh));
 }
 
-/// Copies an OCI layout holding an index to `reg` as `name`, every platform.
-fn copy_multiarch(reg: &Registry, layout: &Path, name: &str) {
-    let mut args = vec![
-        "--insecure-policy".to_string(),
-        "copy".into(),
-        "--quiet".into(),
-        "--all".into(),
-        "--preserve-digests".into(),
-    ];
-    args.extend(reg.skopeo_flags("dest-"));
-    args.push(format!("oci:{}", layout.display()));
-    args.push(format!("docker://{}/{name}", reg.host));
-    support::run_ok(Command::new("skopeo").args(&args));
-}
-
 #[test]
 fn unsafe_swaps_are_refused_in_one_line() {
     let reg = Registry::start(Setup::Plain);
     let with_cxx = support::base::base_image_with("amd64", &["libstdc++6"]);
-    copy_base(&reg, &with_cxx, "python:3.11");
+    reg.copy_in(&oci(&with_cxx), "python:3.11");
     let base = format!("{}/python:3.11", reg.host);
     let dir = project("proj-numpy", &base, "app:app");
     let image = format!("{}/numpy:1", reg.host);
     imgbuild(&dir, &["push", "--tag", &image, "--cache-dir", "../cache"]).must_succeed("push");
 
-    copy_base(
-        &reg,
-        &support::base::base_image("amd64"),
+    reg.copy_in(
+        &oci(&support::base::base_image("amd64")),
         "python:3.11-bare",
     );
     let bare = format!("{}/python:3.11-bare", reg.host);
@@ -320,7 +293,7 @@ fn unsafe_swaps_are_refused_in_one_line() {
     }
 
     let bullseye = support::base::debian_python_base("amd64", "bullseye", "python3.9", &[]);
-    copy_base(&reg, &bullseye, "python:3.9");
+    reg.copy_in(&oci(&bullseye), "python:3.9");
     let older = format!("{}/python:3.9", reg.host);
     let refused = imgbuild(
         &dir,
@@ -349,7 +322,7 @@ fn unsafe_swaps_are_refused_in_one_line() {
 fn a_changed_standard_library_remakes_the_stdlib_pycs_layer_as_a_fresh_push_would() {
     let reg = Registry::start(Setup::Plain);
     let base_a = support::base::base_image("amd64");
-    copy_base(&reg, &base_a, "python:3.11");
+    reg.copy_in(&oci(&base_a), "python:3.11");
     // The same interpreter, one more module in its standard library: the
     // stdlib pycs layer (the test base ships none) must be compiled again.
     let changed = support::base::with_files(
@@ -357,13 +330,7 @@ fn a_changed_standard_library_remakes_the_stdlib_pycs_layer_as_a_fresh_push_woul
         &[("usr/lib/python3.11/imgbuild_probe.py", b"PROBE = 1\n")],
     );
     let base = format!("{}/python:3.11", reg.host);
-    let dir = support::target_tempdir("rebase-stdlib-");
-    let project = support::fixture_without_dependencies("hello-api", &dir.path().join("app"));
-    std::fs::write(
-        project.join("imgbuild.toml"),
-        format!("base = \"{base}\"\napp = \"hello_api.main:app\"\n"),
-    )
-    .unwrap();
+    let (_dir, project) = small_project("rebase-stdlib-", &format!("base = \"{base}\"\n"));
     let image = format!("{}/stdlib:1", reg.host);
     let push = |tag: &str, cache: &str| {
         pinned_digest(
@@ -371,7 +338,7 @@ fn a_changed_standard_library_remakes_the_stdlib_pycs_layer_as_a_fresh_push_woul
         )
     };
     let before = push(&image, "../cache");
-    copy_base(&reg, &changed, "python:3.11");
+    reg.copy_in(&oci(&changed), "python:3.11");
     let rebased = imgbuild(
         &project,
         &["rebase", &image, "--json", "--cache-dir", "../cache"],
@@ -399,7 +366,7 @@ fn a_changed_standard_library_remakes_the_stdlib_pycs_layer_as_a_fresh_push_woul
     let fresh_tag = format!("{}/stdlib-fresh:1", reg.host);
     let fresh = push(&fresh_tag, "../cache-fresh");
     assert_ne!(digest, fresh);
-    let (ours, theirs) = (manifest(&reg, &image), manifest(&reg, &fresh_tag));
+    let (ours, theirs) = (reg.manifest("stdlib:1"), reg.manifest("stdlib-fresh:1"));
     assert_eq!(ours["layers"], theirs["layers"]);
     let record = |m: &serde_json::Value| -> serde_json::Value {
         serde_json::from_str(m["annotations"]["dev.imgbuild.image"].as_str().unwrap()).unwrap()
@@ -418,13 +385,4 @@ fn a_changed_standard_library_remakes_the_stdlib_pycs_layer_as_a_fresh_push_woul
     );
     // The new module's pyc is in the image (a user cannot write it there at run time).
     assert_eq!(out, "True 1");
-}
-
-/// The manifest `reference` names on `reg`, as JSON.
-fn manifest(reg: &Registry, reference: &str) -> serde_json::Value {
-    let mut args = vec!["inspect".to_string(), "--raw".into()];
-    args.extend(reg.skopeo_flags(""));
-    args.push(format!("docker://{reference}"));
-    let out = support::run_ok(Command::new("skopeo").args(&args));
-    serde_json::from_slice(&out.stdout).unwrap()
 }

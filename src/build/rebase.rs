@@ -575,7 +575,6 @@ fn stdlib_again(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::record::{RecordedPython, RecordedRuntime};
     use crate::python::interpreter::Libc;
 
     fn python(version: (u32, u32, u32), abi: &str, interpreter: &str) -> PythonInfo {
@@ -598,32 +597,8 @@ mod tests {
     fn record() -> ImageRecord {
         ImageRecord {
             format: super::super::LAYER_FORMAT,
-            base_layers: 1,
-            python: RecordedPython {
-                version: "3.11.2".into(),
-                abi: "cp311".into(),
-                interpreter: "/usr/bin/python3.11".into(),
-            },
             venv: "/app/.venv".into(),
-            bytecode: "checked-hash".into(),
-            bytecode_stdlib: true,
-            sandbox: true,
-            compiled_by: None,
-            pyc_magic: Some("a70d0d0a".into()),
-            compression: "gzip".into(),
-            epoch: 0,
-            allow_missing_libraries: Vec::new(),
-            runtime: RecordedRuntime {
-                user: "1000:1000".into(),
-                working_dir: "/app".into(),
-                venv_bin: "/app/.venv/bin".into(),
-                home: None,
-                env: BTreeMap::new(),
-                port: 8000,
-                entrypoint: None,
-                cmd: None,
-                labels: BTreeMap::new(),
-            },
+            ..crate::image::record::tests::record()
         }
     }
 

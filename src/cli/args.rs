@@ -122,6 +122,30 @@ pub struct CommonArgs {
     pub json: bool,
 }
 
+impl CommonArgs {
+    /// The settings of a command that reads and writes registries but builds
+    /// nothing (`outdated`, `rebase`): no spec, no platforms.
+    pub fn registry_only(
+        ca_files: Vec<PathBuf>,
+        cache_dir: Option<PathBuf>,
+        json: bool,
+    ) -> CommonArgs {
+        CommonArgs {
+            spec: None,
+            build: BuildFlags {
+                platforms: Vec::new(),
+                cache_dir,
+                offline: false,
+                jobs: 4,
+                ca_files,
+                cache_from: Vec::new(),
+            },
+            digest_file: None,
+            json,
+        }
+    }
+}
+
 /// How a build runs: for what, from where and how wide (shared by `build`,
 /// `push` and the like, and `resolve`).
 #[derive(Args, Debug, Clone)]

@@ -2,7 +2,7 @@
 //! base was built from now points elsewhere. Exit status 0 when every base is
 //! current, 1 when one moved (or the check failed); `--json` for CI.
 
-use super::args::{BuildFlags, RegistryArgs};
+use super::args::RegistryArgs;
 use super::prepare::registry_client;
 use super::CommonArgs;
 use crate::inspect::outdated::{check_base, BaseCheck, BaseStatus};
@@ -39,7 +39,7 @@ pub struct BasesMoved {
 }
 
 pub fn cmd_outdated(args: OutdatedArgs) -> Result<()> {
-    let common = common_for(&args);
+    let common = CommonArgs::registry_only(args.ca_files.clone(), None, args.json);
     let mut moved = Vec::new();
     for reference in &args.references {
         let r = ImageRef::parse(reference)?;
@@ -102,22 +102,5 @@ fn describe(reference: &str, c: &BaseCheck) -> String {
         BaseStatus::Unknown { why } => {
             format!("{reference} [{}]: cannot tell: {why}", c.platform)
         }
-    }
-}
-
-/// The shared registry-client settings, from this command's own flags.
-fn common_for(args: &OutdatedArgs) -> CommonArgs {
-    CommonArgs {
-        spec: None,
-        build: BuildFlags {
-            platforms: Vec::new(),
-            cache_dir: None,
-            offline: false,
-            jobs: 4,
-            ca_files: args.ca_files.clone(),
-            cache_from: Vec::new(),
-        },
-        digest_file: None,
-        json: args.json,
     }
 }

@@ -4,7 +4,7 @@
 //! attestations, and a venv or stdlib pycs layer only when the new base's
 //! Python changed them). Prints the pinned references, as `push` does.
 
-use super::args::{BuildFlags, CommonArgs, RegistryArgs};
+use super::args::{CommonArgs, RegistryArgs};
 use super::prepare::registry_client;
 use super::release::AttachArgs;
 use crate::base::remote::RegistryBases;
@@ -49,7 +49,8 @@ pub fn cmd_rebase(args: RebaseArgs, verbose: bool) -> Result<()> {
         );
     };
     let tags = target_tags(&args, &image)?;
-    let common = common_for(&args);
+    let common =
+        CommonArgs::registry_only(args.ca_files.clone(), args.cache_dir.clone(), args.json);
     let client = registry_client(&common, &args.registry, Some(&tags[0].registry))?;
     let store = Store::open(args.cache_dir.clone().unwrap_or_else(Store::default_root))?;
     let loaded = inspect::load(&ImageRef::Registry(image.clone()), &args.reference, &client)?;
@@ -162,23 +163,6 @@ fn summary(
     })
 }
 
-/// The shared registry-client settings, from this command's own flags.
-fn common_for(args: &RebaseArgs) -> CommonArgs {
-    CommonArgs {
-        spec: None,
-        build: BuildFlags {
-            platforms: Vec::new(),
-            cache_dir: args.cache_dir.clone(),
-            offline: false,
-            jobs: 4,
-            ca_files: args.ca_files.clone(),
-            cache_from: Vec::new(),
-        },
-        digest_file: None,
-        json: args.json,
-    }
-}
-
 /// How a rebased image was made, from its provenance.
 pub(super) struct MadeByRebase {
     /// The image it was rebased from (`REF`), and the base it was put on.
@@ -204,11 +188,7 @@ pub(super) fn made_by_rebase(
     let Some(first) = image.images.first() else {
         return Ok(None);
     };
-    let subject = crate::output::referrers::Subject {
-        media_type: crate::image::MEDIA_TYPE_OCI_MANIFEST.to_string(),
-        digest: first.manifest_digest.clone(),
-        size: 0,
-    };
+    let subject = crate::output::referrers::Subject::manifest(&first.manifest_digest, 0);
     let Some(doc) = crate::output::referrers::find_document(
         client,
         repo,

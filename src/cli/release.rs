@@ -151,11 +151,7 @@ pub(super) fn attach_on_push(
     for repo in distinct_repositories(tags) {
         let name = repo.name();
         for (img, input) in result.images.iter().zip(attest_inputs(ctx, result, &name)?) {
-            let subject = Subject {
-                media_type: crate::image::MEDIA_TYPE_OCI_MANIFEST.to_string(),
-                digest: img.manifest_digest.clone(),
-                size: img.manifest.len() as u64,
-            };
+            let subject = Subject::manifest(&img.manifest_digest, img.manifest.len() as u64);
             let how = referrers::attach(client, repo, &subject, &artifacts(&input, args))?;
             let what = match (args.sbom, args.provenance) {
                 (true, true) => "SBOM and provenance",
@@ -201,11 +197,7 @@ pub(super) fn attach_rebase(
         .zip(&old.images);
     let mut inputs = Vec::new();
     for ((img, swap), before) in images {
-        let subject = Subject {
-            media_type: crate::image::MEDIA_TYPE_OCI_MANIFEST.to_string(),
-            digest: before.manifest_digest.clone(),
-            size: 0,
-        };
+        let subject = Subject::manifest(&before.manifest_digest, 0);
         let listed = referrers::find_document(client, old_repo, &subject, attest::MEDIA_TYPE_SPDX)?
             .map(|b| attest::readback::from_spdx(&b))
             .unwrap_or_default();
@@ -217,11 +209,7 @@ pub(super) fn attach_rebase(
                 image_name: repo.name(),
                 ..input.clone()
             };
-            let subject = Subject {
-                media_type: crate::image::MEDIA_TYPE_OCI_MANIFEST.to_string(),
-                digest: img.manifest_digest.clone(),
-                size: img.manifest.len() as u64,
-            };
+            let subject = Subject::manifest(&img.manifest_digest, img.manifest.len() as u64);
             referrers::attach(client, repo, &subject, &artifacts(&input, args))?;
             eprintln!(
                 "[{}] attached the SBOM and provenance of the rebase to {}@{}",

@@ -123,10 +123,11 @@ impl ImageRecord {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record() -> ImageRecord {
+    /// A record as a build on a Debian 3.11 base writes it.
+    pub(crate) fn record() -> ImageRecord {
         ImageRecord {
             format: 5,
             base_layers: 1,

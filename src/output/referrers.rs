@@ -51,6 +51,17 @@ pub struct Subject {
     pub size: u64,
 }
 
+impl Subject {
+    /// An image manifest as a subject (its size matters only to a push).
+    pub fn manifest(digest: &Digest, size: u64) -> Subject {
+        Subject {
+            media_type: MEDIA_TYPE_OCI_MANIFEST.to_string(),
+            digest: digest.clone(),
+            size,
+        }
+    }
+}
+
 /// How the artifacts were made findable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attached {

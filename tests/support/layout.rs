@@ -37,3 +37,12 @@ pub fn string_pairs(array: &serde_json::Value, a: &str, b: &str) -> Vec<(String,
         })
         .collect()
 }
+
+/// The digest of the first manifest in an OCI layout's index.json.
+#[allow(dead_code)]
+pub fn top_digest(layout: &Path) -> String {
+    json_file(&layout.join("index.json"))["manifests"][0]["digest"]
+        .as_str()
+        .expect("index.json lists a manifest")
+        .to_string()
+}

@@ -43,6 +43,16 @@ pub fn without_credentials(cwd: &std::path::Path, args: &[&str]) -> std::process
     cmd
 }
 
+/// imgbuild run in `cwd` with `args` and no credentials from the machine.
+#[allow(dead_code)]
+pub fn run_isolated(cwd: &std::path::Path, args: &[&str]) -> Run {
+    Run::from(
+        without_credentials(cwd, args)
+            .output()
+            .expect("cannot run imgbuild"),
+    )
+}
+
 /// How an imgbuild run ended, with its output as text.
 pub struct Run {
     pub success: bool,

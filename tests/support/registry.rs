@@ -374,6 +374,35 @@ impl Registry {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Copies an OCI layout (`oci:DIR:TAG`, or `oci:DIR` with every platform
+    /// of its index) to this registry as `name`, keeping its digests.
+    #[allow(dead_code)]
+    pub fn copy_in(&self, source: &str, name: &str) {
+        let mut args = vec![
+            "--insecure-policy".to_string(),
+            "copy".into(),
+            "--quiet".into(),
+            "--preserve-digests".into(),
+        ];
+        if !source.ends_with(":latest") {
+            args.push("--all".into());
+        }
+        args.extend(self.skopeo_flags("dest-"));
+        args.push(source.to_owned());
+        args.push(format!("docker://{}/{name}", self.host));
+        super::run_ok(std::process::Command::new("skopeo").args(&args));
+    }
+
+    /// The manifest `name` (a repository with a tag or digest) holds here, as JSON.
+    #[allow(dead_code)]
+    pub fn manifest(&self, name: &str) -> serde_json::Value {
+        let mut args = vec!["inspect".to_string(), "--raw".into()];
+        args.extend(self.skopeo_flags(""));
+        args.push(format!("docker://{}/{name}", self.host));
+        let out = super::run_ok(std::process::Command::new("skopeo").args(&args));
+        serde_json::from_slice(&out.stdout).expect("a JSON manifest")
+    }
+
     /// The skopeo flags that reach this registry with our credentials;
     /// `prefix` is "" for `inspect`, "src-" or "dest-" for `copy`.
     pub fn skopeo_flags(&self, prefix: &str) -> Vec<String> {
