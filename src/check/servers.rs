@@ -121,20 +121,20 @@ pub const SERVERS: &[Server] = &[
             "8000",
             "--path",
             "/home/app/chroma",
+            "--log-path",
+            "/home/app/chroma.log",
         ],
         port: 8000,
-        what: "the Chroma vector database, its data in HOME",
+        what: "the Chroma vector database, its data and log in HOME",
     },
     Server {
         script: "dagster-webserver",
         packages: &["dagster-webserver"],
+        // It makes a temporary DAGSTER_HOME in the working directory, which is read-only.
         cmd: &[
-            "dagster-webserver",
-            "-h",
-            "0.0.0.0",
-            "-p",
-            "8000",
-            "--empty-workspace",
+            "sh",
+            "-c",
+            "cd /home/app && exec dagster-webserver -h 0.0.0.0 -p 8000 --empty-workspace",
         ],
         port: 8000,
         what: "the Dagster webserver (orchestration); with an empty workspace: replace `--empty-workspace` by `-f defs.py` or `-m MODULE` for your definitions",
@@ -144,14 +144,14 @@ pub const SERVERS: &[Server] = &[
         packages: &["litellm"],
         cmd: &["litellm", "--host", "0.0.0.0", "--port", "8000"],
         port: 8000,
-        what: "the LiteLLM proxy (LLM gateway); add `--config FILE` for your models (with the `proxy` extra)",
+        what: "the LiteLLM proxy (LLM gateway); it needs LITELLM_MASTER_KEY in `env` (a secret) and `--config FILE` for your models",
     },
     Server {
         script: "dstack",
         packages: &["dstack"],
         cmd: &["dstack", "server", "--host", "0.0.0.0", "--port", "8000"],
         port: 8000,
-        what: "the dstack server (GPU orchestration), its state in ~/.dstack (with the `server` extra)",
+        what: "the dstack server (GPU orchestration), its state in ~/.dstack; it runs git, which the base must have",
     },
 ];
 
@@ -178,12 +178,15 @@ mod tests {
     fn every_packaged_server_listens_on_all_interfaces_at_its_port() {
         for s in SERVERS.iter().filter(|s| !s.cmd.is_empty()) {
             let line = s.cmd.join(" ");
+            assert!(
+                s.cmd[0] == s.script || s.cmd[2].contains(&format!("exec {} ", s.script)),
+                "{line}"
+            );
             let on_port = line.contains(&format!("--port {}", s.port))
                 || line.contains(&format!("-p {}", s.port))
                 || s.script == "phoenix";
             assert!(on_port, "{line}");
             assert!(line.contains("0.0.0.0") || s.script == "phoenix", "{line}");
-            assert!(line.contains(s.script), "{line}");
             assert!(
                 !line.contains("/app/") || line.contains("/home/app"),
                 "{line}"
