@@ -93,22 +93,22 @@ die() { echo "error: $*" >&2; exit 1; }
 command -v uv >/dev/null || die "uv not found; run scripts/setup.sh"
 command -v python3 >/dev/null || die "python3 not found; run scripts/setup.sh"
 if wants push-memory || wants ci; then
-  [ -x /usr/bin/time ] || die "/usr/bin/time not found; install Debian's 'time' package (scripts/setup.sh --tests does)"
+  [ -x /usr/bin/time ] || die "/usr/bin/time not found; install Debian's 'time' package (scripts/setup.sh does)"
 fi
 if wants compression; then
   command -v containerd >/dev/null && command -v ctr >/dev/null ||
-    die "containerd or ctr not found; run scripts/setup.sh --tests"
+    die "containerd or ctr not found; run scripts/setup.sh --deps-only"
 fi
 if wants push-memory || wants push || wants ci || wants compression; then
   [ -x /usr/bin/docker-registry ] || die "/usr/bin/docker-registry not found; run scripts/setup.sh"
 fi
 if wants ci; then
-  command -v skopeo >/dev/null || die "skopeo not found; run scripts/setup.sh --tests"
+  command -v skopeo >/dev/null || die "skopeo not found; run scripts/setup.sh"
 fi
 if wants push || wants startup; then
   command -v podman >/dev/null || die "podman not found; run scripts/setup.sh"
   command -v curl >/dev/null || die "curl not found; run scripts/setup.sh"
-  command -v skopeo >/dev/null || die "skopeo not found; run scripts/setup.sh --tests"
+  command -v skopeo >/dev/null || die "skopeo not found; run scripts/setup.sh"
 fi
 if wants watch; then
   command -v podman >/dev/null || die "podman not found; run scripts/setup.sh"
@@ -116,7 +116,7 @@ if wants watch; then
 fi
 if wants deploy; then
   command -v podman >/dev/null || die "podman not found; run scripts/setup.sh"
-  command -v locust >/dev/null || die "locust not found; run scripts/setup.sh --tests"
+  command -v locust >/dev/null || die "locust not found; run scripts/setup.sh --deps-only"
   [ -x /usr/bin/docker-registry ] || die "/usr/bin/docker-registry not found; run scripts/setup.sh"
 fi
 if [ "${BENCH_NO_BUILD:-}" != 1 ]; then
