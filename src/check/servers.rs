@@ -151,7 +151,7 @@ pub const SERVERS: &[Server] = &[
         packages: &["dstack"],
         cmd: &["dstack", "server", "--host", "0.0.0.0", "--port", "8000"],
         port: 8000,
-        what: "the dstack server (GPU orchestration), its state in ~/.dstack; it runs git, which the base must have",
+        what: "the dstack server (GPU orchestration), its state in ~/.dstack; it runs git and ssh, which the base must have (Debian: git, openssh-client)",
     },
 ];
 
