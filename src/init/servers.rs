@@ -37,7 +37,6 @@ impl Proposal {
         }
     }
 
-    #[cfg(test)]
     fn package(&self) -> &str {
         match self {
             Proposal::Command { package, .. } | Proposal::App { package, .. } => package,
@@ -64,7 +63,10 @@ pub(super) fn pick(dir: &Path, pyproject: Option<&str>, draft: &mut Draft, notes
     let Some(best) = found.first() else {
         return;
     };
-    let others: Vec<String> = found[1..].iter().map(Proposal::shown).collect();
+    let others: Vec<String> = found[1..]
+        .iter()
+        .map(|p| format!("{} ({})", p.shown(), p.package()))
+        .collect();
     let (kind, also) = match others.is_empty() {
         true => (NoteKind::Found, String::new()),
         false => (

@@ -421,7 +421,7 @@ fn a_project_without_an_app_that_depends_on_a_packaged_server_gets_its_command()
     let guessed = texts(&r, NoteKind::Guessed);
     assert!(
         guessed[0].starts_with("cmd [\"phoenix\", \"serve\"], port 6006 (the dependency arize-phoenix: Arize Phoenix (tracing)")
-            && guessed[0].contains("also found cmd [\"sh\", \"-c\", \"cd /home/app && exec jupyverse --host 0.0.0.0 --port 8000\"], port 8000"),
+            && guessed[0].contains("also found cmd [\"sh\", \"-c\", \"cd /home/app && exec jupyverse --host 0.0.0.0 --port 8000\"], port 8000 (jupyverse)"),
         "{guessed:?}"
     );
     let text = p.read("imgbuild.toml");
