@@ -187,6 +187,8 @@ TOML
     verdict="no HTTP: $(printf '%s' "$why" | cut -c1-200)"
   fi
   RESULTS+=("$name|$req|$verdict|$wheels|$((t1 - t0))|$size|${write:-}|$command${env:+ with env $env}${packages:+ on a base with $packages}")
+  # podman keeps a copy of an oci: image it ran, named after its directory.
+  podman --runtime runc rmi -f "localhost$WORK/img-$name:latest" >/dev/null 2>&1
   rm -rf "$WORK/img-$name"
 }
 
@@ -205,7 +207,7 @@ for entry in "${SERVERS[@]}"; do
 done
 
 echo
-echo "| server | requirement | served | packages locked | build (s) | image (MiB) | first write | command imgbuild init wrote |"
+echo "| server | requirement | served | packages locked | build (s) | OCI layout, compressed (MiB) | first write | command imgbuild init wrote |"
 echo "|---|---|---|---|---|---|---|---|"
 for r in "${RESULTS[@]}"; do
   IFS='|' read -r name req verdict wheels secs size write command <<<"$r"
