@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Prepare a Debian 12 machine to build imgbuild, run its tests and try the example.
+# Prepare a Debian 12 machine to build imgbuild and try the example, or to run its tests.
 # Safe to run again: every step checks before it changes anything. Runs as root (or
 # through sudo when it is there).
 #
-#   scripts/setup.sh              everything: packages, podman, binfmt, uv, base image,
-#                                 example lock, release build
-#   scripts/setup.sh --deps-only  packages, podman, binfmt and uv only (what CI needs)
+#   scripts/setup.sh          the example: what scripts/example.sh needs (podman, a local
+#                             registry, mmdebstrap for the base image, uv), then the base
+#                             image, the example's lock and a release build
+#   scripts/setup.sh --tests  what the tests need (.ci/run): the example's packages plus the
+#                             test tools (skopeo, umoci, qemu for arm64, containerd, Poetry,
+#                             PDM, SBOM validators, ...); no base image or release build,
+#                             the tests build and cache what they use. --deps-only is the
+#                             same (its older name).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DEPS_ONLY=false
-[ "${1:-}" = "--deps-only" ] && DEPS_ONLY=true
+TESTS=false
+case "${1:-}" in
+  --tests | --deps-only) TESTS=true ;;
+  "") ;;
+  *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
+esac
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -19,24 +28,56 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 step() { echo "==> $*"; }
 
+example() {
+  # --- the example: base image, lockfile, release binary ---------------------------------
+  BASE="$ROOT/.imgbuild/base-amd64"
+  STAMP="$BASE.script-sha256"
+  # libstdc++6 as python:*-slim has it: apps with C++ extensions (greenlet, so async
+  # SQLAlchemy; numpy) need it, and the native-library check refuses them without it.
+  BASE_PACKAGES=libstdc++6
+  HASH="$(sha256sum "$ROOT/scripts/build-base-image.sh" | cut -d' ' -f1) $BASE_PACKAGES"
+  if [ -f "$BASE/index.json" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$HASH" ]; then
+    step "base image up to date: $BASE"
+  else
+    step "building the amd64 base image (Debian bookworm, Python 3.11, $BASE_PACKAGES) into $BASE (about a minute)"
+    $SUDO bash "$ROOT/scripts/build-base-image.sh" amd64 "$BASE" "$BASE_PACKAGES"
+    printf '%s' "$HASH" >"$STAMP"
+  fi
+
+  LOCKDIR="$ROOT/.imgbuild/hello-api"
+  mkdir -p "$LOCKDIR"
+  cp "$ROOT/fixtures/hello-api/pyproject.toml" "$LOCKDIR/pyproject.toml"
+  step "locking fixtures/hello-api into $LOCKDIR/uv.lock"
+  (cd "$LOCKDIR" && UV_PYTHON_DOWNLOADS=never uv lock --quiet --exclude-newer 2026-11-01T00:00:00Z)
+
+  step "cargo build --release (several minutes on 2 cores; cargo shows its progress)"
+  (cd "$ROOT" && cargo build --release)
+  step "done: now run scripts/example.sh (push the example, run it, GET /health)"
+}
+
 # --- Debian packages -------------------------------------------------------------------
-# podman + runc run the built images in tests; docker-registry, htpasswd (apache2-utils)
-# and openssl make the local test registries; skopeo and umoci inspect images
-# independently; mmdebstrap, qemu-user-static and binfmt-support build the Debian base
-# images (arm64 emulated); uidmap, fuse-overlayfs, slirp4netns and catatonit are what
-# podman needs on a minimal system; util-linux gives flock for the test cache lock;
-# containerd (with its ctr) is the runtime of Kubernetes nodes, which the deploy tests
-# pull and run the pushed image with; curl asks the example and the wheel check
-# (scripts/wheel.sh) for /health; systemd gives systemd-analyze, which checks the units
-# `imgbuild manifests --format systemd` writes (nothing here starts systemd).
+# The example: podman + runc run the image (uidmap, fuse-overlayfs, slirp4netns and
+# catatonit are what podman needs on a minimal system); docker-registry is the throwaway
+# registry scripts/example.sh pushes to; mmdebstrap builds the Debian base image (python3
+# for its layout, gzip for its layer); curl asks the example for /health; python3-pip
+# installs uv when it is missing.
 PACKAGES=(
   podman runc uidmap fuse-overlayfs slirp4netns catatonit
-  docker-registry apache2-utils openssl ca-certificates
-  skopeo umoci
-  mmdebstrap qemu-user-static binfmt-support
-  util-linux gzip python3 python3-pip git hyperfine time curl
-  containerd systemd
+  docker-registry ca-certificates
+  mmdebstrap gzip python3 python3-pip curl
 )
+# The tests, on top: htpasswd (apache2-utils) and openssl make the local test registries;
+# skopeo and umoci inspect images independently; qemu-user-static and binfmt-support run
+# the arm64 base builds and images; util-linux gives flock for the test cache lock;
+# containerd (with its ctr) is the runtime of Kubernetes nodes, which the deploy tests
+# pull and run the pushed image with; systemd gives systemd-analyze, which checks the
+# units `imgbuild manifests --format systemd` writes (nothing here starts systemd);
+# hyperfine and time measure the benchmarks; git for the fixtures' repositories.
+TEST_PACKAGES=(
+  apache2-utils openssl skopeo umoci qemu-user-static binfmt-support
+  util-linux git hyperfine time containerd systemd
+)
+$TESTS && PACKAGES+=("${TEST_PACKAGES[@]}")
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -74,16 +115,18 @@ if ! $SUDO podman --runtime runc info >/dev/null 2>&1; then
 fi
 step "podman storage driver: $($SUDO podman --runtime runc info --format '{{.Store.GraphDriverName}}')"
 
-# --- arm64 emulation -------------------------------------------------------------------
-if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
-  step "mounting binfmt_misc"
-  $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
-    echo "warning: cannot mount binfmt_misc; arm64 images will not run here" >&2
-fi
-if [ -e /proc/sys/fs/binfmt_misc/register ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
-  step "registering qemu-aarch64 with binfmt_misc"
-  $SUDO update-binfmts --enable qemu-aarch64 ||
-    echo "warning: cannot register qemu-aarch64; arm64 images will not run here" >&2
+# --- arm64 emulation (the tests' arm64 bases and images) ---------------------------------
+if $TESTS; then
+  if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    step "mounting binfmt_misc"
+    $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
+      echo "warning: cannot mount binfmt_misc; arm64 images will not run here" >&2
+  fi
+  if [ -e /proc/sys/fs/binfmt_misc/register ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    step "registering qemu-aarch64 with binfmt_misc"
+    $SUDO update-binfmts --enable qemu-aarch64 ||
+      echo "warning: cannot register qemu-aarch64; arm64 images will not run here" >&2
+  fi
 fi
 
 # --- uv (makes lockfiles for the tests and the example) --------------------------------
@@ -94,6 +137,15 @@ if ! command -v uv >/dev/null; then
     $SUDO python3 -m pip install --quiet --break-system-packages uv
 fi
 step "$(uv --version)"
+
+command -v cargo >/dev/null || {
+  echo "error: cargo not found; install Rust 1.85 or newer (rustup) and run again" >&2
+  exit 1
+}
+
+$TESTS || { example; exit 0; }
+
+# --- the tests' tools ------------------------------------------------------------------
 # maturin builds the imgbuild wheel (scripts/wheel.sh); uvx keeps it in uv's cache.
 step "$(uvx --from 'maturin>=1.9,<2' maturin --version)"
 
@@ -135,35 +187,4 @@ for tool in kubernetes-validate locust podman-compose; do
       UV_PYTHON_DOWNLOADS=never uv tool install --quiet "$tool"
   fi
 done
-
-command -v cargo >/dev/null || {
-  echo "error: cargo not found; install Rust 1.85 or newer (rustup) and run again" >&2
-  exit 1
-}
-
-$DEPS_ONLY && exit 0
-
-# --- the example: base image, lockfile, release binary ---------------------------------
-BASE="$ROOT/.imgbuild/base-amd64"
-STAMP="$BASE.script-sha256"
-# libstdc++6 as python:*-slim has it: apps with C++ extensions (greenlet, so async
-# SQLAlchemy; numpy) need it, and the native-library check refuses them without it.
-BASE_PACKAGES=libstdc++6
-HASH="$(sha256sum "$ROOT/scripts/build-base-image.sh" | cut -d' ' -f1) $BASE_PACKAGES"
-if [ -f "$BASE/index.json" ] && [ "$(cat "$STAMP" 2>/dev/null)" = "$HASH" ]; then
-  step "base image up to date: $BASE"
-else
-  step "building the amd64 base image (Debian bookworm, Python 3.11, $BASE_PACKAGES) into $BASE (about a minute)"
-  $SUDO bash "$ROOT/scripts/build-base-image.sh" amd64 "$BASE" "$BASE_PACKAGES"
-  printf '%s' "$HASH" >"$STAMP"
-fi
-
-LOCKDIR="$ROOT/.imgbuild/hello-api"
-mkdir -p "$LOCKDIR"
-cp "$ROOT/fixtures/hello-api/pyproject.toml" "$LOCKDIR/pyproject.toml"
-step "locking fixtures/hello-api into $LOCKDIR/uv.lock"
-(cd "$LOCKDIR" && UV_PYTHON_DOWNLOADS=never uv lock --quiet --exclude-newer 2026-11-01T00:00:00Z)
-
-step "cargo build --release (several minutes on 2 cores; cargo shows its progress)"
-(cd "$ROOT" && cargo build --release)
-step "done: now run scripts/example.sh (push the example, run it, GET /health)"
+step "test tools installed; run .ci/run (or cargo test --lib for the fast tier)"

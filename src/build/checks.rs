@@ -187,3 +187,20 @@ fn undeclared_imports(
         .collect();
     imports::warning(&imports::undeclared(module, app_plan, roots, &list, target))
 }
+
+/// Whether the base has a program of this bare name on its `PATH` (its
+/// config's, else the default), for the early check of `cmd`.
+pub(super) fn on_base_path<'a>(
+    base: &crate::base::BaseImage,
+    view: &'a crate::check::facts::BaseView,
+) -> impl Fn(&str) -> bool + 'a {
+    use crate::check::BaseFiles;
+    let path = base
+        .env_path()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| crate::python::interpreter::DEFAULT_PATH.to_owned());
+    move |name: &str| {
+        path.split(':')
+            .any(|dir| view.exists(&format!("{}/{name}", dir.trim_end_matches('/'))))
+    }
+}

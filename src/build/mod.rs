@@ -202,7 +202,8 @@ fn build_platform(
         base: &|| bytecode::interpreter(spec, &base, &python, compiler.as_ref(), opts),
         whole_base: &|| bytecode::whole_base_interpreter(spec, &base, &python, opts),
     };
-    let planned = packages::plan(spec, &python, platform, opts, &interpreters)?;
+    let in_base = checks::on_base_path(&base, &base_view);
+    let planned = packages::plan(spec, &python, platform, opts, &interpreters, &in_base)?;
     let budget = identity::package_budget(
         spec.layer_budget,
         base.manifest.layers.len(),

@@ -55,6 +55,7 @@ pub(super) fn plan(
     platform: &Platform,
     opts: &BuildOptions,
     interpreters: &Interpreters,
+    in_base: &dyn Fn(&str) -> bool,
 ) -> Result<Planned, BuildError> {
     let label = platform.to_string();
     let mut planned = Planned::default();
@@ -68,9 +69,15 @@ pub(super) fn plan(
         (planned.wheels, locals, indexes) = select_wheels(spec, lockfile, python, platform, opts)?;
         // issue 23: a server the lock lacks is named before anything is fetched.
         let names = planned.wheels.iter().map(|w| w.name.as_str());
+        let local = local_scripts(&lock_dir(spec), &locals);
+        let scripts = crate::check::scripts::LockedScripts {
+            local: local.as_deref(),
+            in_base,
+        };
         crate::check::scripts::check_server_locked(
             spec,
             names.chain(locals.iter().map(|l| l.name.as_str())),
+            &scripts,
         )?;
     }
     // The SBOM and provenance name what the lock names: an sdist, not the
@@ -95,6 +102,37 @@ pub(super) fn plan(
         });
     }
     Ok(planned)
+}
+
+/// The console scripts the lock's local packages declare in their
+/// pyproject.toml (`[project.scripts]`, `[project.gui-scripts]`); `None`
+/// when one cannot be read or has dynamic scripts, so it might provide any.
+fn local_scripts(lock_dir: &Path, locals: &[LocalPackage]) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for local in locals {
+        let dir = lock_dir.join(&local.path);
+        let file = dir.join(crate::spec::PYPROJECT_FILE);
+        let text = crate::project_file::read_optional_text(
+            &file,
+            crate::project_file::Place::Within(&dir),
+            crate::project_file::SETTINGS_LIMIT,
+        )
+        .ok()??;
+        let doc: toml::Table = text.parse().ok()?;
+        let project = doc.get("project")?.as_table()?;
+        let dynamic = project.get("dynamic").and_then(|d| d.as_array());
+        if dynamic.is_some_and(|d| {
+            d.iter()
+                .any(|v| v.as_str().is_some_and(|v| v.contains("scripts")))
+        }) {
+            return None;
+        }
+        for key in ["scripts", "gui-scripts"] {
+            let table = project.get(key).and_then(|t| t.as_table());
+            out.extend(table.into_iter().flat_map(|t| t.keys().cloned()));
+        }
+    }
+    Some(out)
 }
 
 /// Which project of a workspace lock the image is for: `package`, else the

@@ -13,6 +13,7 @@ pub(crate) mod facts;
 pub(crate) mod imports;
 pub(crate) mod native;
 pub(crate) mod scripts;
+pub(crate) mod servers;
 
 use crate::layer::{ImagePath, LayerPlan};
 use crate::python::rootfs::{Occupant, RootFs};

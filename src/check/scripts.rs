@@ -65,25 +65,28 @@ pub fn check_command(spec: &Spec, file: &str, view: &ImageView) -> Result<Vec<St
     Err(err)
 }
 
-/// Servers whose console script is named after their package: a command
-/// that runs one needs that package in the lock, which can be told from
-/// the lock alone. Other scripts are known only from their wheels.
-const SERVERS: &[(&str, &str)] = &[
-    ("uvicorn", "uvicorn"),
-    ("hypercorn", "hypercorn"),
-    ("gunicorn", "gunicorn"),
-    ("granian", "granian"),
-    ("daphne", "daphne"),
-];
+/// What the early check knows beyond the lock's package names.
+pub struct LockedScripts<'a> {
+    /// The `[project.scripts]` (and gui-scripts) of the lock's local packages,
+    /// or `None` when one of them could not be read (it may provide any script).
+    pub local: Option<&'a [String]>,
+    /// Whether the base has a bare program name on its `PATH`; asked only
+    /// before a refusal.
+    pub in_base: &'a dyn Fn(&str) -> bool,
+}
 
 /// The early half of [`check_command`], on the lock's package names for the
 /// target before any wheel is fetched: the default command needs uvicorn,
-/// and a `cmd` or `entrypoint` that runs a known server (`hypercorn`,
-/// `gunicorn`, …) from the venv or `PATH` needs its package. Without a
-/// lockfile there is nothing to look in; the later check says so.
+/// and a `cmd` or `entrypoint` that runs a server known by its script
+/// ([`super::servers::SERVERS`]: `hypercorn`, `gunicorn`, `phoenix`,
+/// `jupyverse`, …) from the venv or `PATH` needs one of the packages that
+/// install that script, unless a local package declares it or (a bare name)
+/// the base has it. Other scripts are known only from their wheels: the
+/// later check. Without a lockfile there is nothing to look in.
 pub fn check_server_locked<'a>(
     spec: &Spec,
     locked: impl IntoIterator<Item = &'a str>,
+    scripts: &LockedScripts,
 ) -> Result<(), CheckError> {
     if spec.lockfile.is_none() {
         return Ok(());
@@ -96,19 +99,29 @@ pub fn check_server_locked<'a>(
         _ => return Ok(()),
     };
     let name = program.strip_prefix(&bin).unwrap_or(program);
-    let Some((_, package)) = SERVERS.iter().find(|(script, _)| *script == name) else {
+    let Some(server) = super::servers::by_script(name) else {
         return Ok(());
     };
     let names: Vec<&str> = locked.into_iter().collect();
-    if names.iter().any(|n| crate::lock::same_name(n, package)) {
+    let provided = server
+        .packages
+        .iter()
+        .any(|p| names.iter().any(|n| crate::lock::same_name(n, p)));
+    let local = scripts
+        .local
+        .is_none_or(|local| local.iter().any(|s| s == name));
+    let default = key == "the default command";
+    let bare = !default && !program.contains('/');
+    if provided || local || (bare && (scripts.in_base)(name)) {
         return Ok(());
     }
     let file = shown(&spec.file, &std::env::current_dir().unwrap_or_default());
-    let program = if key == "the default command" {
+    let program = if default {
         format!("{bin}uvicorn")
     } else {
         program.to_string()
     };
+    let package = server.packages[0];
     Err(CheckError::Program {
         file,
         key: key.to_owned(),
@@ -116,7 +129,7 @@ pub fn check_server_locked<'a>(
         hint: format!(
             "the lock has no `{package}` for this target ({} packages checked, before any download); add it to the project's dependencies and lock again{}",
             names.len(),
-            if key == "the default command" {
+            if default {
                 ", or set `cmd` to the server the project uses"
             } else {
                 ""
@@ -259,7 +272,11 @@ mod tests {
         std::fs::write(dir.path().join("uv.lock"), "").unwrap();
         let check = |extra: &str, names: &[&str]| {
             let s = spec(dir.path(), extra);
-            check_server_locked(&s, names.iter().copied()).map_err(|e| e.to_string())
+            let scripts = LockedScripts {
+                local: Some(&[]),
+                in_base: &|_| false,
+            };
+            check_server_locked(&s, names.iter().copied(), &scripts).map_err(|e| e.to_string())
         };
         let default = "app = \"main:app\"\n";
         assert!(check(default, &["fastapi", "Uvicorn"]).is_ok());
@@ -276,10 +293,44 @@ mod tests {
             e.contains("cmd runs \"/app/.venv/bin/hypercorn\"") && e.contains("no `hypercorn`"),
             "{e}"
         );
-        // A script only its wheel can tell about is left to the check after the fetch.
-        assert!(check("cmd = [\"phoenix\", \"serve\"]\n", &["arize-phoenix"]).is_ok());
+        // A script no package imgbuild knows of installs is left to the check after the fetch.
+        assert!(check("cmd = [\"my-server\", \"serve\"]\n", &["anyio"]).is_ok());
         // Without a lockfile nothing is installed, and the later check warns.
         std::fs::remove_file(dir.path().join("uv.lock")).unwrap();
         assert!(check(default, &[]).is_ok());
+    }
+
+    #[test]
+    fn a_packaged_server_s_script_needs_a_package_that_installs_it_before_any_download() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("uv.lock"), "").unwrap();
+        let check = |cmd: &str, names: &[&str], local: Option<&[String]>, base: bool| {
+            let s = spec(dir.path(), &format!("cmd = {cmd}\n"));
+            let scripts = LockedScripts {
+                local,
+                in_base: &|_| base,
+            };
+            check_server_locked(&s, names.iter().copied(), &scripts).map_err(|e| e.to_string())
+        };
+        let phoenix = "[\"phoenix\", \"serve\"]";
+        assert!(check(phoenix, &["arize-phoenix", "pandas"], Some(&[]), false).is_ok());
+        let e = check(phoenix, &["pandas", "uvicorn"], Some(&[]), false).unwrap_err();
+        assert!(
+            e.ends_with("cmd runs \"phoenix\", which is not in the image; the lock has no `arize-phoenix` for this target (2 packages checked, before any download); add it to the project's dependencies and lock again"),
+            "{e}"
+        );
+        // From the venv's bin, the same; mlflow's script comes from mlflow or mlflow-skinny.
+        let e = check("[\"/app/.venv/bin/jupyverse\"]", &["fps"], Some(&[]), true).unwrap_err();
+        assert!(e.contains("no `jupyverse`"), "{e}");
+        let mlflow = "[\"mlflow\", \"server\"]";
+        assert!(check(mlflow, &["mlflow-skinny"], Some(&[]), false).is_ok());
+        // No false refusal: a local package that declares the script, a local
+        // package that could not be read, or a bare name the base has on PATH.
+        let own = ["phoenix".to_string()];
+        assert!(check(phoenix, &["pandas"], Some(&own), false).is_ok());
+        assert!(check(phoenix, &["pandas"], None, false).is_ok());
+        assert!(check(phoenix, &["pandas"], Some(&[]), true).is_ok());
+        // The base is not asked for a path into the venv.
+        assert!(check("[\"/app/.venv/bin/phoenix\"]", &["pandas"], Some(&[]), true).is_err());
     }
 }

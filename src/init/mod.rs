@@ -5,6 +5,7 @@
 
 pub(crate) mod detect;
 mod factory;
+mod servers;
 mod workspace;
 
 use crate::project_file::{read_optional_text, Place, ProjectFileError, SETTINGS_LIMIT};
@@ -138,6 +139,9 @@ struct Draft {
     scripts: Vec<(String, String)>,
     /// `package`: the uv workspace member the image is for.
     package: Option<String>,
+    /// A server that starts itself, for a project with no app of its own:
+    /// its command, its port and a comment saying what it is.
+    cmd: Option<(Vec<String>, u16, String)>,
 }
 
 /// Where `init` looks for the app: the directory it runs in, or at a
@@ -242,6 +246,9 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Report, InitError> {
     };
     draft.app = pick_app(&sources, scope.name.as_deref(), &mut notes);
     if draft.app.is_none() {
+        servers::pick(dir, pyproject_text.as_deref(), &mut draft, &mut notes);
+    }
+    if draft.app.is_none() && draft.cmd.is_none() {
         notes.push(note(
             NoteKind::Missing,
             format!(
@@ -290,7 +297,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<Report, InitError> {
     )?;
     Ok(Report {
         file: target,
-        complete: draft.base.is_some() && draft.app.is_some(),
+        complete: draft.base.is_some() && (draft.app.is_some() || draft.cmd.is_some()),
         notes,
     })
 }
@@ -401,7 +408,7 @@ fn check_loads(
     check
         .base
         .get_or_insert_with(|| draft.base_suggestion.clone());
-    if check.app.is_none() {
+    if check.app.is_none() && check.cmd.is_none() {
         check.app = Some(placeholder_app());
     }
     let loads = |d: &Draft| spec::parse(&compose(d), target, opts.pyproject, dir);
@@ -615,21 +622,7 @@ fn render(d: &Draft) -> String {
             out += &format!("\n# base = {}\n", quote(&d.base_suggestion));
         }
     }
-    match &d.app {
-        Some(a) => {
-            out += &format!("app = {}\n", quote(&a.app));
-            if let Some(dir) = &a.app_dir {
-                out += &format!(
-                    "# A {dir}/ layout: uvicorn imports the app from {dir}/ inside the workdir.\n"
-                );
-                out += &format!("app-dir = {}\n", quote(dir));
-            }
-        }
-        None => {
-            out += "# No ASGI app found: set it as uvicorn takes it, module:attribute.\n";
-            out += "# app = \"main:app\"\n";
-        }
-    }
+    out += &render_app(d);
     if let Some(l) = &d.lockfile {
         out += &format!("lockfile = {}\n", quote(l));
     }
@@ -639,7 +632,8 @@ fn render(d: &Draft) -> String {
         out += "# and its directory is the app layer (`source`).\n";
         out += &format!("package = {}\n", quote(p));
     }
-    out += "port = 8000\n";
+    let port = d.cmd.as_ref().map_or(8000, |(_, port, _)| *port);
+    out += &format!("port = {port}\n");
     out += "# workers = 1\n";
     out += "# platforms = [\"linux/amd64\", \"linux/arm64\"]\n";
     if let Some(h) = &d.health {
@@ -658,6 +652,32 @@ fn render(d: &Draft) -> String {
         out += "\n# [project.scripts], for a step run before the app starts (migrations, say):\n";
         for (name, target) in &d.scripts {
             out += &format!("# init = [{}]   # {target}\n", quote(name));
+        }
+    }
+    out
+}
+
+/// The `app` (or, for a server that starts itself, `cmd`) lines.
+fn render_app(d: &Draft) -> String {
+    let mut out = String::new();
+    match (&d.app, &d.cmd) {
+        (Some(a), _) => {
+            out += &format!("app = {}\n", quote(&a.app));
+            if let Some(dir) = &a.app_dir {
+                out += &format!(
+                    "# A {dir}/ layout: uvicorn imports the app from {dir}/ inside the workdir.\n"
+                );
+                out += &format!("app-dir = {}\n", quote(dir));
+            }
+        }
+        (None, Some((cmd, _, comment))) => {
+            out += &format!("# No ASGI app in the project's own files: {comment}.\n");
+            let items: Vec<String> = cmd.iter().map(|c| quote(c)).collect();
+            out += &format!("cmd = [{}]\n", items.join(", "));
+        }
+        (None, None) => {
+            out += "# No ASGI app found: set it as uvicorn takes it, module:attribute.\n";
+            out += "# app = \"main:app\"\n";
         }
     }
     out

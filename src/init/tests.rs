@@ -406,3 +406,82 @@ fn in_a_members_directory_the_workspace_lock_is_found_and_its_python_read() {
         "{text}"
     );
 }
+
+#[test]
+fn a_project_without_an_app_that_depends_on_a_packaged_server_gets_its_command() {
+    let p = Project::new();
+    p.write(
+        "pyproject.toml",
+        "[project]\nname = \"traces\"\nrequires-python = \">=3.11\"\ndependencies = [\"arize-phoenix>=11\", \"jupyverse[jupyterlab]\"]\n",
+    )
+    .write("uv.lock", "version = 1\n");
+    let r = p.init(&with_base("oci:./base:latest")).unwrap();
+    assert!(r.complete, "{:?}", r.notes);
+    assert!(texts(&r, NoteKind::Missing).is_empty(), "{:?}", r.notes);
+    let guessed = texts(&r, NoteKind::Guessed);
+    assert!(
+        guessed[0].starts_with("cmd [\"phoenix\", \"serve\"], port 6006 (the dependency arize-phoenix: Arize Phoenix (tracing)")
+            && guessed[0].contains("also found cmd [\"sh\", \"-c\", \"cd /home/app && exec jupyverse --host 0.0.0.0 --port 8000\"], port 8000 (jupyverse)"),
+        "{guessed:?}"
+    );
+    let text = p.read("imgbuild.toml");
+    assert!(
+        text.contains("cmd = [\"phoenix\", \"serve\"]\nlockfile = \"uv.lock\"\nport = 6006\n"),
+        "{text}"
+    );
+    assert!(!text.contains("app ="), "{text}");
+    let spec = crate::spec::load(None, p.path()).unwrap();
+    assert_eq!(spec.app, None);
+    assert_eq!(spec.cmd.unwrap(), ["phoenix", "serve"]);
+    assert_eq!(spec.port, 6006);
+}
+
+#[test]
+fn a_requirements_project_is_read_through_its_lock_and_the_project_app_wins() {
+    let p = Project::new();
+    p.write(
+        "pylock.toml",
+        "lock-version = \"1.0\"\n[[packages]]\nname = \"uvicorn\"\n[[packages]]\nname = \"datasette\"\n",
+    );
+    let r = p.init(&with_base("oci:./base:latest")).unwrap();
+    assert_eq!(
+        texts(&r, NoteKind::Found)[0],
+        "cmd [\"datasette\", \"serve\", \"--host\", \"0.0.0.0\", \"--port\", \"8000\"], port 8000 (the dependency datasette: Datasette (data publishing)), with no `app`"
+    );
+    // An app of the project's own is the service, whatever it depends on.
+    p.write("main.py", "from fastapi import FastAPI\napp = FastAPI()\n");
+    let r = p
+        .init(&InitOptions {
+            force: true,
+            ..with_base("oci:./base:latest")
+        })
+        .unwrap();
+    assert!(p.read("imgbuild.toml").contains("app = \"main:app\""));
+    assert!(!p.read("imgbuild.toml").contains("cmd ="), "{:?}", r.notes);
+}
+
+#[test]
+fn an_app_of_a_dependency_is_read_in_the_project_venv() {
+    let p = Project::new();
+    p.write(
+        "pyproject.toml",
+        "[project]\nname = \"svc\"\ndependencies = [\"toy-server\"]\n",
+    )
+    .write(
+        ".venv/lib/python3.11/site-packages/toy_server-1.0.dist-info/top_level.txt",
+        "toy_server\n",
+    )
+    .write(
+        ".venv/lib/python3.11/site-packages/toy_server/asgi.py",
+        "from fastapi import FastAPI\napplication = FastAPI()\n",
+    );
+    let r = p.init(&with_base("oci:./base:latest")).unwrap();
+    assert!(r.complete);
+    assert_eq!(
+        texts(&r, NoteKind::Found)[0],
+        "app toy_server.asgi:application (FastAPI in toy_server/asgi.py:2, of the dependency toy-server, read in .venv)"
+    );
+    assert!(p
+        .read("imgbuild.toml")
+        .contains("app = \"toy_server.asgi:application\"\n"));
+}
