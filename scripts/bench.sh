@@ -107,12 +107,12 @@ if wants push-memory || wants push || wants ci || wants compression || wants reb
   [ -x /usr/bin/docker-registry ] || die "/usr/bin/docker-registry not found; run scripts/setup.sh"
 fi
 if wants ci || wants rebase; then
-  command -v skopeo >/dev/null || die "skopeo not found; run scripts/setup.sh"
+  command -v skopeo >/dev/null || die "skopeo not found; run scripts/setup.sh --tests"
 fi
 if wants push || wants startup; then
   command -v podman >/dev/null || die "podman not found; run scripts/setup.sh"
   command -v curl >/dev/null || die "curl not found; run scripts/setup.sh"
-  command -v skopeo >/dev/null || die "skopeo not found; run scripts/setup.sh"
+  command -v skopeo >/dev/null || die "skopeo not found; run scripts/setup.sh --tests"
 fi
 if wants watch; then
   command -v podman >/dev/null || die "podman not found; run scripts/setup.sh"

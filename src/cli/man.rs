@@ -101,6 +101,7 @@ mod tests {
                 "imgbuild-diff",
                 "imgbuild-verify",
                 "imgbuild-outdated",
+                "imgbuild-rebase",
                 "imgbuild-manifests",
                 "imgbuild-resolve",
                 "imgbuild-run",
