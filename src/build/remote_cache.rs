@@ -7,7 +7,7 @@
 use super::cache_plan::{self, Offered};
 use super::identity::LayerKey;
 use super::{BuildOptions, Event};
-use crate::check::facts::WheelFacts;
+use crate::check::facts::{remember_base_facts, BaseFacts, WheelFacts};
 use crate::digest::Digest;
 use crate::image::manifest::{Index, Manifest};
 use crate::layer::Layer;
@@ -93,6 +93,41 @@ pub(super) fn read_offers(opts: &BuildOptions, platform: &Platform) -> Offers {
         }
     }
     Offers(cache_plan::by_key(all))
+}
+
+/// The base facts (docs/reproducibility.md) that the first reference of the
+/// cache holding them gives about the base `base`, put in the store so the
+/// build reads none of the base's layers for them. Not asked when the store
+/// knows the base already (a warm runner), nor without a registry cache.
+pub(super) fn read_base_facts(opts: &BuildOptions, base: &Digest) -> Option<BaseFacts> {
+    let cache = opts.cache?;
+    if crate::base::python::known(opts.store, base) {
+        return None;
+    }
+    for r in &cache.refs {
+        let warn = |why: String| {
+            (opts.on_event)(Event::Warning(format!(
+                "cache {r}: base facts not read ({why}); reading them from the base"
+            )))
+        };
+        match crate::output::base_facts::read(&cache.client, r, base) {
+            Ok(Some(bytes)) => match serde_json::from_slice::<BaseFacts>(&bytes) {
+                Ok(f) if f.base.as_ref() == Some(base) => {
+                    remember_base_facts(opts.store, base, &f);
+                    (opts.on_event)(Event::Detail(format!(
+                        "cache {r}: base facts of {} read",
+                        base.short()
+                    )));
+                    return Some(f);
+                }
+                Ok(_) => warn("they are about another base".into()),
+                Err(e) => warn(e.to_string()),
+            },
+            Ok(None) => {}
+            Err(e) => warn(crate::text::error_chain(&e)),
+        }
+    }
+    None
 }
 
 /// An image's manifest and config bytes.
