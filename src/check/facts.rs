@@ -295,3 +295,57 @@ fn read_rootfs(base: &BaseImage) -> Result<RootFs, String> {
     }
     Ok(rootfs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> BaseFacts {
+        BaseFacts {
+            base: Some(Digest::of_bytes(b"base")),
+            python: Some(crate::python::markers::test_python("x86_64")),
+            libs: Some(BaseLibs::default()),
+            exists: BTreeMap::from([("/usr/bin/sh".to_string(), true)]),
+            occupants: BTreeMap::from([("/app".to_string(), None)]),
+        }
+    }
+
+    #[test]
+    fn remembered_facts_are_found_under_the_keys_the_view_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let f = facts();
+        let digest = f.base.clone().unwrap();
+        assert!(!crate::base::python::known(&store, &digest));
+        remember_base_facts(&store, &digest, &f);
+        assert!(crate::base::python::known(&store, &digest));
+        assert_eq!(
+            store.get_meta::<bool>("check", &path_key(&digest, "/usr/bin/sh")),
+            Some(true)
+        );
+        assert_eq!(
+            store.get_meta::<Option<Occupant>>("check", &occupant_key(&digest, "/app")),
+            Some(None)
+        );
+        assert_eq!(
+            store.get_meta::<BaseLibs>("check", &libs_key(&digest)),
+            f.libs
+        );
+        let other = Digest::of_bytes(b"another base");
+        assert!(!crate::base::python::known(&store, &other));
+    }
+
+    #[test]
+    fn merging_keeps_every_answer_and_prefers_this_builds() {
+        let mut mine = BaseFacts {
+            exists: BTreeMap::from([("/usr/bin/sh".to_string(), false)]),
+            ..BaseFacts::default()
+        };
+        mine.merge(&facts());
+        assert!(!mine.exists["/usr/bin/sh"], "this build's answer wins");
+        assert_eq!(mine.occupants.len(), 1);
+        assert!(mine.python.is_some() && mine.libs.is_some());
+        let json = serde_json::to_vec(&mine).unwrap();
+        assert_eq!(serde_json::from_slice::<BaseFacts>(&json).unwrap(), mine);
+    }
+}
