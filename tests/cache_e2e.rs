@@ -295,16 +295,17 @@ fn a_fresh_runner_reuses_layers_from_another_repository_and_downloads_no_wheel()
     }
 }
 
-/// Issue 26: with `bytecode = false`, a fresh runner pushing a one-line change
-/// over the previous image reads the base facts pushed beside it and
-/// downloads no base layer and no wheel; the digest is the one a build that
-/// read the base itself gives.
-#[test]
-fn a_fresh_runner_reads_the_base_facts_and_no_base_layer_for_the_same_digest() {
+/// Issue 26: a fresh runner pushing a one-line change over the previous image
+/// reads the base facts (and, with bytecode on, the compile root) pushed beside
+/// it and downloads no base layer and no wheel; the digest is the one a build
+/// that read the base itself gives.
+fn a_fresh_runner_reads_no_base_layer(bytecode: bool) {
     let (reg, project) = registry_and_project();
-    let spec = project.join("imgbuild.toml");
-    let text = std::fs::read_to_string(&spec).unwrap();
-    std::fs::write(&spec, format!("{text}bytecode = false\n")).unwrap();
+    if !bytecode {
+        let spec = project.join("imgbuild.toml");
+        let text = std::fs::read_to_string(&spec).unwrap();
+        std::fs::write(&spec, format!("{text}bytecode = false\n")).unwrap();
+    }
     let tag = format!("{}/svc:v1", reg.host);
     let first = push(&project, &tag, &empty_cache(), &[]);
     assert!(
@@ -314,6 +315,12 @@ fn a_fresh_runner_reads_the_base_facts_and_no_base_layer_for_the_same_digest() {
     );
     assert!(
         first.stderr.contains("pushed base facts"),
+        "{}",
+        first.stderr
+    );
+    assert_eq!(
+        first.stderr.contains("pushed compile root"),
+        bytecode,
         "{}",
         first.stderr
     );
@@ -329,6 +336,12 @@ fn a_fresh_runner_reads_the_base_facts_and_no_base_layer_for_the_same_digest() {
         second.stderr
     );
     assert!(second.stderr.contains("base facts of"), "{}", second.stderr);
+    assert_eq!(
+        second.stderr.contains("compile root of"),
+        bytecode,
+        "{}",
+        second.stderr
+    );
     assert_ne!(second.digest, first.digest, "the app changed");
 
     // The same change built by a runner that reads the base itself.
@@ -336,6 +349,16 @@ fn a_fresh_runner_reads_the_base_facts_and_no_base_layer_for_the_same_digest() {
     let (run, digest) = build(&project, &out, &empty_cache(), &[]);
     assert!(!run.stderr.contains("base facts of"), "{}", run.stderr);
     assert_eq!(digest, second.digest, "{}", run.stderr);
+}
+
+#[test]
+fn a_fresh_runner_reads_the_base_facts_and_no_base_layer_for_the_same_digest() {
+    a_fresh_runner_reads_no_base_layer(false);
+}
+
+#[test]
+fn a_fresh_runner_compiles_in_the_compile_root_and_reads_no_base_layer_for_the_same_digest() {
+    a_fresh_runner_reads_no_base_layer(true);
 }
 
 #[test]

@@ -200,6 +200,7 @@ fn build_platform(
     let base_view = BaseView::new(&base, opts.store);
     crate::check::check_base_fills(spec, &base_view)?;
     let target = venv_target(spec, &python);
+    remote_cache::read_compile_root(spec, opts, &base);
     let compiler = bytecode::prepare_compiler(spec, &base, &python, opts)?;
     let cx = LayerContext {
         opts,
@@ -243,7 +244,8 @@ fn build_platform(
     };
     let (app_layer, source_tree) = app_stage(spec, tree.clone(), &base_view, &cx, &checked)?;
     ours.push(app_layer);
-    let facts = facts_doc(&base_view, &python, known);
+    let mut facts = facts_doc(&base_view, &python, known);
+    facts.compile_root = compiler.as_ref().map(|c| c.interp.root.clone());
     let parts = image::Parts {
         platform,
         base: &base,
@@ -270,6 +272,7 @@ fn facts_doc(view: &BaseView, python: &PythonInfo, known: Option<BaseFacts>) -> 
     BaseFactsDoc {
         base: view.image().manifest_digest.clone(),
         bytes: serde_json::to_vec(&facts).expect("base facts serialize"),
+        compile_root: None,
     }
 }
 

@@ -7,12 +7,14 @@
 use super::cache_plan::{self, Offered};
 use super::identity::LayerKey;
 use super::{BuildOptions, Event};
+use crate::base::BaseImage;
 use crate::check::facts::{remember_base_facts, BaseFacts, WheelFacts};
 use crate::digest::Digest;
 use crate::image::manifest::{Index, Manifest};
 use crate::layer::Layer;
 use crate::output::BlobOrigin;
 use crate::platform::Platform;
+use crate::python::bytecode::packed;
 use crate::reference::Reference;
 use crate::registry::{RegistryClient, RegistryError};
 use std::collections::HashMap;
@@ -128,6 +130,45 @@ pub(super) fn read_base_facts(opts: &BuildOptions, base: &Digest) -> Option<Base
         }
     }
     None
+}
+
+/// With bytecode on, the compile root of `base` (docs/reproducibility.md)
+/// from the first reference of the cache that holds it, installed where the
+/// compiler looks for it, so the build starts the base's interpreter without
+/// reading the base. Not asked when the cache holds the root already, nor
+/// without a registry cache; anything wrong with it is a warning, and the
+/// root is unpacked from the base as before.
+pub(super) fn read_compile_root(spec: &crate::spec::Spec, opts: &BuildOptions, base: &BaseImage) {
+    let Some(cache) = opts.cache else {
+        return;
+    };
+    let roots = opts.store.root().join("bytecode");
+    if spec.bytecode == crate::spec::BytecodeMode::Off || packed::has_root(base, &roots) {
+        return;
+    }
+    let digest = &base.manifest_digest;
+    for r in &cache.refs {
+        let warn = |why: String| {
+            (opts.on_event)(Event::Warning(format!(
+                "cache {r}: compile root not used ({why}); unpacking it from the base"
+            )))
+        };
+        match crate::output::base_facts::read_compile_root(&cache.client, r, digest) {
+            Ok(Some((tar, stamp))) => match packed::install(base, &roots, &tar, &stamp) {
+                Ok(()) => {
+                    (opts.on_event)(Event::Detail(format!(
+                        "cache {r}: compile root of {} read ({} bytes)",
+                        digest.short(),
+                        tar.len()
+                    )));
+                    return;
+                }
+                Err(e) => warn(e.to_string()),
+            },
+            Ok(None) => {}
+            Err(e) => warn(crate::text::error_chain(&e)),
+        }
+    }
 }
 
 /// An image's manifest and config bytes.

@@ -105,6 +105,23 @@ fn publish_base_facts(
                     crate::text::error_chain(&e)
                 ),
             }
+            let Some(root) = &doc.compile_root else {
+                continue;
+            };
+            let pack = || crate::python::bytecode::packed::pack(root);
+            match base_facts::publish_compile_root(client, t, &doc.base, pack) {
+                Ok(true) if verbose => eprintln!(
+                    "pushed compile root {}:{}",
+                    t.name(),
+                    base_facts::compile_root_tag(&doc.base)
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!(
+                    "warning: compile root not pushed to {} ({}); fresh runners will read the base",
+                    t.name(),
+                    crate::text::error_chain(&e)
+                ),
+            }
         }
     }
 }
