@@ -126,10 +126,21 @@ pub(super) fn read_base_facts(opts: &BuildOptions, base: &Digest) -> Option<Base
                 Err(e) => warn(e.to_string()),
             },
             Ok(None) => {}
+            Err(e) if is_dead(&e) => quiet(opts, &e),
             Err(e) => warn(crate::text::error_chain(&e)),
         }
     }
     None
+}
+
+/// A registry found dead earlier in this run: the cache read warned about
+/// it once already, so the reads after it say so under -v only.
+fn is_dead(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Dead { .. })
+}
+
+fn quiet(opts: &BuildOptions, e: &RegistryError) {
+    (opts.on_event)(Event::Detail(crate::text::error_chain(e)));
 }
 
 /// With bytecode on, the compile root of `base` (docs/reproducibility.md)
@@ -166,6 +177,7 @@ pub(super) fn read_compile_root(spec: &crate::spec::Spec, opts: &BuildOptions, b
                 Err(e) => warn(e.to_string()),
             },
             Ok(None) => {}
+            Err(e) if is_dead(&e) => quiet(opts, &e),
             Err(e) => warn(crate::text::error_chain(&e)),
         }
     }
