@@ -354,6 +354,8 @@ tls_registry_start() {
 }
 
 tls_registry_stop() {
+  # The throwaway password goes with its registry, even when the work directory is kept.
+  rm -f "$TLS_DIR/auth.json" "$TLS_DIR/htpasswd"
   [ -n "$TLS_PID" ] || return 0
   kill "$TLS_PID" 2>/dev/null || true
   wait "$TLS_PID" 2>/dev/null || true
