@@ -50,6 +50,7 @@ struct Pushed {
     layers: Vec<(String, String)>,
     wheels_downloaded: u64,
     layers_from_registry_cache: u64,
+    base_layers_downloaded: u64,
     downloads: Vec<String>,
     stderr: String,
 }
@@ -82,6 +83,7 @@ fn push(project: &Path, tag: &str, cache: &Path, extra: &[&str]) -> Pushed {
         layers,
         wheels_downloaded: count("wheels_downloaded"),
         layers_from_registry_cache: count("layers_from_registry_cache"),
+        base_layers_downloaded: count("base_layers_downloaded"),
         downloads: downloads(&run),
         stderr: run.stderr,
     };
@@ -281,6 +283,72 @@ fn a_fresh_runner_reuses_layers_from_another_repository_and_downloads_no_wheel()
         let bytes = std::fs::read(&blob).unwrap_or_else(|e| panic!("{}: {e}", blob.display()));
         assert_eq!(Digest::of_bytes(&bytes), d);
     }
+}
+
+/// Issue 26: a fresh runner pushing a one-line change over the previous image
+/// reads the base facts (and, with bytecode on, the compile root) pushed beside
+/// it and downloads no base layer and no wheel; the digest is the one a build
+/// that read the base itself gives.
+fn a_fresh_runner_reads_no_base_layer(bytecode: bool) {
+    let (reg, project) = registry_and_project();
+    if !bytecode {
+        let spec = project.join("imgbuild.toml");
+        let text = std::fs::read_to_string(&spec).unwrap();
+        std::fs::write(&spec, format!("{text}bytecode = false\n")).unwrap();
+    }
+    let tag = format!("{}/svc:v1", reg.host);
+    let first = push(&project, &tag, &empty_cache(), &[]);
+    assert!(
+        first.base_layers_downloaded > 0,
+        "a cold runner reads the base: {}",
+        first.stderr
+    );
+    assert!(
+        first.stderr.contains("pushed base facts"),
+        "{}",
+        first.stderr
+    );
+    assert_eq!(
+        first.stderr.contains("pushed compile root"),
+        bytecode,
+        "{}",
+        first.stderr
+    );
+
+    let main = project.join("hello_api/main.py");
+    let source = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, format!("{source}# one more line\n")).unwrap();
+    let second = push(&project, &tag, &empty_cache(), &[]);
+    assert_eq!(
+        (second.base_layers_downloaded, second.wheels_downloaded),
+        (0, 0),
+        "{}",
+        second.stderr
+    );
+    assert!(second.stderr.contains("base facts of"), "{}", second.stderr);
+    assert_eq!(
+        second.stderr.contains("compile root of"),
+        bytecode,
+        "{}",
+        second.stderr
+    );
+    assert_ne!(second.digest, first.digest, "the app changed");
+
+    // The same change built by a runner that reads the base itself.
+    let out = support::target_tempdir("cache-e2e-out-").keep().join("oci");
+    let (run, digest) = build(&project, &out, &empty_cache(), &[]);
+    assert!(!run.stderr.contains("base facts of"), "{}", run.stderr);
+    assert_eq!(digest, second.digest, "{}", run.stderr);
+}
+
+#[test]
+fn a_fresh_runner_reads_the_base_facts_and_no_base_layer_for_the_same_digest() {
+    a_fresh_runner_reads_no_base_layer(false);
+}
+
+#[test]
+fn a_fresh_runner_compiles_in_the_compile_root_and_reads_no_base_layer_for_the_same_digest() {
+    a_fresh_runner_reads_no_base_layer(true);
 }
 
 #[test]

@@ -590,6 +590,12 @@ fn imgbuild_push_to_a_silent_registry_ends_within_30_s_naming_it_once() {
         .find(|l| l.starts_with("warning: cache"))
         .unwrap_or_else(|| panic!("no cache warning in:\n{stderr}"));
     assert!(warning.contains("timed out"), "{warning}");
+    // Said once: the base facts asked of the same dead host after it add no warning.
+    let host = silent.host();
+    let warnings = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning") && l.contains(&host));
+    assert_eq!(warnings.count(), 1, "{stderr}");
     // One ping timed out; nothing after it was sent (a connection or two at most).
     assert!(
         silent.accepted.load(std::sync::atomic::Ordering::Relaxed) <= 2,

@@ -118,6 +118,11 @@ pub trait BlobSource: Send + Sync {
     }
     /// How the base is named in messages and in the base.name annotation.
     fn name(&self) -> &str;
+    /// The blobs this source has downloaded so far (a registry's; local
+    /// sources download nothing), for the `--json` summary.
+    fn downloaded(&self) -> Vec<Digest> {
+        Vec::new()
+    }
 }
 
 pub struct BaseImage {
@@ -136,6 +141,16 @@ pub struct BaseImage {
 }
 
 impl BaseImage {
+    /// How many of the base's layers were downloaded in this process so far.
+    pub fn layers_downloaded(&self) -> usize {
+        let got = self.blobs.downloaded();
+        self.manifest
+            .layers
+            .iter()
+            .filter(|l| got.contains(&l.digest))
+            .count()
+    }
+
     pub fn open_blob(
         &self,
         desc: &Descriptor,

@@ -2,6 +2,7 @@
 //! and the base's layers as bytecode compiling reads them.
 
 use super::{BaseError, BaseImage};
+use crate::digest::Digest;
 use crate::python::interpreter::{self, PythonInfo};
 use crate::python::rootfs::RootFs;
 use crate::store::Store;
@@ -21,8 +22,26 @@ pub enum BasePythonError {
 /// Bumped when detection changes, so stale cached answers are not reused.
 const DETECTION_VERSION: u32 = 1;
 
+fn key(digest: &Digest) -> String {
+    format!("python-v{DETECTION_VERSION}:{digest}")
+}
+
+/// Whether the store knows the Python of the base `digest` (no layer to read).
+pub fn known(store: &Store, digest: &Digest) -> bool {
+    store
+        .get_meta::<PythonInfo>("python", &key(digest))
+        .is_some()
+}
+
+/// Records the Python of the base `digest`, read elsewhere (the base facts a
+/// registry holds), so [`detect`] finds it as if read here.
+pub fn remember(store: &Store, digest: &Digest, info: &PythonInfo) {
+    // A failed cache write only costs the next build a rescan.
+    store.put_meta_best_effort("python", &key(digest), info);
+}
+
 pub fn detect(base: &BaseImage, store: Option<&Store>) -> Result<PythonInfo, BasePythonError> {
-    let key = format!("python-v{DETECTION_VERSION}:{}", base.manifest_digest);
+    let key = key(&base.manifest_digest);
     if let Some(info) = store.and_then(|s| s.get_meta::<PythonInfo>("python", &key)) {
         return Ok(info);
     }

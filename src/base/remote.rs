@@ -10,7 +10,7 @@ use crate::reference::Reference;
 use crate::registry::RegistryClient;
 use crate::store::Store;
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub struct RegistryBases<'a> {
     pub client: Arc<RegistryClient>,
@@ -29,9 +29,23 @@ struct RegistryBlobs {
     offline: bool,
     /// The top manifest or index, served from memory (it may not be a store blob yet).
     top: (Digest, Vec<u8>),
+    /// The blobs downloaded so far, for the `--json` summary.
+    downloaded: Mutex<Vec<Digest>>,
 }
 
 impl RegistryBlobs {
+    /// `digest`'s bytes from the registry, counted.
+    fn download(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, BaseError> {
+        let r = self
+            .client
+            .get_blob(&self.repo, digest, None)
+            .map_err(|e| registry_error(&self.name, e))?;
+        if let Ok(mut d) = self.downloaded.lock() {
+            d.push(digest.clone());
+        }
+        Ok(r)
+    }
+
     fn fetch_into_store(&self, digest: &Digest) -> Result<(), BaseError> {
         if self.store.has_blob(digest) {
             return Ok(());
@@ -42,10 +56,7 @@ impl RegistryBlobs {
                 digest: digest.clone(),
             });
         }
-        let r = self
-            .client
-            .get_blob(&self.repo, digest, None)
-            .map_err(|e| registry_error(&self.name, e))?;
+        let r = self.download(digest)?;
         self.store
             .put_verified(digest, &format!("base {} blob {digest}", self.name), r)
             .map_err(|source| BaseError::Cache {
@@ -75,20 +86,21 @@ impl BlobSource for RegistryBlobs {
         if self.store.has_blob(digest) || self.offline || digest == &self.top.0 {
             return self.open(digest);
         }
-        let stream = self
-            .client
-            .get_blob(&self.repo, digest, None)
-            .map_err(|e| registry_error(&self.name, e))?;
+        let stream = self.download(digest)?;
         // Read through, and kept when read whole: detecting Python, unpacking
         // the interpreter for bytecode and the native-library check each read
         // the base, and only the first should download it.
         match self.store.tee_verified(digest, stream) {
             Ok(tee) => Ok(Box::new(tee)),
-            Err(_) => self
-                .client
-                .get_blob(&self.repo, digest, None)
-                .map_err(|e| registry_error(&self.name, e)),
+            Err(_) => self.download(digest),
         }
+    }
+
+    fn downloaded(&self) -> Vec<Digest> {
+        self.downloaded
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
     }
 
     fn local_file(&self, digest: &Digest) -> Option<std::path::PathBuf> {
@@ -182,6 +194,7 @@ impl RemoteBases for RegistryBases<'_> {
             name: text.to_string(),
             offline: self.offline,
             top: (digest, bytes),
+            downloaded: Mutex::default(),
         });
         let base = resolve_descriptor(src, top, platform)?;
         // Cached base layers are checked before anything reuses them: a corrupt

@@ -18,10 +18,11 @@ pub use remote_cache::RemoteCache;
 
 use crate::app;
 use crate::base::{self, BaseImage, BaseLocation, RemoteBases};
-use crate::check::facts::BaseView;
+use crate::check::facts::{BaseFacts, BaseView};
 use crate::digest::Digest;
 use crate::fetch::FetchError;
 use crate::layer::LayerPlan;
+use crate::output::base_facts::BaseFactsDoc;
 use crate::output::{BuildResult, BuiltImage, LayerSources};
 use crate::platform::Platform;
 use crate::python::install as wheel;
@@ -153,12 +154,21 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
     crate::check::check_lockfile(spec)?;
     let tree = plan_app_tree(spec, opts)?;
     let mut images = Vec::new();
+    let mut base_facts: Vec<BaseFactsDoc> = Vec::new();
     for platform in &platforms {
-        images.push(build_platform(spec, platform, opts, &tree)?);
+        let (image, facts) = build_platform(spec, platform, opts, &tree)?;
+        images.push(image);
+        if !base_facts.iter().any(|f| f.base == facts.base) {
+            base_facts.push(facts);
+        }
     }
     let index = (images.len() > 1).then(|| image::index(spec, &images));
     (opts.on_event)(Event::Done);
-    Ok(BuildResult { images, index })
+    Ok(BuildResult {
+        images,
+        index,
+        base_facts,
+    })
 }
 
 /// The app layer's plan, the same for every platform: planned once, before
@@ -176,20 +186,22 @@ fn plan_app_tree(spec: &Spec, opts: &BuildOptions) -> Result<LayerPlan, BuildErr
     Ok(tree.plan)
 }
 
-/// One platform's image, stage by stage.
+/// One platform's image, stage by stage, and what it learnt about its base.
 fn build_platform(
     spec: &Spec,
     platform: &Platform,
     opts: &BuildOptions,
     tree: &LayerPlan,
-) -> Result<BuiltImage, BuildError> {
+) -> Result<(BuiltImage, BaseFactsDoc), BuildError> {
     let (base, base_repository) = read_base(spec, platform, opts)?;
     // The registry cache (docs/reproducibility.md): read once, before anything else is fetched.
     let offers = remote_cache::read_offers(opts, platform);
+    let known = remote_cache::read_base_facts(opts, &base.manifest_digest);
     let python = base::python::detect(&base, Some(opts.store))?;
     let base_view = BaseView::new(&base, opts.store);
     crate::check::check_base_fills(spec, &base_view)?;
     let target = venv_target(spec, &python);
+    remote_cache::read_compile_root(spec, opts, &base);
     let compiler = bytecode::prepare_compiler(spec, &base, &python, opts)?;
     let cx = LayerContext {
         opts,
@@ -214,6 +226,7 @@ fn build_platform(
     let sources = LayerSources {
         wheels_downloaded: gathered.downloaded,
         layers_from_registry_cache: usize::from(stdlib.from_registry) + gathered.from_registry,
+        base_layers_downloaded: 0,
     };
     report_gathered(platform, planned.wheels.len(), &gathered, opts);
     let (package_layers, facts) =
@@ -233,6 +246,8 @@ fn build_platform(
     };
     let (app_layer, source_tree) = app_stage(spec, tree.clone(), &base_view, &cx, &checked)?;
     ours.push(app_layer);
+    let mut facts = facts_doc(&base_view, &python, known);
+    facts.compile_root = compiler.as_ref().map(|c| c.interp.root.clone());
     let parts = image::Parts {
         platform,
         base: &base,
@@ -246,7 +261,23 @@ fn build_platform(
         source_tree,
         sources,
     };
-    image::assemble(spec, parts, opts)
+    let mut built = image::assemble(spec, parts, opts)?;
+    built.sources.base_layers_downloaded = base.layers_downloaded();
+    Ok((built, facts))
+}
+
+/// The base's facts as this build needed them, with those a registry gave
+/// (so the document never loses an answer), as the JSON pushed beside the image.
+fn facts_doc(view: &BaseView, python: &PythonInfo, known: Option<BaseFacts>) -> BaseFactsDoc {
+    let mut facts = view.facts(python);
+    if let Some(k) = known {
+        facts.merge(&k);
+    }
+    BaseFactsDoc {
+        base: view.image().manifest_digest.clone(),
+        bytes: serde_json::to_vec(&facts).expect("base facts serialize"),
+        compile_root: None,
+    }
 }
 
 /// The base for `platform`, its layer tars kept in the cache's disk.

@@ -7,12 +7,14 @@
 use super::cache_plan::{self, Offered};
 use super::identity::LayerKey;
 use super::{BuildOptions, Event};
-use crate::check::facts::WheelFacts;
+use crate::base::BaseImage;
+use crate::check::facts::{remember_base_facts, BaseFacts, WheelFacts};
 use crate::digest::Digest;
 use crate::image::manifest::{Index, Manifest};
 use crate::layer::Layer;
 use crate::output::BlobOrigin;
 use crate::platform::Platform;
+use crate::python::bytecode::packed;
 use crate::reference::Reference;
 use crate::registry::{RegistryClient, RegistryError};
 use std::collections::HashMap;
@@ -93,6 +95,92 @@ pub(super) fn read_offers(opts: &BuildOptions, platform: &Platform) -> Offers {
         }
     }
     Offers(cache_plan::by_key(all))
+}
+
+/// The base facts (docs/reproducibility.md) that the first reference of the
+/// cache holding them gives about the base `base`, put in the store so the
+/// build reads none of the base's layers for them. Not asked when the store
+/// knows the base already (a warm runner), nor without a registry cache.
+pub(super) fn read_base_facts(opts: &BuildOptions, base: &Digest) -> Option<BaseFacts> {
+    let cache = opts.cache?;
+    if crate::base::python::known(opts.store, base) {
+        return None;
+    }
+    for r in &cache.refs {
+        let warn = |why: String| {
+            (opts.on_event)(Event::Warning(format!(
+                "cache {r}: base facts not read ({why}); reading them from the base"
+            )))
+        };
+        match crate::output::base_facts::read(&cache.client, r, base) {
+            Ok(Some(bytes)) => match serde_json::from_slice::<BaseFacts>(&bytes) {
+                Ok(f) if f.base.as_ref() == Some(base) => {
+                    remember_base_facts(opts.store, base, &f);
+                    (opts.on_event)(Event::Detail(format!(
+                        "cache {r}: base facts of {} read",
+                        base.short()
+                    )));
+                    return Some(f);
+                }
+                Ok(_) => warn("they are about another base".into()),
+                Err(e) => warn(e.to_string()),
+            },
+            Ok(None) => {}
+            Err(e) if is_dead(&e) => quiet(opts, &e),
+            Err(e) => warn(crate::text::error_chain(&e)),
+        }
+    }
+    None
+}
+
+/// A registry found dead earlier in this run: the cache read warned about
+/// it once already, so the reads after it say so under -v only.
+fn is_dead(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Dead { .. })
+}
+
+fn quiet(opts: &BuildOptions, e: &RegistryError) {
+    (opts.on_event)(Event::Detail(crate::text::error_chain(e)));
+}
+
+/// With bytecode on, the compile root of `base` (docs/reproducibility.md)
+/// from the first reference of the cache that holds it, installed where the
+/// compiler looks for it, so the build starts the base's interpreter without
+/// reading the base. Not asked when the cache holds the root already, nor
+/// without a registry cache; anything wrong with it is a warning, and the
+/// root is unpacked from the base as before.
+pub(super) fn read_compile_root(spec: &crate::spec::Spec, opts: &BuildOptions, base: &BaseImage) {
+    let Some(cache) = opts.cache else {
+        return;
+    };
+    let roots = opts.store.root().join("bytecode");
+    if spec.bytecode == crate::spec::BytecodeMode::Off || packed::has_root(base, &roots) {
+        return;
+    }
+    let digest = &base.manifest_digest;
+    for r in &cache.refs {
+        let warn = |why: String| {
+            (opts.on_event)(Event::Warning(format!(
+                "cache {r}: compile root not used ({why}); unpacking it from the base"
+            )))
+        };
+        match crate::output::base_facts::read_compile_root(&cache.client, r, digest) {
+            Ok(Some((tar, stamp))) => match packed::install(base, &roots, &tar, &stamp) {
+                Ok(()) => {
+                    (opts.on_event)(Event::Detail(format!(
+                        "cache {r}: compile root of {} read ({} bytes)",
+                        digest.short(),
+                        tar.len()
+                    )));
+                    return;
+                }
+                Err(e) => warn(e.to_string()),
+            },
+            Ok(None) => {}
+            Err(e) if is_dead(&e) => quiet(opts, &e),
+            Err(e) => warn(crate::text::error_chain(&e)),
+        }
+    }
 }
 
 /// An image's manifest and config bytes.

@@ -35,6 +35,7 @@ pub fn summary(result: &BuildResult, tags: &[String]) -> serde_json::Value {
                 })).collect::<Vec<_>>(),
                 "wheels_downloaded": i.sources.wheels_downloaded,
                 "layers_from_registry_cache": i.sources.layers_from_registry_cache,
+                "base_layers_downloaded": i.sources.base_layers_downloaded,
             })
         })
         .collect();
@@ -122,9 +123,11 @@ mod tests {
                 sources: LayerSources {
                     wheels_downloaded: 3,
                     layers_from_registry_cache: 2,
+                    base_layers_downloaded: 1,
                 },
             }],
             index: None,
+            base_facts: Vec::new(),
         }
     }
 
@@ -144,6 +147,7 @@ mod tests {
     fn build_summary_says_how_many_wheels_were_downloaded_and_layers_reused_per_image() {
         let s = summary(&result(), &[]);
         assert_eq!(s["images"][0]["wheels_downloaded"], 3);
+        assert_eq!(s["images"][0]["base_layers_downloaded"], 1);
         assert_eq!(s["images"][0]["layers_from_registry_cache"], 2);
     }
 

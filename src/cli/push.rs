@@ -51,7 +51,11 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
     };
     // The figures describe the image; the attestations attached next are reported apart.
     let stats = client.stats();
-    super::release::attach_on_push(&ctx, &result, &tags, &client, &args.attach)?;
+    // The base facts go up beside the attestations: neither waits for the other.
+    std::thread::scope(|s| {
+        s.spawn(|| publish_base_facts(&result, &tags, &client, verbose));
+        super::release::attach_on_push(&ctx, &result, &tags, &client, &args.attach)
+    })?;
     print_report(&result, &report, &stats, verbose);
     if args.common.json {
         let summary = push_summary(&result, &args.tags, &report, &stats);
@@ -67,6 +71,59 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
         println!("{p}");
     }
     Ok(())
+}
+
+/// Pushes what the build learnt about each base beside the image in each
+/// repository pushed to (docs/reproducibility.md, "Base facts"), for the
+/// next fresh runner. Best effort: the image is pushed already, and a runner
+/// without the facts reads them from the base.
+fn publish_base_facts(
+    result: &BuildResult,
+    tags: &[Reference],
+    client: &RegistryClient,
+    verbose: bool,
+) {
+    use crate::output::base_facts;
+    let mut done: Vec<(&str, &str)> = Vec::new();
+    for t in tags {
+        let repo = (t.registry.as_str(), t.repository.as_str());
+        if done.contains(&repo) {
+            continue;
+        }
+        done.push(repo);
+        for doc in &result.base_facts {
+            match base_facts::publish(client, t, doc) {
+                Ok(true) if verbose => eprintln!(
+                    "pushed base facts {}:{}",
+                    t.name(),
+                    base_facts::tag(&doc.base)
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!(
+                    "warning: base facts not pushed to {} ({}); fresh runners will read the base",
+                    t.name(),
+                    crate::text::error_chain(&e)
+                ),
+            }
+            let Some(root) = &doc.compile_root else {
+                continue;
+            };
+            let pack = || crate::python::bytecode::packed::pack(root);
+            match base_facts::publish_compile_root(client, t, &doc.base, pack) {
+                Ok(true) if verbose => eprintln!(
+                    "pushed compile root {}:{}",
+                    t.name(),
+                    base_facts::compile_root_tag(&doc.base)
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!(
+                    "warning: compile root not pushed to {} ({}); fresh runners will read the base",
+                    t.name(),
+                    crate::text::error_chain(&e)
+                ),
+            }
+        }
+    }
 }
 
 /// A push that failed because a layer reused from a registry cache vanished

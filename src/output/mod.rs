@@ -3,6 +3,7 @@
 //! and renamed into place, so a failed build leaves nothing half-written.
 
 pub(crate) mod archive;
+pub(crate) mod base_facts;
 pub(crate) mod layout;
 pub(crate) mod push;
 pub(crate) mod referrers;
@@ -67,6 +68,10 @@ pub struct BuiltImage {
 pub struct LayerSources {
     pub wheels_downloaded: usize,
     pub layers_from_registry_cache: usize,
+    /// Base layers downloaded by the build (to read the base's Python, its
+    /// libraries, or its interpreter for bytecode); 0 when the base facts
+    /// and everything else came from a cache.
+    pub base_layers_downloaded: usize,
 }
 
 /// One image per platform, and an index when there are several.
@@ -74,6 +79,9 @@ pub struct LayerSources {
 pub struct BuildResult {
     pub images: Vec<BuiltImage>,
     pub index: Option<Vec<u8>>,
+    /// What the build learnt from each base (one per base manifest), to push
+    /// beside the image for the next fresh runner.
+    pub base_facts: Vec<base_facts::BaseFactsDoc>,
 }
 
 impl BuildResult {

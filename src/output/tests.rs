@@ -75,6 +75,7 @@ fn image(store: &Store, app: &[u8], base_served: &[u8]) -> BuildResult {
             sources: Default::default(),
         }],
         index: None,
+        base_facts: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! - this module: which files of a layer plan get pycs, and the glue to a base.
 
 pub(crate) mod compile;
+pub(crate) mod packed;
 pub(crate) mod runner;
 pub(crate) mod unpack;
 

@@ -97,6 +97,31 @@ struct Stamp {
     stdlib_lacks_pycs: bool,
 }
 
+/// Where [`Interpreter::prepare`] keeps the tree it unpacks from the layers
+/// `layer_digests` (the whole base when `whole`) under `cache`, and its stamp
+/// (what probing the interpreter found): `roots/<key>` and `roots/<key>.json`.
+pub fn root_paths(cache: &Path, layer_digests: &[String], whole: bool) -> (PathBuf, PathBuf) {
+    let mut h = Sha256::new();
+    h.update(format!("unpack-v{UNPACK_VERSION}\n"));
+    if whole {
+        h.update(b"whole\n");
+    }
+    for d in layer_digests {
+        h.update(d.as_bytes());
+        h.update(b"\n");
+    }
+    let key = hex::encode(&h.finalize()[..16]);
+    // Absolute: the interpreter runs in other directories.
+    let cache = std::path::absolute(cache).unwrap_or_else(|_| cache.to_path_buf());
+    let roots = cache.join("roots");
+    (roots.join(&key), roots.join(format!("{key}.json")))
+}
+
+/// Whether `bytes` is a stamp [`Interpreter::prepare`] would read.
+pub fn is_stamp(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Stamp>(bytes).is_ok()
+}
+
 /// Hands layer `i`'s uncompressed tar stream to a reader.
 pub type LayerStreams<'a> = dyn FnMut(usize, &mut dyn FnMut(&mut dyn Read) -> io::Result<()>) -> Result<(), BytecodeError>
     + 'a;
@@ -111,23 +136,13 @@ impl Interpreter {
         policy: Policy,
         layers: &mut LayerStreams,
     ) -> Result<Interpreter, BytecodeError> {
-        let key = {
-            let mut h = Sha256::new();
-            h.update(format!("unpack-v{UNPACK_VERSION}\n"));
-            if target.whole {
-                h.update(b"whole\n");
-            }
-            for d in &target.layer_digests {
-                h.update(d.as_bytes());
-                h.update(b"\n");
-            }
-            hex::encode(&h.finalize()[..16])
-        };
-        // Absolute: the interpreter runs in other directories.
-        let cache = std::path::absolute(cache).unwrap_or_else(|_| cache.to_path_buf());
-        let roots = cache.join("roots");
-        let root = roots.join(&key);
-        let stamp_path = roots.join(format!("{key}.json"));
+        let (root, stamp_path) = root_paths(cache, &target.layer_digests, target.whole);
+        let roots = root.parent().expect("a root is in roots/").to_path_buf();
+        let key = root
+            .file_name()
+            .expect("named")
+            .to_string_lossy()
+            .into_owned();
         let unpack_err = |source| BytecodeError::Unpack {
             base: target.base.to_owned(),
             dir: roots.display().to_string(),

@@ -1,0 +1,67 @@
+//! A compile root as one gzip tar and its stamp, so a fresh runner can start
+//! the base's interpreter without reading the base (docs/reproducibility.md,
+//! "The compile root in the registry"). The tree is the one
+//! `runner::Interpreter::prepare` unpacked, file for file, so the pycs it
+//! compiles are the same bytes.
+
+use super::runner;
+use super::BaseLayers;
+use flate2::{read::GzDecoder, write::GzEncoder, Compression};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The tree and stamp `prepare` keeps for `base`'s interpreter under `cache`.
+fn paths(base: &dyn BaseLayers, cache: &Path) -> (PathBuf, PathBuf) {
+    runner::root_paths(cache, &base.layer_digests(), false)
+}
+
+/// Whether `cache` holds `base`'s compile root already (so it need not be fetched).
+pub fn has_root(base: &dyn BaseLayers, cache: &Path) -> bool {
+    let (root, stamp) = paths(base, cache);
+    root.is_dir() && stamp.is_file()
+}
+
+/// The compile root `root` (an interpreter's tree) as a gzip tar (entries
+/// relative to it, symlinks kept as symlinks), and its stamp's bytes.
+pub fn pack(root: &Path) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let stamp = fs::read(root.with_extension("json"))?;
+    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::new(1)));
+    tar.follow_symlinks(false);
+    tar.mode(tar::HeaderMode::Deterministic);
+    tar.append_dir_all(".", root)?;
+    Ok((tar.into_inner()?.finish()?, stamp))
+}
+
+/// Unpacks a packed compile root for `base` where `prepare` looks for it,
+/// in a temporary directory renamed into place; a stamp `prepare` would not
+/// read, or a tar that tries to write outside its directory, is refused.
+pub fn install(base: &dyn BaseLayers, cache: &Path, tar_gz: &[u8], stamp: &[u8]) -> io::Result<()> {
+    if !runner::is_stamp(stamp) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a stamp"));
+    }
+    let (root, stamp_path) = paths(base, cache);
+    let roots = root.parent().expect("in roots/");
+    fs::create_dir_all(roots)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".fetched-")
+        .tempdir_in(roots)?;
+    let mut archive = tar::Archive::new(GzDecoder::new(tar_gz));
+    archive.set_preserve_permissions(true);
+    archive.set_overwrite(false);
+    for entry in archive.entries()? {
+        // unpack_in refuses `..`, absolute paths and writes through symlinks
+        // out of the directory.
+        if !entry?.unpack_in(tmp.path())? {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "entry outside"));
+        }
+    }
+    let tmp = tmp.keep();
+    if fs::rename(&tmp, &root).is_err() {
+        // Another build made the same root first: use theirs.
+        let _ = super::unpack::remove_all(&tmp);
+    }
+    let tmp_stamp = roots.join(format!(".fetched-stamp.{}", std::process::id()));
+    fs::write(&tmp_stamp, stamp)?;
+    fs::rename(&tmp_stamp, &stamp_path)
+}
