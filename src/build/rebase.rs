@@ -140,7 +140,13 @@ pub fn rebase(
         .is_index
         .then(|| image::index_with(image.index_annotations.clone().unwrap_or_default(), &images));
     Ok(Rebased {
-        result: BuildResult { images, index },
+        // The new base's facts are pushed by the next build on it, not here:
+        // a rebase pushes only what the image needs.
+        result: BuildResult {
+            images,
+            index,
+            base_facts: Vec::new(),
+        },
         swaps,
     })
 }
