@@ -143,6 +143,16 @@ fn quiet(opts: &BuildOptions, e: &RegistryError) {
     (opts.on_event)(Event::Detail(crate::text::error_chain(e)));
 }
 
+/// Installs a fetched compile root from its file.
+fn open_and_install(
+    base: &BaseImage,
+    roots: &std::path::Path,
+    root: &crate::output::base_facts::FetchedRoot,
+) -> io::Result<()> {
+    let file = std::fs::File::open(root.tar.path())?;
+    packed::install(base, roots, io::BufReader::new(file), &root.stamp)
+}
+
 /// With bytecode on, the compile root of `base` (docs/reproducibility.md)
 /// from the first reference of the cache that holds it, installed where the
 /// compiler looks for it, so the build starts the base's interpreter without
@@ -164,13 +174,14 @@ pub(super) fn read_compile_root(spec: &crate::spec::Spec, opts: &BuildOptions, b
                 "cache {r}: compile root not used ({why}); unpacking it from the base"
             )))
         };
-        match crate::output::base_facts::read_compile_root(&cache.client, r, digest) {
-            Ok(Some((tar, stamp))) => match packed::install(base, &roots, &tar, &stamp) {
+        let scratch = opts.store.root().join("tmp");
+        match crate::output::base_facts::read_compile_root(&cache.client, r, digest, &scratch) {
+            Ok(Some(root)) => match open_and_install(base, &roots, &root) {
                 Ok(()) => {
                     (opts.on_event)(Event::Detail(format!(
                         "cache {r}: compile root of {} read ({} bytes)",
                         digest.short(),
-                        tar.len()
+                        root.size
                     )));
                     return;
                 }

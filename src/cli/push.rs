@@ -52,8 +52,9 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
     // The figures describe the image; the attestations attached next are reported apart.
     let stats = client.stats();
     // The base facts go up beside the attestations: neither waits for the other.
+    let scratch = ctx.store.root().join("tmp");
     std::thread::scope(|s| {
-        s.spawn(|| publish_base_facts(&result, &tags, &client, verbose));
+        s.spawn(|| publish_base_facts(&result, &tags, &client, &scratch, verbose));
         super::release::attach_on_push(&ctx, &result, &tags, &client, &args.attach)
     })?;
     print_report(&result, &report, &stats, verbose);
@@ -81,6 +82,7 @@ fn publish_base_facts(
     result: &BuildResult,
     tags: &[Reference],
     client: &RegistryClient,
+    scratch: &std::path::Path,
     verbose: bool,
 ) {
     use crate::output::base_facts;
@@ -108,7 +110,7 @@ fn publish_base_facts(
             let Some(root) = &doc.compile_root else {
                 continue;
             };
-            let pack = || crate::python::bytecode::packed::pack(root);
+            let pack = || crate::python::bytecode::packed::pack(root, scratch);
             match base_facts::publish_compile_root(client, t, &doc.base, pack) {
                 Ok(true) if verbose => eprintln!(
                     "pushed compile root {}:{}",

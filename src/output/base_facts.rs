@@ -51,19 +51,28 @@ pub fn tag(base: &Digest) -> String {
 /// The artifact's manifest: an empty config, the document as its one layer,
 /// the base's digest in an annotation.
 pub fn manifest(doc: &BaseFactsDoc) -> Vec<u8> {
-    artifact_manifest(ARTIFACT_TYPE, &doc.base, &[(ARTIFACT_TYPE, &doc.bytes)])
+    let layer = (
+        ARTIFACT_TYPE,
+        Digest::of_bytes(&doc.bytes),
+        doc.bytes.len() as u64,
+    );
+    artifact_manifest(ARTIFACT_TYPE, &doc.base, &[layer])
 }
 
 /// An artifact of `artifact_type` about the base `base`: an empty config,
 /// `layers` (media type, bytes) in order, the base's digest in an annotation.
-fn artifact_manifest(artifact_type: &str, base: &Digest, layers: &[(&str, &[u8])]) -> Vec<u8> {
+fn artifact_manifest(
+    artifact_type: &str,
+    base: &Digest,
+    layers: &[(&str, Digest, u64)],
+) -> Vec<u8> {
     let layers: Vec<serde_json::Value> = layers
         .iter()
-        .map(|(media_type, bytes)| {
+        .map(|(media_type, digest, size)| {
             json!({
                 "mediaType": media_type,
-                "digest": Digest::of_bytes(bytes).to_string(),
-                "size": bytes.len(),
+                "digest": digest.to_string(),
+                "size": size,
             })
         })
         .collect();
@@ -113,13 +122,23 @@ fn put_artifact(
     bytes: &[u8],
     blobs: &[&[u8]],
 ) -> Result<(), RegistryError> {
+    push_small_blobs(client, repo, blobs)?;
+    client.put_manifest(repo, tag, bytes, MEDIA_TYPE_OCI_MANIFEST)?;
+    Ok(())
+}
+
+/// The empty config and `blobs` (each small, from memory).
+fn push_small_blobs(
+    client: &RegistryClient,
+    repo: &Reference,
+    blobs: &[&[u8]],
+) -> Result<(), RegistryError> {
     let empty = Digest::of_bytes(EMPTY);
     client.push_blob(repo, &empty, EMPTY.len() as u64, &|| cursor(EMPTY), None)?;
     for blob in blobs {
         let (digest, size) = (Digest::of_bytes(blob), blob.len() as u64);
         client.push_blob(repo, &digest, size, &|| cursor(blob), None)?;
     }
-    client.put_manifest(repo, tag, bytes, MEDIA_TYPE_OCI_MANIFEST)?;
     Ok(())
 }
 
@@ -168,26 +187,45 @@ pub fn publish_compile_root(
     if client.head_manifest(&tag_ref)?.is_some() {
         return Ok(false);
     }
-    let (tar, stamp) = pack().map_err(|source| RegistryError::Io {
+    let packed = pack().map_err(|source| RegistryError::Io {
         what: format!("packing the compile root of {}", base.short()),
         source,
     })?;
-    let layers = [(STAMP_TYPE, &stamp[..]), (COMPILE_ROOT_TYPE, &tar[..])];
+    let stamp = &packed.stamp;
+    let layers = [
+        (STAMP_TYPE, Digest::of_bytes(stamp), stamp.len() as u64),
+        (COMPILE_ROOT_TYPE, packed.digest.clone(), packed.size),
+    ];
     let bytes = artifact_manifest(COMPILE_ROOT_TYPE, base, &layers);
-    put_artifact(client, repo, &tag, &bytes, &[&stamp, &tar])?;
+    push_small_blobs(client, repo, &[stamp])?;
+    // The tar, streamed from its file (and again from it on a retry).
+    let path = packed.tar.path().to_path_buf();
+    let open = || -> io::Result<Box<dyn Read + Send>> {
+        Ok(Box::new(io::BufReader::new(std::fs::File::open(&path)?)))
+    };
+    client.push_blob(repo, &packed.digest, packed.size, &open, None)?;
+    client.put_manifest(repo, &tag, &bytes, MEDIA_TYPE_OCI_MANIFEST)?;
     Ok(true)
 }
 
-/// A compile root as pushed: its gzip tar and its stamp.
-pub type PackedRoot = (Vec<u8>, Vec<u8>);
+pub use crate::python::bytecode::packed::PackedRoot;
+
+/// A compile root as read back: its gzip tar in a temporary file, and its stamp.
+pub struct FetchedRoot {
+    pub tar: tempfile::NamedTempFile,
+    pub size: u64,
+    pub stamp: Vec<u8>,
+}
 
 /// The compile root of `base` in `repo`'s repository, if there is one: its
-/// tar and its stamp, each checked against the digest its manifest gives.
+/// tar (streamed into a temporary file in `scratch`, within its cap) and its
+/// stamp, each checked against the digest its manifest gives.
 pub fn read_compile_root(
     client: &RegistryClient,
     repo: &Reference,
     base: &Digest,
-) -> Result<Option<PackedRoot>, RegistryError> {
+    scratch: &std::path::Path,
+) -> Result<Option<FetchedRoot>, RegistryError> {
     let tag_ref = repo.with_tag(&compile_root_tag(base)).expect("a valid tag");
     let manifest = match client.get_manifest(&tag_ref) {
         Ok((bytes, _, _)) => bytes,
@@ -198,13 +236,30 @@ pub fn read_compile_root(
     let Some(layers) = artifact_layers(&manifest, COMPILE_ROOT_TYPE, base, &types) else {
         return Ok(None);
     };
-    let mut blobs = Vec::new();
-    for ((digest, size), (_, cap)) in layers.into_iter().zip(types) {
-        blobs.push(read_blob(client, repo, &digest, size, cap)?);
+    let [(stamp_digest, stamp_size), (tar_digest, tar_size)] =
+        [layers[0].clone(), layers[1].clone()];
+    let stamp = read_blob(client, repo, &stamp_digest, stamp_size, &STAMP_CAP)?;
+    let what = || format!("reading the compile root {tar_digest} of {}", repo.name());
+    let io_err = |source: io::Error| RegistryError::Io {
+        what: what(),
+        source,
+    };
+    std::fs::create_dir_all(scratch).map_err(io_err)?;
+    let mut tar = tempfile::NamedTempFile::new_in(scratch).map_err(io_err)?;
+    // get_blob fails the read at its end unless the bytes match the digest;
+    // the size is held to the manifest's (itself within the cap).
+    let blob = client.get_blob(repo, &tar_digest, Some(tar_size))?;
+    let copied = io::copy(&mut blob.take(ROOT_CAP.limit + 1), tar.as_file_mut()).map_err(io_err)?;
+    if copied != tar_size {
+        return Err(io_err(io::Error::other(format!(
+            "{copied} bytes, not the {tar_size} its manifest gives"
+        ))));
     }
-    let tar = blobs.pop().expect("two layers");
-    let stamp = blobs.pop().expect("two layers");
-    Ok(Some((tar, stamp)))
+    Ok(Some(FetchedRoot {
+        tar,
+        size: copied,
+        stamp,
+    }))
 }
 
 /// A blob of an artifact, whole, within `cap`; verified against `digest`.

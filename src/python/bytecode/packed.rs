@@ -22,21 +22,47 @@ pub fn has_root(base: &dyn BaseLayers, cache: &Path) -> bool {
     root.is_dir() && stamp.is_file()
 }
 
+/// A compile root packed: its gzip tar in a temporary file (tens of MB: never
+/// held in memory, so a push's memory stays flat), the tar's digest and size,
+/// and the stamp's bytes.
+pub struct PackedRoot {
+    pub tar: tempfile::NamedTempFile,
+    pub digest: crate::digest::Digest,
+    pub size: u64,
+    pub stamp: Vec<u8>,
+}
+
 /// The compile root `root` (an interpreter's tree) as a gzip tar (entries
-/// relative to it, symlinks kept as symlinks), and its stamp's bytes.
-pub fn pack(root: &Path) -> io::Result<(Vec<u8>, Vec<u8>)> {
+/// relative to it, symlinks kept as symlinks) written into a temporary file
+/// in `scratch`, and its stamp's bytes.
+pub fn pack(root: &Path, scratch: &Path) -> io::Result<PackedRoot> {
     let stamp = fs::read(root.with_extension("json"))?;
-    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::new(1)));
+    fs::create_dir_all(scratch)?;
+    let file = tempfile::NamedTempFile::new_in(scratch)?;
+    let hashing = crate::digest::HashingWriter::new(io::BufWriter::new(file));
+    let mut tar = tar::Builder::new(GzEncoder::new(hashing, Compression::new(1)));
     tar.follow_symlinks(false);
     tar.mode(tar::HeaderMode::Deterministic);
     tar.append_dir_all(".", root)?;
-    Ok((tar.into_inner()?.finish()?, stamp))
+    let (digest, size, buffered) = tar.into_inner()?.finish()?.finish();
+    let tar = buffered.into_inner().map_err(|e| e.into_error())?;
+    Ok(PackedRoot {
+        tar,
+        digest,
+        size,
+        stamp,
+    })
 }
 
 /// Unpacks a packed compile root for `base` where `prepare` looks for it,
 /// in a temporary directory renamed into place; a stamp `prepare` would not
 /// read, or a tar that tries to write outside its directory, is refused.
-pub fn install(base: &dyn BaseLayers, cache: &Path, tar_gz: &[u8], stamp: &[u8]) -> io::Result<()> {
+pub fn install(
+    base: &dyn BaseLayers,
+    cache: &Path,
+    tar_gz: impl io::Read,
+    stamp: &[u8],
+) -> io::Result<()> {
     if !runner::is_stamp(stamp) {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not a stamp"));
     }
