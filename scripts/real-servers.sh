@@ -21,7 +21,8 @@
 # The package index is uv's and imgbuild's configured one (UV_DEFAULT_INDEX, uv.toml,
 # pip.conf...): nothing here names a host. Each server runs with
 # `podman run --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024`,
-# published on 127.0.0.1 only, as built: no env, no volume, no edit to imgbuild.toml.
+# published on 127.0.0.1 only, as built: no env but a secret its docs require, no
+# volume, no edit to imgbuild.toml.
 # "Served" is any HTTP answer to GET / within 240 s of the start; the first write is one
 # request that makes the server store something (a project, a flow, a notebook...), and
 # counts when it answers 2xx.
