@@ -21,7 +21,8 @@
 # The package index is uv's and imgbuild's configured one (UV_DEFAULT_INDEX, uv.toml,
 # pip.conf...): nothing here names a host. Each server runs with
 # `podman run --runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1024:1024`,
-# published on 127.0.0.1 only, as built: no env, no volume, no edit to imgbuild.toml.
+# published on 127.0.0.1 only, as built: no env but a secret its docs require, no
+# volume, no edit to imgbuild.toml.
 # "Served" is any HTTP answer to GET / within 240 s of the start; the first write is one
 # request that makes the server store something (a project, a flow, a notebook...), and
 # counts when it answers 2xx.
@@ -50,14 +51,15 @@ if [ -z "${BASE:-}" ]; then
 fi
 
 # NAME | requirement | write probe | env | base packages. The probe is METHOD PATH BODY
-# (JSON), or - when the server has no write that needs no account or configuration; env
-# is what the server's own docs require (a secret), as KEY=VALUE words; base packages are
+# (JSON), a name for a write that needs a token first (MARIMO, DATASETTE, DSTACK), or -
+# when the server has no write that needs no more than a secret; env is what the
+# server's own docs require (a secret), as KEY=VALUE words; base packages are
 # Debian packages a server runs besides Python (dstack runs git and ssh): its base is
 # built with them (and libstdc++6) by build-base-image.sh, cached in the same directory.
 # Each is a server published on the index that serves HTTP from its own console script
 # (no app of the project's own).
 SERVERS=(
-  "datasette|datasette|-|"
+  "datasette|datasette>=1.0a0|DATASETTE|DATASETTE_SECRET=real-servers-test-secret"
   "jupyverse|jupyverse[jupyterlab,noauth]|POST /api/contents {\"type\":\"notebook\",\"path\":\"\"}|"
   "phoenix|arize-phoenix|POST /v1/projects {\"name\":\"first\"}|"
   "prefect|prefect|POST /api/flows/ {\"name\":\"first\"}|"
@@ -115,6 +117,13 @@ write_request() { # NAME PROBE HOSTPORT
         -H "Marimo-Server-Token: $token" \
         -F path=/home/app -F type=notebook -F name=first.py \
         "http://$hp/api/files/create" ;;
+    DATASETTE)
+      # Its write API (1.0 alphas): a token for the root actor, signed with the
+      # DATASETTE_SECRET the container has, as its docs make one; a table in data.db.
+      local token
+      token=$(podman --runtime runc exec "$CONTAINER" datasette create-token root 2>/dev/null)
+      status POST "http://$hp/data/-/create" '{"table":"first","rows":[{"id":1,"name":"first"}],"pk":"id"}' \
+        -H "Authorization: Bearer $token" ;;
     DSTACK)
       # The admin token is printed once, at the first start.
       local token

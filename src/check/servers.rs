@@ -42,9 +42,23 @@ pub const SERVERS: &[Server] = &[
     Server {
         script: "datasette",
         packages: &["datasette"],
-        cmd: &["datasette", "serve", "--host", "0.0.0.0", "--port", "8000"],
+        // A database of its own in HOME (`--create`), and `--root`, which its
+        // write API needs: the root actor gets every permission, through the
+        // sign-in URL it logs at start or a token signed with DATASETTE_SECRET
+        // (`datasette create-token root`).
+        cmd: &[
+            "datasette",
+            "serve",
+            "/home/app/data.db",
+            "--create",
+            "--root",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8000",
+        ],
         port: 8000,
-        what: "Datasette (data publishing)",
+        what: "Datasette (data publishing), on a database in HOME that it creates (add your files to `cmd`); `--root` lets the root actor write (the sign-in URL in its log, or `datasette create-token root` with DATASETTE_SECRET in `env`)",
     },
     Server {
         script: "phoenix",
@@ -192,6 +206,19 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn datasette_serves_a_database_in_home_that_its_root_actor_can_write() {
+        // Its write API (1.0 alphas) needs a mutable database, which a server with
+        // no file has not (`_memory` is read-only), and `--root` for the root
+        // actor's tokens to have the permission.
+        let cmd = by_package("datasette").unwrap().cmd;
+        assert_eq!(cmd[..3], ["datasette", "serve", "/home/app/data.db"]);
+        assert!(
+            cmd.contains(&"--create") && cmd.contains(&"--root"),
+            "{cmd:?}"
+        );
     }
 
     #[test]

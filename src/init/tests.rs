@@ -446,7 +446,7 @@ fn a_requirements_project_is_read_through_its_lock_and_the_project_app_wins() {
     let r = p.init(&with_base("oci:./base:latest")).unwrap();
     assert_eq!(
         texts(&r, NoteKind::Found)[0],
-        "cmd [\"datasette\", \"serve\", \"--host\", \"0.0.0.0\", \"--port\", \"8000\"], port 8000 (the dependency datasette: Datasette (data publishing)), with no `app`"
+        "cmd [\"datasette\", \"serve\", \"/home/app/data.db\", \"--create\", \"--root\", \"--host\", \"0.0.0.0\", \"--port\", \"8000\"], port 8000 (the dependency datasette: Datasette (data publishing), on a database in HOME that it creates (add your files to `cmd`); `--root` lets the root actor write (the sign-in URL in its log, or `datasette create-token root` with DATASETTE_SECRET in `env`)), with no `app`"
     );
     // An app of the project's own is the service, whatever it depends on.
     p.write("main.py", "from fastapi import FastAPI\napp = FastAPI()\n");
