@@ -143,16 +143,16 @@ fn push_small_blobs(
 }
 
 /// The artifact type of a compile root (docs/reproducibility.md): the base's
-/// interpreter tree as a gzip tar, after its stamp.
-pub const COMPILE_ROOT_TYPE: &str = "application/vnd.imgbuild.compile-root.v1.tar+gzip";
+/// interpreter tree as a zstd tar, after its stamp (v1 was a gzip tar).
+pub const COMPILE_ROOT_TYPE: &str = "application/vnd.imgbuild.compile-root.v2.tar+zstd";
 
 /// The media type of a compile root's stamp (what probing the interpreter found).
 pub const STAMP_TYPE: &str = "application/vnd.imgbuild.compile-root-stamp.v1+json";
 
-/// `imgbuild-compile-root-v1-sha256-<hex>`: where the compile root of `base` is.
+/// `imgbuild-compile-root-v2-sha256-<hex>`: where the compile root of `base` is.
 pub fn compile_root_tag(base: &Digest) -> String {
     format!(
-        "imgbuild-compile-root-v1-{}-{}",
+        "imgbuild-compile-root-v2-{}-{}",
         base.algorithm(),
         base.hex()
     )
@@ -210,7 +210,7 @@ pub fn publish_compile_root(
 
 pub use crate::python::bytecode::packed::PackedRoot;
 
-/// A compile root as read back: its gzip tar in a temporary file, and its stamp.
+/// A compile root as read back: its zstd tar in a temporary file, and its stamp.
 pub struct FetchedRoot {
     pub tar: tempfile::NamedTempFile,
     pub size: u64,

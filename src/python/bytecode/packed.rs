@@ -1,4 +1,4 @@
-//! A compile root as one gzip tar and its stamp, so a fresh runner can start
+//! A compile root as one zstd tar and its stamp, so a fresh runner can start
 //! the base's interpreter without reading the base (docs/reproducibility.md,
 //! "The compile root in the registry"). The tree is the one
 //! `runner::Interpreter::prepare` unpacked, file for file, so the pycs it
@@ -6,7 +6,6 @@
 
 use super::runner;
 use super::BaseLayers;
-use flate2::{read::GzDecoder, write::GzEncoder, Compression};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,7 +21,7 @@ pub fn has_root(base: &dyn BaseLayers, cache: &Path) -> bool {
     root.is_dir() && stamp.is_file()
 }
 
-/// A compile root packed: its gzip tar in a temporary file (tens of MB: never
+/// A compile root packed: its zstd tar in a temporary file (tens of MB: never
 /// held in memory, so a push's memory stays flat), the tar's digest and size,
 /// and the stamp's bytes.
 pub struct PackedRoot {
@@ -32,7 +31,7 @@ pub struct PackedRoot {
     pub stamp: Vec<u8>,
 }
 
-/// The compile root `root` (an interpreter's tree) as a gzip tar (entries
+/// The compile root `root` (an interpreter's tree) as a zstd tar (entries
 /// relative to it, symlinks kept as symlinks) written into a temporary file
 /// in `scratch`, and its stamp's bytes.
 pub fn pack(root: &Path, scratch: &Path) -> io::Result<PackedRoot> {
@@ -40,7 +39,10 @@ pub fn pack(root: &Path, scratch: &Path) -> io::Result<PackedRoot> {
     fs::create_dir_all(scratch)?;
     let file = tempfile::NamedTempFile::new_in(scratch)?;
     let hashing = crate::digest::HashingWriter::new(io::BufWriter::new(file));
-    let mut tar = tar::Builder::new(GzEncoder::new(hashing, Compression::new(1)));
+    // zstd, not gzip: a fresh runner unpacks it on every build, and the 36 MB
+    // tree of bookworm's Python inflates and untars in 81 ms from zstd against
+    // 285 ms from gzip (tar and the reference tools, 14 MB either way).
+    let mut tar = tar::Builder::new(zstd::stream::write::Encoder::new(hashing, 3)?);
     tar.follow_symlinks(false);
     tar.mode(tar::HeaderMode::Deterministic);
     tar.append_dir_all(".", root)?;
@@ -72,7 +74,7 @@ pub fn install(
     let tmp = tempfile::Builder::new()
         .prefix(".fetched-")
         .tempdir_in(roots)?;
-    let mut archive = tar::Archive::new(GzDecoder::new(tar_gz));
+    let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(tar_gz)?);
     archive.set_preserve_permissions(true);
     archive.set_overwrite(false);
     for entry in archive.entries()? {
