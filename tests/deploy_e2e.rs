@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::containerd::Containerd;
 use support::podman::{self, free_port, http, wait_http};
 use support::registry::{Registry, Setup};
@@ -204,9 +204,15 @@ impl Drop for Played {
     }
 }
 
-fn inspect_container(name: &str) -> Value {
-    let out = podman::podman_ok(&["inspect", "--type", "container", name]);
-    serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+/// The generated Deployment as `podman kube play` runs it here: published on
+/// 127.0.0.1:`port`, with restartPolicy OnFailure (podman 4.3 gives init
+/// containers the pod's policy: see the first test that plays one).
+fn kube_playable(deployment: &str, port: u16) -> String {
+    podman::with_host_port(deployment, port).replacen(
+        "      automountServiceAccountToken: false\n",
+        "      automountServiceAccountToken: false\n      restartPolicy: OnFailure\n",
+        1,
+    )
 }
 
 fn rfc3339_seconds(s: &str) -> f64 {
@@ -287,17 +293,7 @@ fn resolved_deployment_runs_under_podman_kube_play() {
     let deployment = resolved.stdout.split("\n---\n").next().unwrap();
     let port = free_port();
     let play_yaml = project.join("play.yaml");
-    let play = deployment
-        .replacen(
-            "containerPort: 8000\n",
-            &format!("containerPort: 8000\n              hostPort: {port}\n              hostIP: 127.0.0.1\n"),
-            1,
-        )
-        .replacen(
-            "      automountServiceAccountToken: false\n",
-            "      automountServiceAccountToken: false\n      restartPolicy: OnFailure\n",
-            1,
-        );
+    let play = kube_playable(deployment, port);
     assert!(play.contains("hostPort") && play.contains("restartPolicy"));
     std::fs::write(&play_yaml, &play).unwrap();
     let image = deployment
@@ -324,7 +320,7 @@ fn resolved_deployment_runs_under_podman_kube_play() {
     // The init step ran, as the app's user, before the app started, and the app uses
     // the schema it made on the shared /tmp.
     let started = rfc3339_seconds(
-        inspect_container(&app)["State"]["StartedAt"]
+        podman::inspect_container(&app)["State"]["StartedAt"]
             .as_str()
             .unwrap(),
     );
@@ -364,29 +360,7 @@ fn resolved_deployment_runs_under_podman_kube_play() {
     );
 
     // kill -9 of the app's main process on the host: restarted, serving, data kept in /tmp.
-    let before = inspect_container(&app);
-    let pid = before["State"]["Pid"].as_u64().unwrap();
-    let restarts = before["RestartCount"].as_u64().unwrap_or(0);
-    assert!(pid > 0);
-    let killed = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = inspect_container(&app);
-        let count = now["RestartCount"].as_u64().unwrap_or(0);
-        let new_pid = now["State"]["Pid"].as_u64().unwrap_or(0);
-        if count > restarts && new_pid != 0 && new_pid != pid {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not restarted after kill -9: {now:#}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    podman::kill_and_wait_restart(&app);
     let again = wait_http(
         &url(&format!("/orders/{}", order["id"])),
         Duration::from_secs(60),
@@ -469,22 +443,14 @@ fn tls_serving_pod_plays_under_kube_play_and_answers_https_with_the_test_ca() {
     // (The document's last line: split off the stream without its newline.)
     let secret_volume = format!("          secret:\n            secretName: {name}-tls");
     assert!(deployment.contains(&secret_volume), "{deployment}");
-    let play = deployment
-        .replacen(
-            "containerPort: 8000\n",
-            &format!("containerPort: 8000\n              hostPort: {port}\n              hostIP: 127.0.0.1\n"),
-            1,
-        )
-        .replacen(
-            "      automountServiceAccountToken: false\n",
-            "      automountServiceAccountToken: false\n      restartPolicy: OnFailure\n",
-            1,
-        )
-        .replacen(
-            &secret_volume,
-            &format!("          hostPath:\n            path: {}\n            type: Directory", secret.display()),
-            1,
-        );
+    let play = kube_playable(deployment, port).replacen(
+        &secret_volume,
+        &format!(
+            "          hostPath:\n            path: {}\n            type: Directory",
+            secret.display()
+        ),
+        1,
+    );
     let play_yaml = project.join("play.yaml");
     std::fs::write(&play_yaml, &play).unwrap();
     let image = deployment

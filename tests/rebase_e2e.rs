@@ -16,6 +16,17 @@ fn imgbuild(cwd: &Path, args: &[&str]) -> Run {
     support::run_isolated(cwd, args)
 }
 
+/// The last stderr line of `imgbuild rebase IMAGE --base BASE`, which must fail.
+fn refused_line(dir: &Path, image: &str, base: &str) -> String {
+    let refused = imgbuild(
+        dir,
+        &["rebase", image, "--base", base, "--cache-dir", "../cache"],
+    );
+    assert!(!refused.success, "{}", refused.stderr);
+    let last = refused.stderr.trim_end().lines().last();
+    last.unwrap_or_default().to_owned()
+}
+
 /// `oci:DIR:latest` for a layout.
 fn oci(layout: &Path) -> String {
     format!("oci:{}:latest", layout.display())
@@ -276,18 +287,7 @@ fn unsafe_swaps_are_refused_in_one_line() {
         "python:3.11-bare",
     );
     let bare = format!("{}/python:3.11-bare", reg.host);
-    let refused = imgbuild(
-        &dir,
-        &["rebase", &image, "--base", &bare, "--cache-dir", "../cache"],
-    );
-    assert!(!refused.success);
-    let line = refused
-        .stderr
-        .trim_end()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
+    let line = refused_line(&dir, &image, &bare);
     for part in ["cannot rebase", "numpy", "libstdc++.so.6", "imgbuild push"] {
         assert!(line.contains(part), "{part} not in: {line}");
     }
@@ -295,25 +295,7 @@ fn unsafe_swaps_are_refused_in_one_line() {
     let bullseye = support::base::debian_python_base("amd64", "bullseye", "python3.9", &[]);
     reg.copy_in(&oci(&bullseye), "python:3.9");
     let older = format!("{}/python:3.9", reg.host);
-    let refused = imgbuild(
-        &dir,
-        &[
-            "rebase",
-            &image,
-            "--base",
-            &older,
-            "--cache-dir",
-            "../cache",
-        ],
-    );
-    assert!(!refused.success);
-    let line = refused
-        .stderr
-        .trim_end()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
+    let line = refused_line(&dir, &image, &older);
     assert!(line.contains("its Python is 3.9."), "{line}");
     assert!(line.contains("made for 3.11."), "{line}");
 }

@@ -179,13 +179,7 @@ fn the_same_app_writes_its_state_under_kube_play_with_a_read_only_root() {
         );
     }
     let port = free_port();
-    let play = deployment
-        .replace("imgbuild://.", &image)
-        .replacen(
-            "containerPort: 8000\n",
-            &format!("containerPort: 8000\n              hostPort: {port}\n              hostIP: 127.0.0.1\n"),
-            1,
-        );
+    let play = podman::with_host_port(&deployment.replace("imgbuild://.", &image), port);
     let yaml = dir.join("play.yaml");
     std::fs::write(&yaml, &play).unwrap();
     let _played = Played(yaml.clone());

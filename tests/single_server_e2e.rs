@@ -157,11 +157,6 @@ impl Drop for Compose {
     }
 }
 
-fn inspect(container: &str) -> Value {
-    let out = podman::podman_ok(&["inspect", "--type", "container", container]);
-    serde_json::from_str::<Value>(&out).unwrap()[0].clone()
-}
-
 /// The container of a compose service, by the labels every Compose implementation sets.
 fn service_container(project: &str, service: &str) -> String {
     let names = podman::podman_ok(&[
@@ -204,36 +199,13 @@ fn check_user_root_and_init(app: &str, migrations: &str) {
     let rows = rows.as_array().expect("a list of migrations");
     assert!(!rows.is_empty(), "the init step did not run");
     assert!(rows.iter().all(|r| r["uid"] == 65532), "{rows:?}");
-    let started = seconds(inspect(app)["State"]["StartedAt"].as_str().unwrap());
+    let started = seconds(
+        podman::inspect_container(app)["State"]["StartedAt"]
+            .as_str()
+            .unwrap(),
+    );
     let first = rows[0]["applied_at"].as_f64().unwrap();
     assert!(first < started, "init at {first}, app started at {started}");
-}
-
-/// kill -9 of the app's main process on the host; waits for a new one.
-fn kill_and_wait_restart(container: &str) {
-    let before = inspect(container);
-    let pid = before["State"]["Pid"].as_u64().unwrap();
-    let restarts = before["RestartCount"].as_u64().unwrap_or(0);
-    assert!(pid > 0, "{before:#}");
-    assert!(Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = inspect(container);
-        let count = now["RestartCount"].as_u64().unwrap_or(0);
-        let new_pid = now["State"]["Pid"].as_u64().unwrap_or(0);
-        if count > restarts && new_pid != 0 && new_pid != pid {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not restarted after kill -9: {now:#}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 #[test]
@@ -288,7 +260,7 @@ fn resolved_compose_runs_under_podman_compose_over_https() {
     );
     let app = service_container(&name, "app");
     let init = service_container(&name, "init");
-    assert_eq!(inspect(&init)["State"]["ExitCode"], 0);
+    assert_eq!(podman::inspect_container(&init)["State"]["ExitCode"], 0);
     let migrations = support::https::get(&url("/migrations"), &ca).unwrap();
     check_user_root_and_init(&app, &migrations);
 
@@ -298,9 +270,9 @@ fn resolved_compose_runs_under_podman_compose_over_https() {
 
     // The compose file's healthcheck, run once (no systemd timers here), over HTTPS.
     podman::podman_ok(&["healthcheck", "run", &app]);
-    let state = inspect(&app)["State"].clone();
+    let state = podman::inspect_container(&app)["State"].clone();
     assert_eq!(state["Health"]["Status"], "healthy", "{state:#}");
-    let host = inspect(&app)["HostConfig"].clone();
+    let host = podman::inspect_container(&app)["HostConfig"].clone();
     assert_eq!(host["RestartPolicy"]["Name"], "unless-stopped");
     assert_eq!(host["ReadonlyRootfs"], true);
     assert_eq!(host["NanoCpus"], 1_000_000_000u64, "limits.cpu 1");
@@ -311,7 +283,7 @@ fn resolved_compose_runs_under_podman_compose_over_https() {
     compose.ok(&["up", "-d", "--no-deps", "--force-recreate", "app"]);
     let app = service_container(&name, "app");
     support::https::wait(&url("/health"), &ca, Duration::from_secs(60)).unwrap();
-    kill_and_wait_restart(&app);
+    podman::kill_and_wait_restart(&app);
     let again = support::https::wait(&url("/migrations"), &ca, Duration::from_secs(60)).unwrap();
     assert_eq!(again, migrations, "the /tmp volume outlived the restart");
 }
@@ -460,7 +432,7 @@ fn systemd_unit_verifies_and_its_exec_start_serves() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let host = inspect(&name)["HostConfig"].clone();
+    let host = podman::inspect_container(&name)["HostConfig"].clone();
     assert_eq!(
         host["CapDrop"].as_array().map(|a| a.is_empty()),
         Some(false)

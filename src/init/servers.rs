@@ -259,17 +259,10 @@ fn top_level(dist_info: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::init::tests::write_files as write;
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
-    }
-
-    fn write(root: &Path, files: &[(&str, &str)]) {
-        for (rel, text) in files {
-            let p = root.join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        }
     }
 
     #[test]

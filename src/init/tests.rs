@@ -23,6 +23,15 @@ impl Project {
     }
 }
 
+/// Writes each (path under `root`, text), making directories as needed.
+pub(super) fn write_files(root: &Path, files: &[(&str, &str)]) {
+    for (rel, text) in files {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
 fn with_base(base: &str) -> InitOptions {
     InitOptions {
         base: Some(base.into()),

@@ -31,22 +31,21 @@ pub fn is_workspace_root(pyproject: &toml::Table) -> bool {
         .is_some()
 }
 
+/// The strings of a TOML array (none when `value` is not an array).
+fn strings(value: Option<&toml::Value>) -> Vec<String> {
+    let items = value.and_then(|v| v.as_array()).into_iter().flatten();
+    items
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
 /// The members of the workspace rooted at `dir`: from its uv.lock (names and
 /// directories as locked) when there is one, else from the `members` globs
 /// of `[tool.uv.workspace]` (a directory, or `dir/*`), each directory with a
 /// pyproject.toml naming its project.
 pub fn members(dir: &Path, pyproject: &toml::Table) -> Vec<Member> {
     if let Some(lock) = toml_at(&dir.join("uv.lock"), LOCKFILE_LIMIT) {
-        let listed: Vec<String> = lock
-            .get("manifest")
-            .and_then(|m| m.get("members"))
-            .and_then(|m| m.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let listed = strings(lock.get("manifest").and_then(|m| m.get("members")));
         let packages = lock.get("package").and_then(|p| p.as_array());
         let found: Vec<Member> = packages
             .into_iter()
@@ -67,18 +66,13 @@ pub fn members(dir: &Path, pyproject: &toml::Table) -> Vec<Member> {
             return found;
         }
     }
-    let globs: Vec<String> = pyproject
-        .get("tool")
-        .and_then(|t| t.get("uv"))
-        .and_then(|u| u.get("workspace"))
-        .and_then(|w| w.get("members"))
-        .and_then(|m| m.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let globs = strings(
+        pyproject
+            .get("tool")
+            .and_then(|t| t.get("uv"))
+            .and_then(|u| u.get("workspace"))
+            .and_then(|w| w.get("members")),
+    );
     let mut out = Vec::new();
     for glob in globs {
         let dirs: Vec<String> = match glob.strip_suffix("/*") {
@@ -129,14 +123,7 @@ pub fn lock_requires_python(lock: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn write(root: &Path, files: &[(&str, &str)]) {
-        for (rel, text) in files {
-            let p = root.join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        }
-    }
+    use crate::init::tests::write_files as write;
 
     #[test]
     fn members_come_from_the_lock_or_the_globs() {

@@ -67,36 +67,8 @@ pub(super) fn writable(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{load, ImagePath, SpecError, HOME, SPEC_FILE};
-    use crate::text::error_chain;
-
-    const MINIMAL: &str = "base = \"python:3.12-slim\"\napp = \"main:app\"\n";
-
-    /// A project directory for settings files, as the spec tests write them.
-    struct Project {
-        dir: tempfile::TempDir,
-    }
-
-    impl Project {
-        fn new() -> Self {
-            Project {
-                dir: tempfile::tempdir().unwrap(),
-            }
-        }
-        fn write(&self, name: &str, text: &str) -> &Self {
-            let p = self.dir.path().join(name);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-            self
-        }
-        fn load(&self) -> Result<super::super::Spec, SpecError> {
-            load(None, self.dir.path())
-        }
-        fn err(&self, toml: &str) -> String {
-            self.write(SPEC_FILE, toml);
-            error_chain(&self.load().unwrap_err())
-        }
-    }
+    use super::super::tests::{Project, MINIMAL};
+    use super::super::{ImagePath, HOME, SPEC_FILE};
 
     fn spec_with(extra: &str) -> super::super::Spec {
         let p = Project::new();

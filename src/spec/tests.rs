@@ -6,29 +6,30 @@ use super::*;
 use crate::text::error_chain;
 use std::fs;
 
-struct Project {
+/// A project directory for settings files; the spec's submodules' tests use it too.
+pub(super) struct Project {
     dir: tempfile::TempDir,
 }
 
 impl Project {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Project {
             dir: tempfile::tempdir().unwrap(),
         }
     }
-    fn path(&self) -> PathBuf {
+    pub(super) fn path(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
-    fn write(&self, name: &str, text: &str) -> &Self {
+    pub(super) fn write(&self, name: &str, text: &str) -> &Self {
         let p = self.dir.path().join(name);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, text).unwrap();
         self
     }
-    fn load(&self) -> Result<Spec, SpecError> {
+    pub(super) fn load(&self) -> Result<Spec, SpecError> {
         load(None, self.dir.path())
     }
-    fn err(&self, toml: &str) -> String {
+    pub(super) fn err(&self, toml: &str) -> String {
         self.write(SPEC_FILE, toml);
         let e = error_chain(&self.load().unwrap_err());
         assert!(!e.contains('\n'), "one line: {e}");
@@ -36,7 +37,7 @@ impl Project {
     }
 }
 
-const MINIMAL: &str = "base = \"python:3.12-slim\"\napp = \"main:app\"\n";
+pub(super) const MINIMAL: &str = "base = \"python:3.12-slim\"\napp = \"main:app\"\n";
 
 #[test]
 fn minimal_file_gets_every_default() {

@@ -410,3 +410,50 @@ pub fn compiled_at_start(verbose_stderr: &str) -> Vec<&str> {
         })
         .collect()
 }
+
+/// `podman inspect` of a container, as JSON.
+#[allow(dead_code)]
+pub fn inspect_container(name: &str) -> serde_json::Value {
+    let out = podman_ok(&["inspect", "--type", "container", name]);
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+}
+
+/// kill -9 of a container's main process on the host; waits (up to 60 s) for
+/// its restart policy to start a new one.
+#[allow(dead_code)]
+pub fn kill_and_wait_restart(container: &str) {
+    let before = inspect_container(container);
+    let pid = before["State"]["Pid"].as_u64().unwrap();
+    let restarts = before["RestartCount"].as_u64().unwrap_or(0);
+    assert!(pid > 0, "{before:#}");
+    assert!(Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = inspect_container(container);
+        let count = now["RestartCount"].as_u64().unwrap_or(0);
+        let new_pid = now["State"]["Pid"].as_u64().unwrap_or(0);
+        if count > restarts && new_pid != 0 && new_pid != pid {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not restarted after kill -9: {now:#}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A Deployment's YAML with its container port published on 127.0.0.1:`port`,
+/// for `podman kube play` (the one place a test may reach the pod from).
+#[allow(dead_code)]
+pub fn with_host_port(yaml: &str, port: u16) -> String {
+    yaml.replacen(
+        "containerPort: 8000\n",
+        &format!("containerPort: 8000\n              hostPort: {port}\n              hostIP: 127.0.0.1\n"),
+        1,
+    )
+}
