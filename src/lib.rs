@@ -37,3 +37,9 @@ mod test_http;
 mod text;
 #[cfg(test)]
 mod tiers;
+mod trace;
+
+/// Starts the clock `IMGBUILD_TRACE` lines count from: called first thing in `main`.
+pub fn trace_start() {
+    trace::start();
+}

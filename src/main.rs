@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() {
+    imgbuild::trace_start();
     fixed_mmap_threshold();
     let cli = imgbuild::cli::Cli::parse();
     if let Err(e) = imgbuild::cli::run(cli) {

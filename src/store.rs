@@ -419,6 +419,11 @@ impl Store {
             .join(format!("{}.json", Digest::of_bytes(key.as_bytes()).hex()))
     }
 
+    /// Drops a record (a hint found wrong); one already gone is no error.
+    pub fn remove_meta(&self, kind: &str, key: &str) {
+        let _ = fs::remove_file(self.meta_path(kind, key));
+    }
+
     /// A small record stored under a key; a record that cannot be read is treated as absent.
     pub fn get_meta<T: DeserializeOwned>(&self, kind: &str, key: &str) -> Option<T> {
         let bytes = fs::read(self.meta_path(kind, key)).ok()?;

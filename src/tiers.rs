@@ -34,6 +34,7 @@ const TIERS: &[(&str, &[&str])] = &[
             "parallel",
             "http",
             "tee",
+            "trace",
             "test_http",
         ],
     ),

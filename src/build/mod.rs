@@ -152,7 +152,9 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
     };
     // issue 8: a project with dependencies and no lockfile would ship without them.
     crate::check::check_lockfile(spec)?;
+    let span = crate::trace::span(|| "build: plan app tree".into());
     let tree = plan_app_tree(spec, opts)?;
+    drop(span);
     let mut images = Vec::new();
     let mut base_facts: Vec<BaseFactsDoc> = Vec::new();
     for platform in &platforms {
@@ -193,10 +195,15 @@ fn build_platform(
     opts: &BuildOptions,
     tree: &LayerPlan,
 ) -> Result<(BuiltImage, BaseFactsDoc), BuildError> {
+    let span = crate::trace::span(|| "build: read base".into());
     let (base, base_repository) = read_base(spec, platform, opts)?;
+    drop(span);
     // The registry cache (docs/reproducibility.md): read once, before anything else is fetched.
+    let span = crate::trace::span(|| "build: registry cache".into());
     let offers = remote_cache::read_offers(opts, platform);
     let known = remote_cache::read_base_facts(opts, &base.manifest_digest);
+    drop(span);
+    let span = crate::trace::span(|| "build: python, compiler".into());
     let python = base::python::detect(&base, Some(opts.store))?;
     let base_view = BaseView::new(&base, opts.store);
     crate::check::check_base_fills(spec, &base_view)?;
@@ -209,6 +216,8 @@ fn build_platform(
         compiler: compiler.as_ref(),
         bytecode: BytecodeInputs::of(compiler.as_ref()),
     };
+    drop(span);
+    let span = crate::trace::span(|| "build: stdlib, plan packages".into());
     let stdlib = bytecode::stdlib_layer(spec.bytecode_stdlib, &python, &cx, &offers)?;
     let interpreters = packages::Interpreters {
         base: &|| bytecode::interpreter(spec, &base, &python, compiler.as_ref(), opts),
@@ -221,6 +230,8 @@ fn build_platform(
         base.manifest.layers.len(),
         stdlib.layer.is_some(),
     );
+    drop(span);
+    let span = crate::trace::span(|| "build: packages".into());
     let keys = cx.wheel_keys(&planned.wheels);
     let gathered = packages::gather(spec, &planned.wheels, &keys, budget, &offers, opts)?;
     let sources = LayerSources {
@@ -244,6 +255,8 @@ fn build_platform(
             .map(|s| s.path().map(PathBuf::from))
             .collect(),
     };
+    drop(span);
+    let span = crate::trace::span(|| "build: app".into());
     let (app_layer, source_tree) = app_stage(spec, tree.clone(), &base_view, &cx, &checked)?;
     ours.push(app_layer);
     let mut facts = facts_doc(&base_view, &python, known);
@@ -261,6 +274,8 @@ fn build_platform(
         source_tree,
         sources,
     };
+    drop(span);
+    let _span = crate::trace::span(|| "build: assemble".into());
     let mut built = image::assemble(spec, parts, opts)?;
     built.sources.base_layers_downloaded = base.layers_downloaded();
     Ok((built, facts))

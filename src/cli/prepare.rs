@@ -37,13 +37,7 @@ pub fn prepare(common: &CommonArgs, verbose: bool) -> Result<Prepared> {
         .iter()
         .map(|p| Platform::parse(p).context("--platform"))
         .collect::<Result<Vec<_>>>()?;
-    let store = Store::open(
-        common
-            .build
-            .cache_dir
-            .clone()
-            .unwrap_or_else(Store::default_root),
-    )?;
+    let store = Store::open(cache_root(common))?;
     let store = if verbose {
         // Straight to stderr: with -v there is no progress bar to print around.
         store.with_warnings(Arc::new(|w| eprintln!("warning: {w}")))
@@ -182,5 +176,21 @@ pub fn registry_client(
         timeout: reg.timeout.map(std::time::Duration::from_secs),
         ..TransportOptions::default()
     };
-    Ok(Arc::new(RegistryClient::new(options, keychain)?))
+    let client = RegistryClient::new(options, keychain)?;
+    // Where each registry answered last time: a warm run skips the ping.
+    // Only a hint, so a cache that cannot be opened here costs a ping.
+    let client = match Store::open(cache_root(common)) {
+        Ok(store) => client.remember_endpoints(store),
+        Err(_) => client,
+    };
+    Ok(Arc::new(client))
+}
+
+/// The cache directory: `--cache-dir`, else the default one.
+fn cache_root(common: &CommonArgs) -> PathBuf {
+    common
+        .build
+        .cache_dir
+        .clone()
+        .unwrap_or_else(Store::default_root)
 }

@@ -20,7 +20,9 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
         .iter()
         .map(|t| Reference::parse(t).with_context(|| format!("--tag {t}")))
         .collect::<Result<Vec<_>>>()?;
+    let span = crate::trace::span(|| "push: prepare".into());
     let mut ctx = prepare(&args.common, verbose)?;
+    drop(span);
     ctx.push_targets = tags.clone();
     let client = registry_client(&args.common, &args.registry, Some(&tags[0].registry))?;
     if verbose {
@@ -53,10 +55,12 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
     let stats = client.stats();
     // The base facts go up beside the attestations: neither waits for the other.
     let scratch = ctx.store.root().join("tmp");
+    let span = crate::trace::span(|| "push: attestations, base facts".into());
     std::thread::scope(|s| {
         s.spawn(|| publish_base_facts(&result, &tags, &client, &scratch, verbose));
         super::release::attach_on_push(&ctx, &result, &tags, &client, &args.attach)
     })?;
+    drop(span);
     print_report(&result, &report, &stats, verbose);
     if args.common.json {
         let summary = push_summary(&result, &args.tags, &report, &stats);
@@ -154,7 +158,9 @@ fn build_and_push(
     let t1 = Instant::now();
     let progress = PushProgress::new(&result);
     let on_blob = |d: &Digest, o: &PushOutcome| progress.on_blob(d, o);
+    let span = crate::trace::span(|| "push: image".into());
     let report = crate::output::push::push(client, &result, tags, &ctx.store, &on_blob);
+    drop(span);
     progress.finish();
     if verbose {
         eprintln!("timing: build {:?}, push {:?}", t1 - t0, t1.elapsed());

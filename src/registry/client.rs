@@ -8,6 +8,7 @@
 
 use super::auth::{parse_www_authenticate, preferred_challenge, Authenticator, Challenge};
 use super::credentials::{Credential, CredentialSource};
+use super::endpoints::EndpointMemory;
 use super::error::RegistryError;
 use super::transport::{
     is_retryable_status, retry_after, status_error, Counters, Failure, RetryNotice, TransferStats,
@@ -36,12 +37,16 @@ pub(super) struct Endpoint {
     /// `https://host[:port]` or `http://…`
     pub(super) base: Url,
     challenge: Option<Challenge>,
+    /// Read from an earlier run's record, not yet answered in this one: a
+    /// wire error forgets it and pings instead.
+    recalled: bool,
 }
 
 pub struct RegistryClient {
     pub(super) transport: Transport,
     auth: Authenticator,
     endpoints: Mutex<HashMap<String, Endpoint>>,
+    memory: EndpointMemory,
 }
 
 /// One request as `execute` sees it. `build` is called once per attempt, so a
@@ -108,7 +113,15 @@ impl RegistryClient {
             transport: Transport::new(options)?,
             auth: Authenticator::new(Box::new(credentials)),
             endpoints: Mutex::default(),
+            memory: EndpointMemory::default(),
         })
+    }
+
+    /// Keeps what this run learns of each registry's endpoint in `store`,
+    /// and starts from what earlier runs kept there (src/registry/endpoints.rs).
+    pub fn remember_endpoints(mut self, store: crate::store::Store) -> Self {
+        self.memory = EndpointMemory::new(store);
+        self
     }
 
     pub fn options(&self) -> &TransportOptions {
@@ -152,6 +165,9 @@ impl RegistryClient {
             return Ok(e.clone());
         }
         let host = api_host(registry);
+        if let Some(e) = self.recalled(registry, host) {
+            return Ok(e);
+        }
         let what = format!("contacting {registry}");
         // A host that timed out or refused earlier in this run is not pinged again.
         self.transport.check_alive(&what, registry)?;
@@ -215,7 +231,12 @@ impl RegistryClient {
                 s if is_retryable_status(s) => return Err(self.fail(&what, registry, resp)),
                 _ => None,
             };
-            let endpoint = Endpoint { base, challenge };
+            self.memory.keep(registry, &base, challenge.as_ref());
+            let endpoint = Endpoint {
+                base,
+                challenge,
+                recalled: false,
+            };
             self.endpoints
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -236,12 +257,64 @@ impl RegistryClient {
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(registry)
         {
+            self.memory.keep(registry, &e.base, Some(&challenge));
             e.challenge = Some(challenge);
+            e.recalled = false;
+        }
+    }
+
+    /// The endpoint an earlier run kept for `registry`, put in this run's
+    /// table. Plain http is taken only where it is still allowed.
+    fn recalled(&self, registry: &str, host: &str) -> Option<Endpoint> {
+        let (base, challenge) = self.memory.recall(registry)?;
+        let allowed = match base.scheme() {
+            "https" => true,
+            "http" => self.transport.allows_http(host),
+            _ => false,
+        };
+        if !allowed || base.host_str().is_none() {
+            return None;
+        }
+        let endpoint = Endpoint {
+            base,
+            challenge,
+            recalled: true,
+        };
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(registry.to_string(), endpoint.clone());
+        Some(endpoint)
+    }
+
+    /// A remembered endpoint failed on the wire: it is forgotten, here and
+    /// in the record, and the registry is pinged as on a first run.
+    fn repinged(&self, registry: &str) -> Result<Endpoint, RegistryError> {
+        self.memory.forget(registry);
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(registry);
+        self.endpoint(registry)
+    }
+
+    /// An answer came over `endpoint`: a remembered one is now known good.
+    fn confirmed(&self, registry: &str, endpoint: &mut Endpoint) {
+        if endpoint.recalled {
+            endpoint.recalled = false;
+            if let Some(e) = self
+                .endpoints
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(registry)
+            {
+                e.recalled = false;
+            }
         }
     }
 
     pub(super) fn execute(&self, call: Call<'_>) -> Result<Response, RegistryError> {
-        let endpoint = self.endpoint(call.registry)?;
+        let mut endpoint = self.endpoint(call.registry)?;
         let mut challenge = endpoint.challenge.clone();
         let mut scopes = call.scopes.to_vec();
         let mut reauthed = false;
@@ -249,6 +322,21 @@ impl RegistryClient {
         loop {
             self.transport.check_alive(call.what, call.registry)?;
             let sent = self.send_authorized(&call, &endpoint, challenge.as_ref(), &scopes)?;
+            // A remembered endpoint that fails on the wire, or that a TLS
+            // server answers "plain http to an https port" (400), is stale.
+            let stale = match &sent {
+                Ok(resp) => resp.status() == StatusCode::BAD_REQUEST,
+                Err(_) => true,
+            };
+            if endpoint.recalled && stale {
+                if let Err(e) = &sent {
+                    self.transport.note_wire_error(call.registry, e);
+                }
+                endpoint = self.repinged(call.registry)?;
+                challenge = endpoint.challenge.clone();
+                continue;
+            }
+            self.confirmed(call.registry, &mut endpoint);
             match sent {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !reauthed => {
                     reauthed = true;

@@ -7,6 +7,7 @@ pub(crate) mod auth;
 mod blob;
 pub mod client;
 pub mod credentials;
+mod endpoints;
 pub(crate) mod error;
 mod manifest;
 #[cfg(test)]

@@ -327,3 +327,64 @@ fn a_manifest_that_redirects_in_a_loop_is_named_and_not_retried() {
     assert!(!line.contains("again"), "the query is not shown: {line}");
     assert_eq!(c.stats().retries, 0);
 }
+
+/// A registry that answers `/v2/` and has one manifest, `team/app:1`.
+fn one_manifest_registry() -> Server {
+    Server::start(|r: &Request| match (r.method.as_str(), r.path()) {
+        ("GET", "/v2/") => Reply::status(200),
+        ("HEAD", "/v2/team/app/manifests/1") => Reply::status(200)
+            .header("Content-Type", MEDIA_TYPE_OCI_MANIFEST)
+            .header("Docker-Content-Digest", Digest::of_bytes(b"m").to_string()),
+        _ => Reply::status(404),
+    })
+}
+
+#[test]
+fn a_later_run_asks_a_remembered_registry_without_pinging_it_first() {
+    let server = one_manifest_registry();
+    let cache = tempfile::tempdir().unwrap();
+    let store = || crate::store::Store::open(cache.path()).unwrap();
+    let first = client(None).remember_endpoints(store());
+    assert!(first.head_manifest(&repo(&server)).unwrap().is_some());
+    let second = client(None).remember_endpoints(store());
+    assert!(second.head_manifest(&repo(&server)).unwrap().is_some());
+    let lines: Vec<String> = server.requests().iter().map(Request::line).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /v2/",
+            "HEAD /v2/team/app/manifests/1",
+            "HEAD /v2/team/app/manifests/1"
+        ]
+    );
+}
+
+#[test]
+fn a_remembered_endpoint_answered_400_as_plain_http_to_a_tls_port_is_pinged_again() {
+    // The first HEAD gets what a TLS server says to plain http; after the
+    // ping, the registry answers as before.
+    let heads = AtomicUsize::new(0);
+    let server = Server::start(move |r: &Request| match (r.method.as_str(), r.path()) {
+        ("GET", "/v2/") => Reply::status(200),
+        ("HEAD", _) if heads.fetch_add(1, Ordering::SeqCst) == 0 => Reply::status(400),
+        ("HEAD", _) => Reply::status(200)
+            .header("Content-Type", MEDIA_TYPE_OCI_MANIFEST)
+            .header("Docker-Content-Digest", Digest::of_bytes(b"m").to_string()),
+        _ => Reply::status(404),
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let store = || crate::store::Store::open(cache.path()).unwrap();
+    let kept = reqwest::Url::parse(&format!("http://{}/", server.addr)).unwrap();
+    super::endpoints::EndpointMemory::new(store()).keep(&server.addr, &kept, None);
+    let c = client(None).remember_endpoints(store());
+    assert!(c.head_manifest(&repo(&server)).unwrap().is_some());
+    let lines: Vec<String> = server.requests().iter().map(Request::line).collect();
+    assert_eq!(
+        lines,
+        [
+            "HEAD /v2/team/app/manifests/1",
+            "GET /v2/",
+            "HEAD /v2/team/app/manifests/1"
+        ]
+    );
+}

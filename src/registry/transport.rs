@@ -333,7 +333,14 @@ impl Transport {
     ) -> Result<Response, reqwest::Error> {
         self.bound(&mut req, upload);
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        client.execute(req)
+        // The path only: a query may hold an upload's state token.
+        let mut span = crate::trace::span(|| format!("{} {}", req.method(), req.url().path()));
+        let resp = client.execute(req);
+        span.add(|| match &resp {
+            Ok(r) => format!(" -> {}", r.status().as_u16()),
+            Err(_) => " -> failed".to_string(),
+        });
+        resp
     }
 
     /// Whether to try again after `failure` on attempt `attempt` (from 0),
