@@ -667,6 +667,53 @@ fn inner_loop_uploads_only_the_app_layer() {
         let raw = raw_manifest(&reg, name).unwrap();
         assert_eq!(Digest::of_bytes(&raw).to_string(), third.digest, "{name}");
     }
+    unchanged_inputs_build_nothing(&reg, &push, &third, &main_py);
+}
+
+/// The same push again (issue 26): the inputs are those of the last push
+/// and each tag still names its digest, so one HEAD per tag is all it sends.
+/// A tag moved elsewhere, or a touched file, makes it push in full again.
+fn unchanged_inputs_build_nothing(
+    reg: &Registry,
+    push: &dyn Fn(&[&str]) -> (Run, Pushed),
+    last: &Pushed,
+    main_py: &Path,
+) {
+    let dev = format!("{}/hello-api:dev", reg.host);
+    let stable = format!("{}/hello-api:stable", reg.host);
+    let (run, again) = push(&[&dev, &stable]);
+    let summary = again.summary.as_ref().unwrap();
+    assert!(
+        run.stderr.contains("unchanged since the last push"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(summary["unchanged"], true, "{summary:#}");
+    assert_eq!(summary["requests"], 2, "one HEAD per tag: {summary:#}");
+    assert_eq!(again.digest, last.digest);
+    assert_eq!(again.refs, last.refs);
+
+    // Somebody else pushed to :dev: the record is not believed.
+    let mut args = vec!["copy".to_string(), "--quiet".to_string()];
+    args.extend(reg.skopeo_flags("src-"));
+    args.extend(reg.skopeo_flags("dest-"));
+    args.push(format!("docker://{}/python:3.11", reg.host));
+    args.push(format!("docker://{dev}"));
+    skopeo_ok(&args);
+    let (run, restored) = push(&[&dev, &stable]);
+    assert!(!run.stderr.contains("unchanged since"), "{}", run.stderr);
+    assert_eq!(restored.digest, last.digest);
+    let raw = raw_manifest(reg, "hello-api:dev").unwrap();
+    assert_eq!(Digest::of_bytes(&raw).to_string(), last.digest);
+
+    // A file's status changed (its bytes did not): built again, same digest.
+    std::thread::sleep(Duration::from_millis(100));
+    let text = std::fs::read(main_py).unwrap();
+    std::fs::write(main_py, text).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let (run, rebuilt) = push(&[&dev, &stable]);
+    assert!(!run.stderr.contains("unchanged since"), "{}", run.stderr);
+    assert_eq!(rebuilt.digest, last.digest);
 }
 
 #[test]

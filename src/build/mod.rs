@@ -13,6 +13,7 @@ mod layers;
 mod packages;
 pub mod rebase;
 pub(crate) mod remote_cache;
+pub mod unchanged;
 
 pub use remote_cache::RemoteCache;
 
@@ -157,8 +158,9 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
     drop(span);
     let mut images = Vec::new();
     let mut base_facts: Vec<BaseFactsDoc> = Vec::new();
+    let mut local_dirs = Vec::new();
     for platform in &platforms {
-        let (image, facts) = build_platform(spec, platform, opts, &tree)?;
+        let (image, facts) = build_platform(spec, platform, opts, &tree, &mut local_dirs)?;
         images.push(image);
         if !base_facts.iter().any(|f| f.base == facts.base) {
             base_facts.push(facts);
@@ -170,6 +172,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildResult, BuildError
         images,
         index,
         base_facts,
+        local_dirs,
     })
 }
 
@@ -194,6 +197,7 @@ fn build_platform(
     platform: &Platform,
     opts: &BuildOptions,
     tree: &LayerPlan,
+    local_dirs: &mut Vec<PathBuf>,
 ) -> Result<(BuiltImage, BaseFactsDoc), BuildError> {
     let span = crate::trace::span(|| "build: read base".into());
     let (base, base_repository) = read_base(spec, platform, opts)?;
@@ -225,6 +229,7 @@ fn build_platform(
     };
     let in_base = checks::on_base_path(&base, &base_view);
     let planned = packages::plan(spec, &python, platform, opts, &interpreters, &in_base)?;
+    local_dirs.extend(planned.local_dirs.iter().cloned());
     let budget = identity::package_budget(
         spec.layer_budget,
         base.manifest.layers.len(),

@@ -36,6 +36,8 @@ pub(super) struct Planned {
     pub import_roots: Vec<ImagePath>,
     /// How the packages built from their sdists were built.
     pub sdist_builds: Vec<crate::sdist::Built>,
+    /// The lock's local packages' directories.
+    pub local_dirs: Vec<PathBuf>,
 }
 
 /// Where the lock's relative paths start: the lockfile's directory, or the
@@ -94,6 +96,10 @@ pub(super) fn plan(
             &mut planned.wheels,
         )?;
     }
+    planned.local_dirs = locals
+        .iter()
+        .map(|l| lock_dir(spec).join(&l.path))
+        .collect();
     planned.import_roots = add_local_wheels(spec, python, &locals, opts, &mut planned.wheels)?;
     if spec.lockfile.is_some() {
         (opts.on_event)(Event::Wheels {

@@ -146,6 +146,7 @@ pub fn rebase(
             images,
             index,
             base_facts: Vec::new(),
+            local_dirs: Vec::new(),
         },
         swaps,
     })

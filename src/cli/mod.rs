@@ -28,6 +28,7 @@ mod rebase;
 mod release;
 mod resolve;
 mod run;
+mod unchanged;
 
 pub use args::{
     BuildArgs, BuildFlags, Cli, Command, CommonArgs, Destination, LoginArgs, PushArgs, RegistryArgs,

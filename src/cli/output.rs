@@ -128,6 +128,7 @@ mod tests {
             }],
             index: None,
             base_facts: Vec::new(),
+            local_dirs: Vec::new(),
         }
     }
 

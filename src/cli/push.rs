@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
+    // Before anything of the project is read: a file changed after this is
+    // racy, and keeps this push from being recorded (src/build/unchanged.rs).
+    let started = std::time::SystemTime::now();
     let tags = args
         .tags
         .iter()
@@ -27,6 +30,12 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
     let client = registry_client(&args.common, &args.registry, Some(&tags[0].registry))?;
     if verbose {
         client.on_retry(|n| eprintln!("retry: {n}"));
+    }
+    let inputs = super::unchanged::Inputs::of(&ctx, started);
+    if let Some(record) = inputs.as_ref().and_then(|i| i.recorded(&ctx)) {
+        if super::unchanged::still_pushed(&client, &tags, &record) {
+            return super::unchanged::replay(&record, &args, &client);
+        }
     }
     let (result, report) = match build_and_push(&ctx, &args, &client, &tags, verbose)? {
         Ok(pushed) => pushed,
@@ -62,9 +71,12 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
     })?;
     drop(span);
     print_report(&result, &report, &stats, verbose);
-    if args.common.json {
-        let summary = push_summary(&result, &args.tags, &report, &stats);
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+    let summary = args
+        .common
+        .json
+        .then(|| push_summary(&result, &args.tags, &report, &stats));
+    if let Some(summary) = &summary {
+        println!("{}", serde_json::to_string_pretty(summary)?);
     }
     if let Some(f) = &args.common.digest_file {
         write_atomic(f, format!("{}\n", result.digest()).as_bytes())?;
@@ -74,6 +86,10 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
     }
     for p in &report.pinned {
         println!("{p}");
+    }
+    // Last: a push that failed anywhere above is never taken as done.
+    if let Some(inputs) = &inputs {
+        inputs.keep(&ctx, &result, &report, summary.as_ref());
     }
     Ok(())
 }

@@ -82,6 +82,9 @@ pub struct BuildResult {
     /// What the build learnt from each base (one per base manifest), to push
     /// beside the image for the next fresh runner.
     pub base_facts: Vec<base_facts::BaseFactsDoc>,
+    /// The lock's local packages' directories (absolute): project files a
+    /// build read outside the source tree, for the no-op push's fingerprint.
+    pub local_dirs: Vec<std::path::PathBuf>,
 }
 
 impl BuildResult {

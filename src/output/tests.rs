@@ -76,6 +76,7 @@ fn image(store: &Store, app: &[u8], base_served: &[u8]) -> BuildResult {
         }],
         index: None,
         base_facts: Vec::new(),
+        local_dirs: Vec::new(),
     }
 }
 
