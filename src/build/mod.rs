@@ -199,44 +199,98 @@ fn build_platform(
     tree: &LayerPlan,
     local_dirs: &mut Vec<PathBuf>,
 ) -> Result<(BuiltImage, BaseFactsDoc), BuildError> {
-    let span = crate::trace::span(|| "build: read base".into());
+    let span = crate::trace::span(|| "build: base, python, compiler".into());
     let (base, base_repository) = read_base(spec, platform, opts)?;
-    drop(span);
-    // The registry cache (docs/reproducibility.md): read once, before anything else is fetched.
-    let span = crate::trace::span(|| "build: registry cache".into());
-    let offers = remote_cache::read_offers(opts, platform);
     let known = remote_cache::read_base_facts(opts, &base.manifest_digest);
-    drop(span);
-    let span = crate::trace::span(|| "build: python, compiler".into());
     let python = base::python::detect(&base, Some(opts.store))?;
     let base_view = BaseView::new(&base, opts.store);
     crate::check::check_base_fills(spec, &base_view)?;
-    let target = venv_target(spec, &python);
     remote_cache::read_compile_root(spec, opts, &base);
     let compiler = bytecode::prepare_compiler(spec, &base, &python, opts)?;
+    drop(span);
+    let on_base = OnBase {
+        base: &base,
+        base_repository,
+        view: &base_view,
+        python: &python,
+        compiler: compiler.as_ref(),
+        known,
+    };
+    // Beside the local work, on threads of their own: the registry cache
+    // (docs/reproducibility.md; read once, before anything is fetched) and
+    // the app's bytecode, whose sandboxed interpreter is most of a warm build.
+    std::thread::scope(|s| {
+        let offers = s.spawn(|| {
+            let _span = crate::trace::span(|| "build: registry cache".into());
+            remote_cache::read_offers(opts, platform)
+        });
+        let compiled = s.spawn(|| {
+            let _span = crate::trace::span(|| "build: app bytecode".into());
+            let mut plan = tree.clone();
+            bytecode::app_pycs(spec, compiler.as_ref(), &mut plan, opts.on_event).map(|()| plan)
+        });
+        let pending = Pending { offers, compiled };
+        image_on(spec, platform, opts, tree, &on_base, pending, local_dirs)
+    })
+}
+
+/// What a platform's build knows of its base before its layers.
+struct OnBase<'a> {
+    base: &'a BaseImage,
+    base_repository: Option<String>,
+    view: &'a BaseView<'a>,
+    python: &'a PythonInfo,
+    compiler: Option<&'a crate::python::bytecode::Compiler>,
+    known: Option<BaseFacts>,
+}
+
+/// The work running beside [`image_on`]: the registry cache's offers, and
+/// the app's layer plan with its pycs.
+struct Pending<'scope> {
+    offers: std::thread::ScopedJoinHandle<'scope, remote_cache::Offers>,
+    compiled: std::thread::ScopedJoinHandle<'scope, Result<LayerPlan, BuildError>>,
+}
+
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The layers on the base, then the image.
+fn image_on(
+    spec: &Spec,
+    platform: &Platform,
+    opts: &BuildOptions,
+    tree: &LayerPlan,
+    on: &OnBase,
+    pending: Pending,
+    local_dirs: &mut Vec<PathBuf>,
+) -> Result<(BuiltImage, BaseFactsDoc), BuildError> {
+    let (base, python) = (on.base, on.python);
+    let target = venv_target(spec, python);
     let cx = LayerContext {
         opts,
         target: &target,
-        compiler: compiler.as_ref(),
-        bytecode: BytecodeInputs::of(compiler.as_ref()),
+        compiler: on.compiler,
+        bytecode: BytecodeInputs::of(on.compiler),
     };
-    drop(span);
-    let span = crate::trace::span(|| "build: stdlib, plan packages".into());
-    let stdlib = bytecode::stdlib_layer(spec.bytecode_stdlib, &python, &cx, &offers)?;
+    let span = crate::trace::span(|| "build: plan packages".into());
     let interpreters = packages::Interpreters {
-        base: &|| bytecode::interpreter(spec, &base, &python, compiler.as_ref(), opts),
-        whole_base: &|| bytecode::whole_base_interpreter(spec, &base, &python, opts),
+        base: &|| bytecode::interpreter(spec, base, python, on.compiler, opts),
+        whole_base: &|| bytecode::whole_base_interpreter(spec, base, python, opts),
     };
-    let in_base = checks::on_base_path(&base, &base_view);
-    let planned = packages::plan(spec, &python, platform, opts, &interpreters, &in_base)?;
+    let in_base = checks::on_base_path(base, on.view);
+    let planned = packages::plan(spec, python, platform, opts, &interpreters, &in_base)?;
     local_dirs.extend(planned.local_dirs.iter().cloned());
+    drop(span);
+    let offers = joined(pending.offers);
+    let span = crate::trace::span(|| "build: packages".into());
+    let stdlib = bytecode::stdlib_layer(spec.bytecode_stdlib, python, &cx, &offers)?;
     let budget = identity::package_budget(
         spec.layer_budget,
         base.manifest.layers.len(),
         stdlib.layer.is_some(),
     );
-    drop(span);
-    let span = crate::trace::span(|| "build: packages".into());
     let keys = cx.wheel_keys(&planned.wheels);
     let gathered = packages::gather(spec, &planned.wheels, &keys, budget, &offers, opts)?;
     let sources = LayerSources {
@@ -261,25 +315,23 @@ fn build_platform(
             .collect(),
     };
     drop(span);
-    let span = crate::trace::span(|| "build: app".into());
-    let (app_layer, source_tree) = app_stage(spec, tree.clone(), &base_view, &cx, &checked)?;
+    let (app_layer, source_tree) = app_stage(spec, tree, pending.compiled, on.view, &cx, &checked)?;
     ours.push(app_layer);
-    let mut facts = facts_doc(&base_view, &python, known);
-    facts.compile_root = compiler.as_ref().map(|c| c.interp.root.clone());
+    let mut facts = facts_doc(on.view, python, on.known.clone());
+    facts.compile_root = on.compiler.map(|c| c.interp.root.clone());
     let parts = image::Parts {
         platform,
-        base: &base,
-        base_repository,
+        base,
+        base_repository: on.base_repository.clone(),
         target: &target,
-        python: &python,
-        compiler: compiler.as_ref(),
+        python,
+        compiler: on.compiler,
         ours,
         locked: planned.locked,
         sdist_builds: planned.sdist_builds,
         source_tree,
         sources,
     };
-    drop(span);
     let _span = crate::trace::span(|| "build: assemble".into());
     let mut built = image::assemble(spec, parts, opts)?;
     built.sources.base_layers_downloaded = base.layers_downloaded();
@@ -360,19 +412,22 @@ fn report_gathered(
 
 /// The app stage: on the source tree's layer plan, the checks that refuse
 /// an image that cannot start (before the app layer and any output), the
-/// source tree's digest (of the sources, not their pycs), the app's pycs,
+/// source tree's digest (of the sources, not their pycs), the app's pycs
+/// (compiled beside the build; their failure is heard after the checks'),
 /// and its layer.
 fn app_stage(
     spec: &Spec,
-    mut plan: LayerPlan,
+    tree: &LayerPlan,
+    compiled: std::thread::ScopedJoinHandle<'_, Result<LayerPlan, BuildError>>,
     base: &BaseView,
     cx: &LayerContext,
     checked: &checks::Checked,
 ) -> Result<(PackageLayer, Digest), BuildError> {
     let opts = cx.opts;
-    let source_tree = crate::attest::tree::source_tree_digest(&plan, &spec.workdir)?;
-    checks::run_checks(spec, base, cx.target, checked, &plan, opts)?;
-    bytecode::app_pycs(spec, cx.compiler, &mut plan, cx.opts.on_event)?;
+    let source_tree = crate::attest::tree::source_tree_digest(tree, &spec.workdir)?;
+    checks::run_checks(spec, base, cx.target, checked, tree, opts)?;
+    let mut plan = joined(compiled)?;
+    let _span = crate::trace::span(|| "build: app layer".into());
     // After the tree's digest: what the user may write is not the source.
     app::add_state_dirs(&mut plan, &spec.state_dirs(), spec.user)?;
     Ok((layers::app_layer(opts, &plan)?, source_tree))

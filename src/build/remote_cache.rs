@@ -74,7 +74,7 @@ pub(super) fn read_offers(opts: &BuildOptions, platform: &Platform) -> Offers {
     };
     let mut all = Vec::new();
     for (k, r) in cache.refs.iter().enumerate() {
-        match read_image(&cache.client, r, platform) {
+        match read_image(&cache.client, r, platform, opts.store) {
             Ok(Some((manifest, config))) => match cache_plan::offered(&manifest, &config, k) {
                 Ok(offers) => {
                     (opts.on_event)(Event::Detail(format!(
@@ -203,6 +203,7 @@ fn read_image(
     client: &RegistryClient,
     r: &Reference,
     platform: &Platform,
+    store: &crate::store::Store,
 ) -> Result<Option<ImageDocs>, RegistryError> {
     let absent = |e: &RegistryError| {
         matches!(
@@ -233,6 +234,14 @@ fn read_image(
     let Ok(m) = serde_json::from_slice::<Manifest>(&manifest) else {
         return Ok(None);
     };
+    // The config the last push from this cache pushed is in the store (checked as read).
+    if let Ok(local) = store.open_blob(&m.config.digest) {
+        if let Ok(config) =
+            crate::http::read_capped(local, &crate::http::IMAGE_CONFIG, "the config")
+        {
+            return Ok(Some((manifest, config)));
+        }
+    }
     let what = format!("reading config {} of {r}", m.config.digest);
     let blob = client.get_blob(r, &m.config.digest, Some(m.config.size))?;
     let config =
@@ -243,6 +252,17 @@ fn read_image(
             }
         })?;
     Ok(Some((manifest, config)))
+}
+
+/// Keeps each pushed image's config in the store, where the next build's
+/// registry cache read finds it instead of fetching it (issue 26). Only a
+/// shortcut, so a failed write is a lost shortcut.
+pub fn keep_configs(store: &crate::store::Store, result: &crate::output::BuildResult) {
+    for img in &result.images {
+        if !store.has_blob(&img.config_digest) {
+            let _ = store.write_blob(|w| std::io::Write::write_all(w, &img.config));
+        }
+    }
 }
 
 /// The offered layer, if its blob is still in its repository and (when

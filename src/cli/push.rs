@@ -37,15 +37,22 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
             return super::unchanged::replay(&record, &args, &client);
         }
     }
-    let (result, report) = match build_and_push(&ctx, &args, &client, &tags, verbose)? {
+    // The attestations and base facts go up beside the image on a client of
+    // their own, so the image's figures stay the image's.
+    let beside = registry_client(&args.common, &args.registry, Some(&tags[0].registry))?;
+    let clients = Clients {
+        image: &client,
+        beside: &beside,
+    };
+    let (result, report, said) = match build_and_push(&ctx, &args, &clients, &tags, verbose)? {
         Ok(pushed) => pushed,
         // Once only: the second build reads no registry cache, so nothing it
         // pushes can vanish from one.
         Err(gone) => {
             eprintln!("warning: {}", vanished(&gone));
             ctx.registry_cache = false;
-            let (result, report) =
-                build_and_push(&ctx, &args, &client, &tags, verbose)?.map_err(|again| {
+            let (result, report, said) = build_and_push(&ctx, &args, &clients, &tags, verbose)?
+                .map_err(|again| {
                     let warning = vanished(&again);
                     anyhow::Error::new(again.error).context(warning)
                 })?;
@@ -57,19 +64,14 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
                     gone.planned
                 );
             }
-            (result, report)
+            (result, report, said)
         }
     };
-    // The figures describe the image; the attestations attached next are reported apart.
+    // The figures describe the image; the attestations are reported apart.
     let stats = client.stats();
-    // The base facts go up beside the attestations: neither waits for the other.
-    let scratch = ctx.store.root().join("tmp");
-    let span = crate::trace::span(|| "push: attestations, base facts".into());
-    std::thread::scope(|s| {
-        s.spawn(|| publish_base_facts(&result, &tags, &client, &scratch, verbose));
-        super::release::attach_on_push(&ctx, &result, &tags, &client, &args.attach)
-    })?;
-    drop(span);
+    for line in said {
+        eprintln!("{line}");
+    }
     print_report(&result, &report, &stats, verbose);
     let summary = args
         .common
@@ -87,6 +89,7 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
     for p in &report.pinned {
         println!("{p}");
     }
+    crate::build::remote_cache::keep_configs(&ctx.store, &result);
     // Last: a push that failed anywhere above is never taken as done.
     if let Some(inputs) = &inputs {
         inputs.keep(&ctx, &result, &report, summary.as_ref());
@@ -158,31 +161,65 @@ struct Vanished {
     error: PushError,
 }
 
-/// Builds (with the registry cache unless `ctx` turns it off) and pushes.
-/// The inner error is a reused layer gone from its registry cache, which a
-/// build without the cache repairs; every other failure is the outer one.
+/// The client the image goes up on, and the one its attestations and base
+/// facts go up on beside it.
+struct Clients<'a> {
+    image: &'a Arc<RegistryClient>,
+    beside: &'a Arc<RegistryClient>,
+}
+
+type Pushed = (BuildResult, PushReport, Vec<String>);
+
+/// Builds (with the registry cache unless `ctx` turns it off) and pushes,
+/// with the attestations and base facts going up at the same time (issue
+/// 26: pipelined, not after). The inner error is a reused layer gone from
+/// its registry cache, which a build without the cache repairs; every other
+/// failure is the outer one.
 fn build_and_push(
     ctx: &Prepared,
     args: &PushArgs,
-    client: &Arc<RegistryClient>,
+    clients: &Clients,
     tags: &[Reference],
     verbose: bool,
-) -> Result<Result<(BuildResult, PushReport), Vanished>> {
+) -> Result<Result<Pushed, Vanished>> {
     let printer = event_printer(verbose);
     let t0 = Instant::now();
-    let result = run_build(ctx, &args.common, client.clone(), &printer, &[])?;
+    let result = run_build(ctx, &args.common, clients.image.clone(), &printer, &[])?;
     let t1 = Instant::now();
     let progress = PushProgress::new(&result);
     let on_blob = |d: &Digest, o: &PushOutcome| progress.on_blob(d, o);
-    let span = crate::trace::span(|| "push: image".into());
-    let report = crate::output::push::push(client, &result, tags, &ctx.store, &on_blob);
-    drop(span);
+    let scratch = ctx.store.root().join("tmp");
+    let gate = crate::parallel::Gate::default();
+    let (report, attached) = std::thread::scope(|s| {
+        s.spawn(|| publish_base_facts(&result, tags, clients.beside, &scratch, verbose));
+        let attach = s.spawn(|| {
+            let _span = crate::trace::span(|| "push: attestations".into());
+            super::release::attach_on_push(
+                ctx,
+                &result,
+                tags,
+                clients.beside,
+                &args.attach,
+                &|| gate.wait(),
+            )
+        });
+        let span = crate::trace::span(|| "push: image".into());
+        let answered = gate.no_unless_answered();
+        let report = crate::output::push::push(clients.image, &result, tags, &ctx.store, &on_blob);
+        gate.answer(report.is_ok());
+        drop((answered, span));
+        (
+            report,
+            attach.join().expect("the attestations' thread ended"),
+        )
+    });
     progress.finish();
     if verbose {
         eprintln!("timing: build {:?}, push {:?}", t1 - t0, t1.elapsed());
     }
     match report {
-        Ok(report) => Ok(Ok((result, report))),
+        // The image is in; an attestation that failed fails the push, as before.
+        Ok(report) => Ok(Ok((result, report, attached?))),
         Err(PushError::CachedLayerGone {
             label,
             digest,

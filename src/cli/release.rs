@@ -138,41 +138,47 @@ pub(super) fn artifacts(input: &AttestInput, args: &AttachArgs) -> Vec<Artifact>
 
 /// After a push: the SBOM and provenance of each platform image, attached
 /// as referrers in each pushed repository. Says where on stderr.
+/// Returns what it says of each attachment, for the caller to print once the
+/// push's own progress is done: this runs beside the push (`subject_pushed`
+/// waits for it; see [`referrers::attach`]).
 pub(super) fn attach_on_push(
     ctx: &Prepared,
     result: &BuildResult,
     tags: &[Reference],
     client: &RegistryClient,
     args: &AttachArgs,
-) -> Result<()> {
+    subject_pushed: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<String>> {
+    let mut said = Vec::new();
     if !args.sbom && !args.provenance {
-        return Ok(());
+        return Ok(said);
     }
     for repo in distinct_repositories(tags) {
         let name = repo.name();
         for (img, input) in result.images.iter().zip(attest_inputs(ctx, result, &name)?) {
             let subject = Subject::manifest(&img.manifest_digest, img.manifest.len() as u64);
-            let how = referrers::attach(client, repo, &subject, &artifacts(&input, args))?;
+            let artifacts = artifacts(&input, args);
+            let how = referrers::attach(client, repo, &subject, &artifacts, subject_pushed)?;
             let what = match (args.sbom, args.provenance) {
                 (true, true) => "SBOM and provenance",
                 (true, false) => "SBOM",
                 _ => "provenance",
             };
-            match how {
-                Attached::Api => eprintln!(
+            said.push(match how {
+                Attached::Api => format!(
                     "[{}] attached {what} to {name}@{} (referrers API)",
                     img.platform, img.manifest_digest
                 ),
-                Attached::Tag { tag, changed } => eprintln!(
+                Attached::Tag { tag, changed } => format!(
                     "[{}] attached {what} to {name}@{} (referrers tag {tag}{})",
                     img.platform,
                     img.manifest_digest,
                     if changed { "" } else { ", unchanged" }
                 ),
-            }
+            });
         }
     }
-    Ok(())
+    Ok(said)
 }
 
 /// After a rebase: each new platform image's SBOM (the old image's packages,
@@ -210,7 +216,7 @@ pub(super) fn attach_rebase(
                 ..input.clone()
             };
             let subject = Subject::manifest(&img.manifest_digest, img.manifest.len() as u64);
-            referrers::attach(client, repo, &subject, &artifacts(&input, args))?;
+            referrers::attach(client, repo, &subject, &artifacts(&input, args), &|| true)?;
             eprintln!(
                 "[{}] attached the SBOM and provenance of the rebase to {}@{}",
                 img.platform,

@@ -89,8 +89,11 @@ pub fn push(
     let mut done_repos: Vec<(String, String)> = Vec::new();
     for tag in tags {
         let repo_key = (tag.registry.clone(), tag.repository.clone());
+        // What the tag named when its blobs were listed, a moment ago.
+        let mut seen = None;
         if !done_repos.contains(&repo_key) {
-            let layers = push_content(client, result, tag, store, on_blob)?;
+            let (layers, tag_named) = push_content(client, result, tag, store, on_blob)?;
+            seen = tag_named;
             if report.layers.is_empty() {
                 report.layers = layers;
             }
@@ -99,7 +102,10 @@ pub fn push(
         let reference = tag.tag.clone().unwrap_or_else(|| top_digest.to_string());
         // A tag that already names this digest is left alone (a HEAD is far
         // cheaper than a manifest PUT, and does not count as a Hub pull).
-        let current = client.head_manifest(tag).ok().flatten().map(|(d, _)| d);
+        let current = match seen {
+            Some(d) => Some(d),
+            None => client.head_manifest(tag).ok().flatten().map(|(d, _)| d),
+        };
         if current.as_ref() != Some(&top_digest) {
             client.put_manifest(tag, &reference, result.top_bytes(), result.media_type())?;
         }
@@ -150,13 +156,15 @@ fn cached_in(origin: &BlobOrigin, target: &Reference) -> Option<String> {
 type Opener<'a> = Box<dyn Fn() -> io::Result<Box<dyn Read + Send>> + Sync + 'a>;
 
 /// The blobs named by what `tag` points to now (a manifest, or an index and
-/// its manifests). The registry holds a manifest only with all its blobs, so
-/// these need no HEAD: after a one-line change, only new blobs are checked.
-fn blobs_under_tag(client: &RegistryClient, tag: &Reference) -> HashSet<Digest> {
+/// its manifests), and that digest. The registry holds a manifest only with
+/// all its blobs, so these need no HEAD: after a one-line change, only new
+/// blobs are checked.
+fn blobs_under_tag(client: &RegistryClient, tag: &Reference) -> (HashSet<Digest>, Option<Digest>) {
     let mut known = HashSet::new();
     let Some((digest, _)) = client.head_manifest(tag).ok().flatten() else {
-        return known;
+        return (known, None);
     };
+    let named = digest.clone();
     let mut pending = vec![digest];
     // An index of a few platforms; never wander through an unbounded graph.
     let mut budget = 16;
@@ -191,7 +199,7 @@ fn blobs_under_tag(client: &RegistryClient, tag: &Reference) -> HashSet<Digest> 
             known.insert(c);
         }
     }
-    known
+    (known, Some(named))
 }
 
 /// Blobs, then per-image manifests, then the index; returns per-layer outcomes.
@@ -201,19 +209,20 @@ fn push_content<'a>(
     repo: &Reference,
     store: &'a Store,
     on_blob: &(dyn Fn(&Digest, &PushOutcome) + Sync),
-) -> Result<Vec<Vec<PushOutcome>>, PushError> {
+) -> Result<(Vec<Vec<PushOutcome>>, Option<Digest>), PushError> {
     // The registry keeps a manifest only when it has all its blobs, so when
     // the top manifest is already there, everything it names is too.
     if let Ok(Some((d, _))) = client.head_manifest(&repo.with_digest(result.digest())) {
         if d == result.digest() {
-            return Ok(result
+            let existed = result
                 .images
                 .iter()
                 .map(|i| vec![PushOutcome::Existed; i.layers.len()])
-                .collect());
+                .collect();
+            return Ok((existed, None));
         }
     }
-    let known = blobs_under_tag(client, repo);
+    let (known, tag_named) = blobs_under_tag(client, repo);
     let mut outcomes = Vec::new();
     for image in &result.images {
         let mount_from = image.base_repository.as_deref().and_then(|base| {
@@ -283,5 +292,5 @@ fn push_content<'a>(
             )?;
         }
     }
-    Ok(outcomes)
+    Ok((outcomes, tag_named))
 }

@@ -31,6 +31,9 @@ pub enum ReferrersError {
     },
     #[error("the referrers index at {tag} is not an image index; remove or fix that tag")]
     BadIndex { tag: String },
+    /// The image they refer to was not pushed (its own error says why).
+    #[error("{subject} was not pushed, so nothing was attached to it")]
+    SubjectNotPushed { subject: Digest },
 }
 
 /// One document to attach.
@@ -289,11 +292,17 @@ pub fn find_document(
 }
 
 /// Pushes `artifacts` as referrers of `subject` in `repo`'s repository.
+/// `subject_pushed` is asked (and may wait) before the first manifest that
+/// names the subject goes up: the blobs may go up beside the image's own,
+/// but a registry may refuse a manifest whose subject it does not hold yet
+/// (the OCI spec says it must not; GitLab's did). It says false when the
+/// image was not pushed: then nothing refers to it.
 pub fn attach(
     client: &RegistryClient,
     repo: &Reference,
     subject: &Subject,
     artifacts: &[Artifact],
+    subject_pushed: &(dyn Fn() -> bool + Sync),
 ) -> Result<Attached, ReferrersError> {
     let fail = |what: &str| registry_failure(&subject.digest, what);
     let manifests: Vec<Vec<u8>> = artifacts
@@ -317,8 +326,7 @@ pub fn attach(
     // each is a few small sequential requests, and this is most of what a
     // warm push with attestations spends.
     let pairs: Vec<(&Artifact, &Vec<u8>)> = artifacts.iter().zip(&manifests).collect();
-    let pushed = crate::parallel::map_ordered(&pairs, pairs.len(), |(a, manifest)| {
-        let what = a.artifact_type.as_str();
+    let blobs = crate::parallel::map_ordered(&pairs, pairs.len(), |(a, _)| {
         client
             .push_blob(
                 repo,
@@ -327,10 +335,20 @@ pub fn attach(
                 &|| cursor(&a.bytes),
                 None,
             )
-            .map_err(fail(what))?;
+            .map_err(fail(a.artifact_type.as_str()))
+    });
+    for pushed in blobs {
+        pushed?;
+    }
+    if !subject_pushed() {
+        return Err(ReferrersError::SubjectNotPushed {
+            subject: subject.digest.clone(),
+        });
+    }
+    let pushed = crate::parallel::map_ordered(&pairs, pairs.len(), |(a, manifest)| {
         let (_, indexed) = client
             .put_referrer_manifest(repo, manifest, MEDIA_TYPE_OCI_MANIFEST)
-            .map_err(fail(what))?;
+            .map_err(fail(a.artifact_type.as_str()))?;
         Ok::<bool, ReferrersError>(indexed)
     });
     let mut all_indexed = true;

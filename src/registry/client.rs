@@ -15,7 +15,7 @@ use super::transport::{
     Transport, TransportOptions,
 };
 use crate::digest::Digest;
-use crate::reference::api_host;
+use crate::reference::{api_host, Reference};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{StatusCode, Url};
@@ -47,6 +47,10 @@ pub struct RegistryClient {
     auth: Authenticator,
     endpoints: Mutex<HashMap<String, Endpoint>>,
     memory: EndpointMemory,
+    /// Manifests this run fetched, by repository and digest: content
+    /// addressed, so a second read (the push after the registry cache's)
+    /// needs no request.
+    fetched: Mutex<HashMap<String, (Vec<u8>, String)>>,
 }
 
 /// One request as `execute` sees it. `build` is called once per attempt, so a
@@ -114,7 +118,31 @@ impl RegistryClient {
             auth: Authenticator::new(Box::new(credentials)),
             endpoints: Mutex::default(),
             memory: EndpointMemory::default(),
+            fetched: Mutex::default(),
         })
+    }
+
+    pub(super) fn fetched_manifest(&self, r: &Reference, d: &Digest) -> Option<(Vec<u8>, String)> {
+        let key = format!("{}/{}@{d}", r.registry, r.repository);
+        self.fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned()
+    }
+
+    pub(super) fn keep_fetched_manifest(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        bytes: &[u8],
+        media_type: &str,
+    ) {
+        let key = format!("{}/{}@{d}", r.registry, r.repository);
+        self.fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (bytes.to_vec(), media_type.to_string()));
     }
 
     /// Keeps what this run learns of each registry's endpoint in `store`,

@@ -53,6 +53,11 @@ impl RegistryClient {
         &self,
         reference: &Reference,
     ) -> Result<(Vec<u8>, String, Digest), RegistryError> {
+        if let Some(d) = &reference.digest {
+            if let Some((bytes, media_type)) = self.fetched_manifest(reference, d) {
+                return Ok((bytes, media_type, d.clone()));
+            }
+        }
         let what = format!("fetching manifest {reference}");
         let registry = reference.registry.as_str();
         let resp = self.manifest_request(reference, &what, reqwest::Method::GET)?;
@@ -94,6 +99,7 @@ impl RegistryClient {
                 });
             }
         }
+        self.keep_fetched_manifest(reference, &digest, &bytes, &media_type);
         Ok((bytes, media_type, digest))
     }
 
