@@ -145,6 +145,17 @@ pub fn registry_client(
     reg: &RegistryArgs,
     target: Option<&str>,
 ) -> Result<Arc<RegistryClient>> {
+    Ok(registry_clients(common, reg, target, 1)?.remove(0))
+}
+
+/// `n` registry clients with the same credentials (the password read once),
+/// each with its own connections and figures.
+pub fn registry_clients(
+    common: &CommonArgs,
+    reg: &RegistryArgs,
+    target: Option<&str>,
+    n: usize,
+) -> Result<Vec<Arc<RegistryClient>>> {
     let mut keychain = Keychain::from_env();
     if reg.password_stdin && reg.username.is_none() {
         bail!("--password-stdin needs --username");
@@ -176,14 +187,19 @@ pub fn registry_client(
         timeout: reg.timeout.map(std::time::Duration::from_secs),
         ..TransportOptions::default()
     };
-    let client = RegistryClient::new(options, keychain)?;
-    // Where each registry answered last time: a warm run skips the ping.
-    // Only a hint, so a cache that cannot be opened here costs a ping.
-    let client = match Store::open(cache_root(common)) {
-        Ok(store) => client.remember_endpoints(store),
-        Err(_) => client,
-    };
-    Ok(Arc::new(client))
+    let store = Store::open(cache_root(common)).ok();
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        let client = RegistryClient::new(options.clone(), keychain.clone())?;
+        // Where each registry answered last time: a warm run skips the ping.
+        // Only a hint, so a cache that cannot be opened here costs a ping.
+        let client = match &store {
+            Some(store) => client.remember_endpoints(store.clone()),
+            None => client,
+        };
+        clients.push(Arc::new(client));
+    }
+    Ok(clients)
 }
 
 /// The cache directory: `--cache-dir`, else the default one.

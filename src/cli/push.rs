@@ -3,7 +3,7 @@
 
 use super::args::PushArgs;
 use super::output::{push_summary, write_atomic};
-use super::prepare::{prepare, registry_client, run_build, Prepared};
+use super::prepare::{prepare, registry_clients, run_build, Prepared};
 use super::progress::{event_printer, human, PushProgress};
 use crate::digest::Digest;
 use crate::output::push::{PushError, PushReport};
@@ -27,7 +27,10 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
     let mut ctx = prepare(&args.common, verbose)?;
     drop(span);
     ctx.push_targets = tags.clone();
-    let client = registry_client(&args.common, &args.registry, Some(&tags[0].registry))?;
+    // The attestations and base facts go up beside the image on a client of
+    // their own, so the image's figures stay the image's.
+    let mut clients = registry_clients(&args.common, &args.registry, Some(&tags[0].registry), 2)?;
+    let (client, beside) = (clients.remove(0), clients.remove(0));
     if verbose {
         client.on_retry(|n| eprintln!("retry: {n}"));
     }
@@ -37,9 +40,6 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
             return super::unchanged::replay(&record, &args, &client);
         }
     }
-    // The attestations and base facts go up beside the image on a client of
-    // their own, so the image's figures stay the image's.
-    let beside = registry_client(&args.common, &args.registry, Some(&tags[0].registry))?;
     let clients = Clients {
         image: &client,
         beside: &beside,
