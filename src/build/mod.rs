@@ -201,6 +201,12 @@ fn build_platform(
 ) -> Result<(BuiltImage, BaseFactsDoc), BuildError> {
     let span = crate::trace::span(|| "build: base, python, compiler".into());
     let (base, base_repository) = read_base(spec, platform, opts)?;
+    // A fresh runner asks the registry cache for its offers, then for the
+    // base's facts, in that order, before reading the base (a dead host is
+    // then warned about once). A warm one knows its base and reads the offers
+    // beside its local work, below.
+    let fresh = !base::python::known(opts.store, &base.manifest_digest);
+    let early_offers = fresh.then(|| remote_cache::read_offers(opts, platform));
     let known = remote_cache::read_base_facts(opts, &base.manifest_digest);
     let python = base::python::detect(&base, Some(opts.store))?;
     let base_view = BaseView::new(&base, opts.store);
@@ -220,10 +226,13 @@ fn build_platform(
     // (docs/reproducibility.md; read once, before anything is fetched) and
     // the app's bytecode, whose sandboxed interpreter is most of a warm build.
     std::thread::scope(|s| {
-        let offers = s.spawn(|| {
-            let _span = crate::trace::span(|| "build: registry cache".into());
-            remote_cache::read_offers(opts, platform)
-        });
+        let offers = match early_offers {
+            Some(read) => Offers::Read(read),
+            None => Offers::Reading(s.spawn(|| {
+                let _span = crate::trace::span(|| "build: registry cache".into());
+                remote_cache::read_offers(opts, platform)
+            })),
+        };
         let compiled = s.spawn(|| {
             let _span = crate::trace::span(|| "build: app bytecode".into());
             let mut plan = tree.clone();
@@ -244,10 +253,16 @@ struct OnBase<'a> {
     known: Option<BaseFacts>,
 }
 
+/// The registry cache's offers, read or being read.
+enum Offers<'scope> {
+    Read(remote_cache::Offers),
+    Reading(std::thread::ScopedJoinHandle<'scope, remote_cache::Offers>),
+}
+
 /// The work running beside [`image_on`]: the registry cache's offers, and
 /// the app's layer plan with its pycs.
 struct Pending<'scope> {
-    offers: std::thread::ScopedJoinHandle<'scope, remote_cache::Offers>,
+    offers: Offers<'scope>,
     compiled: std::thread::ScopedJoinHandle<'scope, Result<LayerPlan, BuildError>>,
 }
 
@@ -283,7 +298,10 @@ fn image_on(
     let planned = packages::plan(spec, python, platform, opts, &interpreters, &in_base)?;
     local_dirs.extend(planned.local_dirs.iter().cloned());
     drop(span);
-    let offers = joined(pending.offers);
+    let offers = match pending.offers {
+        Offers::Read(o) => o,
+        Offers::Reading(h) => joined(h),
+    };
     let span = crate::trace::span(|| "build: packages".into());
     let stdlib = bytecode::stdlib_layer(spec.bytecode_stdlib, python, &cx, &offers)?;
     let budget = identity::package_budget(

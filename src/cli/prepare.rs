@@ -188,13 +188,17 @@ pub fn registry_clients(
         ..TransportOptions::default()
     };
     let store = Store::open(cache_root(common)).ok();
-    let mut clients = Vec::new();
+    let mut clients: Vec<Arc<RegistryClient>> = Vec::new();
     for _ in 0..n {
         let client = RegistryClient::new(options.clone(), keychain.clone())?;
         // Where each registry answered last time: a warm run skips the ping.
         // Only a hint, so a cache that cannot be opened here costs a ping.
         let client = match &store {
             Some(store) => client.remember_endpoints(store.clone()),
+            None => client,
+        };
+        let client = match clients.first() {
+            Some(first) => client.sharing_dead_hosts(first.as_ref()),
             None => client,
         };
         clients.push(Arc::new(client));

@@ -191,7 +191,12 @@ fn build_and_push(
     let scratch = ctx.store.root().join("tmp");
     let gate = crate::parallel::Gate::default();
     let (report, attached) = std::thread::scope(|s| {
-        s.spawn(|| publish_base_facts(&result, tags, clients.beside, &scratch, verbose));
+        // Only beside an image that went up: a failed push's error says it all.
+        s.spawn(|| {
+            if gate.wait() {
+                publish_base_facts(&result, tags, clients.beside, &scratch, verbose)
+            }
+        });
         let attach = s.spawn(|| {
             let _span = crate::trace::span(|| "push: attestations".into());
             super::release::attach_on_push(

@@ -145,6 +145,13 @@ impl RegistryClient {
             .insert(key, (bytes.to_vec(), media_type.to_string()));
     }
 
+    /// A client whose hosts are dead when they are dead for `other` (two
+    /// clients of one run: the image's and its attestations').
+    pub fn sharing_dead_hosts(mut self, other: &RegistryClient) -> Self {
+        self.transport.share_dead_hosts(&other.transport);
+        self
+    }
+
     /// Keeps what this run learns of each registry's endpoint in `store`,
     /// and starts from what earlier runs kept there (src/registry/endpoints.rs).
     pub fn remember_endpoints(mut self, store: crate::store::Store) -> Self {

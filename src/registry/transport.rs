@@ -160,7 +160,8 @@ pub(crate) struct Transport {
     budget_spent: AtomicU32,
     /// registry → why it is dead for the rest of the run: the first request
     /// to it that timed out or whose connection was refused (issue 26).
-    dead: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Shared by the clients of one run ([`Transport::share_dead_hosts`]).
+    dead: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
     pub hook: OnceLock<RetryHook>,
 }
 
@@ -279,6 +280,12 @@ impl Transport {
         if e.is_timeout() || e.is_connect() {
             self.mark_dead(registry, chain_message(&WithoutUrl(e)));
         }
+    }
+
+    /// From now on, a host dead for `other` is dead for this one, and the
+    /// other way round: one run, one verdict per host.
+    pub fn share_dead_hosts(&mut self, other: &Transport) {
+        self.dead = other.dead.clone();
     }
 
     /// Marks `registry` dead for the rest of the run, for `cause` (kept if first).
