@@ -232,6 +232,7 @@ fn available(root: &Path) -> Result<Mechanism, SandboxError> {
     static FOUND: OnceLock<Result<Mechanism, (String, String)>> = OnceLock::new();
     FOUND
         .get_or_init(|| {
+            let _span = crate::trace::span(|| "sandbox: probe".into());
             let namespaces = match namespaces::probe(root) {
                 Ok(()) => return Ok(Mechanism::Namespaces),
                 Err(why) => why,

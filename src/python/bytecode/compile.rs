@@ -153,6 +153,7 @@ pub struct Session {
 
 impl Session {
     pub fn start(interp: &Interpreter, mode: Mode, label: &str) -> Result<Session, BytecodeError> {
+        let _span = crate::trace::span(|| format!("bytecode: start the interpreter for {label}"));
         let (mut cmd, scratch) = interp.command()?;
         let mut child = cmd
             .args(["-c", DRIVER, mode.invalidation()])
@@ -202,6 +203,8 @@ impl Session {
     /// Waits for the interpreter and reads its answers, one per source.
     pub fn finish(mut self) -> Result<Compiled, BytecodeError> {
         let label = self.label.clone();
+        let _span =
+            crate::trace::span(|| format!("bytecode: {} sources of {label}", self.paths.len()));
         if let Some(mut stdin) = self.stdin.take() {
             // Closing stdin (by dropping it) ends the driver's loop.
             let _ = stdin.flush();
