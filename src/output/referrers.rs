@@ -448,4 +448,64 @@ mod tests {
         let d = Digest::of_bytes(b"x");
         assert_eq!(fallback_tag(&d), format!("sha256-{}", d.hex()));
     }
+
+    /// A registry without the referrers API that takes every upload.
+    fn accepting_registry() -> crate::test_http::Server {
+        use crate::test_http::{Reply, Request, Server};
+        Server::start(|r: &Request| match (r.method.as_str(), r.path()) {
+            ("GET", "/v2/") => Reply::status(200),
+            ("POST", _) => Reply::status(202).header("Location", "/v2/app/blobs/uploads/u1"),
+            ("PUT", p) if p.contains("/manifests/") => Reply::status(201),
+            ("PUT", _) => Reply::status(201),
+            _ => Reply::status(404),
+        })
+    }
+
+    fn attach_with(
+        server: &crate::test_http::Server,
+        pushed: bool,
+    ) -> Result<Attached, ReferrersError> {
+        use crate::registry::{credentials::Anonymous, TransportOptions};
+        let client = RegistryClient::new(TransportOptions::default(), Anonymous).unwrap();
+        let repo = Reference::parse(&format!("{}/app:1", server.addr)).unwrap();
+        attach(&client, &repo, &subject(), &[sbom()], &|| pushed)
+    }
+
+    #[test]
+    fn the_blobs_go_up_before_the_image_is_in_and_no_manifest_names_an_image_that_failed() {
+        let server = accepting_registry();
+        let err = attach_with(&server, false).unwrap_err();
+        assert!(
+            matches!(err, ReferrersError::SubjectNotPushed { .. }),
+            "{err}"
+        );
+        let lines = server.lines();
+        assert!(
+            lines.iter().any(|l| l == "POST /v2/app/blobs/uploads/"),
+            "{lines:?}"
+        );
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("/manifests/") && l.starts_with("PUT")),
+            "{lines:?}"
+        );
+
+        let server = accepting_registry();
+        assert!(matches!(
+            attach_with(&server, true).unwrap(),
+            Attached::Tag { .. }
+        ));
+        let puts: Vec<String> = server
+            .lines()
+            .into_iter()
+            .filter(|l| l.starts_with("PUT /v2/app/manifests/"))
+            .collect();
+        // The artifact's manifest, then the referrers tag's index.
+        assert_eq!(puts.len(), 2, "{puts:?}");
+        assert!(
+            puts[1].ends_with(&fallback_tag(&subject().digest)),
+            "{puts:?}"
+        );
+    }
 }
