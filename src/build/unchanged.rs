@@ -95,11 +95,14 @@ pub fn project_dirs(spec: &Spec) -> Vec<PathBuf> {
     dirs
 }
 
-/// The status of every file and directory under `dirs` (each walked once,
-/// in name order), or `None` when the tree is racy against `started` or
-/// cannot be walked.
-pub fn tree_fingerprint(dirs: &[PathBuf], started: SystemTime) -> Option<Digest> {
-    let mut roots: Vec<&PathBuf> = dirs.iter().collect();
+/// The status of every file under `dirs` (each walked once, in name order)
+/// but those in `own` (this run's outputs and cache, which it rewrites), or
+/// `None` when the tree is racy against `started` or cannot be walked. A
+/// directory counts by its name only: its own times change whenever
+/// something is written into it, and what it holds is walked anyway.
+pub fn tree_fingerprint(dirs: &[PathBuf], own: &[PathBuf], started: SystemTime) -> Option<Digest> {
+    let real: Vec<PathBuf> = dirs.iter().map(|d| real_path(d)).collect();
+    let mut roots: Vec<&PathBuf> = real.iter().collect();
     roots.sort();
     roots.dedup();
     // A directory inside another one listed is walked with it.
@@ -117,21 +120,39 @@ pub fn tree_fingerprint(dirs: &[PathBuf], started: SystemTime) -> Option<Digest>
             .sort_by_file_name()
             .into_iter()
             .filter_entry(|e| {
-                e.depth() == 0
-                    || !(e.file_type().is_dir()
-                        && SKIPPED_DIRS.contains(&e.file_name().to_string_lossy().as_ref()))
+                let skipped_dir = e.file_type().is_dir()
+                    && SKIPPED_DIRS.contains(&e.file_name().to_string_lossy().as_ref());
+                e.depth() == 0 || !(skipped_dir || own.iter().any(|o| o == e.path()))
             });
         for entry in walk {
             let entry = entry.ok()?;
+            field(&mut h, entry.path().as_os_str().as_bytes());
+            if entry.file_type().is_dir() {
+                continue;
+            }
             let meta = entry.metadata().ok()?;
             if is_racy(&meta, started) {
                 return None;
             }
-            field(&mut h, entry.path().as_os_str().as_bytes());
             meta_into(&mut h, &meta);
         }
     }
     Some(finish(h))
+}
+
+/// `path` with its symbolic links and `..` resolved, as the walk names
+/// files; a file not written yet is named through its directory.
+pub fn real_path(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => dir
+            .canonicalize()
+            .map(|d| d.join(name))
+            .unwrap_or_else(|_| path.to_path_buf()),
+        _ => path.to_path_buf(),
+    }
 }
 
 /// Whether `meta` changed too close to `started` to be sure the build saw it.
@@ -188,10 +209,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("main.py"), "x = 1\n").unwrap();
         let dirs = [dir.path().to_path_buf()];
-        let first = tree_fingerprint(&dirs, later()).unwrap();
-        assert_eq!(tree_fingerprint(&dirs, later()).unwrap(), first);
+        let first = tree_fingerprint(&dirs, &[], later()).unwrap();
+        assert_eq!(tree_fingerprint(&dirs, &[], later()).unwrap(), first);
         std::fs::write(dir.path().join("main.py"), "x = 2\n").unwrap();
-        assert_ne!(tree_fingerprint(&dirs, later()).unwrap(), first);
+        assert_ne!(tree_fingerprint(&dirs, &[], later()).unwrap(), first);
     }
 
     #[test]
@@ -199,7 +220,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("main.py"), "x = 1\n").unwrap();
         let started = SystemTime::now();
-        assert_eq!(tree_fingerprint(&[dir.path().to_path_buf()], started), None);
+        assert_eq!(
+            tree_fingerprint(&[dir.path().to_path_buf()], &[], started),
+            None
+        );
     }
 
     #[test]
@@ -208,11 +232,28 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("__pycache__")).unwrap();
         std::fs::create_dir_all(dir.path().join("docs")).unwrap();
         let dirs = [dir.path().to_path_buf()];
-        let before = tree_fingerprint(&dirs, later()).unwrap();
+        let before = tree_fingerprint(&dirs, &[], later()).unwrap();
         std::fs::write(dir.path().join("__pycache__/m.cpython-311.pyc"), "").unwrap();
-        assert_eq!(tree_fingerprint(&dirs, later()).unwrap(), before);
+        assert_eq!(tree_fingerprint(&dirs, &[], later()).unwrap(), before);
         std::fs::write(dir.path().join("docs/README"), "").unwrap();
-        assert_ne!(tree_fingerprint(&dirs, later()).unwrap(), before);
+        assert_ne!(tree_fingerprint(&dirs, &[], later()).unwrap(), before);
+    }
+
+    #[test]
+    fn this_runs_own_outputs_and_cache_in_the_tree_do_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("main.py"), "x = 1\n").unwrap();
+        let digest_file = dir.path().join("digest.txt");
+        let cache = dir.path().join(".cache");
+        std::fs::create_dir(&cache).unwrap();
+        let own = [digest_file.clone(), cache.clone()];
+        let dirs = [dir.path().to_path_buf()];
+        let before = tree_fingerprint(&dirs, &own, later()).unwrap();
+        std::fs::write(&digest_file, "sha256:00\n").unwrap();
+        std::fs::write(cache.join("record"), "{}").unwrap();
+        assert_eq!(tree_fingerprint(&dirs, &own, later()).unwrap(), before);
+        std::fs::write(dir.path().join("other.py"), "").unwrap();
+        assert_ne!(tree_fingerprint(&dirs, &own, later()).unwrap(), before);
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub fn run_build(
     };
     let mut paths = writes.to_vec();
     paths.push(ctx.store.root());
+    // `--digest-file` in the source tree is this run's output, not the app's.
+    paths.extend(common.digest_file.as_deref());
     let cache = remote_cache(ctx, common, &client)?;
     let opts = BuildOptions {
         platforms: ctx.platforms.clone(),

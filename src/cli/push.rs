@@ -34,7 +34,7 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
     if verbose {
         client.on_retry(|n| eprintln!("retry: {n}"));
     }
-    let inputs = super::unchanged::Inputs::of(&ctx, started);
+    let inputs = super::unchanged::Inputs::of(&ctx, &args, started);
     if let Some(record) = inputs.as_ref().and_then(|i| i.recorded(&ctx)) {
         if super::unchanged::still_pushed(&client, &tags, &record) {
             return super::unchanged::replay(&record, &args, &client);
@@ -184,7 +184,8 @@ fn build_and_push(
 ) -> Result<Result<Pushed, Vanished>> {
     let printer = event_printer(verbose);
     let t0 = Instant::now();
-    let result = run_build(ctx, &args.common, clients.image.clone(), &printer, &[])?;
+    let writes: Vec<&std::path::Path> = args.image_refs.iter().map(|p| p.as_path()).collect();
+    let result = run_build(ctx, &args.common, clients.image.clone(), &printer, &writes)?;
     let t1 = Instant::now();
     let progress = PushProgress::new(&result);
     let on_blob = |d: &Digest, o: &PushOutcome| progress.on_blob(d, o);

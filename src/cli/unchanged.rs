@@ -34,19 +34,28 @@ pub(super) struct PushRecord {
     summary: Option<serde_json::Value>,
 }
 
-/// This run's inputs key, and when it started (what a racy file is judged by).
+/// This run's inputs key, when it started (what a racy file is judged by),
+/// and what it writes itself (left out of the tree fingerprint).
 pub(super) struct Inputs {
     key: Digest,
     started: SystemTime,
+    own: Vec<PathBuf>,
 }
 
 impl Inputs {
     /// `None` when the inputs cannot be keyed without the network (a base by tag).
-    pub(super) fn of(ctx: &Prepared, started: SystemTime) -> Option<Inputs> {
+    pub(super) fn of(ctx: &Prepared, args: &PushArgs, started: SystemTime) -> Option<Inputs> {
         let argv: Vec<_> = std::env::args_os().collect();
         let cwd = std::env::current_dir().ok()?;
         let key = unchanged::inputs_key(&ctx.spec, &argv, &cwd)?;
-        Some(Inputs { key, started })
+        let written = [&args.common.digest_file, &args.image_refs];
+        let mut own: Vec<PathBuf> = written.into_iter().flatten().cloned().collect();
+        own.push(ctx.store.root().to_path_buf());
+        let own = own
+            .iter()
+            .map(|p| unchanged::real_path(&cwd.join(p)))
+            .collect();
+        Some(Inputs { key, started, own })
     }
 
     /// The record of the last push with these inputs, when the project's
@@ -54,7 +63,7 @@ impl Inputs {
     pub(super) fn recorded(&self, ctx: &Prepared) -> Option<PushRecord> {
         let _span = crate::trace::span(|| "push: inputs unchanged?".into());
         let record: PushRecord = ctx.store.get_meta(KIND, self.key.hex())?;
-        let tree = unchanged::tree_fingerprint(&record.dirs, self.started)?;
+        let tree = unchanged::tree_fingerprint(&record.dirs, &self.own, self.started)?;
         (tree == record.tree).then_some(record)
     }
 
@@ -69,7 +78,7 @@ impl Inputs {
     ) {
         let mut dirs = unchanged::project_dirs(&ctx.spec);
         dirs.extend(result.local_dirs.iter().cloned());
-        let Some(tree) = unchanged::tree_fingerprint(&dirs, self.started) else {
+        let Some(tree) = unchanged::tree_fingerprint(&dirs, &self.own, self.started) else {
             return;
         };
         let record = PushRecord {
