@@ -211,7 +211,11 @@ fn build_platform(
     let python = base::python::detect(&base, Some(opts.store))?;
     let base_view = BaseView::new(&base, opts.store);
     crate::check::check_base_fills(spec, &base_view)?;
+    drop(span);
+    let span = crate::trace::span(|| "build: compile root".into());
     remote_cache::read_compile_root(spec, opts, &base);
+    drop(span);
+    let span = crate::trace::span(|| "build: compiler".into());
     let compiler = bytecode::prepare_compiler(spec, &base, &python, opts)?;
     drop(span);
     let on_base = OnBase {

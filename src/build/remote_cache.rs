@@ -149,6 +149,7 @@ fn open_and_install(
     roots: &std::path::Path,
     root: &crate::output::base_facts::FetchedRoot,
 ) -> io::Result<()> {
+    let _span = crate::trace::span(|| "compile root: unpack".into());
     let file = std::fs::File::open(root.tar.path())?;
     packed::install(base, roots, io::BufReader::new(file), &root.stamp)
 }

@@ -248,6 +248,7 @@ pub fn read_compile_root(
     let mut tar = tempfile::NamedTempFile::new_in(scratch).map_err(io_err)?;
     // get_blob fails the read at its end unless the bytes match the digest;
     // the size is held to the manifest's (itself within the cap).
+    let _span = crate::trace::span(|| "compile root: download".into());
     let blob = client.get_blob(repo, &tar_digest, Some(tar_size))?;
     let copied = io::copy(&mut blob.take(ROOT_CAP.limit + 1), tar.as_file_mut()).map_err(io_err)?;
     if copied != tar_size {
