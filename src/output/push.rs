@@ -153,6 +153,10 @@ fn cached_in(origin: &BlobOrigin, target: &Reference) -> Option<String> {
     }
 }
 
+/// The largest blob [`push_content`] uploads without asking first whether
+/// the registry has it: sending it again costs less than the round trip.
+const FRESH_BLOB_MAX: u64 = 1 << 20;
+
 type Opener<'a> = Box<dyn Fn() -> io::Result<Box<dyn Read + Send>> + Sync + 'a>;
 
 /// The blobs named by what `tag` points to now (a manifest, or an index and
@@ -211,8 +215,14 @@ fn push_content<'a>(
     on_blob: &(dyn Fn(&Digest, &PushOutcome) + Sync),
 ) -> Result<(Vec<Vec<PushOutcome>>, Option<Digest>), PushError> {
     // The registry keeps a manifest only when it has all its blobs, so when
-    // the top manifest is already there, everything it names is too.
-    if let Ok(Some((d, _))) = client.head_manifest(&repo.with_digest(result.digest())) {
+    // the top manifest is already there, everything it names is too. Asked
+    // beside the tag's own blobs, which the push needs otherwise.
+    let (top, (known, tag_named)) = std::thread::scope(|s| {
+        let top = s.spawn(|| client.head_manifest(&repo.with_digest(result.digest())));
+        let under = blobs_under_tag(client, repo);
+        (top.join().expect("the HEAD's thread ended"), under)
+    });
+    if let Ok(Some((d, _))) = top {
         if d == result.digest() {
             let existed = result
                 .images
@@ -222,7 +232,11 @@ fn push_content<'a>(
             return Ok((existed, None));
         }
     }
-    let (known, tag_named) = blobs_under_tag(client, repo);
+    // After a one-line change (the tag holds the image before it), the app
+    // layer and config are new and small: uploaded without asking first.
+    let fresh = |label: Option<&str>, size: u64| {
+        !known.is_empty() && size <= FRESH_BLOB_MAX && label.is_none_or(|l| l == "app")
+    };
     let mut outcomes = Vec::new();
     for image in &result.images {
         let mount_from = image.base_repository.as_deref().and_then(|base| {
@@ -240,33 +254,44 @@ fn push_content<'a>(
             Box::new(move || Ok(Box::new(io::Cursor::new(config.clone())) as Box<dyn Read + Send>));
         // Blobs the tag's current manifest already names are known present: no HEAD needed.
         let mut wanted = Vec::new();
-        let mut uploads: Vec<BlobUpload<'_>> = Vec::new();
+        let mut uploads: Vec<(BlobUpload<'_>, bool)> = Vec::new();
         for (k, (l, open)) in image.layers.iter().zip(&openers).enumerate() {
             if !known.contains(&l.layer.digest) {
                 wanted.push(k);
-                uploads.push(BlobUpload {
-                    digest: l.layer.digest.clone(),
-                    size: l.layer.size,
-                    open: open.as_ref(),
-                    mount_from: (l.label == "base")
-                        .then(|| mount_from.clone())
-                        .flatten()
-                        .or_else(|| cached_in(&l.origin, repo))
-                        .or_else(|| last_pushed_to(store, repo, &l.layer.digest)),
-                });
+                let new = fresh(Some(&l.label), l.layer.size);
+                uploads.push((
+                    BlobUpload {
+                        digest: l.layer.digest.clone(),
+                        size: l.layer.size,
+                        open: open.as_ref(),
+                        mount_from: (l.label == "base")
+                            .then(|| mount_from.clone())
+                            .flatten()
+                            .or_else(|| cached_in(&l.origin, repo))
+                            .or_else(|| last_pushed_to(store, repo, &l.layer.digest)),
+                    },
+                    new,
+                ));
             }
         }
         if !known.contains(&image.config_digest) {
-            uploads.push(BlobUpload {
-                digest: image.config_digest.clone(),
-                size: image.config.len() as u64,
-                open: open_config.as_ref(),
-                mount_from: None,
-            });
+            let size = image.config.len() as u64;
+            uploads.push((
+                BlobUpload {
+                    digest: image.config_digest.clone(),
+                    size,
+                    open: open_config.as_ref(),
+                    mount_from: None,
+                },
+                fresh(None, size),
+            ));
         }
         let mut layer_outcomes = vec![PushOutcome::Existed; image.layers.len()];
-        let pushed = crate::parallel::map_ordered(&uploads, client.options().jobs, |b| {
-            let r = client.push_blob(repo, &b.digest, b.size, b.open, b.mount_from.as_deref());
+        let pushed = crate::parallel::map_ordered(&uploads, client.options().jobs, |(b, new)| {
+            let r = match (new, &b.mount_from) {
+                (true, None) => client.push_new_blob(repo, &b.digest, b.size, b.open),
+                _ => client.push_blob(repo, &b.digest, b.size, b.open, b.mount_from.as_deref()),
+            };
             if let Ok(outcome) = &r {
                 on_blob(&b.digest, outcome);
             }

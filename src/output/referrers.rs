@@ -292,6 +292,9 @@ pub fn find_document(
 }
 
 /// Pushes `artifacts` as referrers of `subject` in `repo`'s repository.
+/// The largest attestation document uploaded without a HEAD first.
+const NEW_DOCUMENT_MAX: u64 = 1 << 20;
+
 /// `subject_pushed` is asked (and may wait) before the first manifest that
 /// names the subject goes up: the blobs may go up beside the image's own,
 /// but a registry may refuse a manifest whose subject it does not hold yet
@@ -326,16 +329,16 @@ pub fn attach(
     // each is a few small sequential requests, and this is most of what a
     // warm push with attestations spends.
     let pairs: Vec<(&Artifact, &Vec<u8>)> = artifacts.iter().zip(&manifests).collect();
+    // Not attached yet, so their documents (which name this image) are new:
+    // a small one goes up without asking first.
     let blobs = crate::parallel::map_ordered(&pairs, pairs.len(), |(a, _)| {
-        client
-            .push_blob(
-                repo,
-                &Digest::of_bytes(&a.bytes),
-                a.bytes.len() as u64,
-                &|| cursor(&a.bytes),
-                None,
-            )
-            .map_err(fail(a.artifact_type.as_str()))
+        let (digest, size) = (Digest::of_bytes(&a.bytes), a.bytes.len() as u64);
+        let open = || cursor(&a.bytes);
+        match size <= NEW_DOCUMENT_MAX {
+            true => client.push_new_blob(repo, &digest, size, &open),
+            false => client.push_blob(repo, &digest, size, &open, None),
+        }
+        .map_err(fail(a.artifact_type.as_str()))
     });
     for pushed in blobs {
         pushed?;
