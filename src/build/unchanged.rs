@@ -157,15 +157,16 @@ pub fn real_path(path: &Path) -> PathBuf {
 
 /// Whether `meta` changed too close to `started` to be sure the build saw it.
 fn is_racy(meta: &std::fs::Metadata, started: SystemTime) -> bool {
-    let changed = meta.mtime().max(meta.ctime());
-    let nanos = if meta.mtime() >= meta.ctime() {
-        meta.mtime_nsec()
-    } else {
-        meta.ctime_nsec()
+    let at = |secs: i64, nanos: i64| {
+        UNIX_EPOCH + Duration::new(secs.max(0) as u64, nanos.clamp(0, 999_999_999) as u32)
     };
-    let margin = if nanos == 0 { COARSE } else { TICK };
-    let at = UNIX_EPOCH + Duration::new(changed.max(0) as u64, nanos.clamp(0, 999_999_999) as u32);
-    at + margin > started
+    let modified = at(meta.mtime(), meta.mtime_nsec());
+    let changed = at(meta.ctime(), meta.ctime_nsec());
+    let last = modified.max(changed);
+    // A file system that keeps whole seconds may have cut up to a second off.
+    let whole_seconds = meta.mtime_nsec() == 0 && meta.ctime_nsec() == 0;
+    let margin = if whole_seconds { COARSE } else { TICK };
+    last + margin > started
 }
 
 fn stat_into(h: &mut Sha256, path: &Path) {

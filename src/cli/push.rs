@@ -117,37 +117,37 @@ fn publish_base_facts(
         }
         done.push(repo);
         for doc in &result.base_facts {
-            match base_facts::publish(client, t, doc) {
-                Ok(true) if verbose => eprintln!(
-                    "pushed base facts {}:{}",
-                    t.name(),
-                    base_facts::tag(&doc.base)
-                ),
-                Ok(_) => {}
-                Err(e) => eprintln!(
-                    "warning: base facts not pushed to {} ({}); fresh runners will read the base",
-                    t.name(),
-                    crate::text::error_chain(&e)
-                ),
-            }
+            let facts = base_facts::publish(client, t, doc);
+            say_published(facts, "base facts", t, &base_facts::tag(&doc.base), verbose);
             let Some(root) = &doc.compile_root else {
                 continue;
             };
             let pack = || crate::python::bytecode::packed::pack(root, scratch);
-            match base_facts::publish_compile_root(client, t, &doc.base, pack) {
-                Ok(true) if verbose => eprintln!(
-                    "pushed compile root {}:{}",
-                    t.name(),
-                    base_facts::compile_root_tag(&doc.base)
-                ),
-                Ok(_) => {}
-                Err(e) => eprintln!(
-                    "warning: compile root not pushed to {} ({}); fresh runners will read the base",
-                    t.name(),
-                    crate::text::error_chain(&e)
-                ),
-            }
+            let root = base_facts::publish_compile_root(client, t, &doc.base, pack);
+            let tag = base_facts::compile_root_tag(&doc.base);
+            say_published(root, "compile root", t, &tag, verbose);
         }
+    }
+}
+
+/// What publishing `what` beside the image under `tag` came to: a line with
+/// `-v` when it went up, a warning when it failed (a fresh runner then reads
+/// the base), nothing when the registry had it already.
+fn say_published<E: std::error::Error + 'static>(
+    outcome: Result<bool, E>,
+    what: &str,
+    repo: &Reference,
+    tag: &str,
+    verbose: bool,
+) {
+    match outcome {
+        Ok(true) if verbose => eprintln!("pushed {what} {}:{tag}", repo.name()),
+        Ok(_) => {}
+        Err(e) => eprintln!(
+            "warning: {what} not pushed to {} ({}); fresh runners will read the base",
+            repo.name(),
+            crate::text::error_chain(&e)
+        ),
     }
 }
 

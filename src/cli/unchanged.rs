@@ -2,8 +2,8 @@
 //! push from this cache (src/build/unchanged.rs says which inputs) and each
 //! tag still names the digest that push gave (one manifest HEAD per tag),
 //! nothing is built or uploaded: the push says so and prints what it printed
-//! then. Like `make`, it trusts file status; `--no-cache` (a fresh cache
-//! directory) or any change to the inputs builds as usual.
+//! then. Like `make`, it trusts file status; another `--cache-dir` or any
+//! change to the inputs builds as usual.
 
 use super::args::PushArgs;
 use super::output::write_atomic;

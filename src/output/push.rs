@@ -2,7 +2,7 @@
 //! mount from the base's repository, or upload), then the manifests, then the
 //! index, then the tags. A manifest is never pushed before its blobs.
 
-use super::{open_layer, BlobOrigin, BuildResult, ImageLayer};
+use super::{open_layer, BlobOrigin, BuildResult, BuiltImage, ImageLayer};
 use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::registry::{BlobUpload, PushOutcome, RegistryClient, RegistryError};
@@ -232,80 +232,9 @@ fn push_content<'a>(
             return Ok((existed, None));
         }
     }
-    // After a one-line change (the tag holds the image before it), the app
-    // layer and config are new and small: uploaded without asking first.
-    let fresh = |label: Option<&str>, size: u64| {
-        !known.is_empty() && size <= FRESH_BLOB_MAX && label.is_none_or(|l| l == "app")
-    };
     let mut outcomes = Vec::new();
     for image in &result.images {
-        let mount_from = image.base_repository.as_deref().and_then(|base| {
-            let (registry, repository) = base.split_once('/')?;
-            (registry == repo.registry && repository != repo.repository)
-                .then(|| repository.to_string())
-        });
-        let openers: Vec<Opener<'a>> = image
-            .layers
-            .iter()
-            .map(|l| Box::new(move || open_layer(store, l)) as Opener<'a>)
-            .collect();
-        let config = image.config.clone();
-        let open_config: Opener<'_> =
-            Box::new(move || Ok(Box::new(io::Cursor::new(config.clone())) as Box<dyn Read + Send>));
-        // Blobs the tag's current manifest already names are known present: no HEAD needed.
-        let mut wanted = Vec::new();
-        let mut uploads: Vec<(BlobUpload<'_>, bool)> = Vec::new();
-        for (k, (l, open)) in image.layers.iter().zip(&openers).enumerate() {
-            if !known.contains(&l.layer.digest) {
-                wanted.push(k);
-                let new = fresh(Some(&l.label), l.layer.size);
-                uploads.push((
-                    BlobUpload {
-                        digest: l.layer.digest.clone(),
-                        size: l.layer.size,
-                        open: open.as_ref(),
-                        mount_from: (l.label == "base")
-                            .then(|| mount_from.clone())
-                            .flatten()
-                            .or_else(|| cached_in(&l.origin, repo))
-                            .or_else(|| last_pushed_to(store, repo, &l.layer.digest)),
-                    },
-                    new,
-                ));
-            }
-        }
-        if !known.contains(&image.config_digest) {
-            let size = image.config.len() as u64;
-            uploads.push((
-                BlobUpload {
-                    digest: image.config_digest.clone(),
-                    size,
-                    open: open_config.as_ref(),
-                    mount_from: None,
-                },
-                fresh(None, size),
-            ));
-        }
-        let mut layer_outcomes = vec![PushOutcome::Existed; image.layers.len()];
-        let pushed = crate::parallel::map_ordered(&uploads, client.options().jobs, |(b, new)| {
-            let r = match (new, &b.mount_from) {
-                (true, None) => client.push_new_blob(repo, &b.digest, b.size, b.open),
-                _ => client.push_blob(repo, &b.digest, b.size, b.open, b.mount_from.as_deref()),
-            };
-            if let Ok(outcome) = &r {
-                on_blob(&b.digest, outcome);
-            }
-            r
-        });
-        for (n, r) in pushed.into_iter().enumerate() {
-            let layer = wanted.get(n).map(|&k| &image.layers[k]);
-            let outcome = r.map_err(|e| failure(layer, e))?;
-            if let Some(&k) = wanted.get(n) {
-                layer_outcomes[k] = outcome;
-                remember_pushed(store, repo, &image.layers[k].layer.digest);
-            }
-        }
-        outcomes.push(layer_outcomes);
+        outcomes.push(push_blobs(client, image, repo, store, &known, on_blob)?);
         // The top document is pushed under each tag by the caller; only the
         // per-platform manifests an index names go up by digest here.
         if result.index.is_some() {
@@ -318,4 +247,88 @@ fn push_content<'a>(
         }
     }
     Ok((outcomes, tag_named))
+}
+
+/// `image`'s layers and config that `known` (the blobs the tag's current
+/// manifest names) lacks, each checked, mounted or uploaded; the outcome of
+/// each layer, in order.
+fn push_blobs<'a>(
+    client: &RegistryClient,
+    image: &'a BuiltImage,
+    repo: &Reference,
+    store: &'a Store,
+    known: &HashSet<Digest>,
+    on_blob: &(dyn Fn(&Digest, &PushOutcome) + Sync),
+) -> Result<Vec<PushOutcome>, PushError> {
+    // After a one-line change (the tag holds the image before it), the app
+    // layer and config are new and small: uploaded without asking first.
+    let fresh = |label: Option<&str>, size: u64| {
+        !known.is_empty() && size <= FRESH_BLOB_MAX && label.is_none_or(|l| l == "app")
+    };
+    let mount_from = image.base_repository.as_deref().and_then(|base| {
+        let (registry, repository) = base.split_once('/')?;
+        (registry == repo.registry && repository != repo.repository).then(|| repository.to_string())
+    });
+    let openers: Vec<Opener<'a>> = image
+        .layers
+        .iter()
+        .map(|l| Box::new(move || open_layer(store, l)) as Opener<'a>)
+        .collect();
+    let config = image.config.clone();
+    let open_config: Opener<'_> =
+        Box::new(move || Ok(Box::new(io::Cursor::new(config.clone())) as Box<dyn Read + Send>));
+    // Blobs the tag's current manifest already names are known present: no HEAD needed.
+    let mut wanted = Vec::new();
+    let mut uploads: Vec<(BlobUpload<'_>, bool)> = Vec::new();
+    for (k, (l, open)) in image.layers.iter().zip(&openers).enumerate() {
+        if !known.contains(&l.layer.digest) {
+            wanted.push(k);
+            let new = fresh(Some(&l.label), l.layer.size);
+            uploads.push((
+                BlobUpload {
+                    digest: l.layer.digest.clone(),
+                    size: l.layer.size,
+                    open: open.as_ref(),
+                    mount_from: (l.label == "base")
+                        .then(|| mount_from.clone())
+                        .flatten()
+                        .or_else(|| cached_in(&l.origin, repo))
+                        .or_else(|| last_pushed_to(store, repo, &l.layer.digest)),
+                },
+                new,
+            ));
+        }
+    }
+    if !known.contains(&image.config_digest) {
+        let size = image.config.len() as u64;
+        uploads.push((
+            BlobUpload {
+                digest: image.config_digest.clone(),
+                size,
+                open: open_config.as_ref(),
+                mount_from: None,
+            },
+            fresh(None, size),
+        ));
+    }
+    let mut layer_outcomes = vec![PushOutcome::Existed; image.layers.len()];
+    let pushed = crate::parallel::map_ordered(&uploads, client.options().jobs, |(b, new)| {
+        let r = match (new, &b.mount_from) {
+            (true, None) => client.push_new_blob(repo, &b.digest, b.size, b.open),
+            _ => client.push_blob(repo, &b.digest, b.size, b.open, b.mount_from.as_deref()),
+        };
+        if let Ok(outcome) = &r {
+            on_blob(&b.digest, outcome);
+        }
+        r
+    });
+    for (n, r) in pushed.into_iter().enumerate() {
+        let layer = wanted.get(n).map(|&k| &image.layers[k]);
+        let outcome = r.map_err(|e| failure(layer, e))?;
+        if let Some(&k) = wanted.get(n) {
+            layer_outcomes[k] = outcome;
+            remember_pushed(store, repo, &image.layers[k].layer.digest);
+        }
+    }
+    Ok(layer_outcomes)
 }
