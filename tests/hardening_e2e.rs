@@ -153,8 +153,17 @@ fn kill_9_during_a_layer_build_leaves_nothing_the_next_run_keeps() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // The layer's temp file, once it holds a MiB: smaller temp files (a pyc
+    // cache record, written by the app's compile beside the build) are
+    // renamed into place at once, so killing then would catch none.
+    let layer_started = || {
+        std::fs::read_dir(cache.join("tmp")).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() > 1 << 20))
+        })
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while temp_files().is_empty() {
+    while !layer_started() {
         assert!(
             std::time::Instant::now() < deadline,
             "no temp file appeared"
