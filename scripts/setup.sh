@@ -130,11 +130,20 @@ if $TESTS; then
 fi
 
 # --- uv (makes lockfiles for the tests and the example) --------------------------------
-if ! command -v uv >/dev/null; then
-  step "installing uv with pip"
+# Pinned: imgbuild lays out a venv as this uv does (src/python/venv.rs, UV_VERSION_FIELD),
+# and tests/wheel_install_vs_uv.rs compares the two byte for byte, pyvenv.cfg's `uv =` line
+# included; a newer uv from the index would fail it for that line alone.
+UV_VERSION=0.13.9
+if ! uv --version 2>/dev/null | grep -q "^uv $UV_VERSION\b"; then
+  step "installing uv $UV_VERSION with pip"
   # Debian's Python is externally managed (PEP 668); uv is a standalone binary.
-  python3 -m pip install --quiet uv 2>/dev/null ||
-    $SUDO python3 -m pip install --quiet --break-system-packages uv
+  python3 -m pip install --quiet "uv==$UV_VERSION" 2>/dev/null ||
+    $SUDO python3 -m pip install --quiet --break-system-packages "uv==$UV_VERSION"
+  hash -r
+  uv --version 2>/dev/null | grep -q "^uv $UV_VERSION\b" || {
+    echo "error: uv $UV_VERSION was installed, but \`uv\` on PATH is $(command -v uv) ($(uv --version 2>&1)); put pip's first on PATH" >&2
+    exit 1
+  }
 fi
 step "$(uv --version)"
 

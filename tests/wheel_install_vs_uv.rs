@@ -11,7 +11,7 @@
 //!   RECORD rows: uv's cache bookkeeping (it holds a timestamp) and PEP 610 data
 //!   for URL installs; an image installs from a lockfile.
 //!
-//! Needs `uv` (0.13.9) and `python3.11` on PATH; the real-wheels test also needs
+//! Needs `uv` (0.13.9, which scripts/setup.sh pins) and `python3.11` on PATH; the real-wheels test also needs
 //! PyPI (through `uv lock` and `pip download`).
 
 use imgbuild::layer::tar::{write_tar, NoExternal};
