@@ -342,6 +342,7 @@ impl HttpClient {
     }
 
     fn make_verified(&self) -> Result<Verified, HttpError> {
+        let _span = crate::trace::span(|| "http: client with the trust store".into());
         let builder = || self.policy.client_builder(self.http1_only);
         let mut b = builder();
         if !self.ca_certs.is_empty() {

@@ -68,7 +68,9 @@ pub(super) fn plan(
             platform: label.clone(),
             info: format!("{}: {}", python.interpreter, python.describe()),
         });
+        let span = crate::trace::span(|| "packages: read the lock, select wheels".into());
         (planned.wheels, locals, indexes) = select_wheels(spec, lockfile, python, platform, opts)?;
+        drop(span);
         // issue 23: a server the lock lacks is named before anything is fetched.
         let names = planned.wheels.iter().map(|w| w.name.as_str());
         let local = local_scripts(&lock_dir(spec), &locals);
@@ -194,14 +196,28 @@ fn select_wheels(
     // A lockfile outside the source tree may be any file on the host: its
     // errors keep the file and the line, never its text.
     let quotable = crate::project_file::is_inside(lockfile, &spec.source);
-    let (packages, locals) = crate::lock::load_with_local(lockfile, &lock_opts, &env, opts.http)
-        .map_err(|e| if quotable { e } else { e.without_file_text() })?;
-    let tags = Tags::for_target(python);
-    let mut wheels = crate::lock::select::select_wheels(
-        &packages,
-        &tags,
-        &format!("{platform} ({})", python.describe()),
-    )?;
+    let label = format!("{platform} ({})", python.describe());
+    let select =
+        || -> Result<_, BuildError> {
+            let (packages, locals) =
+                crate::lock::load_with_local(lockfile, &lock_opts, &env, opts.http)
+                    .map_err(|e| if quotable { e } else { e.without_file_text() })?;
+            let tags = Tags::for_target(python);
+            let wheels = crate::lock::select::select_wheels(&packages, &tags, &label)?;
+            Ok((wheels, locals))
+        };
+    let target = format!("{lock_opts:?}\0{env:?}\0{python:?}\0{label}");
+    let (mut wheels, locals) = match read_selection_memo(opts.store, lockfile, &target) {
+        Memo::Kept(selected) => selected,
+        Memo::Missing(key) => {
+            let selected = select()?;
+            if let Some(key) = key {
+                opts.store
+                    .put_meta_best_effort(SELECTION_MEMO, &key, &selected);
+            }
+            selected
+        }
+    };
     // Files the lock names without a URL (poetry.lock, pdm.lock) are looked up
     // on the index, unless they are cached already.
     let cached =
@@ -217,6 +233,44 @@ fn select_wheels(
         )?;
     }
     Ok((wheels, locals, lock_opts.indexes.urls()))
+}
+
+/// The store's record kind for the wheels chosen from a uv.lock; `-v1`
+/// names the record's shape (bump it when `SelectedWheel` or
+/// `LocalPackage` changes).
+const SELECTION_MEMO: &str = "uv-lock-selection-v1";
+
+/// The wheels and local packages an earlier run chose from a lock, or the
+/// key to keep this run's choice under.
+enum Memo {
+    Kept((Vec<SelectedWheel>, Vec<LocalPackage>)),
+    Missing(Option<String>),
+}
+
+/// What an earlier run chose from the same uv.lock bytes for the same
+/// options and target (issue 26: parsing a 140 KB lock and choosing its
+/// wheels was a third of a warm build's CPU). Only uv.lock: it is read from
+/// its text alone, where Poetry's and PDM's locks may ask the index. The key
+/// hashes the file's text as read now, so an edited lock is read again, and
+/// `target` (the options' text, which may hold index credentials, is kept
+/// only as part of the hash).
+fn read_selection_memo(store: &crate::store::Store, lockfile: &Path, target: &str) -> Memo {
+    if lockfile.file_name().and_then(|n| n.to_str()) != Some("uv.lock") {
+        return Memo::Missing(None);
+    }
+    // Read as the parse reads it (capped, never blocking on a FIFO); a
+    // failure here is the parse's to report.
+    let Ok(text) = crate::lock::read_text(lockfile) else {
+        return Memo::Missing(None);
+    };
+    let keyed = format!("{text}\0{target}");
+    let key = crate::digest::Digest::of_bytes(keyed.as_bytes())
+        .hex()
+        .to_owned();
+    match store.get_meta(SELECTION_MEMO, &key) {
+        Some(selected) => Memo::Kept(selected),
+        None => Memo::Missing(Some(key)),
+    }
 }
 
 /// Each sdist among `wheels` replaced by the wheel built from it in the
@@ -394,4 +448,39 @@ fn report_fetched(opts: &BuildOptions, w: &SelectedWheel, f: &Fetched) {
     (opts.on_event)(Event::Progress {
         label: w.filename.clone(),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(memo: Memo) -> Option<String> {
+        match memo {
+            Memo::Kept(_) => panic!("a choice was kept for a lock never chosen from"),
+            Memo::Missing(key) => key,
+        }
+    }
+
+    #[test]
+    fn a_choice_is_kept_per_lock_bytes_and_target_and_only_for_uv_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path().join("cache")).unwrap();
+        let lock = dir.path().join("uv.lock");
+        std::fs::write(&lock, "version = 1\n").unwrap();
+        let key = key_of(read_selection_memo(&store, &lock, "amd64")).unwrap();
+        let chosen: (Vec<SelectedWheel>, Vec<LocalPackage>) = (Vec::new(), Vec::new());
+        store.put_meta(SELECTION_MEMO, &key, &chosen).unwrap();
+        assert!(matches!(
+            read_selection_memo(&store, &lock, "amd64"),
+            Memo::Kept(_)
+        ));
+        // Another target, or an edited lock, is chosen from again.
+        assert!(key_of(read_selection_memo(&store, &lock, "arm64")).is_some());
+        std::fs::write(&lock, "version = 1\n# edited\n").unwrap();
+        assert!(key_of(read_selection_memo(&store, &lock, "amd64")).is_some());
+        // Other lock formats may ask the index while they are read: never kept.
+        let pylock = dir.path().join("pylock.toml");
+        std::fs::write(&pylock, "lock-version = \"1.0\"\n").unwrap();
+        assert_eq!(key_of(read_selection_memo(&store, &pylock, "amd64")), None);
+    }
 }

@@ -200,7 +200,7 @@ pub fn registry_clients(
             None => client,
         };
         let client = match clients.first() {
-            Some(first) => client.sharing_dead_hosts(first.as_ref()),
+            Some(first) => client.sharing_run_of(first.as_ref()),
             None => client,
         };
         clients.push(Arc::new(client));

@@ -35,38 +35,47 @@ pub(super) fn cmd_push(args: PushArgs, verbose: bool) -> Result<()> {
         client.on_retry(|n| eprintln!("retry: {n}"));
     }
     let inputs = super::unchanged::Inputs::of(&ctx, &args, started);
-    if let Some(record) = inputs.as_ref().and_then(|i| i.recorded(&ctx)) {
-        if super::unchanged::still_pushed(&client, &tags, &record) {
-            return super::unchanged::replay(&record, &args, &client);
+    use super::unchanged::Recorded;
+    let recorded = inputs
+        .as_ref()
+        .map_or(Recorded::Nothing, |i| i.recorded(&ctx));
+    if let Recorded::Same(record) = &recorded {
+        if super::unchanged::still_pushed(&client, &tags, record) {
+            return super::unchanged::replay(record, &args, &client);
         }
     }
+    // Upload sessions are opened ahead only where new blobs are likely.
+    let inner_loop = matches!(recorded, Recorded::TreeChanged);
     let clients = Clients {
         image: &client,
         beside: &beside,
     };
-    let (result, report, said) = match build_and_push(&ctx, &args, &clients, &tags, verbose)? {
-        Ok(pushed) => pushed,
-        // Once only: the second build reads no registry cache, so nothing it
-        // pushes can vanish from one.
-        Err(gone) => {
-            eprintln!("warning: {}", vanished(&gone));
-            ctx.registry_cache = false;
-            let (result, report, said) = build_and_push(&ctx, &args, &clients, &tags, verbose)?
+    let (result, report, said) =
+        match build_and_push(&ctx, &args, &clients, &tags, verbose, inner_loop)? {
+            Ok(pushed) => pushed,
+            // Once only: the second build reads no registry cache, so nothing it
+            // pushes can vanish from one.
+            Err(gone) => {
+                eprintln!("warning: {}", vanished(&gone));
+                ctx.registry_cache = false;
+                let (result, report, said) = build_and_push(
+                    &ctx, &args, &clients, &tags, verbose, inner_loop,
+                )?
                 .map_err(|again| {
                     let warning = vanished(&again);
                     anyhow::Error::new(again.error).context(warning)
                 })?;
-            if result.digest() != gone.planned {
-                // Layers are reproducible whatever their source (docs/reproducibility.md).
-                eprintln!(
+                if result.digest() != gone.planned {
+                    // Layers are reproducible whatever their source (docs/reproducibility.md).
+                    eprintln!(
                     "warning: the rebuild without the registry cache gave {}, not {} as planned",
                     result.digest(),
                     gone.planned
                 );
+                }
+                (result, report, said)
             }
-            (result, report, said)
-        }
-    };
+        };
     // The figures describe the image; the attestations are reported apart.
     let stats = client.stats();
     for line in said {
@@ -105,9 +114,10 @@ fn publish_base_facts(
     result: &BuildResult,
     tags: &[Reference],
     client: &RegistryClient,
-    scratch: &std::path::Path,
+    store: &crate::store::Store,
     verbose: bool,
 ) {
+    let scratch = &store.root().join("tmp");
     use crate::output::base_facts;
     let mut done: Vec<(&str, &str)> = Vec::new();
     for t in tags {
@@ -117,17 +127,74 @@ fn publish_base_facts(
         }
         done.push(repo);
         for doc in &result.base_facts {
-            let facts = base_facts::publish(client, t, doc);
-            say_published(facts, "base facts", t, &base_facts::tag(&doc.base), verbose);
+            let tag = base_facts::tag(&doc.base);
+            let facts = Digest::of_bytes(&base_facts::manifest(doc));
+            if !seen_lately(store, t, &tag, &facts) {
+                let published = base_facts::publish(client, t, doc);
+                if published.is_ok() {
+                    keep_seen(store, t, &tag, &facts);
+                }
+                say_published(published, "base facts", t, &tag, verbose);
+            }
             let Some(root) = &doc.compile_root else {
                 continue;
             };
-            let pack = || crate::python::bytecode::packed::pack(root, scratch);
-            let root = base_facts::publish_compile_root(client, t, &doc.base, pack);
             let tag = base_facts::compile_root_tag(&doc.base);
-            say_published(root, "compile root", t, &tag, verbose);
+            // Named by the base it comes from: any manifest under the tag will do.
+            let any = Digest::of_bytes(tag.as_bytes());
+            if seen_lately(store, t, &tag, &any) {
+                continue;
+            }
+            let pack = || crate::python::bytecode::packed::pack(root, scratch);
+            let published = base_facts::publish_compile_root(client, t, &doc.base, pack);
+            if published.is_ok() {
+                keep_seen(store, t, &tag, &any);
+            }
+            say_published(published, "compile root", t, &tag, verbose);
         }
     }
+}
+
+/// The store's record of what this cache published (or found) beside an
+/// image, by repository and tag: a warm push does not ask again within
+/// [`SEEN_FOR`] (issue 26: two HEADs fewer in the inner loop). One deleted
+/// from the registry meanwhile costs fresh runners a read of the base, and
+/// is put back a day later at most.
+const SEEN_KIND: &str = "published-beside";
+const SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Seen {
+    digest: String,
+    /// Seconds since the Unix epoch.
+    at: u64,
+}
+
+fn seen_key(repo: &Reference, tag: &str) -> String {
+    let key = format!("{}/{}:{tag}", repo.registry, repo.repository);
+    Digest::of_bytes(key.as_bytes()).hex().to_owned()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn seen_lately(store: &crate::store::Store, repo: &Reference, tag: &str, digest: &Digest) -> bool {
+    store
+        .get_meta::<Seen>(SEEN_KIND, &seen_key(repo, tag))
+        .is_some_and(|s| {
+            s.digest == digest.to_string() && now_secs().saturating_sub(s.at) < SEEN_FOR.as_secs()
+        })
+}
+
+fn keep_seen(store: &crate::store::Store, repo: &Reference, tag: &str, digest: &Digest) {
+    let seen = Seen {
+        digest: digest.to_string(),
+        at: now_secs(),
+    };
+    store.put_meta_best_effort(SEEN_KIND, &seen_key(repo, tag), &seen);
 }
 
 /// What publishing `what` beside the image under `tag` came to: a line with
@@ -181,21 +248,34 @@ fn build_and_push(
     clients: &Clients,
     tags: &[Reference],
     verbose: bool,
+    inner_loop: bool,
 ) -> Result<Result<Pushed, Vanished>> {
     let printer = event_printer(verbose);
     let t0 = Instant::now();
     let writes: Vec<&std::path::Path> = args.image_refs.iter().map(|p| p.as_path()).collect();
-    let result = run_build(ctx, &args.common, clients.image.clone(), &printer, &writes)?;
+    // While the image builds: what the first tag names, and upload sessions
+    // for the new blobs a change makes (the app layer and config, and each
+    // attestation document), so the push after the build starts with PUTs.
+    let attested = usize::from(args.attach.sbom) + usize::from(args.attach.provenance);
+    let uploads = if inner_loop { 2 + attested } else { 0 };
+    let (result, ahead) = std::thread::scope(|s| {
+        let ahead = s.spawn(|| {
+            let _span = crate::trace::span(|| "push: look ahead".into());
+            crate::output::push::look_ahead(clients.image, &tags[0], uploads)
+        });
+        let built = run_build(ctx, &args.common, clients.image.clone(), &printer, &writes);
+        (built, ahead.join().expect("the look-ahead's thread ended"))
+    });
+    let result = result?;
     let t1 = Instant::now();
     let progress = PushProgress::new(&result);
     let on_blob = |d: &Digest, o: &PushOutcome| progress.on_blob(d, o);
-    let scratch = ctx.store.root().join("tmp");
     let gate = crate::parallel::Gate::default();
     let (report, attached) = std::thread::scope(|s| {
         // Only beside an image that went up: a failed push's error says it all.
         s.spawn(|| {
             if gate.wait() {
-                publish_base_facts(&result, tags, clients.beside, &scratch, verbose)
+                publish_base_facts(&result, tags, clients.beside, &ctx.store, verbose)
             }
         });
         let attach = s.spawn(|| {
@@ -211,7 +291,14 @@ fn build_and_push(
         });
         let span = crate::trace::span(|| "push: image".into());
         let answered = gate.no_unless_answered();
-        let report = crate::output::push::push(clients.image, &result, tags, &ctx.store, &on_blob);
+        let report = crate::output::push::push(
+            clients.image,
+            &result,
+            tags,
+            &ctx.store,
+            &on_blob,
+            Some(ahead),
+        );
         gate.answer(report.is_ok());
         drop((answered, span));
         (
@@ -220,6 +307,7 @@ fn build_and_push(
         )
     });
     progress.finish();
+    clients.image.cancel_unused_uploads();
     if verbose {
         eprintln!("timing: build {:?}, push {:?}", t1 - t0, t1.elapsed());
     }

@@ -76,8 +76,9 @@ pub fn cmd_rebase(args: RebaseArgs, verbose: bool) -> Result<()> {
     };
     let rebased = rebase::rebase(&loaded, &image, args.base.as_deref(), &opts)?;
     let unchanged = rebased.result.digest() == loaded.digest;
-    let report = crate::output::push::push(&client, &rebased.result, &tags, &store, &|_, _| {})
-        .context("pushing the rebased image")?;
+    let report =
+        crate::output::push::push(&client, &rebased.result, &tags, &store, &|_, _| {}, None)
+            .context("pushing the rebased image")?;
     // The figures describe the image; the attestations attached next are reported apart (as by push).
     let stats = client.stats();
     if !unchanged {

@@ -83,6 +83,7 @@ fn build_and_push_all(
                         std::slice::from_ref(&t.tag),
                         &ctx.store,
                         &|_, _| {},
+                        None,
                     )?;
                     let pinned = t.pinned(&result.digest());
                     eprintln!("{} -> {pinned}", t.reference());

@@ -42,8 +42,20 @@ pub(super) struct Inputs {
     own: Vec<PathBuf>,
 }
 
+/// What the cache recorded for a push's inputs.
+pub(super) enum Recorded {
+    /// No push with these inputs.
+    Nothing,
+    /// A push with these inputs and this source tree: the no-op push.
+    Same(PushRecord),
+    /// A push with these inputs, of a tree that changed since (or is
+    /// changing now): the inner loop, where a new app layer is likely.
+    TreeChanged,
+}
+
 impl Inputs {
     /// `None` when the inputs cannot be keyed without the network (a base by tag).
+    /// What the cache holds for these inputs.
     pub(super) fn of(ctx: &Prepared, args: &PushArgs, started: SystemTime) -> Option<Inputs> {
         let argv: Vec<_> = std::env::args_os().collect();
         let cwd = std::env::current_dir().ok()?;
@@ -60,11 +72,15 @@ impl Inputs {
 
     /// The record of the last push with these inputs, when the project's
     /// files are as they were then.
-    pub(super) fn recorded(&self, ctx: &Prepared) -> Option<PushRecord> {
+    pub(super) fn recorded(&self, ctx: &Prepared) -> Recorded {
         let _span = crate::trace::span(|| "push: inputs unchanged?".into());
-        let record: PushRecord = ctx.store.get_meta(KIND, self.key.hex())?;
-        let tree = unchanged::tree_fingerprint(&record.dirs, &self.own, self.started)?;
-        (tree == record.tree).then_some(record)
+        let Some(record) = ctx.store.get_meta::<PushRecord>(KIND, self.key.hex()) else {
+            return Recorded::Nothing;
+        };
+        match unchanged::tree_fingerprint(&record.dirs, &self.own, self.started) {
+            Some(tree) if tree == record.tree => Recorded::Same(record),
+            _ => Recorded::TreeChanged,
+        }
     }
 
     /// Keeps what the next push with these inputs needs, unless a project

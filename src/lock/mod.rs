@@ -47,7 +47,7 @@ pub struct LockedPackage {
 /// A package the lock installs from the local file system: the project, a
 /// workspace member, a path dependency (issue 8). Built by
 /// [`crate::python::project`], never downloaded.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LocalPackage {
     /// PEP 503 normalised.
     pub name: String,

@@ -10,7 +10,7 @@ use thiserror::Error;
 /// Higher build tags sort first.
 type BuildRank = std::cmp::Reverse<(u64, String)>;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SelectedWheel {
     pub name: String,
     pub version: String,

@@ -73,16 +73,44 @@ impl PushReport {
     }
 }
 
+/// What a push learnt of its first tag's repository while the image was
+/// still building ([`look_ahead`]).
+pub struct Ahead {
+    repo: Reference,
+    /// The blobs the tag's manifest names, present in the repository.
+    known: HashSet<Digest>,
+    /// The manifest the tag named; None when it named nothing.
+    tag_named: Option<Digest>,
+}
+
+/// Reads what `tag` names now and, when it names an image (the inner loop:
+/// a push after a change), opens `uploads` upload sessions for the new
+/// blobs to come (issue 26). Meant to run while the image builds, so that
+/// after it the push starts with the blobs' PUTs.
+pub fn look_ahead(client: &RegistryClient, tag: &Reference, uploads: usize) -> Ahead {
+    let (known, tag_named) = blobs_under_tag(client, tag);
+    if tag_named.is_some() && uploads > 0 {
+        client.open_uploads(tag, uploads);
+    }
+    Ahead {
+        repo: tag.clone(),
+        known,
+        tag_named,
+    }
+}
+
 /// Pushes `result` under each of `tags`. Tags in one repository share the
 /// blob and manifest uploads.
 /// `on_blob` hears of each blob checked, mounted or uploaded, as it happens
-/// (for progress bars; the report gives the outcomes in order).
+/// (for progress bars; the report gives the outcomes in order). `ahead`
+/// is what [`look_ahead`] read while the image built, if it ran.
 pub fn push(
     client: &RegistryClient,
     result: &BuildResult,
     tags: &[Reference],
     store: &Store,
     on_blob: &(dyn Fn(&Digest, &PushOutcome) + Sync),
+    ahead: Option<Ahead>,
 ) -> Result<PushReport, PushError> {
     let mut report = PushReport::default();
     let top_digest = result.digest();
@@ -92,7 +120,12 @@ pub fn push(
         // What the tag named when its blobs were listed, a moment ago.
         let mut seen = None;
         if !done_repos.contains(&repo_key) {
-            let (layers, tag_named) = push_content(client, result, tag, store, on_blob)?;
+            let read_ahead = ahead.as_ref().filter(|a| {
+                (&a.repo.registry, &a.repo.repository, &a.repo.tag)
+                    == (&tag.registry, &tag.repository, &tag.tag)
+            });
+            let (layers, tag_named) =
+                push_content(client, result, tag, store, on_blob, read_ahead)?;
             seen = tag_named;
             if report.layers.is_empty() {
                 report.layers = layers;
@@ -213,16 +246,28 @@ fn push_content<'a>(
     repo: &Reference,
     store: &'a Store,
     on_blob: &(dyn Fn(&Digest, &PushOutcome) + Sync),
+    ahead: Option<&Ahead>,
 ) -> Result<(Vec<Vec<PushOutcome>>, Option<Digest>), PushError> {
     // The registry keeps a manifest only when it has all its blobs, so when
     // the top manifest is already there, everything it names is too. Asked
-    // beside the tag's own blobs, which the push needs otherwise.
-    let (top, (known, tag_named)) = std::thread::scope(|s| {
-        let top = s.spawn(|| client.head_manifest(&repo.with_digest(result.digest())));
-        let under = blobs_under_tag(client, repo);
-        (top.join().expect("the HEAD's thread ended"), under)
-    });
-    if let Ok(Some((d, _))) = top {
+    // beside the tag's own blobs, which the push needs otherwise; not asked
+    // when the tag was read ahead and named another image (the inner loop),
+    // where at worst a small new blob goes up again.
+    let (top, (known, tag_named)) = match ahead {
+        Some(a) if a.tag_named.is_some() => (
+            Ok(a.tag_named.clone()),
+            (a.known.clone(), a.tag_named.clone()),
+        ),
+        _ => std::thread::scope(|s| {
+            let top = s.spawn(|| {
+                let head = client.head_manifest(&repo.with_digest(result.digest()));
+                head.map(|found| found.map(|(d, _)| d))
+            });
+            let under = blobs_under_tag(client, repo);
+            (top.join().expect("the HEAD's thread ended"), under)
+        }),
+    };
+    if let Ok(Some(d)) = top {
         if d == result.digest() {
             let existed = result
                 .images

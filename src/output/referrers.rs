@@ -157,11 +157,18 @@ pub fn merge_index(
 /// What [`already_attached`] found.
 enum Listed {
     All(Attached),
-    /// Some entry is missing; `api_answered` says the referrers API exists.
+    /// Some entry is missing; `api_answered` says the referrers API exists,
+    /// `fallback` is the fallback tag's index as read, and when.
     NotAll {
         api_answered: bool,
+        fallback: (String, Option<Vec<u8>>, std::time::Instant),
     },
 }
+
+/// How long a read of the fallback index stands in for the read right before
+/// its write: the read-modify-write has no lock either way, and the inner
+/// loop's attestations go up well within this.
+const FALLBACK_READ_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Wraps the registry's failure at `what` (for `subject`'s referrers).
 fn registry_failure(subject: &Digest, what: &str) -> impl FnOnce(RegistryError) -> ReferrersError {
@@ -193,6 +200,7 @@ fn already_attached(
     };
     // The fallback tag first: where it exists (registries without the API,
     // the most common case) an unchanged push is settled in two requests.
+    let read_at = std::time::Instant::now();
     let (tag, current) = fallback_index(client, repo, subject)?;
     if current.as_deref().is_some_and(lists_all) {
         return Ok(Listed::All(Attached::Tag {
@@ -200,14 +208,19 @@ fn already_attached(
             changed: false,
         }));
     }
+    let fallback = (tag, current, read_at);
     match client
         .get_referrers(repo, &subject.digest)
         .map_err(fail("the referrers list"))?
     {
         Some(index) if lists_all(&index) => Ok(Listed::All(Attached::Api)),
-        Some(_) => Ok(Listed::NotAll { api_answered: true }),
+        Some(_) => Ok(Listed::NotAll {
+            api_answered: true,
+            fallback,
+        }),
         None => Ok(Listed::NotAll {
             api_answered: false,
+            fallback,
         }),
     }
 }
@@ -317,28 +330,37 @@ pub fn attach(
         .zip(&manifests)
         .map(|(a, m)| index_entry(a, m))
         .collect();
-    let api_answered = match already_attached(client, repo, subject, &entries)? {
+    let (api_answered, fallback) = match already_attached(client, repo, subject, &entries)? {
         Listed::All(attached) => return Ok(attached),
-        Listed::NotAll { api_answered } => api_answered,
+        Listed::NotAll {
+            api_answered,
+            fallback,
+        } => (api_answered, fallback),
     };
-    let empty = Digest::of_bytes(EMPTY);
-    client
-        .push_blob(repo, &empty, EMPTY.len() as u64, &|| cursor(EMPTY), None)
-        .map_err(fail("the empty config"))?;
-    // The artifacts (an SBOM and a provenance statement) go up side by side:
-    // each is a few small sequential requests, and this is most of what a
-    // warm push with attestations spends.
+    // The empty config and the artifacts (an SBOM and a provenance
+    // statement) go up side by side: each is a few small sequential
+    // requests, and this is most of what a warm push with attestations spends.
     let pairs: Vec<(&Artifact, &Vec<u8>)> = artifacts.iter().zip(&manifests).collect();
-    // Not attached yet, so their documents (which name this image) are new:
-    // a small one goes up without asking first.
-    let blobs = crate::parallel::map_ordered(&pairs, pairs.len(), |(a, _)| {
-        let (digest, size) = (Digest::of_bytes(&a.bytes), a.bytes.len() as u64);
-        let open = || cursor(&a.bytes);
-        match size <= NEW_DOCUMENT_MAX {
-            true => client.push_new_blob(repo, &digest, size, &open),
-            false => client.push_blob(repo, &digest, size, &open, None),
+    let mut docs: Vec<Option<&Artifact>> = vec![None];
+    docs.extend(pairs.iter().map(|(a, _)| Some(*a)));
+    let blobs = crate::parallel::map_ordered(&docs, docs.len(), |doc| match doc {
+        None => {
+            let empty = Digest::of_bytes(EMPTY);
+            client
+                .push_blob(repo, &empty, EMPTY.len() as u64, &|| cursor(EMPTY), None)
+                .map_err(fail("the empty config"))
         }
-        .map_err(fail(a.artifact_type.as_str()))
+        // Not attached yet, so their documents (which name this image) are
+        // new: a small one goes up without asking first.
+        Some(a) => {
+            let (digest, size) = (Digest::of_bytes(&a.bytes), a.bytes.len() as u64);
+            let open = || cursor(&a.bytes);
+            match size <= NEW_DOCUMENT_MAX {
+                true => client.push_new_blob(repo, &digest, size, &open),
+                false => client.push_blob(repo, &digest, size, &open, None),
+            }
+            .map_err(fail(a.artifact_type.as_str()))
+        }
     });
     for pushed in blobs {
         pushed?;
@@ -369,9 +391,13 @@ pub fn attach(
     {
         return Ok(Attached::Api);
     }
-    // Read again right before the write: the uploads above leave time for
-    // another tool to change the index, and read-modify-write keeps its entries.
-    let (tag, current) = fallback_index(client, repo, subject)?;
+    // Read again right before the write when the read above is old: long
+    // uploads leave time for another tool to change the index, and
+    // read-modify-write keeps its entries.
+    let (tag, current) = match fallback {
+        (tag, current, read_at) if read_at.elapsed() < FALLBACK_READ_FRESH => (tag, current),
+        _ => fallback_index(client, repo, subject)?,
+    };
     let merged = merge_index(&tag, current.as_deref(), &entries)?;
     let changed = merged.is_some();
     if let Some(bytes) = merged {

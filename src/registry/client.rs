@@ -51,7 +51,14 @@ pub struct RegistryClient {
     /// addressed, so a second read (the push after the registry cache's)
     /// needs no request.
     fetched: Mutex<HashMap<String, (Vec<u8>, String)>>,
+    /// Upload sessions opened ahead of their blobs, by registry and
+    /// repository (`RegistryClient::open_uploads`); shared by the clients
+    /// of one run.
+    pub(super) opened: Arc<Mutex<OpenedUploads>>,
 }
+
+/// Upload session URLs by (registry, repository).
+pub(super) type OpenedUploads = HashMap<(String, String), Vec<String>>;
 
 /// One request as `execute` sees it. `build` is called once per attempt, so a
 /// body is recreated (and a file reopened) for every replay.
@@ -119,6 +126,7 @@ impl RegistryClient {
             endpoints: Mutex::default(),
             memory: EndpointMemory::default(),
             fetched: Mutex::default(),
+            opened: Arc::default(),
         })
     }
 
@@ -145,10 +153,12 @@ impl RegistryClient {
             .insert(key, (bytes.to_vec(), media_type.to_string()));
     }
 
-    /// A client whose hosts are dead when they are dead for `other` (two
-    /// clients of one run: the image's and its attestations').
-    pub fn sharing_dead_hosts(mut self, other: &RegistryClient) -> Self {
-        self.transport.share_dead_hosts(&other.transport);
+    /// A client that shares `other`'s connections, trust store and verdicts
+    /// on dead hosts (two clients of one run: the image's and its
+    /// attestations'), with counters of its own.
+    pub fn sharing_run_of(mut self, other: &RegistryClient) -> Self {
+        self.transport.share_run_of(&other.transport);
+        self.opened = other.opened.clone();
         self
     }
 

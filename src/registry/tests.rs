@@ -388,3 +388,83 @@ fn a_remembered_endpoint_answered_400_as_plain_http_to_a_tls_port_is_pinged_agai
         ]
     );
 }
+
+/// A registry whose sessions are numbered as opened; the PUT to `dropped`
+/// answers 404 (a session it forgot), every other PUT 201.
+fn numbered_sessions_registry(dropped: &'static str) -> Server {
+    let opened = AtomicUsize::new(0);
+    Server::start(move |r: &Request| match (r.method.as_str(), r.path()) {
+        ("GET", "/v2/") => Reply::status(200),
+        ("POST", "/v2/team/app/blobs/uploads/") => {
+            let n = opened.fetch_add(1, Ordering::SeqCst) + 1;
+            Reply::status(202).header("Location", format!("/v2/team/app/blobs/uploads/s{n}"))
+        }
+        ("PUT", p) if p.ends_with(dropped) => Reply::status(404),
+        ("PUT", _) => Reply::status(201),
+        ("DELETE", _) => Reply::status(204),
+        _ => Reply::status(400),
+    })
+}
+
+fn push_new(c: &RegistryClient, server: &Server, data: &'static [u8]) -> PushOutcome {
+    let open = || Ok(Box::new(Cursor::new(data)) as Box<dyn Read + Send>);
+    let digest = Digest::of_bytes(data);
+    c.push_new_blob(&repo(server), &digest, data.len() as u64, &open)
+        .unwrap()
+}
+
+#[test]
+fn sessions_opened_ahead_carry_the_new_blobs_and_the_unused_one_is_cancelled() {
+    let server = numbered_sessions_registry("no such session");
+    let c = client(None);
+    assert_eq!(c.open_uploads(&repo(&server), 3), 3);
+    let before = server.lines().len();
+    push_new(&c, &server, b"app layer");
+    push_new(&c, &server, b"config");
+    let during: Vec<String> = server.lines()[before..].to_vec();
+    assert!(
+        during.iter().all(|l| l.starts_with("PUT ")),
+        "a blob asked for a session of its own: {during:?}"
+    );
+    assert_eq!(during.len(), 2);
+    c.cancel_unused_uploads();
+    let deletes: Vec<String> = server
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("DELETE"))
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    // Nothing is left to cancel twice.
+    c.cancel_unused_uploads();
+    assert_eq!(
+        server
+            .lines()
+            .iter()
+            .filter(|l| l.starts_with("DELETE"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_session_the_registry_dropped_is_replaced_by_a_new_one_at_once() {
+    let server = numbered_sessions_registry("/s1");
+    let c = client(None);
+    assert_eq!(c.open_uploads(&repo(&server), 1), 1);
+    let outcome = push_new(&c, &server, b"app layer");
+    assert_eq!(outcome, PushOutcome::Uploaded { bytes: 9 });
+    let lines = server.lines();
+    let tail: Vec<&str> = lines[lines.len() - 4..]
+        .iter()
+        .map(|l| l.as_str())
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "PUT /v2/team/app/blobs/uploads/s1",
+            "DELETE /v2/team/app/blobs/uploads/s1",
+            "POST /v2/team/app/blobs/uploads/",
+            "PUT /v2/team/app/blobs/uploads/s2",
+        ]
+    );
+}

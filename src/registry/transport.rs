@@ -150,8 +150,10 @@ impl Counters {
 pub(crate) struct Transport {
     pub opts: TransportOptions,
     /// Certificates, timeouts and the retry policy; its verifying client is
-    /// made at first use.
-    http: HttpClient,
+    /// made at first use. Shared by the clients of one run, as is
+    /// `unverified` (a reqwest client's clone shares its connections): the
+    /// trust store is loaded once and each registry gets one connection pool.
+    http: Arc<HttpClient>,
     /// Accepts any certificate; used only for `insecure_registries`. It
     /// loads no trust store.
     unverified: Option<Client>,
@@ -160,7 +162,7 @@ pub(crate) struct Transport {
     budget_spent: AtomicU32,
     /// registry → why it is dead for the rest of the run: the first request
     /// to it that timed out or whose connection was refused (issue 26).
-    /// Shared by the clients of one run ([`Transport::share_dead_hosts`]).
+    /// Shared by the clients of one run ([`Transport::share_run_of`]).
     dead: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
     pub hook: OnceLock<RetryHook>,
 }
@@ -185,7 +187,11 @@ impl Failure<'_> {
 
 impl Transport {
     pub fn new(opts: TransportOptions) -> Result<Self, RegistryError> {
-        let http = HttpClient::new(opts.policy(), opts.http1_only, &opts.ca_files)?;
+        let http = Arc::new(HttpClient::new(
+            opts.policy(),
+            opts.http1_only,
+            &opts.ca_files,
+        )?);
         let unverified = if opts.insecure_registries.is_empty() {
             None
         } else {
@@ -283,9 +289,14 @@ impl Transport {
     }
 
     /// From now on, a host dead for `other` is dead for this one, and the
-    /// other way round: one run, one verdict per host.
-    pub fn share_dead_hosts(&mut self, other: &Transport) {
+    /// other way round: one run, one verdict per host. Connections and the
+    /// trust store are `other`'s too (issue 26: one TLS connection per
+    /// registry, as far as HTTP/2 lets requests share one). Counters, the
+    /// retry budget and the retry hook stay this client's own.
+    pub fn share_run_of(&mut self, other: &Transport) {
         self.dead = other.dead.clone();
+        self.http = other.http.clone();
+        self.unverified = other.unverified.clone();
     }
 
     /// Marks `registry` dead for the rest of the run, for `cause` (kept if first).

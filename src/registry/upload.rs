@@ -115,7 +115,7 @@ impl RegistryClient {
         let digest = blob.digest;
         let mut attempt = 0;
         loop {
-            match self.push_blob_once(repo, blob, mount_from, ask_first) {
+            match self.push_blob_once(repo, blob, mount_from, ask_first, true) {
                 Ok(outcome) => return Ok(outcome),
                 Err(StepError {
                     error,
@@ -148,12 +148,17 @@ impl RegistryClient {
         })
     }
 
+    /// One upload step. With `use_opened`, an upload session opened ahead
+    /// ([`Self::open_uploads`]) is used before a new one is asked for; if
+    /// the upload into it fails (the registry may have dropped it), the step
+    /// runs once more at once, with a session of its own.
     fn push_blob_once(
         &self,
         repo: &Reference,
         blob: Blob<'_>,
         mount_from: Option<&str>,
         ask_first: bool,
+        use_opened: bool,
     ) -> Result<PushOutcome, StepError> {
         let digest = blob.digest;
         let registry = repo.registry.as_str();
@@ -188,7 +193,12 @@ impl RegistryClient {
             }
         }
         let scopes = [push_scope];
-        let session = match session {
+        let opened = match session {
+            None if use_opened => self.take_opened(repo),
+            _ => None,
+        };
+        let pooled = opened.is_some();
+        let session = match session.or(opened) {
             Some(s) => s,
             None => {
                 let resp = self.execute(Call::new(registry, &what, &scopes, &|c, base| {
@@ -214,8 +224,70 @@ impl RegistryClient {
         };
         if result.is_err() {
             self.cancel_session(registry, &what, &scopes, &session);
+            if pooled {
+                return self.push_blob_once(repo, blob, None, false, false);
+            }
         }
         result
+    }
+
+    /// Opens `n` upload sessions in `repo` now (side by side), for blobs
+    /// that are not made yet: issue 26's inner loop asks for them while the
+    /// image builds, so each small new blob after it is one PUT, not a POST
+    /// and a PUT. Best effort: a session that cannot be opened here is
+    /// opened by the upload that needs it. Returns how many were opened.
+    pub fn open_uploads(&self, repo: &Reference, n: usize) -> usize {
+        let registry = repo.registry.as_str();
+        let what = format!("opening an upload in {}", repo.name());
+        let uploads = format!("/v2/{}/blobs/uploads/", repo.repository);
+        let scopes = [repository_scope(&repo.repository, true)];
+        let slots: Vec<usize> = (0..n).collect();
+        let opened = crate::parallel::map_ordered(&slots, n.max(1), |_| {
+            let resp = self
+                .execute(Call::new(registry, &what, &scopes, &|c, base| {
+                    Ok(c.post(join(base, &uploads)).header(CONTENT_LENGTH, 0))
+                }))
+                .ok()?;
+            (resp.status() == StatusCode::ACCEPTED)
+                .then(|| location(&resp))
+                .flatten()
+        });
+        let opened: Vec<String> = opened.into_iter().flatten().collect();
+        let count = opened.len();
+        self.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((repo.registry.clone(), repo.repository.clone()))
+            .or_default()
+            .extend(opened);
+        count
+    }
+
+    fn take_opened(&self, repo: &Reference) -> Option<String> {
+        self.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&(repo.registry.clone(), repo.repository.clone()))?
+            .pop()
+    }
+
+    /// Cancels the sessions [`Self::open_uploads`] opened that no blob used
+    /// (side by side), so the registry need not wait to expire them.
+    pub fn cancel_unused_uploads(&self) {
+        let unused: Vec<((String, String), String)> =
+            std::mem::take(&mut *self.opened.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .flat_map(|(repo, sessions)| sessions.into_iter().map(move |s| (repo.clone(), s)))
+                .collect();
+        crate::parallel::map_ordered(
+            &unused,
+            unused.len().max(1),
+            |((registry, repository), session)| {
+                let scopes = [repository_scope(repository, true)];
+                let what = format!("cancelling an unused upload in {registry}/{repository}");
+                self.cancel_session(registry, &what, &scopes, session);
+            },
+        );
     }
 
     /// The upload session URL, relative Locations resolved against the registry.
