@@ -282,6 +282,10 @@ pub struct HttpClient {
     /// The certificates of `--ca-file`, read when the client is made.
     ca_certs: Vec<reqwest::Certificate>,
     verified: OnceLock<Verified>,
+    /// Held while the verifying client is made, so that threads asking at
+    /// once (the registry cache and the push's look-ahead) load the trust
+    /// store once between them.
+    making: std::sync::Mutex<()>,
 }
 
 /// The client that verifies certificates, and whether it had to do without
@@ -306,6 +310,7 @@ impl HttpClient {
             http1_only,
             ca_certs: read_ca_files(ca_files)?,
             verified: OnceLock::new(),
+            making: std::sync::Mutex::default(),
         })
     }
 
@@ -320,7 +325,10 @@ impl HttpClient {
         if let Some(v) = self.verified.get() {
             return Ok(&v.client);
         }
-        // Two threads may both build one; the first stored is kept.
+        let _making = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = self.verified.get() {
+            return Ok(&v.client);
+        }
         let v = self.make_verified()?;
         Ok(&self.verified.get_or_init(|| v).client)
     }

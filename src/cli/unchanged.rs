@@ -26,7 +26,10 @@ const KIND: &str = "push-records";
 pub(super) struct PushRecord {
     /// The directories the tree fingerprint covers.
     dirs: Vec<PathBuf>,
-    tree: Digest,
+    /// None when a file changed while the push ran (racy): the record then
+    /// says only that this cache pushed these inputs, never that nothing
+    /// changed since.
+    tree: Option<Digest>,
     digest: Digest,
     /// `REF@sha256:…` per tag, as the push printed them.
     pinned: Vec<String>,
@@ -77,14 +80,18 @@ impl Inputs {
         let Some(record) = ctx.store.get_meta::<PushRecord>(KIND, self.key.hex()) else {
             return Recorded::Nothing;
         };
-        match unchanged::tree_fingerprint(&record.dirs, &self.own, self.started) {
-            Some(tree) if tree == record.tree => Recorded::Same(record),
+        match (
+            &record.tree,
+            unchanged::tree_fingerprint(&record.dirs, &self.own, self.started),
+        ) {
+            (Some(kept), Some(now)) if *kept == now => Recorded::Same(record),
             _ => Recorded::TreeChanged,
         }
     }
 
-    /// Keeps what the next push with these inputs needs, unless a project
-    /// file changed while this one ran (then the next push builds).
+    /// Keeps what the next push with these inputs needs. When a project file
+    /// changed while this one ran, the record has no tree: the next push
+    /// builds, knowing only that it is the inner loop.
     pub(super) fn keep(
         &self,
         ctx: &Prepared,
@@ -94,9 +101,7 @@ impl Inputs {
     ) {
         let mut dirs = unchanged::project_dirs(&ctx.spec);
         dirs.extend(result.local_dirs.iter().cloned());
-        let Some(tree) = unchanged::tree_fingerprint(&dirs, &self.own, self.started) else {
-            return;
-        };
+        let tree = unchanged::tree_fingerprint(&dirs, &self.own, self.started);
         let record = PushRecord {
             dirs,
             tree,

@@ -83,15 +83,18 @@ pub struct Ahead {
     tag_named: Option<Digest>,
 }
 
-/// Reads what `tag` names now and, when it names an image (the inner loop:
-/// a push after a change), opens `uploads` upload sessions for the new
-/// blobs to come (issue 26). Meant to run while the image builds, so that
-/// after it the push starts with the blobs' PUTs.
+/// Reads what `tag` names now and, beside that, opens `uploads` upload
+/// sessions for the new blobs to come (issue 26: the caller asks for them
+/// in the inner loop, a push after a change). Meant to run while the image
+/// builds, so that after it the push starts with the blobs' PUTs. A session
+/// no blob takes is cancelled by the caller.
 pub fn look_ahead(client: &RegistryClient, tag: &Reference, uploads: usize) -> Ahead {
-    let (known, tag_named) = blobs_under_tag(client, tag);
-    if tag_named.is_some() && uploads > 0 {
-        client.open_uploads(tag, uploads);
-    }
+    let (known, tag_named) = std::thread::scope(|s| {
+        if uploads > 0 {
+            s.spawn(|| client.open_uploads(tag, uploads));
+        }
+        blobs_under_tag(client, tag)
+    });
     Ahead {
         repo: tag.clone(),
         known,

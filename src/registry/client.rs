@@ -55,6 +55,8 @@ pub struct RegistryClient {
     /// repository (`RegistryClient::open_uploads`); shared by the clients
     /// of one run.
     pub(super) opened: Arc<Mutex<OpenedUploads>>,
+    /// Which TLS registries have answered a first request in this run.
+    first_contacts: super::first_contact::FirstContacts,
 }
 
 /// Upload session URLs by (registry, repository).
@@ -127,6 +129,7 @@ impl RegistryClient {
             memory: EndpointMemory::default(),
             fetched: Mutex::default(),
             opened: Arc::default(),
+            first_contacts: Default::default(),
         })
     }
 
@@ -159,6 +162,7 @@ impl RegistryClient {
     pub fn sharing_run_of(mut self, other: &RegistryClient) -> Self {
         self.transport.share_run_of(&other.transport);
         self.opened = other.opened.clone();
+        self.first_contacts = other.first_contacts.clone();
         self
     }
 
@@ -360,6 +364,11 @@ impl RegistryClient {
 
     pub(super) fn execute(&self, call: Call<'_>) -> Result<Response, RegistryError> {
         let mut endpoint = self.endpoint(call.registry)?;
+        // Over TLS, the first request to a registry goes alone, so that
+        // HTTP/2 carries the rest on its connection (src/registry/first_contact.rs).
+        let _first = (endpoint.base.scheme() == "https" && !self.transport.opts.http1_only)
+            .then(|| self.first_contacts.enter(call.registry))
+            .flatten();
         let mut challenge = endpoint.challenge.clone();
         let mut scopes = call.scopes.to_vec();
         let mut reauthed = false;

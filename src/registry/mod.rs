@@ -9,6 +9,7 @@ pub mod client;
 pub mod credentials;
 mod endpoints;
 pub(crate) mod error;
+mod first_contact;
 mod manifest;
 #[cfg(test)]
 mod tests;
