@@ -59,6 +59,14 @@ pub(super) fn interpreter(
     opts: &BuildOptions,
 ) -> Result<crate::python::bytecode::runner::Interpreter, BuildError> {
     if let Some(c) = compiler {
+        // Builds import far more of the stdlib than a compile does.
+        c.interp
+            .make_whole()
+            .map_err(|source| crate::python::bytecode::BytecodeError::Stage {
+                label: "the base's interpreter".to_owned(),
+                path: c.interp.root.display().to_string(),
+                source,
+            })?;
         return Ok(c.interp.clone());
     }
     let cache = opts.store.root().join("bytecode");

@@ -150,8 +150,7 @@ fn open_and_install(
     root: &crate::output::base_facts::FetchedRoot,
 ) -> io::Result<()> {
     let _span = crate::trace::span(|| "compile root: unpack".into());
-    let file = std::fs::File::open(root.tar.path())?;
-    packed::install(base, roots, io::BufReader::new(file), &root.stamp)
+    packed::install(base, roots, root.tar.path(), &root.stamp)
 }
 
 /// With bytecode on, the compile root of `base` (docs/reproducibility.md)

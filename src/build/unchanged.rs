@@ -95,12 +95,26 @@ pub fn project_dirs(spec: &Spec) -> Vec<PathBuf> {
     dirs
 }
 
+/// The strict fingerprint the tests check: `None` when racy.
+#[cfg(test)]
+fn tree_fingerprint(dirs: &[PathBuf], own: &[PathBuf], started: SystemTime) -> Option<Digest> {
+    tree_status(dirs, own, started).and_then(|t| (!t.racy).then_some(t.fingerprint))
+}
+
+/// A tree's fingerprint, and whether a file in it changed too close to a
+/// run's start to be sure the run saw it (the fingerprint alone then cannot
+/// say nothing changed, but it can say something did).
+pub struct TreeStatus {
+    pub fingerprint: Digest,
+    pub racy: bool,
+}
+
 /// The status of every file under `dirs` (each walked once, in name order)
-/// but those in `own` (this run's outputs and cache, which it rewrites), or
-/// `None` when the tree is racy against `started` or cannot be walked. A
+/// but those in `own` (this run's outputs and cache, which it rewrites),
+/// judged racy against `started`; `None` when the tree cannot be walked. A
 /// directory counts by its name only: its own times change whenever
 /// something is written into it, and what it holds is walked anyway.
-pub fn tree_fingerprint(dirs: &[PathBuf], own: &[PathBuf], started: SystemTime) -> Option<Digest> {
+pub fn tree_status(dirs: &[PathBuf], own: &[PathBuf], started: SystemTime) -> Option<TreeStatus> {
     let real: Vec<PathBuf> = dirs.iter().map(|d| real_path(d)).collect();
     let mut roots: Vec<&PathBuf> = real.iter().collect();
     roots.sort();
@@ -113,6 +127,7 @@ pub fn tree_fingerprint(dirs: &[PathBuf], own: &[PathBuf], started: SystemTime) 
         .collect();
     let mut h = Sha256::new();
     h.update(VERSION);
+    let mut racy = false;
     for root in outer {
         field(&mut h, root.as_os_str().as_bytes());
         let walk = walkdir::WalkDir::new(root)
@@ -131,13 +146,14 @@ pub fn tree_fingerprint(dirs: &[PathBuf], own: &[PathBuf], started: SystemTime) 
                 continue;
             }
             let meta = entry.metadata().ok()?;
-            if is_racy(&meta, started) {
-                return None;
-            }
+            racy |= is_racy(&meta, started);
             meta_into(&mut h, &meta);
         }
     }
-    Some(finish(h))
+    Some(TreeStatus {
+        fingerprint: finish(h),
+        racy,
+    })
 }
 
 /// `path` with its symbolic links and `..` resolved, as the walk names

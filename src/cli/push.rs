@@ -145,7 +145,11 @@ fn publish_base_facts(
             if seen_lately(store, t, &tag, &any) {
                 continue;
             }
-            let pack = || crate::python::bytecode::packed::pack(root, scratch);
+            // A root this runner fetched in part is packed whole.
+            let pack = || {
+                crate::python::bytecode::packed::complete(root)?;
+                crate::python::bytecode::packed::pack(root, scratch)
+            };
             let published = base_facts::publish_compile_root(client, t, &doc.base, pack);
             if published.is_ok() {
                 keep_seen(store, t, &tag, &any);

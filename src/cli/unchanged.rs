@@ -27,9 +27,11 @@ pub(super) struct PushRecord {
     /// The directories the tree fingerprint covers.
     dirs: Vec<PathBuf>,
     /// None when a file changed while the push ran (racy): the record then
-    /// says only that this cache pushed these inputs, never that nothing
-    /// changed since.
+    /// never says that nothing changed since.
     tree: Option<Digest>,
+    /// The tree's fingerprint racy or not: what tells the next push that
+    /// the tree changed (the inner loop) rather than maybe not.
+    seen: Option<Digest>,
     digest: Digest,
     /// `REF@sha256:…` per tag, as the push printed them.
     pinned: Vec<String>,
@@ -51,6 +53,9 @@ pub(super) enum Recorded {
     Nothing,
     /// A push with these inputs and this source tree: the no-op push.
     Same(PushRecord),
+    /// A push with these inputs, of a tree that looks the same but changed
+    /// too close to a push's start to be sure: built, nothing assumed.
+    Unsure,
     /// A push with these inputs, of a tree that changed since (or is
     /// changing now): the inner loop, where a new app layer is likely.
     TreeChanged,
@@ -58,7 +63,6 @@ pub(super) enum Recorded {
 
 impl Inputs {
     /// `None` when the inputs cannot be keyed without the network (a base by tag).
-    /// What the cache holds for these inputs.
     pub(super) fn of(ctx: &Prepared, args: &PushArgs, started: SystemTime) -> Option<Inputs> {
         let argv: Vec<_> = std::env::args_os().collect();
         let cwd = std::env::current_dir().ok()?;
@@ -73,25 +77,28 @@ impl Inputs {
         Some(Inputs { key, started, own })
     }
 
-    /// The record of the last push with these inputs, when the project's
-    /// files are as they were then.
+    /// What the cache holds for these inputs: the record of the last push
+    /// with them when the project's files are as they were then.
     pub(super) fn recorded(&self, ctx: &Prepared) -> Recorded {
         let _span = crate::trace::span(|| "push: inputs unchanged?".into());
         let Some(record) = ctx.store.get_meta::<PushRecord>(KIND, self.key.hex()) else {
             return Recorded::Nothing;
         };
-        match (
-            &record.tree,
-            unchanged::tree_fingerprint(&record.dirs, &self.own, self.started),
-        ) {
-            (Some(kept), Some(now)) if *kept == now => Recorded::Same(record),
-            _ => Recorded::TreeChanged,
+        let Some(now) = unchanged::tree_status(&record.dirs, &self.own, self.started) else {
+            return Recorded::Nothing;
+        };
+        if !now.racy && record.tree.as_ref() == Some(&now.fingerprint) {
+            Recorded::Same(record)
+        } else if record.seen.as_ref() == Some(&now.fingerprint) {
+            Recorded::Unsure
+        } else {
+            Recorded::TreeChanged
         }
     }
 
     /// Keeps what the next push with these inputs needs. When a project file
-    /// changed while this one ran, the record has no tree: the next push
-    /// builds, knowing only that it is the inner loop.
+    /// changed while this one ran, the record's tree is racy: the next push
+    /// builds, and knows whether the tree changed since.
     pub(super) fn keep(
         &self,
         ctx: &Prepared,
@@ -101,10 +108,15 @@ impl Inputs {
     ) {
         let mut dirs = unchanged::project_dirs(&ctx.spec);
         dirs.extend(result.local_dirs.iter().cloned());
-        let tree = unchanged::tree_fingerprint(&dirs, &self.own, self.started);
+        let status = unchanged::tree_status(&dirs, &self.own, self.started);
+        let tree = status
+            .as_ref()
+            .and_then(|t| (!t.racy).then(|| t.fingerprint.clone()));
+        let seen = status.map(|t| t.fingerprint);
         let record = PushRecord {
             dirs,
             tree,
+            seen,
             digest: result.digest(),
             pinned: report.pinned.clone(),
             summary: summary.cloned(),

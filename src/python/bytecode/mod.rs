@@ -465,6 +465,11 @@ pub fn stdlib_plan(
         python.minor_version()
     );
     let mut sources = Vec::new();
+    interp.make_whole().map_err(|source| BytecodeError::Stage {
+        label: label.to_owned(),
+        path: interp.root.display().to_string(),
+        source,
+    })?;
     collect_stdlib(&interp.root, &stdlib, &interp.cache_tag, &mut sources).map_err(|source| {
         BytecodeError::Stage {
             label: label.to_owned(),

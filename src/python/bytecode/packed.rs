@@ -59,12 +59,14 @@ pub fn pack(root: &Path, scratch: &Path) -> io::Result<PackedRoot> {
 /// Unpacks a packed compile root for `base` where `prepare` looks for it,
 /// in a temporary directory renamed into place; a stamp `prepare` would not
 /// read, or a tar that tries to write outside its directory, is refused.
-pub fn install(
-    base: &dyn BaseLayers,
-    cache: &Path,
-    tar_gz: impl io::Read,
-    stamp: &[u8],
-) -> io::Result<()> {
+///
+/// Only its slim part ([`in_slim`]: a few hundred files of its 700) is
+/// unpacked now, which is all a compile session reads; the tar stays beside
+/// the root ([`rest_path`]) until something needs the whole standard library
+/// ([`complete`]). On a fresh runner the unpack was most of a one-line
+/// change's push (issue 26), and ext4 makes each new file dearer right after
+/// many were deleted.
+pub fn install(base: &dyn BaseLayers, cache: &Path, tar: &Path, stamp: &[u8]) -> io::Result<()> {
     if !runner::is_stamp(stamp) {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not a stamp"));
     }
@@ -74,22 +76,218 @@ pub fn install(
     let tmp = tempfile::Builder::new()
         .prefix(".fetched-")
         .tempdir_in(roots)?;
-    let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(tar_gz)?);
-    archive.set_preserve_permissions(true);
-    archive.set_overwrite(false);
-    for entry in archive.entries()? {
-        // unpack_in refuses `..`, absolute paths and writes through symlinks
-        // out of the directory.
-        if !entry?.unpack_in(tmp.path())? {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "entry outside"));
-        }
-    }
+    let left_out = unpack_entries(tar, tmp.path(), &|rel| in_slim(rel))?;
     let tmp = tmp.keep();
     if fs::rename(&tmp, &root).is_err() {
         // Another build made the same root first: use theirs.
         let _ = super::unpack::remove_all(&tmp);
+    } else if left_out {
+        // Beside the root before the root is used: a hard link to the
+        // fetched file (the cache's own disk), else a copy.
+        let rest = rest_path(&root);
+        let kept = roots.join(format!(".fetched-rest.{}", std::process::id()));
+        fs::hard_link(tar, &kept).or_else(|_| fs::copy(tar, &kept).map(drop))?;
+        fs::rename(&kept, &rest)?;
     }
     let tmp_stamp = roots.join(format!(".fetched-stamp.{}", std::process::id()));
     fs::write(&tmp_stamp, stamp)?;
     fs::rename(&tmp_stamp, &stamp_path)
+}
+
+/// Where [`install`] keeps the packed tar of a root it unpacked in part.
+pub fn rest_path(root: &Path) -> PathBuf {
+    root.with_extension("rest.tar.zst")
+}
+
+/// Unpacks the rest of a root [`install`] unpacked in part, from the tar kept
+/// beside it, then removes the tar. Under a lock on the tar: another build
+/// completing the same root waits, then finds it whole.
+pub fn complete(root: &Path) -> io::Result<()> {
+    let rest = rest_path(root);
+    let Ok(file) = fs::File::open(&rest) else {
+        return Ok(()); // whole already
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this function owns; released on close.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if !rest.exists() {
+        return Ok(()); // completed by the build that held the lock
+    }
+    unpack_entries(&rest, root, &|rel| !in_slim(rel))?;
+    fs::remove_file(&rest)
+}
+
+/// Unpacks the entries of the zstd tar at `tar` that `wanted` takes into
+/// `dir`; returns whether any was left out.
+fn unpack_entries(tar: &Path, dir: &Path, wanted: &dyn Fn(&Path) -> bool) -> io::Result<bool> {
+    let file = io::BufReader::new(fs::File::open(tar)?);
+    let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(file)?);
+    archive.set_preserve_permissions(true);
+    archive.set_overwrite(false);
+    let mut left_out = false;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !wanted(&entry.path()?) {
+            left_out = true;
+            continue;
+        }
+        // unpack_in refuses `..`, absolute paths and writes through symlinks
+        // out of the directory.
+        if !entry.unpack_in(dir)? {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "entry outside"));
+        }
+    }
+    Ok(left_out)
+}
+
+/// The standard library modules a compile session imports from source
+/// besides `encodings`: the driver's `os` and what the interpreter starts
+/// with, on the versions that do not freeze them (3.9 and 3.10).
+const STARTUP_MODULES: [&str; 10] = [
+    "os",
+    "stat",
+    "posixpath",
+    "genericpath",
+    "_collections_abc",
+    "abc",
+    "io",
+    "codecs",
+    "_sitebuiltins",
+    "ntpath",
+];
+
+/// Whether `rel` (a path in a compile root) is in the part a fresh runner
+/// unpacks first: everything but the standard library, and of it what a
+/// compile session reads: the `encodings` package (a source's coding cookie
+/// imports its codec), [`STARTUP_MODULES`] with their pycs, and the
+/// `lib-dynload` directory itself, which the interpreter's path search looks
+/// for. Should a new Python need more, its probe in the slim root fails and
+/// the root is completed (`runner::Interpreter::prepare`).
+pub fn in_slim(rel: &Path) -> bool {
+    let parts: Vec<&str> = rel
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(p) => p.to_str(),
+            _ => None,
+        })
+        .collect();
+    let is_version = |n: &str| {
+        n.strip_prefix("python3.")
+            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let Some(at) = parts
+        .windows(2)
+        .position(|w| w[0] == "lib" && is_version(w[1]))
+    else {
+        return true;
+    };
+    let startup = |file: &str, suffix: &str| {
+        file.strip_suffix(suffix)
+            .map(|stem| stem.split('.').next().unwrap_or(stem))
+            .is_some_and(|module| STARTUP_MODULES.contains(&module))
+    };
+    match &parts[at + 2..] {
+        [] | ["lib-dynload"] | ["encodings", ..] => true,
+        [file] => startup(file, ".py"),
+        ["__pycache__", file] => startup(file, ".pyc"),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    struct OneLayer;
+
+    impl BaseLayers for OneLayer {
+        fn name(&self) -> &str {
+            "base"
+        }
+        fn layer_digests(&self) -> Vec<String> {
+            vec!["sha256:00".into()]
+        }
+        fn read_layer(
+            &self,
+            _: usize,
+            _: &mut dyn FnMut(&mut dyn io::Read) -> io::Result<()>,
+        ) -> Result<(), super::super::BoxError> {
+            unreachable!("a fetched root reads no layer")
+        }
+    }
+
+    const FILES: [&str; 4] = [
+        "usr/bin/python3.11",
+        "usr/lib/python3.11/os.py",
+        "usr/lib/python3.11/encodings/utf_8.py",
+        "usr/lib/python3.11/email/parser.py",
+    ];
+
+    #[test]
+    fn a_fetched_root_is_unpacked_slim_then_whole_when_asked_and_packs_whole_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let published = dir.path().join("published");
+        for f in FILES {
+            let path = published.join(f);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, f).unwrap();
+        }
+        let stamp =
+            br#"{"cache_tag":"cpython-311","identity":"i","magic":"m","stdlib_lacks_pycs":true}"#;
+        fs::write(published.with_extension("json"), stamp).unwrap();
+        let packed = pack(&published, &dir.path().join("scratch")).unwrap();
+
+        let cache = dir.path().join("cache");
+        install(&OneLayer, &cache, packed.tar.path(), stamp).unwrap();
+        let (root, _) = paths(&OneLayer, &cache);
+        assert!(has_root(&OneLayer, &cache));
+        let present = |f: &str| root.join(f).is_file();
+        assert!(present(FILES[0]) && present(FILES[1]) && present(FILES[2]));
+        assert!(
+            !present(FILES[3]),
+            "a module no compile imports was unpacked"
+        );
+        assert!(rest_path(&root).is_file());
+
+        complete(&root).unwrap();
+        assert!(FILES.iter().all(|f| present(f)));
+        assert!(!rest_path(&root).exists());
+        complete(&root).unwrap(); // whole already: nothing to do
+
+        let again = pack(&root, &dir.path().join("scratch")).unwrap();
+        assert_eq!(
+            again.digest, packed.digest,
+            "the completed root packs other bytes"
+        );
+    }
+
+    #[test]
+    fn the_slim_part_is_all_but_the_stdlib_modules_a_compile_session_never_imports() {
+        for kept in [
+            "usr/bin/python3.11",
+            "usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0",
+            "lib64/ld-linux-x86-64.so.2",
+            "etc/python3.11/sitecustomize.py",
+            "usr/lib/python3.11",
+            "usr/lib/python3.11/os.py",
+            "usr/lib/python3.11/__pycache__/os.cpython-311.pyc",
+            "usr/lib/python3.11/encodings/cp1252.py",
+            "usr/lib/python3.11/lib-dynload",
+            "usr/local/lib/python3.14/codecs.py",
+        ] {
+            assert!(in_slim(Path::new(kept)), "{kept} left out");
+        }
+        for left in [
+            "usr/lib/python3.11/enum.py",
+            "usr/lib/python3.11/__pycache__/enum.cpython-311.pyc",
+            "usr/lib/python3.11/email/parser.py",
+            "usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so",
+            "usr/local/lib/python3.9/json/__init__.py",
+        ] {
+            assert!(!in_slim(Path::new(left)), "{left} kept");
+        }
+    }
 }

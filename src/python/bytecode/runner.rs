@@ -177,7 +177,7 @@ impl Interpreter {
             .ok()
             .and_then(|b| serde_json::from_slice::<Stamp>(&b).ok())
         {
-            return Ok(Interpreter {
+            let interp = Interpreter {
                 launch,
                 sandbox,
                 cache_tag: stamp.cache_tag,
@@ -185,7 +185,9 @@ impl Interpreter {
                 magic: stamp.magic,
                 root,
                 stdlib_lacks_pycs: stamp.stdlib_lacks_pycs,
-            });
+            };
+            interp.check_slim(target).map_err(unpack_err)?;
+            return Ok(interp);
         }
         let mut interp = Interpreter {
             launch,
@@ -214,6 +216,32 @@ impl Interpreter {
         .and_then(|()| fs::rename(&tmp_stamp, &stamp_path))
         .map_err(unpack_err)?;
         Ok(interp)
+    }
+
+    /// A root fetched in part (`packed::install`) is probed once: should the
+    /// interpreter not start in it, or start as another than its stamp says,
+    /// the rest is unpacked before anything runs there. A marker beside the
+    /// root keeps later builds from probing again.
+    fn check_slim(&self, target: &Target) -> io::Result<()> {
+        if !super::packed::rest_path(&self.root).exists() {
+            return Ok(());
+        }
+        let checked = self.root.with_extension("slim-checked");
+        if checked.exists() {
+            return Ok(());
+        }
+        match self.probe(target) {
+            Ok((tag, magic)) if tag == self.cache_tag && magic == self.magic => {
+                fs::write(&checked, b"")
+            }
+            _ => self.make_whole(),
+        }
+    }
+
+    /// Unpacks what a root fetched in part lacks (nothing for any other):
+    /// before the standard library is read or anything but a compile runs in it.
+    pub fn make_whole(&self) -> io::Result<()> {
+        super::packed::complete(&self.root)
     }
 
     /// How the interpreter is confined on this machine.
