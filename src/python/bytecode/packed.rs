@@ -45,7 +45,31 @@ pub fn pack(root: &Path, scratch: &Path) -> io::Result<PackedRoot> {
     let mut tar = tar::Builder::new(zstd::stream::write::Encoder::new(hashing, 3)?);
     tar.follow_symlinks(false);
     tar.mode(tar::HeaderMode::Deterministic);
-    tar.append_dir_all(".", root)?;
+    // The slim part first, then a marker, then the rest, each in name order:
+    // a fresh runner stops reading at the marker (install).
+    let mut entries = Vec::new();
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+    {
+        let entry = entry.map_err(io::Error::other)?;
+        let rel = entry.path().strip_prefix(root).map_err(io::Error::other)?;
+        entries.push((in_slim(rel), rel.to_path_buf()));
+    }
+    for slim in [true, false] {
+        for (_, rel) in entries.iter().filter(|(s, _)| *s == slim) {
+            tar.append_path_with_name(root.join(rel), rel)?;
+        }
+        if slim {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(0);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            tar.append_data(&mut header, SLIM_END, io::empty())?;
+        }
+    }
     let (digest, size, buffered) = tar.into_inner()?.finish()?.finish();
     let tar = buffered.into_inner().map_err(|e| e.into_error())?;
     Ok(PackedRoot {
@@ -76,7 +100,7 @@ pub fn install(base: &dyn BaseLayers, cache: &Path, tar: &Path, stamp: &[u8]) ->
     let tmp = tempfile::Builder::new()
         .prefix(".fetched-")
         .tempdir_in(roots)?;
-    let left_out = unpack_entries(tar, tmp.path(), &|rel| in_slim(rel))?;
+    let left_out = unpack_entries(tar, tmp.path(), true)?;
     let tmp = tmp.keep();
     if fs::rename(&tmp, &root).is_err() {
         // Another build made the same root first: use theirs.
@@ -93,6 +117,10 @@ pub fn install(base: &dyn BaseLayers, cache: &Path, tar: &Path, stamp: &[u8]) ->
     fs::write(&tmp_stamp, stamp)?;
     fs::rename(&tmp_stamp, &stamp_path)
 }
+
+/// The empty entry [`pack`] puts between a root's slim part and the rest;
+/// never unpacked. A tar without it (packed before it) is read to its end.
+const SLIM_END: &str = ".imgbuild-slim-end";
 
 /// Where [`install`] keeps the packed tar of a root it unpacked in part.
 pub fn rest_path(root: &Path) -> PathBuf {
@@ -115,13 +143,13 @@ pub fn complete(root: &Path) -> io::Result<()> {
     if !rest.exists() {
         return Ok(()); // completed by the build that held the lock
     }
-    unpack_entries(&rest, root, &|rel| !in_slim(rel))?;
+    unpack_entries(&rest, root, false)?;
     fs::remove_file(&rest)
 }
 
-/// Unpacks the entries of the zstd tar at `tar` that `wanted` takes into
-/// `dir`; returns whether any was left out.
-fn unpack_entries(tar: &Path, dir: &Path, wanted: &dyn Fn(&Path) -> bool) -> io::Result<bool> {
+/// Unpacks the entries of the zstd tar at `tar` in the slim part (`slim`)
+/// or the rest into `dir`; returns whether any was left out.
+fn unpack_entries(tar: &Path, dir: &Path, slim: bool) -> io::Result<bool> {
     let file = io::BufReader::new(fs::File::open(tar)?);
     let mut archive = tar::Archive::new(zstd::stream::read::Decoder::new(file)?);
     archive.set_preserve_permissions(true);
@@ -129,7 +157,14 @@ fn unpack_entries(tar: &Path, dir: &Path, wanted: &dyn Fn(&Path) -> bool) -> io:
     let mut left_out = false;
     for entry in archive.entries()? {
         let mut entry = entry?;
-        if !wanted(&entry.path()?) {
+        let path = entry.path()?;
+        if path == Path::new(SLIM_END) {
+            if slim {
+                return Ok(true); // the rest follows
+            }
+            continue;
+        }
+        if in_slim(&path) != slim {
             left_out = true;
             continue;
         }
