@@ -77,27 +77,25 @@ impl PushReport {
 /// still building ([`look_ahead`]).
 pub struct Ahead {
     repo: Reference,
-    /// The blobs the tag's manifest names, present in the repository.
-    known: HashSet<Digest>,
     /// The manifest the tag named; None when it named nothing.
     tag_named: Option<Digest>,
 }
 
-/// Reads what `tag` names now and, beside that, opens `uploads` upload
-/// sessions for the new blobs to come (issue 26: the caller asks for them
-/// in the inner loop, a push after a change). Meant to run while the image
-/// builds, so that after it the push starts with the blobs' PUTs. A session
-/// no blob takes is cancelled by the caller.
+/// Reads what `tag` names now (a HEAD) and, after it, opens `uploads`
+/// upload sessions for the new blobs to come (issue 26: the caller asks for
+/// them in the inner loop, a push after a change). Meant to run while the
+/// image builds, so that after it the push starts with the blobs' PUTs; one
+/// after the other, as a burst of requests at the start slowed the build's
+/// own work on a 2-core machine the registry shared. A session no blob
+/// takes is cancelled by the caller. The manifest's blobs are listed after
+/// the build, from the manifest its registry cache read fetched.
 pub fn look_ahead(client: &RegistryClient, tag: &Reference, uploads: usize) -> Ahead {
-    let (known, tag_named) = std::thread::scope(|s| {
-        if uploads > 0 {
-            s.spawn(|| client.open_uploads(tag, uploads));
-        }
-        blobs_under_tag(client, tag)
-    });
+    let tag_named = client.head_manifest(tag).ok().flatten().map(|(d, _)| d);
+    if uploads > 0 {
+        client.open_uploads(tag, uploads);
+    }
     Ahead {
         repo: tag.clone(),
-        known,
         tag_named,
     }
 }
@@ -200,12 +198,18 @@ type Opener<'a> = Box<dyn Fn() -> io::Result<Box<dyn Read + Send>> + Sync + 'a>;
 /// all its blobs, so these need no HEAD: after a one-line change, only new
 /// blobs are checked.
 fn blobs_under_tag(client: &RegistryClient, tag: &Reference) -> (HashSet<Digest>, Option<Digest>) {
+    match client.head_manifest(tag).ok().flatten() {
+        Some((digest, _)) => (blobs_under(client, tag, &digest), Some(digest)),
+        None => (HashSet::new(), None),
+    }
+}
+
+/// The blobs named by manifest `digest` in `tag`'s repository (an index's
+/// manifests followed), read by digest: the build's registry cache read has
+/// usually fetched it already in this run.
+fn blobs_under(client: &RegistryClient, tag: &Reference, digest: &Digest) -> HashSet<Digest> {
     let mut known = HashSet::new();
-    let Some((digest, _)) = client.head_manifest(tag).ok().flatten() else {
-        return (known, None);
-    };
-    let named = digest.clone();
-    let mut pending = vec![digest];
+    let mut pending = vec![digest.clone()];
     // An index of a few platforms; never wander through an unbounded graph.
     let mut budget = 16;
     while let Some(d) = pending.pop() {
@@ -239,7 +243,7 @@ fn blobs_under_tag(client: &RegistryClient, tag: &Reference) -> (HashSet<Digest>
             known.insert(c);
         }
     }
-    (known, Some(named))
+    known
 }
 
 /// Blobs, then per-image manifests, then the index; returns per-layer outcomes.
@@ -257,10 +261,16 @@ fn push_content<'a>(
     // when the tag was read ahead and named another image (the inner loop),
     // where at worst a small new blob goes up again.
     let (top, (known, tag_named)) = match ahead {
-        Some(a) if a.tag_named.is_some() => (
-            Ok(a.tag_named.clone()),
-            (a.known.clone(), a.tag_named.clone()),
-        ),
+        Some(Ahead {
+            tag_named: Some(named),
+            ..
+        }) => {
+            let known = match *named == result.digest() {
+                true => HashSet::new(),
+                false => blobs_under(client, repo, named),
+            };
+            (Ok(Some(named.clone())), (known, Some(named.clone())))
+        }
         _ => std::thread::scope(|s| {
             let top = s.spawn(|| {
                 let head = client.head_manifest(&repo.with_digest(result.digest()));
