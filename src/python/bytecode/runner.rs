@@ -230,7 +230,8 @@ impl Interpreter {
         if checked.exists() {
             return Ok(());
         }
-        match self.probe(target) {
+        // What the compile driver imports, `os` included (from source before 3.11).
+        match self.probe_after(target, "import os, _imp; ") {
             Ok((tag, magic)) if tag == self.cache_tag && magic == self.magic => {
                 fs::write(&checked, b"")
             }
@@ -319,17 +320,23 @@ impl Interpreter {
 
     /// The cache tag and the pyc magic number (hex; empty if it cannot be read).
     fn probe(&self, target: &Target) -> Result<(String, String), BytecodeError> {
+        // Frozen modules only, as the compile driver: on a base without
+        // stdlib pycs, importing py_compile here compiled a dozen modules
+        // from source (about 85 ms) on every fresh runner.
+        self.probe_after(target, "")
+    }
+
+    /// [`Self::probe`] after the `imports` given (a statement, or nothing).
+    fn probe_after(
+        &self,
+        target: &Target,
+        imports: &str,
+    ) -> Result<(String, String), BytecodeError> {
         let (mut cmd, _scratch) = self.command()?;
-        let out = cmd
-            // Frozen modules only, as the compile driver: on a base without
-            // stdlib pycs, importing py_compile here compiled a dozen modules
-            // from source (about 85 ms) on every fresh runner.
-            .args([
-                "-c",
-                "import sys, _frozen_importlib_external as e; print(sys.implementation.cache_tag, getattr(e, 'MAGIC_NUMBER', b'').hex())",
-            ])
-            .stdin(Stdio::null())
-            .output();
+        let script = format!(
+            "{imports}import sys, _frozen_importlib_external as e; print(sys.implementation.cache_tag, getattr(e, 'MAGIC_NUMBER', b'').hex())"
+        );
+        let out = cmd.args(["-c", &script]).stdin(Stdio::null()).output();
         let cannot_run = |reason: String| BytecodeError::CannotRun {
             base: target.base.to_owned(),
             interpreter: target.interpreter.to_owned(),
