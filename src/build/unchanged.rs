@@ -244,6 +244,23 @@ mod tests {
     }
 
     #[test]
+    fn a_racy_tree_still_tells_whether_it_changed_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = [dir.path().to_path_buf()];
+        std::fs::write(dir.path().join("main.py"), "x = 1\n").unwrap();
+        let racy = tree_status(&dirs, &[], SystemTime::now()).unwrap();
+        assert!(racy.racy);
+        // The same tree, no longer racy: the same fingerprint.
+        let calm = tree_status(&dirs, &[], later()).unwrap();
+        assert!(!calm.racy);
+        assert_eq!(calm.fingerprint, racy.fingerprint);
+        std::fs::write(dir.path().join("main.py"), "x = 22\n").unwrap();
+        let changed = tree_status(&dirs, &[], SystemTime::now()).unwrap();
+        assert!(changed.racy);
+        assert_ne!(changed.fingerprint, racy.fingerprint);
+    }
+
+    #[test]
     fn bytecode_caches_are_not_walked_but_every_other_directory_is() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("__pycache__")).unwrap();
