@@ -121,10 +121,7 @@ pub fn push(
         // What the tag named when its blobs were listed, a moment ago.
         let mut seen = None;
         if !done_repos.contains(&repo_key) {
-            let read_ahead = ahead.as_ref().filter(|a| {
-                (&a.repo.registry, &a.repo.repository, &a.repo.tag)
-                    == (&tag.registry, &tag.repository, &tag.tag)
-            });
+            let read_ahead = ahead.as_ref().filter(|a| a.repo == *tag);
             let (layers, tag_named) =
                 push_content(client, result, tag, store, on_blob, read_ahead)?;
             seen = tag_named;
@@ -187,9 +184,10 @@ fn cached_in(origin: &BlobOrigin, target: &Reference) -> Option<String> {
     }
 }
 
-/// The largest blob [`push_content`] uploads without asking first whether
-/// the registry has it: sending it again costs less than the round trip.
-const FRESH_BLOB_MAX: u64 = 1 << 20;
+/// The largest new blob (the app layer, the config, an attestation document)
+/// uploaded without asking first whether the registry has it: sending it
+/// again costs less than the round trip.
+pub(super) const FRESH_BLOB_MAX: u64 = 1 << 20;
 
 type Opener<'a> = Box<dyn Fn() -> io::Result<Box<dyn Read + Send>> + Sync + 'a>;
 

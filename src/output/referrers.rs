@@ -305,9 +305,6 @@ pub fn find_document(
 }
 
 /// Pushes `artifacts` as referrers of `subject` in `repo`'s repository.
-/// The largest attestation document uploaded without a HEAD first.
-const NEW_DOCUMENT_MAX: u64 = 1 << 20;
-
 /// `subject_pushed` is asked (and may wait) before the first manifest that
 /// names the subject goes up: the blobs may go up beside the image's own,
 /// but a registry may refuse a manifest whose subject it does not hold yet
@@ -355,7 +352,7 @@ pub fn attach(
         Some(a) => {
             let (digest, size) = (Digest::of_bytes(&a.bytes), a.bytes.len() as u64);
             let open = || cursor(&a.bytes);
-            match size <= NEW_DOCUMENT_MAX {
+            match size <= super::push::FRESH_BLOB_MAX {
                 true => client.push_new_blob(repo, &digest, size, &open),
                 false => client.push_blob(repo, &digest, size, &open, None),
             }
