@@ -357,6 +357,12 @@ pub fn http(method: &str, url: &str, body: Option<(&str, &[u8])>) -> std::io::Re
     }
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
+    if raw.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("{url}: the connection closed before any answer"),
+        ));
+    }
 
     let invalid =
         |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{url}: {m}"));
