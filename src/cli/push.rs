@@ -275,6 +275,11 @@ fn build_and_push(
     let progress = PushProgress::new(&result);
     let on_blob = |d: &Digest, o: &PushOutcome| progress.on_blob(d, o);
     let gate = crate::parallel::Gate::default();
+    let subject_push = crate::output::referrers::SubjectPush {
+        pushed: &|| gate.wait(),
+        // A push that moves the tag: the image is most likely new there.
+        likely_new: ahead.tag_named() != Some(&result.digest()),
+    };
     let (report, attached) = std::thread::scope(|s| {
         // Only beside an image that went up: a failed push's error says it all.
         s.spawn(|| {
@@ -290,7 +295,7 @@ fn build_and_push(
                 tags,
                 clients.beside,
                 &args.attach,
-                &|| gate.wait(),
+                &subject_push,
             )
         });
         let span = crate::trace::span(|| "push: image".into());

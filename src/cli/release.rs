@@ -139,7 +139,7 @@ pub(super) fn artifacts(input: &AttestInput, args: &AttachArgs) -> Vec<Artifact>
 /// After a push: the SBOM and provenance of each platform image, attached
 /// as referrers in each pushed repository. Says where on stderr.
 /// Returns what it says of each attachment, for the caller to print once the
-/// push's own progress is done: this runs beside the push (`subject_pushed`
+/// push's own progress is done: this runs beside the push (`push.pushed`
 /// waits for it; see [`referrers::attach`]).
 pub(super) fn attach_on_push(
     ctx: &Prepared,
@@ -147,7 +147,7 @@ pub(super) fn attach_on_push(
     tags: &[Reference],
     client: &RegistryClient,
     args: &AttachArgs,
-    subject_pushed: &(dyn Fn() -> bool + Sync),
+    push: &referrers::SubjectPush,
 ) -> Result<Vec<String>> {
     let mut said = Vec::new();
     if !args.sbom && !args.provenance {
@@ -158,7 +158,7 @@ pub(super) fn attach_on_push(
         for (img, input) in result.images.iter().zip(attest_inputs(ctx, result, &name)?) {
             let subject = Subject::manifest(&img.manifest_digest, img.manifest.len() as u64);
             let artifacts = artifacts(&input, args);
-            let how = referrers::attach(client, repo, &subject, &artifacts, subject_pushed)?;
+            let how = referrers::attach(client, repo, &subject, &artifacts, push)?;
             let what = match (args.sbom, args.provenance) {
                 (true, true) => "SBOM and provenance",
                 (true, false) => "SBOM",
@@ -216,7 +216,8 @@ pub(super) fn attach_rebase(
                 ..input.clone()
             };
             let subject = Subject::manifest(&img.manifest_digest, img.manifest.len() as u64);
-            referrers::attach(client, repo, &subject, &artifacts(&input, args), &|| true)?;
+            let pushed = referrers::SubjectPush::PUSHED;
+            referrers::attach(client, repo, &subject, &artifacts(&input, args), &pushed)?;
             eprintln!(
                 "[{}] attached the SBOM and provenance of the rebase to {}@{}",
                 img.platform,

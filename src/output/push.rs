@@ -81,6 +81,13 @@ pub struct Ahead {
     tag_named: Option<Digest>,
 }
 
+impl Ahead {
+    /// The manifest the tag named while the image built, if any.
+    pub fn tag_named(&self) -> Option<&Digest> {
+        self.tag_named.as_ref()
+    }
+}
+
 /// Reads what `tag` names now (a HEAD) and, after it, opens `uploads`
 /// upload sessions for the new blobs to come (issue 26: the caller asks for
 /// them in the inner loop, a push after a change). Meant to run while the

@@ -198,10 +198,18 @@ fn already_attached(
             .iter()
             .all(|e| listed.iter().any(|m| m["digest"] == e["digest"]))
     };
-    // The fallback tag first: where it exists (registries without the API,
-    // the most common case) an unchanged push is settled in two requests.
+    // The fallback tag and the API side by side (issue 26: a round trip less
+    // in the inner loop, where neither lists a new image's artifacts yet).
     let read_at = std::time::Instant::now();
-    let (tag, current) = fallback_index(client, repo, subject)?;
+    let (fallback, api) = std::thread::scope(|s| {
+        let api = s.spawn(|| client.get_referrers(repo, &subject.digest));
+        let fallback = fallback_index(client, repo, subject);
+        (
+            fallback,
+            api.join().expect("the referrers read's thread ended"),
+        )
+    });
+    let (tag, current) = fallback?;
     if current.as_deref().is_some_and(lists_all) {
         return Ok(Listed::All(Attached::Tag {
             tag,
@@ -209,10 +217,7 @@ fn already_attached(
         }));
     }
     let fallback = (tag, current, read_at);
-    match client
-        .get_referrers(repo, &subject.digest)
-        .map_err(fail("the referrers list"))?
-    {
+    match api.map_err(fail("the referrers list"))? {
         Some(index) if lists_all(&index) => Ok(Listed::All(Attached::Api)),
         Some(_) => Ok(Listed::NotAll {
             api_answered: true,
@@ -304,18 +309,40 @@ pub fn find_document(
     Ok((Digest::of_bytes(&bytes) == layer).then_some(bytes))
 }
 
+/// What the caller knows of the push of the image the artifacts refer to.
+pub struct SubjectPush<'a> {
+    /// Asked (and may wait) before the fallback tag's index is written, and
+    /// before a manifest a registry refused is sent again: whether the image
+    /// is in. False when it was not pushed: then nothing lists our artifacts.
+    pub pushed: &'a (dyn Fn() -> bool + Sync),
+    /// The image is most likely new to the repository (the push moves a tag
+    /// from another image): its artifacts cannot be listed yet, so their
+    /// documents go up while that is checked.
+    pub likely_new: bool,
+}
+
+impl SubjectPush<'_> {
+    /// An image that is in the registry already (a rebase's, pushed before).
+    pub const PUSHED: SubjectPush<'static> = SubjectPush {
+        pushed: &|| true,
+        likely_new: false,
+    };
+}
+
 /// Pushes `artifacts` as referrers of `subject` in `repo`'s repository.
-/// `subject_pushed` is asked (and may wait) before the first manifest that
-/// names the subject goes up: the blobs may go up beside the image's own,
-/// but a registry may refuse a manifest whose subject it does not hold yet
-/// (the OCI spec says it must not; GitLab's did). It says false when the
-/// image was not pushed: then nothing refers to it.
+///
+/// Their blobs and manifests may go up before the image is in: the OCI
+/// distribution spec has a registry accept a manifest whose subject it does
+/// not hold yet, and a registry that refuses one (GitLab's did) gets it
+/// again once the image is in. Only the listing, the fallback tag's index,
+/// waits for the image, so nothing lists an image that failed. That takes
+/// the manifests' round trip off the end of a push (issue 26).
 pub fn attach(
     client: &RegistryClient,
     repo: &Reference,
     subject: &Subject,
     artifacts: &[Artifact],
-    subject_pushed: &(dyn Fn() -> bool + Sync),
+    push: &SubjectPush,
 ) -> Result<Attached, ReferrersError> {
     let fail = |what: &str| registry_failure(&subject.digest, what);
     let manifests: Vec<Vec<u8>> = artifacts
@@ -327,55 +354,39 @@ pub fn attach(
         .zip(&manifests)
         .map(|(a, m)| index_entry(a, m))
         .collect();
-    let (api_answered, fallback) = match already_attached(client, repo, subject, &entries)? {
+    let documents = || push_documents(client, repo, subject, artifacts);
+    let (listed, pushed_beside) = match push.likely_new {
+        true => std::thread::scope(|s| {
+            let pushing = s.spawn(documents);
+            let listed = already_attached(client, repo, subject, &entries);
+            (
+                listed,
+                Some(pushing.join().expect("the documents' thread ended")),
+            )
+        }),
+        false => (already_attached(client, repo, subject, &entries), None),
+    };
+    let (api_answered, fallback) = match listed? {
         Listed::All(attached) => return Ok(attached),
         Listed::NotAll {
             api_answered,
             fallback,
         } => (api_answered, fallback),
     };
-    // The empty config and the artifacts (an SBOM and a provenance
-    // statement) go up side by side: each is a few small sequential
-    // requests, and this is most of what a warm push with attestations spends.
+    pushed_beside.unwrap_or_else(documents)?;
     let pairs: Vec<(&Artifact, &Vec<u8>)> = artifacts.iter().zip(&manifests).collect();
-    let mut docs: Vec<Option<&Artifact>> = vec![None];
-    docs.extend(pairs.iter().map(|(a, _)| Some(*a)));
-    let blobs = crate::parallel::map_ordered(&docs, docs.len(), |doc| match doc {
-        None => {
-            let empty = Digest::of_bytes(EMPTY);
-            client
-                .push_blob(repo, &empty, EMPTY.len() as u64, &|| cursor(EMPTY), None)
-                .map_err(fail("the empty config"))
-        }
-        // Not attached yet, so their documents (which name this image) are
-        // new: a small one goes up without asking first.
-        Some(a) => {
-            let (digest, size) = (Digest::of_bytes(&a.bytes), a.bytes.len() as u64);
-            let open = || cursor(&a.bytes);
-            match size <= super::push::FRESH_BLOB_MAX {
-                true => client.push_new_blob(repo, &digest, size, &open),
-                false => client.push_blob(repo, &digest, size, &open, None),
-            }
-            .map_err(fail(a.artifact_type.as_str()))
-        }
-    });
-    for pushed in blobs {
-        pushed?;
-    }
-    if !subject_pushed() {
-        return Err(ReferrersError::SubjectNotPushed {
-            subject: subject.digest.clone(),
-        });
-    }
     let pushed = crate::parallel::map_ordered(&pairs, pairs.len(), |(a, manifest)| {
-        let (_, indexed) = client
-            .put_referrer_manifest(repo, manifest, MEDIA_TYPE_OCI_MANIFEST)
-            .map_err(fail(a.artifact_type.as_str()))?;
-        Ok::<bool, ReferrersError>(indexed)
+        put_referrer(client, repo, subject, manifest, push.pushed)
+            .map_err(|e| e.or_failure(fail(a.artifact_type.as_str())))
     });
     let mut all_indexed = true;
     for indexed in pushed {
         all_indexed &= indexed?;
+    }
+    if !(push.pushed)() {
+        return Err(ReferrersError::SubjectNotPushed {
+            subject: subject.digest.clone(),
+        });
     }
     // Some registries send OCI-Subject without the API (research notes: ECR),
     // so the API itself must answer too.
@@ -403,6 +414,74 @@ pub fn attach(
             .map_err(fail(&tag))?;
     }
     Ok(Attached::Tag { tag, changed })
+}
+
+/// The empty config and the documents (an SBOM and a provenance statement),
+/// side by side: each is a few small sequential requests.
+fn push_documents(
+    client: &RegistryClient,
+    repo: &Reference,
+    subject: &Subject,
+    artifacts: &[Artifact],
+) -> Result<(), ReferrersError> {
+    let fail = |what: &str| registry_failure(&subject.digest, what);
+    let mut docs: Vec<Option<&Artifact>> = vec![None];
+    docs.extend(artifacts.iter().map(Some));
+    let blobs = crate::parallel::map_ordered(&docs, docs.len(), |doc| match doc {
+        None => {
+            let empty = Digest::of_bytes(EMPTY);
+            client
+                .push_blob(repo, &empty, EMPTY.len() as u64, &|| cursor(EMPTY), None)
+                .map_err(fail("the empty config"))
+        }
+        // Not attached yet, so their documents (which name this image) are
+        // new: a small one goes up without asking first.
+        Some(a) => {
+            let (digest, size) = (Digest::of_bytes(&a.bytes), a.bytes.len() as u64);
+            let open = || cursor(&a.bytes);
+            match size <= super::push::FRESH_BLOB_MAX {
+                true => client.push_new_blob(repo, &digest, size, &open),
+                false => client.push_blob(repo, &digest, size, &open, None),
+            }
+            .map_err(fail(a.artifact_type.as_str()))
+        }
+    });
+    blobs.into_iter().try_for_each(|b| b.map(drop))
+}
+
+/// Why a referrer's manifest is not in.
+enum NotPut {
+    /// The registry refused it (again, after the subject was in).
+    Refused(RegistryError),
+    /// It was refused before the subject was in, and the subject never came.
+    SubjectNotPushed(Digest),
+}
+
+impl NotPut {
+    fn or_failure(self, fail: impl FnOnce(RegistryError) -> ReferrersError) -> ReferrersError {
+        match self {
+            NotPut::Refused(e) => fail(e),
+            NotPut::SubjectNotPushed(subject) => ReferrersError::SubjectNotPushed { subject },
+        }
+    }
+}
+
+/// Puts a referrer's manifest; when the registry refuses it, sends it again
+/// once its subject is in (a registry that wants the subject first). Says
+/// whether the registry indexed it (OCI-Subject).
+fn put_referrer(
+    client: &RegistryClient,
+    repo: &Reference,
+    subject: &Subject,
+    manifest: &[u8],
+    subject_pushed: &(dyn Fn() -> bool + Sync),
+) -> Result<bool, NotPut> {
+    let put = || client.put_referrer_manifest(repo, manifest, MEDIA_TYPE_OCI_MANIFEST);
+    match put() {
+        Ok((_, indexed)) => Ok(indexed),
+        Err(_) if !subject_pushed() => Err(NotPut::SubjectNotPushed(subject.digest.clone())),
+        Err(_) => put().map(|(_, indexed)| indexed).map_err(NotPut::Refused),
+    }
 }
 
 #[cfg(test)]
@@ -494,11 +573,15 @@ mod tests {
         use crate::registry::{credentials::Anonymous, TransportOptions};
         let client = RegistryClient::new(TransportOptions::default(), Anonymous).unwrap();
         let repo = Reference::parse(&format!("{}/app:1", server.addr)).unwrap();
-        attach(&client, &repo, &subject(), &[sbom()], &|| pushed)
+        let push = SubjectPush {
+            pushed: &|| pushed,
+            likely_new: true,
+        };
+        attach(&client, &repo, &subject(), &[sbom()], &push)
     }
 
     #[test]
-    fn the_blobs_go_up_before_the_image_is_in_and_no_manifest_names_an_image_that_failed() {
+    fn the_artifacts_go_up_beside_the_image_and_nothing_lists_an_image_that_failed() {
         let server = accepting_registry();
         let err = attach_with(&server, false).unwrap_err();
         assert!(
@@ -510,10 +593,11 @@ mod tests {
             lines.iter().any(|l| l == "POST /v2/app/blobs/uploads/"),
             "{lines:?}"
         );
+        let tag = fallback_tag(&subject().digest);
         assert!(
             !lines
                 .iter()
-                .any(|l| l.contains("/manifests/") && l.starts_with("PUT")),
+                .any(|l| l.starts_with("PUT") && l.ends_with(&tag)),
             "{lines:?}"
         );
 
@@ -529,8 +613,54 @@ mod tests {
             .collect();
         // The artifact's manifest, then the referrers tag's index.
         assert_eq!(puts.len(), 2, "{puts:?}");
+        assert!(puts[1].ends_with(&tag), "{puts:?}");
+    }
+
+    #[test]
+    fn a_referrer_refused_before_its_subject_is_sent_again_once_the_subject_is_in() {
+        use crate::registry::{credentials::Anonymous, TransportOptions};
+        use crate::test_http::{Reply, Request, Server};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let subject_in = Arc::new(AtomicBool::new(false));
+        let server = Server::start({
+            let subject_in = subject_in.clone();
+            move |r: &Request| match (r.method.as_str(), r.path()) {
+                ("GET", "/v2/") => Reply::status(200),
+                ("POST", _) => Reply::status(202).header("Location", "/v2/app/blobs/uploads/u1"),
+                // As GitLab's registry did: a manifest whose subject is unknown is refused.
+                ("PUT", p) if p.contains("/manifests/sha256:") => {
+                    match subject_in.load(Ordering::SeqCst) {
+                        true => Reply::status(201),
+                        false => Reply::status(400),
+                    }
+                }
+                ("PUT", _) => Reply::status(201),
+                _ => Reply::status(404),
+            }
+        });
+        let client = RegistryClient::new(TransportOptions::default(), Anonymous).unwrap();
+        let repo = Reference::parse(&format!("{}/app:1", server.addr)).unwrap();
+        let pushed = || {
+            subject_in.store(true, Ordering::SeqCst);
+            true
+        };
+        let push = SubjectPush {
+            pushed: &pushed,
+            likely_new: false,
+        };
+        let attached = attach(&client, &repo, &subject(), &[sbom()], &push).unwrap();
+        assert!(matches!(attached, Attached::Tag { .. }), "{attached:?}");
+        let puts: Vec<String> = server
+            .lines()
+            .into_iter()
+            .filter(|l| l.starts_with("PUT /v2/app/manifests/"))
+            .collect();
+        // Refused, sent again once the image was in, then listed.
+        assert_eq!(puts.len(), 3, "{puts:?}");
+        assert_eq!(puts[0], puts[1]);
         assert!(
-            puts[1].ends_with(&fallback_tag(&subject().digest)),
+            puts[2].ends_with(&fallback_tag(&subject().digest)),
             "{puts:?}"
         );
     }
