@@ -92,6 +92,11 @@ pub fn run_build(
     Ok(build::build(&ctx.spec, &opts)?)
 }
 
+/// Whether a build reads a registry cache, so its push targets by tag first.
+pub(super) fn reads_registry_cache(ctx: &Prepared, common: &CommonArgs) -> bool {
+    !common.build.offline && ctx.registry_cache
+}
+
 /// The registry cache: the push targets, then each `--cache-from`; none offline
 /// or when `ctx.registry_cache` is off.
 fn remote_cache(
@@ -106,7 +111,7 @@ fn remote_cache(
         );
     }
     refs.dedup();
-    if refs.is_empty() || common.build.offline || !ctx.registry_cache {
+    if refs.is_empty() || !reads_registry_cache(ctx, common) {
         return Ok(None);
     }
     Ok(Some(build::RemoteCache {

@@ -265,12 +265,14 @@ fn build_and_push(
     let (result, ahead) = std::thread::scope(|s| {
         let ahead = s.spawn(|| {
             let _span = crate::trace::span(|| "push: look ahead".into());
-            crate::output::push::look_ahead(clients.image, &tags[0], uploads)
+            let build_reads_tag = super::prepare::reads_registry_cache(ctx, &args.common);
+            crate::output::push::look_ahead(clients.image, &tags[0], uploads, build_reads_tag)
         });
         let built = run_build(ctx, &args.common, clients.image.clone(), &printer, &writes);
         (built, ahead.join().expect("the look-ahead's thread ended"))
     });
     let result = result?;
+    let ahead = ahead.settle(clients.image);
     let t1 = Instant::now();
     let progress = PushProgress::new(&result);
     let on_blob = |d: &Digest, o: &PushOutcome| progress.on_blob(d, o);

@@ -96,15 +96,46 @@ impl Ahead {
 /// own work on a 2-core machine the registry shared. A session no blob
 /// takes is cancelled by the caller. The manifest's blobs are listed after
 /// the build, from the manifest its registry cache read fetched.
-pub fn look_ahead(client: &RegistryClient, tag: &Reference, uploads: usize) -> Ahead {
-    let tag_named = client.head_manifest(tag).ok().flatten().map(|(d, _)| d);
+///
+/// With `build_reads_tag` (the build reads the tag as its registry cache)
+/// the HEAD is left out, and [`Ahead::settle`] takes what that read found.
+pub fn look_ahead(
+    client: &RegistryClient,
+    tag: &Reference,
+    uploads: usize,
+    build_reads_tag: bool,
+) -> Unsettled {
+    let tag_named = (!build_reads_tag).then(|| head_tag(client, tag));
     if uploads > 0 {
         client.open_uploads(tag, uploads);
     }
-    Ahead {
+    let settled = tag_named.is_some();
+    let ahead = Ahead {
         repo: tag.clone(),
-        tag_named,
+        tag_named: tag_named.flatten(),
+    };
+    Unsettled(ahead, settled)
+}
+
+/// What [`look_ahead`] read, perhaps without what the tag names yet.
+pub struct Unsettled(Ahead, bool);
+
+impl Unsettled {
+    /// Once the image is built: what the tag named when the build read it,
+    /// else a HEAD now.
+    pub fn settle(self, client: &RegistryClient) -> Ahead {
+        let Unsettled(mut ahead, settled) = self;
+        if !settled {
+            ahead.tag_named = client
+                .tag_as_read(&ahead.repo)
+                .or_else(|| head_tag(client, &ahead.repo));
+        }
+        ahead
     }
+}
+
+fn head_tag(client: &RegistryClient, tag: &Reference) -> Option<Digest> {
+    client.head_manifest(tag).ok().flatten().map(|(d, _)| d)
 }
 
 /// Pushes `result` under each of `tags`. Tags in one repository share the

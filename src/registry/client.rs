@@ -46,11 +46,15 @@ pub struct RegistryClient {
     pub(super) transport: Transport,
     auth: Authenticator,
     endpoints: Mutex<HashMap<String, Endpoint>>,
-    memory: EndpointMemory,
+    pub(super) memory: EndpointMemory,
     /// Manifests this run fetched, by repository and digest: content
     /// addressed, so a second read (the push after the registry cache's)
     /// needs no request.
     fetched: Mutex<HashMap<String, (Vec<u8>, String)>>,
+    /// The manifest each tag named when this run fetched it (or pushed it):
+    /// the push after a build that read its tag as a registry cache asks no
+    /// HEAD for it (issue 26).
+    tags_read: Mutex<HashMap<String, Digest>>,
     /// Upload sessions opened ahead of their blobs, by registry and
     /// repository (`RegistryClient::open_uploads`); shared by the clients
     /// of one run.
@@ -128,6 +132,7 @@ impl RegistryClient {
             endpoints: Mutex::default(),
             memory: EndpointMemory::default(),
             fetched: Mutex::default(),
+            tags_read: Mutex::default(),
             opened: Arc::default(),
             first_contacts: Default::default(),
         })
@@ -140,6 +145,26 @@ impl RegistryClient {
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
             .cloned()
+    }
+
+    /// The manifest `tag` named when this run last fetched or pushed it by
+    /// its tag, if it did.
+    pub fn tag_as_read(&self, tag: &Reference) -> Option<Digest> {
+        let key = format!("{}/{}:{}", tag.registry, tag.repository, tag.tag.as_ref()?);
+        self.tags_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned()
+    }
+
+    /// Keeps that `repo`'s tag `tag` names `digest` (a GET by tag, a PUT to it).
+    pub(super) fn keep_tag_read(&self, repo: &Reference, tag: &str, digest: &Digest) {
+        let key = format!("{}/{}:{tag}", repo.registry, repo.repository);
+        self.tags_read
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, digest.clone());
     }
 
     pub(super) fn keep_fetched_manifest(

@@ -64,4 +64,37 @@ impl EndpointMemory {
             store.remove_meta(KIND, registry);
         }
     }
+
+    /// Whether `registry` answered within [`NO_REFERRERS_FOR`] that it has
+    /// no referrers API: a push that attaches then asks only the fallback
+    /// tag (issue 26: a request fewer in the inner loop). A registry that
+    /// gains the API meanwhile gets the fallback tag too for a day, which
+    /// readers of either still find.
+    pub(super) fn lacks_referrers_api(&self, registry: &str) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        store
+            .get_meta::<u64>(NO_REFERRERS_KIND, registry)
+            .is_some_and(|at| now_secs().saturating_sub(at) < NO_REFERRERS_FOR.as_secs())
+    }
+
+    /// Keeps what `registry` answered to a referrers list: whether it has the API.
+    pub(super) fn keep_referrers_api(&self, registry: &str, has_it: bool) {
+        let Some(store) = &self.store else { return };
+        match has_it {
+            true => store.remove_meta(NO_REFERRERS_KIND, registry),
+            false => store.put_meta_best_effort(NO_REFERRERS_KIND, registry, &now_secs()),
+        }
+    }
+}
+
+const NO_REFERRERS_KIND: &str = "registry-without-referrers-api";
+const NO_REFERRERS_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Seconds since the Unix epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

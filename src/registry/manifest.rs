@@ -100,6 +100,9 @@ impl RegistryClient {
             }
         }
         self.keep_fetched_manifest(reference, &digest, &bytes, &media_type);
+        if let (Some(tag), None) = (&reference.tag, &reference.digest) {
+            self.keep_tag_read(reference, tag, &digest);
+        }
         Ok((bytes, media_type, digest))
     }
 
@@ -198,6 +201,9 @@ impl RegistryClient {
         }
         // No Location is needed (ECR sends none); the digest header is optional too.
         check_digest_header(&resp, &ours, &what, registry)?;
+        if reference.parse::<Digest>().is_err() {
+            self.keep_tag_read(repo, reference, &ours);
+        }
         Ok((ours, resp.headers().contains_key("OCI-Subject")))
     }
 
@@ -210,6 +216,9 @@ impl RegistryClient {
         subject: &Digest,
     ) -> Result<Option<Vec<u8>>, RegistryError> {
         let registry = repo.registry.as_str();
+        if self.memory.lacks_referrers_api(registry) {
+            return Ok(None);
+        }
         let what = format!("listing referrers of {}@{subject}", repo.name());
         let path = format!("referrers/{subject}");
         let resp = self.pull_request(
@@ -222,10 +231,12 @@ impl RegistryClient {
         match resp.status() {
             s if s.is_success() => {}
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::BAD_REQUEST => {
-                return Ok(None)
+                self.memory.keep_referrers_api(registry, false);
+                return Ok(None);
             }
             _ => return Err(self.fail(&what, registry, resp)),
         }
+        self.memory.keep_referrers_api(registry, true);
         let is_index = content_type(&resp).as_deref() == Some(MEDIA_TYPE_OCI_INDEX);
         let bytes = read_manifest(resp, &what, registry)?;
         let parses = serde_json::from_slice::<serde_json::Value>(&bytes)

@@ -360,6 +360,42 @@ fn a_later_run_asks_a_remembered_registry_without_pinging_it_first() {
 }
 
 #[test]
+fn a_registry_without_the_referrers_api_is_asked_once_a_day() {
+    let server = one_manifest_registry();
+    let cache = tempfile::tempdir().unwrap();
+    let store = || crate::store::Store::open(cache.path()).unwrap();
+    let subject = Digest::of_bytes(b"m");
+    let first = client(None).remember_endpoints(store());
+    assert_eq!(first.get_referrers(&repo(&server), &subject).unwrap(), None);
+    let second = client(None).remember_endpoints(store());
+    assert_eq!(
+        second.get_referrers(&repo(&server), &subject).unwrap(),
+        None
+    );
+    let asked = server
+        .requests()
+        .iter()
+        .filter(|r| r.path().contains("/referrers/"))
+        .count();
+    assert_eq!(asked, 1);
+    // Without a store, nothing is remembered.
+    assert_eq!(
+        client(None)
+            .get_referrers(&repo(&server), &subject)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path().contains("/referrers/"))
+            .count(),
+        2
+    );
+}
+
+#[test]
 fn a_remembered_endpoint_answered_400_as_plain_http_to_a_tls_port_is_pinged_again() {
     // The first HEAD gets what a TLS server says to plain http; after the
     // ping, the registry answers as before.
