@@ -10,6 +10,8 @@
 #
 #   AB_BASE    the base, an OCI layout (default ~/.cache/imgbuild-tests/base-bookworm-amd64)
 #   AB_ROUNDS  rounds (default 15)
+#   AB_TLS=1   the registry over TLS with htpasswd credentials (as users have it; a throwaway
+#              CA and password, passed by --ca-file and REGISTRY_AUTH_FILE)
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BIN..." >&2; exit 2; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,13 +37,43 @@ PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 printf '%s\n' "version: 0.1" "log:" "  level: warn" "  accesslog:" "    disabled: true" \
   "storage:" "  filesystem:" "    rootdirectory: $WORK/registry" "http:" \
   "  addr: 127.0.0.1:$PORT" "  secret: ab" >"$WORK/registry.yml"
+TLS_ARGS=()
+AUTH_ENV=()
+if [ "${AB_TLS:-0}" = 1 ]; then
+  (
+    cd "$WORK"
+    key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${key[@]}" -keyout ca.key -out ca.crt -days 1 -subj "/CN=imgbuild ab CA" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    openssl req "${key[@]}" -keyout server.key -out server.csr -subj /CN=127.0.0.1
+    printf '%s\n' subjectAltName=IP:127.0.0.1 basicConstraints=CA:FALSE \
+      keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+      -extfile server.ext -out server.crt
+  ) >"$WORK/tls.log" 2>&1 || { echo "error: making certificates failed (see $WORK/tls.log)" >&2; exit 1; }
+  password=$(openssl rand -hex 16)
+  htpasswd -Bbn ab "$password" >"$WORK/htpasswd" 2>/dev/null
+  (umask 077 && printf '{"auths":{"127.0.0.1:%s":{"auth":"%s"}}}\n' "$PORT" \
+    "$(printf 'ab:%s' "$password" | base64 -w0)" >"$WORK/auth.json")
+  printf '%s\n' "  tls:" "    certificate: $WORK/server.crt" "    key: $WORK/server.key" \
+    "auth:" "  htpasswd:" "    realm: ab" "    path: $WORK/htpasswd" >>"$WORK/registry.yml"
+  # Not exported: docker-registry reads REGISTRY_* variables as its own settings.
+  TLS_ARGS=(--ca-file "$WORK/ca.crt")
+  AUTH_ENV=(REGISTRY_AUTH_FILE="$WORK/auth.json")
+fi
 env -u REGISTRY_HTTP_ADDR /usr/bin/docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
 REG_PID=$!
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
 
-push() { "$1" push -f "$WORK/spec.toml" --tag "127.0.0.1:$PORT/r$2:latest" --cache-dir "$WORK/cache$2" >/dev/null 2>&1; }
+push() {
+  env "${AUTH_ENV[@]}" "$1" push -f "$WORK/spec.toml" --tag "127.0.0.1:$PORT/r$2:latest" --cache-dir "$WORK/cache$2" \
+    "${TLS_ARGS[@]}" >/dev/null 2>&1
+}
 n=0
-for bin in "$@"; do n=$((n + 1)); push "$bin" "$n" || { echo "error: the cold push of $bin failed" >&2; exit 1; }; done
+for bin in "$@"; do
+  n=$((n + 1))
+  push "$bin" "$n" || { echo "error: the cold push of $bin failed (registry log: $WORK/registry.log)" >&2; exit 1; }
+done
 declare -A TIMES
 for ((round = 1; round <= ROUNDS; round++)); do
   n=0
