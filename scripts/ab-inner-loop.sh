@@ -40,17 +40,8 @@ printf '%s\n' "version: 0.1" "log:" "  level: warn" "  accesslog:" "    disabled
 TLS_ARGS=()
 AUTH_ENV=()
 if [ "${AB_TLS:-0}" = 1 ]; then
-  (
-    cd "$WORK"
-    key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-    openssl req -x509 "${key[@]}" -keyout ca.key -out ca.crt -days 1 -subj "/CN=imgbuild ab CA" \
-      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-    openssl req "${key[@]}" -keyout server.key -out server.csr -subj /CN=127.0.0.1
-    printf '%s\n' subjectAltName=IP:127.0.0.1 basicConstraints=CA:FALSE \
-      keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth >server.ext
-    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
-      -extfile server.ext -out server.crt
-  ) >"$WORK/tls.log" 2>&1 || { echo "error: making certificates failed (see $WORK/tls.log)" >&2; exit 1; }
+  bash "$ROOT/scripts/loopback-ca.sh" "$WORK" >"$WORK/tls.log" 2>&1 ||
+    { echo "error: making certificates failed (see $WORK/tls.log)" >&2; exit 1; }
   password=$(openssl rand -hex 16)
   htpasswd -Bbn ab "$password" >"$WORK/htpasswd" 2>/dev/null
   (umask 077 && printf '{"auths":{"127.0.0.1:%s":{"auth":"%s"}}}\n' "$PORT" \

@@ -323,18 +323,8 @@ tls_registry_start() {
   rm -rf "$TLS_DIR"
   mkdir -p "$TLS_DIR/certs"
   TLS_PORT=$(free_port)
-  (
-    cd "$TLS_DIR"
-    key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-    openssl req -x509 "${key[@]}" -keyout ca.key -out ca.crt -days 2 -subj "/CN=imgbuild bench CA" \
-      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
-    openssl req "${key[@]}" -keyout server.key -out server.csr -subj /CN=127.0.0.1
-    printf '%s\n' subjectAltName=IP:127.0.0.1 basicConstraints=CA:FALSE \
-      keyUsage=critical,digitalSignature extendedKeyUsage=serverAuth >server.ext
-    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
-      -extfile server.ext -out server.crt
-    cp ca.crt certs/ca.crt
-  ) >>"$LOG" 2>&1 || die "making the TLS registry's certificates failed (see $LOG)"
+  { bash "$ROOT/scripts/loopback-ca.sh" "$TLS_DIR" && cp "$TLS_DIR/ca.crt" "$TLS_DIR/certs/"; } \
+    >>"$LOG" 2>&1 || die "making the TLS registry's certificates failed (see $LOG)"
   local user=bench password
   password=$(openssl rand -hex 16)
   htpasswd -Bbn "$user" "$password" >"$TLS_DIR/htpasswd" 2>>"$LOG" || die "htpasswd failed (see $LOG)"
