@@ -711,6 +711,67 @@ fn inner_loop_uploads_only_the_app_layer() {
         assert_eq!(Digest::of_bytes(&raw).to_string(), third.digest, "{name}");
     }
     unchanged_inputs_build_nothing(&reg, &push, &third, &main_py);
+    a_failed_build_leaves_no_upload_session_open(
+        &reg,
+        &project,
+        &cache,
+        &[&tag, &stable],
+        &main_py,
+    );
+}
+
+/// An edit that does not compile fails the build after the push opened its
+/// upload sessions ahead (the inner loop): each is cancelled (DELETE).
+fn a_failed_build_leaves_no_upload_session_open(
+    reg: &Registry,
+    project: &std::path::Path,
+    cache: &str,
+    tags: &[&str],
+    main_py: &std::path::Path,
+) {
+    let mark = reg.log().lines().count();
+    let mut text = std::fs::read_to_string(main_py).unwrap();
+    text.push_str("\ndef broken(:\n");
+    std::fs::write(main_py, text).unwrap();
+    // Not racy: the last push may keep its record, so this one opens sessions.
+    std::thread::sleep(Duration::from_millis(300));
+    // The last push's command line, so that its record applies.
+    let mut args = vec![
+        "push",
+        "--json",
+        "--cache-dir",
+        cache,
+        "--digest-file",
+        "digest.txt",
+    ];
+    for t in tags {
+        args.extend(["--tag", t]);
+    }
+    let run = imgbuild(project, &args, None, &[]);
+    assert!(!run.success, "a syntax error built:\n{}", run.stderr);
+    assert!(run.stderr.contains("main.py"), "{}", run.stderr);
+    let log = reg.log();
+    let completed = |method: &str, status: u16| {
+        log.lines()
+            .skip(mark)
+            .filter(|l| l.contains("response completed"))
+            .filter(|l| l.contains(&format!("http.request.method={method}")))
+            .filter(|l| l.contains("/blobs/uploads/"))
+            .filter(|l| l.contains(&format!("http.response.status={status}")))
+            .count()
+    };
+    let (opened, cancelled) = (completed("POST", 202), completed("DELETE", 204));
+    assert!(
+        opened > 0,
+        "no session was opened ahead of the build:\n{}\n{}",
+        run.stderr,
+        log.lines()
+            .skip(mark)
+            .filter(|l| l.contains("response completed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(opened, cancelled, "sessions opened ahead and not cancelled");
 }
 
 /// The same push again (issue 26): the inputs are those of the last push

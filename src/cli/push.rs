@@ -271,7 +271,8 @@ fn build_and_push(
         let built = run_build(ctx, &args.common, clients.image.clone(), &printer, &writes);
         (built, ahead.join().expect("the look-ahead's thread ended"))
     });
-    let result = result?;
+    // A build that failed leaves no session it opened ahead behind.
+    let result = result.inspect_err(|_| clients.image.cancel_unused_uploads())?;
     let ahead = ahead.settle(clients.image);
     let t1 = Instant::now();
     let progress = PushProgress::new(&result);
