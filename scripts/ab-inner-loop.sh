@@ -6,7 +6,8 @@
 # A fresh plain-http docker-registry on loopback; fixtures/hello-api copied and locked
 # (uv lock --exclude-newer, as the bench); each binary pushes its own repository from its
 # own cache once (cold), then ROUNDS one-line changes are pushed by each binary in turn.
-# Prints each binary's median and all its times in ms.
+# Prints each binary's median and all its times in ms, and the CPU time each push cost
+# imgbuild (with its sandboxed Python) and docker-registry, on average.
 #
 #   AB_BASE    the base, an OCI layout (default ~/.cache/imgbuild-tests/base-bookworm-amd64)
 #   AB_ROUNDS  rounds (default 15)
@@ -65,16 +66,24 @@ for bin in "$@"; do
   n=$((n + 1))
   push "$bin" "$n" || { echo "error: the cold push of $bin failed (registry log: $WORK/registry.log)" >&2; exit 1; }
 done
-declare -A TIMES
+# The CPU each push costs: imgbuild's with its sandboxed Python (bash's `time`, children
+# included), and docker-registry's (its /proc stat before and after, in clock ticks).
+TICK_MS=$((1000 / $(getconf CLK_TCK)))
+registry_ticks() { awk '{ print $14 + $15 }' "/proc/$REG_PID/stat"; }
+declare -A TIMES OURS_MS REGISTRY_MS
+TIMEFORMAT='%3U %3S'
 for ((round = 1; round <= ROUNDS; round++)); do
   n=0
   for bin in "$@"; do
     n=$((n + 1))
     echo "# ab change $round $n" >>"$WORK/app/hello_api/main.py"
     sleep 0.3 # not racy: the push may record its tree
+    ticks=$(registry_ticks)
     start=$(date +%s%N)
-    push "$bin" "$n" || { echo "error: a push of $bin failed" >&2; exit 1; }
+    cpu=$({ time push "$bin" "$n"; } 2>&1) || { echo "error: a push of $bin failed" >&2; exit 1; }
     TIMES[$n]+="$((($(date +%s%N) - start) / 1000000)) "
+    OURS_MS[$n]=$(awk -v sum="${OURS_MS[$n]:-0}" '{ print sum + ($1 + $2) * 1000 }' <<<"$cpu")
+    REGISTRY_MS[$n]=$((${REGISTRY_MS[$n]:-0} + ($(registry_ticks) - ticks) * TICK_MS))
   done
 done
 n=0
@@ -82,5 +91,7 @@ for bin in "$@"; do
   n=$((n + 1))
   sorted=$(tr ' ' '\n' <<<"${TIMES[$n]}" | grep . | sort -n | tr '\n' ' ')
   median=$(awk '{ if (NF % 2) print $((NF + 1) / 2); else print ($(NF / 2) + $(NF / 2 + 1)) / 2 }' <<<"$sorted")
-  echo "$bin: median $median ms [${sorted% }]"
+  echo "$bin: median $median ms [${sorted% }]; CPU per push: imgbuild and its Python" \
+    "$(awk -v t="${OURS_MS[$n]}" -v r="$ROUNDS" 'BEGIN { printf "%d", t / r }') ms," \
+    "docker-registry $((REGISTRY_MS[$n] / ROUNDS)) ms"
 done
