@@ -88,17 +88,14 @@ impl Ahead {
     }
 }
 
-/// Reads what `tag` names now (a HEAD) and, after it, opens `uploads`
-/// upload sessions for the new blobs to come (issue 26: the caller asks for
-/// them in the inner loop, a push after a change). Meant to run while the
-/// image builds, so that after it the push starts with the blobs' PUTs; one
-/// after the other, as a burst of requests at the start slowed the build's
-/// own work on a 2-core machine the registry shared. A session no blob
-/// takes is cancelled by the caller. The manifest's blobs are listed after
-/// the build, from the manifest its registry cache read fetched.
-///
-/// With `build_reads_tag` (the build reads the tag as its registry cache)
-/// the HEAD is left out, and [`Ahead::settle`] takes what that read found.
+/// Opens `uploads` upload sessions for the new blobs to come (issue 26: the
+/// caller asks for them in the inner loop, a push after a change), and reads
+/// what `tag` names now by a HEAD first, unless `build_reads_tag` (the build
+/// reads the tag as its registry cache: [`Unsettled::settle`] then takes
+/// what that read found). Meant to run while the image builds, so that
+/// after it the push starts with the blobs' PUTs. A session no blob takes is
+/// cancelled by the caller. The manifest's blobs are listed after the
+/// build, from the manifest its registry cache read fetched.
 pub fn look_ahead(
     client: &RegistryClient,
     tag: &Reference,
