@@ -442,6 +442,28 @@ impl Store {
         }
     }
 
+    /// Keeps a hint (as [`Store::put_meta_best_effort`]) with the time it
+    /// was kept, for [`Store::get_meta_within`].
+    pub fn put_dated_meta_best_effort<T: Serialize>(&self, kind: &str, key: &str, value: &T) {
+        let dated = Dated {
+            at: unix_now(),
+            value,
+        };
+        self.put_meta_best_effort(kind, key, &dated);
+    }
+
+    /// A hint kept by [`Store::put_dated_meta_best_effort`] less than
+    /// `max_age` ago: what a registry held lately, trusted for that long.
+    pub fn get_meta_within<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        key: &str,
+        max_age: std::time::Duration,
+    ) -> Option<T> {
+        let dated: Dated<T> = self.get_meta(kind, key)?;
+        (unix_now().saturating_sub(dated.at) < max_age.as_secs()).then_some(dated.value)
+    }
+
     pub fn put_meta<T: Serialize>(
         &self,
         kind: &str,
@@ -516,8 +538,38 @@ fn check_ownership(root: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A record and when it was kept (seconds since the Unix epoch).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Dated<T> {
+    at: u64,
+    value: T,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_dated_hint_is_trusted_only_within_its_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::Store::open(dir.path()).unwrap();
+        store.put_dated_meta_best_effort("hint", "k", &"v".to_string());
+        let day = std::time::Duration::from_secs(24 * 3600);
+        assert_eq!(
+            store.get_meta_within::<String>("hint", "k", day).as_deref(),
+            Some("v")
+        );
+        assert_eq!(
+            store.get_meta_within::<String>("hint", "k", std::time::Duration::ZERO),
+            None
+        );
+        assert_eq!(store.get_meta_within::<String>("hint", "other", day), None);
+    }
+
     use super::*;
 
     #[test]

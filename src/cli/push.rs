@@ -167,38 +167,19 @@ fn publish_base_facts(
 const SEEN_KIND: &str = "published-beside";
 const SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Seen {
-    digest: String,
-    /// Seconds since the Unix epoch.
-    at: u64,
-}
-
 fn seen_key(repo: &Reference, tag: &str) -> String {
     let key = format!("{}/{}:{tag}", repo.registry, repo.repository);
     Digest::of_bytes(key.as_bytes()).hex().to_owned()
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn seen_lately(store: &crate::store::Store, repo: &Reference, tag: &str, digest: &Digest) -> bool {
     store
-        .get_meta::<Seen>(SEEN_KIND, &seen_key(repo, tag))
-        .is_some_and(|s| {
-            s.digest == digest.to_string() && now_secs().saturating_sub(s.at) < SEEN_FOR.as_secs()
-        })
+        .get_meta_within::<String>(SEEN_KIND, &seen_key(repo, tag), SEEN_FOR)
+        .is_some_and(|seen| seen == digest.to_string())
 }
 
 fn keep_seen(store: &crate::store::Store, repo: &Reference, tag: &str, digest: &Digest) {
-    let seen = Seen {
-        digest: digest.to_string(),
-        at: now_secs(),
-    };
-    store.put_meta_best_effort(SEEN_KIND, &seen_key(repo, tag), &seen);
+    store.put_dated_meta_best_effort(SEEN_KIND, &seen_key(repo, tag), &digest.to_string());
 }
 
 /// What publishing `what` beside the image under `tag` came to: a line with

@@ -106,28 +106,32 @@ pub fn look_ahead(
     if uploads > 0 {
         client.open_uploads(tag, uploads);
     }
-    let settled = tag_named.is_some();
-    let ahead = Ahead {
+    Unsettled {
         repo: tag.clone(),
-        tag_named: tag_named.flatten(),
-    };
-    Unsettled(ahead, settled)
+        tag_named,
+    }
 }
 
-/// What [`look_ahead`] read, perhaps without what the tag names yet.
-pub struct Unsettled(Ahead, bool);
+/// What [`look_ahead`] read: what the tag names, unless it left that to
+/// the build's read of the tag (`None`).
+pub struct Unsettled {
+    repo: Reference,
+    tag_named: Option<Option<Digest>>,
+}
 
 impl Unsettled {
     /// Once the image is built: what the tag named when the build read it,
     /// else a HEAD now.
     pub fn settle(self, client: &RegistryClient) -> Ahead {
-        let Unsettled(mut ahead, settled) = self;
-        if !settled {
-            ahead.tag_named = client
-                .tag_as_read(&ahead.repo)
-                .or_else(|| head_tag(client, &ahead.repo));
+        let tag_named = self.tag_named.unwrap_or_else(|| {
+            client
+                .tag_as_read(&self.repo)
+                .or_else(|| head_tag(client, &self.repo))
+        });
+        Ahead {
+            repo: self.repo,
+            tag_named,
         }
-        ahead
     }
 }
 

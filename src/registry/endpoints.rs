@@ -71,12 +71,11 @@ impl EndpointMemory {
     /// gains the API meanwhile gets the fallback tag too for a day, which
     /// readers of either still find.
     pub(super) fn lacks_referrers_api(&self, registry: &str) -> bool {
-        let Some(store) = &self.store else {
-            return false;
-        };
-        store
-            .get_meta::<u64>(NO_REFERRERS_KIND, registry)
-            .is_some_and(|at| now_secs().saturating_sub(at) < NO_REFERRERS_FOR.as_secs())
+        self.store.as_ref().is_some_and(|store| {
+            store
+                .get_meta_within::<()>(NO_REFERRERS_KIND, registry, NO_REFERRERS_FOR)
+                .is_some()
+        })
     }
 
     /// Keeps what `registry` answered to a referrers list: whether it has the API.
@@ -84,17 +83,10 @@ impl EndpointMemory {
         let Some(store) = &self.store else { return };
         match has_it {
             true => store.remove_meta(NO_REFERRERS_KIND, registry),
-            false => store.put_meta_best_effort(NO_REFERRERS_KIND, registry, &now_secs()),
+            false => store.put_dated_meta_best_effort(NO_REFERRERS_KIND, registry, &()),
         }
     }
 }
 
 const NO_REFERRERS_KIND: &str = "registry-without-referrers-api";
 const NO_REFERRERS_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-/// Seconds since the Unix epoch.
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
