@@ -10,11 +10,15 @@
 //! total deadline per kind of reply, so a server that sends without end, or a
 //! byte at a time, costs a bounded amount of memory and time.
 
+mod trust;
+
 use reqwest::blocking::{Client, ClientBuilder, Response};
 use reqwest::StatusCode;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Environment variable holding the base retry backoff in milliseconds
@@ -48,12 +52,14 @@ pub enum HttpError {
     CaBundle {
         path: PathBuf,
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("CA file {path} holds no PEM certificate")]
     CaEmpty { path: PathBuf },
     #[error("setting up the HTTP client")]
     Client(#[source] reqwest::Error),
+    #[error("setting up TLS")]
+    Tls(#[source] rustls::Error),
 }
 
 /// How long a request may wait and how it is tried again: one policy for
@@ -243,21 +249,29 @@ pub fn is_certificate_error(e: &reqwest::Error) -> bool {
 }
 
 /// The certificates of every `--ca-file`, each file a PEM bundle holding at
-/// least one. Registries and package indexes trust the same extra CAs.
-pub fn read_ca_files(paths: &[PathBuf]) -> Result<Vec<reqwest::Certificate>, HttpError> {
+/// least one, each certificate parsed now so a bad one is named before
+/// anything is sent. Registries and package indexes trust the same extra CAs.
+pub fn read_ca_files(paths: &[PathBuf]) -> Result<Vec<CertificateDer<'static>>, HttpError> {
     let mut certs = Vec::new();
     for path in paths {
         let pem = std::fs::read(path).map_err(|source| HttpError::CaFile {
             path: path.clone(),
             source,
         })?;
-        let bundle =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| HttpError::CaBundle {
-                path: path.clone(),
-                source,
-            })?;
+        let bad = |source: Box<dyn std::error::Error + Send + Sync>| HttpError::CaBundle {
+            path: path.clone(),
+            source,
+        };
+        let bundle = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.into()))?;
         if bundle.is_empty() {
             return Err(HttpError::CaEmpty { path: path.clone() });
+        }
+        for cert in &bundle {
+            rustls::RootCertStore::empty()
+                .add(cert.clone())
+                .map_err(|e| bad(e.into()))?;
         }
         certs.extend(bundle);
     }
@@ -273,14 +287,14 @@ pub fn missing_bundle() -> String {
     }
 }
 
-/// The client with its policy and trust, made at first use: loading the
-/// system trust store costs tens of milliseconds that a warm build (or a push
-/// that never leaves loopback) does not need.
+/// The client with its policy and trust, made at first use; the system trust
+/// store is read at the first certificate to check, which a warm build (or a
+/// push that never leaves loopback) does not have.
 pub struct HttpClient {
     policy: RetryPolicy,
     http1_only: bool,
     /// The certificates of `--ca-file`, read when the client is made.
-    ca_certs: Vec<reqwest::Certificate>,
+    ca_certs: Vec<CertificateDer<'static>>,
     verified: OnceLock<Verified>,
     /// Held while the verifying client is made, so that threads asking at
     /// once (the registry cache and the push's look-ahead) load the trust
@@ -288,18 +302,15 @@ pub struct HttpClient {
     making: std::sync::Mutex<()>,
 }
 
-/// The client that verifies certificates, and whether it had to do without
-/// the system's CA certificates.
+/// The client that verifies certificates, and what it trusts.
 struct Verified {
     client: Client,
-    /// The system has no CA bundle and no `--ca-file` was given: plain http
-    /// works, and a TLS connection fails for want of a trusted certificate.
-    without_roots: bool,
+    store: Arc<trust::LazyStore>,
 }
 
 impl HttpClient {
     /// Reads `ca_files` now (a bad one is an error before anything is sent);
-    /// the system store is read at first use.
+    /// the system store is read at the first certificate to check.
     pub fn new(
         policy: RetryPolicy,
         http1_only: bool,
@@ -333,10 +344,16 @@ impl HttpClient {
         Ok(&self.verified.get_or_init(|| v).client)
     }
 
-    /// Whether the verifying client was made without any CA certificate, so
-    /// a certificate error means a missing bundle, not an untrusted server.
+    /// Whether the verifying client found no CA certificate at all, so a
+    /// certificate error means a missing bundle, not an untrusted server.
     pub fn without_roots(&self) -> bool {
-        self.verified.get().is_some_and(|v| v.without_roots)
+        self.verified.get().is_some_and(|v| v.store.found_none())
+    }
+
+    /// Whether the trust store has been read (tests: plain http never reads it).
+    #[cfg(test)]
+    pub fn trust_store_loaded(&self) -> bool {
+        self.verified.get().is_some_and(|v| v.store.is_loaded())
     }
 
     /// A client that accepts any certificate, for hosts the user listed as
@@ -350,28 +367,16 @@ impl HttpClient {
     }
 
     fn make_verified(&self) -> Result<Verified, HttpError> {
-        let _span = crate::trace::span(|| "http: client with the trust store".into());
-        let builder = || self.policy.client_builder(self.http1_only);
-        let mut b = builder();
-        if !self.ca_certs.is_empty() {
-            b = b.tls_certs_merge(self.ca_certs.to_vec());
-        }
-        match b.build() {
-            Ok(client) => Ok(Verified {
-                client,
-                without_roots: false,
-            }),
-            // Loading the system store is the one step that differs from the
-            // client below: when that one builds, the store was what failed.
-            Err(e) if self.ca_certs.is_empty() => match builder().tls_certs_only([]).build() {
-                Ok(client) => Ok(Verified {
-                    client,
-                    without_roots: true,
-                }),
-                Err(_) => Err(HttpError::Client(e)),
-            },
-            Err(e) => Err(HttpError::Client(e)),
-        }
+        let _span = crate::trace::span(|| "http: the verifying client".into());
+        let (tls, store) =
+            trust::client_config(self.http1_only, self.ca_certs.clone()).map_err(HttpError::Tls)?;
+        let client = self
+            .policy
+            .client_builder(self.http1_only)
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(HttpError::Client)?;
+        Ok(Verified { client, store })
     }
 }
 

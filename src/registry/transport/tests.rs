@@ -182,3 +182,30 @@ fn bad_ca_files_are_named() {
     .to_string();
     assert!(e.contains("ca.pem"), "{e}");
 }
+
+#[test]
+fn the_trust_store_is_read_at_the_first_certificate_and_never_for_plain_http() {
+    use crate::http::{HttpClient, RetryPolicy};
+    use crate::test_http::Server;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(dir.path());
+    let http = HttpClient::new(RetryPolicy::default(), false, &[ca]).unwrap();
+    let get = |url: String| http.verified().unwrap().get(url).send();
+
+    let plain = Server::start(registry);
+    assert_eq!(
+        get(format!("http://{}/v2/", plain.addr)).unwrap().status(),
+        200
+    );
+    assert!(
+        !http.trust_store_loaded(),
+        "plain http read the trust store"
+    );
+
+    let tls = Server::start_tls(&cert, &key, registry);
+    assert_eq!(
+        get(format!("https://{}/v2/", tls.addr)).unwrap().status(),
+        200
+    );
+    assert!(http.trust_store_loaded());
+}
