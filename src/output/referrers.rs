@@ -354,7 +354,18 @@ pub fn attach(
         .zip(&manifests)
         .map(|(a, m)| index_entry(a, m))
         .collect();
-    let documents = || push_documents(client, repo, subject, artifacts);
+    // The empty config is the same blob in every push: a run within a day
+    // that saw it in this repository saves the next ones its HEAD.
+    let empty = Digest::of_bytes(EMPTY);
+    let config_known = client.remembers_blob(repo, &empty);
+    let documents = || push_documents(client, repo, subject, artifacts, !config_known);
+    let config_again = || match config_known {
+        true => {
+            client.remember_blob(repo, &empty, false);
+            push_empty_config(client, repo)
+        }
+        false => Ok(()),
+    };
     let (listed, pushed_beside) = match push.likely_new {
         true => std::thread::scope(|s| {
             let pushing = s.spawn(documents);
@@ -376,12 +387,15 @@ pub fn attach(
     pushed_beside.unwrap_or_else(documents)?;
     let pairs: Vec<(&Artifact, &Vec<u8>)> = artifacts.iter().zip(&manifests).collect();
     let pushed = crate::parallel::map_ordered(&pairs, pairs.len(), |(a, manifest)| {
-        put_referrer(client, repo, subject, manifest, push.pushed)
+        put_referrer(client, repo, subject, manifest, push.pushed, &config_again)
             .map_err(|e| e.or_failure(fail(a.artifact_type.as_str())))
     });
     let mut all_indexed = true;
     for indexed in pushed {
         all_indexed &= indexed?;
+    }
+    if !config_known {
+        client.remember_blob(repo, &empty, true);
     }
     if !(push.pushed)() {
         return Err(ReferrersError::SubjectNotPushed {
@@ -416,24 +430,23 @@ pub fn attach(
     Ok(Attached::Tag { tag, changed })
 }
 
-/// The empty config and the documents (an SBOM and a provenance statement),
-/// side by side: each is a few small sequential requests.
+/// The empty config (when `with_config`) and the documents (an SBOM and a
+/// provenance statement), side by side: each is a few small sequential requests.
 fn push_documents(
     client: &RegistryClient,
     repo: &Reference,
     subject: &Subject,
     artifacts: &[Artifact],
+    with_config: bool,
 ) -> Result<(), ReferrersError> {
     let fail = |what: &str| registry_failure(&subject.digest, what);
-    let mut docs: Vec<Option<&Artifact>> = vec![None];
+    let mut docs: Vec<Option<&Artifact>> = match with_config {
+        true => vec![None],
+        false => vec![],
+    };
     docs.extend(artifacts.iter().map(Some));
     let blobs = crate::parallel::map_ordered(&docs, docs.len(), |doc| match doc {
-        None => {
-            let empty = Digest::of_bytes(EMPTY);
-            client
-                .push_blob(repo, &empty, EMPTY.len() as u64, &|| cursor(EMPTY), None)
-                .map_err(fail("the empty config"))
-        }
+        None => push_empty_config(client, repo).map_err(fail("the empty config")),
         // Not attached yet, so their documents (which name this image) are
         // new: a small one goes up without asking first.
         Some(a) => {
@@ -443,10 +456,19 @@ fn push_documents(
                 true => client.push_new_blob(repo, &digest, size, &open),
                 false => client.push_blob(repo, &digest, size, &open, None),
             }
+            .map(drop)
             .map_err(fail(a.artifact_type.as_str()))
         }
     });
-    blobs.into_iter().try_for_each(|b| b.map(drop))
+    blobs.into_iter().collect()
+}
+
+/// The artifacts' config, `{}`, unless the registry has it.
+fn push_empty_config(client: &RegistryClient, repo: &Reference) -> Result<(), RegistryError> {
+    let empty = Digest::of_bytes(EMPTY);
+    client
+        .push_blob(repo, &empty, EMPTY.len() as u64, &|| cursor(EMPTY), None)
+        .map(drop)
 }
 
 /// Why a referrer's manifest is not in.
@@ -467,21 +489,27 @@ impl NotPut {
 }
 
 /// Puts a referrer's manifest; when the registry refuses it, sends it again
-/// once its subject is in (a registry that wants the subject first). Says
-/// whether the registry indexed it (OCI-Subject).
+/// once its subject is in (a registry that wants the subject first), and
+/// after `config_again` has sent the empty config if it was skipped on an
+/// earlier run's word (a registry GC or a deleted repository may have taken
+/// it). Says whether the registry indexed it (OCI-Subject).
 fn put_referrer(
     client: &RegistryClient,
     repo: &Reference,
     subject: &Subject,
     manifest: &[u8],
     subject_pushed: &(dyn Fn() -> bool + Sync),
+    config_again: &(dyn Fn() -> Result<(), RegistryError> + Sync),
 ) -> Result<bool, NotPut> {
     let put = || client.put_referrer_manifest(repo, manifest, MEDIA_TYPE_OCI_MANIFEST);
-    match put() {
-        Ok((_, indexed)) => Ok(indexed),
-        Err(_) if !subject_pushed() => Err(NotPut::SubjectNotPushed(subject.digest.clone())),
-        Err(_) => put().map(|(_, indexed)| indexed).map_err(NotPut::Refused),
+    if let Ok((_, indexed)) = put() {
+        return Ok(indexed);
     }
+    config_again().map_err(NotPut::Refused)?;
+    if !subject_pushed() {
+        return Err(NotPut::SubjectNotPushed(subject.digest.clone()));
+    }
+    put().map(|(_, indexed)| indexed).map_err(NotPut::Refused)
 }
 
 #[cfg(test)]
@@ -663,5 +691,77 @@ mod tests {
             puts[2].ends_with(&fallback_tag(&subject().digest)),
             "{puts:?}"
         );
+    }
+
+    #[test]
+    fn the_empty_config_is_asked_for_once_a_day_and_sent_again_when_the_registry_lost_it() {
+        use crate::registry::{credentials::Anonymous, TransportOptions};
+        use crate::test_http::{Reply, Request, Server};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let empty_path = format!("/v2/app/blobs/{}", Digest::of_bytes(EMPTY));
+        // Holds the empty config until `lost` is set (a GC, a deleted
+        // repository); then refuses a manifest that needs it until it is sent.
+        let (holds, lost) = (
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let server = Server::start({
+            let (holds, lost) = (holds.clone(), lost.clone());
+            move |r: &Request| match (r.method.as_str(), r.path()) {
+                ("GET", "/v2/") => Reply::status(200),
+                ("HEAD", p) if p.contains("/blobs/") => match holds.load(Ordering::SeqCst) {
+                    true => Reply::status(200).header("Content-Length", "2"),
+                    false => Reply::status(404),
+                },
+                ("POST", _) => Reply::status(202).header("Location", "/v2/app/blobs/uploads/u1"),
+                ("PUT", p) if p.contains("/manifests/sha256:") => {
+                    match lost.load(Ordering::SeqCst) && !holds.load(Ordering::SeqCst) {
+                        true => Reply::status(400),
+                        false => Reply::status(201),
+                    }
+                }
+                ("PUT", _) if r.query().contains(Digest::of_bytes(EMPTY).hex()) => {
+                    holds.store(true, Ordering::SeqCst);
+                    Reply::status(201)
+                }
+                ("PUT", _) => Reply::status(201),
+                _ => Reply::status(404),
+            }
+        });
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Reference::parse(&format!("{}/app:1", server.addr)).unwrap();
+        let attach_once = || {
+            let store = crate::store::Store::open(cache.path()).unwrap();
+            let client = RegistryClient::new(TransportOptions::default(), Anonymous)
+                .unwrap()
+                .remember_endpoints(store);
+            let push = SubjectPush {
+                pushed: &|| true,
+                likely_new: true,
+            };
+            let before = server.lines().len();
+            let attached = attach(&client, &repo, &subject(), &[sbom()], &push);
+            assert!(attached.is_ok(), "{attached:?}");
+            server.lines()[before..].to_vec()
+        };
+        let asked = |lines: &[String]| lines.iter().any(|l| l.ends_with(&empty_path));
+        assert!(
+            asked(&attach_once()),
+            "the first push asks for the empty config"
+        );
+        assert!(
+            !asked(&attach_once()),
+            "the next one takes the first one's word"
+        );
+
+        holds.store(false, Ordering::SeqCst);
+        lost.store(true, Ordering::SeqCst);
+        let lines = attach_once();
+        assert!(
+            holds.load(Ordering::SeqCst),
+            "the lost config was not sent again: {lines:?}"
+        );
+        assert!(asked(&attach_once()), "the word that failed is forgotten");
     }
 }

@@ -158,6 +158,19 @@ impl RegistryClient {
             .cloned()
     }
 
+    /// Whether a run within a day saw `repo`'s repository hold the blob
+    /// `digest` (kept by [`Self::remember_blob`]). Only a hint.
+    pub fn remembers_blob(&self, repo: &Reference, digest: &Digest) -> bool {
+        let key = format!("{}@{digest}", repo.repository);
+        self.memory.knows_blob(&repo.registry, &key)
+    }
+
+    /// Keeps (or, with `held` false, forgets) that `repo`'s repository holds `digest`.
+    pub fn remember_blob(&self, repo: &Reference, digest: &Digest, held: bool) {
+        let key = format!("{}@{digest}", repo.repository);
+        self.memory.keep_blob(&repo.registry, &key, held);
+    }
+
     /// Keeps that `repo`'s tag `tag` names `digest` (a GET by tag, a PUT to it).
     pub(super) fn keep_tag_read(&self, repo: &Reference, tag: &str, digest: &Digest) {
         let key = format!("{}/{}:{tag}", repo.registry, repo.repository);

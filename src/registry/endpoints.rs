@@ -86,7 +86,31 @@ impl EndpointMemory {
             false => store.put_dated_meta_best_effort(NO_REFERRERS_KIND, registry, &()),
         }
     }
+
+    /// Whether a run within [`BLOB_HELD_FOR`] saw `registry` hold the blob
+    /// `key` (repository and digest). A hint: whoever skips the blob on its
+    /// word sends it after all if the registry says it is missing.
+    pub(super) fn knows_blob(&self, registry: &str, key: &str) -> bool {
+        self.store.as_ref().is_some_and(|store| {
+            store
+                .get_meta_within::<()>(BLOB_KIND, &format!("{registry}/{key}"), BLOB_HELD_FOR)
+                .is_some()
+        })
+    }
+
+    /// Keeps (or forgets) that `registry` holds the blob `key`.
+    pub(super) fn keep_blob(&self, registry: &str, key: &str, held: bool) {
+        let Some(store) = &self.store else { return };
+        let key = format!("{registry}/{key}");
+        match held {
+            true => store.put_dated_meta_best_effort(BLOB_KIND, &key, &()),
+            false => store.remove_meta(BLOB_KIND, &key),
+        }
+    }
 }
+
+const BLOB_KIND: &str = "registry-holds-blob";
+const BLOB_HELD_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 const NO_REFERRERS_KIND: &str = "registry-without-referrers-api";
 const NO_REFERRERS_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
