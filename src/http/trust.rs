@@ -2,20 +2,29 @@
 //! SSL_CERT_FILE) and every `--ca-file`, read at the first certificate to
 //! check. Reading and parsing the system store costs 4 to 9 ms of CPU here;
 //! a push to a plain-http registry, with a local base, never checks a
-//! certificate and so never pays it.
+//! certificate and so never pays it, and a registry whose certificate a
+//! `--ca-file` CA issued is trusted without it.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_platform_verifier::Verifier;
 use std::sync::{Arc, OnceLock};
 
-/// [`Verifier`] (the platform's, as reqwest makes it) made at first use.
+/// Trusts what the platform's [`Verifier`] (as reqwest makes it) trusts:
+/// the system store and the `--ca-file` certificates. Both are read at the
+/// first certificate to check, and a certificate that the `--ca-file`
+/// certificates alone vouch for is trusted without the system store (the
+/// platform verifier is WebPKI over the union of the two, so the answer is
+/// the same).
 #[derive(Debug)]
 pub(super) struct LazyStore {
     provider: Arc<CryptoProvider>,
     extra: Vec<CertificateDer<'static>>,
+    /// WebPKI over the `--ca-file` certificates only; `None` without any.
+    extra_only: OnceLock<Option<Arc<WebPkiServerVerifier>>>,
     /// `None`: the system has no CA certificate and no `--ca-file` was
     /// given, so no certificate can be trusted.
     loaded: OnceLock<Option<Verifier>>,
@@ -26,6 +35,7 @@ impl LazyStore {
         LazyStore {
             provider,
             extra,
+            extra_only: OnceLock::new(),
             loaded: OnceLock::new(),
         }
     }
@@ -41,12 +51,28 @@ impl LazyStore {
             .as_ref()
     }
 
+    fn extra_only(&self) -> Option<&Arc<WebPkiServerVerifier>> {
+        self.extra_only
+            .get_or_init(|| {
+                let mut roots = RootCertStore::empty();
+                // Each was parsed as a root when its file was read.
+                roots.add_parsable_certificates(self.extra.iter().cloned());
+                if roots.is_empty() {
+                    return None;
+                }
+                WebPkiServerVerifier::builder_with_provider(roots.into(), self.provider.clone())
+                    .build()
+                    .ok()
+            })
+            .as_ref()
+    }
+
     /// Whether the store was read and held no certificate.
     pub(super) fn found_none(&self) -> bool {
         matches!(self.loaded.get(), Some(None))
     }
 
-    /// Whether the store has been read.
+    /// Whether the system store has been read.
     #[cfg(test)]
     pub(super) fn is_loaded(&self) -> bool {
         self.loaded.get().is_some()
@@ -62,6 +88,13 @@ impl ServerCertVerifier for LazyStore {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(ours) = self.extra_only() {
+            let verified =
+                ours.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+            if verified.is_ok() {
+                return verified;
+            }
+        }
         match self.verifier() {
             Some(v) => {
                 v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)

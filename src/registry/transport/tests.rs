@@ -184,11 +184,12 @@ fn bad_ca_files_are_named() {
 }
 
 #[test]
-fn the_trust_store_is_read_at_the_first_certificate_and_never_for_plain_http() {
+fn the_trust_store_is_read_only_for_a_certificate_no_ca_file_vouches_for() {
     use crate::http::{HttpClient, RetryPolicy};
     use crate::test_http::Server;
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_ca(dir.path());
+    let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ca, cert, key) = test_ca(ours.path());
+    let (_, other_cert, other_key) = test_ca(theirs.path());
     let http = HttpClient::new(RetryPolicy::default(), false, &[ca]).unwrap();
     let get = |url: String| http.verified().unwrap().get(url).send();
 
@@ -207,5 +208,15 @@ fn the_trust_store_is_read_at_the_first_certificate_and_never_for_plain_http() {
         get(format!("https://{}/v2/", tls.addr)).unwrap().status(),
         200
     );
+    assert!(
+        !http.trust_store_loaded(),
+        "the --ca-file CA was not enough"
+    );
+
+    // Issued by a CA the system does not trust either: refused, after the
+    // system store was asked.
+    let stranger = Server::start_tls(&other_cert, &other_key, registry);
+    let refused = get(format!("https://{}/v2/", stranger.addr)).unwrap_err();
+    assert!(crate::http::is_certificate_error(&refused), "{refused:?}");
     assert!(http.trust_store_loaded());
 }
