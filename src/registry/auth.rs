@@ -213,7 +213,13 @@ impl Authenticator {
         if lock(&self.accepted).contains(registry) {
             return None;
         }
-        Some(lock(&self.gate))
+        let gate = lock(&self.gate);
+        // The requests that queued behind the first one go together once it
+        // was accepted, not one at a time.
+        if lock(&self.accepted).contains(registry) {
+            return None;
+        }
+        Some(gate)
     }
 
     pub fn record_accepted(&self, registry: &str) {

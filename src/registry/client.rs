@@ -44,7 +44,7 @@ pub(super) struct Endpoint {
 
 pub struct RegistryClient {
     pub(super) transport: Transport,
-    auth: Authenticator,
+    auth: Arc<Authenticator>,
     endpoints: Mutex<HashMap<String, Endpoint>>,
     pub(super) memory: EndpointMemory,
     /// Manifests this run fetched, by repository and digest: content
@@ -128,7 +128,7 @@ impl RegistryClient {
     ) -> Result<Self, RegistryError> {
         Ok(RegistryClient {
             transport: Transport::new(options)?,
-            auth: Authenticator::new(Box::new(credentials)),
+            auth: Arc::new(Authenticator::new(Box::new(credentials))),
             endpoints: Mutex::default(),
             memory: EndpointMemory::default(),
             fetched: Mutex::default(),
@@ -194,11 +194,15 @@ impl RegistryClient {
             .insert(key, (bytes.to_vec(), media_type.to_string()));
     }
 
-    /// A client that shares `other`'s connections, trust store and verdicts
-    /// on dead hosts (two clients of one run: the image's and its
-    /// attestations'), with counters of its own.
+    /// A client that shares `other`'s connections, trust store, verdicts on
+    /// dead hosts and credentials' state (tokens, and which registries
+    /// accepted or refused them), with counters of its own: two clients of
+    /// one run, the image's and its attestations', made with the same
+    /// credentials. The second then fetches no token of its own and sends
+    /// no Basic request alone.
     pub fn sharing_run_of(mut self, other: &RegistryClient) -> Self {
         self.transport.share_run_of(&other.transport);
+        self.auth = other.auth.clone();
         self.opened = other.opened.clone();
         self.first_contacts = other.first_contacts.clone();
         self

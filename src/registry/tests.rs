@@ -504,3 +504,77 @@ fn a_session_the_registry_dropped_is_replaced_by_a_new_one_at_once() {
         ]
     );
 }
+
+/// A registry behind Basic auth whose manifest HEADs take 150 ms; counts
+/// the token requests, and how many HEADs it held at once at most.
+fn slow_basic_registry(tokens: bool) -> (Server, std::sync::Arc<[AtomicUsize; 3]>) {
+    // [in flight, most in flight, token requests]
+    let counts = std::sync::Arc::new([
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ]);
+    let seen = counts.clone();
+    let server = Server::start(move |r: &Request| match (r.method.as_str(), r.path()) {
+        ("GET", "/v2/") if tokens => Reply::status(401).header(
+            "WWW-Authenticate",
+            format!(
+                r#"Bearer realm="http://{}/token",service="fake""#,
+                r.header("host").unwrap_or_default()
+            ),
+        ),
+        ("GET", "/v2/") => Reply::status(401).header("WWW-Authenticate", r#"Basic realm="fake""#),
+        ("GET", "/token") => {
+            seen[2].fetch_add(1, Ordering::SeqCst);
+            Reply::status(200).body(r#"{"token":"t","expires_in":300}"#)
+        }
+        ("HEAD", _) => {
+            let now = seen[0].fetch_add(1, Ordering::SeqCst) + 1;
+            seen[1].fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(150));
+            seen[0].fetch_sub(1, Ordering::SeqCst);
+            Reply::status(404)
+        }
+        _ => Reply::status(404),
+    });
+    (server, counts)
+}
+
+fn with_password(server: &Server) -> RegistryClient {
+    let keychain = super::credentials::Keychain::with_env(Default::default())
+        .with_explicit("u", super::credentials::Secret::new("p"))
+        .explicit_only_for(&server.addr);
+    RegistryClient::new(TransportOptions::default(), keychain).unwrap()
+}
+
+#[test]
+fn basic_requests_that_waited_for_the_first_one_go_together_once_it_was_accepted() {
+    let (server, counts) = slow_basic_registry(false);
+    let client = with_password(&server);
+    std::thread::scope(|s| {
+        for tag in ["1", "2", "3", "4"] {
+            let (client, server) = (&client, &server);
+            s.spawn(move || {
+                let r = Reference::parse(&format!("{}/team/app:{tag}", server.addr)).unwrap();
+                assert!(client.head_manifest(&r).unwrap().is_none());
+            });
+        }
+    });
+    // The first alone, then the three that waited for it at once; one at a
+    // time, they took 600 ms.
+    assert!(
+        counts[1].load(Ordering::SeqCst) >= 2,
+        "the HEADs went one at a time"
+    );
+}
+
+#[test]
+fn the_attestations_client_uses_the_token_the_images_client_fetched() {
+    let (server, counts) = slow_basic_registry(true);
+    let image = with_password(&server);
+    let attestations = with_password(&server).sharing_run_of(&image);
+    for c in [&image, &attestations] {
+        assert!(c.head_manifest(&repo(&server)).unwrap().is_none());
+    }
+    assert_eq!(counts[2].load(Ordering::SeqCst), 1, "token requests");
+}
