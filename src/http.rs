@@ -297,8 +297,8 @@ pub struct HttpClient {
     ca_certs: Vec<CertificateDer<'static>>,
     verified: OnceLock<Verified>,
     /// Held while the verifying client is made, so that threads asking at
-    /// once (the registry cache and the push's look-ahead) load the trust
-    /// store once between them.
+    /// once (the registry cache and the push's look-ahead) make one client,
+    /// with one connection pool and one trust store, between them.
     making: std::sync::Mutex<()>,
 }
 
