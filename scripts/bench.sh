@@ -225,7 +225,8 @@ fast_runs() {
   fi
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
+# ratio A B -> A/B with three decimals: two made 0.0746 a "met" against a goal of 0.07.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.3f\n", a / b }'; }
 # verdict VALUE OP LIMIT -> "met" or "NOT MET"
 verdict() { awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN {
   ok = (op == "<=") ? (v <= l) : (v < l); print (ok ? "met" : "NOT MET") }'; }
