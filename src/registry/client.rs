@@ -161,14 +161,14 @@ impl RegistryClient {
     /// Whether a run within a day saw `repo`'s repository hold the blob
     /// `digest` (kept by [`Self::remember_blob`]). Only a hint.
     pub fn remembers_blob(&self, repo: &Reference, digest: &Digest) -> bool {
-        let key = format!("{}@{digest}", repo.repository);
-        self.memory.knows_blob(&repo.registry, &key)
+        self.memory
+            .knows_blob(&repo.registry, &repo.repository, digest)
     }
 
     /// Keeps (or, with `held` false, forgets) that `repo`'s repository holds `digest`.
     pub fn remember_blob(&self, repo: &Reference, digest: &Digest, held: bool) {
-        let key = format!("{}@{digest}", repo.repository);
-        self.memory.keep_blob(&repo.registry, &key, held);
+        self.memory
+            .keep_blob(&repo.registry, &repo.repository, digest, held);
     }
 
     /// Keeps that `repo`'s tag `tag` names `digest` (a GET by tag, a PUT to it).

@@ -6,6 +6,7 @@
 //! and a 401 with another challenge replaces it.
 
 use super::auth::Challenge;
+use crate::digest::Digest;
 use crate::store::Store;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
@@ -65,52 +66,54 @@ impl EndpointMemory {
         }
     }
 
-    /// Whether `registry` answered within [`NO_REFERRERS_FOR`] that it has
-    /// no referrers API: a push that attaches then asks only the fallback
-    /// tag (issue 26: a request fewer in the inner loop). A registry that
-    /// gains the API meanwhile gets the fallback tag too for a day, which
-    /// readers of either still find.
+    /// Whether `registry` answered within [`HINT_LASTS`] that it has no
+    /// referrers API: a push that attaches then asks only the fallback tag
+    /// (issue 26: a request fewer in the inner loop). A registry that gains
+    /// the API meanwhile gets the fallback tag too for a day, which readers
+    /// of either still find.
     pub(super) fn lacks_referrers_api(&self, registry: &str) -> bool {
-        self.store.as_ref().is_some_and(|store| {
-            store
-                .get_meta_within::<()>(NO_REFERRERS_KIND, registry, NO_REFERRERS_FOR)
-                .is_some()
-        })
+        self.hint(NO_REFERRERS_KIND, registry)
     }
 
     /// Keeps what `registry` answered to a referrers list: whether it has the API.
     pub(super) fn keep_referrers_api(&self, registry: &str, has_it: bool) {
-        let Some(store) = &self.store else { return };
-        match has_it {
-            true => store.remove_meta(NO_REFERRERS_KIND, registry),
-            false => store.put_dated_meta_best_effort(NO_REFERRERS_KIND, registry, &()),
-        }
+        self.keep_hint(NO_REFERRERS_KIND, registry, !has_it);
     }
 
-    /// Whether a run within [`BLOB_HELD_FOR`] saw `registry` hold the blob
-    /// `key` (repository and digest). A hint: whoever skips the blob on its
-    /// word sends it after all if the registry says it is missing.
-    pub(super) fn knows_blob(&self, registry: &str, key: &str) -> bool {
-        self.store.as_ref().is_some_and(|store| {
-            store
-                .get_meta_within::<()>(BLOB_KIND, &format!("{registry}/{key}"), BLOB_HELD_FOR)
-                .is_some()
-        })
+    /// Whether a run within [`HINT_LASTS`] saw `registry` hold the blob
+    /// `digest` in `repository`. A hint: whoever skips the blob on its word
+    /// sends it after all if the registry says it is missing.
+    pub(super) fn knows_blob(&self, registry: &str, repository: &str, digest: &Digest) -> bool {
+        self.hint(BLOB_KIND, &format!("{registry}/{repository}@{digest}"))
     }
 
-    /// Keeps (or forgets) that `registry` holds the blob `key`.
-    pub(super) fn keep_blob(&self, registry: &str, key: &str, held: bool) {
+    /// Keeps (or forgets) that `registry` holds the blob `digest` in `repository`.
+    pub(super) fn keep_blob(&self, registry: &str, repository: &str, digest: &Digest, held: bool) {
+        self.keep_hint(
+            BLOB_KIND,
+            &format!("{registry}/{repository}@{digest}"),
+            held,
+        );
+    }
+
+    /// Whether the hint `kind` about `key` was kept within [`HINT_LASTS`].
+    fn hint(&self, kind: &str, key: &str) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|store| store.get_meta_within::<()>(kind, key, HINT_LASTS).is_some())
+    }
+
+    /// Keeps (dated now) or drops the hint `kind` about `key`.
+    fn keep_hint(&self, kind: &str, key: &str, holds: bool) {
         let Some(store) = &self.store else { return };
-        let key = format!("{registry}/{key}");
-        match held {
-            true => store.put_dated_meta_best_effort(BLOB_KIND, &key, &()),
-            false => store.remove_meta(BLOB_KIND, &key),
+        match holds {
+            true => store.put_dated_meta_best_effort(kind, key, &()),
+            false => store.remove_meta(kind, key),
         }
     }
 }
 
+/// How long a hint of [`EndpointMemory`] is trusted.
+const HINT_LASTS: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 const BLOB_KIND: &str = "registry-holds-blob";
-const BLOB_HELD_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
 const NO_REFERRERS_KIND: &str = "registry-without-referrers-api";
-const NO_REFERRERS_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
