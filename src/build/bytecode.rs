@@ -113,6 +113,12 @@ pub(super) struct StdlibLayer {
     pub from_registry: bool,
 }
 
+/// Whether [`stdlib_layer`] makes a layer: known before it runs, so the
+/// layer budget is too, and the wheels are fetched while it compiles.
+pub(super) fn will_have_stdlib_layer(bytecode_stdlib: bool, cx: &LayerContext) -> bool {
+    bytecode_stdlib && cx.compiler.is_some_and(|c| c.interp.stdlib_lacks_pycs)
+}
+
 /// The standard library's pycs in a layer of their own, when the base has
 /// none and `bytecode-stdlib` is on; cached per interpreter and mode, and
 /// reused from a registry cache (it takes long to compile) when offered.
@@ -126,12 +132,12 @@ pub(super) fn stdlib_layer(
         layer: None,
         from_registry: false,
     };
-    let Some(c) = cx.compiler.filter(|_| bytecode_stdlib) else {
+    let Some(c) = cx
+        .compiler
+        .filter(|_| will_have_stdlib_layer(bytecode_stdlib, cx))
+    else {
         return Ok(none);
     };
-    if !c.interp.stdlib_lacks_pycs {
-        return Ok(none);
-    }
     let key = cx.key(&LayerInputs::StdlibPycs {
         prefix: &python.prefix,
         bytecode: &cx.bytecode,

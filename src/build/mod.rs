@@ -307,14 +307,22 @@ fn image_on(
         Offers::Reading(h) => joined(h),
     };
     let span = crate::trace::span(|| "build: packages".into());
-    let stdlib = bytecode::stdlib_layer(spec.bytecode_stdlib, python, &cx, &offers)?;
     let budget = identity::package_budget(
         spec.layer_budget,
         base.manifest.layers.len(),
-        stdlib.layer.is_some(),
+        bytecode::will_have_stdlib_layer(spec.bytecode_stdlib, &cx),
     );
     let keys = cx.wheel_keys(&planned.wheels);
-    let gathered = packages::gather(spec, &planned.wheels, &keys, budget, &offers, opts)?;
+    // The wheels are fetched (network) while the standard library compiles
+    // (CPU, about a second for bookworm's): on a runner without a cache, a
+    // slow index or large wheels no longer wait for it.
+    let (stdlib, gathered) = std::thread::scope(|s| {
+        let gathering =
+            s.spawn(|| packages::gather(spec, &planned.wheels, &keys, budget, &offers, opts));
+        let stdlib = bytecode::stdlib_layer(spec.bytecode_stdlib, python, &cx, &offers);
+        (stdlib, joined(gathering))
+    });
+    let (stdlib, gathered) = (stdlib?, gathered?);
     let sources = LayerSources {
         wheels_downloaded: gathered.downloaded,
         layers_from_registry_cache: usize::from(stdlib.from_registry) + gathered.from_registry,
