@@ -446,6 +446,34 @@ fn bad_app_source_and_unrunnable_bases_fail_in_one_line() {
     );
 }
 
+#[test]
+fn a_wheel_failing_its_hash_while_the_stdlib_compiles_fails_in_one_line_and_writes_nothing() {
+    // The wheels are fetched beside the standard library's compile (the base has
+    // no stdlib pycs): a fetch that fails must still end the build in one line.
+    let project = locked_project("hello-api", "hello_api.main:app", "");
+    let _removed = Removed(project.clone());
+    let lock = project.join("uv.lock");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    let start = text.find("name = \"h11\"").expect("h11 in uv.lock");
+    let end = text[start..]
+        .find("[[package]]")
+        .map_or(text.len(), |i| start + i);
+    let zeros = format!("sha256:{}", "0".repeat(64));
+    // Every file of h11 (its sdist and its wheel) gets a hash no index publishes.
+    let mut block = text[start..end].to_string();
+    let mut from = 0;
+    while let Some(i) = block[from..].find("sha256:").map(|i| from + i) {
+        block.replace_range(i..i + 71, &zeros);
+        from = i + 71;
+    }
+    std::fs::write(&lock, format!("{}{block}{}", &text[..start], &text[end..])).unwrap();
+    let line = refused_build(&project);
+    assert!(
+        line.contains("h11") && line.contains("do not match the lock's sha256"),
+        "{line}"
+    );
+}
+
 /// `imgbuild build` in `dir`, which must fail with a last line `error: …` and
 /// write no output; returns that line.
 fn refused_build(dir: &Path) -> String {
