@@ -453,20 +453,9 @@ fn a_wheel_failing_its_hash_while_the_stdlib_compiles_fails_in_one_line_and_writ
     let project = locked_project("hello-api", "hello_api.main:app", "");
     let _removed = Removed(project.clone());
     let lock = project.join("uv.lock");
-    let text = std::fs::read_to_string(&lock).unwrap();
-    let start = text.find("name = \"h11\"").expect("h11 in uv.lock");
-    let end = text[start..]
-        .find("[[package]]")
-        .map_or(text.len(), |i| start + i);
-    let zeros = format!("sha256:{}", "0".repeat(64));
     // Every file of h11 (its sdist and its wheel) gets a hash no index publishes.
-    let mut block = text[start..end].to_string();
-    let mut from = 0;
-    while let Some(i) = block[from..].find("sha256:").map(|i| from + i) {
-        block.replace_range(i..i + 71, &zeros);
-        from = i + 71;
-    }
-    std::fs::write(&lock, format!("{}{block}{}", &text[..start], &text[end..])).unwrap();
+    let text = std::fs::read_to_string(&lock).unwrap();
+    std::fs::write(&lock, support::uv::with_zeroed_hashes(&text, "h11")).unwrap();
     let line = refused_build(&project);
     assert!(
         line.contains("h11") && line.contains("do not match the lock's sha256"),

@@ -110,3 +110,23 @@ fn copy_project(from: &Path, to: &Path) {
         });
     }
 }
+
+/// `lock` (a uv.lock or poetry.lock text) with every sha256 in `package`'s
+/// `[[package]]` block (its sdist's and its wheels') replaced by zeros, a
+/// hash no index publishes.
+pub fn with_zeroed_hashes(lock: &str, package: &str) -> String {
+    let start = lock
+        .find(&format!("name = \"{package}\""))
+        .unwrap_or_else(|| panic!("{package} in the lock"));
+    let end = lock[start..]
+        .find("[[package]]")
+        .map_or(lock.len(), |i| start + i);
+    let zeros = format!("sha256:{}", "0".repeat(64));
+    let mut block = lock[start..end].to_string();
+    let mut from = 0;
+    while let Some(i) = block[from..].find("sha256:").map(|i| from + i) {
+        block.replace_range(i..i + zeros.len(), &zeros);
+        from = i + zeros.len();
+    }
+    format!("{}{block}{}", &lock[..start], &lock[end..])
+}
